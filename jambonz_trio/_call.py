@@ -1,0 +1,1017 @@
+"""``Call``: the trio object an application talks to, one per jambonz call.
+
+A ``Call`` lives as long as the call, across socket drops: jambonz reconnects with
+``session:reconnect`` and the same ``Call`` (and the handler running on it) carries on. Each
+socket is a ``_Connection`` with its own nursery (trio-websocket's reader, our receive loop, the
+keepalive). The call's own nursery (started by the server) runs the handler and the single ack
+watchdog.
+
+All protocol decisions are made by the sans-io :class:`~jambonz_trio._protocol.CallProtocol`,
+synchronously, before a frame is written; every write is shielded from the caller's
+cancellation and bounded by ``send_timeout``, so a frame either went out whole or the call knows
+it did not (and the socket is aborted).
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import logging
+import math
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from ._config import CallConfig, DisconnectedCommands, LateAnswer, Overflow
+from ._errors import (
+    AlreadyAnswered,
+    CallClosed,
+    CommandQueueFull,
+    JambonzTrioError,
+    LocalProtocolError,
+    NotDelivered,
+    RemoteProtocolError,
+)
+from ._events import Disconnected, Event, HookAbandoned, Reconnected
+from ._protocol import _outbound as cmds
+from ._protocol._calldata import CallInfo
+from ._protocol._json import encoded_size
+from ._protocol._messages import (
+    Message,
+    SessionReconnect,
+    TtsStreamingEvent,
+    TtsTokensResult,
+)
+from ._protocol._outbound import Ack, Command
+from ._protocol._state import CallProtocol, ConnState, OwedAck
+from ._protocol._verbs import Config, Dub
+from ._protocol._verbs_base import Hook, Verb
+
+if TYPE_CHECKING:
+    from ._admission import Identity
+
+__all__ = ["AnswerOutcome", "Call", "CallStatistics", "CloseInfo"]
+
+log = logging.getLogger("jambonz_trio.call")
+
+_VALID_CLOSE_CODES = frozenset({1000, 1001, 1008, 1011, 1012})
+
+
+class AnswerOutcome(enum.Enum):
+    """What :meth:`Call.ack` did with an answer."""
+
+    ACKED = "acked"  #: sent as the ack jambonz was waiting for
+    REDIRECTED = "redirected"  #: too late for an ack: sent as a ``redirect`` command
+    DEFERRED = "deferred"  #: socket down: sent as the ack once jambonz reconnects
+    DROPPED = "dropped"  #: too late, and empty: nothing needed sending
+
+
+@attrs.frozen(kw_only=True)
+class CloseInfo:
+    """How a call ended: ``by`` is ``jambonz``, ``app``, ``lost`` (no reconnect within the
+    grace period), ``error`` (handler crashed) or ``server`` (drain / shutdown)."""
+
+    code: int | None
+    reason: str
+    by: Literal["jambonz", "app", "lost", "error", "server"]
+
+
+@attrs.frozen(kw_only=True)
+class CallStatistics:
+    """A snapshot of a call's internals (cheap; for metrics and tests)."""
+
+    state: str
+    events_queued: int
+    events_capacity: int
+    events_dropped: int
+    acks_owed: int
+    auto_answered: int
+    commands_queued: int
+    reconnects: int
+    frames_received: int
+    frames_sent: int
+
+
+class _Pending:
+    """A command waiting for a reconnect."""
+
+    __slots__ = ("done", "error", "sent", "size", "text")
+
+    def __init__(self, text: str, size: int) -> None:
+        self.text = text
+        self.size = size
+        self.done = trio.Event()
+        self.sent = False
+        self.error: JambonzTrioError | None = None
+
+
+class _Connection:
+    """One websocket carrying the call."""
+
+    _ids = itertools.count(1)
+
+    def __init__(
+        self, ws: WebSocketConnection, stream: trio.abc.Stream, identity: Identity
+    ) -> None:
+        self.ws = ws
+        self.stream = stream
+        self.identity = identity
+        self.id = next(self._ids)
+        self.generation = 0
+        self.closed = trio.Event()
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self.cancel_scope = trio.CancelScope()
+
+    async def abort(self) -> None:
+        """Drop the TCP connection now, without a closing handshake."""
+        await trio.aclose_forcefully(self.stream)
+
+
+class Call(trio.abc.AsyncResource):
+    """One jambonz call, as seen by the application.
+
+    Created by the server for every new call and handed to the app's handler. It stays the
+    same object when jambonz reconnects after a socket drop.
+
+    Requests (``session:new``, ``verb:hook``, ...) must be answered with :meth:`ack` exactly
+    once, from any task, in any order. If the app has not answered when ``ack_deadline`` comes
+    (4 s of jambonz's 5 s), the watchdog answers for it (empty, or the holding verbs for
+    ``session:new``) and logs a warning; a later answer is sent as a ``redirect`` command.
+
+    Attributes:
+        session: the first message of the call (normally :class:`SessionNew`; it may be a
+            ``session:reconnect`` when the app restarted, or ``session:redirect`` /
+            ``session:adulting``).
+        info: typed call data of ``session``.
+        reconnected: ``True`` if the call was first seen through a reconnect (app restart).
+        reconnect_count: how many times jambonz reconnected this call here.
+        close_info: how the call ended (``None`` while live).
+    """
+
+    def __init__(
+        self,
+        session: Message,
+        *,
+        config: CallConfig,
+        identity: Identity,
+        max_inbound_bytes: int = 1024 * 1024,
+    ) -> None:
+        self.session = session
+        self.config = config
+        self.identity = identity
+        info = getattr(session, "call", None)
+        self.info: CallInfo = (
+            info if isinstance(info, CallInfo) else CallInfo.from_data(session.data)
+        )
+        self.reconnected = isinstance(session, SessionReconnect)
+        self.reconnect_count = 0
+        self.close_info: CloseInfo | None = None
+        self.user_data: dict[str, Any] = {}
+        self._protocol = CallProtocol(
+            ack_deadline=config.ack_deadline,
+            max_outbound_bytes=config.max_outbound_bytes,
+            ack_unknown_types=config.ack_unknown_types,
+        )
+        self._conn: _Connection | None = None
+        self._send_events, self._recv_events = trio.open_memory_channel[Event](
+            config.event_queue_size
+        )
+        self._events_dropped = 0
+        self._auto_answered: deque[str] = deque(maxlen=256)
+        self._auto_answered_count = 0
+        self._deferred: dict[str, tuple[Verb, ...]] = {}
+        self._outbox: deque[_Pending] = deque()
+        self._outbox_bytes = 0
+        self._reconnect_acked = True
+        self._disconnected_at: float | None = None
+        self._watchdog_scope: trio.CancelScope | None = None
+        self._session_acked = trio.Event()
+        self._closed = trio.Event()
+        self._frames_in = 0
+        self._frames_out = 0
+        self._tts_waiters: dict[str | int, tuple[trio.Event, list[TtsTokensResult]]] = {}
+        self._tts_resumed = trio.Event()
+        self._tts_resumed.set()
+        self._tts_ids = itertools.count(1)
+        self._max_inbound = max_inbound_bytes
+        self._ending = False
+        self._isolated = False
+        #: Set by the server: told when the call loses its socket (parking bookkeeping).
+        self.on_disconnect: Callable[[Call], None] | None = None
+
+    # -- typed call data ---------------------------------------------------------------------
+
+    @property
+    def call_sid(self) -> str | None:
+        return self.info.call_sid or self._protocol.call_sid
+
+    @property
+    def from_(self) -> str | None:
+        return self.info.from_
+
+    @property
+    def to(self) -> str | None:
+        return self.info.to
+
+    @property
+    def direction(self) -> str | None:
+        return self.info.direction
+
+    @property
+    def account_sid(self) -> str | None:
+        return self.info.account_sid
+
+    @property
+    def state(self) -> ConnState:
+        """``connected``, ``disconnected`` (waiting for a reconnect) or ``closed``."""
+        return self._protocol.state
+
+    @property
+    def closed(self) -> bool:
+        return self._protocol.state is ConnState.CLOSED
+
+    def __repr__(self) -> str:
+        return f"<Call {self.call_sid} {self.state.value}>"
+
+    def statistics(self) -> CallStatistics:
+        stats = self._send_events.statistics()
+        return CallStatistics(
+            state=self.state.value,
+            events_queued=stats.current_buffer_used,
+            events_capacity=int(stats.max_buffer_size),
+            events_dropped=self._events_dropped,
+            acks_owed=len(self._protocol.owed()),
+            auto_answered=self._auto_answered_count,
+            commands_queued=len(self._outbox),
+            reconnects=self.reconnect_count,
+            frames_received=self._frames_in,
+            frames_sent=self._frames_out,
+        )
+
+    # -- events --------------------------------------------------------------------------------
+
+    async def next_event(self) -> Event:
+        """Wait for the next message or library event of this call.
+
+        A checkpoint. Returns jambonz messages (``VerbHook``, ``CallStatus``, ...) and library
+        events (:class:`Reconnected`, :class:`Disconnected`, :class:`HookAbandoned`).
+
+        Raises:
+            CallClosed: the call is over and every queued event was returned.
+        """
+        try:
+            return await self._recv_events.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise self._closed_error() from None
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while True:
+            try:
+                event = await self.next_event()
+            except CallClosed:
+                return
+            yield event
+
+    def _closed_error(self) -> CallClosed:
+        ci = self.close_info
+        if ci is None:
+            return CallClosed("call closed")
+        return CallClosed(f"call ended ({ci.by}: {ci.reason})", code=ci.code)
+
+    async def wait_answered(self) -> None:
+        """Block until ``session:new`` has been acked (commands are allowed from then on).
+
+        Raises:
+            CallClosed: the call ended first.
+        """
+        if self._protocol.session_new_acked is not False:
+            await trio.lowlevel.checkpoint()
+            return
+        async with trio.open_nursery() as n:
+
+            async def closed() -> None:
+                await self._closed.wait()
+                n.cancel_scope.cancel()
+
+            n.start_soon(closed)
+            await self._session_acked.wait()
+            n.cancel_scope.cancel()
+        if not self._session_acked.is_set():
+            raise self._closed_error()
+
+    async def wait_closed(self) -> CloseInfo:
+        """Block until the call is over; returns how it ended."""
+        await self._closed.wait()
+        assert self.close_info is not None
+        return self.close_info
+
+    # -- answering -----------------------------------------------------------------------------
+
+    async def ack(self, request: Message | str, verbs: Sequence[Verb] = ()) -> AnswerOutcome:
+        """Answer a request (by message or msgid) with ``verbs`` (may be empty).
+
+        A checkpoint; the write is shielded from the caller's cancellation and bounded by
+        ``send_timeout``, so when this returns the frame is on the wire (or queued, see below).
+
+        Returns:
+            :class:`AnswerOutcome`: ``ACKED``; ``REDIRECTED`` when the watchdog (or a socket
+            drop) already ended the request and ``verbs`` went out as a ``redirect``;
+            ``DROPPED`` when that happened and ``verbs`` was empty; ``DEFERRED`` for a
+            ``session:new`` answered while the socket is down (sent on the reconnect).
+
+        Raises:
+            AlreadyAnswered: the app answered this request before (or ``late_answer`` is
+                ``RAISE``).
+            LocalProtocolError: not a request, an unknown msgid, an empty ``session:new``
+                answer, the call is closed, or the frame would be too large.
+            NotDelivered: the socket died during the write.
+        """
+        if isinstance(request, Message):
+            msgid = request.msgid
+            if not request.NEEDS_ACK and not self._protocol.is_owed(msgid):
+                raise LocalProtocolError(f"{request.type} messages are not acked")
+        else:
+            msgid = request
+        verbs = tuple(verbs)
+        protocol = self._protocol
+        owed = protocol.get_owed(msgid)
+        if owed is not None and protocol.can_answer_now(msgid):
+            await self._send_ack(owed, verbs)
+            return AnswerOutcome.ACKED
+        if owed is not None and owed.needs_verbs and protocol.state is ConnState.DISCONNECTED:
+            if not verbs:
+                raise LocalProtocolError("session:new must be answered with at least one verb")
+            protocol.render(Ack(msgid=msgid, verbs=verbs).to_wire())  # size check now
+            self._deferred[msgid] = verbs
+            return AnswerOutcome.DEFERRED
+        late = msgid in self._auto_answered or protocol.was_abandoned(msgid)
+        if owed is None and late:
+            if self.config.late_answer is LateAnswer.RAISE:
+                raise AlreadyAnswered(f"msgid {msgid!r} was already answered by the watchdog")
+            if not verbs:
+                await trio.lowlevel.checkpoint()
+                return AnswerOutcome.DROPPED
+            log.info("call %s: late answer to %s sent as a redirect", self.call_sid, msgid)
+            await self.send_command(cmds.Redirect(verbs=verbs))
+            return AnswerOutcome.REDIRECTED
+        if owed is not None:
+            raise LocalProtocolError("the call's socket is down; this request was abandoned")
+        protocol.ack(msgid, verbs)  # raises the precise LocalProtocolError
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send_ack(self, owed: OwedAck, verbs: tuple[Verb, ...]) -> None:
+        conn = self._conn
+        assert conn is not None
+        text = self._protocol.ack(owed.msgid, verbs)
+        if owed.needs_verbs:
+            self._session_acked.set()
+        if not await self._write(conn, text):
+            if owed.needs_verbs:
+                # jambonz did not get it and will re-key its session:new on the reconnect.
+                self._protocol.restore(owed)
+                self._session_acked = trio.Event()
+            raise NotDelivered("the socket dropped while sending the ack", maybe_sent=True)
+
+    # -- commands ------------------------------------------------------------------------------
+
+    async def send_command(self, command: Command) -> None:
+        """Send a command (any task, any time after the ``session:new`` ack).
+
+        While the socket is down the command waits, FIFO, for jambonz to reconnect (bounded
+        by ``max_queued_commands`` / ``max_queued_bytes``), or fails at once with
+        ``disconnected_commands=FAIL``. Cancelling the caller while it waits removes the
+        command (it is never sent). The caller owns any timeout (``trio.fail_after``).
+
+        Raises:
+            LocalProtocolError: before the ``session:new`` ack (jambonz would drop it), after
+                the call closed, or the frame is too large / unserialisable.
+            CommandQueueFull: the disconnected queue is full.
+            NotDelivered: the socket died during the write, or the call ended while the
+                command waited.
+        """
+        if self.closed:
+            raise self._closed_error()
+        text = self._protocol.command(command)
+        conn = self._conn
+        if (
+            conn is not None
+            and self._protocol.state is ConnState.CONNECTED
+            and self._reconnect_acked
+            and not self._outbox
+        ):
+            if not await self._write(conn, text):
+                raise NotDelivered(
+                    f"socket dropped while sending {command.COMMAND}", maybe_sent=True
+                )
+            return
+        if self.config.disconnected_commands is DisconnectedCommands.FAIL:
+            raise NotDelivered(f"call {self.call_sid} is disconnected; {command.COMMAND} not sent")
+        size = encoded_size(text)
+        if (
+            len(self._outbox) >= self.config.max_queued_commands
+            or self._outbox_bytes + size > self.config.max_queued_bytes
+        ):
+            raise CommandQueueFull(
+                f"{len(self._outbox)} commands ({self._outbox_bytes} bytes) already wait for a "
+                "reconnect"
+            )
+        item = _Pending(text, size)
+        self._outbox.append(item)
+        self._outbox_bytes += size
+        try:
+            await item.done.wait()
+        finally:
+            if not item.sent and not item.done.is_set():
+                self._outbox.remove(item)
+                self._outbox_bytes -= size
+        if item.error is not None:
+            raise item.error
+
+    async def redirect(self, verbs: Sequence[Verb], *, queue: bool = False) -> None:
+        """Replace the program (``queue=False``, kills the current verb) or append to it."""
+        await self.send_command(cmds.Redirect(verbs=tuple(verbs), queue=queue))
+
+    async def redirect_to_hook(
+        self, call_hook: Hook | None = None, *, child_call_hook: Hook | None = None
+    ) -> None:
+        """Make jambonz fetch new programs from hooks (``session:redirect`` follows)."""
+        await self.send_command(
+            cmds.RedirectToHook(call_hook=call_hook, child_call_hook=child_call_hook)
+        )
+
+    async def redirect_legs(
+        self,
+        *,
+        parent_call: Sequence[Verb] | None = None,
+        child_call: Sequence[Verb] | None = None,
+    ) -> None:
+        """Give the parent and/or the dialled child leg new programs."""
+        await self.send_command(
+            cmds.RedirectLegs(
+                parent_call=tuple(parent_call) if parent_call is not None else None,
+                child_call=tuple(child_call) if child_call is not None else None,
+            )
+        )
+
+    async def hangup(self) -> None:
+        """Hang up an answered call (``call:status`` ``completed``)."""
+        await self.send_command(cmds.CallStatusCommand(call_status="completed"))
+
+    async def reject(self) -> None:
+        """End a not-yet-answered call (``call:status`` ``no-answer``: SIP 503 / CANCEL)."""
+        await self.send_command(cmds.CallStatusCommand(call_status="no-answer"))
+
+    async def mute(self, *, call_sid: str | None = None) -> None:
+        """Mute a leg during ``dial`` / ``conference``."""
+        await self.send_command(cmds.MuteStatus(mute_status="mute", call_sid=call_sid))
+
+    async def unmute(self, *, call_sid: str | None = None) -> None:
+        await self.send_command(cmds.MuteStatus(mute_status="unmute", call_sid=call_sid))
+
+    async def conference_mute(self, status: Literal["mute", "unmute"]) -> None:
+        """Mute or unmute every non-moderator of the conference."""
+        await self.send_command(cmds.ConfMuteStatus(conf_mute_status=status))
+
+    async def conference_hold(
+        self, status: Literal["hold", "unhold"], *, wait_hook: str | None = None
+    ) -> None:
+        await self.send_command(cmds.ConfHoldStatus(conf_hold_status=status, wait_hook=wait_hook))
+
+    async def conference_participant(
+        self,
+        action: cmds.ParticipantAction,
+        *,
+        tag: str | None = None,
+        wait_hook: str | None = None,
+    ) -> None:
+        await self.send_command(
+            cmds.ConfParticipantAction(action=action, tag=tag, wait_hook=wait_hook)
+        )
+
+    async def listen_status(self, status: Literal["pause", "resume"]) -> None:
+        await self.send_command(cmds.ListenStatus(listen_status=status))
+
+    async def stream_status(self, status: Literal["pause", "resume"]) -> None:
+        await self.send_command(cmds.StreamStatus(stream_status=status))
+
+    async def transcribe_status(self, status: Literal["pause", "resume"]) -> None:
+        await self.send_command(cmds.TranscribeStatus(transcribe_status=status))
+
+    async def whisper(self, verbs: Sequence[Verb], *, call_sid: str | None = None) -> None:
+        """Play ``Say``/``Play`` verbs to one leg during ``dial`` or ``listen``."""
+        await self.send_command(cmds.Whisper(verbs=tuple(verbs), call_sid=call_sid))  # type: ignore[arg-type]
+
+    async def sip_request(
+        self,
+        method: str,
+        *,
+        content_type: str | None = None,
+        content: str | None = None,
+        headers: dict[str, str] | None = None,
+        call_sid: str | None = None,
+    ) -> None:
+        """Send an in-dialog SIP request (INFO, MESSAGE, NOTIFY...)."""
+        await self.send_command(
+            cmds.SipRequestCommand(
+                method=method,
+                content_type=content_type,
+                content=content,
+                headers=headers,
+                call_sid=call_sid,
+            )
+        )
+
+    async def send_dtmf(
+        self, digit: str, *, duration: int | None = None, call_sid: str | None = None
+    ) -> None:
+        await self.send_command(cmds.DtmfCommand(digit=digit, duration=duration, call_sid=call_sid))
+
+    async def record(self, action: cmds.RecordAction, **options: Any) -> None:
+        """Start / stop / pause / resume recording (see :class:`RecordCommand` for options)."""
+        await self.send_command(cmds.RecordCommand(action=action, **options))
+
+    async def configure(self, config: Config) -> None:
+        """Run a ``config`` verb now, out of band."""
+        await self.send_command(cmds.ConfigCommand(config=config))
+
+    async def dial(self, body: dict[str, Any]) -> None:
+        """Launch a separate outbound call (REST ``createCall`` body)."""
+        await self.send_command(cmds.DialCommand(body=body))
+
+    async def dub(self, dub: Dub, *, call_sid: str | None = None) -> None:
+        await self.send_command(cmds.DubCommand(dub=dub, call_sid=call_sid))
+
+    async def boost_audio(self, gain: float | str, *, call_sid: str | None = None) -> None:
+        await self.send_command(cmds.BoostAudio(gain=gain, call_sid=call_sid))
+
+    async def media_path(self, path: Literal["no-media", "partial-media", "full-media"]) -> None:
+        await self.send_command(cmds.MediaPath(path=path))
+
+    async def llm_tool_output(self, tool_call_id: str, data: dict[str, Any]) -> None:
+        """Answer an ``llm:tool-call`` (``data`` is the vendor's shape, protocol.md §9.5)."""
+        await self.send_command(cmds.LlmToolOutput(tool_call_id=tool_call_id, data=data))
+
+    async def llm_update(self, data: dict[str, Any]) -> None:
+        await self.send_command(cmds.LlmUpdate(data=data))
+
+    async def tts_flush(self) -> None:
+        await self.send_command(cmds.TtsFlush())
+
+    async def tts_clear(self) -> None:
+        """Drop buffered TTS text and queued audio, and release a paused token stream."""
+        await self.send_command(cmds.TtsClear())
+
+    async def send_tts_tokens(self, tokens: str) -> TtsTokensResult:
+        """Send ``tts:tokens`` and wait for jambonz's ``tts:tokens-result``.
+
+        Back-pressure: while jambonz reported its buffer full this waits for
+        ``stream_resumed``; a ``full`` answer is retried after it. Sequential use keeps order.
+        The caller owns the timeout.
+
+        Raises:
+            CallClosed: the call ended first.
+        """
+        while True:
+            await self._tts_resumed.wait()
+            tid = next(self._tts_ids)
+            done = trio.Event()
+            slot: list[TtsTokensResult] = []
+            self._tts_waiters[tid] = (done, slot)
+            try:
+                await self.send_command(cmds.TtsTokens(id=tid, tokens=tokens))
+                async with trio.open_nursery() as n:
+
+                    async def closed() -> None:
+                        await self._closed.wait()
+                        n.cancel_scope.cancel()
+
+                    n.start_soon(closed)
+                    await done.wait()
+                    n.cancel_scope.cancel()
+            finally:
+                self._tts_waiters.pop(tid, None)
+            if not slot:
+                raise self._closed_error()
+            result = slot[0]
+            if result.status == "failed" and result.reason == "full":
+                self._tts_resumed = (
+                    trio.Event() if self._tts_resumed.is_set() else self._tts_resumed
+                )
+                continue
+            return result
+
+    # -- closing -------------------------------------------------------------------------------
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        """End the call from the app's side. Idempotent; bounded by ``close_timeout``.
+
+        Code 1000 tells jambonz "finish the current program, then hang up" (it never
+        reconnects). 1001/1012 make jambonz reconnect (to another instance behind a load
+        balancer). Other codes: 1008, 1011, 3000-4999.
+
+        Raises:
+            ValueError: an invalid close code.
+        """
+        if code not in _VALID_CLOSE_CODES and not 3000 <= code <= 4999:
+            raise ValueError(f"invalid close code {code}")
+        reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
+        if self.closed:
+            await trio.lowlevel.checkpoint()
+            return
+        by: Literal["app", "server"] = "app" if code == 1000 else "server"
+        conn = self._conn
+        self._finish(CloseInfo(code=code, reason=reason or "closed by app", by=by))
+        if conn is not None:
+            await self._close_connection(conn, code, reason)
+
+    async def _close_connection(self, conn: _Connection, code: int, reason: str) -> None:
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.config.close_timeout):
+                try:
+                    await conn.ws.aclose(code, reason or None)
+                except Exception:  # pragma: no cover - trio-websocket close races
+                    log.debug("close of %s failed", self.call_sid, exc_info=True)
+            await conn.abort()
+            conn.cancel_scope.cancel()
+
+    def _finish(self, info: CloseInfo) -> None:
+        """Mark the call over and release everyone waiting on it (sync)."""
+        if self.close_info is None:
+            self.close_info = info
+        self._protocol.close()
+        self._send_events.close()
+        for item in self._outbox:
+            item.error = NotDelivered(f"call ended before {item.text[:40]!r} could be sent")
+            item.done.set()
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        for done, _slot in self._tts_waiters.values():
+            done.set()
+        self._tts_resumed.set()
+        self._closed.set()
+        if self._watchdog_scope is not None:
+            self._watchdog_scope.cancel()
+
+    # -- engine: handler & watchdog --------------------------------------------------------------
+
+    async def _run(
+        self, handler: Any, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the handler and the watchdog in the call's nursery (started by the server)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watchdog)
+            task_status.started()
+            try:
+                await handler(self)
+            except Exception as exc:
+                await self._handler_failed(exc)
+                if self.config.strict:
+                    raise
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self.aclose(1000, "handler finished")
+                nursery.cancel_scope.cancel()
+
+    async def _handler_failed(self, exc: Exception) -> None:
+        log.error(
+            "call %s: handler raised %s; sending fallback verbs and closing with 1000",
+            self.call_sid,
+            type(exc).__name__,
+            exc_info=exc,
+        )
+        with trio.CancelScope(shield=True), trio.move_on_after(self.config.send_timeout):
+            try:
+                if self._protocol.session_new_acked is False:
+                    owed = next((o for o in self._protocol.owed() if o.needs_verbs), None)
+                    if owed is not None:
+                        await self.ack(owed.msgid, self.config.fallback_verbs)
+                elif not self.closed:
+                    await self.send_command(cmds.Redirect(verbs=self.config.fallback_verbs))
+            except JambonzTrioError:
+                log.warning("call %s: could not send fallback verbs", self.call_sid)
+
+    async def _watchdog(self) -> None:
+        """The call's one deadline task: overdue acks and the reconnect grace period."""
+        while not self.closed:
+            with trio.CancelScope() as scope:
+                self._watchdog_scope = scope
+                scope.deadline = self._next_deadline()
+                await trio.sleep_forever()
+            self._watchdog_scope = None
+            if self.closed:
+                return
+            now = trio.current_time()
+            grace_end = (
+                None
+                if self._disconnected_at is None
+                else self._disconnected_at + self.config.reconnect_grace
+            )
+            if grace_end is not None and now >= grace_end:
+                self._lost(f"no reconnect within {self.config.reconnect_grace:.0f} s")
+                return
+            for owed in self._protocol.overdue(now):
+                await self._auto_answer(owed)
+
+    def _next_deadline(self) -> float:
+        d = self._protocol.next_deadline()
+        best = math.inf if d is None else d
+        if self._disconnected_at is not None:
+            best = min(best, self._disconnected_at + self.config.reconnect_grace)
+        return best
+
+    def _reschedule(self) -> None:
+        """A deadline may have moved earlier: update the watchdog without waking it."""
+        scope = self._watchdog_scope
+        if scope is not None:
+            scope.deadline = min(scope.deadline, self._next_deadline())
+
+    async def _auto_answer(self, owed: OwedAck) -> None:
+        conn = self._conn
+        if conn is None or not self._protocol.can_answer_now(owed.msgid):
+            return
+        verbs = self.config.holding_verbs if owed.needs_verbs else ()
+        msg = owed.message
+        log.warning(
+            "call %s: no answer to %s%s within %.1f s; the watchdog answered %s",
+            self.call_sid,
+            msg.type,
+            f" (hook {msg.hook})" if msg.hook else "",
+            self.config.ack_deadline,
+            "with the holding verbs" if verbs else "empty",
+        )
+        text = self._protocol.ack(owed.msgid, verbs)
+        self._auto_answered.append(owed.msgid)
+        self._auto_answered_count += 1
+        if owed.needs_verbs:
+            self._session_acked.set()
+        await self._write(conn, text)
+
+    # -- engine: connections -------------------------------------------------------------------
+
+    async def _write(self, conn: _Connection, text: str) -> bool:
+        """Write one frame: shielded, bounded by ``send_timeout``. ``False`` if it failed (the
+        connection is then aborted and reported lost)."""
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.config.send_timeout) as scope:
+                try:
+                    await conn.ws.send_message(text)
+                    self._frames_out += 1
+                    return True
+                except ConnectionClosed:
+                    pass
+            if scope.cancelled_caught:
+                log.warning(
+                    "call %s: send timed out after %.1f s; aborting the socket",
+                    self.call_sid,
+                    self.config.send_timeout,
+                )
+                await conn.abort()
+        self._connection_lost(conn, None, "send failed")
+        return False
+
+    def _deliver(self, event: Event) -> None:
+        try:
+            self._send_events.send_nowait(event)
+        except trio.WouldBlock:
+            self._events_dropped += 1
+            if self.config.overflow is Overflow.END_CALL:
+                log.error("call %s: event queue full; ending the call", self.call_sid)
+                self._ending = True
+            else:
+                log.warning(
+                    "call %s: event queue full (%d); dropped %s",
+                    self.call_sid,
+                    self.config.event_queue_size,
+                    type(event).__name__,
+                )
+        except trio.ClosedResourceError:
+            pass
+
+    async def _attach(self, conn: _Connection, first: Message, now: float) -> None:
+        """Make ``conn`` the call's live socket and process its first message."""
+        old = self._conn
+        if old is not None and old is not conn and not old.closed.is_set():
+            log.info("call %s: a newer socket replaces socket %d", self.call_sid, old.id)
+            self._connection_lost(old, None, "replaced by a newer socket")
+            old.cancel_scope.cancel()
+            await old.abort()
+        seen_before = self._protocol.generation > 0
+        self._conn = conn
+        self._protocol.connection_made()
+        conn.generation = self._protocol.generation
+        self._disconnected_at = None
+        if seen_before and not isinstance(first, SessionReconnect):
+            # An older feature server reconnects without session:reconnect
+            # (jambonz-feature-server#103): the first message names a known call_sid.
+            self.reconnect_count += 1
+            log.info("call %s: implicit reconnect (%s first)", self.call_sid, first.type)
+            self._deliver(Reconnected(count=self.reconnect_count, message=first))
+            await self._flush_outbox(conn)
+        await self._on_message(conn, first, now)
+
+    async def _run_connection(self, conn: _Connection) -> None:
+        """Receive loop + keepalive for one socket; returns when the socket is done."""
+        with conn.cancel_scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._keepalive, conn)
+                await self._receive_loop(conn)
+                nursery.cancel_scope.cancel()
+
+    async def _receive_loop(self, conn: _Connection) -> None:
+        max_in = self._max_inbound
+        while True:
+            try:
+                frame = await conn.ws.get_message()
+            except ConnectionClosed as exc:
+                reason = exc.reason
+                code = reason.code if reason is not None else None
+                self._connection_closed(conn, code, reason.reason if reason is not None else None)
+                return
+            self._frames_in += 1
+            if isinstance(frame, bytes):
+                log.info("call %s: ignoring a binary frame (%d bytes)", self.call_sid, len(frame))
+                continue
+            if len(frame) > max_in // 4 and encoded_size_safe(frame) > max_in:
+                log.warning(
+                    "call %s: inbound frame over %d bytes; closing with 1009", self.call_sid, max_in
+                )
+                await self._abort_with(conn, 1009, "message too big")
+                return
+            now = trio.current_time()
+            try:
+                msg = self._protocol.receive_text(frame, now)
+            except RemoteProtocolError as exc:
+                await self._bad_frame(conn, exc, frame)
+                continue
+            await self._on_message(conn, msg, now)
+            if self._ending:
+                await self._end_after_overflow()
+                return
+
+    async def _bad_frame(self, conn: _Connection, exc: RemoteProtocolError, frame: str) -> None:
+        log.warning(
+            "call %s: protocol error from jambonz: %s (frame %r)", self.call_sid, exc, frame[:120]
+        )
+        if exc.msgid:
+            # We cannot tell what it was; an ack jambonz is not waiting for is ignored, and a
+            # request it is waiting for gets answered instead of timing out.
+            text = self._protocol.render(Ack(msgid=exc.msgid).to_wire())
+            await self._write(conn, text)
+
+    async def _on_message(self, conn: _Connection, msg: Message, now: float) -> None:
+        protocol = self._protocol
+        if isinstance(msg, SessionReconnect) and conn.generation == protocol.generation:
+            await self._on_reconnect(conn, msg, now)
+            return
+        if isinstance(msg, TtsTokensResult):
+            self._on_tts_result(msg)
+        elif isinstance(msg, TtsStreamingEvent):
+            if msg.event_type == "stream_paused":
+                if self._tts_resumed.is_set():
+                    self._tts_resumed = trio.Event()
+            elif msg.event_type in ("stream_resumed", "user_interruption", "stream_closed"):
+                self._tts_resumed.set()
+        self._reschedule()
+        if msg is not self.session:
+            self._deliver(msg)
+
+    async def _on_reconnect(self, conn: _Connection, msg: SessionReconnect, now: float) -> None:
+        protocol = self._protocol
+        if msg is self.session:
+            # First socket of a call we learn about through a reconnect (app restart): the
+            # app answers it like a session:new (jambonz ignores verbs it no longer needs).
+            self._reschedule()
+            return
+        self.reconnect_count += 1
+        if self.reconnect_count >= self.config.reconnect_budget - 1:
+            log.warning(
+                "call %s: reconnect %d; jambonz allows about %d per call (#1098)",
+                self.call_sid,
+                self.reconnect_count,
+                self.config.reconnect_budget,
+            )
+        if protocol.is_owed(msg.msgid):
+            self._reconnect_acked = False
+            if await self._write(conn, protocol.ack(msg.msgid)):
+                self._reconnect_acked = True
+                await self._flush_outbox(conn)
+        else:
+            # session:new was unanswered at the drop: jambonz re-keyed it to this msgid.
+            log.warning(
+                "call %s: socket dropped before the session:new ack; feature-server <= 0.9.8 "
+                "may leave later traffic of this call queued (protocol.md §6.2)",
+                self.call_sid,
+            )
+            pending = next((o for o in protocol.owed() if o.needs_verbs), None)
+            if pending is not None and pending.msgid in self._deferred:
+                await self._send_ack(pending, self._deferred.pop(pending.msgid))
+        self._reschedule()
+        self._deliver(Reconnected(count=self.reconnect_count, message=msg))
+
+    async def _flush_outbox(self, conn: _Connection) -> None:
+        while self._outbox and conn is self._conn and protocol_connected(self._protocol):
+            item = self._outbox.popleft()
+            self._outbox_bytes -= item.size
+            item.sent = True
+            if not await self._write(conn, item.text):
+                item.error = NotDelivered(
+                    "the socket dropped again while flushing", maybe_sent=True
+                )
+            item.done.set()
+
+    def _on_tts_result(self, msg: TtsTokensResult) -> None:
+        tid = msg.id
+        if tid is None:
+            return
+        waiter = self._tts_waiters.get(tid)
+        if waiter is None and isinstance(tid, str) and tid.isdigit():
+            waiter = self._tts_waiters.get(int(tid))
+        if waiter is not None:
+            waiter[1].append(msg)
+            waiter[0].set()
+
+    async def _keepalive(self, conn: _Connection) -> None:
+        interval, timeout = self.config.ping_interval, self.config.ping_timeout
+        for n in itertools.count():
+            await trio.sleep(interval)
+            with trio.move_on_after(timeout) as scope:
+                try:
+                    await conn.ws.ping(b"jt%d" % n)
+                except ConnectionClosed:
+                    return
+            if scope.cancelled_caught:
+                log.warning(
+                    "call %s: no pong within %.1f s; aborting the socket", self.call_sid, timeout
+                )
+                await conn.abort()
+                self._connection_lost(conn, 1006, "ping timeout")
+                conn.cancel_scope.cancel()
+                return
+
+    async def _abort_with(self, conn: _Connection, code: int, reason: str) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(self.config.close_timeout):
+            try:
+                await conn.ws.aclose(code, reason)
+            except Exception:  # pragma: no cover
+                pass
+        await conn.abort()
+        self._connection_lost(conn, code, reason)
+
+    async def _end_after_overflow(self) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(self.config.send_timeout):
+            try:
+                await self.send_command(cmds.Redirect(verbs=self.config.fallback_verbs))
+            except JambonzTrioError:
+                pass
+        await self.aclose(1000, "event queue overflow")
+
+    def _connection_closed(self, conn: _Connection, code: int | None, reason: str | None) -> None:
+        conn.close_code, conn.close_reason = code, reason
+        conn.closed.set()
+        if conn is not self._conn or self.closed:
+            return
+        if code == 1000:
+            self._finish(CloseInfo(code=1000, reason=reason or "call ended", by="jambonz"))
+        else:
+            self._connection_lost(conn, code, reason)
+
+    def _connection_lost(self, conn: _Connection, code: int | None, reason: str | None) -> None:
+        """The socket is gone without a normal end: wait for jambonz to reconnect."""
+        conn.closed.set()
+        if conn is not self._conn or self.closed or self._protocol.state is not ConnState.CONNECTED:
+            return
+        abandoned = self._protocol.connection_lost()
+        self._disconnected_at = trio.current_time()
+        log.info(
+            "call %s: socket lost (%s %s); waiting for a reconnect", self.call_sid, code, reason
+        )
+        self._deliver(Disconnected(code=code, reason=reason))
+        for owed in abandoned:
+            self._deliver(HookAbandoned(message=owed.message))
+        self._reschedule()
+        if self.on_disconnect is not None:
+            self.on_disconnect(self)
+
+    def _lost(self, reason: str) -> None:
+        """Give up on a disconnected call (grace expired, or evicted)."""
+        log.warning("call %s: %s; giving up", self.call_sid, reason)
+        self._finish(CloseInfo(code=None, reason=reason, by="lost"))
+
+
+def protocol_connected(protocol: CallProtocol) -> bool:
+    return protocol.state is ConnState.CONNECTED
+
+
+def encoded_size_safe(text: str) -> int:
+    try:
+        return encoded_size(text)
+    except LocalProtocolError:
+        return len(text) * 3

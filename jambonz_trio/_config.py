@@ -1,0 +1,131 @@
+"""Tunables of the server and of each call, with the defaults a production deployment wants."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+import attrs
+
+from ._protocol._json import DEFAULT_MAX_OUTBOUND_BYTES
+from ._protocol._state import DEFAULT_ACK_DEADLINE
+from ._protocol._verbs import Hangup, Pause
+from ._protocol._verbs_base import Verb
+
+__all__ = ["CallConfig", "DisconnectedCommands", "LateAnswer", "Overflow", "ServerConfig"]
+
+
+class Overflow(enum.Enum):
+    """What happens when the app does not drain a call's events and the queue is full."""
+
+    #: Drop the new event and log a warning (counted in ``Call.statistics()``). A dropped request
+    #: is still answered by the ack watchdog at its deadline, so jambonz never waits in vain.
+    DROP = "drop"
+    #: Log an error, send the fallback verbs (default: hang up) and close the socket with 1000.
+    END_CALL = "end_call"
+
+
+class LateAnswer(enum.Enum):
+    """What ``Call.ack`` does with verbs for a request the watchdog (or a drop) already ended."""
+
+    #: Send them as a ``redirect`` command (replacing the current program), never a stale ack.
+    REDIRECT = "redirect"
+    #: Raise :class:`~jambonz_trio.AlreadyAnswered`.
+    RAISE = "raise"
+
+
+class DisconnectedCommands(enum.Enum):
+    """What ``Call.send_command`` does while the call's socket is down."""
+
+    #: Wait (bounded queue, FIFO) until jambonz reconnects and the reconnect is acked.
+    QUEUE = "queue"
+    #: Raise :class:`~jambonz_trio.NotDelivered` at once.
+    FAIL = "fail"
+
+
+def _verbs(value: Sequence[Verb]) -> tuple[Verb, ...]:
+    return tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class CallConfig:
+    """Per-call behaviour. All durations are seconds.
+
+    Attributes:
+        ack_deadline: how long after receipt the watchdog answers a request for the app
+            (jambonz gives up at 5 s).
+        holding_verbs: what the watchdog answers a late ``session:new`` with (must be
+            non-empty: an empty answer makes jambonz reject the call). The app's late answer then
+            goes out as a ``redirect``.
+        fallback_verbs: sent (as a ``redirect``) when the handler raises, before closing with 1000.
+        late_answer: see :class:`LateAnswer`.
+        ack_unknown_types: answer unknown message types that carry a msgid, at the deadline.
+        event_queue_size: bounded queue of events waiting for the app.
+        overflow: see :class:`Overflow`.
+        send_timeout: bound on every write; a peer that stops reading is cut off after it.
+        ping_interval / ping_timeout: keepalive; a call whose pong does not come is aborted.
+        close_timeout: bound on the closing handshake.
+        max_outbound_bytes: jambonz's ``maxPayload``; bigger frames are refused locally.
+        reconnect_grace: how long a disconnected call waits for jambonz to reconnect.
+        disconnected_commands: see :class:`DisconnectedCommands`.
+        max_queued_commands / max_queued_bytes: bounds of the disconnected command queue.
+        reconnect_budget: jambonz's ``rc`` (at most 5 reconnects a call); a warning is logged
+            when a call gets close to it.
+        strict: re-raise handler exceptions (for tests) instead of containing them.
+    """
+
+    ack_deadline: float = DEFAULT_ACK_DEADLINE
+    holding_verbs: tuple[Verb, ...] = attrs.field(default=(Pause(length=1),), converter=_verbs)
+    fallback_verbs: tuple[Verb, ...] = attrs.field(default=(Hangup(),), converter=_verbs)
+    late_answer: LateAnswer = LateAnswer.REDIRECT
+    ack_unknown_types: bool = True
+    event_queue_size: int = 256
+    overflow: Overflow = Overflow.DROP
+    send_timeout: float = 10.0
+    ping_interval: float = 20.0
+    ping_timeout: float = 10.0
+    close_timeout: float = 3.0
+    max_outbound_bytes: int | None = DEFAULT_MAX_OUTBOUND_BYTES
+    reconnect_grace: float = 60.0
+    disconnected_commands: DisconnectedCommands = DisconnectedCommands.QUEUE
+    max_queued_commands: int = 64
+    max_queued_bytes: int = 256 * 1024
+    reconnect_budget: int = 5
+    strict: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if not self.holding_verbs:
+            raise ValueError(
+                "holding_verbs must not be empty (jambonz rejects an empty session:new ack)"
+            )
+        if not 0 < self.ack_deadline < 5:
+            raise ValueError("ack_deadline must be between 0 and jambonz's 5 s")
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    """Admission and resource limits of a :class:`~jambonz_trio.JambonzServer`.
+
+    Attributes:
+        handshake_timeout: total budget for one connection's request head, auth and 101 reply
+            (jambonz itself gives up after 1.5 s).
+        first_message_timeout: how long an accepted socket may stay silent before its first
+            message (jambonz sends it at once).
+        max_request_head_bytes: cap on the HTTP request head.
+        max_pending_handshakes: handshakes in progress at once; more get 503.
+        max_connections: open sockets at once; more get 503.
+        max_inbound_bytes: largest frame accepted from jambonz (UTF-8 bytes); bigger: close 1009.
+        health_path: plain ``GET`` on this path answers 200 (load balancer checks).
+        max_parked_calls: disconnected calls kept for a reconnect at once; the oldest is dropped.
+        call: the per-call settings.
+    """
+
+    handshake_timeout: float = 5.0
+    first_message_timeout: float = 10.0
+    max_request_head_bytes: int = 16 * 1024
+    max_pending_handshakes: int = 256
+    max_connections: int = 10_000
+    max_inbound_bytes: int = 1024 * 1024
+    health_path: str | None = "/healthz"
+    max_parked_calls: int = 10_000
+    call: CallConfig = CallConfig()

@@ -1,0 +1,109 @@
+"""The exception tree of jambonz-trio.
+
+Every error the library raises on purpose derives from :class:`JambonzTrioError`, so an
+application can catch the library's errors without catching its own.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AckTimeout",
+    "AlreadyAnswered",
+    "CallClosed",
+    "CommandQueueFull",
+    "JambonzTrioError",
+    "LocalProtocolError",
+    "MessageTooLarge",
+    "NotDelivered",
+    "ProtocolError",
+    "RemoteProtocolError",
+]
+
+
+class JambonzTrioError(Exception):
+    """Base class of every error raised by jambonz-trio."""
+
+
+class ProtocolError(JambonzTrioError):
+    """Something broke the jambonz WebSocket contract.
+
+    The subclass says who is to blame: :class:`LocalProtocolError` (this application) or
+    :class:`RemoteProtocolError` (the peer, normally jambonz).
+    """
+
+
+class LocalProtocolError(ProtocolError):
+    """The application asked for something the protocol does not allow.
+
+    Raised synchronously, *before* anything is written to the socket: a second ack for the same
+    msgid, an ack for a message jambonz does not wait on, an unknown msgid, a command before the
+    ``session:new`` ack, anything after the call closed, or an outbound frame that would be too
+    large. The connection is left exactly as it was.
+    """
+
+
+class AlreadyAnswered(LocalProtocolError):
+    """The request was answered already (by the app or by the ack watchdog)."""
+
+
+class MessageTooLarge(LocalProtocolError):
+    """The encoded frame exceeds jambonz's inbound limit (24,576 UTF-8 bytes by default).
+
+    jambonz would close the socket with 1009 and reconnect, losing the message, so the frame is
+    refused locally instead.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"encoded frame is {size} bytes, over the {limit}-byte limit jambonz accepts"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something that is not a valid jambonz message.
+
+    Attributes:
+        msgid: the message id, when it could be recovered from the bad frame (so the caller can
+            still answer a request jambonz is waiting on), else ``None``.
+    """
+
+    def __init__(self, message: str, *, msgid: str | None = None) -> None:
+        super().__init__(message)
+        self.msgid = msgid
+
+
+class CallClosed(JambonzTrioError):
+    """The call is over (or its socket closed for good); nothing more can be sent.
+
+    Attributes:
+        code: the WebSocket close code, when known.
+        reason: a short human-readable reason.
+    """
+
+    def __init__(self, reason: str = "call closed", *, code: int | None = None) -> None:
+        super().__init__(reason if code is None else f"{reason} (code {code})")
+        self.code = code
+        self.reason = reason
+
+
+class AckTimeout(JambonzTrioError):
+    """An answer was not given before jambonz's deadline; the watchdog answered instead."""
+
+
+class NotDelivered(JambonzTrioError):
+    """A frame (command or ack) could not be put on the wire: the socket died, the peer stopped
+    reading, or the call ended while it waited for a reconnect.
+
+    ``maybe_sent`` is ``True`` only if the socket failed *during* the write, so jambonz may or
+    may not have received it.
+    """
+
+    def __init__(self, reason: str, *, maybe_sent: bool = False) -> None:
+        super().__init__(reason)
+        self.maybe_sent = maybe_sent
+
+
+class CommandQueueFull(NotDelivered):
+    """The queue of commands waiting for a reconnect is full (by count or by bytes)."""

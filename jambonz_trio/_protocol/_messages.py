@@ -1,0 +1,371 @@
+"""Inbound messages: one frozen class per type jambonz sends, plus ``UnknownMessage``.
+
+The 14 types are feature-server 0.9.8's ``HookMsgTypes`` (``shared/protocol.md`` §4). Each class
+knows whether jambonz waits for an ``ack`` (``NEEDS_ACK``, §3.3). Envelope fields are kept as
+sent; ``data`` is the raw payload dict (read-only by convention, never in ``repr``), with typed
+views on top (``.call``, ``.gather`` ...).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import attrs
+
+from .._errors import RemoteProtocolError
+from ._calldata import CallInfo, DialResult, GatherResult, LlmResult, ToolCall
+
+__all__ = [
+    "MESSAGE_TYPES",
+    "CallStatus",
+    "DialConfirm",
+    "JambonzErrorReport",
+    "LlmEvent",
+    "LlmToolCall",
+    "Message",
+    "QueueStatus",
+    "SessionAdulting",
+    "SessionNew",
+    "SessionReconnect",
+    "SessionRedirect",
+    "TtsStreamingEvent",
+    "TtsTokensResult",
+    "UnknownMessage",
+    "VerbHook",
+    "VerbStatus",
+    "parse_message",
+]
+
+
+def _str_or_none(v: Any) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+@attrs.frozen(kw_only=True)
+class Message:
+    """Base class of every inbound message.
+
+    Attributes:
+        msgid: jambonz's id for this message (an ack must echo it).
+        call_sid: the envelope ``call_sid``: the sid of the call that owns the socket. Absent
+            before ``session:new`` and on adulting / redirect-handover sockets. On child-leg
+            events it is the *parent's* sid; use ``data["call_sid"]`` for the subject.
+        hook: the hook string for hook-bearing types (``verb:hook``, ``dial:confirm``,
+            ``session:redirect``, ``llm:event``, ``llm:tool-call``), else ``None``.
+        b3: B3 trace propagation string, when jambonz supplied one.
+        data: the payload exactly as received.
+    """
+
+    TYPE: ClassVar[str] = ""
+    NEEDS_ACK: ClassVar[bool] = False
+
+    msgid: str
+    call_sid: str | None = None
+    hook: str | None = None
+    b3: str | None = None
+    data: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+
+    @property
+    def type(self) -> str:
+        """The wire ``type``."""
+        return self.TYPE
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-ready dict jambonz would send for this message (used by the fake)."""
+        out: dict[str, Any] = {"type": self.type, "msgid": self.msgid}
+        if self.call_sid is not None:
+            out["call_sid"] = self.call_sid
+        if self.hook is not None:
+            out["hook"] = self.hook
+        if self.b3 is not None:
+            out["b3"] = self.b3
+        out["data"] = self.data
+        return out
+
+
+class _HasCallInfo:
+    data: Mapping[str, Any]
+
+    @functools.cached_property
+    def call(self) -> CallInfo:
+        """Typed call info from ``data``."""
+        return CallInfo.from_data(self.data)
+
+
+@attrs.frozen(kw_only=True)
+class SessionNew(_HasCallInfo, Message):
+    """A new call. Ack within 5 s with a **non-empty** verb list, or jambonz rejects the call."""
+
+    TYPE: ClassVar[str] = "session:new"
+    NEEDS_ACK: ClassVar[bool] = True
+
+
+@attrs.frozen(kw_only=True)
+class SessionReconnect(_HasCallInfo, Message):
+    """jambonz re-opened a dropped socket; ``data`` is the original ``session:new`` payload.
+
+    Must be acked within 5 s or jambonz hangs up; the ack's verbs are ignored (protocol.md §6).
+    """
+
+    TYPE: ClassVar[str] = "session:reconnect"
+    NEEDS_ACK: ClassVar[bool] = True
+
+
+@attrs.frozen(kw_only=True)
+class SessionRedirect(_HasCallInfo, Message):
+    """A ``redirect`` verb (or command) handed the call to ``hook``; ack with the new program."""
+
+    TYPE: ClassVar[str] = "session:redirect"
+    NEEDS_ACK: ClassVar[bool] = True
+
+
+@attrs.frozen(kw_only=True)
+class SessionAdulting(_HasCallInfo, Message):
+    """A dialled child leg became its own session (new socket; no envelope ``call_sid``)."""
+
+    TYPE: ClassVar[str] = "session:adulting"
+    NEEDS_ACK: ClassVar[bool] = True
+
+    @property
+    def parent_call(self) -> CallInfo | None:
+        """The parent's call info (``data.parent_call_info``), if sent."""
+        parent = self.data.get("parent_call_info")
+        return CallInfo.from_data(parent) if isinstance(parent, dict) else None
+
+
+@attrs.frozen(kw_only=True)
+class VerbHook(_HasCallInfo, Message):
+    """A verb's hook fired (``actionHook`` at the verb's end, or an event-style hook).
+
+    Ack with a non-empty verb list to replace the remaining program, or empty to carry on.
+    """
+
+    TYPE: ClassVar[str] = "verb:hook"
+    NEEDS_ACK: ClassVar[bool] = True
+
+    @property
+    def gather(self) -> GatherResult:
+        """``data`` read as a gather result (speech / digits / timeout)."""
+        return GatherResult.from_data(self.data)
+
+    @property
+    def dial(self) -> DialResult:
+        """``data`` read as a dial result (``dial_call_status`` ...)."""
+        return DialResult.from_data(self.data)
+
+    @property
+    def llm(self) -> LlmResult:
+        """``data`` read as an llm actionHook result (``completion_reason``)."""
+        return LlmResult.from_data(self.data)
+
+    @property
+    def verb_id(self) -> str | None:
+        """The ``id`` of the verb whose hook this is, if it had one."""
+        return _str_or_none(self.data.get("verb_id"))
+
+
+@attrs.frozen(kw_only=True)
+class DialConfirm(_HasCallInfo, Message):
+    """A dialled party answered; ack with verbs to run on the *called* party before bridging."""
+
+    TYPE: ClassVar[str] = "dial:confirm"
+    NEEDS_ACK: ClassVar[bool] = True
+
+
+@attrs.frozen(kw_only=True)
+class QueueStatus(Message):
+    """Queue event (listed by jambonz as ack-awaiting; not sent on call sockets in practice)."""
+
+    TYPE: ClassVar[str] = "queue:status"
+    NEEDS_ACK: ClassVar[bool] = True
+
+
+@attrs.frozen(kw_only=True)
+class CallStatus(_HasCallInfo, Message):
+    """A call state change of this call or of a child leg (``data.call_sid`` says which)."""
+
+    TYPE: ClassVar[str] = "call:status"
+
+    @property
+    def call_status(self) -> str | None:
+        """``trying``, ``ringing``, ``early-media``, ``in-progress``, ``completed``, ..."""
+        return _str_or_none(self.data.get("call_status"))
+
+    @property
+    def is_final(self) -> bool:
+        """Whether the status is terminal for the leg it describes."""
+        return self.call_status in {"completed", "failed", "busy", "no-answer"}
+
+
+@attrs.frozen(kw_only=True)
+class VerbStatus(Message):
+    """A verb lifecycle event, sent when a ``config`` verb enabled ``notifyEvents``."""
+
+    TYPE: ClassVar[str] = "verb:status"
+
+    @property
+    def event(self) -> str | None:
+        """``starting``, ``finished``, ``start-playback``, ``kill-playback``, ..."""
+        return _str_or_none(self.data.get("event"))
+
+    @property
+    def verb_id(self) -> str | None:
+        return _str_or_none(self.data.get("id"))
+
+    @property
+    def verb_name(self) -> str | None:
+        """The task name (``name`` for starting/finished, ``verb`` for the others)."""
+        return _str_or_none(self.data.get("name")) or _str_or_none(self.data.get("verb"))
+
+
+@attrs.frozen(kw_only=True)
+class LlmEvent(Message):
+    """A vendor event from an ``llm`` verb's eventHook (payload snake_cased by jambonz)."""
+
+    TYPE: ClassVar[str] = "llm:event"
+
+
+@attrs.frozen(kw_only=True)
+class LlmToolCall(Message):
+    """The LLM called a tool: answer with an ``llm:tool-output`` command (no ack)."""
+
+    TYPE: ClassVar[str] = "llm:tool-call"
+
+    @property
+    def tool_call(self) -> ToolCall:
+        return ToolCall.from_data(self.data)
+
+
+@attrs.frozen(kw_only=True)
+class TtsStreamingEvent(Message):
+    """TTS streaming state (``stream_open``, ``stream_paused``, ``user_interruption``...)."""
+
+    TYPE: ClassVar[str] = "tts:streaming-event"
+
+    @property
+    def event_type(self) -> str | None:
+        return _str_or_none(self.data.get("event_type"))
+
+
+@attrs.frozen(kw_only=True)
+class TtsTokensResult(Message):
+    """The answer to one ``tts:tokens`` command, matched by ``id``."""
+
+    TYPE: ClassVar[str] = "tts:tokens-result"
+
+    @property
+    def id(self) -> str | int | None:
+        v = self.data.get("id")
+        return v if isinstance(v, str | int) and not isinstance(v, bool) else None
+
+    @property
+    def status(self) -> str | None:
+        """``ok``, ``failed`` or ``None`` (no streaming buffer)."""
+        return _str_or_none(self.data.get("status"))
+
+    @property
+    def reason(self) -> str | None:
+        """For failures: ``full``, ``missing tokens``, ``connection to <vendor> failed``."""
+        return _str_or_none(self.data.get("reason"))
+
+
+@attrs.frozen(kw_only=True)
+class JambonzErrorReport(Message):
+    """jambonz reports an error: an invalid app message, or an ASR/TTS/hook problem."""
+
+    TYPE: ClassVar[str] = "jambonz:error"
+
+    @property
+    def msg(self) -> str | None:
+        return _str_or_none(self.data.get("msg"))
+
+    @property
+    def details(self) -> str | None:
+        return _str_or_none(self.data.get("details"))
+
+    @property
+    def content(self) -> str | None:
+        """For ``InvalidMessage``: the raw text jambonz received from us."""
+        return _str_or_none(self.data.get("content"))
+
+
+@attrs.frozen(kw_only=True)
+class UnknownMessage(Message):
+    """A message type this library does not know (a newer jambonz). Safe to ignore.
+
+    If it carries a msgid, the app may ack it; the watchdog acks it empty by default at the
+    deadline, which is harmless if jambonz was not waiting (unknown msgids are ignored).
+    """
+
+    unknown_type: str
+    msgid: str = ""
+
+    @property
+    def type(self) -> str:
+        return self.unknown_type
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (
+        SessionNew,
+        SessionReconnect,
+        SessionRedirect,
+        SessionAdulting,
+        VerbHook,
+        DialConfirm,
+        QueueStatus,
+        CallStatus,
+        VerbStatus,
+        LlmEvent,
+        LlmToolCall,
+        TtsStreamingEvent,
+        TtsTokensResult,
+        JambonzErrorReport,
+    )
+}
+
+
+def parse_message(obj: Mapping[str, Any]) -> Message:
+    """Build the typed message for one decoded JSON object.
+
+    Raises:
+        RemoteProtocolError: ``type`` missing or not a string; a known type without a string
+            ``msgid``; an envelope field of the wrong type; ``data`` not an object. When the
+            msgid could be read it is on the error, so a request can still be answered.
+    """
+    mtype = obj.get("type")
+    if not isinstance(mtype, str):
+        raise RemoteProtocolError("message has no string 'type'")
+    msgid = obj.get("msgid")
+    msgid_s = msgid if isinstance(msgid, str) else None
+    for key in ("call_sid", "hook", "b3"):
+        v = obj.get(key)
+        if v is not None and not isinstance(v, str):
+            raise RemoteProtocolError(f"{mtype}: '{key}' is not a string", msgid=msgid_s)
+    data = obj.get("data")
+    if data is None:
+        data = {}
+    elif not isinstance(data, dict):
+        raise RemoteProtocolError(f"{mtype}: 'data' is not an object", msgid=msgid_s)
+    cls = MESSAGE_TYPES.get(mtype)
+    if cls is None:
+        return UnknownMessage(
+            unknown_type=mtype,
+            msgid=msgid_s or "",
+            call_sid=obj.get("call_sid"),
+            hook=obj.get("hook"),
+            b3=obj.get("b3"),
+            data=data,
+        )
+    if msgid_s is None or not msgid_s:
+        raise RemoteProtocolError(f"{mtype}: missing 'msgid'")
+    return cls(
+        msgid=msgid_s,
+        call_sid=obj.get("call_sid"),
+        hook=obj.get("hook"),
+        b3=obj.get("b3"),
+        data=data,
+    )

@@ -1,0 +1,121 @@
+"""The server's live calls: look up by call_sid, iterate, wait for new ones, bind reconnects."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
+
+import trio
+
+from ._call import Call
+from ._protocol._state import ConnState
+
+__all__ = ["CallRegistry"]
+
+log = logging.getLogger("jambonz_trio.server")
+
+
+class CallRegistry:
+    """Every live call of a server, usable from any task of the program.
+
+    A call is listed from its first message until it ends (including while it is disconnected
+    and waiting for jambonz to reconnect). The registry only tracks calls; it never keeps one
+    alive.
+    """
+
+    def __init__(self, max_parked: int) -> None:
+        self._calls: dict[str, Call] = {}
+        self._anonymous: set[Call] = set()
+        self._parked: OrderedDict[str, None] = OrderedDict()
+        self._max_parked = max_parked
+        self._new_senders: list[trio.MemorySendChannel[Call]] = []
+
+    def __len__(self) -> int:
+        return len(self._calls) + len(self._anonymous)
+
+    def __iter__(self) -> Iterator[Call]:
+        yield from list(self._calls.values())
+        yield from list(self._anonymous)
+
+    def __contains__(self, call_sid: object) -> bool:
+        return call_sid in self._calls
+
+    def get(self, call_sid: str) -> Call | None:
+        """The live call with this sid, or ``None``.
+
+        Child legs created by ``dial`` share the parent's socket: reach them through the
+        parent's call and the ``call_sid=`` argument of leg-aware commands.
+        """
+        return self._calls.get(call_sid)
+
+    def __getitem__(self, call_sid: str) -> Call:
+        return self._calls[call_sid]
+
+    async def new_calls(self) -> AsyncIterator[Call]:
+        """Iterate over calls as they start (from now on). Blocks between calls.
+
+        Use ``async for call in server.calls.new_calls(): ...`` in a supervisor task; each
+        iterator has its own unbounded queue, so a slow consumer never delays calls.
+        """
+        send, receive = trio.open_memory_channel[Call](float("inf"))
+        self._new_senders.append(send)
+        try:
+            async with receive:
+                async for call in receive:
+                    yield call
+        finally:
+            self._new_senders.remove(send)
+
+    async def wait_new_call(self) -> Call:
+        """Wait for the next call to start and return it."""
+        async for call in self.new_calls():
+            return call
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- server side -----------------------------------------------------------------------
+
+    def add(self, call: Call) -> None:
+        sid = call.call_sid
+        if sid is None:
+            self._anonymous.add(call)
+        else:
+            old = self._calls.get(sid)
+            if old is not None and old is not call:
+                log.warning("call %s: a new call replaces a live one with the same sid", sid)
+            self._calls[sid] = call
+        for send in self._new_senders:
+            send.send_nowait(call)
+
+    def add_isolated(self, call: Call) -> None:
+        """A call that must not be reachable by its sid (a reconnect that failed the owner
+        check, S-9): listed, but never returned by :meth:`get`."""
+        self._anonymous.add(call)
+        for send in self._new_senders:
+            send.send_nowait(call)
+
+    def remove(self, call: Call) -> None:
+        sid = call.call_sid
+        self._anonymous.discard(call)
+        if sid is not None and self._calls.get(sid) is call:
+            del self._calls[sid]
+            self._parked.pop(sid, None)
+
+    def parked(self, call: Call) -> Call | None:
+        """Note that ``call`` is disconnected; returns a call evicted to respect the cap."""
+        sid = call.call_sid
+        if sid is None:
+            return None
+        self._parked[sid] = None
+        self._parked.move_to_end(sid)
+        evicted = None
+        while len(self._parked) > self._max_parked:
+            old_sid, _ = self._parked.popitem(last=False)
+            candidate = self._calls.get(old_sid)
+            if candidate is not None and candidate.state is ConnState.DISCONNECTED:
+                evicted = candidate
+        return evicted
+
+    def unparked(self, call: Call) -> None:
+        if call.call_sid is not None:
+            self._parked.pop(call.call_sid, None)

@@ -1,0 +1,396 @@
+"""``serve_jambonz`` / ``JambonzServer``: listeners, admission, routing, the call registry, drain.
+
+Each TCP connection runs in its own task with its own nursery (trio-websocket's reader task
+lives there), wrapped so that nothing it raises can reach the listeners or other calls
+(``shared/reliability.md`` W-1). Admission (:mod:`._admission`) happens before trio-websocket
+sees the request, inside one deadline covering head, auth and the 101 reply.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+import trio.testing
+from trio_websocket import ConnectionClosed, wrap_server_stream
+
+from ._admission import (
+    SUBPROTOCOL,
+    Admitted,
+    BasicAuth,
+    Refusal,
+    ReplayStream,
+    Route,
+    admit,
+    http_response,
+)
+from ._call import Call, _Connection
+from ._config import ServerConfig
+from ._errors import RemoteProtocolError
+from ._protocol._json import loads_object
+from ._protocol._messages import Message, SessionNew, SessionReconnect, parse_message
+from ._registry import CallRegistry
+
+__all__ = ["Handler", "JambonzServer", "ServerStatistics", "serve_jambonz"]
+
+log = logging.getLogger("jambonz_trio.server")
+
+#: ``async def handler(call: Call) -> None``: runs once per call, in the call's own nursery.
+Handler = Callable[[Call], Awaitable[None]]
+
+
+@attrs.frozen(kw_only=True)
+class ServerStatistics:
+    connections: int
+    pending_handshakes: int
+    calls: int
+    refused: int
+
+
+class JambonzServer:
+    """A running jambonz application server. Get one from :func:`serve_jambonz`.
+
+    Attributes:
+        calls: the :class:`CallRegistry` of live calls (look up, iterate, wait for new ones).
+        routes: the applications served.
+        config: the server's limits and per-call settings.
+    """
+
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        config: ServerConfig,
+        *,
+        listeners: Sequence[trio.SocketListener | trio.SSLListener[trio.SocketStream]],
+        calls_nursery: trio.Nursery,
+        connections_nursery: trio.Nursery,
+    ) -> None:
+        self.routes = tuple(routes)
+        self.config = config
+        self.listeners = list(listeners)
+        self.calls = CallRegistry(config.max_parked_calls)
+        self._calls_nursery = calls_nursery
+        self._connections_nursery = connections_nursery
+        self._connections = 0
+        self._pending = 0
+        self._refused = 0
+        self._draining = False
+        self._accept_scope = trio.CancelScope()
+        self._calls_changed = trio.Event()
+        self.drained = trio.Event()
+
+    @property
+    def port(self) -> int:
+        """The port of the first listener (``port=0`` picks a free one)."""
+        listener = self.listeners[0]
+        if isinstance(listener, trio.SSLListener):
+            listener = listener.transport_listener  # type: ignore[assignment]
+        assert isinstance(listener, trio.SocketListener)
+        port: int = listener.socket.getsockname()[1]
+        return port
+
+    def statistics(self) -> ServerStatistics:
+        return ServerStatistics(
+            connections=self._connections,
+            pending_handshakes=self._pending,
+            calls=len(self.calls),
+            refused=self._refused,
+        )
+
+    async def connect_memory(self, *, lockstep: bool = False) -> trio.abc.Stream:
+        """Open an in-memory connection to this server (no sockets): returns the client end.
+
+        Used by :mod:`jambonz_trio.testing` and tests. ``lockstep=True`` gives a stream with no
+        buffering (a writer blocks until the reader reads), to test back-pressure.
+        """
+        pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
+        client, server_side = pair()
+        self._connections_nursery.start_soon(self.handle_stream, server_side)
+        await trio.lowlevel.checkpoint()
+        return client
+
+    # -- per connection --------------------------------------------------------------------
+
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one connection. Never raises anything but ``Cancelled``."""
+        if self._draining or self._connections >= self.config.max_connections:
+            await self._refuse(stream, Refusal(503, "server busy or draining"))
+            return
+        self._connections += 1
+        try:
+            await self._serve_connection(stream)
+        except* Exception as group:
+            log.error("connection failed: %r", group.exceptions[0], exc_info=group)
+        finally:
+            self._connections -= 1
+            await trio.aclose_forcefully(stream)
+
+    async def _refuse(self, stream: trio.abc.Stream, refusal: Refusal) -> None:
+        if refusal.status >= 400:
+            self._refused += 1
+            log.info("refused connection: %d %s", refusal.status, refusal.why)
+        with trio.move_on_after(1.0):
+            try:
+                await stream.send_all(http_response(refusal.status, refusal.headers, refusal.body))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        await trio.aclose_forcefully(stream)
+
+    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
+        config = self.config
+        if self._pending >= config.max_pending_handshakes:
+            await self._refuse(stream, Refusal(503, "too many handshakes in progress"))
+            return
+        deadline = trio.current_time() + config.handshake_timeout
+        self._pending += 1
+        pending = True
+        try:
+            admitted: Admitted | None = None
+            refusal: Refusal | None = None
+            with trio.move_on_at(deadline) as scope:
+                try:
+                    if isinstance(stream, trio.SSLStream):
+                        await stream.do_handshake()
+                    admitted = await admit(
+                        stream,
+                        self.routes,
+                        max_head_bytes=config.max_request_head_bytes,
+                        health_path=config.health_path,
+                    )
+                except Refusal as exc:
+                    refusal = exc
+                except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+            if scope.cancelled_caught:
+                log.info("handshake not completed within %.1f s", config.handshake_timeout)
+                return
+            if refusal is not None:
+                await self._refuse(stream, refusal)
+                return
+            assert admitted is not None
+            async with trio.open_nursery() as nursery:
+                replay = ReplayStream(stream, admitted.head)
+                ws = None
+                with trio.move_on_at(deadline):
+                    try:
+                        request = await wrap_server_stream(
+                            nursery,
+                            replay,
+                            message_queue_size=4,
+                            max_message_size=config.max_inbound_bytes,
+                        )
+                        ws = await request.accept(subprotocol=SUBPROTOCOL)
+                    except ConnectionClosed:
+                        ws = None
+                self._pending -= 1
+                pending = False
+                if ws is None:
+                    nursery.cancel_scope.cancel()
+                    return
+                await self._serve_socket(ws, replay, admitted)
+                nursery.cancel_scope.cancel()
+        finally:
+            if pending:
+                self._pending -= 1
+
+    async def _serve_socket(self, ws: Any, stream: trio.abc.Stream, admitted: Admitted) -> None:
+        first: Message | None = None
+        with trio.move_on_after(self.config.first_message_timeout):
+            try:
+                frame = await ws.get_message()
+            except ConnectionClosed:
+                return
+            try:
+                if not isinstance(frame, str):
+                    raise RemoteProtocolError("first frame is binary")
+                first = parse_message(loads_object(frame))
+            except RemoteProtocolError as exc:
+                log.warning("first message on %s is invalid (%s); closing", admitted.path, exc)
+        if first is None:
+            with trio.move_on_after(self.config.call.close_timeout):
+                await ws.aclose(1008, "expected a jambonz session message")
+            return
+        conn = _Connection(ws, stream, admitted.identity)
+        call, is_new = self._resolve(first, admitted)
+        now = trio.current_time()
+        if is_new:
+            await call._attach(conn, first, now)
+            await self._calls_nursery.start(self._run_call, call, admitted.route.handler)
+        else:
+            self.calls.unparked(call)
+            await call._attach(conn, first, now)
+        await call._run_connection(conn)
+
+    def _resolve(self, first: Message, admitted: Admitted) -> tuple[Call, bool]:
+        sid = first.call_sid
+        if sid is None and isinstance(first, SessionReconnect):
+            sid = first.call.call_sid
+        existing = self.calls.get(sid) if sid else None
+        if existing is not None and not existing.closed and not isinstance(first, SessionNew):
+            if self._may_rebind(existing, first, admitted):
+                return existing, False
+            log.warning(
+                "call %s: reconnect through %s (%s) does not match the call's owner; "
+                "served as an isolated call",
+                sid,
+                admitted.identity.route,
+                admitted.identity.username,
+            )
+            call = self._new_call(first, admitted)
+            call._isolated = True
+            return call, True
+        return self._new_call(first, admitted), True
+
+    @staticmethod
+    def _may_rebind(existing: Call, first: Message, admitted: Admitted) -> bool:
+        """S-9: only the same app/path, credentials and account may take over a live call."""
+        if existing.identity != admitted.identity:
+            return False
+        account = first.data.get("account_sid")
+        return account is None or existing.account_sid is None or account == existing.account_sid
+
+    def _new_call(self, first: Message, admitted: Admitted) -> Call:
+        call = Call(
+            first,
+            config=self.config.call,
+            identity=admitted.identity,
+            max_inbound_bytes=self.config.max_inbound_bytes,
+        )
+        call.on_disconnect = self._on_call_disconnect
+        return call
+
+    def _on_call_disconnect(self, call: Call) -> None:
+        evicted = self.calls.parked(call)
+        if evicted is not None:
+            log.warning(
+                "call %s: too many disconnected calls; dropping the oldest", evicted.call_sid
+            )
+            evicted._lost("too many disconnected calls")
+
+    async def _run_call(
+        self,
+        call: Call,
+        handler: Handler,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        if not call._isolated:
+            self.calls.add(call)
+        else:
+            self.calls.add_isolated(call)
+        try:
+            await call._run(handler, task_status=task_status)
+        finally:
+            self.calls.remove(call)
+            self._calls_changed.set()
+
+    # -- drain -----------------------------------------------------------------------------
+
+    async def drain(self, grace: float = 30.0, *, code: int = 1012) -> None:
+        """Stop accepting, give live calls ``grace`` seconds to end, then close the rest with
+        ``code`` (1001 or 1012: jambonz reconnects, to another instance behind a load balancer).
+
+        Blocks until done; afterwards :func:`serve_jambonz` returns. Calls that end within the
+        grace period end normally.
+        """
+        if code not in (1001, 1012):
+            raise ValueError("drain closes with 1001 or 1012 so that jambonz reconnects")
+        self._draining = True
+        self._accept_scope.cancel()
+        with trio.move_on_after(grace):
+            while len(self.calls):
+                self._calls_changed = trio.Event()
+                await self._calls_changed.wait()
+        remaining = list(self.calls)
+        if remaining:
+            log.info("drain: closing %d calls with %d", len(remaining), code)
+            async with trio.open_nursery() as nursery:
+                for call in remaining:
+                    nursery.start_soon(partial(call.aclose, code, "server restarting"))
+        self.drained.set()
+
+
+def _warn_cleartext_auth(host: str | None, routes: Sequence[Route], tls: bool) -> None:
+    if tls or not any(r.auth is not None for r in routes):
+        return
+    try:
+        loopback = host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        log.warning("Basic auth over plain ws:// on %s: credentials travel in clear text", host)
+
+
+def _routes(app: Handler | Route | Sequence[Route]) -> tuple[Route, ...]:
+    if isinstance(app, Route):
+        return (app,)
+    if isinstance(app, Sequence):
+        routes = tuple(app)
+        if not routes or not all(isinstance(r, Route) for r in routes):
+            raise TypeError("give a handler, a Route or a non-empty sequence of Routes")
+        return routes
+    return (Route(path="/", handler=app, prefix=True),)
+
+
+async def serve_jambonz(
+    app: Handler | Route | Sequence[Route],
+    *,
+    host: str | None = "127.0.0.1",
+    port: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
+    config: ServerConfig | None = None,
+    handler_nursery: trio.Nursery | None = None,
+    task_status: trio.TaskStatus[JambonzServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve jambonz applications until cancelled or drained.
+
+    Start it with ``server = await nursery.start(serve_jambonz, app, ...)``: it reports the
+    running :class:`JambonzServer` once listening (``port=0`` picks a free port:
+    ``server.port``).
+
+    Args:
+        app: one handler (served on every path), one :class:`Route`, or several routes (exact
+            or prefix paths, each with its own auth and Origin policy).
+        host: interface to bind (``None``: all).
+        ssl_context: serve ``wss://``.
+        config: limits and per-call settings; see :class:`ServerConfig`.
+        handler_nursery: where connection tasks run (default: a nursery of the server's own).
+
+    Returns after :meth:`JambonzServer.drain` has finished. Cancellation closes every socket
+    at once (jambonz sees a drop and reconnects); prefer ``drain`` for deploys.
+    """
+    config = config or ServerConfig()
+    routes = _routes(app)
+    if ssl_context is not None:
+        listeners: list[Any] = await trio.open_ssl_over_tcp_listeners(port, ssl_context, host=host)
+    else:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    _warn_cleartext_auth(host, routes, ssl_context is not None)
+    async with trio.open_nursery() as calls_nursery, trio.open_nursery() as conns:
+        server = JambonzServer(
+            routes,
+            config,
+            listeners=listeners,
+            calls_nursery=calls_nursery,
+            connections_nursery=handler_nursery or conns,
+        )
+
+        async def accept() -> None:
+            with server._accept_scope:
+                await trio.serve_listeners(
+                    server.handle_stream, listeners, handler_nursery=handler_nursery or conns
+                )
+
+        conns.start_soon(accept)
+        task_status.started(server)
+        await server.drained.wait()
+        conns.cancel_scope.cancel()
+        calls_nursery.cancel_scope.cancel()
+
+
+__all__ += ["BasicAuth", "Route"]

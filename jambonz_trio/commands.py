@@ -1,0 +1,68 @@
+"""Typed command models, for :meth:`jambonz_trio.Call.send_command`.
+
+Each produces the exact ``data`` shape feature-server 0.9.8's handler reads (for instance the
+wrapped ``{"sip_request": {...}}`` and ``{"dtmf": {...}}`` forms). :class:`RawCommand` sends a
+command of a newer server verbatim. ``Call`` also has a method per command.
+"""
+
+from ._protocol._outbound import (
+    BoostAudio,
+    CallStatusCommand,
+    Command,
+    ConfHoldStatus,
+    ConfigCommand,
+    ConfMuteStatus,
+    ConfParticipantAction,
+    DialCommand,
+    DtmfCommand,
+    DubCommand,
+    ListenStatus,
+    LlmToolOutput,
+    LlmUpdate,
+    MediaPath,
+    MuteStatus,
+    RawCommand,
+    RecordCommand,
+    Redirect,
+    RedirectLegs,
+    RedirectToHook,
+    SipRequestCommand,
+    StreamStatus,
+    TranscribeStatus,
+    TtsClear,
+    TtsFlush,
+    TtsTokens,
+    Whisper,
+    parse_command,
+)
+
+__all__ = [
+    "BoostAudio",
+    "CallStatusCommand",
+    "Command",
+    "ConfHoldStatus",
+    "ConfMuteStatus",
+    "ConfParticipantAction",
+    "ConfigCommand",
+    "DialCommand",
+    "DtmfCommand",
+    "DubCommand",
+    "ListenStatus",
+    "LlmToolOutput",
+    "LlmUpdate",
+    "MediaPath",
+    "MuteStatus",
+    "RawCommand",
+    "RecordCommand",
+    "Redirect",
+    "RedirectLegs",
+    "RedirectToHook",
+    "SipRequestCommand",
+    "StreamStatus",
+    "TranscribeStatus",
+    "TtsClear",
+    "TtsFlush",
+    "TtsTokens",
+    "Whisper",
+    "parse_command",
+]
