@@ -19,7 +19,7 @@ import itertools
 import logging
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -126,6 +126,8 @@ class _Connection:
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self.cancel_scope = trio.CancelScope()
+        #: Set once a close *we* started has finished (the peer's Close came, or timed out).
+        self.close_done: trio.Event | None = None
 
     async def abort(self) -> None:
         """Drop the TCP connection now, without a closing handshake."""
@@ -269,16 +271,15 @@ class Call(trio.abc.AsyncResource):
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise self._closed_error() from None
 
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return self._iterate()
+    def __aiter__(self) -> Call:
+        """``async for event in call``: the events until the call ends (then the loop ends)."""
+        return self
 
-    async def _iterate(self) -> AsyncIterator[Event]:
-        while True:
-            try:
-                event = await self.next_event()
-            except CallClosed:
-                return
-            yield event
+    async def __anext__(self) -> Event:
+        try:
+            return await self.next_event()
+        except CallClosed:
+            raise StopAsyncIteration from None
 
     def _closed_error(self) -> CallClosed:
         ci = self.close_info
@@ -633,12 +634,14 @@ class Call(trio.abc.AsyncResource):
             await self._close_connection(conn, code, reason)
 
     async def _close_connection(self, conn: _Connection, code: int, reason: str) -> None:
+        conn.close_done = done = trio.Event()
         with trio.CancelScope(shield=True):
             with trio.move_on_after(self.config.close_timeout):
                 try:
                     await conn.ws.aclose(code, reason or None)
                 except Exception:  # pragma: no cover - trio-websocket close races
                     log.debug("close of %s failed", self.call_sid, exc_info=True)
+            done.set()
             await conn.abort()
             conn.cancel_scope.cancel()
 
@@ -671,6 +674,9 @@ class Call(trio.abc.AsyncResource):
             task_status.started()
             try:
                 await handler(self)
+            except CallClosed:
+                if not self.closed:
+                    raise  # a CallClosed of some other call: a bug in the handler
             except Exception as exc:
                 await self._handler_failed(exc)
                 if self.config.strict:
@@ -815,6 +821,7 @@ class Call(trio.abc.AsyncResource):
             log.info("call %s: implicit reconnect (%s first)", self.call_sid, first.type)
             self._deliver(Reconnected(count=self.reconnect_count, message=first))
             await self._flush_outbox(conn)
+        self._protocol.receive_message(first, now)
         await self._on_message(conn, first, now)
 
     async def _run_connection(self, conn: _Connection) -> None:
@@ -824,6 +831,10 @@ class Call(trio.abc.AsyncResource):
                 nursery.start_soon(self._keepalive, conn)
                 await self._receive_loop(conn)
                 nursery.cancel_scope.cancel()
+            if conn.close_done is not None:
+                # We are closing: keep trio-websocket's reader alive until the peer's Close
+                # reply arrives (bounded by close_timeout in _close_connection).
+                await conn.close_done.wait()
 
     async def _receive_loop(self, conn: _Connection) -> None:
         max_in = self._max_inbound

@@ -3,17 +3,34 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import trio
 
 from ._call import Call
 from ._protocol._state import ConnState
 
-__all__ = ["CallRegistry"]
+__all__ = ["CallRegistry", "NewCalls"]
 
 log = logging.getLogger("jambonz_trio.server")
+
+
+class NewCalls:
+    """An async iterator over calls as they start (see :meth:`CallRegistry.new_calls`)."""
+
+    def __init__(self) -> None:
+        self._send, self._receive = trio.open_memory_channel[Call](float("inf"))
+
+    def _push(self, call: Call) -> None:
+        self._send.send_nowait(call)
+
+    def __aiter__(self) -> NewCalls:
+        return self
+
+    async def __anext__(self) -> Call:
+        return await self._receive.receive()
 
 
 class CallRegistry:
@@ -29,7 +46,7 @@ class CallRegistry:
         self._anonymous: set[Call] = set()
         self._parked: OrderedDict[str, None] = OrderedDict()
         self._max_parked = max_parked
-        self._new_senders: list[trio.MemorySendChannel[Call]] = []
+        self._subscribers: weakref.WeakSet[NewCalls] = weakref.WeakSet()
 
     def __len__(self) -> int:
         return len(self._calls) + len(self._anonymous)
@@ -52,26 +69,19 @@ class CallRegistry:
     def __getitem__(self, call_sid: str) -> Call:
         return self._calls[call_sid]
 
-    async def new_calls(self) -> AsyncIterator[Call]:
-        """Iterate over calls as they start (from now on). Blocks between calls.
+    def new_calls(self) -> NewCalls:
+        """Calls as they start, from now on: ``async for call in server.calls.new_calls()``.
 
-        Use ``async for call in server.calls.new_calls(): ...`` in a supervisor task; each
-        iterator has its own unbounded queue, so a slow consumer never delays calls.
+        Each iterator has its own unbounded queue, so a slow consumer never delays a call.
+        Drop the iterator to unsubscribe (nothing to close).
         """
-        send, receive = trio.open_memory_channel[Call](float("inf"))
-        self._new_senders.append(send)
-        try:
-            async with receive:
-                async for call in receive:
-                    yield call
-        finally:
-            self._new_senders.remove(send)
+        subscription = NewCalls()
+        self._subscribers.add(subscription)
+        return subscription
 
     async def wait_new_call(self) -> Call:
-        """Wait for the next call to start and return it."""
-        async for call in self.new_calls():
-            return call
-        raise AssertionError("unreachable")  # pragma: no cover
+        """Wait for the next call to start and return it. A checkpoint."""
+        return await self.new_calls().__anext__()
 
     # -- server side -----------------------------------------------------------------------
 
@@ -84,15 +94,15 @@ class CallRegistry:
             if old is not None and old is not call:
                 log.warning("call %s: a new call replaces a live one with the same sid", sid)
             self._calls[sid] = call
-        for send in self._new_senders:
-            send.send_nowait(call)
+        for subscription in list(self._subscribers):
+            subscription._push(call)
 
     def add_isolated(self, call: Call) -> None:
         """A call that must not be reachable by its sid (a reconnect that failed the owner
         check, S-9): listed, but never returned by :meth:`get`."""
         self._anonymous.add(call)
-        for send in self._new_senders:
-            send.send_nowait(call)
+        for subscription in list(self._subscribers):
+            subscription._push(call)
 
     def remove(self, call: Call) -> None:
         sid = call.call_sid

@@ -1,0 +1,1 @@
+"""Runnable example applications (installed as ``jambonz_trio._examples``)."""

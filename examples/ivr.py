@@ -1,0 +1,157 @@
+"""A small IVR on jambonz, plus a supervisor that pushes commands into live calls.
+
+Run it::
+
+    python examples/ivr.py --host 127.0.0.1 --port 8080 [--username U --password P]
+
+and point a jambonz application's call hook at ``ws://<host>:8080/ivr``. Basic auth is
+enforced when both a username and a password are given (flags, or the environment variables
+``JAMBONZ_WS_USERNAME`` / ``JAMBONZ_WS_PASSWORD``).
+
+The caller hears a greeting and is asked to say something or press keys; the app repeats what
+it got and hangs up. A supervisor task, outside any call handler, watches new calls through
+the server's registry: for a caller on the block list it mutes the call, redirects it to a short
+message and hangs up - in that order, right after the ``session:new`` ack.
+
+Per-call state lives in the handler's local variables and ``call.user_data``: it survives a
+jambonz reconnect, because the same ``Call`` (and the same handler) carries on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+
+import trio
+
+from jambonz_trio import (
+    BasicAuth,
+    Call,
+    CallClosed,
+    JambonzServer,
+    NotDelivered,
+    Reconnected,
+    Route,
+    VerbHook,
+    serve_jambonz,
+)
+from jambonz_trio.verbs import Gather, Hangup, Say
+
+PATH = "/ivr"
+DEFAULT_BLOCKLIST = ("+15550000001",)
+
+log = logging.getLogger("ivr")
+
+
+def greeting() -> list[Say | Gather]:
+    """The program answered to ``session:new``."""
+    return [
+        Say(text="Hello from jambonz"),
+        Gather(
+            input=["speech", "digits"],
+            action_hook="/gather",
+            timeout=10,
+            say=Say(text="Say something"),
+        ),
+    ]
+
+
+def gather_reply(event: VerbHook) -> list[Say | Hangup]:
+    """The program answered to the ``/gather`` hook."""
+    result = event.gather
+    if result.transcript:
+        return [Say(text=f"You said: {result.transcript}"), Hangup()]
+    if result.digits:
+        return [Say(text=f"You pressed: {result.digits}"), Hangup()]
+    return [Hangup()]
+
+
+async def ivr(call: Call) -> None:
+    """The call handler: runs once per call, for the whole call (across reconnects)."""
+    call.user_data["hooks"] = 0
+    await call.ack(call.session, greeting())
+    async for event in call:
+        if isinstance(event, VerbHook) and event.hook == "/gather":
+            call.user_data["hooks"] += 1
+            await call.ack(event, gather_reply(event))
+        elif isinstance(event, VerbHook):
+            await call.ack(event)  # a hook this app does not use: carry on
+        elif isinstance(event, Reconnected):
+            log.info(
+                "call %s reconnected (%d); state kept: %s",
+                call.call_sid,
+                event.count,
+                call.user_data,
+            )
+
+
+async def supervise(server: JambonzServer, blocklist: Sequence[str]) -> None:
+    """Push commands into calls this task did not answer: mute, redirect, hang up."""
+    async with trio.open_nursery() as nursery:
+        async for call in server.calls.new_calls():
+            if call.from_ in blocklist:
+                nursery.start_soon(_block, call)
+
+
+async def _block(call: Call) -> None:
+    try:
+        await call.wait_answered()
+        await call.mute()
+        await call.redirect([Say(text="redirected")])
+        await call.hangup()
+        log.info("blocked caller %s on call %s", call.from_, call.call_sid)
+    except (CallClosed, NotDelivered) as exc:
+        log.info("could not block call %s: %s", call.call_sid, exc)
+
+
+def route(username: str | None = None, password: str | None = None) -> Route:
+    """The ``/ivr`` application, with Basic auth when both credentials are given."""
+    auth = BasicAuth(username=username, password=password) if username and password else None
+    return Route(path=PATH, handler=ivr, auth=auth)
+
+
+async def serve(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    username: str | None = None,
+    password: str | None = None,
+    blocklist: Sequence[str] = DEFAULT_BLOCKLIST,
+    task_status: trio.TaskStatus[JambonzServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the IVR and run its supervisor until cancelled."""
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            lambda task_status: serve_jambonz(
+                route(username, password), host=host, port=port, task_status=task_status
+            )
+        )
+        nursery.start_soon(supervise, server, tuple(blocklist))
+        task_status.started(server)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--username", default=os.environ.get("JAMBONZ_WS_USERNAME"))
+    parser.add_argument("--password", default=os.environ.get("JAMBONZ_WS_PASSWORD"))
+    parser.add_argument("--blocklist", nargs="*", default=list(DEFAULT_BLOCKLIST))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    print(f"serving ws://{args.host}:{args.port}{PATH}", flush=True)
+    trio.run(
+        lambda: serve(
+            host=args.host,
+            port=args.port,
+            username=args.username,
+            password=args.password,
+            blocklist=args.blocklist,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,692 @@
+"""The per-call engine: acks, the watchdog, commands, liveness, failures (FM-08..FM-27)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from jambonz_trio import (
+    AnswerOutcome,
+    Call,
+    CallClosed,
+    CallConfig,
+    Disconnected,
+    JambonzErrorReport,
+    JambonzServer,
+    LocalProtocolError,
+    MessageTooLarge,
+    NotDelivered,
+    Overflow,
+    ServerConfig,
+    UnknownMessage,
+    VerbHook,
+    serve_jambonz,
+)
+from jambonz_trio.commands import parse_command
+from jambonz_trio.verbs import Hangup, Pause, Say
+
+from .helpers import SESSION_DATA, RawClient, raw_client
+
+Handler = Callable[[Call], Awaitable[None]]
+
+
+async def start(nursery: trio.Nursery, app: Handler, **call_config: Any) -> JambonzServer:
+    config = ServerConfig(call=CallConfig(**call_config))
+    server: JambonzServer = await nursery.start(
+        lambda task_status: serve_jambonz(app, config=config, task_status=task_status)
+    )
+    return server
+
+
+async def new_call(
+    client: RawClient, sid: str = "sid-1", msgid: str = "m1"
+) -> dict[str, Any] | None:
+    await client.send("session:new", msgid, {**SESSION_DATA, "call_sid": sid}, call_sid=sid)
+    return await client.receive()
+
+
+async def answer_and_wait(call: Call) -> None:
+    await call.ack(call.session, [Say(text="hi")])
+    await call.wait_closed()
+
+
+# -- acks and the watchdog ------------------------------------------------------------------
+
+
+async def test_fm21_watchdog_answers_late_hook_then_redirect(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    outcome: list[AnswerOutcome] = []
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        async for event in call:
+            if isinstance(event, VerbHook):
+                await trio.sleep(6)
+                outcome.append(await call.ack(event, [Hangup()]))
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        await new_call(client)
+        t0 = trio.current_time()
+        await client.send("verb:hook", "h1", {"reason": "timeout"}, hook="/g", call_sid="sid-1")
+        first = await client.receive()
+        assert first == {"type": "ack", "msgid": "h1", "data": []}
+        assert trio.current_time() - t0 == pytest.approx(4.0, abs=0.01)
+        second = await client.receive()
+        assert second is not None
+        assert trio.current_time() - t0 == pytest.approx(6.0, abs=0.01)
+        assert parse_command(second).to_wire() == second
+        assert second["command"] == "redirect" and second["data"] == [{"verb": "hangup"}]
+        assert "msgid" not in second
+    assert outcome == [AnswerOutcome.REDIRECTED]
+
+
+async def test_fm21_session_new_watchdog_sends_holding_verbs(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def app(call: Call) -> None:
+        await trio.sleep(10)
+        await call.ack(call.session, [Say(text="late")])
+        await call.wait_closed()
+
+    server = await start(nursery, app, holding_verbs=[Pause(length=3)])
+    async with raw_client(server) as client:
+        ack = await new_call(client)
+        assert ack == {"type": "ack", "msgid": "m1", "data": [{"verb": "pause", "length": 3}]}
+        redirect = await client.receive()
+        assert redirect is not None and redirect["command"] == "redirect"
+        assert redirect["data"] == [{"verb": "say", "text": "late"}]
+
+
+async def test_fm23_out_of_order_acks(nursery: trio.Nursery) -> None:
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        first = await call.next_event()
+        second = await call.next_event()
+        assert isinstance(first, VerbHook) and isinstance(second, VerbHook)
+        await call.ack(second, [Hangup()])
+        await call.ack(first)
+        await call.wait_closed()
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        await new_call(client)
+        await client.send("verb:hook", "p1", {"speech": {}}, hook="/partial", call_sid="sid-1")
+        await client.send(
+            "verb:hook", "a1", {"reason": "timeout"}, hook="/action", call_sid="sid-1"
+        )
+        acks = [await client.receive(), await client.receive()]
+        assert acks == [
+            {"type": "ack", "msgid": "a1", "data": [{"verb": "hangup"}]},
+            {"type": "ack", "msgid": "p1", "data": []},
+        ]
+
+
+async def test_fm22_engine_refuses_bad_acks(nursery: trio.Nursery) -> None:
+    errors: list[str] = []
+    done = trio.Event()
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        status = await call.next_event()
+        for attempt in (
+            lambda: call.ack(status),
+            lambda: call.ack(call.session),
+            lambda: call.ack("nope"),
+        ):
+            try:
+                await attempt()
+            except LocalProtocolError as exc:
+                errors.append(type(exc).__name__)
+        with pytest.raises(LocalProtocolError):
+            await call.ack(call.session, [])
+        done.set()
+        await call.wait_closed()
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        await new_call(client)
+        await client.send("call:status", "s1", {"call_status": "in-progress"}, call_sid="sid-1")
+        with trio.fail_after(5):
+            await done.wait()
+    assert errors == ["LocalProtocolError", "AlreadyAnswered", "LocalProtocolError"]
+
+
+async def test_fm19_unknown_type_with_msgid_is_delivered_and_acked_at_deadline(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    seen: list[Any] = []
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        seen.append(await call.next_event())
+        await call.wait_closed()
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        await new_call(client)
+        t0 = trio.current_time()
+        await client.send("foo:bar", "u1", {"x": 1}, call_sid="sid-1")
+        ack = await client.receive()
+        assert ack == {"type": "ack", "msgid": "u1", "data": []}
+        assert trio.current_time() - t0 == pytest.approx(4.0, abs=0.01)
+    assert isinstance(seen[0], UnknownMessage) and seen[0].type == "foo:bar"
+
+
+async def test_fm20_jambonz_error_is_surfaced(nursery: trio.Nursery) -> None:
+    seen: list[Any] = []
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        seen.append(await call.next_event())
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        await new_call(client)
+        data = {"msg": "InvalidMessage", "details": "bad", "content": "{oops"}
+        await client.send("jambonz:error", "e1", data, call_sid="sid-1")
+        assert await client.receive() is None  # handler returned: the call closes
+    assert isinstance(seen[0], JambonzErrorReport) and seen[0].content == "{oops"
+    assert client.close_code == 1000
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "not json",
+        "[1, 2]",
+        "null",
+        '{"type": 5}',
+        '{"a": NaN}',
+        "[" * 5000 + "]" * 5000,
+        '{"type": "verb:hook", "msgid": "x", "data": "str"}',
+        '{"n": ' + "9" * 5000 + "}",
+        '{"type": "verb:hook"}',
+    ],
+)
+async def test_fm18_bad_frames_never_break_the_call(nursery: trio.Nursery, bad: str) -> None:
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        async for event in call:
+            if isinstance(event, VerbHook):
+                await call.ack(event, [Hangup()])
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        await new_call(client)
+        await client.send_text(bad)
+        await client.send("verb:hook", "h1", {}, hook="/g", call_sid="sid-1")
+        reply = await client.receive()
+        if reply is not None and reply.get("msgid") == "x":  # the bad frame's msgid got answered
+            reply = await client.receive()
+        assert reply == {"type": "ack", "msgid": "h1", "data": [{"verb": "hangup"}]}
+
+
+async def test_fm17_binary_frame_ignored(nursery: trio.Nursery) -> None:
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        event = await call.next_event()
+        assert isinstance(event, VerbHook)
+        await call.ack(event, [Hangup()])
+        await call.wait_closed()
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        await new_call(client)
+        await client.send_bytes(b'{"type":"verb:hook","msgid":"b","data":{}}')
+        await client.send("verb:hook", "h1", {}, hook="/g", call_sid="sid-1")
+        assert await client.receive() == {
+            "type": "ack",
+            "msgid": "h1",
+            "data": [{"verb": "hangup"}],
+        }
+
+
+async def test_fm14_oversize_inbound_closes_1009(nursery: trio.Nursery) -> None:
+    config = ServerConfig(max_inbound_bytes=24 * 1024)
+
+    async def app(call: Call) -> None:
+        await answer_and_wait(call)
+
+    server: JambonzServer = await nursery.start(
+        lambda task_status: serve_jambonz(app, config=config, task_status=task_status)
+    )
+    async with raw_client(server) as client:
+        await new_call(client)
+        # 15,000 emoji: 60,000 bytes but only 15,000 characters (F7)
+        await client.send(
+            "verb:hook", "big", {"text": "\U0001f600" * 15000}, hook="/g", call_sid="sid-1"
+        )
+        assert await client.receive() is None
+        assert client.close_code == 1009
+
+
+async def test_fm15_outbound_too_large_refused_locally(nursery: trio.Nursery) -> None:
+    results: list[str] = []
+
+    async def app(call: Call) -> None:
+        with pytest.raises(MessageTooLarge):
+            await call.ack(call.session, [Say(text="é" * 13000)])  # 26,000 bytes
+        await call.ack(call.session, [Say(text="fits")])
+        with pytest.raises(LocalProtocolError):
+            await call.redirect([Say(text="\ud800")])  # FM-16: lone surrogate
+        await call.redirect([Say(text="next")])
+        results.append("ok")
+        await call.wait_closed()
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        ack = await new_call(client)
+        assert ack == {"type": "ack", "msgid": "m1", "data": [{"verb": "say", "text": "fits"}]}
+        cmd = await client.receive()
+        assert cmd is not None and cmd["data"] == [{"verb": "say", "text": "next"}]
+    assert results == ["ok"]
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+async def test_commands_refused_before_session_new_ack(nursery: trio.Nursery) -> None:
+    async def app(call: Call) -> None:
+        with pytest.raises(LocalProtocolError, match="session:new"):
+            await call.hangup()
+        await call.ack(call.session, [Say(text="hi")])
+        await call.hangup()
+        await call.wait_closed()
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        await new_call(client)
+        assert await client.receive() == {
+            "type": "command",
+            "command": "call:status",
+            "data": {"call_status": "completed"},
+        }
+
+
+async def test_every_call_command_method_sends_the_08_shape(nursery: trio.Nursery) -> None:
+    from jambonz_trio.verbs import Config, Dub
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        await call.redirect([Say(text="r")], queue=True)
+        await call.redirect_to_hook("/new")
+        await call.redirect_legs(child_call=[Hangup()])
+        await call.hangup()
+        await call.reject()
+        await call.mute(call_sid="child")
+        await call.unmute()
+        await call.conference_mute("mute")
+        await call.conference_hold("hold", wait_hook="/hold")
+        await call.conference_participant("tag", tag="vip")
+        await call.listen_status("pause")
+        await call.stream_status("resume")
+        await call.transcribe_status("pause")
+        await call.whisper([Say(text="psst")], call_sid="child")
+        await call.sip_request("INFO", content_type="text/plain", content="x", headers={"X-A": "1"})
+        await call.send_dtmf("5", duration=300)
+        await call.record("startCallRecording", siprec_server_url="sip:srs@x", recording_id="r1")
+        await call.configure(Config(notify_events=True))
+        await call.dial({"from": "+1", "to": {"type": "phone", "number": "+2"}, "call_hook": "/x"})
+        await call.dub(Dub(action="addTrack", track="music"))
+        await call.boost_audio("+6 dB")
+        await call.media_path("no-media")
+        await call.llm_tool_output("t1", {"type": "conversation.item.create"})
+        await call.llm_update({"type": "session.update"})
+        await call.tts_flush()
+        await call.tts_clear()
+        await call.wait_closed()
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        await new_call(client)
+        frames = []
+        for _ in range(26):
+            frame = await client.receive()
+            assert frame is not None
+            frames.append(frame)
+    names = [f["command"] for f in frames]
+    assert len(set(names)) == 22  # the 23 minus tts:tokens (covered by the streaming test)
+    for frame in frames:
+        assert "call_sid" not in frame
+        assert parse_command(frame).to_wire() == frame  # the shape 0.9.8's handler reads
+    by_name: dict[str, dict[str, Any]] = {}
+    for frame in frames:
+        by_name.setdefault(frame["command"], frame)
+    assert by_name["sip:request"]["data"] == {
+        "sip_request": {
+            "method": "INFO",
+            "content_type": "text/plain",
+            "content": "x",
+            "headers": {"X-A": "1"},
+        }
+    }
+    assert by_name["dtmf"]["data"] == {"dtmf": {"digit": "5", "duration": 300}}
+    assert by_name["mute:status"]["callSid"] == "child"
+    assert by_name["llm:tool-output"]["tool_call_id"] == "t1"
+    assert "data" not in by_name["tts:flush"]
+
+
+async def test_command_from_another_task(nursery: trio.Nursery) -> None:
+    async def app(call: Call) -> None:
+        await answer_and_wait(call)
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        await new_call(client)
+        call = server.calls.get("sid-1")
+        assert call is not None
+        await call.wait_answered()
+        await call.redirect([Say(text="from outside")])
+        frame = await client.receive()
+        assert frame is not None and frame["data"] == [{"verb": "say", "text": "from outside"}]
+
+
+async def test_tts_tokens_back_pressure(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    results: list[str | None] = []
+    done = trio.Event()
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        for word in ("one", "two"):
+            result = await call.send_tts_tokens(word)
+            results.append(result.status)
+        done.set()
+        await call.wait_closed()
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        await new_call(client)
+        first = await client.receive()
+        assert first is not None and first["data"] == {"id": 1, "tokens": "one"}
+        await client.send(
+            "tts:tokens-result",
+            "r1",
+            {"id": 1, "status": "failed", "reason": "full"},
+            call_sid="sid-1",
+        )
+        await client.send(
+            "tts:streaming-event", "e1", {"event_type": "stream_paused"}, call_sid="sid-1"
+        )
+        with trio.move_on_after(30) as scope:  # nothing is resent while paused (virtual time)
+            await client.receive()
+        assert scope.cancelled_caught
+        await client.send(
+            "tts:streaming-event", "e2", {"event_type": "stream_resumed"}, call_sid="sid-1"
+        )
+        resent = await client.receive()
+        assert resent is not None and resent["data"]["tokens"] == "one"
+        await client.send(
+            "tts:tokens-result",
+            "r2",
+            {"id": resent["data"]["id"], "status": "ok"},
+            call_sid="sid-1",
+        )
+        nxt = await client.receive()
+        assert nxt is not None and nxt["data"]["tokens"] == "two"
+        await client.send(
+            "tts:tokens-result", "r3", {"id": nxt["data"]["id"], "status": "ok"}, call_sid="sid-1"
+        )
+        with trio.fail_after(5):
+            await done.wait()
+    assert results == ["ok", "ok"]
+
+
+# -- failures and closing ------------------------------------------------------------------
+
+
+async def test_fm08_handler_raises_after_ack(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        raise RuntimeError("boom")
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        await new_call(client)
+        redirect = await client.receive()
+        assert redirect == {
+            "type": "command",
+            "command": "redirect",
+            "queueCommand": False,
+            "data": [{"verb": "hangup"}],
+        }
+        assert await client.receive() is None
+        assert client.close_code == 1000
+    assert "boom" in caplog.text and "sid-1" in caplog.text
+
+
+async def test_fm08_handler_raises_before_ack_answers_with_fallback(nursery: trio.Nursery) -> None:
+    async def app(call: Call) -> None:
+        raise RuntimeError("boom")
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        assert await new_call(client) == {
+            "type": "ack",
+            "msgid": "m1",
+            "data": [{"verb": "hangup"}],
+        }
+        assert await client.receive() is None
+        assert client.close_code == 1000
+
+
+async def test_fm08_one_crash_does_not_touch_other_calls(nursery: trio.Nursery) -> None:
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        async for event in call:
+            if isinstance(event, VerbHook):
+                if event.hook == "/crash":
+                    raise RuntimeError("boom")
+                await call.ack(event, [Hangup()])
+
+    server = await start(nursery, app)
+    async with trio.open_nursery() as inner:
+        clients: list[RawClient] = []
+        for i in range(10):
+            cm = raw_client(server)
+            clients.append(await inner_enter(inner, cm))
+            await new_call(clients[-1], sid=f"sid-{i}")
+        await clients[0].send("verb:hook", "c", {}, hook="/crash", call_sid="sid-0")
+        assert (await clients[0].receive() or {}).get("command") == "redirect"
+        for i, c in enumerate(clients[1:], start=1):
+            await c.send("verb:hook", f"h{i}", {}, hook="/g", call_sid=f"sid-{i}")
+            assert await c.receive() == {
+                "type": "ack",
+                "msgid": f"h{i}",
+                "data": [{"verb": "hangup"}],
+            }
+        inner.cancel_scope.cancel()
+
+
+async def inner_enter(nursery: trio.Nursery, cm: Any) -> RawClient:
+    """Enter an async context manager for the rest of ``nursery``'s life."""
+    entered = trio.Event()
+    box: list[RawClient] = []
+
+    async def hold() -> None:
+        async with cm as client:
+            box.append(client)
+            entered.set()
+            await trio.sleep_forever()
+
+    nursery.start_soon(hold)
+    await entered.wait()
+    return box[0]
+
+
+async def test_strict_mode_reraises(autojump_clock: trio.testing.MockClock) -> None:
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        raise RuntimeError("strict boom")
+
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with trio.open_nursery() as nursery:
+            server = await start(nursery, app, strict=True)
+            async with raw_client(server) as client:
+                await new_call(client)
+                await client.receive()
+                await trio.sleep(60)
+    assert info.group_contains(RuntimeError, match="strict boom")
+
+
+async def test_fm27_normal_end_is_callclosed_not_a_group(nursery: trio.Nursery) -> None:
+    raised: list[BaseException] = []
+    done = trio.Event()
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        try:
+            while True:
+                await call.next_event()
+        except BaseException as exc:
+            raised.append(exc)
+            done.set()
+            raise
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        await new_call(client)
+        await client.close(1000)
+        assert await client.receive() is None
+    with trio.fail_after(5):
+        await done.wait()
+    assert type(raised[0]) is CallClosed
+    assert raised[0].code == 1000
+
+
+async def test_fm25_close_codes_validated(nursery: trio.Nursery) -> None:
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        for bad in (999, 1005, 1006, 1015, 2999, 5000):
+            with pytest.raises(ValueError, match="close code"):
+                await call.aclose(bad)
+        await call.aclose(4000, "x" * 300)
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        await new_call(client)
+        assert await client.receive() is None
+        assert client.close_code == 4000
+
+
+# -- liveness and back-pressure --------------------------------------------------------------
+
+
+async def test_fm11_half_open_peer_is_aborted(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    events: list[Any] = []
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        events.append(await call.next_event())
+
+    server = await start(nursery, app, ping_interval=20, ping_timeout=10)
+    async with raw_client(server, auto_pong=False) as client:
+        await new_call(client)
+        t0 = trio.current_time()
+        with trio.fail_after(120):
+            while not events:
+                await trio.sleep(1)
+        assert trio.current_time() - t0 == pytest.approx(30, abs=1.1)
+    assert isinstance(events[0], Disconnected)
+
+
+async def test_fm12_idle_call_kept_alive_by_pings(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def app(call: Call) -> None:
+        await answer_and_wait(call)
+
+    server = await start(nursery, app, ping_interval=20, ping_timeout=10)
+    async with raw_client(server) as client:
+        await new_call(client)
+        with trio.move_on_after(600):
+            await client.receive()  # answers pings; returns only on a frame or close
+        assert 29 <= client.pings <= 30
+        call = server.calls.get("sid-1")
+        assert call is not None and call.state.value == "connected"
+
+
+async def test_fm10_peer_that_stops_reading(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    failures: list[BaseException] = []
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        t0 = trio.current_time()
+        try:
+            for i in range(1000):
+                await call.redirect([Say(text=f"{i} " + "x" * 1000)])
+        except NotDelivered as exc:
+            failures.append(exc)
+            assert trio.current_time() - t0 == pytest.approx(5.0, abs=0.5)
+        await trio.sleep_forever()
+
+    server = await start(nursery, app, send_timeout=5)
+    stream = await server.connect_memory(lockstep=True)
+    client = RawClient(stream)
+    await client.handshake()
+    await client.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
+    assert (await client.receive() or {}).get("type") == "ack"  # ...then it never reads again
+    with trio.fail_after(60):
+        while not failures:
+            await trio.sleep(1)
+    call = server.calls.get("sid-1")
+    assert call is not None and call.state.value == "disconnected"
+
+
+async def test_fm13_slow_handler_does_not_block_bookkeeping(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        await trio.sleep(60)  # never reads events
+
+    server = await start(nursery, app, event_queue_size=16, overflow=Overflow.DROP)
+    async with raw_client(server) as client:
+        await new_call(client)
+        for i in range(200):
+            await client.send(
+                "call:status", f"s{i}", {"call_status": "in-progress"}, call_sid="sid-1"
+            )
+        t0 = trio.current_time()
+        await client.send("verb:hook", "h1", {}, hook="/g", call_sid="sid-1")
+        assert await client.receive() == {"type": "ack", "msgid": "h1", "data": []}
+        assert trio.current_time() - t0 == pytest.approx(4.0, abs=0.01)
+        call = server.calls.get("sid-1")
+        assert call is not None
+        stats = call.statistics()
+        assert stats.events_queued == 16 and stats.events_dropped == 185
+
+
+async def test_s11_secrets_never_logged(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+
+    async def app(call: Call) -> None:
+        log = logging.getLogger("test.app")
+        log.info("call %r info %r session %r", call, call.info, call.session)
+        await call.ack(call.session, [Say(text="hi")])
+        raise RuntimeError("crash")
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        await new_call(client)
+        await client.receive()
+    assert "s3cret-value" not in caplog.text
