@@ -96,6 +96,12 @@ class CallStatistics:
     frames_sent: int
 
 
+class _Written(enum.Enum):
+    YES = "yes"
+    NO = "no"  # certainly not written: the socket was already closed
+    MAYBE = "maybe"  # failed during the write
+
+
 class _Pending:
     """A command waiting for a reconnect."""
 
@@ -408,11 +414,14 @@ class Call(trio.abc.AsyncResource):
             and self._reconnect_acked
             and not self._outbox
         ):
-            if not await self._write(conn, text):
+            written = await self._write_frame(conn, text)
+            if written is _Written.YES:
+                return
+            if written is _Written.MAYBE:
                 raise NotDelivered(
                     f"socket dropped while sending {command.COMMAND}", maybe_sent=True
                 )
-            return
+            # NO: the socket was already gone; nothing left, so wait for the reconnect.
         if self.config.disconnected_commands is DisconnectedCommands.FAIL:
             raise NotDelivered(f"call {self.call_sid} is disconnected; {command.COMMAND} not sent")
         size = encoded_size(text)
@@ -765,12 +774,20 @@ class Call(trio.abc.AsyncResource):
     async def _write(self, conn: _Connection, text: str) -> bool:
         """Write one frame: shielded, bounded by ``send_timeout``. ``False`` if it failed (the
         connection is then aborted and reported lost)."""
+        return await self._write_frame(conn, text) is _Written.YES
+
+    async def _write_frame(self, conn: _Connection, text: str) -> _Written:
+        """Like :meth:`_write`, telling apart "certainly not written" (the socket was already
+        closed: nothing left this process) from "maybe" (it failed mid-write)."""
+        if conn.closed.is_set() or conn.ws.closed is not None:
+            self._connection_lost(conn, None, "socket closed")
+            return _Written.NO
         with trio.CancelScope(shield=True):
             with trio.move_on_after(self.config.send_timeout) as scope:
                 try:
                     await conn.ws.send_message(text)
                     self._frames_out += 1
-                    return True
+                    return _Written.YES
                 except ConnectionClosed:
                     pass
             if scope.cancelled_caught:
@@ -781,7 +798,7 @@ class Call(trio.abc.AsyncResource):
                 )
                 await conn.abort()
         self._connection_lost(conn, None, "send failed")
-        return False
+        return _Written.MAYBE
 
     def _deliver(self, event: Event) -> None:
         try:

@@ -15,10 +15,12 @@ from jambonz_trio import (
     Call,
     CallClosed,
     CallConfig,
+    CallStatus,
     Disconnected,
     JambonzErrorReport,
     JambonzServer,
     LocalProtocolError,
+    Message,
     MessageTooLarge,
     NotDelivered,
     Overflow,
@@ -135,13 +137,11 @@ async def test_fm22_engine_refuses_bad_acks(nursery: trio.Nursery) -> None:
     async def app(call: Call) -> None:
         await call.ack(call.session, [Say(text="hi")])
         status = await call.next_event()
-        for attempt in (
-            lambda: call.ack(status),
-            lambda: call.ack(call.session),
-            lambda: call.ack("nope"),
-        ):
+        assert isinstance(status, CallStatus)
+        requests: list[Message | str] = [status, call.session, "nope"]
+        for request in requests:
             try:
-                await attempt()
+                await call.ack(request)
             except LocalProtocolError as exc:
                 errors.append(type(exc).__name__)
         with pytest.raises(LocalProtocolError):
@@ -589,18 +589,19 @@ async def test_fm11_half_open_peer_is_aborted(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     events: list[Any] = []
+    got_event = trio.Event()
 
     async def app(call: Call) -> None:
         await call.ack(call.session, [Say(text="hi")])
         events.append(await call.next_event())
+        got_event.set()
 
     server = await start(nursery, app, ping_interval=20, ping_timeout=10)
     async with raw_client(server, auto_pong=False) as client:
         await new_call(client)
         t0 = trio.current_time()
         with trio.fail_after(120):
-            while not events:
-                await trio.sleep(1)
+            await got_event.wait()
         assert trio.current_time() - t0 == pytest.approx(30, abs=1.1)
     assert isinstance(events[0], Disconnected)
 
@@ -625,6 +626,7 @@ async def test_fm10_peer_that_stops_reading(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     failures: list[BaseException] = []
+    failed = trio.Event()
 
     async def app(call: Call) -> None:
         await call.ack(call.session, [Say(text="hi")])
@@ -634,6 +636,7 @@ async def test_fm10_peer_that_stops_reading(
                 await call.redirect([Say(text=f"{i} " + "x" * 1000)])
         except NotDelivered as exc:
             failures.append(exc)
+            failed.set()
             assert trio.current_time() - t0 == pytest.approx(5.0, abs=0.5)
         await trio.sleep_forever()
 
@@ -644,8 +647,7 @@ async def test_fm10_peer_that_stops_reading(
     await client.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
     assert (await client.receive() or {}).get("type") == "ack"  # ...then it never reads again
     with trio.fail_after(60):
-        while not failures:
-            await trio.sleep(1)
+        await failed.wait()
     call = server.calls.get("sid-1")
     assert call is not None and call.state.value == "disconnected"
 

@@ -1,0 +1,500 @@
+"""Reconnect continuity and the call registry (FM-24, FM-28..FM-35, S-9, FM-26)."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import weakref
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jambonz_trio import (
+    AnswerOutcome,
+    BasicAuth,
+    Call,
+    CommandQueueFull,
+    DisconnectedCommands,
+    HookAbandoned,
+    JambonzServer,
+    NotDelivered,
+    Reconnected,
+    Route,
+    VerbHook,
+    serve_jambonz,
+)
+from jambonz_trio.verbs import Hangup, Say
+
+from .helpers import SESSION_DATA, RawClient, raw_client
+from .test_call_engine import new_call, start
+
+
+async def reconnect(
+    client: RawClient, sid: str = "sid-1", msgid: str = "r1"
+) -> dict[str, Any] | None:
+    await client.send("session:reconnect", msgid, {**SESSION_DATA, "call_sid": sid}, call_sid=sid)
+    return await client.receive()
+
+
+async def test_fm28_same_call_across_a_drop(nursery: trio.Nursery) -> None:
+    events: list[Any] = []
+    hooked = trio.Event()
+    reconnected = trio.Event()
+
+    async def app(call: Call) -> None:
+        call.user_data["state"] = {"step": 1}
+        await call.ack(call.session, [Say(text="hi")])
+        async for event in call:
+            events.append(event)
+            if isinstance(event, VerbHook) and event.hook == "/first":
+                hooked.set()  # never answered: the socket drops first
+            elif isinstance(event, Reconnected):
+                reconnected.set()
+            elif isinstance(event, VerbHook):
+                call.user_data["state"]["step"] += 1
+                await call.ack(event, [Hangup()])
+
+    server = await start(nursery, app)
+    async with raw_client(server) as first:
+        await new_call(first)
+        await first.send("verb:hook", "h1", {}, hook="/first", call_sid="sid-1")
+        await hooked.wait()
+        await first.drop()
+    call = server.calls.get("sid-1")
+    assert call is not None
+    assert call.state.value == "disconnected"
+    async with raw_client(server) as second:
+        t0 = trio.current_time()
+        assert await reconnect(second) == {"type": "ack", "msgid": "r1", "data": []}
+        assert trio.current_time() - t0 < 0.1
+        await reconnected.wait()
+        assert server.calls.get("sid-1") is call
+        with pytest.raises(Exception, match="abandoned"):
+            call._protocol.ack("h1")
+        await second.send("verb:hook", "h2", {}, hook="/second", call_sid="sid-1")
+        assert await second.receive() == {
+            "type": "ack",
+            "msgid": "h2",
+            "data": [{"verb": "hangup"}],
+        }
+    kinds = [type(e).__name__ for e in events]
+    # (a last Disconnected follows when the test's second socket goes away)
+    assert kinds[:5] == ["VerbHook", "Disconnected", "HookAbandoned", "Reconnected", "VerbHook"]
+    abandoned = events[2]
+    assert isinstance(abandoned, HookAbandoned) and abandoned.message.msgid == "h1"
+    assert call.user_data["state"] == {"step": 2}
+    assert call.reconnect_count == 1
+
+
+async def test_fm28_late_answer_to_abandoned_hook_becomes_redirect(nursery: trio.Nursery) -> None:
+    outcomes: list[AnswerOutcome] = []
+    got_hook = trio.Event()
+    may_answer = trio.Event()
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        hook = await call.next_event()
+        got_hook.set()
+        await may_answer.wait()
+        assert isinstance(hook, VerbHook)
+        outcomes.append(await call.ack(hook, [Say(text="after")]))
+        await call.wait_closed()
+
+    server = await start(nursery, app)
+    async with raw_client(server) as first:
+        await new_call(first)
+        await first.send("verb:hook", "h1", {}, hook="/g", call_sid="sid-1")
+        await got_hook.wait()
+        await first.drop()
+    may_answer.set()  # answered while disconnected: waits as a queued redirect
+    await trio.testing.wait_all_tasks_blocked()
+    async with raw_client(server) as second:
+        assert await reconnect(second) == {"type": "ack", "msgid": "r1", "data": []}
+        frame = await second.receive()
+        assert frame == {
+            "type": "command",
+            "command": "redirect",
+            "queueCommand": False,
+            "data": [{"verb": "say", "text": "after"}],
+        }
+    assert outcomes == [AnswerOutcome.REDIRECTED]
+
+
+@pytest.mark.parametrize("answer_first", [True, False])
+async def test_fm29_drop_before_session_new_ack(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, answer_first: bool
+) -> None:
+    outcomes: list[AnswerOutcome] = []
+
+    async def app(call: Call) -> None:
+        await trio.sleep(0.3 if answer_first else 0.8)
+        outcomes.append(await call.ack(call.session, [Say(text="welcome")]))
+        await call.wait_closed()
+
+    server = await start(nursery, app)
+    async with raw_client(server) as first:
+        await first.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
+        await trio.sleep(0.1)
+        await first.drop()
+    await trio.sleep(0.4)  # jambonz's first back-off is 500 ms
+    async with raw_client(server) as second:
+        ack = await reconnect(second, msgid="r1")
+        assert ack == {"type": "ack", "msgid": "r1", "data": [{"verb": "say", "text": "welcome"}]}
+        with trio.move_on_after(10):
+            extra = await second.receive()
+            pytest.fail(f"a second frame was sent: {extra}")
+    assert outcomes == [AnswerOutcome.DEFERRED if answer_first else AnswerOutcome.ACKED]
+
+
+async def test_fm24_commands_wait_for_the_reconnect_ack_in_order(nursery: trio.Nursery) -> None:
+    server = await start(nursery, _answer_and_wait)
+    async with raw_client(server) as first:
+        await new_call(first)
+        await first.drop()
+    call = server.calls["sid-1"]
+    sent: list[str] = []
+
+    async def push(i: int) -> None:
+        await call.redirect([Say(text=f"c{i}")])
+        sent.append(f"c{i}")
+
+    async with trio.open_nursery() as pushers:
+        for i in range(3):
+            pushers.start_soon(push, i)
+            await trio.testing.wait_all_tasks_blocked()
+        assert call.statistics().commands_queued == 3
+        assert sent == []
+        async with raw_client(server) as second:
+            assert await reconnect(second) == {"type": "ack", "msgid": "r1", "data": []}
+            texts = [((await second.receive()) or {})["data"][0]["text"] for _ in range(3)]
+    assert texts == ["c0", "c1", "c2"]
+    assert sorted(sent) == ["c0", "c1", "c2"]
+
+
+async def test_fm24_queue_overflow_and_fail_fast(nursery: trio.Nursery) -> None:
+    server = await start(nursery, _answer_and_wait, max_queued_commands=2)
+    async with raw_client(server) as first:
+        await new_call(first)
+        await first.drop()
+    call = server.calls["sid-1"]
+    async with trio.open_nursery() as pushers:
+        for _ in range(2):
+            pushers.start_soon(call.hangup)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(CommandQueueFull):
+            await call.hangup()
+        pushers.cancel_scope.cancel()  # cancelled waiters leave the queue, unsent
+    assert call.statistics().commands_queued == 0
+
+    server2 = await start(
+        nursery, _answer_and_wait, disconnected_commands=DisconnectedCommands.FAIL
+    )
+    async with raw_client(server2) as first:
+        await new_call(first)
+        await first.drop()
+    with pytest.raises(NotDelivered):
+        await server2.calls["sid-1"].hangup()
+
+
+async def test_queued_commands_fail_when_the_call_is_lost(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = await start(nursery, _answer_and_wait, reconnect_grace=30)
+    async with raw_client(server) as first:
+        await new_call(first)
+        await first.drop()
+    call = server.calls["sid-1"]
+    with pytest.raises(NotDelivered, match="call ended"):
+        await call.hangup()
+    assert call.close_info is not None and call.close_info.by == "lost"
+
+
+async def test_fm32_grace_period_frees_the_call(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = await start(nursery, _answer_and_wait, reconnect_grace=30)
+    async with raw_client(server) as first:
+        await new_call(first)
+        await first.drop()
+    ref = weakref.ref(server.calls["sid-1"])
+    t0 = trio.current_time()
+    info = await server.calls["sid-1"].wait_closed()
+    assert trio.current_time() - t0 == pytest.approx(30, abs=0.01)
+    assert info.by == "lost"
+    await trio.testing.wait_all_tasks_blocked()
+    assert "sid-1" not in server.calls
+    gc.collect()
+    assert ref() is None
+
+
+async def test_fm30_unknown_call_sid_reconnect_is_a_new_call(nursery: trio.Nursery) -> None:
+    seen: list[Call] = []
+
+    async def app(call: Call) -> None:
+        seen.append(call)
+        await call.ack(call.session, [Say(text="resumed")])
+        await call.wait_closed()
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        ack = await reconnect(client, sid="restarted")
+        assert ack == {"type": "ack", "msgid": "r1", "data": [{"verb": "say", "text": "resumed"}]}
+    assert len(seen) == 1 and seen[0].reconnected and seen[0].call_sid == "restarted"
+
+
+async def test_fm31_newest_socket_wins(nursery: trio.Nursery) -> None:
+    server = await start(nursery, _answer_and_wait)
+    async with raw_client(server) as old:
+        await new_call(old)
+        call = server.calls["sid-1"]
+        async with raw_client(server) as new:
+            assert await reconnect(new) == {"type": "ack", "msgid": "r1", "data": []}
+            assert await old.receive() is None  # the older socket was closed
+            await call.hangup()
+            frame = await new.receive()
+            assert frame is not None and frame["command"] == "call:status"
+        assert server.calls["sid-1"] is call and call.reconnect_count == 1
+
+
+@pytest.mark.parametrize("first_type", ["session:redirect", "session:adulting"])
+async def test_fm33_redirect_or_adulting_opens_a_new_call(
+    nursery: trio.Nursery, first_type: str
+) -> None:
+    seen: list[Call] = []
+
+    async def app(call: Call) -> None:
+        seen.append(call)
+        await call.ack(call.session, [Hangup()])
+        await call.wait_closed()
+
+    server = await start(nursery, app)
+    async with raw_client(server, "/adulting") as client:
+        data = {**SESSION_DATA, "call_sid": "child-1", "parent_call_info": {"call_sid": "sid-0"}}
+        await client.send(first_type, "a1", data, hook="/new")  # no envelope call_sid
+        assert await client.receive() == {
+            "type": "ack",
+            "msgid": "a1",
+            "data": [{"verb": "hangup"}],
+        }
+    assert seen[0].session.type == first_type and seen[0].call_sid == "child-1"
+
+
+async def test_fm34_reconnect_budget_warning(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    server = await start(nursery, _answer_and_wait)
+    async with raw_client(server) as client:
+        await new_call(client)
+        await client.drop()
+    for i in range(5):
+        async with raw_client(server) as client:
+            assert await reconnect(client, msgid=f"r{i}") == {
+                "type": "ack",
+                "msgid": f"r{i}",
+                "data": [],
+            }
+            await client.drop()
+    assert server.calls["sid-1"].reconnect_count == 5
+    warnings = [
+        r for r in caplog.records if "reconnect" in r.getMessage() and "#1098" in r.getMessage()
+    ]
+    assert len(warnings) == 2  # at rc - 1 = 4, and at 5
+
+
+async def test_fm35_legacy_reconnect_without_session_reconnect(nursery: trio.Nursery) -> None:
+    events: list[Any] = []
+    done = trio.Event()
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        async for event in call:
+            events.append(event)
+            if isinstance(event, VerbHook):
+                await call.ack(event, [Hangup()])
+                done.set()
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        await new_call(client)
+        await client.drop()
+    async with raw_client(server) as client:
+        await client.send("verb:hook", "h1", {}, hook="/g", call_sid="sid-1")
+        assert await client.receive() == {
+            "type": "ack",
+            "msgid": "h1",
+            "data": [{"verb": "hangup"}],
+        }
+        await done.wait()
+    assert [type(e).__name__ for e in events][:3] == ["Disconnected", "Reconnected", "VerbHook"]
+
+
+async def test_s9_reconnect_from_another_tenant_cannot_take_over(nursery: trio.Nursery) -> None:
+    seen: list[Call] = []
+
+    async def app(call: Call) -> None:
+        seen.append(call)
+        await call.ack(call.session, [Say(text="hi")])
+        await call.wait_closed()
+
+    routes = [
+        Route(path="/a", handler=app, auth=BasicAuth(username="a", password="pa")),
+        Route(path="/b", handler=app, auth=BasicAuth(username="b", password="pb")),
+    ]
+    server: JambonzServer = await nursery.start(
+        lambda task_status: serve_jambonz(routes, task_status=task_status)
+    )
+    import base64
+
+    def auth(user: str, pw: str) -> list[tuple[bytes, bytes]]:
+        return [(b"authorization", b"Basic " + base64.b64encode(f"{user}:{pw}".encode()))]
+
+    stream = await server.connect_memory()
+    a = RawClient(stream)
+    await a.handshake("/a", extra_headers=auth("a", "pa"))
+    await a.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
+    await a.receive()
+    await a.drop()
+    victim = server.calls["sid-1"]
+    stream = await server.connect_memory()
+    b = RawClient(stream)
+    await b.handshake("/b", extra_headers=auth("b", "pb"))
+    assert await reconnect(b) == {
+        "type": "ack",
+        "msgid": "r1",
+        "data": [{"verb": "say", "text": "hi"}],
+    }
+    assert server.calls["sid-1"] is victim and victim.reconnect_count == 0
+    assert victim.state.value == "disconnected"
+    assert len(seen) == 2 and seen[1] is not victim
+    await b.drop()
+
+
+async def test_supervisor_pushes_commands_while_the_call_reconnects(nursery: trio.Nursery) -> None:
+    """A task that never answered the call pushes commands before, during and after a drop.
+
+    Frames written to a socket just before the peer vanished can be lost like on any TCP
+    connection, so the drop is placed between batches; what is pushed while disconnected
+    must arrive after the reconnect ack, in order, and every failure must be reported."""
+    server = await start(nursery, _answer_and_wait)
+    delivered: list[str] = []
+    dropped = trio.Event()
+
+    async def push(call: Call, text: str) -> None:
+        while True:
+            try:
+                await call.redirect([Say(text=text)], queue=True)
+                break
+            except NotDelivered as exc:  # in flight as the socket died: reported, so retry
+                assert exc.maybe_sent
+        delivered.append(text)
+
+    async def supervisor() -> None:
+        call = await server.calls.wait_new_call()
+        await call.wait_answered()
+        for i in range(3):
+            await push(call, f"s{i}")
+        await dropped.wait()
+        for i in range(3, 6):
+            await push(call, f"s{i}")
+
+    nursery.start_soon(supervisor)
+    await trio.testing.wait_all_tasks_blocked()
+    received: list[str] = []
+    async with raw_client(server) as first:
+        await new_call(first)
+        for _ in range(3):
+            received.append(((await first.receive()) or {})["data"][0]["text"])
+        await first.drop()
+    await trio.testing.wait_all_tasks_blocked()
+    dropped.set()
+    await trio.testing.wait_all_tasks_blocked()
+    assert server.calls["sid-1"].statistics().commands_queued == 1  # the others wait behind it
+    async with raw_client(server) as second:
+        assert (await reconnect(second) or {})["type"] == "ack"
+        while len(received) < 6:
+            frame = await second.receive()
+            assert frame is not None and frame["type"] == "command"
+            received.append(frame["data"][0]["text"])
+    assert received == [f"s{i}" for i in range(6)]
+    assert delivered == received
+
+
+async def _answer_and_wait(call: Call) -> None:
+    await call.ack(call.session, [Say(text="hi")])
+    await call.wait_closed()
+
+
+# -- FM-26: cancellation around every outbound operation -------------------------------------
+
+
+@settings(deadline=None, max_examples=150)
+@given(
+    cancel_at=st.sampled_from([0.0, 0.001, 0.005, 0.01, 0.02, 0.05]),
+    read_delay=st.sampled_from([0.0, 0.003, 0.008, 0.03]),
+    op=st.sampled_from(["ack", "command"]),
+)
+def test_fm26_cancel_never_leaves_half_sent_state(
+    cancel_at: float, read_delay: float, op: str
+) -> None:
+    """A caller's cancel scope expiring around ack/send_command (virtual time, lockstep
+    stream so the write really blocks until the peer reads): either the frame reached the peer
+    or the call knows it did not - the msgid is still owed, or the command raised."""
+    trio.run(
+        _fm26_scenario,
+        cancel_at,
+        read_delay,
+        op,
+        clock=trio.testing.MockClock(autojump_threshold=0),
+    )
+
+
+async def _fm26_scenario(cancel_at: float, read_delay: float, op: str) -> None:
+    ready = trio.Event()
+    finished = trio.Event()
+    outcome: dict[str, Any] = {}
+
+    async def app(call: Call) -> None:
+        if op == "command":
+            await call.ack(call.session, [Say(text="hi")])
+        ready.set()
+        with trio.move_on_after(cancel_at) as scope:
+            if op == "ack":
+                await call.ack(call.session, [Say(text="x" * 2000)])
+            else:
+                await call.redirect([Say(text="x" * 2000)])
+            outcome["returned"] = True
+        outcome["cancelled"] = scope.cancelled_caught
+        outcome["owed"] = call._protocol.is_owed(call.session.msgid)
+        finished.set()
+        await call.wait_closed()
+
+    frames: list[dict[str, Any]] = []
+    async with trio.open_nursery() as nursery:
+        server = await start(nursery, app, ack_deadline=4.5)
+        async with raw_client(server, lockstep=True) as client:
+            await client.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
+            if op == "command":
+                await client.receive()
+            await ready.wait()
+            with trio.move_on_after(3):  # virtual; before the watchdog's deadline
+                while True:
+                    await trio.sleep(read_delay)
+                    frame = await client.receive()
+                    if frame is None:
+                        break
+                    frames.append(frame)
+        await finished.wait()
+        nursery.cancel_scope.cancel()
+    delivered = len(frames) == 1
+    assert len(frames) <= 1
+    if outcome.get("returned"):
+        assert delivered, "returned normally but nothing arrived"
+    if op == "ack":
+        assert delivered != outcome["owed"], outcome  # on the wire exactly when no longer owed
+    else:
+        assert delivered == bool(outcome.get("returned")) or outcome["cancelled"]
