@@ -134,6 +134,8 @@ class _Connection:
         self.cancel_scope = trio.CancelScope()
         #: Set once a close *we* started has finished (the peer's Close came, or timed out).
         self.close_done: trio.Event | None = None
+        #: Set by the server when the connection's task is gone (for any reason).
+        self.torn_down = trio.Event()
 
     async def abort(self) -> None:
         """Drop the TCP connection now, without a closing handshake."""
@@ -646,10 +648,18 @@ class Call(trio.abc.AsyncResource):
         conn.close_done = done = trio.Event()
         with trio.CancelScope(shield=True):
             with trio.move_on_after(self.config.close_timeout):
-                try:
-                    await conn.ws.aclose(code, reason or None)
-                except Exception:  # pragma: no cover - trio-websocket close races
-                    log.debug("close of %s failed", self.call_sid, exc_info=True)
+                async with trio.open_nursery() as nursery:
+
+                    async def torn_down() -> None:
+                        await conn.torn_down.wait()  # its reader died: no reply will come
+                        nursery.cancel_scope.cancel()
+
+                    nursery.start_soon(torn_down)
+                    try:
+                        await conn.ws.aclose(code, reason or None)
+                    except Exception:  # pragma: no cover - trio-websocket close races
+                        log.debug("close of %s failed", self.call_sid, exc_info=True)
+                    nursery.cancel_scope.cancel()
             done.set()
             await conn.abort()
             conn.cancel_scope.cancel()
@@ -702,16 +712,27 @@ class Call(trio.abc.AsyncResource):
             type(exc).__name__,
             exc_info=exc,
         )
-        with trio.CancelScope(shield=True), trio.move_on_after(self.config.send_timeout):
-            try:
-                if self._protocol.session_new_acked is False:
-                    owed = next((o for o in self._protocol.owed() if o.needs_verbs), None)
-                    if owed is not None:
-                        await self.ack(owed.msgid, self.config.fallback_verbs)
-                elif not self.closed:
-                    await self.send_command(cmds.Redirect(verbs=self.config.fallback_verbs))
-            except JambonzTrioError:
-                log.warning("call %s: could not send fallback verbs", self.call_sid)
+        await self._send_fallback()
+
+    async def _send_fallback(self) -> None:
+        """Send the fallback verbs if the socket is up: as the ``session:new`` answer if that
+        is still owed, else as a ``redirect``. Never waits for a reconnect (this runs while the
+        call is being torn down); the write itself is shielded and bounded."""
+        protocol = self._protocol
+        conn = self._conn
+        if conn is None or protocol.state is not ConnState.CONNECTED:
+            log.warning("call %s: socket down; fallback verbs not sent", self.call_sid)
+            return
+        try:
+            owed = next((o for o in protocol.owed() if o.needs_verbs), None)
+            if owed is not None:
+                if protocol.can_answer_now(owed.msgid):
+                    await self._send_ack(owed, self.config.fallback_verbs)
+            elif protocol.session_new_acked is not False:
+                text = protocol.command(cmds.Redirect(verbs=self.config.fallback_verbs))
+                await self._write(conn, text)
+        except JambonzTrioError:
+            log.warning("call %s: could not send fallback verbs", self.call_sid)
 
     async def _watchdog(self) -> None:
         """The call's one deadline task: overdue acks and the reconnect grace period."""
@@ -994,11 +1015,7 @@ class Call(trio.abc.AsyncResource):
         self._connection_lost(conn, code, reason)
 
     async def _end_after_overflow(self) -> None:
-        with trio.CancelScope(shield=True), trio.move_on_after(self.config.send_timeout):
-            try:
-                await self.send_command(cmds.Redirect(verbs=self.config.fallback_verbs))
-            except JambonzTrioError:
-                pass
+        await self._send_fallback()
         await self.aclose(1000, "event queue overflow")
 
     def _connection_closed(self, conn: _Connection, code: int | None, reason: str | None) -> None:

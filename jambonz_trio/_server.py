@@ -225,7 +225,10 @@ class JambonzServer:
         else:
             self.calls.unparked(call)
             await call._attach(conn, first, now)
-        await call._run_connection(conn)
+        try:
+            await call._run_connection(conn)
+        finally:
+            conn.torn_down.set()
 
     def _resolve(self, first: Message, admitted: Admitted) -> tuple[Call, bool]:
         sid = first.call_sid
