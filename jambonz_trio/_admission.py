@@ -249,13 +249,8 @@ async def admit(
         raise Refusal(426, "not a WebSocket upgrade", headers=(("Upgrade", "websocket"),))
     if request.method != b"GET":
         raise Refusal(405, "upgrade must be GET", headers=(("Allow", "GET"),))
-    if (
-        headers.get(b"sec-websocket-version") != [b"13"]
-        or len(headers.get(b"sec-websocket-key", [])) != 1
-    ):
-        raise Refusal(
-            426, "WebSocket version 13 required", headers=(("Sec-WebSocket-Version", "13"),)
-        )
+    if headers.get(b"sec-websocket-version") != [b"13"] or len(headers.get(b"sec-websocket-key", [])) != 1:
+        raise Refusal(426, "WebSocket version 13 required", headers=(("Sec-WebSocket-Version", "13"),))
     if b"host" not in headers:
         raise Refusal(400, "missing Host header")
 
@@ -263,9 +258,7 @@ async def admit(
     if route is None:
         raise Refusal(404, f"no application at {path}")
     offered = [
-        t.strip()
-        for v in headers.get(b"sec-websocket-protocol", [])
-        for t in v.decode("ascii").split(",")
+        t.strip() for v in headers.get(b"sec-websocket-protocol", []) for t in v.decode("ascii").split(",")
     ]
     if SUBPROTOCOL not in offered:
         raise Refusal(400, f"subprotocol {SUBPROTOCOL} not offered")

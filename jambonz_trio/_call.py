@@ -120,9 +120,7 @@ class _Connection:
 
     _ids = itertools.count(1)
 
-    def __init__(
-        self, ws: WebSocketConnection, stream: trio.abc.Stream, identity: Identity
-    ) -> None:
+    def __init__(self, ws: WebSocketConnection, stream: trio.abc.Stream, identity: Identity) -> None:
         self.ws = ws
         self.stream = stream
         self.identity = identity
@@ -175,9 +173,7 @@ class Call(trio.abc.AsyncResource):
         self.config = config
         self.identity = identity
         info = getattr(session, "call", None)
-        self.info: CallInfo = (
-            info if isinstance(info, CallInfo) else CallInfo.from_data(session.data)
-        )
+        self.info: CallInfo = info if isinstance(info, CallInfo) else CallInfo.from_data(session.data)
         self.reconnected = isinstance(session, SessionReconnect)
         self.reconnect_count = 0
         self.close_info: CloseInfo | None = None
@@ -188,9 +184,7 @@ class Call(trio.abc.AsyncResource):
             ack_unknown_types=config.ack_unknown_types,
         )
         self._conn: _Connection | None = None
-        self._send_events, self._recv_events = trio.open_memory_channel[Event](
-            config.event_queue_size
-        )
+        self._send_events, self._recv_events = trio.open_memory_channel[Event](config.event_queue_size)
         self._events_dropped = 0
         self._auto_answered: deque[str] = deque(maxlen=256)
         self._auto_answered_count = 0
@@ -420,9 +414,7 @@ class Call(trio.abc.AsyncResource):
             if written is _Written.YES:
                 return
             if written is _Written.MAYBE:
-                raise NotDelivered(
-                    f"socket dropped while sending {command.COMMAND}", maybe_sent=True
-                )
+                raise NotDelivered(f"socket dropped while sending {command.COMMAND}", maybe_sent=True)
             # NO: the socket was already gone; nothing left, so wait for the reconnect.
         if self.config.disconnected_commands is DisconnectedCommands.FAIL:
             raise NotDelivered(f"call {self.call_sid} is disconnected; {command.COMMAND} not sent")
@@ -432,8 +424,7 @@ class Call(trio.abc.AsyncResource):
             or self._outbox_bytes + size > self.config.max_queued_bytes
         ):
             raise CommandQueueFull(
-                f"{len(self._outbox)} commands ({self._outbox_bytes} bytes) already wait for a "
-                "reconnect"
+                f"{len(self._outbox)} commands ({self._outbox_bytes} bytes) already wait for a reconnect"
             )
         item = _Pending(text, size)
         self._outbox.append(item)
@@ -455,9 +446,7 @@ class Call(trio.abc.AsyncResource):
         self, call_hook: Hook | None = None, *, child_call_hook: Hook | None = None
     ) -> None:
         """Make jambonz fetch new programs from hooks (``session:redirect`` follows)."""
-        await self.send_command(
-            cmds.RedirectToHook(call_hook=call_hook, child_call_hook=child_call_hook)
-        )
+        await self.send_command(cmds.RedirectToHook(call_hook=call_hook, child_call_hook=child_call_hook))
 
     async def redirect_legs(
         self,
@@ -504,9 +493,7 @@ class Call(trio.abc.AsyncResource):
         tag: str | None = None,
         wait_hook: str | None = None,
     ) -> None:
-        await self.send_command(
-            cmds.ConfParticipantAction(action=action, tag=tag, wait_hook=wait_hook)
-        )
+        await self.send_command(cmds.ConfParticipantAction(action=action, tag=tag, wait_hook=wait_hook))
 
     async def listen_status(self, status: Literal["pause", "resume"]) -> None:
         await self.send_command(cmds.ListenStatus(listen_status=status))
@@ -614,9 +601,7 @@ class Call(trio.abc.AsyncResource):
                 raise self._closed_error()
             result = slot[0]
             if result.status == "failed" and result.reason == "full":
-                self._tts_resumed = (
-                    trio.Event() if self._tts_resumed.is_set() else self._tts_resumed
-                )
+                self._tts_resumed = trio.Event() if self._tts_resumed.is_set() else self._tts_resumed
                 continue
             return result
 
@@ -684,9 +669,7 @@ class Call(trio.abc.AsyncResource):
 
     # -- engine: handler & watchdog --------------------------------------------------------------
 
-    async def _run(
-        self, handler: Any, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
+    async def _run(self, handler: Any, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the handler and the watchdog in the call's nursery (started by the server)."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watchdog)
@@ -746,9 +729,7 @@ class Call(trio.abc.AsyncResource):
                 return
             now = trio.current_time()
             grace_end = (
-                None
-                if self._disconnected_at is None
-                else self._disconnected_at + self.config.reconnect_grace
+                None if self._disconnected_at is None else self._disconnected_at + self.config.reconnect_grace
             )
             if grace_end is not None and now >= grace_end:
                 self._lost(f"no reconnect within {self.config.reconnect_grace:.0f} s")
@@ -889,9 +870,7 @@ class Call(trio.abc.AsyncResource):
                 log.info("call %s: ignoring a binary frame (%d bytes)", self.call_sid, len(frame))
                 continue
             if len(frame) > max_in // 4 and encoded_size_safe(frame) > max_in:
-                log.warning(
-                    "call %s: inbound frame over %d bytes; closing with 1009", self.call_sid, max_in
-                )
+                log.warning("call %s: inbound frame over %d bytes; closing with 1009", self.call_sid, max_in)
                 await self._abort_with(conn, 1009, "message too big")
                 return
             now = trio.current_time()
@@ -906,9 +885,7 @@ class Call(trio.abc.AsyncResource):
                 return
 
     async def _bad_frame(self, conn: _Connection, exc: RemoteProtocolError, frame: str) -> None:
-        log.warning(
-            "call %s: protocol error from jambonz: %s (frame %r)", self.call_sid, exc, frame[:120]
-        )
+        log.warning("call %s: protocol error from jambonz: %s (frame %r)", self.call_sid, exc, frame[:120])
         if exc.msgid:
             # We cannot tell what it was; an ack jambonz is not waiting for is ignored, and a
             # request it is waiting for gets answered instead of timing out.
@@ -971,9 +948,7 @@ class Call(trio.abc.AsyncResource):
             self._outbox_bytes -= item.size
             item.sent = True
             if not await self._write(conn, item.text):
-                item.error = NotDelivered(
-                    "the socket dropped again while flushing", maybe_sent=True
-                )
+                item.error = NotDelivered("the socket dropped again while flushing", maybe_sent=True)
             item.done.set()
 
     def _on_tts_result(self, msg: TtsTokensResult) -> None:
@@ -997,9 +972,7 @@ class Call(trio.abc.AsyncResource):
                 except ConnectionClosed:
                     return
             if scope.cancelled_caught:
-                log.warning(
-                    "call %s: no pong within %.1f s; aborting the socket", self.call_sid, timeout
-                )
+                log.warning("call %s: no pong within %.1f s; aborting the socket", self.call_sid, timeout)
                 await conn.abort()
                 self._connection_lost(conn, 1006, "ping timeout")
                 conn.cancel_scope.cancel()
@@ -1035,9 +1008,7 @@ class Call(trio.abc.AsyncResource):
             return
         abandoned = self._protocol.connection_lost()
         self._disconnected_at = trio.current_time()
-        log.info(
-            "call %s: socket lost (%s %s); waiting for a reconnect", self.call_sid, code, reason
-        )
+        log.info("call %s: socket lost (%s %s); waiting for a reconnect", self.call_sid, code, reason)
         self._deliver(Disconnected(code=code, reason=reason))
         for owed in abandoned:
             self._deliver(HookAbandoned(message=owed.message))

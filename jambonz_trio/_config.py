@@ -95,9 +95,7 @@ class CallConfig:
 
     def __attrs_post_init__(self) -> None:
         if not self.holding_verbs:
-            raise ValueError(
-                "holding_verbs must not be empty (jambonz rejects an empty session:new ack)"
-            )
+            raise ValueError("holding_verbs must not be empty (jambonz rejects an empty session:new ack)")
         if not 0 < self.ack_deadline < 5:
             raise ValueError("ack_deadline must be between 0 and jambonz's 5 s")
 

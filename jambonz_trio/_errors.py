@@ -54,9 +54,7 @@ class MessageTooLarge(LocalProtocolError):
     """
 
     def __init__(self, size: int, limit: int) -> None:
-        super().__init__(
-            f"encoded frame is {size} bytes, over the {limit}-byte limit jambonz accepts"
-        )
+        super().__init__(f"encoded frame is {size} bytes, over the {limit}-byte limit jambonz accepts")
         self.size = size
         self.limit = limit
 

@@ -271,9 +271,7 @@ class JambonzServer:
     def _on_call_disconnect(self, call: Call) -> None:
         evicted = self.calls.parked(call)
         if evicted is not None:
-            log.warning(
-                "call %s: too many disconnected calls; dropping the oldest", evicted.call_sid
-            )
+            log.warning("call %s: too many disconnected calls; dropping the oldest", evicted.call_sid)
             evicted._lost("too many disconnected calls")
 
     async def _run_call(

@@ -176,9 +176,7 @@ class SpeechResult:
             for a in raw_alts:
                 if isinstance(a, dict) and isinstance(a.get("transcript"), str):
                     alts.append(
-                        SpeechAlternative(
-                            transcript=a["transcript"], confidence=_num(a, "confidence")
-                        )
+                        SpeechAlternative(transcript=a["transcript"], confidence=_num(a, "confidence"))
                     )
         return cls(
             is_final=_get(speech, "is_final", bool),

@@ -45,9 +45,7 @@ def encoded_size(text: str) -> int:
     try:
         return len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:
-        raise LocalProtocolError(
-            f"outbound text cannot be encoded as UTF-8: {exc.reason}"
-        ) from None
+        raise LocalProtocolError(f"outbound text cannot be encoded as UTF-8: {exc.reason}") from None
 
 
 def dumps_checked(obj: Any, limit: int | None) -> str:

@@ -205,9 +205,7 @@ def _parse_redirect(data: Any, envelope: Mapping[str, Any]) -> Command:
     if keys <= {"call_hook", "child_call_hook"}:
         return RedirectToHook(
             call_hook=_hook_from_wire(data["call_hook"]) if "call_hook" in data else None,
-            child_call_hook=(
-                _hook_from_wire(data["child_call_hook"]) if "child_call_hook" in data else None
-            ),
+            child_call_hook=(_hook_from_wire(data["child_call_hook"]) if "child_call_hook" in data else None),
             call_sid=envelope.get("callSid"),
         )
     if keys <= {"parent_call", "child_call"}:
@@ -354,9 +352,7 @@ class ConfHoldStatus(Command):
         return cls(conf_hold_status=data["conf_hold_status"], wait_hook=wh)
 
 
-ParticipantAction = Literal[
-    "tag", "untag", "coach", "uncoach", "hold", "unhold", "mute", "unmute", "kick"
-]
+ParticipantAction = Literal["tag", "untag", "coach", "uncoach", "hold", "unhold", "mute", "unmute", "kick"]
 
 
 @attrs.frozen(kw_only=True)
@@ -479,9 +475,7 @@ class DtmfCommand(Command):
         return cls(digit=d["digit"], duration=dur, call_sid=envelope.get("callSid"))
 
 
-RecordAction = Literal[
-    "startCallRecording", "stopCallRecording", "pauseCallRecording", "resumeCallRecording"
-]
+RecordAction = Literal["startCallRecording", "stopCallRecording", "pauseCallRecording", "resumeCallRecording"]
 
 
 @attrs.frozen(kw_only=True)

@@ -203,11 +203,7 @@ class CallProtocol:
     def can_answer_now(self, msgid: str) -> bool:
         """Owed, and its socket is the live one (so :meth:`ack` would not raise for state)."""
         owed = self._owed.get(msgid)
-        return (
-            owed is not None
-            and self.state is ConnState.CONNECTED
-            and owed.generation == self.generation
-        )
+        return owed is not None and self.state is ConnState.CONNECTED and owed.generation == self.generation
 
     def was_abandoned(self, msgid: str) -> bool:
         """Whether ``msgid`` was owed when its socket dropped (jambonz failed it then)."""
@@ -237,9 +233,7 @@ class CallProtocol:
         """Requests on the live socket whose deadline is ``<= now``, oldest first."""
         if self.state is not ConnState.CONNECTED:
             return []
-        return [
-            o for o in self._owed.values() if o.deadline <= now and o.generation == self.generation
-        ]
+        return [o for o in self._owed.values() if o.deadline <= now and o.generation == self.generation]
 
     # -- outbound --------------------------------------------------------------------------
 
@@ -295,8 +289,7 @@ class CallProtocol:
             raise LocalProtocolError("the call is closed")
         if self.session_new_acked is False:
             raise LocalProtocolError(
-                "commands sent before the session:new ack are dropped by jambonz; "
-                "answer session:new first"
+                "commands sent before the session:new ack are dropped by jambonz; answer session:new first"
             )
         return self.render(command.to_wire())
 

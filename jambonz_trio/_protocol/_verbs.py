@@ -199,9 +199,7 @@ class NuanceResource:
     builtin: str | None = None
     inline_grammar: str | None = None
     wakeup_word: list[str] | None = None
-    weight_name: Literal["defaultWeight", "lowest", "low", "medium", "high", "highest"] | None = (
-        None
-    )
+    weight_name: Literal["defaultWeight", "lowest", "low", "medium", "high", "highest"] | None = None
     weight_value: float | None = None
     reuse: Literal["undefined_reuse", "low_reuse", "high_reuse"] | None = None
 
@@ -572,9 +570,7 @@ class OpenaiOptions:
     input_audio_noise_reduction: Literal["near_field", "far_field"] | None = attrs.field(
         default=None, metadata={WIRE: "input_audio_noise_reduction"}
     )
-    turn_detection: TurnDetection | None = attrs.field(
-        default=None, metadata={WIRE: "turn_detection"}
-    )
+    turn_detection: TurnDetection | None = attrs.field(default=None, metadata={WIRE: "turn_detection"})
 
 
 @nested()
@@ -846,14 +842,10 @@ class TranscribeOptions:
 class RecordOptions:
     """Starts, stops, pauses or resumes call recording (config ``record``)."""
 
-    action: Literal[
-        "startCallRecording", "stopCallRecording", "pauseCallRecording", "resumeCallRecording"
-    ]
+    action: Literal["startCallRecording", "stopCallRecording", "pauseCallRecording", "resumeCallRecording"]
     type: Literal["cloud", "siprec"] | None = None
     recording_id: str | None = attrs.field(default=None, metadata={WIRE: "recordingID"})
-    siprec_server_url: str | list[str] | None = attrs.field(
-        default=None, metadata={WIRE: "siprecServerURL"}
-    )
+    siprec_server_url: str | list[str] | None = attrs.field(default=None, metadata={WIRE: "siprecServerURL"})
     headers: dict[str, str] | None = None
 
 
@@ -1393,9 +1385,7 @@ class RestDial(Verb):
     speech_synthesis_vendor: str | None = attrs.field(
         default=None, metadata={WIRE: "speech_synthesis_vendor"}
     )
-    speech_synthesis_voice: str | None = attrs.field(
-        default=None, metadata={WIRE: "speech_synthesis_voice"}
-    )
+    speech_synthesis_voice: str | None = attrs.field(default=None, metadata={WIRE: "speech_synthesis_voice"})
     speech_synthesis_language: str | None = attrs.field(
         default=None, metadata={WIRE: "speech_synthesis_language"}
     )

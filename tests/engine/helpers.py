@@ -118,9 +118,7 @@ class RawClient:
 
         await self.stream.send_all(self.ws.send(BytesMessage(data=data)))
 
-    async def send(
-        self, mtype: str, msgid: str, data: dict[str, Any] | None = None, **env: Any
-    ) -> None:
+    async def send(self, mtype: str, msgid: str, data: dict[str, Any] | None = None, **env: Any) -> None:
         await self.send_text(msg(mtype, msgid, data, **env))
 
     async def receive(self) -> dict[str, Any] | None:

@@ -45,9 +45,7 @@ async def start(nursery: trio.Nursery, app: Handler, **call_config: Any) -> Jamb
     return server
 
 
-async def new_call(
-    client: RawClient, sid: str = "sid-1", msgid: str = "m1"
-) -> dict[str, Any] | None:
+async def new_call(client: RawClient, sid: str = "sid-1", msgid: str = "m1") -> dict[str, Any] | None:
     await client.send("session:new", msgid, {**SESSION_DATA, "call_sid": sid}, call_sid=sid)
     return await client.receive()
 
@@ -120,9 +118,7 @@ async def test_fm23_out_of_order_acks(nursery: trio.Nursery) -> None:
     async with raw_client(server) as client:
         await new_call(client)
         await client.send("verb:hook", "p1", {"speech": {}}, hook="/partial", call_sid="sid-1")
-        await client.send(
-            "verb:hook", "a1", {"reason": "timeout"}, hook="/action", call_sid="sid-1"
-        )
+        await client.send("verb:hook", "a1", {"reason": "timeout"}, hook="/action", call_sid="sid-1")
         acks = [await client.receive(), await client.receive()]
         assert acks == [
             {"type": "ack", "msgid": "a1", "data": [{"verb": "hangup"}]},
@@ -263,9 +259,7 @@ async def test_fm14_oversize_inbound_closes_1009(nursery: trio.Nursery) -> None:
     async with raw_client(server) as client:
         await new_call(client)
         # 15,000 emoji: 60,000 bytes but only 15,000 characters (F7)
-        await client.send(
-            "verb:hook", "big", {"text": "\U0001f600" * 15000}, hook="/g", call_sid="sid-1"
-        )
+        await client.send("verb:hook", "big", {"text": "\U0001f600" * 15000}, hook="/g", call_sid="sid-1")
         assert await client.receive() is None
         assert client.close_code == 1009
 
@@ -416,15 +410,11 @@ async def test_tts_tokens_back_pressure(
             {"id": 1, "status": "failed", "reason": "full"},
             call_sid="sid-1",
         )
-        await client.send(
-            "tts:streaming-event", "e1", {"event_type": "stream_paused"}, call_sid="sid-1"
-        )
+        await client.send("tts:streaming-event", "e1", {"event_type": "stream_paused"}, call_sid="sid-1")
         with trio.move_on_after(30) as scope:  # nothing is resent while paused (virtual time)
             await client.receive()
         assert scope.cancelled_caught
-        await client.send(
-            "tts:streaming-event", "e2", {"event_type": "stream_resumed"}, call_sid="sid-1"
-        )
+        await client.send("tts:streaming-event", "e2", {"event_type": "stream_resumed"}, call_sid="sid-1")
         resent = await client.receive()
         assert resent is not None and resent["data"]["tokens"] == "one"
         await client.send(
@@ -446,9 +436,7 @@ async def test_tts_tokens_back_pressure(
 # -- failures and closing ------------------------------------------------------------------
 
 
-async def test_fm08_handler_raises_after_ack(
-    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_fm08_handler_raises_after_ack(nursery: trio.Nursery, caplog: pytest.LogCaptureFixture) -> None:
     async def app(call: Call) -> None:
         await call.ack(call.session, [Say(text="hi")])
         raise RuntimeError("boom")
@@ -663,9 +651,7 @@ async def test_fm13_slow_handler_does_not_block_bookkeeping(
     async with raw_client(server) as client:
         await new_call(client)
         for i in range(200):
-            await client.send(
-                "call:status", f"s{i}", {"call_status": "in-progress"}, call_sid="sid-1"
-            )
+            await client.send("call:status", f"s{i}", {"call_status": "in-progress"}, call_sid="sid-1")
         t0 = trio.current_time()
         await client.send("verb:hook", "h1", {}, hook="/g", call_sid="sid-1")
         assert await client.receive() == {"type": "ack", "msgid": "h1", "data": []}
@@ -676,9 +662,7 @@ async def test_fm13_slow_handler_does_not_block_bookkeeping(
         assert stats.events_queued == 16 and stats.events_dropped == 185
 
 
-async def test_s11_secrets_never_logged(
-    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_s11_secrets_never_logged(nursery: trio.Nursery, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
 
     async def app(call: Call) -> None:

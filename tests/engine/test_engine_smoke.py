@@ -31,9 +31,7 @@ async def test_session_new_then_hook(nursery: trio.Nursery) -> None:
             ],
         }
         assert server.calls.get("sid-1") is not None
-        await ws.send_message(
-            msg("verb:hook", "m2", {"reason": "timeout"}, hook="/g", call_sid="sid-1")
-        )
+        await ws.send_message(msg("verb:hook", "m2", {"reason": "timeout"}, hook="/g", call_sid="sid-1"))
         ack2 = await recv(ws)
         assert ack2 == {"type": "ack", "msgid": "m2", "data": [{"verb": "hangup"}]}
     assert seen == ["/g"]

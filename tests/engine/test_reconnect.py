@@ -33,9 +33,7 @@ from .helpers import SESSION_DATA, RawClient, raw_client
 from .test_call_engine import new_call, start
 
 
-async def reconnect(
-    client: RawClient, sid: str = "sid-1", msgid: str = "r1"
-) -> dict[str, Any] | None:
+async def reconnect(client: RawClient, sid: str = "sid-1", msgid: str = "r1") -> dict[str, Any] | None:
     await client.send("session:reconnect", msgid, {**SESSION_DATA, "call_sid": sid}, call_sid=sid)
     return await client.receive()
 
@@ -190,9 +188,7 @@ async def test_fm24_queue_overflow_and_fail_fast(nursery: trio.Nursery) -> None:
         pushers.cancel_scope.cancel()  # cancelled waiters leave the queue, unsent
     assert call.statistics().commands_queued == 0
 
-    server2 = await start(
-        nursery, _answer_and_wait, disconnected_commands=DisconnectedCommands.FAIL
-    )
+    server2 = await start(nursery, _answer_and_wait, disconnected_commands=DisconnectedCommands.FAIL)
     async with raw_client(server2) as first:
         await new_call(first)
         await first.drop()
@@ -261,9 +257,7 @@ async def test_fm31_newest_socket_wins(nursery: trio.Nursery) -> None:
 
 
 @pytest.mark.parametrize("first_type", ["session:redirect", "session:adulting"])
-async def test_fm33_redirect_or_adulting_opens_a_new_call(
-    nursery: trio.Nursery, first_type: str
-) -> None:
+async def test_fm33_redirect_or_adulting_opens_a_new_call(nursery: trio.Nursery, first_type: str) -> None:
     seen: list[Call] = []
 
     async def app(call: Call) -> None:
@@ -283,9 +277,7 @@ async def test_fm33_redirect_or_adulting_opens_a_new_call(
     assert seen[0].session.type == first_type and seen[0].call_sid == "child-1"
 
 
-async def test_fm34_reconnect_budget_warning(
-    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_fm34_reconnect_budget_warning(nursery: trio.Nursery, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     server = await start(nursery, _answer_and_wait)
     async with raw_client(server) as client:
@@ -300,9 +292,7 @@ async def test_fm34_reconnect_budget_warning(
             }
             await client.drop()
     assert server.calls["sid-1"].reconnect_count == 5
-    warnings = [
-        r for r in caplog.records if "reconnect" in r.getMessage() and "#1098" in r.getMessage()
-    ]
+    warnings = [r for r in caplog.records if "reconnect" in r.getMessage() and "#1098" in r.getMessage()]
     assert len(warnings) == 2  # at rc - 1 = 4, and at 5
 
 
@@ -438,9 +428,7 @@ async def _answer_and_wait(call: Call) -> None:
     read_delay=st.sampled_from([0.0, 0.003, 0.008, 0.03]),
     op=st.sampled_from(["ack", "command"]),
 )
-def test_fm26_cancel_never_leaves_half_sent_state(
-    cancel_at: float, read_delay: float, op: str
-) -> None:
+def test_fm26_cancel_never_leaves_half_sent_state(cancel_at: float, read_delay: float, op: str) -> None:
     """A caller's cancel scope expiring around ack/send_command (virtual time, lockstep
     stream so the write really blocks until the peer reads): either the frame reached the peer
     or the call knows it did not - the msgid is still owed, or the command raised."""
