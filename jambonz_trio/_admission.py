@@ -30,8 +30,10 @@ __all__ = [
     "ReplayStream",
     "Route",
     "admit",
+    "judge",
     "http_response",
     "parse_basic_auth",
+    "read_head",
 ]
 
 log = logging.getLogger("jambonz_trio.server")
@@ -121,7 +123,9 @@ def http_response(status: int, headers: Sequence[tuple[str, str]] = (), body: by
     """A complete ``HTTP/1.1`` response that closes the connection."""
     lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}"]
     lines += [f"{k}: {v}" for k, v in headers]
-    lines += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
+    if status != 204:
+        lines.append(f"Content-Length: {len(body)}")
+    lines += ["Connection: close", "", ""]
     return "\r\n".join(lines).encode("ascii") + body
 
 
@@ -146,6 +150,8 @@ async def read_head(stream: trio.abc.Stream, max_bytes: int) -> bytes:
         if not chunk:
             raise EOFError
         buf += chunk
+    if buf.index(b"\r\n\r\n") + 4 > max_bytes:
+        raise Refusal(431, "request head too large")
     return bytes(buf)
 
 
@@ -161,6 +167,9 @@ def _parse(head: bytes, max_bytes: int) -> h11.Request:
     return event
 
 
+_CHALLENGE = (("WWW-Authenticate", 'Basic realm="jambonz", charset="UTF-8"'),)
+
+
 def parse_basic_auth(values: Sequence[bytes]) -> tuple[str, str] | None:
     """Strictly parse ``Authorization: Basic ...``; ``None`` if absent.
 
@@ -174,18 +183,18 @@ def parse_basic_auth(values: Sequence[bytes]) -> tuple[str, str] | None:
         raise Refusal(400, "several Authorization headers")
     value = values[0]
     if len(value) > _MAX_AUTH_HEADER:
-        raise Refusal(401, "Authorization header too long")
+        raise Refusal(401, "Authorization header too long", headers=_CHALLENGE)
     scheme, _, token = value.partition(b" ")
     if scheme.lower() != b"basic" or not token or b" " in token.strip(b" "):
-        raise Refusal(401, "not Basic credentials")
+        raise Refusal(401, "not Basic credentials", headers=_CHALLENGE)
     try:
         raw = base64.b64decode(token.strip(b" "), validate=True)
         text = raw.decode("utf-8")
     except (binascii.Error, ValueError):
-        raise Refusal(401, "malformed Basic credentials") from None
+        raise Refusal(401, "malformed Basic credentials", headers=_CHALLENGE) from None
     user, colon, password = text.partition(":")
     if not colon:
-        raise Refusal(401, "malformed Basic credentials")
+        raise Refusal(401, "malformed Basic credentials", headers=_CHALLENGE)
     return user, password
 
 
@@ -195,9 +204,6 @@ def check_basic(expected: BasicAuth, given: tuple[str, str] | None) -> bool:
     user_ok = hmac.compare_digest(user.encode("utf-8"), expected.username.encode("utf-8"))
     password_ok = hmac.compare_digest(password.encode("utf-8"), expected.password.encode("utf-8"))
     return given is not None and user_ok and password_ok
-
-
-_CHALLENGE = (("WWW-Authenticate", 'Basic realm="jambonz", charset="UTF-8"'),)
 
 
 async def admit(
@@ -213,6 +219,17 @@ async def admit(
     ``EOFError`` (peer gone).
     """
     head = await read_head(stream, max_head_bytes)
+    return await judge(head, routes, max_head_bytes=max_head_bytes, health_path=health_path)
+
+
+async def judge(
+    head: bytes,
+    routes: Sequence[Route],
+    *,
+    max_head_bytes: int,
+    health_path: str | None,
+) -> Admitted:
+    """Judge a complete request head (see :func:`admit`); only an async authenticator awaits."""
     request = _parse(head, max_head_bytes)
     try:
         target = request.target.decode("ascii")
@@ -249,6 +266,10 @@ async def admit(
         raise Refusal(426, "not a WebSocket upgrade", headers=(("Upgrade", "websocket"),))
     if request.method != b"GET":
         raise Refusal(405, "upgrade must be GET", headers=(("Allow", "GET"),))
+    upgrade = headers.get(b"upgrade", [])
+    if len(upgrade) != 1 or upgrade[0].strip().lower() != b"websocket" or len(headers[b"connection"]) != 1:
+        # wsproto reads only the last of each and wants exactly "websocket": refuse here, at once
+        raise Refusal(400, "ambiguous Upgrade/Connection headers")
     if headers.get(b"sec-websocket-version") != [b"13"] or len(headers.get(b"sec-websocket-key", [])) != 1:
         raise Refusal(426, "WebSocket version 13 required", headers=(("Sec-WebSocket-Version", "13"),))
     if b"host" not in headers:
@@ -266,7 +287,7 @@ async def admit(
         if origin.decode("ascii") not in route.allow_origins:
             raise Refusal(403, "Origin not allowed")
 
-    given = parse_basic_auth(headers.get(b"authorization", []))
+    given = parse_basic_auth(headers.get(b"authorization", [])) if route.auth is not None else None
     username = given[0] if given else None
     if isinstance(route.auth, BasicAuth):
         if not check_basic(route.auth, given):

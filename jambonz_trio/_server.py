@@ -27,8 +27,9 @@ from ._admission import (
     Refusal,
     ReplayStream,
     Route,
-    admit,
     http_response,
+    judge,
+    read_head,
 )
 from ._call import Call, _Connection
 from ._config import ServerConfig
@@ -153,12 +154,14 @@ class JambonzServer:
         try:
             admitted: Admitted | None = None
             refusal: Refusal | None = None
+            head: bytes | None = None
             with trio.move_on_at(deadline) as scope:
                 try:
                     if isinstance(stream, trio.SSLStream):
                         await stream.do_handshake()
-                    admitted = await admit(
-                        stream,
+                    head = await read_head(stream, config.max_request_head_bytes)
+                    admitted = await judge(
+                        head,
                         self.routes,
                         max_head_bytes=config.max_request_head_bytes,
                         health_path=config.health_path,
@@ -169,6 +172,8 @@ class JambonzServer:
                     return
             if scope.cancelled_caught:
                 log.info("handshake not completed within %.1f s", config.handshake_timeout)
+                if head is not None:  # the request came; admission (an authenticator) was slow
+                    await self._refuse(stream, Refusal(503, "admission timed out"))
                 return
             if refusal is not None:
                 await self._refuse(stream, refusal)
