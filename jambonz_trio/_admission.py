@@ -85,6 +85,7 @@ class Route:
     allow_origins: frozenset[str] = frozenset()
 
     def matches(self, path: str) -> bool:
+        """Whether this route serves ``path`` (without the query string)."""
         if self.prefix:
             base = self.path.rstrip("/")
             return path == base or path.startswith(base + "/")

@@ -212,22 +212,27 @@ class Call(trio.abc.AsyncResource):
 
     @property
     def call_sid(self) -> str | None:
+        """The call's sid (``None`` only on sockets that never named one)."""
         return self.info.call_sid or self._protocol.call_sid
 
     @property
     def from_(self) -> str | None:
+        """The calling number / user (``from`` on the wire)."""
         return self.info.from_
 
     @property
     def to(self) -> str | None:
+        """The called number / user."""
         return self.info.to
 
     @property
     def direction(self) -> str | None:
+        """``inbound`` or ``outbound``."""
         return self.info.direction
 
     @property
     def account_sid(self) -> str | None:
+        """The jambonz account the call belongs to."""
         return self.info.account_sid
 
     @property
@@ -237,12 +242,14 @@ class Call(trio.abc.AsyncResource):
 
     @property
     def closed(self) -> bool:
+        """Whether the call is over (nothing more can be sent)."""
         return self._protocol.state is ConnState.CLOSED
 
     def __repr__(self) -> str:
         return f"<Call {self.call_sid} {self.state.value}>"
 
     def statistics(self) -> CallStatistics:
+        """A snapshot of queue fill levels and counters (not a checkpoint)."""
         stats = self._send_events.statistics()
         return CallStatistics(
             state=self.state.value,
@@ -475,6 +482,7 @@ class Call(trio.abc.AsyncResource):
         await self.send_command(cmds.MuteStatus(mute_status="mute", call_sid=call_sid))
 
     async def unmute(self, *, call_sid: str | None = None) -> None:
+        """Unmute a leg during ``dial`` / ``conference``."""
         await self.send_command(cmds.MuteStatus(mute_status="unmute", call_sid=call_sid))
 
     async def conference_mute(self, status: Literal["mute", "unmute"]) -> None:
@@ -484,6 +492,7 @@ class Call(trio.abc.AsyncResource):
     async def conference_hold(
         self, status: Literal["hold", "unhold"], *, wait_hook: str | None = None
     ) -> None:
+        """Hold (mute and deafen) or unhold this conference member."""
         await self.send_command(cmds.ConfHoldStatus(conf_hold_status=status, wait_hook=wait_hook))
 
     async def conference_participant(
@@ -493,15 +502,19 @@ class Call(trio.abc.AsyncResource):
         tag: str | None = None,
         wait_hook: str | None = None,
     ) -> None:
+        """Act on this conference member (tag, coach, hold, mute, kick...)."""
         await self.send_command(cmds.ConfParticipantAction(action=action, tag=tag, wait_hook=wait_hook))
 
     async def listen_status(self, status: Literal["pause", "resume"]) -> None:
+        """Pause or resume the running ``listen`` verb."""
         await self.send_command(cmds.ListenStatus(listen_status=status))
 
     async def stream_status(self, status: Literal["pause", "resume"]) -> None:
+        """Pause or resume the running ``stream`` verb."""
         await self.send_command(cmds.StreamStatus(stream_status=status))
 
     async def transcribe_status(self, status: Literal["pause", "resume"]) -> None:
+        """Pause or resume transcription."""
         await self.send_command(cmds.TranscribeStatus(transcribe_status=status))
 
     async def whisper(self, verbs: Sequence[Verb], *, call_sid: str | None = None) -> None:
@@ -531,6 +544,7 @@ class Call(trio.abc.AsyncResource):
     async def send_dtmf(
         self, digit: str, *, duration: int | None = None, call_sid: str | None = None
     ) -> None:
+        """Send a DTMF digit to the caller (or ``call_sid``'s leg) as SIP INFO."""
         await self.send_command(cmds.DtmfCommand(digit=digit, duration=duration, call_sid=call_sid))
 
     async def record(self, action: cmds.RecordAction, **options: Any) -> None:
@@ -546,12 +560,15 @@ class Call(trio.abc.AsyncResource):
         await self.send_command(cmds.DialCommand(body=body))
 
     async def dub(self, dub: Dub, *, call_sid: str | None = None) -> None:
+        """Run a ``dub`` verb now (add, silence or play on an extra audio track)."""
         await self.send_command(cmds.DubCommand(dub=dub, call_sid=call_sid))
 
     async def boost_audio(self, gain: float | str, *, call_sid: str | None = None) -> None:
+        """Set the audio gain in dB (a number, or a string such as ``"+6 dB"``)."""
         await self.send_command(cmds.BoostAudio(gain=gain, call_sid=call_sid))
 
     async def media_path(self, path: Literal["no-media", "partial-media", "full-media"]) -> None:
+        """During ``dial``: release the media (``no-media``) or re-anchor it."""
         await self.send_command(cmds.MediaPath(path=path))
 
     async def llm_tool_output(self, tool_call_id: str, data: dict[str, Any]) -> None:
@@ -559,9 +576,11 @@ class Call(trio.abc.AsyncResource):
         await self.send_command(cmds.LlmToolOutput(tool_call_id=tool_call_id, data=data))
 
     async def llm_update(self, data: dict[str, Any]) -> None:
+        """Send a vendor-specific update to the running ``llm`` verb."""
         await self.send_command(cmds.LlmUpdate(data=data))
 
     async def tts_flush(self) -> None:
+        """Synthesise the buffered TTS text now (end of an LLM turn)."""
         await self.send_command(cmds.TtsFlush())
 
     async def tts_clear(self) -> None:

@@ -86,6 +86,7 @@ class CallRegistry:
     # -- server side -----------------------------------------------------------------------
 
     def add(self, call: Call) -> None:
+        """Server side: list a new call (and tell subscribers)."""
         sid = call.call_sid
         if sid is None:
             self._anonymous.add(call)
@@ -105,6 +106,7 @@ class CallRegistry:
             subscription._push(call)
 
     def remove(self, call: Call) -> None:
+        """Server side: the call ended."""
         sid = call.call_sid
         self._anonymous.discard(call)
         if sid is not None and self._calls.get(sid) is call:
@@ -127,5 +129,6 @@ class CallRegistry:
         return evicted
 
     def unparked(self, call: Call) -> None:
+        """Server side: the call has a socket again."""
         if call.call_sid is not None:
             self._parked.pop(call.call_sid, None)

@@ -48,6 +48,8 @@ Handler = Callable[[Call], Awaitable[None]]
 
 @attrs.frozen(kw_only=True)
 class ServerStatistics:
+    """Counters of a :class:`JambonzServer` (see :meth:`JambonzServer.statistics`)."""
+
     connections: int
     pending_handshakes: int
     calls: int
@@ -97,6 +99,7 @@ class JambonzServer:
         return port
 
     def statistics(self) -> ServerStatistics:
+        """Open connections, handshakes in progress, live calls and refusals so far."""
         return ServerStatistics(
             connections=self._connections,
             pending_handshakes=self._pending,

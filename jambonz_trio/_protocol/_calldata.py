@@ -211,6 +211,7 @@ class GatherResult:
 
     @property
     def timed_out(self) -> bool:
+        """Whether the gather ended without input."""
         return self.reason == "timeout"
 
     @classmethod

@@ -212,6 +212,7 @@ class VerbStatus(Message):
 
     @property
     def verb_id(self) -> str | None:
+        """The ``id`` of the verb, if it had one."""
         return _str_or_none(self.data.get("id"))
 
     @property
@@ -235,6 +236,7 @@ class LlmToolCall(Message):
 
     @property
     def tool_call(self) -> ToolCall:
+        """``data`` read as a tool call (``tool_call_id``, ``name``, ``args``)."""
         return ToolCall.from_data(self.data)
 
 
@@ -246,6 +248,8 @@ class TtsStreamingEvent(Message):
 
     @property
     def event_type(self) -> str | None:
+        """``stream_open``, ``stream_paused``, ``stream_resumed``, ``stream_closed`` or ``user_interruption``
+        (``None`` if absent)."""
         return _str_or_none(self.data.get("event_type"))
 
 
@@ -257,6 +261,7 @@ class TtsTokensResult(Message):
 
     @property
     def id(self) -> str | int | None:
+        """The ``id`` of the ``tts:tokens`` command this answers."""
         v = self.data.get("id")
         return v if isinstance(v, str | int) and not isinstance(v, bool) else None
 
@@ -279,10 +284,12 @@ class JambonzErrorReport(Message):
 
     @property
     def msg(self) -> str | None:
+        """``InvalidMessage``, ``ASR error``, ``TTS error``, ..."""
         return _str_or_none(self.data.get("msg"))
 
     @property
     def details(self) -> str | None:
+        """What went wrong, in jambonz's words."""
         return _str_or_none(self.data.get("details"))
 
     @property
@@ -304,6 +311,7 @@ class UnknownMessage(Message):
 
     @property
     def type(self) -> str:
+        """The unknown wire ``type``."""
         return self.unknown_type
 
 

@@ -198,6 +198,7 @@ class CallProtocol:
         return list(self._owed.values())
 
     def get_owed(self, msgid: str) -> OwedAck | None:
+        """The owed request ``msgid``, or ``None``."""
         return self._owed.get(msgid)
 
     def can_answer_now(self, msgid: str) -> bool:

@@ -1,0 +1,640 @@
+"""The machinery of the fake jambonz: sockets, the ack book, reconnects, ending the call.
+
+Behaviour follows feature-server 0.9.8's ``ws-requestor.js`` as described in
+``shared/protocol.md`` §2-7. ``_inbound.py`` checks and dispatches the app's frames;
+:class:`FakeCall` (``_fake.py``) adds the public API on top.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import trio
+import trio_websocket
+
+from .._protocol import MESSAGE_TYPES, Command, Message, SessionReconnect
+from ._calldata import CallData
+from ._errors import (
+    AckAbandoned,
+    AckTimeout,
+    CallOver,
+    CallRejected,
+    ConnectFailed,
+    FakeJambonzError,
+    HandshakeRejected,
+    InvalidVerbs,
+    ProtocolViolation,
+)
+from ._jambonz import dumps, new_msgid
+from ._records import (
+    AckRecord,
+    CloseRecord,
+    CommandRecord,
+    Direction,
+    TranscriptEntry,
+    Violation,
+    ViolationKind,
+    format_transcript,
+)
+from ._snake import snake_case_keys
+from ._transport import Connector, abort_stream, handshake
+from ._tts import TtsBuffer, TtsModel
+
+__all__: list[str] = []
+
+
+class _Pending:
+    """One ack-awaiting message jambonz sent (an entry of ``messagesInFlight``)."""
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self.msgid = message.msgid
+        self.done = False
+        self.record: AckRecord | None = None
+        self.error: FakeJambonzError | None = None
+        self.violation: int | None = None
+        self.watchdog = trio.CancelScope()
+        self.rekeyed = False
+        self.connection = 0
+
+    def succeed(self, record: AckRecord) -> None:
+        if not self.done:
+            self.done, self.record = True, record
+
+    def fail(self, error: FakeJambonzError, violation: int | None = None) -> None:
+        if not self.done:
+            self.done, self.error, self.violation = True, error, violation
+        self.watchdog.cancel()
+
+
+class _Cycle:
+    """One reconnect: back-off, connect, ``session:reconnect``, its ack, queue flush."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.record: AckRecord | None = None
+        self.error: FakeJambonzError | None = None
+        self.violation: int | None = None
+        self.delay_scope = trio.CancelScope()
+        self.waiters = 0
+
+    def finish(
+        self,
+        record: AckRecord | None = None,
+        error: FakeJambonzError | None = None,
+        violation: int | None = None,
+    ) -> None:
+        if not self.done.is_set():
+            self.record, self.error, self.violation = record, error, violation
+            self.done.set()
+
+
+LocalClose = Literal["drop", "oversize", "end"]
+
+
+class _Link:
+    """One WebSocket to the app."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.ws: trio_websocket.WebSocketConnection | None = None
+        self.stream: trio.abc.Stream | None = None
+        self.local_close: LocalClose | None = None
+        self.reconnect_after_drop = True
+        self.finished = False
+        self.scope = trio.CancelScope()
+
+
+class _Core:
+    """State and I/O of one fake call. See :class:`FakeCall` for the public API."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        connector: Connector,
+        *,
+        call: CallData,
+        host: str,
+        path: str,
+        extra_headers: list[tuple[bytes, bytes]],
+        strict: bool,
+        ack_timeout: float,
+        max_payload: int,
+        auto_reconnect: bool,
+        max_reconnects: int,
+        handshake_timeout: float,
+        tts: TtsModel | None,
+        send_trying: bool,
+        close_timeout: float,
+    ) -> None:
+        self._nursery = nursery
+        self._connector = connector
+        self._call = call
+        self._host = host
+        self._path = path
+        self._extra_headers = extra_headers
+        self._strict = strict
+        self._ack_timeout = ack_timeout
+        self._max_payload = max_payload
+        self._auto_reconnect = auto_reconnect
+        self._max_reconnects = max_reconnects
+        self._handshake_timeout = handshake_timeout
+        self._send_trying = send_trying
+        self._close_timeout = close_timeout
+
+        self._t0 = trio.current_time()
+        self._changed = trio.Event()
+        self._state: Literal["idle", "active", "ended"] = "idle"
+        self._first_kind: str | None = None
+        self._link: _Link | None = None
+        self._connections = 0
+        self._backoff = 0.5
+        self._graceful = False
+        self._env_call_sid: str | None = None
+        self._session_data: dict[str, Any] | None = None
+        self._session_acked = False
+        self._init_msgid: str | None = None
+        self._pending: dict[str, _Pending] = {}
+        self._sent_types: dict[str, str] = {}
+        self._expired: set[str] = set()
+        self._acked: set[str] = set()
+        self._abandoned: set[str] = set()
+        self._queue: list[tuple[Message, _Pending | None]] = []
+        self._awaiting_reconnect_ack = False
+        self._reconnect: _Cycle | None = None
+        self._last_cycle: _Cycle | None = None
+        self._answered_at: float | None = None
+
+        self._transcript: list[TranscriptEntry] = []
+        self._violations: list[Violation] = []
+        self._reported: set[int] = set()
+        # Violations whose exception is on its way to a waiter (start(), hook(), reconnect()):
+        # _check() leaves them alone so the waiter raises the precise error.
+        self._owned: set[int] = set()
+        self._acks: list[AckRecord] = []
+        self._commands: list[CommandRecord] = []
+        self._inbox: deque[Command] = deque()
+        self._closes: list[CloseRecord] = []
+        self._close_cursor = 0
+        self._sent: list[Message] = []
+        self._errors_sent: list[dict[str, Any]] = []
+
+        self._tts = TtsBuffer(tts)
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return trio.current_time() - self._t0
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _log(self, link: _Link | int | None, direction: Direction, text: str) -> None:
+        index = link.index if isinstance(link, _Link) else (link or self._connections)
+        self._transcript.append(
+            TranscriptEntry(time=self._now(), connection=index, direction=direction, text=text)
+        )
+
+    def format_transcript(self, *, max_lines: int = 200, width: int = 160) -> str:
+        """The transcript as text, one line per frame or event (what failures print)."""
+        return format_transcript(self._transcript, max_lines=max_lines, width=width)
+
+    def _fail(self, exc: FakeJambonzError) -> FakeJambonzError:
+        """Attach the current transcript to ``exc`` (call right before raising it)."""
+        exc.transcript = self.format_transcript()
+        return exc
+
+    def _violate(
+        self,
+        kind: ViolationKind,
+        message: str,
+        *,
+        frame: str | None = None,
+        link: _Link | None = None,
+        owned: bool = False,
+    ) -> int:
+        if owned:
+            self._owned.add(len(self._violations))
+        self._violations.append(
+            Violation(
+                kind=kind,
+                message=message,
+                frame=frame,
+                time=self._now(),
+                connection=link.index if link is not None else self._connections,
+            )
+        )
+        self._log(link, "event", f"VIOLATION [{kind}] {message}")
+        self._notify()
+        return len(self._violations) - 1
+
+    def _check(self) -> None:
+        """Strict mode: raise the violations not reported yet."""
+        if not self._strict:
+            return
+        new = [i for i in range(len(self._violations)) if i not in self._reported and i not in self._owned]
+        if not new:
+            return
+        self._reported.update(new)
+        found = [self._violations[i] for i in new]
+        cls = InvalidVerbs if any(v.kind == "invalid-verbs" for v in found) else ProtocolViolation
+        raise cls(found, transcript=self.format_transcript())
+
+    async def _wait(self, ready: Callable[[], bool], within: float = math.inf) -> bool:
+        """Wait until ``ready()``; raise violations as they happen (strict). A checkpoint."""
+        with trio.move_on_after(within):
+            while True:
+                if ready():
+                    return True
+                self._check()
+                event = self._changed
+                await event.wait()
+        return ready()
+
+    async def _await_ack(self, p: _Pending) -> AckRecord:
+        try:
+            await self._wait(lambda: p.done)
+        finally:
+            if p.violation is not None:
+                self._owned.discard(p.violation)
+                if p.done:
+                    self._reported.add(p.violation)
+        if p.error is not None:
+            raise self._fail(p.error)
+        assert p.record is not None
+        self._check()
+        return p.record
+
+    def _ensure_active(self) -> None:
+        if self._state == "ended":
+            raise self._fail(CallOver("the call is over; nothing more can be sent on it"))
+
+    def _message(
+        self,
+        cls: type[Message],
+        data: Mapping[str, Any],
+        *,
+        hook: str | None = None,
+        call_sid: str | Literal["session"] | None = "session",
+    ) -> Message:
+        sid = self._env_call_sid if call_sid == "session" else call_sid
+        return cls(msgid=new_msgid(), call_sid=sid, hook=hook, data=snake_case_keys(dict(data)))
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def _emit(self, msg: Message, pending: _Pending | None = None) -> None:
+        """Send like ws-requestor's ``request()``: now, queued until reconnected, or dropped."""
+        self._ensure_active()
+        if self._graceful:
+            self._log(None, "event", f"not sent ({msg.type}): the app closed the socket with 1000")
+            if pending is not None:
+                pending.succeed(AckRecord(msgid=msg.msgid, request=msg, delivered=False))
+            return
+        if self._link is not None and not self._awaiting_reconnect_ack:
+            await self._transmit(msg, pending)
+            return
+        self._queue.append((msg, pending))
+        self._log(None, "event", f"queued {msg.type} {msg.msgid} until the socket is back")
+        if self._link is None:
+            if self._reconnect is not None:
+                self._reconnect.delay_scope.cancel()  # a send connects at once
+            elif self._connections >= self._max_reconnects:
+                self._queue.pop()
+                if pending is not None:
+                    pending.fail(AckAbandoned(msg.msgid, msg.type, "max attempts connecting"))
+            else:
+                self._schedule_reconnect(0.0)
+
+    async def _transmit(self, msg: Message, pending: _Pending | None) -> None:
+        link = self._link
+        assert link is not None and link.ws is not None
+        text = dumps(msg.to_wire())
+        self._sent.append(msg)
+        self._sent_types[msg.msgid] = msg.type
+        if msg.type == "session:new":
+            self._init_msgid = msg.msgid
+        if pending is not None:
+            pending.connection = link.index
+            self._pending[pending.msgid] = pending
+            self._start_watchdog(pending, self._ack_timeout)
+        self._log(link, "out", text)
+        try:
+            await link.ws.send_message(text)
+        except trio_websocket.ConnectionClosed:
+            self._log(link, "event", "send failed: the socket is closed")
+
+    async def _flush_queue(self) -> None:
+        queue, self._queue = self._queue, []
+        for msg, pending in queue:
+            if self._state == "ended":
+                break
+            if self._link is None or self._awaiting_reconnect_ack:
+                self._queue.append((msg, pending))
+            else:
+                await self._transmit(msg, pending)
+
+    def _start_watchdog(self, p: _Pending, timeout: float) -> None:
+        p.watchdog = trio.CancelScope()
+        self._nursery.start_soon(self._watch, p, p.watchdog, trio.current_time() + timeout)
+
+    async def _watch(self, p: _Pending, scope: trio.CancelScope, deadline: float) -> None:
+        with scope:
+            await trio.sleep_until(deadline)
+            if not p.done and self._pending.get(p.msgid) is p:
+                self._ack_timed_out(p)
+
+    def _rejects_call(self, p: _Pending) -> bool:
+        return p.message.type == "session:new" and self._call.direction == "inbound"
+
+    def _ack_timed_out(self, p: _Pending) -> None:
+        del self._pending[p.msgid]
+        self._expired.add(p.msgid)
+        mtype = p.message.type
+        if p.rekeyed:
+            detail = (
+                f"the app never acked session:reconnect {p.msgid}, which carries the unacked "
+                "session:new (protocol.md §6.2 step 6; jambonz 0.9.8 has no timer on this path "
+                f"and the call would hang; the fake gives up after {self._ack_timeout:g} s)"
+            )
+        else:
+            detail = f"no ack for {mtype} {p.msgid} within {self._ack_timeout:g} s"
+        v = self._violate("ack-timeout", detail, owned=True)
+        if self._rejects_call(p):
+            p.fail(CallRejected("480 Temporarily Unavailable", detail=detail), v)
+            self._end_call_soon(1001)
+        elif mtype == "session:reconnect":
+            p.fail(AckTimeout(p.msgid, mtype, timeout=self._ack_timeout), v)
+            self._nursery.start_soon(self._reconnect_timed_out, p)
+        else:
+            p.fail(AckTimeout(p.msgid, mtype, timeout=self._ack_timeout), v)
+        self._notify()
+
+    async def _reconnect_timed_out(self, p: _Pending) -> None:
+        """jambonz: fail queued requests, drop queued notifications, hang up the call."""
+        self._awaiting_reconnect_ack = False
+        for _msg, pending in self._queue:
+            if pending is not None:
+                pending.fail(AckTimeout(p.msgid, "session:reconnect", timeout=self._ack_timeout))
+        self._queue.clear()
+        self._log(None, "event", "session:reconnect was not acked: jambonz hangs up the call")
+        await self._final_status("jambonz")
+        await self._end_call(1000)
+
+    async def _final_status(self, by: str, duration: int | None = None) -> None:
+        if self._graceful or self._link is None or self._state == "ended":
+            return
+        if duration is None:
+            duration = 0 if self._answered_at is None else round(self._now() - self._answered_at)
+        self._call.call_status, self._call.sip_status, self._call.sip_reason = (
+            "completed",
+            200,
+            "OK",
+        )
+        data = self._call.call_info(duration=duration, call_termination_by=by)
+        await self._emit(self._message(MESSAGE_TYPES["call:status"], data))
+
+    async def _end_call(self, code: int, reason: str | None = None) -> None:
+        """The fake (jambonz) ends the session: close with ``code``; nothing more is sent."""
+        link = self._mark_ended(code, reason)
+        if link is not None:
+            await self._close_link(link, code, reason)
+
+    def _mark_ended(self, code: int, reason: str | None = None) -> _Link | None:
+        """The synchronous half of :meth:`_end_call`; returns the socket still to close."""
+        if self._state == "ended":
+            return None
+        self._state = "ended"
+        if self._reconnect is not None:
+            self._reconnect.finish(error=CallOver("the call ended during the reconnect"))
+            self._reconnect = None
+        for p in list(self._pending.values()):
+            p.fail(AckAbandoned(p.msgid, p.message.type, "the call ended"))
+        self._abandoned.update(self._pending)
+        self._pending.clear()
+        for _msg, pending in self._queue:
+            if pending is not None:
+                pending.fail(AckAbandoned(pending.msgid, pending.message.type, "the call ended"))
+        self._queue.clear()
+        link = self._link
+        self._log(link, "event", f"jambonz ends the session (close {code})")
+        if link is not None:
+            link.local_close = "end"
+            self._link_lost(link, code, reason)
+        self._notify()
+        return link
+
+    def _end_call_soon(self, code: int) -> None:
+        link = self._mark_ended(code)
+        if link is not None:
+            self._nursery.start_soon(self._close_link, link, code, None)
+
+    async def _close_link(self, link: _Link, code: int, reason: str | None) -> None:
+        if link.ws is not None:
+            with trio.move_on_after(self._close_timeout):
+                await link.ws.aclose(code, reason)
+        if link.stream is not None:
+            await abort_stream(link.stream)
+
+    # -- connections -----------------------------------------------------------------------
+
+    async def _open_link(self) -> _Link:
+        """Connect and handshake; start the reader. Raises :class:`ConnectFailed`."""
+        link = _Link(self._connections + 1)
+        self._log(link, "event", f"connecting to {self._path}")
+        try:
+            stream = await self._connector()
+        except Exception as exc:
+            self._log(link, "event", f"connect failed: {exc!r}")
+            raise ConnectFailed(f"the connector failed: {type(exc).__name__}: {exc}") from exc
+        try:
+            await self._nursery.start(self._run_link, link, stream)
+        except ConnectFailed as exc:
+            self._log(link, "event", f"handshake failed: {exc.message}")
+            raise
+        self._connections += 1
+        self._link = link
+        self._log(link, "event", "connected (subprotocol ws.jambonz.org)")
+        return link
+
+    async def _run_link(
+        self,
+        link: _Link,
+        stream: trio.abc.Stream,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        failure: ConnectFailed | None = None
+        with link.scope:
+            async with trio.open_nursery() as ln:
+                try:
+                    ws, sniff = await handshake(
+                        ln,
+                        stream,
+                        host=self._host,
+                        resource=self._path,
+                        extra_headers=self._extra_headers,
+                        within=self._handshake_timeout,
+                        # trio-websocket counts characters; bytes are checked per frame below,
+                        # anything bigger than this cannot be within the byte limit.
+                        max_message_size=4 * self._max_payload + 4,
+                    )
+                except ConnectFailed as exc:
+                    failure = exc
+                    ln.cancel_scope.cancel()
+                else:
+                    link.ws, link.stream = ws, sniff
+                    task_status.started()
+                    await self._read_loop(link, ws)
+                    ln.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        if link.stream is not None:
+            await abort_stream(link.stream)
+
+    async def _read_loop(self, link: _Link, ws: trio_websocket.WebSocketConnection) -> None:
+        while True:
+            try:
+                frame = await ws.get_message()
+            except trio_websocket.ConnectionClosed as exc:
+                reason = exc.reason
+                code = reason.code if reason is not None else 1006
+                text = reason.reason if reason is not None else None
+                if (
+                    link.local_close is None
+                    and code == 1009
+                    and (text or "").startswith("Exceeded maximum message size")
+                ):
+                    self._violate(
+                        "oversize-frame",
+                        f"a frame over {4 * self._max_payload} characters (limit "
+                        f"{self._max_payload} bytes): jambonz closes with 1009 and reconnects",
+                        link=link,
+                    )
+                    link.local_close = "oversize"
+                self._link_lost(link, code, text)
+                return
+            if link.local_close is None and not link.finished:
+                await self._on_frame(link, frame)
+
+    def _link_lost(self, link: _Link, code: int, reason: str | None) -> None:
+        """The socket is gone (either side closed it, or it died): ws-requestor's ``_onClose``."""
+        if link.finished:
+            return
+        link.finished = True
+        if self._link is link:
+            self._link = None
+        kind = link.local_close
+        if kind is None:
+            self._closes.append(
+                CloseRecord(code=code, reason=reason, connection=link.index, time=self._now())
+            )
+            self._log(link, "event", f"the app closed the socket: {code} {reason or ''}".rstrip())
+        elif kind != "end":
+            self._log(link, "event", f"socket lost ({kind}, {code})")
+        if self._state == "ended" or kind == "end":
+            self._notify()
+            return
+        if kind is None and code == 1000:
+            self._graceful = True
+            for p in list(self._pending.values()):
+                reason_text = (
+                    "the app closed the socket with 1000 before acking (jambonz never "
+                    "reconnects after a 1000 close)"
+                )
+                if self._rejects_call(p):
+                    p.fail(CallRejected("480 Temporarily Unavailable", detail=reason_text))
+                else:
+                    p.fail(AckAbandoned(p.msgid, p.message.type, reason_text))
+            self._abandoned.update(self._pending)
+            self._pending.clear()
+            for msg, pending in self._queue:
+                if pending is not None:
+                    pending.succeed(AckRecord(msgid=msg.msgid, request=msg, delivered=False))
+            self._queue.clear()
+            if self._reconnect is not None:
+                self._reconnect.finish(error=CallOver("the app closed the socket with 1000"))
+                self._reconnect = None
+            self._notify()
+            return
+        # Unexpected close (any other code, 1006, 1009): jambonz's _onSocketClosed.
+        if self._connections < self._max_reconnects:
+            if self._init_msgid is None:
+                for p in list(self._pending.values()):
+                    p.fail(AckAbandoned(p.msgid, p.message.type, f"the socket closed ({code})"))
+                self._abandoned.update(self._pending)
+                self._pending.clear()
+            auto = link.reconnect_after_drop if kind == "drop" else self._auto_reconnect
+            if auto:
+                self._schedule_reconnect(self._next_backoff())
+        self._notify()
+
+    def _next_backoff(self) -> float:
+        delay = self._backoff
+        self._backoff = delay * 2 if delay < 2 else delay + 2
+        return delay
+
+    def _schedule_reconnect(self, delay: float) -> _Cycle:
+        if self._reconnect is not None:
+            return self._reconnect
+        cycle = _Cycle()
+        self._reconnect = self._last_cycle = cycle
+        self._log(None, "event", f"reconnecting in {delay * 1000:.0f} ms")
+        self._nursery.start_soon(self._run_cycle, cycle, delay)
+        return cycle
+
+    async def _run_cycle(self, cycle: _Cycle, delay: float) -> None:
+        with cycle.delay_scope:
+            await trio.sleep(delay)
+        if self._reconnect is not cycle:
+            return
+        try:
+            await self._open_link()
+        except ConnectFailed as exc:
+            self._reconnect = None
+            cycle.finish(error=exc)
+            if self._auto_reconnect and self._state != "ended" and not isinstance(exc, HandshakeRejected):
+                self._schedule_reconnect(self._next_backoff())
+            self._notify()
+            return
+        self._reconnect = None
+        self._awaiting_reconnect_ack = True
+        msg = self._message(SessionReconnect, self._session_data or {})
+        init = self._pending.get(self._init_msgid) if self._init_msgid is not None else None
+        if init is not None:
+            # protocol.md §6.2 step 6: the unacked session:new is re-keyed to this msgid and
+            # the session:reconnect itself gets no timer.
+            del self._pending[init.msgid]
+            init.watchdog.cancel()
+            init.msgid, init.rekeyed = msg.msgid, True
+            self._pending[msg.msgid] = init
+            self._init_msgid = msg.msgid
+            await self._transmit(msg, None)
+            self._start_watchdog(init, self._ack_timeout)
+            p = init
+        else:
+            p = _Pending(msg)
+            await self._transmit(msg, p)
+        await self._wait_done(p)
+        if p.error is not None:
+            cycle.finish(error=p.error, violation=p.violation)
+            if p.violation is not None and cycle.waiters == 0:
+                self._owned.discard(p.violation)  # nobody to tell: report at the next call
+        else:
+            assert p.record is not None
+            self._awaiting_reconnect_ack = False
+            cycle.finish(record=p.record)
+            await self._flush_queue()
+        self._notify()
+
+    async def _wait_done(self, p: _Pending) -> None:
+        while not p.done:
+            event = self._changed
+            await event.wait()
+
+    # -- inbound (implemented in _inbound.py) ----------------------------------------------
+
+    async def _on_frame(self, link: _Link, frame: str | bytes) -> None:
+        raise NotImplementedError

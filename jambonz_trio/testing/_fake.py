@@ -1,0 +1,663 @@
+"""The public face of the fake jambonz: :class:`FakeCall`, one call driven by the test."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar, overload
+
+from .._protocol import (
+    MESSAGE_TYPES,
+    Command,
+    Message,
+    SessionAdulting,
+    SessionNew,
+    SessionReconnect,
+    SessionRedirect,
+    UnknownMessage,
+)
+from ._calldata import CallData
+from ._core import _Pending
+from ._errors import ExpectationFailed, FakeJambonzError
+from ._inbound import _Inbound
+from ._jambonz import dumps
+from ._records import AckRecord, CloseRecord, CommandRecord, TranscriptEntry, Violation
+from ._transport import abort_stream
+
+__all__ = ["FakeCall", "StartKind"]
+
+_C = TypeVar("_C", bound=Command)
+
+#: The first message on a socket: ``session:new`` (a new call), ``session:redirect``
+#: (a ``redirect`` verb handed over to an absolute ws URL), ``session:adulting`` (a dialled
+#: child leg promoted to its own session) or ``session:reconnect`` (as if this socket replaced
+#: one that dropped, e.g. against a restarted app).
+StartKind = Literal["session:new", "session:redirect", "session:adulting", "session:reconnect"]
+
+_SIP_FOR_STATUS: dict[str, tuple[int, str]] = {
+    "trying": (100, "Trying"),
+    "ringing": (180, "Ringing"),
+    "early-media": (183, "Session Progress"),
+    "in-progress": (200, "OK"),
+    "completed": (200, "OK"),
+    "failed": (503, "Service Unavailable"),
+    "busy": (486, "Busy Here"),
+    "no-answer": (487, "Request Terminated"),
+}
+
+_START_TYPES: dict[str, type[Message]] = {
+    "session:new": SessionNew,
+    "session:redirect": SessionRedirect,
+    "session:adulting": SessionAdulting,
+    "session:reconnect": SessionReconnect,
+}
+
+
+class FakeCall(_Inbound):
+    """One call as jambonz 0.9.8 would run it against the app, driven by the test.
+
+    Create it with :func:`open_fake_call`. Methods that send an ack-awaiting message
+    (:meth:`start`, :meth:`hook` and the helpers built on it) block until the app acks and
+    return an :class:`AckRecord`. Notifications (:meth:`status`, :meth:`llm_event` ...) return
+    once the frame is written (or queued while jambonz is reconnecting, or dropped silently if
+    the app closed the socket with 1000, as jambonz does).
+
+    Every method is a checkpoint and, in strict mode, first raises any protocol violation
+    seen since the last call (:class:`ProtocolViolation` / :class:`InvalidVerbs`). Once the
+    call is over (:meth:`hangup`, a rejected ``session:new``, a failed reconnect) sending
+    raises :class:`CallOver`; the records stay readable.
+    """
+
+    # -- records ---------------------------------------------------------------------------
+
+    @property
+    def call(self) -> CallData:
+        """The call's data; updated as the call progresses (``call_status`` ...)."""
+        return self._call
+
+    @property
+    def acks(self) -> list[AckRecord]:
+        """Every ack the app sent for an outstanding request, in arrival order."""
+        return list(self._acks)
+
+    @property
+    def commands(self) -> list[CommandRecord]:
+        """Every command jambonz accepted, including ``tts:*`` ones, in arrival order."""
+        return list(self._commands)
+
+    @property
+    def transcript(self) -> list[TranscriptEntry]:
+        """Every frame both ways plus connection events, in order."""
+        return list(self._transcript)
+
+    @property
+    def violations(self) -> list[Violation]:
+        """Every protocol violation seen (reported or not)."""
+        return list(self._violations)
+
+    @property
+    def sent(self) -> list[Message]:
+        """Every message the fake put on the wire (typed), in order."""
+        return list(self._sent)
+
+    @property
+    def closes(self) -> list[CloseRecord]:
+        """Every close initiated by the app."""
+        return list(self._closes)
+
+    @property
+    def jambonz_errors(self) -> list[dict[str, Any]]:
+        """The ``data`` of every ``jambonz:error`` InvalidMessage the fake had to send."""
+        return list(self._errors_sent)
+
+    @property
+    def connected(self) -> bool:
+        """Whether a socket to the app is open right now."""
+        return self._link is not None
+
+    @property
+    def connection_count(self) -> int:
+        """How many sockets were opened so far (1 + successful reconnects)."""
+        return self._connections
+
+    @property
+    def is_over(self) -> bool:
+        """Whether the fake ended the call (hangup, rejection, failed reconnect)."""
+        return self._state == "ended"
+
+    @property
+    def closed_gracefully(self) -> bool:
+        """Whether the app closed with 1000 (jambonz then never sends nor reconnects)."""
+        return self._graceful
+
+    @property
+    def tts_buffered(self) -> int:
+        """Characters in the TTS streaming buffer (UTF-16 units, as jambonz counts)."""
+        return self._tts.length
+
+    @property
+    def tts_paused(self) -> bool:
+        """Whether the TTS buffer is full (``stream_paused`` sent, no ``stream_resumed`` yet)."""
+        return self._tts.full
+
+    @property
+    def tts_text(self) -> str:
+        """All ``tts:tokens`` text accepted so far, concatenated."""
+        return "".join(self._tts.text)
+
+    @property
+    def tts_flushes(self) -> int:
+        """How many ``tts:flush`` commands arrived."""
+        return self._tts.flushes
+
+    # -- requests (ack awaited) ------------------------------------------------------------
+
+    async def start(
+        self,
+        kind: StartKind = "session:new",
+        *,
+        hook: str | None = None,
+        parent: CallData | None = None,
+    ) -> AckRecord:
+        """Send the socket's first message and wait for its ack (``session:new`` by default).
+
+        ``session:new`` carries :meth:`CallData.to_session_new_data`; the ack must carry a
+        non-empty, valid verb list within ``ack_timeout`` or jambonz rejects the call (SIP
+        480) and closes the socket with 1001. After the ack the fake sends ``call:status``
+        ``trying`` (unless ``send_trying=False``), like jambonz.
+
+        Args:
+            kind: the first message (see :data:`StartKind`).
+            hook: the hook for ``session:redirect`` (required for it).
+            parent: the parent leg for ``session:adulting`` (default: a fresh inbound call).
+
+        Raises:
+            CallRejected: no ack in time, or the app closed the socket before acking.
+            InvalidInitialVerbs: the ack's verbs were missing, empty or invalid.
+            AckTimeout: no ack in time (``session:redirect`` / ``adulting`` / ``reconnect``).
+            FakeJambonzError: ``start()`` was already called.
+        """
+        self._check()
+        self._ensure_active()
+        if self._first_kind is not None:
+            raise self._fail(FakeJambonzError("start() was already called on this call"))
+        if kind == "session:redirect" and hook is None:
+            raise ValueError("session:redirect needs a hook")
+        self._first_kind = kind
+        self._state = "active"
+        call_sid: str | None = None
+        data: dict[str, Any]
+        if kind in ("session:new", "session:reconnect"):
+            data = self._call.to_session_new_data()
+            call_sid = self._env_call_sid = self._call.call_sid
+        elif kind == "session:adulting":
+            data = self._call.call_info()
+            data["parent_call_info"] = (parent or CallData()).call_info(call_status="in-progress")
+        else:
+            data = self._call.call_info()
+        msg = self._message(
+            _START_TYPES[kind],
+            data,
+            hook=hook if kind == "session:redirect" else None,
+            call_sid=call_sid,
+        )
+        if kind != "session:redirect":
+            self._session_data = dict(msg.data)
+        if kind != "session:new":
+            self._session_acked = True
+        p = _Pending(msg)
+        await self._emit(msg, p)
+        return await self._await_ack(p)
+
+    async def request(
+        self,
+        msg_type: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        hook: str | None = None,
+        call_info: bool = True,
+    ) -> AckRecord:
+        """Send any ack-awaiting message and wait for the ack.
+
+        ``data`` is merged over the current call info (unless ``call_info=False``) and its
+        keys are snake_cased like jambonz does.
+
+        Raises:
+            AckTimeout: no ack within ``ack_timeout``.
+            AckAbandoned: the socket closed before the ack (jambonz fails the request).
+            InvalidVerbs: the ack's ``data`` is not a valid verb list.
+            CallOver: the call is over.
+        """
+        self._check()
+        self._require_started()
+        cls = MESSAGE_TYPES.get(msg_type)
+        if cls is None or not cls.NEEDS_ACK:
+            raise ValueError(f"{msg_type!r} is not an ack-awaiting jambonz message type")
+        payload = {**(self._call.call_info() if call_info else {}), **(data or {})}
+        msg = self._message(cls, payload, hook=hook if _has_hook(msg_type) else None)
+        p = _Pending(msg)
+        await self._emit(msg, p)
+        return await self._await_ack(p)
+
+    async def hook(
+        self,
+        hook: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        verb_id: str | None = None,
+    ) -> AckRecord:
+        """Send a ``verb:hook`` for ``hook`` (e.g. ``"/gather"``) and wait for the ack.
+
+        ``data`` (the verb's result fields, protocol.md §9.3) is merged over the call info;
+        ``verb_id`` is added when given. An ack with verbs replaces the program; ``[]`` or no
+        ``data`` means "carry on".
+
+        Raises:
+            AckTimeout, AckAbandoned, InvalidVerbs, CallOver: see :meth:`request`.
+        """
+        payload = dict(data or {})
+        if verb_id is not None:
+            payload["verb_id"] = verb_id
+        return await self.request("verb:hook", payload, hook=hook)
+
+    async def gather_speech(
+        self,
+        hook: str,
+        transcript: str,
+        *,
+        confidence: float = 0.9,
+        language_code: str = "en-US",
+        verb_id: str | None = None,
+    ) -> AckRecord:
+        """A gather actionHook with ``reason: speechDetected`` and a final transcript."""
+        speech = {
+            "language_code": language_code,
+            "channel_tag": 1,
+            "is_final": True,
+            "alternatives": [{"confidence": confidence, "transcript": transcript}],
+        }
+        return await self.hook(hook, {"reason": "speechDetected", "speech": speech}, verb_id=verb_id)
+
+    async def gather_digits(self, hook: str, digits: str, *, verb_id: str | None = None) -> AckRecord:
+        """A gather actionHook with ``reason: dtmfDetected`` and ``digits``."""
+        return await self.hook(hook, {"reason": "dtmfDetected", "digits": digits}, verb_id=verb_id)
+
+    async def gather_timeout(self, hook: str, *, verb_id: str | None = None) -> AckRecord:
+        """A gather actionHook with ``reason: timeout`` (nothing heard)."""
+        return await self.hook(hook, {"reason": "timeout"}, verb_id=verb_id)
+
+    async def dial_result(
+        self,
+        hook: str,
+        *,
+        dial_call_status: str = "completed",
+        dial_sip_status: int = 200,
+        dial_call_sid: str | None = None,
+        dial_sbc_callid: str | None = None,
+        verb_id: str | None = None,
+    ) -> AckRecord:
+        """A dial actionHook (``dial_call_status``, ``dial_sip_status``, ``dial_call_sid``...)."""
+        data = {
+            "dial_call_status": dial_call_status,
+            "dial_sip_status": dial_sip_status,
+            "dial_call_sid": dial_call_sid or str(uuid.uuid4()),
+            "dial_sbc_callid": dial_sbc_callid or f"{uuid.uuid4().hex}@0.0.0.0",
+        }
+        return await self.hook(hook, data, verb_id=verb_id)
+
+    async def dial_confirm(self, hook: str, child: CallData | None = None) -> AckRecord:
+        """A ``dial:confirm`` for the answered child leg; the ack's verbs run on the callee."""
+        leg = child or CallData(
+            direction="outbound",
+            from_=self._call.to,
+            to="+15551230000",
+            parent_call_sid=self._call.call_sid,
+            account_sid=self._call.account_sid,
+            application_sid=self._call.application_sid,
+            sip=None,
+            call_status="in-progress",
+            sip_status=200,
+            sip_reason="OK",
+        )
+        return await self.request("dial:confirm", leg.call_info(), hook=hook, call_info=False)
+
+    async def session_redirect(self, hook: str) -> AckRecord:
+        """A ``session:redirect`` (``redirect`` verb, or a ``redirect`` command with
+        ``call_hook``); the ack's verbs become the new program."""
+        return await self.request("session:redirect", hook=hook)
+
+    # -- notifications ---------------------------------------------------------------------
+
+    async def notify(
+        self, msg_type: str, data: Mapping[str, Any] | None = None, *, hook: str | None = None
+    ) -> None:
+        """Send any fire-and-forget message (``data`` snake_cased, no call info added).
+
+        Raises:
+            CallOver: the call is over.
+        """
+        self._check()
+        self._ensure_active()
+        cls = MESSAGE_TYPES.get(msg_type)
+        if cls is None or cls.NEEDS_ACK:
+            raise ValueError(f"{msg_type!r} is not a fire-and-forget jambonz message type")
+        msg = self._message(cls, data or {}, hook=hook if _has_hook(msg_type) else None)
+        await self._emit(msg)
+        self._check()
+
+    async def status(
+        self,
+        call_status: str,
+        *,
+        sip_status: int | None = None,
+        sip_reason: str | None = None,
+        **extra: Any,
+    ) -> None:
+        """Send ``call:status`` with the call info (§9.2) after moving the call to
+        ``call_status`` (``ringing``, ``in-progress``, ``completed`` ...).
+
+        ``extra`` fields (``duration``, ``call_termination_by``, ``error`` ...) are added.
+        ``in-progress`` starts the clock :meth:`hangup` uses for ``duration``.
+        """
+        default_sip = _SIP_FOR_STATUS.get(call_status)
+        self._call.call_status = call_status
+        if sip_status is not None or default_sip is not None:
+            self._call.sip_status = sip_status if sip_status is not None else default_sip[0]  # type: ignore[index]
+        if sip_reason is not None or default_sip is not None:
+            self._call.sip_reason = sip_reason if sip_reason is not None else default_sip[1]  # type: ignore[index]
+        if call_status == "in-progress" and self._answered_at is None:
+            self._answered_at = self._now()
+        await self.notify("call:status", {**self._call.call_info(), **extra})
+
+    async def verb_status(
+        self,
+        event: str,
+        *,
+        id: str | None = None,
+        name: str | None = None,
+        verb: str | None = None,
+        **extra: Any,
+    ) -> None:
+        """Send ``verb:status`` (``starting``/``finished`` use ``name``; playback events use
+        ``verb``; protocol.md §4.8)."""
+        data: dict[str, Any] = {"event": event}
+        for key, value in (("id", id), ("name", name), ("verb", verb)):
+            if value is not None:
+                data[key] = value
+        await self.notify("verb:status", {**data, **extra})
+
+    async def llm_event(self, hook: str, data: Mapping[str, Any]) -> None:
+        """Send an ``llm:event`` (a vendor event; keys are snake_cased like jambonz does)."""
+        await self.notify("llm:event", data, hook=hook)
+
+    async def llm_tool_call(self, hook: str, tool_call_id: str, name: str, args: Any = None) -> None:
+        """Send an ``llm:tool-call`` (``args`` verbatim); answer with ``llm:tool-output``."""
+        await self.notify(
+            "llm:tool-call",
+            {"tool_call_id": tool_call_id, "name": name, "args": {} if args is None else args},
+            hook=hook,
+        )
+
+    async def tts_streaming_event(self, event_type: str) -> None:
+        """Send ``tts:streaming-event`` (``stream_open``, ``stream_closed``,
+        ``user_interruption`` ...). ``stream_paused``/``resumed`` come from the TTS model."""
+        await self.notify("tts:streaming-event", {"event_type": event_type})
+
+    async def jambonz_error(self, msg: str, details: str | None = None, **extra: Any) -> None:
+        """Send a verb-level ``jambonz:error`` (``msg`` like ``"TTS error"``)."""
+        data: dict[str, Any] = {"msg": msg}
+        if details is not None:
+            data["details"] = details
+        await self.notify("jambonz:error", {**data, **extra})
+
+    @overload
+    async def send_raw(
+        self, frame: str | bytes | Mapping[str, Any], *, await_ack: Literal[True]
+    ) -> AckRecord: ...
+    @overload
+    async def send_raw(
+        self, frame: str | bytes | Mapping[str, Any], *, await_ack: Literal[False] = ...
+    ) -> None: ...
+
+    async def send_raw(
+        self, frame: str | bytes | Mapping[str, Any], *, await_ack: bool = False
+    ) -> AckRecord | None:
+        """Put a frame on the wire exactly as given (a mapping is JSON-encoded, unchanged).
+
+        For messages jambonz 0.9.8 never sends (an unknown type of a newer server, a
+        malformed envelope...). With ``await_ack=True`` the frame's ``msgid`` goes into the
+        ack book like a request's: the call waits for the ack (``ack_timeout``) and returns
+        it; otherwise an ack to it is an ``unknown-ack`` violation, as in jambonz.
+
+        Raises:
+            FakeJambonzError: there is no open socket.
+            ValueError: ``await_ack`` for a frame without a string ``msgid``.
+            AckTimeout, InvalidVerbs: see :meth:`request` (``await_ack=True`` only).
+            CallOver: the call is over.
+        """
+        self._check()
+        self._ensure_active()
+        link = self._link
+        if link is None or link.ws is None:
+            raise self._fail(FakeJambonzError("send_raw: no open socket to the app"))
+        text = dumps(dict(frame)) if isinstance(frame, Mapping) else frame
+        pending: _Pending | None = None
+        if await_ack:
+            obj = json.loads(text)
+            if not isinstance(obj, dict) or not isinstance(obj.get("msgid"), str):
+                raise ValueError("await_ack needs a JSON object frame with a string msgid")
+            data = obj.get("data")
+            pending = _Pending(
+                UnknownMessage(
+                    unknown_type=str(obj.get("type")),
+                    msgid=obj["msgid"],
+                    data=data if isinstance(data, dict) else {},
+                )
+            )
+            self._pending[pending.msgid] = pending
+            self._start_watchdog(pending, self._ack_timeout)
+        self._log(link, "out", text if isinstance(text, str) else f"(binary) {text!r}")
+        await link.ws.send_message(text)
+        if pending is None:
+            self._check()
+            return None
+        return await self._await_ack(pending)
+
+    async def drain_tts(self, chars: int | None = None) -> None:
+        """Let the TTS buffer play out ``chars`` characters (all of them by default).
+
+        Sends ``tts:streaming-event`` ``stream_resumed`` when a paused buffer drops to the
+        low-water mark.
+        """
+        self._check()
+        await self._drain(chars)
+
+    # -- expectations ----------------------------------------------------------------------
+
+    @overload
+    async def expect_command(self, kind: type[_C], *, within: float = ...) -> _C: ...
+    @overload
+    async def expect_command(self, kind: str | None = ..., *, within: float = ...) -> Command: ...
+
+    async def expect_command(
+        self, kind: type[Command] | str | None = None, *, within: float = 5.0
+    ) -> Command:
+        """The next command the app sent (typed), waiting up to ``within`` seconds.
+
+        ``tts:tokens``/``tts:flush``/``tts:clear`` are served by the TTS model and only
+        appear in :attr:`commands`. Commands jambonz would drop or not understand are
+        violations, not commands.
+
+        Args:
+            kind: a wire name (``"redirect"``) or a command class (``Redirect``) the next
+                command must match; ``None`` accepts any.
+            within: seconds to wait.
+
+        Raises:
+            ExpectationFailed: nothing arrived in time, or the next command is another kind.
+        """
+        self._check()
+        arrived = await self._wait(
+            lambda: bool(self._inbox) or self._graceful or self._state == "ended", within
+        )
+        if not self._inbox:
+            why = f"within {within:g} s" if not arrived else "(the socket was closed for good)"
+            raise self._fail(ExpectationFailed(f"expected a {_kind_name(kind)} command, got none {why}"))
+        cmd = self._inbox.popleft()
+        if kind is not None and not _matches(cmd, kind):
+            raise self._fail(ExpectationFailed(f"expected a {_kind_name(kind)} command, got {cmd!r}"))
+        self._check()
+        return cmd
+
+    async def expect_no_command(self, within: float = 1.0) -> None:
+        """Assert that no (non-``tts:*``) command arrives within ``within`` seconds.
+
+        Raises:
+            ExpectationFailed: one did (it is left in the inbox).
+        """
+        self._check()
+        if await self._wait(lambda: bool(self._inbox), within):
+            raise self._fail(ExpectationFailed(f"expected no command, got {self._inbox[0]!r}"))
+
+    async def expect_close(self, code: int | None = None, *, within: float = 5.0) -> CloseRecord:
+        """Wait until the app closes a socket (the next close not yet expected).
+
+        Raises:
+            ExpectationFailed: no close within ``within`` seconds, or a different ``code``.
+        """
+        self._check()
+        if not await self._wait(lambda: len(self._closes) > self._close_cursor, within):
+            raise self._fail(ExpectationFailed(f"expected the app to close the socket within {within:g} s"))
+        record = self._closes[self._close_cursor]
+        self._close_cursor += 1
+        if code is not None and record.code != code:
+            raise self._fail(
+                ExpectationFailed(
+                    f"expected the app to close with {code}, it closed with {record.code} "
+                    f"({record.reason or 'no reason'})"
+                )
+            )
+        return record
+
+    # -- connection control ----------------------------------------------------------------
+
+    async def drop(self, *, reconnect: bool | None = None) -> None:
+        """Kill the socket abruptly, without a close frame (the app sees 1006).
+
+        jambonz treats this as an unexpected close: requests in flight are abandoned (unless
+        ``session:new`` is still unacked, see :meth:`reconnect`) and it reconnects after its
+        back-off (500 ms, 1 s, 2 s, 4 s, 6 s ... never reset). Anything sent meanwhile is
+        queued and flushed after the ``session:reconnect`` ack.
+
+        Args:
+            reconnect: reconnect automatically after the back-off; default: ``auto_reconnect``.
+                With ``False`` the next send (or :meth:`reconnect`) reconnects at once.
+
+        Raises:
+            FakeJambonzError: there is no open socket.
+        """
+        self._check()
+        self._ensure_active()
+        link = self._link
+        if link is None:
+            raise self._fail(FakeJambonzError("drop(): no open socket"))
+        link.local_close = "drop"
+        link.reconnect_after_drop = self._auto_reconnect if reconnect is None else reconnect
+        self._link_lost(link, 1006, "dropped by the test")
+        if link.stream is not None:
+            await abort_stream(link.stream)
+
+    async def reconnect(self) -> AckRecord:
+        """Reconnect like jambonz and wait for the ``session:reconnect`` ack.
+
+        If a reconnect is already scheduled (after :meth:`drop`, an unexpected close by the
+        app, or a 1009), waits for it, back-off included; otherwise connects now. The new
+        socket gets ``session:reconnect`` with the original ``session:new`` data; queued
+        messages follow its ack.
+
+        If ``session:new`` was still unacked, jambonz re-keys it to the ``session:reconnect``
+        msgid (protocol.md §6.2 step 6): that ack answers ``session:new`` and must carry its
+        non-empty verbs; the returned record is then the ``session:new`` ack. (0.9.8 then
+        queues every later message forever; the fake does not reproduce that bug.)
+
+        Raises:
+            AckTimeout: ``session:reconnect`` was not acked in time (jambonz hangs up).
+            ConnectFailed: the connection attempt failed.
+            CallRejected, InvalidInitialVerbs: the re-keyed ``session:new`` failed.
+            FakeJambonzError: the socket is open, or the app closed it with 1000.
+        """
+        self._check()
+        self._ensure_active()
+        if self._graceful:
+            raise self._fail(
+                FakeJambonzError("the app closed the socket with 1000: jambonz never reconnects")
+            )
+        cycle = self._reconnect
+        if cycle is None:
+            last = self._last_cycle
+            if self._link is not None:
+                if last is None or last.done.is_set():
+                    raise self._fail(FakeJambonzError("reconnect(): the socket is open; drop() it"))
+                cycle = last
+            else:
+                cycle = self._schedule_reconnect(0.0)
+        cycle.waiters += 1
+        try:
+            await self._wait(cycle.done.is_set)
+        finally:
+            cycle.waiters -= 1
+            if cycle.violation is not None:
+                self._owned.discard(cycle.violation)
+                if cycle.done.is_set():
+                    self._reported.add(cycle.violation)
+        if cycle.error is not None:
+            raise self._fail(cycle.error)
+        assert cycle.record is not None
+        self._check()
+        return cycle.record
+
+    async def hangup(self, *, by: str = "caller", duration: int | None = None) -> None:
+        """End the call: ``call:status`` ``completed`` (with ``duration`` and
+        ``call_termination_by``), then close the socket with 1000, as jambonz does.
+
+        Raises:
+            CallOver: the call is already over.
+        """
+        self._check()
+        self._ensure_active()
+        await self._final_status(by, duration)
+        await self._end_call(1000)
+        self._check()
+
+    async def wait_idle(self, seconds: float) -> None:
+        """Let ``seconds`` pass while processing frames (strict violations are raised)."""
+        self._check()
+        await self._wait(lambda: False, seconds)
+        self._check()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _require_started(self) -> None:
+        self._ensure_active()
+        if self._first_kind is None:
+            raise self._fail(FakeJambonzError("call start() first"))
+
+
+def _has_hook(msg_type: str) -> bool:
+    return msg_type in _HOOK_TYPES
+
+
+_HOOK_TYPES = frozenset({"verb:hook", "dial:confirm", "session:redirect", "llm:event", "llm:tool-call"})
+
+
+def _matches(cmd: Command, kind: type[Command] | str) -> bool:
+    if isinstance(kind, str):
+        return kind == cmd.COMMAND
+    return isinstance(cmd, kind)
+
+
+def _kind_name(kind: type[Command] | str | None) -> str:
+    if kind is None:
+        return "any"
+    return repr(kind) if isinstance(kind, str) else kind.__name__

@@ -1,0 +1,212 @@
+"""What the fake does with each frame from the app, like ws-requestor.js ``_onMessage``.
+
+Size and frame-type checks, the §7 envelope checks (answered with ``jambonz:error``), acks
+matched against the ack book and validated, commands checked against what 0.9.8's handlers
+read, and the TTS token buffer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from .._protocol import (
+    MESSAGE_TYPES,
+    JambonzErrorReport,
+    TtsStreamingEvent,
+    TtsTokensResult,
+    Verb,
+    structure_verbs,
+)
+from ._core import _Core, _Link
+from ._errors import InvalidInitialVerbs, InvalidVerbs
+from ._jambonz import TTS_COMMANDS, check_envelope, js_str, parse_app_command
+from ._records import AckRecord, CommandRecord
+
+__all__: list[str] = []
+
+
+class _Inbound(_Core):
+    async def _on_frame(self, link: _Link, frame: str | bytes) -> None:
+        binary = isinstance(frame, bytes)
+        if isinstance(frame, bytes):
+            size = len(frame)
+            text = frame.decode("utf-8", errors="replace")
+        else:
+            text = frame
+            size = len(text.encode("utf-8", errors="surrogatepass"))
+        self._log(link, "in", text if not binary else f"(binary) {text}")
+        if size > self._max_payload:
+            self._violate(
+                "oversize-frame",
+                f"{size}-byte frame is over jambonz's maxPayload ({self._max_payload} bytes): "
+                "its ws client closes the socket with 1009 and jambonz reconnects",
+                frame=text,
+                link=link,
+            )
+            link.local_close = "oversize"
+            self._link_lost(link, 1009, "Max payload size exceeded")
+            self._nursery.start_soon(self._close_link, link, 1009, "Max payload size exceeded")
+            return
+        if binary:
+            self._violate(
+                "binary-frame",
+                "binary frame: the protocol is JSON in text frames (0.9.8 parses it anyway)",
+                frame=text,
+                link=link,
+            )
+        obj, details = check_envelope(text)
+        if obj is None:
+            assert details is not None
+            await self._invalid(link, text, details)
+        elif obj["type"] == "ack":
+            await self._on_ack(link, obj, text)
+        else:
+            await self._on_command(link, obj, text)
+
+    async def _invalid(self, link: _Link, text: str, details: str) -> None:
+        data = {"msg": "InvalidMessage", "details": details, "content": text}
+        self._violate(
+            "invalid-message",
+            f"jambonz answers with jambonz:error InvalidMessage: {details}",
+            frame=text,
+            link=link,
+        )
+        self._errors_sent.append(data)
+        if self._state != "ended" and not self._graceful:
+            await self._emit(self._message(JambonzErrorReport, data))
+
+    async def _on_ack(self, link: _Link, obj: dict[str, Any], text: str) -> None:
+        msgid = obj["msgid"]
+        self._init_msgid = None  # any ack clears the "session:new not acked" marker
+        p = self._pending.get(msgid) if isinstance(msgid, str) else None
+        if p is None:
+            if msgid in self._expired:
+                why = "it arrived after the ack timeout"
+            elif msgid in self._acked:
+                why = "that msgid was already acked"
+            elif msgid in self._abandoned:
+                why = "jambonz abandoned that request when its socket closed"
+            elif isinstance(msgid, str) and msgid in self._sent_types:
+                why = f"jambonz does not wait for acks to {self._sent_types[msgid]}"
+            else:
+                why = "jambonz never sent that msgid"
+            self._violate(
+                "unknown-ack",
+                f"ack for msgid {msgid!r} discarded by jambonz: {why}",
+                frame=text,
+                link=link,
+            )
+            return
+        del self._pending[msgid]
+        self._acked.add(msgid)
+        p.watchdog.cancel()
+        mtype = p.message.type
+        data = obj.get("data")
+        verbs: list[Verb] = []
+        initial = mtype == "session:new"
+        if mtype in ("session:reconnect", "session:adulting"):
+            pass  # ack data ignored by jambonz
+        elif initial and self._rejects_call(p):
+            problem = None
+            if not isinstance(data, list) or not data:
+                problem = "the session:new ack must carry a non-empty verb array"
+            else:
+                try:
+                    verbs = structure_verbs(data)
+                except ValueError as exc:
+                    problem = f"invalid verbs in the session:new ack: {exc}"
+            if problem is not None:
+                v = self._violate("invalid-verbs", problem, frame=text, link=link, owned=True)
+                p.fail(InvalidInitialVerbs([self._violations[v]]), v)
+                self._end_call_soon(1001)
+                return
+        elif data is not None:
+            try:
+                verbs = structure_verbs(data)
+            except ValueError as exc:
+                v = self._violate(
+                    "invalid-verbs",
+                    f"invalid verbs in the ack to {mtype}: {exc}",
+                    frame=text,
+                    owned=True,
+                )
+                p.fail(InvalidVerbs([self._violations[v]]), v)
+                self._notify()
+                return
+        record = AckRecord(
+            msgid=msgid,
+            request=p.message,
+            verbs=verbs,
+            raw=obj,
+            connection=link.index,
+            time=self._now(),
+        )
+        self._acks.append(record)
+        if initial:
+            # jambonz creates the call session, then reports "trying"; sending it before
+            # waking start() makes the order deterministic for tests.
+            self._session_acked = True
+            if self._send_trying and self._call.direction == "inbound":
+                trying = self._message(MESSAGE_TYPES["call:status"], self._call.call_info())
+                await self._emit(trying)
+        p.succeed(record)
+        self._notify()
+
+    async def _on_command(self, link: _Link, obj: dict[str, Any], text: str) -> None:
+        name = obj["command"]
+        early = self._state == "idle" or (
+            self._first_kind == "session:new"
+            and self._call.direction == "inbound"
+            and not self._session_acked
+        )
+        if early:
+            self._violate(
+                "early-command",
+                f"{js_str(name)} command before the session:new ack: jambonz drops it "
+                "silently (no call session exists yet)",
+                frame=text,
+                link=link,
+            )
+            return
+        if name == "tts:tokens":
+            paused, result = self._tts.tokens(obj.get("data"))
+            if paused:
+                await self._emit(self._message(TtsStreamingEvent, {"event_type": "stream_paused"}))
+            if result is not None:
+                await self._emit(self._message(TtsTokensResult, result))
+        cmd, problem = parse_app_command(obj)
+        if problem is not None:
+            self._violate(problem[0], problem[1], frame=text, link=link)
+        if cmd is None:
+            return
+        self._commands.append(CommandRecord(command=cmd, raw=obj, connection=link.index, time=self._now()))
+        if name == "tts:clear":
+            self._tts.clear()
+        elif name == "tts:flush":
+            self._tts.flushes += 1
+        elif name not in TTS_COMMANDS:
+            self._inbox.append(cmd)
+        self._notify()
+
+    # -- TTS playout -----------------------------------------------------------------------
+
+    async def _drain(self, chars: int | None) -> None:
+        if self._tts.drain(chars) and self._state != "ended":
+            await self._emit(self._message(TtsStreamingEvent, {"event_type": "stream_resumed"}))
+        self._notify()
+
+    async def _auto_drain(self, per_second: float) -> None:
+        tick = 0.1
+        carry = 0.0
+        while self._state != "ended":
+            while self._tts.length == 0:
+                event = self._changed
+                await event.wait()
+            await trio.sleep(tick)
+            carry += per_second * tick
+            whole = int(carry)
+            carry -= whole
+            if whole:
+                await self._drain(whole)
