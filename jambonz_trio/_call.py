@@ -48,7 +48,7 @@ from ._protocol._messages import (
 )
 from ._protocol._outbound import Ack, Command
 from ._protocol._state import CallProtocol, ConnState, OwedAck
-from ._protocol._verbs import Config, Dub
+from ._protocol._verbs import Config, Dub, Play, Say
 from ._protocol._verbs_base import Hook, Verb
 
 if TYPE_CHECKING:
@@ -517,9 +517,9 @@ class Call(trio.abc.AsyncResource):
         """Pause or resume transcription."""
         await self.send_command(cmds.TranscribeStatus(transcribe_status=status))
 
-    async def whisper(self, verbs: Sequence[Verb], *, call_sid: str | None = None) -> None:
+    async def whisper(self, verbs: Sequence[Say | Play], *, call_sid: str | None = None) -> None:
         """Play ``Say``/``Play`` verbs to one leg during ``dial`` or ``listen``."""
-        await self.send_command(cmds.Whisper(verbs=tuple(verbs), call_sid=call_sid))  # type: ignore[arg-type]
+        await self.send_command(cmds.Whisper(verbs=tuple(verbs), call_sid=call_sid))
 
     async def sip_request(
         self,

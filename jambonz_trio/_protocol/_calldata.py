@@ -47,7 +47,7 @@ def _int(d: _Raw, key: str) -> int | None:
     v = d.get(key)
     if isinstance(v, int) and not isinstance(v, bool):
         return v
-    if isinstance(v, str) and v.isdigit() and len(v) < 10:
+    if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) < 10:
         return int(v)
     return None
 

@@ -336,6 +336,16 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
 }
 
 
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_message(obj: Mapping[str, Any]) -> Message:
     """Build the typed message for one decoded JSON object.
 
@@ -349,6 +359,11 @@ def parse_message(obj: Mapping[str, Any]) -> Message:
         raise RemoteProtocolError("message has no string 'type'")
     msgid = obj.get("msgid")
     msgid_s = msgid if isinstance(msgid, str) else None
+    if msgid_s is not None and not _encodable(msgid_s):
+        # a lone surrogate: it could never be echoed back in an ack
+        if mtype in MESSAGE_TYPES:
+            raise RemoteProtocolError(f"{mtype}: 'msgid' is not valid text")
+        msgid_s = None
     for key in ("call_sid", "hook", "b3"):
         v = obj.get(key)
         if v is not None and not isinstance(v, str):

@@ -63,7 +63,10 @@ def _hook_to_wire(h: Hook) -> Any:
 
 
 def _hook_from_wire(v: Any) -> Hook:
-    return converter.structure(v, Hook)  # type: ignore[arg-type]
+    try:
+        return converter.structure(v, Hook)  # type: ignore[arg-type]
+    except Exception as exc:  # cattrs raises TypeError or ClassValidationError (a group)
+        raise ValueError(f"invalid hook {v!r}") from exc
 
 
 @attrs.frozen(kw_only=True)
@@ -386,12 +389,16 @@ class ConfParticipantAction(Command):
 WhisperVerb = Say | Play
 
 
+def _whisper_verbs(value: Sequence[WhisperVerb]) -> tuple[WhisperVerb, ...]:
+    return tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class Whisper(Command):
     """``whisper``: play ``say``/``play`` verbs to one leg during ``dial`` or ``listen``."""
 
     COMMAND: ClassVar[str] = "whisper"
-    verbs: tuple[WhisperVerb, ...] = attrs.field(converter=tuple)
+    verbs: tuple[WhisperVerb, ...] = attrs.field(converter=_whisper_verbs)
 
     def __attrs_post_init__(self) -> None:
         if not self.verbs or not all(isinstance(v, Say | Play) for v in self.verbs):
@@ -800,10 +807,20 @@ def parse_command(obj: Mapping[str, Any]) -> Command:
     if cs is not None and not isinstance(cs, str):
         raise ValueError("callSid must be a string")
     data = obj.get("data")
-    if not data and name not in NO_DATA_COMMANDS:
+    if _js_falsy(data) and name not in NO_DATA_COMMANDS:
         raise ValueError("data property not supplied")
     parser = COMMAND_TYPES.get(name)
     if parser is None:
         raise ValueError(f"invalid command {name!r} (not handled by feature-server 0.9.8)")
     cmd: Command = parser(data, obj)
+    if cs is not None and cmd.call_sid != cs:
+        cmd = attrs.evolve(cmd, call_sid=cs)  # 0.9.8 ignores it for some commands; keep it
     return cmd
+
+
+def _js_falsy(value: Any) -> bool:
+    """JavaScript truthiness, which the feature server applies to ``data`` (``[]``, ``{}``
+    count as supplied; ``0``, ``""``, ``false``, ``null`` do not)."""
+    if value is None or value is False or value == "":
+        return True
+    return isinstance(value, int | float) and not isinstance(value, bool) and (value == 0 or value != value)

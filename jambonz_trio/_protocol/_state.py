@@ -219,6 +219,11 @@ class CallProtocol:
         if self.state is ConnState.CLOSED:
             return
         self._answered.pop(owed.msgid, None)
+        if not owed.needs_verbs and (
+            owed.generation != self.generation or self.state is not ConnState.CONNECTED
+        ):
+            self._remember(self._abandoned, owed.msgid)  # its socket is gone: jambonz failed it
+            return
         self._owed[owed.msgid] = owed
         if owed.needs_verbs:
             self.session_new_acked = False

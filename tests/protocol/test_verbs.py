@@ -23,9 +23,7 @@ from jambonz_trio._protocol._verbs_base import (
 from jambonz_trio._protocol._wire import converter, to_wire_name
 from tests.strategies import full_instance, minimal_instance, verb_lists, verbs
 
-SPECS_PATH = (
-    Path(__file__).parents[1] / "conformance/node_modules/@jambonz/verb-specifications/specs.json"
-)
+SPECS_PATH = Path(__file__).parents[1] / "conformance/node_modules/@jambonz/verb-specifications/specs.json"
 
 #: Verb names feature-server 0.9.8 implements (lib/tasks/make_task.js), minus the aliases.
 IMPLEMENTED_VERBS = {

@@ -1,0 +1,985 @@
+"""CallProtocol: the ack book, outbound checks, deadlines, reconnect re-keying (sans-io).
+
+Time is just the float passed in. References: shared/protocol.md §3.3, §5, §6 and
+shared/reliability.md FM-15, FM-16, FM-21..FM-23, FM-28, FM-29.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from jambonz_trio._errors import (
+    AlreadyAnswered,
+    LocalProtocolError,
+    MessageTooLarge,
+    RemoteProtocolError,
+)
+from jambonz_trio._protocol import _verbs as v
+from jambonz_trio._protocol._json import DEFAULT_MAX_OUTBOUND_BYTES
+from jambonz_trio._protocol._messages import MESSAGE_TYPES, SessionNew, SessionReconnect
+from jambonz_trio._protocol._outbound import Ack, Command, Redirect, TtsFlush, TtsTokens
+from jambonz_trio._protocol._state import DEFAULT_ACK_DEADLINE, CallProtocol, ConnState, OwedAck
+from jambonz_trio._protocol._verbs_base import RawVerb, Verb, unstructure_verbs
+from tests.protocol_strategies import NO_ACK_TYPES
+from tests.strategies import verbs
+
+# Random verbs can be fully populated dials whose repr is tens of kB; Hypothesis warns when it
+# renders one, and warnings are errors in this suite.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Generating overly large repr:hypothesis.errors.HypothesisWarning"
+)
+
+SID = "9fb35c28-3a5e-4f4f-9d6b-0a5c1b6f0d11"
+SESSION_DATA: dict[str, Any] = {
+    "call_sid": SID,
+    "direction": "inbound",
+    "from": "+15083084809",
+    "to": "+15083728299",
+    "call_status": "trying",
+    "env_vars": {"KEY": "secret"},
+}
+SAY = v.Say(text="Welcome")
+PAUSE = v.Pause(length=1)
+LIMIT = 24_576
+
+
+def frame(mtype: str, msgid: str, data: dict[str, Any] | None = None, **env: Any) -> str:
+    obj: dict[str, Any] = {"type": mtype, "msgid": msgid, **env}
+    obj["data"] = {} if data is None else data
+    return json.dumps(obj)
+
+
+def hook(msgid: str, name: str = "/h") -> str:
+    return frame("verb:hook", msgid, {"call_sid": SID}, call_sid=SID, hook=name)
+
+
+def session_new(msgid: str = "sn-1") -> str:
+    return frame("session:new", msgid, SESSION_DATA, call_sid=SID)
+
+
+def reconnect(msgid: str) -> str:
+    return frame("session:reconnect", msgid, SESSION_DATA, call_sid=SID)
+
+
+def connected(**kwargs: Any) -> CallProtocol:
+    p = CallProtocol(**kwargs)
+    p.connection_made()
+    return p
+
+
+def answered(p: CallProtocol, now: float = 0.0) -> CallProtocol:
+    """``p`` after a session:new that was acked."""
+    p.receive_text(session_new(), now)
+    p.ack("sn-1", [SAY])
+    return p
+
+
+def sent(text: str) -> dict[str, Any]:
+    obj: dict[str, Any] = json.loads(text)
+    return obj
+
+
+def snapshot(p: CallProtocol) -> tuple[Any, ...]:
+    return (
+        p.state,
+        p.generation,
+        p.call_sid,
+        p.session_new_acked,
+        [(o.msgid, o.wire_msgid, o.generation, o.deadline, o.optional) for o in p.owed()],
+        p.next_deadline(),
+    )
+
+
+def wire_size(obj: Any) -> tuple[str, int]:
+    """The frame jambonz would receive, computed independently of the library's encoder."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text, len(text.encode("utf-8"))
+
+
+# -- FM-22: refusals are synchronous and change nothing -----------------------------------------
+
+
+def test_double_ack_raises_already_answered() -> None:
+    p = answered(connected())
+    p.receive_text(hook("h1"), 1.0)
+    assert sent(p.ack("h1", [SAY])) == {
+        "type": "ack",
+        "msgid": "h1",
+        "data": [{"verb": "say", "text": "Welcome"}],
+    }
+    before = snapshot(p)
+    with pytest.raises(AlreadyAnswered):
+        p.ack("h1")
+    with pytest.raises(AlreadyAnswered):
+        p.ack("h1", [SAY])
+    assert snapshot(p) == before
+    with pytest.raises(AlreadyAnswered):
+        p.ack("sn-1", [SAY])
+
+
+@pytest.mark.parametrize("mtype", sorted(NO_ACK_TYPES))
+def test_ack_of_fire_and_forget_type(mtype: str) -> None:
+    p = answered(connected())
+    p.receive_text(frame(mtype, "nf-1", {"call_status": "in-progress"}), 1.0)
+    assert not p.is_owed("nf-1")
+    before = snapshot(p)
+    with pytest.raises(LocalProtocolError) as info:
+        p.ack("nf-1")
+    assert not isinstance(info.value, AlreadyAnswered)
+    assert snapshot(p) == before
+
+
+def test_ack_of_unknown_msgid() -> None:
+    p = answered(connected())
+    p.receive_text(hook("h1"), 1.0)
+    before = snapshot(p)
+    for msgid in ("nope", "", "H1", "h1 "):
+        with pytest.raises(LocalProtocolError) as info:
+            p.ack(msgid)
+        assert type(info.value) is LocalProtocolError
+    assert snapshot(p) == before
+    assert p.is_owed("h1")
+
+
+def test_everything_refused_after_close() -> None:
+    p = answered(connected())
+    p.receive_text(hook("h1"), 1.0)
+    p.receive_text(hook("h2"), 1.0)
+    left = p.close()
+    assert [o.msgid for o in left] == ["h1", "h2"]
+    assert p.state is ConnState.CLOSED
+    before = snapshot(p)
+    with pytest.raises(LocalProtocolError):
+        p.ack("h1")
+    with pytest.raises(LocalProtocolError):
+        p.ack("h1", [SAY])
+    with pytest.raises(LocalProtocolError):
+        p.command(TtsFlush())
+    with pytest.raises(LocalProtocolError):
+        p.connection_made()
+    assert p.connection_lost() == []
+    assert p.close() == []  # idempotent
+    assert snapshot(p) == before
+    assert p.overdue(1e9) == []
+    assert p.next_deadline() is None
+
+
+def test_ack_before_any_socket_is_refused() -> None:
+    p = CallProtocol()
+    assert p.state is ConnState.IDLE
+    p.receive_text(hook("h1"), 0.0)
+    with pytest.raises(LocalProtocolError):
+        p.ack("h1")
+    assert p.is_owed("h1")
+
+
+@pytest.mark.parametrize(
+    "bad_verbs",
+    [
+        pytest.param([v.Say(text="x" * (LIMIT + 1))], id="too-large"),
+        pytest.param([v.Say(text="€" * (LIMIT // 3 + 10))], id="too-large-multibyte"),
+        pytest.param([v.Say(text="hi \ud800 there")], id="lone-surrogate"),
+        pytest.param([v.Pause(length=float("nan"))], id="nan"),
+        pytest.param([RawVerb(data={"verb": "say", "text": {1, 2}})], id="unserialisable"),
+    ],
+)
+def test_failed_ack_leaves_the_msgid_owed(bad_verbs: list[Verb]) -> None:
+    p = answered(connected())
+    p.receive_text(hook("h1"), 1.0)
+    before = snapshot(p)
+    with pytest.raises(LocalProtocolError):
+        p.ack("h1", bad_verbs)
+    assert snapshot(p) == before
+    assert p.is_owed("h1")
+    assert p.overdue(1.0 + DEFAULT_ACK_DEADLINE)[0].msgid == "h1"
+    assert sent(p.ack("h1", [SAY]))["msgid"] == "h1"  # still answerable, once
+    with pytest.raises(AlreadyAnswered):
+        p.ack("h1")
+
+
+def test_message_too_large_reports_sizes() -> None:
+    p = answered(connected())
+    p.receive_text(hook("h1"), 1.0)
+    verbs = [v.Say(text="a" * LIMIT)]
+    expected_size = wire_size(Ack(msgid="h1", verbs=verbs).to_wire())[1]
+    with pytest.raises(MessageTooLarge) as info:
+        p.ack("h1", verbs)
+    assert info.value.limit == LIMIT
+    assert info.value.size == expected_size
+    assert isinstance(info.value, LocalProtocolError)
+
+
+# -- FM-23: several outstanding requests, any order ---------------------------------------------
+
+
+def test_out_of_order_acks_carry_their_msgids() -> None:
+    p = answered(connected())
+    p.receive_text(hook("partial-1", "/partial"), 1.0)
+    p.receive_text(hook("action-2", "/action"), 1.5)
+    assert [o.msgid for o in p.owed()] == ["partial-1", "action-2"]
+    second = sent(p.ack("action-2", [SAY]))
+    assert second["msgid"] == "action-2"
+    assert second["data"] == [{"verb": "say", "text": "Welcome"}]
+    first = sent(p.ack("partial-1"))
+    assert first == {"type": "ack", "msgid": "partial-1", "data": []}
+    assert p.owed() == []
+
+
+def test_empty_ack_sends_an_empty_array() -> None:
+    # FM-21: "data": [] and never omitted (waitHook/onHoldHook reject a missing array)
+    p = answered(connected())
+    p.receive_text(hook("h1"), 0.0)
+    assert sent(p.ack("h1")) == {"type": "ack", "msgid": "h1", "data": []}
+
+
+# -- session:new and commands ---------------------------------------------------------------------
+
+
+def test_session_new_needs_verbs_and_gates_commands() -> None:
+    p = connected()
+    msg = p.receive_text(session_new(), 0.0)
+    assert isinstance(msg, SessionNew)
+    assert p.call_sid == SID
+    assert p.session_new_acked is False
+    owed = p.get_owed("sn-1")
+    assert owed is not None
+    assert owed.needs_verbs
+    before = snapshot(p)
+    with pytest.raises(LocalProtocolError, match="at least one verb"):
+        p.ack("sn-1")
+    with pytest.raises(LocalProtocolError, match="at least one verb"):
+        p.ack("sn-1", [])
+    for cmd in (TtsFlush(), Redirect(verbs=[SAY])):
+        with pytest.raises(LocalProtocolError, match=r"session:new"):
+            p.command(cmd)
+    assert snapshot(p) == before
+    ack = sent(p.ack("sn-1", [SAY, PAUSE]))
+    assert ack["msgid"] == "sn-1"
+    assert ack["data"] == [{"verb": "say", "text": "Welcome"}, {"verb": "pause", "length": 1}]
+    assert p.session_new_acked is True
+    assert sent(p.command(TtsFlush())) == {"type": "command", "command": "tts:flush"}
+    assert sent(p.command(Redirect(verbs=[SAY])))["data"] == [{"verb": "say", "text": "Welcome"}]
+
+
+def test_rest_outbound_call_commands_before_session_new() -> None:
+    # REST-created calls: call:status (no envelope call_sid) comes before session:new, and the
+    # session exists from the start, so commands are not refused (protocol.md §2.4, §5.2)
+    p = connected()
+    p.receive_text(frame("call:status", "cs-1", {"call_status": "trying"}), 0.0)
+    assert p.session_new_acked is None
+    assert p.call_sid is None
+    assert sent(p.command(TtsFlush()))["command"] == "tts:flush"
+    p.receive_text(session_new(), 1.0)
+    assert p.call_sid == SID
+    with pytest.raises(LocalProtocolError):
+        p.command(TtsFlush())
+    p.ack("sn-1", [SAY])
+    p.command(TtsFlush())
+
+
+def test_call_sid_comes_from_data_when_envelope_lacks_it() -> None:
+    p = connected()
+    p.receive_text(frame("session:new", "sn-1", SESSION_DATA), 0.0)
+    assert p.call_sid == SID
+
+
+def test_commands_are_allowed_while_disconnected() -> None:
+    # the engine queues them for the reconnect (FM-24); the core only renders
+    p = answered(connected())
+    p.connection_lost()
+    assert sent(p.command(TtsFlush()))["command"] == "tts:flush"
+
+
+# -- FM-15: outbound size guard ------------------------------------------------------------------
+
+_UNITS = st.text(alphabet='aé€😀"\\\x00\n', min_size=1, max_size=3)
+_long_texts = st.builds(lambda unit, n: unit * n, _UNITS, st.integers(min_value=0, max_value=13_000))
+_sized_verbs = st.one_of(
+    st.builds(v.Say, text=_long_texts),
+    st.builds(lambda t: v.Tag(data={"note": t}), _long_texts),
+    verbs(),
+)
+
+
+@settings(max_examples=150)
+@given(
+    verb_list=st.lists(_sized_verbs, max_size=3),
+    limit=st.sampled_from([LIMIT]) | st.integers(min_value=40, max_value=30_000),
+    as_command=st.booleans(),
+)
+def test_sent_iff_within_limit(verb_list: list[Verb], limit: int, as_command: bool) -> None:
+    p = answered(connected(max_outbound_bytes=None))
+    p.max_outbound_bytes = limit
+    p.receive_text(hook("h1"), 0.0)
+    if as_command:
+        cmd: Command = Redirect(verbs=verb_list, queue=True)
+        expected, size = wire_size(cmd.to_wire())
+    else:
+        expected, size = wire_size(Ack(msgid="h1", verbs=verb_list).to_wire())
+    before = snapshot(p)
+    try:
+        text = p.command(cmd) if as_command else p.ack("h1", verb_list)
+    except MessageTooLarge as exc:
+        assert size > limit
+        assert exc.size == size
+        assert exc.limit == limit
+        assert snapshot(p) == before  # nothing changed, h1 still owed
+        return
+    assert size <= limit
+    assert text == expected
+    assert len(text.encode("utf-8")) <= limit
+
+
+@settings(max_examples=100)
+@given(tokens=_long_texts, limit=st.integers(min_value=30, max_value=LIMIT))
+def test_tts_tokens_guard(tokens: str, limit: int) -> None:
+    p = answered(connected())
+    p.max_outbound_bytes = limit
+    cmd = TtsTokens(id=1, tokens=tokens)
+    expected, size = wire_size(cmd.to_wire())
+    if size <= limit:
+        assert p.command(cmd) == expected
+    else:
+        with pytest.raises(MessageTooLarge):
+            p.command(cmd)
+
+
+def _fill(n_bytes: int, unit: str) -> str:
+    """Text of exactly ``n_bytes`` UTF-8 bytes, mostly ``unit``, padded with ASCII."""
+    width = len(unit.encode())
+    text = unit * (n_bytes // width) + "a" * (n_bytes % width)
+    assert len(text.encode()) == n_bytes
+    return text
+
+
+@pytest.mark.parametrize("unit", ["a", "é", "€", "😀"])
+def test_exact_boundary_ack(unit: str) -> None:
+    assert DEFAULT_MAX_OUTBOUND_BYTES == LIMIT
+    assert CallProtocol().max_outbound_bytes == LIMIT
+    base = wire_size(Ack(msgid="h1", verbs=[v.Say(text="")]).to_wire())[1]
+    fits = _fill(LIMIT - base, unit)
+    p = answered(connected())
+    p.receive_text(hook("h1"), 0.0)
+    # one byte over, by an ASCII character
+    with pytest.raises(MessageTooLarge) as one_over:
+        p.ack("h1", [v.Say(text=fits + "a")])
+    assert one_over.value.size == LIMIT + 1
+    # one byte over, by a multi-byte character (24,575 + 2 bytes)
+    with pytest.raises(MessageTooLarge) as mb_over:
+        p.ack("h1", [v.Say(text=_fill(LIMIT - base - 1, unit) + "é")])
+    assert mb_over.value.size == LIMIT + 1
+    if unit != "a":
+        assert len(fits) < LIMIT - base  # characters are well under the limit, bytes are not
+    assert p.is_owed("h1")
+    text = p.ack("h1", [v.Say(text=fits)])
+    assert len(text.encode("utf-8")) == LIMIT
+
+
+def test_exact_boundary_command() -> None:
+    p = answered(connected())
+    base = wire_size(TtsTokens(id=1, tokens="").to_wire())[1]
+    fits = _fill(LIMIT - base, "😀")
+    assert len(p.command(TtsTokens(id=1, tokens=fits)).encode()) == LIMIT
+    with pytest.raises(MessageTooLarge):
+        p.command(TtsTokens(id=1, tokens=fits + "a"))
+    with pytest.raises(MessageTooLarge):
+        p.command(TtsTokens(id=1, tokens=_fill(LIMIT - base - 3, "a") + "😀"))
+
+
+def test_json_escapes_count_on_the_wire() -> None:
+    # quotes, backslashes and control characters grow when escaped; the guard measures the
+    # final JSON, not the Python string
+    p = answered(connected())
+    base = wire_size(TtsTokens(id=1, tokens="").to_wire())[1]
+    tokens = '"' * ((LIMIT - base) // 2)  # each becomes \" (2 bytes)
+    assert wire_size(TtsTokens(id=1, tokens=tokens).to_wire())[1] <= LIMIT
+    p.command(TtsTokens(id=1, tokens=tokens))
+    with pytest.raises(MessageTooLarge):
+        p.command(TtsTokens(id=1, tokens=tokens + "\x00"))  # \u0000: 6 bytes
+
+
+def test_no_limit_when_disabled() -> None:
+    p = answered(connected(max_outbound_bytes=None))
+    p.receive_text(hook("h1"), 0.0)
+    text = p.ack("h1", [v.Say(text="😀" * 20_000)])
+    assert len(text.encode()) > 80_000
+
+
+# -- FM-16: unencodable text ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [chr(0xD800), "ok" + chr(0xDFFF), chr(0xD83D) + "x"],
+    ids=["high", "trailing-low", "high-then-ascii"],
+)
+def test_lone_surrogate_is_a_local_error_and_protocol_stays_usable(bad: str) -> None:
+    p = answered(connected())
+    p.receive_text(hook("h1"), 0.0)
+    before = snapshot(p)
+    with pytest.raises(LocalProtocolError) as info:
+        p.ack("h1", [v.Say(text=bad)])
+    assert not isinstance(info.value, MessageTooLarge)
+    with pytest.raises(LocalProtocolError):
+        p.command(Redirect(verbs=[v.Say(text=bad)]))
+    with pytest.raises(LocalProtocolError):
+        p.command(TtsTokens(id=bad, tokens="x"))
+    assert snapshot(p) == before
+    assert sent(p.ack("h1", [v.Say(text="fine 😀")]))["data"][0]["text"] == "fine 😀"
+    assert sent(p.command(TtsTokens(id=2, tokens="ok")))["data"] == {"id": 2, "tokens": "ok"}
+
+
+def test_lone_surrogate_over_the_limit_is_still_a_local_error() -> None:
+    p = answered(connected())
+    p.receive_text(hook("h1"), 0.0)
+    with pytest.raises(LocalProtocolError):
+        p.ack("h1", [v.Say(text="x" * LIMIT + "\ud800")])
+    assert p.is_owed("h1")
+
+
+# -- deadlines ------------------------------------------------------------------------------------
+
+
+def test_deadlines_follow_ack_deadline() -> None:
+    p = answered(connected(ack_deadline=2.5), now=0.0)
+    assert p.next_deadline() is None
+    p.receive_text(hook("h1"), 10.0)
+    p.receive_text(hook("h2"), 11.0)
+    p.receive_text(frame("call:status", "cs", {}), 11.5)  # never owed
+    assert p.next_deadline() == 12.5
+    assert p.overdue(12.49) == []
+    assert [o.msgid for o in p.overdue(12.5)] == ["h1"]
+    assert [o.msgid for o in p.overdue(100.0)] == ["h1", "h2"]
+    owed = p.get_owed("h1")
+    assert owed is not None
+    assert (owed.received_at, owed.deadline) == (10.0, 12.5)
+    p.ack("h1")
+    assert p.next_deadline() == 13.5
+    p.ack("h2")
+    assert p.next_deadline() is None
+    assert p.overdue(1e9) == []
+
+
+def test_default_ack_deadline_leaves_a_margin() -> None:
+    assert DEFAULT_ACK_DEADLINE == 4.0  # inside jambonz's 5 s
+    p = answered(connected())
+    p.receive_text(hook("h1"), 100.0)
+    assert p.next_deadline() == 104.0
+
+
+def test_unknown_type_with_msgid_is_owed_optionally() -> None:
+    p = answered(connected())
+    p.receive_text(frame("agent:event", "u1", {"x": 1}), 0.0)
+    owed = p.get_owed("u1")
+    assert owed is not None
+    assert owed.optional
+    assert [o.msgid for o in p.overdue(DEFAULT_ACK_DEADLINE)] == ["u1"]
+    assert sent(p.ack("u1")) == {"type": "ack", "msgid": "u1", "data": []}
+
+
+def test_nothing_is_overdue_while_disconnected() -> None:
+    p = connected()
+    p.receive_text(session_new(), 0.0)
+    p.receive_text(hook("h1"), 0.0)
+    p.connection_lost()
+    assert p.state is ConnState.DISCONNECTED
+    assert p.next_deadline() is None
+    assert p.overdue(1e9) == []
+    # a new socket alone does not make the old session:new answerable: it waits for the
+    # session:reconnect msgid to be re-keyed to
+    p.connection_made()
+    assert p.next_deadline() is None
+    assert p.overdue(1e9) == []
+    assert not p.can_answer_now("sn-1")
+    with pytest.raises(LocalProtocolError):
+        p.ack("sn-1", [SAY])
+    assert p.is_owed("sn-1")
+
+
+# -- reconnects -----------------------------------------------------------------------------------
+
+
+def test_drop_abandons_owed_hooks() -> None:
+    p = answered(connected())
+    p.receive_text(hook("h1"), 1.0)
+    p.receive_text(hook("h2"), 2.0)
+    p.receive_text(frame("agent:event", "u1"), 2.0)
+    p.receive_text(frame("call:status", "cs1"), 2.0)
+    abandoned = p.connection_lost()
+    assert [o.msgid for o in abandoned] == ["h1", "h2", "u1"]
+    assert all(isinstance(o, OwedAck) for o in abandoned)
+    assert p.owed() == []
+    for msgid in ("h1", "h2", "u1"):
+        assert p.was_abandoned(msgid)
+    assert not p.was_abandoned("cs1")
+    assert not p.was_abandoned("sn-1")
+    assert p.connection_lost() == []  # not connected any more
+    p.connection_made()
+    p.receive_text(reconnect("rc-1"), 3.0)
+    for msgid in ("h1", "h2"):
+        with pytest.raises(LocalProtocolError, match="redirect") as info:
+            p.ack(msgid)
+        assert not isinstance(info.value, AlreadyAnswered)
+
+
+def test_normal_reconnect_makes_its_msgid_owed() -> None:
+    p = answered(connected())
+    p.connection_lost()
+    p.connection_made()
+    assert p.generation == 2
+    msg = p.receive_text(reconnect("rc-1"), 5.0)
+    assert isinstance(msg, SessionReconnect)
+    assert p.is_owed("rc-1")
+    assert p.next_deadline() == 5.0 + DEFAULT_ACK_DEADLINE
+    # its data is ignored by jambonz; an empty ack is fine (protocol.md §6.3)
+    assert sent(p.ack("rc-1")) == {"type": "ack", "msgid": "rc-1", "data": []}
+    p.receive_text(hook("h9"), 6.0)
+    assert sent(p.ack("h9"))["msgid"] == "h9"
+
+
+def test_fm29_unanswered_session_new_is_rekeyed_to_the_reconnect() -> None:
+    p = connected(ack_deadline=4.0)
+    p.receive_text(session_new("sn-1"), 0.0)
+    p.receive_text(hook("h1"), 0.05)
+    abandoned = p.connection_lost()
+    assert [o.msgid for o in abandoned] == ["h1"]  # the session:new survives the drop
+    assert p.is_owed("sn-1")
+    assert not p.was_abandoned("sn-1")
+    p.connection_made()
+    p.receive_text(reconnect("rc-1"), 0.6)
+    assert not p.is_owed("rc-1")  # not separately owed
+    owed = p.get_owed("sn-1")
+    assert owed is not None
+    assert (owed.wire_msgid, owed.generation, owed.deadline) == ("rc-1", 2, 4.6)
+    assert [o.msgid for o in p.owed()] == ["sn-1"]
+    assert p.next_deadline() == 4.6
+    assert p.can_answer_now("sn-1")
+    with pytest.raises(LocalProtocolError):
+        p.ack("rc-1")
+    with pytest.raises(LocalProtocolError):
+        p.command(TtsFlush())  # still before the session:new answer
+    ack = sent(p.ack("sn-1", [SAY]))
+    assert ack["msgid"] == "rc-1"
+    assert ack["data"] == [{"verb": "say", "text": "Welcome"}]
+    assert p.session_new_acked is True
+    assert p.owed() == []
+    with pytest.raises(AlreadyAnswered):
+        p.ack("sn-1", [SAY])
+    with pytest.raises(LocalProtocolError):
+        p.ack("rc-1")
+    p.command(TtsFlush())
+
+
+def test_fm29_two_drops_before_the_answer() -> None:
+    p = connected()
+    p.receive_text(session_new("sn-1"), 0.0)
+    for gen, rc in enumerate(["rc-1", "rc-2", "rc-3"], start=2):
+        p.connection_lost()
+        p.connection_made()
+        p.receive_text(reconnect(rc), float(gen))
+        owed = p.get_owed("sn-1")
+        assert owed is not None
+        assert (owed.wire_msgid, owed.generation) == (rc, gen)
+    assert [o.msgid for o in p.overdue(100.0)] == ["sn-1"]
+    assert sent(p.ack("sn-1", [PAUSE]))["msgid"] == "rc-3"
+
+
+def test_watchdog_answers_a_rekeyed_session_new_with_holding_verbs() -> None:
+    p = connected()
+    p.receive_text(session_new("sn-1"), 0.0)
+    p.connection_lost()
+    p.connection_made()
+    p.receive_text(reconnect("rc-1"), 10.0)
+    assert p.overdue(13.9) == []
+    (due,) = p.overdue(14.0)
+    assert due.needs_verbs
+    assert sent(p.ack(due.msgid, [PAUSE])) == {
+        "type": "ack",
+        "msgid": "rc-1",
+        "data": [{"verb": "pause", "length": 1}],
+    }
+
+
+def test_no_ack_carries_a_previous_generation_msgid() -> None:
+    p = answered(connected())
+    p.receive_text(hook("old-1"), 0.0)
+    p.connection_lost()
+    p.connection_made()
+    p.receive_text(reconnect("rc-1"), 1.0)
+    p.receive_text(hook("new-1"), 1.0)
+    with pytest.raises(LocalProtocolError):
+        p.ack("old-1")
+    assert {sent(p.ack(m))["msgid"] for m in ("rc-1", "new-1")} == {"rc-1", "new-1"}
+
+
+def test_reconnect_first_on_a_socket_without_session_new() -> None:
+    # an app restart: the first thing this protocol sees is a session:reconnect (FM-30)
+    p = connected()
+    msg = p.receive_text(reconnect("rc-1"), 0.0)
+    assert isinstance(msg, SessionReconnect)
+    assert p.call_sid == SID
+    assert p.is_owed("rc-1")
+    assert p.session_new_acked is None
+    assert sent(p.ack("rc-1", [SAY]))["msgid"] == "rc-1"
+
+
+def test_restore_puts_back_an_owed_session_new() -> None:
+    p = connected()
+    p.receive_text(session_new("sn-1"), 0.0)
+    owed = p.get_owed("sn-1")
+    assert owed is not None
+    p.ack("sn-1", [SAY])  # ... and the write fails: the socket died
+    assert p.session_new_acked is True
+    p.connection_lost()
+    p.restore(owed)
+    assert p.is_owed("sn-1")
+    assert p.session_new_acked is False
+    with pytest.raises(LocalProtocolError):
+        p.command(TtsFlush())
+    p.connection_made()
+    p.receive_text(reconnect("rc-1"), 1.0)
+    assert not p.is_owed("rc-1")
+    assert sent(p.ack("sn-1", [SAY]))["msgid"] == "rc-1"
+    assert p.session_new_acked is True
+
+
+def test_restore_on_the_live_socket_and_after_close() -> None:
+    p = connected()
+    p.receive_text(session_new("sn-1"), 0.0)
+    owed = p.get_owed("sn-1")
+    assert owed is not None
+    p.ack("sn-1", [SAY])
+    p.restore(owed)
+    assert sent(p.ack("sn-1", [SAY]))["msgid"] == "sn-1"
+    p.close()
+    p.restore(owed)
+    assert p.owed() == []
+
+
+def test_restore_of_a_hook_after_the_drop_abandons_it() -> None:
+    # restore()'s docstring: "anything else is abandoned with the socket anyway"
+    p = answered(connected())
+    p.receive_text(hook("h1"), 0.0)
+    owed = p.get_owed("h1")
+    assert owed is not None
+    p.ack("h1")  # ... and the write fails
+    p.connection_lost()
+    p.restore(owed)
+    for o in p.owed():
+        assert o.generation == p.generation or o.needs_verbs
+    assert p.was_abandoned("h1")
+
+
+def test_closed_while_disconnected_returns_the_session_new() -> None:
+    p = connected()
+    p.receive_text(session_new("sn-1"), 0.0)
+    p.connection_lost()
+    assert [o.msgid for o in p.close()] == ["sn-1"]
+
+
+# -- the stateful model ---------------------------------------------------------------------------
+
+_GENERIC_TYPES = sorted(set(MESSAGE_TYPES) - {"session:new", "session:reconnect"})
+_HOLDING: list[Verb] = [v.Pause(length=1)]
+_VERB_CHOICES: list[list[Verb]] = [[], [SAY], [PAUSE, v.Hangup()]]
+
+
+class _Owed:
+    def __init__(self, wire: str, gen: int, needs_verbs: bool, deadline: float) -> None:
+        self.wire = wire
+        self.gen = gen
+        self.needs_verbs = needs_verbs
+        self.deadline = deadline
+
+
+class CallProtocolMachine(RuleBasedStateMachine):
+    """A model of what jambonz is owed, checked against CallProtocol after every step."""
+
+    msgids = Bundle("msgids")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deadline = 4.0
+        self.p = CallProtocol(ack_deadline=self.deadline)
+        self.now = 0.0
+        self.gen = 0
+        self.connected = False
+        self.closed = False
+        self.counter = 0
+        self.owed: dict[str, _Owed] = {}
+        self.received_on: dict[str, int] = {}  # msgid -> generation it arrived on
+        self.emitted: set[str] = set()  # wire msgids of every ack produced
+        self.answered: set[str] = set()
+        self.abandoned: set[str] = set()
+        self.session_new: str | None = None
+        self.session_new_acked: bool | None = None
+        self.awaiting_reconnect = False
+
+    # -- helpers --
+
+    def fresh(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}-{self.counter}"
+
+    def expect_ack(self, msgid: str, verbs: Sequence[Verb]) -> str | None:
+        """The wire msgid the ack must carry, or None if it must be refused."""
+        if self.closed or not self.connected:
+            return None
+        o = self.owed.get(msgid)
+        if o is None or o.gen != self.gen:
+            return None
+        if o.needs_verbs and not verbs:
+            return None
+        return o.wire
+
+    def do_ack(self, msgid: str, verbs: Sequence[Verb]) -> None:
+        expected = self.expect_ack(msgid, verbs)
+        before = snapshot(self.p)
+        try:
+            text = self.p.ack(msgid, verbs)
+        except LocalProtocolError as exc:
+            assert expected is None, f"ack({msgid!r}) refused: {exc}"
+            assert snapshot(self.p) == before
+            if msgid in self.answered and msgid not in self.owed and not self.closed:
+                assert isinstance(exc, AlreadyAnswered)
+            if msgid in self.abandoned and not self.closed:
+                assert not isinstance(exc, AlreadyAnswered)
+            return
+        assert expected is not None, f"ack({msgid!r}) should have been refused"
+        assert not self.closed
+        out = json.loads(text)
+        assert out == {"type": "ack", "msgid": expected, "data": unstructure_verbs(verbs)}
+        assert expected not in self.emitted, "a msgid was acked twice"
+        assert self.received_on.get(expected) == self.gen, "ack for another generation"
+        self.emitted.add(expected)
+        o = self.owed.pop(msgid)
+        self.answered.add(msgid)
+        if o.needs_verbs:
+            self.session_new_acked = True
+
+    def receive(self, mtype: str, msgid: str, data: dict[str, Any] | None = None) -> None:
+        msg = self.p.receive_text(frame(mtype, msgid, data or {}, call_sid=SID), self.now)
+        assert msg.msgid == msgid
+        self.received_on[msgid] = self.gen
+
+    # -- rules --
+
+    @initialize()
+    def connect(self) -> None:
+        self.p.connection_made()
+        self.gen = 1
+        self.connected = True
+
+    @precondition(lambda self: self.connected and not self.awaiting_reconnect and self.session_new is None)
+    @rule(target=msgids)
+    def receive_session_new(self) -> str:
+        msgid = self.fresh("sn")
+        self.receive("session:new", msgid, SESSION_DATA)
+        self.session_new = msgid
+        self.session_new_acked = False
+        self.owed[msgid] = _Owed(msgid, self.gen, True, self.now + self.deadline)
+        return msgid
+
+    @precondition(lambda self: self.connected and not self.awaiting_reconnect)
+    @rule(target=msgids, mtype=st.sampled_from([*_GENERIC_TYPES, "foo:bar", "foo:nomsgid"]))
+    def receive_other(self, mtype: str) -> str:
+        msgid = self.fresh("m")
+        if mtype == "foo:nomsgid":
+            self.p.receive_text(json.dumps({"type": "foo:bar", "data": {}}), self.now)
+            return msgid  # never sent: any ack of it must be refused
+        self.receive(mtype, msgid)
+        if (mtype in MESSAGE_TYPES and MESSAGE_TYPES[mtype].NEEDS_ACK) or mtype == "foo:bar":
+            self.owed[msgid] = _Owed(msgid, self.gen, False, self.now + self.deadline)
+        return msgid
+
+    @precondition(lambda self: self.connected and not self.awaiting_reconnect and bool(self.p.owed()))
+    @rule(data=st.data())
+    def receive_duplicate_of_owed(self, data: st.DataObject) -> None:
+        o = data.draw(st.sampled_from(self.p.owed()))
+        if o.wire_msgid != o.msgid:
+            return
+        before = snapshot(self.p)
+        with pytest.raises(RemoteProtocolError):
+            self.p.receive_text(hook(o.msgid), self.now)
+        assert snapshot(self.p) == before
+
+    @precondition(lambda self: bool(self.p.owed()))
+    @rule(data=st.data(), verbs=st.sampled_from(_VERB_CHOICES))
+    def app_acks_owed(self, data: st.DataObject, verbs: list[Verb]) -> None:
+        o = data.draw(st.sampled_from(self.p.owed()))
+        self.do_ack(o.msgid, verbs)
+
+    @rule(msgid=msgids, verbs=st.sampled_from(_VERB_CHOICES))
+    def app_acks_known(self, msgid: str, verbs: list[Verb]) -> None:
+        self.do_ack(msgid, verbs)
+
+    @rule(msgid=st.text(max_size=4), verbs=st.sampled_from(_VERB_CHOICES))
+    def app_acks_random(self, msgid: str, verbs: list[Verb]) -> None:
+        self.do_ack(msgid, verbs)
+
+    @precondition(lambda self: bool(self.p.owed()))
+    @rule(data=st.data())
+    def app_ack_too_large(self, data: st.DataObject) -> None:
+        o = data.draw(st.sampled_from(self.p.owed()))
+        before = snapshot(self.p)
+        with pytest.raises(LocalProtocolError):
+            self.p.ack(o.msgid, [v.Say(text="x" * 30_000)])
+        assert snapshot(self.p) == before
+
+    @rule(dt=st.floats(min_value=0, max_value=6, allow_nan=False))
+    def watchdog_tick(self, dt: float) -> None:
+        self.now += dt
+        due = self.p.overdue(self.now)
+        if self.connected and not self.closed:
+            expected = [m for m, o in self.owed.items() if o.gen == self.gen and o.deadline <= self.now]
+        else:
+            expected = []
+        assert [o.msgid for o in due] == expected
+        for o in due:
+            self.do_ack(o.msgid, _HOLDING if o.needs_verbs else [])
+            assert o.msgid not in self.owed
+        assert self.p.overdue(self.now) == []
+
+    @rule(queue=st.booleans())
+    def app_command(self, queue: bool) -> None:
+        cmd = Redirect(verbs=[SAY], queue=queue)
+        ok = not self.closed and self.session_new_acked is not False
+        try:
+            text = self.p.command(cmd)
+        except LocalProtocolError:
+            assert not ok
+            return
+        assert ok
+        assert json.loads(text) == cmd.to_wire()
+
+    @precondition(lambda self: self.connected)
+    @rule()
+    def drop(self) -> None:
+        abandoned = self.p.connection_lost()
+        expected = [m for m, o in self.owed.items() if not o.needs_verbs]
+        assert [o.msgid for o in abandoned] == expected
+        for m in expected:
+            del self.owed[m]
+            self.abandoned.add(m)
+            assert self.p.was_abandoned(m)
+        self.connected = False
+        self.awaiting_reconnect = False
+
+    @precondition(
+        lambda self: (
+            self.connected
+            and self.session_new is not None
+            and self.session_new in self.owed
+            and self.owed[self.session_new].gen == self.gen
+        )
+    )
+    @rule()
+    def session_new_ack_lost_in_a_drop(self) -> None:
+        """The ack is rendered, the socket dies during the write, the engine restores it."""
+        assert self.session_new is not None
+        owed = self.p.get_owed(self.session_new)
+        assert owed is not None
+        self.do_ack(self.session_new, [SAY])
+        self.drop()
+        self.p.restore(owed)
+        self.owed[self.session_new] = _Owed(owed.wire_msgid, owed.generation, True, owed.deadline)
+        self.answered.discard(self.session_new)
+        self.session_new_acked = False
+
+    @precondition(
+        lambda self: (
+            self.connected
+            and self.session_new is not None
+            and self.session_new in self.owed
+            and self.owed[self.session_new].gen == self.gen
+        )
+    )
+    @rule()
+    def drop_before_session_new_answer(self) -> None:
+        """FM-29's trigger, made likelier than a plain drop at this point."""
+        self.drop()
+
+    @precondition(lambda self: not self.connected and not self.closed)
+    @rule()
+    def open_socket(self) -> None:
+        """jambonz reconnected; its session:reconnect has not arrived yet."""
+        self.p.connection_made()
+        self.gen += 1
+        self.connected = True
+        self.awaiting_reconnect = True
+
+    @precondition(lambda self: self.connected and self.awaiting_reconnect)
+    @rule(target=msgids)
+    def receive_reconnect(self) -> str:
+        self.awaiting_reconnect = False
+        msgid = self.fresh("rc")
+        self.receive("session:reconnect", msgid, SESSION_DATA)
+        pending = [o for o in self.owed.values() if o.needs_verbs]
+        if pending:
+            (o,) = pending
+            o.wire, o.gen, o.deadline = msgid, self.gen, self.now + self.deadline
+        else:
+            self.owed[msgid] = _Owed(msgid, self.gen, False, self.now + self.deadline)
+        return msgid
+
+    @rule(roll=st.integers(min_value=0, max_value=9))
+    def close(self, roll: int) -> None:
+        if roll:  # rare: after a close there is little left to explore
+            return
+        left = self.p.close()
+        if not self.closed:
+            assert {o.msgid for o in left} == set(self.owed)
+        self.closed = True
+        self.connected = False
+        self.awaiting_reconnect = False
+        self.owed.clear()
+
+    @precondition(lambda self: self.closed)
+    @rule()
+    def reopen_refused(self) -> None:
+        with pytest.raises(LocalProtocolError):
+            self.p.connection_made()
+
+    # -- invariants --
+
+    @invariant()
+    def book_matches_model(self) -> None:
+        real = {o.msgid: (o.wire_msgid, o.generation) for o in self.p.owed()}
+        assert real == {m: (o.wire, o.gen) for m, o in self.owed.items()}
+
+    @invariant()
+    def only_session_new_outlives_its_socket(self) -> None:
+        for o in self.p.owed():
+            assert o.generation == self.p.generation or o.needs_verbs
+
+    @invariant()
+    def deadline_matches_model(self) -> None:
+        live = [o.deadline for o in self.owed.values() if o.gen == self.gen]
+        expected = min(live) if live and self.connected and not self.closed else None
+        assert self.p.next_deadline() == expected
+
+    @invariant()
+    def state_matches_model(self) -> None:
+        assert self.p.generation == self.gen
+        assert (self.p.state is ConnState.CONNECTED) == (self.connected and not self.closed)
+        assert (self.p.state is ConnState.CLOSED) == self.closed
+        if self.session_new is not None:
+            assert self.p.session_new_acked == self.session_new_acked
+
+
+CallProtocolMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+TestCallProtocolMachine = CallProtocolMachine.TestCase
