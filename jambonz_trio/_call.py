@@ -14,12 +14,13 @@ it did not (and the socket is aborted).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import itertools
 import logging
 import math
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -205,6 +206,9 @@ class Call(trio.abc.AsyncResource):
         self._max_inbound = max_inbound_bytes
         self._ending = False
         self._isolated = False
+        self._events_reserved = False
+        #: Bumped on every ``user_interruption`` (barge-in) of a TTS stream.
+        self.tts_interruptions = 0
         #: Set by the server: told when the call loses its socket (parking bookkeeping).
         self.on_disconnect: Callable[[Call], None] | None = None
 
@@ -274,11 +278,41 @@ class Call(trio.abc.AsyncResource):
 
         Raises:
             CallClosed: the call is over and every queued event was returned.
+            LocalProtocolError: another consumer (e.g. a :class:`Conversation`) reserved the
+                events with :meth:`reserve_events`.
         """
+        if self._events_reserved:
+            raise LocalProtocolError(
+                "this call's events are consumed by another reader (a Conversation?); "
+                "read them from it instead"
+            )
+        return await self._receive_event()
+
+    async def _receive_event(self) -> Event:
         try:
             return await self._recv_events.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise self._closed_error() from None
+
+    @contextlib.contextmanager
+    def reserve_events(self) -> Iterator[Callable[[], Awaitable[Event]]]:
+        """Become the only reader of this call's events, for the ``with`` block.
+
+        Yields the function to read them with (same contract as :meth:`next_event`); inside
+        the block :meth:`next_event` raises :class:`LocalProtocolError` for everyone else. Used
+        by layers such as :class:`~jambonz_trio.Conversation` so that two readers can never
+        split a call's events between them.
+
+        Raises:
+            LocalProtocolError: the events are already reserved.
+        """
+        if self._events_reserved:
+            raise LocalProtocolError("this call's events are already reserved")
+        self._events_reserved = True
+        try:
+            yield self._receive_event
+        finally:
+            self._events_reserved = False
 
     def __aiter__(self) -> Call:
         """``async for event in call``: the events until the call ends (then the loop ends)."""
@@ -924,6 +958,8 @@ class Call(trio.abc.AsyncResource):
                     self._tts_resumed = trio.Event()
             elif msg.event_type in ("stream_resumed", "user_interruption", "stream_closed"):
                 self._tts_resumed.set()
+                if msg.event_type == "user_interruption":
+                    self.tts_interruptions += 1
         self._reschedule()
         if msg is not self.session:
             self._deliver(msg)

@@ -95,13 +95,21 @@ class _SniffingStream(trio.abc.Stream):
     and the reader task crashes with an h11 error), so the fake reads the answer itself.
     """
 
-    def __init__(self, inner: trio.abc.Stream) -> None:
+    def __init__(self, inner: trio.abc.Stream, on_eof: trio.Event) -> None:
         self.inner = inner
         self.head = b""
+        self.eof = False
+        self._on_eof = on_eof
         self._sniffing = True
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.inner.send_all(data)
+        try:
+            await self.inner.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if self._sniffing:
+                self.eof = True  # the app hung up before the upgrade went out
+                self._on_eof.set()
+            raise
 
     async def wait_send_all_might_not_block(self) -> None:
         await self.inner.wait_send_all_might_not_block()
@@ -110,6 +118,9 @@ class _SniffingStream(trio.abc.Stream):
         data = await self.inner.receive_some(max_bytes)
         if self._sniffing:
             self.head += bytes(data)
+            if not data:
+                self.eof = True  # the app hung up before answering the upgrade
+                self._on_eof.set()
             if b"\r\n\r\n" in self.head or len(self.head) > 16384 or not data:
                 self._sniffing = False
         return data
@@ -160,7 +171,8 @@ async def handshake(
         HandshakeTimeout: no complete answer within ``within`` seconds.
         ConnectFailed: the stream broke during the handshake.
     """
-    sniff = _SniffingStream(stream)
+    handshake_done = trio.Event()
+    sniff = _SniffingStream(stream, handshake_done)
     result: list[trio_websocket.WebSocketConnection] = []
     failure: list[BaseException] = []
 
@@ -186,7 +198,6 @@ async def handshake(
             if not failure:
                 raise
 
-    handshake_done = trio.Event()
     # The websocket's reader lives in ``inner``, which stays open until ``nursery`` closes.
     await nursery.start(run)
     with trio.move_on_after(within):
@@ -209,6 +220,8 @@ async def handshake(
     if failure:
         exc = failure[0]
         raise ConnectFailed(f"WebSocket handshake failed: {type(exc).__name__}: {exc}") from exc
+    if sniff.eof:
+        raise ConnectFailed("the app closed the connection during the opening handshake")
     if sniff.head == b"" and not handshake_done.is_set():
         raise HandshakeTimeout(f"the app sent no handshake answer within {within:g} s")
     raise HandshakeTimeout(f"the WebSocket handshake did not complete within {within:g} s")

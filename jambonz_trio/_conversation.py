@@ -1,0 +1,379 @@
+"""Write a call as straight-line trio code: ``await convo.say(...)``, ``await convo.gather(...)``.
+
+Built only on the public :class:`~jambonz_trio.Call` API. Each operation sends its verbs the
+right way for the moment - as the answer to the request jambonz is waiting on (the
+``session:new``, or the hook that ended the previous operation), else as a ``redirect`` command -
+and returns when the verb is done: its action hook for verbs that have one (``gather``,
+``dial``, ``play``, ``llm``), else the ``verb:status`` ``finished`` event jambonz sends once
+``notifyEvents`` is on (the conversation turns it on in its first answer).
+
+Hooks and verb ids are named by the library (``/jt/...``, ``jt-N``); apps never see them.
+Events the conversation does not consume (``call:status``, reconnects, other hooks...) are
+available from :meth:`Conversation.next_event`.
+
+Cancellation: cancelling an operation (a ``move_on_after`` around a ``gather``) kills the
+running verb with a ``redirect`` to an empty program, so the next operation runs at once;
+the cancelled operation's late result, if jambonz still sends one, is dropped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import attrs
+import trio
+
+from ._call import AnswerOutcome, Call
+from ._errors import CallClosed, JambonzTrioError, LocalProtocolError, NotDelivered
+from ._events import Event, HookAbandoned
+from ._protocol._calldata import DialResult, GatherResult, LlmResult, ToolCall
+from ._protocol._messages import LlmEvent, LlmToolCall, Message, VerbHook, VerbStatus
+from ._protocol._verbs import (
+    Config,
+    Dial,
+    Gather,
+    Hangup,
+    Llm,
+    Pause,
+    Play,
+    Recognizer,
+    Say,
+    Synthesizer,
+    Target,
+)
+from ._protocol._verbs_base import Verb
+
+__all__ = ["Conversation", "PlayResult", "ToolHandler", "open_conversation"]
+
+log = logging.getLogger("jambonz_trio.conversation")
+
+_PREFIX = "/jt/"
+
+#: ``async def on_tool(tool_call) -> dict``: returns the vendor-shaped ``llm:tool-output`` data.
+ToolHandler = Callable[[ToolCall], Awaitable[dict[str, Any]]]
+
+
+@attrs.frozen(kw_only=True)
+class PlayResult:
+    """The result of :meth:`Conversation.play` (``play`` actionHook data)."""
+
+    reason: str | None
+    playback_seconds: float | None
+    raw: dict[str, Any] = attrs.field(repr=False, eq=False)
+
+
+class _Op:
+    """One operation waiting for its completion signal."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.message: Message | None = None
+        self.answerable = False
+
+
+class Conversation:
+    """Straight-line control of one call. Get one from :func:`open_conversation`.
+
+    Operations run one at a time (a lock enforces it) and each is a checkpoint that blocks until
+    its verb is done. All raise :class:`~jambonz_trio.CallClosed` if the call ends first.
+    Commands (``mute``, ``whisper``...) stay available on :attr:`call`.
+    """
+
+    def __init__(self, call: Call, read_event: Callable[[], Awaitable[Event]]) -> None:
+        self.call = call
+        self._read_event = read_event
+        self._ids = itertools.count(1)
+        self._lock = trio.Lock()
+        #: the request jambonz waits on that the next operation may answer
+        self._answerable: Message | None = call.session
+        self._events_configured = False
+        self._by_hook: dict[str, _Op] = {}
+        self._by_id: dict[str, _Op] = {}
+        self._closed = False
+        self._send_other, self._recv_other = trio.open_memory_channel[Event](math.inf)
+        self._tool_handlers: dict[str, ToolHandler] = {}
+        self._llm_events: dict[str, Callable[[LlmEvent], Awaitable[None]]] = {}
+        self._nursery: trio.Nursery | None = None
+
+    # -- events the conversation does not consume ---------------------------------------------
+
+    async def next_event(self) -> Event:
+        """The next event no operation consumed (``call:status``, reconnects, foreign hooks).
+
+        Raises:
+            CallClosed: the call ended and every such event was returned.
+        """
+        try:
+            return await self._recv_other.receive()
+        except trio.EndOfChannel:
+            raise CallClosed("call ended") from None
+
+    # -- operations ----------------------------------------------------------------------------
+
+    async def say(self, text: str | Sequence[str], *, synthesizer: Synthesizer | None = None) -> None:
+        """Speak ``text`` and return when it has been played."""
+        await self._until_finished(
+            Say(text=text if isinstance(text, str) else list(text), synthesizer=synthesizer)
+        )
+
+    async def pause(self, seconds: int) -> None:
+        """Play silence for ``seconds``."""
+        await self._until_finished(Pause(length=seconds))
+
+    async def play(self, url: str | Sequence[str], *, loop: int | None = None) -> PlayResult:
+        """Play audio from ``url`` (or several); returns jambonz's playback report."""
+        message = await self._until_hook(
+            "play",
+            lambda hook, vid: Play(
+                url=url if isinstance(url, str) else list(url), loop=loop, action_hook=hook, id=vid
+            ),
+        )
+        data = dict(message.data)
+        seconds = data.get("playback_seconds")
+        return PlayResult(
+            reason=data.get("reason") if isinstance(data.get("reason"), str) else None,
+            playback_seconds=seconds if isinstance(seconds, int | float) else None,
+            raw=data,
+        )
+
+    async def gather(
+        self,
+        prompt: str | None = None,
+        *,
+        input: Sequence[Literal["speech", "digits"]] = ("speech", "digits"),
+        input_timeout: float | None = None,
+        num_digits: int | None = None,
+        finish_on_key: str | None = None,
+        recognizer: Recognizer | None = None,
+        bargein: bool | None = None,
+        **options: Any,
+    ) -> GatherResult:
+        """Optionally say ``prompt``, then listen; returns what the caller said or pressed.
+
+        ``input_timeout`` is the gather verb's own no-input timeout (seconds of silence jambonz
+        waits for); the result's ``transcript`` / ``digits`` are ``None`` then (``timed_out``).
+        Extra keyword options are passed to :class:`~jambonz_trio.verbs.Gather`.
+        """
+        message = await self._until_hook(
+            "gather",
+            lambda hook, vid: Gather(
+                action_hook=hook,
+                id=vid,
+                input=list(input),
+                timeout=input_timeout,
+                num_digits=num_digits,
+                finish_on_key=finish_on_key,
+                recognizer=recognizer,
+                bargein=bargein,
+                say=Say(text=prompt) if prompt is not None else None,
+                **options,
+            ),
+        )
+        return GatherResult.from_data(message.data)
+
+    async def dial(self, *targets: Target, ring_timeout: int | None = None, **options: Any) -> DialResult:
+        """Call ``targets`` and bridge the first to answer; returns when the dial ends.
+
+        ``ring_timeout`` is the dial verb's ``timeout`` (seconds to ring)."""
+        message = await self._until_hook(
+            "dial",
+            lambda hook, vid: Dial(
+                target=list(targets), action_hook=hook, id=vid, timeout=ring_timeout, **options
+            ),
+        )
+        return DialResult.from_data(message.data)
+
+    async def llm(
+        self,
+        verb: Llm,
+        *,
+        on_tool_call: ToolHandler | None = None,
+        on_event: Callable[[LlmEvent], Awaitable[None]] | None = None,
+    ) -> LlmResult:
+        """Run an ``llm`` verb until the conversation with the model ends.
+
+        Tool calls are answered with ``on_tool_call``'s return value (the vendor's
+        ``llm:tool-output`` shape, see :mod:`jambonz_trio.llm`); a handler that raises or is
+        too slow is logged and the model gets no answer for that call. ``on_event`` receives
+        ``llm:event`` messages. The verb's own hooks are set by the library.
+        """
+        n = next(self._ids)
+        tool_hook = f"{_PREFIX}tool/{n}" if on_tool_call is not None else None
+        event_hook = f"{_PREFIX}llm-event/{n}" if on_event is not None else None
+        if tool_hook is not None and on_tool_call is not None:
+            self._tool_handlers[tool_hook] = on_tool_call
+        if event_hook is not None and on_event is not None:
+            self._llm_events[event_hook] = on_event
+        try:
+            message = await self._until_hook(
+                "llm",
+                lambda hook, vid: attrs.evolve(
+                    verb, action_hook=hook, id=vid, tool_hook=tool_hook, event_hook=event_hook
+                ),
+            )
+        finally:
+            if tool_hook is not None:
+                self._tool_handlers.pop(tool_hook, None)
+            if event_hook is not None:
+                self._llm_events.pop(event_hook, None)
+        return LlmResult.from_data(message.data)
+
+    async def hangup(self) -> None:
+        """Hang up and return when the call is over."""
+        async with self._lock:
+            await self._send([Hangup()])
+            await self.call.wait_closed()
+
+    async def run(self, verbs: Sequence[Verb]) -> None:
+        """Send raw verbs (no completion tracking) the right way for the moment."""
+        async with self._lock:
+            await self._send(list(verbs))
+
+    # -- machinery -------------------------------------------------------------------------------
+
+    async def _until_finished(self, verb: Verb) -> None:
+        vid = f"jt-{next(self._ids)}"
+        op = _Op()
+        self._by_id[vid] = op
+        await self._perform(op, [attrs.evolve(verb, id=vid)], cleanup=lambda: self._by_id.pop(vid, None))
+
+    async def _until_hook(self, kind: str, build: Callable[[str, str], Verb]) -> Message:
+        n = next(self._ids)
+        hook, vid = f"{_PREFIX}{kind}/{n}", f"jt-{n}"
+        op = _Op()
+        self._by_hook[hook] = op
+        await self._perform(op, [build(hook, vid)], cleanup=lambda: self._by_hook.pop(hook, None))
+        assert op.message is not None
+        if op.answerable:
+            self._answerable = op.message  # the next operation answers this hook's ack
+        return op.message
+
+    async def _perform(self, op: _Op, verbs: list[Verb], *, cleanup: Callable[[], object]) -> None:
+        async with self._lock:
+            try:
+                await self._send(verbs)
+                await op.done.wait()
+            except trio.Cancelled:
+                cleanup()
+                await self._kill_current()
+                raise
+            finally:
+                cleanup()
+            if self._closed and op.message is None:
+                raise CallClosed("call ended")
+
+    async def _send(self, verbs: list[Verb]) -> None:
+        if self._closed:
+            raise CallClosed("call ended")
+        if not self._events_configured:
+            verbs = [Config(notify_events=True), *verbs]  # verb:status tells when verbs finish
+            self._events_configured = True
+        request, self._answerable = self._answerable, None
+        if request is not None:
+            outcome = await self.call.ack(request, verbs)
+            if outcome is not AnswerOutcome.DROPPED:
+                return
+        await self.call.redirect(verbs, queue=True)
+
+    async def _kill_current(self) -> None:
+        """Kill the verb of a cancelled operation, so the next one runs at once."""
+        with trio.CancelScope(shield=True):
+            try:
+                request, self._answerable = self._answerable, None
+                if request is not None:
+                    await self.call.ack(request)
+                await self.call.redirect([])
+            except (JambonzTrioError, LocalProtocolError):
+                log.info("call %s: could not kill the cancelled verb", self.call.call_sid)
+
+    async def _pump(self) -> None:
+        """Route the call's events to the waiting operations (runs for the conversation)."""
+        try:
+            while True:
+                event = await self._read_event()
+                await self._route(event)
+        except CallClosed:
+            pass
+        finally:
+            self._closed = True
+            self._send_other.close()
+            for op in [*self._by_hook.values(), *self._by_id.values()]:
+                op.done.set()
+
+    async def _route(self, event: Event) -> None:
+        if isinstance(event, VerbHook) and event.hook and event.hook.startswith(_PREFIX):
+            op = self._by_hook.get(event.hook)
+            if op is None or op.done.is_set():
+                await self._ack_quietly(event)  # a cancelled operation's late result
+                return
+            op.message, op.answerable = event, True
+            op.done.set()
+            return
+        if isinstance(event, HookAbandoned) and (event.message.hook or "").startswith(_PREFIX):
+            op = self._by_hook.get(event.message.hook or "")
+            if op is not None and not op.done.is_set():
+                op.message, op.answerable = event.message, False  # result kept; ack impossible
+                op.done.set()
+            return
+        if isinstance(event, VerbStatus) and (event.verb_id or "").startswith("jt-"):
+            op = self._by_id.get(event.verb_id or "")
+            if op is not None and event.event == "finished":
+                op.message = event
+                op.done.set()
+            return
+        if isinstance(event, LlmToolCall) and event.hook in self._tool_handlers:
+            assert self._nursery is not None
+            self._nursery.start_soon(self._answer_tool, self._tool_handlers[event.hook], event)
+            return
+        if isinstance(event, LlmEvent) and event.hook in self._llm_events:
+            await self._llm_events[event.hook](event)
+            return
+        self._send_other.send_nowait(event)
+
+    async def _ack_quietly(self, event: VerbHook) -> None:
+        try:
+            await self.call.ack(event)
+        except JambonzTrioError:
+            pass
+
+    async def _answer_tool(self, handler: ToolHandler, event: LlmToolCall) -> None:
+        tool_call = event.tool_call
+        try:
+            with trio.fail_after(self.call.config.ack_deadline * 4):
+                output = await handler(tool_call)
+            if tool_call.tool_call_id is None:
+                raise LocalProtocolError("the tool call has no tool_call_id")
+            await self.call.llm_tool_output(tool_call.tool_call_id, output)
+        except trio.TooSlowError:
+            log.warning("call %s: tool %s got no answer in time", self.call.call_sid, tool_call.name)
+        except (JambonzTrioError, NotDelivered):
+            log.warning("call %s: tool output for %s not delivered", self.call.call_sid, tool_call.name)
+        except Exception:
+            log.exception("call %s: tool handler for %s raised", self.call.call_sid, tool_call.name)
+
+
+@asynccontextmanager
+async def open_conversation(call: Call) -> AsyncIterator[Conversation]:
+    """Drive ``call`` as straight-line code for the ``async with`` block.
+
+    The conversation becomes the only reader of the call's events (``call.next_event()``
+    raises inside the block; use :meth:`Conversation.next_event`). It answers the call's
+    pending ``session:new`` with its first operation's verbs.
+
+    Raises:
+        LocalProtocolError: the call's events are already reserved by another reader.
+    """
+    with call.reserve_events() as read_event:
+        convo = Conversation(call, read_event)
+        async with trio.open_nursery() as nursery:
+            convo._nursery = nursery
+            nursery.start_soon(convo._pump)
+            try:
+                yield convo
+            finally:
+                nursery.cancel_scope.cancel()

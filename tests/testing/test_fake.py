@@ -1,0 +1,620 @@
+"""The fake jambonz: the happy path, the handshake, session:new rules, transcripts, TCP."""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+import trio_websocket
+
+from jambonz_trio._protocol import LlmToolOutput, Redirect
+from jambonz_trio._protocol._verbs import Gather, Hangup, Say
+from jambonz_trio.testing import (
+    AckTimeout,
+    CallData,
+    CallOver,
+    CallRejected,
+    ConnectFailed,
+    ExpectationFailed,
+    FakeJambonzError,
+    HandshakeRejected,
+    HandshakeTimeout,
+    InvalidInitialVerbs,
+    InvalidVerbs,
+    ProtocolViolation,
+    SubprotocolMissing,
+    open_fake_call,
+    tcp_connector,
+)
+
+from ._apps import GATHER, HANGUP, SAY, AppSocket, TinyApp, app_running, raw_101, tiny_app
+
+_MSGID = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{20,23}$")
+
+
+async def test_happy_path(autojump_clock: trio.abc.Clock) -> None:
+    seen: dict[str, Any] = {}
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        new = await s.recv_type("session:new")
+        seen["new"] = new
+        await s.ack(new, [SAY, GATHER])
+        seen["trying"] = await s.recv_type("call:status")
+        seen["answered"] = await s.recv_type("call:status")
+        hook = await s.recv_type("verb:hook")
+        seen["hook"] = hook
+        await s.ack(hook, [{"verb": "say", "text": "Goodbye"}, HANGUP])
+        seen["completed"] = await s.recv_type("call:status")
+        seen["close"] = await s.closed_code()
+
+    async with app_running(app_side) as app:
+        async with open_fake_call(app.connector) as fc:
+            ack = await fc.start()
+            assert ack.verb_names == ["say", "gather"]
+            assert ack.first(Gather).action_hook == "/gather"
+            assert ack.request_type == "session:new"
+            await fc.status("in-progress")
+            await trio.sleep(12)
+            ack = await fc.gather_speech("/gather", "sales please", confidence=0.87)
+            assert isinstance(ack.verbs[0], Say)
+            assert isinstance(ack.verbs[1], Hangup)
+            await fc.hangup()
+            assert fc.is_over
+            assert [a.request_type for a in fc.acks] == ["session:new", "verb:hook"]
+        await trio.sleep(1)
+
+    new = seen["new"]
+    assert _MSGID.match(new["msgid"])
+    assert new["call_sid"] == fc.call.call_sid == new["data"]["call_sid"]
+    assert "hook" not in new
+    assert seen["trying"]["data"]["call_status"] == "trying"
+    assert seen["answered"]["data"]["call_status"] == "in-progress"
+    assert seen["answered"]["data"]["sip_status"] == 200
+    hook = seen["hook"]
+    assert hook["hook"] == "/gather"
+    assert hook["call_sid"] == fc.call.call_sid
+    assert hook["data"]["reason"] == "speechDetected"
+    assert hook["data"]["speech"]["alternatives"] == [{"confidence": 0.87, "transcript": "sales please"}]
+    assert hook["data"]["speech"]["is_final"] is True
+    assert hook["data"]["call_status"] == "in-progress"
+    done = seen["completed"]["data"]
+    assert done["call_status"] == "completed"
+    assert done["duration"] == 12
+    assert done["call_termination_by"] == "caller"
+    assert seen["close"] == 1000
+
+
+async def test_session_new_payload(autojump_clock: trio.abc.Clock) -> None:
+    got: list[dict[str, Any]] = []
+    call = CallData(
+        from_="+15551234567",
+        customer_data={"someKey": {"nestedCamel": 1}},
+        env_vars={"API_KEY": "x", "camelVar": "y"},
+    )
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        new = await s.recv_type("session:new")
+        got.append(new)
+        await s.ack(new, [SAY])
+
+    async with app_running(app_side) as app, open_fake_call(app.connector, call=call) as fc:
+        await fc.start()
+
+    data = got[0]["data"]
+    assert data["from"] == "+15551234567"
+    assert data["to"] == "+15083728299"
+    assert data["direction"] == "inbound"
+    assert (data["sip_status"], data["sip_reason"], data["call_status"]) == (
+        100,
+        "Trying",
+        "trying",
+    )
+    for key in ("account_sid", "application_sid", "service_provider_sid", "call_id"):
+        assert re.match(r"^[0-9a-f-]{36}$", data[key]), key
+    assert data["local_sip_address"] == "10.0.13.72:5070"
+    assert data["defaults"]["synthesizer"]["vendor"] == "microsoft"
+    # keys of customerData, env_vars and sip are never snake_cased
+    assert data["customerData"] == {"someKey": {"nestedCamel": 1}}
+    assert data["env_vars"] == {"API_KEY": "x", "camelVar": "y"}
+    sip = data["sip"]
+    assert sip["method"] == "INVITE"
+    assert sip["headers"]["X-Account-Sid"] == data["account_sid"]
+    assert "+15551234567" in sip["headers"]["from"]
+    assert "From: <sip:+15551234567@" in sip["raw"]
+    assert sip["payload"][0]["type"] == "application/sdp"
+    assert fc.sent[0].type == "session:new"
+
+
+async def test_handshake_like_jambonz(autojump_clock: trio.abc.Clock) -> None:
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        await s.ack(await s.recv(), [SAY])
+
+    async with (
+        app_running(app_side) as app,
+        open_fake_call(app.connector, path="/voice?x=1", username="u", password="p") as fc,
+    ):
+        await fc.start()
+    req = app.requests[0]
+    assert req.path == "/voice?x=1"
+    assert req.subprotocols == ("ws.jambonz.org",)
+    assert req.headers[b"user-agent"] == b"jambonz"
+    assert req.headers[b"authorization"] == b"Basic " + base64.b64encode(b"u:p")
+
+
+async def test_no_auth_header_without_password(autojump_clock: trio.abc.Clock) -> None:
+    async with tiny_app() as app, open_fake_call(app.connector, username="u"):
+        pass
+    assert b"authorization" not in app.requests[0].headers
+
+
+async def test_handshake_rejected(autojump_clock: trio.abc.Clock) -> None:
+    async with tiny_app(reject=401) as app:
+        with pytest.raises(HandshakeRejected) as info:
+            async with open_fake_call(app.connector):
+                pytest.fail("must not get here")  # pragma: no cover
+    assert info.value.status == 401
+    assert "HTTP 401" in str(info.value)
+
+
+async def test_subprotocol_not_selected(autojump_clock: trio.abc.Clock) -> None:
+    async with tiny_app(subprotocol=None) as app:
+        with pytest.raises(SubprotocolMissing) as info:
+            async with open_fake_call(app.connector):
+                pytest.fail("must not get here")  # pragma: no cover
+    assert info.value.got is None
+
+
+@pytest.mark.parametrize("proto", [b"other.proto", b"ws.jambonz.org, x"])
+async def test_subprotocol_wrong(autojump_clock: trio.abc.Clock, proto: bytes) -> None:
+    async with trio.open_nursery() as nursery:
+
+        async def connector() -> trio.abc.Stream:
+            client, server = trio.testing.memory_stream_pair()
+            nursery.start_soon(raw_101, server, proto)
+            return client
+
+        with pytest.raises(SubprotocolMissing) as info:
+            async with open_fake_call(connector):
+                pytest.fail("must not get here")  # pragma: no cover
+        nursery.cancel_scope.cancel()
+    assert info.value.got == proto.decode()
+
+
+async def test_handshake_timeout(autojump_clock: trio.abc.Clock) -> None:
+    streams: list[trio.abc.Stream] = []
+
+    async def silent() -> trio.abc.Stream:
+        client, server = trio.testing.memory_stream_pair()
+        streams.append(server)
+        return client
+
+    start = trio.current_time()
+    with pytest.raises(HandshakeTimeout):
+        async with open_fake_call(silent):
+            pytest.fail("must not get here")  # pragma: no cover
+    assert trio.current_time() - start == pytest.approx(1.5)
+
+
+async def test_app_hangs_up_during_handshake(autojump_clock: trio.abc.Clock) -> None:
+    async def hang_up() -> trio.abc.Stream:
+        client, server = trio.testing.memory_stream_pair()
+        await server.aclose()
+        return client
+
+    start = trio.current_time()
+    with pytest.raises(ConnectFailed, match="closed the connection during the opening handshake"):
+        async with open_fake_call(hang_up):
+            pytest.fail("must not get here")  # pragma: no cover
+    assert trio.current_time() == start  # no need to wait for the handshake timeout
+
+
+async def test_connector_failure() -> None:
+    async def refused() -> trio.abc.Stream:
+        raise ConnectionRefusedError("nobody home")
+
+    with pytest.raises(ConnectFailed, match="nobody home"):
+        async with open_fake_call(refused):
+            pytest.fail("must not get here")  # pragma: no cover
+
+
+async def test_session_new_ack_timeout(autojump_clock: trio.abc.Clock) -> None:
+    codes: list[int] = []
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        await s.recv_type("session:new")
+        codes.append(await s.closed_code())
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        start = trio.current_time()
+        with pytest.raises(CallRejected) as info:
+            await fc.start()
+        assert trio.current_time() - start == pytest.approx(5.0)
+        assert info.value.reason.startswith("480")
+        assert "timeout" in str(info.value) or "no ack" in str(info.value)
+        assert fc.is_over
+        with pytest.raises(CallOver):
+            await fc.status("in-progress")
+        await trio.sleep(1)
+    assert codes == [1001]
+
+
+@pytest.mark.parametrize(
+    ("ack_data", "reason"),
+    [
+        (None, "non-empty verb array"),
+        ([], "non-empty verb array"),
+        ({"verb": "say"}, "non-empty verb array"),
+        ([{"verb": "say", "txt": "typo"}], "invalid verbs"),
+        ([{"verb": "nosuchverb"}], "invalid verbs"),
+    ],
+)
+async def test_session_new_bad_verbs_reject_the_call(
+    autojump_clock: trio.abc.Clock, ack_data: Any, reason: str
+) -> None:
+    codes: list[int] = []
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        new = await s.recv_type("session:new")
+        await s.ack(new, ack_data)
+        codes.append(await s.closed_code())
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        with pytest.raises(InvalidInitialVerbs) as info:
+            await fc.start()
+        assert isinstance(info.value, CallRejected)
+        assert isinstance(info.value, InvalidVerbs)
+        assert reason in str(info.value)
+        assert "480" in str(info.value)
+        await trio.sleep(1)
+    assert codes == [1001]
+
+
+async def test_hook_ack_timeout(autojump_clock: trio.abc.Clock) -> None:
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        await s.ack(await s.recv_type("session:new"), [SAY, GATHER])
+        await s.recv_type("call:status")
+        await s.recv_type("verb:hook")  # never acked
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        start = trio.current_time()
+        with pytest.raises(AckTimeout) as info:
+            await fc.gather_timeout("/gather")
+        assert trio.current_time() - start == pytest.approx(5.0)
+        assert info.value.msg_type == "verb:hook"
+        assert not fc.is_over  # jambonz carries on (verb-specific)
+        await fc.status("in-progress")  # the reported violation is not raised again
+
+
+async def test_hook_ack_invalid_verbs(autojump_clock: trio.abc.Clock) -> None:
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        await s.ack(await s.recv_type("session:new"), [SAY, GATHER])
+        await s.recv_type("call:status")
+        hook = await s.recv_type("verb:hook")
+        await s.ack(hook, [{"verb": "say", "text": 42}])
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        with pytest.raises(InvalidVerbs, match="invalid verbs in the ack to verb:hook"):
+            await fc.gather_digits("/gather", "123")
+
+
+async def test_empty_hook_ack_means_carry_on(autojump_clock: trio.abc.Clock) -> None:
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        await s.ack(await s.recv_type("session:new"), [SAY, GATHER])
+        await s.recv_type("call:status")
+        hook = await s.recv_type("verb:hook")
+        assert hook["data"] == {**hook["data"], "reason": "dtmfDetected", "digits": "42"}
+        await s.ack(hook)
+        hook = await s.recv_type("verb:hook")
+        await s.ack(hook, [])
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        assert (await fc.gather_digits("/gather", "42")).verbs == []
+        assert (await fc.hook("/status", {"event": "x"})).verbs == []
+
+
+async def test_concurrent_hooks_acked_out_of_order(autojump_clock: trio.abc.Clock) -> None:
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        await s.ack(await s.recv_type("session:new"), [SAY, GATHER])
+        await s.recv_type("call:status")
+        first = await s.recv_type("verb:hook")
+        second = await s.recv_type("verb:hook")
+        await s.ack(second, [HANGUP])
+        await trio.sleep(1)
+        await s.ack(first)
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        results: dict[str, list[str]] = {}
+
+        async def send(hook: str) -> None:
+            results[hook] = (await fc.hook(hook, {"speech": {"is_final": False}})).verb_names
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send, "/partial")
+            await trio.lowlevel.checkpoint()
+            nursery.start_soon(send, "/gather")
+    assert results == {"/partial": [], "/gather": ["hangup"]}
+
+
+async def test_expect_command_typed(autojump_clock: trio.abc.Clock) -> None:
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        await s.ack(await s.recv_type("session:new"), [SAY])
+        await s.recv_type("call:status")
+        await s.command("redirect", [{"verb": "say", "text": "Interrupt!"}], queueCommand=True)
+        call = await s.recv_type("llm:tool-call")
+        assert call["hook"] == "/tools"
+        assert call["data"] == {"tool_call_id": "t1", "name": "lookup", "args": {"zipCode": "1"}}
+        await s.command(
+            "llm:tool-output",
+            {"type": "conversation.item.create"},
+            tool_call_id=call["data"]["tool_call_id"],
+        )
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        redirect = await fc.expect_command(Redirect)
+        assert redirect.queue is True
+        assert redirect.verbs == (Say(text="Interrupt!"),)
+        await fc.llm_tool_call("/tools", "t1", "lookup", {"zipCode": "1"})
+        out = await fc.expect_command("llm:tool-output")
+        assert isinstance(out, LlmToolOutput)
+        assert out.tool_call_id == "t1"
+        assert [c.name for c in fc.commands] == ["redirect", "llm:tool-output"]
+
+
+async def test_expect_command_failures(autojump_clock: trio.abc.Clock) -> None:
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        await s.ack(await s.recv_type("session:new"), [SAY])
+        await trio.sleep(10)
+        await s.command("call:status", {"call_status": "completed"})
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        start = trio.current_time()
+        with pytest.raises(ExpectationFailed, match="within 2 s"):
+            await fc.expect_command(within=2)
+        assert trio.current_time() - start == pytest.approx(2)
+        with pytest.raises(ExpectationFailed, match="expected a 'redirect' command, got"):
+            await fc.expect_command("redirect")
+        await fc.expect_no_command(within=3)
+
+
+async def test_expect_no_command_fails(autojump_clock: trio.abc.Clock) -> None:
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        await s.ack(await s.recv_type("session:new"), [SAY])
+        await s.command("redirect", [HANGUP])
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        with pytest.raises(ExpectationFailed, match="expected no command"):
+            await fc.expect_no_command(within=1)
+
+
+async def test_expect_close_code(autojump_clock: trio.abc.Clock) -> None:
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        await s.ack(await s.recv_type("session:new"), [SAY])
+        await s.close(1000)
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        with pytest.raises(ExpectationFailed, match="expected the app to close with 4000"):
+            await fc.expect_close(4000)
+        with pytest.raises(ExpectationFailed, match="within 1 s"):
+            await fc.expect_close(within=1)
+
+
+async def test_session_adulting_first(autojump_clock: trio.abc.Clock) -> None:
+    got: list[dict[str, Any]] = []
+    parent = CallData()
+    child = CallData(direction="outbound", parent_call_sid=parent.call_sid)
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        msg = await s.recv_type("session:adulting")
+        got.append(msg)
+        await s.ack(msg)
+        await s.command("redirect", [HANGUP])  # commands are fine: the session exists
+
+    async with app_running(app_side) as app, open_fake_call(app.connector, call=child) as fc:
+        ack = await fc.start("session:adulting", parent=parent)
+        assert ack.verbs == []
+        await fc.expect_command("redirect")
+    msg = got[0]
+    assert "call_sid" not in msg
+    assert msg["data"]["parent_call_info"]["call_sid"] == parent.call_sid
+    assert msg["data"]["parent_call_sid"] == parent.call_sid
+    assert "sip" not in msg["data"]
+
+
+async def test_session_redirect_first_needs_hook(autojump_clock: trio.abc.Clock) -> None:
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        msg = await s.recv_type("session:redirect")
+        assert msg["hook"] == "/moved"
+        await s.ack(msg, [SAY])
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        with pytest.raises(ValueError, match="needs a hook"):
+            await fc.start("session:redirect")
+        assert (await fc.start("session:redirect", hook="/moved")).verb_names == ["say"]
+        with pytest.raises(FakeJambonzError, match="already called"):
+            await fc.start()
+
+
+async def test_transcript_in_failure_message(autojump_clock: trio.abc.Clock) -> None:
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        await s.ack(await s.recv_type("session:new"), [SAY, GATHER])
+        await s.recv_type("call:status")
+        await s.recv_type("verb:hook")
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        with pytest.raises(AckTimeout) as info:
+            await fc.gather_speech("/gather", "hello")
+    text = str(info.value)
+    assert "call transcript (jambonz <-> app)" in text
+    lines = text.split("call transcript (jambonz <-> app):\n", 1)[1].splitlines()
+    assert any("jambonz->app" in ln and '"type":"session:new"' in ln for ln in lines)
+    assert any("app->jambonz" in ln and '"type": "ack"' in ln for ln in lines)
+    assert any('"type":"verb:hook"' in ln for ln in lines)
+    assert all(len(ln) < 220 for ln in lines)  # one line per frame, truncated
+    assert any("(3" in ln and "chars)" in ln for ln in lines)  # the long session:new
+
+
+async def test_exit_closes_with_1000(autojump_clock: trio.abc.Clock) -> None:
+    codes: list[int] = []
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        await s.ack(await s.recv_type("session:new"), [SAY])
+        codes.append(await s.closed_code())
+
+    async with app_running(app_side) as app:
+        async with open_fake_call(app.connector) as fc:
+            await fc.start()
+        await trio.sleep(1)
+    assert codes == [1000]
+
+
+async def test_body_exception_is_not_wrapped(autojump_clock: trio.abc.Clock) -> None:
+    async with tiny_app() as app:
+        with pytest.raises(KeyError):
+            async with open_fake_call(app.connector):
+                raise KeyError("mine")
+
+
+async def test_real_tcp_connector() -> None:
+    with trio.fail_after(10):
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        paths: list[str] = []
+
+        async def serve(nursery: trio.Nursery) -> None:
+            stream = await listeners[0].accept()
+            request = await trio_websocket.wrap_server_stream(nursery, stream)
+            paths.append(request.path)
+            ws = await request.accept(subprotocol="ws.jambonz.org")
+            s = AppSocket(ws, None)  # type: ignore[arg-type]
+            new = await s.recv_type("session:new")
+            await s.ack(new, [SAY, GATHER])
+            await s.recv_type("call:status")
+            hook = await s.recv_type("verb:hook")
+            await s.ack(hook, [HANGUP])
+            await s.closed_code()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve, nursery)
+            connector = tcp_connector(f"ws://127.0.0.1:{port}/app?a=b#rc=3&rp=ct")
+            async with open_fake_call(connector) as fc:
+                await fc.start()
+                assert (await fc.gather_digits("/gather", "1")).verb_names == ["hangup"]
+                await fc.hangup()
+        await listeners[0].aclose()
+    assert paths == ["/app?a=b"]
+
+
+def test_tcp_connector_urls() -> None:
+    c = tcp_connector("ws://example.com/voice?x=1#rc=2")
+    assert (c.host, c.port, c.path, c.host_header) == (
+        "example.com",
+        80,
+        "/voice?x=1",
+        "example.com:80",
+    )
+    assert tcp_connector("ws://10.0.0.1:3000").path == "/"
+    with pytest.raises(ValueError, match="wss"):
+        tcp_connector("wss://example.com/")
+    with pytest.raises(ValueError, match="ws://"):
+        tcp_connector("http://example.com/")
+
+
+async def test_notifications_and_other_requests(autojump_clock: trio.abc.Clock) -> None:
+    got: list[dict[str, Any]] = []
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        await s.ack(await s.recv_type("session:new"), [SAY])
+        await s.recv_type("call:status")
+        for _ in range(4):
+            got.append(await s.recv())
+        confirm = await s.recv_type("dial:confirm")
+        got.append(confirm)
+        await s.ack(confirm, [{"verb": "say", "text": "Press 1 to accept"}])
+        redirect = await s.recv_type("session:redirect")
+        got.append(redirect)
+        await s.ack(redirect, [HANGUP])
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        await fc.verb_status("starting", id="g1", name="gather")
+        await fc.llm_event("/events", {"type": "response.done", "responseId": "r1"})
+        await fc.jambonz_error("TTS error", "vendor down", verb="say", failover="not available")
+        await fc.status("ringing", headers={"X-My-Header": "v"})
+        ack = await fc.dial_confirm("/confirm")
+        assert ack.verb_names == ["say"]
+        ack = await fc.session_redirect("/next")
+        assert ack.verb_names == ["hangup"]
+    status, llm, err, ringing, confirm, redirect = got
+    assert status["type"] == "verb:status"
+    assert status["data"] == {"event": "starting", "id": "g1", "name": "gather"}
+    assert "hook" not in status
+    assert llm["hook"] == "/events"
+    assert llm["data"] == {"type": "response.done", "response_id": "r1"}  # snake_cased
+    assert err["data"] == {
+        "msg": "TTS error",
+        "details": "vendor down",
+        "verb": "say",
+        "failover": "not available",
+    }
+    assert ringing["data"]["call_status"] == "ringing"
+    assert ringing["data"]["sip_status"] == 180
+    assert ringing["data"]["headers"] == {"x_my_header": "v"}  # mangled like jambonz
+    assert confirm["hook"] == "/confirm"
+    assert confirm["data"]["parent_call_sid"] == fc.call.call_sid
+    assert confirm["data"]["direction"] == "outbound"
+    assert redirect["hook"] == "/next"
+    assert redirect["data"]["call_sid"] == fc.call.call_sid
+
+
+async def test_send_raw_unknown_type(autojump_clock: trio.abc.Clock) -> None:
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        await s.ack(await s.recv_type("session:new"), [SAY])
+        await s.recv_type("call:status")
+        first = await s.recv_type("foo:bar")
+        await s.ack(first, [])
+        second = await s.recv_type("foo:bar")
+        await s.ack(second)
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        frame = {"type": "foo:bar", "msgid": "m1", "data": {"x": 1}}
+        ack = await fc.send_raw(frame, await_ack=True)
+        assert ack.request_type == "foo:bar"
+        assert ack.msgid == "m1"
+        await fc.send_raw('{"type":"foo:bar","msgid":"m2"}')
+        with pytest.raises(ProtocolViolation, match="never sent that msgid"):
+            await fc.wait_idle(1)
+        with pytest.raises(ValueError, match="string msgid"):
+            await fc.send_raw("[1]", await_ack=True)

@@ -1,0 +1,353 @@
+"""Close codes and reconnects: graceful 1000, unexpected closes, drops, the back-off, the
+session:new re-keying of protocol.md §6.2 step 6, reconnect-ack timeouts and 1009."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from jambonz_trio.testing import (
+    AckAbandoned,
+    AckTimeout,
+    CallData,
+    FakeJambonzError,
+    InvalidInitialVerbs,
+    ProtocolViolation,
+    open_fake_call,
+)
+
+from ._apps import GATHER, HANGUP, SAY, AppSocket, TinyApp, app_running
+
+
+async def _answered(app: TinyApp) -> tuple[AppSocket, dict[str, Any]]:
+    s = await app.accept()
+    new = await s.recv_type("session:new")
+    await s.ack(new, [SAY, GATHER])
+    await s.recv_type("call:status")
+    return s, new
+
+
+async def test_app_closes_with_1000(autojump_clock: trio.abc.Clock) -> None:
+    async def app_side(app: TinyApp) -> None:
+        s, _ = await _answered(app)
+        await s.close(1000)
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        record = await fc.expect_close(1000)
+        assert record.connection == 1
+        assert fc.closed_gracefully
+        await fc.status("in-progress")  # silently dropped, like jambonz
+        ack = await fc.hook("/gather", {"reason": "timeout"})
+        assert ack.delivered is False
+        assert ack.verbs == []
+        with pytest.raises(FakeJambonzError, match="never reconnects"):
+            await fc.reconnect()
+        await trio.sleep(30)
+        assert app.connects == 1
+        assert fc.connection_count == 1
+        assert [m.type for m in fc.sent] == ["session:new", "call:status"]
+
+
+async def test_app_closes_with_1000_while_hook_pending(autojump_clock: trio.abc.Clock) -> None:
+    async def app_side(app: TinyApp) -> None:
+        s, _ = await _answered(app)
+        await s.recv_type("verb:hook")
+        await s.close(1000)
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        with pytest.raises(AckAbandoned, match="closed the socket with 1000"):
+            await fc.hook("/gather")
+
+
+async def test_unexpected_close_reconnects_with_session_data(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    seen: dict[str, Any] = {}
+
+    async def app_side(app: TinyApp) -> None:
+        s, new = await _answered(app)
+        seen["new"] = new
+        await s.close(4000)
+        seen["closed_at"] = trio.current_time()
+        s2 = await app.accept()
+        seen["accepted_at"] = trio.current_time()
+        rec = await s2.recv_type("session:reconnect")
+        seen["reconnect"] = rec
+        await trio.sleep(1)  # the queued status must wait for this ack
+        await s2.ack(rec)
+        seen["status"] = await s2.recv_type("call:status")
+        seen["status_at"] = trio.current_time()
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        await fc.expect_close(4000)
+        assert not fc.connected
+        await fc.status("in-progress")  # queued: the socket is down
+        ack = await fc.reconnect()  # waits for the automatic reconnect
+        assert ack.request_type == "session:reconnect"
+        assert fc.connection_count == 2
+        await trio.sleep(1)
+    rec = seen["reconnect"]
+    assert seen["accepted_at"] - seen["closed_at"] == pytest.approx(0.0)  # the send connects at once
+    assert rec["call_sid"] == seen["new"]["call_sid"]
+    assert rec["data"] == seen["new"]["data"]
+    assert rec["msgid"] != seen["new"]["msgid"]
+    assert seen["status"]["data"]["call_status"] == "in-progress"
+    assert seen["status_at"] - seen["accepted_at"] == pytest.approx(1.0)
+
+
+async def test_automatic_reconnect_after_backoff(autojump_clock: trio.abc.Clock) -> None:
+    times: list[float] = []
+
+    async def app_side(app: TinyApp) -> None:
+        s, _ = await _answered(app)
+        await s.close(4001)
+        times.append(trio.current_time())
+        s2 = await app.accept()
+        times.append(trio.current_time())
+        await s2.ack(await s2.recv_type("session:reconnect"))
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        await fc.expect_close(4001)
+        await fc.reconnect()
+    assert times[1] - times[0] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("max_reconnects", "gaps"),
+    [(5, [0.5, 1.0, 2.0, 4.0]), (8, [0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0])],
+)
+async def test_backoff_grows_and_reconnects_are_capped(
+    autojump_clock: trio.abc.Clock, max_reconnects: int, gaps: list[float]
+) -> None:
+    opened: list[float] = []
+
+    async def app_side(app: TinyApp) -> None:
+        s, _ = await _answered(app)
+        await s.close(4000)
+        while True:
+            s = await app.accept()
+            opened.append(trio.current_time())
+            await s.ack(await s.recv_type("session:reconnect"))
+            await s.close(4000)
+
+    async with (
+        app_running(app_side) as app,
+        open_fake_call(app.connector, max_reconnects=max_reconnects) as fc,
+    ):
+        t0 = trio.current_time()
+        await fc.start()
+        await trio.sleep(120)
+        assert fc.connection_count == max_reconnects  # jambonz's rc caps the connections
+        assert not fc.connected
+    assert [round(b - a, 3) for a, b in zip([t0, *opened], opened, strict=False)] == gaps
+
+
+async def test_inflight_hook_abandoned_on_unexpected_close(autojump_clock: trio.abc.Clock) -> None:
+    async def app_side(app: TinyApp) -> None:
+        s, _ = await _answered(app)
+        hook = await s.recv_type("verb:hook")
+        await s.close(4000)
+        s2 = await app.accept()
+        rec = await s2.recv_type("session:reconnect")
+        await s2.ack(hook)  # answering the old msgid on the new socket
+        await s2.ack(rec)
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        with pytest.raises(AckAbandoned, match="the socket closed"):
+            await fc.gather_timeout("/gather")
+        with pytest.raises(ProtocolViolation, match="abandoned that request"):
+            await fc.reconnect()
+
+
+async def test_drop_then_reconnect(autojump_clock: trio.abc.Clock) -> None:
+    seen: list[Any] = []
+
+    async def app_side(app: TinyApp) -> None:
+        s, _ = await _answered(app)
+        seen.append(await s.closed_code())
+        s2 = await app.accept()
+        rec = await s2.recv_type("session:reconnect")
+        await s2.ack(rec)
+        for _ in range(2):
+            seen.append((await s2.recv())["type"])
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        await fc.drop(reconnect=False)
+        assert not fc.connected
+        await trio.sleep(10)
+        assert app.connects == 1  # no automatic reconnect
+        with pytest.raises(FakeJambonzError, match="no open socket"):
+            await fc.drop()
+        ack = await fc.reconnect()
+        assert ack.request_type == "session:reconnect"
+        await fc.status("in-progress")
+        await fc.tts_streaming_event("stream_open")
+        with pytest.raises(FakeJambonzError, match="the socket is open"):
+            await fc.reconnect()
+        await trio.sleep(1)
+    assert seen == [1006, "call:status", "tts:streaming-event"]
+
+
+async def test_send_while_dropped_reconnects_and_queues(autojump_clock: trio.abc.Clock) -> None:
+    order: list[str] = []
+
+    async def app_side(app: TinyApp) -> None:
+        s, _ = await _answered(app)
+        await s.closed_code()
+        s2 = await app.accept()
+        rec = await s2.recv_type("session:reconnect")
+        order.append("reconnect")
+        await s2.command("redirect", [HANGUP])  # commands are accepted at once
+        await trio.sleep(2)
+        await s2.ack(rec)
+        hook = await s2.recv_type("verb:hook")
+        order.append(hook["hook"])
+        await s2.ack(hook, [HANGUP])
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        await fc.drop(reconnect=False)
+        ack = await fc.hook("/after-drop")  # triggers the reconnect, waits in the queue
+        assert ack.verb_names == ["hangup"]
+        assert ack.connection == 2
+        await fc.expect_command("redirect")
+    assert order == ["reconnect", "/after-drop"]
+
+
+async def test_reconnect_ack_timeout_hangs_up(autojump_clock: trio.abc.Clock) -> None:
+    seen: list[Any] = []
+
+    async def app_side(app: TinyApp) -> None:
+        s, _ = await _answered(app)
+        await s.close(4000)
+        s2 = await app.accept()
+        await s2.recv_type("session:reconnect")  # never acked
+        status = await s2.recv_type("call:status")
+        seen.append(status["data"])
+        seen.append(await s2.closed_code())
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        await fc.expect_close(4000)
+        t0 = trio.current_time()
+        with pytest.raises(AckTimeout) as info:
+            await fc.reconnect()
+        assert info.value.msg_type == "session:reconnect"
+        assert trio.current_time() - t0 == pytest.approx(5.5)
+        await trio.sleep(1)
+        assert fc.is_over
+    assert seen[0]["call_status"] == "completed"
+    assert seen[0]["call_termination_by"] == "jambonz"
+    assert seen[1] == 1000
+
+
+async def test_drop_before_session_new_ack_rekeys(autojump_clock: trio.abc.Clock) -> None:
+    seen: dict[str, Any] = {}
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        seen["new"] = await s.recv_type("session:new")
+        await s.close(4002)  # e.g. the app crashed before answering
+        s2 = await app.accept()
+        rec = await s2.recv_type("session:reconnect")
+        seen["reconnect"] = rec
+        await trio.sleep(3)  # the original 5 s timer no longer applies
+        await s2.ack(rec, [SAY, GATHER])
+        seen["trying"] = await s2.recv_type("call:status")
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        ack = await fc.start()
+        assert ack.request_type == "session:new"
+        assert ack.msgid == seen["reconnect"]["msgid"] != seen["new"]["msgid"]
+        assert ack.verb_names == ["say", "gather"]
+        assert ack.connection == 2
+        assert trio.current_time() - fc.transcript[0].time > 3
+        await trio.sleep(1)
+    assert seen["reconnect"]["data"] == seen["new"]["data"]
+    assert seen["trying"]["data"]["call_status"] == "trying"
+
+
+async def test_rekeyed_session_new_needs_verbs(autojump_clock: trio.abc.Clock) -> None:
+    codes: list[int] = []
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        await s.recv_type("session:new")
+        await s.close(4002)
+        s2 = await app.accept()
+        await s2.ack(await s2.recv_type("session:reconnect"))  # a plain reconnect ack
+        codes.append(await s2.closed_code())
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        with pytest.raises(InvalidInitialVerbs, match="non-empty verb array"):
+            await fc.start()
+        await trio.sleep(1)
+    assert codes == [1001]
+
+
+async def test_oversize_frame_closes_1009_and_reconnects(autojump_clock: trio.abc.Clock) -> None:
+    seen: list[Any] = []
+    prefix = '{"type":"command","command":"redirect","data":[{"verb":"say","text":"'
+    suffix = '"}]}'
+
+    async def app_side(app: TinyApp) -> None:
+        s, _ = await _answered(app)
+        at_limit = prefix + "x" * (24576 - len(prefix) - len(suffix)) + suffix
+        assert len(at_limit.encode()) == 24576
+        await s.send(at_limit)  # exactly the limit: fine
+        # 8193 characters but 24579 UTF-8 bytes: the limit is in bytes
+        await s.send(prefix + "€" * ((24577 - len(prefix) - len(suffix)) // 3 + 1) + suffix)
+        seen.append(await s.closed_code())
+        seen.append(trio.current_time())
+        s2 = await app.accept()
+        seen.append(trio.current_time())
+        await s2.ack(await s2.recv_type("session:reconnect"))
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        await fc.expect_command("redirect")
+        with pytest.raises(ProtocolViolation, match="over jambonz's maxPayload") as info:
+            await fc.wait_idle(0.1)
+        assert info.value.violations[0].kind == "oversize-frame"
+        ack = await fc.reconnect()
+        assert ack.connection == 2
+    assert seen[0] == 1009
+    assert seen[2] - seen[1] == pytest.approx(0.5)
+
+
+async def test_giant_frame_over_the_character_limit(autojump_clock: trio.abc.Clock) -> None:
+    codes: list[int] = []
+
+    async def app_side(app: TinyApp) -> None:
+        s, _ = await _answered(app)
+        await s.send("x" * 200_000)
+        codes.append(await s.closed_code())
+
+    async with app_running(app_side) as app, open_fake_call(app.connector, strict=False) as fc:
+        await fc.start()
+        await trio.sleep(0.2)
+        assert [v.kind for v in fc.violations] == ["oversize-frame"]
+    assert codes == [1009]
+
+
+async def test_auto_reconnect_off(autojump_clock: trio.abc.Clock) -> None:
+    async def app_side(app: TinyApp) -> None:
+        s, _ = await _answered(app)
+        await s.close(4000)
+
+    async with (
+        app_running(app_side) as app,
+        open_fake_call(app.connector, auto_reconnect=False, call=CallData()) as fc,
+    ):
+        await fc.start()
+        await fc.expect_close(4000)
+        await trio.sleep(30)
+        assert app.connects == 1
