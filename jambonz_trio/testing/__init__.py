@@ -42,11 +42,29 @@ from ._records import (
     ViolationKind,
     format_transcript,
 )
+from ._runner import (
+    Caller,
+    DialOutcome,
+    Digits,
+    Speech,
+    ToolCallScript,
+    describe_command,
+    describe_verb,
+    run_call,
+)
 from ._snake import snake_case, snake_case_keys
 from ._transport import SUBPROTOCOL, Connector, TcpConnector, tcp_connector
 from ._tts import TtsModel
 
 __all__ = [
+    "Caller",
+    "DialOutcome",
+    "Digits",
+    "Speech",
+    "ToolCallScript",
+    "describe_command",
+    "describe_verb",
+    "run_call",
     "DEFAULT_DEFAULTS",
     "SUBPROTOCOL",
     "AckAbandoned",

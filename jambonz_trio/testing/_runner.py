@@ -1,0 +1,295 @@
+"""Run the app's program the way jambonz would, for a scripted caller.
+
+:func:`run_call` walks the verb lists the app answers with: it "plays" ``say``/``play``/
+``pause`` (taking a little time, so commands can arrive meanwhile), asks the :class:`Caller`
+what to answer at each ``gather`` (and how a ``dial`` or an ``llm`` turn ends), sends the
+action hooks with the result shapes 0.9.8 sends, emits ``verb:status`` ``starting`` /
+``finished`` once a ``config`` verb turned ``notifyEvents`` on, follows ``redirect`` commands
+(replace or append), and ends the call on ``hangup`` / ``sip:decline`` / ``call:status
+completed`` - or as the caller, when nothing is left to run for ``idle`` seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from .._protocol._outbound import CallStatusCommand, LlmToolOutput, Redirect
+from .._protocol._verbs import Config, Dial, Gather, Hangup, Llm, Pause, Play, Say, SipDecline
+from .._protocol._verbs_base import Verb
+from ._fake import FakeCall
+from ._records import AckRecord
+
+__all__ = ["Caller", "Digits", "DialOutcome", "Speech", "ToolCallScript", "run_call"]
+
+
+@attrs.frozen
+class Speech:
+    """The caller says ``text``."""
+
+    text: str
+    confidence: float = 0.9
+
+
+@attrs.frozen
+class Digits:
+    """The caller presses ``digits``."""
+
+    digits: str
+
+
+@attrs.frozen
+class DialOutcome:
+    """How a ``dial`` ends (the fields of its actionHook)."""
+
+    dial_call_status: str = "completed"
+    dial_sip_status: int = 200
+
+
+@attrs.frozen
+class ToolCallScript:
+    """The model calls tool ``name`` with ``args`` during an ``llm`` verb."""
+
+    name: str
+    args: Any = None
+    tool_call_id: str = "call_1"
+
+
+Answer = Speech | Digits | None
+Step = Callable[[str, str], None]
+
+
+def _hook_url(hook: Any) -> str:
+    return str(getattr(hook, "url", hook))
+
+
+class Caller:
+    """What the caller does: answers for each ``gather`` in order (a ``str`` is speech, ``None``
+    silence), dial outcomes, and tool calls the model makes in ``llm`` verbs."""
+
+    def __init__(
+        self,
+        *answers: str | Speech | Digits | None,
+        dials: Sequence[DialOutcome] = (),
+        tool_calls: Sequence[ToolCallScript] = (),
+        on_gather: Callable[[Gather], Answer] | None = None,
+    ) -> None:
+        self._answers = [Speech(a) if isinstance(a, str) else a for a in answers]
+        self._dials = list(dials)
+        self.tool_calls = list(tool_calls)
+        self._on_gather = on_gather
+
+    def answer(self, gather: Gather) -> Answer:
+        if self._on_gather is not None:
+            return self._on_gather(gather)
+        return self._answers.pop(0) if self._answers else None
+
+    def dial(self, dial: Dial) -> DialOutcome:
+        return self._dials.pop(0) if self._dials else DialOutcome()
+
+
+async def run_call(
+    fc: FakeCall,
+    caller: Caller,
+    *,
+    idle: float = 2.0,
+    speaking: float = 0.05,
+    on_step: Step | None = None,
+    start: bool = True,
+) -> None:
+    """Play the whole call: ``session:new`` (unless ``start=False``), then the app's program.
+
+    Blocks until the call is over. ``on_step(who, text)`` narrates it (``who`` is
+    ``jambonz``, ``app``, ``caller`` or ``command``). Failures raise the fake's errors.
+    """
+    runner = _Runner(fc, caller, idle=idle, speaking=speaking, on_step=on_step or (lambda w, t: None))
+    await runner.run(start=start)
+
+
+class _Runner:
+    def __init__(self, fc: FakeCall, caller: Caller, *, idle: float, speaking: float, on_step: Step) -> None:
+        self.fc = fc
+        self.caller = caller
+        self.idle = idle
+        self.speaking = speaking
+        self.step = on_step
+        self.program: list[Verb] = []
+        self.seen = 0
+        self.notify = False
+        self.ended = False
+
+    def _narrate_ack(self, ack: AckRecord) -> None:
+        if not ack.verbs:
+            self.step("app", "(acked, no change)")
+        for verb in ack.verbs:
+            self.step("app", describe_verb(verb))
+
+    async def run(self, *, start: bool) -> None:
+        fc = self.fc
+        if start:
+            ack = await fc.start()
+            self.step("jambonz", f"session:new  {fc.call.from_} -> {fc.call.to}")
+            self._narrate_ack(ack)
+            self.program = list(ack.verbs)
+        while not self.ended and not fc.is_over:
+            self._apply_commands()
+            if self.ended:
+                break
+            if not self.program:
+                if not await self._idle():
+                    self.step("caller", "(hangs up)")
+                    await fc.hangup()
+                    return
+                continue
+            await self._execute(self.program.pop(0))
+        if not fc.is_over:
+            await fc.hangup(by="jambonz")
+
+    async def _idle(self) -> bool:
+        """Wait for a command; ``False`` when none came within ``idle`` seconds."""
+        with trio.move_on_after(self.idle):
+            while len(self.fc.commands) == self.seen and not self.fc.is_over:
+                await self.fc.wait_idle(0.05)
+        return len(self.fc.commands) > self.seen
+
+    def _apply_commands(self) -> bool:
+        """Follow the commands that arrived; ``True`` if one replaced the program."""
+        replaced = False
+        for record in self.fc.commands[self.seen :]:
+            self.step("command", describe_command(record.command))
+            cmd = record.command
+            if isinstance(cmd, Redirect):
+                if cmd.queue:
+                    self.program.extend(cmd.verbs)
+                else:
+                    self.program = list(cmd.verbs)
+                    replaced = True
+            elif isinstance(cmd, CallStatusCommand) and cmd.call_status == "completed":
+                self.ended = True
+        self.seen = len(self.fc.commands)
+        return replaced
+
+    async def _status(self, event: str, verb: Verb) -> None:
+        if self.notify and not self.fc.is_over:
+            await self.fc.verb_status(event, id=verb.id, name=verb.VERB)
+
+    async def _play(self, verb: Verb) -> bool:
+        """Let ``speaking`` seconds pass; ``False`` if a redirect killed the verb."""
+        await self.fc.wait_idle(self.speaking)
+        return not self._apply_commands() and not self.ended
+
+    async def _after_hook(self, ack: AckRecord) -> None:
+        self._narrate_ack(ack)
+        if ack.verbs:
+            self.program = list(ack.verbs)
+
+    async def _execute(self, verb: Verb) -> None:
+        fc = self.fc
+        await self._status("starting", verb)
+        if isinstance(verb, Config):
+            if verb.notify_events:
+                self.notify = True
+        elif isinstance(verb, Say | Pause):
+            if not await self._play(verb):
+                return
+        elif isinstance(verb, Play):
+            if not await self._play(verb):
+                return
+            if verb.action_hook is not None:
+                hook = _hook_url(verb.action_hook)
+                self.step("jambonz", f"verb:hook {hook} (playCompleted)")
+                data = {"reason": "playCompleted", "playback_seconds": 1, "playback_milliseconds": 1000}
+                await self._after_hook(await fc.hook(hook, data, verb_id=verb.id))
+        elif isinstance(verb, Gather):
+            if verb.say is not None and not await self._play(verb.say):
+                return
+            if verb.action_hook is None:
+                return
+            hook = _hook_url(verb.action_hook)
+            answer = self.caller.answer(verb)
+            if isinstance(answer, Digits):
+                self.step("caller", f"presses {answer.digits}")
+                ack = await fc.gather_digits(hook, answer.digits, verb_id=verb.id)
+            elif isinstance(answer, Speech):
+                self.step("caller", f'says "{answer.text}"')
+                ack = await fc.gather_speech(hook, answer.text, confidence=answer.confidence, verb_id=verb.id)
+            else:
+                self.step("caller", "(silence)")
+                ack = await fc.gather_timeout(hook, verb_id=verb.id)
+            self.step("jambonz", f"verb:hook {hook}")
+            await self._after_hook(ack)
+        elif isinstance(verb, Dial):
+            outcome = self.caller.dial(verb)
+            if verb.action_hook is not None:
+                hook = _hook_url(verb.action_hook)
+                self.step("jambonz", f"dial ends: {outcome.dial_call_status}; verb:hook {hook}")
+                ack = await fc.dial_result(
+                    hook,
+                    dial_call_status=outcome.dial_call_status,
+                    dial_sip_status=outcome.dial_sip_status,
+                    verb_id=verb.id,
+                )
+                await self._after_hook(ack)
+        elif isinstance(verb, Llm):
+            await self._llm(verb)
+        elif isinstance(verb, Hangup | SipDecline):
+            self.step("jambonz", f"runs {describe_verb(verb)}: the call ends")
+            self.ended = True
+            await fc.hangup(by="jambonz")
+            return
+        await self._status("finished", verb)
+
+    async def _llm(self, verb: Llm) -> None:
+        fc = self.fc
+        for script in self.caller.tool_calls:
+            if verb.tool_hook is None:
+                break
+            self.step("jambonz", f"llm:tool-call {script.name}({script.args})")
+            await fc.llm_tool_call(_hook_url(verb.tool_hook), script.tool_call_id, script.name, script.args)
+            output = await fc.expect_command(LlmToolOutput)
+            self.seen = len(fc.commands)
+            self.step("app", f"llm:tool-output {dict(output.data)}")
+        if verb.action_hook is not None:
+            hook = _hook_url(verb.action_hook)
+            self.step("jambonz", f"verb:hook {hook} (normal conversation end)")
+            ack = await fc.hook(hook, {"completion_reason": "normal conversation end"}, verb_id=verb.id)
+            await self._after_hook(ack)
+
+
+def describe_verb(verb: Verb) -> str:
+    """One readable line for a verb."""
+    if isinstance(verb, Say):
+        text = verb.text if isinstance(verb.text, str) else " | ".join(verb.text or [])
+        return f'say "{text}"'
+    if isinstance(verb, Play):
+        return f"play {verb.url}"
+    if isinstance(verb, Pause):
+        return f"pause {verb.length}s"
+    if isinstance(verb, Gather):
+        inputs = "+".join(verb.input or ["digits"])
+        prompt = f", prompt: {describe_verb(verb.say)}" if verb.say is not None else ""
+        return f"gather {inputs} -> {_hook_url(verb.action_hook)} (timeout {verb.timeout}s{prompt})"
+    if isinstance(verb, Dial):
+        return f"dial {len(verb.target)} target(s) -> {_hook_url(verb.action_hook)}"
+    if isinstance(verb, Llm):
+        return f"llm {verb.vendor}"
+    if isinstance(verb, SipDecline):
+        return f"sip:decline {verb.status}"
+    if isinstance(verb, Config):
+        return "config" + (" (notifyEvents)" if verb.notify_events else "")
+    return verb.VERB
+
+
+def describe_command(command: Any) -> str:
+    """One readable line for a command."""
+    if isinstance(command, Redirect):
+        how = "append" if command.queue else "replace"
+        return f"redirect ({how}): " + ("; ".join(describe_verb(v) for v in command.verbs) or "(empty)")
+    if isinstance(command, CallStatusCommand):
+        return f"call:status {command.call_status}"
+    wire = command.to_wire()
+    data = wire.get("data")
+    return f"{wire['command']} {data}" if data is not None else str(wire["command"])
