@@ -106,6 +106,8 @@ class _Link:
         self.reconnect_after_drop = True
         self.finished = False
         self.scope = trio.CancelScope()
+        #: set while the fake closes this socket; done once the app's Close came (or timed out)
+        self.close_done: trio.Event | None = None
 
 
 class _Core:
@@ -433,9 +435,11 @@ class _Core:
             self._nursery.start_soon(self._close_link, link, code, None)
 
     async def _close_link(self, link: _Link, code: int, reason: str | None) -> None:
+        link.close_done = done = trio.Event()
         if link.ws is not None:
             with trio.move_on_after(self._close_timeout):
                 await link.ws.aclose(code, reason)
+        done.set()
         if link.stream is not None:
             await abort_stream(link.stream)
 
@@ -488,6 +492,9 @@ class _Core:
                     link.ws, link.stream = ws, sniff
                     task_status.started()
                     await self._read_loop(link, ws)
+                    if link.close_done is not None:
+                        # we are closing: keep trio-websocket's reader alive for the app's Close
+                        await link.close_done.wait()
                     ln.cancel_scope.cancel()
         if failure is not None:
             raise failure
