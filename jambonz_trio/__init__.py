@@ -8,6 +8,7 @@ command models in :mod:`jambonz_trio.commands`, and the fake jambonz for tests i
 from ._admission import AdmissionRequest, BasicAuth, Identity, Route
 from ._call import AnswerOutcome, Call, CallStatistics, CloseInfo
 from ._config import CallConfig, DisconnectedCommands, LateAnswer, Overflow, ServerConfig
+from ._conversation import Conversation, PlayResult, ToolHandler, open_conversation
 from ._errors import (
     AckTimeout,
     AlreadyAnswered,
@@ -50,6 +51,7 @@ from ._protocol import (
 )
 from ._registry import CallRegistry
 from ._server import Handler, JambonzServer, ServerStatistics, serve_jambonz
+from ._tts import TokenStream, open_tts_stream
 from ._version import __version__
 
 __all__ = [
@@ -69,6 +71,7 @@ __all__ = [
     "CloseInfo",
     "CommandQueueFull",
     "ConnState",
+    "Conversation",
     "DialConfirm",
     "DialResult",
     "Disconnected",
@@ -90,6 +93,7 @@ __all__ = [
     "MessageTooLarge",
     "NotDelivered",
     "Overflow",
+    "PlayResult",
     "ProtocolError",
     "QueueStatus",
     "Reconnected",
@@ -103,12 +107,16 @@ __all__ = [
     "SessionRedirect",
     "SpeechAlternative",
     "SpeechResult",
+    "TokenStream",
     "ToolCall",
+    "ToolHandler",
     "TtsStreamingEvent",
     "TtsTokensResult",
     "UnknownMessage",
     "VerbHook",
     "VerbStatus",
     "__version__",
+    "open_conversation",
+    "open_tts_stream",
     "serve_jambonz",
 ]

@@ -1,0 +1,205 @@
+"""The conversation API, driven by the fake jambonz running the program like 0.9.8 would."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from jambonz_trio import (
+    Call,
+    CallStatus,
+    GatherResult,
+    JambonzServer,
+    LocalProtocolError,
+    ToolCall,
+    open_conversation,
+    serve_jambonz,
+)
+from jambonz_trio.commands import LlmToolOutput, Redirect
+from jambonz_trio.llm import tool_output
+from jambonz_trio.testing import (
+    Caller,
+    Digits,
+    ToolCallScript,
+    open_fake_call,
+    run_call,
+)
+from jambonz_trio.verbs import Config, Gather, Llm, Say
+
+Handler = Callable[[Call], Awaitable[None]]
+
+
+async def serve(nursery: trio.Nursery, app: Handler) -> JambonzServer:
+    server: JambonzServer = await nursery.start(
+        lambda task_status: serve_jambonz(app, task_status=task_status)
+    )
+    return server
+
+
+async def test_straight_line_ivr(nursery: trio.Nursery) -> None:
+    results: list[GatherResult] = []
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            await convo.say("Hello from jambonz")
+            result = await convo.gather("Say something", input_timeout=10)
+            results.append(result)
+            await convo.say(f"You said: {result.transcript}")
+            await convo.hangup()
+
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        await run_call(fc, Caller("yes"))
+    assert results[0].transcript == "yes"
+    first = fc.acks[0]
+    assert first.request_type == "session:new"
+    assert first.verbs == [Config(notify_events=True), Say(text="Hello from jambonz", id="jt-1")]
+    gather = next(c.command for c in fc.commands if isinstance(c.command, Redirect))
+    assert isinstance(gather, Redirect) and gather.queue
+    assert isinstance(gather.verbs[0], Gather) and gather.verbs[0].action_hook == "/jt/gather/2"
+    # the gather's hook is answered with the next operation's verbs: no extra round trip
+    hook_ack = fc.acks[1]
+    assert hook_ack.request_type == "verb:hook"
+    assert hook_ack.verbs == [Say(text="You said: yes", id="jt-3")]
+    assert fc.is_over
+
+
+async def test_digits_and_timeout(nursery: trio.Nursery) -> None:
+    seen: list[tuple[str | None, str | None, bool]] = []
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            for _ in range(2):
+                r = await convo.gather("Press something")
+                seen.append((r.transcript, r.digits, r.timed_out))
+            await convo.hangup()
+
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        await run_call(fc, Caller(Digits("42"), None))
+    assert seen == [(None, "42", False), (None, None, True)]
+
+
+async def test_cancelled_gather_is_killed_and_the_next_verb_runs(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    cancelled: list[bool] = []
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            with trio.move_on_after(3) as scope:
+                await convo.gather("Say something")
+            cancelled.append(scope.cancelled_caught)
+            await convo.say("Moving on")
+            await call.wait_closed()
+
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        ack = await fc.start()
+        assert [v.VERB for v in ack.verbs] == ["config", "gather"]
+        kill = await fc.expect_command(Redirect, within=10)
+        assert kill.verbs == () and not kill.queue  # replaces the program: the gather is killed
+        nxt = await fc.expect_command(Redirect)
+        assert nxt.verbs == (Say(text="Moving on", id="jt-2"),)
+        # a late result of the killed gather is acked empty, not taken as the next answer
+        late = await fc.gather_speech("/jt/gather/1", "too late")
+        assert late.verbs == []
+        await fc.verb_status("finished", id="jt-2", name="say")
+        await fc.hangup()
+    assert cancelled == [True]
+
+
+async def test_other_events_and_mixing_rules(nursery: trio.Nursery) -> None:
+    got: list[Any] = []
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            with pytest.raises(LocalProtocolError, match="consumed"):
+                await call.next_event()
+            with pytest.raises(LocalProtocolError, match="reserved"):
+                async with open_conversation(call):
+                    pass
+            await convo.say("hi")
+            got.append(await convo.next_event())
+            await convo.hangup()
+
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory, send_trying=False) as fc:
+        await fc.start()
+        await fc.status("in-progress")
+        await fc.verb_status("finished", id="jt-1", name="say")
+        await fc.expect_command(Redirect)  # the hangup
+        await fc.hangup()
+    assert isinstance(got[0], CallStatus) and got[0].call_status == "in-progress"
+
+
+async def test_conversation_survives_a_reconnect(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    results: list[str | None] = []
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            result = await convo.gather("Say something")
+            results.append(result.transcript)
+            await convo.hangup()
+
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        await fc.start()
+        await fc.drop()
+        await fc.reconnect()
+        ack = await fc.gather_speech("/jt/gather/1", "after the drop")
+        assert [v.VERB for v in ack.verbs] == ["hangup"]
+        await fc.hangup()
+    assert results == ["after the drop"]
+
+
+async def test_llm_with_a_tool(nursery: trio.Nursery) -> None:
+    calls: list[ToolCall] = []
+
+    async def weather(tc: ToolCall) -> dict[str, Any]:
+        calls.append(tc)
+        return tool_output("openai", tc, {"city": tc.args["city"], "temp_c": 21})
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            result = await convo.llm(
+                Llm(vendor="openai", model="gpt-4o-realtime-preview", llm_options={"instructions": "help"}),
+                on_tool_call=weather,
+            )
+            await convo.say(f"Goodbye ({result.completion_reason})")
+            await convo.hangup()
+
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        await run_call(fc, Caller(tool_calls=[ToolCallScript("get_weather", {"city": "Paris"}, "call_7")]))
+    assert [c.name for c in calls] == ["get_weather"]
+    output = next(c.command for c in fc.commands if isinstance(c.command, LlmToolOutput))
+    assert isinstance(output, LlmToolOutput) and output.tool_call_id == "call_7"
+    assert output.data == {
+        "type": "conversation.item.create",
+        "item": {
+            "type": "function_call_output",
+            "call_id": "call_7",
+            "output": '{"city": "Paris", "temp_c": 21}',
+        },
+    }
+    llm_verb = fc.acks[0].verbs[1]
+    assert isinstance(llm_verb, Llm) and llm_verb.tool_hook == "/jt/tool/1"
+    assert fc.acks[-1].verbs == [Say(text="Goodbye (normal conversation end)", id="jt-3")]
+
+
+@pytest.mark.parametrize(
+    ("vendor", "key"),
+    [("ultravox", "invocation_id"), ("elevenlabs", "data"), ("deepgram", "data"), ("google", "toolResponse")],
+)
+def test_tool_output_shapes(vendor: str, key: str) -> None:
+    tc = ToolCall(tool_call_id="t1", name="f", args={})
+    assert key in tool_output(vendor, tc, "ok")
+    with pytest.raises(ValueError, match="unknown llm vendor"):
+        tool_output("acme", tc, "ok")

@@ -1,0 +1,73 @@
+"""Streaming TTS: ordered tokens, back-pressure on ``full``, flush at turn end, barge-in."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from jambonz_trio import Call, JambonzServer, open_tts_stream, serve_jambonz
+from jambonz_trio.commands import TtsFlush, TtsTokens
+from jambonz_trio.testing import TtsModel, open_fake_call
+from jambonz_trio.verbs import Config, TtsStream
+
+
+async def test_back_pressure_then_flush(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    words = [f"word{i:03d} " for i in range(150)]  # 1,200 characters: over the high water mark
+    done = trio.Event()
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Config(tts_stream=TtsStream(enable=True))])
+        async with open_tts_stream(call) as tts:
+            for word in words:
+                assert await tts.send(word)
+        done.set()
+        await call.wait_closed()
+
+    server: JambonzServer = await nursery.start(
+        lambda task_status: serve_jambonz(app, task_status=task_status)
+    )
+    async with open_fake_call(server.connect_memory, tts=TtsModel(high_water=1000, low_water=200)) as fc:
+        await fc.start()
+        await fc.wait_idle(1)
+        assert fc.tts_paused and not done.is_set()  # the app waits for stream_resumed
+        await fc.drain_tts()
+        with trio.fail_after(5):
+            await done.wait()
+        await fc.wait_idle(0.1)
+        tokens = [c.command for c in fc.commands if isinstance(c.command, TtsTokens)]
+        assert isinstance(fc.commands[-1].command, TtsFlush)
+        assert fc.tts_flushes == 1
+        # order is kept, and the refused batch was sent again after the resume
+        sent_once: list[str] = []
+        for t in tokens:
+            if not sent_once or sent_once[-1] != t.tokens:
+                sent_once.append(t.tokens)
+        assert sent_once == words
+
+
+async def test_barge_in_ends_the_turn(nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+    results: list[bool] = []
+    interrupted = trio.Event()
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Config(tts_stream=TtsStream(enable=True))])
+        async with open_tts_stream(call) as tts:
+            results.append(await tts.send("Let me tell you "))
+            await interrupted.wait()
+            results.append(await tts.send("a long story"))
+        await call.wait_closed()
+
+    server: JambonzServer = await nursery.start(
+        lambda task_status: serve_jambonz(app, task_status=task_status)
+    )
+    async with open_fake_call(server.connect_memory) as fc:
+        await fc.start()
+        await fc.wait_idle(0.1)
+        await fc.tts_streaming_event("user_interruption")
+        await fc.wait_idle(0.1)
+        interrupted.set()
+        await fc.wait_idle(0.5)
+        assert [c.name for c in fc.commands] == ["tts:tokens"]  # nothing more, and no flush
+    assert results == [True, False]
