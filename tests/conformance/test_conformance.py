@@ -124,9 +124,7 @@ def test_full_instance_validates(
     _check(f"full:{cls.VERB}", cases, results)
 
 
-def test_generated_verbs_validate(
-    cases: dict[str, list[Any]], results: dict[str, dict[str, Any]]
-) -> None:
+def test_generated_verbs_validate(cases: dict[str, list[Any]], results: dict[str, dict[str, Any]]) -> None:
     labels = [label for label in cases if label.startswith("generated:")]
     assert len(labels) == PER_VERB * len(ALL_VERB_CLASSES)
     failures = [
