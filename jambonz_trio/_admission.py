@@ -325,11 +325,21 @@ class ReplayStream(trio.abc.Stream):
     def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
         self.inner = inner
         self._prefix = prefix
+        # Hot path: over a plain socket (whose receive_some already returns bytes) this layer
+        # only forwards, so bind the socket's own methods and save a coroutine per read/write.
+        self._direct = type(inner) is trio.SocketStream
+        if self._direct:
+            self.send_all = inner.send_all  # type: ignore[method-assign]
+            self.wait_send_all_might_not_block = inner.wait_send_all_might_not_block  # type: ignore[method-assign]
+            if not prefix:
+                self.receive_some = inner.receive_some  # type: ignore[method-assign, assignment]
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._prefix:
             n = len(self._prefix) if max_bytes is None else max_bytes
             chunk, self._prefix = self._prefix[:n], self._prefix[n:]
+            if not self._prefix and self._direct:
+                self.receive_some = self.inner.receive_some  # type: ignore[method-assign, assignment]
             await trio.lowlevel.checkpoint()
             return bytes(chunk)
         return bytes(await self.inner.receive_some(max_bytes))

@@ -393,6 +393,8 @@ class Call(trio.abc.AsyncResource):
         if owed is not None and owed.needs_verbs and protocol.state is ConnState.DISCONNECTED:
             if not verbs:
                 raise LocalProtocolError("session:new must be answered with at least one verb")
+            if msgid in self._deferred:
+                raise AlreadyAnswered(f"msgid {msgid!r} already has an answer waiting for the reconnect")
             protocol.render(Ack(msgid=msgid, verbs=verbs).to_wire())  # size check now
             self._deferred[msgid] = verbs
             return AnswerOutcome.DEFERRED
@@ -415,14 +417,16 @@ class Call(trio.abc.AsyncResource):
         conn = self._conn
         assert conn is not None
         text = self._protocol.ack(owed.msgid, verbs)
+        written = await self._write_frame(conn, text)
+        if written is not _Written.YES:
+            # jambonz did not get it: a session:new is re-keyed on the reconnect, so it is owed
+            # again; anything else was abandoned with the socket.
+            self._protocol.restore(owed)
+            raise NotDelivered(
+                "the socket dropped before the ack was sent", maybe_sent=written is _Written.MAYBE
+            )
         if owed.needs_verbs:
             self._session_acked.set()
-        if not await self._write(conn, text):
-            if owed.needs_verbs:
-                # jambonz did not get it and will re-key its session:new on the reconnect.
-                self._protocol.restore(owed)
-                self._session_acked = trio.Event()
-            raise NotDelivered("the socket dropped while sending the ack", maybe_sent=True)
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -654,8 +658,7 @@ class Call(trio.abc.AsyncResource):
                 raise self._closed_error()
             result = slot[0]
             if result.status == "failed" and result.reason == "full":
-                self._tts_resumed = trio.Event() if self._tts_resumed.is_set() else self._tts_resumed
-                continue
+                continue  # the receive loop paused the stream; resend after stream_resumed
             return result
 
     # -- closing -------------------------------------------------------------------------------
@@ -727,18 +730,24 @@ class Call(trio.abc.AsyncResource):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watchdog)
             task_status.started()
+            ended = False  # the handler returned or raised (not cancelled)
             try:
                 await handler(self)
-            except CallClosed:
-                if not self.closed:
-                    raise  # a CallClosed of some other call: a bug in the handler
+                ended = True
             except Exception as exc:
-                await self._handler_failed(exc)
-                if self.config.strict:
-                    raise
+                ended = True
+                if not (isinstance(exc, CallClosed) and self.closed):  # not this call's own end
+                    await self._handler_failed(exc)
+                    if self.config.strict:
+                        raise
             finally:
                 with trio.CancelScope(shield=True):
-                    await self.aclose(1000, "handler finished")
+                    if ended:
+                        await self.aclose(1000, "handler finished")
+                    else:
+                        # cancelled (server shutdown): 1012 so that jambonz reconnects, to this
+                        # server's successor; 1000 would make it hang up
+                        await self.aclose(1012, "server shutting down")
                 nursery.cancel_scope.cancel()
 
     async def _handler_failed(self, exc: Exception) -> None:
@@ -807,8 +816,9 @@ class Call(trio.abc.AsyncResource):
         conn = self._conn
         if conn is None or not self._protocol.can_answer_now(owed.msgid):
             return
-        verbs = self.config.holding_verbs if owed.needs_verbs else ()
         msg = owed.message
+        first_reconnect = msg is self.session and isinstance(msg, SessionReconnect)
+        verbs = self.config.holding_verbs if owed.needs_verbs or first_reconnect else ()
         log.warning(
             "call %s: no answer to %s%s within %.1f s; the watchdog answered %s",
             self.call_sid,
@@ -817,12 +827,20 @@ class Call(trio.abc.AsyncResource):
             self.config.ack_deadline,
             "with the holding verbs" if verbs else "empty",
         )
-        text = self._protocol.ack(owed.msgid, verbs)
+        try:
+            text = self._protocol.ack(owed.msgid, verbs)
+        except JambonzTrioError:  # e.g. holding verbs too large: never crash the call's tasks
+            log.exception("call %s: the watchdog could not answer %s", self.call_sid, msg.type)
+            return
         self._auto_answered.append(owed.msgid)
         self._auto_answered_count += 1
-        if owed.needs_verbs:
-            self._session_acked.set()
-        await self._write(conn, text)
+        if await self._write(conn, text):
+            if owed.needs_verbs:
+                self._session_acked.set()
+        else:
+            self._protocol.restore(owed)  # session:new stays owed for the re-keyed reconnect
+            if owed.msgid in self._auto_answered:
+                self._auto_answered.remove(owed.msgid)
 
     # -- engine: connections -------------------------------------------------------------------
 
@@ -837,20 +855,22 @@ class Call(trio.abc.AsyncResource):
         if conn.closed.is_set() or conn.ws.closed is not None:
             self._connection_lost(conn, None, "socket closed")
             return _Written.NO
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(self.config.send_timeout) as scope:
-                try:
-                    await conn.ws.send_message(text)
-                    self._frames_out += 1
-                    return _Written.YES
-                except ConnectionClosed:
-                    pass
-            if scope.cancelled_caught:
-                log.warning(
-                    "call %s: send timed out after %.1f s; aborting the socket",
-                    self.call_sid,
-                    self.config.send_timeout,
-                )
+        # One scope, shielded from the caller and bounded by its own deadline (the same as a
+        # move_on_after inside a shield, one cancel scope cheaper on every write).
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self.config.send_timeout) as scope:
+            try:
+                await conn.ws.send_message(text)
+                self._frames_out += 1
+                return _Written.YES
+            except ConnectionClosed:
+                pass
+        if scope.cancelled_caught:
+            log.warning(
+                "call %s: send timed out after %.1f s; aborting the socket",
+                self.call_sid,
+                self.config.send_timeout,
+            )
+            with trio.CancelScope(shield=True):
                 await conn.abort()
         self._connection_lost(conn, None, "send failed")
         return _Written.MAYBE
@@ -876,12 +896,14 @@ class Call(trio.abc.AsyncResource):
     async def _attach(self, conn: _Connection, first: Message, now: float) -> None:
         """Make ``conn`` the call's live socket and process its first message."""
         old = self._conn
-        if old is not None and old is not conn and not old.closed.is_set():
-            log.info("call %s: a newer socket replaces socket %d", self.call_sid, old.id)
-            self._connection_lost(old, None, "replaced by a newer socket")
-            old.cancel_scope.cancel()
+        if old is not None and old is not conn:
+            if not old.closed.is_set():
+                log.info("call %s: a newer socket replaces socket %d", self.call_sid, old.id)
+                self._connection_lost(old, None, "replaced by a newer socket")
+            old.cancel_scope.cancel()  # its receive loop must not read on (or book) anything
             await old.abort()
         seen_before = self._protocol.generation > 0
+        self._reconnect_acked = True
         self._conn = conn
         self._protocol.connection_made()
         conn.generation = self._protocol.generation
@@ -926,7 +948,12 @@ class Call(trio.abc.AsyncResource):
                 log.warning("call %s: inbound frame over %d bytes; closing with 1009", self.call_sid, max_in)
                 await self._abort_with(conn, 1009, "message too big")
                 return
+            if conn is not self._conn or conn.generation != self._protocol.generation:
+                return  # a newer socket carries the call now
             now = trio.current_time()
+            if self._protocol.state is not ConnState.CONNECTED:
+                self._drain_lost_frame(frame, now)  # the socket is already considered lost
+                continue
             try:
                 msg = self._protocol.receive_text(frame, now)
             except RemoteProtocolError as exc:
@@ -936,6 +963,15 @@ class Call(trio.abc.AsyncResource):
             if self._ending:
                 await self._end_after_overflow()
                 return
+
+    def _drain_lost_frame(self, frame: str, now: float) -> None:
+        """A frame still read from a socket already declared lost: jambonz fails its requests
+        at the drop, so they are reported as abandoned; notifications are delivered."""
+        try:
+            msg = self._protocol.receive_text(frame, now)  # books nothing while disconnected
+        except RemoteProtocolError:
+            return
+        self._deliver(HookAbandoned(message=msg) if msg.NEEDS_ACK else msg)
 
     async def _bad_frame(self, conn: _Connection, exc: RemoteProtocolError, frame: str) -> None:
         log.warning("call %s: protocol error from jambonz: %s (frame %r)", self.call_sid, exc, frame[:120])
@@ -954,8 +990,7 @@ class Call(trio.abc.AsyncResource):
             self._on_tts_result(msg)
         elif isinstance(msg, TtsStreamingEvent):
             if msg.event_type == "stream_paused":
-                if self._tts_resumed.is_set():
-                    self._tts_resumed = trio.Event()
+                self._pause_tts()
             elif msg.event_type in ("stream_resumed", "user_interruption", "stream_closed"):
                 self._tts_resumed.set()
                 if msg.event_type == "user_interruption":
@@ -981,9 +1016,10 @@ class Call(trio.abc.AsyncResource):
             )
         if protocol.is_owed(msg.msgid):
             self._reconnect_acked = False
-            if await self._write(conn, protocol.ack(msg.msgid)):
-                self._reconnect_acked = True
-                await self._flush_outbox(conn)
+            if not await self._write(conn, protocol.ack(msg.msgid)):
+                return  # the new socket died at once; the call waits for the next one
+            self._reconnect_acked = True
+            await self._flush_outbox(conn)
         else:
             # session:new was unanswered at the drop: jambonz re-keyed it to this msgid.
             log.warning(
@@ -993,7 +1029,12 @@ class Call(trio.abc.AsyncResource):
             )
             pending = next((o for o in protocol.owed() if o.needs_verbs), None)
             if pending is not None and pending.msgid in self._deferred:
-                await self._send_ack(pending, self._deferred.pop(pending.msgid))
+                verbs = self._deferred.pop(pending.msgid)
+                try:
+                    await self._send_ack(pending, verbs)
+                except NotDelivered:
+                    self._deferred[pending.msgid] = verbs  # still owed: try on the next socket
+                    return
         self._reschedule()
         self._deliver(Reconnected(count=self.reconnect_count, message=msg))
 
@@ -1006,7 +1047,13 @@ class Call(trio.abc.AsyncResource):
                 item.error = NotDelivered("the socket dropped again while flushing", maybe_sent=True)
             item.done.set()
 
+    def _pause_tts(self) -> None:
+        if self._tts_resumed.is_set() and not self.closed:
+            self._tts_resumed = trio.Event()
+
     def _on_tts_result(self, msg: TtsTokensResult) -> None:
+        if msg.status == "failed" and msg.reason == "full":
+            self._pause_tts()  # synchronously, so the sender cannot miss the resume
         tid = msg.id
         if tid is None:
             return

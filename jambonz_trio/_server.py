@@ -227,15 +227,17 @@ class JambonzServer:
         conn = _Connection(ws, stream, admitted.identity)
         call, is_new = self._resolve(first, admitted)
         now = trio.current_time()
-        if is_new:
-            await call._attach(conn, first, now)
-            await self._calls_nursery.start(self._run_call, call, admitted.route.handler)
-        else:
-            self.calls.unparked(call)
-            await call._attach(conn, first, now)
         try:
+            if is_new:
+                await call._attach(conn, first, now)
+                await self._calls_nursery.start(self._run_call, call, admitted.route.handler)
+            else:
+                self.calls.unparked(call)
+                await call._attach(conn, first, now)
             await call._run_connection(conn)
         finally:
+            # however this task ends, the call must know its socket is gone (no-op if it does)
+            call._connection_lost(conn, 1006, "connection task ended")
             conn.torn_down.set()
 
     def _resolve(self, first: Message, admitted: Admitted) -> tuple[Call, bool]:
@@ -243,7 +245,18 @@ class JambonzServer:
         if sid is None and isinstance(first, SessionReconnect):
             sid = first.call.call_sid
         existing = self.calls.get(sid) if sid else None
-        if existing is not None and not existing.closed and not isinstance(first, SessionNew):
+        if existing is not None and not existing.closed and isinstance(first, SessionNew):
+            if existing.identity != admitted.identity:
+                log.warning(
+                    "call %s: session:new through %s for a live call of another owner; "
+                    "served as an isolated call",
+                    sid,
+                    admitted.identity.route,
+                )
+                call = self._new_call(first, admitted)
+                call._isolated = True
+                return call, True
+        elif existing is not None and not existing.closed:
             if self._may_rebind(existing, first, admitted):
                 return existing, False
             log.warning(
@@ -294,6 +307,11 @@ class JambonzServer:
             self.calls.add_isolated(call)
         try:
             await call._run(handler, task_status=task_status)
+        except* Exception as group:
+            if call.config.strict:
+                raise
+            # nothing one call does may take the server down (FM-36)
+            log.error("call %s: its task failed: %r", call.call_sid, group.exceptions[0], exc_info=group)
         finally:
             self.calls.remove(call)
             self._calls_changed.set()

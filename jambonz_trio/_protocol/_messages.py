@@ -336,6 +336,10 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
 }
 
 
+#: Longest msgid accepted (jambonz's are short-uuids, about 22 characters).
+MAX_MSGID_CHARS = 256
+
+
 def _encodable(text: str) -> bool:
     if text.isascii():
         return True
@@ -359,6 +363,9 @@ def parse_message(obj: Mapping[str, Any]) -> Message:
         raise RemoteProtocolError("message has no string 'type'")
     msgid = obj.get("msgid")
     msgid_s = msgid if isinstance(msgid, str) else None
+    if msgid_s is not None and len(msgid_s) > MAX_MSGID_CHARS:
+        # jambonz's msgids are ~22 characters; an ack echoing a huge one could not be sent
+        raise RemoteProtocolError(f"{mtype}: 'msgid' is over {MAX_MSGID_CHARS} characters")
     if msgid_s is not None and not _encodable(msgid_s):
         # a lone surrogate: it could never be echoed back in an ack
         if mtype in MESSAGE_TYPES:

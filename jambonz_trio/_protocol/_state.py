@@ -161,6 +161,10 @@ class CallProtocol:
         optional = isinstance(msg, UnknownMessage)
         if not (msg.NEEDS_ACK or (optional and msg.msgid and self.ack_unknown_types)):
             return
+        if self.state is ConnState.DISCONNECTED:
+            # read from a socket already considered lost: jambonz failed it at the drop
+            self._remember(self._abandoned, msg.msgid)
+            return
         if isinstance(msg, SessionReconnect):
             pending = self._pending_session_new()
             if pending is not None:
