@@ -436,7 +436,8 @@ class Call(trio.abc.AsyncResource):
         While the socket is down the command waits, FIFO, for jambonz to reconnect (bounded
         by ``max_queued_commands`` / ``max_queued_bytes``), or fails at once with
         ``disconnected_commands=FAIL``. Cancelling the caller while it waits removes the
-        command (it is never sent). The caller owns any timeout (``trio.fail_after``).
+        command (it is never sent) unless the reconnect flush had already taken it. The caller
+        owns any timeout (``trio.fail_after``).
 
         Raises:
             LocalProtocolError: before the ``session:new`` ack (jambonz would drop it), after
@@ -852,7 +853,12 @@ class Call(trio.abc.AsyncResource):
     async def _write_frame(self, conn: _Connection, text: str) -> _Written:
         """Like :meth:`_write`, telling apart "certainly not written" (the socket was already
         closed: nothing left this process) from "maybe" (it failed mid-write)."""
-        if conn.closed.is_set() or conn.ws.closed is not None:
+        closed = conn.ws.closed
+        if closed is not None and closed.code == 1000 and conn.close_done is None:
+            # jambonz ended the call (a 1000 we did not send); the receive loop has not seen it yet
+            self._connection_closed(conn, 1000, closed.reason)
+            return _Written.NO
+        if conn.closed.is_set() or closed is not None:
             self._connection_lost(conn, None, "socket closed")
             return _Written.NO
         # One scope, shielded from the caller and bounded by its own deadline (the same as a

@@ -52,8 +52,9 @@ class CallRegistry:
         return len(self._calls) + len(self._anonymous)
 
     def __iter__(self) -> Iterator[Call]:
-        yield from list(self._calls.values())
-        yield from list(self._anonymous)
+        """The live calls (a call that just ended is skipped even before it is removed)."""
+        calls = [*self._calls.values(), *self._anonymous]
+        return iter([c for c in calls if not c.closed])
 
     def __contains__(self, call_sid: object) -> bool:
         return call_sid in self._calls
@@ -64,7 +65,8 @@ class CallRegistry:
         Child legs created by ``dial`` share the parent's socket: reach them through the
         parent's call and the ``call_sid=`` argument of leg-aware commands.
         """
-        return self._calls.get(call_sid)
+        call = self._calls.get(call_sid)
+        return None if call is None or call.closed else call
 
     def __getitem__(self, call_sid: str) -> Call:
         return self._calls[call_sid]
