@@ -10,7 +10,6 @@ from ._call import AnswerOutcome, Call, CallStatistics, CloseInfo
 from ._config import CallConfig, DisconnectedCommands, LateAnswer, Overflow, ServerConfig
 from ._conversation import Conversation, PlayResult, ToolHandler, open_conversation
 from ._errors import (
-    AckTimeout,
     AlreadyAnswered,
     CallClosed,
     CommandQueueFull,
@@ -55,7 +54,6 @@ from ._tts import TokenStream, open_tts_stream
 from ._version import __version__
 
 __all__ = [
-    "AckTimeout",
     "AdmissionRequest",
     "AlreadyAnswered",
     "AnswerOutcome",

@@ -359,6 +359,15 @@ class Call(trio.abc.AsyncResource):
 
     # -- answering -----------------------------------------------------------------------------
 
+    def awaiting_answer(self, request: Message | str) -> bool:
+        """Whether jambonz still waits for the app's answer to ``request`` (not a checkpoint).
+
+        ``False`` once it was acked (by the app or the watchdog), abandoned with a dropped
+        socket, or if it never needed one.
+        """
+        msgid = request.msgid if isinstance(request, Message) else request
+        return self._protocol.is_owed(msgid)
+
     async def ack(self, request: Message | str, verbs: Sequence[Verb] = ()) -> AnswerOutcome:
         """Answer a request (by message or msgid) with ``verbs`` (may be empty).
 
@@ -440,8 +449,9 @@ class Call(trio.abc.AsyncResource):
         owns any timeout (``trio.fail_after``).
 
         Raises:
-            LocalProtocolError: before the ``session:new`` ack (jambonz would drop it), after
-                the call closed, or the frame is too large / unserialisable.
+            CallClosed: the call is over.
+            LocalProtocolError: before the ``session:new`` ack (jambonz would drop it), or the
+                frame is too large / unserialisable.
             CommandQueueFull: the disconnected queue is full.
             NotDelivered: the socket died during the write, or the call ended while the
                 command waited.
@@ -993,7 +1003,8 @@ class Call(trio.abc.AsyncResource):
             await self._on_reconnect(conn, msg, now)
             return
         if isinstance(msg, TtsTokensResult):
-            self._on_tts_result(msg)
+            if self._on_tts_result(msg):
+                return  # consumed by send_tts_tokens: it would only fill the event queue
         elif isinstance(msg, TtsStreamingEvent):
             if msg.event_type == "stream_paused":
                 self._pause_tts()
@@ -1057,18 +1068,21 @@ class Call(trio.abc.AsyncResource):
         if self._tts_resumed.is_set() and not self.closed:
             self._tts_resumed = trio.Event()
 
-    def _on_tts_result(self, msg: TtsTokensResult) -> None:
+    def _on_tts_result(self, msg: TtsTokensResult) -> bool:
+        """Hand a ``tts:tokens-result`` to its sender; ``True`` if one was waiting for it."""
         if msg.status == "failed" and msg.reason == "full":
             self._pause_tts()  # synchronously, so the sender cannot miss the resume
         tid = msg.id
         if tid is None:
-            return
+            return False
         waiter = self._tts_waiters.get(tid)
         if waiter is None and isinstance(tid, str) and tid.isdigit():
             waiter = self._tts_waiters.get(int(tid))
         if waiter is not None:
             waiter[1].append(msg)
             waiter[0].set()
+            return True
+        return False
 
     async def _keepalive(self, conn: _Connection) -> None:
         interval, timeout = self.config.ping_interval, self.config.ping_timeout

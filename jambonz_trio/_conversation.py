@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -32,7 +31,7 @@ from ._call import AnswerOutcome, Call
 from ._errors import CallClosed, JambonzTrioError, LocalProtocolError, NotDelivered
 from ._events import Event, HookAbandoned
 from ._protocol._calldata import DialResult, GatherResult, LlmResult, ToolCall
-from ._protocol._messages import LlmEvent, LlmToolCall, Message, VerbHook, VerbStatus
+from ._protocol._messages import LlmEvent, LlmToolCall, Message, SessionReconnect, VerbHook, VerbStatus
 from ._protocol._verbs import (
     Config,
     Dial,
@@ -90,12 +89,14 @@ class Conversation:
         self._ids = itertools.count(1)
         self._lock = trio.Lock()
         #: the request jambonz waits on that the next operation may answer
-        self._answerable: Message | None = call.session
+        self._answerable: Message | None = call.session if call.awaiting_answer(call.session) else None
         self._events_configured = False
         self._by_hook: dict[str, _Op] = {}
         self._by_id: dict[str, _Op] = {}
         self._closed = False
-        self._send_other, self._recv_other = trio.open_memory_channel[Event](math.inf)
+        self._send_other, self._recv_other = trio.open_memory_channel[Event](call.config.event_queue_size)
+        self._started: set[str] = set()
+        self._start_seen = trio.Event()
         self._tool_handlers: dict[str, ToolHandler] = {}
         self._llm_events: dict[str, Callable[[LlmEvent], Awaitable[None]]] = {}
         self._nursery: trio.Nursery | None = None
@@ -276,9 +277,24 @@ class Conversation:
         request, self._answerable = self._answerable, None
         if request is not None:
             outcome = await self.call.ack(request, verbs)
+            if isinstance(request, SessionReconnect) and outcome is AnswerOutcome.ACKED:
+                await self._ensure_started(verbs)
+                return
             if outcome is not AnswerOutcome.DROPPED:
                 return
         await self.call.redirect(verbs, queue=True)
+
+    async def _ensure_started(self, verbs: list[Verb]) -> None:
+        """A call first seen through ``session:reconnect`` (app restart): jambonz uses the
+        ack's verbs only if it still waited for its ``session:new``. If the first verb does not
+        start promptly, send the verbs again as a ``redirect``."""
+        ids = {v.id for v in verbs if v.id}
+        with trio.move_on_after(1.0):
+            while not ids & self._started and not self._closed:
+                self._start_seen = trio.Event()
+                await self._start_seen.wait()
+        if not ids & self._started and not self._closed:
+            await self.call.redirect(verbs, queue=True)
 
     async def _kill_current(self) -> None:
         """Kill the verb of a cancelled operation, so the next one runs at once."""
@@ -321,6 +337,9 @@ class Conversation:
                 op.done.set()
             return
         if isinstance(event, VerbStatus) and (event.verb_id or "").startswith("jt-"):
+            if event.event == "starting":
+                self._started.add(event.verb_id or "")
+                self._start_seen.set()
             op = self._by_id.get(event.verb_id or "")
             if op is not None and event.event == "finished":
                 op.message = event
@@ -331,9 +350,15 @@ class Conversation:
             self._nursery.start_soon(self._answer_tool, self._tool_handlers[event.hook], event)
             return
         if isinstance(event, LlmEvent) and event.hook in self._llm_events:
-            await self._llm_events[event.hook](event)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._llm_events[event.hook], event)  # never block routing
             return
-        self._send_other.send_nowait(event)
+        try:
+            self._send_other.send_nowait(event)
+        except trio.WouldBlock:
+            log.warning(
+                "call %s: conversation event queue full; dropped %s", self.call.call_sid, type(event).__name__
+            )
 
     async def _ack_quietly(self, event: VerbHook) -> None:
         try:

@@ -7,7 +7,6 @@ application can catch the library's errors without catching its own.
 from __future__ import annotations
 
 __all__ = [
-    "AckTimeout",
     "AlreadyAnswered",
     "CallClosed",
     "CommandQueueFull",
@@ -84,10 +83,6 @@ class CallClosed(JambonzTrioError):
         super().__init__(reason if code is None else f"{reason} (code {code})")
         self.code = code
         self.reason = reason
-
-
-class AckTimeout(JambonzTrioError):
-    """An answer was not given before jambonz's deadline; the watchdog answered instead."""
 
 
 class NotDelivered(JambonzTrioError):

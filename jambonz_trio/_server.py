@@ -218,6 +218,7 @@ class JambonzServer:
                 if not isinstance(frame, str):
                     raise RemoteProtocolError("first frame is binary")
                 first = parse_message(loads_object(frame))
+                del frame  # this task lives as long as the call: do not keep the text alive
             except RemoteProtocolError as exc:
                 log.warning("first message on %s is invalid (%s); closing", admitted.path, exc)
         if first is None:

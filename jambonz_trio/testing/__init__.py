@@ -33,6 +33,7 @@ from ._errors import (
 )
 from ._fake import FakeCall, StartKind
 from ._open import open_fake_call
+from ._plugin import FakeJambonzFactory
 from ._records import (
     AckRecord,
     CloseRecord,
@@ -57,6 +58,7 @@ from ._transport import SUBPROTOCOL, Connector, TcpConnector, tcp_connector
 from ._tts import TtsModel
 
 __all__ = [
+    "FakeJambonzFactory",
     "Caller",
     "DialOutcome",
     "Digits",

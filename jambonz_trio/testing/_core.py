@@ -470,6 +470,18 @@ class _Core:
         stream: trio.abc.Stream,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
+        try:
+            await self._run_link_inner(link, stream, task_status)
+        finally:
+            if link.stream is not None:  # also when cancelled: never leak the socket
+                await abort_stream(link.stream)
+
+    async def _run_link_inner(
+        self,
+        link: _Link,
+        stream: trio.abc.Stream,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
         failure: ConnectFailed | None = None
         with link.scope:
             async with trio.open_nursery() as ln:
@@ -498,8 +510,6 @@ class _Core:
                     ln.cancel_scope.cancel()
         if failure is not None:
             raise failure
-        if link.stream is not None:
-            await abort_stream(link.stream)
 
     async def _read_loop(self, link: _Link, ws: trio_websocket.WebSocketConnection) -> None:
         while True:
