@@ -185,7 +185,10 @@ class Call(trio.abc.AsyncResource):
             ack_unknown_types=config.ack_unknown_types,
         )
         self._conn: _Connection | None = None
-        self._send_events, self._recv_events = trio.open_memory_channel[Event](config.event_queue_size)
+        self._send_events, self._recv_events = trio.open_memory_channel[tuple[Event, int]](
+            config.event_queue_size
+        )
+        self._events_bytes = 0
         self._events_dropped = 0
         self._auto_answered: deque[str] = deque(maxlen=256)
         self._auto_answered_count = 0
@@ -290,9 +293,11 @@ class Call(trio.abc.AsyncResource):
 
     async def _receive_event(self) -> Event:
         try:
-            return await self._recv_events.receive()
+            event, size = await self._recv_events.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise self._closed_error() from None
+        self._events_bytes -= size
+        return event
 
     @contextlib.contextmanager
     def reserve_events(self) -> Iterator[Callable[[], Awaitable[Event]]]:
@@ -686,7 +691,7 @@ class Call(trio.abc.AsyncResource):
         """
         if code not in _VALID_CLOSE_CODES and not 3000 <= code <= 4999:
             raise ValueError(f"invalid close code {code}")
-        reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
+        reason = reason.encode("utf-8", "replace")[:123].decode("utf-8", "ignore")
         if self.closed:
             await trio.lowlevel.checkpoint()
             return
@@ -891,47 +896,59 @@ class Call(trio.abc.AsyncResource):
         self._connection_lost(conn, None, "send failed")
         return _Written.MAYBE
 
-    def _deliver(self, event: Event) -> None:
+    def _deliver(self, event: Event, size: int = 0) -> None:
+        """Queue an event for the app (never blocks). ``size``: its frame's length, counted
+        against ``max_queued_event_bytes``."""
         try:
-            self._send_events.send_nowait(event)
+            if self._events_bytes + size > self.config.max_queued_event_bytes:
+                raise trio.WouldBlock
+            self._send_events.send_nowait((event, size))
+            self._events_bytes += size
         except trio.WouldBlock:
             self._events_dropped += 1
             if self.config.overflow is Overflow.END_CALL:
                 log.error("call %s: event queue full; ending the call", self.call_sid)
                 self._ending = True
-            else:
+            elif self._events_dropped == 1 or self._events_dropped % 1000 == 0:
                 log.warning(
-                    "call %s: event queue full (%d); dropped %s",
+                    "call %s: event queue full (%d events / %d bytes); dropped %d events so far",
                     self.call_sid,
                     self.config.event_queue_size,
-                    type(event).__name__,
+                    self.config.max_queued_event_bytes,
+                    self._events_dropped,
                 )
         except trio.ClosedResourceError:
             pass
 
     async def _attach(self, conn: _Connection, first: Message, now: float) -> None:
         """Make ``conn`` the call's live socket and process its first message."""
+        # Everything up to the first await is synchronous, so two sockets attaching at once
+        # cannot both become the live one.
         old = self._conn
-        if old is not None and old is not conn:
-            if not old.closed.is_set():
-                log.info("call %s: a newer socket replaces socket %d", self.call_sid, old.id)
-                self._connection_lost(old, None, "replaced by a newer socket")
-            old.cancel_scope.cancel()  # its receive loop must not read on (or book) anything
-            await old.abort()
+        if old is not None and old is not conn and not old.closed.is_set():
+            log.info("call %s: a newer socket replaces socket %d", self.call_sid, old.id)
+            self._connection_lost(old, None, "replaced by a newer socket")  # abandons its requests
         seen_before = self._protocol.generation > 0
         self._reconnect_acked = True
         self._conn = conn
         self._protocol.connection_made()
         conn.generation = self._protocol.generation
         self._disconnected_at = None
-        if seen_before and not isinstance(first, SessionReconnect):
+        implicit = seen_before and not isinstance(first, SessionReconnect)
+        if implicit:
             # An older feature server reconnects without session:reconnect
             # (jambonz-feature-server#103): the first message names a known call_sid.
             self.reconnect_count += 1
             log.info("call %s: implicit reconnect (%s first)", self.call_sid, first.type)
             self._deliver(Reconnected(count=self.reconnect_count, message=first))
-            await self._flush_outbox(conn)
         self._protocol.receive_message(first, now)
+        if old is not None and old is not conn:
+            old.cancel_scope.cancel()  # its receive loop must not read on (or book) anything
+            await old.abort()
+        if conn is not self._conn:
+            return  # an even newer socket took over meanwhile
+        if implicit:
+            await self._flush_outbox(conn)
         await self._on_message(conn, first, now)
 
     async def _run_connection(self, conn: _Connection) -> None:
@@ -975,7 +992,7 @@ class Call(trio.abc.AsyncResource):
             except RemoteProtocolError as exc:
                 await self._bad_frame(conn, exc, frame)
                 continue
-            await self._on_message(conn, msg, now)
+            await self._on_message(conn, msg, now, len(frame))
             if self._ending:
                 await self._end_after_overflow()
                 return
@@ -987,7 +1004,7 @@ class Call(trio.abc.AsyncResource):
             msg = self._protocol.receive_text(frame, now)  # books nothing while disconnected
         except RemoteProtocolError:
             return
-        self._deliver(HookAbandoned(message=msg) if msg.NEEDS_ACK else msg)
+        self._deliver(HookAbandoned(message=msg) if msg.NEEDS_ACK else msg, len(frame))
 
     async def _bad_frame(self, conn: _Connection, exc: RemoteProtocolError, frame: str) -> None:
         log.warning("call %s: protocol error from jambonz: %s (frame %r)", self.call_sid, exc, frame[:120])
@@ -997,7 +1014,7 @@ class Call(trio.abc.AsyncResource):
             text = self._protocol.render(Ack(msgid=exc.msgid).to_wire())
             await self._write(conn, text)
 
-    async def _on_message(self, conn: _Connection, msg: Message, now: float) -> None:
+    async def _on_message(self, conn: _Connection, msg: Message, now: float, size: int = 0) -> None:
         protocol = self._protocol
         if isinstance(msg, SessionReconnect) and conn.generation == protocol.generation:
             await self._on_reconnect(conn, msg, now)
@@ -1014,7 +1031,7 @@ class Call(trio.abc.AsyncResource):
                     self.tts_interruptions += 1
         self._reschedule()
         if msg is not self.session:
-            self._deliver(msg)
+            self._deliver(msg, size)
 
     async def _on_reconnect(self, conn: _Connection, msg: SessionReconnect, now: float) -> None:
         protocol = self._protocol

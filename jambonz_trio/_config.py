@@ -60,7 +60,9 @@ class CallConfig:
         fallback_verbs: sent (as a ``redirect``) when the handler raises, before closing with 1000.
         late_answer: see :class:`LateAnswer`.
         ack_unknown_types: answer unknown message types that carry a msgid, at the deadline.
-        event_queue_size: bounded queue of events waiting for the app.
+        event_queue_size: bounded queue of events waiting for the app (count).
+        max_queued_event_bytes: the same queue's bound in frame bytes (a peer cannot pin
+            ``event_queue_size`` x ``max_inbound_bytes`` of memory).
         overflow: see :class:`Overflow`.
         send_timeout: bound on every write; a peer that stops reading is cut off after it.
         ping_interval / ping_timeout: keepalive; a call whose pong does not come is aborted.
@@ -80,6 +82,7 @@ class CallConfig:
     late_answer: LateAnswer = LateAnswer.REDIRECT
     ack_unknown_types: bool = True
     event_queue_size: int = 256
+    max_queued_event_bytes: int = 4 * 1024 * 1024
     overflow: Overflow = Overflow.DROP
     send_timeout: float = 10.0
     ping_interval: float = 20.0

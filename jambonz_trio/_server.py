@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 import trio
 import trio.testing
+import wsproto.utilities
 from trio_websocket import ConnectionClosed, wrap_server_stream
 
 from ._admission import (
@@ -130,7 +131,11 @@ class JambonzServer:
         try:
             await self._serve_connection(stream)
         except* Exception as group:
-            log.error("connection failed: %r", group.exceptions[0], exc_info=group)
+            if all(_is_close_race(e) for e in _leaves(group)):
+                # e.g. a ping arriving while we close (F2): contained, and not our fault
+                log.info("connection ended in a close race: %r", group.exceptions[0])
+            else:
+                log.error("connection failed: %r", group.exceptions[0], exc_info=group)
         finally:
             self._connections -= 1
             await trio.aclose_forcefully(stream)
@@ -341,6 +346,17 @@ class JambonzServer:
                 for call in remaining:
                     nursery.start_soon(partial(call.aclose, code, "server restarting"))
         self.drained.set()
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
+
+
+def _is_close_race(exc: BaseException) -> bool:
+    """wsproto refusing to answer a frame because the connection is already closing."""
+    return isinstance(exc, wsproto.utilities.LocalProtocolError) and "CLOSING" in str(exc)
 
 
 def _warn_cleartext_auth(host: str | None, routes: Sequence[Route], tls: bool) -> None:

@@ -139,7 +139,9 @@ class RawClient:
                     return out
             elif isinstance(event, Ping):
                 self.pings += 1
-                if self.auto_pong:
+                from wsproto.connection import ConnectionState as _State
+
+                if self.auto_pong and self.ws.state is _State.OPEN:
                     await self.stream.send_all(self.ws.send(event.response()))
             elif isinstance(event, CloseConnection):
                 from wsproto.connection import ConnectionState
