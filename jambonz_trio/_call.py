@@ -210,6 +210,7 @@ class Call(trio.abc.AsyncResource):
         self._ending = False
         self._isolated = False
         self._events_reserved = False
+        self._crashed = False
         #: Bumped on every ``user_interruption`` (barge-in) of a TTS stream.
         self.tts_interruptions = 0
         #: Set by the server: told when the call loses its socket (parking bookkeeping).
@@ -744,7 +745,7 @@ class Call(trio.abc.AsyncResource):
     async def _run(self, handler: Any, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the handler and the watchdog in the call's nursery (started by the server)."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watchdog)
+            nursery.start_soon(self._guarded_watchdog, nursery.cancel_scope)
             task_status.started()
             ended = False  # the handler returned or raised (not cancelled)
             try:
@@ -758,7 +759,10 @@ class Call(trio.abc.AsyncResource):
                         raise
             finally:
                 with trio.CancelScope(shield=True):
-                    if ended:
+                    if self._crashed:
+                        await self._send_fallback()  # an internal failure: end the call cleanly
+                        await self.aclose(1000, "internal error")
+                    elif ended:
                         await self.aclose(1000, "handler finished")
                     else:
                         # cancelled (server shutdown): 1012 so that jambonz reconnects, to this
@@ -794,6 +798,16 @@ class Call(trio.abc.AsyncResource):
                 await self._write(conn, text)
         except JambonzTrioError:
             log.warning("call %s: could not send fallback verbs", self.call_sid)
+
+    async def _guarded_watchdog(self, call_scope: trio.CancelScope) -> None:
+        """The watchdog, contained: should it ever fail, the call ends cleanly (fallback verbs,
+        close 1000) instead of the failure spreading or the call running without deadlines."""
+        try:
+            await self._watchdog()
+        except Exception:
+            log.exception("call %s: the ack watchdog failed; ending the call", self.call_sid)
+            self._crashed = True
+            call_scope.cancel()
 
     async def _watchdog(self) -> None:
         """The call's one deadline task: overdue acks and the reconnect grace period."""
@@ -1011,7 +1025,10 @@ class Call(trio.abc.AsyncResource):
         if exc.msgid:
             # We cannot tell what it was; an ack jambonz is not waiting for is ignored, and a
             # request it is waiting for gets answered instead of timing out.
-            text = self._protocol.render(Ack(msgid=exc.msgid).to_wire())
+            try:
+                text = self._protocol.render(Ack(msgid=exc.msgid).to_wire())
+            except JambonzTrioError:
+                return
             await self._write(conn, text)
 
     async def _on_message(self, conn: _Connection, msg: Message, now: float, size: int = 0) -> None:
