@@ -169,8 +169,11 @@ class Call(trio.abc.AsyncResource):
         config: CallConfig,
         identity: Identity,
         max_inbound_bytes: int = 1024 * 1024,
+        path: str = "/",
     ) -> None:
         self.session = session
+        #: the request target jambonz connected to (path and query), e.g. ``/agent/sales?x=1``
+        self.path = path
         self.config = config
         self.identity = identity
         info = getattr(session, "call", None)
@@ -213,6 +216,7 @@ class Call(trio.abc.AsyncResource):
         self._crashed = False
         #: Bumped on every ``user_interruption`` (barge-in) of a TTS stream.
         self.tts_interruptions = 0
+        self._tts_interrupted = trio.Event()
         #: Set by the server: told when the call loses its socket (parking bookkeeping).
         self.on_disconnect: Callable[[Call], None] | None = None
 
@@ -642,6 +646,21 @@ class Call(trio.abc.AsyncResource):
         """Drop buffered TTS text and queued audio, and release a paused token stream."""
         await self.send_command(cmds.TtsClear())
 
+    async def wait_tts_interruption(self, seen: int) -> None:
+        """Block until :attr:`tts_interruptions` is past ``seen`` (a barge-in happened), or
+        the call ends."""
+        while self.tts_interruptions == seen and not self.closed:
+            event = self._tts_interrupted
+            async with trio.open_nursery() as nursery:
+
+                async def closed() -> None:
+                    await self._closed.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(closed)
+                await event.wait()
+                nursery.cancel_scope.cancel()
+
     async def send_tts_tokens(self, tokens: str) -> TtsTokensResult:
         """Send ``tts:tokens`` and wait for jambonz's ``tts:tokens-result``.
 
@@ -1046,6 +1065,8 @@ class Call(trio.abc.AsyncResource):
                 self._tts_resumed.set()
                 if msg.event_type == "user_interruption":
                     self.tts_interruptions += 1
+                    self._tts_interrupted.set()
+                    self._tts_interrupted = trio.Event()
         self._reschedule()
         if msg is not self.session:
             self._deliver(msg, size)

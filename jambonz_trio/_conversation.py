@@ -32,6 +32,7 @@ from ._errors import CallClosed, JambonzTrioError, LocalProtocolError, NotDelive
 from ._events import Event, HookAbandoned
 from ._protocol._calldata import DialResult, GatherResult, LlmResult, ToolCall
 from ._protocol._messages import LlmEvent, LlmToolCall, Message, SessionReconnect, VerbHook, VerbStatus
+from ._protocol._state import ConnState
 from ._protocol._verbs import (
     Config,
     Dial,
@@ -298,9 +299,11 @@ class Conversation:
 
     async def _kill_current(self) -> None:
         """Kill the verb of a cancelled operation, so the next one runs at once."""
-        with trio.CancelScope(shield=True):
+        request, self._answerable = self._answerable, None
+        if self.call.state is not ConnState.CONNECTED:
+            return  # nothing to kill now; never wait for a reconnect while being cancelled
+        with trio.CancelScope(shield=True), trio.move_on_after(self.call.config.send_timeout):
             try:
-                request, self._answerable = self._answerable, None
                 if request is not None:
                     await self.call.ack(request)
                 await self.call.redirect([])
@@ -395,10 +398,17 @@ async def open_conversation(call: Call) -> AsyncIterator[Conversation]:
     """
     with call.reserve_events() as read_event:
         convo = Conversation(call, read_event)
-        async with trio.open_nursery() as nursery:
-            convo._nursery = nursery
-            nursery.start_soon(convo._pump)
-            try:
-                yield convo
-            finally:
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                convo._nursery = nursery
+                nursery.start_soon(convo._pump)
+                try:
+                    yield convo
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # the pump never raises, so a group holds what the block raised: re-raise it as
+            # itself (``except CallClosed`` around the block must work)
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise

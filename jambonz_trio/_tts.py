@@ -30,6 +30,11 @@ class TokenStream:
         """Whether the caller interrupted this turn."""
         return self.call.tts_interruptions != self._generation
 
+    async def wait_interrupted(self) -> None:
+        """Block until the caller interrupts this turn (or the call ends): run it next to a
+        generator to stop waiting for its next token the moment the caller barges in."""
+        await self.call.wait_tts_interruption(self._generation)
+
     async def send(self, text: str) -> bool:
         """Stream ``text``; ``False`` (nothing sent) once the turn was interrupted.
 

@@ -155,10 +155,12 @@ class _Runner:
                 await self.fc.wait_idle(0.05)
         return len(self.fc.commands) > self.seen
 
-    def _apply_commands(self) -> bool:
-        """Follow the commands that arrived; ``True`` if one replaced the program."""
+    def _apply_commands(self, until: int | None = None) -> bool:
+        """Follow the commands that arrived (up to index ``until``); ``True`` if one replaced
+        the program."""
+        end = len(self.fc.commands) if until is None else until
         replaced = False
-        for record in self.fc.commands[self.seen :]:
+        for record in self.fc.commands[self.seen : end]:
             self.step("command", describe_command(record.command))
             cmd = record.command
             if isinstance(cmd, Redirect):
@@ -169,7 +171,7 @@ class _Runner:
                     replaced = True
             elif isinstance(cmd, CallStatusCommand) and cmd.call_status == "completed":
                 self.ended = True
-        self.seen = len(self.fc.commands)
+        self.seen = max(self.seen, end)
         return replaced
 
     async def _status(self, event: str, verb: Verb) -> None:
@@ -242,6 +244,19 @@ class _Runner:
             return
         await self._status("finished", verb)
 
+    async def _next_tool_output(self) -> LlmToolOutput:
+        """Wait (bounded by the ack timeout) for the app's next ``llm:tool-output``; other
+        commands that arrive meanwhile are followed as usual."""
+        with trio.fail_after(self.fc._ack_timeout):
+            while True:
+                for record in self.fc.commands[self.seen :]:
+                    if isinstance(record.command, LlmToolOutput):
+                        index = self.fc.commands.index(record)
+                        self._apply_commands(until=index)
+                        self.seen = index + 1
+                        return record.command
+                await self.fc.wait_idle(0.05)
+
     async def _llm(self, verb: Llm) -> None:
         fc = self.fc
         for script in self.caller.tool_calls:
@@ -249,8 +264,7 @@ class _Runner:
                 break
             self.step("jambonz", f"llm:tool-call {script.name}({script.args})")
             await fc.llm_tool_call(_hook_url(verb.tool_hook), script.tool_call_id, script.name, script.args)
-            output = await fc.expect_command(LlmToolOutput)
-            self.seen = len(fc.commands)
+            output = await self._next_tool_output()
             self.step("app", f"llm:tool-output {dict(output.data)}")
         if verb.action_hook is not None:
             hook = _hook_url(verb.action_hook)

@@ -11,6 +11,7 @@ import trio.testing
 
 from jambonz_trio import (
     Call,
+    CallClosed,
     CallStatus,
     GatherResult,
     JambonzServer,
@@ -203,3 +204,61 @@ def test_tool_output_shapes(vendor: str, key: str) -> None:
     assert key in tool_output(vendor, tc, "ok")
     with pytest.raises(ValueError, match="unknown llm vendor"):
         tool_output("acme", tc, "ok")
+
+
+async def test_cancelling_a_pending_operation_of_a_dropped_call_does_not_hang(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Shutdown while an operation waits on a call whose socket is gone must return."""
+    waiting = trio.Event()
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            waiting.set()
+            await convo.gather("Say something")
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            server = await serve(nursery, app)
+            async with open_fake_call(server.connect_memory, auto_reconnect=False) as fc:
+                await fc.start()
+                await waiting.wait()
+                await fc.drop()
+            nursery.cancel_scope.cancel()
+
+
+async def test_callclosed_inside_the_block_is_not_wrapped(nursery: trio.Nursery) -> None:
+    caught: list[BaseException] = []
+
+    async def app(call: Call) -> None:
+        try:
+            async with open_conversation(call) as convo:
+                await convo.gather("Say something")
+        except CallClosed as exc:
+            caught.append(exc)
+
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        await fc.start()
+        await fc.hangup()
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(caught) == 1 and type(caught[0]) is CallClosed
+
+
+async def test_prefix_route_handlers_see_the_request_path(nursery: trio.Nursery) -> None:
+    from jambonz_trio import Route
+
+    paths: list[str] = []
+
+    async def app(call: Call) -> None:
+        paths.append(call.path)
+        await call.ack(call.session, [Say(text="hi")])
+
+    server: JambonzServer = await nursery.start(
+        lambda task_status: serve_jambonz(
+            Route(path="/agent", handler=app, prefix=True), task_status=task_status
+        )
+    )
+    async with open_fake_call(server.connect_memory, path="/agent/sales?lang=fr") as fc:
+        await fc.start()
+    assert paths == ["/agent/sales?lang=fr"]

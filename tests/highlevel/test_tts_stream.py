@@ -71,3 +71,28 @@ async def test_barge_in_ends_the_turn(nursery: trio.Nursery, autojump_clock: tri
         await fc.wait_idle(0.5)
         assert [c.name for c in fc.commands] == ["tts:tokens"]  # nothing more, and no flush
     assert results == [True, False]
+
+
+async def test_wait_interrupted_wakes_on_barge_in(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    woke = trio.Event()
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Config(tts_stream=TtsStream(enable=True))])
+        async with open_tts_stream(call) as tts:
+            await tts.wait_interrupted()
+            assert tts.interrupted
+            woke.set()
+        await call.wait_closed()
+
+    server: JambonzServer = await nursery.start(
+        lambda task_status: serve_jambonz(app, task_status=task_status)
+    )
+    async with open_fake_call(server.connect_memory) as fc:
+        await fc.start()
+        await fc.wait_idle(5)
+        assert not woke.is_set()
+        await fc.tts_streaming_event("user_interruption")
+        with trio.fail_after(1):
+            await woke.wait()
