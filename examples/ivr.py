@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
@@ -30,6 +30,7 @@ from jambonz_trio import (
     BasicAuth,
     Call,
     CallClosed,
+    Handler,
     JambonzServer,
     NotDelivered,
     Reconnected,
@@ -106,10 +107,12 @@ async def _block(call: Call) -> None:
         log.info("could not block call %s: %s", call.call_sid, exc)
 
 
-def route(username: str | None = None, password: str | None = None) -> Route:
+def route(
+    username: str | None = None, password: str | None = None, *, handler: Handler | None = None
+) -> Route:
     """The ``/ivr`` application, with Basic auth when both credentials are given."""
     auth = BasicAuth(username=username, password=password) if username and password else None
-    return Route(path=PATH, handler=ivr, auth=auth)
+    return Route(path=PATH, handler=handler or ivr, auth=auth)
 
 
 async def serve(
@@ -119,21 +122,30 @@ async def serve(
     username: str | None = None,
     password: str | None = None,
     blocklist: Sequence[str] = DEFAULT_BLOCKLIST,
+    handler: Handler | None = None,
     task_status: trio.TaskStatus[JambonzServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the IVR and run its supervisor until cancelled."""
+    """Serve the IVR (``handler``: another implementation of it) and run its supervisor until
+    cancelled."""
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
             lambda task_status: serve_jambonz(
-                route(username, password), host=host, port=port, task_status=task_status
+                route(username, password, handler=handler), host=host, port=port, task_status=task_status
             )
         )
         nursery.start_soon(supervise, server, tuple(blocklist))
         task_status.started(server)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    serve: Callable[..., Awaitable[None]] | None = None,
+    description: str | None = None,
+) -> None:
+    """Parse the command line and serve (``serve``: another IVR's serve coroutine)."""
+    serve_fn = serve or globals()["serve"]
+    parser = argparse.ArgumentParser(description=description or __doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--username", default=os.environ.get("JAMBONZ_WS_USERNAME"))
@@ -143,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     print(f"serving ws://{args.host}:{args.port}{PATH}", flush=True)
     trio.run(
-        lambda: serve(
+        lambda: serve_fn(
             host=args.host,
             port=args.port,
             username=args.username,

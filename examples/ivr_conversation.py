@@ -23,15 +23,12 @@ commands pushed from another task work the same whichever style the handler is w
 
 from __future__ import annotations
 
-import argparse
-import logging
+import functools
 import os
 import sys
 from collections.abc import Sequence
 
-import trio
-
-from jambonz_trio import BasicAuth, Call, JambonzServer, Route, open_conversation, serve_jambonz
+from jambonz_trio import Call, open_conversation
 
 if __package__:
     from . import ivr as callback_ivr
@@ -55,56 +52,12 @@ async def ivr(call: Call) -> None:
         await convo.hangup()
 
 
-def route(username: str | None = None, password: str | None = None) -> Route:
-    """The ``/ivr`` application, with Basic auth when both credentials are given."""
-    auth = BasicAuth(username=username, password=password) if username and password else None
-    return Route(path=PATH, handler=ivr, auth=auth)
-
-
-async def serve(
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8080,
-    username: str | None = None,
-    password: str | None = None,
-    blocklist: Sequence[str] = DEFAULT_BLOCKLIST,
-    task_status: trio.TaskStatus[JambonzServer] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve the IVR and run ``examples/ivr.py``'s block-list supervisor until cancelled."""
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            lambda task_status: serve_jambonz(
-                route(username, password), host=host, port=port, task_status=task_status
-            )
-        )
-        nursery.start_soon(callback_ivr.supervise, server, tuple(blocklist))
-        task_status.started(server)
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line (credentials default to ``JAMBONZ_WS_USERNAME`` / ``_PASSWORD``)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--username", default=os.environ.get("JAMBONZ_WS_USERNAME"))
-    parser.add_argument("--password", default=os.environ.get("JAMBONZ_WS_PASSWORD"))
-    parser.add_argument("--blocklist", nargs="*", default=list(DEFAULT_BLOCKLIST))
-    return parser.parse_args(argv)
+#: The same server, supervisor and command line as ``examples/ivr.py``, with this handler.
+serve = functools.partial(callback_ivr.serve, handler=ivr)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    print(f"serving ws://{args.host}:{args.port}{PATH}", flush=True)
-    trio.run(
-        lambda: serve(
-            host=args.host,
-            port=args.port,
-            username=args.username,
-            password=args.password,
-            blocklist=args.blocklist,
-        )
-    )
+    callback_ivr.main(argv, serve=serve, description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":
