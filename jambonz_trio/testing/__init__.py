@@ -31,9 +31,9 @@ from ._errors import (
     ProtocolViolation,
     SubprotocolMissing,
 )
+from ._factory import FakeJambonzFactory
 from ._fake import FakeCall, StartKind
 from ._open import open_fake_call
-from ._plugin import FakeJambonzFactory
 from ._records import (
     AckRecord,
     CloseRecord,
