@@ -1010,7 +1010,7 @@ class Call(trio.abc.AsyncResource):
             if isinstance(frame, bytes):
                 log.info("call %s: ignoring a binary frame (%d bytes)", self.call_sid, len(frame))
                 continue
-            if len(frame) > max_in // 4 and encoded_size_safe(frame) > max_in:
+            if len(frame) > max_in // 4 and _inbound_size(frame) > max_in:
                 log.warning("call %s: inbound frame over %d bytes; closing with 1009", self.call_sid, max_in)
                 await self._abort_with(conn, 1009, "message too big")
                 return
@@ -1111,7 +1111,7 @@ class Call(trio.abc.AsyncResource):
         self._deliver(Reconnected(count=self.reconnect_count, message=msg))
 
     async def _flush_outbox(self, conn: _Connection) -> None:
-        while self._outbox and conn is self._conn and protocol_connected(self._protocol):
+        while self._outbox and conn is self._conn and self._protocol.state is ConnState.CONNECTED:
             item = self._outbox.popleft()
             self._outbox_bytes -= item.size
             item.sent = True
@@ -1199,11 +1199,8 @@ class Call(trio.abc.AsyncResource):
         self._finish(CloseInfo(code=None, reason=reason, by="lost"))
 
 
-def protocol_connected(protocol: CallProtocol) -> bool:
-    return protocol.state is ConnState.CONNECTED
-
-
-def encoded_size_safe(text: str) -> int:
+def _inbound_size(text: str) -> int:
+    """UTF-8 size of an inbound frame (lone surrogates count as 3 bytes, like their escape)."""
     try:
         return encoded_size(text)
     except LocalProtocolError:
