@@ -9,6 +9,7 @@ and a 1.5 s handshake timeout, and aborts if the 101 answer does not echo the su
 from __future__ import annotations
 
 import base64
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -39,17 +40,19 @@ Connector = Callable[[], Awaitable[trio.abc.Stream]]
 
 @attrs.frozen
 class TcpConnector:
-    """Connects over TCP to a ``ws://host:port/path`` URL (see :func:`tcp_connector`).
+    """Connects over TCP (TLS for ``wss://``) to the app (see :func:`tcp_connector`).
 
     Attributes:
         host: host name or address.
         port: TCP port.
         path: request target (path and query) sent in the upgrade request.
+        ssl_context: TLS settings for ``wss://``; ``None`` for plain ``ws://``.
     """
 
     host: str
     port: int
     path: str
+    ssl_context: ssl.SSLContext | None = attrs.field(default=None, eq=False)
 
     @property
     def host_header(self) -> str:
@@ -57,28 +60,32 @@ class TcpConnector:
         return f"{self.host}:{self.port}"
 
     async def __call__(self) -> trio.abc.Stream:
-        """Open the TCP connection (a checkpoint). Raises ``OSError`` on failure."""
+        """Open the connection (a checkpoint). Raises ``OSError`` on failure (TLS errors
+        surface on the first read or write)."""
+        if self.ssl_context is not None:
+            return await trio.open_ssl_over_tcp_stream(self.host, self.port, ssl_context=self.ssl_context)
         return await trio.open_tcp_stream(self.host, self.port)
 
 
-def tcp_connector(url: str) -> TcpConnector:
-    """A connector for a ``ws://host[:port][/path][?query]`` URL.
+def tcp_connector(url: str, *, ssl_context: ssl.SSLContext | None = None) -> TcpConnector:
+    """A connector for a ``ws://`` or ``wss://host[:port][/path][?query]`` URL.
 
     Like jambonz, a ``#fragment`` (jambonz's ``#rc=..&rp=..`` retry settings) is stripped.
     The path and query become the request target unless ``open_fake_call(path=...)`` says
-    otherwise.
+    otherwise. For ``wss://``, ``ssl_context`` defaults to the system's default verification.
 
     Raises:
-        ValueError: not a ``ws://`` URL (``wss://`` is not supported by the fake).
+        ValueError: not a ``ws://`` / ``wss://`` URL.
     """
     parts = urlsplit(url)
-    if parts.scheme == "wss":
-        raise ValueError("the fake jambonz does not support wss:// URLs; use ws:// in tests")
-    if parts.scheme != "ws" or not parts.hostname:
-        raise ValueError(f"expected a ws://host[:port]/path URL, got {url!r}")
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"expected a ws:// or wss://host[:port]/path URL, got {url!r}")
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
+    if parts.scheme == "wss":
+        context = ssl_context or ssl.create_default_context()
+        return TcpConnector(parts.hostname, parts.port or 443, path, context)
     return TcpConnector(parts.hostname, parts.port or 80, path)
 
 

@@ -131,3 +131,17 @@ async def test_tls_silent_client_cut_at_deadline(
         assert trio.current_time() - t0 == pytest.approx(3.0, abs=0.01)
         await trio.testing.wait_all_tasks_blocked()
         assert server.statistics().connections == 0
+
+
+async def test_tls_fake_jambonz_over_wss(nursery: trio.Nursery, tls: Contexts) -> None:
+    """The fake jambonz (and so ``simulate``) reaches a ``wss://`` app."""
+    from jambonz_trio.testing import open_fake_call, tcp_connector
+
+    server: JambonzServer = await nursery.start(
+        partial(serve_jambonz, APP, host="127.0.0.1", port=0, ssl_context=tls.server)
+    )
+    url = f"wss://127.0.0.1:{server.port}/app"
+    with trio.fail_after(10):
+        async with open_fake_call(tcp_connector(url, ssl_context=tls.client)) as fc:
+            ack = await fc.start()
+            assert ack.verb_names == ["say"]

@@ -543,8 +543,8 @@ def test_tcp_connector_urls() -> None:
         "example.com:80",
     )
     assert tcp_connector("ws://10.0.0.1:3000").path == "/"
-    with pytest.raises(ValueError, match="wss"):
-        tcp_connector("wss://example.com/")
+    secure = tcp_connector("wss://example.com/voice")
+    assert (secure.port, secure.path, secure.ssl_context is not None) == (443, "/voice", True)
     with pytest.raises(ValueError, match="ws://"):
         tcp_connector("http://example.com/")
 
