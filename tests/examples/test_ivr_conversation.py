@@ -7,9 +7,7 @@ own hooks), so these tests compare what the caller hears, played through the fak
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -25,7 +23,6 @@ from jambonz_trio.testing import (
     Caller,
     Connector,
     Digits,
-    FakeCall,
     HandshakeRejected,
     Speech,
     open_fake_call,
@@ -34,32 +31,9 @@ from jambonz_trio.testing import (
 )
 from jambonz_trio.verbs import Config, Gather, Hangup, Say
 
-SAY = re.compile(r'say "([^"]*)"')
+from .helpers import heard
+
 Serve = Callable[..., Awaitable[None]]
-
-
-@asynccontextmanager
-async def open_call(connector: Connector, **kwargs: Any) -> AsyncIterator[FakeCall]:
-    """:func:`open_fake_call`, except that a failing test hangs up cleanly (``call:status``
-    completed, close 1000) instead of dropping the socket. After a drop the app waits for
-    jambonz to reconnect, and a conversation operation pending then cannot be cancelled (its
-    shielded kill-redirect waits for the reconnect): the failure would hang the test run."""
-    async with open_fake_call(connector, **kwargs) as fc:
-        try:
-            yield fc
-        except BaseException:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                try:
-                    if not fc.is_over:
-                        await fc.hangup()
-                except Exception:
-                    pass
-            raise
-
-
-def heard(steps: list[tuple[str, str]]) -> list[str]:
-    """What the caller hears, from run_call's narration (acks and redirects, in order)."""
-    return [text for who, line in steps if who in ("app", "command") for text in SAY.findall(line)]
 
 
 async def place_call(
@@ -74,7 +48,7 @@ async def place_call(
         gathers.append(gather)
         return answer(gather)
 
-    async with open_call(connector, path=ivr.PATH, **kwargs) as fc:
+    async with open_fake_call(connector, path=ivr.PATH, **kwargs) as fc:
         await run_call(fc, Caller(on_gather=on_gather), on_step=lambda who, text: steps.append((who, text)))
         assert fc.is_over
     return steps, gathers
@@ -108,7 +82,7 @@ async def test_the_caller_hears_the_same_ivr(
 
 async def test_wire_shape_of_the_conversation_version(nursery: trio.Nursery) -> None:
     server = await start(nursery, ivr_conversation.serve)
-    async with open_call(server.connect_memory, path=ivr.PATH) as fc:
+    async with open_fake_call(server.connect_memory, path=ivr.PATH) as fc:
         await run_call(fc, Caller("yes"))
     assert fc.acks[0].verbs == [Config(notify_events=True), Say(text="Hello from jambonz", id="jt-1")]
     assert fc.acks[1].verbs == [Say(text="You said: yes", id="jt-3")]  # answers the gather's hook
@@ -120,7 +94,9 @@ async def test_wire_shape_of_the_conversation_version(nursery: trio.Nursery) -> 
 
 async def test_blocked_caller_gets_mute_redirect_hangup_in_order(nursery: trio.Nursery) -> None:
     server = await start(nursery, ivr_conversation.serve)
-    async with open_call(server.connect_memory, path=ivr.PATH, call=CallData(from_="+15550000001")) as fc:
+    async with open_fake_call(
+        server.connect_memory, path=ivr.PATH, call=CallData(from_="+15550000001")
+    ) as fc:
         await fc.start()
         assert (await fc.expect_command(MuteStatus)).mute_status == "mute"
         assert (await fc.expect_command(Redirect)).verbs == (Say(text="redirected"),)
@@ -133,7 +109,9 @@ async def test_other_callers_get_no_supervisor_commands(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     server = await start(nursery, ivr_conversation.serve, blocklist=["+15550000009"])
-    async with open_call(server.connect_memory, path=ivr.PATH, call=CallData(from_="+15550000001")) as fc:
+    async with open_fake_call(
+        server.connect_memory, path=ivr.PATH, call=CallData(from_="+15550000001")
+    ) as fc:
         await fc.start()
         await fc.expect_no_command(within=2)  # the say is still "playing": nothing else comes
 
@@ -142,7 +120,7 @@ async def test_a_reconnect_during_the_gather_is_invisible_to_the_handler(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     server = await start(nursery, ivr_conversation.serve)
-    async with open_call(server.connect_memory, path=ivr.PATH) as fc:
+    async with open_fake_call(server.connect_memory, path=ivr.PATH) as fc:
         ack = await fc.start()
         await fc.verb_status("finished", id=ack.verbs[-1].id, name="say")
         gather = (await fc.expect_command(Redirect)).verbs[0]
@@ -162,7 +140,7 @@ async def test_caller_hanging_up_mid_gather_is_not_an_error(
     nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
 ) -> None:
     server = await start(nursery, ivr_conversation.serve)
-    async with open_call(server.connect_memory, path=ivr.PATH) as fc:
+    async with open_fake_call(server.connect_memory, path=ivr.PATH) as fc:
         ack = await fc.start()
         await fc.verb_status("finished", id=ack.verbs[-1].id, name="say")
         await fc.expect_command(Redirect)  # the gather
@@ -183,7 +161,7 @@ async def test_basic_auth_over_tcp(nursery: trio.Nursery) -> None:
         )
         assert heard(steps) == ["Hello from jambonz", "Say something", "You said: over tcp"]
         with pytest.raises(HandshakeRejected, match="401"):
-            async with open_call(tcp_connector(url), username="jambonz", password="wrong"):
+            async with open_fake_call(tcp_connector(url), username="jambonz", password="wrong"):
                 pass
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -20,32 +19,12 @@ from jambonz_trio.testing import (
     Caller,
     Connector,
     ExpectationFailed,
-    FakeCall,
     ToolCallScript,
     open_fake_call,
     run_call,
     tcp_connector,
 )
 from jambonz_trio.verbs import Hangup, Llm, Say, Verb
-
-
-@asynccontextmanager
-async def open_call(connector: Connector, **kwargs: Any) -> AsyncIterator[FakeCall]:
-    """:func:`open_fake_call`, except that a failing test hangs up cleanly (``call:status``
-    completed, close 1000) instead of dropping the socket. After a drop the app waits for
-    jambonz to reconnect, and a conversation operation pending then cannot be cancelled (its
-    shielded kill-redirect waits for the reconnect): the failure would hang the test run."""
-    async with open_fake_call(connector, **kwargs) as fc:
-        try:
-            yield fc
-        except BaseException:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                try:
-                    if not fc.is_over:
-                        await fc.hangup()
-                except Exception:
-                    pass
-            raise
 
 
 def function_output(command: LlmToolOutput) -> Any:
@@ -80,7 +59,7 @@ async def talk(
         said.append(say.text)
         await fc.verb_status("finished", id=say.id, name="say")
 
-    async with open_call(connector, path=llm_agent.PATH) as fc:
+    async with open_fake_call(connector, path=llm_agent.PATH) as fc:
         await play_say((await fc.start()).verbs)
         llm = (await fc.expect_command(Redirect)).verbs[0]
         assert isinstance(llm, Llm) and llm.tool_hook is not None
@@ -127,7 +106,7 @@ async def test_model_events_are_logged_and_the_greeting_comes_first(
     server: JambonzServer, caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
 ) -> None:
     caplog.set_level(logging.INFO, logger="llm_agent")
-    async with open_call(server.connect_memory, path=llm_agent.PATH) as fc:
+    async with open_fake_call(server.connect_memory, path=llm_agent.PATH) as fc:
         ack = await fc.start()
         greeting = ack.verbs[-1]
         assert greeting == Say(text="Hello from jambonz. Ask me about the weather.", id=greeting.id)
@@ -160,7 +139,7 @@ async def test_caller_hanging_up_during_the_model_session(
     server: JambonzServer, caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
 ) -> None:
     caplog.set_level(logging.INFO)
-    async with open_call(server.connect_memory, path=llm_agent.PATH) as fc:
+    async with open_fake_call(server.connect_memory, path=llm_agent.PATH) as fc:
         greeting = (await fc.start()).verbs[-1]
         await fc.verb_status("finished", id=greeting.id, name="say")
         assert isinstance((await fc.expect_command(Redirect)).verbs[0], Llm)
@@ -183,7 +162,7 @@ async def test_over_tcp_with_an_api_key(nursery: trio.Nursery) -> None:
 
 async def test_run_call_can_play_the_agent(server: JambonzServer) -> None:
     failure: ExpectationFailed | None = None
-    async with open_call(server.connect_memory, path=llm_agent.PATH, strict=False) as fc:
+    async with open_fake_call(server.connect_memory, path=llm_agent.PATH, strict=False) as fc:
         try:
             await run_call(fc, Caller(tool_calls=[ToolCallScript("get_weather", {"city": "Paris"})]))
         except ExpectationFailed as exc:

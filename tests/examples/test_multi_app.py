@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -17,7 +14,6 @@ from jambonz_trio.testing import (
     Caller,
     Connector,
     Digits,
-    FakeCall,
     HandshakeRejected,
     open_fake_call,
     run_call,
@@ -25,27 +21,9 @@ from jambonz_trio.testing import (
 )
 from jambonz_trio.verbs import Say
 
+from . import helpers
+
 USER, PASSWORD = "bank", "s3:cret"
-SAY = re.compile(r'say "([^"]*)"')
-
-
-@asynccontextmanager
-async def open_call(connector: Connector, **kwargs: Any) -> AsyncIterator[FakeCall]:
-    """:func:`open_fake_call`, except that a failing test hangs up cleanly (``call:status``
-    completed, close 1000) instead of dropping the socket. After a drop the app waits for
-    jambonz to reconnect, and a conversation operation pending then cannot be cancelled (its
-    shielded kill-redirect waits for the reconnect): the failure would hang the test run."""
-    async with open_fake_call(connector, **kwargs) as fc:
-        try:
-            yield fc
-        except BaseException:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                try:
-                    if not fc.is_over:
-                        await fc.hangup()
-                except Exception:
-                    pass
-            raise
 
 
 @pytest.fixture
@@ -59,15 +37,15 @@ async def server(nursery: trio.Nursery) -> JambonzServer:
 async def heard(connector: Connector, path: str, caller: Caller, **kwargs: Any) -> list[str]:
     """Play a whole call on ``path``; returns what the caller heard (run_call's narration)."""
     steps: list[tuple[str, str]] = []
-    async with open_call(connector, path=path, **kwargs) as fc:
+    async with open_fake_call(connector, path=path, **kwargs) as fc:
         await run_call(fc, caller, on_step=lambda who, text: steps.append((who, text)))
     assert steps[-1] == ("jambonz", "runs hangup: the call ends")
-    return [text for who, line in steps if who in ("app", "command") for text in SAY.findall(line)]
+    return helpers.heard(steps)
 
 
 async def agent_greeting(connector: Connector, path: str) -> str:
     """The first thing the agent says on ``path`` (then the caller hangs up)."""
-    async with open_call(connector, path=path) as fc:
+    async with open_fake_call(connector, path=path) as fc:
         say = (await fc.start()).verbs[-1]
         assert isinstance(say, Say) and isinstance(say.text, str)
         return say.text
@@ -107,7 +85,7 @@ async def test_secure_line_refuses_bad_credentials(
     server: JambonzServer, username: str | None, password: str | None
 ) -> None:
     with pytest.raises(HandshakeRejected, match="401"):
-        async with open_call(
+        async with open_fake_call(
             server.connect_memory, path=multi_app.SECURE_PATH, username=username, password=password
         ):
             pass
@@ -123,7 +101,7 @@ async def test_agent_prefix_route(server: JambonzServer, path: str) -> None:
 @pytest.mark.parametrize("path", ["/", "/agents", "/ivr/extra", "/secure/x", "/nope"])
 async def test_other_paths_are_not_found(server: JambonzServer, path: str) -> None:
     with pytest.raises(HandshakeRejected, match="404"):
-        async with open_call(server.connect_memory, path=path, username=USER, password=PASSWORD):
+        async with open_fake_call(server.connect_memory, path=path, username=USER, password=PASSWORD):
             pass
 
 
@@ -143,7 +121,7 @@ async def test_every_app_over_tcp(server: JambonzServer) -> None:
         greeting = await agent_greeting(tcp_connector(base + "/agent/sales"), "/agent/sales")
         assert greeting.startswith("Hello from jambonz")
         with pytest.raises(HandshakeRejected, match="401"):
-            async with open_call(tcp_connector(base + multi_app.SECURE_PATH)):
+            async with open_fake_call(tcp_connector(base + multi_app.SECURE_PATH)):
                 pass
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 import trio
@@ -19,7 +17,6 @@ from jambonz_trio.commands import CallStatusCommand, MuteStatus, Redirect, Whisp
 from jambonz_trio.testing import (
     CallData,
     Caller,
-    Connector,
     DialOutcome,
     FakeCall,
     HandshakeRejected,
@@ -29,31 +26,7 @@ from jambonz_trio.testing import (
 )
 from jambonz_trio.verbs import Dial, Gather, Say, Target
 
-SAY = re.compile(r'say "([^"]*)"')
-
-
-@asynccontextmanager
-async def open_call(connector: Connector, **kwargs: Any) -> AsyncIterator[FakeCall]:
-    """:func:`open_fake_call`, except that a failing test hangs up cleanly (``call:status``
-    completed, close 1000) instead of dropping the socket. After a drop the app waits for
-    jambonz to reconnect, and a conversation operation pending then cannot be cancelled (its
-    shielded kill-redirect waits for the reconnect): the failure would hang the test run."""
-    async with open_fake_call(connector, **kwargs) as fc:
-        try:
-            yield fc
-        except BaseException:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                try:
-                    if not fc.is_over:
-                        await fc.hangup()
-                except Exception:
-                    pass
-            raise
-
-
-def heard(steps: list[tuple[str, str]]) -> list[str]:
-    """What the caller hears, from run_call's narration (acks and redirects, in order)."""
-    return [text for who, line in steps if who in ("app", "command") for text in SAY.findall(line)]
+from .helpers import heard
 
 
 class Console:
@@ -114,7 +87,7 @@ async def test_operator_mutes_whispers_and_hangs_up_a_live_call(
 ) -> None:
     async with running() as (server, console):
         assert await console.type("list") == "no live calls"
-        async with open_call(
+        async with open_fake_call(
             server.connect_memory, path=supervisor.PATH, call=CallData(from_="+15551112222")
         ) as fc:
             dial = await until_dialling(fc, "my invoice")
@@ -147,7 +120,7 @@ async def test_operator_mutes_whispers_and_hangs_up_a_live_call(
 async def test_bad_commands_get_help_and_change_nothing(autojump_clock: trio.testing.MockClock) -> None:
     async with (
         running() as (server, console),
-        open_call(server.connect_memory, path=supervisor.PATH) as fc,
+        open_fake_call(server.connect_memory, path=supervisor.PATH) as fc,
     ):
         await fc.start()
         sid = fc.call.call_sid
@@ -173,7 +146,7 @@ async def test_a_command_before_the_session_new_ack_is_reported(
         lambda task_status: serve_jambonz(Route(path=supervisor.PATH, handler=slow), task_status=task_status)
     )
     async with (
-        open_call(server.connect_memory, path=supervisor.PATH) as fc,
+        open_fake_call(server.connect_memory, path=supervisor.PATH) as fc,
         trio.open_nursery() as inner,
     ):
         inner.start_soon(fc.start)
@@ -187,7 +160,7 @@ async def test_a_command_before_the_session_new_ack_is_reported(
 
 async def test_caller_reaches_the_agent_and_hears_goodbye_when_nobody_answers() -> None:
     steps: list[tuple[str, str]] = []
-    async with running() as (server, _), open_call(server.connect_memory, path=supervisor.PATH) as fc:
+    async with running() as (server, _), open_fake_call(server.connect_memory, path=supervisor.PATH) as fc:
         await run_call(
             fc,
             Caller("billing", dials=[DialOutcome(dial_call_status="no-answer", dial_sip_status=480)]),
@@ -206,14 +179,14 @@ async def test_console_over_tcp_with_basic_auth() -> None:
     async with running(username="ops", password="s3cret") as (server, console):
         url = f"ws://127.0.0.1:{server.port}{supervisor.PATH}"
         with trio.fail_after(10):
-            async with open_call(tcp_connector(url), username="ops", password="s3cret") as fc:
+            async with open_fake_call(tcp_connector(url), username="ops", password="s3cret") as fc:
                 await fc.start()
                 sid = fc.call.call_sid
                 assert (await console.type("list")).startswith(sid)
                 assert await console.type(f"hangup {sid}") == f"hangup {sid}: ok"
                 assert (await fc.expect_command(CallStatusCommand)).call_status == "completed"
             with pytest.raises(HandshakeRejected, match="401"):
-                async with open_call(tcp_connector(url)):
+                async with open_fake_call(tcp_connector(url)):
                     pass
 
 

@@ -22,25 +22,6 @@ WEATHER = "what is the weather like"
 STORY = "tell me a story"
 
 
-@asynccontextmanager
-async def open_call(connector: Connector, **kwargs: Any) -> AsyncIterator[FakeCall]:
-    """:func:`open_fake_call`, except that a failing test hangs up cleanly (``call:status``
-    completed, close 1000) instead of dropping the socket. After a drop the app waits for
-    jambonz to reconnect, and a conversation operation pending then cannot be cancelled (its
-    shielded kill-redirect waits for the reconnect): the failure would hang the test run."""
-    async with open_fake_call(connector, **kwargs) as fc:
-        try:
-            yield fc
-        except BaseException:
-            with trio.CancelScope(shield=True), trio.move_on_after(2):
-                try:
-                    if not fc.is_over:
-                        await fc.hangup()
-                except Exception:
-                    pass
-            raise
-
-
 @pytest.fixture
 async def server(nursery: trio.Nursery) -> JambonzServer:
     started: JambonzServer = await nursery.start(partial(tts_streaming.serve, port=0))
@@ -84,7 +65,7 @@ class Turns:
 
 @asynccontextmanager
 async def assistant_call(connector: Connector, **kwargs: Any) -> AsyncIterator[Turns]:
-    async with open_call(connector, path=tts_streaming.PATH, **kwargs) as fc:
+    async with open_fake_call(connector, path=tts_streaming.PATH, **kwargs) as fc:
         ack = await fc.start()
         assert ack.verbs == [Config(notify_events=True), Config(tts_stream=TtsStream(enable=True))]
         [greeting] = (await fc.expect_command(Redirect)).verbs
