@@ -9,6 +9,16 @@ from typing import Any, cast
 
 import trio
 from trio_websocket import WebSocketConnection, wrap_client_stream
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Request,
+    TextMessage,
+)
 
 from jambonz_trio import JambonzServer
 
@@ -68,13 +78,12 @@ class RawClient:
     it reads only when asked, so tests control pongs, back-pressure and close races."""
 
     def __init__(self, stream: trio.abc.Stream, *, auto_pong: bool = True) -> None:
-        from wsproto import ConnectionType, WSConnection
-
         self.stream = stream
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.auto_pong = auto_pong
         self.pings = 0
         self.close_code: int | None = None
+        self.close_reason: str | None = None
         self._events: list[Any] = []
         self._text: list[str] = []
 
@@ -85,8 +94,6 @@ class RawClient:
         subprotocols: list[str] | None = None,
         extra_headers: list[tuple[bytes, bytes]] | None = None,
     ) -> Any:
-        from wsproto.events import Request
-
         await self.stream.send_all(
             self.ws.send(
                 Request(
@@ -109,22 +116,20 @@ class RawClient:
         return self._events.pop(0)
 
     async def send_text(self, text: str) -> None:
-        from wsproto.events import TextMessage
-
         await self.stream.send_all(self.ws.send(TextMessage(data=text)))
 
     async def send_bytes(self, data: bytes) -> None:
-        from wsproto.events import BytesMessage
-
         await self.stream.send_all(self.ws.send(BytesMessage(data=data)))
 
     async def send(self, mtype: str, msgid: str, data: dict[str, Any] | None = None, **env: Any) -> None:
         await self.send_text(msg(mtype, msgid, data, **env))
 
     async def receive(self) -> dict[str, Any] | None:
-        """The next text message as JSON, or ``None`` once the server closed."""
-        from wsproto.events import CloseConnection, Ping, TextMessage
+        """The next text message as JSON, or ``None`` once the server closed.
 
+        Pings are answered while the connection is open (a Ping parsed in the same read as a
+        Close can no longer be answered, and is not); the Close frame's code and reason are
+        recorded."""
         while True:
             try:
                 event = await self._next_raw()
@@ -139,25 +144,24 @@ class RawClient:
                     return out
             elif isinstance(event, Ping):
                 self.pings += 1
-                from wsproto.connection import ConnectionState as _State
-
-                if self.auto_pong and self.ws.state is _State.OPEN:
-                    await self.stream.send_all(self.ws.send(event.response()))
+                if self.auto_pong and self.ws.state is ConnectionState.OPEN:
+                    await self._send_quietly(event.response())
             elif isinstance(event, CloseConnection):
-                from wsproto.connection import ConnectionState
-
-                self.close_code = event.code
+                self.close_code, self.close_reason = event.code, event.reason
                 if self.ws.state is ConnectionState.REMOTE_CLOSING:
-                    try:
-                        await self.stream.send_all(self.ws.send(event.response()))
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        pass
+                    await self._send_quietly(event.response())
                 return None
 
-    async def close(self, code: int = 1000) -> None:
-        from wsproto.events import CloseConnection
+    async def _send_quietly(self, event: Any) -> None:
+        try:
+            await self.stream.send_all(self.ws.send(event))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
 
-        await self.stream.send_all(self.ws.send(CloseConnection(code=code)))
+    async def close(self, code: int = 1000) -> None:
+        """Send Close if the connection is still open (no-op otherwise)."""
+        if self.ws.state is ConnectionState.OPEN:
+            await self._send_quietly(CloseConnection(code=code))
 
     async def drop(self) -> None:
         await trio.aclose_forcefully(self.stream)
@@ -173,8 +177,6 @@ async def raw_client(
 ) -> AsyncIterator[RawClient]:
     stream = await server.connect_memory(lockstep=lockstep)
     client = RawClient(stream, auto_pong=auto_pong)
-    from wsproto.events import AcceptConnection
-
     event = await client.handshake(path)
     assert isinstance(event, AcceptConnection), event
     try:

@@ -16,8 +16,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from wsproto.connection import ConnectionState
-from wsproto.events import AcceptConnection, CloseConnection, Ping, TextMessage
+from wsproto.events import AcceptConnection
 
 from tests.admission.helpers import basic
 from tests.engine.helpers import RawClient
@@ -157,53 +156,8 @@ class Latencies:
 # -- clients -----------------------------------------------------------------------------------
 
 
-class Client(RawClient):
-    """``RawClient`` whose auto-pong is safe against a Close parsed in the same read.
-
-    wsproto changes state when it *parses* a Close, so a Ping that came just before it in the
-    same chunk can no longer be answered (the parent class then raises wsproto's
-    ``LocalProtocolError`` from ``receive``). Here such a Ping is simply not answered.
-    Also records the Close frame's reason."""
-
-    close_reason: str | None = None
-
-    async def receive(self) -> dict[str, Any] | None:
-        while True:
-            try:
-                event = await self._next_raw()
-            except EOFError:
-                return None
-            if isinstance(event, TextMessage):
-                self._text.append(event.data)
-                if event.message_finished:
-                    text = "".join(self._text)
-                    self._text.clear()
-                    out: dict[str, Any] = json.loads(text)
-                    return out
-            elif isinstance(event, Ping):
-                self.pings += 1
-                if self.auto_pong and self.ws.state is ConnectionState.OPEN:
-                    try:
-                        await self.stream.send_all(self.ws.send(event.response()))
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        pass
-            elif isinstance(event, CloseConnection):
-                self.close_code = event.code
-                self.close_reason = event.reason
-                if self.ws.state is ConnectionState.REMOTE_CLOSING:
-                    try:
-                        await self.stream.send_all(self.ws.send(event.response()))
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        pass
-                return None
-
-    async def close(self, code: int = 1000) -> None:
-        """Send Close if the connection is still open (no-op otherwise)."""
-        if self.ws.state is ConnectionState.OPEN:
-            try:
-                await self.stream.send_all(self.ws.send(CloseConnection(code=code)))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+#: The shared hand-driven client (tests/engine/helpers.py).
+Client = RawClient
 
 
 async def open_raw(
