@@ -1,12 +1,12 @@
-"""Admission of one TCP connection, before trio-websocket sees a byte of it.
+"""Admission of one TCP connection: the whole HTTP side of the websocket handshake.
 
-We read and parse the HTTP request head ourselves (h11, bounded in bytes and time), decide
+We read and parse the HTTP request head ourselves (h11, once, bounded in bytes and time), decide
 everything that can be decided on it - routing, plain-HTTP answers, subprotocol, ``Origin``,
-Basic auth, header sanity - and answer refusals at once. Only an admitted upgrade is replayed
-into trio-websocket for the 101. This removes, at the source, the request shapes that make
-wsproto raise something other than its own ``RemoteProtocolError`` (a non-ASCII or bad-IDNA
-``Host``, non-ASCII comma headers: ``shared/reliability.md`` F1), and frees junk requests in
-milliseconds instead of holding them for trio-websocket's 60 s connect timeout (F8).
+Basic auth, header sanity - and answer refusals at once; an admitted upgrade gets its 101 from
+:func:`._websocket.accept_response`. This removes, at the source, the request shapes that make
+wsproto's handshake raise something other than its own ``RemoteProtocolError`` (a non-ASCII or
+bad-IDNA ``Host``, non-ASCII comma headers: ``shared/reliability.md`` F1), and frees junk
+requests in milliseconds instead of holding them for trio-websocket's 60 s connect timeout (F8).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ __all__ = [
     "BasicAuth",
     "Identity",
     "Refusal",
-    "ReplayStream",
     "Route",
     "admit",
     "judge",
@@ -137,7 +136,8 @@ class Admitted:
     route: Route
     identity: Identity
     path: str
-    head: bytes  # every byte read so far, to replay into trio-websocket
+    key: bytes  # Sec-WebSocket-Key, for the 101 reply
+    trailing: bytes = b""  # bytes read past the request head (a first frame sent early)
 
 
 async def read_head(stream: trio.abc.Stream, max_bytes: int) -> bytes:
@@ -197,6 +197,14 @@ def parse_basic_auth(values: Sequence[bytes]) -> tuple[str, str] | None:
     if not colon:
         raise Refusal(401, "malformed Basic credentials", headers=_CHALLENGE)
     return user, password
+
+
+def _is_websocket_key(key: bytes) -> bool:
+    """RFC 6455 §4.1: the key is 16 random bytes, base64-encoded."""
+    try:
+        return len(base64.b64decode(key.strip(), validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
 
 
 def check_basic(expected: BasicAuth, given: tuple[str, str] | None) -> bool:
@@ -273,6 +281,8 @@ async def judge(
         raise Refusal(400, "ambiguous Upgrade/Connection headers")
     if headers.get(b"sec-websocket-version") != [b"13"] or len(headers.get(b"sec-websocket-key", [])) != 1:
         raise Refusal(426, "WebSocket version 13 required", headers=(("Sec-WebSocket-Version", "13"),))
+    if not _is_websocket_key(headers[b"sec-websocket-key"][0]):
+        raise Refusal(400, "bad Sec-WebSocket-Key")
     if b"host" not in headers:
         raise Refusal(400, "missing Host header")
 
@@ -315,40 +325,9 @@ async def judge(
         if not ok:
             raise Refusal(401, "refused by authenticator", headers=_CHALLENGE)
     return Admitted(
-        route=route, identity=Identity(route=route.path, username=username), path=target, head=head
+        route=route,
+        identity=Identity(route=route.path, username=username),
+        path=target,
+        key=headers[b"sec-websocket-key"][0],
+        trailing=head[head.index(b"\r\n\r\n") + 4 :],
     )
-
-
-class ReplayStream(trio.abc.Stream):
-    """A stream that first replays bytes already read, then reads from ``inner``."""
-
-    def __init__(self, inner: trio.abc.Stream, prefix: bytes) -> None:
-        self.inner = inner
-        self._prefix = prefix
-        # Hot path: over a plain socket (whose receive_some already returns bytes) this layer
-        # only forwards, so bind the socket's own methods and save a coroutine per read/write.
-        self._direct = type(inner) is trio.SocketStream
-        if self._direct:
-            self.send_all = inner.send_all  # type: ignore[method-assign]
-            self.wait_send_all_might_not_block = inner.wait_send_all_might_not_block  # type: ignore[method-assign]
-            if not prefix:
-                self.receive_some = inner.receive_some  # type: ignore[method-assign, assignment]
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        if self._prefix:
-            n = len(self._prefix) if max_bytes is None else max_bytes
-            chunk, self._prefix = self._prefix[:n], self._prefix[n:]
-            if not self._prefix and self._direct:
-                self.receive_some = self.inner.receive_some  # type: ignore[method-assign, assignment]
-            await trio.lowlevel.checkpoint()
-            return bytes(chunk)
-        return bytes(await self.inner.receive_some(max_bytes))
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

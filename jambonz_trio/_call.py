@@ -2,9 +2,9 @@
 
 A ``Call`` lives as long as the call, across socket drops: jambonz reconnects with
 ``session:reconnect`` and the same ``Call`` (and the handler running on it) carries on. Each
-socket is a ``_Connection`` with its own nursery (trio-websocket's reader, our receive loop, the
-keepalive). The call's own nursery (started by the server) runs the handler and the single ack
-watchdog.
+socket is a ``_Connection`` with its own nursery (our receive loop, which is also the socket's
+only reader, and the keepalive). The call's own nursery (started by the server) runs the
+handler and the single ack watchdog.
 
 All protocol decisions are made by the sans-io :class:`~jambonz_trio._protocol.CallProtocol`,
 synchronously, before a frame is written; every write is shielded from the caller's
@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from ._config import CallConfig, DisconnectedCommands, LateAnswer, Overflow
 from ._errors import (
@@ -51,6 +50,7 @@ from ._protocol._outbound import Ack, Command
 from ._protocol._state import CallProtocol, ConnState, OwedAck
 from ._protocol._verbs import Config, Dub, Play, Say
 from ._protocol._verbs_base import Hook, Verb
+from ._websocket import ServerWebSocket, WebSocketClosed
 
 if TYPE_CHECKING:
     from ._admission import Identity
@@ -121,7 +121,7 @@ class _Connection:
 
     _ids = itertools.count(1)
 
-    def __init__(self, ws: WebSocketConnection, stream: trio.abc.Stream, identity: Identity) -> None:
+    def __init__(self, ws: ServerWebSocket, stream: trio.abc.Stream, identity: Identity) -> None:
         self.ws = ws
         self.stream = stream
         self.identity = identity
@@ -734,7 +734,7 @@ class Call(trio.abc.AsyncResource):
                     nursery.start_soon(torn_down)
                     try:
                         await conn.ws.aclose(code, reason or None)
-                    except Exception:  # pragma: no cover - trio-websocket close races
+                    except Exception:  # pragma: no cover - a close racing the peer's
                         log.debug("close of %s failed", self.call_sid, exc_info=True)
                     nursery.cancel_scope.cancel()
             done.set()
@@ -916,7 +916,7 @@ class Call(trio.abc.AsyncResource):
                 await conn.ws.send_message(text)
                 self._frames_out += 1
                 return _Written.YES
-            except ConnectionClosed:
+            except WebSocketClosed:
                 pass
         if scope.cancelled_caught:
             log.warning(
@@ -992,8 +992,8 @@ class Call(trio.abc.AsyncResource):
                 await self._receive_loop(conn)
                 nursery.cancel_scope.cancel()
             if conn.close_done is not None:
-                # We are closing: keep trio-websocket's reader alive until the peer's Close
-                # reply arrives (bounded by close_timeout in _close_connection).
+                # We are closing: keep the socket open until our close handshake is over (the
+                # peer's Close came, or close_timeout in _close_connection passed).
                 await conn.close_done.wait()
 
     async def _receive_loop(self, conn: _Connection) -> None:
@@ -1001,7 +1001,7 @@ class Call(trio.abc.AsyncResource):
         while True:
             try:
                 frame = await conn.ws.get_message()
-            except ConnectionClosed as exc:
+            except WebSocketClosed as exc:
                 reason = exc.reason
                 code = reason.code if reason is not None else None
                 self._connection_closed(conn, code, reason.reason if reason is not None else None)
@@ -1146,7 +1146,7 @@ class Call(trio.abc.AsyncResource):
             with trio.move_on_after(timeout) as scope:
                 try:
                     await conn.ws.ping(b"jt%d" % n)
-                except ConnectionClosed:
+                except WebSocketClosed:
                     return
             if scope.cancelled_caught:
                 log.warning("call %s: no pong within %.1f s; aborting the socket", self.call_sid, timeout)

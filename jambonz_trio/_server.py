@@ -1,9 +1,9 @@
 """``serve_jambonz`` / ``JambonzServer``: listeners, admission, routing, the call registry, drain.
 
-Each TCP connection runs in its own task with its own nursery (trio-websocket's reader task
-lives there), wrapped so that nothing it raises can reach the listeners or other calls
-(``shared/reliability.md`` W-1). Admission (:mod:`._admission`) happens before trio-websocket
-sees the request, inside one deadline covering head, auth and the 101 reply.
+Each TCP connection runs in its own task, wrapped so that nothing it raises can reach the
+listeners or other calls (``shared/reliability.md`` W-1). Admission (:mod:`._admission`) judges
+the request inside one deadline covering head, auth and the 101 reply; then the connection's
+task reads the websocket itself (:mod:`._websocket`: no reader task per connection).
 """
 
 from __future__ import annotations
@@ -19,14 +19,12 @@ import attrs
 import trio
 import trio.testing
 import wsproto.utilities
-from trio_websocket import ConnectionClosed, wrap_server_stream
 
 from ._admission import (
     SUBPROTOCOL,
     Admitted,
     BasicAuth,
     Refusal,
-    ReplayStream,
     Route,
     http_response,
     judge,
@@ -38,6 +36,7 @@ from ._errors import RemoteProtocolError
 from ._protocol._json import loads_object
 from ._protocol._messages import Message, SessionNew, SessionReconnect, parse_message
 from ._registry import CallRegistry
+from ._websocket import ServerWebSocket, WebSocketClosed, accept_response
 
 __all__ = ["Handler", "JambonzServer", "ServerStatistics", "serve_jambonz"]
 
@@ -187,37 +186,32 @@ class JambonzServer:
                 await self._refuse(stream, refusal)
                 return
             assert admitted is not None
-            async with trio.open_nursery() as nursery:
-                replay = ReplayStream(stream, admitted.head)
-                ws = None
-                with trio.move_on_at(deadline):
-                    try:
-                        request = await wrap_server_stream(
-                            nursery,
-                            replay,
-                            message_queue_size=4,
-                            max_message_size=config.max_inbound_bytes,
-                        )
-                        ws = await request.accept(subprotocol=SUBPROTOCOL)
-                    except ConnectionClosed:
-                        ws = None
-                self._pending -= 1
-                pending = False
-                if ws is None:
-                    nursery.cancel_scope.cancel()
+            with trio.move_on_at(deadline) as sending:
+                try:
+                    await stream.send_all(accept_response(admitted.key, SUBPROTOCOL))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return
-                await self._serve_socket(ws, replay, admitted)
-                nursery.cancel_scope.cancel()
+            if sending.cancelled_caught:
+                return  # the 101 may be half-written: the stream is unusable
+            self._pending -= 1
+            pending = False
+            ws = ServerWebSocket(
+                stream,
+                trailing=admitted.trailing,
+                max_message_size=config.max_inbound_bytes,
+                control_timeout=config.call.send_timeout,
+            )
+            await self._serve_socket(ws, stream, admitted)
         finally:
             if pending:
                 self._pending -= 1
 
-    async def _serve_socket(self, ws: Any, stream: trio.abc.Stream, admitted: Admitted) -> None:
+    async def _serve_socket(self, ws: ServerWebSocket, stream: trio.abc.Stream, admitted: Admitted) -> None:
         first: Message | None = None
         with trio.move_on_after(self.config.first_message_timeout):
             try:
                 frame = await ws.get_message()
-            except ConnectionClosed:
+            except WebSocketClosed:
                 return
             try:
                 if not isinstance(frame, str):

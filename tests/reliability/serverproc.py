@@ -28,7 +28,6 @@ from functools import partial
 from typing import Any
 
 import trio
-from trio_websocket import WebSocketConnection
 
 from jambonz_trio import (
     BasicAuth,
@@ -42,6 +41,7 @@ from jambonz_trio import (
     serve_jambonz,
 )
 from jambonz_trio._call import _Connection
+from jambonz_trio._websocket import ServerWebSocket
 from jambonz_trio.verbs import Say
 
 USER = "jambonz"
@@ -88,7 +88,7 @@ def stats(server: JambonzServer) -> dict[str, Any]:
         "refused": s.refused,
         "call_objects": _count(Call),
         "connection_objects": _count(_Connection),
-        "websocket_objects": _count(WebSocketConnection),
+        "websocket_objects": _count(ServerWebSocket),
     }
 
 

@@ -74,12 +74,19 @@ async def run_cycles(server: ServerProcess, count: int, first: int, concurrency:
     return failures
 
 
-async def wait_settled(server: ServerProcess, within: float = 10.0) -> dict[str, Any]:
-    """Stats once the server has no call and no connection left (bounded)."""
+async def wait_settled(server: ServerProcess, tasks: int, within: float = 10.0) -> dict[str, Any]:
+    """Stats once the server has no call and no connection left and is back to ``tasks``
+    living tasks (bounded: a leak still shows after ``within`` seconds). The counters drop a
+    moment before the last tasks of a call have returned."""
     stats = await server.stats()
     with trio.move_on_after(within):
         for _ in range(int(within / 0.05) + 1):
-            if stats["calls"] == 0 and stats["connections"] == 0 and stats["pending"] == 0:
+            if (
+                stats["calls"] == 0
+                and stats["connections"] == 0
+                and stats["pending"] == 0
+                and stats["tasks"] <= tasks
+            ):
                 break
             await trio.sleep(0.05)
             stats = await server.stats()
@@ -96,9 +103,9 @@ async def soak(
         async with server_process(SOAK_CONFIG) as server:
             before = await server.stats()
             failures = await run_cycles(server, sample_after, 0, concurrency)
-            after_first = await wait_settled(server)
+            after_first = await wait_settled(server, before["tasks"])
             failures += await run_cycles(server, cycles - sample_after, sample_after, concurrency)
-            end = await wait_settled(server)
+            end = await wait_settled(server, before["tasks"])
             alive = server.alive()
     elapsed = time.monotonic() - started
     return {

@@ -1,0 +1,310 @@
+"""The server websocket (``jambonz_trio._websocket``) on its own: memory streams, a client on
+wsproto's frame layer driven by hand, virtual time for every deadline."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
+
+from jambonz_trio._websocket import CloseReason, ServerWebSocket, WebSocketClosed
+
+
+class Peer:
+    """The client end: frames out with :meth:`send`, frames in with :meth:`events`."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.proto = Connection(ConnectionType.CLIENT)
+        self.pending: list[Event] = []
+
+    async def send(self, event: Event) -> None:
+        await self.stream.send_all(self.proto.send(event))
+
+    async def events(self) -> list[Event]:
+        """Events not yet taken, else read once (blocking) and return what that produced."""
+        if not self.pending:
+            data = await self.stream.receive_some(65536)
+            self.proto.receive_data(bytes(data) or None)
+            self.pending = list(self.proto.events())
+        out, self.pending = self.pending, []
+        return out
+
+    async def next_event(self) -> Event:
+        while not self.pending:
+            self.pending = await self.events()
+        return self.pending.pop(0)
+
+
+def pair(*, max_message_size: int = 1000, lockstep: bool = False) -> tuple[ServerWebSocket, Peer]:
+    make = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
+    client, server = make()
+    ws = ServerWebSocket(server, max_message_size=max_message_size, control_timeout=2.0)
+    return ws, Peer(client)
+
+
+async def test_text_binary_and_fragmented_messages_arrive_whole() -> None:
+    ws, peer = pair()
+    await peer.send(TextMessage(data="hello"))
+    await peer.send(BytesMessage(data=b"\x00\x01"))
+    await peer.send(TextMessage(data="frag", message_finished=False))
+    await peer.send(TextMessage(data="mented ☎", message_finished=True))
+    assert await ws.get_message() == "hello"
+    assert await ws.get_message() == b"\x00\x01"
+    assert await ws.get_message() == "fragmented ☎"
+
+
+async def test_send_message_reaches_the_peer() -> None:
+    ws, peer = pair()
+    await ws.send_message("out ☎")
+    await ws.send_message(b"raw")
+    event = await peer.next_event()
+    assert isinstance(event, TextMessage) and event.data == "out ☎"
+    event = await peer.next_event()
+    assert isinstance(event, BytesMessage) and event.data == b"raw"
+
+
+async def test_bytes_sent_with_the_request_head_are_read_first() -> None:
+    _client, server = trio.testing.memory_stream_pair()
+    early = Connection(ConnectionType.CLIENT).send(TextMessage(data="early"))
+    ws = ServerWebSocket(server, trailing=early, max_message_size=100, control_timeout=1.0)
+    assert await ws.get_message() == "early"
+
+
+async def test_peer_ping_is_answered_by_the_reader() -> None:
+    ws, peer = pair()
+    await peer.send(Ping(payload=b"p1"))
+    await peer.send(TextMessage(data="after"))
+    assert await ws.get_message() == "after"
+    event = await peer.next_event()
+    assert event == Pong(payload=b"p1")
+
+
+async def test_ping_waits_for_its_pong_and_reads_by_itself(autojump_clock: trio.testing.MockClock) -> None:
+    ws, peer = pair()
+    async with trio.open_nursery() as nursery:
+        done = trio.Event()
+
+        async def pinger() -> None:
+            await ws.ping(b"k1")
+            done.set()
+
+        nursery.start_soon(pinger)
+        event = await peer.next_event()
+        assert event == Ping(payload=b"k1")
+        await trio.sleep(5)
+        assert not done.is_set()  # no pong yet
+        await peer.send(TextMessage(data="queued meanwhile"))
+        await peer.send(Pong(payload=b"k1"))
+        with trio.fail_after(1):
+            await done.wait()
+    assert await ws.get_message() == "queued meanwhile"  # read by ping, kept for the app
+
+
+async def test_ping_and_get_message_share_one_reader() -> None:
+    ws, peer = pair()
+    got: list[str | bytes] = []
+    async with trio.open_nursery() as nursery:
+
+        async def receiver() -> None:
+            got.append(await ws.get_message())
+
+        nursery.start_soon(receiver)
+        nursery.start_soon(ws.ping, b"k2")
+        await trio.testing.wait_all_tasks_blocked()
+        assert await peer.next_event() == Ping(payload=b"k2")
+        await peer.send(Pong(payload=b"k2"))
+        await peer.send(TextMessage(data="m"))
+    assert got == ["m"]
+
+
+async def test_ping_raises_when_the_socket_closes_first() -> None:
+    ws, peer = pair()
+    async with trio.open_nursery() as nursery:
+        errors: list[WebSocketClosed] = []
+
+        async def pinger() -> None:
+            try:
+                await ws.ping(b"k3")
+            except WebSocketClosed as exc:
+                errors.append(exc)
+
+        nursery.start_soon(pinger)
+        await peer.next_event()
+        await peer.stream.aclose()
+    assert [e.reason for e in errors] == [CloseReason(1006, None)]
+
+
+async def test_peer_close_is_answered_and_reported() -> None:
+    ws, peer = pair()
+    await peer.send(TextMessage(data="last words"))
+    await peer.send(CloseConnection(code=1000, reason="bye"))
+    assert await ws.get_message() == "last words"  # delivered before the close
+    try:
+        await ws.get_message()
+        raise AssertionError("expected WebSocketClosed")
+    except WebSocketClosed as exc:
+        assert exc.reason == CloseReason(1000, "bye")
+    assert ws.closed == CloseReason(1000, "bye")
+    assert await peer.next_event() == CloseConnection(code=1000, reason="bye")
+    assert peer.proto.state is ConnectionState.CLOSED
+    try:
+        await ws.send_message("too late")
+        raise AssertionError("expected WebSocketClosed")
+    except WebSocketClosed:
+        pass
+
+
+async def test_our_close_waits_for_the_peers_close(autojump_clock: trio.testing.MockClock) -> None:
+    ws, peer = pair()
+    async with trio.open_nursery() as nursery:
+        closed = trio.Event()
+
+        async def closer() -> None:
+            await ws.aclose(1001, "going away")
+            closed.set()
+
+        nursery.start_soon(closer)
+        assert await peer.next_event() == CloseConnection(code=1001, reason="going away")
+        await trio.sleep(3)
+        assert not closed.is_set()
+        # a frame the peer sent before it saw our Close (its own wsproto no longer would)
+        await peer.stream.send_all(Connection(ConnectionType.CLIENT).send(TextMessage(data="late")))
+        await peer.send(CloseConnection(code=1001))
+        with trio.fail_after(1):
+            await closed.wait()
+    assert ws.closed is not None and ws.closed.code == 1001
+    await ws.aclose()  # idempotent
+    try:
+        await ws.get_message()  # "late" is not delivered: we were closing
+        raise AssertionError("expected WebSocketClosed")
+    except WebSocketClosed:
+        pass
+
+
+async def test_our_close_while_another_task_reads() -> None:
+    ws, peer = pair()
+    outcome: list[CloseReason] = []
+    async with trio.open_nursery() as nursery:
+
+        async def receiver() -> None:
+            try:
+                await ws.get_message()
+            except WebSocketClosed as exc:
+                outcome.append(exc.reason)
+
+        nursery.start_soon(receiver)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(ws.aclose, 1000, "done")
+        assert await peer.next_event() == CloseConnection(code=1000, reason="done")
+        await peer.send(CloseConnection(code=1000, reason="done"))
+    assert outcome == [CloseReason(1000, "done")]
+
+
+async def test_tcp_loss_is_1006() -> None:
+    ws, peer = pair()
+    await peer.stream.aclose()
+    try:
+        await ws.get_message()
+        raise AssertionError("expected WebSocketClosed")
+    except WebSocketClosed as exc:
+        assert exc.reason == CloseReason(1006, None)
+
+
+async def test_message_too_big_closes_1009() -> None:
+    ws, peer = pair(max_message_size=10)
+    await peer.send(TextMessage(data="x" * 11))
+    try:
+        await ws.get_message()
+        raise AssertionError("expected WebSocketClosed")
+    except WebSocketClosed as exc:
+        assert exc.reason.code == 1009
+    event = await peer.next_event()
+    assert isinstance(event, CloseConnection) and event.code == 1009
+
+
+async def test_fragments_over_the_limit_are_not_accumulated() -> None:
+    ws, peer = pair(max_message_size=10)
+    await peer.send(TextMessage(data="x" * 6, message_finished=False))
+    await peer.send(TextMessage(data="y" * 6, message_finished=False))
+    try:
+        await ws.get_message()
+        raise AssertionError("expected WebSocketClosed")
+    except WebSocketClosed as exc:
+        assert exc.reason.code == 1009
+    assert ws._parts == [] and ws._size == 0
+
+
+async def test_protocol_error_from_the_peer_closes_with_its_code() -> None:
+    ws, peer = pair()
+    await peer.stream.send_all(b"\x81\x05hello")  # an unmasked client frame: RFC 6455 §5.1
+    try:
+        await ws.get_message()
+        raise AssertionError("expected WebSocketClosed")
+    except WebSocketClosed as exc:
+        assert exc.reason.code == 1002
+    event = await peer.next_event()
+    assert isinstance(event, CloseConnection) and event.code == 1002
+
+
+async def test_concurrent_senders_are_serialized_in_arrival_order() -> None:
+    ws, peer = pair(lockstep=True)  # every write blocks until the peer reads
+    with trio.fail_after(5):
+        await _send_five(ws, peer)
+
+
+async def _send_five(ws: ServerWebSocket, peer: Peer) -> None:
+    async with trio.open_nursery() as nursery:
+        for i in range(5):
+            nursery.start_soon(ws.send_message, f"m{i}")
+            await trio.testing.wait_all_tasks_blocked()
+        received: list[str] = []
+        while len(received) < 5:
+            for event in await peer.events():
+                assert isinstance(event, TextMessage)
+                received.append(str(event.data))
+    assert received == [f"m{i}" for i in range(5)]
+
+
+async def test_a_cancelled_waiting_sender_does_not_block_the_others() -> None:
+    ws, peer = pair(lockstep=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(ws.send_message, "first")
+        await trio.testing.wait_all_tasks_blocked()
+        waiting = trio.CancelScope()
+
+        async def cancelled_sender() -> None:
+            with waiting:
+                await ws.send_message("cancelled")
+
+        nursery.start_soon(cancelled_sender)
+        await trio.testing.wait_all_tasks_blocked()
+        waiting.cancel()
+        nursery.start_soon(ws.send_message, "third")
+        await trio.testing.wait_all_tasks_blocked()
+        received: list[str] = []
+        with trio.fail_after(5):
+            while len(received) < 2:
+                received += [str(e.data) for e in await peer.events() if isinstance(e, TextMessage)]
+    assert received == ["first", "third"]
+
+
+async def test_pong_write_is_bounded_when_the_peer_stops_reading(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ws, peer = pair(lockstep=True)  # the peer never reads: our Pong cannot be written
+    outcome: list[CloseReason] = []
+
+    async def read() -> None:
+        try:
+            await ws.get_message()
+        except WebSocketClosed as exc:
+            outcome.append(exc.reason)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            await peer.send(Ping(payload=b"x"))  # lockstep: returns once the server read it
+    assert outcome == [CloseReason(1006, None)]
+    assert trio.current_time() >= 2.0  # control_timeout
