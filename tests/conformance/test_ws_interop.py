@@ -53,10 +53,10 @@ async def test_node_ws_client_talks_to_the_server(nursery: trio.Nursery) -> None
                 if event.hook == "/close":
                     await call.aclose(1000, "bye")
             elif isinstance(event, Disconnected):
-                dropped[call.call_sid] = event.code  # jambonz would now reconnect
+                dropped[str(call.call_sid)] = event.code  # jambonz would now reconnect
                 if len(ended) == 2:
                     settled.set()
-        ended[call.call_sid] = call.close_info
+        ended[str(call.call_sid)] = call.close_info
         if len(ended) == 2 and dropped:
             settled.set()
 
