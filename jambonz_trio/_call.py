@@ -2,9 +2,9 @@
 
 A ``Call`` lives as long as the call, across socket drops: jambonz reconnects with
 ``session:reconnect`` and the same ``Call`` (and the handler running on it) carries on. Each
-socket is a ``_Connection`` with its own nursery (our receive loop, which is also the socket's
-only reader, and the keepalive). The call's own nursery (started by the server) runs the
-handler and the single ack watchdog.
+socket is a ``_Connection`` read by one receive loop (the socket's only reader). The call's own
+nursery (started by the server) runs the handler and the watchdog, the call's one timer task:
+ack deadlines, the live socket's keepalive and the reconnect grace period.
 
 All protocol decisions are made by the sans-io :class:`~jambonz_trio._protocol.CallProtocol`,
 synchronously, before a frame is written; every write is shielded from the caller's
@@ -21,6 +21,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -135,6 +136,11 @@ class _Connection:
         self.close_done: trio.Event | None = None
         #: Set by the server when the connection's task is gone (for any reason).
         self.torn_down = trio.Event()
+        #: Keepalive (run by the call's watchdog): when to send the next ping or, while one is
+        #: in flight, by when its pong must come.
+        self.keepalive_at = math.inf
+        self.ping_in_flight = False
+        self.pings = 0
 
     async def abort(self) -> None:
         """Drop the TCP connection now, without a closing handshake."""
@@ -829,7 +835,8 @@ class Call(trio.abc.AsyncResource):
             call_scope.cancel()
 
     async def _watchdog(self) -> None:
-        """The call's one deadline task: overdue acks and the reconnect grace period."""
+        """The call's one deadline task: overdue acks, the keepalive of the live socket and the
+        reconnect grace period."""
         while not self.closed:
             with trio.CancelScope() as scope:
                 self._watchdog_scope = scope
@@ -847,12 +854,18 @@ class Call(trio.abc.AsyncResource):
                 return
             for owed in self._protocol.overdue(now):
                 await self._auto_answer(owed)
+            conn = self._conn
+            if conn is not None and now >= conn.keepalive_at and self._protocol.state is ConnState.CONNECTED:
+                await self._keepalive(conn, now)
 
     def _next_deadline(self) -> float:
         d = self._protocol.next_deadline()
         best = math.inf if d is None else d
         if self._disconnected_at is not None:
             best = min(best, self._disconnected_at + self.config.reconnect_grace)
+        conn = self._conn
+        if conn is not None and self._protocol.state is ConnState.CONNECTED:
+            best = min(best, conn.keepalive_at)
         return best
 
     def _reschedule(self) -> None:
@@ -966,6 +979,8 @@ class Call(trio.abc.AsyncResource):
         self._conn = conn
         self._protocol.connection_made()
         conn.generation = self._protocol.generation
+        conn.keepalive_at = now + self.config.ping_interval
+        conn.ws.on_pong = partial(self._pong, conn)
         self._disconnected_at = None
         implicit = seen_before and not isinstance(first, SessionReconnect)
         if implicit:
@@ -985,12 +1000,10 @@ class Call(trio.abc.AsyncResource):
         await self._on_message(conn, first, now)
 
     async def _run_connection(self, conn: _Connection) -> None:
-        """Receive loop + keepalive for one socket; returns when the socket is done."""
+        """The receive loop of one socket (its keepalive runs in the watchdog); returns when
+        the socket is done."""
         with conn.cancel_scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._keepalive, conn)
-                await self._receive_loop(conn)
-                nursery.cancel_scope.cancel()
+            await self._receive_loop(conn)
             if conn.close_done is not None:
                 # We are closing: keep the socket open until our close handshake is over (the
                 # peer's Close came, or close_timeout in _close_connection passed).
@@ -1139,21 +1152,37 @@ class Call(trio.abc.AsyncResource):
             return True
         return False
 
-    async def _keepalive(self, conn: _Connection) -> None:
-        interval, timeout = self.config.ping_interval, self.config.ping_timeout
-        for n in itertools.count():
-            await trio.sleep(interval)
-            with trio.move_on_after(timeout) as scope:
-                try:
-                    await conn.ws.ping(b"jt%d" % n)
-                except WebSocketClosed:
-                    return
-            if scope.cancelled_caught:
-                log.warning("call %s: no pong within %.1f s; aborting the socket", self.call_sid, timeout)
-                await conn.abort()
-                self._connection_lost(conn, 1006, "ping timeout")
-                conn.cancel_scope.cancel()
-                return
+    def _pong(self, conn: _Connection) -> None:
+        """A Pong arrived on ``conn`` (called by its reader): schedule the next ping."""
+        if conn.ping_in_flight:
+            conn.ping_in_flight = False
+            conn.keepalive_at = trio.current_time() + self.config.ping_interval
+            self._reschedule()
+
+    async def _keepalive(self, conn: _Connection, now: float) -> None:
+        """Ping ``conn``, or abort it if the pong of the last ping is overdue (the watchdog
+        calls this at ``conn.keepalive_at``)."""
+        if conn.closed.is_set():
+            conn.keepalive_at = math.inf
+            return
+        if conn.ping_in_flight:
+            conn.keepalive_at = math.inf
+            log.warning(
+                "call %s: no pong within %.1f s; aborting the socket", self.call_sid, self.config.ping_timeout
+            )
+            await conn.abort()
+            self._connection_lost(conn, 1006, "ping timeout")
+            conn.cancel_scope.cancel()
+            return
+        conn.ping_in_flight = True
+        conn.keepalive_at = now + self.config.ping_timeout
+        conn.pings += 1
+        with trio.CancelScope(shield=True, deadline=now + self.config.send_timeout):
+            try:
+                await conn.ws.send_ping(b"jt%d" % conn.pings)
+            except WebSocketClosed:
+                conn.keepalive_at = math.inf
+        # a ping the peer does not read ends like a pong that does not come: at keepalive_at
 
     async def _abort_with(self, conn: _Connection, code: int, reason: str) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(self.config.close_timeout):

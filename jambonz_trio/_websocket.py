@@ -10,9 +10,10 @@ second HTTP parse of a handshake our admission has already judged.
 Here the *caller* reads: :meth:`ServerWebSocket.get_message` pulls bytes from the stream
 only when the application wants the next message, so there is no task per connection and
 no read-ahead buffer (TCP is the back-pressure). Whoever needs bytes while nobody else is
-reading (``get_message``, a ``ping`` waiting for its pong, a closing handshake) reads for
-everyone; the others wait for that read. Control frames (pong, the close reply) are written by
-the reader, shielded and bounded by ``control_timeout``.
+reading (``get_message``, a closing handshake) reads for everyone; the others wait for that
+read. Pongs are reported through a callback, so a keepalive needs no reader of its own. Control
+frames (pong, the close reply) are written by the reader, shielded and bounded by
+``control_timeout``.
 
 Cancellation: a cancelled read loses nothing (trio's ``receive_some`` is atomic); a write
 cancelled half-way leaves the stream corrupt, so the engine shields its writes (as it did
@@ -24,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections import deque
+from collections.abc import Callable
 
 import attrs
 import trio
@@ -85,7 +87,6 @@ class ServerWebSocket:
         "_max_size",
         "_messages",
         "_parts",
-        "_pings",
         "_proto",
         "_pumped",
         "_reading",
@@ -95,6 +96,7 @@ class ServerWebSocket:
         "_stream",
         "_unprocessed",
         "closed",
+        "on_pong",
     )
 
     def __init__(
@@ -114,12 +116,13 @@ class ServerWebSocket:
         self._messages: deque[str | bytes] = deque()
         self._parts: list[str | bytes] = []
         self._size = 0
-        self._pings: dict[bytes, trio.Event] = {}
         self._reading = False
         self._pumped: trio.Event | None = None
         self._sending = False
         self._send_waiters = trio.lowlevel.ParkingLot()
         self.closed: CloseReason | None = None
+        #: Called (synchronously, by the reading task) for every Pong that arrives.
+        self.on_pong: Callable[[], None] | None = None
 
     # -- receiving -----------------------------------------------------------------------------
 
@@ -201,10 +204,8 @@ class ServerWebSocket:
                 if proto.state is _OPEN:
                     out += proto.send(event.response())
             elif kind is Pong:
-                assert isinstance(event, Pong)
-                waiter = self._pings.pop(bytes(event.payload), None)
-                if waiter is not None:
-                    waiter.set()
+                if self.on_pong is not None:
+                    self.on_pong()
             elif kind is CloseConnection:
                 assert isinstance(event, CloseConnection)
                 if proto.state is _REMOTE_CLOSING:
@@ -226,9 +227,6 @@ class ServerWebSocket:
             # the peer's Close replaces ours (as trio-websocket does); a lost TCP connection
             # (1006) replaces nothing we already know
             self.closed = reason
-        for waiter in self._pings.values():
-            waiter.set()
-        self._pings.clear()
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -247,25 +245,15 @@ class ServerWebSocket:
             data = self._proto.send(BytesMessage(data=message))
         await self._send(data)
 
-    async def ping(self, payload: bytes) -> None:
-        """Send a Ping and block until its Pong comes back; the caller owns the timeout.
+    async def send_ping(self, payload: bytes) -> None:
+        """Send a Ping (blocks like :meth:`send_message`). Its Pong, like any Pong, is reported
+        to :attr:`on_pong` by whichever task reads next; the caller owns the timeout.
 
-        Raises :class:`WebSocketClosed` if the socket closes first.
+        Raises :class:`WebSocketClosed` if the socket is closed or closing.
         """
         if self.closed is not None or self._proto.state is not _OPEN:
             raise WebSocketClosed(self.closed or _LOST)
-        if payload in self._pings:
-            raise ValueError(f"a ping with payload {payload!r} is already waiting")
-        self._pings[payload] = pong = trio.Event()
-        try:
-            await self._send(self._proto.send(Ping(payload=payload)))
-            while not pong.is_set():
-                await self._read()
-        finally:
-            if self._pings.get(payload) is pong:
-                del self._pings[payload]
-        if self.closed is not None:
-            raise WebSocketClosed(self.closed)
+        await self._send(self._proto.send(Ping(payload=payload)))
 
     async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
         """Start the closing handshake and wait for the peer's Close; the caller owns the

@@ -81,59 +81,31 @@ async def test_peer_ping_is_answered_by_the_reader() -> None:
     assert event == Pong(payload=b"p1")
 
 
-async def test_ping_waits_for_its_pong_and_reads_by_itself(autojump_clock: trio.testing.MockClock) -> None:
+async def test_pongs_are_reported_by_the_reader() -> None:
     ws, peer = pair()
-    async with trio.open_nursery() as nursery:
-        done = trio.Event()
-
-        async def pinger() -> None:
-            await ws.ping(b"k1")
-            done.set()
-
-        nursery.start_soon(pinger)
-        event = await peer.next_event()
-        assert event == Ping(payload=b"k1")
-        await trio.sleep(5)
-        assert not done.is_set()  # no pong yet
-        await peer.send(TextMessage(data="queued meanwhile"))
-        await peer.send(Pong(payload=b"k1"))
-        with trio.fail_after(1):
-            await done.wait()
-    assert await ws.get_message() == "queued meanwhile"  # read by ping, kept for the app
+    pongs: list[float] = []
+    ws.on_pong = lambda: pongs.append(trio.current_time())
+    await ws.send_ping(b"k1")
+    assert await peer.next_event() == Ping(payload=b"k1")
+    await peer.send(Pong(payload=b"k1"))
+    await peer.send(Pong(payload=b"unsolicited"))  # RFC 6455 §5.5.3: allowed, a heartbeat
+    await peer.send(TextMessage(data="m"))
+    assert await ws.get_message() == "m"
+    assert len(pongs) == 2
 
 
-async def test_ping_and_get_message_share_one_reader() -> None:
+async def test_send_ping_on_a_closed_socket_raises() -> None:
     ws, peer = pair()
-    got: list[str | bytes] = []
-    async with trio.open_nursery() as nursery:
-
-        async def receiver() -> None:
-            got.append(await ws.get_message())
-
-        nursery.start_soon(receiver)
-        nursery.start_soon(ws.ping, b"k2")
-        await trio.testing.wait_all_tasks_blocked()
-        assert await peer.next_event() == Ping(payload=b"k2")
-        await peer.send(Pong(payload=b"k2"))
-        await peer.send(TextMessage(data="m"))
-    assert got == ["m"]
-
-
-async def test_ping_raises_when_the_socket_closes_first() -> None:
-    ws, peer = pair()
-    async with trio.open_nursery() as nursery:
-        errors: list[WebSocketClosed] = []
-
-        async def pinger() -> None:
-            try:
-                await ws.ping(b"k3")
-            except WebSocketClosed as exc:
-                errors.append(exc)
-
-        nursery.start_soon(pinger)
-        await peer.next_event()
-        await peer.stream.aclose()
-    assert [e.reason for e in errors] == [CloseReason(1006, None)]
+    await peer.stream.aclose()
+    try:
+        await ws.get_message()
+    except WebSocketClosed:
+        pass
+    try:
+        await ws.send_ping(b"k3")
+        raise AssertionError("expected WebSocketClosed")
+    except WebSocketClosed as exc:
+        assert exc.reason == CloseReason(1006, None)
 
 
 async def test_peer_close_is_answered_and_reported() -> None:
