@@ -767,11 +767,10 @@ class Call(trio.abc.AsyncResource):
 
     # -- engine: handler & watchdog --------------------------------------------------------------
 
-    async def _run(self, handler: Any, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _run(self, handler: Any) -> None:
         """Run the handler and the watchdog in the call's nursery (started by the server)."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._guarded_watchdog, nursery.cancel_scope)
-            task_status.started()
             ended = False  # the handler returned or raised (not cancelled)
             try:
                 await handler(self)

@@ -162,6 +162,7 @@ class JambonzServer:
             admitted: Admitted | None = None
             refusal: Refusal | None = None
             head: bytes | None = None
+            # one deadline for the TLS handshake, the request head, admission and the 101
             with trio.move_on_at(deadline) as scope:
                 try:
                     if isinstance(stream, trio.SSLStream):
@@ -173,26 +174,20 @@ class JambonzServer:
                         max_head_bytes=config.max_request_head_bytes,
                         health_path=config.health_path,
                     )
+                    await stream.send_all(accept_response(admitted.key, SUBPROTOCOL))
                 except Refusal as exc:
                     refusal = exc
                 except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError):
                     return
             if scope.cancelled_caught:
                 log.info("handshake not completed within %.1f s", config.handshake_timeout)
-                if head is not None:  # the request came; admission (an authenticator) was slow
+                if head is not None and admitted is None:  # admission (an authenticator) was slow
                     await self._refuse(stream, Refusal(503, "admission timed out"))
-                return
+                return  # (a 101 cut half-way leaves the stream unusable)
             if refusal is not None:
                 await self._refuse(stream, refusal)
                 return
             assert admitted is not None
-            with trio.move_on_at(deadline) as sending:
-                try:
-                    await stream.send_all(accept_response(admitted.key, SUBPROTOCOL))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-            if sending.cancelled_caught:
-                return  # the 101 may be half-written: the stream is unusable
             self._pending -= 1
             pending = False
             ws = ServerWebSocket(
@@ -230,7 +225,8 @@ class JambonzServer:
         try:
             if is_new:
                 await call._attach(conn, first, now)
-                await self._calls_nursery.start(self._run_call, call, admitted.route.handler)
+                self._register(call)  # synchronously, so the registry never misses a live call
+                self._calls_nursery.start_soon(self._run_call, call, admitted.route.handler)
             else:
                 self.calls.unparked(call)
                 await call._attach(conn, first, now)
@@ -296,18 +292,16 @@ class JambonzServer:
             log.warning("call %s: too many disconnected calls; dropping the oldest", evicted.call_sid)
             evicted._lost("too many disconnected calls")
 
-    async def _run_call(
-        self,
-        call: Call,
-        handler: Handler,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
+    def _register(self, call: Call) -> None:
         if not call._isolated:
             self.calls.add(call)
         else:
             self.calls.add_isolated(call)
+
+    async def _run_call(self, call: Call, handler: Handler) -> None:
+        """The call's task (registered already): its handler and watchdog, contained."""
         try:
-            await call._run(handler, task_status=task_status)
+            await call._run(handler)
         except* Exception as group:
             if call.config.strict:
                 raise
