@@ -19,7 +19,6 @@ import enum
 import itertools
 import logging
 import math
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
@@ -51,6 +50,7 @@ from ._protocol._outbound import Ack, Command
 from ._protocol._state import CallProtocol, ConnState, OwedAck
 from ._protocol._verbs import Config, Dub, Play, Say
 from ._protocol._verbs_base import Hook, Verb
+from ._queue import EventQueue
 from ._websocket import ServerWebSocket, WebSocketClosed
 
 if TYPE_CHECKING:
@@ -194,15 +194,14 @@ class Call(trio.abc.AsyncResource):
             ack_unknown_types=config.ack_unknown_types,
         )
         self._conn: _Connection | None = None
-        self._send_events, self._recv_events = trio.open_memory_channel[tuple[Event, int]](
-            config.event_queue_size
-        )
+        self._events: EventQueue[tuple[Event, int]] = EventQueue(config.event_queue_size)
         self._events_bytes = 0
         self._events_dropped = 0
-        self._auto_answered: deque[str] = deque(maxlen=256)
+        # lists, not deques: a deque costs ~700 bytes even empty, on every live call
+        self._auto_answered: list[str] = []  # the latest 256
         self._auto_answered_count = 0
         self._deferred: dict[str, tuple[Verb, ...]] = {}
-        self._outbox: deque[_Pending] = deque()
+        self._outbox: list[_Pending] = []  # FIFO, at most max_queued_commands
         self._outbox_bytes = 0
         self._reconnect_acked = True
         self._disconnected_at: float | None = None
@@ -268,11 +267,10 @@ class Call(trio.abc.AsyncResource):
 
     def statistics(self) -> CallStatistics:
         """A snapshot of queue fill levels and counters (not a checkpoint)."""
-        stats = self._send_events.statistics()
         return CallStatistics(
             state=self.state.value,
-            events_queued=stats.current_buffer_used,
-            events_capacity=int(stats.max_buffer_size),
+            events_queued=len(self._events),
+            events_capacity=self._events.capacity,
             events_dropped=self._events_dropped,
             acks_owed=len(self._protocol.owed()),
             auto_answered=self._auto_answered_count,
@@ -304,7 +302,7 @@ class Call(trio.abc.AsyncResource):
 
     async def _receive_event(self) -> Event:
         try:
-            event, size = await self._recv_events.receive()
+            event, size = await self._events.get()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise self._closed_error() from None
         self._events_bytes -= size
@@ -752,7 +750,7 @@ class Call(trio.abc.AsyncResource):
         if self.close_info is None:
             self.close_info = info
         self._protocol.close()
-        self._send_events.close()
+        self._events.close()
         for item in self._outbox:
             item.error = NotDelivered(f"call ended before {item.text[:40]!r} could be sent")
             item.done.set()
@@ -894,6 +892,8 @@ class Call(trio.abc.AsyncResource):
             log.exception("call %s: the watchdog could not answer %s", self.call_sid, msg.type)
             return
         self._auto_answered.append(owed.msgid)
+        if len(self._auto_answered) > 256:
+            del self._auto_answered[0]
         self._auto_answered_count += 1
         if await self._write(conn, text):
             if owed.needs_verbs:
@@ -947,7 +947,7 @@ class Call(trio.abc.AsyncResource):
         try:
             if self._events_bytes + size > self.config.max_queued_event_bytes:
                 raise trio.WouldBlock
-            self._send_events.send_nowait((event, size))
+            self._events.put_nowait((event, size))
             self._events_bytes += size
         except trio.WouldBlock:
             self._events_dropped += 1
@@ -1124,7 +1124,7 @@ class Call(trio.abc.AsyncResource):
 
     async def _flush_outbox(self, conn: _Connection) -> None:
         while self._outbox and conn is self._conn and self._protocol.state is ConnState.CONNECTED:
-            item = self._outbox.popleft()
+            item = self._outbox.pop(0)
             self._outbox_bytes -= item.size
             item.sent = True
             if not await self._write(conn, item.text):

@@ -188,6 +188,7 @@ class JambonzServer:
                 await self._refuse(stream, refusal)
                 return
             assert admitted is not None
+            head = None  # this task lives as long as the call: do not keep the request alive
             self._pending -= 1
             pending = False
             ws = ServerWebSocket(
