@@ -9,6 +9,7 @@ vendors forward their own payloads. Key spellings are as jambonz sends them (sna
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
 
@@ -186,11 +187,23 @@ class SpeechResult:
         )
 
 
+class _CallFromRaw:
+    """``call``: the typed call info of a hook result, built on first access (most apps never
+    read it, and building it is a quarter of the library's cost of a hook)."""
+
+    raw: Mapping[str, Any]
+
+    @functools.cached_property
+    def call(self) -> CallInfo:
+        """Typed call info from the hook's data."""
+        return CallInfo.from_data(self.raw)
+
+
 GatherReason = Literal["speechDetected", "dtmfDetected", "timeout", "error", "stt-low-confidence"]
 
 
 @attrs.frozen(kw_only=True)
-class GatherResult:
+class GatherResult(_CallFromRaw):
     """The result of a ``gather`` actionHook (protocol.md §9.3).
 
     ``reason`` is one of ``speechDetected``, ``dtmfDetected``, ``timeout``, ``error``,
@@ -201,7 +214,6 @@ class GatherResult:
     speech: SpeechResult | None = None
     digits: str | None = None
     details: str | None = None
-    call: CallInfo
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
     @property
@@ -222,20 +234,18 @@ class GatherResult:
             speech=SpeechResult.from_data(speech) if speech is not None else None,
             digits=_get(data, "digits", str),
             details=_get(data, "details", str),
-            call=CallInfo.from_data(data),
             raw=data,
         )
 
 
 @attrs.frozen(kw_only=True)
-class DialResult:
+class DialResult(_CallFromRaw):
     """The result of a ``dial`` actionHook: ``dial_call_status`` etc. (protocol.md §9.3)."""
 
     dial_call_status: str | None
     dial_sip_status: int | None = None
     dial_call_sid: str | None = None
     dial_sbc_callid: str | None = None
-    call: CallInfo
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
     @classmethod
@@ -245,18 +255,16 @@ class DialResult:
             dial_sip_status=_int(data, "dial_sip_status"),
             dial_call_sid=_get(data, "dial_call_sid", str),
             dial_sbc_callid=_get(data, "dial_sbc_callid", str),
-            call=CallInfo.from_data(data),
             raw=data,
         )
 
 
 @attrs.frozen(kw_only=True)
-class LlmResult:
+class LlmResult(_CallFromRaw):
     """The result of an ``llm`` actionHook: why the conversation ended."""
 
     completion_reason: str | None
     error: Any = None
-    call: CallInfo
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
     @classmethod
@@ -264,7 +272,6 @@ class LlmResult:
         return cls(
             completion_reason=_get(data, "completion_reason", str),
             error=data.get("error"),
-            call=CallInfo.from_data(data),
             raw=data,
         )
 

@@ -467,6 +467,7 @@ def test_verb_hook_gather_speech() -> None:
     assert g.digits is None
     assert g.timed_out is False
     assert g.call.call_sid == CALL_SID
+    assert g.call is g.call  # built once, on first access
     assert msg.verb_id == "menu-gather"
     assert msg.hook == "/gather-result"
 
