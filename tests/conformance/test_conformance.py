@@ -10,10 +10,7 @@ set, where they fail.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,8 +20,8 @@ from jambonz_trio._protocol._verbs import ALL_VERB_CLASSES
 from jambonz_trio._protocol._verbs_base import Verb, unstructure_verbs
 from tests.strategies import full_instance, instances, minimal_instance
 
-HERE = Path(__file__).parent
-PACKAGE = HERE / "node_modules" / "@jambonz" / "verb-specifications" / "package.json"
+from .helpers import HERE, node_with
+
 PER_VERB = 11  # Hypothesis examples per verb class: ~300 in all
 
 #: Payloads the validator must refuse: they prove the harness can fail.
@@ -70,12 +67,6 @@ def _cases() -> dict[str, list[Any]]:
     return cases
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this is an error)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def cases() -> dict[str, list[Any]]:
     return _cases()
@@ -84,12 +75,7 @@ def cases() -> dict[str, list[Any]]:
 @pytest.fixture(scope="session")
 def results(cases: dict[str, list[Any]]) -> dict[str, dict[str, Any]]:
     """Every case's verdict from the real validator, in one node call."""
-    node = shutil.which("node")
-    if node is None:
-        _unavailable("node is not installed")
-    if not PACKAGE.exists():
-        _unavailable("validator missing: run npm install --prefix tests/conformance")
-    assert node is not None
+    node = node_with("@jambonz/verb-specifications")
     labels = list(cases)
     proc = subprocess.run(
         [node, str(HERE / "validate.js")],

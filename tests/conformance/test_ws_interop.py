@@ -11,35 +11,19 @@ a message over the server's limit. Without node or ``ws`` the test skips, unless
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 
 from jambonz_trio import Call, CallConfig, CloseInfo, Disconnected, ServerConfig, VerbHook, serve_jambonz
 from jambonz_trio.verbs import Say
 
-HERE = Path(__file__).parent
-WS_PACKAGE = HERE / "node_modules" / "ws" / "package.json"
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this is an error)")
-    pytest.skip(reason)
+from .helpers import HERE, node_with
 
 
 async def test_node_ws_client_talks_to_the_server(nursery: trio.Nursery) -> None:
-    node = shutil.which("node")
-    if node is None:
-        _unavailable("node is not installed")
-    if not WS_PACKAGE.exists():
-        _unavailable("ws missing: run npm install --prefix tests/conformance")
-    assert node is not None
+    node = node_with("ws")
     ended: dict[str, CloseInfo | None] = {}
     dropped: dict[str, int | None] = {}
     settled = trio.Event()  # two calls ended, one dropped

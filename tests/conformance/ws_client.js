@@ -77,23 +77,18 @@ async function basic() {
   return out;
 }
 
-async function clientClose() {
-  const sid = 'interop-client-close';
+// A call that answers session:new, does one thing to the socket, and reports how it closed.
+async function closingCall(sid, act) {
   const conn = await open(sid);
   const out = {sessionAck: await sessionNew(conn, sid)};
-  conn.ws.close(1000, 'call ended');
+  act(conn, sid);
   out.closed = await closed(conn);
   return out;
 }
 
-async function tooBig() {
-  const sid = 'interop-too-big';
-  const conn = await open(sid);
-  const out = {sessionAck: await sessionNew(conn, sid)};
-  conn.ws.send(request('verb:hook', 'h1', sid, {marker: 'big', blob: 'y'.repeat(40000)}, '/echo'));
-  out.closed = await closed(conn);
-  return out;
-}
+const clientClose = () => closingCall('interop-client-close', (conn) => conn.ws.close(1000, 'call ended'));
+const tooBig = () => closingCall('interop-too-big', (conn, sid) =>
+  conn.ws.send(request('verb:hook', 'h1', sid, {marker: 'big', blob: 'y'.repeat(40000)}, '/echo')));
 
 (async () => {
   const result = {basic: await basic(), clientClose: await clientClose(), tooBig: await tooBig()};

@@ -3,6 +3,7 @@ wsproto's frame layer driven by hand, virtual time for every deadline."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -35,6 +36,13 @@ class Peer:
         while not self.pending:
             self.pending = await self.events()
         return self.pending.pop(0)
+
+
+async def next_read_fails(ws: ServerWebSocket) -> CloseReason:
+    """The reason of the ``WebSocketClosed`` the next ``get_message`` raises."""
+    with pytest.raises(WebSocketClosed) as info:
+        await ws.get_message()
+    return info.value.reason
 
 
 def pair(*, max_message_size: int = 1000, lockstep: bool = False) -> tuple[ServerWebSocket, Peer]:
@@ -97,15 +105,10 @@ async def test_pongs_are_reported_by_the_reader() -> None:
 async def test_send_ping_on_a_closed_socket_raises() -> None:
     ws, peer = pair()
     await peer.stream.aclose()
-    try:
-        await ws.get_message()
-    except WebSocketClosed:
-        pass
-    try:
+    assert (await next_read_fails(ws)) == CloseReason(1006, None)
+    with pytest.raises(WebSocketClosed) as info:
         await ws.send_ping(b"k3")
-        raise AssertionError("expected WebSocketClosed")
-    except WebSocketClosed as exc:
-        assert exc.reason == CloseReason(1006, None)
+    assert info.value.reason == CloseReason(1006, None)
 
 
 async def test_peer_close_is_answered_and_reported() -> None:
@@ -113,19 +116,12 @@ async def test_peer_close_is_answered_and_reported() -> None:
     await peer.send(TextMessage(data="last words"))
     await peer.send(CloseConnection(code=1000, reason="bye"))
     assert await ws.get_message() == "last words"  # delivered before the close
-    try:
-        await ws.get_message()
-        raise AssertionError("expected WebSocketClosed")
-    except WebSocketClosed as exc:
-        assert exc.reason == CloseReason(1000, "bye")
+    assert (await next_read_fails(ws)) == CloseReason(1000, "bye")
     assert ws.closed == CloseReason(1000, "bye")
     assert await peer.next_event() == CloseConnection(code=1000, reason="bye")
     assert peer.proto.state is ConnectionState.CLOSED
-    try:
+    with pytest.raises(WebSocketClosed):
         await ws.send_message("too late")
-        raise AssertionError("expected WebSocketClosed")
-    except WebSocketClosed:
-        pass
 
 
 async def test_our_close_waits_for_the_peers_close(autojump_clock: trio.testing.MockClock) -> None:
@@ -148,11 +144,7 @@ async def test_our_close_waits_for_the_peers_close(autojump_clock: trio.testing.
             await closed.wait()
     assert ws.closed is not None and ws.closed.code == 1001
     await ws.aclose()  # idempotent
-    try:
-        await ws.get_message()  # "late" is not delivered: we were closing
-        raise AssertionError("expected WebSocketClosed")
-    except WebSocketClosed:
-        pass
+    assert (await next_read_fails(ws)).code == 1001  # "late" is not delivered: we were closing
 
 
 async def test_our_close_while_another_task_reads() -> None:
@@ -177,21 +169,13 @@ async def test_our_close_while_another_task_reads() -> None:
 async def test_tcp_loss_is_1006() -> None:
     ws, peer = pair()
     await peer.stream.aclose()
-    try:
-        await ws.get_message()
-        raise AssertionError("expected WebSocketClosed")
-    except WebSocketClosed as exc:
-        assert exc.reason == CloseReason(1006, None)
+    assert (await next_read_fails(ws)) == CloseReason(1006, None)
 
 
 async def test_message_too_big_closes_1009() -> None:
     ws, peer = pair(max_message_size=10)
     await peer.send(TextMessage(data="x" * 11))
-    try:
-        await ws.get_message()
-        raise AssertionError("expected WebSocketClosed")
-    except WebSocketClosed as exc:
-        assert exc.reason.code == 1009
+    assert (await next_read_fails(ws)).code == 1009
     event = await peer.next_event()
     assert isinstance(event, CloseConnection) and event.code == 1009
 
@@ -200,22 +184,14 @@ async def test_fragments_over_the_limit_are_not_accumulated() -> None:
     ws, peer = pair(max_message_size=10)
     await peer.send(TextMessage(data="x" * 6, message_finished=False))
     await peer.send(TextMessage(data="y" * 6, message_finished=False))
-    try:
-        await ws.get_message()
-        raise AssertionError("expected WebSocketClosed")
-    except WebSocketClosed as exc:
-        assert exc.reason.code == 1009
+    assert (await next_read_fails(ws)).code == 1009
     assert ws._parts == [] and ws._size == 0
 
 
 async def test_protocol_error_from_the_peer_closes_with_its_code() -> None:
     ws, peer = pair()
     await peer.stream.send_all(b"\x81\x05hello")  # an unmasked client frame: RFC 6455 §5.1
-    try:
-        await ws.get_message()
-        raise AssertionError("expected WebSocketClosed")
-    except WebSocketClosed as exc:
-        assert exc.reason.code == 1002
+    assert (await next_read_fails(ws)).code == 1002
     event = await peer.next_event()
     assert isinstance(event, CloseConnection) and event.code == 1002
 
