@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import trio
@@ -53,9 +55,28 @@ _DEMO_CALLS: list[tuple[str, str, str | Digits | None]] = [
 ]
 
 
+def _example(name: str) -> Any:
+    """``examples/<name>.py``: installed as ``jambonz_trio._examples.<name>``. Run from a source
+    checkout (``python -m jambonz_trio`` in the repository root puts the source package first on
+    ``sys.path``, where ``_examples`` does not exist) it is loaded from ``examples/`` beside it."""
+    try:
+        return importlib.import_module(f"jambonz_trio._examples.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("jambonz_trio._examples", f"jambonz_trio._examples.{name}"):
+            raise
+        source = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"_jambonz_trio_example_{name}", source)
+        if spec is None or spec.loader is None or not source.is_file():
+            raise
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 async def demo(out: TextIO) -> None:
     """Serve ``examples/ivr.py``'s app in this process and play four calls against it."""
-    ivr: Any = importlib.import_module("jambonz_trio._examples.ivr")  # examples/ivr.py, installed
+    ivr = _example("ivr")
     printer = Printer(out)
     async with trio.open_nursery() as nursery:
         server = await nursery.start(lambda task_status: ivr.serve(port=0, task_status=task_status))

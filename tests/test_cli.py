@@ -15,10 +15,28 @@ from trio_websocket import WebSocketRequest, serve_websocket
 from examples import ivr
 from jambonz_trio._cli import main
 
+# What a non-editable install run from the repository root sees: the source package first on
+# sys.path, and no jambonz_trio._examples in it (the README's demo command does exactly that).
+_SOURCE_CHECKOUT = """
+import importlib.abc, runpy, sys
 
-def test_demo_runs_a_call_end_to_end() -> None:
+class NoInstalledExamples(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith("jambonz_trio._examples"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NoInstalledExamples())
+sys.argv = ["jambonz_trio", "demo"]
+runpy.run_module("jambonz_trio", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("layout", ["installed", "source-checkout"])
+def test_demo_runs_a_call_end_to_end(layout: str) -> None:
+    argv = ["-m", "jambonz_trio", "demo"] if layout == "installed" else ["-c", _SOURCE_CHECKOUT]
     out = subprocess.run(
-        [sys.executable, "-m", "jambonz_trio", "demo"],
+        [sys.executable, *argv],
         capture_output=True,
         text=True,
         timeout=60,
