@@ -852,6 +852,7 @@ class Call(trio.abc.AsyncResource):
             for owed in self._protocol.overdue(now):
                 await self._auto_answer(owed)
             conn = self._conn
+            now = trio.current_time()  # the auto-answers above may have taken a while
             if conn is not None and now >= conn.keepalive_at and self._protocol.state is ConnState.CONNECTED:
                 await self._keepalive(conn, now)
 
@@ -1007,6 +1008,11 @@ class Call(trio.abc.AsyncResource):
                 # We are closing: keep the socket open until our close handshake is over (the
                 # peer's Close came, or close_timeout in _close_connection passed).
                 await conn.close_done.wait()
+            elif conn.ws.close_unanswered:
+                # the websocket closed it (a message too big, a bad frame): let the peer's
+                # Close come before the stream goes, or it may see a reset instead of our code
+                with trio.move_on_after(self.config.close_timeout):
+                    await conn.ws.finish_close()
 
     async def _receive_loop(self, conn: _Connection) -> None:
         max_in = self._max_inbound
@@ -1174,14 +1180,27 @@ class Call(trio.abc.AsyncResource):
             conn.cancel_scope.cancel()
             return
         conn.ping_in_flight = True
-        conn.keepalive_at = now + self.config.ping_timeout
         conn.pings += 1
-        with trio.CancelScope(shield=True, deadline=now + self.config.send_timeout):
+        with trio.CancelScope(shield=True, deadline=now + self.config.send_timeout) as scope:
             try:
                 await conn.ws.send_ping(b"jt%d" % conn.pings)
             except WebSocketClosed:
                 conn.keepalive_at = math.inf
-        # a ping the peer does not read ends like a pong that does not come: at keepalive_at
+                return
+        if scope.cancelled_caught:
+            # part of the Ping may be on the wire: nothing may follow it (as in _write_frame)
+            log.warning(
+                "call %s: ping not written within %.1f s; aborting the socket",
+                self.call_sid,
+                self.config.send_timeout,
+            )
+            conn.keepalive_at = math.inf
+            await conn.abort()
+            self._connection_lost(conn, 1006, "ping write timed out")
+            conn.cancel_scope.cancel()
+            return
+        # the pong is due ping_timeout after the ping left, however long the write took
+        conn.keepalive_at = trio.current_time() + self.config.ping_timeout
 
     async def _abort_with(self, conn: _Connection, code: int, reason: str) -> None:
         with trio.CancelScope(shield=True), trio.move_on_after(self.config.close_timeout):

@@ -34,7 +34,8 @@ class EventQueue(Generic[_T]):
     def put_nowait(self, item: _T) -> None:
         if self._closed:
             raise trio.ClosedResourceError
-        if len(self._items) >= self.capacity:
+        # like a memory channel, a reader already waiting takes an item even at capacity 0
+        if len(self._items) >= self.capacity + len(self._readers):
             raise trio.WouldBlock
         self._items.append(item)
         self._readers.unpark()

@@ -208,6 +208,9 @@ class JambonzServer:
             try:
                 frame = await ws.get_message()
             except WebSocketClosed:
+                if ws.close_unanswered:  # too big or a bad frame: let the peer's Close come
+                    with trio.move_on_after(self.config.call.close_timeout):
+                        await ws.finish_close()
                 return
             try:
                 if not isinstance(frame, str):

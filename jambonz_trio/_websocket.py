@@ -38,6 +38,7 @@ _RECEIVE_BYTES = 16384
 _OPEN = ConnectionState.OPEN
 _CLOSED = ConnectionState.CLOSED
 _REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
+_LOCAL_CLOSING = ConnectionState.LOCAL_CLOSING
 
 
 def accept_response(key: bytes, subprotocol: str) -> bytes:
@@ -82,6 +83,7 @@ class ServerWebSocket:
     """
 
     __slots__ = (
+        "_bytes_in",
         "_control_timeout",
         "_max_size",
         "_messages",
@@ -115,6 +117,7 @@ class ServerWebSocket:
         self._messages: list[str | bytes] = []  # usually 0 or 1 (a deque costs ~700 B even empty)
         self._parts: list[str | bytes] = []
         self._size = 0
+        self._bytes_in = 0
         self._reading = False
         self._pumped: trio.Event | None = None
         self._sending = False
@@ -156,6 +159,7 @@ class ServerWebSocket:
                     data = await self._stream.receive_some(_RECEIVE_BYTES)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     data = b""
+                self._bytes_in += len(data)
                 if proto.state is _CLOSED:
                     if not data:
                         self._mark_closed(_LOST)
@@ -266,7 +270,21 @@ class ServerWebSocket:
             await self._send(self._proto.send(CloseConnection(code=code, reason=reason)))
         except WebSocketClosed:
             return
-        while self._proto.state is not _CLOSED:
+        await self.finish_close()
+
+    @property
+    def close_unanswered(self) -> bool:
+        """We sent a Close (by :meth:`aclose`, or because of a message too big or a bad frame)
+        and the peer's has not arrived yet."""
+        return self._proto.state is _LOCAL_CLOSING
+
+    async def finish_close(self) -> None:
+        """Read (and drop) until the peer answers our Close, the connection ends, or the peer
+        has sent ``max_message_size`` + 64 KiB more (it is not stopping: a flood is cut); the
+        caller owns the timeout. A server that closed TCP right after its Close would make the
+        peer see a reset (1006) instead of our code when unread bytes remain."""
+        budget = self._bytes_in + self._max_size + 65536
+        while self._proto.state is _LOCAL_CLOSING and self._bytes_in < budget:
             await self._read()
 
     async def _send(self, data: bytes) -> None:
@@ -279,8 +297,14 @@ class ServerWebSocket:
         try:
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # Not marked closed: a Close from the peer may still wait to be read, and it is
+            # the better account of the end (get_message reports 1006 once the stream ends).
+            raise WebSocketClosed(_LOST) from None
+        except BaseException:
+            # Cancelled half-way (or worse): part of a frame may be on the wire, so nothing
+            # may follow it. The socket is lost; the caller aborts the stream.
             self._mark_closed(_LOST)
-            raise WebSocketClosed(self.closed or _LOST) from None
+            raise
         finally:
             if not self._send_waiters.unpark():
                 self._sending = False

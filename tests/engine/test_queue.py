@@ -90,3 +90,19 @@ async def test_two_readers_share_items_in_order() -> None:
             q.put_nowait(i)
     assert sorted(v for _, v in got) == [0, 1, 2, 3]
     assert [v for n, v in got if n == "a"] == sorted(v for n, v in got if n == "a")
+
+
+async def test_capacity_zero_hands_over_to_a_waiting_reader() -> None:
+    q: EventQueue[int] = EventQueue(0)
+    with pytest.raises(trio.WouldBlock):
+        q.put_nowait(1)  # nobody waits
+    got: list[int] = []
+    async with trio.open_nursery() as nursery:
+
+        async def reader() -> None:
+            got.append(await q.get())
+
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        q.put_nowait(2)
+    assert got == [2]

@@ -256,3 +256,44 @@ async def test_pong_write_is_bounded_when_the_peer_stops_reading(
             await peer.send(Ping(payload=b"x"))  # lockstep: returns once the server read it
     assert outcome == [CloseReason(1006, None)]
     assert trio.current_time() >= 2.0  # control_timeout
+
+
+async def test_a_failed_write_does_not_hide_the_peers_close() -> None:
+    """Review finding: jambonz's Close was buffered when one of our writes failed; the call
+    must still end as jambonz ended it (1000), not as a drop (1006)."""
+    ws, peer = pair()
+    await peer.send(CloseConnection(code=1000, reason="call ended"))
+    await peer.stream.aclose()
+    with pytest.raises(WebSocketClosed):
+        await ws.send_message("x")
+    assert (await next_read_fails(ws)) == CloseReason(1000, "call ended")
+
+
+async def test_a_write_cancelled_half_way_loses_the_socket(autojump_clock: trio.testing.MockClock) -> None:
+    ws, _peer = pair(lockstep=True)  # the peer does not read: the write blocks
+    with trio.move_on_after(1):
+        await ws.send_message("never whole")
+    assert ws.closed == CloseReason(1006, None)
+    with pytest.raises(WebSocketClosed):
+        await ws.send_message("after a partial frame")
+
+
+async def test_finish_close_waits_for_the_peers_close_after_1009() -> None:
+    ws, peer = pair(max_message_size=10)
+    await peer.send(TextMessage(data="x" * 11))
+    assert (await next_read_fails(ws)).code == 1009
+    assert ws.close_unanswered
+    event = await peer.next_event()
+    assert isinstance(event, CloseConnection) and event.code == 1009
+    async with trio.open_nursery() as nursery:
+        done = trio.Event()
+
+        async def finish() -> None:
+            await ws.finish_close()
+            done.set()
+
+        nursery.start_soon(finish)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not done.is_set()  # still reading: the peer's Close has not come
+        await peer.send(event.response())
+    assert done.is_set() and not ws.close_unanswered
