@@ -911,9 +911,10 @@ class Call(trio.abc.AsyncResource):
         connection is then aborted and reported lost)."""
         return await self._write_frame(conn, text) is _Written.YES
 
-    async def _write_frame(self, conn: _Connection, text: str) -> _Written:
+    async def _write_frame(self, conn: _Connection, text: str | bytes) -> _Written:
         """Like :meth:`_write`, telling apart "certainly not written" (the socket was already
-        closed: nothing left this process) from "maybe" (it failed mid-write)."""
+        closed: nothing left this process) from "maybe" (it failed mid-write). ``bytes`` is
+        the payload of a Ping (the keepalive's writes are bounded the same way)."""
         closed = conn.ws.closed
         if closed is not None and closed.code == 1000 and conn.close_done is None:
             # jambonz ended the call (a 1000 we did not send); the receive loop has not seen it yet
@@ -926,8 +927,11 @@ class Call(trio.abc.AsyncResource):
         # move_on_after inside a shield, one cancel scope cheaper on every write).
         with trio.CancelScope(shield=True, deadline=trio.current_time() + self.config.send_timeout) as scope:
             try:
-                await conn.ws.send_message(text)
-                self._frames_out += 1
+                if isinstance(text, str):
+                    await conn.ws.send_message(text)
+                    self._frames_out += 1
+                else:
+                    await conn.ws.send_ping(text)
                 return _Written.YES
             except WebSocketClosed:
                 pass
@@ -1008,11 +1012,6 @@ class Call(trio.abc.AsyncResource):
                 # We are closing: keep the socket open until our close handshake is over (the
                 # peer's Close came, or close_timeout in _close_connection passed).
                 await conn.close_done.wait()
-            elif conn.ws.close_unanswered:
-                # the websocket closed it (a message too big, a bad frame): let the peer's
-                # Close come before the stream goes, or it may see a reset instead of our code
-                with trio.move_on_after(self.config.close_timeout):
-                    await conn.ws.finish_close()
 
     async def _receive_loop(self, conn: _Connection) -> None:
         max_in = self._max_inbound
@@ -1181,23 +1180,8 @@ class Call(trio.abc.AsyncResource):
             return
         conn.ping_in_flight = True
         conn.pings += 1
-        with trio.CancelScope(shield=True, deadline=now + self.config.send_timeout) as scope:
-            try:
-                await conn.ws.send_ping(b"jt%d" % conn.pings)
-            except WebSocketClosed:
-                conn.keepalive_at = math.inf
-                return
-        if scope.cancelled_caught:
-            # part of the Ping may be on the wire: nothing may follow it (as in _write_frame)
-            log.warning(
-                "call %s: ping not written within %.1f s; aborting the socket",
-                self.call_sid,
-                self.config.send_timeout,
-            )
-            conn.keepalive_at = math.inf
-            await conn.abort()
-            self._connection_lost(conn, 1006, "ping write timed out")
-            conn.cancel_scope.cancel()
+        if await self._write_frame(conn, b"jt%d" % conn.pings) is not _Written.YES:
+            conn.keepalive_at = math.inf  # the socket is reported lost (and aborted if cut)
             return
         # the pong is due ping_timeout after the ping left, however long the write took
         conn.keepalive_at = trio.current_time() + self.config.ping_timeout

@@ -203,14 +203,19 @@ class JambonzServer:
                 self._pending -= 1
 
     async def _serve_socket(self, ws: ServerWebSocket, stream: trio.abc.Stream, admitted: Admitted) -> None:
+        await self._serve_messages(ws, stream, admitted)
+        if ws.close_unanswered:
+            # the websocket closed itself (a message too big, a bad frame): let the peer's Close
+            # come before the stream goes, or it may see a reset instead of our code
+            with trio.move_on_after(self.config.call.close_timeout):
+                await ws.finish_close()
+
+    async def _serve_messages(self, ws: ServerWebSocket, stream: trio.abc.Stream, admitted: Admitted) -> None:
         first: Message | None = None
         with trio.move_on_after(self.config.first_message_timeout):
             try:
                 frame = await ws.get_message()
             except WebSocketClosed:
-                if ws.close_unanswered:  # too big or a bad frame: let the peer's Close come
-                    with trio.move_on_after(self.config.call.close_timeout):
-                        await ws.finish_close()
                 return
             try:
                 if not isinstance(frame, str):
