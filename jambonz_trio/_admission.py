@@ -14,13 +14,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import attrs
 import h11
 import trio
+
+from ._log import get_logger
 
 __all__ = [
     "AdmissionRequest",
@@ -35,7 +36,7 @@ __all__ = [
     "read_head",
 ]
 
-log = logging.getLogger("jambonz_trio.server")
+log = get_logger("jambonz_trio.server")
 
 SUBPROTOCOL = "ws.jambonz.org"
 _MAX_AUTH_HEADER = 1024

@@ -37,6 +37,7 @@ from ._errors import (
     RemoteProtocolError,
 )
 from ._events import Disconnected, Event, HookAbandoned, Reconnected
+from ._log import CallLog, get_logger
 from ._protocol import _outbound as cmds
 from ._protocol._calldata import CallInfo
 from ._protocol._json import encoded_size
@@ -58,7 +59,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AnswerOutcome", "Call", "CallStatistics", "CloseInfo"]
 
-log = logging.getLogger("jambonz_trio.call")
+log = get_logger("jambonz_trio.call")
 
 _VALID_CLOSE_CODES = frozenset({1000, 1001, 1008, 1011, 1012})
 
@@ -224,6 +225,7 @@ class Call(trio.abc.AsyncResource):
         self._tts_interrupted = trio.Event()
         #: Set by the server: told when the call loses its socket (parking bookkeeping).
         self.on_disconnect: Callable[[Call], None] | None = None
+        self._log = CallLog(log, self.call_sid, trio.current_time)
 
     # -- typed call data ---------------------------------------------------------------------
 
@@ -760,6 +762,7 @@ class Call(trio.abc.AsyncResource):
             done.set()
         self._tts_resumed.set()
         self._closed.set()
+        self._log.summary()
         if self._watchdog_scope is not None:
             self._watchdog_scope.cancel()
 
@@ -879,9 +882,10 @@ class Call(trio.abc.AsyncResource):
         msg = owed.message
         first_reconnect = msg is self.session and isinstance(msg, SessionReconnect)
         verbs = self.config.holding_verbs if owed.needs_verbs or first_reconnect else ()
-        log.warning(
-            "call %s: no answer to %s%s within %.1f s; the watchdog answered %s",
-            self.call_sid,
+        self._log.throttled(
+            "watchdog",
+            logging.WARNING,
+            "no answer to %s%s within %.1f s; the watchdog answered %s",
             msg.type,
             f" (hook {msg.hook})" if msg.hook else "",
             self.config.ack_deadline,
@@ -959,10 +963,11 @@ class Call(trio.abc.AsyncResource):
             if self.config.overflow is Overflow.END_CALL:
                 log.error("call %s: event queue full; ending the call", self.call_sid)
                 self._ending = True
-            elif self._events_dropped == 1 or self._events_dropped % 1000 == 0:
-                log.warning(
-                    "call %s: event queue full (%d events / %d bytes); dropped %d events so far",
-                    self.call_sid,
+            else:
+                self._log.throttled(
+                    "queue full",
+                    logging.WARNING,
+                    "event queue full (%d events / %d bytes); dropped %d events so far",
                     self.config.event_queue_size,
                     self.config.max_queued_event_bytes,
                     self._events_dropped,
@@ -1025,7 +1030,7 @@ class Call(trio.abc.AsyncResource):
                 return
             self._frames_in += 1
             if isinstance(frame, bytes):
-                log.info("call %s: ignoring a binary frame (%d bytes)", self.call_sid, len(frame))
+                self._log.throttled("binary", logging.INFO, "ignoring a binary frame (%d bytes)", len(frame))
                 continue
             if len(frame) > max_in // 4 and _inbound_size(frame) > max_in:
                 log.warning("call %s: inbound frame over %d bytes; closing with 1009", self.call_sid, max_in)
@@ -1057,7 +1062,9 @@ class Call(trio.abc.AsyncResource):
         self._deliver(HookAbandoned(message=msg) if msg.NEEDS_ACK else msg, len(frame))
 
     async def _bad_frame(self, conn: _Connection, exc: RemoteProtocolError, frame: str) -> None:
-        log.warning("call %s: protocol error from jambonz: %s (frame %r)", self.call_sid, exc, frame[:120])
+        self._log.throttled(
+            "bad frame", logging.WARNING, "protocol error from jambonz: %s (frame %r)", exc, frame
+        )
         if exc.msgid:
             # We cannot tell what it was; an ack jambonz is not waiting for is ignored, and a
             # request it is waiting for gets answered instead of timing out.
@@ -1097,9 +1104,10 @@ class Call(trio.abc.AsyncResource):
             return
         self.reconnect_count += 1
         if self.reconnect_count >= self.config.reconnect_budget - 1:
-            log.warning(
-                "call %s: reconnect %d; jambonz allows about %d per call (#1098)",
-                self.call_sid,
+            self._log.throttled(
+                "reconnects",
+                logging.WARNING,
+                "reconnect %d; jambonz allows about %d per call (#1098)",
                 self.reconnect_count,
                 self.config.reconnect_budget,
             )

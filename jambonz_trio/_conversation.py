@@ -19,7 +19,6 @@ the cancelled operation's late result, if jambonz still sends one, is dropped.
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -30,6 +29,7 @@ import trio
 from ._call import AnswerOutcome, Call
 from ._errors import CallClosed, JambonzTrioError, LocalProtocolError, NotDelivered
 from ._events import Event, HookAbandoned
+from ._log import get_logger
 from ._protocol._calldata import DialResult, GatherResult, LlmResult, ToolCall
 from ._protocol._messages import LlmEvent, LlmToolCall, Message, SessionReconnect, VerbHook, VerbStatus
 from ._protocol._state import ConnState
@@ -50,7 +50,7 @@ from ._protocol._verbs_base import Verb
 
 __all__ = ["Conversation", "PlayResult", "ToolHandler", "open_conversation"]
 
-log = logging.getLogger("jambonz_trio.conversation")
+log = get_logger("jambonz_trio.conversation")
 
 _PREFIX = "/jt/"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -10,11 +9,12 @@ from collections.abc import Iterator
 import trio
 
 from ._call import Call
+from ._log import get_logger
 from ._protocol._state import ConnState
 
 __all__ = ["CallRegistry", "NewCalls"]
 
-log = logging.getLogger("jambonz_trio.server")
+log = get_logger("jambonz_trio.server")
 
 
 class NewCalls:

@@ -9,7 +9,6 @@ task reads the websocket itself (:mod:`._websocket`: no reader task per connecti
 from __future__ import annotations
 
 import ipaddress
-import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -33,6 +32,7 @@ from ._admission import (
 from ._call import Call, _Connection
 from ._config import ServerConfig
 from ._errors import RemoteProtocolError
+from ._log import get_logger
 from ._protocol._json import loads_object
 from ._protocol._messages import Message, SessionNew, SessionReconnect, parse_message
 from ._registry import CallRegistry
@@ -40,7 +40,7 @@ from ._websocket import ServerWebSocket, WebSocketClosed, accept_response
 
 __all__ = ["Handler", "JambonzServer", "ServerStatistics", "serve_jambonz"]
 
-log = logging.getLogger("jambonz_trio.server")
+log = get_logger("jambonz_trio.server")
 
 #: ``async def handler(call: Call) -> None``: runs once per call, in the call's own nursery.
 Handler = Callable[[Call], Awaitable[None]]

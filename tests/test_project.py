@@ -42,3 +42,15 @@ def test_changelog_has_an_unreleased_section() -> None:
 
 def test_py_typed_is_shipped() -> None:
     assert (Path(jambonz_trio.__file__).parent / "py.typed").exists()
+
+
+def test_every_library_logger_goes_through_the_safe_logging_module() -> None:
+    """Peer-supplied values are escaped and capped by ``jambonz_trio._log`` (issue 19 item 3):
+    a module that called ``logging.getLogger`` itself would bypass it."""
+    package = ROOT / "jambonz_trio"
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in package.rglob("*.py")
+        if path.name != "_log.py" and "logging.getLogger(" in path.read_text()
+    ]
+    assert offenders == []
