@@ -40,7 +40,7 @@ from ._events import Disconnected, Event, HookAbandoned, Reconnected
 from ._log import CallLog, get_logger
 from ._protocol import _outbound as cmds
 from ._protocol._calldata import CallInfo
-from ._protocol._json import encoded_size
+from ._protocol._json import TooComplex, encoded_size
 from ._protocol._messages import (
     Message,
     SessionReconnect,
@@ -1019,23 +1019,21 @@ class Call(trio.abc.AsyncResource):
                 await conn.close_done.wait()
 
     async def _receive_loop(self, conn: _Connection) -> None:
-        max_in = self._max_inbound
         while True:
             try:
                 frame = await conn.ws.get_message()
             except WebSocketClosed as exc:
                 reason = exc.reason
                 code = reason.code if reason is not None else None
+                if code == 1009 and conn.ws.close_unanswered:
+                    # the websocket refused a message (bytes or frames over the limit)
+                    self._log.warning("closing with 1009: %s", reason.reason)
                 self._connection_closed(conn, code, reason.reason if reason is not None else None)
                 return
             self._frames_in += 1
             if isinstance(frame, bytes):
                 self._log.throttled("binary", logging.INFO, "ignoring a binary frame (%d bytes)", len(frame))
                 continue
-            if len(frame) > max_in // 4 and _inbound_size(frame) > max_in:
-                log.warning("call %s: inbound frame over %d bytes; closing with 1009", self.call_sid, max_in)
-                await self._abort_with(conn, 1009, "message too big")
-                return
             if conn is not self._conn or conn.generation != self._protocol.generation:
                 return  # a newer socket carries the call now
             now = trio.current_time()
@@ -1044,6 +1042,10 @@ class Call(trio.abc.AsyncResource):
                 continue
             try:
                 msg = self._protocol.receive_text(frame, now)
+            except TooComplex as exc:  # parsing it would take many times its size in memory
+                self._log.warning("closing with 1009: %s", exc)
+                await self._abort_with(conn, 1009, "message too big")
+                return
             except RemoteProtocolError as exc:
                 await self._bad_frame(conn, exc, frame)
                 continue
@@ -1236,11 +1238,3 @@ class Call(trio.abc.AsyncResource):
         """Give up on a disconnected call (grace expired, or evicted)."""
         log.warning("call %s: %s; giving up", self.call_sid, reason)
         self._finish(CloseInfo(code=None, reason=reason, by="lost"))
-
-
-def _inbound_size(text: str) -> int:
-    """UTF-8 size of an inbound frame (lone surrogates count as 3 bytes, like their escape)."""
-    try:
-        return encoded_size(text)
-    except LocalProtocolError:
-        return len(text) * 3

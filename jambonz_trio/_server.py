@@ -33,7 +33,7 @@ from ._call import Call, _Connection
 from ._config import ServerConfig
 from ._errors import RemoteProtocolError
 from ._log import get_logger
-from ._protocol._json import loads_object
+from ._protocol._json import TooComplex, loads_object
 from ._protocol._messages import Message, SessionNew, SessionReconnect, parse_message
 from ._registry import CallRegistry
 from ._websocket import ServerWebSocket, WebSocketClosed, accept_response
@@ -212,21 +212,27 @@ class JambonzServer:
 
     async def _serve_messages(self, ws: ServerWebSocket, stream: trio.abc.Stream, admitted: Admitted) -> None:
         first: Message | None = None
+        refusal = (1008, "expected a jambonz session message")
         with trio.move_on_after(self.config.first_message_timeout):
             try:
                 frame = await ws.get_message()
-            except WebSocketClosed:
+            except WebSocketClosed as exc:
+                if exc.reason.code == 1009 and ws.close_unanswered:
+                    log.warning("first message on %s refused: %s", admitted.path, exc.reason.reason)
                 return
             try:
                 if not isinstance(frame, str):
                     raise RemoteProtocolError("first frame is binary")
                 first = parse_message(loads_object(frame))
                 del frame  # this task lives as long as the call: do not keep the text alive
+            except TooComplex as exc:
+                log.warning("first message on %s refused: %s", admitted.path, exc)
+                refusal = (1009, "message too big")
             except RemoteProtocolError as exc:
                 log.warning("first message on %s is invalid (%s); closing", admitted.path, exc)
         if first is None:
             with trio.move_on_after(self.config.call.close_timeout):
-                await ws.aclose(1008, "expected a jambonz session message")
+                await ws.aclose(*refusal)
             return
         conn = _Connection(ws, stream, admitted.identity)
         call, is_new = self._resolve(first, admitted)

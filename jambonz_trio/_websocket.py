@@ -35,6 +35,9 @@ __all__ = ["CloseReason", "ServerWebSocket", "WebSocketClosed", "accept_response
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _RECEIVE_BYTES = 16384
+#: Frames one message may be split into. jambonz (Node ``ws``) sends every message as one
+#: frame; the cap stops a peer that sends endless (or empty) continuation frames.
+MAX_FRAGMENTS = 4096
 _OPEN = ConnectionState.OPEN
 _CLOSED = ConnectionState.CLOSED
 _REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
@@ -83,17 +86,18 @@ class ServerWebSocket:
     """
 
     __slots__ = (
+        "_buf",
         "_bytes_in",
         "_control_timeout",
+        "_fragments",
+        "_max_fragments",
         "_max_size",
         "_messages",
-        "_parts",
         "_proto",
         "_pumped",
         "_reading",
         "_send_waiters",
         "_sending",
-        "_size",
         "_stream",
         "_unprocessed",
         "closed",
@@ -107,16 +111,20 @@ class ServerWebSocket:
         trailing: bytes = b"",
         max_message_size: int,
         control_timeout: float,
+        max_fragments: int = MAX_FRAGMENTS,
     ) -> None:
         self._stream = stream
         # bytes the client sent right after its request head (not waiting for the 101)
         self._proto = Connection(ConnectionType.SERVER, trailing_data=trailing)
         self._unprocessed = bool(trailing)
-        self._max_size = max_message_size
+        self._max_size = max_message_size  # in bytes (UTF-8 for text)
+        self._max_fragments = max_fragments
         self._control_timeout = control_timeout
         self._messages: list[str | bytes] = []  # usually 0 or 1 (a deque costs ~700 B even empty)
-        self._parts: list[str | bytes] = []
-        self._size = 0
+        # a message arriving in pieces (several frames, or one frame over several reads),
+        # kept as UTF-8 bytes: one byte per byte, whatever the number or size of the pieces
+        self._buf: bytearray | None = None
+        self._fragments = 0
         self._bytes_in = 0
         self._reading = False
         self._pumped: trio.Event | None = None
@@ -185,23 +193,28 @@ class ServerWebSocket:
                 assert isinstance(event, (TextMessage, BytesMessage))
                 if proto.state is not _OPEN or self.closed is not None:
                     continue  # we are closing: late messages are not delivered
-                data = event.data if kind is TextMessage else bytes(event.data)  # type: ignore[arg-type]
-                if event.message_finished and not self._parts:
-                    if len(data) > self._max_size:
+                data = event.data
+                buf = self._buf
+                if event.message_finished and buf is None:  # the whole message at once
+                    if _over(data, self._max_size):
                         out += self._too_big()
                     else:
-                        self._messages.append(data)  # type: ignore[arg-type] # str or bytes, see above
+                        self._messages.append(data if isinstance(data, str) else bytes(data))
                     continue
-                self._size += len(data)
-                self._parts.append(data)  # type: ignore[arg-type]
-                if self._size > self._max_size:
+                chunk = data.encode() if isinstance(data, str) else data
+                if buf is None:
+                    buf = self._buf = bytearray()
+                if event.frame_finished:
+                    self._fragments += 1
+                if len(buf) + len(chunk) > self._max_size:
                     out += self._too_big()
-                elif event.message_finished:
-                    parts, self._parts, self._size = self._parts, [], 0
-                    if kind is TextMessage:
-                        self._messages.append("".join(parts))  # type: ignore[arg-type]
-                    else:
-                        self._messages.append(b"".join(parts))  # type: ignore[arg-type]
+                elif self._fragments > self._max_fragments:
+                    out += self._too_big(f"message in over {self._max_fragments} frames")
+                else:
+                    buf += chunk
+                    if event.message_finished:
+                        self._buf, self._fragments = None, 0
+                        self._messages.append(buf.decode() if kind is TextMessage else bytes(buf))
             elif kind is Ping:
                 assert isinstance(event, Ping)
                 if proto.state is _OPEN:
@@ -219,9 +232,9 @@ class ServerWebSocket:
                 self._mark_closed(CloseReason(event.code, event.reason or None))
         return out
 
-    def _too_big(self) -> bytes:
-        self._parts, self._size = [], 0
-        reason = f"message over {self._max_size} bytes"
+    def _too_big(self, reason: str | None = None) -> bytes:
+        self._buf, self._fragments = None, 0
+        reason = reason or f"message over {self._max_size} bytes"
         self._mark_closed(CloseReason(1009, reason))
         return self._proto.send(CloseConnection(code=1009, reason=reason))
 
@@ -318,3 +331,14 @@ class ServerWebSocket:
         if scope.cancelled_caught:
             self._mark_closed(_LOST)
             await trio.aclose_forcefully(self._stream)
+
+
+def _over(data: str | bytes | bytearray, limit: int) -> bool:
+    """Whether a message is over ``limit`` bytes (UTF-8 for text: wsproto decoded it, so it
+    encodes); text is encoded only when its length alone cannot tell."""
+    n = len(data)
+    if n > limit:
+        return True
+    if not isinstance(data, str) or n * 4 <= limit or data.isascii():
+        return False
+    return len(data.encode()) > limit

@@ -185,7 +185,7 @@ async def test_fragments_over_the_limit_are_not_accumulated() -> None:
     await peer.send(TextMessage(data="x" * 6, message_finished=False))
     await peer.send(TextMessage(data="y" * 6, message_finished=False))
     assert (await next_read_fails(ws)).code == 1009
-    assert ws._parts == [] and ws._size == 0
+    assert ws._buf is None and ws._fragments == 0
 
 
 async def test_protocol_error_from_the_peer_closes_with_its_code() -> None:
