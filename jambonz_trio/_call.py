@@ -46,6 +46,7 @@ from ._protocol._messages import (
     SessionReconnect,
     TtsStreamingEvent,
     TtsTokensResult,
+    routing_sid,
 )
 from ._protocol._outbound import Ack, Command
 from ._protocol._state import CallProtocol, ConnState, OwedAck
@@ -179,6 +180,8 @@ class Call(trio.abc.AsyncResource):
         path: str = "/",
     ) -> None:
         self.session = session
+        #: The sid the server lists the call under (see :attr:`call_sid`); fixed at creation.
+        self.routing_sid = routing_sid(session)
         #: the request target jambonz connected to (path and query), e.g. ``/agent/sales?x=1``
         self.path = path
         self.config = config
@@ -231,8 +234,10 @@ class Call(trio.abc.AsyncResource):
 
     @property
     def call_sid(self) -> str | None:
-        """The call's sid (``None`` only on sockets that never named one)."""
-        return self.info.call_sid or self._protocol.call_sid
+        """The call's sid: the envelope ``call_sid`` of its first message (``data.call_sid`` on
+        sockets whose envelope names none), the key of ``server.calls``. ``None`` only on
+        sockets that never named one."""
+        return self.routing_sid or self._protocol.call_sid
 
     @property
     def from_(self) -> str | None:

@@ -117,7 +117,14 @@ class ServerConfig:
         max_connections: open sockets at once; more get 503.
         max_inbound_bytes: largest frame accepted from jambonz (UTF-8 bytes); bigger: close 1009.
         health_path: plain ``GET`` on this path answers 200 (load balancer checks).
-        max_parked_calls: disconnected calls kept for a reconnect at once; the oldest is dropped.
+        max_parked_calls: disconnected calls kept waiting for a reconnect at once; a call that
+            disconnects when that many wait is given up at once (its reconnect starts a new
+            call): the calls already waiting keep their place.
+        max_parked_calls_per_account: the same for one tenant (route, Basic user and
+            ``account_sid``); at the cap that tenant's *oldest* waiting call is given up.
+            ``None``: no per-tenant cap. With shared credentials ``account_sid`` is chosen by
+            the peer, so this shares the slots among honest tenants; ``max_parked_calls``
+            still bounds them all.
         call: the per-call settings.
     """
 
@@ -129,4 +136,5 @@ class ServerConfig:
     max_inbound_bytes: int = 1024 * 1024
     health_path: str | None = "/healthz"
     max_parked_calls: int = 10_000
+    max_parked_calls_per_account: int | None = None
     call: CallConfig = CallConfig()

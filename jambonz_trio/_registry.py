@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import weakref
-from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 
 import trio
 
 from ._call import Call
 from ._log import get_logger
-from ._protocol._state import ConnState
 
 __all__ = ["CallRegistry", "NewCalls"]
 
@@ -37,15 +35,19 @@ class CallRegistry:
     """Every live call of a server, usable from any task of the program.
 
     A call is listed from its first message until it ends (including while it is disconnected
-    and waiting for jambonz to reconnect). The registry only tracks calls; it never keeps one
-    alive.
+    and waiting for jambonz to reconnect), under :attr:`Call.call_sid`. A call is never
+    replaced by another with the same sid: the newcomer is listed but not reachable by sid.
+    The registry only tracks calls; it never keeps one alive.
     """
 
-    def __init__(self, max_parked: int) -> None:
+    def __init__(self, max_parked: int, max_parked_per_account: int | None = None) -> None:
         self._calls: dict[str, Call] = {}
         self._anonymous: set[Call] = set()
-        self._parked: OrderedDict[str, None] = OrderedDict()
+        # disconnected calls, oldest first: all of them, and by tenant (dicts keep order)
+        self._parked: dict[Call, None] = {}
+        self._parked_by_tenant: dict[Hashable, dict[Call, None]] = {}
         self._max_parked = max_parked
+        self._max_parked_per_account = max_parked_per_account
         self._subscribers: weakref.WeakSet[NewCalls] = weakref.WeakSet()
 
     def __len__(self) -> int:
@@ -88,49 +90,70 @@ class CallRegistry:
     # -- server side -----------------------------------------------------------------------
 
     def add(self, call: Call) -> None:
-        """Server side: list a new call (and tell subscribers)."""
-        sid = call.call_sid
-        if sid is None:
+        """Server side: list a new call (and tell subscribers). A live call already listed
+        under the same sid keeps it: the newcomer is listed as isolated (never evicts)."""
+        sid = call.routing_sid
+        if sid is None or call._isolated:
             self._anonymous.add(call)
         else:
             old = self._calls.get(sid)
-            if old is not None and old is not call:
-                log.warning("call %s: a new call replaces a live one with the same sid", sid)
-            self._calls[sid] = call
+            if old is not None and old is not call and not old.closed:
+                log.warning("call %s: a live call already has this sid; the new one is isolated", sid)
+                call._isolated = True
+                self._anonymous.add(call)
+            else:
+                self._calls[sid] = call
         for subscription in list(self._subscribers):
             subscription._push(call)
 
     def add_isolated(self, call: Call) -> None:
         """A call that must not be reachable by its sid (a reconnect that failed the owner
         check, S-9): listed, but never returned by :meth:`get`."""
-        self._anonymous.add(call)
-        for subscription in list(self._subscribers):
-            subscription._push(call)
+        call._isolated = True
+        self.add(call)
 
     def remove(self, call: Call) -> None:
         """Server side: the call ended."""
-        sid = call.call_sid
+        sid = call.routing_sid
         self._anonymous.discard(call)
         if sid is not None and self._calls.get(sid) is call:
             del self._calls[sid]
-            self._parked.pop(sid, None)
+        self.unparked(call)
 
-    def parked(self, call: Call) -> Call | None:
-        """Note that ``call`` is disconnected; returns a call evicted to respect the cap."""
-        sid = call.call_sid
-        if sid is None:
-            return None
-        self._parked[sid] = None
-        self._parked.move_to_end(sid)
-        evicted = None
-        while len(self._parked) > self._max_parked:
-            old_sid, _ = self._parked.popitem(last=False)
-            candidate = self._calls.get(old_sid)
-            if candidate is not None and candidate.state is ConnState.DISCONNECTED:
-                evicted = candidate
-        return evicted
+    def parked(self, call: Call) -> list[Call]:
+        """Note that ``call`` is disconnected and waits for a reconnect. Returns the calls to
+        give up: at ``max_parked_per_account`` the oldest waiting call of the same tenant
+        (route, Basic user, ``account_sid``); at ``max_parked`` the newcomer itself. A call of
+        one tenant never pushes out another tenant's (issue 19: 10,100 parked calls pushed a
+        victim's out before)."""
+        if call in self._parked:
+            return []
+        give_up: list[Call] = []
+        tenant = (call.identity, call.account_sid)
+        mine = self._parked_by_tenant.get(tenant)
+        cap = self._max_parked_per_account
+        if cap is not None and mine is not None and len(mine) >= cap:
+            oldest = next(iter(mine))
+            self.unparked(oldest)
+            give_up.append(oldest)
+        if len(self._parked) >= self._max_parked:
+            give_up.append(call)  # refused: the calls already waiting keep their place
+            return give_up
+        self._parked[call] = None
+        self._parked_by_tenant.setdefault(tenant, {})[call] = None
+        return give_up
 
     def unparked(self, call: Call) -> None:
-        """Server side: the call has a socket again."""
-        if call.call_sid is not None:
-            self._parked.pop(call.call_sid, None)
+        """Server side: the call has a socket again (or ended)."""
+        if call in self._parked:
+            del self._parked[call]
+            tenant = (call.identity, call.account_sid)
+            mine = self._parked_by_tenant[tenant]
+            del mine[call]
+            if not mine:
+                del self._parked_by_tenant[tenant]
+
+    @property
+    def parked_count(self) -> int:
+        """How many disconnected calls wait for a reconnect."""
+        return len(self._parked)

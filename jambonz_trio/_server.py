@@ -34,13 +34,25 @@ from ._config import ServerConfig
 from ._errors import RemoteProtocolError
 from ._log import get_logger
 from ._protocol._json import TooComplex, loads_object
-from ._protocol._messages import Message, SessionNew, SessionReconnect, parse_message
+from ._protocol._messages import (
+    Message,
+    SessionAdulting,
+    SessionNew,
+    SessionRedirect,
+    parse_message,
+    routing_sid,
+)
 from ._registry import CallRegistry
 from ._websocket import ServerWebSocket, WebSocketClosed, accept_response
 
 __all__ = ["Handler", "JambonzServer", "ServerStatistics", "serve_jambonz"]
 
 log = get_logger("jambonz_trio.server")
+
+#: First messages that start a session: they never take over a call listed under their sid.
+_NEW_SESSIONS = (SessionNew, SessionAdulting, SessionRedirect)
+#: Payload fields a reconnect must repeat exactly to rebind to a call (with route and user).
+_OWNER_FIELDS = ("account_sid", "application_sid")
 
 #: ``async def handler(call: Call) -> None``: runs once per call, in the call's own nursery.
 Handler = Callable[[Call], Awaitable[None]]
@@ -77,7 +89,7 @@ class JambonzServer:
         self.routes = tuple(routes)
         self.config = config
         self.listeners = list(listeners)
-        self.calls = CallRegistry(config.max_parked_calls)
+        self.calls = CallRegistry(config.max_parked_calls, config.max_parked_calls_per_account)
         self._calls_nursery = calls_nursery
         self._connections_nursery = connections_nursery
         self._connections = 0
@@ -252,43 +264,38 @@ class JambonzServer:
             conn.torn_down.set()
 
     def _resolve(self, first: Message, admitted: Admitted) -> tuple[Call, bool]:
-        sid = first.call_sid
-        if sid is None and isinstance(first, SessionReconnect):
-            sid = first.call.call_sid
+        """The call a new socket carries: a live or parked call it may rebind to, else a new
+        call (isolated, i.e. not reachable by sid, when it names a call it may not take)."""
+        sid = routing_sid(first)  # the registry's key too: lookups and listing agree
         existing = self.calls.get(sid) if sid else None
-        if existing is not None and not existing.closed and isinstance(first, SessionNew):
-            if existing.identity != admitted.identity:
-                log.warning(
-                    "call %s: session:new through %s for a live call of another owner; "
-                    "served as an isolated call",
-                    sid,
-                    admitted.identity.route,
-                )
-                call = self._new_call(first, admitted)
-                call._isolated = True
-                return call, True
-        elif existing is not None and not existing.closed:
-            if self._may_rebind(existing, first, admitted):
-                return existing, False
-            log.warning(
-                "call %s: reconnect through %s (%s) does not match the call's owner; "
-                "served as an isolated call",
-                sid,
-                admitted.identity.route,
-                admitted.identity.username,
-            )
-            call = self._new_call(first, admitted)
-            call._isolated = True
-            return call, True
-        return self._new_call(first, admitted), True
+        if existing is None:
+            return self._new_call(first, admitted), True
+        if self._may_rebind(existing, first, admitted):
+            return existing, False
+        # Isolated rather than refused: it may be a real call (jambonz has no other way in),
+        # and serving it gives the peer nothing it could not get with a fresh sid.
+        log.warning(
+            "call %s: %s through %s does not match the call's owner (route, credentials, "
+            "account, application) or starts a new session; served as an isolated call",
+            sid,
+            first.type,
+            admitted.identity.route,
+        )
+        call = self._new_call(first, admitted)
+        call._isolated = True
+        return call, True
 
     @staticmethod
     def _may_rebind(existing: Call, first: Message, admitted: Admitted) -> bool:
-        """S-9: only the same app/path, credentials and account may take over a live call."""
-        if existing.identity != admitted.identity:
+        """S-9: only a reconnect may take over a live or parked call, and only with every
+        identity field the call had: the same route and credentials, the same ``account_sid``
+        and ``application_sid`` (a reconnect carries the original ``session:new`` payload, so
+        a field missing on either side is a mismatch). A message that starts a session
+        (``session:new``, ``session:adulting``, ``session:redirect``) never does."""
+        if isinstance(first, _NEW_SESSIONS) or existing.identity != admitted.identity:
             return False
-        account = first.data.get("account_sid")
-        return account is None or existing.account_sid is None or account == existing.account_sid
+        original = existing.session.data
+        return all(first.data.get(key) == original.get(key) for key in _OWNER_FIELDS)
 
     def _new_call(self, first: Message, admitted: Admitted) -> Call:
         call = Call(
@@ -302,16 +309,11 @@ class JambonzServer:
         return call
 
     def _on_call_disconnect(self, call: Call) -> None:
-        evicted = self.calls.parked(call)
-        if evicted is not None:
-            log.warning("call %s: too many disconnected calls; dropping the oldest", evicted.call_sid)
-            evicted._lost("too many disconnected calls")
+        for given_up in self.calls.parked(call):
+            given_up._lost("too many disconnected calls")
 
     def _register(self, call: Call) -> None:
-        if not call._isolated:
-            self.calls.add(call)
-        else:
-            self.calls.add_isolated(call)
+        self.calls.add(call)  # lists an isolated call (or a newcomer whose sid is taken) by object only
 
     async def _run_call(self, call: Call, handler: Handler) -> None:
         """The call's task (registered already): its handler and watchdog, contained."""

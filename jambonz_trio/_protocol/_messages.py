@@ -36,6 +36,7 @@ __all__ = [
     "VerbHook",
     "VerbStatus",
     "parse_message",
+    "routing_sid",
 ]
 
 
@@ -399,3 +400,14 @@ def parse_message(obj: Mapping[str, Any]) -> Message:
         b3=obj.get("b3"),
         data=data,
     )
+
+
+def routing_sid(msg: Message) -> str | None:
+    """The sid a socket's first message names its call by: the envelope ``call_sid``, else
+    ``data.call_sid`` (sockets opened by ``session:adulting`` or a redirect handover carry no
+    envelope sid, nor do their reconnects). The server looks calls up *and* lists them by
+    this one value, so a payload cannot list a call under a sid its envelope does not name."""
+    if msg.call_sid:
+        return msg.call_sid
+    sid = msg.data.get("call_sid")
+    return sid if isinstance(sid, str) and sid else None

@@ -313,7 +313,8 @@ async def test_fm35_legacy_reconnect_without_session_reconnect(nursery: trio.Nur
         await new_call(client)
         await client.drop()
     async with raw_client(server) as client:
-        await client.send("verb:hook", "h1", {}, hook="/g", call_sid="sid-1")
+        # hook payloads carry the call's info (docs/protocol.md §9.2), so the owner check holds
+        await client.send("verb:hook", "h1", SESSION_DATA, hook="/g", call_sid="sid-1")
         assert await client.receive() == {
             "type": "ack",
             "msgid": "h1",

@@ -1,0 +1,224 @@
+"""Issue 19 items 1 and 2 (S-9): no account can take over, displace or evict another's call.
+
+Every account behind one jambonz shares its Basic credentials, so the route and user alone do
+not tell tenants apart: a rebind must repeat every identity field the call had, a session that
+starts never replaces a listed call, and the cap on calls waiting for a reconnect never pushes
+out another tenant's call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+import trio.lowlevel
+import trio.testing
+
+from jambonz_trio import Call, JambonzServer, ServerConfig, VerbHook, serve_jambonz
+from jambonz_trio.verbs import Say
+
+from .helpers import SESSION_DATA, RawClient
+
+VICTIM = {**SESSION_DATA, "account_sid": "acct-victim", "application_sid": "app-victim"}
+
+
+class App:
+    """Acks ``session:new`` with ``hello <sid>`` and every hook with ``<hook> for <call id>``."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+
+    async def __call__(self, call: Call) -> None:
+        self.calls.append(call)
+        await call.ack(call.session, [Say(text=f"hello {call.call_sid}")])
+        async for event in call:
+            if isinstance(event, VerbHook):
+                await call.ack(event, [Say(text=f"{event.hook} for {self.calls.index(call)}")])
+
+
+async def _start(nursery: trio.Nursery, app: App, **config: Any) -> JambonzServer:
+    cfg = ServerConfig(**config)
+    server: JambonzServer = await nursery.start(
+        lambda task_status: serve_jambonz(app, config=cfg, task_status=task_status)
+    )
+    return server
+
+
+async def _open(server: JambonzServer) -> RawClient:
+    stream = await server.connect_memory()
+    client = RawClient(stream)
+    await client.handshake("/")
+    return client
+
+
+async def _new(
+    server: JambonzServer, sid: str, data: dict[str, Any], env_sid: str | None = None
+) -> RawClient:
+    client = await _open(server)
+    await client.send("session:new", "m-" + sid, {**data, "call_sid": sid}, call_sid=env_sid or sid)
+    reply = await client.receive()
+    assert reply is not None and reply["type"] == "ack"
+    return client
+
+
+async def _reconnect(server: JambonzServer, sid: str, data: dict[str, Any], msgid: str = "r1") -> RawClient:
+    client = await _open(server)
+    await client.send("session:reconnect", msgid, {**data, "call_sid": sid}, call_sid=sid)
+    reply = await client.receive()
+    assert reply is not None and reply["type"] == "ack" and reply["msgid"] == msgid
+    return client
+
+
+async def _hook(client: RawClient, msgid: str, sid: str) -> str:
+    await client.send("verb:hook", msgid, {**VICTIM, "call_sid": sid}, call_sid=sid, hook="/h")
+    reply = await client.receive()
+    assert reply is not None and reply["msgid"] == msgid
+    text: str = reply["data"][0]["text"]
+    return text
+
+
+async def _settle(server: JambonzServer, call: Call, state: str) -> None:
+    with trio.fail_after(5):
+        while call.state.value != state:
+            await trio.testing.wait_all_tasks_blocked()
+            await trio.lowlevel.checkpoint()
+
+
+# -- item 1: takeover ---------------------------------------------------------------------
+
+
+async def test_reconnect_without_account_cannot_take_over_a_live_call(nursery: trio.Nursery) -> None:
+    """Before: accepted as the owner; the victim's socket was dropped, its hook never acked."""
+    app = App()
+    server = await _start(nursery, app)
+    victim = await _new(server, "sid-v", VICTIM)
+    call = server.calls["sid-v"]
+    no_account = {k: v for k, v in VICTIM.items() if k != "account_sid"}
+    attacker = await _reconnect(server, "sid-v", no_account)
+    assert server.calls["sid-v"] is call and call.reconnect_count == 0
+    assert await _hook(victim, "v1", "sid-v") == "/h for 0"  # the victim's socket still works
+    assert await _hook(attacker, "a1", "sid-v") == "/h for 1"  # answered by its own call
+    assert len(app.calls) == 2 and app.calls[1] is not call and app.calls[1].reconnected
+
+
+async def test_reconnect_without_account_cannot_take_a_parked_call(nursery: trio.Nursery) -> None:
+    """Before: it rebound to the parked call, and the victim's handler answered its hooks."""
+    app = App()
+    server = await _start(nursery, app)
+    victim = await _new(server, "sid-v", VICTIM)
+    call = server.calls["sid-v"]
+    await victim.drop()
+    await _settle(server, call, "disconnected")
+    for missing in ("account_sid", "application_sid"):
+        data = {k: v for k, v in VICTIM.items() if k != missing}
+        attacker = await _reconnect(server, "sid-v", data, msgid=f"r-{missing}")
+        assert await _hook(attacker, "a1", "sid-v") != "/h for 0"
+        assert call.state.value == "disconnected" and call.reconnect_count == 0
+        await attacker.drop()
+    other_app = {**VICTIM, "application_sid": "app-attacker"}
+    attacker = await _reconnect(server, "sid-v", other_app, msgid="r-app")
+    assert call.state.value == "disconnected"
+    await attacker.drop()
+    # the real reconnect still finds the call
+    victim = await _reconnect(server, "sid-v", VICTIM, msgid="r-real")
+    assert call.state.value == "connected" and call.reconnect_count == 1
+    assert await _hook(victim, "v2", "sid-v") == "/h for 0"
+
+
+async def test_session_new_naming_a_live_sid_in_data_does_not_displace_it(nursery: trio.Nursery) -> None:
+    """Before: the registry listed calls by ``data.call_sid``, so this replaced the victim,
+    whose real reconnect then started a fresh call."""
+    app = App()
+    server = await _start(nursery, app)
+    victim = await _new(server, "sid-v", VICTIM)
+    call = server.calls["sid-v"]
+    foreign = {**VICTIM, "account_sid": "acct-attacker"}
+    attacker = await _new(server, "sid-v", foreign, env_sid="sid-attacker")
+    assert server.calls["sid-v"] is call
+    assert server.calls["sid-attacker"] is app.calls[1] and app.calls[1].call_sid == "sid-attacker"
+    await victim.drop()
+    await _settle(server, call, "disconnected")
+    victim = await _reconnect(server, "sid-v", VICTIM)
+    assert call.reconnect_count == 1 and len(app.calls) == 2
+    await attacker.drop()
+
+
+async def test_session_new_with_a_listed_sid_is_isolated_even_from_the_same_account(
+    nursery: trio.Nursery,
+) -> None:
+    """A new session never evicts a live or parked call, whoever sends it."""
+    app = App()
+    server = await _start(nursery, app)
+    victim = await _new(server, "sid-v", VICTIM)
+    call = server.calls["sid-v"]
+    twin = await _new(server, "sid-v", VICTIM)  # served, as an isolated call
+    assert server.calls["sid-v"] is call and len(app.calls) == 2 and app.calls[1] in list(server.calls)
+    await victim.drop()
+    await _settle(server, call, "disconnected")
+    await twin.send("session:new", "m-again", VICTIM, call_sid="sid-v")  # on its own socket: junk
+    intruder = await _new(server, "sid-v", VICTIM)
+    assert server.calls["sid-v"] is call and call.state.value == "disconnected"
+    await _reconnect(server, "sid-v", VICTIM)
+    assert call.reconnect_count == 1
+    await intruder.drop()
+
+
+# -- item 2: parked-call eviction ---------------------------------------------------------
+
+
+async def _park(server: JambonzServer, sid: str, data: dict[str, Any]) -> Call:
+    client = await _new(server, sid, data)
+    call = server.calls[sid]
+    await client.drop()
+    with trio.fail_after(5):
+        while call.state.value == "connected":
+            await trio.testing.wait_all_tasks_blocked()
+    return call
+
+
+def _waiting(server: JambonzServer) -> int:
+    return sum(c.state.value == "disconnected" for c in server.calls)
+
+
+async def test_parking_cap_refuses_newcomers_instead_of_evicting(nursery: trio.Nursery) -> None:
+    """Before: the oldest parked call was dropped, whoever it belonged to."""
+    app = App()
+    server = await _start(nursery, app, max_parked_calls=3)
+    victim = await _park(server, "sid-v", VICTIM)
+    attacker = {**VICTIM, "account_sid": "acct-attacker"}
+    flood = [await _park(server, f"sid-a{i}", attacker) for i in range(5)]
+    assert victim.state.value == "disconnected"
+    assert [c.state.value for c in flood] == ["disconnected"] * 2 + ["closed"] * 3
+    assert _waiting(server) == 3
+    client = await _reconnect(server, "sid-v", VICTIM)
+    assert victim.reconnect_count == 1 and _waiting(server) == 2
+    assert await _hook(client, "v1", "sid-v") == "/h for 0"
+
+
+async def test_per_account_cap_gives_up_that_accounts_oldest_call(nursery: trio.Nursery) -> None:
+    app = App()
+    server = await _start(nursery, app, max_parked_calls=100, max_parked_calls_per_account=2)
+    victim = await _park(server, "sid-v", VICTIM)
+    attacker = {**VICTIM, "account_sid": "acct-attacker"}
+    flood = [await _park(server, f"sid-a{i}", attacker) for i in range(5)]
+    await trio.testing.wait_all_tasks_blocked()
+    assert victim.state.value == "disconnected"
+    assert [c.state.value for c in flood] == ["closed"] * 3 + ["disconnected"] * 2
+    assert server.calls.parked_count == _waiting(server) == 3
+
+
+async def test_an_isolated_call_parks_under_its_own_name(nursery: trio.Nursery) -> None:
+    """Before: parking was keyed by sid, so an isolated call with the victim's sid took (and
+    on its reconnect or end, released) the victim's parking slot."""
+    app = App()
+    server = await _start(nursery, app, max_parked_calls=10)
+    victim = await _park(server, "sid-v", VICTIM)
+    twin = await _new(server, "sid-v", VICTIM)
+    isolated = app.calls[1]
+    await twin.drop()
+    await _settle(server, isolated, "disconnected")
+    assert _waiting(server) == 2
+    await isolated.aclose()
+    assert _waiting(server) == 1 and victim.state.value == "disconnected"
+    await _reconnect(server, "sid-v", VICTIM)
+    assert victim.reconnect_count == 1
