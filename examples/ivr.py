@@ -59,13 +59,22 @@ def greeting() -> list[Say | Gather]:
     ]
 
 
+def speakable(text: str, limit: int = 500) -> str:
+    """Caller input made safe to put in a verb: lone surrogates (valid JSON escapes that no
+    UTF-8 frame can carry) become ``?``, and at most ``limit`` characters are kept (a
+    transcript can be longer than the 24,576 bytes jambonz accepts in one frame). Without
+    this, ``call.ack`` raises ``LocalProtocolError`` / ``MessageTooLarge`` on such input."""
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def gather_reply(event: VerbHook) -> list[Say | Hangup]:
     """The program answered to the ``/gather`` hook."""
     result = event.gather
     if result.transcript:
-        return [Say(text=f"You said: {result.transcript}"), Hangup()]
+        return [Say(text=f"You said: {speakable(result.transcript)}"), Hangup()]
     if result.digits:
-        return [Say(text=f"You pressed: {result.digits}"), Hangup()]
+        return [Say(text=f"You pressed: {speakable(result.digits, 40)}"), Hangup()]
     return [Hangup()]
 
 

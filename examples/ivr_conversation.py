@@ -45,10 +45,10 @@ async def ivr(call: Call) -> None:
     async with open_conversation(call) as convo:
         await convo.say("Hello from jambonz")
         result = await convo.gather("Say something", input=["speech", "digits"], input_timeout=10)
-        if result.transcript:
-            await convo.say(f"You said: {result.transcript}")
+        if result.transcript:  # caller input: capped and sanitised before it goes in a verb
+            await convo.say(f"You said: {callback_ivr.speakable(result.transcript)}")
         elif result.digits:
-            await convo.say(f"You pressed: {result.digits}")
+            await convo.say(f"You pressed: {callback_ivr.speakable(result.digits, 40)}")
         await convo.hangup()
 
 

@@ -68,7 +68,10 @@ def answer_for(question: str) -> str:
     for topic, answer in ANSWERS.items():
         if topic in question.lower():
             return answer
-    return f"I am only a stand-in for a language model, but I heard you say: {question}."
+    # caller input: at most 500 characters, lone surrogates replaced (a token over jambonz's
+    # 24 KiB frame limit, or one that cannot be encoded, would make the send raise)
+    heard = question[:500].encode("utf-8", "replace").decode("utf-8")
+    return f"I am only a stand-in for a language model, but I heard you say: {heard}."
 
 
 async def generate(question: str, *, delay: float = WORD_DELAY) -> AsyncGenerator[str, None]:

@@ -15,6 +15,7 @@ from jambonz_trio import JambonzServer
 from jambonz_trio.commands import CallStatusCommand, MuteStatus, Redirect
 from jambonz_trio.testing import CallData, FakeCall, HandshakeRejected, open_fake_call, tcp_connector
 from jambonz_trio.verbs import Gather, Hangup, Say
+from tests.engine.helpers import RawClient
 
 
 @asynccontextmanager
@@ -136,3 +137,32 @@ async def test_basic_auth_over_tcp(nursery: trio.Nursery) -> None:
         with pytest.raises(HandshakeRejected, match="401"):
             async with open_fake_call(tcp_connector(url), username="jambonz", password="wrong"):
                 pass
+
+
+async def test_a_transcript_over_the_frame_limit_is_capped(server: JambonzServer) -> None:
+    """Issue 19 item 13: before, the echo ack raised MessageTooLarge and the call ended with
+    an ERROR."""
+    async with ivr_call(server) as fc:
+        await fc.start()
+        ack = await fc.gather_speech("/gather", "x" * 30_000)
+        assert ack.verbs == [Say(text="You said: " + "x" * 500 + "..."), Hangup()]
+
+
+async def test_a_lone_surrogate_in_a_transcript_is_replaced(server: JambonzServer) -> None:
+    """Issue 19 item 13: ``"\\ud800"`` is valid JSON (jambonz's ``JSON.stringify`` writes such
+    escapes) that no UTF-8 frame can carry back; before, the echo ack raised. Sent raw: the
+    fake jambonz cannot encode it either."""
+    stream = await server.connect_memory()
+    client = RawClient(stream)
+    await client.handshake(ivr.PATH)
+    await client.send("session:new", "m1", {"call_sid": "sid-1", "from": "+1555"}, call_sid="sid-1")
+    assert (await client.receive() or {}).get("type") == "ack"
+    speech = {"is_final": True, "alternatives": [{"transcript": "bad \ud800 text"}]}
+    await client.send("verb:hook", "h1", {"reason": "speechDetected", "speech": speech}, hook="/gather")
+    reply = await client.receive()
+    assert reply == {
+        "type": "ack",
+        "msgid": "h1",
+        "data": [{"verb": "say", "text": "You said: bad ? text"}, {"verb": "hangup"}],
+    }
+    await trio.aclose_forcefully(stream)

@@ -63,6 +63,7 @@ async def start(nursery: trio.Nursery, serve: Serve, **kwargs: Any) -> JambonzSe
     ("answer", "reply"),
     [
         (Speech("yes"), ["You said: yes"]),
+        (Speech("x" * 30_000), ["You said: " + "x" * 500 + "..."]),  # issue 19 item 13: capped
         (Digits("42"), ["You pressed: 42"]),
         (None, []),  # 10 s of silence: straight to the hang-up
     ],

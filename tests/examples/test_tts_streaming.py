@@ -194,3 +194,10 @@ def test_main_parses_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tts_streaming, "serve", fake_serve)
     tts_streaming.main(["--host", "0.0.0.0", "--port", "9002", "--delay", "0.2"])
     assert seen == {"host": "0.0.0.0", "port": 9002, "delay": 0.2}
+
+
+def test_caller_input_is_capped_and_sanitised_in_the_answer() -> None:
+    """Issue 19 item 13: a 30,000-character word or a lone surrogate in the question would
+    make a ``tts:tokens`` frame too large or unencodable."""
+    assert len(answer_for("x" * 30_000)) < 1000
+    answer_for("bad \ud800 question").encode("utf-8")
