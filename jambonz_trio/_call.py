@@ -181,7 +181,7 @@ class Call(trio.abc.AsyncResource):
     ) -> None:
         self.session = session
         #: The sid the server lists the call under (see :attr:`call_sid`); fixed at creation.
-        self.routing_sid = routing_sid(session)
+        self._routing_sid = routing_sid(session)
         #: the request target jambonz connected to (path and query), e.g. ``/agent/sales?x=1``
         self.path = path
         self.config = config
@@ -237,7 +237,7 @@ class Call(trio.abc.AsyncResource):
         """The call's sid: the envelope ``call_sid`` of its first message (``data.call_sid`` on
         sockets whose envelope names none), the key of ``server.calls``. ``None`` only on
         sockets that never named one."""
-        return self.routing_sid or self._protocol.call_sid
+        return self._routing_sid or self._protocol.call_sid
 
     @property
     def from_(self) -> str | None:

@@ -92,7 +92,7 @@ class CallRegistry:
     def add(self, call: Call) -> None:
         """Server side: list a new call (and tell subscribers). A live call already listed
         under the same sid keeps it: the newcomer is listed as isolated (never evicts)."""
-        sid = call.routing_sid
+        sid = call._routing_sid
         if sid is None or call._isolated:
             self._anonymous.add(call)
         else:
@@ -114,7 +114,7 @@ class CallRegistry:
 
     def remove(self, call: Call) -> None:
         """Server side: the call ended."""
-        sid = call.routing_sid
+        sid = call._routing_sid
         self._anonymous.discard(call)
         if sid is not None and self._calls.get(sid) is call:
             del self._calls[sid]
