@@ -73,8 +73,8 @@ async def test_a_whole_text_message_is_measured_in_bytes() -> None:
     assert (await next_read_fails(ws)).code == 1009
 
 
-async def test_first_message_over_the_byte_limit_is_refused(nursery: trio.Nursery) -> None:
-    """Item 7: a 4 MiB UTF-8 ``session:new`` within 1 MiB *characters* was acked before."""
+async def _first_message_refused(nursery: trio.Nursery, text: str) -> None:
+    """``text`` as a socket's first message closes it with 1009 and starts no call."""
     started: list[Call] = []
 
     async def app(call: Call) -> None:
@@ -83,15 +83,20 @@ async def test_first_message_over_the_byte_limit_is_refused(nursery: trio.Nurser
 
     server = await nursery.start(serve_jambonz, app)
     async with raw_client(server) as client:
-        data = {**SESSION_DATA, "x": "😀" * (1024 * 1024 - 1000)}
-        text = json.dumps(
-            {"type": "session:new", "msgid": "m1", "call_sid": "sid-1", "data": data}, ensure_ascii=False
-        )
-        assert len(text) < 1024 * 1024 < len(text.encode())
         await client.send_text(text)
         assert await client.receive() is None
         assert client.close_code == 1009
     assert started == []
+
+
+async def test_first_message_over_the_byte_limit_is_refused(nursery: trio.Nursery) -> None:
+    """Item 7: a 4 MiB UTF-8 ``session:new`` within 1 MiB *characters* was acked before."""
+    data = {**SESSION_DATA, "x": "😀" * (1024 * 1024 - 1000)}
+    text = json.dumps(
+        {"type": "session:new", "msgid": "m1", "call_sid": "sid-1", "data": data}, ensure_ascii=False
+    )
+    assert len(text) < 1024 * 1024 < len(text.encode())
+    await _first_message_refused(nursery, text)
 
 
 # -- item 6: JSON amplification ------------------------------------------------------------
@@ -106,20 +111,9 @@ def _empty_objects(n: int) -> str:
 
 async def test_json_amplification_in_session_new_is_refused(nursery: trio.Nursery) -> None:
     """A 1 MiB ``[{},{},...]`` parsed into ~24 MiB and was kept for the whole call."""
-    started: list[Call] = []
-
-    async def app(call: Call) -> None:
-        started.append(call)
-        await call.ack(call.session, [Say(text="hi")])
-
-    server = await nursery.start(serve_jambonz, app)
     text = _empty_objects(340_000)
     assert len(text) < 1024 * 1024
-    async with raw_client(server) as client:
-        await client.send_text(text)
-        assert await client.receive() is None
-        assert client.close_code == 1009
-    assert started == []
+    await _first_message_refused(nursery, text)
 
 
 async def test_json_amplification_later_in_the_call_is_refused(

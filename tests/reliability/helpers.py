@@ -32,6 +32,7 @@ __all__ = [
     "connect_call",
     "fd_count",
     "frame",
+    "hook_loop",
     "open_raw",
     "proc_status",
     "session_data",
@@ -212,3 +213,24 @@ def frame(opcode: int, payload: bytes, *, fin: bool = True, declared: int | None
 def text_json(mtype: str, msgid: str, data: dict[str, Any] | None = None, **env: Any) -> bytes:
     out: dict[str, Any] = {"type": mtype, "msgid": msgid, **env, "data": data or {}}
     return json.dumps(out).encode()
+
+
+async def hook_loop(
+    client: Client, sid: str, stop: trio.Event, lat: Latencies, lost: list[str], *, pause: float
+) -> None:
+    """Send ``verb:hook`` after ``verb:hook`` on a live call until ``stop``, recording each
+    answer's latency; the first answer missing after 4.5 s goes to ``lost`` and ends the loop."""
+    i = 0
+    while not stop.is_set():
+        i += 1
+        msgid = f"{sid}-{i}"
+        t0 = trio.current_time()
+        await client.send("verb:hook", msgid, {}, hook=f"/{msgid}", call_sid=sid)
+        with trio.move_on_after(4.5):
+            reply = await client.receive()
+            if reply is not None and reply.get("msgid") == msgid:
+                lat.add(trio.current_time() - t0)
+                await trio.sleep(pause)
+                continue
+        lost.append(msgid)
+        return

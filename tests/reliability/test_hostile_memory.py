@@ -26,7 +26,7 @@ import trio
 from jambonz_trio._protocol._json import MAX_INBOUND_TOKENS
 from jambonz_trio._websocket import MAX_FRAGMENTS
 
-from .helpers import Client, Latencies, connect_call, frame, open_raw, session_data, slow
+from .helpers import Client, Latencies, connect_call, frame, hook_loop, open_raw, session_data, slow
 from .procs import ServerProcess, server_process
 from .test_limits import _baseline, _close_code
 
@@ -120,19 +120,7 @@ EXPECTED = {
 
 async def _healthy(port: int, sid: str, stop: trio.Event, lat: Latencies, lost: list[str]) -> None:
     client = await connect_call(port, sid)
-    i = 0
-    while not stop.is_set():
-        i += 1
-        t0 = trio.current_time()
-        await client.send("verb:hook", f"{sid}-{i}", {}, hook="/h", call_sid=sid)
-        with trio.move_on_after(4.5):
-            reply = await client.receive()
-            if reply is not None and reply.get("msgid") == f"{sid}-{i}":
-                lat.add(trio.current_time() - t0)
-                await trio.sleep(0.1)
-                continue
-        lost.append(f"{sid}-{i}")
-        return
+    await hook_loop(client, sid, stop, lat, lost, pause=0.1)
     await client.close()
     await client.drop()
 

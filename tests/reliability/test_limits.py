@@ -17,7 +17,7 @@ import trio
 
 from jambonz_trio import BasicAuth, JambonzServer, Route, ServerConfig, serve_jambonz
 
-from .helpers import PASSWORD, USER, Client, Latencies, connect_call, frame
+from .helpers import PASSWORD, USER, Client, Latencies, connect_call, frame, hook_loop
 from .procs import ServerProcess, server_process
 from .test_chaos import app
 
@@ -254,23 +254,8 @@ async def test_s8_adversarial_call_memory_and_neighbours() -> None:
         neighbour = await connect_call(server.port, "ok-1")
         stop = trio.Event()
 
-        async def neighbour_hooks() -> None:
-            for i in range(10_000):
-                if stop.is_set():
-                    return
-                t0 = trio.current_time()
-                await neighbour.send("verb:hook", f"n{i}", {}, hook=f"/n{i}", call_sid="ok-1")
-                with trio.move_on_after(4.5):
-                    reply = await neighbour.receive()
-                    if reply is not None and reply.get("msgid") == f"n{i}":
-                        lat.add(trio.current_time() - t0)
-                        await trio.sleep(0.02)
-                        continue
-                lost.append(f"n{i}")
-                return
-
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(neighbour_hooks)
+            nursery.start_soon(partial(hook_loop, neighbour, "ok-1", stop, lat, lost, pause=0.02))
             with trio.fail_after(60):
                 attacker, sent = await _flood(server.port, "deaf-attacker", 150, max_inbound)
             await trio.sleep(0.5)
