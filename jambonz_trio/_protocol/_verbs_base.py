@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar, Literal, TypeVar
+import types
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 import attrs
 
-from ._wire import Style, converter, register_model
+from ._wire import Model, converter, structure_strict
 
 __all__ = [
     "VERB_ALIASES",
@@ -17,15 +18,14 @@ __all__ = [
     "RawVerb",
     "Verb",
     "VerbLike",
-    "nested",
+    "register_verbs",
     "structure_verbs",
     "unstructure_verbs",
-    "verb",
 ]
 
 
-@attrs.frozen(kw_only=True)
-class HookSpec:
+@attrs.frozen(kw_only=True, repr=False)
+class HookSpec(Model):
     """A hook given as an object: where jambonz should send the hook, and how.
 
     On a WebSocket session a relative ``url`` travels over the call's socket (it is what the app
@@ -41,18 +41,16 @@ class HookSpec:
 #: A hook: a relative path / name (``"/gather"``), an absolute URL, or a :class:`HookSpec`.
 Hook = str | HookSpec
 
-register_model(HookSpec, "camel")
 
-
-@attrs.frozen(kw_only=True)
-class Verb:
+@attrs.frozen(kw_only=True, repr=False)
+class Verb(Model):
     """Base class of every verb model. ``id`` is echoed in ``verb:status`` and ``verb_id``."""
 
     VERB: ClassVar[str]
     id: str | None = None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class RawVerb(Verb):
     """Escape hatch: a verb given as the exact dict to send (e.g. a verb of a newer jambonz).
 
@@ -67,9 +65,12 @@ class RawVerb(Verb):
             raise ValueError('RawVerb data needs a string "verb" key')
 
 
+converter.register_unstructure_hook(RawVerb, lambda v: dict(v.data))
+
 #: Anything accepted where a verb list is expected.
 VerbLike = Verb
 
+#: Verb name -> model, filled by :func:`register_verbs`.
 VERBS: dict[str, type[Verb]] = {}
 
 #: Aliases jambonz rewrites before validation (verb-specifications ``normalizeJambones``).
@@ -85,40 +86,10 @@ VERB_ALIASES: dict[str, tuple[str, dict[str, str]]] = {
     "ultravox_s2s": ("llm", {"vendor": "ultravox"}),
 }
 
-_V = TypeVar("_V", bound=Verb)
-_N = TypeVar("_N")
 
-
-def verb(name: str) -> Callable[[type[_V]], type[_V]]:
-    """Class decorator: register a verb model under its wire name (``"say"``, ``"sip:request"``)."""
-
-    def register(cls: type[_V]) -> type[_V]:
-        cls.VERB = name
-        register_model(cls, "camel")
-        fields_fn = converter.get_unstructure_hook(cls)
-
-        def unstructure_verb(v: Any) -> dict[str, Any]:
-            out: dict[str, Any] = {"verb": name}
-            out.update(fields_fn(v))
-            return out
-
-        converter.register_unstructure_hook(cls, unstructure_verb)
-        VERBS[name] = cls
-        return cls
-
-    return register
-
-
-def nested(style: Style = "camel") -> Callable[[type[_N]], type[_N]]:
-    """Class decorator for nested option objects (synthesizer, target, ...)."""
-
-    def register(cls: type[_N]) -> type[_N]:
-        return register_model(cls, style)
-
-    return register
-
-
-converter.register_unstructure_hook(RawVerb, lambda v: dict(v.data))
+def register_verbs(classes: Iterable[type[Verb]]) -> None:
+    """Make :func:`structure_verbs` parse each class's ``VERB`` name into it."""
+    VERBS.update({cls.VERB: cls for cls in classes})
 
 
 def unstructure_verbs(verbs: Iterable[Verb]) -> list[dict[str, Any]]:
@@ -133,6 +104,15 @@ def unstructure_verbs(verbs: Iterable[Verb]) -> list[dict[str, Any]]:
             raise TypeError(f"expected a Verb model, got {type(v).__name__}")
         out.append(converter.unstructure(v))
     return out
+
+
+def _is_verb_tuple(tp: Any) -> bool:
+    """``tuple[Verb, ...]``, ``tuple[Say | Play, ...]``: a verb list field of a command."""
+    args = get_args(tp)
+    if get_origin(tp) is not tuple or len(args) != 2 or args[1] is not Ellipsis:
+        return False
+    members = get_args(args[0]) if get_origin(args[0]) in (Union, types.UnionType) else (args[0],)
+    return all(isinstance(m, type) and issubclass(m, Verb) for m in members)
 
 
 def structure_verbs(data: Any) -> list[Verb]:
@@ -169,13 +149,11 @@ def structure_verbs(data: Any) -> list[Verb]:
         if cls is None:
             raise ValueError(f"invalid instruction: {name}")
         try:
-            out.append(converter.structure(props, cls))
-        except Exception as exc:  # cattrs raises ClassValidationError (an ExceptionGroup)
-            raise ValueError(f"{name}: {_describe(exc)}") from None
+            out.append(structure_strict(props, cls))
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
     return out
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(_describe(e) for e in exc.exceptions)
-    return str(exc)
+converter.register_unstructure_hook_func(_is_verb_tuple, unstructure_verbs)
+converter.register_structure_hook_func(_is_verb_tuple, lambda data, _: tuple(structure_verbs(data)))

@@ -1,11 +1,22 @@
-"""The one cattrs converter, and the naming rules between Python and the jambonz wire.
+"""The one cattrs converter, the base of every wire model, and the naming rules of the wire.
 
 The wire is mixed-case: verb options are camelCase (``actionHook``), command payloads and
 everything jambonz sends are snake_case (``call_status``), and a few names are fixed exceptions
 (``from``, ``customerData``, ``account_sid`` inside ``message``). So each model class declares its
-style, and single fields override it with ``metadata={"wire": "name"}`` - never one global rule.
+``STYLE``, and single fields override it with ``metadata={WIRE: "name"}`` - never one global rule.
 
-Unset options (``None``) are omitted on the wire, never sent as ``null``.
+Every :class:`Model` subclass gets its hooks from two cattrs hook factories registered here, built
+on first use (no per-class registration):
+
+* unstructuring omits every field whose default is ``None`` while it is still ``None`` (the wire
+  never carries ``null`` for an unset option) and the fields marked ``metadata={ENVELOPE: ...}``
+  (a command's ``callSid`` travels beside its ``data``, not in it);
+* structuring is strict: unknown keys, values of the wrong JSON type and enum values not listed
+  are refused (what an application sends is checked the way jambonz's validator checks it).
+
+A model with a ``VERB`` class attribute is a verb: it is written with its ``"verb"`` key, except
+where another model embeds it as an option (``gather.say``, ``dial.dub``), which specs.json types
+as the bare property object.
 """
 
 from __future__ import annotations
@@ -13,20 +24,43 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-__all__ = ["WIRE", "converter", "register_model", "to_wire_name"]
+__all__ = ["ENVELOPE", "WIRE", "Model", "Style", "converter", "structure_strict", "to_wire_name"]
 
 Style = Literal["camel", "snake"]
 WIRE = "wire"  # attrs metadata key for an explicit wire name
+ENVELOPE = "envelope"  # attrs metadata key of a field that is not part of the model's dict
 
 converter = cattrs.Converter()
 
 _T = TypeVar("_T")
+
+
+class Model:
+    """Base of every model the converter reads and writes (verbs, their options, commands).
+
+    Subclasses are ``@attrs.frozen(kw_only=True, repr=False)`` classes; their ``repr`` shows the
+    fields that are set (not ``None``, not at their default), never those with ``repr=False``
+    (credentials).
+    """
+
+    __slots__ = ()
+
+    #: How field names are written on the wire when a field gives no ``WIRE`` name.
+    STYLE: ClassVar[Style] = "camel"
+
+    def __repr__(self) -> str:
+        shown = []
+        for field in attrs.fields(type(self)):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            if field.repr and value is not field.default and value != field.default:
+                shown.append(f"{field.name}={value!r}")
+        return f"{type(self).__qualname__}({', '.join(shown)})"
 
 
 def _camel(name: str) -> str:
@@ -43,33 +77,96 @@ def to_wire_name(field: attrs.Attribute[Any], style: Style) -> str:
     return _camel(name) if style == "camel" else name
 
 
-def register_model(cls: type[_T], style: Style) -> type[_T]:
-    """Register unstructure and (strict) structure hooks for the attrs class ``cls``.
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, Model) and attrs.has(tp)
 
-    Unstructuring omits every field still at its default (``None``), so the wire never carries
-    ``null`` for an unset option. Structuring forbids unknown keys: it is used to check what an
-    application sends (and by the fake jambonz), where jambonz itself rejects unknown
-    properties.
-    """
+
+def _embedded_verb_hook(tp: Any) -> Callable[[Any], Any] | None:
+    """How to write a field that embeds verbs (``Say | None``, ``list[Dub] | None``): as bare
+    property objects, without ``"verb"``. ``None`` for any other field."""
+    members = [m for m in get_args(tp) if m is not type(None)] if _is_union(tp) else [tp]
+    if len(members) != 1:
+        return None
+    (tp,) = members
+    is_list = get_origin(tp) is list
+    item = get_args(tp)[0] if is_list else tp
+    if not (_is_model(item) and hasattr(item, "VERB")):
+        return None
+    body = _body_hook(item)
+    return (lambda items: [body(i) for i in items]) if is_list else body
+
+
+_BODY_HOOKS: dict[type[Any], Callable[[Any], dict[str, Any]]] = {}
+
+
+def _body_hook(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
+    """Unstructure ``cls``'s fields (no ``"verb"`` key) under their wire names."""
+    if cls in _BODY_HOOKS:
+        return _BODY_HOOKS[cls]
+    hints = get_type_hints(cls)
+    overrides: dict[str, Any] = {}
+    for f in attrs.fields(cls):
+        if ENVELOPE in f.metadata:
+            overrides[f.name] = override(omit=True)
+            continue
+        overrides[f.name] = override(
+            rename=to_wire_name(f, cls.STYLE),
+            omit_if_default=f.default is None,
+            unstruct_hook=_embedded_verb_hook(hints[f.name]),
+        )
+    fn: Callable[[Any], dict[str, Any]] = make_dict_unstructure_fn(cls, converter, **overrides)
+    _BODY_HOOKS[cls] = fn
+    return fn
+
+
+def _unstructure_hook(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
+    body = _body_hook(cls)
+    tag = getattr(cls, "VERB", None)
+    if tag is None:
+        return body
+
+    def unstructure_verb(v: Any) -> dict[str, Any]:
+        out = {"verb": tag}
+        out.update(body(v))
+        return out
+
+    return unstructure_verb
+
+
+def _structure_hook(cls: type[Any]) -> Callable[[Any, Any], Any]:
+    # an envelope field is read under its envelope key: the caller merges the envelope in
     overrides: dict[str, Any] = {
-        f.name: override(rename=to_wire_name(f, style))
-        for f in attrs.fields(cls)  # type: ignore[arg-type]
+        f.name: override(rename=f.metadata.get(ENVELOPE) or to_wire_name(f, cls.STYLE))
+        for f in attrs.fields(cls)
     }
-    unstructure = make_dict_unstructure_fn(
-        cls,
-        converter,
-        _cattrs_omit_if_default=True,
-        **overrides,
+    fn: Callable[[Any, Any], Any] = make_dict_structure_fn(
+        cls, converter, _cattrs_forbid_extra_keys=True, **overrides
     )
-    structure = make_dict_structure_fn(
-        cls,
-        converter,
-        _cattrs_forbid_extra_keys=True,
-        **overrides,
-    )
-    converter.register_unstructure_hook(cls, unstructure)
-    converter.register_structure_hook(cls, structure)
-    return cls
+    return fn
+
+
+converter.register_unstructure_hook_factory(_is_model, _unstructure_hook)
+converter.register_structure_hook_factory(_is_model, _structure_hook)
+
+
+def structure_strict(data: Any, cls: type[_T]) -> _T:
+    """Structure ``data`` as ``cls``, turning every cattrs error into one ``ValueError``.
+
+    Raises:
+        ValueError: naming each problem (unknown key, wrong type, value not in an enum...).
+    """
+    try:
+        return converter.structure(data, cls)
+    except Exception as exc:  # cattrs raises ClassValidationError (a group), TypeError, ...
+        raise ValueError(_describe(exc)) from None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in exc.exceptions)
+    if isinstance(exc, KeyError):  # cattrs: a required key is missing
+        return f"missing {exc.args[0]!r}"
+    return str(exc)
 
 
 # -- unions ---------------------------------------------------------------------------------

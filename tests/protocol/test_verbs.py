@@ -1,9 +1,13 @@
-"""Verb models: wire round trip, naming, secrets, parsing, and agreement with specs.json."""
+"""Verb models: wire round trip, naming, secrets, reprs, parsing, agreement with specs.json, and
+the generator that writes them."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import tomllib
 import types
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -12,6 +16,7 @@ import attrs
 import pytest
 from hypothesis import given
 
+from jambonz_trio import verbs as public_verbs
 from jambonz_trio._protocol import _verbs as v
 from jambonz_trio._protocol._verbs_base import (
     VERBS,
@@ -23,7 +28,10 @@ from jambonz_trio._protocol._verbs_base import (
 from jambonz_trio._protocol._wire import converter, to_wire_name
 from tests.strategies import full_instance, minimal_instance, verb_lists, verbs
 
-SPECS_PATH = Path(__file__).parents[1] / "conformance/node_modules/@jambonz/verb-specifications/specs.json"
+ROOT = Path(__file__).parents[2]
+SPECS_PATH = ROOT / "tests/conformance/node_modules/@jambonz/verb-specifications/specs.json"
+GENERATOR = ROOT / "tools/gen_verbs.py"
+OVERRIDES = ROOT / "tools/verbs_overrides.toml"
 
 #: Verb names feature-server 0.9.8 implements (lib/tasks/make_task.js), minus the aliases.
 IMPLEMENTED_VERBS = {
@@ -287,6 +295,41 @@ def test_repr_hides_secrets(obj: object) -> None:
     assert SECRET not in repr(obj)
 
 
+def _hides_something(obj: Any) -> bool:
+    """Whether ``obj`` (or a model inside it) has a ``repr=False`` field that is set."""
+    if isinstance(obj, list | tuple):
+        return any(_hides_something(item) for item in obj)
+    if isinstance(obj, dict):
+        return any(_hides_something(item) for item in obj.values())
+    if attrs.has(type(obj)):
+        return any(
+            (not f.repr and getattr(obj, f.name) is not None) or _hides_something(getattr(obj, f.name))
+            for f in attrs.fields(type(obj))
+        )
+    return False
+
+
+def test_repr_shows_only_the_fields_that_are_set() -> None:
+    assert repr(v.Hangup()) == "Hangup()"
+    assert repr(v.Say(text="Hello")) == "Say(text='Hello')"
+    gather = v.Gather(input=["speech"], action_hook=HookSpec(url="/g"), say=v.Say(text="Hi"), id="jt-1")
+    assert repr(gather) == (
+        "Gather(id='jt-1', action_hook=HookSpec(url='/g'), input=['speech'], say=Say(text='Hi'))"
+    )
+    # a required field is shown even when falsy; secrets never are
+    assert repr(v.Pause(length=0)) == "Pause(length=0)"
+    assert repr(v.Auth(username="u", password=SECRET)) == "Auth(username='u')"
+
+
+@given(verbs())
+def test_repr_never_prints_unset_options_and_rebuilds_the_verb(verb: Verb) -> None:
+    text = repr(verb)
+    assert "=None" not in text
+    if not _hides_something(verb):
+        namespace = {name: getattr(public_verbs, name) for name in public_verbs.__all__}
+        assert eval(text, namespace) == verb
+
+
 # -- (e) parsing ---------------------------------------------------------------------------------
 
 
@@ -445,3 +488,76 @@ def test_model_matches_spec(cls: type[Any], specs: dict[str, Any]) -> None:
             assert list(get_args(literals[0])) == prop["enum"], f"{name}.{key}"
         else:
             assert not literals, f"{name}.{key} is not an enum in specs.json"
+
+
+# -- (g) the generated module --------------------------------------------------------------------
+
+
+def _generate(tmp_path: Path, overrides: Path = OVERRIDES, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(GENERATOR), str(SPECS_PATH), "--out", str(tmp_path / "_verbs.py"),
+         "--overrides", str(overrides), *extra],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )  # fmt: skip
+
+
+def test_generated_module_is_current(specs: dict[str, Any], tmp_path: Path) -> None:
+    """``_verbs.py`` is what tools/gen_verbs.py writes from specs.json and the overrides."""
+    proc = _generate(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    generated = (tmp_path / "_verbs.py").read_text(encoding="utf-8")
+    assert generated == Path(v.__file__).read_text(encoding="utf-8"), (
+        "jambonz_trio/_protocol/_verbs.py is not current: run .venv/bin/python tools/gen_verbs.py"
+    )
+
+
+def test_generator_follows_the_overrides(specs: dict[str, Any], tmp_path: Path) -> None:
+    """A changed override changes the module (so the check above can fail), and --check sees it."""
+    overrides = tmp_path / "overrides.toml"
+    text = OVERRIDES.read_text(encoding="utf-8")
+    text = text.replace('doc = "Speak text (``say``).', 'doc = "Say it (``say``).', 1)
+    text = text.replace('secret = ["password"]', "", 1)
+    overrides.write_text(text, encoding="utf-8")
+    assert _generate(tmp_path, overrides).returncode == 0
+    generated = (tmp_path / "_verbs.py").read_text(encoding="utf-8")
+    assert '"""Say it (``say``).' in generated
+    assert "password: str = attrs.field(repr=False)" not in generated
+    assert "password: str = attrs.field(repr=False)" in Path(v.__file__).read_text(encoding="utf-8")
+    check = _generate(tmp_path, OVERRIDES, "--check")
+    assert check.returncode == 1
+    assert "not current" in check.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["models"]["auth"].update(secret=["passwd"]), "unknown properties ['passwd']"),
+        (lambda d: d["models"].update(sayy={"doc": "x"}), "not generated: ['sayy']"),
+        (lambda d: d["models"]["say"].pop("doc"), "say: tools/verbs_overrides.toml gives it no doc"),
+        (lambda d: d["verbs"].append("no-such-verb"), "specs.json has no 'no-such-verb'"),
+    ],
+    ids=["unknown-property", "unknown-model", "missing-doc", "unknown-verb"],
+)
+def test_generator_refuses_overrides_that_do_not_fit_the_spec(
+    specs: dict[str, Any], tmp_path: Path, edit: Any, message: str
+) -> None:
+    data = tomllib.loads(OVERRIDES.read_text(encoding="utf-8"))
+    edit(data)
+    overrides = tmp_path / "overrides.toml"
+    overrides.write_text(_to_toml(data), encoding="utf-8")
+    proc = _generate(tmp_path, overrides)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert not (tmp_path / "_verbs.py").exists()
+
+
+def _to_toml(data: dict[str, Any]) -> str:
+    """Just enough TOML for the overrides file (lists of strings, tables of strings/lists)."""
+    lines = [f"{key} = {json.dumps(value)}" for key, value in data.items() if key != "models"]
+    for name, model in data["models"].items():
+        lines.append(f"[models.{json.dumps(name)}]")
+        lines.extend(f"{key} = {json.dumps(value)}" for key, value in model.items())
+    return "\n".join(lines) + "\n"
