@@ -16,6 +16,7 @@ from ._json import DEFAULT_MAX_OUTBOUND_BYTES, dumps_checked, loads_object
 from ._messages import *  # noqa: F403
 from ._messages import __all__ as _messages_all
 from ._outbound import *  # noqa: F403
+from ._outbound import COMMAND_TYPES, Ack
 from ._outbound import __all__ as _outbound_all
 from ._state import DEFAULT_ACK_DEADLINE, CallProtocol, ConnState, OwedAck
 from ._verbs_base import (
@@ -28,8 +29,10 @@ from ._verbs_base import (
 )
 
 __all__ = [
+    "COMMAND_TYPES",
     "DEFAULT_ACK_DEADLINE",
     "DEFAULT_MAX_OUTBOUND_BYTES",
+    "Ack",
     "CallInfo",
     "CallProtocol",
     "ConnState",

@@ -1,28 +1,29 @@
 """What the application sends: ``ack`` and ``command`` messages, and a typed model per command.
 
-Only two top-level types exist (``shared/protocol.md`` §5). The command envelope is
-camelCase where the feature server reads camelCase (``queueCommand``, ``callSid``) and snake
-where it reads snake (``tool_call_id``); ``call_sid`` (snake) would be silently ignored.
+Only two top-level types exist (``docs/protocol.md`` §5). The command envelope is camelCase where
+the feature server reads camelCase (``queueCommand``, ``callSid``) and snake where it reads snake
+(``tool_call_id``); ``call_sid`` (snake) would be silently ignored.
 
-Each command class below produces exactly the ``data`` shape the 0.9.8 handler reads
-(§5.3): wrapped ``{"sip_request": {...}}`` and ``{"dtmf": {...}}``, object forms for the
-``*:status`` commands, and so on. :class:`RawCommand` sends anything a newer server accepts.
+Each command class below produces exactly the ``data`` shape the 0.9.8 handler reads (§5.3):
+wrapped ``{"sip_request": {...}}`` and ``{"dtmf": {...}}``, object forms for the ``*:status``
+commands, and so on. The shapes come from the one converter (:mod:`._wire`): a command's fields
+are its ``data`` (snake_case), unless the class names a ``WRAP`` key around them or the one
+``DATA`` field that is the whole ``data``; fields marked ``ENVELOPE`` travel beside ``data``.
+:class:`RawCommand` sends anything a newer server accepts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import attrs
 
 from ._verbs import Config, Dub, Play, Say
 from ._verbs_base import Hook, Verb, structure_verbs, unstructure_verbs
-from ._wire import converter
+from ._wire import ENVELOPE, WIRE, Model, Style, converter, structure_strict, to_wire_name
 
 __all__ = [
-    "COMMAND_TYPES",
-    "Ack",
     "BoostAudio",
     "CallStatusCommand",
     "Command",
@@ -53,20 +54,11 @@ __all__ = [
     "parse_command",
 ]
 
+_C = TypeVar("_C", bound="Command")
+
 
 def _verbs(value: Sequence[Verb]) -> tuple[Verb, ...]:
     return tuple(value)
-
-
-def _hook_to_wire(h: Hook) -> Any:
-    return converter.unstructure(h)
-
-
-def _hook_from_wire(v: Any) -> Hook:
-    try:
-        return converter.structure(v, Hook)  # type: ignore[arg-type]
-    except Exception as exc:  # cattrs raises TypeError or ClassValidationError (a group)
-        raise ValueError(f"invalid hook {v!r}") from exc
 
 
 @attrs.frozen(kw_only=True)
@@ -74,7 +66,7 @@ class Ack:
     """An ``ack``: the answer to one request, carrying the verbs that become the call's program.
 
     ``data`` is always sent as a list (``[]`` when there are no verbs): some hooks (conference
-    ``waitHook``, dial ``onHoldHook``) fail on a missing array (protocol.md §3.3).
+    ``waitHook``, dial ``onHoldHook``) fail on a missing array (``docs/protocol.md`` §3.3).
     """
 
     msgid: str
@@ -93,8 +85,20 @@ class Ack:
         return cls(msgid=msgid, verbs=() if data is None else structure_verbs(data))
 
 
-@attrs.frozen(kw_only=True)
-class Command:
+_ENVELOPES: dict[type[Command], tuple[tuple[str, str], ...]] = {}
+
+
+def _envelope(cls: type[Command]) -> tuple[tuple[str, str], ...]:
+    """``(attribute, envelope key)`` of each field of ``cls`` that travels beside ``data``."""
+    found = _ENVELOPES.get(cls)
+    if found is None:
+        found = tuple((f.name, f.metadata[ENVELOPE]) for f in attrs.fields(cls) if ENVELOPE in f.metadata)
+        _ENVELOPES[cls] = found
+    return found
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class Command(Model):
     """Base of every command model.
 
     Attributes:
@@ -103,58 +107,89 @@ class Command:
     """
 
     COMMAND: ClassVar[str]
+    STYLE: ClassVar[Style] = "snake"
+    #: ``False`` for commands sent without ``data`` (``tts:flush``, ``tts:clear``).
     HAS_DATA: ClassVar[bool] = True
-    call_sid: str | None = None
+    #: The key ``data`` wraps the fields in (``{"dtmf": {...}}``), if any.
+    WRAP: ClassVar[str | None] = None
+    #: The one field whose value is the whole ``data`` (a verb list, a number...), if any.
+    DATA: ClassVar[str | None] = None
+
+    call_sid: str | None = attrs.field(default=None, metadata={ENVELOPE: "callSid"})
 
     def data_to_wire(self) -> Any:
-        raise NotImplementedError
+        """The ``data`` value of this command."""
+        data: Any = converter.unstructure(self)
+        if self.DATA is not None:
+            data = data[self.DATA]
+        return data if self.WRAP is None else {self.WRAP: data}
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "command", "command": self.COMMAND}
-        if self.call_sid is not None:
-            out["callSid"] = self.call_sid
-        self._envelope_extras(out)
+        for name, key in _envelope(type(self)):
+            value = getattr(self, name)
+            if value is not None:
+                out[key] = value
         if self.HAS_DATA:
             out["data"] = self.data_to_wire()
         return out
 
-    def _envelope_extras(self, out: dict[str, Any]) -> None:
-        pass
-
     @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        raise NotImplementedError
+    def from_data(cls: type[_C], data: Any, envelope: Mapping[str, Any]) -> _C:
+        """Parse a command's ``data`` (and its envelope fields) strictly.
+
+        Raises:
+            ValueError: a shape, key, type or value the 0.9.8 handler would not read.
+        """
+        if cls.WRAP is not None:
+            if not isinstance(data, dict) or set(data) != {cls.WRAP}:
+                raise ValueError(f"{cls.COMMAND} data must be {{{cls.WRAP!r}: ...}}")
+            data = data[cls.WRAP]
+        if not cls.HAS_DATA:
+            data = {}
+        elif cls.DATA is not None:
+            data = {cls.DATA: data}
+        elif not isinstance(data, dict):
+            raise ValueError(f"{cls.COMMAND} data must be an object")
+        fields = dict(data)
+        for _, key in _envelope(cls):
+            if key in fields:
+                raise ValueError(f"{cls.COMMAND}: {key!r} belongs in the envelope, not in data")
+            if key in envelope:
+                fields[key] = envelope[key]
+        try:
+            return structure_strict(fields, cls)
+        except ValueError as exc:
+            if cls.DATA is not None:
+                raise ValueError(f"{cls.COMMAND} data is not a valid {cls.DATA!r}: {exc}") from None
+            keys = ", ".join(
+                repr(to_wire_name(f, cls.STYLE)) + ("?" if f.default is not attrs.NOTHING else "")
+                for f in attrs.fields(cls)
+                if ENVELOPE not in f.metadata
+            )
+            shape = f"{{{keys}}}" if cls.WRAP is None else f"{{{cls.WRAP!r}: {{{keys}}}}}"
+            raise ValueError(f"{cls.COMMAND} data must be {shape}: {exc}") from None
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class Redirect(Command):
     """Replace the call's remaining program (``queue=False``, kills the current verb) or append
     to it (``queue=True``). Wakes an idle session."""
 
     COMMAND: ClassVar[str] = "redirect"
+    DATA: ClassVar[str | None] = "verbs"
+
     verbs: tuple[Verb, ...] = attrs.field(converter=_verbs)
-    queue: bool = False
-
-    def data_to_wire(self) -> Any:
-        return unstructure_verbs(self.verbs)
-
-    def _envelope_extras(self, out: dict[str, Any]) -> None:
-        out["queueCommand"] = self.queue
-
-    @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        q = envelope.get("queueCommand", False)
-        if not isinstance(q, bool):
-            raise ValueError("queueCommand must be a boolean")
-        return cls(verbs=structure_verbs(data), queue=q, call_sid=envelope.get("callSid"))
+    queue: bool = attrs.field(default=False, metadata={ENVELOPE: "queueCommand"})
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class RedirectToHook(Command):
     """Fetch a new program from a hook: jambonz sends ``session:redirect`` for the parent
     (``call_hook``) and/or the dialled child leg (``child_call_hook``)."""
 
     COMMAND: ClassVar[str] = "redirect"
+
     call_hook: Hook | None = None
     child_call_hook: Hook | None = None
 
@@ -162,23 +197,16 @@ class RedirectToHook(Command):
         if self.call_hook is None and self.child_call_hook is None:
             raise ValueError("give call_hook, child_call_hook or both")
 
-    def data_to_wire(self) -> Any:
-        out: dict[str, Any] = {}
-        if self.call_hook is not None:
-            out["call_hook"] = _hook_to_wire(self.call_hook)
-        if self.child_call_hook is not None:
-            out["child_call_hook"] = _hook_to_wire(self.child_call_hook)
-        return out
 
-
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class RedirectLegs(Command):
     """Give new programs to the parent and/or the dialled child leg without a hook round-trip.
 
-    With only ``child_call`` the parent's current verb is killed (protocol.md §5.3).
+    With only ``child_call`` the parent's current verb is killed (``docs/protocol.md`` §5.3).
     """
 
     COMMAND: ClassVar[str] = "redirect"
+
     parent_call: tuple[Verb, ...] | None = attrs.field(
         default=None, converter=attrs.converters.optional(_verbs)
     )
@@ -190,14 +218,6 @@ class RedirectLegs(Command):
         if self.parent_call is None and self.child_call is None:
             raise ValueError("give parent_call, child_call or both")
 
-    def data_to_wire(self) -> Any:
-        out: dict[str, Any] = {}
-        if self.parent_call is not None:
-            out["parent_call"] = unstructure_verbs(self.parent_call)
-        if self.child_call is not None:
-            out["child_call"] = unstructure_verbs(self.child_call)
-        return out
-
 
 def _parse_redirect(data: Any, envelope: Mapping[str, Any]) -> Command:
     if isinstance(data, list):
@@ -206,129 +226,73 @@ def _parse_redirect(data: Any, envelope: Mapping[str, Any]) -> Command:
         raise ValueError("redirect data must be a verb array or an object")
     keys = set(data)
     if keys <= {"call_hook", "child_call_hook"}:
-        return RedirectToHook(
-            call_hook=_hook_from_wire(data["call_hook"]) if "call_hook" in data else None,
-            child_call_hook=(_hook_from_wire(data["child_call_hook"]) if "child_call_hook" in data else None),
-            call_sid=envelope.get("callSid"),
-        )
+        return RedirectToHook.from_data(data, envelope)
     if keys <= {"parent_call", "child_call"}:
-        return RedirectLegs(
-            parent_call=structure_verbs(data["parent_call"]) if "parent_call" in data else None,
-            child_call=structure_verbs(data["child_call"]) if "child_call" in data else None,
-            call_sid=envelope.get("callSid"),
-        )
+        return RedirectLegs.from_data(data, envelope)
     raise ValueError(f"redirect object has unexpected keys {sorted(keys)}")
 
 
-def _keyed(name: str, key: str, values: tuple[str, ...], data: Any) -> str:
-    """Read the one-key object form ``{key: value}`` that 0.9.8's handlers read."""
-    if not isinstance(data, dict) or set(data) != {key} or data[key] not in values:
-        raise ValueError(f"{name} data must be {{{key!r}: one of {values}}}")
-    value: str = data[key]
-    return value
-
-
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class CallStatusCommand(Command):
     """``call:status``: ``completed`` hangs up an answered call; ``no-answer`` rejects an
     unanswered inbound call (SIP 503) or cancels an unanswered outbound one."""
 
     COMMAND: ClassVar[str] = "call:status"
+
     call_status: Literal["completed", "no-answer"] = "completed"
 
-    def data_to_wire(self) -> Any:
-        return {"call_status": self.call_status}
 
-    @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        if not isinstance(data, dict) or data.get("call_status") not in ("completed", "no-answer"):
-            raise ValueError('call:status data must be {"call_status": "completed"|"no-answer"}')
-        return cls(call_status=data["call_status"], call_sid=envelope.get("callSid"))
-
-
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class MuteStatus(Command):
     """``mute:status``: mute or unmute a leg during ``dial`` / ``conference``."""
 
     COMMAND: ClassVar[str] = "mute:status"
+
     mute_status: Literal["mute", "unmute"]
 
-    def data_to_wire(self) -> Any:
-        return {"mute_status": self.mute_status}
-
     @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        value = data.get("mute_status") if isinstance(data, dict) else data
-        if value != "mute" and value != "unmute":
-            raise ValueError('mute:status data must be "mute"/"unmute" or {"mute_status": ...}')
-        return cls(mute_status=value, call_sid=envelope.get("callSid"))
+    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> MuteStatus:
+        # the one status command whose 0.9.8 handler also reads a bare string
+        return super().from_data({"mute_status": data} if isinstance(data, str) else data, envelope)
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class ConfMuteStatus(Command):
     """``conf:mute-status``: mute or unmute every non-moderator of the conference."""
 
     COMMAND: ClassVar[str] = "conf:mute-status"
+
     conf_mute_status: Literal["mute", "unmute"]
 
-    def data_to_wire(self) -> Any:
-        return {"conf_mute_status": self.conf_mute_status}
 
-    @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        value = _keyed(cls.COMMAND, "conf_mute_status", ("mute", "unmute"), data)
-        return cls(conf_mute_status=value)  # type: ignore[arg-type]
-
-
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class ListenStatus(Command):
     """``listen:status``: pause or resume the running ``listen`` (or a dial's nested listen)."""
 
     COMMAND: ClassVar[str] = "listen:status"
+
     listen_status: Literal["pause", "resume"]
 
-    def data_to_wire(self) -> Any:
-        return {"listen_status": self.listen_status}
 
-    @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        value = _keyed(cls.COMMAND, "listen_status", ("pause", "resume"), data)
-        return cls(listen_status=value)  # type: ignore[arg-type]
-
-
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class StreamStatus(Command):
     """``stream:status``: the same as ``listen:status`` under the ``stream`` name."""
 
     COMMAND: ClassVar[str] = "stream:status"
+
     stream_status: Literal["pause", "resume"]
 
-    def data_to_wire(self) -> Any:
-        return {"stream_status": self.stream_status}
 
-    @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        value = _keyed(cls.COMMAND, "stream_status", ("pause", "resume"), data)
-        return cls(stream_status=value)  # type: ignore[arg-type]
-
-
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class TranscribeStatus(Command):
     """``transcribe:status``: pause or resume background and current transcription."""
 
     COMMAND: ClassVar[str] = "transcribe:status"
+
     transcribe_status: Literal["pause", "resume"]
 
-    def data_to_wire(self) -> Any:
-        return {"transcribe_status": self.transcribe_status}
 
-    @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        value = _keyed(cls.COMMAND, "transcribe_status", ("pause", "resume"), data)
-        return cls(transcribe_status=value)  # type: ignore[arg-type]
-
-
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class ConfHoldStatus(Command):
     """``conf:hold-status``: hold (mute and deafen) or unhold this conference member.
 
@@ -336,54 +300,23 @@ class ConfHoldStatus(Command):
     """
 
     COMMAND: ClassVar[str] = "conf:hold-status"
+
     conf_hold_status: Literal["hold", "unhold"]
     wait_hook: str | None = None
-
-    def data_to_wire(self) -> Any:
-        out: dict[str, Any] = {"conf_hold_status": self.conf_hold_status}
-        if self.wait_hook is not None:
-            out["wait_hook"] = self.wait_hook
-        return out
-
-    @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        if not isinstance(data, dict) or data.get("conf_hold_status") not in ("hold", "unhold"):
-            raise ValueError('conf:hold-status data needs "conf_hold_status": "hold"|"unhold"')
-        wh = data.get("wait_hook")
-        if wh is not None and not isinstance(wh, str):
-            raise ValueError("wait_hook must be a string")
-        return cls(conf_hold_status=data["conf_hold_status"], wait_hook=wh)
 
 
 ParticipantAction = Literal["tag", "untag", "coach", "uncoach", "hold", "unhold", "mute", "unmute", "kick"]
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class ConfParticipantAction(Command):
     """``conf:participant-action``: per-member conference control (tag, coach, hold, kick...)."""
 
     COMMAND: ClassVar[str] = "conf:participant-action"
+
     action: ParticipantAction
     tag: str | None = None
     wait_hook: str | None = None
-
-    def data_to_wire(self) -> Any:
-        out: dict[str, Any] = {"action": self.action}
-        if self.tag is not None:
-            out["tag"] = self.tag
-        if self.wait_hook is not None:
-            out["wait_hook"] = self.wait_hook
-        return out
-
-    @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        allowed = ParticipantAction.__args__  # type: ignore[attr-defined]
-        if not isinstance(data, dict) or data.get("action") not in allowed:
-            raise ValueError(f"conf:participant-action data needs an action in {allowed}")
-        extra = set(data) - {"action", "tag", "wait_hook"}
-        if extra:
-            raise ValueError(f"conf:participant-action: unexpected keys {sorted(extra)}")
-        return cls(action=data["action"], tag=data.get("tag"), wait_hook=data.get("wait_hook"))
 
 
 WhisperVerb = Say | Play
@@ -393,30 +326,29 @@ def _whisper_verbs(value: Sequence[WhisperVerb]) -> tuple[WhisperVerb, ...]:
     return tuple(value)
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class Whisper(Command):
     """``whisper``: play ``say``/``play`` verbs to one leg during ``dial`` or ``listen``."""
 
     COMMAND: ClassVar[str] = "whisper"
+    WRAP: ClassVar[str | None] = "whisper"
+    DATA: ClassVar[str | None] = "verbs"
+
     verbs: tuple[WhisperVerb, ...] = attrs.field(converter=_whisper_verbs)
 
     def __attrs_post_init__(self) -> None:
         if not self.verbs or not all(isinstance(v, Say | Play) for v in self.verbs):
             raise ValueError("whisper takes one or more Say / Play verbs")
 
-    def data_to_wire(self) -> Any:
-        return {"whisper": unstructure_verbs(self.verbs)}
-
     @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        if not isinstance(data, dict) or set(data) != {"whisper"}:
-            raise ValueError('whisper data must be {"whisper": verb | [verbs]}')
-        w = data["whisper"]
-        verbs = structure_verbs(w if isinstance(w, list) else [w])
-        return cls(verbs=verbs, call_sid=envelope.get("callSid"))  # type: ignore[arg-type]
+    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Whisper:
+        # 0.9.8 takes one verb or a list of them
+        if isinstance(data, dict) and set(data) == {"whisper"} and not isinstance(data["whisper"], list):
+            data = {"whisper": [data["whisper"]]}
+        return super().from_data(data, envelope)
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class SipRequestCommand(Command):
     """``sip:request``: send an in-dialog SIP request (INFO, MESSAGE, NOTIFY...).
 
@@ -425,151 +357,63 @@ class SipRequestCommand(Command):
     """
 
     COMMAND: ClassVar[str] = "sip:request"
+    WRAP: ClassVar[str | None] = "sip_request"
+
     method: str
     content_type: str | None = None
     content: str | None = attrs.field(default=None, repr=False)
     headers: Mapping[str, str] | None = None
 
-    def data_to_wire(self) -> Any:
-        req: dict[str, Any] = {"method": self.method}
-        if self.content_type is not None:
-            req["content_type"] = self.content_type
-        if self.content is not None:
-            req["content"] = self.content
-        if self.headers is not None:
-            req["headers"] = dict(self.headers)
-        return {"sip_request": req}
 
-    @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        req = data.get("sip_request") if isinstance(data, dict) else None
-        if not isinstance(req, dict) or not isinstance(req.get("method"), str):
-            raise ValueError('sip:request data must be {"sip_request": {"method": ...}}')
-        extra = set(req) - {"method", "content_type", "content", "headers"}
-        if extra:
-            raise ValueError(f"sip:request: unexpected keys {sorted(extra)}")
-        return cls(
-            method=req["method"],
-            content_type=req.get("content_type"),
-            content=req.get("content"),
-            headers=req.get("headers"),
-            call_sid=envelope.get("callSid"),
-        )
-
-
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class DtmfCommand(Command):
     """``dtmf``: send a DTMF digit as SIP INFO, wrapped as ``{"dtmf": {...}}`` (0.9.8 shape)."""
 
     COMMAND: ClassVar[str] = "dtmf"
+    WRAP: ClassVar[str | None] = "dtmf"
+
     digit: str
     duration: int | None = None
-
-    def data_to_wire(self) -> Any:
-        d: dict[str, Any] = {"digit": self.digit}
-        if self.duration is not None:
-            d["duration"] = self.duration
-        return {"dtmf": d}
-
-    @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        d = data.get("dtmf") if isinstance(data, dict) else None
-        if not isinstance(d, dict) or not isinstance(d.get("digit"), str):
-            raise ValueError('dtmf data must be {"dtmf": {"digit": ...}}')
-        dur = d.get("duration")
-        if dur is not None and (not isinstance(dur, int) or isinstance(dur, bool)):
-            raise ValueError("dtmf duration must be an integer (ms)")
-        return cls(digit=d["digit"], duration=dur, call_sid=envelope.get("callSid"))
 
 
 RecordAction = Literal["startCallRecording", "stopCallRecording", "pauseCallRecording", "resumeCallRecording"]
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class RecordCommand(Command):
     """``record``: start / stop / pause / resume SIPREC (default) or ``cloud`` recording."""
 
     COMMAND: ClassVar[str] = "record"
+
     action: RecordAction
     type: Literal["siprec", "cloud"] | None = None
-    recording_id: str | None = None
-    siprec_server_url: str | None = None
+    recording_id: str | None = attrs.field(default=None, metadata={WIRE: "recordingID"})
+    siprec_server_url: str | None = attrs.field(default=None, metadata={WIRE: "siprecServerURL"})
     headers: Mapping[str, str] | None = None
     silence: bool | None = None
 
-    _WIRE: ClassVar[dict[str, str]] = {
-        "action": "action",
-        "type": "type",
-        "recording_id": "recordingID",
-        "siprec_server_url": "siprecServerURL",
-        "headers": "headers",
-        "silence": "silence",
-    }
 
-    def data_to_wire(self) -> Any:
-        out: dict[str, Any] = {}
-        for py, wire in self._WIRE.items():
-            v = getattr(self, py)
-            if v is not None:
-                out[wire] = dict(v) if py == "headers" else v
-        return out
-
-    @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        if not isinstance(data, dict):
-            raise ValueError("record data must be an object")
-        back = {w: p for p, w in cls._WIRE.items()}
-        extra = set(data) - set(back)
-        if extra:
-            raise ValueError(f"record: unexpected keys {sorted(extra)}")
-        if data.get("action") not in RecordAction.__args__:  # type: ignore[attr-defined]
-            raise ValueError("record: invalid action")
-        return cls(**{back[k]: v for k, v in data.items()})
-
-
-def _verb_body(v: Verb) -> dict[str, Any]:
-    body = converter.unstructure(v)
-    body.pop("verb", None)
-    return body  # type: ignore[no-any-return]
-
-
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class ConfigCommand(Command):
     """``config``: run a ``config`` verb out of band, right now."""
 
     COMMAND: ClassVar[str] = "config"
+    DATA: ClassVar[str | None] = "config"
+
     config: Config
 
-    def data_to_wire(self) -> Any:
-        return _verb_body(self.config)
 
-    @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        if not isinstance(data, dict):
-            raise ValueError("config data must be an object")
-        (cfg,) = structure_verbs([{"verb": "config", **data}])
-        return cls(config=cfg)  # type: ignore[arg-type]
-
-
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class DubCommand(Command):
     """``dub``: run a ``dub`` verb now, on this leg or (with ``call_sid``) the dialled one."""
 
     COMMAND: ClassVar[str] = "dub"
+    DATA: ClassVar[str | None] = "dub"
+
     dub: Dub
 
-    def data_to_wire(self) -> Any:
-        return _verb_body(self.dub)
 
-    @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        if not isinstance(data, dict):
-            raise ValueError("dub data must be an object")
-        (dub,) = structure_verbs([{"verb": "dub", **data}])
-        return cls(dub=dub, call_sid=envelope.get("callSid"))  # type: ignore[arg-type]
-
-
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class DialCommand(Command):
     """``dial``: launch a separate outbound call (a REST ``createCall`` body).
 
@@ -579,23 +423,16 @@ class DialCommand(Command):
     """
 
     COMMAND: ClassVar[str] = "dial"
+    DATA: ClassVar[str | None] = "body"
+
     body: Mapping[str, Any]
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.body.get("to"), dict):
             raise ValueError('dial body needs a "to" target object')
 
-    def data_to_wire(self) -> Any:
-        return dict(self.body)
 
-    @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        if not isinstance(data, dict):
-            raise ValueError("dial data must be an object")
-        return cls(body=data)
-
-
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class BoostAudio(Command):
     """``boostAudioSignal``: set the gain in dB (a number, or a string such as ``"+6 dB"``).
 
@@ -603,129 +440,82 @@ class BoostAudio(Command):
     """
 
     COMMAND: ClassVar[str] = "boostAudioSignal"
+    DATA: ClassVar[str | None] = "gain"
+
     gain: int | float | str
 
     def __attrs_post_init__(self) -> None:
         if isinstance(self.gain, bool) or not self.gain:
             raise ValueError('boostAudioSignal gain 0 is read as missing data; send "0 dB"')
 
-    def data_to_wire(self) -> Any:
-        return self.gain
 
-    @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        if not isinstance(data, int | float | str) or isinstance(data, bool):
-            raise ValueError("boostAudioSignal data must be a number or a string")
-        return cls(gain=data, call_sid=envelope.get("callSid"))
-
-
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class MediaPath(Command):
     """``media:path``: during ``dial``, release media or re-anchor it."""
 
     COMMAND: ClassVar[str] = "media:path"
+    DATA: ClassVar[str | None] = "path"
+
     path: Literal["no-media", "partial-media", "full-media"]
 
-    def data_to_wire(self) -> Any:
-        return self.path
 
-    @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        if data not in ("no-media", "partial-media", "full-media"):
-            raise ValueError("media:path data must be no-media, partial-media or full-media")
-        return cls(path=data)
-
-
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class LlmToolOutput(Command):
     """``llm:tool-output``: the result of an ``llm:tool-call``; ``tool_call_id`` is top-level.
 
-    ``data`` is vendor-specific in 0.9.8 (protocol.md §9.5) and passed through as given.
+    ``data`` is vendor-specific in 0.9.8 (``docs/protocol.md`` §9.5) and passed through as given.
     """
 
     COMMAND: ClassVar[str] = "llm:tool-output"
-    tool_call_id: str
+    DATA: ClassVar[str | None] = "data"
+
+    tool_call_id: str = attrs.field(metadata={ENVELOPE: "tool_call_id"})
     data: Mapping[str, Any]
 
-    def data_to_wire(self) -> Any:
-        return dict(self.data)
 
-    def _envelope_extras(self, out: dict[str, Any]) -> None:
-        out["tool_call_id"] = self.tool_call_id
-
-    @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        tcid = envelope.get("tool_call_id")
-        if not isinstance(tcid, str) or not isinstance(data, dict):
-            raise ValueError("llm:tool-output needs a top-level tool_call_id and object data")
-        return cls(tool_call_id=tcid, data=data, call_sid=envelope.get("callSid"))
-
-
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class LlmUpdate(Command):
     """``llm:update``: a vendor-specific update to the running ``llm`` verb."""
 
     COMMAND: ClassVar[str] = "llm:update"
+    DATA: ClassVar[str | None] = "data"
+
     data: Mapping[str, Any]
 
-    def data_to_wire(self) -> Any:
-        return dict(self.data)
-
     @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        if not isinstance(data, dict) or not data:
+    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> LlmUpdate:
+        if not data:
             raise ValueError("llm:update data must be a non-empty object")
-        return cls(data=data, call_sid=envelope.get("callSid"))
+        return super().from_data(data, envelope)
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class TtsTokens(Command):
     """``tts:tokens``: text for streaming TTS; jambonz answers with ``tts:tokens-result``."""
 
     COMMAND: ClassVar[str] = "tts:tokens"
+
     id: int | str
     tokens: str
 
-    def data_to_wire(self) -> Any:
-        return {"id": self.id, "tokens": self.tokens}
 
-    @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        if (
-            not isinstance(data, dict)
-            or not isinstance(data.get("id"), int | str)
-            or isinstance(data.get("id"), bool)
-            or not isinstance(data.get("tokens"), str)
-        ):
-            raise ValueError('tts:tokens data must be {"id": number|string, "tokens": string}')
-        return cls(id=data["id"], tokens=data["tokens"])
-
-
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class TtsFlush(Command):
     """``tts:flush``: synthesise the buffered text now (end of an LLM turn)."""
 
     COMMAND: ClassVar[str] = "tts:flush"
     HAS_DATA: ClassVar[bool] = False
 
-    @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        return cls()
 
-
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class TtsClear(Command):
     """``tts:clear``: drop buffered text and queued audio (barge-in)."""
 
     COMMAND: ClassVar[str] = "tts:clear"
     HAS_DATA: ClassVar[bool] = False
 
-    @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Command:
-        return cls()
 
-
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class RawCommand(Command):
     """Escape hatch for commands of newer servers: sent exactly as given.
 
@@ -733,6 +523,7 @@ class RawCommand(Command):
     """
 
     COMMAND: ClassVar[str] = "<raw>"
+
     command: str
     data: Any = None
     queue_command: bool | None = None
@@ -751,7 +542,7 @@ class RawCommand(Command):
         return out
 
 
-#: command name -> parser of ``(data, envelope)``; commands 0.9.8 handles (protocol.md §5.3).
+#: command name -> parser of ``(data, envelope)``; commands 0.9.8 handles (docs/protocol.md §5.3).
 COMMAND_TYPES: dict[str, Any] = {
     "redirect": _parse_redirect,
     **{
@@ -813,8 +604,6 @@ def parse_command(obj: Mapping[str, Any]) -> Command:
     if parser is None:
         raise ValueError(f"invalid command {name!r} (not handled by feature-server 0.9.8)")
     cmd: Command = parser(data, obj)
-    if cs is not None and cmd.call_sid != cs:
-        cmd = attrs.evolve(cmd, call_sid=cs)  # 0.9.8 ignores it for some commands; keep it
     return cmd
 
 

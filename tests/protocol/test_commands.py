@@ -532,6 +532,16 @@ REJECTED: list[tuple[str, dict[str, Any]]] = [
     ("config-unknown-prop", {"type": "command", "command": "config", "data": {"bogus": 1}}),
     ("dial-no-to", {"type": "command", "command": "dial", "data": {"from": "+1"}}),
     ("conf-mute-extra", {"type": "command", "command": "conf:mute-status", "data": {"conf_mute_status": "mute", "x": 1}}),
+    # every command's data is read by the one strict converter: unknown keys and wrong types
+    # are refused for all of them, as for verbs
+    ("call-status-extra", {"type": "command", "command": "call:status", "data": {"call_status": "completed", "x": 1}}),
+    ("mute-status-extra", {"type": "command", "command": "mute:status", "data": {"mute_status": "mute", "x": 1}}),
+    ("conf-hold-extra", {"type": "command", "command": "conf:hold-status", "data": {"conf_hold_status": "hold", "x": 1}}),
+    ("dtmf-extra", {"type": "command", "command": "dtmf", "data": {"dtmf": {"digit": "1", "x": 1}}}),
+    ("tts-tokens-extra", {"type": "command", "command": "tts:tokens", "data": {"id": 1, "tokens": "x", "x": 1}}),
+    ("record-type-not-string", {"type": "command", "command": "record", "data": {"action": "stopCallRecording", "type": 5}}),
+    ("record-silence-not-bool", {"type": "command", "command": "record", "data": {"action": "stopCallRecording", "silence": "yes"}}),
+    ("envelope-key-in-data", {"type": "command", "command": "mute:status", "data": {"mute_status": "mute", "callSid": "x"}}),
 ]  # fmt: skip
 
 

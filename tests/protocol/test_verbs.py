@@ -16,6 +16,7 @@ import attrs
 import pytest
 from hypothesis import given
 
+from jambonz_trio import commands
 from jambonz_trio import verbs as public_verbs
 from jambonz_trio._protocol import _verbs as v
 from jambonz_trio._protocol._verbs_base import (
@@ -319,6 +320,12 @@ def test_repr_shows_only_the_fields_that_are_set() -> None:
     # a required field is shown even when falsy; secrets never are
     assert repr(v.Pause(length=0)) == "Pause(length=0)"
     assert repr(v.Auth(username="u", password=SECRET)) == "Auth(username='u')"
+    # commands too: a field at its (non-None) default is not shown
+    assert repr(commands.CallStatusCommand()) == "CallStatusCommand()"
+    assert repr(commands.CallStatusCommand(call_status="no-answer", call_sid="leg-2")) == (
+        "CallStatusCommand(call_sid='leg-2', call_status='no-answer')"
+    )
+    assert repr(commands.Redirect(verbs=[v.Hangup()])) == "Redirect(verbs=(Hangup(),))"
 
 
 @given(verbs())
