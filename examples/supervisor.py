@@ -86,7 +86,7 @@ async def execute(server: JambonzServer, line: str) -> str:
         return ""
     command, args = words[0].lower(), words[1:]
     if command == "list":
-        return "\n".join(describe(call) for call in server.calls) or "no live calls"
+        return "\n".join(describe(call) for call in server.calls.values()) or "no live calls"
     if command == "help" or command not in ("mute", "unmute", "whisper", "hangup") or not args:
         return HELP
     if command == "whisper" and len(args) < 2:

@@ -48,7 +48,7 @@ from ._protocol import (
     VerbHook,
     VerbStatus,
 )
-from ._registry import CallRegistry
+from ._registry import CallRegistry, NewCalls
 from ._server import Handler, JambonzServer, ServerStatistics, serve_jambonz
 from ._tts import TokenStream, open_tts_stream
 from ._version import __version__
@@ -89,6 +89,7 @@ __all__ = [
     "LocalProtocolError",
     "Message",
     "MessageTooLarge",
+    "NewCalls",
     "NotDelivered",
     "Overflow",
     "PlayResult",

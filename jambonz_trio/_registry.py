@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
 import weakref
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Mapping
 
 import trio
 
@@ -16,13 +17,24 @@ log = get_logger("jambonz_trio.server")
 
 
 class NewCalls:
-    """An async iterator over calls as they start (see :meth:`CallRegistry.new_calls`)."""
+    """A subscription to the calls that start from its creation on (see
+    :meth:`CallRegistry.new_calls`).
+
+    Every call that starts while the subscription exists is buffered (unbounded, so a slow
+    consumer never delays a call) until read: ``async for call in subscription`` or ``await
+    subscription.receive()``. No call is missed while the reader is busy with the previous one.
+    """
 
     def __init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel[Call](float("inf"))
 
     def _push(self, call: Call) -> None:
         self._send.send_nowait(call)
+
+    async def receive(self) -> Call:
+        """The next call that started (buffered ones first). Blocks until there is one; a
+        checkpoint."""
+        return await self._receive.receive()
 
     def __aiter__(self) -> NewCalls:
         return self
@@ -31,13 +43,20 @@ class NewCalls:
         return await self._receive.receive()
 
 
-class CallRegistry:
-    """Every live call of a server, usable from any task of the program.
+class CallRegistry(Mapping[str, Call]):
+    """The server's live calls by sid: a read-only ``Mapping[str, Call]``, usable from any task.
 
     A call is listed from its first message until it ends (including while it is disconnected
-    and waiting for jambonz to reconnect), under :attr:`Call.call_sid`. A call is never
-    replaced by another with the same sid: the newcomer is listed but not reachable by sid.
-    The registry only tracks calls; it never keeps one alive.
+    and waiting for jambonz to reconnect), under :attr:`Call.call_sid`. Keys, ``in``,
+    ``calls[sid]``, :meth:`get`, iteration and ``len()`` all agree: ``sid in calls`` is true
+    exactly when ``calls[sid]`` returns a call and ``calls.get(sid)`` is not ``None``; a call
+    that ended is gone from all of them at once (``calls[sid]`` raises ``KeyError``).
+    ``calls.values()`` yields the calls, ``calls.items()`` ``(sid, call)`` pairs.
+
+    A call is never replaced by another with the same sid: the newcomer is served as an
+    *isolated* call, which is not reachable by sid and so not in the mapping; neither is a call
+    whose first message named no sid. :meth:`all_calls` lists every live call, isolated ones
+    included. The registry only tracks calls; it never keeps one alive.
     """
 
     def __init__(self, max_parked: int, max_parked_per_account: int | None = None) -> None:
@@ -50,44 +69,75 @@ class CallRegistry:
         self._max_parked_per_account = max_parked_per_account
         self._subscribers: weakref.WeakSet[NewCalls] = weakref.WeakSet()
 
-    def __len__(self) -> int:
-        return len(self._calls) + len(self._anonymous)
+    # -- the mapping -----------------------------------------------------------------------
 
-    def __iter__(self) -> Iterator[Call]:
-        """The live calls (a call that just ended is skipped even before it is removed)."""
-        calls = [*self._calls.values(), *self._anonymous]
-        return iter([c for c in calls if not c.closed])
-
-    def __contains__(self, call_sid: object) -> bool:
-        return call_sid in self._calls
-
-    def get(self, call_sid: str) -> Call | None:
-        """The live call with this sid, or ``None``.
+    def __getitem__(self, call_sid: str) -> Call:
+        """The live call with this sid (``calls.get(sid)`` returns ``None`` instead of raising).
 
         Child legs created by ``dial`` share the parent's socket: reach them through the
         parent's call and the ``call_sid=`` argument of leg-aware commands.
+
+        Raises:
+            KeyError: no live call has this sid (unknown, ended, or only an isolated call has
+                it).
         """
         call = self._calls.get(call_sid)
-        return None if call is None or call.closed else call
+        if call is None or call.closed:
+            raise KeyError(call_sid)
+        return call
 
-    def __getitem__(self, call_sid: str) -> Call:
-        return self._calls[call_sid]
+    def __contains__(self, call_sid: object) -> bool:
+        call = self._calls.get(call_sid) if isinstance(call_sid, str) else None
+        return call is not None and not call.closed
+
+    def __iter__(self) -> Iterator[str]:
+        """The sids of the live calls (a snapshot: safe while calls start and end)."""
+        return iter([sid for sid, call in self._calls.items() if not call.closed])
+
+    def __len__(self) -> int:
+        """How many live calls are reachable by sid (see :meth:`all_calls` for every call)."""
+        return sum(not call.closed for call in self._calls.values())
+
+    def all_calls(self) -> list[Call]:
+        """Every live call: those reachable by sid, then the isolated ones (a snapshot)."""
+        calls = [*self._calls.values(), *self._anonymous]
+        return [c for c in calls if not c.closed]
+
+    # -- new calls ---------------------------------------------------------------------------
 
     def new_calls(self) -> NewCalls:
-        """Calls as they start, from now on: ``async for call in server.calls.new_calls()``.
+        """Subscribe to the calls that start from now on; the way to watch for new calls.
 
-        Each iterator has its own unbounded queue, so a slow consumer never delays a call.
-        Drop the iterator to unsubscribe (nothing to close).
+        ``async for call in server.calls.new_calls(): ...`` sees every call, including those
+        that start while the loop body runs (they are buffered). For one call at a time, keep
+        the subscription and ``await sub.receive()``. Subscribe *before* the calls you want to
+        see can start. Drop the subscription to unsubscribe (nothing to close).
         """
         subscription = NewCalls()
         self._subscribers.add(subscription)
         return subscription
 
     async def wait_new_call(self) -> Call:
-        """Wait for the next call to start and return it. A checkpoint."""
-        return await self.new_calls().__anext__()
+        """Deprecated: use :meth:`new_calls`.
+
+        Waits for the next call to start. Each call subscribes anew, so in a loop it misses
+        every call that starts while the loop body runs (issue 18: two calls started, a
+        watcher saw one). Emits ``DeprecationWarning``.
+        """
+        warnings.warn(
+            "CallRegistry.wait_new_call() misses calls that start between two waits; "
+            "subscribe once with server.calls.new_calls() and read it (async for, or "
+            "await subscription.receive())",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return await self.new_calls().receive()
 
     # -- server side -----------------------------------------------------------------------
+
+    def _count(self) -> int:
+        """Server side: calls not removed yet, isolated and just-ended ones included."""
+        return len(self._calls) + len(self._anonymous)
 
     def add(self, call: Call) -> None:
         """Server side: list a new call (and tell subscribers). A live call already listed

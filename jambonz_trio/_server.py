@@ -115,7 +115,7 @@ class JambonzServer:
         return ServerStatistics(
             connections=self._connections,
             pending_handshakes=self._pending,
-            calls=len(self.calls),
+            calls=self.calls._count(),
             refused=self._refused,
         )
 
@@ -342,10 +342,10 @@ class JambonzServer:
         self._draining = True
         self._accept_scope.cancel()
         with trio.move_on_after(grace):
-            while len(self.calls):
+            while self.calls._count():
                 self._calls_changed = trio.Event()
                 await self._calls_changed.wait()
-        remaining = list(self.calls)
+        remaining = self.calls.all_calls()
         if remaining:
             log.info("drain: closing %d calls with %d", len(remaining), code)
             async with trio.open_nursery() as nursery:

@@ -374,6 +374,7 @@ async def test_supervisor_pushes_commands_while_the_call_reconnects(nursery: tri
     server = await start(nursery, _answer_and_wait)
     delivered: list[str] = []
     dropped = trio.Event()
+    new_calls = server.calls.new_calls()
 
     async def push(call: Call, text: str) -> None:
         while True:
@@ -385,7 +386,7 @@ async def test_supervisor_pushes_commands_while_the_call_reconnects(nursery: tri
         delivered.append(text)
 
     async def supervisor() -> None:
-        call = await server.calls.wait_new_call()
+        call = await new_calls.receive()
         await call.wait_answered()
         for i in range(3):
             await push(call, f"s{i}")

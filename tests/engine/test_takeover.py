@@ -152,7 +152,7 @@ async def test_session_new_with_a_listed_sid_is_isolated_even_from_the_same_acco
     victim = await _new(server, "sid-v", VICTIM)
     call = server.calls["sid-v"]
     twin = await _new(server, "sid-v", VICTIM)  # served, as an isolated call
-    assert server.calls["sid-v"] is call and len(app.calls) == 2 and app.calls[1] in list(server.calls)
+    assert server.calls["sid-v"] is call and len(app.calls) == 2 and app.calls[1] in server.calls.all_calls()
     await victim.drop()
     await _settle(server, call, "disconnected")
     await twin.send("session:new", "m-again", VICTIM, call_sid="sid-v")  # on its own socket: junk
@@ -177,7 +177,7 @@ async def _park(server: JambonzServer, sid: str, data: dict[str, Any]) -> Call:
 
 
 def _waiting(server: JambonzServer) -> int:
-    return sum(c.state.value == "disconnected" for c in server.calls)
+    return sum(c.state.value == "disconnected" for c in server.calls.all_calls())
 
 
 async def test_parking_cap_refuses_newcomers_instead_of_evicting(nursery: trio.Nursery) -> None:
