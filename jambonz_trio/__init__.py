@@ -17,6 +17,7 @@ from ._errors import (
     LocalProtocolError,
     MessageTooLarge,
     NotDelivered,
+    OperationInterrupted,
     ProtocolError,
     RemoteProtocolError,
 )
@@ -91,6 +92,7 @@ __all__ = [
     "MessageTooLarge",
     "NewCalls",
     "NotDelivered",
+    "OperationInterrupted",
     "Overflow",
     "PlayResult",
     "ProtocolError",

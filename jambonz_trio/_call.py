@@ -15,6 +15,7 @@ it did not (and the socket is aborted).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import enum
 import itertools
 import logging
@@ -64,6 +65,31 @@ log = get_logger("jambonz_trio.call")
 
 _VALID_CLOSE_CODES = frozenset({1000, 1001, 1008, 1011, 1012})
 
+#: Who sends the commands of the current task (a :class:`Conversation` marks its own), so a
+#: program watcher can tell its own replacing redirects from another task's.
+command_origin: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "jambonz_trio_command_origin", default=None
+)
+
+#: ``(command, origin)``: told, after the frame went out, of every command that replaces (or
+#: may replace) the call's program.
+ProgramWatcher = Callable[[Command, object | None], None]
+
+
+def replaces_program(command: Command) -> bool:
+    """Whether jambonz replaces the call's remaining program (killing the running verb) on
+    ``command``: a ``redirect`` with verbs and ``queueCommand: false``, or one that gives the
+    parent leg a new program (``call_hook``, ``parent_call``) (FS v0.9.8
+    ``lib/session/call-session.js:2280-2303``, ``:1589-1657``, ``replaceApplication`` at
+    ``:2082-2137``)."""
+    if isinstance(command, cmds.Redirect):
+        return not command.queue
+    if isinstance(command, cmds.RedirectToHook):
+        return command.call_hook is not None
+    if isinstance(command, cmds.RedirectLegs):
+        return command.parent_call is not None
+    return False
+
 
 class AnswerOutcome(enum.Enum):
     """What :meth:`Call.ack` did with an answer."""
@@ -109,11 +135,13 @@ class _Written(enum.Enum):
 class _Pending:
     """A command waiting for a reconnect."""
 
-    __slots__ = ("done", "error", "sent", "size", "text")
+    __slots__ = ("command", "done", "error", "origin", "sent", "size", "text")
 
-    def __init__(self, text: str, size: int) -> None:
+    def __init__(self, text: str, size: int, command: Command, origin: object | None) -> None:
         self.text = text
         self.size = size
+        self.command = command
+        self.origin = origin
         self.done = trio.Event()
         self.sent = False
         self.error: JambonzTrioError | None = None
@@ -228,6 +256,8 @@ class Call(trio.abc.AsyncResource):
         self._tts_interrupted = trio.Event()
         #: Set by the server: told when the call loses its socket (parking bookkeeping).
         self.on_disconnect: Callable[[Call], None] | None = None
+        #: Set by a Conversation: told of every program-replacing command that went out.
+        self._program_watcher: ProgramWatcher | None = None
         self._log = CallLog(log, self.call_sid, trio.current_time)
 
     # -- typed call data ---------------------------------------------------------------------
@@ -480,6 +510,7 @@ class Call(trio.abc.AsyncResource):
         if self.closed:
             raise self._closed_error()
         text = self._protocol.command(command)
+        origin = command_origin.get()
         conn = self._conn
         if (
             conn is not None
@@ -488,6 +519,8 @@ class Call(trio.abc.AsyncResource):
             and not self._outbox
         ):
             written = await self._write_frame(conn, text)
+            if written is not _Written.NO:
+                self._program_sent(command, origin)  # MAYBE: jambonz may have it
             if written is _Written.YES:
                 return
             if written is _Written.MAYBE:
@@ -503,7 +536,7 @@ class Call(trio.abc.AsyncResource):
             raise CommandQueueFull(
                 f"{len(self._outbox)} commands ({self._outbox_bytes} bytes) already wait for a reconnect"
             )
-        item = _Pending(text, size)
+        item = _Pending(text, size, command, origin)
         self._outbox.append(item)
         self._outbox_bytes += size
         try:
@@ -514,6 +547,11 @@ class Call(trio.abc.AsyncResource):
                 self._outbox_bytes -= size
         if item.error is not None:
             raise item.error
+
+    def _program_sent(self, command: Command, origin: object | None) -> None:
+        watcher = self._program_watcher
+        if watcher is not None and replaces_program(command):
+            watcher(command, origin)
 
     async def redirect(self, verbs: Sequence[Verb], *, queue: bool = False) -> None:
         """Replace the program (``queue=False``, kills the current verb) or append to it."""
@@ -1149,6 +1187,7 @@ class Call(trio.abc.AsyncResource):
             item.sent = True
             if not await self._write(conn, item.text):
                 item.error = NotDelivered("the socket dropped again while flushing", maybe_sent=True)
+            self._program_sent(item.command, item.origin)
             item.done.set()
 
     def _pause_tts(self) -> None:

@@ -14,6 +14,13 @@ available from :meth:`Conversation.next_event`.
 Cancellation: cancelling an operation (a ``move_on_after`` around a ``gather``) kills the
 running verb with a ``redirect`` to an empty program, so the next operation runs at once;
 the cancelled operation's late result, if jambonz still sends one, is dropped.
+
+Interruption from outside: a command that replaces the call's program, sent by another task
+(``call.redirect(verbs)``...) while an operation waits, makes that operation raise
+:class:`~jambonz_trio.OperationInterrupted` at once; so does jambonz reporting the operation's
+verb ``finished`` without its action hook (it was killed: FS v0.9.8 ``lib/tasks/gather.js:354-365``
+resolves a killed gather without calling its actionHook, and the session loop still reports
+it ``finished``, ``lib/session/call-session.js:1378-1380``).
 """
 
 from __future__ import annotations
@@ -26,12 +33,13 @@ from typing import Any, Literal
 import attrs
 import trio
 
-from ._call import AnswerOutcome, Call
-from ._errors import CallClosed, JambonzTrioError, LocalProtocolError, NotDelivered
+from ._call import AnswerOutcome, Call, command_origin
+from ._errors import CallClosed, JambonzTrioError, LocalProtocolError, NotDelivered, OperationInterrupted
 from ._events import Event, HookAbandoned
 from ._log import get_logger
 from ._protocol._calldata import DialResult, GatherResult, LlmResult, ToolCall
 from ._protocol._messages import LlmEvent, LlmToolCall, Message, SessionReconnect, VerbHook, VerbStatus
+from ._protocol._outbound import Command
 from ._protocol._state import ConnState
 from ._protocol._verbs import (
     Config,
@@ -70,10 +78,15 @@ class PlayResult:
 class _Op:
     """One operation waiting for its completion signal."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
         self.done = trio.Event()
         self.message: Message | None = None
         self.answerable = False
+        #: how many foreign program replacements had gone out when the result came
+        self.replacements = 0
+        self.interrupted = False
+        self.interrupted_by: Command | None = None
 
 
 class Conversation:
@@ -91,6 +104,13 @@ class Conversation:
         self._lock = trio.Lock()
         #: the request jambonz waits on that the next operation may answer
         self._answerable: Message | None = call.session if call.awaiting_answer(call.session) else None
+        #: program-replacing commands other tasks sent (see :meth:`_program_replaced`)
+        self._replacements = 0
+        #: ``_replacements`` when :attr:`_answerable` arrived
+        self._answerable_at = 0
+        #: the operation in progress (operations run one at a time)
+        self._current: _Op | None = None
+        self._hook_ids: dict[str, _Op] = {}
         self._events_configured = False
         self._by_hook: dict[str, _Op] = {}
         self._by_id: dict[str, _Op] = {}
@@ -240,23 +260,31 @@ class Conversation:
 
     async def _until_finished(self, verb: Verb) -> None:
         vid = f"jt-{next(self._ids)}"
-        op = _Op()
+        op = _Op(verb.VERB)
         self._by_id[vid] = op
         await self._perform(op, [attrs.evolve(verb, id=vid)], cleanup=lambda: self._by_id.pop(vid, None))
 
     async def _until_hook(self, kind: str, build: Callable[[str, str], Verb]) -> Message:
         n = next(self._ids)
         hook, vid = f"{_PREFIX}{kind}/{n}", f"jt-{n}"
-        op = _Op()
+        op = _Op(kind)
         self._by_hook[hook] = op
-        await self._perform(op, [build(hook, vid)], cleanup=lambda: self._by_hook.pop(hook, None))
+        self._hook_ids[vid] = op
+
+        def cleanup() -> None:
+            self._by_hook.pop(hook, None)
+            self._hook_ids.pop(vid, None)
+
+        await self._perform(op, [build(hook, vid)], cleanup=cleanup)
         assert op.message is not None
         if op.answerable:
-            self._answerable = op.message  # the next operation answers this hook's ack
+            # the next operation answers this hook's ack
+            self._answerable, self._answerable_at = op.message, op.replacements
         return op.message
 
     async def _perform(self, op: _Op, verbs: list[Verb], *, cleanup: Callable[[], object]) -> None:
         async with self._lock:
+            self._current = op
             try:
                 await self._send(verbs)
                 await op.done.wait()
@@ -265,9 +293,23 @@ class Conversation:
                 await self._kill_current()
                 raise
             finally:
+                self._current = None
                 cleanup()
+            if op.interrupted:
+                raise OperationInterrupted(op.kind, op.interrupted_by)
             if self._closed and op.message is None:
                 raise CallClosed("call ended")
+
+    def _program_replaced(self, command: Command, origin: object | None) -> None:
+        """The call told us a program-replacing command went out (synchronously, after the
+        write). Another task's interrupts the operation in progress; ours are ignored."""
+        if origin is self:
+            return
+        self._replacements += 1
+        op = self._current
+        if op is not None and not op.done.is_set():
+            op.interrupted, op.interrupted_by = True, command
+            op.done.set()
 
     async def _send(self, verbs: list[Verb]) -> None:
         if self._closed:
@@ -276,14 +318,24 @@ class Conversation:
             verbs = [Config(notify_events=True), *verbs]  # verb:status tells when verbs finish
             self._events_configured = True
         request, self._answerable = self._answerable, None
-        if request is not None:
-            outcome = await self.call.ack(request, verbs)
-            if isinstance(request, SessionReconnect) and outcome is AnswerOutcome.ACKED:
-                await self._ensure_started(verbs)
-                return
-            if outcome is not AnswerOutcome.DROPPED:
-                return
-        await self.call.redirect(verbs, queue=True)
+        token = command_origin.set(self)  # our own redirects interrupt nothing
+        try:
+            if request is not None and self._answerable_at != self._replacements:
+                # Another task replaced the program after this hook came: verbs in its ack
+                # would replace that program in turn (FS runs an actionHook ack's verbs with
+                # replaceApplication), so release the hook and append instead.
+                await self._ack_quietly(request)
+                request = None
+            if request is not None:
+                outcome = await self.call.ack(request, verbs)
+                if isinstance(request, SessionReconnect) and outcome is AnswerOutcome.ACKED:
+                    await self._ensure_started(verbs)
+                    return
+                if outcome is not AnswerOutcome.DROPPED:
+                    return
+            await self.call.redirect(verbs, queue=True)
+        finally:
+            command_origin.reset(token)
 
     async def _ensure_started(self, verbs: list[Verb]) -> None:
         """A call first seen through ``session:reconnect`` (app restart): jambonz uses the
@@ -302,13 +354,17 @@ class Conversation:
         request, self._answerable = self._answerable, None
         if self.call.state is not ConnState.CONNECTED:
             return  # nothing to kill now; never wait for a reconnect while being cancelled
-        with trio.CancelScope(shield=True), trio.move_on_after(self.call.config.send_timeout):
-            try:
-                if request is not None:
-                    await self.call.ack(request)
-                await self.call.redirect([])
-            except (JambonzTrioError, LocalProtocolError):
-                log.info("call %s: could not kill the cancelled verb", self.call.call_sid)
+        token = command_origin.set(self)
+        try:
+            with trio.CancelScope(shield=True), trio.move_on_after(self.call.config.send_timeout):
+                try:
+                    if request is not None:
+                        await self.call.ack(request)
+                    await self.call.redirect([])
+                except (JambonzTrioError, LocalProtocolError):
+                    log.info("call %s: could not kill the cancelled verb", self.call.call_sid)
+        finally:
+            command_origin.reset(token)
 
     async def _pump(self) -> None:
         """Route the call's events to the waiting operations (runs for the conversation)."""
@@ -330,7 +386,7 @@ class Conversation:
             if op is None or op.done.is_set():
                 await self._ack_quietly(event)  # a cancelled operation's late result
                 return
-            op.message, op.answerable = event, True
+            op.message, op.answerable, op.replacements = event, True, self._replacements
             op.done.set()
             return
         if isinstance(event, HookAbandoned) and (event.message.hook or "").startswith(_PREFIX):
@@ -343,9 +399,18 @@ class Conversation:
             if event.event == "starting":
                 self._started.add(event.verb_id or "")
                 self._start_seen.set()
+            if event.event != "finished":
+                return
             op = self._by_id.get(event.verb_id or "")
-            if op is not None and event.event == "finished":
+            if op is not None:
                 op.message = event
+                op.done.set()
+                return
+            op = self._hook_ids.get(event.verb_id or "")
+            if op is not None and not op.done.is_set():
+                # finished before its action hook came: the verb was killed (a hook always
+                # comes first: the verb awaits its ack before it ends)
+                op.interrupted = True
                 op.done.set()
             return
         if isinstance(event, LlmToolCall) and event.hook in self._tool_handlers:
@@ -363,7 +428,7 @@ class Conversation:
                 "call %s: conversation event queue full; dropped %s", self.call.call_sid, type(event).__name__
             )
 
-    async def _ack_quietly(self, event: VerbHook) -> None:
+    async def _ack_quietly(self, event: Message) -> None:
         try:
             await self.call.ack(event)
         except JambonzTrioError:
@@ -398,6 +463,7 @@ async def open_conversation(call: Call) -> AsyncIterator[Conversation]:
     """
     with call.reserve_events() as read_event:
         convo = Conversation(call, read_event)
+        call._program_watcher = convo._program_replaced
         try:
             async with trio.open_nursery() as nursery:
                 convo._nursery = nursery
@@ -412,3 +478,5 @@ async def open_conversation(call: Call) -> AsyncIterator[Conversation]:
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
+        finally:
+            call._program_watcher = None

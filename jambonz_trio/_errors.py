@@ -6,6 +6,8 @@ application can catch the library's errors without catching its own.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AlreadyAnswered",
     "CallClosed",
@@ -14,6 +16,7 @@ __all__ = [
     "LocalProtocolError",
     "MessageTooLarge",
     "NotDelivered",
+    "OperationInterrupted",
     "ProtocolError",
     "RemoteProtocolError",
 ]
@@ -100,3 +103,26 @@ class NotDelivered(JambonzTrioError):
 
 class CommandQueueFull(NotDelivered):
     """The queue of commands waiting for a reconnect is full (by count or by bytes)."""
+
+
+class OperationInterrupted(JambonzTrioError):
+    """A conversation operation's verb was killed, or dropped before it ran, by something
+    outside the conversation: typically another task's program-replacing command
+    (``call.redirect(verbs)``, ``redirect_legs(parent_call=...)``, ``redirect_to_hook``).
+
+    The operation has no result; the call goes on with the program that replaced it, and the
+    conversation stays usable (the next operation is appended to that program). A result
+    jambonz still sends for the killed verb is answered empty and dropped.
+
+    Attributes:
+        operation: the operation that was interrupted (``"gather"``, ``"say"``, ...).
+        command: the replacing command, when another task of this process sent it; ``None``
+            when only jambonz's ``verb:status`` ``finished`` told (the verb ended without its
+            action hook).
+    """
+
+    def __init__(self, operation: str, command: Any = None) -> None:
+        how = f"by {command.COMMAND} from another task" if command is not None else "by jambonz"
+        super().__init__(f"{operation} interrupted: its verb was killed {how}")
+        self.operation = operation
+        self.command = command

@@ -1,0 +1,171 @@
+"""An outside task interrupts a conversation on purpose (issue 18 item 4).
+
+jambonz 0.9.8 on a ``redirect`` command with verbs and ``queueCommand: false`` replaces the
+program and kills the running verb (FS ``lib/session/call-session.js:2280-2303``,
+``replaceApplication`` ``:2082-2137``); a killed gather resolves without calling its
+actionHook (``lib/tasks/gather.js:354-365``, ``_resolve('killed')`` matches none of the
+result reasons at ``:1389-1425``), and the session loop reports it ``finished`` all the same
+(``lib/session/call-session.js:1378-1380``). Before the fix the handler stayed in
+``convo.gather()`` forever.
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from jambonz_trio import Call, JambonzServer, OperationInterrupted, open_conversation, serve_jambonz
+from jambonz_trio.commands import DtmfCommand, Redirect
+from jambonz_trio.testing import FakeCall, open_fake_call
+from jambonz_trio.verbs import Gather, Say
+
+
+class Agent:
+    """A conversation that reports what happened to its gather, then says ``after`` and waits."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[str] = []
+        self.interruptions: list[OperationInterrupted] = []
+        self.go = trio.Event()
+        self.pause_after_gather = False
+
+    async def __call__(self, call: Call) -> None:
+        async with open_conversation(call) as convo:
+            try:
+                result = await convo.gather("What is your question?")
+                self.outcomes.append(f"answer {result.transcript}")
+            except OperationInterrupted as exc:
+                self.interruptions.append(exc)
+                self.outcomes.append("interrupted")
+            if self.pause_after_gather:
+                await self.go.wait()
+            await convo.say("after")
+            await call.wait_closed()
+
+
+async def _serve(nursery: trio.Nursery, agent: Agent) -> JambonzServer:
+    server: JambonzServer = await nursery.start(serve_jambonz, agent)
+    return server
+
+
+async def _gather_started(fc: FakeCall) -> Gather:
+    ack = await fc.start()
+    gather = ack.first(Gather)
+    assert gather is not None and gather.id == "jt-1"
+    return gather
+
+
+async def test_a_supervisors_redirect_interrupts_the_gather_in_progress(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    agent = Agent()
+    server = await _serve(nursery, agent)
+    async with open_fake_call(server.connect_memory) as fc:
+        await _gather_started(fc)
+        call = server.calls[fc.call.call_sid]
+        goodbye = [Say(text="A supervisor takes over. Goodbye")]
+        await call.redirect(goodbye)  # from this task, not the handler's
+        assert (await fc.expect_command(Redirect)).verbs == tuple(goodbye)
+        await fc.verb_status("finished", id="jt-1", name="gather")  # jambonz: the killed gather
+        with trio.fail_after(120):  # virtual seconds: before the fix it waited for ever
+            nxt = await fc.expect_command(Redirect, within=120)
+        assert agent.outcomes == ["interrupted"]
+        exc = agent.interruptions[0]
+        assert exc.operation == "gather" and isinstance(exc.command, Redirect)
+        # the conversation carries on: its next operation is appended to the new program
+        assert nxt.queue and nxt.verbs == (Say(text="after", id="jt-2"),)
+        await fc.hangup()
+
+
+async def test_a_gather_jambonz_reports_finished_without_its_hook_was_killed(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Killed by something the conversation did not send (another process, a
+    ``redirect_legs(child_call=...)``): only jambonz's ``verb:status`` tells."""
+    agent = Agent()
+    server = await _serve(nursery, agent)
+    async with open_fake_call(server.connect_memory) as fc:
+        await _gather_started(fc)
+        await fc.verb_status("finished", id="jt-1", name="gather")
+        nxt = await fc.expect_command(Redirect, within=10)
+        assert nxt.verbs == (Say(text="after", id="jt-2"),)
+        assert agent.outcomes == ["interrupted"] and agent.interruptions[0].command is None
+        await fc.hangup()
+
+
+async def test_appending_from_another_task_interrupts_nothing(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    agent = Agent()
+    server = await _serve(nursery, agent)
+    async with open_fake_call(server.connect_memory) as fc:
+        await _gather_started(fc)
+        call = server.calls[fc.call.call_sid]
+        await call.redirect([Say(text="queued")], queue=True)
+        await call.send_dtmf("1")  # not a redirect
+        await fc.expect_command(Redirect)
+        await fc.expect_command(DtmfCommand)
+        ack = await fc.gather_speech("/jt/gather/1", "hello")
+        assert ack.verbs == [Say(text="after", id="jt-2")]
+        assert agent.outcomes == ["answer hello"]
+        await fc.hangup()
+
+
+async def test_a_hook_result_followed_by_an_outside_redirect_is_released_not_answered(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The gather's result came, then a supervisor replaced the program before the handler's
+    next operation: answering the hook with verbs would replace the supervisor's program in
+    turn (an actionHook ack's verbs replace the application, FS ``lib/tasks/task.js:254-259``),
+    so the hook is acked empty and the next operation is appended."""
+    agent = Agent()
+    agent.pause_after_gather = True
+    server = await _serve(nursery, agent)
+    async with open_fake_call(server.connect_memory) as fc, trio.open_nursery() as inner:
+        await _gather_started(fc)
+        acks = []
+
+        async def answer() -> None:
+            acks.append(await fc.gather_speech("/jt/gather/1", "hello"))
+
+        inner.start_soon(answer)
+        await trio.testing.wait_all_tasks_blocked()
+        assert agent.outcomes == ["answer hello"]
+        await server.calls[fc.call.call_sid].redirect([Say(text="Goodbye")])
+        agent.go.set()
+        supervisor = await fc.expect_command(Redirect)
+        assert supervisor.verbs == (Say(text="Goodbye"),) and not supervisor.queue
+        nxt = await fc.expect_command(Redirect)
+        assert nxt.queue and nxt.verbs == (Say(text="after", id="jt-2"),)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [a.verbs for a in acks] == [[]]
+        await fc.hangup()
+
+
+async def test_the_conversations_own_cancellation_kill_is_not_an_interruption(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    outcomes: list[str] = []
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            with trio.move_on_after(3):
+                await convo.gather("Quick")
+            with pytest.raises(trio.TooSlowError):
+                with trio.fail_after(3):
+                    await convo.gather("Again")
+            outcomes.append("cancelled twice")
+            await call.wait_closed()
+
+    server: JambonzServer = await nursery.start(serve_jambonz, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        await fc.start()
+        kill = await fc.expect_command(Redirect, within=10)
+        assert kill.verbs == ()
+        again = await fc.expect_command(Redirect)
+        assert isinstance(again.verbs[0], Gather)
+        assert (await fc.expect_command(Redirect, within=10)).verbs == ()
+        await fc.wait_idle(1)
+        assert outcomes == ["cancelled twice"]
+        await fc.hangup()
