@@ -32,7 +32,7 @@ from ._errors import (
     SubprotocolMissing,
 )
 from ._factory import FakeJambonzFactory
-from ._fake import FakeCall, StartKind
+from ._fake import FakeCall, HookTarget, StartKind
 from ._open import open_fake_call
 from ._records import (
     AckRecord,
@@ -83,6 +83,7 @@ __all__ = [
     "FakeCall",
     "FakeJambonzError",
     "HandshakeRejected",
+    "HookTarget",
     "HandshakeTimeout",
     "InvalidInitialVerbs",
     "InvalidVerbs",

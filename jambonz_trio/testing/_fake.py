@@ -10,6 +10,7 @@ from typing import Any, Literal, TypeVar, overload
 from .._protocol import (
     MESSAGE_TYPES,
     Command,
+    HookSpec,
     Message,
     SessionAdulting,
     SessionNew,
@@ -17,6 +18,7 @@ from .._protocol import (
     SessionRedirect,
     UnknownMessage,
 )
+from .._protocol._verbs_base import Verb
 from ._calldata import CallData
 from ._core import _Pending
 from ._errors import ExpectationFailed, FakeJambonzError
@@ -25,9 +27,15 @@ from ._jambonz import dumps
 from ._records import AckRecord, CloseRecord, CommandRecord, TranscriptEntry, Violation
 from ._transport import abort_stream
 
-__all__ = ["FakeCall", "StartKind"]
+__all__ = ["FakeCall", "HookTarget", "StartKind"]
 
 _C = TypeVar("_C", bound=Command)
+
+#: Where a hook goes: a hook (``"/gather"`` or a :class:`~jambonz_trio.verbs.HookSpec`), or
+#: the verb whose ``action_hook`` fires (its ``id`` then becomes the ``verb_id``, as jambonz
+#: adds it). ``None`` (an unset ``action_hook``) is refused with :class:`ExpectationFailed`:
+#: jambonz sends no hook for a verb without one.
+HookTarget = str | HookSpec | Verb | None
 
 #: The first message on a socket: ``session:new`` (a new call), ``session:redirect``
 #: (a ``redirect`` verb handed over to an absolute ws URL), ``session:adulting`` (a dialled
@@ -242,35 +250,57 @@ class FakeCall(_Inbound):
 
     async def hook(
         self,
-        hook: str,
+        hook: HookTarget,
         data: Mapping[str, Any] | None = None,
         *,
         verb_id: str | None = None,
     ) -> AckRecord:
-        """Send a ``verb:hook`` for ``hook`` (e.g. ``"/gather"``) and wait for the ack.
+        """Send a ``verb:hook`` for ``hook`` and wait for the ack.
 
-        ``data`` (the verb's result fields, protocol.md §9.3) is merged over the call info;
-        ``verb_id`` is added when given. An ack with verbs replaces the program; ``[]`` or no
-        ``data`` means "carry on".
+        ``hook`` is a hook (``"/gather"``, a ``HookSpec``) or the verb whose ``action_hook``
+        fires (e.g. ``ack.first(Gather)``; its ``id`` is the default ``verb_id``). ``data``
+        (the verb's result fields, protocol.md §9.3) is merged over the call info; ``verb_id``
+        is added when given. An ack with verbs replaces the program; ``[]`` or no ``data``
+        means "carry on".
 
         Raises:
+            ExpectationFailed: ``hook`` is ``None`` or a verb without an ``action_hook``.
             AckTimeout, AckAbandoned, InvalidVerbs, CallOver: see :meth:`request`.
         """
+        url, verb_id = self._hook_target(hook, verb_id)
         payload = dict(data or {})
         if verb_id is not None:
             payload["verb_id"] = verb_id
-        return await self.request("verb:hook", payload, hook=hook)
+        return await self.request("verb:hook", payload, hook=url)
+
+    def _hook_target(self, hook: HookTarget, verb_id: str | None) -> tuple[str, str | None]:
+        """The hook's url and the ``verb_id`` to send (a verb's own ``id`` by default)."""
+        target: object = hook
+        if isinstance(hook, Verb):
+            target = getattr(hook, "action_hook", None)
+            verb_id = hook.id if verb_id is None else verb_id
+            if target is None:
+                why = f"this {hook.VERB} verb has no actionHook: jambonz sends no hook for it"
+                raise self._fail(ExpectationFailed(why))
+        if isinstance(target, HookSpec):
+            return target.url, verb_id
+        if isinstance(target, str):
+            return target, verb_id
+        raise self._fail(ExpectationFailed("no hook given (an unset action_hook): jambonz sends none"))
 
     async def gather_speech(
         self,
-        hook: str,
+        hook: HookTarget,
         transcript: str,
         *,
         confidence: float = 0.9,
         language_code: str = "en-US",
         verb_id: str | None = None,
     ) -> AckRecord:
-        """A gather actionHook with ``reason: speechDetected`` and a final transcript."""
+        """A gather actionHook with ``reason: speechDetected`` and a final transcript.
+
+        ``hook``: the ``Gather`` verb (best: its ``id`` is sent as ``verb_id``) or its hook.
+        """
         speech = {
             "language_code": language_code,
             "channel_tag": 1,
@@ -279,17 +309,17 @@ class FakeCall(_Inbound):
         }
         return await self.hook(hook, {"reason": "speechDetected", "speech": speech}, verb_id=verb_id)
 
-    async def gather_digits(self, hook: str, digits: str, *, verb_id: str | None = None) -> AckRecord:
+    async def gather_digits(self, hook: HookTarget, digits: str, *, verb_id: str | None = None) -> AckRecord:
         """A gather actionHook with ``reason: dtmfDetected`` and ``digits``."""
         return await self.hook(hook, {"reason": "dtmfDetected", "digits": digits}, verb_id=verb_id)
 
-    async def gather_timeout(self, hook: str, *, verb_id: str | None = None) -> AckRecord:
+    async def gather_timeout(self, hook: HookTarget, *, verb_id: str | None = None) -> AckRecord:
         """A gather actionHook with ``reason: timeout`` (nothing heard)."""
         return await self.hook(hook, {"reason": "timeout"}, verb_id=verb_id)
 
     async def dial_result(
         self,
-        hook: str,
+        hook: HookTarget,
         *,
         dial_call_status: str = "completed",
         dial_sip_status: int = 200,

@@ -11,7 +11,7 @@ import trio
 import trio.testing
 import trio_websocket
 
-from jambonz_trio._protocol import LlmToolOutput, Redirect
+from jambonz_trio._protocol import HookSpec, LlmToolOutput, Redirect
 from jambonz_trio._protocol._verbs import Gather, Hangup, Say
 from jambonz_trio.testing import (
     AckTimeout,
@@ -325,6 +325,37 @@ async def test_empty_hook_ack_means_carry_on(autojump_clock: trio.abc.Clock) -> 
         await fc.start()
         assert (await fc.gather_digits("/gather", "42")).verbs == []
         assert (await fc.hook("/status", {"event": "x"})).verbs == []
+
+
+async def test_hook_helpers_take_the_verb_or_any_hook_type(autojump_clock: trio.abc.Clock) -> None:
+    """Issue 18 item 11: ``gather.action_hook`` is ``str | HookSpec | None``; before, the
+    helpers took only ``str``, so a test needed an ``assert`` (and a ``HookSpec`` went out as
+    garbage). The verb itself can be passed: its ``id`` becomes the ``verb_id``."""
+    seen: list[dict[str, Any]] = []
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        gather = {**GATHER, "id": "g1", "actionHook": {"url": "/gather", "method": "POST"}}
+        await s.ack(await s.recv_type("session:new"), [gather])
+        await s.recv_type("call:status")
+        for _ in range(3):
+            hook = await s.recv_type("verb:hook")
+            seen.append(hook)
+            await s.ack(hook)
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        gather = (await fc.start()).first(Gather)
+        assert isinstance(gather.action_hook, HookSpec)
+        await fc.gather_speech(gather, "yes")  # the verb: hook and verb_id from it
+        await fc.gather_digits(gather.action_hook, "42")  # str | HookSpec | None, no assert
+        await fc.gather_timeout(gather.action_hook, verb_id="other")
+        with pytest.raises(ExpectationFailed, match="no actionHook"):
+            await fc.hook(Say(text="hi"))
+        with pytest.raises(ExpectationFailed, match="no hook given"):
+            await fc.gather_timeout(Say(text="hi").id)  # None
+    assert [h["hook"] for h in seen] == ["/gather"] * 3
+    assert [h["data"].get("verb_id") for h in seen] == ["g1", None, "other"]
+    assert seen[0]["data"]["speech"]["alternatives"][0]["transcript"] == "yes"
 
 
 async def test_concurrent_hooks_acked_out_of_order(autojump_clock: trio.abc.Clock) -> None:
