@@ -54,3 +54,14 @@ def test_every_library_logger_goes_through_the_safe_logging_module() -> None:
         if path.name != "_log.py" and "logging.getLogger(" in path.read_text()
     ]
     assert offenders == []
+
+
+def test_readme_lists_every_example_with_one_line() -> None:
+    """Issue 18 item 10: the README never linked ``examples/supervisor.py``."""
+    readme = (ROOT / "README.md").read_text()
+    for example in sorted((ROOT / "examples").glob("*.py")):
+        if example.name == "__init__.py":
+            continue
+        rows = [line for line in readme.splitlines() if line.startswith(f"| [examples/{example.name}]")]
+        assert len(rows) == 1, f"README: one table row for examples/{example.name}"
+        assert len(rows[0].split(" | ")[-1].strip(" |")) > 20, f"describe examples/{example.name}"
