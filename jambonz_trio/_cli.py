@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +27,7 @@ from .testing import (
     Digits,
     FakeJambonzError,
     HandshakeRejected,
+    HangUp,
     Speech,
     SubprotocolMissing,
     open_fake_call,
@@ -40,9 +43,21 @@ class Printer:
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
+        self._prompting = False
 
     def __call__(self, who: str, text: str) -> None:
+        if self._prompting:  # a step while the caller types: not on the prompt's line
+            print(file=self.out)
+            self._prompting = False
         print(f"  {who:<8} {text}", file=self.out, flush=True)
+
+    def prompt(self, text: str) -> None:
+        """Print ``text`` with no newline (the caller types after it)."""
+        print(text, end="", file=self.out, flush=True)
+        self._prompting = True
+
+    def answered(self) -> None:
+        self._prompting = False  # the person's Enter ended the line
 
 
 # -- demo -----------------------------------------------------------------------------------
@@ -101,31 +116,130 @@ async def demo(out: TextIO) -> None:
 # -- simulate -------------------------------------------------------------------------------
 
 
+class StdinLines:
+    """Lines from a file descriptor (stdin), read without blocking the trio loop.
+
+    One worker thread does blocking ``os.read`` calls for the whole session and hands complete
+    lines to the loop through a channel: while a person types, the loop keeps running (pongs,
+    pushed commands), and no line is lost between two prompts. The thread never holds a Python
+    I/O lock (``os.read``, not ``sys.stdin``), so abandoning it at exit is safe; it is a daemon
+    thread. Start it with ``nursery.start_soon(lines.run)``.
+    """
+
+    def __init__(self, fd: int = 0) -> None:
+        self._fd = fd
+        self._send, self._receive = trio.open_memory_channel[str](math.inf)
+        self.eof = False
+
+    async def run(self) -> None:
+        """Read until end of file (or until cancelled: the thread is then abandoned)."""
+        token = trio.lowlevel.current_trio_token()
+        await trio.to_thread.run_sync(self._pump, token, abandon_on_cancel=True)
+
+    def _pump(self, token: trio.lowlevel.TrioToken) -> None:
+        pending = b""
+        while True:
+            chunk = os.read(self._fd, 4096)
+            if chunk:
+                *lines, pending = (pending + chunk).split(b"\n")
+            else:  # end of file: a last line without a newline still counts
+                lines, pending = ([pending] if pending else []), b""
+            try:
+                for line in lines:
+                    text = line.decode("utf-8", "replace")
+                    trio.from_thread.run_sync(self._send.send_nowait, text, trio_token=token)
+                if not chunk:
+                    trio.from_thread.run_sync(self._send.close, trio_token=token)
+                    return
+            except trio.RunFinishedError:
+                return
+
+    async def readline(self) -> str | None:
+        """The next line without its newline, or ``None`` at end of file."""
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            self.eof = True
+            return None
+
+
+class ScriptedCaller:
+    """``simulate``'s caller: answers in order (the last one repeats) or typed by a person,
+    and hangs up at gather number ``turns + 1``."""
+
+    PROMPT = "  caller   say something (digits: #123, empty: silence, end of input: hang up)> "
+
+    def __init__(
+        self,
+        answers: Sequence[Speech | Digits],
+        *,
+        turns: int,
+        lines: StdinLines | None = None,
+        printer: Printer | None = None,
+    ) -> None:
+        self.answers = list(answers)
+        self.turns = turns
+        self.lines = lines
+        self.printer = printer
+        self.asked = 0
+
+    async def __call__(self, gather: Gather) -> Speech | Digits | HangUp | None:
+        self.asked += 1
+        if self.asked > self.turns:
+            return HangUp()
+        if self.lines is not None:
+            return await self._typed()
+        if not self.answers:
+            return None
+        return self.answers[min(self.asked, len(self.answers)) - 1]
+
+    async def _typed(self) -> Speech | Digits | HangUp | None:
+        assert self.lines is not None
+        if self.printer is not None:
+            self.printer.prompt(self.PROMPT)
+        text = await self.lines.readline()
+        if self.printer is not None:
+            self.printer.answered()
+        if text is None:
+            return HangUp()
+        text = text.strip()
+        if text.startswith("#") and text[1:]:
+            return Digits(text[1:])
+        return Speech(text) if text else None
+
+
+class _Answer(argparse.Action):
+    """``--speech`` / ``--digits``: appended, in command-line order, to ``args.answers``."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        answers = list(getattr(namespace, "answers", None) or [])
+        answers.append(Digits(values) if option_string == "--digits" else Speech(values))
+        namespace.answers = answers
+
+
 async def simulate(args: argparse.Namespace, out: TextIO) -> None:
     printer = Printer(out)
-
-    def answer(gather: Gather) -> Speech | Digits | None:
-        if args.interactive:
-            prompt = "  caller   say something (digits: #123, empty: silence)> "
-            try:
-                text = input(prompt).strip()
-            except EOFError:
-                return None
-            if text.startswith("#") and text[1:]:
-                return Digits(text[1:])
-            return Speech(text) if text else None
-        if args.digits:
-            return Digits(args.digits)
-        return Speech(args.speech) if args.speech else None
-
     print(f"calling {args.url} as jambonz would", file=out)
-    async with open_fake_call(
-        tcp_connector(args.url),
-        username=args.username,
-        password=args.password,
-        call=CallData(from_=args.from_, to=args.to),
-    ) as fc:
-        await run_call(fc, Caller(on_gather=answer), on_step=printer, idle=args.idle)
+    async with trio.open_nursery() as nursery:
+        lines = None
+        if args.interactive:
+            lines = StdinLines()
+            nursery.start_soon(lines.run)
+        caller = ScriptedCaller(args.answers or [], turns=args.turns, lines=lines, printer=printer)
+        async with open_fake_call(
+            tcp_connector(args.url),
+            username=args.username,
+            password=args.password,
+            call=CallData(from_=args.from_, to=args.to),
+        ) as fc:
+            await run_call(fc, Caller(on_gather=caller), on_step=printer, idle=args.idle)
+        nursery.cancel_scope.cancel()
     print(f"call ended: {len(fc.acks)} acks, {len(fc.commands)} commands", file=out)
 
 
@@ -149,12 +263,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim.add_argument("--password")
     sim.add_argument("--from", dest="from_", default="+15083084809")
     sim.add_argument("--to", default="+15083728299")
-    what = sim.add_mutually_exclusive_group()
-    what.add_argument("--speech", help="what the caller says at every gather")
-    what.add_argument("--digits", help="what the caller presses at every gather")
-    what.add_argument("--interactive", action="store_true", help="type the caller's answers")
+    sim.add_argument(
+        "--speech",
+        action=_Answer,
+        dest="answers",
+        metavar="TEXT",
+        help="what the caller says at the next gather; repeat for later gathers (the last repeats)",
+    )
+    sim.add_argument(
+        "--digits",
+        action=_Answer,
+        dest="answers",
+        metavar="KEYS",
+        help="what the caller presses at the next gather; mixes with --speech, in order",
+    )
+    sim.add_argument(
+        "--interactive",
+        action="store_true",
+        help="type the caller's answers (the call goes on while you type)",
+    )
+    sim.add_argument(
+        "--turns",
+        type=int,
+        default=10,
+        help="gathers the caller answers before hanging up at the next one (default 10)",
+    )
     sim.add_argument("--idle", type=float, default=2.0, help="seconds to wait for commands when idle")
     args = parser.parse_args(argv)
+    if args.command == "simulate" and args.interactive and args.answers:
+        parser.error("--interactive cannot be combined with --speech / --digits")
     out = sys.stdout
     try:
         if args.command == "demo":

@@ -13,7 +13,9 @@ import trio
 from trio_websocket import WebSocketRequest, serve_websocket
 
 from examples import ivr
+from jambonz_trio import Call, CallConfig, JambonzServer, ServerConfig, open_conversation, serve_jambonz
 from jambonz_trio._cli import main
+from jambonz_trio.verbs import Say
 
 # What a non-editable install run from the repository root sees: the source package first on
 # sys.path, and no jambonz_trio._examples in it (the README's demo command does exactly that).
@@ -109,3 +111,98 @@ async def test_simulate_clear_errors_for_broken_apps(
     assert await run_cli("simulate", f"ws://127.0.0.1:{server.port}/app") == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and expected in err and "Traceback" not in err
+
+
+class Output:
+    """A subprocess's stdout, read on demand."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream = stream
+        self.text = ""
+
+    async def wait_for(self, needle: str) -> None:
+        while needle not in self.text:
+            chunk = await self.stream.receive_some()
+            assert chunk, f"the process ended before printing {needle!r}:\n{self.text}"
+            self.text += chunk.decode()
+
+
+async def echo_once(call: Call) -> None:
+    async with open_conversation(call) as convo:
+        answer = await convo.gather("Say something")
+        await convo.say(f"You said: {answer.transcript}")
+        await convo.hangup()
+
+
+async def test_simulate_interactive_keeps_the_call_alive_while_the_caller_types(
+    nursery: trio.Nursery,
+) -> None:
+    """Issue 18 item 1: ``input()`` blocked the trio loop while the person typed: no pongs
+    (the app's keepalive aborted the socket) and pushed commands only showed after Enter.
+    A real process, its stdin a pipe written slowly while the app pings and pushes."""
+    config = ServerConfig(call=CallConfig(ping_interval=0.05, ping_timeout=1.0))
+    server: JambonzServer = await nursery.start(partial(serve_jambonz, echo_once, port=0, config=config))
+    new_calls = server.calls.new_calls()
+    argv = [sys.executable, "-m", "jambonz_trio", "simulate", f"ws://127.0.0.1:{server.port}/"]
+    process = await trio.lowlevel.open_process(
+        [*argv, "--interactive", "--idle", "0.2"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert process.stdin is not None and process.stdout is not None
+    out = Output(process.stdout)
+    try:
+        with trio.fail_after(60):  # a bound for a loaded machine, not a timing assertion
+            call = await new_calls.receive()
+            await out.wait_for("say something (digits")  # the gather waits for the person
+            conn = call._conn
+            assert conn is not None
+            pongs = trio.Semaphore(0)
+            on_pong = conn.ws.on_pong
+            assert on_pong is not None
+
+            def counting() -> None:
+                on_pong()
+                pongs.release()
+
+            conn.ws.on_pong = counting
+            await process.stdin.send_all(b"hel")  # typing slowly: half a line
+            for _ in range(5):  # pings answered while the line is unfinished
+                await pongs.acquire()
+            await call.redirect([Say(text="Please hold")], queue=True)
+            await out.wait_for('redirect (append): say "Please hold"')  # shown before Enter
+            await process.stdin.send_all(b"lo\n")
+            await out.wait_for("call ended")
+            assert await process.wait() == 0
+    finally:
+        process.kill()
+    assert 'caller   says "hello"' in out.text
+    assert 'app      say "You said: hello"' in out.text
+    assert call.reconnect_count == 0 and "abandoning" not in out.text
+
+
+async def echo_forever(call: Call) -> None:
+    async with open_conversation(call) as convo:
+        while True:
+            answer = await convo.gather("Say something")
+            await convo.say(f"You said: {answer.transcript or answer.digits}")
+
+
+async def test_simulate_answers_a_sequence_and_stops_at_the_turn_limit(
+    nursery: trio.Nursery, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 18 item 9: ``--speech X`` answered every gather with X, so an echo loop never
+    ended. Answers come in order (the last repeats) and the caller hangs up after ``--turns``."""
+    server: JambonzServer = await nursery.start(partial(serve_jambonz, echo_forever, port=0))
+    url = f"ws://127.0.0.1:{server.port}/"
+    argv = ["simulate", url, "--speech", "one", "--digits", "42", "--speech", "three", "--turns", "4"]
+    with trio.fail_after(60):
+        assert await run_cli(*argv, "--idle", "0.2") == 0
+    out = capsys.readouterr().out
+    answers = [line.strip() for line in out.splitlines() if line.strip().startswith("caller")]
+    assert answers == [
+        'caller   says "one"',
+        "caller   presses 42",
+        'caller   says "three"',
+        'caller   says "three"',
+        "caller   (hangs up)",
+    ]
+    assert 'say "You said: 42"' in out and "call ended" in out

@@ -11,7 +11,7 @@ completed`` - or as the caller, when nothing is left to run for ``idle`` seconds
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import attrs
@@ -23,7 +23,7 @@ from .._protocol._verbs_base import Verb
 from ._fake import FakeCall
 from ._records import AckRecord
 
-__all__ = ["Caller", "Digits", "DialOutcome", "Speech", "ToolCallScript", "run_call"]
+__all__ = ["Caller", "Digits", "DialOutcome", "HangUp", "Speech", "ToolCallScript", "run_call"]
 
 
 @attrs.frozen
@@ -39,6 +39,12 @@ class Digits:
     """The caller presses ``digits``."""
 
     digits: str
+
+
+@attrs.frozen
+class HangUp:
+    """The caller hangs up instead of answering (``call:status`` ``completed``, then the
+    socket closes with 1000, as jambonz does)."""
 
 
 @attrs.frozen
@@ -58,7 +64,9 @@ class ToolCallScript:
     tool_call_id: str = "call_1"
 
 
-Answer = Speech | Digits | None
+Answer = Speech | Digits | HangUp | None
+#: ``on_gather``: returns the answer, or an awaitable of it (a scripted caller may wait).
+OnGather = Callable[[Gather], Answer | Awaitable[Answer]]
 Step = Callable[[str, str], None]
 
 
@@ -66,25 +74,48 @@ def _hook_url(hook: Any) -> str:
     return str(getattr(hook, "url", hook))
 
 
+class _Killed:
+    """The running verb was killed by a redirect."""
+
+
+_KILLED = _Killed()
+
+
 class Caller:
-    """What the caller does: answers for each ``gather`` in order (a ``str`` is speech, ``None``
-    silence), dial outcomes, and tool calls the model makes in ``llm`` verbs."""
+    """What the caller does: answers for each ``gather`` in order, dial outcomes, and tool
+    calls the model makes in ``llm`` verbs.
+
+    Args:
+        answers: one per ``gather``, in order: a ``str`` or :class:`Speech` is speech,
+            :class:`Digits` keys, ``None`` silence, :class:`HangUp` hangs up. Once they run
+            out, the caller stays silent.
+        dials: how each ``dial`` ends, in order (default: answered, then completed).
+        tool_calls: the tool calls the model makes in each ``llm`` verb.
+        on_gather: instead of ``answers``: called with each ``Gather`` verb, returns the answer
+            (sync or ``async``; an ``async`` one may wait, e.g. for a person to type, while
+            the call goes on: commands the app pushes meanwhile are followed, and a redirect
+            that kills the gather cancels the wait).
+    """
 
     def __init__(
         self,
-        *answers: str | Speech | Digits | None,
+        *answers: str | Answer,
         dials: Sequence[DialOutcome] = (),
         tool_calls: Sequence[ToolCallScript] = (),
-        on_gather: Callable[[Gather], Answer] | None = None,
+        on_gather: OnGather | None = None,
     ) -> None:
         self._answers = [Speech(a) if isinstance(a, str) else a for a in answers]
         self._dials = list(dials)
         self.tool_calls = list(tool_calls)
         self._on_gather = on_gather
 
-    def answer(self, gather: Gather) -> Answer:
+    async def answer(self, gather: Gather) -> Answer:
+        """The answer to ``gather`` (awaits ``on_gather`` when it is ``async``)."""
         if self._on_gather is not None:
-            return self._on_gather(gather)
+            result = self._on_gather(gather)
+            if result is None or isinstance(result, Speech | Digits | HangUp):
+                return result
+            return await result
         return self._answers.pop(0) if self._answers else None
 
     def dial(self, dial: Dial) -> DialOutcome:
@@ -183,6 +214,25 @@ class _Runner:
         await self.fc.wait_idle(self.speaking)
         return not self._apply_commands() and not self.ended
 
+    async def _ask(self, verb: Gather) -> Answer | _Killed:
+        """The caller's answer, while the call goes on: commands that arrive meanwhile are
+        followed (and narrated) at once; one that replaces the program kills the gather and
+        cancels the wait."""
+        got: list[Answer] = []
+        async with trio.open_nursery() as nursery:
+
+            async def ask() -> None:
+                got.append(await self.caller.answer(verb))
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(ask)
+            while True:
+                if self._apply_commands() or self.ended or self.fc.is_over:
+                    nursery.cancel_scope.cancel()
+                    return _KILLED
+                await self.fc.wait_idle(0.05)
+        return got[0]
+
     async def _after_hook(self, ack: AckRecord) -> None:
         self._narrate_ack(ack)
         if ack.verbs:
@@ -196,10 +246,10 @@ class _Runner:
                 self.notify = True
         elif isinstance(verb, Say | Pause):
             if not await self._play(verb):
-                return
+                return await self._killed(verb)
         elif isinstance(verb, Play):
             if not await self._play(verb):
-                return
+                return await self._killed(verb)
             if verb.action_hook is not None:
                 hook = _hook_url(verb.action_hook)
                 self.step("jambonz", f"verb:hook {hook} (playCompleted)")
@@ -207,11 +257,18 @@ class _Runner:
                 await self._after_hook(await fc.hook(hook, data, verb_id=verb.id))
         elif isinstance(verb, Gather):
             if verb.say is not None and not await self._play(verb.say):
-                return
+                return await self._killed(verb)
             if verb.action_hook is None:
                 return
             hook = _hook_url(verb.action_hook)
-            answer = self.caller.answer(verb)
+            answer = await self._ask(verb)
+            if answer is _KILLED:
+                return await self._killed(verb)
+            if isinstance(answer, HangUp):
+                self.step("caller", "(hangs up)")
+                self.ended = True
+                await fc.hangup()
+                return
             if isinstance(answer, Digits):
                 self.step("caller", f"presses {answer.digits}")
                 ack = await fc.gather_digits(hook, answer.digits, verb_id=verb.id)
@@ -243,6 +300,13 @@ class _Runner:
             await fc.hangup(by="jambonz")
             return
         await self._status("finished", verb)
+
+    async def _killed(self, verb: Verb) -> None:
+        """A redirect killed ``verb``: jambonz's session loop still reports it ``finished``
+        (FS v0.9.8 ``lib/session/call-session.js:1378-1380``; a killed gather calls no
+        actionHook, ``lib/tasks/gather.js:354-365``)."""
+        if not self.fc.is_over:
+            await self._status("finished", verb)
 
     async def _next_tool_output(self) -> LlmToolOutput:
         """Wait (bounded by the ack timeout) for the app's next ``llm:tool-output``; other

@@ -24,6 +24,7 @@ from jambonz_trio.testing import (
     Connector,
     Digits,
     HandshakeRejected,
+    HangUp,
     Speech,
     open_fake_call,
     run_call,
@@ -44,9 +45,9 @@ async def place_call(
     gathers: list[Gather] = []
     answer = caller.answer
 
-    def on_gather(gather: Gather) -> Speech | Digits | None:
+    async def on_gather(gather: Gather) -> Speech | Digits | HangUp | None:
         gathers.append(gather)
-        return answer(gather)
+        return await answer(gather)
 
     async with open_fake_call(connector, path=ivr.PATH, **kwargs) as fc:
         await run_call(fc, Caller(on_gather=on_gather), on_step=lambda who, text: steps.append((who, text)))
