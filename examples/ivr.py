@@ -10,8 +10,10 @@ enforced when both a username and a password are given (flags, or the environmen
 
 The caller hears a greeting and is asked to say something or press keys; the app repeats what
 it got and hangs up. A supervisor task, outside any call handler, watches new calls through
-the server's registry: for a caller on the block list it mutes the call, redirects it to a short
-message and hangs up - in that order, right after the ``session:new`` ack.
+the server's registry: for a caller on the block list it replaces the program with a short
+message (a ``redirect``, which kills the greeting) and hangs up - in that order, right after
+the ``session:new`` ack. (It does not ``mute``: jambonz acts on ``mute:status`` only during a
+``dial`` or ``conference``, and ignores it here; see ``examples/supervisor.py`` for that.)
 
 Per-call state lives in the handler's local variables and ``call.user_data``: it survives a
 jambonz reconnect, because the same ``Call`` (and the same handler) carries on.
@@ -98,7 +100,7 @@ async def ivr(call: Call) -> None:
 
 
 async def supervise(server: JambonzServer, blocklist: Sequence[str]) -> None:
-    """Push commands into calls this task did not answer: mute, redirect, hang up."""
+    """Push commands into calls this task did not answer: redirect, hang up."""
     async with trio.open_nursery() as nursery:
         async for call in server.calls.new_calls():
             if call.from_ in blocklist:
@@ -108,7 +110,6 @@ async def supervise(server: JambonzServer, blocklist: Sequence[str]) -> None:
 async def _block(call: Call) -> None:
     try:
         await call.wait_answered()
-        await call.mute()
         await call.redirect([Say(text="redirected")])
         await call.hangup()
         log.info("blocked caller %s on call %s", call.from_, call.call_sid)

@@ -19,6 +19,8 @@ sounds the same. Reconnects are invisible here: the same handler keeps waiting o
 
 The block-list supervisor is ``examples/ivr.py``'s own :func:`supervise`, imported unchanged:
 commands pushed from another task work the same whichever style the handler is written in.
+Its ``redirect`` replaces the program the conversation is running: the operation in progress
+raises :class:`~jambonz_trio.OperationInterrupted`, and the handler leaves the call to it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from jambonz_trio import Call, open_conversation
+from jambonz_trio import Call, OperationInterrupted, open_conversation
 
 if __package__:
     from . import ivr as callback_ivr
@@ -43,13 +45,16 @@ DEFAULT_BLOCKLIST = callback_ivr.DEFAULT_BLOCKLIST
 async def ivr(call: Call) -> None:
     """The call handler: the whole call, top to bottom."""
     async with open_conversation(call) as convo:
-        await convo.say("Hello from jambonz")
-        result = await convo.gather("Say something", input=["speech", "digits"], input_timeout=10)
-        if result.transcript:  # caller input: capped and sanitised before it goes in a verb
-            await convo.say(f"You said: {callback_ivr.speakable(result.transcript)}")
-        elif result.digits:
-            await convo.say(f"You pressed: {callback_ivr.speakable(result.digits, 40)}")
-        await convo.hangup()
+        try:
+            await convo.say("Hello from jambonz")
+            result = await convo.gather("Say something", input=["speech", "digits"], input_timeout=10)
+            if result.transcript:  # caller input: capped and sanitised before it goes in a verb
+                await convo.say(f"You said: {callback_ivr.speakable(result.transcript)}")
+            elif result.digits:
+                await convo.say(f"You pressed: {callback_ivr.speakable(result.digits, 40)}")
+            await convo.hangup()
+        except OperationInterrupted:
+            await call.wait_closed()  # another task replaced the program: the call is its now
 
 
 #: The same server, supervisor and command line as ``examples/ivr.py``, with this handler.

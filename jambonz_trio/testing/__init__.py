@@ -45,6 +45,7 @@ from ._records import (
 )
 from ._runner import (
     Caller,
+    CallRun,
     DialOutcome,
     Digits,
     HangUp,
@@ -61,6 +62,7 @@ from ._tts import TtsModel
 __all__ = [
     "FakeJambonzFactory",
     "Caller",
+    "CallRun",
     "DialOutcome",
     "Digits",
     "HangUp",

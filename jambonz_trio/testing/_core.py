@@ -15,7 +15,8 @@ from typing import Any, Literal
 import trio
 import trio_websocket
 
-from .._protocol import MESSAGE_TYPES, Command, Message, SessionReconnect
+from .._protocol import MESSAGE_TYPES, Command, HookSpec, Message, SessionReconnect, Verb
+from .._protocol._verbs import Gather
 from ._calldata import CallData
 from ._errors import (
     AckAbandoned,
@@ -169,6 +170,12 @@ class _Core:
         self._reconnect: _Cycle | None = None
         self._last_cycle: _Cycle | None = None
         self._answered_at: float | None = None
+        # What jambonz runs, for the commands that need a certain verb (mute, whisper):
+        # run_call says which verb runs (_running_known); a test driving the call by hand
+        # leaves it unknown, and the latest program the app gave stands in for it.
+        self._running: Verb | None = None
+        self._running_known = False
+        self._program: list[Verb] = []
 
         self._transcript: list[TranscriptEntry] = []
         self._violations: list[Violation] = []
@@ -233,6 +240,45 @@ class _Core:
         self._log(link, "event", f"VIOLATION [{kind}] {message}")
         self._notify()
         return len(self._violations) - 1
+
+    def _set_running(self, verb: Verb | None) -> None:
+        """``run_call``: ``verb`` runs now (``None``: none)."""
+        self._running, self._running_known = verb, True
+
+    def _program_changed(self, verbs: list[Verb], *, append: bool = False) -> None:
+        """The app gave jambonz verbs: a new program, or (``append``) more of it."""
+        self._program = [*self._program, *verbs] if append else list(verbs)
+
+    def _gather_for(self, hook: object) -> Gather | None:
+        """The gather a result is for: ``hook`` itself, or the running / latest gather of
+        the program with that action hook (``None`` if the fake cannot tell)."""
+        if isinstance(hook, Gather):
+            return hook
+        url = hook.url if isinstance(hook, HookSpec) else hook
+        for verb in [self._running, *reversed(self._program)]:
+            if isinstance(verb, Gather) and verb.action_hook is not None:
+                own = verb.action_hook.url if isinstance(verb.action_hook, HookSpec) else verb.action_hook
+                if own == url:
+                    return verb
+        return None
+
+    def _hears(self, gather: Gather | None, kind: Literal["digits", "speech"]) -> bool:
+        """Whether ``gather`` listens for ``kind``; records an ``unheard-input`` violation if
+        not (jambonz would never send that result)."""
+        inputs = (gather.input or ["digits"]) if gather is not None else [kind]
+        if kind in inputs:
+            return True
+        why = (
+            "keys only when input includes 'digits' (FS lib/tasks/gather.js:400-416)"
+            if kind == "digits"
+            else "speech only when input includes 'speech' (FS lib/tasks/gather.js:96)"
+        )
+        self._violate(
+            "unheard-input",
+            f"a {kind} result for a gather whose input is {list(inputs)}: jambonz 0.9.8 listens "
+            f"for {why}; the input defaults to ['digits'] (:45-47). It never sends such a result",
+        )
+        return False
 
     def _check(self) -> None:
         """Strict mode: raise the violations not reported yet."""

@@ -300,17 +300,23 @@ class FakeCall(_Inbound):
         """A gather actionHook with ``reason: speechDetected`` and a final transcript.
 
         ``hook``: the ``Gather`` verb (best: its ``id`` is sent as ``verb_id``) or its hook.
+        A gather that does not listen for speech records an ``unheard-input`` violation
+        first (see :meth:`gather_digits`).
         """
-        speech = {
-            "language_code": language_code,
-            "channel_tag": 1,
-            "is_final": True,
-            "alternatives": [{"confidence": confidence, "transcript": transcript}],
-        }
-        return await self.hook(hook, {"reason": "speechDetected", "speech": speech}, verb_id=verb_id)
+        self._hears(self._gather_for(hook), "speech")
+        self._check()
+        data = speech_result(transcript, confidence, language_code)
+        return await self.hook(hook, data, verb_id=verb_id)
 
     async def gather_digits(self, hook: HookTarget, digits: str, *, verb_id: str | None = None) -> AckRecord:
-        """A gather actionHook with ``reason: dtmfDetected`` and ``digits``."""
+        """A gather actionHook with ``reason: dtmfDetected`` and ``digits``.
+
+        A gather that does not listen for keys (its ``input`` lacks ``"digits"``; the fake
+        knows it when ``hook`` is the verb, or from the app's program) records an
+        ``unheard-input`` violation first (raised in strict mode, before sending).
+        """
+        self._hears(self._gather_for(hook), "digits")
+        self._check()
         return await self.hook(hook, {"reason": "dtmfDetected", "digits": digits}, verb_id=verb_id)
 
     async def gather_timeout(self, hook: HookTarget, *, verb_id: str | None = None) -> AckRecord:
@@ -328,12 +334,7 @@ class FakeCall(_Inbound):
         verb_id: str | None = None,
     ) -> AckRecord:
         """A dial actionHook (``dial_call_status``, ``dial_sip_status``, ``dial_call_sid``...)."""
-        data = {
-            "dial_call_status": dial_call_status,
-            "dial_sip_status": dial_sip_status,
-            "dial_call_sid": dial_call_sid or str(uuid.uuid4()),
-            "dial_sbc_callid": dial_sbc_callid or f"{uuid.uuid4().hex}@0.0.0.0",
-        }
+        data = dial_result_data(dial_call_status, dial_sip_status, dial_call_sid, dial_sbc_callid)
         return await self.hook(hook, data, verb_id=verb_id)
 
     async def dial_confirm(self, hook: str, child: CallData | None = None) -> AckRecord:
@@ -672,6 +673,32 @@ class FakeCall(_Inbound):
         self._ensure_active()
         if self._first_kind is None:
             raise self._fail(FakeJambonzError("call start() first"))
+
+
+def speech_result(transcript: str, confidence: float = 0.9, language_code: str = "en-US") -> dict[str, Any]:
+    """A gather's ``speechDetected`` result with one final transcript."""
+    speech = {
+        "language_code": language_code,
+        "channel_tag": 1,
+        "is_final": True,
+        "alternatives": [{"confidence": confidence, "transcript": transcript}],
+    }
+    return {"reason": "speechDetected", "speech": speech}
+
+
+def dial_result_data(
+    dial_call_status: str = "completed",
+    dial_sip_status: int = 200,
+    dial_call_sid: str | None = None,
+    dial_sbc_callid: str | None = None,
+) -> dict[str, Any]:
+    """A dial's actionHook result (fresh ids unless given)."""
+    return {
+        "dial_call_status": dial_call_status,
+        "dial_sip_status": dial_sip_status,
+        "dial_call_sid": dial_call_sid or str(uuid.uuid4()),
+        "dial_sbc_callid": dial_sbc_callid or f"{uuid.uuid4().hex}@0.0.0.0",
+    }
 
 
 def _has_hook(msg_type: str) -> bool:

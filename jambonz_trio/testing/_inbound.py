@@ -13,18 +13,28 @@ import trio
 
 from .._protocol import (
     MESSAGE_TYPES,
+    Command,
     JambonzErrorReport,
     TtsStreamingEvent,
     TtsTokensResult,
     Verb,
     structure_verbs,
 )
+from .._protocol._outbound import MuteStatus, Redirect, RedirectLegs, Whisper
+from .._protocol._verbs import Conference, Dial, Listen
 from ._core import _Core, _Link
 from ._errors import InvalidInitialVerbs, InvalidVerbs
 from ._jambonz import TTS_COMMANDS, check_envelope, js_str, parse_app_command
 from ._records import AckRecord, CommandRecord
 
 __all__: list[str] = []
+
+#: Commands jambonz 0.9.8 acts on only while one of these verbs is the current task (it logs
+#: and ignores them otherwise): the verbs, how docs/commands.md names them, the source.
+_NEEDS_VERB: dict[type, tuple[tuple[type[Verb], ...], str, str]] = {
+    MuteStatus: ((Dial, Conference), "dial or conference", "lib/session/call-session.js:1719-1727"),
+    Whisper: ((Dial, Listen), "dial or listen", "lib/session/call-session.js:1805-1815"),
+}
 
 
 class _Inbound(_Core):
@@ -144,6 +154,8 @@ class _Inbound(_Core):
             time=self._now(),
         )
         self._acks.append(record)
+        if verbs and mtype in ("session:new", "verb:hook", "session:redirect"):
+            self._program_changed(verbs)  # the ack's verbs replace the program
         if initial:
             # jambonz creates the call session, then reports "trying"; sending it before
             # waking start() makes the order deterministic for tests.
@@ -182,6 +194,11 @@ class _Inbound(_Core):
         if cmd is None:
             return
         self._commands.append(CommandRecord(command=cmd, raw=obj, connection=link.index, time=self._now()))
+        self._check_running(cmd, text, link)
+        if isinstance(cmd, Redirect):
+            self._program_changed(list(cmd.verbs), append=cmd.queue)
+        elif isinstance(cmd, RedirectLegs) and cmd.parent_call is not None:
+            self._program_changed(list(cmd.parent_call))
         if name == "tts:clear":
             self._tts.clear()
         elif name == "tts:flush":
@@ -189,6 +206,28 @@ class _Inbound(_Core):
         elif name not in TTS_COMMANDS:
             self._inbox.append(cmd)
         self._notify()
+
+    def _check_running(self, cmd: Command, text: str, link: _Link) -> None:
+        """A command jambonz ignores unless a certain verb runs (docs/commands.md)."""
+        rule = _NEEDS_VERB.get(type(cmd))
+        if rule is None:
+            return
+        kinds, names, source = rule
+        if self._running_known:
+            if isinstance(self._running, kinds):
+                return
+            now = f"while {self._running.VERB} runs" if self._running is not None else "while no verb runs"
+        elif any(isinstance(v, kinds) for v in self._program):
+            return  # driven by hand: one of them may be running
+        else:
+            now = "with no " + names.replace(" or ", " nor ") + " in the call's program"
+        self._violate(
+            "ignored-command",
+            f"{cmd.COMMAND} {now}: jambonz 0.9.8 acts on it only during {names}, and logs and "
+            f"ignores it otherwise (FS {source})",
+            frame=text,
+            link=link,
+        )
 
     # -- TTS playout -----------------------------------------------------------------------
 

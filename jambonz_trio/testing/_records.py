@@ -68,6 +68,8 @@ ViolationKind = Literal[
     "invalid-verbs",
     "invalid-command",
     "early-command",
+    "ignored-command",
+    "unheard-input",
     "ack-timeout",
 ]
 
@@ -90,6 +92,12 @@ class Violation:
             * ``invalid-command``: a command 0.9.8 does not handle, or whose ``data`` shape its
               handler cannot read (incl. snake ``call_sid`` instead of ``callSid``).
             * ``early-command``: a command before the ``session:new`` ack (jambonz drops it).
+            * ``ignored-command``: a command jambonz acts on only while a certain verb runs,
+              sent while none does: ``mute:status`` outside ``dial`` / ``conference``,
+              ``whisper`` outside ``dial`` / ``listen`` (jambonz logs and ignores it).
+            * ``unheard-input``: a gather result for input the gather does not listen for
+              (digits when its ``input`` lacks ``"digits"``, speech when it lacks
+              ``"speech"``; the default is ``["digits"]``): jambonz never sends one.
             * ``ack-timeout``: an ack-awaiting message was not answered in time.
         message: human-readable explanation.
         frame: the offending frame text, when there was one.

@@ -6,24 +6,28 @@ what to answer at each ``gather`` (and how a ``dial`` or an ``llm`` turn ends), 
 action hooks with the result shapes 0.9.8 sends, emits ``verb:status`` ``starting`` /
 ``finished`` once a ``config`` verb turned ``notifyEvents`` on, follows ``redirect`` commands
 (replace or append), and ends the call on ``hangup`` / ``sip:decline`` / ``call:status
-completed`` - or as the caller, when nothing is left to run for ``idle`` seconds.
+completed`` - or as the caller, when nothing is left to run for ``idle`` seconds. A socket
+that drops while a hook waits for its ack abandons that request and reconnects, as jambonz
+does, and the program carries on. It returns a :class:`CallRun`: what the caller heard and the
+narration.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import trio
 
-from .._protocol._outbound import CallStatusCommand, LlmToolOutput, Redirect
+from .._protocol._outbound import CallStatusCommand, LlmToolOutput, Redirect, RedirectLegs
 from .._protocol._verbs import Config, Dial, Gather, Hangup, Llm, Pause, Play, Say, SipDecline
 from .._protocol._verbs_base import Verb
-from ._fake import FakeCall
+from ._errors import AckAbandoned
+from ._fake import FakeCall, dial_result_data, speech_result
 from ._records import AckRecord
 
-__all__ = ["Caller", "Digits", "DialOutcome", "HangUp", "Speech", "ToolCallScript", "run_call"]
+__all__ = ["CallRun", "Caller", "Digits", "DialOutcome", "HangUp", "Speech", "ToolCallScript", "run_call"]
 
 
 @attrs.frozen
@@ -122,6 +126,22 @@ class Caller:
         return self._dials.pop(0) if self._dials else DialOutcome()
 
 
+@attrs.frozen
+class CallRun:
+    """What :func:`run_call` played.
+
+    Attributes:
+        heard: what the caller heard, in order, however the app sent it (an ack, or a
+            ``redirect``): the text of each ``say`` that started playing (a gather's prompt
+            too; a list of texts joined with ``" | "``), and ``"play <url>"`` for each
+            ``play``.
+        steps: the narration, ``(who, text)`` pairs (see :func:`run_call`).
+    """
+
+    heard: list[str]
+    steps: list[tuple[str, str]]
+
+
 async def run_call(
     fc: FakeCall,
     caller: Caller,
@@ -130,14 +150,21 @@ async def run_call(
     speaking: float = 0.05,
     on_step: Step | None = None,
     start: bool = True,
-) -> None:
+) -> CallRun:
     """Play the whole call: ``session:new`` (unless ``start=False``), then the app's program.
 
-    Blocks until the call is over. ``on_step(who, text)`` narrates it (``who`` is
-    ``jambonz``, ``app``, ``caller`` or ``command``). Failures raise the fake's errors.
+    Blocks until the call is over, and returns what the caller heard and the narration.
+    ``on_step(who, text)`` narrates the call as it goes: ``who`` is ``jambonz``, ``app`` (the
+    verbs of an ack), ``command`` (a command the app pushed), ``caller`` (an answer) or
+    ``heard`` (a ``say`` / ``play`` starts playing, whichever way the app sent it). A hook
+    abandoned by a socket drop does not end the call: jambonz reconnects and carries on.
+
+    Raises:
+        FakeJambonzError: the fake's errors (strict violations, ack timeouts, a rejected call).
     """
     runner = _Runner(fc, caller, idle=idle, speaking=speaking, on_step=on_step or (lambda w, t: None))
     await runner.run(start=start)
+    return CallRun(heard=runner.heard, steps=runner.steps)
 
 
 class _Runner:
@@ -146,11 +173,25 @@ class _Runner:
         self.caller = caller
         self.idle = idle
         self.speaking = speaking
-        self.step = on_step
+        self.on_step = on_step
         self.program: list[Verb] = []
         self.seen = 0
         self.notify = False
         self.ended = False
+        self.heard: list[str] = []
+        self.steps: list[tuple[str, str]] = []
+
+    def step(self, who: str, text: str) -> None:
+        self.steps.append((who, text))
+        self.on_step(who, text)
+
+    def _hear(self, verb: Say | Play) -> None:
+        if isinstance(verb, Say):
+            text = verb.text if isinstance(verb.text, str) else " | ".join(verb.text or [])
+        else:
+            text = "play " + (verb.url if isinstance(verb.url, str) else " | ".join(verb.url))
+        self.heard.append(text)
+        self.step("heard", text)
 
     def _narrate_ack(self, ack: AckRecord) -> None:
         if not ack.verbs:
@@ -200,6 +241,9 @@ class _Runner:
                 else:
                     self.program = list(cmd.verbs)
                     replaced = True
+            elif isinstance(cmd, RedirectLegs) and cmd.parent_call is not None:
+                self.program = list(cmd.parent_call)
+                replaced = True
             elif isinstance(cmd, CallStatusCommand) and cmd.call_status == "completed":
                 self.ended = True
         self.seen = max(self.seen, end)
@@ -211,6 +255,8 @@ class _Runner:
 
     async def _play(self, verb: Verb) -> bool:
         """Let ``speaking`` seconds pass; ``False`` if a redirect killed the verb."""
+        if isinstance(verb, Say | Play):
+            self._hear(verb)
         await self.fc.wait_idle(self.speaking)
         return not self._apply_commands() and not self.ended
 
@@ -233,80 +279,121 @@ class _Runner:
                 await self.fc.wait_idle(0.05)
         return got[0]
 
-    async def _after_hook(self, ack: AckRecord) -> None:
+    async def _after_hook(self, ack: AckRecord | None, *, use_verbs: bool = True) -> None:
+        if ack is None:
+            return  # abandoned: the verb ends with no new verbs
         self._narrate_ack(ack)
-        if ack.verbs:
+        if ack.verbs and use_verbs:
             self.program = list(ack.verbs)
+
+    async def _hook(self, verb: Verb, data: dict[str, Any]) -> AckRecord | None:
+        """Send the verb's action hook; ``None`` if a socket drop abandoned it (jambonz fails
+        the request, reconnects and carries on, docs/protocol.md §6.2 step 1)."""
+        try:
+            return await self.fc.hook(verb, data)
+        except AckAbandoned as exc:
+            if self.fc.is_over:
+                raise
+            self.step("jambonz", f"the socket dropped before the ack: {exc.msg_type} abandoned; carrying on")
+            return None
 
     async def _execute(self, verb: Verb) -> None:
         fc = self.fc
         await self._status("starting", verb)
+        fc._set_running(verb)
+        try:
+            finished = await self._run_verb(verb)
+        finally:
+            fc._set_running(None)
+        if finished is not None:
+            await self._status("finished", verb)
+
+    async def _run_verb(self, verb: Verb) -> bool | None:
+        """Run one verb; ``None`` if it ended the call (no ``finished`` report), ``False`` if a
+        redirect killed it (still reported ``finished``, as jambonz does)."""
+        fc = self.fc
         if isinstance(verb, Config):
             if verb.notify_events:
                 self.notify = True
         elif isinstance(verb, Say | Pause):
             if not await self._play(verb):
-                return await self._killed(verb)
+                return False
         elif isinstance(verb, Play):
             if not await self._play(verb):
-                return await self._killed(verb)
+                return False
             if verb.action_hook is not None:
-                hook = _hook_url(verb.action_hook)
-                self.step("jambonz", f"verb:hook {hook} (playCompleted)")
+                self.step("jambonz", f"verb:hook {_hook_url(verb.action_hook)} (playCompleted)")
                 data = {"reason": "playCompleted", "playback_seconds": 1, "playback_milliseconds": 1000}
-                await self._after_hook(await fc.hook(hook, data, verb_id=verb.id))
+                await self._after_hook(await self._hook(verb, data))
         elif isinstance(verb, Gather):
-            if verb.say is not None and not await self._play(verb.say):
-                return await self._killed(verb)
-            if verb.action_hook is None:
-                return
-            hook = _hook_url(verb.action_hook)
-            answer = await self._ask(verb)
-            if answer is _KILLED:
-                return await self._killed(verb)
-            if isinstance(answer, HangUp):
-                self.step("caller", "(hangs up)")
-                self.ended = True
-                await fc.hangup()
-                return
-            if isinstance(answer, Digits):
-                self.step("caller", f"presses {answer.digits}")
-                ack = await fc.gather_digits(hook, answer.digits, verb_id=verb.id)
-            elif isinstance(answer, Speech):
-                self.step("caller", f'says "{answer.text}"')
-                ack = await fc.gather_speech(hook, answer.text, confidence=answer.confidence, verb_id=verb.id)
-            else:
-                self.step("caller", "(silence)")
-                ack = await fc.gather_timeout(hook, verb_id=verb.id)
-            self.step("jambonz", f"verb:hook {hook}")
-            await self._after_hook(ack)
+            return await self._gather(verb)
         elif isinstance(verb, Dial):
-            outcome = self.caller.dial(verb)
-            if verb.action_hook is not None:
-                hook = _hook_url(verb.action_hook)
-                self.step("jambonz", f"dial ends: {outcome.dial_call_status}; verb:hook {hook}")
-                ack = await fc.dial_result(
-                    hook,
-                    dial_call_status=outcome.dial_call_status,
-                    dial_sip_status=outcome.dial_sip_status,
-                    verb_id=verb.id,
-                )
-                await self._after_hook(ack)
+            return await self._dial(verb)
         elif isinstance(verb, Llm):
             await self._llm(verb)
         elif isinstance(verb, Hangup | SipDecline):
             self.step("jambonz", f"runs {describe_verb(verb)}: the call ends")
             self.ended = True
             await fc.hangup(by="jambonz")
-            return
-        await self._status("finished", verb)
+            return None
+        return True
 
-    async def _killed(self, verb: Verb) -> None:
-        """A redirect killed ``verb``: jambonz's session loop still reports it ``finished``
-        (FS v0.9.8 ``lib/session/call-session.js:1378-1380``; a killed gather calls no
-        actionHook, ``lib/tasks/gather.js:354-365``)."""
-        if not self.fc.is_over:
-            await self._status("finished", verb)
+    async def _gather(self, verb: Gather) -> bool | None:
+        if verb.say is not None and not await self._play(verb.say):
+            return False
+        if verb.action_hook is None:
+            return True
+        hook = _hook_url(verb.action_hook)
+        answer = await self._ask(verb)
+        if answer is _KILLED:
+            return False
+        if isinstance(answer, HangUp):
+            self.step("caller", "(hangs up)")
+            self.ended = True
+            await self.fc.hangup()
+            return None
+        data: dict[str, Any]
+        assert not isinstance(answer, _Killed)
+        kind: Literal["digits", "speech"] = "digits" if isinstance(answer, Digits) else "speech"
+        if answer is not None and not self.fc._hears(verb, kind):
+            self.fc._check()  # strict: unheard-input raises here
+            self.step("caller", f"{_said(answer)} (not listened for: the gather times out)")
+            answer = None
+        if isinstance(answer, Digits):
+            self.step("caller", _said(answer))
+            data = {"reason": "dtmfDetected", "digits": answer.digits}
+        elif isinstance(answer, Speech):
+            self.step("caller", _said(answer))
+            data = speech_result(answer.text, answer.confidence)
+        else:
+            self.step("caller", "(silence)")
+            data = {"reason": "timeout"}
+        self.step("jambonz", f"verb:hook {hook}")
+        ack = await self._hook(verb, data)
+        if ack is None and not self.fc.is_over:
+            # FS v0.9.8 lib/tasks/gather.js:1426-1447: a failed actionHook is reported with a
+            # jambonz:error and a call:status carrying `error` (err.message of the string
+            # "abandoning msgid ..." is undefined: no details, no reason), then the gather ends
+            await self.fc.jambonz_error("invalid actionHook response", verb="gather", id=verb.id)
+            await self.fc.notify(
+                "call:status", {**self.fc.call.call_info(), "error": "invalid actionHook response"}
+            )
+        await self._after_hook(ack)
+        return True
+
+    async def _dial(self, verb: Dial) -> bool:
+        outcome = self.caller.dial(verb)
+        self.step("jambonz", f"dials {describe_verb(verb)}")
+        killed = not await self._play(verb)  # connected for a while: commands may arrive
+        if verb.action_hook is None:
+            return not killed
+        hook = _hook_url(verb.action_hook)
+        self.step("jambonz", f"dial ends: {outcome.dial_call_status}; verb:hook {hook}")
+        # a dial killed by a redirect still sends its actionHook, and ignores the ack's verbs
+        # (FS v0.9.8 lib/tasks/dial.js:249: expectResponse is false when replaced)
+        ack = await self._hook(verb, dial_result_data(outcome.dial_call_status, outcome.dial_sip_status))
+        await self._after_hook(ack, use_verbs=not killed)
+        return not killed
 
     async def _next_tool_output(self) -> LlmToolOutput:
         """Wait (bounded by the ack timeout) for the app's next ``llm:tool-output``; other
@@ -333,8 +420,11 @@ class _Runner:
         if verb.action_hook is not None:
             hook = _hook_url(verb.action_hook)
             self.step("jambonz", f"verb:hook {hook} (normal conversation end)")
-            ack = await fc.hook(hook, {"completion_reason": "normal conversation end"}, verb_id=verb.id)
-            await self._after_hook(ack)
+            await self._after_hook(await self._hook(verb, {"completion_reason": "normal conversation end"}))
+
+
+def _said(answer: Speech | Digits) -> str:
+    return f"presses {answer.digits}" if isinstance(answer, Digits) else f'says "{answer.text}"'
 
 
 def describe_verb(verb: Verb) -> str:

@@ -12,7 +12,7 @@ import trio.testing
 
 from examples import ivr
 from jambonz_trio import JambonzServer
-from jambonz_trio.commands import CallStatusCommand, MuteStatus, Redirect
+from jambonz_trio.commands import CallStatusCommand, Redirect
 from jambonz_trio.testing import CallData, FakeCall, HandshakeRejected, open_fake_call, tcp_connector
 from jambonz_trio.verbs import Gather, Hangup, Say
 from tests.engine.helpers import RawClient
@@ -62,13 +62,14 @@ async def test_timeout_hangs_up(server: JambonzServer) -> None:
         assert ack.verbs == [Hangup()]
 
 
-async def test_blocked_caller_gets_mute_redirect_hangup_in_order(server: JambonzServer) -> None:
+async def test_blocked_caller_gets_redirect_then_hangup(server: JambonzServer) -> None:
+    """No ``mute`` any more: jambonz ignores it outside a dial or conference, and the fake
+    now says so (issue 18 item 5)."""
     async with ivr_call(server, caller="+15550000001") as fc:
         await fc.start()
-        assert (await fc.expect_command(MuteStatus)).mute_status == "mute"
         assert (await fc.expect_command(Redirect)).verbs == (Say(text="redirected"),)
         assert (await fc.expect_command(CallStatusCommand)).call_status == "completed"
-        assert [c.name for c in fc.commands] == ["mute:status", "redirect", "call:status"]
+        assert [c.name for c in fc.commands] == ["redirect", "call:status"]
 
 
 async def test_other_callers_get_no_commands(server: JambonzServer) -> None:

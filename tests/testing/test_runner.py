@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from jambonz_trio import Call, JambonzServer, VerbStatus, serve_jambonz
+from jambonz_trio import Call, JambonzServer, VerbHook, VerbStatus, serve_jambonz
 from jambonz_trio.testing import Caller, Digits, HangUp, Speech, open_fake_call, run_call
 from jambonz_trio.verbs import Config, Gather, Hangup, Say
 
@@ -59,3 +59,80 @@ async def test_hang_up_is_an_answer(nursery: trio.Nursery, autojump_clock: trio.
     assert fc.is_over and not fc.acks[1:]
     final = [m for m in fc.sent if m.type == "call:status"][-1]
     assert final.data["call_status"] == "completed" and final.data["call_termination_by"] == "caller"
+
+
+# -- item 2: a drop while a hook waits for its ack ---------------------------------------
+
+
+async def test_a_drop_while_a_hook_is_in_flight_reconnects_and_carries_on(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: ``run_call`` (and so ``simulate``) raised ``AckAbandoned``. jambonz abandons
+    the request, reports the failed gather (``jambonz:error`` and a ``call:status`` with
+    ``error``, FS v0.9.8 ``lib/tasks/gather.js:1426-1447``), reconnects and carries on."""
+    hook_arrived = trio.Event()
+    release = trio.Event()
+
+    async def slow_app(call: Call) -> None:
+        await call.ack(call.session, [Gather(action_hook="/g", input=["speech"], id="g1")])
+        async for event in call:
+            if isinstance(event, VerbHook) and event.hook == "/g":
+                hook_arrived.set()
+                await release.wait()  # jambonz's socket dies meanwhile
+                await call.ack(event, [Say(text="Thanks"), Hangup()])  # late: a redirect
+
+    server: JambonzServer = await nursery.start(serve_jambonz, slow_app)
+    story: list[tuple[str, str]] = []
+    async with open_fake_call(server.connect_memory) as fc, trio.open_nursery() as inner:
+
+        async def play() -> None:
+            await run_call(fc, Caller("hello"), on_step=lambda *step: story.append(step))
+
+        inner.start_soon(play)
+        await hook_arrived.wait()
+        await fc.drop()
+        release.set()
+    assert fc.connection_count == 2 and fc.is_over
+    assert ("jambonz", "the socket dropped before the ack: verb:hook abandoned; carrying on") in story
+    assert fc.jambonz_errors == []  # the app sent nothing jambonz could not parse
+    sent = [m for m in fc.sent if m.type in ("jambonz:error", "call:status")]
+    error = next(m for m in sent if m.type == "jambonz:error")
+    assert dict(error.data) == {"msg": "invalid actionHook response", "verb": "gather", "id": "g1"}
+    assert any(m.data.get("error") == "invalid actionHook response" for m in sent)
+    assert ("heard", "Thanks") in story  # the late answer, sent as a redirect after the reconnect
+
+
+# -- item 8: what the caller heard -------------------------------------------------------
+
+
+async def by_acks(call: Call) -> None:
+    await call.ack(call.session, [Say(text="Hello"), Gather(action_hook="/g", say=Say(text="Name?"))])
+    async for event in call:
+        if isinstance(event, VerbHook):
+            await call.ack(event, [Say(text="Bye"), Hangup()])
+
+
+async def by_redirects(call: Call) -> None:
+    await call.ack(call.session, [Config(notify_events=True)])
+    await call.redirect([Say(text="Hello"), Gather(action_hook="/g", say=Say(text="Name?"))], queue=True)
+    async for event in call:
+        if isinstance(event, VerbHook):
+            await call.ack(event)
+            await call.redirect([Say(text="Bye"), Hangup()])
+
+
+async def test_what_the_caller_heard_does_not_depend_on_ack_or_redirect(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: the narration read ``app: say "Hello"`` for an ack but ``command: redirect
+    (append): ...; say "Hello"`` for a redirect, and nothing else told what was played."""
+    heard = []
+    for app in (by_acks, by_redirects):
+        server: JambonzServer = await nursery.start(serve_jambonz, app)
+        steps: list[tuple[str, str]] = []
+        async with open_fake_call(server.connect_memory) as fc:
+            run = await run_call(fc, Caller(Digits("1")), on_step=lambda *step, s=steps: s.append(step))
+        assert run.steps == steps
+        assert [text for who, text in steps if who == "heard"] == run.heard
+        heard.append(run.heard)
+    assert heard[0] == heard[1] == ["Hello", "Name?", "Bye"]
