@@ -11,6 +11,9 @@ result reasons at ``:1389-1425``), and the session loop reports it ``finished`` 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 import trio
 import trio.testing
@@ -44,26 +47,22 @@ class Agent:
             await call.wait_closed()
 
 
-async def _serve(nursery: trio.Nursery, agent: Agent) -> JambonzServer:
+@asynccontextmanager
+async def in_gather(nursery: trio.Nursery, agent: Agent) -> AsyncIterator[tuple[FakeCall, Call]]:
+    """A call whose conversation waits in its gather (``jt-1``); yields the fake and the call
+    as another task of the server's process sees it."""
     server: JambonzServer = await nursery.start(serve_jambonz, agent)
-    return server
-
-
-async def _gather_started(fc: FakeCall) -> Gather:
-    ack = await fc.start()
-    gather = ack.first(Gather)
-    assert gather is not None and gather.id == "jt-1"
-    return gather
+    async with open_fake_call(server.connect_memory) as fc:
+        gather = (await fc.start()).first(Gather)
+        assert gather.id == "jt-1"
+        yield fc, server.calls[fc.call.call_sid]
 
 
 async def test_a_supervisors_redirect_interrupts_the_gather_in_progress(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     agent = Agent()
-    server = await _serve(nursery, agent)
-    async with open_fake_call(server.connect_memory) as fc:
-        await _gather_started(fc)
-        call = server.calls[fc.call.call_sid]
+    async with in_gather(nursery, agent) as (fc, call):
         goodbye = [Say(text="A supervisor takes over. Goodbye")]
         await call.redirect(goodbye)  # from this task, not the handler's
         assert (await fc.expect_command(Redirect)).verbs == tuple(goodbye)
@@ -84,9 +83,7 @@ async def test_a_gather_jambonz_reports_finished_without_its_hook_was_killed(
     """Killed by something the conversation did not send (another process, a
     ``redirect_legs(child_call=...)``): only jambonz's ``verb:status`` tells."""
     agent = Agent()
-    server = await _serve(nursery, agent)
-    async with open_fake_call(server.connect_memory) as fc:
-        await _gather_started(fc)
+    async with in_gather(nursery, agent) as (fc, _call):
         await fc.verb_status("finished", id="jt-1", name="gather")
         nxt = await fc.expect_command(Redirect, within=10)
         assert nxt.verbs == (Say(text="after", id="jt-2"),)
@@ -98,10 +95,7 @@ async def test_appending_from_another_task_interrupts_nothing(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     agent = Agent()
-    server = await _serve(nursery, agent)
-    async with open_fake_call(server.connect_memory) as fc:
-        await _gather_started(fc)
-        call = server.calls[fc.call.call_sid]
+    async with in_gather(nursery, agent) as (fc, call):
         await call.redirect([Say(text="queued")], queue=True)
         await call.send_dtmf("1")  # not a redirect
         await fc.expect_command(Redirect)
@@ -121,9 +115,7 @@ async def test_a_hook_result_followed_by_an_outside_redirect_is_released_not_ans
     so the hook is acked empty and the next operation is appended."""
     agent = Agent()
     agent.pause_after_gather = True
-    server = await _serve(nursery, agent)
-    async with open_fake_call(server.connect_memory) as fc, trio.open_nursery() as inner:
-        await _gather_started(fc)
+    async with in_gather(nursery, agent) as (fc, call), trio.open_nursery() as inner:
         acks = []
 
         async def answer() -> None:
@@ -132,7 +124,7 @@ async def test_a_hook_result_followed_by_an_outside_redirect_is_released_not_ans
         inner.start_soon(answer)
         await trio.testing.wait_all_tasks_blocked()
         assert agent.outcomes == ["answer hello"]
-        await server.calls[fc.call.call_sid].redirect([Say(text="Goodbye")])
+        await call.redirect([Say(text="Goodbye")])
         agent.go.set()
         supervisor = await fc.expect_command(Redirect)
         assert supervisor.verbs == (Say(text="Goodbye"),) and not supervisor.queue
