@@ -140,7 +140,7 @@ async def test_simulate_interactive_keeps_the_call_alive_while_the_caller_types(
     """Issue 18 item 1: ``input()`` blocked the trio loop while the person typed: no pongs
     (the app's keepalive aborted the socket) and pushed commands only showed after Enter.
     A real process, its stdin a pipe written slowly while the app pings and pushes."""
-    config = ServerConfig(call=CallConfig(ping_interval=0.05, ping_timeout=1.0))
+    config = ServerConfig(call=CallConfig(ping_interval=0.05, ping_timeout=5.0))
     server: JambonzServer = await nursery.start(partial(serve_jambonz, echo_once, port=0, config=config))
     new_calls = server.calls.new_calls()
     argv = [sys.executable, "-m", "jambonz_trio", "simulate", f"ws://127.0.0.1:{server.port}/"]
