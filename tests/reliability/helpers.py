@@ -30,6 +30,7 @@ __all__ = [
     "Latencies",
     "RawClient",
     "connect_call",
+    "drip",
     "fd_count",
     "frame",
     "hook_loop",
@@ -193,6 +194,17 @@ async def connect_call(port: int, sid: str, *, path: str = "/app", msgid: str | 
         await client.drop()
         raise AssertionError(f"{sid}: bad session:new ack {ack!r}")
     return client
+
+
+async def drip(stream: trio.abc.SendStream, data: bytes, interval: float = 0.1) -> None:
+    """Send ``data`` one byte every ``interval`` seconds (slowloris), until done or the peer
+    is gone."""
+    try:
+        for byte in data:
+            await stream.send_all(bytes([byte]))
+            await trio.sleep(interval)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
 
 
 def frame(opcode: int, payload: bytes, *, fin: bool = True, declared: int | None = None) -> bytes:

@@ -74,8 +74,11 @@ def _create(path: Path) -> BinaryIO:
 
 
 @asynccontextmanager
-async def server_process(config: dict[str, Any]) -> AsyncIterator[ServerProcess]:
-    """Run ``python -m tests.reliability.serverproc CONFIG``; always stopped on exit."""
+async def server_process(config: dict[str, Any], *, repo: Path | None = None) -> AsyncIterator[ServerProcess]:
+    """Run ``python -m tests.reliability.serverproc CONFIG``; always stopped on exit.
+
+    ``repo``: run it from another checkout (its own ``jambonz_trio``), e.g. for before/after
+    figures; default this one."""
     with tempfile.TemporaryDirectory(prefix="jt-serverproc-") as tmp:
         stderr_path = Path(tmp) / "stderr.log"
         with _create(stderr_path) as stderr:
@@ -84,7 +87,7 @@ async def server_process(config: dict[str, Any]) -> AsyncIterator[ServerProcess]
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
-                cwd=REPO,
+                cwd=repo or REPO,
             )
         server = ServerProcess(proc, stderr_path)
         try:

@@ -27,6 +27,7 @@ from .helpers import (
     USER,
     Latencies,
     connect_call,
+    drip,
     slow,
     wait_until,
 )
@@ -73,17 +74,8 @@ async def _held_until_cut(port: int, dribble: bytes | None, budget: float, cut_a
     t0 = trio.current_time()
     try:
         async with trio.open_nursery() as nursery:
-
-            async def drip() -> None:
-                try:
-                    for byte in dribble or b"":
-                        await stream.send_all(bytes([byte]))
-                        await trio.sleep(0.1)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass
-
             if dribble:
-                nursery.start_soon(drip)
+                nursery.start_soon(drip, stream, dribble)
             with trio.move_on_after(budget):
                 for _ in range(1000):
                     try:
