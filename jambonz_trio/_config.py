@@ -113,6 +113,8 @@ class ServerConfig:
         first_message_timeout: how long an accepted socket may stay silent before its first
             message (jambonz sends it at once).
         max_request_head_bytes: cap on the HTTP request head.
+        max_request_headers: cap on the number of header lines, checked on the raw bytes
+            before any parsing; more: 431.
         max_pending_handshakes: handshakes in progress at once; more get 503.
         max_connections: open sockets at once; more get 503.
         max_inbound_bytes: largest frame accepted from jambonz (UTF-8 bytes); bigger: close 1009.
@@ -131,6 +133,7 @@ class ServerConfig:
     handshake_timeout: float = 5.0
     first_message_timeout: float = 10.0
     max_request_head_bytes: int = 16 * 1024
+    max_request_headers: int = 100
     max_pending_handshakes: int = 256
     max_connections: int = 10_000
     max_inbound_bytes: int = 1024 * 1024
@@ -138,3 +141,7 @@ class ServerConfig:
     max_parked_calls: int = 10_000
     max_parked_calls_per_account: int | None = None
     call: CallConfig = CallConfig()
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_request_headers < 1:
+            raise ValueError("max_request_headers must be at least 1")

@@ -179,12 +179,15 @@ class JambonzServer:
                 try:
                     if isinstance(stream, trio.SSLStream):
                         await stream.do_handshake()
-                    head = await read_head(stream, config.max_request_head_bytes)
+                    head = await read_head(
+                        stream, config.max_request_head_bytes, max_headers=config.max_request_headers
+                    )
                     admitted = await judge(
                         head,
                         self.routes,
                         max_head_bytes=config.max_request_head_bytes,
                         health_path=config.health_path,
+                        max_headers=config.max_request_headers,
                     )
                     await stream.send_all(accept_response(admitted.key, SUBPROTOCOL))
                 except Refusal as exc:

@@ -139,6 +139,40 @@ def _mostly(
     return st.sampled_from([valid] * odds + [wild]).flatmap(lambda strategy: strategy)
 
 
+# -- issue 19, minor: HTTP versions and obs-fold on the upgrade ---------------------------------
+
+OLD_FORMS: dict[str, tuple[bytes, int]] = {
+    "http-2.0": (build_request(version=b"HTTP/2.0"), 505),
+    "http-1.2": (build_request(version=b"HTTP/1.2"), 505),
+    "http-0.9": (build_request(version=b"HTTP/0.9"), 505),
+    "http-1.0-upgrade": (build_request(version=b"HTTP/1.0"), 400),
+    "obs-fold-space": (build_request(extra=[(b"X-Folded", b"a\r\n b")]), 400),
+    "obs-fold-tab": (build_request(extra=[(b"X-Folded", b"a\r\n\tb")]), 400),
+    "obs-fold-protocol": (
+        build_request(replace=[(b"Sec-WebSocket-Protocol", b"x,\r\n ws.jambonz.org")]),
+        400,
+    ),
+}
+
+
+@pytest.mark.parametrize("form", list(OLD_FORMS), ids=list(OLD_FORMS))
+async def test_i19_minor_http_versions_and_obs_fold_refused(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, form: str
+) -> None:
+    """Issue 19 (minor): an upgrade must be HTTP/1.1 (other versions: 505, HTTP/1.0: 400) and
+    may not fold header lines (RFC 9112 §5.2): these used to get a 101."""
+    request, status = OLD_FORMS[form]
+    with trio.fail_after(10):
+        server = await start(nursery, Route(path="/app", handler=make_handler("app")))
+        response = await exchange(server.port, request)
+        assert response.status == status
+        assert response.get("Connection") == ["close"]
+        # a plain HTTP/1.0 health check is still answered
+        health = await exchange(server.port, b"GET /healthz HTTP/1.0\r\n\r\n")
+        assert (health.status, health.body) == (200, b"ok\n")
+    assert errors(caplog) == []
+
+
 _header_values = _mostly(st.sampled_from(_VALUES), st.binary(max_size=24), odds=4)
 _header_names = _mostly(st.sampled_from(_NAMES), st.binary(min_size=1, max_size=10))
 _targets = _mostly(
@@ -194,7 +228,7 @@ ROUTES = (
     Route(path="/open", handler=_noop, prefix=True),
     Route(path="/dyn", handler=_noop, auth=_authenticate, allow_origins=frozenset({"https://ok"})),
 )
-REFUSAL_STATUSES = {200, 204, 400, 401, 403, 404, 405, 426, 431, 500}
+REFUSAL_STATUSES = {200, 204, 400, 401, 403, 404, 405, 426, 431, 500, 505}
 
 
 def _split(data: bytes, cuts: Sequence[int]) -> list[bytes]:

@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from jambonz_trio import Route
+from jambonz_trio import Route, _admission
 
 from .helpers import (
     build_request,
@@ -200,3 +200,57 @@ async def test_fm07_connection_cap(nursery: trio.Nursery, caplog: pytest.LogCapt
             async with ws_client(server.port) as c:
                 assert await new_session(c, "sid-c") == say("app")
         assert errors(caplog) == []
+
+
+# -- issue 19 item 9: header count, on the raw bytes --------------------------------------------
+
+
+def _padded(headers: int, **kwargs: object) -> bytes:
+    """An upgrade head with ``headers`` header lines in all (the base request has 6)."""
+    return build_request(extra=[(b"X-Pad-%d" % i, b"1") for i in range(headers - 6)], **kwargs)  # type: ignore[arg-type]
+
+
+async def test_i19_9_many_headers_refused_before_parsing(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19 item 9: a 15 KB head of 3,000 tiny headers gets 431 without ever reaching the
+    HTTP parser; max_request_headers (default 100) lines still parse."""
+    parsed: list[int] = []
+    real_parse = _admission._parse
+
+    def spy(head: bytes, max_bytes: int) -> object:
+        parsed.append(len(head))
+        return real_parse(head, max_bytes)
+
+    monkeypatch.setattr(_admission, "_parse", spy)
+    with trio.fail_after(60):
+        server = await start(nursery, APP)
+        hostile = build_request()[:-2] + b"X:1\r\n" * 3000 + b"\r\n"
+        assert 15_000 < len(hostile) < 16 * 1024
+        response, _ = await exchange_memory(server, hostile)
+        assert response.status == 431
+        assert parsed == []
+        response, _ = await exchange_memory(server, _padded(100))
+        assert response.status == 101
+        assert len(parsed) == 1
+        response, _ = await exchange_memory(server, _padded(101))
+        assert response.status == 431
+        assert len(parsed) == 1
+
+
+async def test_i19_9_header_lines_counted_as_they_arrive(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Issue 19 item 9: a head that keeps adding header lines is refused (431) as soon as it
+    passes the cap, without waiting for its end or the handshake deadline."""
+    with trio.fail_after(60):
+        server = await start(nursery, APP, max_request_headers=10)
+        client = await server.connect_memory()
+        await client.send_all(b"GET /app HTTP/1.1\r\n")
+        t0 = trio.current_time()
+        for i in range(11):
+            await client.send_all(b"X-%d: 1\r\n" % i)
+            await trio.sleep(0.1)
+        response = await read_response(client)
+        assert response.status == 431
+        assert trio.current_time() - t0 == pytest.approx(1.1, abs=0.01)
