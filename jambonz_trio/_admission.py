@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ from ._log import get_logger
 __all__ = [
     "AdmissionRequest",
     "BasicAuth",
+    "HandshakeBudget",
     "Identity",
     "Refusal",
     "Route",
@@ -34,6 +36,7 @@ __all__ = [
     "http_response",
     "parse_basic_auth",
     "read_head",
+    "source_key",
 ]
 
 log = get_logger("jambonz_trio.server")
@@ -142,18 +145,23 @@ class Admitted:
     trailing: bytes = b""  # bytes read past the request head (a first frame sent early)
 
 
+class Silent(EOFError):
+    """The peer sent nothing within ``first_byte_timeout``: closed without an answer."""
+
+
 async def read_head(
     stream: trio.abc.Stream,
     max_bytes: int,
     *,
     max_headers: int | None = None,
+    first_byte_deadline: float | None = None,
 ) -> bytes:
     """Read until the end of the request head (and whatever came with it).
 
     Raises :class:`Refusal` (431) past ``max_bytes`` or past ``max_headers`` header lines -
     both counted on the raw bytes as they arrive, so a dribbled or padded head is refused
-    before it is complete and before anything parses it - and ``EOFError`` if the peer goes
-    away first.
+    before it is complete and before anything parses it - :class:`Silent` if not one byte
+    came by ``first_byte_deadline``, and ``EOFError`` if the peer goes away first.
     """
     # the request line and each header line end with LF (h11 also takes a bare LF)
     max_lines = None if max_headers is None else max_headers + 1
@@ -163,7 +171,13 @@ async def read_head(
     while end < 0:
         if len(buf) > max_bytes:
             raise Refusal(431, "request head too large")
-        chunk = await stream.receive_some(4096)
+        if not buf and first_byte_deadline is not None:
+            with trio.move_on_at(first_byte_deadline) as idle:
+                chunk = await stream.receive_some(4096)
+            if idle.cancelled_caught:
+                raise Silent
+        else:
+            chunk = await stream.receive_some(4096)
         if not chunk:
             raise EOFError
         searched = max(0, len(buf) - 3)
@@ -379,3 +393,105 @@ async def judge(
         key=headers[b"sec-websocket-key"][0],
         trailing=head[head.index(b"\r\n\r\n") + 4 :],
     )
+
+
+# -- who may start a handshake ------------------------------------------------------------------
+
+
+def source_key(address: str | None) -> str | None:
+    """The unit of the per-source limits for a peer address: the IPv4 address, or the /64 of
+    an IPv6 address (one host usually holds a whole /64). ``None`` for no or no IP address."""
+    if address is None:
+        return None
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
+
+
+class HandshakeBudget:
+    """The pending-handshake budget of a server: the global cap, a per-source cap for
+    unknown sources, and a reserve only known sources may use (see docs/security.md).
+
+    A source is *known* while it is in ``trusted`` networks, or for ``known_ttl`` seconds
+    after one of its upgrades passed authentication. Pure bookkeeping, no I/O: time is an
+    argument.
+    """
+
+    #: known sources remembered at once (they are jambonz feature servers: a handful); past
+    #: it the least recently refreshed one is forgotten
+    MAX_KNOWN = 4096
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        reserve: int,
+        per_source: int | None,
+        known_ttl: float,
+        trusted: Sequence[str] = (),
+    ) -> None:
+        self.limit = limit
+        self.reserve = reserve
+        self.per_source = per_source
+        self.known_ttl = known_ttl
+        self.trusted = tuple(ipaddress.ip_network(n, strict=False) for n in trusted)
+        self.pending = 0
+        self._by_source: dict[str, int] = {}
+        self._known: dict[str, float] = {}  # source -> known until; oldest refresh first
+
+    def is_known(self, source: str | None, now: float) -> bool:
+        """Whether ``source`` may use the reserve (and is exempt from the per-source cap)."""
+        if source is None:
+            return False
+        until = self._known.get(source)
+        if until is not None:
+            if until > now:
+                return True
+            del self._known[source]
+        if self.trusted:
+            unit = ipaddress.ip_network(source)  # an address, or an IPv6 /64
+            return any(network.overlaps(unit) for network in self.trusted)
+        return False
+
+    def acquire(self, source: str | None, now: float) -> str | None:
+        """Take a slot for a new handshake from ``source``; returns why not (answer 503)."""
+        if self.pending >= self.limit:
+            return "too many handshakes in progress"
+        if not self.is_known(source, now):
+            if self.pending >= self.limit - self.reserve:
+                return "handshakes left are reserved for known sources"
+            if (
+                source is not None
+                and self.per_source is not None
+                and self._by_source.get(source, 0) >= self.per_source
+            ):
+                return "too many handshakes in progress from one source"
+        self.pending += 1
+        if source is not None:
+            self._by_source[source] = self._by_source.get(source, 0) + 1
+        return None
+
+    def release(self, source: str | None) -> None:
+        """Give back the slot taken by :meth:`acquire` (once per successful acquire)."""
+        self.pending -= 1
+        if source is not None:
+            left = self._by_source[source] - 1
+            if left:
+                self._by_source[source] = left
+            else:
+                del self._by_source[source]
+
+    def authenticated(self, source: str | None, now: float) -> None:
+        """``source`` just passed authentication: it is known for ``known_ttl`` from now."""
+        if source is None:
+            return
+        self._known.pop(source, None)  # re-insert: the dict stays ordered by refresh time
+        self._known[source] = now + self.known_ttl
+        if len(self._known) > self.MAX_KNOWN:
+            del self._known[next(iter(self._known))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Sequence
 
 import attrs
@@ -44,6 +45,12 @@ class DisconnectedCommands(enum.Enum):
 
 
 def _verbs(value: Sequence[Verb]) -> tuple[Verb, ...]:
+    return tuple(value)
+
+
+def _networks(value: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise TypeError("trusted_sources is a sequence of addresses or networks, not one string")
     return tuple(value)
 
 
@@ -112,10 +119,24 @@ class ServerConfig:
             (jambonz itself gives up after 1.5 s).
         first_message_timeout: how long an accepted socket may stay silent before its first
             message (jambonz sends it at once).
+        first_byte_timeout: how long a new connection may stay silent before the first byte of
+            its request (or TLS hello) arrives; then it is closed without an answer. jambonz
+            writes its request as soon as TCP connects.
         max_request_head_bytes: cap on the HTTP request head.
         max_request_headers: cap on the number of header lines, checked on the raw bytes
             before any parsing; more: 431.
         max_pending_handshakes: handshakes in progress at once; more get 503.
+        reserved_pending_handshakes: the part of ``max_pending_handshakes`` only *known*
+            sources may use: addresses that authenticated recently, or listed in
+            ``trusted_sources``. ``None`` (default): a quarter of ``max_pending_handshakes``.
+            Unused when no route requires credentials and no ``trusted_sources`` are given
+            (nobody could earn it).
+        max_pending_per_source: handshakes in progress at once from one address that is not
+            known (IPv6: one /64); more get 503. ``None``: no per-source cap. Known sources are
+            never capped per source (jambonz's bursts of new calls come from a few addresses).
+        known_source_ttl: how long a successful authentication keeps an address known.
+        trusted_sources: addresses or networks (``"10.0.0.0/8"``, ``"2001:db8::/32"``) that are
+            always known, e.g. your jambonz feature servers.
         max_connections: open sockets at once; more get 503.
         max_inbound_bytes: largest frame accepted from jambonz (UTF-8 bytes); bigger: close 1009.
         health_path: plain ``GET`` on this path answers 200 (load balancer checks).
@@ -132,9 +153,14 @@ class ServerConfig:
 
     handshake_timeout: float = 5.0
     first_message_timeout: float = 10.0
+    first_byte_timeout: float = 1.0
     max_request_head_bytes: int = 16 * 1024
     max_request_headers: int = 100
     max_pending_handshakes: int = 256
+    reserved_pending_handshakes: int | None = None
+    max_pending_per_source: int | None = 32
+    known_source_ttl: float = 3600.0
+    trusted_sources: tuple[str, ...] = attrs.field(default=(), converter=_networks)
     max_connections: int = 10_000
     max_inbound_bytes: int = 1024 * 1024
     health_path: str | None = "/healthz"
@@ -143,5 +169,12 @@ class ServerConfig:
     call: CallConfig = CallConfig()
 
     def __attrs_post_init__(self) -> None:
+        reserve = self.reserved_pending_handshakes
+        if reserve is not None and not 0 <= reserve < self.max_pending_handshakes:
+            raise ValueError("reserved_pending_handshakes must be below max_pending_handshakes")
+        if self.max_pending_per_source is not None and self.max_pending_per_source < 1:
+            raise ValueError("max_pending_per_source must be at least 1 (or None: no cap)")
         if self.max_request_headers < 1:
             raise ValueError("max_request_headers must be at least 1")
+        for network in self.trusted_sources:
+            ipaddress.ip_network(network, strict=False)  # a typo fails here, not under attack

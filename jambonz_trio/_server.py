@@ -1,14 +1,17 @@
 """``serve_jambonz`` / ``JambonzServer``: listeners, admission, routing, the call registry, drain.
 
 Each TCP connection runs in its own task, wrapped so that nothing it raises can reach the
-listeners or other calls (``shared/reliability.md`` W-1). Admission (:mod:`._admission`) judges
-the request inside one deadline covering head, auth and the 101 reply; then the connection's
-task reads the websocket itself (:mod:`._websocket`: no reader task per connection).
+listeners or other calls (FM-36 in docs/reliability.md). Admission (:mod:`._admission`) judges
+the request inside one deadline covering head, auth and the 101 reply, once
+:class:`._admission.HandshakeBudget` gave it a slot (global cap, per-source cap, a reserve for
+sources that authenticated); then the connection's task reads the websocket itself
+(:mod:`._websocket`: no reader task per connection).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -23,11 +26,14 @@ from ._admission import (
     SUBPROTOCOL,
     Admitted,
     BasicAuth,
+    HandshakeBudget,
     Refusal,
     Route,
+    Silent,
     http_response,
     judge,
     read_head,
+    source_key,
 )
 from ._call import Call, _Connection
 from ._config import ServerConfig
@@ -93,7 +99,18 @@ class JambonzServer:
         self._calls_nursery = calls_nursery
         self._connections_nursery = connections_nursery
         self._connections = 0
-        self._pending = 0
+        # the reserve is for sources that authenticated (or are trusted): useless if none can
+        earnable = config.trusted_sources or any(r.auth is not None for r in self.routes)
+        reserve = config.reserved_pending_handshakes
+        if reserve is None:
+            reserve = config.max_pending_handshakes // 4
+        self._handshakes = HandshakeBudget(
+            limit=config.max_pending_handshakes,
+            reserve=reserve if earnable else 0,
+            per_source=config.max_pending_per_source,
+            known_ttl=config.known_source_ttl,
+            trusted=config.trusted_sources,
+        )
         self._refused = 0
         self._draining = False
         self._accept_scope = trio.CancelScope()
@@ -114,33 +131,38 @@ class JambonzServer:
         """Open connections, handshakes in progress, live calls and refusals so far."""
         return ServerStatistics(
             connections=self._connections,
-            pending_handshakes=self._pending,
+            pending_handshakes=self._handshakes.pending,
             calls=self.calls._count(),
             refused=self._refused,
         )
 
-    async def connect_memory(self, *, lockstep: bool = False) -> trio.abc.Stream:
+    async def connect_memory(self, *, lockstep: bool = False, source: str | None = None) -> trio.abc.Stream:
         """Open an in-memory connection to this server (no sockets): returns the client end.
 
         Used by :mod:`jambonz_trio.testing` and tests. ``lockstep=True`` gives a stream with no
-        buffering (a writer blocks until the reader reads), to test back-pressure.
+        buffering (a writer blocks until the reader reads), to test back-pressure. ``source``:
+        the IP address the connection counts as coming from (per-source limits; default none).
         """
         pair = trio.testing.lockstep_stream_pair if lockstep else trio.testing.memory_stream_pair
         client, server_side = pair()
-        self._connections_nursery.start_soon(self.handle_stream, server_side)
+        self._connections_nursery.start_soon(partial(self.handle_stream, server_side, source=source))
         await trio.lowlevel.checkpoint()
         return client
 
     # -- per connection --------------------------------------------------------------------
 
-    async def handle_stream(self, stream: trio.abc.Stream) -> None:
-        """Serve one connection. Never raises anything but ``Cancelled``."""
+    async def handle_stream(self, stream: trio.abc.Stream, *, source: str | None = None) -> None:
+        """Serve one connection. Never raises anything but ``Cancelled``.
+
+        ``source``: the peer's IP address, for the per-source handshake limits; by default it
+        is read from the socket (in-memory streams have none).
+        """
         if self._draining or self._connections >= self.config.max_connections:
             await self._refuse(stream, Refusal(503, "server busy or draining"))
             return
         self._connections += 1
         try:
-            await self._serve_connection(stream)
+            await self._serve_connection(stream, source_key(source or _peer_address(stream)))
         except* Exception as group:
             if all(_is_close_race(e) for e in _leaves(group)):
                 # e.g. a ping arriving while we close (F2): contained, and not our fault
@@ -162,13 +184,16 @@ class JambonzServer:
                 pass
         await trio.aclose_forcefully(stream)
 
-    async def _serve_connection(self, stream: trio.abc.Stream) -> None:
+    async def _serve_connection(self, stream: trio.abc.Stream, source: str | None) -> None:
         config = self.config
-        if self._pending >= config.max_pending_handshakes:
-            await self._refuse(stream, Refusal(503, "too many handshakes in progress"))
+        now = trio.current_time()
+        budget = self._handshakes
+        why = budget.acquire(source, now)
+        if why is not None:
+            await self._refuse(stream, Refusal(503, why))
             return
-        deadline = trio.current_time() + config.handshake_timeout
-        self._pending += 1
+        deadline = now + config.handshake_timeout
+        first_byte = min(deadline, now + config.first_byte_timeout)
         pending = True
         try:
             admitted: Admitted | None = None
@@ -177,10 +202,16 @@ class JambonzServer:
             # one deadline for the TLS handshake, the request head, admission and the 101
             with trio.move_on_at(deadline) as scope:
                 try:
+                    request_by: float | None = first_byte
                     if isinstance(stream, trio.SSLStream):
+                        await _wait_first_byte(stream, first_byte)
                         await stream.do_handshake()
+                        request_by = None  # the hello was the first byte; the request follows
                     head = await read_head(
-                        stream, config.max_request_head_bytes, max_headers=config.max_request_headers
+                        stream,
+                        config.max_request_head_bytes,
+                        max_headers=config.max_request_headers,
+                        first_byte_deadline=request_by,
                     )
                     admitted = await judge(
                         head,
@@ -189,11 +220,13 @@ class JambonzServer:
                         health_path=config.health_path,
                         max_headers=config.max_request_headers,
                     )
+                    if admitted.route.auth is not None:
+                        budget.authenticated(source, trio.current_time())
                     await stream.send_all(accept_response(admitted.key, SUBPROTOCOL))
                 except Refusal as exc:
                     refusal = exc
                 except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
+                    return  # the peer went away, or never said a word (Silent)
             if scope.cancelled_caught:
                 log.info("handshake not completed within %.1f s", config.handshake_timeout)
                 if head is not None and admitted is None:  # admission (an authenticator) was slow
@@ -204,7 +237,7 @@ class JambonzServer:
                 return
             assert admitted is not None
             head = None  # this task lives as long as the call: do not keep the request alive
-            self._pending -= 1
+            budget.release(source)
             pending = False
             ws = ServerWebSocket(
                 stream,
@@ -215,7 +248,7 @@ class JambonzServer:
             await self._serve_socket(ws, stream, admitted)
         finally:
             if pending:
-                self._pending -= 1
+                budget.release(source)
 
     async def _serve_socket(self, ws: ServerWebSocket, stream: trio.abc.Stream, admitted: Admitted) -> None:
         await self._serve_messages(ws, stream, admitted)
@@ -355,6 +388,31 @@ class JambonzServer:
                 for call in remaining:
                     nursery.start_soon(partial(call.aclose, code, "server restarting"))
         self.drained.set()
+
+
+def _peer_address(stream: trio.abc.Stream) -> str | None:
+    """The peer's IP address of a TCP (or TLS over TCP) stream; ``None`` otherwise."""
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    if not isinstance(stream, trio.SocketStream):
+        return None
+    try:
+        peer = stream.socket.getpeername()
+    except OSError:  # already reset
+        return None
+    return peer[0] if isinstance(peer, tuple) and isinstance(peer[0], str) else None
+
+
+async def _wait_first_byte(stream: trio.SSLStream[Any], deadline: float) -> None:
+    """Wait (without consuming it) for the first byte of a TLS connection, the client hello;
+    raises :class:`Silent` at ``deadline``."""
+    transport = stream.transport_stream
+    if not isinstance(transport, trio.SocketStream):
+        return
+    with trio.move_on_at(deadline) as idle:
+        await transport.socket.recv(1, socket.MSG_PEEK)
+    if idle.cancelled_caught:
+        raise Silent
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -134,12 +134,13 @@ async def read_to_eof(stream: trio.abc.ReceiveStream) -> bytes:
     return data
 
 
-async def exchange(port: int, request: bytes) -> Response:
-    """Send ``request`` on a fresh TCP connection and read the response.
+async def exchange(port: int, request: bytes, *, source: str | None = None) -> Response:
+    """Send ``request`` on a fresh TCP connection (from the local address ``source``, e.g.
+    ``127.0.0.2``: all of 127/8 is loopback) and read the response.
 
     A refusal must be followed by the server closing the connection; a 101 is read only up
     to its head and the connection is then dropped."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=source)
     async with stream:
         await stream.send_all(request)
         response = await read_response(stream, to_eof=False)

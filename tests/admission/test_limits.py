@@ -1,6 +1,8 @@
 """FM-04 / S-7: slowloris and handshake exhaustion (total handshake deadline, pending cap,
-head-size cap). FM-07: connection cap. Deadlines run on virtual time (memory streams +
-``autojump_clock``); no real sleeping."""
+head-size cap). FM-07: connection cap. Issue 19 items 8-9: first-byte timeout, per-source cap,
+the reserve for known sources, header-count cap. Deadlines run on virtual time (memory streams
++ ``autojump_clock``); no real sleeping. Per-source tests use real sockets from several
+loopback addresses (127.0.0.2, ...: all of 127/8 is loopback on Linux)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,11 @@ import pytest
 import trio
 import trio.testing
 
-from jambonz_trio import Route, _admission
+from jambonz_trio import BasicAuth, Route, ServerConfig, _admission
+from jambonz_trio._admission import HandshakeBudget, source_key
 
 from .helpers import (
+    basic,
     build_request,
     errors,
     exchange,
@@ -37,14 +41,33 @@ async def _time_to_close(client: trio.abc.Stream) -> float:
 async def test_fm04_silent_socket_closed_at_deadline(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """FM-04: a connection that never sends a byte is closed at handshake_timeout."""
+    """FM-04: a connection that never sends a byte is closed at handshake_timeout (when that
+    comes before first_byte_timeout)."""
     with trio.fail_after(60):
-        server = await start(nursery, APP, handshake_timeout=5.0)
+        server = await start(nursery, APP, handshake_timeout=5.0, first_byte_timeout=30.0)
         client = await server.connect_memory()
         assert await _time_to_close(client) == pytest.approx(5.0, abs=0.01)
         await trio.testing.wait_all_tasks_blocked()
         stats = server.statistics()
         assert (stats.connections, stats.pending_handshakes) == (0, 0)
+
+
+async def test_i19_8_silent_socket_dropped_at_first_byte_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Issue 19 item 8: a socket silent before its first byte is dropped at
+    first_byte_timeout (default 1 s), long before the 5 s handshake deadline, without an
+    answer; one that has started its request keeps the whole handshake deadline."""
+    with trio.fail_after(60):
+        server = await start(nursery, APP, handshake_timeout=5.0)
+        silent = await server.connect_memory()
+        started = await server.connect_memory()
+        await started.send_all(b"G")
+        assert await _time_to_close(silent) == pytest.approx(1.0, abs=0.01)
+        assert server.statistics().pending_handshakes == 1  # only the one that spoke
+        assert server.statistics().refused == 0  # dropped, not answered
+        assert await _time_to_close(started) == pytest.approx(4.0, abs=0.01)
+        assert server.statistics().pending_handshakes == 0
 
 
 async def test_fm04_one_byte_then_nothing_closed_at_deadline(
@@ -101,7 +124,9 @@ async def test_s7_pending_handshake_cap(
     """FM-04 / S-7: max_pending_handshakes=2: a third concurrent handshake gets 503 at once;
     once the two time out, handshakes are admitted again."""
     with trio.fail_after(60):
-        server = await start(nursery, APP, max_pending_handshakes=2, handshake_timeout=5.0)
+        server = await start(
+            nursery, APP, max_pending_handshakes=2, handshake_timeout=5.0, first_byte_timeout=5.0
+        )
         first = await server.connect_memory()
         second = await server.connect_memory()
         await trio.testing.wait_all_tasks_blocked()
@@ -200,6 +225,184 @@ async def test_fm07_connection_cap(nursery: trio.Nursery, caplog: pytest.LogCapt
             async with ws_client(server.port) as c:
                 assert await new_session(c, "sid-c") == say("app")
         assert errors(caplog) == []
+
+
+# -- issue 19 item 8: per-source cap and the reserve for known sources ------------------------
+
+AUTHED = Route(path="/app", handler=make_handler("app"), auth=BasicAuth(username="u", password="p:w"))
+CREDENTIALS = (b"Authorization", basic("u", "p:w"))
+SIGNED = build_request(extra=[CREDENTIALS])
+
+
+async def _hold(port: int, source: str, count: int) -> list[trio.SocketStream]:
+    """``count`` connections from ``source`` that send nothing (each holds a handshake)."""
+    return [await trio.open_tcp_stream("127.0.0.1", port, local_address=source) for _ in range(count)]
+
+
+async def test_i19_8_per_source_cap_real_sockets(nursery: trio.Nursery) -> None:
+    """Issue 19 item 8: an unknown address holds at most max_pending_per_source handshakes;
+    its next connection gets 503 at once, while another address is still served."""
+    with trio.fail_after(10):
+        server = await start(nursery, AUTHED, max_pending_per_source=3, first_byte_timeout=30)
+        held = await _hold(server.port, "127.0.0.2", 3)
+        assert await settle(lambda: server.statistics().pending_handshakes == 3)
+        assert (await exchange(server.port, SIGNED, source="127.0.0.2")).status == 503
+        assert (await exchange(server.port, SIGNED, source="127.0.0.3")).status == 101
+        for stream in held:
+            await stream.aclose()
+        assert await settle(lambda: server.statistics().pending_handshakes == 0)
+        assert (await exchange(server.port, SIGNED, source="127.0.0.2")).status == 101
+
+
+async def test_i19_8_reserve_is_for_known_sources_real_sockets(nursery: trio.Nursery) -> None:
+    """Issue 19 item 8: with 8 handshake slots, 2 reserved: 127.0.0.1 authenticates once and
+    is known; a failed authentication earns nothing. Six unknown sources fill the shared six
+    slots; any unknown source then gets 503, while the known one still gets both reserved
+    slots and its call through."""
+    with trio.fail_after(10):
+        server = await start(
+            nursery,
+            AUTHED,
+            max_pending_handshakes=8,
+            reserved_pending_handshakes=2,
+            max_pending_per_source=None,
+            first_byte_timeout=30,
+        )
+        assert (await exchange(server.port, SIGNED, source="127.0.0.1")).status == 101
+        wrong = build_request(extra=[(b"Authorization", basic("u", "guess"))])
+        assert (await exchange(server.port, wrong, source="127.0.0.9")).status == 401
+        held = [s for i in range(6) for s in await _hold(server.port, f"127.0.0.{2 + i}", 1)]
+        assert await settle(lambda: server.statistics().pending_handshakes == 6)
+        for source in ("127.0.0.2", "127.0.0.9", "127.0.0.10"):
+            assert (await exchange(server.port, SIGNED, source=source)).status == 503
+        known = await _hold(server.port, "127.0.0.1", 2)
+        assert await settle(lambda: server.statistics().pending_handshakes == 8)
+        assert (await exchange(server.port, SIGNED, source="127.0.0.1")).status == 503  # all 8 taken
+        await known[0].send_all(SIGNED)
+        response = await read_response(known[0], to_eof=False)
+        assert response.status == 101
+        for stream in held + known:
+            await stream.aclose()
+
+
+async def test_i19_8_known_source_is_not_capped_per_source(nursery: trio.Nursery) -> None:
+    """Issue 19 item 8: jambonz's burst of new calls comes from one address: once that address
+    has authenticated, the per-source cap no longer applies to it (only the global cap)."""
+    with trio.fail_after(10):
+        server = await start(nursery, AUTHED, max_pending_per_source=2, first_byte_timeout=30)
+        assert (await exchange(server.port, SIGNED, source="127.0.0.1")).status == 101
+        burst = await _hold(server.port, "127.0.0.1", 6)
+        other = await _hold(server.port, "127.0.0.2", 2)
+        assert await settle(lambda: server.statistics().pending_handshakes == 8)
+        assert (await exchange(server.port, SIGNED, source="127.0.0.2")).status == 503
+        for stream in burst:
+            await stream.send_all(SIGNED)
+            assert (await read_response(stream, to_eof=False)).status == 101
+        for stream in burst + other:
+            await stream.aclose()
+
+
+async def test_i19_8_no_reserve_when_nobody_can_earn_it(nursery: trio.Nursery) -> None:
+    """Without credentials on any route (and no trusted_sources) nobody can become known, so
+    the reserve is not held back: unknown sources may use every slot."""
+    with trio.fail_after(10):
+        server = await start(
+            nursery, APP, max_pending_handshakes=4, max_pending_per_source=None, first_byte_timeout=30
+        )
+        held = [s for i in range(3) for s in await _hold(server.port, f"127.0.0.{2 + i}", 1)]
+        assert await settle(lambda: server.statistics().pending_handshakes == 3)
+        assert (await exchange(server.port, build_request(), source="127.0.0.6")).status == 101
+        for stream in held:
+            await stream.aclose()
+
+
+async def test_i19_8_trusted_sources_and_expiry(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """trusted_sources are known from the start; an authenticated address stays known for
+    known_source_ttl (virtual time), then the per-source cap applies to it again."""
+    with trio.fail_after(500):
+        server = await start(
+            nursery,
+            AUTHED,
+            max_pending_per_source=1,
+            known_source_ttl=100.0,
+            first_byte_timeout=1000,
+            handshake_timeout=1000,
+            trusted_sources=["10.1.0.0/16"],
+        )
+        trusted = [await server.connect_memory(source="10.1.2.3") for _ in range(3)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.statistics().pending_handshakes == 3
+        response, _ = await exchange_memory(server, SIGNED)  # no address: never known
+        assert response.status == 101
+        client = await server.connect_memory(source="192.0.2.7")
+        await client.send_all(SIGNED)
+        assert (await read_response(client, to_eof=False)).status == 101  # now known
+        held = [await server.connect_memory(source="192.0.2.7") for _ in range(2)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.statistics().pending_handshakes == 5  # not capped at 1
+        await trio.sleep(101)
+        late = await server.connect_memory(source="192.0.2.7")
+        assert (await read_response(late, to_eof=False)).status == 503  # forgotten: capped again
+        for stream in trusted + held:
+            await stream.aclose()
+
+
+def test_i19_8_handshake_budget_bookkeeping() -> None:
+    """HandshakeBudget on its own: the global cap, the reserve, the per-source cap, releases,
+    IPv6 sources counted per /64, and the bound on remembered sources."""
+    budget = HandshakeBudget(limit=4, reserve=1, per_source=2, known_ttl=10.0, trusted=["2001:db8::1"])
+    assert budget.acquire("192.0.2.1", 0.0) is None
+    assert budget.acquire("192.0.2.1", 0.0) is None
+    assert budget.acquire("192.0.2.1", 0.0) == "too many handshakes in progress from one source"
+    assert budget.acquire(None, 0.0) is None  # no address: the shared slots only
+    assert budget.acquire("192.0.2.2", 0.0) == "handshakes left are reserved for known sources"
+    # 2001:db8::1 is trusted, so its whole /64 is known
+    assert budget.acquire(source_key("2001:db8::ffff"), 0.0) is None
+    assert budget.acquire(source_key("2001:db8::1"), 0.0) == "too many handshakes in progress"
+    budget.release("192.0.2.1")
+    budget.release(None)
+    assert budget.pending == 2
+    budget.authenticated("192.0.2.2", 0.0)
+    assert budget.is_known("192.0.2.2", 9.9) and not budget.is_known("192.0.2.2", 10.0)
+    for i in range(HandshakeBudget.MAX_KNOWN + 1):
+        budget.authenticated(f"10.0.{i // 256}.{i % 256}", 1.0)
+    assert not budget.is_known("10.0.0.0", 1.0)  # the least recently refreshed went first
+    assert budget.is_known(f"10.0.{HandshakeBudget.MAX_KNOWN // 256}.0", 1.0)
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("192.0.2.1", "192.0.2.1"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("not an address", None),
+        (None, None),
+    ],
+)
+def test_i19_8_source_key(address: str | None, key: str | None) -> None:
+    assert source_key(address) == key
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"reserved_pending_handshakes": 256}, "reserved_pending_handshakes"),
+        ({"max_pending_handshakes": 8, "reserved_pending_handshakes": -1}, "reserved_pending_handshakes"),
+        ({"max_pending_per_source": 0}, "max_pending_per_source"),
+        ({"max_request_headers": 0}, "max_request_headers"),
+        ({"trusted_sources": ["10.0.0.0/33"]}, "10.0.0.0/33"),
+    ],
+    ids=str,
+)
+def test_i19_8_admission_settings_validated(kwargs: dict[str, object], error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        ServerConfig(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="trusted_sources"):
+        ServerConfig(trusted_sources="10.0.0.0/8")
 
 
 # -- issue 19 item 9: header count, on the raw bytes --------------------------------------------

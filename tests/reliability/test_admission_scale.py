@@ -175,7 +175,13 @@ async def test_fm07_fd_exhaustion_then_recovery() -> None:
     served promptly, twice in a row, and the server is back to zero connections."""
     config = {
         "nofile": 64,
-        "server": {"handshake_timeout": 30.0, "max_pending_handshakes": 1000},
+        # the idle sockets must hold their fds: no first-byte cut, no per-source cap
+        "server": {
+            "handshake_timeout": 30.0,
+            "first_byte_timeout": 30.0,
+            "max_pending_handshakes": 1000,
+            "max_pending_per_source": None,
+        },
         "call": {"ping_interval": 30},
     }
     async with server_process(config) as server:
