@@ -39,6 +39,7 @@ from ._errors import (
 )
 from ._events import Disconnected, Event, HookAbandoned, Reconnected
 from ._log import CallLog, get_logger
+from ._pacing import TokenBucket, message_cost
 from ._protocol import _outbound as cmds
 from ._protocol._calldata import CallInfo
 from ._protocol._json import TooComplex, encoded_size
@@ -1062,6 +1063,8 @@ class Call(trio.abc.AsyncResource):
                 await conn.close_done.wait()
 
     async def _receive_loop(self, conn: _Connection) -> None:
+        inbound = TokenBucket(self.config.inbound_rate, self.config.inbound_burst, trio.current_time())
+        paused = 0
         while True:
             try:
                 frame = await conn.ws.get_message()
@@ -1074,6 +1077,20 @@ class Call(trio.abc.AsyncResource):
                 self._connection_closed(conn, code, reason.reason if reason is not None else None)
                 return
             self._frames_in += 1
+            # Fairness (issue 19 item 10): one message per scheduling turn, so a flood on many
+            # sockets cannot keep accept() and handshakes waiting; over the call's inbound
+            # budget, stop reading for a while (TCP back-pressure slows the sender).
+            wait = inbound.spend(message_cost(frame), trio.current_time())
+            if wait > 0:
+                paused += 1
+                if paused == 1:
+                    self._log.warning(
+                        "inbound messages over %g tokens/s; reading paused (TCP back-pressure)",
+                        self.config.inbound_rate,
+                    )
+                await trio.sleep(wait)
+            else:
+                await trio.lowlevel.checkpoint()
             if isinstance(frame, bytes):
                 self._log.throttled("binary", logging.INFO, "ignoring a binary frame (%d bytes)", len(frame))
                 continue

@@ -80,6 +80,11 @@ class CallConfig:
         max_queued_commands / max_queued_bytes: bounds of the disconnected command queue.
         reconnect_budget: jambonz's ``rc`` (at most 5 reconnects a call); a warning is logged
             when a call gets close to it.
+        inbound_rate / inbound_burst: what one socket may send, in tokens (a message costs one
+            token per started KiB of text): ``inbound_rate`` per second sustained, bursts of
+            ``inbound_burst``. Past it the call stops reading its socket until the budget is
+            back (TCP back-pressure slows the sender; nothing is dropped). The defaults are ten
+            times the busiest jambonz traffic we know (see docs/security.md).
         strict: re-raise handler exceptions (for tests) instead of containing them.
     """
 
@@ -101,9 +106,13 @@ class CallConfig:
     max_queued_commands: int = 64
     max_queued_bytes: int = 256 * 1024
     reconnect_budget: int = 5
+    inbound_rate: float = 1000.0
+    inbound_burst: float = 2000.0
     strict: bool = False
 
     def __attrs_post_init__(self) -> None:
+        if not (self.inbound_rate > 0 and self.inbound_burst >= 1):
+            raise ValueError("inbound_rate must be positive and inbound_burst at least 1")
         if not self.holding_verbs:
             raise ValueError("holding_verbs must not be empty (jambonz rejects an empty session:new ack)")
         if not 0 < self.ack_deadline < 5:

@@ -1,0 +1,160 @@
+"""Issue 19 item 10: an authenticated message flood must not starve accept() and handshakes.
+
+A call's receive loop handles one message per scheduling turn (fairness), and past its inbound
+budget (``CallConfig.inbound_rate`` / ``inbound_burst``) it stops reading for a while, so the
+sender meets back-pressure. jambonz's own rates are never paced. All on memory streams and
+virtual time: pacing shows up as virtual time passing, and nothing else makes it pass.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from jambonz_trio import Call, CallConfig, JambonzServer, ServerConfig, serve_jambonz
+from jambonz_trio._pacing import TokenBucket, message_cost
+from jambonz_trio.verbs import Say
+from tests.reliability.helpers import frame
+
+from .helpers import SESSION_DATA, RawClient
+
+PAUSED = "reading paused"
+
+
+def _status(i: int, pad: int = 0) -> bytes:
+    data = {"call_status": "in-progress", "sip_status": 200, "n": i, "pad": "x" * pad}
+    text = json.dumps({"type": "call:status", "msgid": f"s{i}", "call_sid": "sid-1", "data": data})
+    return frame(0x1, text.encode())
+
+
+async def _server(
+    nursery: trio.Nursery, call_config: CallConfig, seen: list[tuple[float, Any]]
+) -> JambonzServer:
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        async for event in call:
+            seen.append((trio.current_time(), event))
+
+    config = ServerConfig(call=call_config)
+    server: JambonzServer = await nursery.start(partial(serve_jambonz, app, config=config))
+    return server
+
+
+async def _call(server: JambonzServer, *, lockstep: bool = False) -> tuple[RawClient, Call]:
+    stream = await server.connect_memory(lockstep=lockstep)
+    client = RawClient(stream)
+    await client.handshake()
+    await client.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
+    ack = await client.receive()
+    assert ack is not None and ack["type"] == "ack"
+    return client, next(iter(server.calls.values()))
+
+
+async def test_i19_10_one_message_per_scheduling_turn(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """300 messages arriving in one chunk (~20 KB) are handled one per scheduling turn: between
+    two turns of another task the call handles at most two (the order inside a trio batch
+    varies), where it used to handle a whole 16 KiB read at once."""
+    seen: list[tuple[float, Any]] = []
+    server = await _server(nursery, CallConfig(ping_interval=1000, event_queue_size=1000), seen)
+    client, call = await _call(server)
+    await client.stream.send_all(b"".join(_status(i) for i in range(300)))
+    steps: list[int] = []
+    last = call.statistics().frames_received
+    for _ in range(10_000):
+        await trio.lowlevel.checkpoint()
+        now = call.statistics().frames_received
+        steps.append(now - last)
+        last = now
+        if now >= 300:
+            break
+    assert last == 300
+    assert max(steps) <= 2, max(steps)
+
+
+async def test_i19_10_a_flooding_call_is_paced_with_back_pressure(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over its budget (here 100 tokens/s, bursts of 200) a call stops reading: 2,000 messages
+    take ~18 s of (virtual) time instead of none, the sender's writes block meanwhile
+    (lockstep stream: a write returns only once the server has read it), nothing is lost, and
+    the pause is logged once."""
+    seen: list[tuple[float, Any]] = []
+    config = CallConfig(ping_interval=1000, inbound_rate=100, inbound_burst=200, event_queue_size=4000)
+    server = await _server(nursery, config, seen)
+    client, call = await _call(server, lockstep=True)
+    t0 = trio.current_time()
+    sent_at: list[float] = []
+
+    async def flood() -> None:
+        await client.stream.send_all(b"".join(_status(i) for i in range(2000)))
+        sent_at.append(trio.current_time() - t0)
+
+    nursery.start_soon(flood)
+    await trio.sleep(5)
+    processed = call.statistics().frames_received
+    assert 200 + 100 * 5 - 2 <= processed <= 200 + 100 * 5 + 2, processed
+    assert sent_at == []  # still blocked: back-pressure
+    await trio.sleep_until(t0 + 17.5)
+    assert call.statistics().frames_received < 2000
+    await trio.sleep_until(t0 + 18.5)  # (2,000 - 200) / 100 per second = 18 s
+    assert call.statistics().frames_received == 2000
+    assert sent_at and sent_at[0] > 15
+    await trio.testing.wait_all_tasks_blocked()
+    assert [e.data["n"] for _, e in seen] == list(range(2000))  # nothing dropped or reordered
+    assert caplog.text.count(PAUSED) == 1
+
+
+async def test_i19_10_jambonz_rates_are_never_paced(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the defaults, the busiest traffic jambonz sends is delivered at once: a burst of
+    1,000 ~600-byte events (a reconnect flushing its queue, an LLM response streaming), then
+    200 events/s for 10 s, then one 1 MiB message. No virtual time passes between a message
+    and its delivery."""
+    seen: list[tuple[float, Any]] = []
+    server = await _server(nursery, CallConfig(ping_interval=1000, event_queue_size=2000), seen)
+    client, _ = await _call(server)
+    sent: list[float] = []
+    t0 = trio.current_time()
+    await client.stream.send_all(b"".join(_status(i, pad=500) for i in range(1000)))
+    sent += [t0] * 1000
+    for i in range(1000, 3000):
+        await trio.sleep(0.005)
+        sent.append(trio.current_time())
+        await client.stream.send_all(_status(i, pad=500))
+    await trio.sleep(0.005)
+    sent.append(trio.current_time())
+    await client.stream.send_all(_status(3000, pad=1024 * 1024 - 200))
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(seen) == 3001
+    assert max(at - sent[e.data["n"]] for at, e in seen) == 0.0
+    assert PAUSED not in caplog.text
+
+
+def test_i19_10_token_bucket() -> None:
+    """The bucket: bursts up to ``burst``, ``rate`` a second after that, debt for a message
+    bigger than what is left, never more than ``burst`` saved up."""
+    bucket = TokenBucket(rate=10, burst=20, now=0.0)
+    assert [bucket.spend(1, 0.0) for _ in range(20)] == [0.0] * 20
+    assert bucket.spend(1, 0.0) == pytest.approx(0.1)
+    assert bucket.spend(1, 0.1) == pytest.approx(0.1)  # the debt was waited off; one more
+    assert bucket.spend(5, 100.0) == 0.0  # a long idle saves up at most the burst
+    assert bucket.spend(30, 100.0) == pytest.approx(1.5)  # 15 left, 30 taken: 1.5 s of debt
+    assert message_cost("x" * 1023) == 1
+    assert message_cost("x" * 1024) == 2
+    assert message_cost("x" * (1024 * 1024)) == 1025
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"inbound_rate": 0}, {"inbound_rate": -1.0}, {"inbound_burst": 0.5}], ids=str
+)
+def test_i19_10_inbound_budget_validated(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="inbound"):
+        CallConfig(**kwargs)  # type: ignore[arg-type]
