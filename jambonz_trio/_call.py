@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 import trio
 
+from ._command_api import CommandMethods
 from ._config import CallConfig, DisconnectedCommands, LateAnswer, Overflow
 from ._errors import (
     AlreadyAnswered,
@@ -52,8 +53,7 @@ from ._protocol._messages import (
 )
 from ._protocol._outbound import Ack, Command
 from ._protocol._state import CallProtocol, ConnState, OwedAck
-from ._protocol._verbs import Config, Dub, Play, Say
-from ._protocol._verbs_base import Hook, Verb
+from ._protocol._verbs_base import Verb
 from ._queue import EventQueue
 from ._websocket import ServerWebSocket, WebSocketClosed
 
@@ -178,7 +178,7 @@ class _Connection:
         await trio.aclose_forcefully(self.stream)
 
 
-class Call(trio.abc.AsyncResource):
+class Call(CommandMethods, trio.abc.AsyncResource):
     """One jambonz call, as seen by the application.
 
     Created by the server for every new call and handed to the app's handler. It stays the
@@ -553,148 +553,6 @@ class Call(trio.abc.AsyncResource):
         watcher = self._program_watcher
         if watcher is not None and replaces_program(command):
             watcher(command, origin)
-
-    async def redirect(self, verbs: Sequence[Verb], *, queue: bool = False) -> None:
-        """Replace the program (``queue=False``, kills the current verb) or append to it."""
-        await self.send_command(cmds.Redirect(verbs=tuple(verbs), queue=queue))
-
-    async def redirect_to_hook(
-        self, call_hook: Hook | None = None, *, child_call_hook: Hook | None = None
-    ) -> None:
-        """Make jambonz fetch new programs from hooks (``session:redirect`` follows)."""
-        await self.send_command(cmds.RedirectToHook(call_hook=call_hook, child_call_hook=child_call_hook))
-
-    async def redirect_legs(
-        self,
-        *,
-        parent_call: Sequence[Verb] | None = None,
-        child_call: Sequence[Verb] | None = None,
-    ) -> None:
-        """Give the parent and/or the dialled child leg new programs."""
-        await self.send_command(
-            cmds.RedirectLegs(
-                parent_call=tuple(parent_call) if parent_call is not None else None,
-                child_call=tuple(child_call) if child_call is not None else None,
-            )
-        )
-
-    async def hangup(self) -> None:
-        """Hang up an answered call (``call:status`` ``completed``)."""
-        await self.send_command(cmds.CallStatusCommand(call_status="completed"))
-
-    async def reject(self) -> None:
-        """End a not-yet-answered call (``call:status`` ``no-answer``: SIP 503 / CANCEL)."""
-        await self.send_command(cmds.CallStatusCommand(call_status="no-answer"))
-
-    async def mute(self, *, call_sid: str | None = None) -> None:
-        """Mute a leg during ``dial`` / ``conference``."""
-        await self.send_command(cmds.MuteStatus(mute_status="mute", call_sid=call_sid))
-
-    async def unmute(self, *, call_sid: str | None = None) -> None:
-        """Unmute a leg during ``dial`` / ``conference``."""
-        await self.send_command(cmds.MuteStatus(mute_status="unmute", call_sid=call_sid))
-
-    async def conference_mute(self, status: Literal["mute", "unmute"]) -> None:
-        """Mute or unmute every non-moderator of the conference."""
-        await self.send_command(cmds.ConfMuteStatus(conf_mute_status=status))
-
-    async def conference_hold(
-        self, status: Literal["hold", "unhold"], *, wait_hook: str | None = None
-    ) -> None:
-        """Hold (mute and deafen) or unhold this conference member."""
-        await self.send_command(cmds.ConfHoldStatus(conf_hold_status=status, wait_hook=wait_hook))
-
-    async def conference_participant(
-        self,
-        action: cmds.ParticipantAction,
-        *,
-        tag: str | None = None,
-        wait_hook: str | None = None,
-    ) -> None:
-        """Act on this conference member (tag, coach, hold, mute, kick...)."""
-        await self.send_command(cmds.ConfParticipantAction(action=action, tag=tag, wait_hook=wait_hook))
-
-    async def listen_status(self, status: Literal["pause", "resume"]) -> None:
-        """Pause or resume the running ``listen`` verb."""
-        await self.send_command(cmds.ListenStatus(listen_status=status))
-
-    async def stream_status(self, status: Literal["pause", "resume"]) -> None:
-        """Pause or resume the running ``stream`` verb."""
-        await self.send_command(cmds.StreamStatus(stream_status=status))
-
-    async def transcribe_status(self, status: Literal["pause", "resume"]) -> None:
-        """Pause or resume transcription."""
-        await self.send_command(cmds.TranscribeStatus(transcribe_status=status))
-
-    async def whisper(self, verbs: Sequence[Say | Play], *, call_sid: str | None = None) -> None:
-        """Play ``Say``/``Play`` verbs to one leg during ``dial`` or ``listen``."""
-        await self.send_command(cmds.Whisper(verbs=tuple(verbs), call_sid=call_sid))
-
-    async def sip_request(
-        self,
-        method: str,
-        *,
-        content_type: str | None = None,
-        content: str | None = None,
-        headers: dict[str, str] | None = None,
-        call_sid: str | None = None,
-    ) -> None:
-        """Send an in-dialog SIP request (INFO, MESSAGE, NOTIFY...)."""
-        await self.send_command(
-            cmds.SipRequestCommand(
-                method=method,
-                content_type=content_type,
-                content=content,
-                headers=headers,
-                call_sid=call_sid,
-            )
-        )
-
-    async def send_dtmf(
-        self, digit: str, *, duration: int | None = None, call_sid: str | None = None
-    ) -> None:
-        """Send a DTMF digit to the caller (or ``call_sid``'s leg) as SIP INFO."""
-        await self.send_command(cmds.DtmfCommand(digit=digit, duration=duration, call_sid=call_sid))
-
-    async def record(self, action: cmds.RecordAction, **options: Any) -> None:
-        """Start / stop / pause / resume recording (see :class:`RecordCommand` for options)."""
-        await self.send_command(cmds.RecordCommand(action=action, **options))
-
-    async def configure(self, config: Config) -> None:
-        """Run a ``config`` verb now, out of band."""
-        await self.send_command(cmds.ConfigCommand(config=config))
-
-    async def dial(self, body: dict[str, Any]) -> None:
-        """Launch a separate outbound call (REST ``createCall`` body)."""
-        await self.send_command(cmds.DialCommand(body=body))
-
-    async def dub(self, dub: Dub, *, call_sid: str | None = None) -> None:
-        """Run a ``dub`` verb now (add, silence or play on an extra audio track)."""
-        await self.send_command(cmds.DubCommand(dub=dub, call_sid=call_sid))
-
-    async def boost_audio(self, gain: float | str, *, call_sid: str | None = None) -> None:
-        """Set the audio gain in dB (a number, or a string such as ``"+6 dB"``)."""
-        await self.send_command(cmds.BoostAudio(gain=gain, call_sid=call_sid))
-
-    async def media_path(self, path: Literal["no-media", "partial-media", "full-media"]) -> None:
-        """During ``dial``: release the media (``no-media``) or re-anchor it."""
-        await self.send_command(cmds.MediaPath(path=path))
-
-    async def llm_tool_output(self, tool_call_id: str, data: dict[str, Any]) -> None:
-        """Answer an ``llm:tool-call`` (``data`` is the vendor's shape, protocol.md §9.5)."""
-        await self.send_command(cmds.LlmToolOutput(tool_call_id=tool_call_id, data=data))
-
-    async def llm_update(self, data: dict[str, Any]) -> None:
-        """Send a vendor-specific update to the running ``llm`` verb."""
-        await self.send_command(cmds.LlmUpdate(data=data))
-
-    async def tts_flush(self) -> None:
-        """Synthesise the buffered TTS text now (end of an LLM turn)."""
-        await self.send_command(cmds.TtsFlush())
-
-    async def tts_clear(self) -> None:
-        """Drop buffered TTS text and queued audio, and release a paused token stream."""
-        await self.send_command(cmds.TtsClear())
 
     async def wait_tts_interruption(self, seen: int) -> None:
         """Block until :attr:`tts_interruptions` is past ``seen`` (a barge-in happened), or
