@@ -15,7 +15,6 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any
 
 import attrs
 import trio
@@ -38,7 +37,9 @@ from ._admission import (
 from ._call import Call, _Connection
 from ._config import ServerConfig
 from ._errors import RemoteProtocolError
+from ._listen import open_listeners
 from ._log import get_logger
+from ._membership import CallWatcher, ServerMember
 from ._protocol._json import TooComplex, loads_object
 from ._protocol._messages import (
     Message,
@@ -116,6 +117,8 @@ class JambonzServer:
         self._accept_scope = trio.CancelScope()
         self._calls_changed = trio.Event()
         self.drained = trio.Event()
+        #: The cluster member told about calls (``serve_jambonz(cluster=...)``); ``None``: none.
+        self._watcher: CallWatcher | None = None
 
     @property
     def port(self) -> int:
@@ -293,6 +296,8 @@ class JambonzServer:
             else:
                 self.calls.unparked(call)
                 await call._attach(conn, first, now)
+                if self._watcher is not None:
+                    self._watcher.call_rebound(call)
             await call._run_connection(conn)
         finally:
             # however this task ends, the call must know its socket is gone (no-op if it does)
@@ -350,6 +355,10 @@ class JambonzServer:
 
     def _register(self, call: Call) -> None:
         self.calls.add(call)  # lists an isolated call (or a newcomer whose sid is taken) by object only
+        if self._watcher is not None:
+            sid = call.call_sid
+            if sid is not None and self.calls.get(sid) is call:  # reachable by sid: not isolated
+                self._watcher.call_started(call)
 
     async def _run_call(self, call: Call, handler: Handler) -> None:
         """The call's task (registered already): its handler and watchdog, contained."""
@@ -363,6 +372,8 @@ class JambonzServer:
         finally:
             self.calls.remove(call)
             self._calls_changed.set()
+            if self._watcher is not None:
+                self._watcher.call_ended(call)
 
     # -- drain -----------------------------------------------------------------------------
 
@@ -456,6 +467,8 @@ async def serve_jambonz(
     ssl_context: ssl.SSLContext | None = None,
     config: ServerConfig | None = None,
     handler_nursery: trio.Nursery | None = None,
+    reuse_port: bool = False,
+    cluster: ServerMember | None = None,
     task_status: trio.TaskStatus[JambonzServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve jambonz applications until cancelled or drained.
@@ -471,16 +484,18 @@ async def serve_jambonz(
         ssl_context: serve ``wss://``.
         config: limits and per-call settings; see :class:`ServerConfig`.
         handler_nursery: where connection tasks run (default: a nursery of the server's own).
+        reuse_port: listen with ``SO_REUSEPORT``, so that several processes serve one port
+            (the kernel spreads connections over them); see :mod:`jambonz_trio.workers`.
+        cluster: a :class:`jambonz_trio.cluster.Cluster` to join: the server's calls are listed
+            in the cluster's directory and commands sent from other processes reach them.
+            ``None`` (the default): no cluster code runs or is imported.
 
     Returns after :meth:`JambonzServer.drain` has finished. Cancellation closes every socket
     at once (jambonz sees a drop and reconnects); prefer ``drain`` for deploys.
     """
     config = config or ServerConfig()
     routes = _routes(app)
-    if ssl_context is not None:
-        listeners: list[Any] = await trio.open_ssl_over_tcp_listeners(port, ssl_context, host=host)
-    else:
-        listeners = await trio.open_tcp_listeners(port, host=host)
+    listeners = await open_listeners(port, host=host, ssl_context=ssl_context, reuse_port=reuse_port)
     _warn_cleartext_auth(host, routes, ssl_context is not None)
     async with trio.open_nursery() as calls_nursery, trio.open_nursery() as conns:
         server = JambonzServer(
@@ -498,10 +513,24 @@ async def serve_jambonz(
                 )
 
         conns.start_soon(accept)
+        if cluster is not None:
+            await conns.start(_join_cluster, cluster, server)
         task_status.started(server)
         await server.drained.wait()
         conns.cancel_scope.cancel()
         calls_nursery.cancel_scope.cancel()
+
+
+async def _join_cluster(
+    cluster: ServerMember, server: JambonzServer, *, task_status: trio.TaskStatus[None]
+) -> None:
+    """Member of ``cluster`` while the server accepts; calls that end later are still reported."""
+    server._watcher = cluster.attach_server(server)
+    try:
+        task_status.started()
+        await trio.sleep_forever()
+    finally:
+        cluster.detach_server(server)
 
 
 __all__ += ["BasicAuth", "Route"]

@@ -1,0 +1,29 @@
+"""A worker target for the tests of :mod:`jambonz_trio.workers`: it answers ``session:new`` with
+its pid, so a test can tell which worker process served a call."""
+
+from __future__ import annotations
+
+import os
+
+import trio
+
+from jambonz_trio import Call, JambonzServer, serve_jambonz
+from jambonz_trio.verbs import Say
+
+
+async def whoami(call: Call) -> None:
+    await call.ack(call.session, [Say(text=f"pid {os.getpid()}")])
+    await call.wait_closed()
+
+
+async def serve(
+    *,
+    host: str | None,
+    port: int,
+    reuse_port: bool,
+    crash: bool = False,
+    task_status: trio.TaskStatus[JambonzServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    if crash:
+        raise RuntimeError("this worker fails at start-up")
+    await serve_jambonz(whoami, host=host, port=port, reuse_port=reuse_port, task_status=task_status)

@@ -1,0 +1,87 @@
+"""Worker processes on one port (``SO_REUSEPORT``): spread, restart, drain, give up."""
+
+from __future__ import annotations
+
+import os
+import signal
+from functools import partial
+
+import pytest
+import trio
+
+from jambonz_trio import serve_jambonz
+from jambonz_trio.testing import open_fake_call, tcp_connector
+from jambonz_trio.workers import WorkerFailed, Workers, serve_workers
+from tests.workers.app import serve, whoami
+
+TARGET = "tests.workers.app:serve"
+
+
+async def served_by(port: int) -> int:
+    """Open a call over TCP; the pid of the worker that answered it."""
+    async with open_fake_call(tcp_connector(f"ws://127.0.0.1:{port}/"), auto_reconnect=False) as fc:
+        ack = await fc.start()
+        await fc.hangup()
+    return int(ack.verbs[0].text.split()[1])
+
+
+async def test_reuse_port_lets_two_servers_share_a_port(nursery: trio.Nursery) -> None:
+    first = await nursery.start(partial(serve_jambonz, whoami, port=0, reuse_port=True))
+    second = await nursery.start(partial(serve_jambonz, whoami, port=first.port, reuse_port=True))
+    assert second.port == first.port
+    with pytest.raises(OSError, match="in use"):
+        await serve_jambonz(whoami, port=first.port)  # without SO_REUSEPORT: refused
+    with trio.fail_after(10):
+        assert await served_by(first.port) == os.getpid()
+
+
+async def test_two_workers_spread_restart_and_drain(nursery: trio.Nursery) -> None:
+    """Both workers serve calls on one port; a killed worker is replaced; a drain closes the
+    live calls with 1012 on every worker, the workers exit and the supervisor returns."""
+    done = trio.Event()
+
+    async def supervise(task_status: trio.TaskStatus[Workers]) -> None:
+        await serve_workers(2, TARGET, grace=0.2, task_status=task_status)
+        done.set()
+
+    with trio.fail_after(60):
+        workers: Workers = await nursery.start(supervise)
+        pids = {w.pid for w in workers.workers()}
+        assert len(pids) == 2 and os.getpid() not in pids
+        seen: set[int] = set()
+        for _ in range(40):  # the kernel hashes each connection: both get some
+            seen.add(await served_by(workers.port))
+            if seen == pids:
+                break
+        assert seen == pids
+
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        await workers.wait_workers(2, exclude=frozenset({victim}))
+        assert workers.restarts == 1
+        processes = [slot.process for slot in workers._slots]
+        assert victim not in {w.pid for w in workers.workers()}
+
+        url = f"ws://127.0.0.1:{workers.port}/"
+        calls = [open_fake_call(tcp_connector(url), auto_reconnect=False) for _ in range(4)]
+        async with calls[0] as a, calls[1] as b, calls[2] as c, calls[3] as d:
+            for fc in (a, b, c, d):
+                await fc.start()
+            workers.drain()
+            for fc in (a, b, c, d):
+                assert (await fc.expect_close(1012)).reason == "server restarting"
+        await done.wait()
+        assert workers.workers() == []
+        assert [p.exitcode for p in processes if p is not None] == [0, 0]
+
+
+async def test_workers_that_keep_dying_are_given_up() -> None:
+    with trio.fail_after(60), pytest.raises(WorkerFailed, match="3 worker deaths"):
+        await serve_workers(1, TARGET, kwargs={"crash": True}, max_restarts=2)
+
+
+async def test_a_target_a_worker_cannot_import_is_refused() -> None:
+    with pytest.raises(TypeError, match="top-level function"):
+        await serve_workers(1, lambda **kw: serve(**kw))
+    with pytest.raises(ValueError, match="module:function"):
+        await serve_workers(1, "tests.workers.app.serve")
