@@ -3,10 +3,15 @@
 Run it::
 
     python examples/ivr.py --host 127.0.0.1 --port 8080 [--username U --password P]
+    python examples/ivr.py --host 0.0.0.0 --port 8080 --workers 2 --redis redis://127.0.0.1:6379/0
 
 and point a jambonz application's call hook at ``ws://<host>:8080/ivr``. Basic auth is
 enforced when both a username and a password are given (flags, or the environment variables
-``JAMBONZ_WS_USERNAME`` / ``JAMBONZ_WS_PASSWORD``).
+``JAMBONZ_WS_USERNAME`` / ``JAMBONZ_WS_PASSWORD``). ``--workers N`` serves the port from N
+processes (:mod:`jambonz_trio.workers`); ``--redis URL`` joins a cluster
+(:mod:`jambonz_trio.cluster`, the ``redis`` extra): every worker lists its calls there, and
+``python examples/cluster_supervisor.py --redis URL`` or ``python -m jambonz_trio calls --redis
+URL`` see and command them all.
 
 The caller hears a greeting and is asked to say something or press keys; the app repeats what
 it got and hangs up. A supervisor task, outside any call handler, watches new calls through
@@ -22,9 +27,12 @@ jambonz reconnect, because the same ``Call`` (and the same handler) carries on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any
 
 import trio
 
@@ -41,6 +49,7 @@ from jambonz_trio import (
     serve_jambonz,
 )
 from jambonz_trio.verbs import Gather, Hangup, Say
+from jambonz_trio.workers import Workers, run_workers
 
 PATH = "/ivr"
 DEFAULT_BLOCKLIST = ("+15550000001",)
@@ -133,18 +142,34 @@ async def serve(
     password: str | None = None,
     blocklist: Sequence[str] = DEFAULT_BLOCKLIST,
     handler: Handler | None = None,
+    redis: str | None = None,
+    member_ttl: float = 5.0,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[JambonzServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the IVR (``handler``: another implementation of it) and run its supervisor until
-    cancelled."""
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            lambda task_status: serve_jambonz(
-                route(username, password, handler=handler), host=host, port=port, task_status=task_status
+    cancelled. ``redis``: join the cluster at that URL (its calls are listed there and reachable
+    by commands from other processes); ``reuse_port``: share the port with other workers."""
+    async with contextlib.AsyncExitStack() as stack:
+        cluster = None
+        if redis:
+            from jambonz_trio.cluster import ClusterConfig, open_cluster
+
+            config = ClusterConfig(member_ttl=member_ttl)
+            cluster = await stack.enter_async_context(open_cluster(redis, config=config))
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(
+                    serve_jambonz,
+                    route(username, password, handler=handler),
+                    host=host,
+                    port=port,
+                    reuse_port=reuse_port,
+                    cluster=cluster,
+                )
             )
-        )
-        nursery.start_soon(supervise, server, tuple(blocklist))
-        task_status.started(server)
+            nursery.start_soon(supervise, server, tuple(blocklist))
+            task_status.started(server)
 
 
 def main(
@@ -161,18 +186,29 @@ def main(
     parser.add_argument("--username", default=os.environ.get("JAMBONZ_WS_USERNAME"))
     parser.add_argument("--password", default=os.environ.get("JAMBONZ_WS_PASSWORD"))
     parser.add_argument("--blocklist", nargs="*", default=list(DEFAULT_BLOCKLIST))
+    parser.add_argument("--workers", type=int, default=1, help="processes serving the port (SO_REUSEPORT)")
+    parser.add_argument(
+        "--redis", default=os.environ.get("JAMBONZ_TRIO_REDIS"), help="join this Redis cluster"
+    )
+    parser.add_argument("--member-ttl", type=float, default=5.0, help="cluster heartbeat TTL (seconds)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    options: dict[str, Any] = {
+        "username": args.username,
+        "password": args.password,
+        "blocklist": list(args.blocklist),
+    }
+    if args.redis:
+        options |= {"redis": args.redis, "member_ttl": args.member_ttl}
+    if args.workers > 1:
+
+        def ready(workers: Workers) -> None:
+            print(f"serving ws://{args.host}:{workers.port}{PATH} with {args.workers} workers", flush=True)
+
+        run_workers(args.workers, serve_fn, host=args.host, port=args.port, kwargs=options, on_ready=ready)
+        return
     print(f"serving ws://{args.host}:{args.port}{PATH}", flush=True)
-    trio.run(
-        lambda: serve_fn(
-            host=args.host,
-            port=args.port,
-            username=args.username,
-            password=args.password,
-            blocklist=args.blocklist,
-        )
-    )
+    trio.run(lambda: serve_fn(host=args.host, port=args.port, **options))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 ``demo`` runs the IVR of ``examples/ivr.py`` in this process and plays scripted calls against
 it through the fake jambonz (no sockets, no jambonz). ``simulate`` drives any jambonz WebSocket
-app - written with this library or not - through a call over a real socket.
+app - written with this library or not - through a call over a real socket. ``calls`` prints the
+live calls of a Redis-backed cluster (the ``redis`` extra).
 """
 
 from __future__ import annotations
@@ -289,10 +290,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="gathers the caller answers before hanging up at the next one (default 10)",
     )
     sim.add_argument("--idle", type=float, default=2.0, help="seconds to wait for commands when idle")
+    calls = sub.add_parser("calls", help="print the live calls of a Redis cluster, one JSON object per line")
+    calls.add_argument("--redis", required=True, help="redis://[user:password@]host:port/db (or rediss://)")
+    calls.add_argument("--namespace", default="default", help="the cluster's namespace")
+    calls.add_argument("--watch", action="store_true", help="then print calls as they start, change and end")
     args = parser.parse_args(argv)
     if args.command == "simulate" and args.interactive and args.answers:
         parser.error("--interactive cannot be combined with --speech / --digits")
     out = sys.stdout
+    if args.command == "calls":  # needs the redis extra: imported only here
+        from .cluster._cli import calls as list_calls
+
+        return list_calls(args, out)
     try:
         if args.command == "demo":
             trio.run(demo, out)

@@ -1,0 +1,54 @@
+"""``python -m jambonz_trio calls --redis URL``: the cluster's live calls as JSON lines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, TextIO
+
+import trio
+
+from .._log import get_logger
+from ._cluster import open_cluster
+from ._errors import ClusterUnavailable
+from ._model import CallEnded, CallsSnapshot, CallStarted, ClusterEvent
+
+__all__ = ["calls"]
+
+
+def _event_json(event: ClusterEvent) -> dict[str, Any]:
+    if isinstance(event, CallsSnapshot):
+        return {"event": "snapshot", "calls": [c.to_json() for c in event.calls]}
+    if isinstance(event, CallEnded):
+        return {"event": "end", "call_sid": event.call_sid, "member": event.member, "why": event.why}
+    kind = "start" if isinstance(event, CallStarted) else "update"
+    return {"event": kind, "call": event.call.to_json()}
+
+
+async def _run(args: argparse.Namespace, out: TextIO) -> None:
+    get_logger("jambonz_trio.cluster").setLevel(logging.ERROR)  # the one-line error says it all
+    async with open_cluster(args.redis, namespace=args.namespace) as cluster:
+        for call in await cluster.list_calls():
+            print(json.dumps(call.to_json()), file=out, flush=True)
+        if args.watch:
+            async with cluster.watch_calls() as events:
+                async for event in events:
+                    if not isinstance(event, CallsSnapshot):  # the first one was printed above
+                        print(json.dumps(_event_json(event)), file=out, flush=True)
+
+
+def calls(args: argparse.Namespace, out: TextIO) -> int:
+    """Print every live call of the cluster, one JSON object per line (``call_sid``,
+    ``member``, ``reconnect_count``, ``from``, ``to``, ...); with ``--watch`` then one line per
+    change. Exit status 1 with a one-line error when Redis cannot be reached."""
+    try:
+        trio.run(_run, args, out)
+    except ClusterUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

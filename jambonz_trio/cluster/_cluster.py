@@ -1,0 +1,929 @@
+"""``open_cluster`` / ``Cluster``: a member's directory, its inbox, commands and views.
+
+Tasks of one cluster handle (all in the handle's nursery, none per call):
+
+* the **directory task**: heartbeat and sweep every ``member_ttl / 3``, and the writes of the
+  bounded, coalesced update queue the server's synchronous hooks fill (nothing on a call's
+  path ever awaits Redis); after a Redis restart, an expiry or an overflow it re-registers the
+  member's live calls;
+* the **inbox task**: one blocking ``XREAD`` loop on the member's inbox stream (a fresh client
+  per session), dispatching commands to per-call lanes and replies to waiting requesters;
+* one **lane** task per call that has commands waiting (FIFO per call), while it has some.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import socket
+import ssl
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import coredis
+import trio
+
+from .._command_api import CommandMethods
+from .._errors import (
+    CallClosed,
+    CommandQueueFull,
+    JambonzTrioError,
+    LocalProtocolError,
+    NotDelivered,
+)
+from .._log import get_logger
+from .._protocol._outbound import Command
+from ._errors import CallNotFound, ClusterUnavailable, OwnerGone
+from ._model import (
+    CallEnded,
+    CallsSnapshot,
+    CallStarted,
+    CallUpdated,
+    ClusterCall,
+    ClusterConfig,
+    ClusterEvent,
+    ClusterStatistics,
+    decode_command,
+    encode_command,
+    user_hash,
+)
+from ._redis import REDIS_ERRORS, check_url, guard, leaves, make_client, redact, tls_context
+from ._scripts import HEARTBEAT, LIVE_MEMBERS, LOOKUP, MEMBER_ALIVE, SWEEP, UPSERT, Keys
+
+if TYPE_CHECKING:
+    from .._call import Call
+    from .._server import JambonzServer
+
+__all__ = ["Cluster", "RemoteCall", "open_cluster"]
+
+log = get_logger("jambonz_trio.cluster")
+
+#: Longest server-side block of a reader's XREAD (ms); readers loop, never cancel it.
+_BLOCK_MS = 1000
+#: Directory writes per Lua call.
+_CHUNK = 200
+#: Request ids remembered for de-duplication.
+_SEEN = 4096
+#: Replies sent by helper tasks at once (refusals outside a lane); more are dropped.
+_MAX_REPLY_TASKS = 64
+
+
+def _stream_id(text: str) -> tuple[int, int]:
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def default_member_id() -> str:
+    """``host-pid-random``: unique per process, readable in the views."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class _Backoff:
+    """0.1 s doubling to 2 s; reset after a success."""
+
+    def __init__(self) -> None:
+        self.delay = 0.1
+
+    def next(self) -> float:
+        delay = self.delay
+        self.delay = min(self.delay * 2, 2.0)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = 0.1
+
+
+@attrs.define
+class _Request:
+    id: str
+    reply_to: str
+    call_sid: str
+    command: str
+
+
+@attrs.define
+class _Waiter:
+    done: trio.Event = attrs.field(factory=trio.Event)
+    reply: dict[str, Any] | None = None
+
+
+class Cluster:
+    """A handle on the cluster: the directory of live calls, commands to any call, views.
+
+    Get one from :func:`open_cluster`. A handle is a *member*: it beats in the directory
+    (``member``) and has an inbox for the replies to its commands; given to
+    ``serve_jambonz(cluster=...)`` it also lists that server's calls and executes the commands
+    other members send them. A control process that serves no calls uses it the same way.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str,
+        member: str,
+        config: ClusterConfig,
+        client: coredis.Redis[str],
+        ssl_context: ssl.SSLContext | None,
+        nursery: trio.Nursery,
+    ) -> None:
+        self.namespace = namespace
+        self.member = member
+        self.config = config
+        self._url = url
+        self._where = redact(url)
+        self._keys = Keys(namespace)
+        self._client = client
+        self._ssl_context = ssl_context
+        self._nursery = nursery
+        self._heartbeat = client.register_script(HEARTBEAT)
+        self._upsert = client.register_script(UPSERT)
+        self._sweep = client.register_script(SWEEP)
+        self._lookup = client.register_script(LOOKUP)
+        self._alive = client.register_script(MEMBER_ALIVE)
+        self._live_members = client.register_script(LIVE_MEMBERS)
+        self._server: JambonzServer | None = None
+        # directory
+        self._live: dict[str, tuple[Call, ClusterCall]] = {}
+        self._pending: dict[str, ClusterCall | None] = {}
+        self._resync = True  # the first registration is a full one
+        self._wake = trio.Event()
+        self._redis_up = False
+        self._up_changed = trio.Event()
+        self._overflows = 0
+        self._resyncs = 0
+        # commands
+        self._waiters: dict[str, _Waiter] = {}
+        self._lanes: dict[str, list[_Request]] = {}
+        self._queued = 0
+        self._running: dict[str, trio.CancelScope] = {}
+        self._cancelled: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._seen: collections.OrderedDict[str, dict[str, Any] | None] = collections.OrderedDict()
+        self._reply_tasks = 0
+        self._handled = 0
+        self._duplicates = 0
+        self._warned: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"<Cluster {self.namespace!r} member {self.member!r} at {self._where}>"
+
+    # -- public: state ---------------------------------------------------------------------
+
+    def statistics(self) -> ClusterStatistics:
+        """Counters (not a checkpoint)."""
+        return ClusterStatistics(
+            redis_up=self._redis_up,
+            calls=len(self._live),
+            pending_updates=len(self._pending),
+            overflows=self._overflows,
+            resyncs=self._resyncs,
+            commands_handled=self._handled,
+            duplicates_dropped=self._duplicates,
+        )
+
+    async def wait_registered(self) -> None:
+        """Block until the directory holds this member and every call it reported (nothing
+        pending). The caller owns the timeout (Redis may be down for long)."""
+        while not (self._redis_up and not self._pending and not self._resync):
+            await self._up_changed.wait()
+
+    # -- public: views -----------------------------------------------------------------------
+
+    async def list_calls(self) -> list[ClusterCall]:
+        """Every live call of the cluster (calls of members that stopped beating are left out).
+
+        Raises:
+            ClusterUnavailable: Redis cannot be reached.
+        """
+        return await self._list_calls(self._client)
+
+    async def _list_calls(self, client: coredis.Redis[str]) -> list[ClusterCall]:
+        with guard("listing calls", self._where), trio.fail_after(self._bound):
+            members: list[str] = await self._live_members(keys=[self._keys.members], client=client)
+            live = set(members)
+            calls: list[ClusterCall] = []
+            cursor = 0
+            while True:
+                cursor, entries = await client.hscan(self._keys.calls, cursor, count=500)
+                for value in entries.values():
+                    try:
+                        call = ClusterCall.loads(value)
+                    except ValueError:
+                        continue
+                    if call.member in live:
+                        calls.append(call)
+                if cursor == 0:
+                    break
+        calls.sort(key=lambda c: (c.started, c.call_sid))
+        return calls
+
+    async def get_call(self, call_sid: str) -> ClusterCall | None:
+        """The live call with this sid, or ``None`` (unknown, ended, or its member is dead).
+
+        Raises:
+            ClusterUnavailable: Redis cannot be reached.
+        """
+        state, call = await self._find(call_sid)
+        return call if state == "live" else None
+
+    async def list_members(self) -> list[str]:
+        """The ids of the members that beat (servers and control processes).
+
+        Raises:
+            ClusterUnavailable: Redis cannot be reached.
+        """
+        with guard("listing members", self._where), trio.fail_after(self._bound):
+            members: list[str] = await self._live_members(keys=[self._keys.members])
+        return sorted(str(m) for m in members)
+
+    @contextlib.asynccontextmanager
+    async def watch_calls(
+        self, *, buffer: int = 256
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[ClusterEvent]]:
+        """Watch the cluster's calls: ``async with cluster.watch_calls() as events: async for
+        event in events``. The first event is a :class:`CallsSnapshot` of every live call,
+        then :class:`CallStarted`, :class:`CallUpdated` and :class:`CallEnded` as they happen;
+        after every gap (Redis unreachable, or restarted) another :class:`CallsSnapshot`
+        replaces the view. While Redis is down nothing comes; the watch never raises for it.
+        A consumer more than ``events_maxlen`` events behind may miss changes.
+        """
+        send, receive = trio.open_memory_channel[ClusterEvent](buffer)
+        async with _unwrapped(), trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch, send)
+            try:
+                async with receive:
+                    yield receive
+            finally:
+                nursery.cancel_scope.cancel()
+
+    # -- public: commands --------------------------------------------------------------------
+
+    def call(self, call_sid: str) -> RemoteCall:
+        """A proxy with the command API of :class:`~jambonz_trio.Call` (``redirect``,
+        ``hangup``, ``mute``, ... and ``send_command``) for the call ``call_sid``, wherever
+        it lives. Creating it does no I/O."""
+        return RemoteCall(self, call_sid)
+
+    async def send_command(self, call_sid: str, command: Command, *, request_id: str | None = None) -> None:
+        """Send ``command`` to the call ``call_sid`` through the member that holds it.
+
+        The owner runs it through the call's own :meth:`Call.send_command`, with every local
+        rule (queued while the call is disconnected, refused before the ``session:new`` ack,
+        ...). Blocks until the owner answers: normally a Redis round trip or two (well under a
+        millisecond on a LAN), longer while the call waits for jambonz to reconnect; at most
+        ``reply_timeout``. The caller owns any shorter timeout (``trio.fail_after``);
+        cancelling asks the owner to drop the command if it has not gone out yet.
+
+        ``request_id``: give the same id to retry a command after ``NotDelivered(maybe_sent=
+        True)``: the owner executes one id at most once (it remembers the last 4,096 ids).
+
+        Raises:
+            CallNotFound: no live call has this sid (unknown, or ended).
+            OwnerGone: the member holding the call is dead (``maybe_sent`` as documented).
+            ClusterUnavailable: Redis cannot be reached.
+            NotDelivered: as locally (the socket died during the write, the call ended while
+                the command waited), or no answer within ``reply_timeout`` (``maybe_sent``).
+            CommandQueueFull: the call's queue of commands waiting for a reconnect is full.
+            LocalProtocolError: as locally (before the ``session:new`` ack, frame too large).
+        """
+        try:
+            text = encode_command(command)
+        except (TypeError, ValueError) as exc:
+            raise LocalProtocolError(f"cannot serialise {command!r}: {exc}") from exc
+        state, entry = await self._find(call_sid)
+        if state == "none":
+            raise CallNotFound(f"no live call {call_sid} in the cluster")
+        if state in ("dead", "gone") or entry is None:
+            raise OwnerGone(f"the member holding call {call_sid} is gone", maybe_sent=False)
+        owner = entry.member
+        if owner == self.member:
+            local = self._server.calls.get(call_sid) if self._server is not None else None
+            if local is None:
+                raise CallNotFound(f"call {call_sid} has ended")
+            await local.send_command(command)
+            return
+        rid = request_id or uuid.uuid4().hex
+        waiter = _Waiter()
+        self._waiters[rid] = waiter
+        sent = False
+        try:
+            message = {
+                "k": "cmd",
+                "id": rid,
+                "to": self.member,
+                "sid": call_sid,
+                "cmd": text,
+                "until": time.time() + self.config.reply_timeout,
+            }
+            added = await self._xadd(self._keys.inbox(owner), message, what="sending a command")
+            if added is None:  # NOMKSTREAM: the owner's inbox is gone with it
+                raise OwnerGone(f"member {owner} (holding call {call_sid}) is gone", maybe_sent=False)
+            sent = True
+            with trio.move_on_after(self.config.reply_timeout):
+                await self._wait_reply(waiter, owner, call_sid)
+            if waiter.reply is None:
+                raise NotDelivered(
+                    f"no answer from member {owner} within {self.config.reply_timeout:.0f} s", maybe_sent=True
+                )
+            _raise_for(waiter.reply, call_sid)
+        finally:
+            del self._waiters[rid]
+            if sent and waiter.reply is None:
+                with contextlib.suppress(RuntimeError):  # the handle is closing
+                    self._nursery.start_soon(self._send_cancel, owner, rid)
+
+    # -- server membership (CallWatcher / ServerMember) ------------------------------------------
+
+    def attach_server(self, server: JambonzServer) -> Cluster:
+        """Called by ``serve_jambonz(cluster=...)``: list the server's calls from now on and
+        execute commands for them. One server per handle.
+
+        Raises:
+            RuntimeError: the handle already serves a server.
+        """
+        if self._server is not None:
+            raise RuntimeError("this cluster handle already serves a server; open one per server")
+        self._server = server
+        return self
+
+    def detach_server(self, server: JambonzServer) -> None:
+        """Called when ``serve_jambonz`` returns: no more commands for its calls."""
+        if self._server is server:
+            self._server = None
+
+    def call_started(self, call: Call) -> None:
+        sid = call.call_sid
+        if sid is None:
+            return
+        summary = ClusterCall(
+            call_sid=sid,
+            member=self.member,
+            from_=call.from_,
+            to=call.to,
+            direction=call.direction,
+            account_sid=call.account_sid,
+            application_sid=call.info.application_sid,
+            route=call.identity.route,
+            user_hash=user_hash(call.identity.username),
+            reconnect_count=call.reconnect_count,
+            started=time.time(),
+        )
+        self._live[sid] = (call, summary)
+        self._queue(sid, summary)
+
+    def call_rebound(self, call: Call) -> None:
+        sid = call.call_sid
+        entry = self._live.get(sid) if sid is not None else None
+        if sid is None or entry is None or entry[0] is not call:
+            return
+        if entry[1].reconnect_count != call.reconnect_count:
+            summary = attrs.evolve(entry[1], reconnect_count=call.reconnect_count)
+            self._live[sid] = (call, summary)
+            self._queue(sid, summary)
+
+    def call_ended(self, call: Call) -> None:
+        sid = call.call_sid
+        entry = self._live.get(sid) if sid is not None else None
+        if sid is None or entry is None or entry[0] is not call:
+            return
+        del self._live[sid]
+        self._queue(sid, None)
+
+    def _queue(self, sid: str, update: ClusterCall | None) -> None:
+        """Queue a directory write (never blocks). Coalesced per call; at the bound the queue
+        is dropped and a full re-registration replaces it."""
+        if sid not in self._pending and len(self._pending) >= self.config.max_pending_updates:
+            self._pending.clear()
+            if not self._resync:
+                self._overflows += 1
+                self._warn(
+                    "overflow",
+                    "%d directory updates wait for Redis; dropped them, the member's calls will be "
+                    "re-registered when Redis answers",
+                    self.config.max_pending_updates,
+                )
+            self._resync = True
+        elif not self._resync:
+            self._pending[sid] = update
+        self._wake.set()
+
+    # -- the directory task ----------------------------------------------------------------------
+
+    @property
+    def _bound(self) -> float:
+        """Backstop on one operation of ours (coredis' own timeouts normally fire first)."""
+        return 2 * self.config.op_timeout + 0.5
+
+    async def _directory_loop(self) -> None:
+        beat_every = self.config.member_ttl / 3
+        next_beat = trio.current_time()
+        backoff = _Backoff()
+        while True:
+            if not self._pending and not self._resync:
+                with trio.move_on_at(next_beat):
+                    await self._wake.wait()
+            self._wake = trio.Event()
+            try:
+                if trio.current_time() >= next_beat:
+                    if not await self._beat():
+                        self._resync = True
+                    next_beat = trio.current_time() + beat_every
+                    await self._sweep_dead()
+                if self._resync:
+                    await self._full_resync()
+                elif self._pending:
+                    await self._flush()
+            except ClusterUnavailable as exc:
+                self._set_up(False)
+                self._warn("directory", "cluster directory: %s; retrying", exc)
+                next_beat = trio.current_time()  # beat first when it answers: was it restarted?
+                await trio.sleep(backoff.next())
+                continue
+            backoff.reset()
+            self._set_up(True)
+
+    async def _beat(self) -> bool:
+        k = self._keys
+        ttl_ms = int(self.config.member_ttl * 1000)
+        idle_ms = int(max(60.0, 3 * self.config.member_ttl, self.config.orphan_keep) * 1000)
+        with guard("heartbeat", self._where), trio.fail_after(self._bound):
+            present: int = await self._heartbeat(
+                keys=[
+                    k.members,
+                    k.calls,
+                    k.events,
+                    k.orphans,
+                    k.inbox(self.member),
+                    k.member_calls(self.member),
+                ],
+                args=[self.member, ttl_ms, idle_ms, self.config.inbox_maxlen],
+            )
+        return bool(present)
+
+    async def _sweep_dead(self, member: str = "") -> int:
+        k = self._keys
+        with guard("sweep", self._where), trio.fail_after(self._bound):
+            removed: int = await self._sweep(
+                keys=[k.members, k.calls, k.events, k.orphans],
+                args=[
+                    k.member_prefix,
+                    self.config.events_maxlen,
+                    int(self.config.orphan_keep * 1000),
+                    member,
+                ],
+            )
+        if removed and not member:
+            log.info("cluster: removed %d calls of members that stopped beating", removed)
+        return int(removed)
+
+    async def _apply(self, ops: list[tuple[str, str]]) -> None:
+        k = self._keys
+        for start in range(0, len(ops), _CHUNK):
+            args: list[str | int] = [self.member, k.member_prefix, self.config.events_maxlen]
+            for sid, doc in ops[start : start + _CHUNK]:
+                args += [sid, doc]
+            with guard("directory update", self._where), trio.fail_after(self._bound):
+                await self._upsert(
+                    keys=[k.calls, k.events, k.orphans, k.member_calls(self.member)], args=args
+                )
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending, {}
+        try:
+            await self._apply([(sid, "" if s is None else s.dumps()) for sid, s in batch.items()])
+        except BaseException:
+            # put back what may not have been written; newer updates of the same call win
+            for sid, update in batch.items():
+                if sid not in self._pending:
+                    self._queue(sid, update)
+            raise
+
+    async def _full_resync(self) -> None:
+        self._pending.clear()
+        self._resync = False
+        snapshot = {sid: summary for sid, (_call, summary) in self._live.items()}
+        try:
+            with guard("re-registering calls", self._where), trio.fail_after(self._bound):
+                known = await self._client.smembers(self._keys.member_calls(self.member))
+            ops = [(sid, "") for sid in known if sid not in snapshot]
+            ops += [(sid, summary.dumps()) for sid, summary in snapshot.items()]
+            await self._apply(ops)
+        except BaseException:
+            self._resync = True
+            raise
+        self._resyncs += 1
+        if snapshot:
+            log.info("cluster: registered member %s with its %d live calls", self.member, len(snapshot))
+
+    def _set_up(self, up: bool) -> None:
+        if up and not self._redis_up:
+            log.info("cluster: Redis at %s answers", self._where)
+        self._redis_up = up
+        self._up_changed.set()
+        self._up_changed = trio.Event()
+
+    async def _leave(self) -> None:
+        """Remove this member and its entries (on close; bounded, best effort). Runs on a
+        client of its own, shielded: the handle's client may already be torn down by the
+        cancellation that closes the handle."""
+        if self._resyncs == 0:
+            return  # never registered
+        with trio.CancelScope(shield=True), trio.move_on_after(self._bound):
+            k = self._keys
+            try:
+                async with self._reader() as client:
+                    with guard("leaving", self._where):
+                        await client.register_script(SWEEP)(
+                            keys=[k.members, k.calls, k.events, k.orphans],
+                            args=[
+                                k.member_prefix,
+                                self.config.events_maxlen,
+                                int(self.config.orphan_keep * 1000),
+                                self.member,
+                            ],
+                        )
+            except BaseException as exc:
+                _reraise_unless_redis_failure(exc)
+                log.info("cluster: could not deregister member %s (Redis unavailable)", self.member)
+
+    # -- the inbox task ------------------------------------------------------------------------
+
+    def _reader(self) -> coredis.Redis[str]:
+        return make_client(
+            self._url,
+            op_timeout=self.config.op_timeout,
+            blocking=_BLOCK_MS / 1000,
+            ssl_context=self._ssl_context,
+        )
+
+    async def _inbox_loop(self) -> None:
+        inbox = self._keys.inbox(self.member)
+        last = "0-0"
+        backoff = _Backoff()
+        while True:
+            try:
+                async with self._reader() as reader:
+                    with guard("reading the inbox", self._where):
+                        top = await reader.xrevrange(inbox, count=1)
+                    if top and _stream_id(str(top[0].identifier)) < _stream_id(last):
+                        last = "0-0"  # the stream was created anew (Redis restarted)
+                    while True:
+                        with guard("reading the inbox", self._where):
+                            found = await reader.xread({inbox: last}, block=_BLOCK_MS, count=100)
+                        backoff.reset()
+                        for entry in (found or {}).get(inbox, ()):
+                            last = str(entry.identifier)
+                            self._dispatch(entry.field_values.get("m"))
+            except BaseException as exc:
+                _reraise_unless_redis_failure(exc)
+                self._warn("inbox", "cluster inbox of %s: Redis unavailable; retrying", self.member)
+            await trio.sleep(backoff.next())
+
+    def _dispatch(self, raw: object) -> None:
+        try:
+            message = json.loads(str(raw))
+            kind = message["k"]
+        except (ValueError, TypeError, KeyError):
+            log.warning("cluster: ignoring an unreadable inbox entry")
+            return
+        if kind == "reply":
+            waiter = self._waiters.get(str(message.get("id")))
+            if waiter is not None and waiter.reply is None:
+                waiter.reply = message
+                waiter.done.set()
+        elif kind == "cmd":
+            self._on_command(message)
+        elif kind == "cancel":
+            rid = str(message.get("id"))
+            scope = self._running.get(rid)
+            if scope is not None:
+                scope.cancel()
+            self._cancelled[rid] = None
+            if len(self._cancelled) > _SEEN:
+                self._cancelled.popitem(last=False)
+
+    def _on_command(self, message: dict[str, Any]) -> None:
+        try:
+            request = _Request(
+                id=str(message["id"]),
+                reply_to=str(message["to"]),
+                call_sid=str(message["sid"]),
+                command=str(message["cmd"]),
+            )
+            until = float(message.get("until", 0))
+        except (KeyError, TypeError, ValueError):
+            log.warning("cluster: ignoring a malformed command request")
+            return
+        if request.id in self._seen:
+            self._duplicates += 1
+            earlier = self._seen[request.id]
+            if earlier is not None:  # done: answer again (the first answer may have been lost)
+                self._spawn_reply(request, earlier)
+            return  # else still running: its answer will come
+        if until < time.time():
+            return  # the sender gave up on it already
+        self._seen[request.id] = None
+        if len(self._seen) > _SEEN:
+            self._seen.popitem(last=False)
+        lane = self._lanes.get(request.call_sid)
+        if lane is None:
+            lane = self._lanes[request.call_sid] = []
+            self._nursery.start_soon(self._run_lane, request.call_sid, lane)
+        if len(lane) >= self.config.max_queued_commands:
+            refusal = _error("queue_full", f"{len(lane)} commands already wait for call {request.call_sid}")
+            self._seen[request.id] = refusal
+            self._spawn_reply(request, refusal)
+            return
+        lane.append(request)
+
+    async def _run_lane(self, call_sid: str, lane: list[_Request]) -> None:
+        try:
+            while lane:
+                request = lane.pop(0)
+                if request.id in self._cancelled:
+                    continue
+                outcome = await self._execute(request)
+                if outcome is None:
+                    continue  # cancelled by its sender: nobody waits for an answer
+                if request.id in self._seen:
+                    self._seen[request.id] = outcome
+                await self._reply(request, outcome)
+        finally:
+            del self._lanes[call_sid]
+
+    async def _execute(self, request: _Request) -> dict[str, Any] | None:
+        server = self._server
+        call = server.calls.get(request.call_sid) if server is not None else None
+        if call is None:
+            return _error("not_found", f"call {request.call_sid} has ended")
+        try:
+            command = decode_command(request.command)
+        except ValueError as exc:
+            return _error("protocol", f"unreadable command: {exc}")
+        self._handled += 1
+        scope = trio.CancelScope()
+        self._running[request.id] = scope
+        try:
+            with scope:
+                await call.send_command(command)
+                return {"ok": True}
+            return None  # cancelled by the sender
+        except CallClosed as exc:
+            return _error("not_found", str(exc))
+        except CommandQueueFull as exc:
+            return _error("queue_full", str(exc))
+        except NotDelivered as exc:
+            return _error("not_delivered", str(exc), maybe_sent=exc.maybe_sent)
+        except JambonzTrioError as exc:
+            return _error("protocol", str(exc))
+        finally:
+            del self._running[request.id]
+
+    def _spawn_reply(self, request: _Request, outcome: dict[str, Any]) -> None:
+        if self._reply_tasks >= _MAX_REPLY_TASKS:
+            self._warn("replies", "cluster: too many answers in flight; dropping one")
+            return
+        self._reply_tasks += 1
+
+        async def reply() -> None:
+            try:
+                await self._reply(request, outcome)
+            finally:
+                self._reply_tasks -= 1
+
+        self._nursery.start_soon(reply)
+
+    async def _reply(self, request: _Request, outcome: dict[str, Any]) -> None:
+        try:
+            await self._xadd(
+                self._keys.inbox(request.reply_to),
+                {"k": "reply", "id": request.id, **outcome},
+                what="answering",
+            )
+        except ClusterUnavailable as exc:
+            self._warn("reply", "cluster: could not answer a command from %s: %s", request.reply_to, exc)
+
+    async def _send_cancel(self, owner: str, rid: str) -> None:
+        with contextlib.suppress(ClusterUnavailable):
+            await self._xadd(self._keys.inbox(owner), {"k": "cancel", "id": rid}, what="cancelling")
+
+    async def _xadd(self, stream: str, message: dict[str, Any], *, what: str) -> str | None:
+        """XADD to an existing inbox (``None``: it does not exist)."""
+        with guard(what, self._where), trio.fail_after(self._bound):
+            added = await self._client.xadd(
+                stream,
+                {"m": json.dumps(message)},
+                nomkstream=True,
+                trim_strategy=coredis.PureToken.MAXLEN,
+                threshold=self.config.inbox_maxlen,
+                trim_operator=coredis.PureToken.APPROXIMATELY,
+            )
+        return None if added is None else str(added)
+
+    async def _find(self, call_sid: str) -> tuple[str, ClusterCall | None]:
+        k = self._keys
+        with guard("looking up a call", self._where), trio.fail_after(self._bound):
+            found: list[str] = await self._lookup(keys=[k.members, k.calls, k.orphans], args=[call_sid])
+        state, doc = found
+        try:
+            return str(state), ClusterCall.loads(str(doc)) if doc else None
+        except ValueError:
+            return "none", None
+
+    async def _wait_reply(self, waiter: _Waiter, owner: str, call_sid: str) -> None:
+        """Until the answer comes; checks every ``member_ttl / 2`` that the owner still beats."""
+        while True:
+            with trio.move_on_after(self.config.member_ttl / 2):
+                await waiter.done.wait()
+                return
+            try:
+                with guard("checking the owner", self._where), trio.fail_after(self._bound):
+                    alive: int = await self._alive(keys=[self._keys.members], args=[owner])
+            except ClusterUnavailable as exc:
+                raise ClusterUnavailable(str(exc), maybe_sent=True) from exc
+            if not alive and waiter.reply is None:
+                raise OwnerGone(
+                    f"member {owner} (holding call {call_sid}) died before answering", maybe_sent=True
+                )
+
+    # -- watching ------------------------------------------------------------------------------
+
+    async def _watch(self, send: trio.MemorySendChannel[ClusterEvent]) -> None:
+        backoff = _Backoff()
+        async with send:
+            while True:
+                try:
+                    async with self._reader() as reader:
+                        with guard("watching calls", self._where):
+                            top = await reader.xrevrange(self._keys.events, count=1)
+                        last = str(top[0].identifier) if top else "0-0"
+                        view = {c.call_sid: c for c in await self._list_calls(reader)}
+                        await send.send(CallsSnapshot(tuple(view.values())))
+                        backoff.reset()
+                        while True:
+                            with guard("watching calls", self._where):
+                                found = await reader.xread(
+                                    {self._keys.events: last}, block=_BLOCK_MS, count=100
+                                )
+                            for entry in (found or {}).get(self._keys.events, ()):
+                                last = str(entry.identifier)
+                                event = _event(entry.field_values, view)
+                                if event is not None:
+                                    await send.send(event)
+                except BaseException as exc:
+                    _reraise_unless_redis_failure(exc)
+                await trio.sleep(backoff.next())
+
+    # -- logging -------------------------------------------------------------------------------
+
+    def _warn(self, key: str, fmt: str, *args: object) -> None:
+        """A warning at most every 10 s per kind (an outage must not flood the logs)."""
+        now = time.monotonic()
+        if now - self._warned.get(key, -1e9) >= 10.0:
+            self._warned[key] = now
+            log.warning(fmt, *args)
+        else:
+            log.debug(fmt, *args)
+
+
+class RemoteCall(CommandMethods):
+    """A call of the cluster, by sid: the command API of :class:`~jambonz_trio.Call`
+    (``redirect``, ``hangup``, ``mute``, ``whisper``, ...), each sent with
+    :meth:`Cluster.send_command` (same blocking, errors and timeouts)."""
+
+    def __init__(self, cluster: Cluster, call_sid: str) -> None:
+        self.cluster = cluster
+        self.call_sid = call_sid
+
+    def __repr__(self) -> str:
+        return f"<RemoteCall {self.call_sid}>"
+
+    async def send_command(self, command: Command) -> None:
+        """See :meth:`Cluster.send_command`."""
+        await self.cluster.send_command(self.call_sid, command)
+
+    async def info(self) -> ClusterCall | None:
+        """The call's directory entry (``None``: not live). See :meth:`Cluster.get_call`."""
+        return await self.cluster.get_call(self.call_sid)
+
+
+def _error(code: str, message: str, *, maybe_sent: bool = False) -> dict[str, Any]:
+    return {"error": code, "message": message, "maybe_sent": maybe_sent}
+
+
+def _raise_for(reply: dict[str, Any], call_sid: str) -> None:
+    """Raise what the owner's ``send_command`` raised, as the same type (see send_command)."""
+    if reply.get("ok"):
+        return
+    code = reply.get("error")
+    message = str(reply.get("message") or code)
+    if code == "not_found":
+        raise CallNotFound(f"call {call_sid}: {message}")
+    if code == "queue_full":
+        raise CommandQueueFull(message)
+    if code == "not_delivered":
+        raise NotDelivered(message, maybe_sent=bool(reply.get("maybe_sent")))
+    raise LocalProtocolError(message)
+
+
+def _event(raw: Mapping[Any, Any], view: dict[str, ClusterCall]) -> ClusterEvent | None:
+    """A watch event from an events-stream entry, applied to ``view``; ``None`` if it changes
+    nothing there (replayed around a snapshot)."""
+    fields = {str(k): str(v) for k, v in raw.items()}
+    kind, sid = fields.get("e"), fields.get("sid", "")
+    if kind == "end":
+        if view.pop(sid, None) is None:
+            return None
+        return CallEnded(sid, fields.get("member", ""), fields.get("why", "ended"))
+    try:
+        call = ClusterCall.loads(fields.get("call", ""))
+    except ValueError:
+        return None
+    before = view.get(sid)
+    if before == call:
+        return None
+    view[sid] = call
+    return CallStarted(call) if before is None else CallUpdated(call)
+
+
+def _reraise_unless_redis_failure(exc: BaseException) -> None:
+    """Swallow a failure of the link to Redis (a reader then starts a new session); re-raise
+    anything else. ``Cancelled`` next to such failures (coredis' teardown can add a
+    ``ClosedResourceError``) is re-raised alone."""
+    found = leaves(exc)
+    cancelled = [e for e in found if isinstance(e, trio.Cancelled)]
+    rest = [e for e in found if not isinstance(e, trio.Cancelled)]
+    if not all(isinstance(e, (ClusterUnavailable, *REDIS_ERRORS)) for e in rest):
+        raise exc
+    if cancelled:
+        raise cancelled[0] from None
+
+
+@contextlib.asynccontextmanager
+async def _unwrapped() -> AsyncIterator[None]:
+    """Re-raise the one exception a nursery wrapped in a group (the body's own error, or
+    ``Cancelled``), so that users see what their code raised."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        found = leaves(group)
+        if len(found) == 1:
+            raise found[0] from None
+        raise
+
+
+@contextlib.asynccontextmanager
+async def open_cluster(
+    url: str,
+    *,
+    namespace: str = "default",
+    member: str | None = None,
+    config: ClusterConfig | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[Cluster]:
+    """Join the cluster at ``url`` (``redis://[user:password@]host:port/db``, ``rediss://``
+    for TLS, ``unix://``): ``async with open_cluster(url) as cluster``.
+
+    Entering does no network I/O and never fails for Redis being down: the member registers
+    as soon as Redis answers and operations raise :class:`ClusterUnavailable` meanwhile (see
+    :meth:`Cluster.wait_registered`). Leaving removes the member and its entries (bounded by
+    ``op_timeout``).
+
+    Args:
+        namespace: clusters sharing one Redis keep apart by namespace.
+        member: this member's id (default ``host-pid-random``); unique in the namespace.
+        config: see :class:`ClusterConfig`.
+        ssl_context: for ``rediss://`` (default: verify the certificate and the host name).
+
+    The password in ``url`` is never logged nor shown in a ``repr`` or an error.
+
+    Raises:
+        ValueError: not a Redis URL, or an invalid namespace.
+    """
+    check_url(url)
+    config = config or ClusterConfig()
+    Keys(namespace)  # validates
+    context = tls_context(url, ssl_context)
+    client = make_client(url, op_timeout=config.op_timeout, ssl_context=context)
+    async with _unwrapped(), client, trio.open_nursery() as nursery:
+        cluster = Cluster(
+            url,
+            namespace=namespace,
+            member=member or default_member_id(),
+            config=config,
+            client=client,
+            ssl_context=context,
+            nursery=nursery,
+        )
+        nursery.start_soon(cluster._directory_loop)
+        nursery.start_soon(cluster._inbox_loop)
+        try:
+            yield cluster
+        finally:
+            await cluster._leave()
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,171 @@
+"""The cluster's keys and Lua scripts (one hash tag per namespace: every key in one slot).
+
+Keys, for namespace ``NS`` (``P`` = ``jt:{NS}``):
+
+============================  ======  ==========================================================
+``P:members``                 ZSET    member id -> expiry (ms, Redis' own clock: no client skew)
+``P:calls``                   HASH    call_sid -> JSON summary (``ClusterCall``), with its member
+``P:member:<id>:calls``       SET     the call_sids a member registered
+``P:member:<id>:inbox``       STREAM  commands to the member, replies to its requests (capped)
+``P:events``                  STREAM  call start / update / end, for watchers (capped)
+``P:orphans``                 ZSET    call_sid -> until when (ms) its owner is known dead
+============================  ======  ==========================================================
+
+Every member's heartbeat (every ``member_ttl / 3``) moves its expiry and re-arms a
+``PEXPIRE`` of the shared keys, so a cluster whose members all died leaves nothing behind;
+every member also sweeps: a member past its expiry loses its calls (each gets an ``end`` event
+and an orphan mark) and its keys.
+"""
+
+from __future__ import annotations
+
+__all__ = ["HEARTBEAT", "LIVE_MEMBERS", "LOOKUP", "MEMBER_ALIVE", "SWEEP", "UPSERT", "Keys"]
+
+_NOW = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+#: KEYS: members, calls, events, orphans, my inbox, my calls set
+#: ARGV: me, ttl_ms, idle_ms, inbox_maxlen -> 1 if I was registered and alive, else 0
+HEARTBEAT = (
+    _NOW
+    + """
+local now = now_ms()
+local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[4], '*', 'm', '{"k":"hello"}')
+end
+for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+if old and tonumber(old) > now then return 1 end
+return 0
+"""
+)
+
+#: KEYS: calls, events, orphans, my calls set
+#: ARGV: me, member key prefix, events_maxlen, then pairs (call_sid, JSON or '' to remove)
+#: Removal only removes an entry that is still mine; a put takes the sid over from another
+#: member (the newest socket of a call is where jambonz talks). -> number of changes
+UPSERT = """
+local me, prefix, maxlen = ARGV[1], ARGV[2], ARGV[3]
+local changed = 0
+for i = 4, #ARGV, 2 do
+  local sid, doc = ARGV[i], ARGV[i + 1]
+  local prev = redis.call('HGET', KEYS[1], sid)
+  local owner = false
+  if prev then owner = cjson.decode(prev)['member'] end
+  if doc == '' then
+    if prev and owner == me then
+      redis.call('HDEL', KEYS[1], sid)
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*',
+                 'e', 'end', 'sid', sid, 'member', me, 'why', 'ended')
+      changed = changed + 1
+    end
+    redis.call('SREM', KEYS[4], sid)
+  else
+    if prev ~= doc then
+      if owner and owner ~= me then redis.call('SREM', prefix .. owner .. ':calls', sid) end
+      redis.call('HSET', KEYS[1], sid, doc)
+      local kind = 'start'
+      if prev then kind = 'update' end
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'e', kind, 'sid', sid, 'call', doc)
+      changed = changed + 1
+    end
+    redis.call('SADD', KEYS[4], sid)
+    redis.call('ZREM', KEYS[3], sid)
+  end
+end
+return changed
+"""
+
+#: KEYS: members, calls, events, orphans
+#: ARGV: member key prefix, events_maxlen, orphan_keep_ms, a member id ('' = every expired one)
+#: -> number of calls removed
+SWEEP = (
+    _NOW
+    + """
+local now = now_ms()
+local gone
+if ARGV[4] ~= '' then
+  gone = {ARGV[4]}
+else
+  gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 32)
+end
+local removed = 0
+for _, m in ipairs(gone) do
+  local set = ARGV[1] .. m .. ':calls'
+  for _, sid in ipairs(redis.call('SMEMBERS', set)) do
+    local v = redis.call('HGET', KEYS[2], sid)
+    if v and cjson.decode(v)['member'] == m then
+      redis.call('HDEL', KEYS[2], sid)
+      redis.call('ZADD', KEYS[4], now + tonumber(ARGV[3]), sid)
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*',
+                 'e', 'end', 'sid', sid, 'member', m, 'why', 'owner gone')
+      removed = removed + 1
+    end
+  end
+  redis.call('DEL', set, ARGV[1] .. m .. ':inbox')
+  redis.call('ZREM', KEYS[1], m)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+return removed
+"""
+)
+
+#: KEYS: members, calls, orphans   ARGV: call_sid
+#: -> {'live', json} | {'dead', json} (its member stopped beating) | {'gone', ''} (swept) | {'none', ''}
+LOOKUP = (
+    _NOW
+    + """
+local v = redis.call('HGET', KEYS[2], ARGV[1])
+if v then
+  local exp = redis.call('ZSCORE', KEYS[1], cjson.decode(v)['member'])
+  if exp and tonumber(exp) > now_ms() then return {'live', v} end
+  return {'dead', v}
+end
+local o = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if o and tonumber(o) > now_ms() then return {'gone', ''} end
+return {'none', ''}
+"""
+)
+
+#: KEYS: members   ARGV: member id -> 1 if it beats, else 0
+MEMBER_ALIVE = (
+    _NOW
+    + """
+local exp = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if exp and tonumber(exp) > now_ms() then return 1 end
+return 0
+"""
+)
+
+#: KEYS: members -> the ids of the members that beat
+LIVE_MEMBERS = (
+    _NOW
+    + """
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now_ms(), '+inf')
+"""
+)
+
+
+class Keys:
+    """Key names of one namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        if not namespace or any(c in namespace for c in "{}"):
+            raise ValueError(f"invalid cluster namespace {namespace!r}")
+        self.prefix = f"jt:{{{namespace}}}"
+        self.members = f"{self.prefix}:members"
+        self.calls = f"{self.prefix}:calls"
+        self.events = f"{self.prefix}:events"
+        self.orphans = f"{self.prefix}:orphans"
+        self.member_prefix = f"{self.prefix}:member:"
+
+    def member_calls(self, member: str) -> str:
+        return f"{self.member_prefix}{member}:calls"
+
+    def inbox(self, member: str) -> str:
+        return f"{self.member_prefix}{member}:inbox"

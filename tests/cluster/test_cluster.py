@@ -1,0 +1,340 @@
+"""The Redis-backed cluster in one process against a real Redis: directory, commands from
+another handle, views, faults (Redis frozen, killed and restarted), secrets, import isolation."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import ssl
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from functools import partial
+
+import pytest
+import trio
+
+from jambonz_trio import Call, LocalProtocolError, NotDelivered
+from jambonz_trio.cluster import (
+    CallEnded,
+    CallNotFound,
+    CallsSnapshot,
+    CallStarted,
+    CallUpdated,
+    ClusterConfig,
+    ClusterUnavailable,
+    open_cluster,
+    redact,
+)
+from jambonz_trio.cluster._model import decode_command, encode_command
+from jambonz_trio.cluster._redis import leaves, tls_context
+from jambonz_trio.commands import CallStatusCommand, MuteStatus, RawCommand, Redirect
+from jambonz_trio.testing import CallData, open_fake_call
+from jambonz_trio.verbs import Say
+
+from .apps import answer, run_member
+from .redis import PrivateRedis
+
+FAST = ClusterConfig(member_ttl=1.0, op_timeout=0.5, reply_timeout=10.0)
+
+
+async def eventually(check: Callable[[], object], within: float) -> None:
+    """Wait until ``check()`` (sync, or returning an awaitable) is true; fail after ``within``
+    seconds. For state held in Redis or another process, which no event here announces."""
+    with trio.fail_after(within):
+        while True:
+            result = check()
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                return
+            await trio.sleep(0.02)
+
+
+async def test_a_call_is_listed_updated_watched_and_removed(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    member, server = await nursery.start(partial(run_member, redis_url, ns, FAST))
+    async with open_cluster(redis_url, namespace=ns, config=FAST) as control:
+        with trio.fail_after(10):
+            data = CallData(from_="+15550001111", to="+15550002222")
+            async with (
+                open_fake_call(server.connect_memory, call=data) as fc,
+                control.watch_calls() as events,
+            ):
+                assert await events.receive() == CallsSnapshot(())
+                await fc.start()
+                started = await events.receive()
+                assert isinstance(started, CallStarted)
+                listed = await control.list_calls()
+                assert listed == [started.call]
+                entry = listed[0]
+                assert (entry.call_sid, entry.member, entry.from_, entry.to) == (
+                    data.call_sid,
+                    member.member,
+                    "+15550001111",
+                    "+15550002222",
+                )
+                assert (entry.account_sid, entry.application_sid) == (data.account_sid, data.application_sid)
+                assert (entry.route, entry.user_hash, entry.reconnect_count) == ("/", None, 0)
+
+                await fc.drop()
+                await fc.reconnect()
+                updated = await events.receive()
+                assert isinstance(updated, CallUpdated) and updated.call.reconnect_count == 1
+                info = await control.call(data.call_sid).info()
+                assert info is not None and info.reconnect_count == 1
+
+                await fc.hangup()
+                assert await events.receive() == CallEnded(data.call_sid, member.member, "ended")
+            assert await control.list_calls() == []
+            assert await control.get_call(data.call_sid) is None
+            with pytest.raises(CallNotFound):
+                await control.call(data.call_sid).mute()
+            assert member.member in await control.list_members()
+
+
+async def test_commands_from_another_member_obey_the_local_rules(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    answer_now = trio.Event()
+
+    async def slow_to_answer(call: Call) -> None:
+        await answer_now.wait()
+        await answer(call)
+
+    _member, server = await nursery.start(partial(run_member, redis_url, ns, FAST, handler=slow_to_answer))
+    async with open_cluster(redis_url, namespace=ns, config=FAST) as control:
+        with trio.fail_after(10):
+            async with open_fake_call(server.connect_memory) as fc:
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(fc.start)
+                    sid = fc.call.call_sid
+                    await eventually(partial(control.get_call, sid), 5)
+                    remote = control.call(sid)
+                    with pytest.raises(LocalProtocolError, match="before the session:new ack"):
+                        await remote.mute()  # refused by the owner's Call, as locally
+                    answer_now.set()
+                await remote.mute()
+                await remote.redirect([Say(text="one")])
+                await remote.send_command(RawCommand(command="mute:status", data={"mute_status": "unmute"}))
+                assert (await fc.expect_command(MuteStatus)).mute_status == "mute"
+                assert (await fc.expect_command(Redirect)).verbs == (Say(text="one"),)
+                assert (await fc.expect_command(MuteStatus)).mute_status == "unmute"
+
+                # while the socket is down the command waits on the owner, as locally
+                await fc.drop()
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(remote.hangup)
+                    await trio.sleep(0.2)  # let it reach the owner and wait there
+                    await fc.reconnect()
+                assert (await fc.expect_command(CallStatusCommand)).call_status == "completed"
+
+                # one request id is executed at most once
+                await control.send_command(sid, Redirect(verbs=(Say(text="once"),)), request_id="r-1")
+                await control.send_command(sid, Redirect(verbs=(Say(text="once"),)), request_id="r-1")
+                assert (await fc.expect_command(Redirect)).verbs == (Say(text="once"),)
+                await fc.expect_no_command(within=0.3)
+                assert _member.statistics().duplicates_dropped == 1
+
+            with pytest.raises(CallNotFound):
+                await control.send_command("no-such-call", MuteStatus(mute_status="mute"))
+
+
+async def test_a_frozen_redis_never_delays_a_call(
+    nursery: trio.Nursery, own_redis: PrivateRedis, ns: str
+) -> None:
+    """Updates wait in the bounded, coalesced queue; acks go out at once; an overflow becomes
+    one re-registration of exactly the live calls once Redis answers."""
+    config = ClusterConfig(member_ttl=30.0, op_timeout=3.0, max_pending_updates=2)
+    member, server = await nursery.start(partial(run_member, own_redis.url, ns, config))
+    with trio.fail_after(10):
+        await member.wait_registered()
+    own_redis.freeze()
+    try:
+        calls = []
+        async with trio.open_nursery() as holders:
+            for _ in range(4):
+                fc = await holders.start(_held_call, server)
+                calls.append(fc)
+            with trio.fail_after(2):  # far below op_timeout: nothing waited for Redis
+                ack = await calls[0].hook("/x")
+            assert ack.verbs == [Say(text="ok /x")]
+            with trio.fail_after(2):
+                await calls[0].hangup()
+            stats = member.statistics()
+            assert stats.overflows == 1 and stats.pending_updates == 0
+            assert stats.calls == 3  # the member still tracks its live calls itself
+            own_redis.thaw()
+            with trio.fail_after(15):
+                await member.wait_registered()
+                async with open_cluster(own_redis.url, namespace=ns, config=FAST) as control:
+                    listed = {c.call_sid for c in await control.list_calls()}
+            assert listed == {fc.call.call_sid for fc in calls[1:]}
+            holders.cancel_scope.cancel()
+    finally:
+        own_redis.thaw()
+
+
+async def _held_call(server: object, *, task_status: trio.TaskStatus[object]) -> None:
+    async with open_fake_call(server.connect_memory) as fc:  # type: ignore[attr-defined]
+        with trio.fail_after(2):
+            await fc.start()
+        task_status.started(fc)
+        await trio.sleep_forever()
+
+
+async def test_redis_killed_mid_call_then_back(
+    nursery: trio.Nursery, own_redis: PrivateRedis, ns: str
+) -> None:
+    member, server = await nursery.start(partial(run_member, own_redis.url, ns, FAST))
+    async with (
+        open_cluster(own_redis.url, namespace=ns, config=FAST) as control,
+        open_fake_call(server.connect_memory) as fc,
+    ):
+        with trio.fail_after(10):
+            await fc.start()
+            await member.wait_registered()
+        own_redis.kill()
+        with trio.fail_after(2):  # the local call goes on as in one process
+            assert (await fc.hook("/during")).verbs == [Say(text="ok /during")]
+            with pytest.raises(ClusterUnavailable) as refused:
+                await control.list_calls()
+            assert not refused.value.maybe_sent
+            with pytest.raises(ClusterUnavailable) as failed:
+                await control.call(fc.call.call_sid).mute()
+            assert isinstance(failed.value, NotDelivered) and failed.value.maybe_sent is False
+        own_redis.start()  # empty: Redis here keeps nothing on disk
+        with trio.fail_after(15):  # the member re-registers itself and its call
+            await eventually(lambda: member.statistics().redis_up, 15)
+            await eventually(partial(control.get_call, fc.call.call_sid), 15)
+            await control.call(fc.call.call_sid).mute()
+            assert (await fc.expect_command(MuteStatus)).mute_status == "mute"
+        assert member.statistics().resyncs >= 2
+
+
+# coredis 6.9 leaves two anyio memory streams unclosed per failed connection attempt (seen
+# here with a wrong password); they are collected, but the warning would fail the test.
+@pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning")
+async def test_the_password_is_never_logged(
+    nursery: trio.Nursery, own_redis_with_password: PrivateRedis, ns: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis = own_redis_with_password
+    secret = "s3cr%2Fet-pw"  # percent-encoded in the URL: s3cr/et-pw on the wire
+    url = redis.url.replace("s3cr/et-pw", secret)
+    caplog.set_level(logging.DEBUG)
+    member, server = await nursery.start(partial(run_member, url, ns, FAST))
+    errors: list[BaseException] = []
+    async with (
+        open_cluster(url, namespace=ns, config=FAST) as control,
+        open_fake_call(server.connect_memory) as fc,
+    ):
+        assert secret not in repr(control) and "***" in repr(control)
+        with trio.fail_after(10):
+            await fc.start()
+            await member.wait_registered()
+            assert [c.call_sid for c in await control.list_calls()] == [fc.call.call_sid]
+        redis.kill()
+        for attempt in (control.list_calls, control.call(fc.call.call_sid).mute):
+            with pytest.raises(ClusterUnavailable) as failed:
+                await attempt()
+            errors.append(failed.value)
+        await eventually(lambda: not member.statistics().redis_up, 10)
+        redis.start()
+        await eventually(partial(control.get_call, fc.call.call_sid), 15)
+    async with open_cluster(url.replace(secret, "wrong-pw"), namespace=ns, config=FAST) as intruder:
+        with pytest.raises(ClusterUnavailable) as denied:
+            await intruder.list_calls()
+        errors.append(denied.value)
+    for error in errors:
+        assert "s3cr" not in f"{error} {error!r} {error.__cause__}"
+    logged = caplog.text + "".join(str(r.exc_info) for r in caplog.records)
+    assert "Redis at redis://:***@127.0.0.1" in logged  # the outage was logged, redacted
+    assert "s3cr" not in logged and "wrong-pw" not in logged
+
+
+async def test_one_handle_serves_one_server(nursery: trio.Nursery, redis_url: str, ns: str) -> None:
+    member, _server = await nursery.start(partial(run_member, redis_url, ns, FAST))
+    from jambonz_trio import serve_jambonz
+
+    refused: list[BaseException] = []
+    try:
+        await serve_jambonz(answer, cluster=member)
+    except* RuntimeError as group:
+        refused = leaves(group)
+    assert [str(e) for e in refused] == ["this cluster handle already serves a server; open one per server"]
+
+
+def test_importing_the_library_imports_no_redis_code() -> None:
+    """Without a cluster nothing of it is imported or run: a call is served with coredis and
+    anyio unimportable, and afterwards no cluster module is loaded."""
+    code = textwrap.dedent(
+        """
+        import importlib.abc, sys
+
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {"coredis", "anyio"}:
+                    raise ImportError(f"{name} must not be imported")
+                return None
+
+        sys.meta_path.insert(0, Block())
+        import trio
+        import jambonz_trio, jambonz_trio.workers, jambonz_trio.testing, jambonz_trio._cli
+        from jambonz_trio.testing import open_fake_call
+        from jambonz_trio.verbs import Say
+
+        async def app(call):
+            await call.ack(call.session, [Say(text="hi")])
+            await call.wait_closed()
+
+        async def main():
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(jambonz_trio.serve_jambonz, app)
+                async with open_fake_call(server.connect_memory) as fc:
+                    await fc.start()
+                    await fc.hangup()
+                nursery.cancel_scope.cancel()
+
+        trio.run(main)
+        loaded = sorted(m for m in sys.modules if m.startswith(("coredis", "anyio", "jambonz_trio.cluster")))
+        print(loaded)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_urls_are_redacted() -> None:
+    assert redact("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
+    assert redact("rediss://user:p%40ss@h/1") == "rediss://user:***@h/1"
+    assert redact("redis://user@h") == "redis://user@h"
+    assert redact("redis://h/0?password=pw&db=2") == "redis://h/0?password=***&db=2"
+
+
+def test_rediss_verifies_the_server_by_default() -> None:
+    context = tls_context("rediss://redis.example:6380/0", None)
+    assert context is not None and context.check_hostname and context.verify_mode is ssl.CERT_REQUIRED
+    assert tls_context("redis://h/0", None) is None
+    assert tls_context("rediss://h/0?ssl_cert_reqs=none", None) is None  # the URL says
+    given = ssl.create_default_context()
+    assert tls_context("rediss://h/0", given) is given
+
+
+def test_commands_travel_unchanged() -> None:
+    typed = Redirect(verbs=(Say(text="x"),), queue=True, call_sid="leg-2")
+    assert decode_command(encode_command(typed)) == typed
+    raw = RawCommand(command="future:thing", data={"a": 1}, call_sid="c")
+    assert decode_command(encode_command(raw)) == raw
+    assert decode_command(encode_command(raw)).to_wire() == raw.to_wire()
+
+
+async def test_bad_urls_and_namespaces_are_refused() -> None:
+    with pytest.raises(ValueError, match="redis://"):
+        async with open_cluster("http://:pw@h/0"):
+            pass
+    with pytest.raises(ValueError, match="namespace"):
+        async with open_cluster("redis://h/0", namespace="a{b}"):
+            pass
