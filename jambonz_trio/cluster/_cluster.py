@@ -53,7 +53,7 @@ from ._model import (
     user_hash,
 )
 from ._redis import REDIS_ERRORS, check_url, guard, leaves, make_client, redact, tls_context
-from ._scripts import HEARTBEAT, LIVE_MEMBERS, LOOKUP, MEMBER_ALIVE, SWEEP, UPSERT, Keys
+from ._scripts import HEARTBEAT, LIVE_MEMBERS, LOOKUP, MEMBER_ALIVE, REPLY, SWEEP, UPSERT, Keys
 
 if TYPE_CHECKING:
     from .._call import Call
@@ -147,6 +147,7 @@ class Cluster:
         self._lookup = client.register_script(LOOKUP)
         self._alive = client.register_script(MEMBER_ALIVE)
         self._live_members = client.register_script(LIVE_MEMBERS)
+        self._reply_script = client.register_script(REPLY)
         self._server: JambonzServer | None = None
         # directory
         self._live: dict[str, tuple[Call, ClusterCall]] = {}
@@ -415,6 +416,12 @@ class Cluster:
     # -- the directory task ----------------------------------------------------------------------
 
     @property
+    def _idle_ms(self) -> int:
+        """Expiry of the shared keys, re-armed by every heartbeat (so they outlive the last
+        member by this much)."""
+        return int(max(60.0, 3 * self.config.member_ttl, self.config.orphan_keep) * 1000)
+
+    @property
     def _bound(self) -> float:
         """Backstop on one operation of ours (coredis' own timeouts normally fire first)."""
         return 2 * self.config.op_timeout + 0.5
@@ -450,7 +457,7 @@ class Cluster:
     async def _beat(self) -> bool:
         k = self._keys
         ttl_ms = int(self.config.member_ttl * 1000)
-        idle_ms = int(max(60.0, 3 * self.config.member_ttl, self.config.orphan_keep) * 1000)
+        idle_ms = self._idle_ms
         with guard("heartbeat", self._where), trio.fail_after(self._bound):
             present: int = await self._heartbeat(
                 keys=[
@@ -699,12 +706,13 @@ class Cluster:
         self._nursery.start_soon(reply)
 
     async def _reply(self, request: _Request, outcome: dict[str, Any]) -> None:
+        message = json.dumps({"k": "reply", "id": request.id, **outcome})
         try:
-            await self._xadd(
-                self._keys.inbox(request.reply_to),
-                {"k": "reply", "id": request.id, **outcome},
-                what="answering",
-            )
+            with guard("answering", self._where), trio.fail_after(self._bound):
+                await self._reply_script(
+                    keys=[self._keys.inbox(request.reply_to)],
+                    args=[message, self.config.inbox_maxlen, self._idle_ms],
+                )
         except ClusterUnavailable as exc:
             self._warn("reply", "cluster: could not answer a command from %s: %s", request.reply_to, exc)
 

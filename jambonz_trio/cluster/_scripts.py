@@ -19,7 +19,7 @@ and an orphan mark) and its keys.
 
 from __future__ import annotations
 
-__all__ = ["HEARTBEAT", "LIVE_MEMBERS", "LOOKUP", "MEMBER_ALIVE", "SWEEP", "UPSERT", "Keys"]
+__all__ = ["HEARTBEAT", "LIVE_MEMBERS", "LOOKUP", "MEMBER_ALIVE", "REPLY", "SWEEP", "UPSERT", "Keys"]
 
 _NOW = """
 local function now_ms()
@@ -141,6 +141,15 @@ if exp and tonumber(exp) > now_ms() then return 1 end
 return 0
 """
 )
+
+#: KEYS: the requester's inbox   ARGV: message, inbox_maxlen, idle_ms
+#: An answer creates the inbox if needed (the requester's own heartbeat may not have re-created
+#: it yet after a Redis restart), with an expiry, so an answer to a dead requester goes away.
+REPLY = """
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[1])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 1
+"""
 
 #: KEYS: members -> the ids of the members that beat
 LIVE_MEMBERS = (
