@@ -321,7 +321,7 @@ def _worker_main(spec: _Spec, index: int, ready: multiprocessing.connection.Conn
     """Entry point of a worker process (spawned)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which drains us
     os.environ["JAMBONZ_TRIO_WORKER"] = str(index)
-    if not logging.getLogger().handlers:
+    if not logging.root.handlers:
         logging.basicConfig(level=logging.INFO, format=f"%(asctime)s w{index} %(name)s %(message)s")
     trio.run(_worker, spec, ready)
 

@@ -19,6 +19,10 @@ Conventions for whoever writes a guide:
   Keep these to the one line that truly serves forever: at most ``MAX_NO_RUN`` in all files.
 * Only ```python fences are code that runs; ```py, ```python3 and ```pycon fences are refused,
   so that nothing is skipped silently. Other languages (sh, json, text) are not run.
+* A block preceded by ``<!-- doc: needs-redis -->`` talks to the Redis at
+  ``JAMBONZ_TRIO_TEST_REDIS`` (default 127.0.0.1:6379). Without a reachable Redis it and every
+  later block of its file are skipped with a one-line reason (under ``CI=true`` the test fails
+  instead, as the other Redis tests do); keep such blocks at the end of their file.
 * Every block (with the tests it defines) must finish within ``BLOCK_TIMEOUT`` seconds.
 * The library must log no ERROR while a block runs: a handler that raised inside the server
   (which the server contains, logs and answers with the fallback verbs) fails the block too.
@@ -52,6 +56,7 @@ from jambonz_trio.testing._plugin import FakeJambonzFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_RUN = "<!-- doc: no-run -->"
+NEEDS_REDIS = "<!-- doc: needs-redis -->"
 MAX_NO_RUN = 3
 BLOCK_TIMEOUT = 60.0
 #: The guides of issue 6 (docs/reliability.md has another owner; its blocks run all the same).
@@ -79,6 +84,7 @@ class Block:
     line: int  # 1-based line of the block's first code line
     code: str
     run: bool
+    redis: bool = False
 
     @property
     def where(self) -> str:
@@ -125,8 +131,9 @@ def extract_blocks(text: str, path: str) -> list[Block]:
         no_run = previous == NO_RUN
         if lang == "python":
             code = "\n".join(lines[i + 1 : end]) + "\n"
-            blocks.append(Block(path=path, line=i + 2, code=code, run=not no_run))
-        elif no_run:
+            redis = previous == NEEDS_REDIS
+            blocks.append(Block(path=path, line=i + 2, code=code, run=not no_run, redis=redis))
+        elif no_run or previous == NEEDS_REDIS:
             raise ValueError(f"{path}:{i + 1}: {NO_RUN} must precede a ```python block")
         previous = ""
         i = end + 1
@@ -227,10 +234,16 @@ def run_blocks(blocks: list[Block], *, timeout: float = BLOCK_TIMEOUT) -> int:
     """
     namespace: dict[str, Any] = {"__name__": "__docs__"}
     ran = 0
+    redis_checked = False
     for block in blocks:
         code = compile_block(block)
         if not block.run:
             continue
+        if block.redis and not redis_checked:
+            from tests.cluster.redis import shared_redis_url
+
+            shared_redis_url()  # skips the rest of the file without Redis (fails under CI)
+            redis_checked = True
         before = dict(namespace)
         try:
             with time_limit(timeout, block.where), no_library_errors(f"the block at {block.where}"):
