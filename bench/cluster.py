@@ -1,0 +1,254 @@
+"""Benchmarks of issue 14, phase 1: cross-member command latency, and 1 vs 2 workers.
+
+    python bench/cluster.py latency [--commands 1000] [--runs 3]
+    python bench/cluster.py spread  [--calls 300] [--concurrency 10] [--runs 3]
+
+Both start a private ``redis-server`` on a free loopback port (nothing on disk) and
+``examples/ivr.py`` as the app, 127.0.0.1 only.
+
+``latency``: one worker (``examples/ivr.py --redis``) holds a call from the fake jambonz of this
+process; this process is a control member that sends ``redirect`` commands to it one after the
+other through the cluster (lookup, the owner's inbox, the owner's ``Call.send_command``, the
+answer in our inbox). Each sample is one ``send_command`` round trip, measured here. Reports
+p50 / p99 per run and their medians.
+
+``spread``: ``examples/ivr.py --workers N`` (N = 1, then 2) with a cluster; ``--calls`` short IVR
+calls over TCP (``session:new``, a ``/gather`` hook, hang-up), ``--concurrency`` at a time, from
+this process. Reports how the calls spread over the workers (from the cluster's view, while a
+batch of calls is held open) and the workers' CPU time per call (utime + stime of the worker
+processes from ``/proc``, before and after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
+from pathlib import Path
+
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from jambonz_trio.cluster import Cluster, ClusterConfig, open_cluster  # noqa: E402
+from jambonz_trio.commands import Redirect  # noqa: E402
+from jambonz_trio.testing import CallData, open_fake_call, tcp_connector  # noqa: E402
+from jambonz_trio.verbs import Say  # noqa: E402
+from tests.cluster.redis import PrivateRedis, free_port  # noqa: E402
+
+
+@contextmanager
+def redis_server() -> Iterator[PrivateRedis]:
+    server = PrivateRedis()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def start_ivr(redis: str, workers: int) -> Iterator[tuple[str, list[int]]]:
+    """``examples/ivr.py --redis`` (one process, or ``--workers N``): its URL and the pids that
+    serve calls."""
+    port = free_port() if workers == 1 else 0
+    args = [
+        sys.executable,
+        "examples/ivr.py",
+        "--port",
+        str(port),
+        "--redis",
+        redis,
+        "--workers",
+        str(workers),
+    ]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        line = proc.stdout.readline() if ready else ""
+        if not line.startswith("serving ws://"):
+            raise RuntimeError(f"examples/ivr.py did not start: {line!r}")
+        if workers == 1:
+            deadline = time.monotonic() + 30
+            while True:  # it prints before it listens
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            pids = [proc.pid]
+        else:
+            tasks = Path(f"/proc/{proc.pid}/task").iterdir()  # workers are started from a thread
+            pids = [int(c) for task in tasks for c in (task / "children").read_text().split()]
+            pids = [p for p in pids if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+        yield line.split()[1], pids
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def wait_listed(control: Cluster, sids: list[str]) -> dict[str, str]:
+    """sid -> member, once every sid is in the cluster's view."""
+    with trio.fail_after(30):
+        while True:
+            listed = {c.call_sid: c.member for c in await control.list_calls()}
+            if all(s in listed for s in sids):
+                return listed
+            await trio.sleep(0.05)
+
+
+# -- latency --------------------------------------------------------------------------------
+
+
+async def latency_run(redis: str, url: str, commands: int) -> list[float]:
+    async with (
+        open_cluster(redis, config=ClusterConfig(op_timeout=2.0)) as control,
+        open_fake_call(tcp_connector(url), strict=False) as fc,
+    ):
+        await fc.start()
+        await wait_listed(control, [fc.call.call_sid])
+        remote = control.call(fc.call.call_sid)
+        command = Redirect(verbs=(Say(text="x"),), queue=True)
+        samples: list[float] = []
+        for i in range(commands + 100):
+            start = time.perf_counter()
+            await remote.send_command(command)
+            if i >= 100:  # the first 100 warm up
+                samples.append(time.perf_counter() - start)
+        await fc.hangup()
+    return samples
+
+
+def latency(args: argparse.Namespace) -> dict[str, object]:
+    p50s, p99s = [], []
+    with redis_server() as redis:
+        for run in range(args.runs):
+            with start_ivr(redis.url, 1) as (url, _pids):
+                samples = trio.run(latency_run, redis.url, url, args.commands)
+            p50, p99 = percentile(samples, 0.5) * 1e3, percentile(samples, 0.99) * 1e3
+            p50s.append(p50)
+            p99s.append(p99)
+            print(
+                f"run {run + 1}: {len(samples)} commands, p50 {p50:.3f} ms, p99 {p99:.3f} ms", file=sys.stderr
+            )
+    return {
+        "p50_ms": [round(x, 3) for x in p50s],
+        "p99_ms": [round(x, 3) for x in p99s],
+        "median_p50_ms": round(statistics.median(p50s), 3),
+        "median_p99_ms": round(statistics.median(p99s), 3),
+    }
+
+
+# -- spread ---------------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def one_call(url: str) -> None:
+    async with open_fake_call(tcp_connector(url), strict=False, call=CallData(from_="+15550100999")) as fc:
+        await fc.start()
+        await fc.gather_speech("/gather", "yes")
+        await fc.hangup()
+
+
+async def spread_run(
+    redis: str, url: str, pids: list[int], calls: int, concurrency: int
+) -> dict[str, object]:
+    async with open_cluster(redis, config=ClusterConfig(op_timeout=2.0)) as control:
+        async with AsyncExitStack() as stack:  # 40 calls held open: which worker has each?
+            held = [
+                await stack.enter_async_context(open_fake_call(tcp_connector(url), strict=False))
+                for _ in range(40)
+            ]
+            for fc in held:
+                await fc.start()
+            listed = await wait_listed(control, [fc.call.call_sid for fc in held])
+            per_worker: dict[str, int] = {}
+            for fc in held:
+                per_worker[listed[fc.call.call_sid]] = per_worker.get(listed[fc.call.call_sid], 0) + 1
+        before = sum(cpu_seconds(p) for p in pids)
+        started = time.perf_counter()
+        limiter = trio.CapacityLimiter(concurrency)
+
+        async def limited() -> None:
+            async with limiter:
+                await one_call(url)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(calls):
+                nursery.start_soon(limited)
+        wall = time.perf_counter() - started
+        cpu = sum(cpu_seconds(p) for p in pids) - before
+    return {
+        "held_calls_per_worker": sorted(per_worker.values(), reverse=True),
+        "cpu_ms_per_call": round(cpu / calls * 1e3, 3),
+        "calls_per_second": round(calls / wall, 1),
+    }
+
+
+def spread(args: argparse.Namespace) -> dict[str, object]:
+    out: dict[str, object] = {}
+    with redis_server() as redis:
+        for workers in (1, 2):
+            runs: list[dict[str, object]] = []
+            for run in range(args.runs):
+                with start_ivr(redis.url, workers) as (url, pids):
+                    result = trio.run(spread_run, redis.url, url, pids, args.calls, args.concurrency)
+                runs.append(result)
+                print(f"{workers} worker(s), run {run + 1}: {json.dumps(result)}", file=sys.stderr)
+            out[f"workers_{workers}"] = {
+                "runs": runs,
+                "median_cpu_ms_per_call": statistics.median(_num(r["cpu_ms_per_call"]) for r in runs),
+                "median_calls_per_second": statistics.median(_num(r["calls_per_second"]) for r in runs),
+            }
+    return out
+
+
+def _num(value: object) -> float:
+    assert isinstance(value, int | float)
+    return float(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    lat = sub.add_parser("latency")
+    lat.add_argument("--commands", type=int, default=1000)
+    lat.add_argument("--runs", type=int, default=3)
+    spr = sub.add_parser("spread")
+    spr.add_argument("--calls", type=int, default=300)
+    spr.add_argument("--concurrency", type=int, default=10)
+    spr.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    result = latency(args) if args.what == "latency" else spread(args)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
