@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import AsyncIterable, Callable, Sequence
 
@@ -35,6 +36,12 @@ import trio
 from jambonz_trio import JambonzTrioError
 from jambonz_trio.cluster import Cluster, ClusterCall, open_cluster
 from jambonz_trio.verbs import Say
+
+if __package__:
+    from .supervisor import StdinLines
+else:  # run as a script (python examples/cluster_supervisor.py): make ``examples`` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from examples.supervisor import StdinLines
 
 #: How long one command may wait (e.g. for a disconnected call to come back).
 COMMAND_TIMEOUT = 5.0
@@ -100,19 +107,6 @@ async def control(cluster: Cluster, lines: AsyncIterable[str], reply: Reply = pr
         answer = await execute(cluster, line)
         if answer:
             reply(answer)
-
-
-class StdinLines:
-    """The lines typed on stdin, as an async iterator (read in a worker thread)."""
-
-    def __aiter__(self) -> StdinLines:
-        return self
-
-    async def __anext__(self) -> str:
-        line: str = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
-        if not line:
-            raise StopAsyncIteration
-        return line
 
 
 async def run(redis: str, command: Sequence[str]) -> None:

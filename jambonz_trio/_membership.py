@@ -30,7 +30,8 @@ class CallWatcher(Protocol):
         """A reconnect took over the call (its ``reconnect_count`` may have changed)."""
 
     def call_ended(self, call: Call) -> None:
-        """The call is over (reported for every call that ``call_started`` reported)."""
+        """A call is over. Reported for every call that ends, also those ``call_started``
+        never reported (isolated calls): ignore those."""
 
 
 class ServerMember(Protocol):

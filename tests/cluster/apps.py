@@ -1,4 +1,4 @@
-"""A server in the test process that is a cluster member, and its call handler."""
+"""A server in the test process that is a cluster member."""
 
 from __future__ import annotations
 
@@ -6,20 +6,9 @@ from functools import partial
 
 import trio
 
-from jambonz_trio import Call, Handler, JambonzServer, JambonzTrioError, VerbHook, serve_jambonz
+from jambonz_trio import Handler, JambonzServer, serve_jambonz
 from jambonz_trio.cluster import Cluster, ClusterConfig, open_cluster
-from jambonz_trio.verbs import Say
-
-
-async def answer(call: Call) -> None:
-    """Answers ``session:new`` and every hook, until the call ends."""
-    await call.ack(call.session, [Say(text="hello")])
-    async for event in call:
-        if isinstance(event, VerbHook):
-            try:
-                await call.ack(event, [Say(text=f"ok {event.hook}")])
-            except JambonzTrioError:
-                pass
+from tests.reliability.serverproc import answer  # answers session:new and every hook
 
 
 async def run_member(

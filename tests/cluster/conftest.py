@@ -44,3 +44,9 @@ def _collect_coredis_leftovers() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Unclosed <MemoryObject", ResourceWarning)
         gc.collect()
+
+
+@pytest.fixture
+def own_tls_redis() -> Iterator[PrivateRedis]:
+    """A private Redis serving TLS only, with a certificate for ``localhost`` from its own CA."""
+    yield from private_redis(tls=True)

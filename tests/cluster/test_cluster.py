@@ -32,8 +32,9 @@ from jambonz_trio.cluster._redis import leaves, tls_context
 from jambonz_trio.commands import CallStatusCommand, MuteStatus, RawCommand, Redirect
 from jambonz_trio.testing import CallData, open_fake_call
 from jambonz_trio.verbs import Say
+from tests.reliability.serverproc import answer
 
-from .apps import answer, run_member
+from .apps import run_member
 from .redis import PrivateRedis
 
 # coredis 6.9 leaves anyio memory streams unclosed when a connection attempt fails (see the
@@ -90,6 +91,15 @@ async def test_a_call_is_listed_updated_watched_and_removed(
                 info = await control.call(data.call_sid).info()
                 assert info is not None and info.reconnect_count == 1
 
+                # a session naming the live call's sid is served isolated: it never touches the entry
+                async with open_fake_call(
+                    server.connect_memory, call=CallData(call_sid=data.call_sid)
+                ) as other:
+                    await other.start()
+                    await other.hangup()
+                await member.wait_registered()
+                assert await control.get_call(data.call_sid) == info
+
                 await fc.hangup()
                 assert await events.receive() == CallEnded(data.call_sid, member.member, "ended")
             assert await control.list_calls() == []
@@ -120,12 +130,15 @@ async def test_commands_from_another_member_obey_the_local_rules(
                     with pytest.raises(LocalProtocolError, match="before the session:new ack"):
                         await remote.mute()  # refused by the owner's Call, as locally
                     answer_now.set()
-                await remote.mute()
                 await remote.redirect([Say(text="one")])
-                await remote.send_command(RawCommand(command="mute:status", data={"mute_status": "unmute"}))
-                assert (await fc.expect_command(MuteStatus)).mute_status == "mute"
+                await remote.redirect([Say(text="two")], queue=True)
+                await remote.send_command(
+                    RawCommand(command="redirect", data=[{"verb": "say", "text": "raw"}])
+                )
                 assert (await fc.expect_command(Redirect)).verbs == (Say(text="one"),)
-                assert (await fc.expect_command(MuteStatus)).mute_status == "unmute"
+                two = await fc.expect_command(Redirect)
+                assert two.verbs == (Say(text="two"),) and two.queue
+                assert (await fc.expect_command(Redirect)).verbs == (Say(text="raw"),)
 
                 # while the socket is down the command waits on the owner, as locally
                 await fc.drop()
@@ -213,8 +226,8 @@ async def test_redis_killed_mid_call_then_back(
         with trio.fail_after(15):  # the member re-registers itself and its call
             await eventually(lambda: member.statistics().redis_up, 15)
             await eventually(partial(control.get_call, fc.call.call_sid), 15)
-            await control.call(fc.call.call_sid).mute()
-            assert (await fc.expect_command(MuteStatus)).mute_status == "mute"
+            await control.call(fc.call.call_sid).redirect([Say(text="back")])
+            assert (await fc.expect_command(Redirect)).verbs == (Say(text="back"),)
         assert member.statistics().resyncs >= 2
 
 
@@ -313,6 +326,28 @@ def test_urls_are_redacted() -> None:
     assert redact("rediss://user:p%40ss@h/1") == "rediss://user:***@h/1"
     assert redact("redis://user@h") == "redis://user@h"
     assert redact("redis://h/0?password=pw&db=2") == "redis://h/0?password=***&db=2"
+
+
+async def test_rediss_verifies_the_certificate_and_the_host_name(
+    own_tls_redis: PrivateRedis, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """By default ``rediss://`` checks the certificate against the system's CAs *and* the host
+    name (coredis alone checks no host name: it would accept the IP below)."""
+    with trio.fail_after(10):
+        async with open_cluster(own_tls_redis.url, namespace=ns, config=FAST) as cluster:
+            with pytest.raises(ClusterUnavailable):  # the system's CAs never signed it
+                await cluster.list_calls()
+        monkeypatch.setenv("SSL_CERT_FILE", own_tls_redis.ca_file)  # now "the system" trusts it
+        async with open_cluster(own_tls_redis.url, namespace=ns, config=FAST) as cluster:
+            assert await cluster.list_calls() == []  # TLS to localhost: verified
+        by_ip = own_tls_redis.url.replace("localhost", "127.0.0.1")
+        async with open_cluster(by_ip, namespace=ns, config=FAST) as cluster:
+            with pytest.raises(ClusterUnavailable):  # the certificate names localhost only
+                await cluster.list_calls()
+        trusted = ssl.create_default_context(cafile=own_tls_redis.ca_file)
+        trusted.check_hostname = False  # the caller's own context wins
+        async with open_cluster(by_ip, namespace=ns, config=FAST, ssl_context=trusted) as cluster:
+            assert await cluster.list_calls() == []
 
 
 def test_rediss_verifies_the_server_by_default() -> None:

@@ -11,6 +11,7 @@ import trio
 
 from jambonz_trio import serve_jambonz
 from jambonz_trio.testing import open_fake_call, tcp_connector
+from jambonz_trio.verbs import Say
 from jambonz_trio.workers import WorkerFailed, Workers, serve_workers
 from tests.workers.app import serve, whoami
 
@@ -22,7 +23,9 @@ async def served_by(port: int) -> int:
     async with open_fake_call(tcp_connector(f"ws://127.0.0.1:{port}/"), auto_reconnect=False) as fc:
         ack = await fc.start()
         await fc.hangup()
-    return int(ack.verbs[0].text.split()[1])
+    greeting = ack.verbs[0]
+    assert isinstance(greeting, Say) and isinstance(greeting.text, str)
+    return int(greeting.text.split()[1])
 
 
 async def test_reuse_port_lets_two_servers_share_a_port(nursery: trio.Nursery) -> None:
