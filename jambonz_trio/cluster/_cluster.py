@@ -153,6 +153,7 @@ class Cluster:
         self._live: dict[str, tuple[Call, ClusterCall]] = {}
         self._pending: dict[str, ClusterCall | None] = {}
         self._resync = True  # the first registration is a full one
+        self._beat_now = False
         self._wake = trio.Event()
         self._redis_up = False
         self._up_changed = trio.Event()
@@ -436,7 +437,8 @@ class Cluster:
                     await self._wake.wait()
             self._wake = trio.Event()
             try:
-                if trio.current_time() >= next_beat:
+                if self._beat_now or trio.current_time() >= next_beat:
+                    self._beat_now = False
                     if not await self._beat():
                         self._resync = True
                     next_beat = trio.current_time() + beat_every
@@ -488,16 +490,25 @@ class Cluster:
             log.info("cluster: removed %d calls of members that stopped beating", removed)
         return int(removed)
 
-    async def _apply(self, ops: list[tuple[str, str]]) -> None:
+    async def _apply(self, ops: list[tuple[str, str]]) -> bool:
+        """Write directory updates; ``False`` (and nothing more written) when Redis does not
+        know this member: then a heartbeat and a full re-registration must come first."""
         k = self._keys
         for start in range(0, len(ops), _CHUNK):
             args: list[str | int] = [self.member, k.member_prefix, self.config.events_maxlen]
             for sid, doc in ops[start : start + _CHUNK]:
                 args += [sid, doc]
             with guard("directory update", self._where), trio.fail_after(self._bound):
-                await self._upsert(
-                    keys=[k.calls, k.events, k.orphans, k.member_calls(self.member)], args=args
+                changed: int = await self._upsert(
+                    keys=[k.members, k.calls, k.events, k.orphans, k.member_calls(self.member)], args=args
                 )
+            if changed < 0:
+                self._pending.clear()
+                self._resync = True
+                self._beat_now = True
+                self._wake.set()
+                return False
+        return True
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, {}
@@ -519,7 +530,8 @@ class Cluster:
                 known = await self._client.smembers(self._keys.member_calls(self.member))
             ops = [(sid, "") for sid in known if sid not in snapshot]
             ops += [(sid, summary.dumps()) for sid, summary in snapshot.items()]
-            await self._apply(ops)
+            if not await self._apply(ops):
+                return
         except BaseException:
             self._resync = True
             raise
@@ -933,5 +945,5 @@ async def open_cluster(
         try:
             yield cluster
         finally:
+            nursery.cancel_scope.cancel()  # no directory write may follow the leave
             await cluster._leave()
-            nursery.cancel_scope.cancel()

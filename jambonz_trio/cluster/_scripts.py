@@ -45,37 +45,40 @@ return 0
 """
 )
 
-#: KEYS: calls, events, orphans, my calls set
+#: KEYS: members, calls, events, orphans, my calls set
 #: ARGV: me, member key prefix, events_maxlen, then pairs (call_sid, JSON or '' to remove)
 #: Removal only removes an entry that is still mine; a put takes the sid over from another
-#: member (the newest socket of a call is where jambonz talks). -> number of changes
+#: member (the newest socket of a call is where jambonz talks). -> number of changes, or -1
+#: (nothing written) when I am not registered: swept while unreachable, or gone - a write
+#: arriving late must not leave entries no sweep would ever find.
 UPSERT = """
 local me, prefix, maxlen = ARGV[1], ARGV[2], ARGV[3]
+if not redis.call('ZSCORE', KEYS[1], me) then return -1 end
 local changed = 0
 for i = 4, #ARGV, 2 do
   local sid, doc = ARGV[i], ARGV[i + 1]
-  local prev = redis.call('HGET', KEYS[1], sid)
+  local prev = redis.call('HGET', KEYS[2], sid)
   local owner = false
   if prev then owner = cjson.decode(prev)['member'] end
   if doc == '' then
     if prev and owner == me then
-      redis.call('HDEL', KEYS[1], sid)
-      redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*',
+      redis.call('HDEL', KEYS[2], sid)
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*',
                  'e', 'end', 'sid', sid, 'member', me, 'why', 'ended')
       changed = changed + 1
     end
-    redis.call('SREM', KEYS[4], sid)
+    redis.call('SREM', KEYS[5], sid)
   else
     if prev ~= doc then
       if owner and owner ~= me then redis.call('SREM', prefix .. owner .. ':calls', sid) end
-      redis.call('HSET', KEYS[1], sid, doc)
+      redis.call('HSET', KEYS[2], sid, doc)
       local kind = 'start'
       if prev then kind = 'update' end
-      redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'e', kind, 'sid', sid, 'call', doc)
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'e', kind, 'sid', sid, 'call', doc)
       changed = changed + 1
     end
-    redis.call('SADD', KEYS[4], sid)
-    redis.call('ZREM', KEYS[3], sid)
+    redis.call('SADD', KEYS[5], sid)
+    redis.call('ZREM', KEYS[4], sid)
   end
 end
 return changed

@@ -22,6 +22,7 @@ from jambonz_trio.cluster import (
     CallsSnapshot,
     CallStarted,
     CallUpdated,
+    ClusterCall,
     ClusterConfig,
     ClusterUnavailable,
     open_cluster,
@@ -107,6 +108,29 @@ async def test_a_call_is_listed_updated_watched_and_removed(
             with pytest.raises(CallNotFound):
                 await control.call(data.call_sid).mute()
             assert member.member in await control.list_members()
+
+
+async def test_a_member_swept_while_away_re_registers_and_leaves_no_stray_entry(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    member, server = await nursery.start(partial(run_member, redis_url, ns, FAST))
+    async with (
+        open_cluster(redis_url, namespace=ns, config=FAST) as control,
+        open_fake_call(server.connect_memory) as fc,
+    ):
+        with trio.fail_after(10):
+            await fc.start()
+            await member.wait_registered()
+            # what another member's sweep does when this one's beats stop reaching Redis
+            assert await control._sweep_dead(member.member) == 1
+            assert await control.get_call(fc.call.call_sid) is None
+            # a write of the swept member arriving late is refused: no sweep would ever find it
+            stray = ClusterCall(call_sid="stray", member=member.member)
+            await member._apply([("stray", stray.dumps())])
+            assert await control._client.hget(control._keys.calls, "stray") is None
+            await member.wait_registered()  # it beats again, finds itself unknown, re-registers
+            entry = await control.get_call(fc.call.call_sid)
+            assert entry is not None and entry.member == member.member
 
 
 async def test_commands_from_another_member_obey_the_local_rules(
