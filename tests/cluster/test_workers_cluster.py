@@ -196,6 +196,10 @@ async def test_a_killed_worker_loses_its_calls_within_the_bound(pair: Pair) -> N
             await eventually(lambda: _none_listed(control, theirs), EXPIRY_BOUND + 5)
             gone_after = time.monotonic() - killed_at
             assert gone_after <= EXPIRY_BOUND + 1.0, f"{gone_after:.2f} s, bound {EXPIRY_BOUND:.2f} s"
+            # and the entries themselves are swept from Redis within the documented bound
+            await eventually(lambda: _none_stored(control, theirs), EXPIRY_BOUND + 5)
+            swept_after = time.monotonic() - killed_at
+            assert swept_after <= EXPIRY_BOUND + 1.0, f"{swept_after:.2f} s, bound {EXPIRY_BOUND:.2f} s"
             for sid in theirs:
                 with pytest.raises(OwnerGone):
                     await control.call(sid).mute()
@@ -204,6 +208,10 @@ async def test_a_killed_worker_loses_its_calls_within_the_bound(pair: Pair) -> N
                 assert (await calls[sid].expect_command(Redirect)).verbs == (Say(text="still here"),)
             # the supervisor restarts the worker: a new member joins
             await eventually(lambda: _members_besides(control, victim), 30)
+
+
+async def _none_stored(control: Cluster, sids: set[str]) -> bool:
+    return all([await control._client.hget(control._keys.calls, sid) is None for sid in sids])
 
 
 async def _none_listed(control: Cluster, sids: set[str]) -> bool:
