@@ -26,6 +26,7 @@ it ``finished``, ``lib/session/call-session.js:1378-1380``).
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -36,7 +37,7 @@ import trio
 from ._call import AnswerOutcome, Call, command_origin
 from ._errors import CallClosed, JambonzTrioError, LocalProtocolError, NotDelivered, OperationInterrupted
 from ._events import Event, HookAbandoned
-from ._log import get_logger
+from ._log import CallLog, get_logger
 from ._protocol._calldata import DialResult, GatherResult, LlmResult, ToolCall
 from ._protocol._messages import LlmEvent, LlmToolCall, Message, SessionReconnect, VerbHook, VerbStatus
 from ._protocol._outbound import Command
@@ -121,6 +122,8 @@ class Conversation:
         self._tool_handlers: dict[str, ToolHandler] = {}
         self._llm_events: dict[str, Callable[[LlmEvent], Awaitable[None]]] = {}
         self._nursery: trio.Nursery | None = None
+        #: drops of a full event queue are repeated at the peer's will: rate-limited
+        self._log = CallLog(log, call.call_sid, trio.current_time)
 
     # -- events the conversation does not consume ---------------------------------------------
 
@@ -424,8 +427,11 @@ class Conversation:
         try:
             self._send_other.send_nowait(event)
         except trio.WouldBlock:
-            log.warning(
-                "call %s: conversation event queue full; dropped %s", self.call.call_sid, type(event).__name__
+            self._log.throttled(
+                "queue full",
+                logging.WARNING,
+                "conversation event queue full; dropped %s",
+                type(event).__name__,
             )
 
     async def _ack_quietly(self, event: Message) -> None:
@@ -443,9 +449,13 @@ class Conversation:
                 raise LocalProtocolError("the tool call has no tool_call_id")
             await self.call.llm_tool_output(tool_call.tool_call_id, output)
         except trio.TooSlowError:
-            log.warning("call %s: tool %s got no answer in time", self.call.call_sid, tool_call.name)
+            self._log.throttled(
+                "tool timeout", logging.WARNING, "tool %s got no answer in time", tool_call.name
+            )
         except (JambonzTrioError, NotDelivered):
-            log.warning("call %s: tool output for %s not delivered", self.call.call_sid, tool_call.name)
+            self._log.throttled(
+                "tool output", logging.WARNING, "tool output for %s not delivered", tool_call.name
+            )
         except Exception:
             log.exception("call %s: tool handler for %s raised", self.call.call_sid, tool_call.name)
 
@@ -480,3 +490,4 @@ async def open_conversation(call: Call) -> AsyncIterator[Conversation]:
             raise
         finally:
             call._program_watcher = None
+            convo._log.summary()

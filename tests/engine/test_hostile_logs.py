@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from jambonz_trio import Call
+from jambonz_trio import Call, open_conversation
 from jambonz_trio._log import MAX_VALUE_CHARS, CallLog, get_logger, safe
 from jambonz_trio.verbs import Say
 
@@ -125,3 +125,29 @@ async def test_unanswered_request_flood_writes_a_bounded_number_of_warnings(
     assert any(
         "repeated messages were not logged" in line and "watchdog: " in line for line in _lines(caplog)
     )
+
+
+async def test_event_flood_into_a_conversation_writes_a_bounded_number_of_warnings(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A conversation app that never reads ``next_event()`` (most do not) and 2,000
+    ``call:status`` messages: past its event queue, one WARNING per message before the fix."""
+    caplog.set_level(logging.INFO)
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            await convo.say("hi")
+            await call.wait_closed()
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        await client.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
+        assert (await client.receive() or {}).get("type") == "ack"
+        for i in range(2000):
+            await client.send("call:status", f"s{i}", {"call_status": "in-progress"}, call_sid="sid-1")
+        await trio.sleep(1)
+        await client.close()
+        await trio.sleep(1)
+    full = [line for line in _lines(caplog) if "conversation event queue full" in line]
+    assert 1 <= len(full) <= CallLog.BURST + 2, len(full)
+    assert any("repeated messages were not logged (queue full: " in line for line in _lines(caplog))
