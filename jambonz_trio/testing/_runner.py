@@ -21,7 +21,19 @@ import attrs
 import trio
 
 from .._protocol._outbound import CallStatusCommand, LlmToolOutput, Redirect, RedirectLegs
-from .._protocol._verbs import Config, Dial, Gather, Hangup, Llm, Pause, Play, Say, SipDecline
+from .._protocol._verbs import (
+    Conference,
+    Config,
+    Dial,
+    Gather,
+    Hangup,
+    Listen,
+    Llm,
+    Pause,
+    Play,
+    Say,
+    SipDecline,
+)
 from .._protocol._verbs_base import Verb
 from ._errors import AckAbandoned
 from ._fake import FakeCall, dial_result_data, speech_result
@@ -329,6 +341,11 @@ class _Runner:
             return await self._gather(verb)
         elif isinstance(verb, Dial):
             return await self._dial(verb)
+        elif isinstance(verb, Listen | Conference):
+            # they run until something ends them: stay for ``speaking`` seconds, so commands
+            # that need them (whisper, mute) can arrive while they run
+            if not await self._play(verb):
+                return False
         elif isinstance(verb, Llm):
             await self._llm(verb)
         elif isinstance(verb, Hangup | SipDecline):

@@ -25,7 +25,7 @@ from jambonz_trio.testing import (
     open_fake_call,
     run_call,
 )
-from jambonz_trio.verbs import Config, Dial, Gather, Hangup, Say, Target
+from jambonz_trio.verbs import Conference, Config, Dial, Gather, Hangup, Listen, Say, Target
 
 from ._apps import GATHER, AppSocket, TinyApp, app_running
 
@@ -209,3 +209,26 @@ async def test_run_call_caller_keys_on_a_speech_only_gather(
         await _run(server, Caller(Digits("42")))
     fc = await _run(server, Caller(Digits("42")), strict=False)
     assert results == ["timeout"] and [v.kind for v in fc.violations] == ["unheard-input"]
+
+
+@pytest.mark.parametrize(
+    ("verb", "command"),
+    [(Listen(url="wss://example.com/audio"), "whisper"), (Conference(name="room"), "mute:status")],
+)
+async def test_run_call_accepts_them_while_a_listen_or_conference_runs(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, verb: Any, command: str
+) -> None:
+    """Before: ``run_call`` ran ``listen`` and ``conference`` in no time, so a whisper or mute
+    sent when they start (valid on jambonz, where they run until something ends them) was an
+    ``ignored-command`` violation."""
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Config(notify_events=True), verb, Hangup()])
+        async for event in call:
+            if isinstance(event, VerbStatus) and event.event == "starting" and event.verb_name == verb.VERB:
+                await (call.mute() if command == "mute:status" else call.whisper([Say(text="psst")]))
+
+    server: JambonzServer = await nursery.start(serve_jambonz, app)
+    fc = await _run(server, Caller())
+    assert [c.name for c in fc.commands] == [command]
+    assert fc.violations == []
