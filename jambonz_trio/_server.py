@@ -332,7 +332,9 @@ class JambonzServer:
         """S-9: only a reconnect may take over a live or parked call, and only with every
         identity field the call had: the same route and credentials, the same ``account_sid``
         and ``application_sid`` (a reconnect carries the original ``session:new`` payload, so
-        a field missing on either side is a mismatch). A message that starts a session
+        a field present on one side only is a mismatch; one the call never had, e.g. the
+        ``application_sid`` of a REST call created with a ``call_hook``, is absent from both
+        and not required). A message that starts a session
         (``session:new``, ``session:adulting``, ``session:redirect``) never does."""
         if isinstance(first, _NEW_SESSIONS) or existing.identity != admitted.identity:
             return False

@@ -125,6 +125,25 @@ async def test_reconnect_without_account_cannot_take_a_parked_call(nursery: trio
     assert await _hook(victim, "v2", "sid-v") == "/h for 0"
 
 
+async def test_a_field_the_call_never_had_is_not_required_but_may_not_be_added(nursery: trio.Nursery) -> None:
+    """A REST call created with a ``call_hook`` and no application has no ``application_sid``
+    (FS v0.9.8 ``lib/http-routes/api/create-call.js:314``, ``lib/session/call-info.js``), and
+    its reconnect repeats that payload: it must rebind. Absent on both sides is equal;
+    present on one side only is a mismatch."""
+    app = App()
+    server = await _start(nursery, app)
+    rest = {k: v for k, v in VICTIM.items() if k != "application_sid"}
+    client = await _new(server, "sid-r", rest)
+    call = server.calls["sid-r"]
+    await client.drop()
+    await _settle(server, call, "disconnected")
+    added = await _reconnect(server, "sid-r", {**rest, "application_sid": "app-x"}, msgid="r-added")
+    assert call.state.value == "disconnected" and call.reconnect_count == 0
+    await added.drop()
+    await _reconnect(server, "sid-r", rest, msgid="r-same")
+    assert call.state.value == "connected" and call.reconnect_count == 1
+
+
 async def test_session_new_naming_a_live_sid_in_data_does_not_displace_it(nursery: trio.Nursery) -> None:
     """Before: the registry listed calls by ``data.call_sid``, so this replaced the victim,
     whose real reconnect then started a fresh call."""
