@@ -47,8 +47,10 @@ def _finite_float(literal: str) -> float:
 
 _decoder = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 # A string literal, or an unterminated one up to the end of the text (so that every match
-# attempt succeeds and the scan stays linear, whatever the quotes and backslashes).
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.DOTALL)
+# attempt succeeds and the scan stays linear, whatever the quotes and backslashes). The
+# quantifiers are possessive: a match never backtracks, so the regex engine keeps no state per
+# escape (a greedy group kept ~130 bytes per escape: 60 MB for a 1 MB transcript of them).
+_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.DOTALL)
 
 
 def _tokens(text: str) -> int:

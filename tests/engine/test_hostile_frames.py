@@ -173,3 +173,21 @@ def test_token_count_refuses_just_over_the_limit() -> None:
     assert loads_object('{"x": [' + ",".join(["0"] * 100) + "]}", max_tokens=102)
     with pytest.raises(TooComplex):
         loads_object('{"x": [' + ",".join(["0"] * 101) + "]}", max_tokens=102)
+
+
+def test_counting_tokens_in_an_escape_heavy_string_costs_no_more_than_the_text() -> None:
+    """The string-skipping pass must not keep backtracking state per escape: before, a 1 MB
+    transcript of ``\\n`` escapes (commas inside, so the second pass runs) took ~63 MB for a
+    moment, and ~8x the time, on the one thread every call shares."""
+    from jambonz_trio._protocol._json import MAX_INBOUND_TOKENS, loads_object
+
+    body = "," * (MAX_INBOUND_TOKENS + 1) + "\\n" * 480_000
+    text = '{"t": "' + body + '"}'
+    tracemalloc.start()
+    try:
+        parsed = loads_object(text)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert parsed["t"].count("\n") == 480_000
+    assert peak < 6 * len(text), peak  # the text's copies (str, parsed value); before: ~60x
