@@ -72,8 +72,9 @@ command_origin: contextvars.ContextVar[object | None] = contextvars.ContextVar(
     "jambonz_trio_command_origin", default=None
 )
 
-#: ``(command, origin)``: told, after the frame went out, of every command that replaces (or
-#: may replace) the call's program.
+#: ``(command, origin)``: told, as its frame starts out, of every command that replaces (or
+#: may replace) the call's program. Writes go out in the order they start, so whatever a task
+#: sends after being told reaches jambonz after the replacement.
 ProgramWatcher = Callable[[Command, object | None], None]
 
 
@@ -138,7 +139,9 @@ class _Pending:
 
     __slots__ = ("command", "done", "error", "origin", "sent", "size", "text")
 
-    def __init__(self, text: str, size: int, command: Command, origin: object | None) -> None:
+    def __init__(self, text: str, size: int, command: Command | None, origin: object | None) -> None:
+        # ``command`` is None once the program watcher was told of it (a direct write that
+        # found the socket gone)
         self.text = text
         self.size = size
         self.command = command
@@ -257,7 +260,7 @@ class Call(CommandMethods, trio.abc.AsyncResource):
         self._tts_interrupted = trio.Event()
         #: Set by the server: told when the call loses its socket (parking bookkeeping).
         self.on_disconnect: Callable[[Call], None] | None = None
-        #: Set by a Conversation: told of every program-replacing command that went out.
+        #: Set by a Conversation: told of every program-replacing command as it goes out.
         self._program_watcher: ProgramWatcher | None = None
         self._log = CallLog(log, self.call_sid, trio.current_time)
 
@@ -512,6 +515,7 @@ class Call(CommandMethods, trio.abc.AsyncResource):
             raise self._closed_error()
         text = self._protocol.command(command)
         origin = command_origin.get()
+        told = False
         conn = self._conn
         if (
             conn is not None
@@ -519,9 +523,10 @@ class Call(CommandMethods, trio.abc.AsyncResource):
             and self._reconnect_acked
             and not self._outbox
         ):
+            # told before the write, not after: a conversation answering a hook meanwhile
+            # must see the replacement coming, or its ack's verbs would replace it in turn
+            told = self._program_sent(command, origin)
             written = await self._write_frame(conn, text)
-            if written is not _Written.NO:
-                self._program_sent(command, origin)  # MAYBE: jambonz may have it
             if written is _Written.YES:
                 return
             if written is _Written.MAYBE:
@@ -537,7 +542,7 @@ class Call(CommandMethods, trio.abc.AsyncResource):
             raise CommandQueueFull(
                 f"{len(self._outbox)} commands ({self._outbox_bytes} bytes) already wait for a reconnect"
             )
-        item = _Pending(text, size, command, origin)
+        item = _Pending(text, size, None if told else command, origin)
         self._outbox.append(item)
         self._outbox_bytes += size
         try:
@@ -549,10 +554,14 @@ class Call(CommandMethods, trio.abc.AsyncResource):
         if item.error is not None:
             raise item.error
 
-    def _program_sent(self, command: Command, origin: object | None) -> None:
+    def _program_sent(self, command: Command, origin: object | None) -> bool:
+        """Tell the program watcher, if ``command`` replaces the program, that it starts
+        out now (no checkpoint may come between this and the write). Whether it told."""
         watcher = self._program_watcher
         if watcher is not None and replaces_program(command):
             watcher(command, origin)
+            return True
+        return False
 
     async def wait_tts_interruption(self, seen: int) -> None:
         """Block until :attr:`tts_interruptions` is past ``seen`` (a barge-in happened), or
@@ -1060,9 +1069,10 @@ class Call(CommandMethods, trio.abc.AsyncResource):
             item = self._outbox.pop(0)
             self._outbox_bytes -= item.size
             item.sent = True
+            if item.command is not None:
+                self._program_sent(item.command, item.origin)  # before the write, see send_command
             if not await self._write(conn, item.text):
                 item.error = NotDelivered("the socket dropped again while flushing", maybe_sent=True)
-            self._program_sent(item.command, item.origin)
             item.done.set()
 
     def _pause_tts(self) -> None:

@@ -304,8 +304,9 @@ class Conversation:
                 raise CallClosed("call ended")
 
     def _program_replaced(self, command: Command, origin: object | None) -> None:
-        """The call told us a program-replacing command went out (synchronously, after the
-        write). Another task's interrupts the operation in progress; ours are ignored."""
+        """The call tells us a program-replacing command goes out (synchronously, as its
+        write starts: what we send after this reaches jambonz after it). Another task's
+        interrupts the operation in progress; ours are ignored."""
         if origin is self:
             return
         self._replacements += 1

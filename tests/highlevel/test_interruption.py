@@ -23,6 +23,8 @@ from jambonz_trio.commands import DtmfCommand, Redirect
 from jambonz_trio.testing import FakeCall, open_fake_call
 from jambonz_trio.verbs import Gather, Say
 
+from ..engine.helpers import SESSION_DATA, raw_client
+
 
 class Agent:
     """A conversation that reports what happened to its gather, then says ``after`` and waits."""
@@ -161,3 +163,32 @@ async def test_the_conversations_own_cancellation_kill_is_not_an_interruption(
         await fc.wait_idle(1)
         assert outcomes == ["cancelled twice"]
         await fc.hangup()
+
+
+async def test_an_outside_redirect_already_being_written_is_not_answered_over(nursery: trio.Nursery) -> None:
+    """The supervisor's redirect is on its way out (the socket is slow) when the handler's next
+    operation answers the gather's hook. Writes go out in the order they start, so the hook's
+    ack reaches jambonz after the redirect: before the fix the conversation, told only once
+    the redirect's write had ended, answered the hook with its verbs, which replaced the
+    supervisor's program (FS ``lib/tasks/task.js:254-259``)."""
+    agent = Agent()
+    agent.pause_after_gather = True
+    server: JambonzServer = await nursery.start(serve_jambonz, agent)
+    async with raw_client(server, lockstep=True) as client:  # a write waits for our read
+        await client.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
+        first = await client.receive()
+        assert first is not None and first["type"] == "ack"
+        speech = {"reason": "speechDetected", "speech": {"alternatives": [{"transcript": "hello"}]}}
+        await client.send("verb:hook", "h1", speech, call_sid="sid-1", hook=first["data"][-1]["actionHook"])
+        await trio.testing.wait_all_tasks_blocked()
+        assert agent.outcomes == ["answer hello"]
+        nursery.start_soon(server.calls["sid-1"].redirect, [Say(text="Goodbye")])
+        await trio.testing.wait_all_tasks_blocked()  # the supervisor's write has started
+        agent.go.set()
+        await trio.testing.wait_all_tasks_blocked()  # the handler's next operation too
+        supervisor, answer, nxt = [await client.receive() for _ in range(3)]
+        assert supervisor is not None and supervisor["command"] == "redirect"
+        assert supervisor["data"] == [{"verb": "say", "text": "Goodbye"}] and not supervisor["queueCommand"]
+        assert answer == {"type": "ack", "msgid": "h1", "data": []}
+        assert nxt is not None and nxt["command"] == "redirect" and nxt["queueCommand"]
+        assert nxt["data"] == [{"verb": "say", "id": "jt-2", "text": "after"}]
