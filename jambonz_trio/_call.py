@@ -39,7 +39,7 @@ from ._errors import (
     RemoteProtocolError,
 )
 from ._events import Disconnected, Event, HookAbandoned, Reconnected
-from ._log import CallLog, get_logger
+from ._log import CallLog, get_logger, safe
 from ._pacing import TokenBucket, message_cost
 from ._protocol import _outbound as cmds
 from ._protocol._calldata import CallInfo
@@ -383,7 +383,7 @@ class Call(CommandMethods, trio.abc.AsyncResource):
         ci = self.close_info
         if ci is None:
             return CallClosed("call closed")
-        return CallClosed(f"call ended ({ci.by}: {ci.reason})", code=ci.code)
+        return CallClosed(f"call ended ({ci.by}: {safe(ci.reason, 128)})", code=ci.code)  # the peer's reason
 
     async def wait_answered(self) -> None:
         """Block until ``session:new`` has been acked (commands are allowed from then on).
@@ -445,7 +445,9 @@ class Call(CommandMethods, trio.abc.AsyncResource):
         if isinstance(request, Message):
             msgid = request.msgid
             if not request.NEEDS_ACK and not self._protocol.is_owed(msgid):
-                raise LocalProtocolError(f"{request.type} messages are not acked")
+                # the type is the peer's (an unknown one, verbatim): made safe, since an app
+                # that lets this escape gets it logged in its traceback
+                raise LocalProtocolError(f"{safe(request.type, 64)} messages are not acked")
         else:
             msgid = request
         verbs = tuple(verbs)
@@ -533,7 +535,7 @@ class Call(CommandMethods, trio.abc.AsyncResource):
                 raise NotDelivered(f"socket dropped while sending {command.COMMAND}", maybe_sent=True)
             # NO: the socket was already gone; nothing left, so wait for the reconnect.
         if self.config.disconnected_commands is DisconnectedCommands.FAIL:
-            raise NotDelivered(f"call {self.call_sid} is disconnected; {command.COMMAND} not sent")
+            raise NotDelivered(f"call {safe(self.call_sid, 64)} is disconnected; {command.COMMAND} not sent")
         size = encoded_size(text)
         if (
             len(self._outbox) >= self.config.max_queued_commands

@@ -3,13 +3,14 @@ peer cannot make one call write a line per bad frame or per unanswered request."
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
 import trio
 import trio.testing
 
-from jambonz_trio import Call, open_conversation
+from jambonz_trio import Call, Disconnected, DisconnectedCommands, Message, open_conversation
 from jambonz_trio._log import MAX_VALUE_CHARS, CallLog, get_logger, safe
 from jambonz_trio.verbs import Say
 
@@ -151,3 +152,56 @@ async def test_event_flood_into_a_conversation_writes_a_bounded_number_of_warnin
     full = [line for line in _lines(caplog) if "conversation event queue full" in line]
     assert 1 <= len(full) <= CallLog.BURST + 2, len(full)
     assert any("repeated messages were not logged (queue full: " in line for line in _lines(caplog))
+
+
+async def test_a_peer_type_in_an_error_the_handler_lets_escape_cannot_forge_a_line(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tracebacks are logged as they are, so the library's own error texts must not carry raw
+    peer strings: before, acking an unknown message type raised ``LocalProtocolError`` with the
+    type verbatim (any length, newlines included), and the handler's crash logged it."""
+    caplog.set_level(logging.INFO)
+
+    async def ack_everything(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        async for event in call:
+            if isinstance(event, Message):
+                await call.ack(event)  # an app bug: not every message is a request
+
+    server = await start(nursery, ack_everything)
+    forged = "x:y\nCRITICAL root: forged" + "z" * 100_000
+    async with raw_client(server) as client:
+        await client.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
+        await client.receive()
+        await client.send_text(json.dumps({"type": forged, "call_sid": "sid-1", "data": {}}))
+        await trio.sleep(1)
+    crash = [r for r in caplog.records if r.exc_info and "handler raised" in r.getMessage()]
+    assert len(crash) == 1
+    text = caplog.text
+    assert "LocalProtocolError" in text and "\nCRITICAL root: forged" not in text
+    assert len(text) < 20_000
+
+
+async def test_a_peer_sid_in_not_delivered_cannot_forge_a_line(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same for the call sid in ``NotDelivered`` (``disconnected_commands=FAIL``)."""
+    caplog.set_level(logging.INFO)
+
+    async def hangs_up_when_disconnected(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        async for event in call:
+            if isinstance(event, Disconnected):
+                await call.hangup()  # raises NotDelivered at once; not caught
+
+    server = await start(nursery, hangs_up_when_disconnected, disconnected_commands=DisconnectedCommands.FAIL)
+    sid = "sid-1\nCRITICAL root: forged" + "z" * 100_000
+    async with raw_client(server) as client:
+        await client.send("session:new", "m1", {**SESSION_DATA, "call_sid": sid}, call_sid=sid)
+        await client.receive()
+        await client.drop()
+        await trio.sleep(1)
+    assert [r for r in caplog.records if r.exc_info and "handler raised NotDelivered" in r.getMessage()]
+    text = caplog.text
+    assert "is disconnected" in text and "\nCRITICAL root: forged" not in text
+    assert len(text) < 20_000
