@@ -525,9 +525,10 @@ class Call(CommandMethods, trio.abc.AsyncResource):
             and self._reconnect_acked
             and not self._outbox
         ):
-            # told before the write, not after: a conversation answering a hook meanwhile
-            # must see the replacement coming, or its ack's verbs would replace it in turn
-            told = self._program_sent(command, origin)
+            if conn.ws.closed is None and not conn.closed.is_set():  # else: NO, not written
+                # told before the write, not after: a conversation answering a hook meanwhile
+                # must see the replacement coming, or its ack's verbs would replace it in turn
+                told = self._program_sent(command, origin)
             written = await self._write_frame(conn, text)
             if written is _Written.YES:
                 return

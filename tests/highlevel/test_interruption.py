@@ -13,12 +13,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import pytest
 import trio
 import trio.testing
 
-from jambonz_trio import Call, JambonzServer, OperationInterrupted, open_conversation, serve_jambonz
+from jambonz_trio import (
+    Call,
+    CallConfig,
+    DisconnectedCommands,
+    JambonzServer,
+    NotDelivered,
+    OperationInterrupted,
+    ServerConfig,
+    open_conversation,
+    serve_jambonz,
+)
 from jambonz_trio.commands import DtmfCommand, Redirect
 from jambonz_trio.testing import FakeCall, open_fake_call
 from jambonz_trio.verbs import Gather, Say
@@ -192,3 +203,24 @@ async def test_an_outside_redirect_already_being_written_is_not_answered_over(nu
         assert answer == {"type": "ack", "msgid": "h1", "data": []}
         assert nxt is not None and nxt["command"] == "redirect" and nxt["queueCommand"]
         assert nxt["data"] == [{"verb": "say", "id": "jt-2", "text": "after"}]
+
+
+async def test_a_redirect_that_cannot_start_out_interrupts_nothing(nursery: trio.Nursery) -> None:
+    """jambonz has closed the socket (4000: it will reconnect) and the call has not noticed
+    yet; with ``disconnected_commands=FAIL`` a supervisor's redirect raises ``NotDelivered``
+    without a byte written. The gather still runs on jambonz: the conversation must keep
+    waiting for it."""
+    agent = Agent()
+    config = ServerConfig(call=CallConfig(disconnected_commands=DisconnectedCommands.FAIL))
+    server: JambonzServer = await nursery.start(partial(serve_jambonz, agent, config=config))
+    async with raw_client(server, lockstep=True) as client:
+        await client.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
+        assert (await client.receive() or {}).get("type") == "ack"
+        call = server.calls["sid-1"]
+        await client.close(4000)
+        await trio.testing.wait_all_tasks_blocked()  # the server's Close reply waits for our read
+        with pytest.raises(NotDelivered) as info:
+            await call.redirect([Say(text="Goodbye")])
+        assert not info.value.maybe_sent
+        await trio.testing.wait_all_tasks_blocked()
+        assert agent.outcomes == []
