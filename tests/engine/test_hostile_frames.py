@@ -191,3 +191,21 @@ def test_counting_tokens_in_an_escape_heavy_string_costs_no_more_than_the_text()
         tracemalloc.stop()
     assert parsed["t"].count("\n") == 480_000
     assert peak < 6 * len(text), peak  # the text's copies (str, parsed value); before: ~60x
+
+
+def test_a_flood_of_strings_is_refused_before_they_are_skipped() -> None:
+    """Valid JSON holds at most one string more than its ``,`` and ``:``. Before, 500,000
+    empty strings hiding 40,000 commas from the count were skipped one by one (about ten
+    times the cost of parsing a valid 1 MiB message), only for the parse to fail, and the
+    peer could send the next one on the same socket: now they are refused unparsed."""
+    from jambonz_trio._protocol._json import MAX_INBOUND_TOKENS, TooComplex, loads_object
+
+    with pytest.raises(TooComplex, match="strings"):
+        loads_object('{"a": "' + '""' * 500_000 + "," * (MAX_INBOUND_TOKENS + 1) + '"}')
+    # as many strings as valid JSON can hold under the limit still parse, and escaped quotes
+    # inside a string are not strings
+    many = [""] * (MAX_INBOUND_TOKENS - 10)  # with the keys: just under the limit
+    commas = "," * (MAX_INBOUND_TOKENS + 1)
+    assert loads_object(json.dumps({"a": many, "b": commas}))["a"] == many
+    quoted = '\\"' * 100_000
+    assert loads_object('{"t": "' + quoted + commas + '"}')["t"] == '"' * 100_000 + commas
