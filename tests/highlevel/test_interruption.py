@@ -176,7 +176,9 @@ async def test_the_conversations_own_cancellation_kill_is_not_an_interruption(
         await fc.hangup()
 
 
-async def test_an_outside_redirect_already_being_written_is_not_answered_over(nursery: trio.Nursery) -> None:
+async def test_an_outside_redirect_already_being_written_is_not_answered_over(
+    nursery: trio.Nursery, mock_clock: trio.testing.MockClock
+) -> None:
     """The supervisor's redirect is on its way out (the socket is slow) when the handler's next
     operation answers the gather's hook. Writes go out in the order they start, so the hook's
     ack reaches jambonz after the redirect: before the fix the conversation, told only once
@@ -185,7 +187,8 @@ async def test_an_outside_redirect_already_being_written_is_not_answered_over(nu
     agent = Agent()
     agent.pause_after_gather = True
     server: JambonzServer = await nursery.start(serve_jambonz, agent)
-    async with raw_client(server, lockstep=True) as client:  # a write waits for our read
+    # a write waits for our read; time stands still (no watchdog, however loaded the machine)
+    async with raw_client(server, lockstep=True) as client:
         await client.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
         first = await client.receive()
         assert first is not None and first["type"] == "ack"
@@ -205,7 +208,9 @@ async def test_an_outside_redirect_already_being_written_is_not_answered_over(nu
         assert nxt["data"] == [{"verb": "say", "id": "jt-2", "text": "after"}]
 
 
-async def test_a_redirect_that_cannot_start_out_interrupts_nothing(nursery: trio.Nursery) -> None:
+async def test_a_redirect_that_cannot_start_out_interrupts_nothing(
+    nursery: trio.Nursery, mock_clock: trio.testing.MockClock
+) -> None:
     """jambonz has closed the socket (4000: it will reconnect) and the call has not noticed
     yet; with ``disconnected_commands=FAIL`` a supervisor's redirect raises ``NotDelivered``
     without a byte written. The gather still runs on jambonz: the conversation must keep
