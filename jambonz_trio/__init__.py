@@ -21,7 +21,7 @@ from ._errors import (
     ProtocolError,
     RemoteProtocolError,
 )
-from ._events import Disconnected, Event, HookAbandoned, Reconnected
+from ._events import AnswerUnconfirmed, Disconnected, Event, HookAbandoned, Reconnected
 from ._protocol import (
     CallInfo,
     CallProtocol,
@@ -58,6 +58,7 @@ __all__ = [
     "AdmissionRequest",
     "AlreadyAnswered",
     "AnswerOutcome",
+    "AnswerUnconfirmed",
     "BasicAuth",
     "Call",
     "CallClosed",

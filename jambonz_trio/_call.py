@@ -30,7 +30,6 @@ import trio
 from ._command_api import CommandMethods
 from ._config import CallConfig, DisconnectedCommands, LateAnswer, Overflow
 from ._errors import (
-    AlreadyAnswered,
     CallClosed,
     CommandQueueFull,
     JambonzTrioError,
@@ -38,7 +37,7 @@ from ._errors import (
     NotDelivered,
     RemoteProtocolError,
 )
-from ._events import Disconnected, Event, HookAbandoned, Reconnected
+from ._events import AnswerUnconfirmed, Disconnected, Event, HookAbandoned, Reconnected
 from ._log import CallLog, get_logger, safe
 from ._pacing import TokenBucket, message_cost
 from ._protocol import _outbound as cmds
@@ -52,7 +51,15 @@ from ._protocol._messages import (
     routing_sid,
 )
 from ._protocol._outbound import Ack, Command
-from ._protocol._state import CallProtocol, ConnState, OwedAck
+from ._protocol._state import (
+    AckResult,
+    AnswerPlan,
+    CallProtocol,
+    ConnState,
+    Delivery,
+    OwedAck,
+    PlanKind,
+)
 from ._protocol._verbs_base import Verb
 from ._queue import EventQueue
 from ._websocket import ServerWebSocket, WebSocketClosed
@@ -126,12 +133,8 @@ class CallStatistics:
     reconnects: int
     frames_received: int
     frames_sent: int
-
-
-class _Written(enum.Enum):
-    YES = "yes"
-    NO = "no"  # certainly not written: the socket was already closed
-    MAYBE = "maybe"  # failed during the write
+    #: answers written on a socket that dropped before jambonz was seen to read them
+    answers_unconfirmed: int = 0
 
 
 class _Pending:
@@ -174,7 +177,8 @@ class _Connection:
         #: in flight, by when its pong must come.
         self.keepalive_at = math.inf
         self.ping_in_flight = False
-        self.pings = 0
+        #: When to write a Ping whose Pong will prove jambonz read the answers written so far.
+        self.receipt_at = math.inf
 
     async def abort(self) -> None:
         """Drop the TCP connection now, without a closing handshake."""
@@ -228,18 +232,16 @@ class Call(CommandMethods, trio.abc.AsyncResource):
             ack_deadline=config.ack_deadline,
             max_outbound_bytes=config.max_outbound_bytes,
             ack_unknown_types=config.ack_unknown_types,
+            holding_verbs=config.holding_verbs,
+            max_owed=config.max_owed_acks,
         )
         self._conn: _Connection | None = None
         self._events: EventQueue[tuple[Event, int]] = EventQueue(config.event_queue_size)
         self._events_bytes = 0
         self._events_dropped = 0
-        # lists, not deques: a deque costs ~700 bytes even empty, on every live call
-        self._auto_answered: list[str] = []  # the latest 256
-        self._auto_answered_count = 0
-        self._deferred: dict[str, tuple[Verb, ...]] = {}
+        # a list, not a deque: a deque costs ~700 bytes even empty, on every live call
         self._outbox: list[_Pending] = []  # FIFO, at most max_queued_commands
         self._outbox_bytes = 0
-        self._reconnect_acked = True
         self._disconnected_at: float | None = None
         self._watchdog_scope: trio.CancelScope | None = None
         self._session_acked = trio.Event()
@@ -313,12 +315,13 @@ class Call(CommandMethods, trio.abc.AsyncResource):
             events_queued=len(self._events),
             events_capacity=self._events.capacity,
             events_dropped=self._events_dropped,
-            acks_owed=len(self._protocol.owed()),
-            auto_answered=self._auto_answered_count,
+            acks_owed=self._protocol.owed_count,
+            auto_answered=self._protocol.auto_answered,
             commands_queued=len(self._outbox),
             reconnects=self.reconnect_count,
             frames_received=self._frames_in,
             frames_sent=self._frames_out,
+            answers_unconfirmed=self._protocol.unconfirmed,
         )
 
     # -- events --------------------------------------------------------------------------------
@@ -391,7 +394,7 @@ class Call(CommandMethods, trio.abc.AsyncResource):
         Raises:
             CallClosed: the call ended first.
         """
-        if self._protocol.session_new_acked is not False:
+        if self._protocol.session_answered:
             await trio.lowlevel.checkpoint()
             return
         async with trio.open_nursery() as n:
@@ -421,7 +424,8 @@ class Call(CommandMethods, trio.abc.AsyncResource):
         socket, or if it never needed one.
         """
         msgid = request.msgid if isinstance(request, Message) else request
-        return self._protocol.is_owed(msgid)
+        owed = self._protocol.get_owed(msgid)
+        return owed is not None and owed.held is None
 
     async def ack(self, request: Message | str, verbs: Sequence[Verb] = ()) -> AnswerOutcome:
         """Answer a request (by message or msgid) with ``verbs`` (may be empty).
@@ -433,15 +437,26 @@ class Call(CommandMethods, trio.abc.AsyncResource):
             :class:`AnswerOutcome`: ``ACKED``; ``REDIRECTED`` when the watchdog (or a socket
             drop) already ended the request and ``verbs`` went out as a ``redirect``;
             ``DROPPED`` when that happened and ``verbs`` was empty; ``DEFERRED`` for a
-            ``session:new`` answered while the socket is down (sent on the reconnect).
+            ``session:new`` answer that waits for jambonz to reconnect (given while the socket
+            is down, or the socket died under its write): it goes out as the ack of the
+            ``session:reconnect``.
+
+            ``ACKED`` means written to the socket, not read by jambonz: should the socket drop
+            before jambonz is seen to read it (docs/reconnects.md), a ``session:new`` answer is
+            sent again on the reconnect, and any other answer is reported with an
+            :class:`AnswerUnconfirmed` event.
 
         Raises:
             AlreadyAnswered: the app answered this request before (or ``late_answer`` is
                 ``RAISE``).
             LocalProtocolError: not a request, an unknown msgid, an empty ``session:new``
-                answer, the call is closed, or the frame would be too large.
-            NotDelivered: the socket died during the write.
+                answer, or the frame would be too large.
+            NotDelivered: the socket died during the write (never for ``session:new``, whose
+                answer then waits for the reconnect: ``DEFERRED``).
+            CallClosed: the call is over (a handler may let it end the handler quietly).
         """
+        if self.closed:
+            raise self._closed_error()
         if isinstance(request, Message):
             msgid = request.msgid
             if not request.NEEDS_ACK and not self._protocol.is_owed(msgid):
@@ -450,49 +465,40 @@ class Call(CommandMethods, trio.abc.AsyncResource):
                 raise LocalProtocolError(f"{safe(request.type, 64)} messages are not acked")
         else:
             msgid = request
-        verbs = tuple(verbs)
-        protocol = self._protocol
-        owed = protocol.get_owed(msgid)
-        if owed is not None and protocol.can_answer_now(msgid):
-            await self._send_ack(owed, verbs)
-            return AnswerOutcome.ACKED
-        if owed is not None and owed.needs_verbs and protocol.state is ConnState.DISCONNECTED:
-            if not verbs:
-                raise LocalProtocolError("session:new must be answered with at least one verb")
-            if msgid in self._deferred:
-                raise AlreadyAnswered(f"msgid {msgid!r} already has an answer waiting for the reconnect")
-            protocol.render(Ack(msgid=msgid, verbs=verbs).to_wire())  # size check now
-            self._deferred[msgid] = verbs
-            return AnswerOutcome.DEFERRED
-        late = msgid in self._auto_answered or protocol.was_abandoned(msgid)
-        if owed is None and late:
-            if self.config.late_answer is LateAnswer.RAISE:
-                raise AlreadyAnswered(f"msgid {msgid!r} was already answered by the watchdog")
-            if not verbs:
-                await trio.lowlevel.checkpoint()
-                return AnswerOutcome.DROPPED
-            log.info("call %s: late answer to %s sent as a redirect", self.call_sid, msgid)
-            await self.send_command(cmds.Redirect(verbs=verbs))
-            return AnswerOutcome.REDIRECTED
-        if owed is not None:
-            raise LocalProtocolError("the call's socket is down; this request was abandoned")
-        protocol.ack(msgid, verbs)  # raises the precise LocalProtocolError
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _send_ack(self, owed: OwedAck, verbs: tuple[Verb, ...]) -> None:
-        conn = self._conn
-        assert conn is not None
-        text = self._protocol.ack(owed.msgid, verbs)
-        written = await self._write_frame(conn, text)
-        if written is not _Written.YES:
-            # jambonz did not get it: a session:new is re-keyed on the reconnect, so it is owed
-            # again; anything else was abandoned with the socket.
-            self._protocol.restore(owed)
+        plan = self._protocol.plan_answer(
+            msgid, verbs, raise_late=self.config.late_answer is LateAnswer.RAISE
+        )
+        if plan.kind is PlanKind.SEND:
+            conn = self._conn
+            assert conn is not None
+            result, written = await self._write_answer(conn, plan)
+            if result is AckResult.SENT:
+                return AnswerOutcome.ACKED
+            if result is AckResult.DEFERRED:
+                return AnswerOutcome.DEFERRED
             raise NotDelivered(
-                "the socket dropped before the ack was sent", maybe_sent=written is _Written.MAYBE
+                "the socket dropped before the ack was sent", maybe_sent=written is not Delivery.NOT_WRITTEN
             )
-        if owed.needs_verbs:
+        if plan.kind is PlanKind.REDIRECT:
+            log.info("call %s: late answer to %s sent as a redirect", self.call_sid, msgid)
+            await self.send_command(cmds.Redirect(verbs=plan.verbs))
+            return AnswerOutcome.REDIRECTED
+        await trio.lowlevel.checkpoint()
+        return AnswerOutcome.DEFERRED if plan.kind is PlanKind.HOLD else AnswerOutcome.DROPPED
+
+    async def _write_answer(self, conn: _Connection, plan: AnswerPlan) -> tuple[AckResult, Delivery]:
+        """Write a ``SEND`` plan's ack on ``conn`` and tell the core how it went."""
+        assert plan.text is not None
+        written = await self._write_frame(conn, plan.text)
+        protocol = self._protocol
+        result = protocol.answer_written(plan.msgid, conn.generation, written)
+        if protocol.session_answered:
             self._session_acked.set()
+        if result is AckResult.SENT:
+            self._want_receipt(conn)
+            if self._outbox and protocol.commands_flow:
+                await self._flush_outbox(conn)  # they waited for this socket's reconnect answer
+        return result, written
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -519,20 +525,15 @@ class Call(CommandMethods, trio.abc.AsyncResource):
         origin = command_origin.get()
         told = False
         conn = self._conn
-        if (
-            conn is not None
-            and self._protocol.state is ConnState.CONNECTED
-            and self._reconnect_acked
-            and not self._outbox
-        ):
+        if conn is not None and self._protocol.commands_flow and not self._outbox:
             if conn.ws.closed is None and not conn.closed.is_set():  # else: NO, not written
                 # told before the write, not after: a conversation answering a hook meanwhile
                 # must see the replacement coming, or its ack's verbs would replace it in turn
                 told = self._program_sent(command, origin)
             written = await self._write_frame(conn, text)
-            if written is _Written.YES:
+            if written is Delivery.WRITTEN:
                 return
-            if written is _Written.MAYBE:
+            if written is Delivery.MAYBE:
                 raise NotDelivered(f"socket dropped while sending {command.COMMAND}", maybe_sent=True)
             # NO: the socket was already gone; nothing left, so wait for the reconnect.
         if self.config.disconnected_commands is DisconnectedCommands.FAIL:
@@ -728,11 +729,12 @@ class Call(CommandMethods, trio.abc.AsyncResource):
             log.warning("call %s: socket down; fallback verbs not sent", self.call_sid)
             return
         try:
-            owed = next((o for o in protocol.owed() if o.needs_verbs), None)
-            if owed is not None:
-                if protocol.can_answer_now(owed.msgid):
-                    await self._send_ack(owed, self.config.fallback_verbs)
-            elif protocol.session_new_acked is not False:
+            pending = protocol.session_request
+            if pending is not None:
+                if pending.held is None and protocol.can_answer_now(pending.msgid):
+                    plan = protocol.plan_answer(pending.msgid, self.config.fallback_verbs)
+                    await self._write_answer(conn, plan)
+            elif protocol.session_answered:
                 text = protocol.command(cmds.Redirect(verbs=self.config.fallback_verbs))
                 await self._write(conn, text)
         except JambonzTrioError:
@@ -770,8 +772,11 @@ class Call(CommandMethods, trio.abc.AsyncResource):
                 await self._auto_answer(owed)
             conn = self._conn
             now = trio.current_time()  # the auto-answers above may have taken a while
-            if conn is not None and now >= conn.keepalive_at and self._protocol.state is ConnState.CONNECTED:
-                await self._keepalive(conn, now)
+            if conn is not None and self._protocol.state is ConnState.CONNECTED:
+                if now >= conn.receipt_at:
+                    await self._receipt_ping(conn)
+                if now >= conn.keepalive_at:
+                    await self._keepalive(conn, now)
 
     def _next_deadline(self) -> float:
         d = self._protocol.next_deadline()
@@ -780,7 +785,7 @@ class Call(CommandMethods, trio.abc.AsyncResource):
             best = min(best, self._disconnected_at + self.config.reconnect_grace)
         conn = self._conn
         if conn is not None and self._protocol.state is ConnState.CONNECTED:
-            best = min(best, conn.keepalive_at)
+            best = min(best, conn.keepalive_at, conn.receipt_at)
         return best
 
     def _reschedule(self) -> None:
@@ -790,46 +795,54 @@ class Call(CommandMethods, trio.abc.AsyncResource):
             scope.deadline = min(scope.deadline, self._next_deadline())
 
     async def _auto_answer(self, owed: OwedAck) -> None:
+        """The watchdog answers for the app (at the deadline, or at once past the owed bound)."""
         conn = self._conn
-        if conn is None or not self._protocol.can_answer_now(owed.msgid):
+        protocol = self._protocol
+        if conn is None or not protocol.can_answer_now(owed.msgid):
             return
         msg = owed.message
-        first_reconnect = msg is self.session and isinstance(msg, SessionReconnect)
-        verbs = self.config.holding_verbs if owed.needs_verbs or first_reconnect else ()
+        try:
+            plan = protocol.auto_answer(owed)
+        except JambonzTrioError:  # e.g. holding verbs too large: never crash the call's tasks
+            self._log.error("the watchdog could not answer %s", msg.type, exc_info=True)
+            return
+        if owed.overflow:
+            why = f"{protocol.max_owed} requests already owed: answered at once"
+        else:
+            why = f"no answer within {self.config.ack_deadline:.1f} s"
         self._log.throttled(
             "watchdog",
             logging.WARNING,
-            "no answer to %s%s within %.1f s; the watchdog answered %s",
+            "%s to %s%s; the watchdog answered %s",
+            why,
             msg.type,
             f" (hook {msg.hook})" if msg.hook else "",
-            self.config.ack_deadline,
-            "with the holding verbs" if verbs else "empty",
+            "with the holding verbs" if plan.verbs else "empty",
         )
-        try:
-            text = self._protocol.ack(owed.msgid, verbs)
-        except JambonzTrioError:  # e.g. holding verbs too large: never crash the call's tasks
-            log.exception("call %s: the watchdog could not answer %s", self.call_sid, msg.type)
-            return
-        self._auto_answered.append(owed.msgid)
-        if len(self._auto_answered) > 256:
-            del self._auto_answered[0]
-        self._auto_answered_count += 1
-        if await self._write(conn, text):
-            if owed.needs_verbs:
-                self._session_acked.set()
-        else:
-            self._protocol.restore(owed)  # session:new stays owed for the re-keyed reconnect
-            if owed.msgid in self._auto_answered:
-                self._auto_answered.remove(owed.msgid)
+        await self._write_answer(conn, plan)
+
+    def _want_receipt(self, conn: _Connection) -> None:
+        """An answer went out on ``conn``: have the watchdog write a Ping after it, unless one
+        written for an earlier answer still waits for its Pong (one receipt Ping at a time)."""
+        if conn is self._conn and self._protocol.receipt_due and conn.receipt_at == math.inf:
+            conn.receipt_at = trio.current_time()
+            self._reschedule()
+
+    async def _receipt_ping(self, conn: _Connection) -> None:
+        """Write a Ping whose Pong proves jambonz read the answers written before it."""
+        conn.receipt_at = math.inf
+        if conn.closed.is_set() or conn.ws.closed is not None or not self._protocol.receipt_due:
+            return  # (a socket being closed: its loss is reported by the close)
+        await self._write_frame(conn, self._protocol.ping_payload(receipt=True))
 
     # -- engine: connections -------------------------------------------------------------------
 
     async def _write(self, conn: _Connection, text: str) -> bool:
         """Write one frame: shielded, bounded by ``send_timeout``. ``False`` if it failed (the
         connection is then aborted and reported lost)."""
-        return await self._write_frame(conn, text) is _Written.YES
+        return await self._write_frame(conn, text) is Delivery.WRITTEN
 
-    async def _write_frame(self, conn: _Connection, text: str | bytes) -> _Written:
+    async def _write_frame(self, conn: _Connection, text: str | bytes) -> Delivery:
         """Like :meth:`_write`, telling apart "certainly not written" (the socket was already
         closed: nothing left this process) from "maybe" (it failed mid-write). ``bytes`` is
         the payload of a Ping (the keepalive's writes are bounded the same way)."""
@@ -837,10 +850,12 @@ class Call(CommandMethods, trio.abc.AsyncResource):
         if closed is not None and closed.code == 1000 and conn.close_done is None:
             # jambonz ended the call (a 1000 we did not send); the receive loop has not seen it yet
             self._connection_closed(conn, 1000, closed.reason)
-            return _Written.NO
+            return Delivery.NOT_WRITTEN
         if conn.closed.is_set() or closed is not None:
-            self._connection_lost(conn, None, "socket closed")
-            return _Written.NO
+            # (a close under way, e.g. our 1009, is reported with its own code)
+            code, reason = (closed.code, closed.reason) if closed is not None else (None, None)
+            self._connection_lost(conn, code, reason or "socket closed")
+            return Delivery.NOT_WRITTEN
         # One scope, shielded from the caller and bounded by its own deadline (the same as a
         # move_on_after inside a shield, one cancel scope cheaper on every write).
         with trio.CancelScope(shield=True, deadline=trio.current_time() + self.config.send_timeout) as scope:
@@ -850,7 +865,7 @@ class Call(CommandMethods, trio.abc.AsyncResource):
                     self._frames_out += 1
                 else:
                     await conn.ws.send_ping(text)
-                return _Written.YES
+                return Delivery.WRITTEN
             except WebSocketClosed:
                 pass
         if scope.cancelled_caught:
@@ -862,7 +877,7 @@ class Call(CommandMethods, trio.abc.AsyncResource):
             with trio.CancelScope(shield=True):
                 await conn.abort()
         self._connection_lost(conn, None, "send failed")
-        return _Written.MAYBE
+        return Delivery.MAYBE
 
     def _deliver(self, event: Event, size: int = 0) -> None:
         """Queue an event for the app (never blocks). ``size``: its frame's length, counted
@@ -898,7 +913,6 @@ class Call(CommandMethods, trio.abc.AsyncResource):
             log.info("call %s: a newer socket replaces socket %d", self.call_sid, old.id)
             self._connection_lost(old, None, "replaced by a newer socket")  # abandons its requests
         seen_before = self._protocol.generation > 0
-        self._reconnect_acked = True
         self._conn = conn
         self._protocol.connection_made()
         conn.generation = self._protocol.generation
@@ -1023,6 +1037,9 @@ class Call(CommandMethods, trio.abc.AsyncResource):
                     self.tts_interruptions += 1
                     self._tts_interrupted.set()
                     self._tts_interrupted = trio.Event()
+        owed = protocol.get_owed(msg.msgid) if msg.msgid else None
+        if owed is not None and owed.overflow and owed.message is msg:
+            await self._auto_answer(owed)  # past the owed bound: answered at once, empty
         self._reschedule()
         if msg is not self.session:
             self._deliver(msg, size)
@@ -1043,27 +1060,19 @@ class Call(CommandMethods, trio.abc.AsyncResource):
                 self.reconnect_count,
                 self.config.reconnect_budget,
             )
-        if protocol.is_owed(msg.msgid):
-            self._reconnect_acked = False
-            if not await self._write(conn, protocol.ack(msg.msgid)):
-                return  # the new socket died at once; the call waits for the next one
-            self._reconnect_acked = True
-            await self._flush_outbox(conn)
-        else:
-            # session:new was unanswered at the drop: jambonz re-keyed it to this msgid.
-            log.warning(
-                "call %s: socket dropped before the session:new ack; feature-server <= 0.9.8 "
-                "may leave later traffic of this call queued (protocol.md §6.2)",
-                self.call_sid,
+        plan = protocol.reconnect_answer(msg.msgid)
+        if plan is None or plan.msgid != msg.msgid:
+            # jambonz may have re-keyed its session:new to this msgid (docs/reconnects.md)
+            self._log.warning(
+                "socket dropped before jambonz was seen to read the session:new answer%s; "
+                "feature-server <= 0.9.8 may leave later traffic of this call queued (protocol.md §6.2)",
+                "" if plan is None else " (sent again on the reconnect)",
             )
-            pending = next((o for o in protocol.owed() if o.needs_verbs), None)
-            if pending is not None and pending.msgid in self._deferred:
-                verbs = self._deferred.pop(pending.msgid)
-                try:
-                    await self._send_ack(pending, verbs)
-                except NotDelivered:
-                    self._deferred[pending.msgid] = verbs  # still owed: try on the next socket
-                    return
+        if plan is not None:
+            result, _written = await self._write_answer(conn, plan)
+            if result is not AckResult.SENT:
+                return  # the new socket died at once; the call waits for the next one
+            await self._flush_outbox(conn)
         self._reschedule()
         self._deliver(Reconnected(count=self.reconnect_count, message=msg))
 
@@ -1098,12 +1107,16 @@ class Call(CommandMethods, trio.abc.AsyncResource):
             return True
         return False
 
-    def _pong(self, conn: _Connection) -> None:
-        """A Pong arrived on ``conn`` (called by its reader): schedule the next ping."""
+    def _pong(self, conn: _Connection, payload: bytes) -> None:
+        """A Pong arrived on ``conn`` (called by its reader): schedule the next ping, and take
+        it as the receipt of the answers written before its Ping."""
         if conn.ping_in_flight:
             conn.ping_in_flight = False
             conn.keepalive_at = trio.current_time() + self.config.ping_interval
             self._reschedule()
+        if conn is self._conn and conn.generation == self._protocol.generation:
+            self._protocol.pong_received(payload)
+            self._want_receipt(conn)  # answers written since that Ping need one of their own
 
     async def _keepalive(self, conn: _Connection, now: float) -> None:
         """Ping ``conn``, or abort it if the pong of the last ping is overdue (the watchdog
@@ -1121,8 +1134,7 @@ class Call(CommandMethods, trio.abc.AsyncResource):
             conn.cancel_scope.cancel()
             return
         conn.ping_in_flight = True
-        conn.pings += 1
-        if await self._write_frame(conn, b"jt%d" % conn.pings) is not _Written.YES:
+        if await self._write_frame(conn, self._protocol.ping_payload()) is not Delivery.WRITTEN:
             conn.keepalive_at = math.inf  # the socket is reported lost (and aborted if cut)
             return
         # the pong is due ping_timeout after the ping left, however long the write took
@@ -1157,11 +1169,21 @@ class Call(CommandMethods, trio.abc.AsyncResource):
         if conn is not self._conn or self.closed or self._protocol.state is not ConnState.CONNECTED:
             return
         abandoned = self._protocol.connection_lost()
+        unconfirmed = self._protocol.take_unconfirmed()
         self._disconnected_at = trio.current_time()
         log.info("call %s: socket lost (%s %s); waiting for a reconnect", self.call_sid, code, reason)
+        if unconfirmed:
+            self._log.warning(
+                "%d answer(s) written just before the drop were not seen read by jambonz "
+                "(it failed those requests at the drop if it had not read them): %s",
+                len(unconfirmed),
+                ", ".join(f"{s.message.type} {s.owed.msgid}" for s in unconfirmed[:5]),
+            )
         self._deliver(Disconnected(code=code, reason=reason))
         for owed in abandoned:
             self._deliver(HookAbandoned(message=owed.message))
+        for sent in unconfirmed:
+            self._deliver(AnswerUnconfirmed(message=sent.message, verbs=sent.verbs))
         self._reschedule()
         if self.on_disconnect is not None:
             self.on_disconnect(self)

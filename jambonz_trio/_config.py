@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import attrs
 
 from ._protocol._json import DEFAULT_MAX_OUTBOUND_BYTES
-from ._protocol._state import DEFAULT_ACK_DEADLINE
+from ._protocol._state import DEFAULT_ACK_DEADLINE, DEFAULT_MAX_OWED_ACKS
 from ._protocol._verbs import Hangup, Pause
 from ._protocol._verbs_base import Verb
 
@@ -67,6 +67,9 @@ class CallConfig:
         fallback_verbs: sent (as a ``redirect``) when the handler raises, before closing with 1000.
         late_answer: see :class:`LateAnswer`.
         ack_unknown_types: answer unknown message types that carry a msgid, at the deadline.
+        max_owed_acks: requests owed at once; past it (a flood of distinct msgids: jambonz
+            itself has a handful in flight), each new one is answered at once, empty, like the
+            watchdog would at its deadline (logged, rate-limited; counted as auto-answered).
         event_queue_size: bounded queue of events waiting for the app (count).
         max_queued_event_bytes: the same queue's bound in frame bytes (a peer cannot pin
             ``event_queue_size`` x ``max_inbound_bytes`` of memory).
@@ -93,6 +96,7 @@ class CallConfig:
     fallback_verbs: tuple[Verb, ...] = attrs.field(default=(Hangup(),), converter=_verbs)
     late_answer: LateAnswer = LateAnswer.REDIRECT
     ack_unknown_types: bool = True
+    max_owed_acks: int = DEFAULT_MAX_OWED_ACKS
     event_queue_size: int = 256
     max_queued_event_bytes: int = 4 * 1024 * 1024
     overflow: Overflow = Overflow.DROP
@@ -117,6 +121,8 @@ class CallConfig:
             raise ValueError("holding_verbs must not be empty (jambonz rejects an empty session:new ack)")
         if not 0 < self.ack_deadline < 5:
             raise ValueError("ack_deadline must be between 0 and jambonz's 5 s")
+        if self.max_owed_acks < 1:
+            raise ValueError("max_owed_acks must be at least 1")
 
 
 @attrs.frozen(kw_only=True)

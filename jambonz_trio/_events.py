@@ -5,8 +5,9 @@ from __future__ import annotations
 import attrs
 
 from ._protocol._messages import Message, SessionReconnect
+from ._protocol._verbs_base import Verb
 
-__all__ = ["Disconnected", "Event", "HookAbandoned", "Reconnected"]
+__all__ = ["AnswerUnconfirmed", "Disconnected", "Event", "HookAbandoned", "Reconnected"]
 
 
 @attrs.frozen(kw_only=True)
@@ -30,6 +31,18 @@ class HookAbandoned:
 
 
 @attrs.frozen(kw_only=True)
+class AnswerUnconfirmed:
+    """The app's answer to ``message`` was written just before the socket dropped, and jambonz
+    was not seen to read it (docs/reconnects.md). If it had not, jambonz failed the request at
+    the drop and ``verbs`` never run; if it had, they are running. ``Call.ack`` returned
+    ``ACKED`` for it. To be sure the verbs run, send them as a ``redirect`` once reconnected
+    (it replaces what jambonz is playing, so they may play twice)."""
+
+    message: Message
+    verbs: tuple[Verb, ...]
+
+
+@attrs.frozen(kw_only=True)
 class Reconnected:
     """jambonz reconnected this call (``session:reconnect``, already acked by the library)."""
 
@@ -38,4 +51,4 @@ class Reconnected:
 
 
 #: Anything ``Call.next_event`` returns.
-Event = Message | Disconnected | HookAbandoned | Reconnected
+Event = Message | Disconnected | HookAbandoned | AnswerUnconfirmed | Reconnected

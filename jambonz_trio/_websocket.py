@@ -131,8 +131,8 @@ class ServerWebSocket:
         self._sending = False
         self._send_waiters = trio.lowlevel.ParkingLot()
         self.closed: CloseReason | None = None
-        #: Called (synchronously, by the reading task) for every Pong that arrives.
-        self.on_pong: Callable[[], None] | None = None
+        #: Called (synchronously, by the reading task) with the payload of every Pong.
+        self.on_pong: Callable[[bytes], None] | None = None
 
     # -- receiving -----------------------------------------------------------------------------
 
@@ -220,8 +220,9 @@ class ServerWebSocket:
                 if proto.state is _OPEN:
                     out += proto.send(event.response())
             elif kind is Pong:
+                assert isinstance(event, Pong)
                 if self.on_pong is not None:
-                    self.on_pong()
+                    self.on_pong(bytes(event.payload))
             elif kind is CloseConnection:
                 assert isinstance(event, CloseConnection)
                 if proto.state is _REMOTE_CLOSING:

@@ -159,8 +159,8 @@ async def test_simulate_interactive_keeps_the_call_alive_while_the_caller_types(
             on_pong = conn.ws.on_pong
             assert on_pong is not None
 
-            def counting() -> None:
-                on_pong()
+            def counting(payload: bytes) -> None:
+                on_pong(payload)
                 pongs.release()
 
             conn.ws.on_pong = counting

@@ -18,7 +18,19 @@ from ._messages import __all__ as _messages_all
 from ._outbound import *  # noqa: F403
 from ._outbound import COMMAND_TYPES, Ack
 from ._outbound import __all__ as _outbound_all
-from ._state import DEFAULT_ACK_DEADLINE, CallProtocol, ConnState, OwedAck
+from ._state import (
+    DEFAULT_ACK_DEADLINE,
+    AckResult,
+    Answerer,
+    AnswerPlan,
+    CallProtocol,
+    ConnState,
+    Delivery,
+    OwedAck,
+    PlanKind,
+    SentAnswer,
+    SessionState,
+)
 from ._verbs_base import (
     Hook,
     HookSpec,
@@ -33,17 +45,24 @@ __all__ = [
     "DEFAULT_ACK_DEADLINE",
     "DEFAULT_MAX_OUTBOUND_BYTES",
     "Ack",
+    "AckResult",
+    "AnswerPlan",
+    "Answerer",
     "CallInfo",
     "CallProtocol",
     "ConnState",
+    "Delivery",
     "DialResult",
     "GatherResult",
     "Hook",
     "HookSpec",
     "LlmResult",
     "OwedAck",
+    "PlanKind",
     "RawVerb",
     "SpeechAlternative",
+    "SentAnswer",
+    "SessionState",
     "SpeechResult",
     "ToolCall",
     "Verb",

@@ -2,19 +2,34 @@
 
 It never does I/O and never reads a clock: time comes in as ``now`` (any monotonic float, e.g.
 ``trio.current_time()``). Frames come in through :meth:`CallProtocol.receive_text`; the text to
-send comes out of :meth:`CallProtocol.ack` and :meth:`CallProtocol.command`, which check the
-state *synchronously* and raise :class:`LocalProtocolError` before anything would be sent.
+send comes out of :meth:`CallProtocol.plan_answer`, :meth:`CallProtocol.ack` and
+:meth:`CallProtocol.command`, which check the state *synchronously* and raise
+:class:`LocalProtocolError` before anything would be sent. The engine then reports what became
+of each answer's write (:meth:`CallProtocol.answer_written`) and of its Pings
+(:meth:`CallProtocol.pong_received`).
 
-The ack book records every msgid jambonz is waiting on, with its deadline, per socket
-"generation": when a socket drops, what was owed on it is abandoned (jambonz failed those
-requests at the drop, ``shared/protocol.md`` §6.2) - except an unanswered ``session:new``, which
-jambonz re-keys to the ``session:reconnect`` msgid (§6.2 step 6) and which this machine re-keys
-the same way.
+Every answer decision lives here (``docs/reconnects.md`` explains them):
+
+* the ack book: every msgid jambonz is waiting on, with its deadline (a heap, so a flood of
+  requests costs O(log n) each), per socket "generation". When a socket drops, what was owed on
+  it is abandoned (jambonz fails those requests at the drop), except an unanswered
+  ``session:new``, which jambonz re-keys to the msgid of the next ``session:reconnect`` and
+  which this machine re-keys the same way;
+* the ``session:new`` answer (:class:`SessionState`): jambonz forgets its ``session:new`` only
+  when it *reads* an ack. An answer written on a socket that then drops, with no proof that
+  jambonz read it, is sent again as the ack of the next ``session:reconnect``; an answer given
+  while the socket is down waits for it;
+* the proof of reading: a Pong to a Ping written after the answer (jambonz's websocket library
+  handles a connection's frames in order);
+* late answers (after the watchdog or a drop ended the request): a ``redirect``, or nothing;
+* the reconnect gate: commands wait until the new socket's ``session:reconnect`` is answered;
+* a bound on the requests owed at once: past it, requests are answered at once, empty.
 """
 
 from __future__ import annotations
 
 import enum
+import heapq
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -25,14 +40,34 @@ from .._errors import AlreadyAnswered, LocalProtocolError, RemoteProtocolError
 from ._json import DEFAULT_MAX_OUTBOUND_BYTES, dumps_checked, loads_object
 from ._messages import Message, SessionNew, SessionReconnect, UnknownMessage, parse_message
 from ._outbound import Ack, Command
+from ._verbs import Pause
 from ._verbs_base import Verb
 
-__all__ = ["DEFAULT_ACK_DEADLINE", "CallProtocol", "ConnState", "OwedAck"]
+__all__ = [
+    "DEFAULT_ACK_DEADLINE",
+    "DEFAULT_MAX_OWED_ACKS",
+    "AckResult",
+    "AnswerPlan",
+    "Answerer",
+    "CallProtocol",
+    "ConnState",
+    "Delivery",
+    "OwedAck",
+    "PlanKind",
+    "SentAnswer",
+    "SessionState",
+]
 
 #: Seconds after receipt by which the watchdog answers for the app: 1 s inside jambonz's 5 s.
 DEFAULT_ACK_DEADLINE = 4.0
 
+#: Requests owed at once on one call before the library answers new ones at once (empty).
+#: jambonz has a handful in flight at most (each one times out after 5 s on its side).
+DEFAULT_MAX_OWED_ACKS = 256
+
 _REMEMBERED = 256  # answered / abandoned msgids kept for precise error messages
+_MAX_TRACKED = 256  # written answers kept until a Pong proves jambonz read them
+_PING_PREFIX = b"jt"
 
 
 class ConnState(enum.Enum):
@@ -44,7 +79,61 @@ class ConnState(enum.Enum):
     CLOSED = "closed"  #: over; nothing more can be sent
 
 
-@attrs.define(kw_only=True)
+class SessionState(enum.Enum):
+    """Where the answer to the call's ``session:new`` is."""
+
+    NONE = "none"  #: no ``session:new`` on this call (yet)
+    OWED = "owed"  #: received, not answered yet
+    HELD = "held"  #: answered while the socket was down: goes out on the next ``session:reconnect``
+    SENT = "sent"  #: written on the live socket; jambonz has not been seen to read it yet
+    RESEND = "resend"  #: written, then the socket dropped unproven: sent again on the reconnect
+    CONFIRMED = "confirmed"  #: jambonz read it (a Pong answered a Ping written after it)
+
+
+class Answerer(enum.Enum):
+    """Who answered a request."""
+
+    APP = "app"
+    WATCHDOG = "watchdog"  #: at the deadline, or at once past the owed bound
+    LIBRARY = "library"  #: the library's own ``session:reconnect`` acks
+
+
+class Delivery(enum.Enum):
+    """What the engine's write of a frame did."""
+
+    WRITTEN = "written"
+    NOT_WRITTEN = "not_written"  #: certainly not: the socket was already gone
+    MAYBE = "maybe"  #: failed half-way
+
+
+class AckResult(enum.Enum):
+    """What became of an answer once its write returned (:meth:`CallProtocol.answer_written`)."""
+
+    SENT = "sent"  #: on the live socket
+    DEFERRED = "deferred"  #: a ``session:new`` answer, kept for the next ``session:reconnect``
+    LOST = "lost"  #: its socket died: jambonz failed the request (perhaps after reading it)
+
+
+class PlanKind(enum.Enum):
+    """What to do with an answer (:meth:`CallProtocol.plan_answer`)."""
+
+    SEND = "send"  #: write ``text`` now, then report it with ``answer_written``
+    HOLD = "hold"  #: kept: goes out as the ack of the next ``session:reconnect``
+    REDIRECT = "redirect"  #: too late for an ack: send ``verbs`` as a ``redirect`` command
+    DROP = "drop"  #: too late, and empty: nothing to send
+
+
+@attrs.frozen(kw_only=True)
+class AnswerPlan:
+    """The decision for one answer."""
+
+    kind: PlanKind
+    msgid: str
+    text: str | None = None
+    verbs: tuple[Verb, ...] = ()
+
+
+@attrs.define(kw_only=True, eq=False)
 class OwedAck:
     """One request jambonz is waiting on.
 
@@ -57,6 +146,9 @@ class OwedAck:
         deadline: when the watchdog answers instead of the app.
         generation: the socket it must be answered on.
         optional: ``True`` for an unknown message type (jambonz may not be waiting at all).
+        overflow: booked past the owed bound: the library answers it at once.
+        held: a ``session:new`` answer waiting for the next ``session:reconnect``.
+        held_by: who gave ``held``.
     """
 
     msgid: str
@@ -66,6 +158,10 @@ class OwedAck:
     deadline: float
     generation: int
     optional: bool = False
+    overflow: bool = False
+    held: tuple[Verb, ...] | None = None
+    held_by: Answerer | None = None
+    heap_key: int = attrs.field(default=0, repr=False)
 
     @property
     def needs_verbs(self) -> bool:
@@ -73,8 +169,34 @@ class OwedAck:
         return isinstance(self.message, SessionNew)
 
 
+@attrs.define(kw_only=True, eq=False)
+class SentAnswer:
+    """An answer rendered for a socket, until jambonz is seen to read it (or the socket dies).
+
+    Attributes:
+        owed: the request it answers (``owed.wire_msgid`` is the msgid on the wire).
+        verbs: the answer.
+        by: who answered.
+        generation: the socket it was written on.
+        written: its write completed.
+        ping: the first Ping written after it (its Pong proves jambonz read the answer).
+    """
+
+    owed: OwedAck
+    verbs: tuple[Verb, ...]
+    by: Answerer
+    generation: int
+    written: bool = False
+    ping: int | None = None
+
+    @property
+    def message(self) -> Message:
+        """The request answered."""
+        return self.owed.message
+
+
 class CallProtocol:
-    """Per-call protocol state: parsing, the ack book, reconnect re-keying, outbound checks.
+    """Per-call protocol state: parsing, the ack book, answers and their delivery, reconnects.
 
     Args:
         ack_deadline: seconds after receipt by which a request counts as overdue.
@@ -82,6 +204,9 @@ class CallProtocol:
             ``None`` disables the check.
         ack_unknown_types: record unknown message types that carry a msgid as (optionally) owed,
             so the watchdog answers them (harmless if jambonz was not waiting).
+        holding_verbs: what the watchdog answers ``session:new`` with (non-empty).
+        max_owed: requests owed at once; past it, new ones are booked as ``overflow``: the
+            engine answers them at once (empty), like the watchdog would at the deadline.
     """
 
     def __init__(
@@ -90,18 +215,36 @@ class CallProtocol:
         ack_deadline: float = DEFAULT_ACK_DEADLINE,
         max_outbound_bytes: int | None = DEFAULT_MAX_OUTBOUND_BYTES,
         ack_unknown_types: bool = True,
+        holding_verbs: Sequence[Verb] = (Pause(length=1),),
+        max_owed: int = DEFAULT_MAX_OWED_ACKS,
     ) -> None:
         self.ack_deadline = ack_deadline
         self.max_outbound_bytes = max_outbound_bytes
         self.ack_unknown_types = ack_unknown_types
+        self.holding_verbs = tuple(holding_verbs)
+        self.max_owed = max_owed
         self.state = ConnState.IDLE
         self.generation = 0
         self.call_sid: str | None = None
-        #: ``None`` until a ``session:new`` arrives, then whether it has been answered.
-        self.session_new_acked: bool | None = None
+        self.session = SessionState.NONE
+        #: requests the watchdog answered (at the deadline or past the owed bound)
+        self.auto_answered = 0
+        #: answers written on a socket that dropped before jambonz was seen to read them
+        self.unconfirmed = 0
+        self._session: OwedAck | None = None  # the session:new request
+        self._first: str | None = None  # msgid of the call's first message
+        self._gate: str | None = None  # the live socket's session:reconnect, until answered
         self._owed: dict[str, OwedAck] = {}
-        self._answered: OrderedDict[str, None] = OrderedDict()
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = 0
+        self._answered: OrderedDict[str, Answerer] = OrderedDict()
         self._abandoned: OrderedDict[str, None] = OrderedDict()
+        self._sent: dict[tuple[str, int], SentAnswer] = {}
+        self._resend_from: tuple[str, int] | None = None
+        self._lost: list[SentAnswer] = []
+        self._pings = 0  # Pings numbered on the live socket
+        self._last_pong = 0  # the highest of them answered
+        self._receipt_ping = 0  # the latest Ping written for a receipt
 
     # -- socket lifecycle ------------------------------------------------------------------
 
@@ -111,12 +254,16 @@ class CallProtocol:
             raise LocalProtocolError("the call is closed")
         self.generation += 1
         self.state = ConnState.CONNECTED
+        self._gate = None
+        self._pings = self._last_pong = self._receipt_ping = 0
 
     def connection_lost(self) -> list[OwedAck]:
-        """The socket dropped. Returns the requests abandoned with it.
+        """The socket dropped. Returns the requests abandoned with it (unanswered).
 
         An unanswered ``session:new`` is *not* abandoned: it stays owed, to be answered on the
-        ``session:reconnect`` msgid of the next socket.
+        ``session:reconnect`` msgid of the next socket; nor is a ``session:new`` answer that
+        jambonz was not seen to read: it is sent again there. Other answers written on this
+        socket and not proven read are collected for :meth:`take_unconfirmed`.
         """
         if self.state is not ConnState.CONNECTED:
             return []
@@ -128,6 +275,18 @@ class CallProtocol:
             del self._owed[key]
             self._remember(self._abandoned, key)
             abandoned.append(owed)
+        for sent_key, sent in list(self._sent.items()):
+            if sent.generation != self.generation:
+                continue
+            if sent.owed.needs_verbs:
+                self._hold(sent, certain=False)
+                if sent.written:
+                    del self._sent[sent_key]
+                # else: its write is still running; answer_written() settles it
+            elif sent.written:
+                del self._sent[sent_key]
+                self.unconfirmed += 1
+                self._lost.append(sent)
         return abandoned
 
     def close(self) -> list[OwedAck]:
@@ -135,6 +294,9 @@ class CallProtocol:
         self.state = ConnState.CLOSED
         owed = list(self._owed.values())
         self._owed.clear()
+        self._heap.clear()
+        self._sent.clear()
+        self._lost.clear()
         return owed
 
     # -- inbound ---------------------------------------------------------------------------
@@ -152,12 +314,13 @@ class CallProtocol:
 
     def receive_message(self, msg: Message, now: float) -> None:
         """Book an already parsed message (see :meth:`receive_text`)."""
+        first = self._first is None
+        if first:
+            self._first = msg.msgid
         if msg.call_sid is not None and self.call_sid is None:
             self.call_sid = msg.call_sid
-        if isinstance(msg, SessionNew):
-            self.session_new_acked = False
-            if self.call_sid is None:
-                self.call_sid = msg.call.call_sid
+        if isinstance(msg, SessionNew) and self.call_sid is None:
+            self.call_sid = msg.call.call_sid
         optional = isinstance(msg, UnknownMessage)
         if not (msg.NEEDS_ACK or (optional and msg.msgid and self.ack_unknown_types)):
             return
@@ -165,93 +328,223 @@ class CallProtocol:
             # read from a socket already considered lost: jambonz failed it at the drop
             self._remember(self._abandoned, msg.msgid)
             return
-        if isinstance(msg, SessionReconnect):
-            pending = self._pending_session_new()
-            if pending is not None:
-                # jambonz re-keyed its unanswered session:new to this msgid (§6.2 step 6).
+        if isinstance(msg, SessionReconnect) and not first:
+            self._gate = msg.msgid  # commands wait until this is answered
+            pending = self._session if self.session in _SESSION_PENDING else None
+            if pending is not None and pending.msgid in self._owed:
+                # jambonz re-keyed its session:new to this msgid if it had not read an answer
+                # (docs/reconnects.md): the answer goes on this msgid.
                 pending.wire_msgid = msg.msgid
                 pending.generation = self.generation
                 pending.deadline = now + self.ack_deadline
+                self._push(pending)
                 return
         if msg.msgid in self._owed:
             raise RemoteProtocolError(f"duplicate msgid {msg.msgid!r} while still owed")
-        self._owed[msg.msgid] = OwedAck(
+        overflow = len(self._owed) >= self.max_owed
+        owed = OwedAck(
             msgid=msg.msgid,
             wire_msgid=msg.msgid,
             message=msg,
             received_at=now,
-            deadline=now + self.ack_deadline,
+            deadline=now if overflow else now + self.ack_deadline,
             generation=self.generation,
             optional=optional,
+            overflow=overflow,
         )
-
-    def _pending_session_new(self) -> OwedAck | None:
-        for owed in self._owed.values():
-            if owed.needs_verbs:
-                return owed
-        return None
+        self._owed[msg.msgid] = owed
+        self._push(owed)
+        if isinstance(msg, SessionNew) and self._session is None:
+            self._session = owed
+            self.session = SessionState.OWED
 
     # -- queries ---------------------------------------------------------------------------
 
     def is_owed(self, msgid: str) -> bool:
-        """Whether ``msgid`` is a request still waiting for the app's answer."""
+        """Whether ``msgid`` is a request jambonz may still be waiting on (including a
+        ``session:new`` whose answer waits for the reconnect)."""
         return msgid in self._owed
 
     def owed(self) -> list[OwedAck]:
         """Every request still owed an answer, oldest first."""
         return list(self._owed.values())
 
+    @property
+    def owed_count(self) -> int:
+        """How many requests are owed (O(1))."""
+        return len(self._owed)
+
     def get_owed(self, msgid: str) -> OwedAck | None:
         """The owed request ``msgid``, or ``None``."""
         return self._owed.get(msgid)
 
+    @property
+    def session_request(self) -> OwedAck | None:
+        """The ``session:new`` request, while jambonz may still wait for its answer."""
+        s = self._session
+        return s if s is not None and s.msgid in self._owed else None
+
+    @property
+    def session_answered(self) -> bool:
+        """Whether commands may follow: no ``session:new``, or its answer went out."""
+        return self.session not in (SessionState.OWED, SessionState.HELD)
+
     def can_answer_now(self, msgid: str) -> bool:
         """Owed, and its socket is the live one (so :meth:`ack` would not raise for state)."""
         owed = self._owed.get(msgid)
-        return owed is not None and self.state is ConnState.CONNECTED and owed.generation == self.generation
+        return owed is not None and self._answerable(owed)
+
+    def _answerable(self, owed: OwedAck) -> bool:
+        return self.state is ConnState.CONNECTED and owed.generation == self.generation
 
     def was_abandoned(self, msgid: str) -> bool:
         """Whether ``msgid`` was owed when its socket dropped (jambonz failed it then)."""
         return msgid in self._abandoned
 
-    def restore(self, owed: OwedAck) -> None:
-        """Put back a request whose ack could not be written (the socket died mid-send).
+    def answered_by(self, msgid: str) -> Answerer | None:
+        """Who answered ``msgid`` (among the latest answers), or ``None``."""
+        return self._answered.get(msgid)
 
-        Only meaningful for ``session:new``: jambonz keeps it and re-keys it on the reconnect,
-        so it is owed again; anything else is abandoned with the socket anyway.
-        """
-        if self.state is ConnState.CLOSED:
-            return
-        self._answered.pop(owed.msgid, None)
-        if not owed.needs_verbs and (
-            owed.generation != self.generation or self.state is not ConnState.CONNECTED
-        ):
-            self._remember(self._abandoned, owed.msgid)  # its socket is gone: jambonz failed it
-            return
-        self._owed[owed.msgid] = owed
-        if owed.needs_verbs:
-            self.session_new_acked = False
+    @property
+    def commands_flow(self) -> bool:
+        """Commands may be written now: connected, and this socket's ``session:reconnect`` (if
+        any) answered, so they arrive after it (else they wait for the reconnect)."""
+        return self.state is ConnState.CONNECTED and self._gate is None
+
+    # -- deadlines (a heap with lazy deletion: O(log n) per request) ----------------------
+
+    def _push(self, owed: OwedAck) -> None:
+        self._seq += 1
+        owed.heap_key = self._seq
+        heapq.heappush(self._heap, (owed.deadline, self._seq, owed.msgid))
+        if len(self._heap) > 2 * len(self._owed) + 64:
+            live = [e for e in self._heap if self._valid(e)]
+            heapq.heapify(live)
+            self._heap = live
+
+    def _valid(self, entry: tuple[float, int, str]) -> bool:
+        owed = self._owed.get(entry[2])
+        return owed is not None and owed.heap_key == entry[1] and owed.generation == self.generation
 
     def next_deadline(self) -> float | None:
         """The earliest deadline among requests answerable on the live socket, or ``None``."""
         if self.state is not ConnState.CONNECTED:
             return None
-        deadlines = [o.deadline for o in self._owed.values() if o.generation == self.generation]
-        return min(deadlines) if deadlines else None
+        heap = self._heap
+        while heap and not self._valid(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     def overdue(self, now: float) -> list[OwedAck]:
         """Requests on the live socket whose deadline is ``<= now``, oldest first."""
         if self.state is not ConnState.CONNECTED:
             return []
-        return [o for o in self._owed.values() if o.deadline <= now and o.generation == self.generation]
+        heap = self._heap
+        due = []
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            if self._valid(entry):
+                due.append(entry)
+        for entry in due:
+            heapq.heappush(heap, entry)
+        return [self._owed[e[2]] for e in due]
 
-    # -- outbound --------------------------------------------------------------------------
+    # -- answers ---------------------------------------------------------------------------
 
-    def ack(self, msgid: str, verbs: Sequence[Verb] = ()) -> str:
-        """Answer request ``msgid``; return the frame to send.
+    def plan_answer(self, msgid: str, verbs: Sequence[Verb] = (), *, raise_late: bool = False) -> AnswerPlan:
+        """Decide what to do with the app's answer ``verbs`` to request ``msgid``.
 
-        The ack book is updated before returning, so the caller must send the text (or treat
-        the call as failed): nothing here yields, so two tasks can never both answer.
+        ``SEND``: write ``plan.text`` now (the book is already updated), then report the write
+        with :meth:`answer_written`. ``HOLD``: a ``session:new`` answer given while the socket
+        is down, sent on the next ``session:reconnect``. ``REDIRECT`` / ``DROP``: the watchdog
+        or a drop already ended the request (``raise_late``: raise instead).
+
+        Raises:
+            AlreadyAnswered: the app answered this request before (or ``raise_late``).
+            LocalProtocolError: an unknown msgid, a message jambonz does not wait on, an empty
+                ``session:new`` answer, a request abandoned while the socket is down, the
+                call is closed, or the frame would be too large (``MessageTooLarge``).
+        """
+        verbs = tuple(verbs)
+        if self.state is ConnState.CLOSED:
+            raise LocalProtocolError("the call is closed")
+        owed = self._owed.get(msgid)
+        if owed is not None:
+            if owed.held is not None:
+                if owed.held_by is not Answerer.WATCHDOG:
+                    raise AlreadyAnswered(f"msgid {msgid!r} already has an answer waiting for the reconnect")
+                if self.session is not SessionState.HELD:  # the holding verbs may have arrived
+                    return self._late(msgid, verbs, raise_late)
+                # the watchdog's answer certainly never left: the app's replaces it
+            if self._answerable(owed):
+                return self._send(owed, verbs, Answerer.APP)
+            if owed.needs_verbs:
+                if not verbs:
+                    raise LocalProtocolError("session:new must be answered with at least one verb")
+                self.render(Ack(msgid=owed.wire_msgid, verbs=verbs).to_wire())  # size check now
+                owed.held, owed.held_by = verbs, Answerer.APP
+                self.session = SessionState.HELD
+                return AnswerPlan(kind=PlanKind.HOLD, msgid=msgid, verbs=verbs)
+            raise LocalProtocolError("the call's socket is down; this request was abandoned")
+        if self._answered.get(msgid) is Answerer.WATCHDOG or msgid in self._abandoned:
+            return self._late(msgid, verbs, raise_late)
+        self.ack(msgid, verbs)  # raises the precise LocalProtocolError
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _late(msgid: str, verbs: tuple[Verb, ...], raise_late: bool) -> AnswerPlan:
+        if raise_late:
+            raise AlreadyAnswered(f"msgid {msgid!r} was already answered by the watchdog")
+        if not verbs:
+            return AnswerPlan(kind=PlanKind.DROP, msgid=msgid)
+        return AnswerPlan(kind=PlanKind.REDIRECT, msgid=msgid, verbs=verbs)
+
+    def auto_answer(self, owed: OwedAck) -> AnswerPlan:
+        """The watchdog's answer to an overdue (or ``overflow``) request, to write now: a held
+        ``session:new`` answer, else the holding verbs for ``session:new`` and a first-message
+        ``session:reconnect``, else empty.
+
+        Raises:
+            LocalProtocolError: not answerable now, or the holding verbs cannot be sent.
+        """
+        if owed.held is not None:
+            verbs, by = owed.held, owed.held_by or Answerer.WATCHDOG
+        elif owed.needs_verbs or (isinstance(owed.message, SessionReconnect) and owed.msgid == self._first):
+            verbs, by = self.holding_verbs, Answerer.WATCHDOG
+        else:
+            verbs, by = (), Answerer.WATCHDOG
+        try:
+            plan = self._send(owed, verbs, by)
+        except LocalProtocolError:
+            owed.heap_key = 0  # never overdue again: jambonz times it out (the engine logs it)
+            raise
+        if by is Answerer.WATCHDOG:
+            self.auto_answered += 1
+        return plan
+
+    def reconnect_answer(self, msgid: str) -> AnswerPlan | None:
+        """The library's answer to the live socket's ``session:reconnect`` ``msgid``, to write
+        now: the ``session:new`` answer again when jambonz may not have read it (it is the
+        answer to its re-keyed ``session:new`` then, and ignored otherwise), else empty.
+        ``None`` when the app (or the watchdog) must answer: the re-keyed ``session:new`` has
+        no answer yet.
+        """
+        pending = self.session_request
+        if pending is not None and pending.wire_msgid == msgid and pending.generation == self.generation:
+            if pending.held is None:
+                return None
+            return self._send(pending, pending.held, pending.held_by or Answerer.APP)
+        owed = self._owed.get(msgid)
+        if owed is None or not self._answerable(owed):
+            return None
+        return self._send(owed, (), Answerer.LIBRARY)
+
+    def ack(self, msgid: str, verbs: Sequence[Verb] = (), *, by: Answerer = Answerer.APP) -> str:
+        """Answer request ``msgid`` on the live socket; return the frame to send.
+
+        The book is updated before returning, so the caller must send the text and report the
+        write with :meth:`answer_written`: nothing here yields, so two tasks can never both
+        answer. (:meth:`plan_answer` is the full decision; this is its ``SEND`` case.)
 
         Raises:
             AlreadyAnswered: ``msgid`` was answered already (by the app or the watchdog).
@@ -272,19 +565,155 @@ class CallProtocol:
                     "jambonz no longer waits for it (send a redirect instead)"
                 )
             raise LocalProtocolError(f"msgid {msgid!r} is not awaiting an ack")
-        if self.state is not ConnState.CONNECTED or owed.generation != self.generation:
+        if not self._answerable(owed):
+            raise LocalProtocolError("the call's socket is down; the answer cannot be sent now")
+        text = self._send(owed, tuple(verbs), by).text
+        assert text is not None
+        return text
+
+    def _send(self, owed: OwedAck, verbs: tuple[Verb, ...], by: Answerer) -> AnswerPlan:
+        if not self._answerable(owed):
             raise LocalProtocolError("the call's socket is down; the answer cannot be sent now")
         if owed.needs_verbs and not verbs:
             raise LocalProtocolError(
                 "session:new must be answered with at least one verb "
                 "(an empty answer makes jambonz reject the call with SIP 480)"
             )
-        text = self.render(Ack(msgid=owed.wire_msgid, verbs=tuple(verbs)).to_wire())
-        del self._owed[msgid]
-        self._remember(self._answered, msgid)
+        text = self.render(Ack(msgid=owed.wire_msgid, verbs=verbs).to_wire())
+        del self._owed[owed.msgid]
+        owed.heap_key = 0  # its deadline is gone, even if the request is held again later
+        self._remember(self._answered, owed.msgid, by)
         if owed.needs_verbs:
-            self.session_new_acked = True
-        return text
+            owed.held = owed.held_by = None
+            self.session = SessionState.SENT
+            self._resend_from = None
+        self._sent[(owed.msgid, self.generation)] = SentAnswer(
+            owed=owed, verbs=verbs, by=by, generation=self.generation
+        )
+        return AnswerPlan(kind=PlanKind.SEND, msgid=owed.msgid, text=text, verbs=verbs)
+
+    def answer_written(self, msgid: str, generation: int, delivery: Delivery) -> AckResult:
+        """Report the write of a ``SEND`` answer to ``msgid`` on socket ``generation``.
+
+        ``SENT``: it is on the live socket (a Ping written now would prove its receipt).
+        ``DEFERRED``: a ``session:new`` answer whose socket died under it: it goes out again on
+        the next ``session:reconnect``. ``LOST``: any other answer whose socket died: jambonz
+        failed that request at the drop (perhaps after reading the answer); a late answer to
+        it is sent as a ``redirect``.
+        """
+        key = (msgid, generation)
+        sent = self._sent.get(key)
+        if sent is None:
+            return AckResult.LOST  # the call closed meanwhile
+        live = self.state is ConnState.CONNECTED and generation == self.generation
+        if live and delivery is Delivery.WRITTEN:
+            sent.written = True
+            if self._gate == sent.owed.wire_msgid:
+                self._gate = None
+            if sent.by is not Answerer.APP and not sent.owed.needs_verbs:
+                del self._sent[key]  # the library's own answers are not reported when lost
+            self._trim()
+            return AckResult.SENT
+        del self._sent[key]
+        if sent.owed.needs_verbs:
+            if live:
+                # (the engine reports a failed write as a drop first; should it not, the
+                # socket is broken all the same: the answer waits for the reconnect)
+                self._hold(sent, certain=delivery is Delivery.NOT_WRITTEN)
+            elif (
+                delivery is Delivery.NOT_WRITTEN
+                and self.session is SessionState.RESEND
+                and self._resend_from == key
+            ):
+                self.session = SessionState.HELD  # it never left: exactly like an answer held
+            return AckResult.DEFERRED
+        self._answered.pop(msgid, None)
+        self._remember(self._abandoned, msgid)  # its socket is gone: jambonz failed it
+        return AckResult.LOST
+
+    def _hold(self, sent: SentAnswer, *, certain: bool) -> None:
+        """Keep a ``session:new`` answer for the next ``session:reconnect``."""
+        owed = sent.owed
+        owed.held, owed.held_by = sent.verbs, sent.by
+        self._owed[owed.msgid] = owed  # owed again: re-keyed by the next session:reconnect
+        self._answered.pop(owed.msgid, None)
+        self.session = SessionState.HELD if certain else SessionState.RESEND
+        self._resend_from = (owed.msgid, sent.generation)
+
+    def _trim(self) -> None:
+        """Bound the answers kept for a receipt (a peer that never answers Pings is cut off by
+        the keepalive; until then the oldest are forgotten, never the ``session:new`` one)."""
+        if len(self._sent) <= _MAX_TRACKED:
+            return
+        for key, sent in list(self._sent.items()):
+            if sent.written and not sent.owed.needs_verbs:
+                del self._sent[key]
+                if len(self._sent) <= _MAX_TRACKED:
+                    return
+
+    def take_unconfirmed(self) -> list[SentAnswer]:
+        """The answers (other than ``session:new``'s) written on sockets that dropped before
+        jambonz was seen to read them, since the last call: jambonz may have failed their
+        requests at the drop without using them."""
+        lost, self._lost = self._lost, []
+        return lost
+
+    # -- receipts: Pings and Pongs -------------------------------------------------------
+
+    @property
+    def wants_receipt(self) -> bool:
+        """An answer on the live socket is not yet covered by a Ping written after it."""
+        gen = self.generation
+        return self.state is ConnState.CONNECTED and any(
+            s.written and s.ping is None and s.generation == gen for s in self._sent.values()
+        )
+
+    @property
+    def receipt_due(self) -> bool:
+        """A receipt Ping should be written now: :attr:`wants_receipt`, and no receipt Ping is
+        waiting for its Pong (at most one at a time; its Pong brings the next)."""
+        return self._receipt_ping <= self._last_pong and self.wants_receipt
+
+    def ping_payload(self, *, receipt: bool = False) -> bytes:
+        """The payload of the next Ping on the live socket (write it now): its Pong will prove
+        that jambonz read every answer written before it. ``receipt``: written for that
+        purpose (see :attr:`receipt_due`), not as a keepalive."""
+        self._pings += 1
+        n = self._pings
+        if receipt:
+            self._receipt_ping = n
+        gen = self.generation
+        for sent in self._sent.values():
+            if sent.written and sent.ping is None and sent.generation == gen:
+                sent.ping = n
+        return _PING_PREFIX + str(n).encode()
+
+    def pong_received(self, payload: bytes) -> bool:
+        """A Pong arrived on the live socket. ``True`` if it proved answers read.
+
+        jambonz's websocket library (Node ``ws``) handles a connection's frames strictly in
+        order and answers a Ping from inside that loop, so a Pong to a Ping written after an
+        answer proves the answer's frame was read (docs/reconnects.md)."""
+        if self.state is not ConnState.CONNECTED or not payload.startswith(_PING_PREFIX):
+            return False
+        digits = payload[len(_PING_PREFIX) :]
+        if not digits.isdigit() or len(digits) > 18:
+            return False
+        n = int(digits)
+        if not 1 <= n <= self._pings:
+            return False
+        self._last_pong = max(self._last_pong, n)
+        gen = self.generation
+        proved = False
+        for key, sent in list(self._sent.items()):
+            if sent.generation == gen and sent.ping is not None and sent.ping <= n:
+                del self._sent[key]
+                proved = True
+                if sent.owed.needs_verbs and self.session is SessionState.SENT:
+                    self.session = SessionState.CONFIRMED
+        return proved
+
+    # -- outbound --------------------------------------------------------------------------
 
     def command(self, command: Command) -> str:
         """Render a command; return the frame to send.
@@ -297,7 +726,7 @@ class CallProtocol:
         """
         if self.state is ConnState.CLOSED:
             raise LocalProtocolError("the call is closed")
-        if self.session_new_acked is False:
+        if not self.session_answered:
             raise LocalProtocolError(
                 "commands sent before the session:new ack are dropped by jambonz; answer session:new first"
             )
@@ -308,7 +737,11 @@ class CallProtocol:
         return dumps_checked(obj, self.max_outbound_bytes)
 
     @staticmethod
-    def _remember(book: OrderedDict[str, None], msgid: str) -> None:
-        book[msgid] = None
+    def _remember(book: OrderedDict[str, Any], msgid: str, value: Any = None) -> None:
+        book[msgid] = value
+        book.move_to_end(msgid)
         if len(book) > _REMEMBERED:
             book.popitem(last=False)
+
+
+_SESSION_PENDING = (SessionState.OWED, SessionState.HELD, SessionState.RESEND)

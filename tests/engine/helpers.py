@@ -152,6 +152,18 @@ class RawClient:
                     await self._send_quietly(event.response())
                 return None
 
+    async def answer_receipt(self) -> None:
+        """Read the Ping the server writes right after an answer and answer it, as jambonz's
+        own client does on arrival (the Pong proves the answer was read: docs/reconnects.md).
+        Anything else read first stays queued for :meth:`receive`."""
+        event = await self._next_raw()
+        if isinstance(event, Ping):
+            self.pings += 1
+            if self.auto_pong and self.ws.state is ConnectionState.OPEN:
+                await self._send_quietly(event.response())
+        else:
+            self._events.insert(0, event)
+
     async def _send_quietly(self, event: Any) -> None:
         try:
             await self.stream.send_all(self.ws.send(event))

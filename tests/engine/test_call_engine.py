@@ -46,8 +46,12 @@ async def start(nursery: trio.Nursery, app: Handler, **call_config: Any) -> Jamb
 
 
 async def new_call(client: RawClient, sid: str = "sid-1", msgid: str = "m1") -> dict[str, Any] | None:
+    """Start a call: ``session:new``, its ack, and the Pong to the server's receipt Ping."""
     await client.send("session:new", msgid, {**SESSION_DATA, "call_sid": sid}, call_sid=sid)
-    return await client.receive()
+    ack = await client.receive()
+    if ack is not None and ack.get("type") == "ack":
+        await client.answer_receipt()
+    return ack
 
 
 async def answer_and_wait(call: Call) -> None:
@@ -190,6 +194,43 @@ async def test_fm20_jambonz_error_is_surfaced(nursery: trio.Nursery) -> None:
         assert await client.receive() is None  # handler returned: the call closes
     assert isinstance(seen[0], JambonzErrorReport) and seen[0].content == "{oops"
     assert client.close_code == 1000
+
+
+async def test_i19_11_owed_acks_are_bounded_and_watchdog_warnings_rate_limited(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 19 #11: a flood of distinct msgids the app never answers. At most
+    ``max_owed_acks`` stay owed; past it each request is answered at once (empty, as the
+    watchdog would at its deadline); the watchdog's warnings are rate-limited per call."""
+    flood = 1000
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        await call.wait_closed()  # never reads its events: every hook goes unanswered
+
+    server = await start(nursery, app, max_owed_acks=100)
+    caplog.set_level(logging.WARNING, logger="jambonz_trio.call")
+    async with raw_client(server) as client:
+        await new_call(client)
+        t0 = trio.current_time()
+        for i in range(flood):
+            await client.send("verb:hook", f"f{i}", {}, hook="/flood", call_sid="sid-1")
+        await trio.testing.wait_all_tasks_blocked()
+        call = server.calls["sid-1"]
+        assert call.statistics().acks_owed <= 100
+        early = []
+        for _ in range(flood - 100):
+            frame = await client.receive()
+            assert frame is not None and frame["type"] == "ack" and frame["data"] == []
+            early.append(frame["msgid"])
+        assert trio.current_time() - t0 < 1.0  # at once, not at the 4 s deadline
+        assert early == [f"f{i}" for i in range(100, flood)]  # the ones past the bound
+        late = [str(((await client.receive()) or {}).get("msgid")) for _ in range(100)]
+        assert sorted(late) == sorted(f"f{i}" for i in range(100))  # the watchdog, at 4 s
+        assert call.statistics().acks_owed == 0
+        assert call.statistics().auto_answered == flood
+    warnings = [r for r in caplog.records if "the watchdog answered" in r.getMessage()]
+    assert 1 <= len(warnings) <= 5  # old: one line per request
 
 
 # -- bad input ------------------------------------------------------------------------------

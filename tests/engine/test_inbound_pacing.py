@@ -52,6 +52,7 @@ async def _call(server: JambonzServer, *, lockstep: bool = False) -> tuple[RawCl
     await client.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
     ack = await client.receive()
     assert ack is not None and ack["type"] == "ack"
+    await client.answer_receipt()  # the Pong jambonz's client sends as it reads the ack
     return client, next(iter(server.calls.values()))
 
 

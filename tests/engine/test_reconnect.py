@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from jambonz_trio import (
     AnswerOutcome,
+    AnswerUnconfirmed,
     BasicAuth,
     Call,
     CommandQueueFull,
@@ -488,3 +489,87 @@ async def _fm26_scenario(cancel_at: float, read_delay: float, op: str) -> None:
         assert delivered != outcome["owed"], outcome  # on the wire exactly when no longer owed
     else:
         assert delivered == bool(outcome.get("returned")) or outcome["cancelled"]
+
+
+async def test_session_new_answer_lost_in_a_drop_is_resent_on_the_reconnect(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Issue 12: the app's session:new ack was written into a socket that died before jambonz
+    read it; jambonz re-keys its session:new to the reconnect, whose ack must carry the verbs."""
+    outcomes: list[AnswerOutcome] = []
+
+    async def app(call: Call) -> None:
+        outcomes.append(await call.ack(call.session, [Say(text="welcome")]))
+        await call.wait_closed()
+
+    server = await start(nursery, app)
+    async with raw_client(server) as first:
+        await first.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
+        await trio.testing.wait_all_tasks_blocked()  # the ack is written, never read
+        await first.drop()
+    await trio.sleep(0.5)
+    async with raw_client(server) as second:
+        assert await reconnect(second) == {
+            "type": "ack",
+            "msgid": "r1",
+            "data": [{"verb": "say", "text": "welcome"}],
+        }
+    assert outcomes == [AnswerOutcome.ACKED]
+
+
+async def test_session_new_answer_proven_read_is_not_sent_again(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The Pong to the receipt Ping written after the answer proves jambonz read it: the
+    reconnect is then an ordinary one, acked empty."""
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="welcome")])
+        await call.wait_closed()
+
+    server = await start(nursery, app)
+    async with raw_client(server) as first:
+        assert await new_call(first) == {
+            "type": "ack",
+            "msgid": "m1",
+            "data": [{"verb": "say", "text": "welcome"}],
+        }
+        assert first.pings == 1  # the receipt Ping, answered by new_call
+        await trio.testing.wait_all_tasks_blocked()
+        await first.drop()
+    async with raw_client(server) as second:
+        assert await reconnect(second) == {"type": "ack", "msgid": "r1", "data": []}
+
+
+async def test_hook_answer_lost_in_a_drop_is_reported(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Issue 12 #2: a verb:hook answer written just before the drop, never proven read: the
+    app gets AnswerUnconfirmed (ack returned ACKED), it is counted, and a proven one is not."""
+    events: list[Any] = []
+    outcomes: list[AnswerOutcome] = []
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        async for event in call:
+            events.append(event)
+            if isinstance(event, VerbHook):
+                outcomes.append(await call.ack(event, [Say(text=f"answer {event.hook}")]))
+
+    server = await start(nursery, app)
+    async with raw_client(server) as first:
+        await new_call(first)
+        await first.send("verb:hook", "h1", {}, hook="/read", call_sid="sid-1")
+        assert (await first.receive() or {}).get("msgid") == "h1"
+        await first.answer_receipt()  # jambonz's Pong: h1 proven read
+        await first.send("verb:hook", "h2", {}, hook="/lost", call_sid="sid-1")
+        await trio.testing.wait_all_tasks_blocked()  # answered, written, never read
+        await first.drop()
+    await trio.testing.wait_all_tasks_blocked()
+    call = server.calls["sid-1"]
+    assert outcomes == [AnswerOutcome.ACKED, AnswerOutcome.ACKED]
+    unconfirmed = [e for e in events if isinstance(e, AnswerUnconfirmed)]
+    assert [(e.message.msgid, e.verbs) for e in unconfirmed] == [("h2", (Say(text="answer /lost"),))]
+    assert call.statistics().answers_unconfirmed == 1
+    with pytest.raises(Exception, match="already answered"):
+        await call.ack("h2", [Say(text="again")])  # answered: the event says what to do

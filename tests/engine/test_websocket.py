@@ -92,7 +92,7 @@ async def test_peer_ping_is_answered_by_the_reader() -> None:
 async def test_pongs_are_reported_by_the_reader() -> None:
     ws, peer = pair()
     pongs: list[float] = []
-    ws.on_pong = lambda: pongs.append(trio.current_time())
+    ws.on_pong = lambda payload: pongs.append(trio.current_time())
     await ws.send_ping(b"k1")
     assert await peer.next_event() == Ping(payload=b"k1")
     await peer.send(Pong(payload=b"k1"))

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -32,7 +32,17 @@ from jambonz_trio._protocol import _verbs as v
 from jambonz_trio._protocol._json import DEFAULT_MAX_OUTBOUND_BYTES
 from jambonz_trio._protocol._messages import MESSAGE_TYPES, SessionNew, SessionReconnect
 from jambonz_trio._protocol._outbound import Ack, Command, Redirect, TtsFlush, TtsTokens
-from jambonz_trio._protocol._state import DEFAULT_ACK_DEADLINE, CallProtocol, ConnState, OwedAck
+from jambonz_trio._protocol._state import (
+    DEFAULT_ACK_DEADLINE,
+    AckResult,
+    Answerer,
+    CallProtocol,
+    ConnState,
+    Delivery,
+    OwedAck,
+    PlanKind,
+    SessionState,
+)
 from jambonz_trio._protocol._verbs_base import RawVerb, Verb, unstructure_verbs
 from tests.protocol_strategies import NO_ACK_TYPES
 from tests.strategies import verbs
@@ -82,10 +92,18 @@ def connected(**kwargs: Any) -> CallProtocol:
 
 
 def answered(p: CallProtocol, now: float = 0.0) -> CallProtocol:
-    """``p`` after a session:new that was acked."""
+    """``p`` after a session:new that was acked, and read by jambonz (the Pong proved it)."""
     p.receive_text(session_new(), now)
     p.ack("sn-1", [SAY])
+    assert p.answer_written("sn-1", p.generation, Delivery.WRITTEN) is AckResult.SENT
+    assert p.pong_received(p.ping_payload(receipt=True))
+    assert p.session is SessionState.CONFIRMED
     return p
+
+
+def session_of(p: CallProtocol) -> SessionState:
+    """``p.session``, read afresh (mypy keeps an attribute narrowed across calls)."""
+    return p.session
 
 
 def sent(text: str) -> dict[str, Any]:
@@ -98,7 +116,7 @@ def snapshot(p: CallProtocol) -> tuple[Any, ...]:
         p.state,
         p.generation,
         p.call_sid,
-        p.session_new_acked,
+        p.session,
         [(o.msgid, o.wire_msgid, o.generation, o.deadline, o.optional) for o in p.owed()],
         p.next_deadline(),
     )
@@ -254,7 +272,7 @@ def test_session_new_needs_verbs_and_gates_commands() -> None:
     msg = p.receive_text(session_new(), 0.0)
     assert isinstance(msg, SessionNew)
     assert p.call_sid == SID
-    assert p.session_new_acked is False
+    assert p.session is SessionState.OWED
     owed = p.get_owed("sn-1")
     assert owed is not None
     assert owed.needs_verbs
@@ -270,7 +288,7 @@ def test_session_new_needs_verbs_and_gates_commands() -> None:
     ack = sent(p.ack("sn-1", [SAY, PAUSE]))
     assert ack["msgid"] == "sn-1"
     assert ack["data"] == [{"verb": "say", "text": "Welcome"}, {"verb": "pause", "length": 1}]
-    assert p.session_new_acked is True
+    assert session_of(p) is SessionState.SENT
     assert sent(p.command(TtsFlush())) == {"type": "command", "command": "tts:flush"}
     assert sent(p.command(Redirect(verbs=[SAY])))["data"] == [{"verb": "say", "text": "Welcome"}]
 
@@ -280,7 +298,7 @@ def test_rest_outbound_call_commands_before_session_new() -> None:
     # session exists from the start, so commands are not refused (protocol.md §2.4, §5.2)
     p = connected()
     p.receive_text(frame("call:status", "cs-1", {"call_status": "trying"}), 0.0)
-    assert p.session_new_acked is None
+    assert p.session is SessionState.NONE
     assert p.call_sid is None
     assert sent(p.command(TtsFlush()))["command"] == "tts:flush"
     p.receive_text(session_new(), 1.0)
@@ -474,6 +492,71 @@ def test_deadlines_follow_ack_deadline() -> None:
     assert p.overdue(1e9) == []
 
 
+class _Time(float):
+    """A ``now`` that counts how often deadlines are compared (time is just a float here)."""
+
+    compared = 0
+
+    def __add__(self, other: object) -> _Time:
+        return _Time(float(self) + float(other))  # type: ignore[arg-type]
+
+    __hash__ = float.__hash__
+
+
+def _counting(name: str) -> Any:
+    compare = getattr(float, name)
+
+    def method(self: float, other: object) -> bool:
+        _Time.compared += 1
+        return bool(compare(self, other))
+
+    return method
+
+
+for _name in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__"):
+    setattr(_Time, _name, _counting(_name))
+
+
+def test_i19_11_a_request_costs_log_n_deadline_work() -> None:
+    """Issue 19 #11: every inbound message reschedules the watchdog (``next_deadline``); with
+    many requests owed that must not rescan them all (the old book compared every deadline)."""
+    n = 250  # under the owed bound
+    p = answered(connected())
+    for i in range(n):
+        p.receive_text(hook(f"h{i}"), _Time(i))
+    _Time.compared = 0
+    p.receive_text(hook("one-more"), _Time(n))
+    assert p.next_deadline() == DEFAULT_ACK_DEADLINE
+    per_message = _Time.compared
+    assert per_message <= 40  # O(log n); the old scan made ~n comparisons
+    _Time.compared = 0
+    due = p.overdue(_Time(DEFAULT_ACK_DEADLINE + 1.5))
+    assert [o.msgid for o in due] == ["h0", "h1"]
+    assert _Time.compared <= 120  # O(k log n) for k due, not a scan of all n (~n)
+    for o in due:
+        p.ack(o.msgid)
+    assert p.next_deadline() == DEFAULT_ACK_DEADLINE + 2
+
+
+def test_i19_11_past_the_owed_bound_requests_are_due_at_once() -> None:
+    p = answered(connected(max_owed=3))
+    for i in range(5):
+        p.receive_text(hook(f"h{i}"), 10.0)
+    owed = p.owed()
+    assert [(o.msgid, o.overflow, o.deadline) for o in owed] == [
+        ("h0", False, 14.0),
+        ("h1", False, 14.0),
+        ("h2", False, 14.0),
+        ("h3", True, 10.0),
+        ("h4", True, 10.0),
+    ]
+    assert [o.msgid for o in p.overdue(10.0)] == ["h3", "h4"]
+    plan = p.auto_answer(owed[3])
+    assert plan.kind is PlanKind.SEND and sent(plan.text or "") == {"type": "ack", "msgid": "h3", "data": []}
+    assert p.auto_answered == 1
+    assert p.plan_answer("h3", [SAY]).kind is PlanKind.REDIRECT  # late, like after the watchdog
+
+
 def test_default_ack_deadline_leaves_a_margin() -> None:
     assert DEFAULT_ACK_DEADLINE == 4.0  # inside jambonz's 5 s
     p = answered(connected())
@@ -575,7 +658,7 @@ def test_fm29_unanswered_session_new_is_rekeyed_to_the_reconnect() -> None:
     ack = sent(p.ack("sn-1", [SAY]))
     assert ack["msgid"] == "rc-1"
     assert ack["data"] == [{"verb": "say", "text": "Welcome"}]
-    assert p.session_new_acked is True
+    assert p.session is SessionState.SENT
     assert p.owed() == []
     with pytest.raises(AlreadyAnswered):
         p.ack("sn-1", [SAY])
@@ -633,28 +716,29 @@ def test_reconnect_first_on_a_socket_without_session_new() -> None:
     assert isinstance(msg, SessionReconnect)
     assert p.call_sid == SID
     assert p.is_owed("rc-1")
-    assert p.session_new_acked is None
+    assert p.session is SessionState.NONE
     assert sent(p.ack("rc-1", [SAY]))["msgid"] == "rc-1"
 
 
 def test_restore_puts_back_an_owed_session_new() -> None:
+    # (restore() is gone: the engine reports the failed write with answer_written)
     p = connected()
     p.receive_text(session_new("sn-1"), 0.0)
     owed = p.get_owed("sn-1")
     assert owed is not None
     p.ack("sn-1", [SAY])  # ... and the write fails: the socket died
-    assert p.session_new_acked is True
+    assert p.session is SessionState.SENT
     p.connection_lost()
-    p.restore(owed)
+    assert p.answer_written("sn-1", 1, Delivery.NOT_WRITTEN) is AckResult.DEFERRED
     assert p.is_owed("sn-1")
-    assert p.session_new_acked is False
+    assert session_of(p) is SessionState.HELD  # it never left: held, like an answer given while down
     with pytest.raises(LocalProtocolError):
         p.command(TtsFlush())
     p.connection_made()
     p.receive_text(reconnect("rc-1"), 1.0)
     assert not p.is_owed("rc-1")
     assert sent(p.ack("sn-1", [SAY]))["msgid"] == "rc-1"
-    assert p.session_new_acked is True
+    assert p.session is SessionState.SENT
 
 
 def test_restore_on_the_live_socket_and_after_close() -> None:
@@ -663,22 +747,22 @@ def test_restore_on_the_live_socket_and_after_close() -> None:
     owed = p.get_owed("sn-1")
     assert owed is not None
     p.ack("sn-1", [SAY])
-    p.restore(owed)
+    assert p.answer_written("sn-1", 1, Delivery.MAYBE) is AckResult.DEFERRED  # not reported lost
     assert sent(p.ack("sn-1", [SAY]))["msgid"] == "sn-1"
     p.close()
-    p.restore(owed)
+    assert p.answer_written("sn-1", 1, Delivery.WRITTEN) is AckResult.LOST
     assert p.owed() == []
 
 
 def test_restore_of_a_hook_after_the_drop_abandons_it() -> None:
-    # restore()'s docstring: "anything else is abandoned with the socket anyway"
+    # a failed write of any other answer: jambonz failed that request at the drop
     p = answered(connected())
     p.receive_text(hook("h1"), 0.0)
     owed = p.get_owed("h1")
     assert owed is not None
     p.ack("h1")  # ... and the write fails
     p.connection_lost()
-    p.restore(owed)
+    assert p.answer_written("h1", 1, Delivery.MAYBE) is AckResult.LOST
     for o in p.owed():
         assert o.generation == p.generation or o.needs_verbs
     assert p.was_abandoned("h1")
@@ -696,25 +780,50 @@ def test_closed_while_disconnected_returns_the_session_new() -> None:
 _GENERIC_TYPES = sorted(set(MESSAGE_TYPES) - {"session:new", "session:reconnect"})
 _HOLDING: list[Verb] = [v.Pause(length=1)]
 _VERB_CHOICES: list[list[Verb]] = [[], [SAY], [PAUSE, v.Hangup()]]
+_MAX_OWED = 5  # small, so that the owed bound is reached
 
 
 class _Owed:
-    def __init__(self, wire: str, gen: int, needs_verbs: bool, deadline: float) -> None:
+    def __init__(
+        self, wire: str, gen: int, needs_verbs: bool, deadline: float, overflow: bool = False
+    ) -> None:
         self.wire = wire
         self.gen = gen
         self.needs_verbs = needs_verbs
         self.deadline = deadline
+        self.overflow = overflow
+        self.held: tuple[Verb, ...] | None = None
+        self.held_by: Answerer | None = None
+        self.scheduled = True  # its deadline counts (until answered; again once re-keyed)
+
+
+class _Sent:
+    """An answer rendered by the protocol, as the model sees it."""
+
+    def __init__(self, msgid: str, owed: _Owed, verbs: tuple[Verb, ...], by: Answerer, gen: int) -> None:
+        self.msgid = msgid
+        self.owed = owed
+        self.verbs = verbs
+        self.by = by
+        self.gen = gen
+        self.wire = owed.wire
+        self.written = False
+        self.ping: int | None = None
 
 
 class CallProtocolMachine(RuleBasedStateMachine):
-    """A model of what jambonz is owed, checked against CallProtocol after every step."""
+    """A model of what jambonz is owed, and of where every answer is, checked against
+    CallProtocol after every step: the outcome matrix of answers (ack now, hold for the
+    reconnect, late redirect or drop), their writes, the Pings that prove jambonz read them,
+    the resend of an unproven session:new answer on the reconnect, the reconnect gate and the
+    owed bound."""
 
     msgids = Bundle("msgids")
 
     def __init__(self) -> None:
         super().__init__()
         self.deadline = 4.0
-        self.p = CallProtocol(ack_deadline=self.deadline)
+        self.p = CallProtocol(ack_deadline=self.deadline, max_owed=_MAX_OWED)
         self.now = 0.0
         self.gen = 0
         self.connected = False
@@ -723,17 +832,29 @@ class CallProtocolMachine(RuleBasedStateMachine):
         self.owed: dict[str, _Owed] = {}
         self.received_on: dict[str, int] = {}  # msgid -> generation it arrived on
         self.emitted: set[str] = set()  # wire msgids of every ack produced
-        self.answered: set[str] = set()
+        self.answered: dict[str, Answerer] = {}
         self.abandoned: set[str] = set()
         self.session_new: str | None = None
-        self.session_new_acked: bool | None = None
+        self.session_owed: _Owed | None = None
+        self.session = SessionState.NONE
+        self.resend_from: tuple[str, int] | None = None
         self.awaiting_reconnect = False
+        self.gate: str | None = None
+        self.sent: dict[tuple[str, int], _Sent] = {}
+        self.pings = 0
+        self.last_pong = 0
+        self.receipt_ping = 0
+        self.lost: list[str] = []
+        self.first: str | None = None
 
     # -- helpers --
 
     def fresh(self, prefix: str) -> str:
         self.counter += 1
         return f"{prefix}-{self.counter}"
+
+    def live(self, o: _Owed) -> bool:
+        return self.connected and not self.closed and o.gen == self.gen
 
     def expect_ack(self, msgid: str, verbs: Sequence[Verb]) -> str | None:
         """The wire msgid the ack must carry, or None if it must be refused."""
@@ -745,6 +866,23 @@ class CallProtocolMachine(RuleBasedStateMachine):
         if o.needs_verbs and not verbs:
             return None
         return o.wire
+
+    def book_answer(self, msgid: str, verbs: Sequence[Verb], by: Answerer, text: str) -> None:
+        """The protocol rendered an ack for ``msgid``: check it and follow it in the model."""
+        o = self.owed[msgid]
+        out = json.loads(text)
+        assert out == {"type": "ack", "msgid": o.wire, "data": unstructure_verbs(verbs)}
+        assert o.wire not in self.emitted, "a msgid was acked twice"
+        assert self.received_on.get(o.wire) == self.gen, "ack for another generation"
+        self.emitted.add(o.wire)
+        del self.owed[msgid]
+        o.scheduled = False
+        self.answered[msgid] = by
+        if o.needs_verbs:
+            self.session = SessionState.SENT
+            self.resend_from = None
+            o.held = o.held_by = None
+        self.sent[(msgid, self.gen)] = _Sent(msgid, o, tuple(verbs), by, self.gen)
 
     def do_ack(self, msgid: str, verbs: Sequence[Verb]) -> None:
         expected = self.expect_ack(msgid, verbs)
@@ -761,28 +899,37 @@ class CallProtocolMachine(RuleBasedStateMachine):
             return
         assert expected is not None, f"ack({msgid!r}) should have been refused"
         assert not self.closed
-        out = json.loads(text)
-        assert out == {"type": "ack", "msgid": expected, "data": unstructure_verbs(verbs)}
-        assert expected not in self.emitted, "a msgid was acked twice"
-        assert self.received_on.get(expected) == self.gen, "ack for another generation"
-        self.emitted.add(expected)
-        o = self.owed.pop(msgid)
-        self.answered.add(msgid)
-        if o.needs_verbs:
-            self.session_new_acked = True
+        self.book_answer(msgid, verbs, Answerer.APP, text)
+
+    def hold(self, sent: _Sent, *, certain: bool) -> None:
+        o = sent.owed
+        o.held, o.held_by = sent.verbs, sent.by
+        self.owed[sent.msgid] = o
+        self.answered.pop(sent.msgid, None)
+        self.session = SessionState.HELD if certain else SessionState.RESEND
+        self.resend_from = (sent.msgid, sent.gen)
 
     def receive(self, mtype: str, msgid: str, data: dict[str, Any] | None = None) -> None:
         msg = self.p.receive_text(frame(mtype, msgid, data or {}, call_sid=SID), self.now)
         assert msg.msgid == msgid
         self.received_on[msgid] = self.gen
+        if self.first is None:
+            self.first = msgid
+
+    def book(self, msgid: str, needs_verbs: bool) -> None:
+        overflow = len(self.owed) >= _MAX_OWED
+        deadline = self.now if overflow else self.now + self.deadline
+        self.owed[msgid] = _Owed(msgid, self.gen, needs_verbs, deadline, overflow)
 
     # -- rules --
 
-    @initialize()
-    def connect(self) -> None:
+    @initialize(start=st.sampled_from(["session:new", "session:new", "session:new", "nothing"]))
+    def connect(self, start: str) -> None:
         self.p.connection_made()
         self.gen = 1
         self.connected = True
+        if start == "session:new":  # most calls: the session:new arrives at once
+            self.receive_session_new()
 
     @precondition(lambda self: self.connected and not self.awaiting_reconnect and self.session_new is None)
     @rule(target=msgids)
@@ -790,8 +937,9 @@ class CallProtocolMachine(RuleBasedStateMachine):
         msgid = self.fresh("sn")
         self.receive("session:new", msgid, SESSION_DATA)
         self.session_new = msgid
-        self.session_new_acked = False
-        self.owed[msgid] = _Owed(msgid, self.gen, True, self.now + self.deadline)
+        self.session = SessionState.OWED
+        self.book(msgid, True)
+        self.session_owed = self.owed[msgid]
         return msgid
 
     @precondition(lambda self: self.connected and not self.awaiting_reconnect)
@@ -800,10 +948,12 @@ class CallProtocolMachine(RuleBasedStateMachine):
         msgid = self.fresh("m")
         if mtype == "foo:nomsgid":
             self.p.receive_text(json.dumps({"type": "foo:bar", "data": {}}), self.now)
+            if self.first is None:
+                self.first = ""
             return msgid  # never sent: any ack of it must be refused
         self.receive(mtype, msgid)
         if (mtype in MESSAGE_TYPES and MESSAGE_TYPES[mtype].NEEDS_ACK) or mtype == "foo:bar":
-            self.owed[msgid] = _Owed(msgid, self.gen, False, self.now + self.deadline)
+            self.book(msgid, False)
         return msgid
 
     @precondition(lambda self: self.connected and not self.awaiting_reconnect and bool(self.p.owed()))
@@ -840,24 +990,162 @@ class CallProtocolMachine(RuleBasedStateMachine):
             self.p.ack(o.msgid, [v.Say(text="x" * 30_000)])
         assert snapshot(self.p) == before
 
+    @rule(msgid=msgids, verbs=st.sampled_from(_VERB_CHOICES), raise_late=st.booleans())
+    def app_answers(self, msgid: str, verbs: list[Verb], raise_late: bool) -> None:
+        """``Call.ack``'s decision: the whole outcome matrix."""
+        verbs_t = tuple(verbs)
+        o = self.owed.get(msgid)
+        expected: PlanKind | type[Exception]
+        late = False
+        if self.closed:
+            expected = LocalProtocolError
+        elif o is not None:
+            if o.held is not None and o.held_by is not Answerer.WATCHDOG:
+                expected = AlreadyAnswered
+            elif o.held is not None and self.session is not SessionState.HELD:
+                late = True
+                expected = PlanKind.DROP
+            elif self.live(o):
+                expected = LocalProtocolError if o.needs_verbs and not verbs else PlanKind.SEND
+            elif o.needs_verbs:
+                expected = PlanKind.HOLD if verbs else LocalProtocolError
+            else:
+                expected = LocalProtocolError
+        elif self.answered.get(msgid) is Answerer.WATCHDOG or msgid in self.abandoned:
+            late = True
+            expected = PlanKind.DROP
+        else:
+            expected = AlreadyAnswered if msgid in self.answered else LocalProtocolError
+        if late:
+            expected = AlreadyAnswered if raise_late else PlanKind.REDIRECT if verbs else PlanKind.DROP
+        before = snapshot(self.p)
+        try:
+            plan = self.p.plan_answer(msgid, verbs, raise_late=raise_late)
+        except LocalProtocolError as exc:
+            assert expected in (LocalProtocolError, AlreadyAnswered), f"{expected} expected, got {exc!r}"
+            assert isinstance(exc, AlreadyAnswered) == (expected is AlreadyAnswered), exc
+            assert snapshot(self.p) == before
+            return
+        assert plan.kind is expected, (plan, expected)
+        assert plan.msgid == msgid
+        event(f"answer: {plan.kind.value}")
+        if plan.kind is PlanKind.SEND:
+            assert plan.text is not None
+            self.book_answer(msgid, verbs, Answerer.APP, plan.text)
+        elif plan.kind is PlanKind.HOLD:
+            assert o is not None
+            o.held, o.held_by = verbs_t, Answerer.APP
+            self.session = SessionState.HELD
+        else:
+            assert snapshot(self.p) == before
+            assert plan.verbs == (verbs_t if plan.kind is PlanKind.REDIRECT else ())
+
+    @precondition(lambda self: bool(self.p.owed()))
+    @rule(data=st.data(), verbs=st.sampled_from(_VERB_CHOICES), raise_late=st.booleans())
+    def app_answers_owed(self, data: st.DataObject, verbs: list[Verb], raise_late: bool) -> None:
+        self.app_answers(data.draw(st.sampled_from(self.p.owed())).msgid, verbs, raise_late)
+
+    @precondition(lambda self: any(not s.written for s in self.sent.values()))
+    @rule(data=st.data(), delivery=st.sampled_from(Delivery))
+    def write_returns(self, data: st.DataObject, delivery: Delivery) -> None:
+        """The engine reports how the write of a rendered answer went."""
+        key = data.draw(st.sampled_from(sorted(k for k, s in self.sent.items() if not s.written)))
+        sent = self.sent[key]
+        if delivery is not Delivery.WRITTEN and self.connected and key[1] == self.gen:
+            self.drop()  # the engine reports a failed write as the loss of its socket first
+        result = self.p.answer_written(key[0], key[1], delivery)
+        live = self.connected and not self.closed and key[1] == self.gen
+        if live and delivery is Delivery.WRITTEN:
+            assert result is AckResult.SENT
+            sent.written = True
+            if self.gate == sent.owed.wire:
+                self.gate = None
+            if sent.by is not Answerer.APP and not sent.owed.needs_verbs:
+                del self.sent[key]
+            return
+        del self.sent[key]
+        if delivery is Delivery.NOT_WRITTEN:
+            self.emitted.discard(sent.wire)  # it never left: the msgid may be acked after all
+        if sent.owed.needs_verbs:
+            assert result is AckResult.DEFERRED
+            if live:
+                self.hold(sent, certain=delivery is Delivery.NOT_WRITTEN)
+            elif (
+                delivery is Delivery.NOT_WRITTEN
+                and self.session is SessionState.RESEND
+                and self.resend_from == key
+            ):
+                self.session = SessionState.HELD
+            return
+        assert result is AckResult.LOST
+        self.answered.pop(key[0], None)
+        self.abandoned.add(key[0])
+
+    @precondition(lambda self: self.connected and not self.closed)
+    @rule(receipt=st.booleans())
+    def ping(self, receipt: bool) -> None:
+        due = self.receipt_ping <= self.last_pong and any(
+            s.written and s.ping is None and s.gen == self.gen for s in self.sent.values()
+        )
+        assert self.p.receipt_due == due
+        payload = self.p.ping_payload(receipt=receipt)
+        self.pings += 1
+        assert payload == b"jt%d" % self.pings
+        if receipt:
+            self.receipt_ping = self.pings
+        for sent in self.sent.values():
+            if sent.written and sent.ping is None and sent.gen == self.gen:
+                sent.ping = self.pings
+
+    @rule(n=st.integers(min_value=-1, max_value=6), garbage=st.booleans())
+    def pong(self, n: int, garbage: bool) -> None:
+        payload = b"x%d" % n if garbage else b"jt%d" % n
+        proved = self.p.pong_received(payload)
+        if garbage or not (self.connected and not self.closed and 1 <= n <= self.pings):
+            assert not proved
+            return
+        self.last_pong = max(self.last_pong, n)
+        expected = False
+        for key, sent in list(self.sent.items()):
+            if sent.gen == self.gen and sent.ping is not None and sent.ping <= n:
+                del self.sent[key]
+                expected = True
+                if sent.owed.needs_verbs and self.session is SessionState.SENT:
+                    self.session = SessionState.CONFIRMED
+                    event("session:new answer proven read")
+        assert proved == expected
+
     @rule(dt=st.floats(min_value=0, max_value=6, allow_nan=False))
     def watchdog_tick(self, dt: float) -> None:
         self.now += dt
         due = self.p.overdue(self.now)
         if self.connected and not self.closed:
-            expected = [m for m, o in self.owed.items() if o.gen == self.gen and o.deadline <= self.now]
+            expected = [
+                m
+                for m, o in self.owed.items()
+                if o.gen == self.gen and o.scheduled and o.deadline <= self.now
+            ]
         else:
             expected = []
         assert [o.msgid for o in due] == expected
         for o in due:
-            self.do_ack(o.msgid, _HOLDING if o.needs_verbs else [])
+            mo = self.owed[o.msgid]
+            if mo.held is not None:
+                verbs, by = mo.held, mo.held_by or Answerer.WATCHDOG
+            elif mo.needs_verbs or (o.msgid == self.first and isinstance(o.message, SessionReconnect)):
+                verbs, by = tuple(_HOLDING), Answerer.WATCHDOG
+            else:
+                verbs, by = (), Answerer.WATCHDOG
+            plan = self.p.auto_answer(o)
+            assert plan.kind is PlanKind.SEND and plan.text is not None
+            self.book_answer(o.msgid, verbs, by, plan.text)
             assert o.msgid not in self.owed
         assert self.p.overdue(self.now) == []
 
     @rule(queue=st.booleans())
     def app_command(self, queue: bool) -> None:
         cmd = Redirect(verbs=[SAY], queue=queue)
-        ok = not self.closed and self.session_new_acked is not False
+        ok = not self.closed and self.session not in (SessionState.OWED, SessionState.HELD)
         try:
             text = self.p.command(cmd)
         except LocalProtocolError:
@@ -876,6 +1164,19 @@ class CallProtocolMachine(RuleBasedStateMachine):
             del self.owed[m]
             self.abandoned.add(m)
             assert self.p.was_abandoned(m)
+        lost = []
+        for key, sent in list(self.sent.items()):
+            if sent.gen != self.gen:
+                continue
+            if sent.owed.needs_verbs:
+                self.hold(sent, certain=False)
+                if sent.written:
+                    del self.sent[key]
+            elif sent.written:
+                del self.sent[key]
+                lost.append(key[0])
+        assert [s.owed.msgid for s in self.p.take_unconfirmed()] == lost
+        assert self.p.take_unconfirmed() == []
         self.connected = False
         self.awaiting_reconnect = False
 
@@ -885,20 +1186,22 @@ class CallProtocolMachine(RuleBasedStateMachine):
             and self.session_new is not None
             and self.session_new in self.owed
             and self.owed[self.session_new].gen == self.gen
+            and self.owed[self.session_new].held is None
         )
     )
     @rule()
     def session_new_ack_lost_in_a_drop(self) -> None:
-        """The ack is rendered, the socket dies during the write, the engine restores it."""
+        """The ack is rendered, the socket dies during the write: the answer is held for the
+        reconnect (it certainly never left)."""
         assert self.session_new is not None
-        owed = self.p.get_owed(self.session_new)
-        assert owed is not None
+        gen = self.gen
         self.do_ack(self.session_new, [SAY])
         self.drop()
-        self.p.restore(owed)
-        self.owed[self.session_new] = _Owed(owed.wire_msgid, owed.generation, True, owed.deadline)
-        self.answered.discard(self.session_new)
-        self.session_new_acked = False
+        assert self.session is SessionState.RESEND
+        assert self.p.answer_written(self.session_new, gen, Delivery.NOT_WRITTEN) is AckResult.DEFERRED
+        del self.sent[(self.session_new, gen)]
+        self.session = SessionState.HELD
+        assert self.p.is_owed(self.session_new)
 
     @precondition(
         lambda self: (
@@ -913,6 +1216,18 @@ class CallProtocolMachine(RuleBasedStateMachine):
         """FM-29's trigger, made likelier than a plain drop at this point."""
         self.drop()
 
+    @precondition(lambda self: self.session is SessionState.SENT and self.connected)
+    @rule()
+    def session_new_answer_written_then_dropped(self) -> None:
+        """Issue 12's trigger: the answer is written, the socket dies before any Pong."""
+        for key, sent in list(self.sent.items()):
+            if sent.owed.needs_verbs and not sent.written and key[1] == self.gen:
+                assert self.p.answer_written(key[0], key[1], Delivery.WRITTEN) is AckResult.SENT
+                sent.written = True
+                if self.gate == sent.owed.wire:
+                    self.gate = None
+        self.drop()
+
     @precondition(lambda self: not self.connected and not self.closed)
     @rule()
     def open_socket(self) -> None:
@@ -921,6 +1236,8 @@ class CallProtocolMachine(RuleBasedStateMachine):
         self.gen += 1
         self.connected = True
         self.awaiting_reconnect = True
+        self.gate = None
+        self.pings = self.last_pong = self.receipt_ping = 0
 
     @precondition(lambda self: self.connected and self.awaiting_reconnect)
     @rule(target=msgids)
@@ -928,13 +1245,49 @@ class CallProtocolMachine(RuleBasedStateMachine):
         self.awaiting_reconnect = False
         msgid = self.fresh("rc")
         self.receive("session:reconnect", msgid, SESSION_DATA)
+        if self.first == msgid:  # the call's first message (an app restart): the app answers
+            self.book(msgid, False)
+            return msgid
+        self.gate = msgid
         pending = [o for o in self.owed.values() if o.needs_verbs]
         if pending:
             (o,) = pending
             o.wire, o.gen, o.deadline = msgid, self.gen, self.now + self.deadline
+            o.scheduled = True
         else:
-            self.owed[msgid] = _Owed(msgid, self.gen, False, self.now + self.deadline)
+            self.book(msgid, False)
         return msgid
+
+    @precondition(lambda self: self.connected and self.gate is not None and not self.closed)
+    @rule()
+    def library_answers_reconnect(self) -> None:
+        """The engine answers the new socket's session:reconnect at once: with the
+        session:new answer again when jambonz may not have read it (issue 12)."""
+        rc = self.gate
+        assert rc is not None
+        before = snapshot(self.p)
+        plan = self.p.reconnect_answer(rc)
+        pending = [
+            (m, o) for m, o in self.owed.items() if o.needs_verbs and o.wire == rc and o.gen == self.gen
+        ]
+        if pending:
+            ((msgid, o),) = pending
+            if o.held is None:
+                assert plan is None  # the app (or the watchdog) answers the re-keyed session:new
+                assert snapshot(self.p) == before
+                return
+            assert plan is not None and plan.text is not None and plan.msgid == msgid
+            verbs, by = o.held, o.held_by or Answerer.APP
+            event(f"session:new answer sent again on the reconnect ({self.session.value})")
+            self.book_answer(msgid, verbs, by, plan.text)
+            assert json.loads(plan.text)["msgid"] == rc
+            return
+        o2 = self.owed.get(rc)
+        if o2 is None or not self.live(o2):
+            assert plan is None
+            return
+        assert plan is not None and plan.text is not None
+        self.book_answer(rc, (), Answerer.LIBRARY, plan.text)
 
     @rule(roll=st.integers(min_value=0, max_value=9))
     def close(self, roll: int) -> None:
@@ -947,6 +1300,7 @@ class CallProtocolMachine(RuleBasedStateMachine):
         self.connected = False
         self.awaiting_reconnect = False
         self.owed.clear()
+        self.sent.clear()
 
     @precondition(lambda self: self.closed)
     @rule()
@@ -958,8 +1312,8 @@ class CallProtocolMachine(RuleBasedStateMachine):
 
     @invariant()
     def book_matches_model(self) -> None:
-        real = {o.msgid: (o.wire_msgid, o.generation) for o in self.p.owed()}
-        assert real == {m: (o.wire, o.gen) for m, o in self.owed.items()}
+        real = {o.msgid: (o.wire_msgid, o.generation, o.overflow, o.held) for o in self.p.owed()}
+        assert real == {m: (o.wire, o.gen, o.overflow, o.held) for m, o in self.owed.items()}
 
     @invariant()
     def only_session_new_outlives_its_socket(self) -> None:
@@ -968,7 +1322,7 @@ class CallProtocolMachine(RuleBasedStateMachine):
 
     @invariant()
     def deadline_matches_model(self) -> None:
-        live = [o.deadline for o in self.owed.values() if o.gen == self.gen]
+        live = [o.deadline for o in self.owed.values() if o.gen == self.gen and o.scheduled]
         expected = min(live) if live and self.connected and not self.closed else None
         assert self.p.next_deadline() == expected
 
@@ -977,9 +1331,31 @@ class CallProtocolMachine(RuleBasedStateMachine):
         assert self.p.generation == self.gen
         assert (self.p.state is ConnState.CONNECTED) == (self.connected and not self.closed)
         assert (self.p.state is ConnState.CLOSED) == self.closed
-        if self.session_new is not None:
-            assert self.p.session_new_acked == self.session_new_acked
+        assert self.p.session is self.session
+
+    @invariant()
+    def commands_flow_after_the_reconnect_answer(self) -> None:
+        assert self.p.commands_flow == (self.connected and not self.closed and self.gate is None)
+
+    @invariant()
+    def receipts_match_model(self) -> None:
+        wants = (
+            self.connected
+            and not self.closed
+            and any(s.written and s.ping is None and s.gen == self.gen for s in self.sent.values())
+        )
+        assert self.p.wants_receipt == wants
+        assert self.p.receipt_due == (wants and self.receipt_ping <= self.last_pong)
+
+    @invariant()
+    def unproven_session_answer_is_kept(self) -> None:
+        """Issue 12: while jambonz may lack the session:new answer, the protocol holds it."""
+        if self.session in (SessionState.HELD, SessionState.RESEND) and not self.closed:
+            assert self.session_new is not None
+            o = self.p.get_owed(self.session_new)
+            assert o is not None and o.held
+            assert not self.p.session_answered or self.session is SessionState.RESEND
 
 
-CallProtocolMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+CallProtocolMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
 TestCallProtocolMachine = CallProtocolMachine.TestCase

@@ -193,6 +193,7 @@ async def connect_call(port: int, sid: str, *, path: str = "/app", msgid: str | 
     if ack is None or ack.get("type") != "ack" or ack.get("msgid") != mid:
         await client.drop()
         raise AssertionError(f"{sid}: bad session:new ack {ack!r}")
+    await client.answer_receipt()  # the Pong jambonz's client sends as it reads the ack
     return client
 
 

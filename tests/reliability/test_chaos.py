@@ -419,7 +419,13 @@ async def attack_reconnect_storm(a: Attacks) -> None:
             assert isinstance(event, AcceptConnection)
             await new.send("session:reconnect", f"{sid}-rc{i}", session_data(sid), call_sid=sid)
             reply = await new.receive()
-            assert reply == {"type": "ack", "msgid": f"{sid}-rc{i}", "data": []}, reply
+            assert reply is not None and reply.get("msgid") == f"{sid}-rc{i}", reply
+            # the session:new answer again unless the server already had the Pong proving
+            # jambonz read it (docs/reconnects.md); both are right, racing over two sockets
+            assert reply in (
+                {"type": "ack", "msgid": f"{sid}-rc{i}", "data": []},
+                {"type": "ack", "msgid": f"{sid}-rc{i}", "data": [{"verb": "say", "text": "hello"}]},
+            ), reply
             await current.drop()  # half-open old socket (FM-31): the new one already won
             current = new
         await current.send("verb:hook", f"{sid}-h", {}, hook="/after-storm", call_sid=sid)
