@@ -21,7 +21,10 @@ the ``session:new`` ack. (It does not ``mute``: jambonz acts on ``mute:status`` 
 ``dial`` or ``conference``, and ignores it here; see ``examples/supervisor.py`` for that.)
 
 Per-call state lives in the handler's local variables and ``call.user_data``: it survives a
-jambonz reconnect, because the same ``Call`` (and the same handler) carries on.
+jambonz reconnect, because the same ``Call`` (and the same handler) carries on. A socket drop
+around an answer never ends the call: the ``session:new`` answer is re-sent by the library if
+jambonz may have missed it, and a ``/gather`` reply that may not have arrived is played again
+once jambonz is back (docs/reconnects.md).
 """
 
 from __future__ import annotations
@@ -37,10 +40,12 @@ from typing import Any
 import trio
 
 from jambonz_trio import (
+    AnswerUnconfirmed,
     BasicAuth,
     Call,
     CallClosed,
     Handler,
+    HookAbandoned,
     JambonzServer,
     NotDelivered,
     Reconnected,
@@ -48,7 +53,7 @@ from jambonz_trio import (
     VerbHook,
     serve_jambonz,
 )
-from jambonz_trio.verbs import Gather, Hangup, Say
+from jambonz_trio.verbs import Gather, Hangup, Say, Verb
 from jambonz_trio.workers import Workers, run_workers
 
 PATH = "/ivr"
@@ -89,16 +94,42 @@ def gather_reply(event: VerbHook) -> list[Say | Hangup]:
     return [Hangup()]
 
 
+async def answer(call: Call, hook: VerbHook, verbs: Sequence[Verb]) -> None:
+    """Answer ``hook``; if the socket dies under the answer, play it once jambonz is back."""
+    try:
+        await call.ack(hook, verbs)
+    except NotDelivered:
+        # jambonz failed the hook at the drop (perhaps after reading the answer): answering
+        # again sends the verbs as a redirect once it reconnects (or nothing if empty)
+        await replay(call, call.ack(hook, verbs))
+
+
+async def replay(call: Call, send: Awaitable[object]) -> None:
+    """Wait for a send that goes out once jambonz reconnects; the call may end first."""
+    try:
+        await send
+    except (CallClosed, NotDelivered) as exc:
+        log.info("call %s: not replayed: %s", call.call_sid, exc)
+
+
 async def ivr(call: Call) -> None:
     """The call handler: runs once per call, for the whole call (across reconnects)."""
     call.user_data["hooks"] = 0
-    await call.ack(call.session, greeting())
+    await call.ack(call.session, greeting())  # a drop meanwhile: sent on the reconnect
     async for event in call:
         if isinstance(event, VerbHook) and event.hook == "/gather":
             call.user_data["hooks"] += 1
-            await call.ack(event, gather_reply(event))
+            await answer(call, event, gather_reply(event))
         elif isinstance(event, VerbHook):
-            await call.ack(event)  # a hook this app does not use: carry on
+            await answer(call, event, [])  # a hook this app does not use: carry on
+        elif isinstance(event, HookAbandoned) and isinstance(event.message, VerbHook):
+            # the socket dropped before the app answered: play the reply once reconnected
+            if event.message.hook == "/gather":
+                await replay(call, call.ack(event.message, gather_reply(event.message)))
+        elif isinstance(event, AnswerUnconfirmed) and event.verbs:
+            # answered just before a drop, not seen read: jambonz may have failed the hook
+            # without playing the reply, so play it again (the caller may hear it twice)
+            await replay(call, call.redirect(event.verbs))
         elif isinstance(event, Reconnected):
             log.info(
                 "call %s reconnected (%d); state kept: %s",

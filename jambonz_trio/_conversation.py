@@ -36,7 +36,7 @@ import trio
 
 from ._call import AnswerOutcome, Call, command_origin
 from ._errors import CallClosed, JambonzTrioError, LocalProtocolError, NotDelivered, OperationInterrupted
-from ._events import Event, HookAbandoned
+from ._events import AnswerUnconfirmed, Event, HookAbandoned
 from ._log import CallLog, get_logger
 from ._protocol._calldata import DialResult, GatherResult, LlmResult, ToolCall
 from ._protocol._messages import LlmEvent, LlmToolCall, Message, SessionReconnect, VerbHook, VerbStatus
@@ -331,15 +331,34 @@ class Conversation:
                 await self._ack_quietly(request)
                 request = None
             if request is not None:
-                outcome = await self.call.ack(request, verbs)
+                try:
+                    outcome = await self.call.ack(request, verbs)
+                except NotDelivered:
+                    # the socket died under the answer: jambonz failed that request at the
+                    # drop (perhaps after reading it): run the verbs once it reconnects
+                    await self._redirect(verbs, queue=False)
+                    return
                 if isinstance(request, SessionReconnect) and outcome is AnswerOutcome.ACKED:
                     await self._ensure_started(verbs)
                     return
                 if outcome is not AnswerOutcome.DROPPED:
                     return
-            await self.call.redirect(verbs, queue=True)
+            await self._redirect(verbs, queue=True)
         finally:
             command_origin.reset(token)
+
+    async def _redirect(self, verbs: list[Verb], *, queue: bool) -> None:
+        """Send ``verbs`` as a ``redirect``; if the socket dies under it, again (replacing)
+        once jambonz reconnects. Raises :class:`CallClosed` if the call ends first."""
+        for attempt in (1, 2):
+            try:
+                await self.call.redirect(verbs, queue=queue and attempt == 1)
+                return
+            except NotDelivered as exc:
+                if self.call.closed:
+                    raise CallClosed("call ended") from exc
+                if not exc.maybe_sent or attempt == 2:
+                    raise
 
     async def _ensure_started(self, verbs: list[Verb]) -> None:
         """A call first seen through ``session:reconnect`` (app restart): jambonz uses the
@@ -393,6 +412,12 @@ class Conversation:
             op.message, op.answerable, op.replacements = event, True, self._replacements
             op.done.set()
             return
+        if isinstance(event, AnswerUnconfirmed) and event.verbs and self._ours(event.message):
+            # answered just before a drop and not seen read: jambonz may have failed that
+            # request without running the verbs; run them (again) once it is back
+            assert self._nursery is not None
+            self._nursery.start_soon(self._replay, list(event.verbs))
+            return
         if isinstance(event, HookAbandoned) and (event.message.hook or "").startswith(_PREFIX):
             op = self._by_hook.get(event.message.hook or "")
             if op is not None and not op.done.is_set():
@@ -434,6 +459,18 @@ class Conversation:
                 "conversation event queue full; dropped %s",
                 type(event).__name__,
             )
+
+    def _ours(self, message: Message) -> bool:
+        return message is self.call.session or (message.hook or "").startswith(_PREFIX)
+
+    async def _replay(self, verbs: list[Verb]) -> None:
+        token = command_origin.set(self)  # our own redirect interrupts nothing
+        try:
+            await self._redirect(verbs, queue=False)
+        except JambonzTrioError as exc:
+            self._log.info("could not run the unconfirmed answer again: %s", exc)
+        finally:
+            command_origin.reset(token)
 
     async def _ack_quietly(self, event: Message) -> None:
         try:

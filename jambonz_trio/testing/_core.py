@@ -41,7 +41,7 @@ from ._records import (
     format_transcript,
 )
 from ._snake import snake_case_keys
-from ._transport import Connector, abort_stream, handshake
+from ._transport import Connector, _SniffingStream, abort_stream, handshake
 from ._tts import TtsBuffer, TtsModel
 
 __all__: list[str] = []
@@ -102,7 +102,7 @@ class _Link:
     def __init__(self, index: int) -> None:
         self.index = index
         self.ws: trio_websocket.WebSocketConnection | None = None
-        self.stream: trio.abc.Stream | None = None
+        self.stream: _SniffingStream | None = None
         self.local_close: LocalClose | None = None
         self.reconnect_after_drop = True
         self.finished = False
@@ -482,6 +482,8 @@ class _Core:
 
     async def _close_link(self, link: _Link, code: int, reason: str | None) -> None:
         link.close_done = done = trio.Event()
+        if link.stream is not None:
+            link.stream.closing()
         if link.ws is not None:
             with trio.move_on_after(self._close_timeout):
                 await link.ws.aclose(code, reason)
@@ -549,7 +551,10 @@ class _Core:
                 else:
                     link.ws, link.stream = ws, sniff
                     task_status.started()
-                    await self._read_loop(link, ws)
+                    try:
+                        await self._read_loop(link, ws)
+                    finally:
+                        sniff.reader_gone()
                     if link.close_done is not None:
                         # we are closing: keep trio-websocket's reader alive for the app's Close
                         await link.close_done.wait()
@@ -579,8 +584,14 @@ class _Core:
                     link.local_close = "oversize"
                 self._link_lost(link, code, text)
                 return
-            if link.local_close is None and not link.finished:
-                await self._on_frame(link, frame)
+            try:
+                if (link.local_close is None or link.local_close == "drop") and not link.finished:
+                    # (a message that reached jambonz before a drop is read before the drop
+                    # is noticed: Node handles a connection's events in order)
+                    await self._on_frame(link, frame)
+            finally:
+                if link.stream is not None:
+                    link.stream.message_read()
 
     def _link_lost(self, link: _Link, code: int, reason: str | None) -> None:
         """The socket is gone (either side closed it, or it died): ws-requestor's ``_onClose``."""
@@ -633,6 +644,31 @@ class _Core:
             if auto:
                 self._schedule_reconnect(self._next_backoff())
         self._notify()
+
+    async def _drop_link(self, link: _Link, reconnect: bool) -> None:
+        """The TCP connection dies (the app sees 1006): what the app wrote that had not reached
+        the fake is lost; what had reached it is read first, as jambonz's client would have
+        (it reads on arrival, in order), then jambonz's close handling runs."""
+        if link.finished:
+            return
+        link.local_close = "drop"
+        link.reconnect_after_drop = reconnect
+        stream = link.stream
+        if stream is not None:
+            stream.stop()
+            await stream.wait_drained()
+        self._link_lost(link, 1006, "dropped by the test")
+        if stream is not None:
+            await abort_stream(stream)
+
+    def _cut_soon(self, link: _Link, reconnect: bool) -> None:
+        """A cut armed with ``FakeCall.cut`` was reached (called synchronously by the stream)."""
+        if link.finished:
+            return
+        self._log(link, "event", "the connection is cut")
+        link.local_close = "drop"  # before the reader notices: it is not the app's close
+        link.reconnect_after_drop = reconnect
+        self._nursery.start_soon(self._drop_link, link, reconnect)
 
     def _next_backoff(self) -> float:
         delay = self._backoff

@@ -25,7 +25,6 @@ from ._errors import ExpectationFailed, FakeJambonzError
 from ._inbound import _Inbound
 from ._jambonz import dumps
 from ._records import AckRecord, CloseRecord, CommandRecord, TranscriptEntry, Violation
-from ._transport import abort_stream
 
 __all__ = ["FakeCall", "HookTarget", "StartKind"]
 
@@ -593,11 +592,41 @@ class FakeCall(_Inbound):
         link = self._link
         if link is None:
             raise self._fail(FakeJambonzError("drop(): no open socket"))
-        link.local_close = "drop"
-        link.reconnect_after_drop = self._auto_reconnect if reconnect is None else reconnect
-        self._link_lost(link, 1006, "dropped by the test")
-        if link.stream is not None:
-            await abort_stream(link.stream)
+        await self._drop_link(link, self._auto_reconnect if reconnect is None else reconnect)
+
+    def cut(
+        self,
+        *,
+        after_sent: int | None = None,
+        after_received: int | None = None,
+        reconnect: bool | None = None,
+    ) -> None:
+        """Arm a drop at an exact byte of the open socket, as when a TCP connection dies with
+        frames in flight: the connection is killed as soon as jambonz has written
+        ``after_sent`` more bytes (the rest of what it writes never leaves) or has read
+        ``after_received`` more bytes from the app (what the app wrote past them is lost,
+        although the app's write succeeded). Counted from now (``0``: at once); whichever
+        comes first. Then like :meth:`drop`: the app sees 1006 and jambonz reconnects.
+
+        jambonz reads the app's frames on arrival, in order (Node ``ws``): a message whose
+        last byte is within the cut is read, a later one is not. Not a checkpoint.
+
+        Raises:
+            FakeJambonzError: there is no open socket.
+            ValueError: neither bound given, or a negative one.
+        """
+        if after_sent is None and after_received is None:
+            raise ValueError("cut() needs after_sent and/or after_received")
+        if (after_sent or 0) < 0 or (after_received or 0) < 0:
+            raise ValueError("cut() bounds are byte counts (>= 0)")
+        self._ensure_active()
+        link = self._link
+        if link is None or link.stream is None:
+            raise self._fail(FakeJambonzError("cut(): no open socket"))
+        again = self._auto_reconnect if reconnect is None else reconnect
+        link.stream.cut_after(
+            sent=after_sent, received=after_received, on_cut=lambda: self._cut_soon(link, again)
+        )
 
     async def reconnect(self) -> AckRecord:
         """Reconnect like jambonz and wait for the ``session:reconnect`` ack.
