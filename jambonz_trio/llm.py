@@ -1,7 +1,7 @@
 """Helpers for LLM voice agents: the vendor-specific ``llm:tool-output`` payloads of 0.9.8.
 
 feature-server 0.9.8 hands the ``llm:tool-output`` data to the vendor's realtime API nearly
-verbatim, so its shape depends on the ``llm`` verb's vendor (``shared/protocol.md`` §9.5; the
+verbatim, so its shape depends on the ``llm`` verb's vendor (``docs/protocol.md`` §9.5; the
 v10 ``{"result": ...}`` form is not understood by 0.9.8). :func:`tool_output` builds the right one::
 
     await call.llm_tool_output(tc.tool_call_id, tool_output("openai", tc, {"temp_c": 21}))

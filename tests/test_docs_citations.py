@@ -11,10 +11,6 @@
   ``docs/reliability.md``. ``docs/reliability.md`` has no numbered sections, so
   its section numbers cannot be cited.
 
-The tests marked ``xfail(strict=True)`` describe citations still to be rewritten; once the
-sweep of those citations to ``docs/protocol.md`` and ``docs/reliability.md`` is done they
-pass, ``strict`` turns that into a failure, and the marker is to be removed.
-
 This file spells the patterns it looks for indirectly, so that neither it nor the sweep
 touches its own examples.
 """
@@ -182,11 +178,6 @@ def test_every_protocol_citation_names_an_existing_section() -> None:
     assert dangling == [], "citations of sections docs/protocol.md does not have"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="until the sweep of the reference desk's protocol.md and reliability.md citations to "
-    "docs/ (issue 13 item 5); then remove this marker",
-)
 def test_no_tracked_file_cites_shared() -> None:
     assert _places(_SHARED) == [], "citations of the reference desk, which users do not have"
 
@@ -226,10 +217,5 @@ def test_every_cited_reliability_id_is_defined() -> None:
     assert undefined == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/reliability.md has no numbered sections; the citations of the reference desk's "
-    "section numbers (0, 5.4, 6) are to be rewritten to ids (issue 13 item 5); then remove this marker",
-)
 def test_no_reliability_section_numbers_are_cited() -> None:
     assert _places(_RELIABILITY_SECTION) == []

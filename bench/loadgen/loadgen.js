@@ -3,7 +3,7 @@
 /*
  * A load generator that behaves like jambonz's feature server towards a WebSocket app:
  * the `ws` 8.x client with subprotocol ws.jambonz.org, maxPayload 24 KiB, a 1500 ms handshake
- * timeout and a 5 s ack deadline per request (shared/protocol.md §2.2, §3.3).
+ * timeout and a 5 s ack deadline per request (docs/protocol.md §2.2, §3.3).
  *
  * Modes (all print one JSON object on stdout at the end; progress goes to stderr):
  *   ivr   N calls, C at a time: connect, session:new -> ack, verb:hook /gather (speech) -> ack,

@@ -1,7 +1,7 @@
 'use strict';
 /*
  * The messages a jambonz feature server (0.9.8) sends for an inbound IVR call, shaped after
- * shared/protocol.md §4.1, §4.5, §4.7 and §9 (keys snake_cased except under `sip`/`env_vars`).
+ * docs/protocol.md §4.1, §4.5, §4.7 and §9 (keys snake_cased except under `sip`/`env_vars`).
  * Built once as JSON text templates; per call only the ids are substituted, so the generator
  * spends its CPU on the socket, not on building payloads.
  */

@@ -4,7 +4,7 @@ Every view keeps the raw ``data`` dict (``.raw``) and tolerates unknown keys and
 unexpected type (the field is then ``None``), because jambonz adds fields between releases and
 vendors forward their own payloads. Key spellings are as jambonz sends them (snake_case, except
 ``customerData``, ``sip``, ``env_vars`` and ``args``, which are never converted -
-``shared/protocol.md`` §3.2).
+``docs/protocol.md`` §3.2).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _dict(d: _Raw, key: str) -> dict[str, Any] | None:
 class CallInfo:
     """The call data jambonz sends with ``session:new`` and (most) other messages.
 
-    Fields follow ``shared/protocol.md`` §9.1 (``session:new``) and §9.2 (call info). Any field
+    Fields follow ``docs/protocol.md`` §9.1 (``session:new``) and §9.2 (call info). Any field
     may be ``None`` when jambonz did not send it. ``env_vars`` (decrypted application secrets)
     and ``sip`` (the raw INVITE, PII) never appear in ``repr``.
     """

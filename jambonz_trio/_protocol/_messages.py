@@ -1,6 +1,6 @@
 """Inbound messages: one frozen class per type jambonz sends, plus ``UnknownMessage``.
 
-The 14 types are feature-server 0.9.8's ``HookMsgTypes`` (``shared/protocol.md`` §4). Each class
+The 14 types are feature-server 0.9.8's ``HookMsgTypes`` (``docs/protocol.md`` §4). Each class
 knows whether jambonz waits for an ``ack`` (``NEEDS_ACK``, §3.3). Envelope fields are kept as
 sent; ``data`` is the raw payload dict (read-only by convention, never in ``repr``), with typed
 views on top (``.call``, ``.gather`` ...).

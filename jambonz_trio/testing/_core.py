@@ -1,7 +1,7 @@
 """The machinery of the fake jambonz: sockets, the ack book, reconnects, ending the call.
 
 Behaviour follows feature-server 0.9.8's ``ws-requestor.js`` as described in
-``shared/protocol.md`` §2-7. ``_inbound.py`` checks and dispatches the app's frames;
+``docs/protocol.md`` §2-7. ``_inbound.py`` checks and dispatches the app's frames;
 :class:`FakeCall` (``_fake.py``) adds the public API on top.
 """
 

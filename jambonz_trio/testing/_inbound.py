@@ -1,6 +1,6 @@
 """What the fake does with each frame from the app, like ws-requestor.js ``_onMessage``.
 
-Size and frame-type checks, the §7 envelope checks (answered with ``jambonz:error``), acks
+Size and frame-type checks, the envelope checks of docs/protocol.md §7 (answered with ``jambonz:error``), acks
 matched against the ack book and validated, commands checked against what 0.9.8's handlers
 read, and the TTS token buffer.
 """

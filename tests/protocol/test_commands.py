@@ -1,6 +1,6 @@
 """Outbound commands: the exact 0.9.8 wire shapes, round trips, and what the parser refuses.
 
-Shapes follow shared/protocol.md §5.2-§5.3 (checked against feature-server 0.9.8's
+Shapes follow docs/protocol.md §5.2-§5.3 (checked against feature-server 0.9.8's
 ``_onCommand`` / ``_lcc*`` handlers).
 """
 

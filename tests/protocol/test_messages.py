@@ -1,6 +1,6 @@
 """Inbound messages: parsing, typed views, round trips, hostile input, secrets, no trio.
 
-Payload shapes follow shared/protocol.md §3-§4 and §9 (jambonz feature-server 0.9.8).
+Payload shapes follow docs/protocol.md §3-§4 and §9 (jambonz feature-server 0.9.8).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """CallProtocol: the ack book, outbound checks, deadlines, reconnect re-keying (sans-io).
 
-Time is just the float passed in. References: shared/protocol.md §3.3, §5, §6 and
-shared/reliability.md FM-15, FM-16, FM-21..FM-23, FM-28, FM-29.
+Time is just the float passed in. References: docs/protocol.md §3.3, §5, §6 and
+docs/reliability.md FM-15, FM-16, FM-21..FM-23, FM-28, FM-29.
 """
 
 from __future__ import annotations

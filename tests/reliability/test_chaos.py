@@ -606,6 +606,6 @@ async def test_fm36_chaos_bounded() -> None:
 @slow
 @pytest.mark.slow
 async def test_fm36_chaos_full() -> None:
-    """FM-36, full size (reliability.md §6): 200 live calls, every attack replayed 10 times."""
+    """FM-36, full size (reliability.md FM-36, the chaos section): 200 live calls, every attack replayed 10 times."""
     report = await run_chaos(Plan(calls=200, rounds=10, interval=0.5))
     assert report["acks_lost"] == 0

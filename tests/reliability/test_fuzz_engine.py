@@ -1,4 +1,4 @@
-"""Fuzzing the engine (reliability.md §5.4), over memory streams:
+"""Fuzzing the engine (reliability.md FM-09 and FM-18), over memory streams:
 
 - a Hypothesis ``RuleBasedStateMachine`` that plays jambonz against a real server: random
   sequences of ``session:new``, hooks the app answers at once / late / never, notifications,
@@ -469,7 +469,7 @@ async def _frames_scenario(chunks: list[bytes]) -> list[str]:
 @settings(max_examples=150 * _SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chunks=st.lists(_frames, max_size=8))
 def test_fuzz_random_frames_after_handshake(chunks: list[bytes]) -> None:
-    """§5.4 frames / FM-09 chaos variant: any byte chunks (random bytes, and well-formed frames
+    """Frame fuzzing / FM-09 chaos variant: any byte chunks (random bytes, and well-formed frames
     of every opcode incl. Close/Ping/Pong/continuations, in any order) after a valid handshake
     and ``session:new``: the connection keeps working or closes; nothing escapes, nothing leaks."""
     unexpected = trio.run(_frames_scenario, chunks, clock=trio.testing.MockClock(autojump_threshold=0))

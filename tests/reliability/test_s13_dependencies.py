@@ -45,7 +45,7 @@ def _requirements() -> list[Requirement]:
 
 
 def test_s13_pins_match_the_research() -> None:
-    """S-13: pins as in reliability.md §0: trio-websocket>=0.12.2,<0.13 (the workarounds are
+    """S-13: pins as in reliability.md W-13: trio-websocket>=0.12.2,<0.13 (the workarounds are
     written against 0.12.x), wsproto>=1.3.2 (which pulls h11's security release), trio>=0.25."""
     pins = {r.name: r.specifier for r in _requirements()}
     assert "0.12.2" in pins["trio-websocket"] and "0.13.0" not in pins["trio-websocket"]
