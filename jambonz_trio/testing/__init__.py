@@ -15,6 +15,7 @@ includes the call transcript. A pytest plugin (entry point ``jambonz_trio``) pro
 ``fake_jambonz`` fixture.
 """
 
+from ._appenv import InvalidAppEnvSchema, app_env_errors, fetch_app_env
 from ._calldata import DEFAULT_DEFAULTS, CallData
 from ._errors import (
     AckAbandoned,
@@ -89,6 +90,7 @@ __all__ = [
     "HandshakeRejected",
     "HookTarget",
     "HandshakeTimeout",
+    "InvalidAppEnvSchema",
     "InvalidInitialVerbs",
     "InvalidVerbs",
     "ProtocolViolation",
@@ -99,6 +101,8 @@ __all__ = [
     "TtsModel",
     "Violation",
     "ViolationKind",
+    "app_env_errors",
+    "fetch_app_env",
     "format_transcript",
     "open_fake_call",
     "snake_case",
