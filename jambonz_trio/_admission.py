@@ -15,14 +15,15 @@ import base64
 import binascii
 import hmac
 import ipaddress
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, NoReturn
 
 import attrs
 import h11
 import trio
 
 from ._log import get_logger
+from ._protocol._envvars import EnvVar, check_env, schema_body
 
 __all__ = [
     "AdmissionRequest",
@@ -77,15 +78,30 @@ class AdmissionRequest:
 Authenticator = Callable[[AdmissionRequest], Awaitable[bool]]
 
 
+def _env_tuple(env: Iterable[EnvVar[Any]]) -> tuple[EnvVar[Any], ...]:
+    return tuple(env)
+
+
 @attrs.frozen(kw_only=True)
 class Route:
-    """One application on the server: its path, its handler and its admission policy."""
+    """One application on the server: its path, its handler and its admission policy.
+
+    ``env``: the environment variables it takes (:class:`~jambonz_trio.EnvVar`), answered as
+    JSON to an ``OPTIONS`` on its path (how jambonz's portal discovers them: no credentials
+    needed, see docs/security.md) and typed in ``call.info.env_vars``. Checked here: raises
+    ``TypeError`` for an entry that is not an ``EnvVar``, ``ValueError`` for a name declared
+    twice.
+    """
 
     path: str
     handler: Callable[[Any], Awaitable[None]]
     prefix: bool = False
     auth: BasicAuth | Authenticator | None = None
     allow_origins: frozenset[str] = frozenset()
+    env: tuple[EnvVar[Any], ...] = attrs.field(default=(), converter=_env_tuple)
+
+    def __attrs_post_init__(self) -> None:
+        check_env(self.env, self.path)
 
     def matches(self, path: str) -> bool:
         """Whether this route serves ``path`` (without the query string)."""
@@ -331,7 +347,7 @@ async def judge(
         if request.method in (b"GET", b"HEAD") and health_path is not None and path == health_path:
             raise Refusal(200, "health check", body=b"ok\n" if request.method == b"GET" else b"")
         if request.method == b"OPTIONS":
-            raise Refusal(204, "options", headers=(("Allow", "GET, OPTIONS"),))
+            _answer_options(path, routes)
         raise Refusal(426, "not a WebSocket upgrade", headers=(("Upgrade", "websocket"),))
     if request.method != b"GET":
         raise Refusal(405, "upgrade must be GET", headers=(("Allow", "GET"),))
@@ -393,6 +409,19 @@ async def judge(
         key=headers[b"sec-websocket-key"][0],
         trailing=head[head.index(b"\r\n\r\n") + 4 :],
     )
+
+
+def _answer_options(path: str, routes: Sequence[Route]) -> NoReturn:
+    """``OPTIONS`` (the query string ignored): the env-var schema of the route serving
+    ``path``, or 204 when it declares none - never an empty object, which jambonz's portal
+    refuses (jambonz-api-server v0.9.6 lib/utils/appenv_schemaSchema.json:5). Answered to
+    anyone: jambonz's api-server sends no credentials (lib/utils/appenv_utils.js:13, 24-29)."""
+    allow = ("Allow", "GET, OPTIONS")
+    route = next((r for r in routes if r.matches(path)), None)
+    body = schema_body(route.env) if route is not None else None
+    if body is None:
+        raise Refusal(204, "options", headers=(allow,))
+    raise Refusal(200, "env-var schema", headers=(allow, ("Content-Type", "application/json")), body=body)
 
 
 # -- who may start a handshake ------------------------------------------------------------------

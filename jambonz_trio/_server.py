@@ -41,6 +41,7 @@ from ._errors import RemoteProtocolError
 from ._listen import open_listeners
 from ._log import get_logger
 from ._membership import CallWatcher, ServerMember
+from ._protocol._envvars import apply_env
 from ._protocol._json import TooComplex, loads_object
 from ._protocol._messages import (
     Message,
@@ -350,6 +351,8 @@ class JambonzServer:
             path=admitted.path,
         )
         call.on_disconnect = self._on_call_disconnect
+        if admitted.route.env:
+            _type_env_vars(call, first, admitted.route)
         return call
 
     def _on_call_disconnect(self, call: Call) -> None:
@@ -402,6 +405,16 @@ class JambonzServer:
                 for call in remaining:
                     nursery.start_soon(partial(call.aclose, code, "server restarting"))
         self.drained.set()
+
+
+def _type_env_vars(call: Call, first: Message, route: Route) -> None:
+    """``call.info.env_vars`` typed against the route's declarations, defaults applied; what
+    jambonz sent wrong is logged by variable name, never with its value. Works whatever the
+    first message: a ``session:reconnect`` carries the ``session:new`` payload again."""
+    env_vars, problems = apply_env(first.data.get("env_vars"), route.env)
+    call.info = attrs.evolve(call.info, env_vars=env_vars)
+    for problem in problems:
+        log.warning("call %s on %s: %s", call.call_sid, route.path, problem)
 
 
 def _peer_address(stream: trio.abc.Stream) -> str | None:

@@ -12,6 +12,7 @@ from ._calldata import (
     SpeechResult,
     ToolCall,
 )
+from ._envvars import EnvVar, EnvVars
 from ._json import DEFAULT_MAX_OUTBOUND_BYTES, dumps_checked, loads_object
 from ._messages import *  # noqa: F403
 from ._messages import __all__ as _messages_all
@@ -53,6 +54,8 @@ __all__ = [
     "ConnState",
     "Delivery",
     "DialResult",
+    "EnvVar",
+    "EnvVars",
     "GatherResult",
     "Hook",
     "HookSpec",

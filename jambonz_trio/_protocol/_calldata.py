@@ -15,6 +15,8 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 
+from ._envvars import EnvVars
+
 __all__ = [
     "CallInfo",
     "DialResult",
@@ -65,6 +67,10 @@ class CallInfo:
     Fields follow ``docs/protocol.md`` §9.1 (``session:new``) and §9.2 (call info). Any field
     may be ``None`` when jambonz did not send it. ``env_vars`` (decrypted application secrets)
     and ``sip`` (the raw INVITE, PII) never appear in ``repr``.
+
+    ``env_vars`` is always a mapping (empty when jambonz sent none). On ``call.info`` it is
+    typed against the route's declarations (:class:`~jambonz_trio.EnvVar`, defaults applied);
+    elsewhere (``session.call``, hook results) it holds the values as sent.
     """
 
     call_sid: str | None = None
@@ -96,7 +102,7 @@ class CallInfo:
     customer_data: dict[str, Any] | None = None
     defaults: dict[str, Any] | None = None
     headers: dict[str, Any] | None = None
-    env_vars: dict[str, Any] | None = attrs.field(default=None, repr=False)
+    env_vars: EnvVars = attrs.field(factory=EnvVars, repr=False)
     sip: dict[str, Any] | None = attrs.field(default=None, repr=False)
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
@@ -136,7 +142,7 @@ class CallInfo:
             customer_data=_dict(data, "customerData") or _dict(data, "customerdata"),
             defaults=_dict(data, "defaults"),
             headers=_dict(data, "headers"),
-            env_vars=_dict(data, "env_vars"),
+            env_vars=EnvVars(_dict(data, "env_vars")),
             sip=_dict(data, "sip"),
             raw=data,
         )
