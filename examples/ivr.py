@@ -25,6 +25,11 @@ jambonz reconnect, because the same ``Call`` (and the same handler) carries on. 
 around an answer never ends the call: the ``session:new`` answer is re-sent by the library if
 jambonz may have missed it, and a ``/gather`` reply that may not have arrived is played again
 once jambonz is back (docs/reconnects.md).
+
+The greeting and the gather's timeout are environment variables (``GREETING``,
+``GATHER_TIMEOUT``): jambonz's portal asks ``OPTIONS /ivr`` for them when the application's
+call hook is set, shows a form, and sends the values saved there with every call; unset, the
+defaults below apply (see docs/operations.md).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from jambonz_trio import (
     BasicAuth,
     Call,
     CallClosed,
+    EnvVar,
     Handler,
     HookAbandoned,
     JambonzServer,
@@ -61,15 +67,22 @@ DEFAULT_BLOCKLIST = ("+15550000001",)
 
 log = logging.getLogger("ivr")
 
+#: Set per application in jambonz's portal (a form built from ``OPTIONS /ivr``).
+GREETING = EnvVar("GREETING", description="What callers hear first", default="Hello from jambonz")
+GATHER_TIMEOUT = EnvVar(
+    "GATHER_TIMEOUT", int, description="Seconds to wait for the caller to say or press something", default=10
+)
+ENV = (GREETING, GATHER_TIMEOUT)
 
-def greeting() -> list[Say | Gather]:
+
+def greeting(text: str = "Hello from jambonz", timeout: int = 10) -> list[Say | Gather]:
     """The program answered to ``session:new``."""
     return [
-        Say(text="Hello from jambonz"),
+        Say(text=text),
         Gather(
             input=["speech", "digits"],
             action_hook="/gather",
-            timeout=10,
+            timeout=timeout,
             say=Say(text="Say something"),
         ),
     ]
@@ -115,7 +128,9 @@ async def replay(call: Call, send: Awaitable[object]) -> None:
 async def ivr(call: Call) -> None:
     """The call handler: runs once per call, for the whole call (across reconnects)."""
     call.user_data["hooks"] = 0
-    await call.ack(call.session, greeting())  # a drop meanwhile: sent on the reconnect
+    env = call.info.env_vars  # typed as declared in ENV, defaults applied
+    # a drop meanwhile: sent on the reconnect
+    await call.ack(call.session, greeting(env[GREETING], env[GATHER_TIMEOUT]))
     async for event in call:
         if isinstance(event, VerbHook) and event.hook == "/gather":
             call.user_data["hooks"] += 1
@@ -160,9 +175,10 @@ async def _block(call: Call) -> None:
 def route(
     username: str | None = None, password: str | None = None, *, handler: Handler | None = None
 ) -> Route:
-    """The ``/ivr`` application, with Basic auth when both credentials are given."""
+    """The ``/ivr`` application, with Basic auth when both credentials are given, and its
+    environment variables."""
     auth = BasicAuth(username=username, password=password) if username and password else None
-    return Route(path=PATH, handler=handler or ivr, auth=auth)
+    return Route(path=PATH, handler=handler or ivr, auth=auth, env=ENV)
 
 
 async def serve(

@@ -46,8 +46,10 @@ async def ivr(call: Call) -> None:
     """The call handler: the whole call, top to bottom."""
     async with open_conversation(call) as convo:
         try:
-            await convo.say("Hello from jambonz")
-            result = await convo.gather("Say something", input=["speech", "digits"], input_timeout=10)
+            env = call.info.env_vars  # ivr.py's route and variables: GREETING, GATHER_TIMEOUT
+            await convo.say(env[callback_ivr.GREETING])
+            timeout = env[callback_ivr.GATHER_TIMEOUT]
+            result = await convo.gather("Say something", input=["speech", "digits"], input_timeout=timeout)
             if result.transcript:  # caller input: capped and sanitised before it goes in a verb
                 await convo.say(f"You said: {callback_ivr.speakable(result.transcript)}")
             elif result.digits:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 import pytest
 import trio
@@ -13,14 +14,25 @@ import trio.testing
 from examples import ivr
 from jambonz_trio import JambonzServer
 from jambonz_trio.commands import CallStatusCommand, Redirect
-from jambonz_trio.testing import CallData, FakeCall, HandshakeRejected, open_fake_call, tcp_connector
+from jambonz_trio.testing import (
+    CallData,
+    FakeCall,
+    HandshakeRejected,
+    app_env_errors,
+    fetch_app_env,
+    open_fake_call,
+    tcp_connector,
+)
 from jambonz_trio.verbs import Gather, Hangup, Say
 from tests.engine.helpers import RawClient
 
 
 @asynccontextmanager
-async def ivr_call(server: JambonzServer, caller: str = "+15551234567") -> AsyncIterator[FakeCall]:
-    async with open_fake_call(server.connect_memory, path=ivr.PATH, call=CallData(from_=caller)) as fc:
+async def ivr_call(
+    server: JambonzServer, caller: str = "+15551234567", env_vars: dict[str, Any] | None = None
+) -> AsyncIterator[FakeCall]:
+    data = CallData(from_=caller) if env_vars is None else CallData(from_=caller, env_vars=env_vars)
+    async with open_fake_call(server.connect_memory, path=ivr.PATH, call=data) as fc:
         yield fc
 
 
@@ -46,6 +58,57 @@ async def test_greeting_then_speech(server: JambonzServer) -> None:
         assert ack.verbs == [Say(text="You said: yes"), Hangup()]
         await fc.expect_no_command(within=0.1)
         await fc.hangup()
+
+
+async def test_options_answers_the_portal_its_variables(nursery: trio.Nursery) -> None:
+    """jambonz's portal (through its api-server) sends ``OPTIONS`` to the call hook URL, query
+    string and all, without credentials: the IVR answers its two variables, in a schema the
+    api-server accepts - over a real socket, with Basic auth on the calls."""
+    with trio.fail_after(10):
+        server: JambonzServer = await nursery.start(partial(ivr.serve, port=0, username="u", password="p"))
+        url = f"ws://127.0.0.1:{server.port}{ivr.PATH}?tenant=acme"
+        schema = await fetch_app_env(tcp_connector(url))  # raises if jambonz would refuse it
+        assert schema == {
+            "GREETING": {
+                "type": "string",
+                "description": "What callers hear first",
+                "default": "Hello from jambonz",
+            },
+            "GATHER_TIMEOUT": {
+                "type": "number",
+                "description": "Seconds to wait for the caller to say or press something",
+                "default": 10,
+            },
+        }
+        assert app_env_errors(schema) == []
+        assert await fetch_app_env(tcp_connector(f"ws://127.0.0.1:{server.port}/other")) is None
+
+
+async def test_portal_values_change_the_greeting(server: JambonzServer) -> None:
+    """The values saved in the portal arrive in ``session:new`` (``env_vars``) and change what
+    the caller hears and how long the gather waits."""
+    async with ivr_call(server, env_vars={"GREETING": "Welcome to Acme", "GATHER_TIMEOUT": 5}) as fc:
+        ack = await fc.start()
+        assert ack.verbs == [
+            Say(text="Welcome to Acme"),
+            Gather(
+                input=["speech", "digits"], action_hook="/gather", timeout=5, say=Say(text="Say something")
+            ),
+        ]
+
+
+async def test_wrong_typed_timeout_falls_back_to_the_default(
+    server: JambonzServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A timeout saved as text (values are unchecked when the app was unreachable at save time)
+    is logged by name and replaced by the default; the greeting still applies."""
+    async with ivr_call(server, env_vars={"GREETING": "Hi", "GATHER_TIMEOUT": "fifteen"}) as fc:
+        ack = await fc.start()
+        assert ack.verbs[0] == Say(text="Hi")
+        gather = ack.verbs[1]
+        assert isinstance(gather, Gather) and gather.timeout == 10
+    assert any("env var GATHER_TIMEOUT should be an integer" in r.getMessage() for r in caplog.records)
+    assert not any("fifteen" in r.getMessage() for r in caplog.records)
 
 
 async def test_digits(server: JambonzServer) -> None:
@@ -103,10 +166,10 @@ async def test_state_survives_a_drop_before_the_session_new_ack(
         await slow.wait()  # the app is slow to answer: the socket drops first
         await ivr.ivr(call)
 
-    from jambonz_trio import Call, Route, serve_jambonz
+    from jambonz_trio import Call, serve_jambonz
 
     server: JambonzServer = await nursery.start(
-        lambda task_status: serve_jambonz(Route(path=ivr.PATH, handler=slow_ivr), task_status=task_status)
+        lambda task_status: serve_jambonz(ivr.route(handler=slow_ivr), task_status=task_status)
     )
     async with ivr_call(server) as fc:
         async with trio.open_nursery() as inner:

@@ -82,6 +82,17 @@ async def test_the_caller_hears_the_same_ivr(
     assert steps[-1] == ("jambonz", "runs hangup: the call ends")  # the app hung up, not the caller
 
 
+@pytest.mark.parametrize("serve", [ivr.serve, ivr_conversation.serve], ids=["callback", "conversation"])
+async def test_both_versions_take_the_portal_variables(nursery: trio.Nursery, serve: Serve) -> None:
+    """The conversation version serves ivr.py's route: the same variables change what the
+    caller hears and how long the gather waits."""
+    server = await start(nursery, serve)
+    data = CallData(env_vars={"GREETING": "Welcome to Acme", "GATHER_TIMEOUT": 3})
+    steps, gathers = await place_call(server.connect_memory, Caller(Speech("yes")), call=data)
+    assert heard(steps) == ["Welcome to Acme", "Say something", "You said: yes"]
+    assert gathers[0].timeout == 3
+
+
 async def test_wire_shape_of_the_conversation_version(nursery: trio.Nursery) -> None:
     server = await start(nursery, ivr_conversation.serve)
     async with open_fake_call(server.connect_memory, path=ivr.PATH) as fc:
