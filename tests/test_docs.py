@@ -69,6 +69,7 @@ GUIDES = (
     "testing.md",
     "deploying.md",
     "security.md",
+    "operations.md",
 )
 DOC_FIXTURES = frozenset({"nursery", "fake_jambonz", "autojump_clock"})
 
