@@ -1,0 +1,624 @@
+"""The audio socket of the ``listen`` / ``stream`` verbs, sans-io (``docs/protocol.md`` §13).
+
+jambonz's media server (FreeSWITCH's ``mod_audio_fork``) opens a second websocket to the app
+for a ``listen`` verb: one JSON text frame of metadata first, then the caller's audio as binary
+L16 frames; the app may answer with binary audio (streaming mode) or JSON messages
+(``playAudio``, ``killAudio``, ``disconnect``, ``mark``, ``clearMarks``), and jambonz sends
+``playDone``, ``mark`` and DTMF events. This module parses and renders those messages, decides
+what a listen URL resolves to, and holds the drop-oldest buffer of inbound audio. It never
+imports trio, does no I/O and reads no clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import attrs
+
+from .._errors import LocalProtocolError, RemoteProtocolError
+from ._json import _check_tokens, _decoder, dumps_checked
+
+__all__ = [
+    "AUDIO_SUBPROTOCOL",
+    "AUDIO_SUBPROTOCOLS",
+    "DOCUMENTED_AUDIO_SUBPROTOCOL",
+    "KNOWN_METADATA_KEYS",
+    "LISTEN_TOKEN_PARAM",
+    "MAX_MARKS",
+    "MAX_METADATA_BYTES",
+    "PLAY_AUDIO_SAMPLE_RATES",
+    "AudioEvent",
+    "AudioMetadata",
+    "ChunkBuffer",
+    "Dtmf",
+    "MarkEvent",
+    "PlayDone",
+    "ResolvedListen",
+    "UnknownAudioMessage",
+    "add_listen_token",
+    "check_mark_name",
+    "check_pcm",
+    "listen_token",
+    "new_listen_token",
+    "parse_audio_event",
+    "parse_metadata",
+    "render_clear_marks",
+    "render_disconnect",
+    "render_kill_audio",
+    "render_mark",
+    "render_play_audio",
+    "resolve_listen_url",
+]
+
+#: The subprotocol ``mod_audio_fork`` offers unless ``MOD_AUDIO_FORK_SUBPROTOCOL_NAME`` names
+#: another (§13.2).
+AUDIO_SUBPROTOCOL: Final = "audio.drachtio.org"
+#: The name jambonz's documentation gives (§13.2): accepted too, by default.
+DOCUMENTED_AUDIO_SUBPROTOCOL: Final = "audio.jambonz.org"
+#: What an audio route accepts by default.
+AUDIO_SUBPROTOCOLS: Final = (AUDIO_SUBPROTOCOL, DOCUMENTED_AUDIO_SUBPROTOCOL)
+#: The module copies at most this many bytes of metadata into the first frame (§13.3).
+MAX_METADATA_BYTES: Final = 8192
+#: ``playAudio`` raw sample rates the module maps to a file type; anything else plays as 16 kHz.
+PLAY_AUDIO_SAMPLE_RATES: Final = frozenset({8000, 16000, 24000, 32000, 48000, 64000})
+#: Marks the module keeps (pending + in use); more are discarded (§13.5).
+MAX_MARKS: Final = 30
+#: The query parameter :func:`add_listen_token` puts in a listen URL.
+LISTEN_TOKEN_PARAM: Final = "jt_listen"
+
+MixType = Literal["mono", "stereo", "mixed"]
+_MIX_TYPES = frozenset({"mono", "stereo", "mixed"})
+_DEFAULT_SAMPLE_RATE = 8000  # FS lib/tasks/listen.js:46
+_INTEGER = re.compile(r"-?[0-9]{1,11}")
+
+
+# -- the metadata frame ---------------------------------------------------------------------
+
+
+def _str(raw: Mapping[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _int(value: Any) -> int | None:
+    """An integer from a JSON number or a decimal string (FreeSWITCH hands strings on)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        return int(value)
+    return None
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and len(value) < 32:
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return number if number == number and abs(number) != float("inf") else None
+    return None
+
+
+#: Top-level keys of the metadata frame that come from jambonz itself: ``sampleRate`` and
+#: ``mixType`` (FS lib/tasks/listen.js:168-171) and the call info (FS
+#: lib/session/call-info.js:135-171). Everything else came from the verb's ``metadata``.
+KNOWN_METADATA_KEYS: Final = frozenset(
+    {
+        "sampleRate",
+        "mixType",
+        "callSid",
+        "direction",
+        "from",
+        "to",
+        "callId",
+        "sbcCallid",
+        "sipStatus",
+        "sipReason",
+        "callStatus",
+        "callerId",
+        "accountSid",
+        "traceId",
+        "applicationSid",
+        "fsSipAddress",
+        "parentCallSid",
+        "originatingSipIp",
+        "originatingSipTrunkName",
+        "callTerminationBy",
+        "duration",
+        "customerData",
+        "headers",
+        "apiBaseUrl",
+        "fsPublicIp",
+    }
+)
+
+
+@attrs.frozen(kw_only=True)
+class AudioMetadata:
+    """The first frame of an audio socket: audio format, call info and the verb's metadata.
+
+    jambonz merges ``{sampleRate, mixType}``, the call info and the ``listen`` verb's
+    ``metadata`` into one flat object, later keys winning (§13.3): a verb's metadata key can
+    overwrite any of the others. Typed fields are ``None`` when absent or of the wrong type.
+
+    Attributes:
+        sample_rate: Hz of the audio jambonz sends (8000 when absent or unreadable, jambonz's
+            default; a numeric string is accepted).
+        mix_type: ``mono``, ``stereo`` (two interleaved channels: left the caller, right what
+            is played to the caller) or ``mixed``; ``mono`` when absent or unknown.
+        call_sid: the call's sid (``callSid``).
+        custom: the keys jambonz does not set itself, i.e. the verb's ``metadata``.
+        raw: the whole object as parsed.
+        complete: ``False`` when the frame was not valid JSON (e.g. cut at 8192 bytes by the
+            module): the fields are then those of the complete key/value pairs at its start.
+        problems: what was tolerated (a rate given as a string, an unknown mix type, a cut
+            frame), for logging.
+    """
+
+    sample_rate: int = _DEFAULT_SAMPLE_RATE
+    mix_type: str = "mono"
+    call_sid: str | None = None
+    direction: str | None = None
+    from_: str | None = None
+    to: str | None = None
+    call_id: str | None = None
+    sbc_callid: str | None = None
+    sip_status: int | None = None
+    sip_reason: str | None = None
+    call_status: str | None = None
+    caller_id: str | None = None
+    account_sid: str | None = None
+    trace_id: str | None = None
+    application_sid: str | None = None
+    fs_sip_address: str | None = None
+    parent_call_sid: str | None = None
+    originating_sip_ip: str | None = None
+    originating_sip_trunk_name: str | None = None
+    call_termination_by: str | None = None
+    duration: int | None = None
+    customer_data: dict[str, Any] | None = attrs.field(default=None, repr=False)
+    headers: dict[str, Any] | None = attrs.field(default=None, repr=False)
+    api_base_url: str | None = None
+    fs_public_ip: str | None = None
+    custom: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    complete: bool = True
+    problems: tuple[str, ...] = ()
+
+    @property
+    def channels(self) -> int:
+        """2 for ``stereo`` (interleaved L,R), else 1."""
+        return 2 if self.mix_type == "stereo" else 1
+
+    @property
+    def bytes_per_second(self) -> int:
+        """L16 bytes per second of the audio jambonz sends."""
+        return self.sample_rate * 2 * self.channels
+
+    @classmethod
+    def from_object(cls, raw: Mapping[str, Any], *, complete: bool = True) -> AudioMetadata:
+        """The typed view of a parsed metadata object (never raises)."""
+        problems: list[str] = [] if complete else ["metadata frame is not valid JSON (cut at 8192 bytes?)"]
+        rate = _int(raw.get("sampleRate"))
+        if rate is None or not 0 < rate <= 384_000:
+            if "sampleRate" in raw:
+                problems.append(f"unreadable sampleRate {raw.get('sampleRate')!r}; assuming 8000")
+            rate = _DEFAULT_SAMPLE_RATE
+        elif not isinstance(raw.get("sampleRate"), int):
+            problems.append(f"sampleRate sent as {type(raw.get('sampleRate')).__name__}")
+        mix = raw.get("mixType")
+        if not (isinstance(mix, str) and mix in _MIX_TYPES):
+            if "mixType" in raw:
+                problems.append(f"unknown mixType {mix!r}; assuming mono")
+            mix = "mono"
+        customer_data = raw.get("customerData")
+        headers = raw.get("headers")
+        return cls(
+            sample_rate=rate,
+            mix_type=mix,
+            call_sid=_str(raw, "callSid"),
+            direction=_str(raw, "direction"),
+            from_=_str(raw, "from"),
+            to=_str(raw, "to"),
+            call_id=_str(raw, "callId"),
+            sbc_callid=_str(raw, "sbcCallid"),
+            sip_status=_int(raw.get("sipStatus")),
+            sip_reason=_str(raw, "sipReason"),
+            call_status=_str(raw, "callStatus"),
+            caller_id=_str(raw, "callerId"),
+            account_sid=_str(raw, "accountSid"),
+            trace_id=_str(raw, "traceId"),
+            application_sid=_str(raw, "applicationSid"),
+            fs_sip_address=_str(raw, "fsSipAddress"),
+            parent_call_sid=_str(raw, "parentCallSid"),
+            originating_sip_ip=_str(raw, "originatingSipIp"),
+            originating_sip_trunk_name=_str(raw, "originatingSipTrunkName"),
+            call_termination_by=_str(raw, "callTerminationBy"),
+            duration=_int(raw.get("duration")),
+            customer_data=customer_data if isinstance(customer_data, dict) else None,
+            headers=headers if isinstance(headers, dict) else None,
+            api_base_url=_str(raw, "apiBaseUrl"),
+            fs_public_ip=_str(raw, "fsPublicIp"),
+            custom={k: v for k, v in raw.items() if k not in KNOWN_METADATA_KEYS},
+            raw=dict(raw),
+            complete=complete,
+            problems=tuple(problems),
+        )
+
+
+def _skip_ws(text: str, i: int) -> int:
+    n = len(text)
+    while i < n and text[i] in " \t\n\r":
+        i += 1
+    return i
+
+
+def _object_prefix(text: str) -> tuple[dict[str, Any], bool]:
+    """The complete top-level key/value pairs at the start of a JSON object text, and whether
+    the whole text was one valid object. Never raises."""
+    out: dict[str, Any] = {}
+    try:
+        i = _skip_ws(text, 0)
+        if text[i : i + 1] != "{":
+            return out, False
+        i = _skip_ws(text, i + 1)
+        if text[i : i + 1] == "}":
+            return out, _skip_ws(text, i + 1) == len(text)
+        while True:
+            key, i = _decoder.raw_decode(text, i)
+            if not isinstance(key, str):
+                return out, False
+            i = _skip_ws(text, i)
+            if text[i : i + 1] != ":":
+                return out, False
+            value, i = _decoder.raw_decode(text, _skip_ws(text, i + 1))
+            i = _skip_ws(text, i)
+            sep = text[i : i + 1]
+            if sep not in ("}", ","):
+                return out, False  # the value may be cut short (a number): not kept
+            out[key] = value
+            if sep == "}":
+                return out, _skip_ws(text, i + 1) == len(text)
+            i = _skip_ws(text, i + 1)
+    except (ValueError, RecursionError, IndexError):
+        return out, False
+
+
+def parse_metadata(frame: str | bytes) -> AudioMetadata:
+    """The metadata of an audio socket's first frame, tolerating what jambonz may send.
+
+    A frame that is not valid JSON (the module cuts metadata at 8192 bytes; FreeSWITCH's
+    argument parsing can mangle quotes) yields the complete key/value pairs at its start with
+    ``complete=False``, so the call sid and audio format survive a cut. Never raises.
+    """
+    text = frame.decode("utf-8", "replace") if isinstance(frame, bytes | bytearray) else frame
+    try:
+        _check_tokens(text, 4096)
+    except RemoteProtocolError:
+        return AudioMetadata.from_object({}, complete=False)
+    obj, complete = _object_prefix(text)
+    return AudioMetadata.from_object(obj, complete=complete)
+
+
+# -- events from jambonz --------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Dtmf:
+    """A DTMF key the caller pressed (sent when the verb has ``passDtmf``).
+
+    Attributes:
+        digit: the key (``0``-``9``, ``*``, ``#``, ``A``-``D``).
+        duration: its length in RTP timestamp units (samples at 8 kHz), when readable.
+    """
+
+    digit: str
+    duration: int | None = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+    @property
+    def duration_ms(self) -> float | None:
+        """``duration`` in milliseconds, computed as jambonz does (``duration / 8000 * 1000``)."""
+        return None if self.duration is None else self.duration / 8
+
+
+@attrs.frozen(kw_only=True)
+class PlayDone:
+    """A ``playAudio`` clip finished playing (non-streaming mode).
+
+    Attributes:
+        id: the ``id`` the ``playAudio`` carried (``None`` if it had none).
+        playback_seconds / playback_milliseconds: how long it played.
+        last_offset_pos: FreeSWITCH's ``playback_last_offset_pos`` (samples).
+    """
+
+    id: str | None = None
+    playback_seconds: float | None = None
+    playback_milliseconds: int | None = None
+    last_offset_pos: int | None = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+
+@attrs.frozen(kw_only=True)
+class MarkEvent:
+    """A mark the app sent was reached in the streamed playout (``playout``), or dropped by a
+    ``killAudio`` (``cleared``). ``clearMarks`` sends no events."""
+
+    name: str
+    event: str
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+
+@attrs.frozen(kw_only=True)
+class UnknownAudioMessage:
+    """A JSON object jambonz sent that is none of the above (kept as it came)."""
+
+    raw: Mapping[str, Any]
+
+
+#: What :func:`parse_audio_event` returns.
+AudioEvent = Dtmf | PlayDone | MarkEvent | UnknownAudioMessage
+
+
+def parse_audio_event(text: str) -> AudioEvent:
+    """Parse a text frame jambonz sent after the metadata.
+
+    Tolerant as the wire needs: DTMF comes as ``{"event": "dtmf", ...}`` without ``type``,
+    numbers come as strings, ``playDone`` may have no ``data`` (as documented).
+
+    Raises:
+        RemoteProtocolError: not a JSON object.
+    """
+    try:
+        _check_tokens(text, 4096)
+        obj = _decoder.decode(text)
+    except (ValueError, RecursionError) as exc:
+        raise RemoteProtocolError(f"invalid JSON on the audio socket: {str(exc)[:120]}") from None
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError(f"audio socket message is a JSON {type(obj).__name__}, not an object")
+    kind = obj.get("type")
+    data = obj.get("data")
+    fields: Mapping[str, Any] = data if isinstance(data, dict) else {}
+    if obj.get("event") == "dtmf" or kind == "dtmf":
+        digit = obj.get("dtmf")
+        if isinstance(digit, int | str) and not isinstance(digit, bool) and str(digit):
+            return Dtmf(digit=str(digit), duration=_int(obj.get("duration")), raw=obj)
+    elif kind == "playDone":
+        ident = fields.get("id")
+        return PlayDone(
+            id=str(ident) if isinstance(ident, str | int) and not isinstance(ident, bool) else None,
+            playback_seconds=_float(fields.get("playbackSeconds")),
+            playback_milliseconds=_int(fields.get("playbackMilliseconds")),
+            last_offset_pos=_int(fields.get("playbackLastOffsetPos")),
+            raw=obj,
+        )
+    elif kind == "mark":
+        name, event = fields.get("name"), fields.get("event")
+        if isinstance(name, str) and isinstance(event, str):
+            return MarkEvent(name=name, event=event, raw=obj)
+    return UnknownAudioMessage(raw=obj)
+
+
+# -- messages to jambonz --------------------------------------------------------------------
+
+
+def render_play_audio(
+    audio: bytes,
+    *,
+    content_type: Literal["raw", "wav", "wave"] = "raw",
+    sample_rate: int | None = None,
+    id: str | None = None,
+    queue_play: bool | None = None,
+) -> str:
+    """A ``playAudio`` message: ``audio`` base64-encoded, with the fields the module reads.
+
+    ``raw`` audio is mono L16 (little-endian) at ``sample_rate``, which must be one of
+    :data:`PLAY_AUDIO_SAMPLE_RATES` (the module plays anything else as 16 kHz); ``wav`` audio
+    carries its own format.
+
+    Raises:
+        LocalProtocolError: an unsupported sample rate or content type, odd-length raw audio,
+            or ``wav`` content without a RIFF/WAVE header.
+    """
+    data: dict[str, Any] = {"audioContentType": content_type}
+    if content_type == "raw":
+        if sample_rate not in PLAY_AUDIO_SAMPLE_RATES:
+            raise LocalProtocolError(
+                f"playAudio raw sampleRate must be one of {sorted(PLAY_AUDIO_SAMPLE_RATES)}, "
+                f"not {sample_rate!r} (the module would play it as 16000)"
+            )
+        check_pcm(audio)
+        data["sampleRate"] = sample_rate
+    elif content_type in ("wav", "wave"):
+        if audio[:4] != b"RIFF" or audio[8:12] != b"WAVE":
+            raise LocalProtocolError("playAudio wav content must be a RIFF/WAVE file")
+        if sample_rate is not None:
+            data["sampleRate"] = sample_rate
+    else:
+        raise LocalProtocolError(f"playAudio content type must be raw, wav or wave, not {content_type!r}")
+    data["audioContent"] = base64.b64encode(audio).decode("ascii")
+    if id is not None:
+        data["id"] = id
+    if queue_play is not None:
+        data["queuePlay"] = queue_play
+    return dumps_checked({"type": "playAudio", "data": data}, None)
+
+
+def render_kill_audio() -> str:
+    """``killAudio``: stop the current ``playAudio`` clip and drop streamed audio not played yet."""
+    return '{"type":"killAudio"}'
+
+
+def render_disconnect() -> str:
+    """``disconnect``: ask jambonz to end the ``listen`` verb (it then closes the socket)."""
+    return '{"type":"disconnect"}'
+
+
+def render_clear_marks() -> str:
+    """``clearMarks``: forget every pending mark (no events are sent for them)."""
+    return '{"type":"clearMarks"}'
+
+
+def check_mark_name(name: str) -> None:
+    """Refuse a mark name the module would echo back as invalid JSON: it builds the ``mark``
+    event by string concatenation, without escaping (§13.5).
+
+    Raises:
+        LocalProtocolError: empty, or holding ``"``, ``\\`` or a control character.
+    """
+    if not isinstance(name, str) or not name:
+        raise LocalProtocolError("a mark name must be a non-empty string")
+    if any(ch in '"\\' or ord(ch) < 0x20 for ch in name):
+        raise LocalProtocolError(
+            f"mark name {name!r} holds a quote, backslash or control character: jambonz echoes "
+            "it unescaped, so its mark event would not be valid JSON"
+        )
+
+
+def render_mark(name: str) -> str:
+    """``mark``: a named point in the streamed playout; jambonz reports it when reached.
+
+    Raises:
+        LocalProtocolError: see :func:`check_mark_name`.
+    """
+    check_mark_name(name)
+    return dumps_checked({"type": "mark", "data": {"name": name}}, None)
+
+
+def check_pcm(audio: bytes | bytearray | memoryview, channels: int = 1) -> None:
+    """Refuse L16 audio that is not made of whole sample frames.
+
+    Raises:
+        LocalProtocolError: the length is not a multiple of ``2 * channels``.
+    """
+    if len(audio) % (2 * channels):
+        raise LocalProtocolError(
+            f"{len(audio)} bytes is not a whole number of 16-bit {channels}-channel sample frames"
+        )
+
+
+# -- listen URLs ----------------------------------------------------------------------------
+
+
+def new_listen_token() -> str:
+    """A fresh, unguessable token (128 random bits) naming one listen."""
+    return secrets.token_urlsafe(16)
+
+
+def add_listen_token(url: str, token: str) -> str:
+    """``url`` with ``jt_listen=<token>`` added to its query (any fragment kept)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != LISTEN_TOKEN_PARAM]
+    query.append((LISTEN_TOKEN_PARAM, token))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def listen_token(target: str) -> str | None:
+    """The listen token of a request target (``/path?…&jt_listen=…``), if it has exactly one."""
+    query = target.partition("?")[2].partition("#")[0]
+    if LISTEN_TOKEN_PARAM not in query:
+        return None
+    values = [v for k, v in parse_qsl(query, keep_blank_values=True) if k == LISTEN_TOKEN_PARAM]
+    return values[0] if len(values) == 1 and values[0] else None
+
+
+@attrs.frozen
+class ResolvedListen:
+    """Where jambonz's media server connects for a ``listen`` verb, and with which credentials."""
+
+    url: str
+    username: str | None = None
+    password: str | None = attrs.field(default=None, repr=False)
+
+
+def resolve_listen_url(
+    url: str,
+    *,
+    call_url: str,
+    call_username: str | None = None,
+    call_password: str | None = None,
+    ws_username: str | None = None,
+    ws_password: str | None = None,
+) -> ResolvedListen:
+    """What FS 0.9.8 makes of a listen verb's ``url`` (§13.1): a URL starting with ``/`` is
+    appended to ``scheme://host[:port]`` of the call hook (its path, query, fragment and
+    user-info dropped), and the call hook's credentials, if it has both, replace ``wsAuth``;
+    any other URL is used as it is, with ``wsAuth`` (only when both fields are non-empty)."""
+    username, password = (ws_username, ws_password) if ws_username and ws_password else (None, None)
+    if not url.startswith("/"):
+        return ResolvedListen(url, username, password)
+    parts = urlsplit(call_url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    base = f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port is not None else "")
+    if call_username and call_password:
+        username, password = call_username, call_password
+    return ResolvedListen(base + url, username, password)
+
+
+# -- the inbound audio buffer ---------------------------------------------------------------
+
+
+class ChunkBuffer:
+    """Audio chunks waiting for a consumer, bounded in bytes; the oldest go first when full.
+
+    The newest chunk is always kept, even if it alone is over ``max_bytes`` (the websocket's
+    frame limit bounds it), so memory stays under ``max_bytes`` + one frame.
+    """
+
+    __slots__ = ("_chunks", "dropped_bytes", "dropped_chunks", "max_bytes", "nbytes")
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        self.max_bytes = max_bytes
+        self._chunks: deque[bytes] = deque()
+        self.nbytes = 0
+        self.dropped_chunks = 0
+        self.dropped_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def push(self, chunk: bytes) -> int:
+        """Append ``chunk``; drop the oldest chunks while over the bound. Returns how many were
+        dropped (counted in ``dropped_chunks`` / ``dropped_bytes`` too)."""
+        chunks = self._chunks
+        chunks.append(chunk)
+        self.nbytes += len(chunk)
+        dropped = 0
+        while self.nbytes > self.max_bytes and len(chunks) > 1:
+            old = chunks.popleft()
+            self.nbytes -= len(old)
+            self.dropped_bytes += len(old)
+            dropped += 1
+        self.dropped_chunks += dropped
+        return dropped
+
+    def pop(self) -> bytes | None:
+        """The oldest chunk, or ``None`` when empty."""
+        if not self._chunks:
+            return None
+        chunk = self._chunks.popleft()
+        self.nbytes -= len(chunk)
+        return chunk
+
+    def clear(self) -> None:
+        """Forget every chunk (not counted as dropped)."""
+        self._chunks.clear()
+        self.nbytes = 0
