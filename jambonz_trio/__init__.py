@@ -1,19 +1,22 @@
 """jambonz-trio: build jambonz voice applications over the WebSocket API, with trio.
 
 The public API is what this module exports; verb models live in :mod:`jambonz_trio.verbs`,
-command models in :mod:`jambonz_trio.commands`, and the fake jambonz for tests in
-:mod:`jambonz_trio.testing`.
+command models in :mod:`jambonz_trio.commands`, the audio socket's messages in
+:mod:`jambonz_trio.audio`, and the fake jambonz for tests in :mod:`jambonz_trio.testing`.
 """
 
-from ._admission import AdmissionRequest, BasicAuth, Identity, Route
+from ._admission import AdmissionRequest, AudioRoute, BasicAuth, Identity, Route
+from ._audio import AudioCloseInfo, AudioHandler, AudioStream, AudioStreams, AudioStreamStatistics
 from ._call import AnswerOutcome, Call, CallStatistics, CloseInfo
-from ._config import CallConfig, DisconnectedCommands, LateAnswer, Overflow, ServerConfig
+from ._config import AudioConfig, CallConfig, DisconnectedCommands, LateAnswer, Overflow, ServerConfig
 from ._conversation import Conversation, PlayResult, ToolHandler, open_conversation
 from ._errors import (
     AlreadyAnswered,
+    AudioStreamClosed,
     CallClosed,
     CommandQueueFull,
     JambonzTrioError,
+    ListenTimeout,
     LocalProtocolError,
     MessageTooLarge,
     NotDelivered,
@@ -61,6 +64,14 @@ __all__ = [
     "AlreadyAnswered",
     "AnswerOutcome",
     "AnswerUnconfirmed",
+    "AudioCloseInfo",
+    "AudioConfig",
+    "AudioHandler",
+    "AudioRoute",
+    "AudioStream",
+    "AudioStreamClosed",
+    "AudioStreamStatistics",
+    "AudioStreams",
     "BasicAuth",
     "Call",
     "CallClosed",
@@ -89,6 +100,7 @@ __all__ = [
     "JambonzServer",
     "JambonzTrioError",
     "LateAnswer",
+    "ListenTimeout",
     "LlmEvent",
     "LlmResult",
     "LlmToolCall",

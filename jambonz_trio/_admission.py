@@ -23,10 +23,12 @@ import h11
 import trio
 
 from ._log import get_logger
+from ._protocol._audio import AUDIO_SUBPROTOCOLS
 from ._protocol._envvars import EnvVar, check_env, schema_body
 
 __all__ = [
     "AdmissionRequest",
+    "AudioRoute",
     "BasicAuth",
     "HandshakeBudget",
     "Identity",
@@ -105,10 +107,61 @@ class Route:
 
     def matches(self, path: str) -> bool:
         """Whether this route serves ``path`` (without the query string)."""
-        if self.prefix:
-            base = self.path.rstrip("/")
-            return path == base or path.startswith(base + "/")
-        return path == self.path
+        return _path_matches(self.path, self.prefix, path)
+
+    @property
+    def subprotocols(self) -> tuple[str, ...]:
+        """What the route accepts: jambonz's call sockets (``ws.jambonz.org``) only."""
+        return (SUBPROTOCOL,)
+
+
+def _path_matches(route_path: str, prefix: bool, path: str) -> bool:
+    if prefix:
+        base = route_path.rstrip("/")
+        return path == base or path.startswith(base + "/")
+    return path == route_path
+
+
+@attrs.frozen(kw_only=True)
+class AudioRoute:
+    """Where jambonz's media server connects for ``listen`` / ``stream`` verbs: audio sockets
+    only (a call socket here is refused, as an audio socket is on a :class:`Route`).
+
+    Admission is the same as for calls (``auth``, ``allow_origins``, the server's limits),
+    except that an ``Origin`` naming the request's own host (``http(s)://`` + the ``Host``
+    header's host) is allowed: jambonz's media server always sends one. A relative listen URL
+    reaches the same server with the call hook's credentials, so give the audio route the same
+    ``auth`` as the call route.
+
+    Attributes:
+        handler: ``async def handler(stream: AudioStream)``, run (in the stream's own
+            nursery) for every stream that no call handler started (:meth:`Call.listen
+            <jambonz_trio.Call.listen>`) and no task waits for (``AudioStreams.wait_stream``).
+            ``None``: such streams are closed (1008). Returning closes the stream (1000).
+        subprotocols: the names accepted and echoed in the 101: the media server's default
+            ``audio.drachtio.org`` and the documented ``audio.jambonz.org``; a deployment that
+            sets ``MOD_AUDIO_FORK_SUBPROTOCOL_NAME`` lists its own. A client offering none is
+            refused (jambonz always offers one).
+    """
+
+    path: str
+    handler: Callable[[Any], Awaitable[None]] | None = None
+    prefix: bool = False
+    auth: BasicAuth | Authenticator | None = None
+    allow_origins: frozenset[str] = frozenset()
+    subprotocols: tuple[str, ...] = AUDIO_SUBPROTOCOLS
+
+    def __attrs_post_init__(self) -> None:
+        if not self.subprotocols or SUBPROTOCOL in self.subprotocols:
+            raise ValueError(f"an audio route needs its own subprotocols (not {SUBPROTOCOL})")
+
+    def matches(self, path: str) -> bool:
+        """Whether this route serves ``path`` (without the query string)."""
+        return _path_matches(self.path, self.prefix, path)
+
+
+#: Anything ``serve_jambonz`` routes to.
+AnyRoute = Route | AudioRoute
 
 
 class Refusal(Exception):
@@ -154,11 +207,12 @@ def http_response(status: int, headers: Sequence[tuple[str, str]] = (), body: by
 class Admitted:
     """An upgrade that passed admission."""
 
-    route: Route
+    route: Route | AudioRoute
     identity: Identity
     path: str
     key: bytes  # Sec-WebSocket-Key, for the 101 reply
     trailing: bytes = b""  # bytes read past the request head (a first frame sent early)
+    subprotocol: str = SUBPROTOCOL  # the one the 101 selects
 
 
 class Silent(EOFError):
@@ -278,6 +332,22 @@ def _is_websocket_key(key: bytes) -> bool:
         return False
 
 
+def _same_host(origin: str, host: str) -> bool:
+    """Whether ``origin`` is ``http(s)://`` + the host of the ``Host`` header (ports ignored:
+    the media server's websocket library sends neither)."""
+    scheme, sep, rest = origin.partition("://")
+    if not sep or scheme.lower() not in ("http", "https") or not rest or "/" in rest or "@" in rest:
+        return False
+    return _hostname(rest) == _hostname(host) != ""
+
+
+def _hostname(authority: str) -> str:
+    authority = authority.strip().lower()
+    if authority.startswith("["):
+        return authority.partition("]")[0] + "]"
+    return authority.rpartition(":")[0] if authority.count(":") == 1 else authority
+
+
 def check_basic(expected: BasicAuth, given: tuple[str, str] | None) -> bool:
     """Constant-time comparison of both fields, always both (no short-circuit)."""
     user, password = given if given is not None else ("", "")
@@ -288,7 +358,7 @@ def check_basic(expected: BasicAuth, given: tuple[str, str] | None) -> bool:
 
 async def admit(
     stream: trio.abc.Stream,
-    routes: Sequence[Route],
+    routes: Sequence[Route | AudioRoute],
     *,
     max_head_bytes: int,
     health_path: str | None,
@@ -307,7 +377,7 @@ async def admit(
 
 async def judge(
     head: bytes,
-    routes: Sequence[Route],
+    routes: Sequence[Route | AudioRoute],
     *,
     max_head_bytes: int,
     health_path: str | None,
@@ -364,17 +434,31 @@ async def judge(
     if b"host" not in headers:
         raise Refusal(400, "missing Host header")
 
-    route = next((r for r in routes if r.matches(path)), None)
-    if route is None:
+    candidates = [r for r in routes if r.matches(path)]
+    if not candidates:
         raise Refusal(404, f"no application at {path}")
     offered = [
         t.strip() for v in headers.get(b"sec-websocket-protocol", []) for t in v.decode("ascii").split(",")
     ]
-    if SUBPROTOCOL not in offered:
-        raise Refusal(400, f"subprotocol {SUBPROTOCOL} not offered")
+    # the first route on this path that takes a subprotocol the client offers (call sockets
+    # and audio sockets may share a path); the client's first acceptable name is selected
+    route: Route | AudioRoute | None = None
+    selected = SUBPROTOCOL
+    for candidate in candidates:
+        proto = next((p for p in offered if p in candidate.subprotocols), None)
+        if proto is not None:
+            route, selected = candidate, proto
+            break
+    if route is None:
+        names = list(dict.fromkeys(p for r in candidates for p in r.subprotocols))
+        raise Refusal(400, f"subprotocol {' or '.join(names)} not offered")
     for origin in headers.get(b"origin", []):
-        if origin.decode("ascii") not in route.allow_origins:
-            raise Refusal(403, "Origin not allowed")
+        text = origin.decode("ascii")
+        if text in route.allow_origins:
+            continue
+        if isinstance(route, AudioRoute) and _same_host(text, headers[b"host"][-1].decode("ascii")):
+            continue  # jambonz's media server sends Origin: http(s)://<Host> (docs/protocol.md §13.2)
+        raise Refusal(403, "Origin not allowed")
 
     given = parse_basic_auth(headers.get(b"authorization", [])) if route.auth is not None else None
     username = given[0] if given else None
@@ -408,16 +492,17 @@ async def judge(
         path=target,
         key=headers[b"sec-websocket-key"][0],
         trailing=head[head.index(b"\r\n\r\n") + 4 :],
+        subprotocol=selected,
     )
 
 
-def _answer_options(path: str, routes: Sequence[Route]) -> NoReturn:
+def _answer_options(path: str, routes: Sequence[Route | AudioRoute]) -> NoReturn:
     """``OPTIONS`` (the query string ignored): the env-var schema of the route serving
     ``path``, or 204 when it declares none - never an empty object, which jambonz's portal
     refuses (jambonz-api-server v0.9.6 lib/utils/appenv_schemaSchema.json:5). Answered to
     anyone: jambonz's api-server sends no credentials (lib/utils/appenv_utils.js:13, 24-29)."""
     allow = ("Allow", "GET, OPTIONS")
-    route = next((r for r in routes if r.matches(path)), None)
+    route = next((r for r in routes if isinstance(r, Route) and r.matches(path)), None)  # calls' env
     body = schema_body(route.env) if route is not None else None
     if body is None:
         raise Refusal(204, "options", headers=(allow,))

@@ -21,12 +21,14 @@ import itertools
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import trio
 
+from ._audio_listen import call_sender, listen_verb, open_listen
 from ._command_api import CommandMethods
 from ._config import CallConfig, DisconnectedCommands, LateAnswer, Overflow
 from ._errors import (
@@ -60,12 +62,14 @@ from ._protocol._state import (
     OwedAck,
     PlanKind,
 )
+from ._protocol._verbs import Listen
 from ._protocol._verbs_base import Verb
 from ._queue import EventQueue
 from ._websocket import ServerWebSocket, WebSocketClosed
 
 if TYPE_CHECKING:
     from ._admission import Identity
+    from ._audio import AudioStream
 
 __all__ = ["AnswerOutcome", "Call", "CallStatistics", "CloseInfo"]
 
@@ -566,6 +570,58 @@ class Call(CommandMethods, trio.abc.AsyncResource):
             watcher(command, origin)
             return True
         return False
+
+    def listen(
+        self,
+        url: str | Listen,
+        *,
+        bidirectional: bool = False,
+        streaming: bool = True,
+        sample_rate: int = 8000,
+        playback_sample_rate: int | None = None,
+        mix_type: Literal["mono", "stereo", "mixed"] = "mono",
+        metadata: dict[str, Any] | None = None,
+        pass_dtmf: bool | None = None,
+        answer: Message | None = None,
+        queue: bool = False,
+        before: Sequence[Verb] = (),
+        after: Sequence[Verb] = (),
+        connect_timeout: float = 10.0,
+        **options: Any,
+    ) -> AbstractAsyncContextManager[AudioStream]:
+        """Start a ``listen`` verb and get its audio stream: ``async with call.listen("/audio",
+        bidirectional=True) as stream:`` (see :mod:`jambonz_trio._audio_listen` for the rules).
+
+        ``url`` is usually relative (jambonz resolves it against the call hook, with the call
+        hook's credentials), served by an :class:`~jambonz_trio.AudioRoute` of this process.
+        The verbs ``[*before, listen, *after]`` go out as the answer to ``answer``, else to
+        the unanswered ``session:new``, else as a ``redirect`` (``queue=True``: appended).
+        ``bidirectional`` turns on audio back: ``streaming`` (``stream.send_audio``, at
+        ``playback_sample_rate``, default ``sample_rate``) or clips (``stream.play``). Other
+        keyword options go to :class:`~jambonz_trio.verbs.Listen`.
+
+        Blocks (on entry) until jambonz connects; leaving the block closes the stream, which
+        ends the verb (jambonz then runs ``after``, or the ``actionHook``).
+
+        Raises:
+            ListenTimeout: jambonz did not connect within ``connect_timeout`` seconds (the
+                caller's bound; a wrong URL or credentials look like this).
+            CallClosed: the call ended first.
+            LocalProtocolError, NotDelivered: as for :meth:`ack` / :meth:`send_command`.
+        """
+        verb = listen_verb(
+            url,
+            bidirectional=bidirectional,
+            streaming=streaming,
+            sample_rate=sample_rate,
+            playback_sample_rate=playback_sample_rate,
+            mix_type=mix_type,
+            metadata=metadata,
+            pass_dtmf=pass_dtmf,
+            **options,
+        )
+        send = call_sender(self, answer=answer, queue=queue)
+        return open_listen(self, verb, send=send, before=before, after=after, connect_timeout=connect_timeout)
 
     async def wait_tts_interruption(self, seen: int) -> None:
         """Block until :attr:`tts_interruptions` is past ``seen`` (a barge-in happened), or

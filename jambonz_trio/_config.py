@@ -13,7 +13,7 @@ from ._protocol._state import DEFAULT_ACK_DEADLINE, DEFAULT_MAX_OWED_ACKS
 from ._protocol._verbs import Hangup, Pause
 from ._protocol._verbs_base import Verb
 
-__all__ = ["CallConfig", "DisconnectedCommands", "LateAnswer", "Overflow", "ServerConfig"]
+__all__ = ["AudioConfig", "CallConfig", "DisconnectedCommands", "LateAnswer", "Overflow", "ServerConfig"]
 
 
 class Overflow(enum.Enum):
@@ -126,6 +126,47 @@ class CallConfig:
 
 
 @attrs.frozen(kw_only=True)
+class AudioConfig:
+    """Limits and behaviour of each audio stream (``listen`` / ``stream`` sockets). Seconds
+    and bytes.
+
+    Attributes:
+        max_frame_bytes: largest binary (audio) message accepted; bigger: close 1009. The
+            media server sends all the audio it has buffered at once, normally 20 ms, at most
+            its buffer (up to 5 s of 64 kHz stereo: 1.28 MB).
+        max_text_bytes: largest text (JSON) message accepted; bigger: close 1009. The metadata
+            frame is at most 8 KiB and the events are tiny.
+        buffer_seconds: audio kept for a consumer that reads slower than real time, in
+            seconds of the stream's own format; beyond it the oldest chunks are dropped (and
+            counted). Capped by ``max_buffered_bytes``.
+        max_buffered_bytes: hard cap of that buffer, whatever the sample rate.
+        event_queue_size: ``playDone`` / ``mark`` / DTMF events kept for the app; beyond it
+            the oldest are dropped (and counted).
+        first_message_timeout: how long an accepted audio socket may stay silent before its
+            metadata frame (jambonz sends it at once).
+        send_timeout: bound on every write; a peer that stops reading is cut off after it.
+        close_timeout: bound on the closing handshake.
+    """
+
+    max_frame_bytes: int = 2 * 1024 * 1024
+    max_text_bytes: int = 64 * 1024
+    buffer_seconds: float = 2.0
+    max_buffered_bytes: int = 1024 * 1024
+    event_queue_size: int = 256
+    first_message_timeout: float = 10.0
+    send_timeout: float = 10.0
+    close_timeout: float = 3.0
+
+    def __attrs_post_init__(self) -> None:
+        if self.buffer_seconds <= 0 or self.max_buffered_bytes <= 0 or self.event_queue_size <= 0:
+            raise ValueError("audio buffers must be positive")
+
+    def buffer_bytes(self, bytes_per_second: int) -> int:
+        """The inbound buffer's bound for a stream of ``bytes_per_second``."""
+        return max(1, min(self.max_buffered_bytes, int(self.buffer_seconds * bytes_per_second)))
+
+
+@attrs.frozen(kw_only=True)
 class ServerConfig:
     """Admission and resource limits of a :class:`~jambonz_trio.JambonzServer`.
 
@@ -164,6 +205,7 @@ class ServerConfig:
             the peer, so this shares the slots among honest tenants; ``max_parked_calls``
             still bounds them all.
         call: the per-call settings.
+        audio: the per-audio-stream settings.
     """
 
     handshake_timeout: float = 5.0
@@ -182,6 +224,7 @@ class ServerConfig:
     max_parked_calls: int = 10_000
     max_parked_calls_per_account: int | None = None
     call: CallConfig = CallConfig()
+    audio: AudioConfig = AudioConfig()
 
     def __attrs_post_init__(self) -> None:
         reserve = self.reserved_pending_handshakes

@@ -34,8 +34,17 @@ from typing import Any, Literal
 import attrs
 import trio
 
+from ._audio import AudioStream
+from ._audio_listen import listen_verb, open_listen
 from ._call import AnswerOutcome, Call, command_origin
-from ._errors import CallClosed, JambonzTrioError, LocalProtocolError, NotDelivered, OperationInterrupted
+from ._errors import (
+    CallClosed,
+    JambonzTrioError,
+    ListenTimeout,
+    LocalProtocolError,
+    NotDelivered,
+    OperationInterrupted,
+)
 from ._events import AnswerUnconfirmed, Event, HookAbandoned
 from ._log import CallLog, get_logger
 from ._protocol._calldata import DialResult, GatherResult, LlmResult, ToolCall
@@ -247,6 +256,56 @@ class Conversation:
             if event_hook is not None:
                 self._llm_events.pop(event_hook, None)
         return LlmResult.from_data(message.data)
+
+    @asynccontextmanager
+    async def listen(
+        self, url: str, *, connect_timeout: float = 10.0, **options: Any
+    ) -> AsyncIterator[AudioStream]:
+        """Run a ``listen`` verb and hand its audio stream to the block:
+        ``async with convo.listen("/audio", bidirectional=True) as stream:``.
+
+        ``options`` are the verb options of :meth:`Call.listen <jambonz_trio.Call.listen>`
+        (``bidirectional``, ``streaming``, ``sample_rate``, ``mix_type``, ``metadata``, any
+        :class:`~jambonz_trio.verbs.Listen` option); the verb's ``actionHook`` is the
+        conversation's. Leaving the block closes the stream (jambonz ends the verb) and waits
+        for that hook, so the next operation answers it. Other operations wait for the block
+        to end (the conversation runs one at a time).
+
+        Raises:
+            ListenTimeout: jambonz did not connect within ``connect_timeout`` seconds (the
+                verb is then killed, so the next operation runs at once).
+            OperationInterrupted: another task replaced the program while the listen ran
+                (jambonz then ended it, which ended the stream).
+            CallClosed: the call ended first.
+        """
+        n = next(self._ids)
+        hook, vid = f"{_PREFIX}listen/{n}", f"jt-{n}"
+        verb = listen_verb(url, action_hook=hook, id=vid, **options)
+        op = _Op("listen")
+        self._by_hook[hook] = op
+        self._hook_ids[vid] = op
+        try:
+            async with self._lock:
+                self._current = op
+                try:
+                    async with open_listen(
+                        self.call, verb, send=self._send, connect_timeout=connect_timeout
+                    ) as stream:
+                        yield stream
+                except ListenTimeout:
+                    await self._kill_current()
+                    raise
+                await op.done.wait()  # the listen's actionHook (or an interruption, the end)
+        finally:
+            self._current = None
+            self._by_hook.pop(hook, None)
+            self._hook_ids.pop(vid, None)
+        if op.interrupted:
+            raise OperationInterrupted(op.kind, op.interrupted_by)
+        if op.message is None:
+            raise CallClosed("call ended")
+        if op.answerable:
+            self._answerable, self._answerable_at = op.message, op.replacements
 
     async def hangup(self) -> None:
         """Hang up and return when the call is over."""

@@ -10,9 +10,11 @@ from typing import Any
 
 __all__ = [
     "AlreadyAnswered",
+    "AudioStreamClosed",
     "CallClosed",
     "CommandQueueFull",
     "JambonzTrioError",
+    "ListenTimeout",
     "LocalProtocolError",
     "MessageTooLarge",
     "NotDelivered",
@@ -126,3 +128,23 @@ class OperationInterrupted(JambonzTrioError):
         super().__init__(f"{operation} interrupted: its verb was killed {how}")
         self.operation = operation
         self.command = command
+
+
+class AudioStreamClosed(JambonzTrioError):
+    """The audio stream is over (jambonz ended the ``listen``, the app closed it, or the
+    connection was lost); nothing more can be sent, and every buffered chunk was read.
+
+    Attributes:
+        code: the WebSocket close code, when known (1006: the connection was lost).
+        reason: a short human-readable reason.
+    """
+
+    def __init__(self, reason: str = "audio stream closed", *, code: int | None = None) -> None:
+        super().__init__(reason if code is None else f"{reason} (code {code})")
+        self.code = code
+        self.reason = reason
+
+
+class ListenTimeout(JambonzTrioError):
+    """jambonz did not open the audio socket of a ``listen`` within the caller's timeout
+    (the URL or credentials may be wrong: jambonz reports a failed connect to nobody)."""

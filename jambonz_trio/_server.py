@@ -23,8 +23,8 @@ import trio.testing
 import wsproto.utilities
 
 from ._admission import (
-    SUBPROTOCOL,
     Admitted,
+    AudioRoute,
     BasicAuth,
     HandshakeBudget,
     Refusal,
@@ -35,6 +35,7 @@ from ._admission import (
     read_head,
     source_key,
 )
+from ._audio import AudioStreams
 from ._call import Call, _Connection
 from ._config import ServerConfig
 from ._errors import RemoteProtocolError
@@ -75,6 +76,7 @@ class ServerStatistics:
     pending_handshakes: int
     calls: int
     refused: int
+    audio_streams: int = 0
 
 
 class JambonzServer:
@@ -82,13 +84,15 @@ class JambonzServer:
 
     Attributes:
         calls: the :class:`CallRegistry` of live calls (look up, iterate, wait for new ones).
+        audio_streams: the live audio streams (``listen`` sockets, :class:`~jambonz_trio.AudioStream`), by
+            call sid.
         routes: the applications served.
         config: the server's limits and per-call settings.
     """
 
     def __init__(
         self,
-        routes: Sequence[Route],
+        routes: Sequence[Route | AudioRoute],
         config: ServerConfig,
         *,
         listeners: Sequence[trio.SocketListener | trio.SSLListener[trio.SocketStream]],
@@ -99,6 +103,7 @@ class JambonzServer:
         self.config = config
         self.listeners = list(listeners)
         self.calls = CallRegistry(config.max_parked_calls, config.max_parked_calls_per_account)
+        self.audio_streams = AudioStreams()
         self._calls_nursery = calls_nursery
         self._connections_nursery = connections_nursery
         self._connections = 0
@@ -139,6 +144,7 @@ class JambonzServer:
             pending_handshakes=self._handshakes.pending,
             calls=self.calls._count(),
             refused=self._refused,
+            audio_streams=len(self.audio_streams),
         )
 
     async def connect_memory(self, *, lockstep: bool = False, source: str | None = None) -> trio.abc.Stream:
@@ -227,7 +233,7 @@ class JambonzServer:
                     )
                     if admitted.route.auth is not None:
                         budget.authenticated(source, trio.current_time())
-                    await stream.send_all(accept_response(admitted.key, SUBPROTOCOL))
+                    await stream.send_all(accept_response(admitted.key, admitted.subprotocol))
                 except Refusal as exc:
                     refusal = exc
                 except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError):
@@ -244,6 +250,10 @@ class JambonzServer:
             head = None  # this task lives as long as the call: do not keep the request alive
             budget.release(source)
             pending = False
+            route = admitted.route
+            if isinstance(route, AudioRoute):
+                await self._serve_audio(stream, admitted, route)
+                return
             ws = ServerWebSocket(
                 stream,
                 trailing=admitted.trailing,
@@ -254,6 +264,22 @@ class JambonzServer:
         finally:
             if pending:
                 budget.release(source)
+
+    async def _serve_audio(self, stream: trio.abc.Stream, admitted: Admitted, route: AudioRoute) -> None:
+        audio = self.config.audio
+        ws = ServerWebSocket(
+            stream,
+            trailing=admitted.trailing,
+            max_message_size=audio.max_frame_bytes,
+            max_text_size=audio.max_text_bytes,
+            control_timeout=audio.send_timeout,
+        )
+        await self.audio_streams.serve(
+            ws, stream, path=admitted.path, identity=admitted.identity, handler=route.handler, config=audio
+        )
+        if ws.close_unanswered:
+            with trio.move_on_after(audio.close_timeout):
+                await ws.finish_close()
 
     async def _serve_socket(self, ws: ServerWebSocket, stream: trio.abc.Stream, admitted: Admitted) -> None:
         await self._serve_messages(ws, stream, admitted)
@@ -294,6 +320,7 @@ class JambonzServer:
             if is_new:
                 await call._attach(conn, first, now)
                 self._register(call)  # synchronously, so the registry never misses a live call
+                assert isinstance(admitted.route, Route)
                 self._calls_nursery.start_soon(self._run_call, call, admitted.route.handler)
             else:
                 self.calls.unparked(call)
@@ -351,8 +378,10 @@ class JambonzServer:
             path=admitted.path,
         )
         call.on_disconnect = self._on_call_disconnect
-        if admitted.route.env:
-            _type_env_vars(call, first, admitted.route)
+        route = admitted.route
+        assert isinstance(route, Route)  # audio sockets never become calls
+        if route.env:
+            _type_env_vars(call, first, route)
         return call
 
     def _on_call_disconnect(self, call: Call) -> None:
@@ -404,6 +433,9 @@ class JambonzServer:
             async with trio.open_nursery() as nursery:
                 for call in remaining:
                     nursery.start_soon(partial(call.aclose, code, "server restarting"))
+        if len(self.audio_streams):
+            # jambonz ends each listen verb (its media server never reconnects an audio socket)
+            await self.audio_streams.close_all(1001, "server restarting")
         self.drained.set()
 
 
@@ -453,7 +485,7 @@ def _is_close_race(exc: BaseException) -> bool:
     return isinstance(exc, wsproto.utilities.LocalProtocolError) and "CLOSING" in str(exc)
 
 
-def _warn_cleartext_auth(host: str | None, routes: Sequence[Route], tls: bool) -> None:
+def _warn_cleartext_auth(host: str | None, routes: Sequence[Route | AudioRoute], tls: bool) -> None:
     if tls or not any(r.auth is not None for r in routes):
         return
     try:
@@ -464,19 +496,21 @@ def _warn_cleartext_auth(host: str | None, routes: Sequence[Route], tls: bool) -
         log.warning("Basic auth over plain ws:// on %s: credentials travel in clear text", host)
 
 
-def _routes(app: Handler | Route | Sequence[Route]) -> tuple[Route, ...]:
-    if isinstance(app, Route):
+def _routes(
+    app: Handler | Route | AudioRoute | Sequence[Route | AudioRoute],
+) -> tuple[Route | AudioRoute, ...]:
+    if isinstance(app, Route | AudioRoute):
         return (app,)
     if isinstance(app, Sequence):
         routes = tuple(app)
-        if not routes or not all(isinstance(r, Route) for r in routes):
-            raise TypeError("give a handler, a Route or a non-empty sequence of Routes")
+        if not routes or not all(isinstance(r, Route | AudioRoute) for r in routes):
+            raise TypeError("give a handler, a Route or a non-empty sequence of Routes and AudioRoutes")
         return routes
     return (Route(path="/", handler=app, prefix=True),)
 
 
 async def serve_jambonz(
-    app: Handler | Route | Sequence[Route],
+    app: Handler | Route | AudioRoute | Sequence[Route | AudioRoute],
     *,
     host: str | None = "127.0.0.1",
     port: int = 0,
@@ -495,7 +529,8 @@ async def serve_jambonz(
 
     Args:
         app: one handler (served on every path), one :class:`Route`, or several routes (exact
-            or prefix paths, each with its own auth and Origin policy).
+            or prefix paths, each with its own auth and Origin policy); an :class:`AudioRoute`
+            serves the audio sockets of ``listen`` verbs beside the calls.
         host: interface to bind (``None``: all).
         ssl_context: serve ``wss://``.
         config: limits and per-call settings; see :class:`ServerConfig`.
@@ -549,4 +584,4 @@ async def _join_cluster(
         cluster.detach_server(server)
 
 
-__all__ += ["BasicAuth", "Route"]
+__all__ += ["AudioRoute", "BasicAuth", "Route"]

@@ -92,6 +92,7 @@ class ServerWebSocket:
         "_fragments",
         "_max_fragments",
         "_max_size",
+        "_max_text",
         "_messages",
         "_proto",
         "_pumped",
@@ -112,12 +113,16 @@ class ServerWebSocket:
         max_message_size: int,
         control_timeout: float,
         max_fragments: int = MAX_FRAGMENTS,
+        max_text_size: int | None = None,
     ) -> None:
         self._stream = stream
         # bytes the client sent right after its request head (not waiting for the 101)
         self._proto = Connection(ConnectionType.SERVER, trailing_data=trailing)
         self._unprocessed = bool(trailing)
         self._max_size = max_message_size  # in bytes (UTF-8 for text)
+        # text messages may have a smaller bound of their own (audio sockets: binary audio is
+        # big, their JSON messages are small)
+        self._max_text = max_message_size if max_text_size is None else min(max_text_size, max_message_size)
         self._max_fragments = max_fragments
         self._control_timeout = control_timeout
         self._messages: list[str | bytes] = []  # usually 0 or 1 (a deque costs ~700 B even empty)
@@ -195,9 +200,10 @@ class ServerWebSocket:
                     continue  # we are closing: late messages are not delivered
                 data = event.data
                 buf = self._buf
+                limit = self._max_text if kind is TextMessage else self._max_size
                 if event.message_finished and buf is None:  # the whole message at once
-                    if _over(data, self._max_size):
-                        out += self._too_big()
+                    if _over(data, limit):
+                        out += self._too_big(limit=limit)
                     else:
                         self._messages.append(data if isinstance(data, str) else bytes(data))
                     continue
@@ -206,8 +212,8 @@ class ServerWebSocket:
                     buf = self._buf = bytearray()
                 if event.frame_finished:
                     self._fragments += 1
-                if len(buf) + len(chunk) > self._max_size:
-                    out += self._too_big()
+                if len(buf) + len(chunk) > limit:
+                    out += self._too_big(limit=limit)
                 elif self._fragments > self._max_fragments:
                     out += self._too_big(f"message in over {self._max_fragments} frames")
                 else:
@@ -233,9 +239,9 @@ class ServerWebSocket:
                 self._mark_closed(CloseReason(event.code, event.reason or None))
         return out
 
-    def _too_big(self, reason: str | None = None) -> bytes:
+    def _too_big(self, reason: str | None = None, *, limit: int | None = None) -> bytes:
         self._buf, self._fragments = None, 0
-        reason = reason or f"message over {self._max_size} bytes"
+        reason = reason or f"message over {self._max_size if limit is None else limit} bytes"
         self._mark_closed(CloseReason(1009, reason))
         return self._proto.send(CloseConnection(code=1009, reason=reason))
 

@@ -2,7 +2,9 @@
 
 jambonz dials *into* the app, so the fake is the WebSocket client: it opens a socket to the
 app, sends jambonz's messages and holds the app's answers to the rules the real feature server
-applies (protocol.md)::
+applies (protocol.md); for a ``listen`` verb it also plays jambonz's media server on the
+audio socket (:meth:`FakeCall.open_listen`, :class:`FakeAudioStream`; ``run_call`` does it
+with ``Caller(audio=AudioSource.tone())``)::
 
     async with open_fake_call(tcp_connector("ws://127.0.0.1:8080/voice")) as fc:
         ack = await fc.start()                        # session:new -> ack with verbs
@@ -16,6 +18,7 @@ includes the call transcript. A pytest plugin (entry point ``jambonz_trio``) pro
 """
 
 from ._appenv import InvalidAppEnvSchema, app_env_errors, fetch_app_env
+from ._audio import AudioSource, write_wav
 from ._calldata import DEFAULT_DEFAULTS, CallData
 from ._errors import (
     AckAbandoned,
@@ -34,6 +37,7 @@ from ._errors import (
 )
 from ._factory import FakeJambonzFactory
 from ._fake import FakeCall, HookTarget, StartKind
+from ._media import FakeAudioStream, PlayAudioRecord, open_fake_audio_stream
 from ._open import open_fake_call
 from ._records import (
     AckRecord,
@@ -61,6 +65,11 @@ from ._transport import SUBPROTOCOL, Connector, TcpConnector, tcp_connector
 from ._tts import TtsModel
 
 __all__ = [
+    "AudioSource",
+    "FakeAudioStream",
+    "PlayAudioRecord",
+    "open_fake_audio_stream",
+    "write_wav",
     "FakeJambonzFactory",
     "Caller",
     "CallRun",

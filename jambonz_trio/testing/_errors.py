@@ -87,11 +87,11 @@ class SubprotocolMissing(ConnectFailed):
         got: the subprotocol the app selected, or ``None`` if it selected none.
     """
 
-    def __init__(self, got: str | None, *, transcript: str = "") -> None:
+    def __init__(self, got: str | None, *, transcript: str = "", expected: str = "ws.jambonz.org") -> None:
         what = "no subprotocol" if got is None else f"subprotocol {got!r}"
         super().__init__(
             f"the app accepted the WebSocket with {what}; jambonz requires it to echo "
-            "'ws.jambonz.org' and aborts the connection otherwise",
+            f"{expected!r} and aborts the connection otherwise",
             transcript=transcript,
         )
         self.got = got

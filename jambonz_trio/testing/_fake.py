@@ -24,6 +24,7 @@ from ._core import _Pending
 from ._errors import ExpectationFailed, FakeJambonzError
 from ._inbound import _Inbound
 from ._jambonz import dumps
+from ._media import _MediaServer
 from ._records import AckRecord, CloseRecord, CommandRecord, TranscriptEntry, Violation
 
 __all__ = ["FakeCall", "HookTarget", "StartKind"]
@@ -61,7 +62,7 @@ _START_TYPES: dict[str, type[Message]] = {
 }
 
 
-class FakeCall(_Inbound):
+class FakeCall(_Inbound, _MediaServer):
     """One call as jambonz 0.9.8 would run it against the app, driven by the test.
 
     Create it with :func:`open_fake_call`. Methods that send an ack-awaiting message

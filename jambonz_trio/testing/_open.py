@@ -95,6 +95,8 @@ async def open_fake_call(
             send_trying=send_trying,
             close_timeout=close_timeout,
         )
+        if username and password:
+            fc._call_auth = (username, password)  # a relative listen URL uses them too
         try:
             await fc._open_link()
         except FakeJambonzError as exc:

@@ -71,6 +71,8 @@ ViolationKind = Literal[
     "ignored-command",
     "unheard-input",
     "ack-timeout",
+    "audio-message",
+    "audio-frame",
 ]
 
 
@@ -99,6 +101,10 @@ class Violation:
               (digits when its ``input`` lacks ``"digits"``, speech when it lacks
               ``"speech"``; the default is ``["digits"]``): jambonz never sends one.
             * ``ack-timeout``: an ack-awaiting message was not answered in time.
+            * ``audio-message``: a JSON message on a ``listen`` audio socket that jambonz's
+              media server (or jambonz) ignores or misreads.
+            * ``audio-frame``: binary audio on an audio socket whose listen does not stream
+              audio back (discarded).
         message: human-readable explanation.
         frame: the offending frame text, when there was one.
         time: when it happened (same clock as the transcript).

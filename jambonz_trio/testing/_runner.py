@@ -35,8 +35,10 @@ from .._protocol._verbs import (
     SipDecline,
 )
 from .._protocol._verbs_base import Verb
+from ._audio import AudioSource
 from ._errors import AckAbandoned
 from ._fake import FakeCall, dial_result_data, speech_result
+from ._media import run_listen
 from ._records import AckRecord
 
 __all__ = ["CallRun", "Caller", "Digits", "DialOutcome", "HangUp", "Speech", "ToolCallScript", "run_call"]
@@ -111,6 +113,9 @@ class Caller:
             (sync or ``async``; an ``async`` one may wait, e.g. for a person to type, while
             the call goes on: commands the app pushes meanwhile are followed, and a redirect
             that kills the gather cancels the wait).
+        audio: what the caller speaks into each ``listen`` (see :func:`run_call`).
+        audio_pace: how fast it is sent, in multiples of real time on trio's clock; ``None``:
+            as fast as the socket takes it, with instant playout of what the app plays back.
     """
 
     def __init__(
@@ -119,11 +124,15 @@ class Caller:
         dials: Sequence[DialOutcome] = (),
         tool_calls: Sequence[ToolCallScript] = (),
         on_gather: OnGather | None = None,
+        audio: AudioSource | None = None,
+        audio_pace: float | None = 1.0,
     ) -> None:
         self._answers = [Speech(a) if isinstance(a, str) else a for a in answers]
         self._dials = list(dials)
         self.tool_calls = list(tool_calls)
         self._on_gather = on_gather
+        self.audio = audio
+        self.audio_pace = audio_pace
 
     async def answer(self, gather: Gather) -> Answer:
         """The answer to ``gather`` (awaits ``on_gather`` when it is ``async``)."""
@@ -341,9 +350,12 @@ class _Runner:
             return await self._gather(verb)
         elif isinstance(verb, Dial):
             return await self._dial(verb)
-        elif isinstance(verb, Listen | Conference):
-            # they run until something ends them: stay for ``speaking`` seconds, so commands
-            # that need them (whisper, mute) can arrive while they run
+        elif isinstance(verb, Listen):
+            # the audio socket, as jambonz's media server runs it, until something ends the verb
+            return await run_listen(self, verb)
+        elif isinstance(verb, Conference):
+            # it runs until something ends it: stay for ``speaking`` seconds, so commands that
+            # need it (whisper, mute) can arrive while it runs
             if not await self._play(verb):
                 return False
         elif isinstance(verb, Llm):
@@ -465,6 +477,8 @@ def describe_verb(verb: Verb) -> str:
         return f"sip:decline {verb.status}"
     if isinstance(verb, Config):
         return "config" + (" (notifyEvents)" if verb.notify_events else "")
+    if isinstance(verb, Listen):
+        return f"listen {verb.url}"
     return verb.VERB
 
 

@@ -363,15 +363,19 @@ async def handshake(
     extra_headers: list[tuple[bytes, bytes]],
     within: float,
     max_message_size: int,
+    subprotocol: str = SUBPROTOCOL,
+    require_subprotocol: bool = True,
 ) -> tuple[trio_websocket.WebSocketConnection, _SniffingStream]:
     """Run the client handshake on ``stream``; trio-websocket's reader runs in ``nursery``.
 
     Must be called inside a nursery dedicated to this connection: on failure that nursery is
-    cancelled by the caller.
+    cancelled by the caller. ``subprotocol`` is the one name offered; with
+    ``require_subprotocol=False`` a 101 that selects none is accepted (as the media server's
+    websocket library does), one that selects another name never is.
 
     Raises:
         HandshakeRejected: non-101 answer.
-        SubprotocolMissing: the 101 did not select ``ws.jambonz.org``.
+        SubprotocolMissing: the 101 did not select ``subprotocol``.
         HandshakeTimeout: no complete answer within ``within`` seconds.
         ConnectFailed: the stream broke during the handshake.
     """
@@ -389,7 +393,7 @@ async def handshake(
                     cast(Any, sniff),  # typed for SocketStream/SSLStream; any Stream works
                     host,
                     resource,
-                    subprotocols=[SUBPROTOCOL],
+                    subprotocols=[subprotocol],
                     extra_headers=extra_headers,
                     max_message_size=max_message_size,
                 )
@@ -409,16 +413,16 @@ async def handshake(
     status, proto = sniff.answer()
     if result:
         ws = result[0]
-        if ws.subprotocol != SUBPROTOCOL:
+        if ws.subprotocol != subprotocol and (require_subprotocol or ws.subprotocol is not None):
             await sniff.aclose()
-            raise SubprotocolMissing(ws.subprotocol)
+            raise SubprotocolMissing(ws.subprotocol, expected=subprotocol)
         return ws, sniff
     await abort_stream(sniff)
     for exc in failure:
         if isinstance(exc, trio_websocket.ConnectionRejected):
             raise HandshakeRejected(exc.status_code, body=exc.body)
-    if status == 101 and proto != SUBPROTOCOL:
-        raise SubprotocolMissing(proto)
+    if status == 101 and proto != subprotocol:
+        raise SubprotocolMissing(proto, expected=subprotocol)
     if status is not None and status != 101:
         raise HandshakeRejected(status)
     if failure:

@@ -1,0 +1,679 @@
+"""``AudioStream``: one audio socket of a ``listen`` / ``stream`` verb, served beside the calls.
+
+jambonz's media server opens the socket (subprotocol ``audio.drachtio.org``), sends one JSON
+frame of metadata, then the caller's audio as binary L16 frames, and JSON events (``playDone``,
+``mark``, DTMF). The app may send audio back (binary, when the verb streams) and JSON messages
+(``playAudio``, ``killAudio``, ``disconnect``, ``mark``, ``clearMarks``). Wire facts:
+``docs/protocol.md`` §13; the message shapes live in the sans-io :mod:`._protocol._audio`.
+
+Structure: the server's task for the connection is the socket's only reader. It reads without
+waiting for the app and puts audio into a bounded buffer (the oldest chunks are dropped when a
+consumer falls behind: memory never grows with a slow consumer) and events into a bounded
+queue. Every write is shielded from the caller's cancellation and bounded by ``send_timeout``,
+so a frame either went out whole or the socket is aborted. Who consumes a stream: a call
+handler that started the listen (:meth:`Call.listen <jambonz_trio.Call.listen>`, matched by a
+token in the listen URL), a task waiting on :meth:`AudioStreams.wait_stream` for the call's sid,
+or else the audio route's handler, run in the stream's own nursery.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Literal
+
+import attrs
+import trio
+
+from ._config import AudioConfig
+from ._errors import AudioStreamClosed, LocalProtocolError
+from ._log import CallLog, get_logger
+from ._protocol._audio import (
+    MAX_MARKS,
+    PLAY_AUDIO_SAMPLE_RATES,
+    AudioEvent,
+    AudioMetadata,
+    ChunkBuffer,
+    MarkEvent,
+    check_pcm,
+    listen_token,
+    parse_audio_event,
+    parse_metadata,
+    render_clear_marks,
+    render_disconnect,
+    render_kill_audio,
+    render_mark,
+    render_play_audio,
+)
+from ._protocol._verbs import BidirectionalAudio
+from ._websocket import CloseReason, ServerWebSocket, WebSocketClosed
+
+if TYPE_CHECKING:
+    from ._admission import Identity
+
+__all__ = [
+    "AudioCloseInfo",
+    "AudioHandler",
+    "AudioStream",
+    "AudioStreamStatistics",
+    "AudioStreams",
+]
+
+log = get_logger("jambonz_trio.audio")
+
+#: ``async def handler(stream: AudioStream) -> None``: serves one audio stream (its own task).
+AudioHandler = Callable[["AudioStream"], Awaitable[None]]
+
+_VALID_CLOSE_CODES = frozenset({1000, 1001, 1008, 1011})
+
+
+@attrs.frozen(kw_only=True)
+class AudioCloseInfo:
+    """How an audio stream ended: ``by`` is ``jambonz`` (it closed the socket: the listen
+    ended), ``app``, ``lost`` (no closing handshake) or ``server`` (shutdown)."""
+
+    code: int | None
+    reason: str
+    by: Literal["jambonz", "app", "lost", "server"]
+
+
+@attrs.frozen(kw_only=True)
+class AudioStreamStatistics:
+    """Counters of one audio stream (see :meth:`AudioStream.statistics`).
+
+    ``dropped_*`` counts audio jambonz sent that the app never read because it fell more than
+    the buffer behind (``AudioConfig.buffer_seconds``).
+    """
+
+    frames_in: int
+    bytes_in: int
+    frames_out: int
+    bytes_out: int
+    dropped_frames: int
+    dropped_bytes: int
+    buffered_frames: int
+    buffered_bytes: int
+    events_in: int
+    events_dropped: int
+
+
+class _Claim:
+    """A task waiting for one audio stream (by listen token or by call sid)."""
+
+    __slots__ = ("done", "listen", "stream")
+
+    def __init__(self, listen: BidirectionalAudio | None = None) -> None:
+        self.done = trio.Event()
+        self.stream: AudioStream | None = None
+        self.listen = listen
+
+    def deliver(self, stream: AudioStream) -> None:
+        self.stream = stream
+        self.done.set()
+
+
+#: Listens started by :func:`._listen.open_listen`, by token: process-wide, so that a stream
+#: reaches the call that started it whichever server in the process jambonz connects to. A
+#: token is 128 random bits that only the listen verb's URL carries.
+_LISTENS: dict[str, _Claim] = {}
+
+
+class AudioStream:
+    """One audio stream jambonz opened for a ``listen`` (or ``stream``) verb.
+
+    Get one from :meth:`Call.listen <jambonz_trio.Call.listen>`, from
+    :meth:`AudioStreams.wait_stream`, or as the argument of an :class:`AudioRoute
+    <jambonz_trio.AudioRoute>` handler.
+
+    Receiving: ``async for chunk in stream`` yields the caller's audio (``bytes`` of L16 PCM,
+    little-endian, at :attr:`sample_rate`, :attr:`channels` interleaved) until the stream ends.
+    The audio is read from the socket whether or not the app reads it; a consumer more than
+    ``AudioConfig.buffer_seconds`` behind loses the *oldest* chunks (counted in
+    :meth:`statistics`), so memory is bounded and what it reads next is recent. Events
+    (:class:`~jambonz_trio.audio.PlayDone`, :class:`~jambonz_trio.audio.MarkEvent`,
+    :class:`~jambonz_trio.audio.Dtmf`) come from :meth:`next_event` / :meth:`events`, in a
+    bounded queue of their own (oldest dropped first).
+
+    Sending: every method writes one whole frame, shielded from the caller's cancellation and
+    bounded by ``AudioConfig.send_timeout`` (the socket is aborted if the peer stops reading).
+    Back-pressure: a write blocks while the socket's send buffer is full.
+
+    Attributes:
+        metadata: the typed first frame (call info, format, the verb's ``metadata``).
+        path: the request target jambonz connected to (path and query).
+        identity: the route and Basic user the socket was admitted as.
+        bidirectional: the verb's ``bidirectionalAudio`` when the library started the listen
+            (then :meth:`send_audio` and :meth:`play` check the mode), else ``None``.
+        close_info: how the stream ended (``None`` while open).
+    """
+
+    _ids = itertools.count(1)
+
+    def __init__(
+        self,
+        ws: ServerWebSocket,
+        stream: trio.abc.Stream,
+        *,
+        metadata: AudioMetadata,
+        path: str,
+        identity: Identity,
+        config: AudioConfig,
+    ) -> None:
+        self.metadata = metadata
+        self.path = path
+        self.identity = identity
+        self.config = config
+        self.bidirectional: BidirectionalAudio | None = None
+        self.close_info: AudioCloseInfo | None = None
+        self.id = next(self._ids)
+        self._ws = ws
+        self._stream = stream
+        self._audio = ChunkBuffer(config.buffer_bytes(metadata.bytes_per_second))
+        self._audio_waiters = trio.lowlevel.ParkingLot()
+        self._events: deque[AudioEvent] = deque()
+        self._event_waiters = trio.lowlevel.ParkingLot()
+        self._ended = trio.Event()  # no more frames will arrive
+        self._close_done: trio.Event | None = None
+        self._frames_in = self._bytes_in = 0
+        self._frames_out = self._bytes_out = 0
+        self._events_in = self._events_dropped = 0
+        self._marks_pending = 0
+        self._play_ids = itertools.count(1)
+        self._log = CallLog(log, metadata.call_sid, trio.current_time)
+
+    # -- typed metadata ------------------------------------------------------------------------
+
+    @property
+    def call_sid(self) -> str | None:
+        """The call's sid from the metadata frame (``None`` if it was missing)."""
+        return self.metadata.call_sid
+
+    @property
+    def sample_rate(self) -> int:
+        """Hz of the audio jambonz sends."""
+        return self.metadata.sample_rate
+
+    @property
+    def mix_type(self) -> str:
+        """``mono``, ``stereo`` or ``mixed``."""
+        return self.metadata.mix_type
+
+    @property
+    def channels(self) -> int:
+        """Interleaved channels of the audio jambonz sends (2 for ``stereo``)."""
+        return self.metadata.channels
+
+    @property
+    def closed(self) -> bool:
+        """Whether the socket is closed (buffered audio and events may still be read)."""
+        return self.close_info is not None
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<AudioStream {self.call_sid} {self.sample_rate} Hz {self.mix_type} {state}>"
+
+    def statistics(self) -> AudioStreamStatistics:
+        """A snapshot of the counters (not a checkpoint)."""
+        return AudioStreamStatistics(
+            frames_in=self._frames_in,
+            bytes_in=self._bytes_in,
+            frames_out=self._frames_out,
+            bytes_out=self._bytes_out,
+            dropped_frames=self._audio.dropped_chunks,
+            dropped_bytes=self._audio.dropped_bytes,
+            buffered_frames=len(self._audio),
+            buffered_bytes=self._audio.nbytes,
+            events_in=self._events_in,
+            events_dropped=self._events_dropped,
+        )
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    async def receive_audio(self) -> bytes:
+        """The next chunk of the caller's audio, in arrival order (a checkpoint).
+
+        Blocks until one arrives. Raises :class:`AudioStreamClosed` once the stream is over
+        and every buffered chunk was returned. Cancelling it loses nothing.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            chunk = self._audio.pop()
+            if chunk is not None:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return chunk
+            if self._ended.is_set():
+                raise self._closed_error()
+            await self._audio_waiters.park()
+
+    def __aiter__(self) -> AudioStream:
+        """``async for chunk in stream``: the audio until the stream ends (then the loop ends)."""
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.receive_audio()
+        except AudioStreamClosed:
+            raise StopAsyncIteration from None
+
+    async def next_event(self) -> AudioEvent:
+        """The next event jambonz sent (``PlayDone``, ``MarkEvent``, ``Dtmf``, or an
+        ``UnknownAudioMessage``). A checkpoint; blocks until one arrives.
+
+        Raises:
+            AudioStreamClosed: the stream is over and every queued event was returned.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            if self._events:
+                event = self._events.popleft()
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return event
+            if self._ended.is_set():
+                raise self._closed_error()
+            await self._event_waiters.park()
+
+    async def events(self) -> AsyncIterator[AudioEvent]:
+        """``async for event in stream.events()``: the events until the stream ends."""
+        while True:
+            try:
+                event = await self.next_event()
+            except AudioStreamClosed:
+                return
+            yield event
+
+    async def wait_closed(self) -> AudioCloseInfo:
+        """Block until the socket is closed; returns how it ended."""
+        await self._ended.wait()
+        assert self.close_info is not None
+        return self.close_info
+
+    def _closed_error(self) -> AudioStreamClosed:
+        info = self.close_info
+        if info is None:
+            return AudioStreamClosed()
+        return AudioStreamClosed(f"audio stream ended ({info.by}: {info.reason})", code=info.code)
+
+    # -- sending -------------------------------------------------------------------------------
+
+    async def send_audio(self, pcm: bytes | bytearray | memoryview) -> None:
+        """Send L16 audio to be played to the caller (one binary frame).
+
+        jambonz plays it only when the listen has ``bidirectionalAudio`` with ``streaming``
+        and a ``sampleRate`` (the format to send: mono, little-endian, at that rate); it
+        buffers whatever arrives, so sending faster than real time only queues audio there.
+        Blocks while the socket's send buffer is full (back-pressure); shielded and bounded by
+        ``send_timeout``.
+
+        Raises:
+            LocalProtocolError: odd length, or a listen started without streaming.
+            AudioStreamClosed: the stream is over (or the write failed).
+        """
+        bidi = self.bidirectional
+        if bidi is not None and not (bidi.enabled is not False and bidi.streaming and bidi.sample_rate):
+            raise LocalProtocolError(
+                "this listen does not stream audio back (bidirectionalAudio needs enabled, "
+                "streaming and sampleRate): jambonz would discard the frame"
+            )
+        check_pcm(pcm)
+        if not pcm:
+            await trio.lowlevel.checkpoint()
+            return  # jambonz ignores empty frames
+        await self._send(bytes(pcm))
+
+    async def play(
+        self,
+        audio: bytes,
+        *,
+        content_type: Literal["raw", "wav", "wave"] = "raw",
+        sample_rate: int | None = None,
+        id: str | None = None,
+        queue: bool = False,
+    ) -> str:
+        """Send a whole clip to be played to the caller (``playAudio``, base64).
+
+        For listens without ``streaming``. ``raw`` audio is mono L16 at ``sample_rate``
+        (default: the stream's rate); ``wav`` carries its own format. ``queue=True`` plays it
+        after the clips already queued (jambonz keeps at most 11), else it replaces the queue.
+        jambonz sends a :class:`~jambonz_trio.audio.PlayDone` with the returned id when the
+        clip is done. Shielded and bounded like :meth:`send_audio`.
+
+        Returns:
+            the clip's id (``id``, or one generated).
+
+        Raises:
+            LocalProtocolError: an unsupported rate or format, or a listen whose
+                ``bidirectionalAudio`` streams (jambonz then refuses ``playAudio``) or is off.
+            AudioStreamClosed: the stream is over (or the write failed).
+        """
+        bidi = self.bidirectional
+        if bidi is not None and (bidi.enabled is False or bidi.streaming):
+            raise LocalProtocolError(
+                "playAudio is only acted on when bidirectionalAudio is enabled and not streaming"
+            )
+        if content_type == "raw" and sample_rate is None:
+            sample_rate = self.sample_rate if self.sample_rate in PLAY_AUDIO_SAMPLE_RATES else None
+        clip_id = id if id is not None else f"jt-play-{next(self._play_ids)}"
+        text = render_play_audio(
+            audio, content_type=content_type, sample_rate=sample_rate, id=clip_id, queue_play=queue
+        )
+        await self._send(text)
+        return clip_id
+
+    async def kill_audio(self) -> None:
+        """Stop the clip playing and drop streamed audio not yet played (``killAudio``);
+        pending marks come back as ``cleared`` events. Shielded and bounded like
+        :meth:`send_audio`.
+
+        Raises:
+            AudioStreamClosed: the stream is over.
+        """
+        await self._send(render_kill_audio())
+
+    async def mark(self, name: str) -> None:
+        """Mark the current end of the audio sent so far (``mark``): jambonz sends a
+        :class:`~jambonz_trio.audio.MarkEvent` (``playout``) when playout reaches it, or
+        ``cleared`` if a ``killAudio`` drops it. Meaningful when streaming audio back.
+
+        Raises:
+            LocalProtocolError: a name jambonz would echo as invalid JSON (quotes,
+                backslashes, control characters), or 30 marks already pending (jambonz would
+                drop this one silently).
+            AudioStreamClosed: the stream is over.
+        """
+        text = render_mark(name)
+        if self._marks_pending >= MAX_MARKS:
+            raise LocalProtocolError(f"{MAX_MARKS} marks already pending: jambonz would drop this one")
+        await self._send(text)
+        self._marks_pending += 1
+
+    async def clear_marks(self) -> None:
+        """Forget every pending mark (``clearMarks``; jambonz sends no events for them).
+
+        Raises:
+            AudioStreamClosed: the stream is over.
+        """
+        await self._send(render_clear_marks())
+        self._marks_pending = 0
+
+    async def disconnect(self) -> AudioCloseInfo:
+        """Ask jambonz to end the listen (``disconnect``) and wait, up to ``close_timeout``,
+        for it to close the socket (then the verb's ``actionHook`` follows on the call); if it
+        does not, the app closes it. Returns how the stream ended.
+
+        Raises:
+            AudioStreamClosed: the stream was already over.
+        """
+        await self._send(render_disconnect())
+        with trio.move_on_after(self.config.close_timeout):
+            return await self.wait_closed()
+        await self.aclose(1000, "disconnect not answered")
+        return await self.wait_closed()
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        """Close the socket from the app's side (jambonz then ends the ``listen`` verb).
+        Idempotent; shielded, bounded by ``close_timeout``; buffered audio is dropped.
+
+        Raises:
+            ValueError: an invalid close code.
+        """
+        if code not in _VALID_CLOSE_CODES and not 3000 <= code <= 4999:
+            raise ValueError(f"invalid close code {code}")
+        await self._close(code, reason, by="app")
+
+    async def _close(self, code: int, reason: str, *, by: Literal["app", "server"]) -> None:
+        reason = reason.encode("utf-8", "replace")[:123].decode("utf-8", "ignore")
+        if self.close_info is not None:
+            await trio.lowlevel.checkpoint()
+            return
+        self._finish(AudioCloseInfo(code=code, reason=reason or "closed by app", by=by))
+        self._audio.clear()
+        self._close_done = done = trio.Event()
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.config.close_timeout):
+                try:
+                    await self._ws.aclose(code, reason or None)
+                except Exception:  # pragma: no cover - a close racing the peer's
+                    log.debug("audio close failed", exc_info=True)
+            done.set()
+            await trio.aclose_forcefully(self._stream)
+
+    async def _send(self, message: str | bytes) -> None:
+        if self.close_info is not None or self._ws.closed is not None:
+            await trio.lowlevel.checkpoint()
+            raise self._closed_error()
+        size = len(message)
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self.config.send_timeout) as scope:
+            try:
+                await self._ws.send_message(message)
+            except WebSocketClosed:
+                raise AudioStreamClosed("the audio socket closed during the write") from None
+            self._frames_out += 1
+            self._bytes_out += size
+            return
+        if scope.cancelled_caught:
+            self._log.warning(
+                "audio send timed out after %.1f s; aborting the socket", self.config.send_timeout
+            )
+            self._finish(AudioCloseInfo(code=1006, reason="send timed out", by="lost"))
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self._stream)
+        raise AudioStreamClosed("send timed out", code=1006)
+
+    # -- engine ------------------------------------------------------------------------------
+
+    def _finish(self, info: AudioCloseInfo) -> None:
+        if self.close_info is None:
+            self.close_info = info
+        self._ended.set()
+        self._audio_waiters.unpark_all()
+        self._event_waiters.unpark_all()
+
+    def _on_audio(self, frame: bytes) -> None:
+        self._frames_in += 1
+        self._bytes_in += len(frame)
+        if not frame:
+            return  # the module's "graceful shutdown" marker: nothing to play
+        if self._audio.push(frame):
+            self._log.throttled(
+                "audio dropped",
+                logging.WARNING,
+                "audio consumer too slow: %d chunks (%d bytes) dropped so far",
+                self._audio.dropped_chunks,
+                self._audio.dropped_bytes,
+            )
+        self._audio_waiters.unpark_all()
+
+    def _on_text(self, frame: str) -> None:
+        try:
+            event = parse_audio_event(frame)
+        except Exception as exc:  # RemoteProtocolError; never let a frame end the stream
+            self._log.throttled("bad audio event", logging.WARNING, "audio socket: %s (frame %r)", exc, frame)
+            return
+        self._events_in += 1
+        if isinstance(event, MarkEvent) and self._marks_pending:
+            self._marks_pending -= 1
+        if len(self._events) >= self.config.event_queue_size:
+            self._events.popleft()
+            self._events_dropped += 1
+            self._log.throttled(
+                "events dropped", logging.WARNING, "audio event queue full; %d dropped", self._events_dropped
+            )
+        self._events.append(event)
+        self._event_waiters.unpark_all()
+
+    async def _read(self) -> None:
+        """The socket's receive loop (run by the server's connection task); returns when the
+        socket is closed, after our own closing handshake if we started one."""
+        ws = self._ws
+        on_audio, on_text = self._on_audio, self._on_text
+        while True:
+            try:
+                frame = await ws.get_message()
+            except WebSocketClosed as exc:
+                self._on_closed(exc.reason)
+                break
+            if type(frame) is bytes:
+                on_audio(frame)
+            else:
+                assert isinstance(frame, str)
+                on_text(frame)
+        if self._close_done is not None:
+            await self._close_done.wait()
+
+    def _on_closed(self, reason: CloseReason) -> None:
+        code = reason.code
+        if code == 1009 and self._ws.close_unanswered:
+            self._log.warning("closing the audio socket with 1009: %s", reason.reason)
+        if code == 1006 or code is None:
+            info = AudioCloseInfo(code=1006, reason="connection lost", by="lost")
+        else:
+            info = AudioCloseInfo(code=code, reason=reason.reason or "closed by jambonz", by="jambonz")
+        self._finish(info)
+
+
+class AudioStreams:
+    """The live audio streams of a server (``server.audio_streams``).
+
+    A stream is listed from its metadata frame until its socket closes. Streams are found by
+    the call sid of their metadata; a call can have more than one (a ``listen`` verb and a
+    background listen of ``config``).
+    """
+
+    def __init__(self) -> None:
+        self._live: dict[AudioStream, None] = {}
+        self._waiters: dict[str, list[_Claim]] = {}
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def __iter__(self) -> Iterator[AudioStream]:
+        return iter([s for s in self._live if not s.closed])
+
+    def get(self, call_sid: str) -> AudioStream | None:
+        """The newest open stream of this call, or ``None``."""
+        found = [s for s in self._live if s.call_sid == call_sid and not s.closed]
+        return found[-1] if found else None
+
+    async def wait_stream(self, call_sid: str) -> AudioStream:
+        """Wait for the next stream of this call and take it: it is handed here instead of
+        to its route's handler (a stream started by :meth:`Call.listen` still goes to that
+        call's handler). The caller owns the timeout; the caller owns the stream (close it,
+        or read it until it ends)."""
+        claim = _Claim()
+        waiters = self._waiters.setdefault(call_sid, [])
+        waiters.append(claim)
+        try:
+            await claim.done.wait()
+        finally:
+            if claim in waiters:
+                waiters.remove(claim)
+                if not waiters:
+                    self._waiters.pop(call_sid, None)
+        if claim.stream is None:  # pragma: no cover - done is set only by deliver
+            raise AudioStreamClosed("no stream")
+        return claim.stream
+
+    # -- server side ---------------------------------------------------------------------------
+
+    def _claim_for(self, stream: AudioStream) -> _Claim | None:
+        """Who takes a new stream: the listen its token names, else a waiter for its call."""
+        token = listen_token(stream.path)
+        if token is not None:
+            claim = _LISTENS.pop(token, None)
+            if claim is not None:
+                return claim
+            log.info("audio stream for call %s names a listen nobody waits for", stream.call_sid)
+        sid = stream.call_sid
+        waiters = self._waiters.get(sid) if sid is not None else None
+        if waiters:
+            claim = waiters.pop(0)
+            if not waiters:
+                self._waiters.pop(sid or "", None)
+            return claim
+        return None
+
+    async def serve(
+        self,
+        ws: ServerWebSocket,
+        stream: trio.abc.Stream,
+        *,
+        path: str,
+        identity: Identity,
+        handler: AudioHandler | None,
+        config: AudioConfig,
+    ) -> None:
+        """Serve one admitted audio socket until it closes (the server's connection task)."""
+        first: str | bytes | None = None
+        with trio.move_on_after(config.first_message_timeout):
+            try:
+                first = await ws.get_message()
+            except WebSocketClosed:
+                return
+        if first is None:
+            log.info("audio socket on %s sent no metadata in time; closing", path)
+            with trio.move_on_after(config.close_timeout):
+                await ws.aclose(1008, "expected the metadata frame")
+            return
+        if isinstance(first, str):
+            metadata = parse_metadata(first)
+            if metadata.problems:
+                log.warning(
+                    "audio stream for call %s: metadata: %s", metadata.call_sid, "; ".join(metadata.problems)
+                )
+        else:
+            # only a media server started without metadata sends audio first (jambonz never)
+            metadata = AudioMetadata(complete=False, problems=("no metadata frame",))
+        audio = AudioStream(ws, stream, metadata=metadata, path=path, identity=identity, config=config)
+        if isinstance(first, bytes):
+            audio._on_audio(first)
+        del first
+        claim = self._claim_for(audio)
+        if claim is None and handler is None:
+            log.info("audio stream for call %s on %s: no handler takes it; closing", audio.call_sid, path)
+            with trio.move_on_after(config.close_timeout):
+                await ws.aclose(1008, "no handler for this audio stream")
+            return
+        self._live[audio] = None
+        try:
+            async with trio.open_nursery() as nursery:
+                if claim is not None:
+                    audio.bidirectional = claim.listen
+                    claim.deliver(audio)
+                else:
+                    assert handler is not None
+                    nursery.start_soon(_run_handler, audio, handler)
+                try:
+                    await audio._read()
+                except BaseException:
+                    # cancelled (server shutdown) or worse: the stream is over for everyone
+                    with trio.CancelScope(shield=True):
+                        await audio._close(1001, "server shutting down", by="server")
+                    raise
+        finally:
+            del self._live[audio]
+
+    async def close_all(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Close every open stream (bounded by each stream's ``close_timeout``)."""
+        async with trio.open_nursery() as nursery:
+            for audio in list(self._live):
+                nursery.start_soon(audio.aclose, code, reason)
+
+
+async def _run_handler(audio: AudioStream, handler: AudioHandler) -> None:
+    """An audio route's handler, contained: returning closes the stream with 1000, raising
+    logs and closes with 1011; nothing it raises reaches the server."""
+    try:
+        await handler(audio)
+    except Exception:
+        log.exception("audio stream for call %s: handler raised; closing with 1011", audio.call_sid)
+        code, reason = 1011, "handler failed"
+    except BaseException:  # cancelled: the server shuts down
+        with trio.CancelScope(shield=True):
+            await audio._close(1001, "server shutting down", by="server")
+        raise
+    else:
+        code, reason = 1000, "handler finished"
+    with trio.CancelScope(shield=True):
+        await audio.aclose(code, reason)

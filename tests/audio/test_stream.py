@@ -1,0 +1,480 @@
+"""AudioStream: receiving, sending, events, limits, closes and containment (docs/protocol.md §13),
+driven by the fake media server (and a raw client where the fake would be too polite)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import trio
+import trio.lowlevel
+import trio_websocket
+
+from jambonz_trio import (
+    AudioConfig,
+    AudioRoute,
+    AudioStream,
+    AudioStreamClosed,
+    LocalProtocolError,
+    ServerConfig,
+)
+from jambonz_trio.audio import Dtmf, MarkEvent, PlayDone
+from jambonz_trio.testing import AudioSource, CallData, open_fake_audio_stream
+
+from .helpers import CLIPS, listen, raw_client, start_server
+
+SECOND = AudioSource.tone(seconds=1.0)
+
+
+async def test_typed_metadata_in_the_handler(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    seen: list[AudioStream] = []
+
+    async def handler(stream: AudioStream) -> None:
+        seen.append(stream)
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=handler)])
+    call = CallData(from_="+4930123", customer_data={"tier": "gold"})
+    verb = listen(metadata={"agent": "bob", "lang": "de"}, mix_type="stereo")
+    async with open_fake_audio_stream(server.connect_memory, verb, call=call) as fake:
+        await fake.wait_closed()  # the handler returned: the app closed with 1000
+    (stream,) = seen
+    meta = stream.metadata
+    assert (stream.call_sid, stream.sample_rate, stream.mix_type, stream.channels) == (
+        call.call_sid,
+        8000,
+        "stereo",
+        2,
+    )
+    assert (meta.from_, meta.direction, meta.call_status, meta.customer_data) == (
+        "+4930123",
+        "inbound",
+        "in-progress",
+        {"tier": "gold"},
+    )
+    assert meta.custom == {"agent": "bob", "lang": "de"}  # merged at the top level by jambonz
+    assert stream.path == "/audio" and stream.identity.route == "/audio"
+    assert fake.closed_by == "app" and fake.close_code == 1000
+
+
+async def test_echo_is_byte_exact_and_counted(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    streams: list[AudioStream] = []
+
+    async def echo(stream: AudioStream) -> None:
+        streams.append(stream)
+        async for chunk in stream:
+            await stream.send_audio(chunk)
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=echo)])
+    async with open_fake_audio_stream(server.connect_memory, listen()) as fake:
+        frames = await fake.feed(SECOND)
+        await trio.sleep(0.5)
+        assert fake.played == SECOND.pcm
+    stats = streams[0].statistics()
+    assert (stats.frames_in, stats.bytes_in) == (frames, len(SECOND.pcm))
+    assert (stats.frames_out, stats.bytes_out) == (frames, len(SECOND.pcm))
+    assert stats.dropped_frames == 0 and stats.buffered_bytes == 0
+    assert streams[0].close_info is not None and streams[0].close_info.by == "jambonz"
+
+
+async def test_slow_consumer_drops_the_oldest_and_memory_stays_bounded(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A consumer that falls behind loses the oldest audio, counted; what it then reads is
+    the newest; the buffer never holds more than its bound (0.5 s here) plus one frame."""
+    ready, done = trio.Event(), trio.Event()
+    got: list[bytes] = []
+    streams: list[AudioStream] = []
+
+    async def sleepy(stream: AudioStream) -> None:
+        streams.append(stream)
+        await ready.wait()  # reads nothing while 3 s of audio arrive
+        got.extend([chunk async for chunk in stream])
+        done.set()
+
+    config = ServerConfig(audio=AudioConfig(buffer_seconds=0.5))
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=sleepy)], config)
+    source = AudioSource.tone(seconds=3.0)
+    async with open_fake_audio_stream(server.connect_memory, listen()) as fake:
+        await fake.feed(source, pace=None)
+        await trio.sleep(0.1)
+        stats = streams[0].statistics()
+        assert stats.buffered_bytes <= 8000 + 320  # 0.5 s at 16,000 bytes/s, plus a frame
+        assert stats.dropped_bytes + stats.buffered_bytes == len(source.pcm)
+        assert stats.dropped_frames == 150 - 25
+        ready.set()
+    await done.wait()
+    assert b"".join(got) == source.pcm[-8000:]  # the newest half second, in order
+
+
+async def test_receive_is_cancellation_safe(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    got: list[bytes] = []
+
+    async def picky(stream: AudioStream) -> None:
+        for _ in range(50):
+            with trio.move_on_after(0.003):  # often cancelled while waiting
+                got.append(await stream.receive_audio())
+        got.extend([chunk async for chunk in stream])
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=picky)])
+    async with open_fake_audio_stream(server.connect_memory, listen()) as fake:
+        await fake.feed(SECOND)
+    await trio.sleep(1)
+    assert b"".join(got) == SECOND.pcm  # nothing lost, nothing reordered
+
+
+async def test_events_dtmf_play_done_and_marks(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    events: list[object] = []
+    clip_ids: list[str] = []
+
+    async def app(stream: AudioStream) -> None:
+        clip_ids.append(await stream.play(SECOND.pcm, id="hello"))  # non-streaming listen: playAudio
+        clip_ids.append(await stream.play(SECOND.pcm, queue=True))
+        async for event in stream.events():
+            events.append(event)
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with open_fake_audio_stream(server.connect_memory, listen(bidi=CLIPS, pass_dtmf=True)) as fake:
+        await fake.send_dtmf("7", duration=800)
+        await trio.sleep(3)
+        assert [c.id for c in fake.clips] == ["hello", "jt-play-1"]
+        assert fake.clips[0].audio == SECOND.pcm and fake.clips[0].sample_rate == 8000
+    assert clip_ids == ["hello", "jt-play-1"]
+    assert events[0] == Dtmf(digit="7", duration=800)
+    assert events[1:] == [
+        PlayDone(id="hello", playback_seconds=1.0, playback_milliseconds=1000, last_offset_pos=8000),
+        PlayDone(id="jt-play-1", playback_seconds=1.0, playback_milliseconds=1000, last_offset_pos=8000),
+    ]
+
+
+async def test_marks_play_out_or_are_cleared(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    events: list[object] = []
+
+    async def app(stream: AudioStream) -> None:
+        await stream.send_audio(SECOND.pcm)
+        await stream.mark("after-one-second")
+        await stream.send_audio(SECOND.pcm)
+        await stream.mark("after-two-seconds")
+        events.append(await stream.next_event())  # the first plays out after 1 s
+        await stream.kill_audio()  # the second is cleared
+        events.append(await stream.next_event())
+        await stream.mark("m3")
+        await stream.clear_marks()  # no event for m3
+        await stream.send_audio(SECOND.pcm)
+        await stream.mark("m4")
+        events.append(await stream.next_event())
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with open_fake_audio_stream(server.connect_memory, listen()) as fake:
+        with trio.fail_after(10):
+            await fake.wait_closed()
+    assert events == [
+        MarkEvent(name="after-one-second", event="playout"),
+        MarkEvent(name="after-two-seconds", event="cleared"),
+        MarkEvent(name="m4", event="playout"),
+    ]
+    assert fake.kill_audio_count == 1 and fake.clear_marks_count == 1
+    assert fake.violations == []
+
+
+async def test_mark_limits_are_local_errors(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    errors: list[str] = []
+
+    async def app(stream: AudioStream) -> None:
+        for bad in ('say "hi"', "back\\slash", ""):
+            with pytest.raises(LocalProtocolError):
+                await stream.mark(bad)
+        await stream.send_audio(SECOND.pcm * 10)  # nothing plays out for 10 s
+        for i in range(30):
+            await stream.mark(f"m{i}")
+        with pytest.raises(LocalProtocolError, match="30 marks") as info:
+            await stream.mark("one too many")
+        errors.append(str(info.value))
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with open_fake_audio_stream(server.connect_memory, listen()) as fake:
+        await fake.wait_closed()
+    assert errors and len(fake.marks) == 30 and fake.violations == []
+
+
+async def test_mode_checks_of_a_listen_the_library_started(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """send_audio / play refuse what jambonz would discard, when the verb's mode is known."""
+    checked = trio.Event()
+
+    async def app(stream: AudioStream) -> None:
+        stream.bidirectional = CLIPS
+        with pytest.raises(LocalProtocolError, match="streaming"):
+            await stream.send_audio(b"\x00\x00")
+        stream.bidirectional = listen().bidirectional_audio
+        with pytest.raises(LocalProtocolError, match="playAudio"):
+            await stream.play(b"\x00\x00")
+        with pytest.raises(LocalProtocolError, match="whole number"):
+            await stream.send_audio(b"\x00")
+        await stream.send_audio(b"")  # ignored, as jambonz ignores empty frames
+        checked.set()
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with open_fake_audio_stream(server.connect_memory, listen()) as fake:
+        await checked.wait()
+    assert fake.frames_from_app == 0
+
+
+async def test_jambonz_ending_the_listen_ends_the_stream(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    done = trio.Event()
+    infos: list[object] = []
+
+    async def app(stream: AudioStream) -> None:
+        async for _chunk in stream:
+            pass
+        infos.append(stream.close_info)
+        with pytest.raises(AudioStreamClosed):
+            await stream.send_audio(b"\x00\x00")
+        with pytest.raises(AudioStreamClosed):
+            await stream.next_event()
+        done.set()
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with open_fake_audio_stream(server.connect_memory, listen()) as fake:
+        await fake.feed(SECOND, pace=None)
+        await fake.stop("max-length")
+    await done.wait()
+    (info,) = infos
+    assert info is not None and (info.code, info.by) == (1000, "jambonz")  # type: ignore[attr-defined]
+
+
+async def test_disconnect_asks_jambonz_to_end_it(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    results: list[object] = []
+
+    async def app(stream: AudioStream) -> None:
+        results.append(await stream.disconnect())
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with open_fake_audio_stream(server.connect_memory, listen()) as fake:
+        await fake.wait_closed()  # jambonz ended the verb and closed the socket
+        assert (fake.ended, fake.closed_by) == ("disconnect", "jambonz")
+    (info,) = results
+    assert info.by == "jambonz" and info.code == 1000  # type: ignore[attr-defined]
+
+
+async def test_a_failing_handler_is_contained(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(stream: AudioStream) -> None:
+        raise RuntimeError("boom")
+
+    async def echo(stream: AudioStream) -> None:
+        async for chunk in stream:
+            await stream.send_audio(chunk)
+
+    server = await start_server(
+        nursery, [AudioRoute(path="/broken", handler=broken), AudioRoute(path="/echo", handler=echo)]
+    )
+    with caplog.at_level(logging.ERROR, "jambonz_trio.audio"):
+        async with open_fake_audio_stream(server.connect_memory, listen("/broken")) as bad:
+            await bad.wait_closed()
+    assert (bad.closed_by, bad.close_code) == ("app", 1011)
+    assert "handler raised" in caplog.text
+    async with open_fake_audio_stream(server.connect_memory, listen("/echo")) as good:
+        await good.feed(SECOND, pace=None)
+        await trio.sleep(0.1)
+        assert good.played == SECOND.pcm
+
+
+async def test_binary_first_frame_means_no_metadata(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    seen: list[AudioStream] = []
+    got: list[bytes] = []
+
+    async def app(stream: AudioStream) -> None:
+        seen.append(stream)
+        got.append(await stream.receive_audio())
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with raw_client(server, metadata=b"\x01\x00\x02\x00") as ws:
+        with pytest.raises(trio_websocket.ConnectionClosed):
+            await ws.get_message()
+    assert got == [b"\x01\x00\x02\x00"]
+    assert not seen[0].metadata.complete and seen[0].call_sid is None and seen[0].sample_rate == 8000
+
+
+async def test_cut_metadata_still_names_the_call(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[AudioStream] = []
+
+    async def app(stream: AudioStream) -> None:
+        seen.append(stream)
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    full = json.dumps({"sampleRate": 16000, "mixType": "mono", "callSid": "cs-1", "blob": "x" * 9000})
+    with caplog.at_level(logging.WARNING, "jambonz_trio.audio"):
+        async with raw_client(server, metadata=full.encode()[:8192].decode()) as ws:
+            with pytest.raises(trio_websocket.ConnectionClosed):
+                await ws.get_message()
+    assert (seen[0].call_sid, seen[0].sample_rate, seen[0].metadata.complete) == ("cs-1", 16000, False)
+    assert "cut at 8192 bytes" in caplog.text
+
+
+async def test_no_metadata_in_time_is_closed(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def never(stream: AudioStream) -> None:
+        raise AssertionError("no stream without metadata")
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=never)])
+    async with raw_client(server) as ws:
+        with pytest.raises(trio_websocket.ConnectionClosed):
+            await ws.get_message()
+        assert ws.closed is not None and ws.closed.code == 1008
+        assert trio.current_time() >= ServerConfig().audio.first_message_timeout
+
+
+async def test_unclaimed_stream_without_handler_is_closed(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    server = await start_server(nursery, [AudioRoute(path="/audio")])
+    async with open_fake_audio_stream(server.connect_memory, listen()) as fake:
+        await fake.wait_closed()
+    assert (fake.closed_by, fake.close_code) == ("app", 1008)
+
+
+@pytest.mark.parametrize(("frame", "limit"), [("x" * 70_000, "text"), (b"\x00" * 3_000_000, "binary")])
+async def test_frames_over_their_own_limits_close_with_1009(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, frame: str | bytes, limit: str
+) -> None:
+    async def app(stream: AudioStream) -> None:
+        async for _ in stream:
+            pass
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with raw_client(server, metadata={"callSid": "c"}) as ws:
+        await ws.send_message(b"\x00" * 1_000_000)  # a big audio frame is fine (MAF's buffer)
+        await ws.send_message(frame)
+        with pytest.raises(trio_websocket.ConnectionClosed):
+            await ws.get_message()
+        assert ws.closed is not None and ws.closed.code == 1009
+
+
+async def test_a_blocked_write_is_never_cut_by_the_caller(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Back-pressure: send_audio blocks while the peer does not read. Cancelling the sender
+    meanwhile does not cut the frame (the write is shielded): once the peer reads again, every
+    frame arrives whole and the socket carries on."""
+    returned: list[float] = []
+    frames = [bytes([i, 0]) * 50_000 for i in range(1, 5)]
+
+    async def app(stream: AudioStream) -> None:
+        await stream.send_audio(frames[0])  # read by the client's reader, queued
+        await stream.send_audio(frames[1])  # read, then the reader waits for queue space
+        with trio.move_on_after(0.5):
+            await stream.send_audio(frames[2])  # blocked: nobody reads
+        returned.append(trio.current_time())
+        await stream.send_audio(frames[3])
+        await stream.wait_closed()
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with raw_client(server, metadata={"callSid": "c"}, lockstep=True, queue_size=1) as ws:
+        await trio.sleep(3)  # the client reads nothing for 3 s
+        got = [await ws.get_message() for _ in frames]
+    assert got == frames
+    assert returned[0] >= 3  # the write outlived the caller's 0.5 s deadline
+
+
+async def test_a_peer_that_stops_reading_is_cut_off(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A write blocked for send_timeout aborts the socket: the sender gets AudioStreamClosed
+    (after the timeout, not after its own shorter deadline) and the stream is gone."""
+    outcome: list[tuple[AudioStreamClosed, float]] = []
+    done = trio.Event()
+
+    async def app(stream: AudioStream) -> None:
+        await stream.send_audio(b"\x01\x00" * 1000)
+        await stream.send_audio(b"\x02\x00" * 1000)
+        try:
+            with trio.move_on_after(0.5):
+                await stream.send_audio(b"\x03\x00" * 200_000)
+        except AudioStreamClosed as exc:
+            outcome.append((exc, trio.current_time()))
+        done.set()
+
+    config = ServerConfig(audio=AudioConfig(send_timeout=2.0))
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)], config)
+    async with raw_client(server, metadata={"callSid": "c"}, lockstep=True, queue_size=1):
+        with trio.fail_after(30):
+            await done.wait()
+        await trio.sleep(1)
+        assert len(server.audio_streams) == 0  # aborted, not waiting for this client
+    exc, when = outcome[0]
+    assert "timed out" in str(exc) and when >= 2.0
+
+
+async def test_drain_closes_audio_streams(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def app(stream: AudioStream) -> None:
+        async for _ in stream:
+            pass
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with open_fake_audio_stream(server.connect_memory, listen()) as fake:
+        await fake.send_audio(b"\x00\x00")
+        await trio.sleep(0.1)
+        assert server.statistics().audio_streams == 1
+        await server.drain(grace=1)
+        await fake.wait_closed()
+    assert (fake.closed_by, fake.close_code) == ("app", 1001)
+    assert server.statistics().audio_streams == 0
+
+
+async def test_registry_by_call_sid(nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+    """A task waiting for a call's stream takes it instead of the route's handler; live
+    streams are listed by call sid."""
+    handled: list[str | None] = []
+
+    async def handler(stream: AudioStream) -> None:
+        handled.append(stream.call_sid)
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=handler)])
+    call = CallData()
+    taken: list[AudioStream] = []
+
+    async def waiter() -> None:
+        stream = await server.audio_streams.wait_stream(call.call_sid)
+        taken.append(stream)
+        assert server.audio_streams.get(call.call_sid) is stream
+        assert list(server.audio_streams) == [stream]
+        async for chunk in stream:
+            await stream.send_audio(chunk)
+
+    nursery.start_soon(waiter)
+    await trio.sleep(0.1)
+    async with open_fake_audio_stream(server.connect_memory, listen(), call=call) as fake:
+        await fake.feed(SECOND, pace=None)
+        await trio.sleep(0.1)
+        assert fake.played == SECOND.pcm
+    async with open_fake_audio_stream(server.connect_memory, listen(), call=CallData()) as other:
+        await other.wait_closed()
+    assert len(taken) == 1 and taken[0].call_sid == call.call_sid
+    assert handled == [other.metadata["callSid"]]  # the other call's stream went to the handler
+    assert server.audio_streams.get(call.call_sid) is None
