@@ -2,8 +2,10 @@
 
 ``demo`` runs the IVR of ``examples/ivr.py`` in this process and plays scripted calls against
 it through the fake jambonz (no sockets, no jambonz). ``simulate`` drives any jambonz WebSocket
-app - written with this library or not - through a call over a real socket. ``calls`` prints the
-live calls of a Redis-backed cluster (the ``redis`` extra).
+app - written with this library or not - through a call over a real socket (with ``--audio`` it
+also plays jambonz's media server for ``listen`` verbs, the WAV file as the caller's voice, and
+writes what the app played back to ``--played``). ``calls`` prints the live calls of a
+Redis-backed cluster (the ``redis`` extra).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import importlib.util
 import math
 import os
 import sys
+import wave
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -22,6 +25,7 @@ import trio
 
 from ._protocol._verbs import Gather
 from .testing import (
+    AudioSource,
     CallData,
     Caller,
     ConnectFailed,
@@ -34,7 +38,9 @@ from .testing import (
     open_fake_call,
     run_call,
     tcp_connector,
+    write_wav,
 )
+from .testing._media import FakeAudioStream
 
 __all__ = ["main"]
 
@@ -239,9 +245,32 @@ async def simulate(args: argparse.Namespace, out: TextIO) -> None:
             password=args.password,
             call=CallData(from_=args.from_, to=args.to),
         ) as fc:
-            await run_call(fc, Caller(on_gather=caller), on_step=printer, idle=args.idle)
+            speaker = Caller(on_gather=caller, audio=args.audio_source, audio_pace=None if args.fast else 1.0)
+            await run_call(fc, speaker, on_step=printer, idle=args.idle)
         nursery.cancel_scope.cancel()
     print(f"call ended: {len(fc.acks)} acks, {len(fc.commands)} commands", file=out)
+    for index, stream in enumerate(fc.audio_streams, start=1):
+        _save_played(stream, Path(args.played), index, out)
+
+
+def _save_played(stream: FakeAudioStream, base: Path, index: int, out: TextIO) -> None:
+    """Write what the app played on one audio socket (streamed audio, else its raw clips)."""
+    path = base if index == 1 else base.with_name(f"{base.stem}-{index}{base.suffix}")
+    if stream.played and stream.playback_rate:
+        write_wav(path, stream.played, stream.playback_rate)
+        print(f"wrote {stream.played_seconds:.2f} s the app streamed back to {path}", file=out)
+        return
+    clips = [c for c in stream.clips if c.content_type == "raw"]
+    if clips and len({c.sample_rate for c in clips}) == 1:
+        write_wav(path, b"".join(c.audio for c in clips), clips[0].sample_rate)
+        print(f"wrote {len(clips)} playAudio clip(s) to {path}", file=out)
+    elif stream.clips:
+        print(
+            f"audio socket {index}: {len(stream.clips)} playAudio clip(s), not written (mixed formats)",
+            file=out,
+        )
+    else:
+        print(f"audio socket {index}: the app played nothing back", file=out)
 
 
 def _explain(exc: BaseException) -> str:
@@ -290,6 +319,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="gathers the caller answers before hanging up at the next one (default 10)",
     )
     sim.add_argument("--idle", type=float, default=2.0, help="seconds to wait for commands when idle")
+    sim.add_argument(
+        "--audio", metavar="FILE.wav", help="what the caller says into each listen (16-bit PCM WAV)"
+    )
+    sim.add_argument(
+        "--played", metavar="OUT.wav", default="played.wav", help="where to write what the app played back"
+    )
+    sim.add_argument("--fast", action="store_true", help="send the caller's audio as fast as possible")
     calls = sub.add_parser("calls", help="print the live calls of a Redis cluster, one JSON object per line")
     calls.add_argument("--redis", required=True, help="redis://[user:password@]host:port/db (or rediss://)")
     calls.add_argument("--namespace", default="default", help="the cluster's namespace")
@@ -297,6 +333,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "simulate" and args.interactive and args.answers:
         parser.error("--interactive cannot be combined with --speech / --digits")
+    args.audio_source = None
+    if getattr(args, "audio", None):
+        try:
+            args.audio_source = AudioSource.from_wav(args.audio)
+        except (OSError, EOFError, ValueError, wave.Error) as exc:
+            parser.error(f"--audio {args.audio}: {exc}")
     out = sys.stdout
     if args.command == "calls":  # needs the redis extra: imported only here
         from .cluster._cli import calls as list_calls

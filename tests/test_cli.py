@@ -6,15 +6,18 @@ import json
 import socket
 import subprocess
 import sys
+import wave
 from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
 from trio_websocket import WebSocketRequest, serve_websocket
 
-from examples import ivr
+from examples import echo_bot, ivr
 from jambonz_trio import Call, CallConfig, JambonzServer, ServerConfig, open_conversation, serve_jambonz
 from jambonz_trio._cli import main
+from jambonz_trio.testing import AudioSource, write_wav
 from jambonz_trio.verbs import Say
 
 # What a non-editable install run from the repository root sees: the source package first on
@@ -206,3 +209,33 @@ async def test_simulate_answers_a_sequence_and_stops_at_the_turn_limit(
         "caller   (hangs up)",
     ]
     assert 'say "You said: 42"' in out and "call ended" in out
+
+
+async def test_simulate_with_audio_writes_what_the_app_played(
+    nursery: trio.Nursery, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``--audio`` feeds a WAV file into the app's listen; ``--played`` gets what it played
+    back: for the echo bot, the same audio."""
+    server = await nursery.start(partial(echo_bot.serve, port=0))
+    speech = AudioSource.tone(500, seconds=1.5, sample_rate=16000)  # converted to the listen's 8 kHz
+    source = write_wav(tmp_path / "in.wav", speech.pcm, 16000)
+    played = tmp_path / "out.wav"
+    url = f"ws://127.0.0.1:{server.port}{echo_bot.PATH}"
+    code = await run_cli(
+        "simulate", url, "--audio", str(source), "--played", str(played), "--fast", "--idle", "0.3"
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "listen /echo/audio (8000 Hz mono, streams audio back)" in out
+    assert "marks second-1 (playout)" in out and f"wrote 1.50 s the app streamed back to {played}" in out
+    with wave.open(str(played)) as wav:
+        assert (wav.getframerate(), wav.getnchannels()) == (8000, 1)
+        assert wav.readframes(wav.getnframes()) == speech.converted(8000)
+
+
+def test_simulate_refuses_an_unreadable_wav(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not a wav")
+    with pytest.raises(SystemExit):
+        main(["simulate", "ws://127.0.0.1:1/x", "--audio", str(bad)])
+    assert "--audio" in capsys.readouterr().err
