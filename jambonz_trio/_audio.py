@@ -83,14 +83,16 @@ class AudioCloseInfo:
 class AudioStreamStatistics:
     """Counters of one audio stream (see :meth:`AudioStream.statistics`).
 
-    ``dropped_*`` counts audio jambonz sent that the app never read because it fell more than
-    the buffer behind (``AudioConfig.buffer_seconds``).
+    ``frames_*`` / ``bytes_*`` count binary (audio) frames; ``events_in`` and ``messages_out``
+    the JSON messages. ``dropped_*`` counts audio jambonz sent that the app never read because
+    it fell more than the buffer behind (``AudioConfig.buffer_seconds``).
     """
 
     frames_in: int
     bytes_in: int
     frames_out: int
     bytes_out: int
+    messages_out: int
     dropped_frames: int
     dropped_bytes: int
     buffered_frames: int
@@ -177,7 +179,7 @@ class AudioStream:
         self._ended = trio.Event()  # no more frames will arrive
         self._close_done: trio.Event | None = None
         self._frames_in = self._bytes_in = 0
-        self._frames_out = self._bytes_out = 0
+        self._frames_out = self._bytes_out = self._messages_out = 0
         self._events_in = self._events_dropped = 0
         self._marks_pending = 0
         self._play_ids = itertools.count(1)
@@ -221,6 +223,7 @@ class AudioStream:
             bytes_in=self._bytes_in,
             frames_out=self._frames_out,
             bytes_out=self._bytes_out,
+            messages_out=self._messages_out,
             dropped_frames=self._audio.dropped_chunks,
             dropped_bytes=self._audio.dropped_bytes,
             buffered_frames=len(self._audio),
@@ -449,8 +452,11 @@ class AudioStream:
                 await self._ws.send_message(message)
             except WebSocketClosed:
                 raise AudioStreamClosed("the audio socket closed during the write") from None
-            self._frames_out += 1
-            self._bytes_out += size
+            if type(message) is bytes:
+                self._frames_out += 1
+                self._bytes_out += size
+            else:
+                self._messages_out += 1
             return
         if scope.cancelled_caught:
             self._log.warning(
@@ -666,6 +672,10 @@ async def _run_handler(audio: AudioStream, handler: AudioHandler) -> None:
     logs and closes with 1011; nothing it raises reaches the server."""
     try:
         await handler(audio)
+    except AudioStreamClosed:
+        if audio.close_info is None:
+            log.exception("audio stream for call %s: handler raised; closing with 1011", audio.call_sid)
+        code, reason = 1011, "handler failed"  # (nothing is sent if the stream is over: its own end)
     except Exception:
         log.exception("audio stream for call %s: handler raised; closing with 1011", audio.call_sid)
         code, reason = 1011, "handler failed"

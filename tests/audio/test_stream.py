@@ -76,7 +76,7 @@ async def test_echo_is_byte_exact_and_counted(
         assert fake.played == SECOND.pcm
     stats = streams[0].statistics()
     assert (stats.frames_in, stats.bytes_in) == (frames, len(SECOND.pcm))
-    assert (stats.frames_out, stats.bytes_out) == (frames, len(SECOND.pcm))
+    assert (stats.frames_out, stats.bytes_out, stats.messages_out) == (frames, len(SECOND.pcm), 0)
     assert stats.dropped_frames == 0 and stats.buffered_bytes == 0
     assert streams[0].close_info is not None and streams[0].close_info.by == "jambonz"
 
@@ -478,3 +478,28 @@ async def test_registry_by_call_sid(nursery: trio.Nursery, autojump_clock: trio.
     assert len(taken) == 1 and taken[0].call_sid == call.call_sid
     assert handled == [other.metadata["callSid"]]  # the other call's stream went to the handler
     assert server.audio_streams.get(call.call_sid) is None
+
+
+async def test_a_handler_ended_by_the_streams_end_is_not_an_error(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler whose send raises AudioStreamClosed because jambonz went away (the echo bot
+    on a hangup) ends quietly; the same exception on an open stream is still a failure."""
+    ended = trio.Event()
+
+    async def pusher(stream: AudioStream) -> None:
+        try:
+            while True:
+                await stream.send_audio(b"\x00\x00" * 160)
+                await trio.sleep(0.02)
+        finally:
+            ended.set()
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=pusher)])
+    with caplog.at_level(logging.WARNING, "jambonz_trio.audio"):
+        async with raw_client(server, metadata={"callSid": "c"}) as ws:
+            await ws.get_message()
+            await ws.aclose(1000)
+        await ended.wait()
+        await trio.sleep(0.1)
+    assert "handler raised" not in caplog.text
