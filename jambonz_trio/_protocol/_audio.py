@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import attrs
 
 from .._errors import LocalProtocolError, RemoteProtocolError
+from ._calldata import CallInfo
 from ._json import _check_tokens, _decoder, dumps_checked
 
 __all__ = [
@@ -79,11 +80,6 @@ _INTEGER = re.compile(r"-?[0-9]{1,11}")
 
 
 # -- the metadata frame ---------------------------------------------------------------------
-
-
-def _str(raw: Mapping[str, Any], key: str) -> str | None:
-    value = raw.get(key)
-    return value if isinstance(value, str) else None
 
 
 def _int(value: Any) -> int | None:
@@ -147,20 +143,30 @@ KNOWN_METADATA_KEYS: Final = frozenset(
 )
 
 
+#: The call-info keys of the metadata frame (camelCase, as ``CallInfo.toJSON()`` writes them)
+#: and their snake_case names in :class:`CallInfo` (the names jambonz's call messages use).
+_CALL_KEYS: Final = {
+    key: re.sub(r"[A-Z]", lambda m: "_" + m.group().lower(), key)
+    for key in KNOWN_METADATA_KEYS - {"sampleRate", "mixType"}
+}
+_CALL_KEYS["customerData"] = "customerData"  # CallInfo reads it under its camelCase name
+
+
 @attrs.frozen(kw_only=True)
 class AudioMetadata:
     """The first frame of an audio socket: audio format, call info and the verb's metadata.
 
     jambonz merges ``{sampleRate, mixType}``, the call info and the ``listen`` verb's
     ``metadata`` into one flat object, later keys winning (§13.3): a verb's metadata key can
-    overwrite any of the others. Typed fields are ``None`` when absent or of the wrong type.
+    overwrite any of the others.
 
     Attributes:
         sample_rate: Hz of the audio jambonz sends (8000 when absent or unreadable, jambonz's
             default; a numeric string is accepted).
         mix_type: ``mono``, ``stereo`` (two interleaved channels: left the caller, right what
             is played to the caller) or ``mixed``; ``mono`` when absent or unknown.
-        call_sid: the call's sid (``callSid``).
+        call: the call info (``call_sid``, ``from_``, ``to``, ``direction``, ``account_sid``,
+            ``customer_data``...); a field is ``None`` when absent or of the wrong type.
         custom: the keys jambonz does not set itself, i.e. the verb's ``metadata``.
         raw: the whole object as parsed.
         complete: ``False`` when the frame was not valid JSON (e.g. cut at 8192 bytes by the
@@ -171,33 +177,16 @@ class AudioMetadata:
 
     sample_rate: int = _DEFAULT_SAMPLE_RATE
     mix_type: str = "mono"
-    call_sid: str | None = None
-    direction: str | None = None
-    from_: str | None = None
-    to: str | None = None
-    call_id: str | None = None
-    sbc_callid: str | None = None
-    sip_status: int | None = None
-    sip_reason: str | None = None
-    call_status: str | None = None
-    caller_id: str | None = None
-    account_sid: str | None = None
-    trace_id: str | None = None
-    application_sid: str | None = None
-    fs_sip_address: str | None = None
-    parent_call_sid: str | None = None
-    originating_sip_ip: str | None = None
-    originating_sip_trunk_name: str | None = None
-    call_termination_by: str | None = None
-    duration: int | None = None
-    customer_data: dict[str, Any] | None = attrs.field(default=None, repr=False)
-    headers: dict[str, Any] | None = attrs.field(default=None, repr=False)
-    api_base_url: str | None = None
-    fs_public_ip: str | None = None
+    call: CallInfo = attrs.field(factory=CallInfo)
     custom: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
     complete: bool = True
     problems: tuple[str, ...] = ()
+
+    @property
+    def call_sid(self) -> str | None:
+        """The call's sid (``callSid``), if the frame carried one."""
+        return self.call.call_sid
 
     @property
     def channels(self) -> int:
@@ -225,34 +214,11 @@ class AudioMetadata:
             if "mixType" in raw:
                 problems.append(f"unknown mixType {mix!r}; assuming mono")
             mix = "mono"
-        customer_data = raw.get("customerData")
-        headers = raw.get("headers")
+        call = CallInfo.from_data({_CALL_KEYS[k]: v for k, v in raw.items() if k in _CALL_KEYS})
         return cls(
             sample_rate=rate,
             mix_type=mix,
-            call_sid=_str(raw, "callSid"),
-            direction=_str(raw, "direction"),
-            from_=_str(raw, "from"),
-            to=_str(raw, "to"),
-            call_id=_str(raw, "callId"),
-            sbc_callid=_str(raw, "sbcCallid"),
-            sip_status=_int(raw.get("sipStatus")),
-            sip_reason=_str(raw, "sipReason"),
-            call_status=_str(raw, "callStatus"),
-            caller_id=_str(raw, "callerId"),
-            account_sid=_str(raw, "accountSid"),
-            trace_id=_str(raw, "traceId"),
-            application_sid=_str(raw, "applicationSid"),
-            fs_sip_address=_str(raw, "fsSipAddress"),
-            parent_call_sid=_str(raw, "parentCallSid"),
-            originating_sip_ip=_str(raw, "originatingSipIp"),
-            originating_sip_trunk_name=_str(raw, "originatingSipTrunkName"),
-            call_termination_by=_str(raw, "callTerminationBy"),
-            duration=_int(raw.get("duration")),
-            customer_data=customer_data if isinstance(customer_data, dict) else None,
-            headers=headers if isinstance(headers, dict) else None,
-            api_base_url=_str(raw, "apiBaseUrl"),
-            fs_public_ip=_str(raw, "fsPublicIp"),
+            call=attrs.evolve(call, raw=dict(raw)),
             custom={k: v for k, v in raw.items() if k not in KNOWN_METADATA_KEYS},
             raw=dict(raw),
             complete=complete,

@@ -48,7 +48,7 @@ async def test_typed_metadata_in_the_handler(
         "stereo",
         2,
     )
-    assert (meta.from_, meta.direction, meta.call_status, meta.customer_data) == (
+    assert (meta.call.from_, meta.call.direction, meta.call.call_status, meta.call.customer_data) == (
         "+4930123",
         "inbound",
         "in-progress",

@@ -66,14 +66,15 @@ def test_fs_metadata_is_typed() -> None:
     assert meta.complete and meta.problems == ()
     assert (meta.sample_rate, meta.mix_type, meta.channels, meta.bytes_per_second) == (8000, "mono", 1, 16000)
     assert meta.call_sid == FS_METADATA["callSid"]
-    assert (meta.from_, meta.to, meta.direction, meta.sip_status) == (
+    call = meta.call
+    assert (call.from_, call.to, call.direction, call.sip_status) == (
         "+15083084809",
         "+15083728299",
         "inbound",
         200,
     )
-    assert meta.account_sid == "acc-1" and meta.application_sid == "app-1"
-    assert meta.customer_data == {"k": "v"}
+    assert (call.account_sid, call.application_sid, call.sbc_callid) == ("acc-1", "app-1", "sbc-1")
+    assert call.customer_data == {"k": "v"} and call.fs_sip_address == "10.0.0.2:5060"
     assert meta.custom == {"agent": "bob", "n": 3}  # the verb's metadata, merged at top level
     assert meta.raw["callId"] == "abc@10.0.0.1"
 
