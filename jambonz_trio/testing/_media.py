@@ -743,6 +743,11 @@ async def open_fake_audio_stream(
 # -- the media server of a fake call -----------------------------------------------------------
 
 
+class _Elsewhere(ConnectFailed):
+    """A listen URL the fake cannot reach from a test connected in memory: the audio goes to a
+    server outside the test (a recorder, a transcriber)."""
+
+
 class _CallReporter(_Reporter):
     """Transcript lines and violations of a call's audio socket go to the call."""
 
@@ -813,7 +818,7 @@ class _MediaServer(_Core):
             )
         if host == urlsplit(self._call_url()).hostname:
             return c, resource, host
-        raise ConnectFailed(
+        raise _Elsewhere(
             f"listen URL {url!r} is not on the app the fake connects to in memory; "
             "set FakeCall.audio_connector to reach it"
         )
@@ -934,6 +939,10 @@ async def run_listen(runner: _Runner, verb: Listen) -> bool | None:
             await audio.stop(audio.ended or "stop")
             digits, ended = audio.digits, audio.ended
             _narrate_audio(runner, audio)
+    except _Elsewhere:
+        # the audio goes to a server outside this test: the verb runs until something ends it
+        runner.step("jambonz", f"the audio goes to {verb.url}, outside this test (FakeCall.audio_connector)")
+        return await runner._play(verb)
     except ConnectFailed as exc:
         # the module reports connect_failed; FS ends the verb (FS lib/tasks/listen.js:260-264)
         runner.step("jambonz", f"the audio socket failed: {exc.message}")
