@@ -29,7 +29,7 @@ import trio
 
 from ._config import AudioConfig
 from ._errors import AudioStreamClosed, LocalProtocolError
-from ._log import CallLog, get_logger
+from ._log import CallLog, get_logger, safe
 from ._protocol._audio import (
     MAX_MARKS,
     PLAY_AUDIO_SAMPLE_RATES,
@@ -296,7 +296,9 @@ class AudioStream:
         info = self.close_info
         if info is None:
             return AudioStreamClosed()
-        return AudioStreamClosed(f"audio stream ended ({info.by}: {info.reason})", code=info.code)
+        # the reason may be the peer's close reason: made safe, as an app that lets this escape
+        # gets it logged in its traceback
+        return AudioStreamClosed(f"audio stream ended ({info.by}: {safe(info.reason, 128)})", code=info.code)
 
     # -- sending -------------------------------------------------------------------------------
 

@@ -503,3 +503,27 @@ async def test_a_handler_ended_by_the_streams_end_is_not_an_error(
         await ended.wait()
         await trio.sleep(0.1)
     assert "handler raised" not in caplog.text
+
+
+async def test_a_peer_close_reason_is_made_safe_in_the_error(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The close reason is the peer's: in AudioStreamClosed's text (which an app may let escape
+    into a logged traceback) it is escaped and capped."""
+    errors: list[str] = []
+    done = trio.Event()
+
+    async def app(stream: AudioStream) -> None:
+        await stream.wait_closed()
+        try:
+            await stream.next_event()
+        except AudioStreamClosed as exc:
+            errors.append(str(exc))
+        done.set()
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with raw_client(server, metadata={"callSid": "c"}) as ws:
+        await ws.aclose(4000, "line one\nline two" + "x" * 100)
+    await done.wait()
+    (text,) = errors
+    assert "\n" not in text and "line one\\nline two" in text
