@@ -585,22 +585,27 @@ class AudioStreams:
 
     # -- server side ---------------------------------------------------------------------------
 
-    def _claim_for(self, stream: AudioStream) -> _Claim | None:
-        """Who takes a new stream: the listen its token names, else a waiter for its call."""
+    def _hand_over(self, stream: AudioStream) -> bool:
+        """Give a new stream to the listen its token names, else to a waiter for its call;
+        ``False`` if nobody waits. Synchronous: a waiter found here is still waiting (it
+        leaves only at a checkpoint, after unlisting itself), so the stream cannot be lost."""
+        claim: _Claim | None = None
         token = listen_token(stream.path)
         if token is not None:
             claim = _LISTENS.pop(token, None)
-            if claim is not None:
-                return claim
-            log.info("audio stream for call %s names a listen nobody waits for", stream.call_sid)
+            if claim is None:
+                log.info("audio stream for call %s names a listen nobody waits for", stream.call_sid)
         sid = stream.call_sid
-        waiters = self._waiters.get(sid) if sid is not None else None
+        waiters = self._waiters.get(sid) if claim is None and sid is not None else None
         if waiters:
             claim = waiters.pop(0)
             if not waiters:
                 self._waiters.pop(sid or "", None)
-            return claim
-        return None
+        if claim is None:
+            return False
+        stream.bidirectional = claim.listen
+        claim.deliver(stream)
+        return True
 
     async def serve(
         self,
@@ -637,19 +642,17 @@ class AudioStreams:
         if isinstance(first, bytes):
             audio._on_audio(first)
         del first
-        claim = self._claim_for(audio)
-        if claim is None and handler is None:
+        self._live[audio] = None
+        claimed = self._hand_over(audio)
+        if not claimed and handler is None:
+            del self._live[audio]
             log.info("audio stream for call %s on %s: no handler takes it; closing", audio.call_sid, path)
             with trio.move_on_after(config.close_timeout):
                 await ws.aclose(1008, "no handler for this audio stream")
             return
-        self._live[audio] = None
         try:
             async with trio.open_nursery() as nursery:
-                if claim is not None:
-                    audio.bidirectional = claim.listen
-                    claim.deliver(audio)
-                else:
+                if not claimed:
                     assert handler is not None
                     nursery.start_soon(_run_handler, audio, handler)
                 try:
