@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -52,9 +52,6 @@ def listen_verb(
     streaming: bool = True,
     sample_rate: int = 8000,
     playback_sample_rate: int | None = None,
-    mix_type: Literal["mono", "stereo", "mixed"] = "mono",
-    metadata: dict[str, Any] | None = None,
-    pass_dtmf: bool | None = None,
     **options: Any,
 ) -> Listen:
     """The ``listen`` verb :meth:`Call.listen <jambonz_trio.Call.listen>` sends (without its
@@ -62,8 +59,11 @@ def listen_verb(
 
     ``bidirectional`` turns on ``bidirectionalAudio``: ``streaming`` (binary audio back, at
     ``playback_sample_rate``, default ``sample_rate``) or not (``playAudio`` clips). Other
-    keyword options go to :class:`~jambonz_trio.verbs.Listen` (``max_length``,
-    ``finish_on_key``, ``action_hook``, ``ws_auth``...).
+    keyword options go to :class:`~jambonz_trio.verbs.Listen` (``mix_type``, ``metadata``,
+    ``pass_dtmf``, ``max_length``, ``finish_on_key``, ``action_hook``, ``ws_auth``...).
+
+    Raises:
+        TypeError: an option ``Listen`` does not have.
     """
     if isinstance(url, Listen):
         return url
@@ -75,15 +75,7 @@ def listen_verb(
         )
     else:
         bidi = BidirectionalAudio(enabled=False)
-    return Listen(
-        url=url,
-        sample_rate=sample_rate,
-        mix_type=mix_type,
-        metadata=metadata,
-        pass_dtmf=pass_dtmf,
-        bidirectional_audio=bidi,
-        **options,
-    )
+    return Listen(url=url, sample_rate=sample_rate, bidirectional_audio=bidi, **options)
 
 
 def call_sender(call: Call, *, answer: Message | None = None, queue: bool = False) -> Sender:
