@@ -147,8 +147,8 @@ class _Pending:
     __slots__ = ("command", "done", "error", "origin", "sent", "size", "text")
 
     def __init__(self, text: str, size: int, command: Command | None, origin: object | None) -> None:
-        # ``command`` is None once the program watcher was told of it (a direct write that
-        # found the socket gone)
+        # ``command`` is None once the program watcher was told of it (when queued, or by a
+        # direct write that found the socket gone); else it is told at the flush
         self.text = text
         self.size = size
         self.command = command
@@ -550,6 +550,9 @@ class Call(CommandMethods, trio.abc.AsyncResource):
             raise CommandQueueFull(
                 f"{len(self._outbox)} commands ({self._outbox_bytes} bytes) already wait for a reconnect"
             )
+        # Its place in the FIFO is fixed now: tell the watcher now (not at the flush), so a
+        # conversation answering a hook later knows its answer would follow a replacement.
+        told = told or self._program_sent(command, origin)
         item = _Pending(text, size, None if told else command, origin)
         self._outbox.append(item)
         self._outbox_bytes += size

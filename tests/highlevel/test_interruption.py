@@ -229,3 +229,40 @@ async def test_a_redirect_that_cannot_start_out_interrupts_nothing(
         assert not info.value.maybe_sent
         await trio.testing.wait_all_tasks_blocked()
         assert agent.outcomes == []
+
+
+async def test_a_late_answer_queued_behind_an_outside_redirect_does_not_replace_it(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The disconnected twin of the test above. The gather's result came, the socket dropped
+    (jambonz abandons the hook), a supervisor's redirect waits for the reconnect, and then the
+    handler's next operation answers the abandoned hook: a late answer goes out as a
+    *replacing* redirect. Queued behind the supervisor's, it replaced the supervisor's program
+    on the flush. The supervisor's queued redirect counts from when it is queued (FIFO: what
+    the conversation queues later goes out after it), so the late answer is appended."""
+    agent = Agent()
+    agent.pause_after_gather = True
+    async with in_gather(nursery, agent) as (fc, call), trio.open_nursery() as inner:
+
+        async def answer() -> None:
+            with pytest.raises(Exception):  # noqa: B017, PT011 - abandoned by the drop
+                await fc.gather_speech("/jt/gather/1", "hello")
+
+        inner.start_soon(answer)
+        await trio.testing.wait_all_tasks_blocked()
+        assert agent.outcomes == ["answer hello"]
+        await fc.drop(reconnect=False)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not fc.connected and call.state.name != "CONNECTED"
+        goodbye = [Say(text="A supervisor takes over. Goodbye")]
+        inner.start_soon(call.redirect, goodbye)  # waits for the reconnect
+        await trio.testing.wait_all_tasks_blocked()
+        agent.go.set()  # the next operation answers the abandoned hook: a late answer
+        await trio.testing.wait_all_tasks_blocked()
+        await fc.reconnect()
+        supervisor = await fc.expect_command(Redirect)
+        assert supervisor.verbs == tuple(goodbye) and not supervisor.queue
+        nxt = await fc.expect_command(Redirect)
+        assert nxt.verbs == (Say(text="after", id="jt-2"),)
+        assert nxt.queue  # appended after the supervisor's program; before the fix it replaced it
+        await fc.hangup()
