@@ -83,8 +83,9 @@ class ToolCallScript:
 
 
 Answer = Speech | Digits | HangUp | None
-#: ``on_gather``: returns the answer, or an awaitable of it (a scripted caller may wait).
-OnGather = Callable[[Gather], Answer | Awaitable[Answer]]
+#: ``on_gather``: returns the answer (a ``str`` is :class:`Speech`), or an awaitable of it
+#: (a scripted caller may wait).
+OnGather = Callable[[Gather], str | Answer | Awaitable[str | Answer]]
 Step = Callable[[str, str], None]
 
 
@@ -110,9 +111,10 @@ class Caller:
         dials: how each ``dial`` ends, in order (default: answered, then completed).
         tool_calls: the tool calls the model makes in each ``llm`` verb.
         on_gather: instead of ``answers``: called with each ``Gather`` verb, returns the answer
-            (sync or ``async``; an ``async`` one may wait, e.g. for a person to type, while
-            the call goes on: commands the app pushes meanwhile are followed, and a redirect
-            that kills the gather cancels the wait).
+            as ``answers`` gives it (a ``str`` is speech), sync or ``async`` (an ``async``
+            one may wait, e.g. for a person to type, while the call goes on: commands the app
+            pushes meanwhile are followed, and a redirect that kills the gather cancels the
+            wait).
         audio: what the caller speaks into each ``listen`` (see :func:`run_call`).
         audio_pace: how fast it is sent, in multiples of real time on trio's clock; ``None``:
             as fast as the socket takes it, with instant playout of what the app plays back.
@@ -138,9 +140,9 @@ class Caller:
         """The answer to ``gather`` (awaits ``on_gather`` when it is ``async``)."""
         if self._on_gather is not None:
             result = self._on_gather(gather)
-            if result is None or isinstance(result, Speech | Digits | HangUp):
-                return result
-            return await result
+            if not (result is None or isinstance(result, str | Speech | Digits | HangUp)):
+                result = await result
+            return Speech(result) if isinstance(result, str) else result
         return self._answers.pop(0) if self._answers else None
 
     def dial(self, dial: Dial) -> DialOutcome:

@@ -136,3 +136,35 @@ async def test_what_the_caller_heard_does_not_depend_on_ack_or_redirect(
         assert [text for who, text in steps if who == "heard"] == run.heard
         heard.append(run.heard)
     assert heard[0] == heard[1] == ["Hello", "Name?", "Bye"]
+
+
+async def test_on_gather_may_return_a_plain_str_like_positional_answers(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: a ``str`` from ``on_gather`` (sync or ``async``) raised ``TypeError`` while
+    ``Caller("yes")`` took it as speech."""
+
+    async def echo_twice(call: Call) -> None:
+        await call.ack(call.session, [Gather(action_hook="/g", input=["speech"], id="g1")])
+        async for event in call:
+            if isinstance(event, VerbHook) and event.hook == "/g":
+                said = event.data["speech"]["alternatives"][0]["transcript"]
+                more = [Gather(action_hook="/g2", input=["speech"], id="g2")]
+                await call.ack(event, [Say(text=f"You said {said}"), *more])
+            elif isinstance(event, VerbHook) and event.hook == "/g2":
+                said = event.data["speech"]["alternatives"][0]["transcript"]
+                await call.ack(event, [Say(text=f"Then {said}"), Hangup()])
+
+    def plain(gather: Gather) -> str:
+        return f"plain {gather.id}"
+
+    async def awaited(gather: Gather) -> str:
+        await trio.sleep(1)
+        return f"awaited {gather.id}"
+
+    for on_gather, word in ((plain, "plain"), (awaited, "awaited")):
+        server: JambonzServer = await nursery.start(serve_jambonz, echo_twice)
+        async with open_fake_call(server.connect_memory) as fc:
+            with trio.fail_after(30):
+                run = await run_call(fc, Caller(on_gather=on_gather))
+        assert run.heard == [f"You said {word} g1", f"Then {word} g2"]
