@@ -216,7 +216,6 @@ class Call(CommandMethods, trio.abc.AsyncResource):
         *,
         config: CallConfig,
         identity: Identity,
-        max_inbound_bytes: int = 1024 * 1024,
         path: str = "/",
     ) -> None:
         self.session = session
@@ -256,7 +255,6 @@ class Call(CommandMethods, trio.abc.AsyncResource):
         self._tts_resumed = trio.Event()
         self._tts_resumed.set()
         self._tts_ids = itertools.count(1)
-        self._max_inbound = max_inbound_bytes
         self._ending = False
         self._isolated = False
         self._events_reserved = False

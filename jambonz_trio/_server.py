@@ -374,7 +374,6 @@ class JambonzServer:
             first,
             config=self.config.call,
             identity=admitted.identity,
-            max_inbound_bytes=self.config.max_inbound_bytes,
             path=admitted.path,
         )
         call.on_disconnect = self._on_call_disconnect

@@ -41,6 +41,8 @@ async def test_registry_is_a_read_only_mapping_of_live_calls_by_sid(nursery: tri
     server: JambonzServer = await nursery.start(serve_jambonz, app)
     registry = server.calls
     assert isinstance(registry, Mapping)
+    with pytest.raises(TypeError):  # a Mapping is unhashable (the CHANGELOG's migration note)
+        hash(registry)
     async with (
         open_fake_call(server.connect_memory, call=CallData(call_sid="sid-a")) as a,
         open_fake_call(server.connect_memory, call=CallData(call_sid="sid-b")) as b,
