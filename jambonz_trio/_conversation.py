@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -74,6 +75,15 @@ _PREFIX = "/jt/"
 
 #: ``async def on_tool(tool_call) -> dict``: returns the vendor-shaped ``llm:tool-output`` data.
 ToolHandler = Callable[[ToolCall], Awaitable[dict[str, Any]]]
+LlmEventHandler = Callable[[LlmEvent], Awaitable[None]]
+
+#: Tool handlers one conversation runs at once. A realtime model calls a few tools in
+#: parallel at most (OpenAI's parallel function calls, Google's ``function_calls`` list).
+DEFAULT_MAX_TOOL_CALLS = 8
+#: Tool calls waiting for a free handler slot; past it a tool call is dropped (counted).
+DEFAULT_MAX_QUEUED_TOOL_CALLS = 32
+#: ``llm:event`` messages waiting for the ``on_event`` callback; past it they are dropped.
+DEFAULT_MAX_QUEUED_LLM_EVENTS = 256
 
 
 @attrs.frozen(kw_only=True)
@@ -105,9 +115,27 @@ class Conversation:
     Operations run one at a time (a lock enforces it) and each is a checkpoint that blocks until
     its verb is done. All raise :class:`~jambonz_trio.CallClosed` if the call ends first.
     Commands (``mute``, ``whisper``...) stay available on :attr:`call`.
+
+    Attributes:
+        tool_calls_dropped: ``llm:tool-call`` messages dropped because ``max_tool_calls``
+            handlers ran and ``max_queued_tool_calls`` more waited (see :meth:`llm`).
+        llm_events_dropped: ``llm:event`` messages dropped because ``max_queued_llm_events``
+            waited for the ``on_event`` callback.
     """
 
-    def __init__(self, call: Call, read_event: Callable[[], Awaitable[Event]]) -> None:
+    def __init__(
+        self,
+        call: Call,
+        read_event: Callable[[], Awaitable[Event]],
+        *,
+        max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS,
+        max_queued_tool_calls: int = DEFAULT_MAX_QUEUED_TOOL_CALLS,
+        max_queued_llm_events: int = DEFAULT_MAX_QUEUED_LLM_EVENTS,
+    ) -> None:
+        if max_tool_calls < 1:
+            raise ValueError("max_tool_calls must be at least 1")
+        if max_queued_tool_calls < 0 or max_queued_llm_events < 0:
+            raise ValueError("max_queued_tool_calls and max_queued_llm_events must not be negative")
         self.call = call
         self._read_event = read_event
         self._ids = itertools.count(1)
@@ -129,7 +157,17 @@ class Conversation:
         self._started: set[str] = set()
         self._start_seen = trio.Event()
         self._tool_handlers: dict[str, ToolHandler] = {}
-        self._llm_events: dict[str, Callable[[LlmEvent], Awaitable[None]]] = {}
+        self._llm_events: dict[str, LlmEventHandler] = {}
+        # LLM work, bounded: tool handlers in flight (each worker drains the FIFO before it
+        # ends), tool calls waiting with their deadline, and llm:event callbacks (one at a time)
+        self._max_tools = max_tool_calls
+        self._max_queued_tools = max_queued_tool_calls
+        self._max_queued_events = max_queued_llm_events
+        self._tools_running = 0
+        self._tool_queue: deque[tuple[ToolHandler, LlmToolCall, float]] = deque()
+        self._event_queue: deque[tuple[LlmEventHandler, LlmEvent]] | None = None
+        self.tool_calls_dropped = 0
+        self.llm_events_dropped = 0
         self._nursery: trio.Nursery | None = None
         #: drops of a full event queue are repeated at the peer's will: rate-limited
         self._log = CallLog(log, call.call_sid, trio.current_time)
@@ -232,9 +270,14 @@ class Conversation:
         """Run an ``llm`` verb until the conversation with the model ends.
 
         Tool calls are answered with ``on_tool_call``'s return value (the vendor's
-        ``llm:tool-output`` shape, see :mod:`jambonz_trio.llm`); a handler that raises or is
-        too slow is logged and the model gets no answer for that call. ``on_event`` receives
-        ``llm:event`` messages. The verb's own hooks are set by the library.
+        ``llm:tool-output`` shape, see :mod:`jambonz_trio.llm`); a handler that raises or has
+        not answered 4 ack deadlines (16 s) after the tool call arrived is logged and the model
+        gets no answer for that call. At most ``max_tool_calls`` handlers (of
+        :func:`open_conversation`) run at once; further tool calls wait, in order, up to
+        ``max_queued_tool_calls``; more are dropped (logged, counted in
+        :attr:`tool_calls_dropped`). ``on_event`` receives ``llm:event`` messages, one call at
+        a time in order; up to ``max_queued_llm_events`` wait while it runs, more are dropped
+        (:attr:`llm_events_dropped`). The verb's own hooks are set by the library.
         """
         n = next(self._ids)
         tool_hook = f"{_PREFIX}tool/{n}" if on_tool_call is not None else None
@@ -502,12 +545,10 @@ class Conversation:
                 op.done.set()
             return
         if isinstance(event, LlmToolCall) and event.hook in self._tool_handlers:
-            assert self._nursery is not None
-            self._nursery.start_soon(self._answer_tool, self._tool_handlers[event.hook], event)
+            self._tool_call(self._tool_handlers[event.hook], event)
             return
         if isinstance(event, LlmEvent) and event.hook in self._llm_events:
-            assert self._nursery is not None
-            self._nursery.start_soon(self._llm_events[event.hook], event)  # never block routing
+            self._llm_event(self._llm_events[event.hook], event)
             return
         try:
             self._send_other.send_nowait(event)
@@ -537,10 +578,79 @@ class Conversation:
         except JambonzTrioError:
             pass
 
-    async def _answer_tool(self, handler: ToolHandler, event: LlmToolCall) -> None:
+    def _tool_call(self, handler: ToolHandler, event: LlmToolCall) -> None:
+        """Start a handler for ``event`` if fewer than ``max_tool_calls`` run, else queue it
+        (bounded: the rest are dropped). Never blocks routing."""
+        deadline = trio.current_time() + self.call.config.ack_deadline * 4
+        if self._tools_running < self._max_tools:
+            assert self._nursery is not None
+            self._tools_running += 1  # now, not when the task starts: the next call counts it
+            self._nursery.start_soon(self._tool_worker, handler, event, deadline)
+        elif len(self._tool_queue) < self._max_queued_tools:
+            self._tool_queue.append((handler, event, deadline))
+        else:
+            # Not answered with an error output: that would turn a flood of tool calls into a
+            # flood of writes; no model has this many calls outstanding.
+            self.tool_calls_dropped += 1
+            self._log.throttled(
+                "tool dropped",
+                logging.WARNING,
+                "%d tool calls in progress and %d waiting; dropped tool call %s",
+                self._tools_running,
+                len(self._tool_queue),
+                event.tool_call.name,
+            )
+
+    async def _tool_worker(self, handler: ToolHandler, event: LlmToolCall, deadline: float) -> None:
+        """Answer ``event``, then the queued tool calls, one after another, until none wait."""
+        try:
+            while True:
+                await self._answer_tool(handler, event, deadline)
+                if not self._tool_queue:
+                    return
+                handler, event, deadline = self._tool_queue.popleft()
+        finally:
+            self._tools_running -= 1
+
+    def _llm_event(self, handler: LlmEventHandler, event: LlmEvent) -> None:
+        """Hand ``event`` to the ``on_event`` worker (started if none runs), or drop it if
+        ``max_queued_llm_events`` already wait. Never blocks routing."""
+        queue = self._event_queue
+        if queue is None:
+            assert self._nursery is not None
+            self._event_queue = deque()
+            self._nursery.start_soon(self._event_worker, handler, event)
+        elif len(queue) < self._max_queued_events:
+            queue.append((handler, event))
+        else:
+            self.llm_events_dropped += 1
+            self._log.throttled(
+                "llm event dropped",
+                logging.WARNING,
+                "%d llm:event messages wait for on_event; dropped one",
+                len(queue),
+            )
+
+    async def _event_worker(self, handler: LlmEventHandler, event: LlmEvent) -> None:
+        """Run ``on_event`` for each queued event in order; ends when none waits (an exception
+        from the callback ends the conversation's block, as it always did)."""
+        queue = self._event_queue
+        assert queue is not None
+        try:
+            while True:
+                await handler(event)
+                if not queue:
+                    return
+                handler, event = queue.popleft()
+        finally:
+            self._event_queue = None
+
+    async def _answer_tool(self, handler: ToolHandler, event: LlmToolCall, deadline: float) -> None:
         tool_call = event.tool_call
         try:
-            with trio.fail_after(self.call.config.ack_deadline * 4):
+            if trio.current_time() >= deadline:  # waited in the queue until the model gave up
+                raise trio.TooSlowError
+            with trio.fail_at(deadline):
                 output = await handler(tool_call)
             if tool_call.tool_call_id is None:
                 raise LocalProtocolError("the tool call has no tool_call_id")
@@ -558,18 +668,35 @@ class Conversation:
 
 
 @asynccontextmanager
-async def open_conversation(call: Call) -> AsyncIterator[Conversation]:
+async def open_conversation(
+    call: Call,
+    *,
+    max_tool_calls: int = DEFAULT_MAX_TOOL_CALLS,
+    max_queued_tool_calls: int = DEFAULT_MAX_QUEUED_TOOL_CALLS,
+    max_queued_llm_events: int = DEFAULT_MAX_QUEUED_LLM_EVENTS,
+) -> AsyncIterator[Conversation]:
     """Drive ``call`` as straight-line code for the ``async with`` block.
 
     The conversation becomes the only reader of the call's events (``call.next_event()``
     raises inside the block; use :meth:`Conversation.next_event`). It answers the call's
     pending ``session:new`` with its first operation's verbs.
 
+    The ``max_*`` limits bound the LLM work of :meth:`Conversation.llm`: tool handlers run at
+    once (8), tool calls waiting for one (32), ``llm:event`` messages waiting for the
+    ``on_event`` callback (256); past them messages are dropped and counted.
+
     Raises:
         LocalProtocolError: the call's events are already reserved by another reader.
+        ValueError: ``max_tool_calls`` below 1, or a negative queue size.
     """
     with call.reserve_events() as read_event:
-        convo = Conversation(call, read_event)
+        convo = Conversation(
+            call,
+            read_event,
+            max_tool_calls=max_tool_calls,
+            max_queued_tool_calls=max_queued_tool_calls,
+            max_queued_llm_events=max_queued_llm_events,
+        )
         call._program_watcher = convo._program_replaced
         try:
             async with trio.open_nursery() as nursery:
