@@ -41,7 +41,6 @@ from ._errors import (
 )
 from ._events import AnswerUnconfirmed, Disconnected, Event, HookAbandoned, Reconnected
 from ._log import CallLog, get_logger, safe
-from ._pacing import TokenBucket, message_cost
 from ._protocol import _outbound as cmds
 from ._protocol._calldata import CallInfo
 from ._protocol._json import TooComplex, encoded_size
@@ -1004,34 +1003,26 @@ class Call(CommandMethods, trio.abc.AsyncResource):
                 await conn.close_done.wait()
 
     async def _receive_loop(self, conn: _Connection) -> None:
-        inbound = TokenBucket(self.config.inbound_rate, self.config.inbound_burst, trio.current_time())
-        paused = 0
+        # Fairness and the inbound budget (issue 19 item 10) live in the websocket: it hands
+        # out one message per scheduling turn and, over the budget, stops reading.
+        conn.ws.on_paused = partial(
+            self._log.warning,
+            "inbound frames over %g tokens/s; reading paused (TCP back-pressure)",
+            self.config.inbound_rate,
+        )
         while True:
             try:
                 frame = await conn.ws.get_message()
             except WebSocketClosed as exc:
                 reason = exc.reason
                 code = reason.code if reason is not None else None
-                if code == 1009 and conn.ws.close_unanswered:
-                    # the websocket refused a message (bytes or frames over the limit)
-                    self._log.warning("closing with 1009: %s", reason.reason)
+                if code in (1008, 1009) and conn.ws.close_unanswered:
+                    # the websocket refused a message (bytes or frames over the limit, the
+                    # server's budget of unfinished messages) or a flood of Pings
+                    self._log.warning("closing with %d: %s", code, reason.reason)
                 self._connection_closed(conn, code, reason.reason if reason is not None else None)
                 return
             self._frames_in += 1
-            # Fairness (issue 19 item 10): one message per scheduling turn, so a flood on many
-            # sockets cannot keep accept() and handshakes waiting; over the call's inbound
-            # budget, stop reading for a while (TCP back-pressure slows the sender).
-            wait = inbound.spend(message_cost(frame), trio.current_time())
-            if wait > 0:
-                paused += 1
-                if paused == 1:
-                    self._log.warning(
-                        "inbound messages over %g tokens/s; reading paused (TCP back-pressure)",
-                        self.config.inbound_rate,
-                    )
-                await trio.sleep(wait)
-            else:
-                await trio.lowlevel.checkpoint()
             if isinstance(frame, bytes):
                 self._log.throttled("binary", logging.INFO, "ignoring a binary frame (%d bytes)", len(frame))
                 continue

@@ -83,11 +83,12 @@ class CallConfig:
         max_queued_commands / max_queued_bytes: bounds of the disconnected command queue.
         reconnect_budget: jambonz's ``rc`` (at most 5 reconnects a call); a warning is logged
             when a call gets close to it.
-        inbound_rate / inbound_burst: what one socket may send, in tokens (a message costs one
-            token per started KiB of text): ``inbound_rate`` per second sustained, bursts of
-            ``inbound_burst``. Past it the call stops reading its socket until the budget is
-            back (TCP back-pressure slows the sender; nothing is dropped). The defaults are ten
-            times the busiest jambonz traffic we know (see docs/security.md).
+        inbound_rate / inbound_burst: what one socket may send, in tokens (every frame costs:
+            a message or fragment one token per started KiB of payload, a Ping or Pong one):
+            ``inbound_rate`` per second sustained, bursts of ``inbound_burst``. Past it the
+            call stops reading its socket until the budget is back (TCP back-pressure slows
+            the sender; nothing is dropped). The defaults are ten times the busiest jambonz
+            traffic we know (see docs/security.md).
         strict: re-raise handler exceptions (for tests) instead of containing them.
     """
 
@@ -195,6 +196,12 @@ class ServerConfig:
             always known, e.g. your jambonz feature servers.
         max_connections: open sockets at once; more get 503.
         max_inbound_bytes: largest frame accepted from jambonz (UTF-8 bytes); bigger: close 1009.
+        max_partial_message_bytes: bytes of unfinished inbound messages (fragmented, or a
+            frame spanning reads) all sockets together (calls and audio streams) may hold
+            beyond the first 64 KiB of each; a socket whose next piece does not fit is closed
+            with 1009 (jambonz reconnects). Messages up to 64 KiB never draw on it. Without
+            it, partial messages could hold ``max_connections`` x ``max_inbound_bytes``
+            (~10 GiB); with it at most ``max_connections`` x 64 KiB plus this.
         health_path: plain ``GET`` on this path answers 200 (load balancer checks).
         max_parked_calls: disconnected calls kept waiting for a reconnect at once; a call that
             disconnects when that many wait is given up at once (its reconnect starts a new
@@ -220,6 +227,7 @@ class ServerConfig:
     trusted_sources: tuple[str, ...] = attrs.field(default=(), converter=_networks)
     max_connections: int = 10_000
     max_inbound_bytes: int = 1024 * 1024
+    max_partial_message_bytes: int = 64 * 1024 * 1024
     health_path: str | None = "/healthz"
     max_parked_calls: int = 10_000
     max_parked_calls_per_account: int | None = None
@@ -232,6 +240,8 @@ class ServerConfig:
             raise ValueError("reserved_pending_handshakes must be below max_pending_handshakes")
         if self.max_pending_per_source is not None and self.max_pending_per_source < 1:
             raise ValueError("max_pending_per_source must be at least 1 (or None: no cap)")
+        if self.max_partial_message_bytes < 0:
+            raise ValueError("max_partial_message_bytes must not be negative")
         if self.max_request_headers < 1:
             raise ValueError("max_request_headers must be at least 1")
         for network in self.trusted_sources:

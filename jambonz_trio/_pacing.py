@@ -1,22 +1,23 @@
 """Inbound pacing of one socket: a token bucket (pure: time is an argument).
 
-A call's receive loop spends ``cost(frame)`` tokens per message; while the bucket is in debt
-the loop stops reading, so the kernel's receive buffer fills and TCP back-pressure slows the
-sender. Nothing is dropped and nothing is reordered.
+A socket's reader (``jambonz_trio._websocket``) spends tokens for every frame it parses: a
+data frame (a whole message or a fragment) :func:`frame_cost` of its size, a control frame
+(Ping, Pong) one. While the bucket is in debt it stops reading, so the kernel's receive buffer
+fills and TCP back-pressure slows the sender. Nothing is dropped and nothing is reordered.
 """
 
 from __future__ import annotations
 
-__all__ = ["TokenBucket", "message_cost"]
+__all__ = ["TokenBucket", "frame_cost"]
 
-#: the unit of the budget: a message costs one token per started KiB of text
+#: the unit of the budget: a frame costs one token per started KiB of payload
 TOKEN_BYTES = 1024
 
 
-def message_cost(frame: str | bytes) -> int:
-    """Tokens one message costs: one per started KiB (counted in characters: cheap, and a
-    lower bound of its UTF-8 bytes)."""
-    return len(frame) // TOKEN_BYTES + 1
+def frame_cost(size: int) -> int:
+    """Tokens a data frame of ``size`` costs: one per started KiB, so an empty frame costs one
+    too (text is counted in characters: cheap, and a lower bound of its UTF-8 bytes)."""
+    return size // TOKEN_BYTES + 1
 
 
 class TokenBucket:

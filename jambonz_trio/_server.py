@@ -42,6 +42,7 @@ from ._errors import RemoteProtocolError
 from ._listen import open_listeners
 from ._log import get_logger
 from ._membership import CallWatcher, ServerMember
+from ._pacing import TokenBucket
 from ._protocol._envvars import apply_env
 from ._protocol._json import TooComplex, loads_object
 from ._protocol._messages import (
@@ -53,7 +54,7 @@ from ._protocol._messages import (
     routing_sid,
 )
 from ._registry import CallRegistry
-from ._websocket import ServerWebSocket, WebSocketClosed, accept_response
+from ._websocket import ReassemblyBudget, ServerWebSocket, WebSocketClosed, accept_response
 
 __all__ = ["Handler", "JambonzServer", "ServerStatistics", "serve_jambonz"]
 
@@ -120,6 +121,8 @@ class JambonzServer:
             trusted=config.trusted_sources,
         )
         self._refused = 0
+        #: bytes of unfinished inbound messages, shared by every socket (beyond each one's first 64 KiB)
+        self._reassembly = ReassemblyBudget(config.max_partial_message_bytes)
         self._draining = False
         self._accept_scope = trio.CancelScope()
         self._calls_changed = trio.Event()
@@ -259,8 +262,13 @@ class JambonzServer:
                 trailing=admitted.trailing,
                 max_message_size=config.max_inbound_bytes,
                 control_timeout=config.call.send_timeout,
+                pacing=TokenBucket(config.call.inbound_rate, config.call.inbound_burst, trio.current_time()),
+                partial_budget=self._reassembly,
             )
-            await self._serve_socket(ws, stream, admitted)
+            try:
+                await self._serve_socket(ws, stream, admitted)
+            finally:
+                ws.release_partial()  # however the socket ended
         finally:
             if pending:
                 budget.release(source)
@@ -273,13 +281,22 @@ class JambonzServer:
             max_message_size=audio.max_frame_bytes,
             max_text_size=audio.max_text_bytes,
             control_timeout=audio.send_timeout,
+            partial_budget=self._reassembly,  # (a buffered burst of audio can be 1.28 MB)
         )
-        await self.audio_streams.serve(
-            ws, stream, path=admitted.path, identity=admitted.identity, handler=route.handler, config=audio
-        )
-        if ws.close_unanswered:
-            with trio.move_on_after(audio.close_timeout):
-                await ws.finish_close()
+        try:
+            await self.audio_streams.serve(
+                ws,
+                stream,
+                path=admitted.path,
+                identity=admitted.identity,
+                handler=route.handler,
+                config=audio,
+            )
+            if ws.close_unanswered:
+                with trio.move_on_after(audio.close_timeout):
+                    await ws.finish_close()
+        finally:
+            ws.release_partial()
 
     async def _serve_socket(self, ws: ServerWebSocket, stream: trio.abc.Stream, admitted: Admitted) -> None:
         await self._serve_messages(ws, stream, admitted)
@@ -296,7 +313,7 @@ class JambonzServer:
             try:
                 frame = await ws.get_message()
             except WebSocketClosed as exc:
-                if exc.reason.code == 1009 and ws.close_unanswered:
+                if exc.reason.code in (1008, 1009) and ws.close_unanswered:
                     log.warning("first message on %s refused: %s", admitted.path, exc.reason.reason)
                 return
             try:

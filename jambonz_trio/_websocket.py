@@ -15,6 +15,16 @@ read. Pongs are reported through a callback, so a keepalive needs no reader of i
 frames (pong, the close reply) are written by the reader, shielded and bounded by
 ``control_timeout``.
 
+Work per scheduling turn is bounded (issue 19 item 10 and its review): a read is handled in
+batches that end with a complete message or after :data:`FRAMES_PER_TURN` frames, each batch
+in a turn of its own, so a flood on many sockets cannot keep ``accept()`` and handshakes
+waiting. With ``pacing`` every frame costs tokens of the socket's inbound budget - a message
+or fragment one per started KiB, a control frame one - and while the budget is in debt the
+socket is not read (TCP back-pressure slows the sender; nothing is dropped). More than
+:data:`PING_BURST` Pings at once, or :data:`PING_RATE` a second sustained, close the socket
+with 1008. With ``partial_budget`` the bytes of unfinished messages beyond
+:data:`FREE_PARTIAL_BYTES` per socket draw on a budget shared by every socket of the server.
+
 Cancellation: a cancelled read loses nothing (trio's ``receive_some`` is atomic); a write
 cancelled half-way leaves the stream corrupt, so the engine shields its writes (as it did
 with trio-websocket).
@@ -24,20 +34,33 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import attrs
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 
-__all__ = ["CloseReason", "ServerWebSocket", "WebSocketClosed", "accept_response"]
+from ._pacing import TokenBucket, frame_cost
+
+__all__ = ["CloseReason", "ReassemblyBudget", "ServerWebSocket", "WebSocketClosed", "accept_response"]
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _RECEIVE_BYTES = 16384
 #: Frames one message may be split into. jambonz (Node ``ws``) sends every message as one
 #: frame; the cap stops a peer that sends endless (or empty) continuation frames.
 MAX_FRAGMENTS = 4096
+#: Frames handled in one scheduling turn (wsproto spends 8-12 us a frame: a 16 KiB read of
+#: tiny frames would otherwise be ~25 ms without a turn for anyone else).
+FRAMES_PER_TURN = 32
+#: Pings a peer may send: bursts of PING_BURST, PING_RATE a second sustained; more close the
+#: socket with 1008. jambonz pings at most every 15 s, and only when configured to
+#: (docs/protocol.md §2.2): this is 150 times that, sustained.
+PING_RATE = 10.0
+PING_BURST = 100.0
+#: Bytes of an unfinished message a socket may hold without drawing on the server's
+#: :class:`ReassemblyBudget`: a normal-sized message is never refused by the budget.
+FREE_PARTIAL_BYTES = 64 * 1024
 _OPEN = ConnectionState.OPEN
 _CLOSED = ConnectionState.CLOSED
 _REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
@@ -78,31 +101,73 @@ class WebSocketClosed(Exception):
 _LOST = CloseReason(1006, None)
 
 
+class ReassemblyBudget:
+    """Bytes of unfinished inbound messages that the sockets of one server hold beyond their
+    first :data:`FREE_PARTIAL_BYTES` each (the rest of a fragmented message, or of a frame
+    that spans reads). Shared by the sockets of a server; a socket whose next piece does not
+    fit is closed with 1009."""
+
+    __slots__ = ("held", "limit", "refused")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        #: sockets closed because the budget was full
+        self.refused = 0
+
+    def take(self, n: int) -> bool:
+        """Reserve ``n`` bytes; ``False`` (nothing reserved) if they do not fit."""
+        if self.held + n > self.limit:
+            self.refused += 1
+            return False
+        self.held += n
+        return True
+
+    def give(self, n: int) -> None:
+        """Return ``n`` bytes reserved with :meth:`take`."""
+        self.held -= n
+
+
 class ServerWebSocket:
     """One accepted websocket (after the 101 reply has been written).
 
     ``closed`` is ``None`` while open, then the :class:`CloseReason` (the peer's when the peer
     closed, ours while our close handshake runs, 1006 when the connection was lost).
+
+    ``pacing``: the socket's inbound budget (every frame spends it; over it, reading stops
+    until it is back), ``None`` for none. ``partial_budget``: the server's budget for
+    unfinished messages beyond :data:`FREE_PARTIAL_BYTES` (``None``: only
+    ``max_message_size`` bounds them). Whoever owns the socket calls :meth:`release_partial`
+    when done with it, however it ended.
     """
 
     __slots__ = (
         "_buf",
         "_bytes_in",
+        "_charged",
         "_control_timeout",
         "_fragments",
+        "_frame_size",
         "_max_fragments",
         "_max_size",
         "_max_text",
         "_messages",
+        "_pacing",
+        "_partial_budget",
+        "_pending",
+        "_pings",
         "_proto",
         "_pumped",
         "_reading",
+        "_resume_at",
         "_send_waiters",
         "_sending",
         "_stream",
         "_unprocessed",
         "closed",
+        "on_paused",
         "on_pong",
+        "pauses",
     )
 
     def __init__(
@@ -114,6 +179,8 @@ class ServerWebSocket:
         control_timeout: float,
         max_fragments: int = MAX_FRAGMENTS,
         max_text_size: int | None = None,
+        pacing: TokenBucket | None = None,
+        partial_budget: ReassemblyBudget | None = None,
     ) -> None:
         self._stream = stream
         # bytes the client sent right after its request head (not waiting for the 101)
@@ -131,6 +198,22 @@ class ServerWebSocket:
         self._buf: bytearray | None = None
         self._fragments = 0
         self._bytes_in = 0
+        # inbound work: the socket's budget, when reading may resume (0.0: now), wsproto's
+        # events of the last read where a batch stopped (frames for the next turn), the size
+        # of the frame arriving in pieces, the Ping allowance (made at the first Ping)
+        self._pacing = pacing
+        self._resume_at = 0.0
+        self._pending: Iterator[Event] | None = None
+        self._frame_size = 0
+        self._pings: TokenBucket | None = None
+        #: how many times the inbound budget stopped reading
+        self.pauses = 0
+        #: Called (synchronously, by the reading task) when the inbound budget first stops
+        #: reading this socket.
+        self.on_paused: Callable[[], None] | None = None
+        # bytes of the unfinished message drawn from the server's budget
+        self._partial_budget = partial_budget
+        self._charged = 0
         self._reading = False
         self._pumped: trio.Event | None = None
         self._sending = False
@@ -144,9 +227,13 @@ class ServerWebSocket:
     async def get_message(self) -> str | bytes:
         """The next complete message (text as ``str``, binary as ``bytes``).
 
-        Blocks until one arrives. Messages that arrived before the peer's Close are still
-        delivered. Raises :class:`WebSocketClosed` once the socket is closed or closing.
+        Blocks until one arrives; hands out one message per scheduling turn. Messages that
+        arrived before the peer's Close are still delivered. Raises :class:`WebSocketClosed`
+        once the socket is closed or closing.
         """
+        if self._messages:
+            # parsed with an earlier one: one message per scheduling turn (issue 19 item 10)
+            await trio.lowlevel.checkpoint()
         while True:
             if self._messages:
                 return self._messages.pop(0)
@@ -155,7 +242,8 @@ class ServerWebSocket:
             await self._read()
 
     async def _read(self) -> None:
-        """Read once from the stream and process what came; if another task is already
+        """Process the next batch of frames: those a batch left, else what one read from the
+        stream brings (after waiting off any inbound debt); if another task is already
         reading, wait for that read instead."""
         if self._reading:
             if self._pumped is None:
@@ -165,7 +253,15 @@ class ServerWebSocket:
         self._reading = True
         try:
             proto = self._proto
-            if self._unprocessed:
+            resume = self._resume_at
+            if resume:  # over the inbound budget: neither read nor parse until it is back
+                await trio.sleep_until(resume)
+                self._resume_at = 0.0
+            elif self._pending is not None:
+                await trio.lowlevel.checkpoint()  # one batch of frames per scheduling turn
+            if self._pending is not None:
+                pass  # frames wsproto already holds come before reading more
+            elif self._unprocessed:
                 self._unprocessed = False  # bytes that came with the request head
             else:
                 try:
@@ -189,44 +285,50 @@ class ServerWebSocket:
                 pumped.set()
 
     def _process(self) -> bytes:
-        """Turn wsproto's events into messages and state; return control frames to write."""
+        """Turn wsproto's events into messages and state, one batch: up to
+        :data:`FRAMES_PER_TURN` frames, or fewer if the inbound budget runs out (each frame
+        spends its cost as it is parsed); return control frames to write."""
         proto = self._proto
+        pacing = self._pacing
+        now = trio.current_time() if pacing is not None else 0.0
         out = b""
-        for event in proto.events():
+        frames = 0
+        events = self._pending
+        if events is None:
+            events = proto.events()
+        self._pending = None
+        for event in events:
             kind = type(event)
+            cost = 0  # tokens: a data frame one per started KiB, a control frame one
             if kind is TextMessage or kind is BytesMessage:
                 assert isinstance(event, (TextMessage, BytesMessage))
-                if proto.state is not _OPEN or self.closed is not None:
-                    continue  # we are closing: late messages are not delivered
                 data = event.data
-                buf = self._buf
-                limit = self._max_text if kind is TextMessage else self._max_size
-                if event.message_finished and buf is None:  # the whole message at once
+                if event.frame_finished:
+                    cost = frame_cost(self._frame_size + len(data))
+                    self._frame_size = 0
+                else:
+                    self._frame_size += len(data)  # (a frame arriving over several reads)
+                if proto.state is not _OPEN or self.closed is not None:
+                    pass  # we are closing: late messages are not delivered
+                elif event.message_finished and self._buf is None:  # the whole message at once
+                    limit = self._max_text if kind is TextMessage else self._max_size
                     if _over(data, limit):
                         out += self._too_big(limit=limit)
                     else:
                         self._messages.append(data if isinstance(data, str) else bytes(data))
-                    continue
-                chunk = data.encode() if isinstance(data, str) else data
-                if buf is None:
-                    buf = self._buf = bytearray()
-                if event.frame_finished:
-                    self._fragments += 1
-                if len(buf) + len(chunk) > limit:
-                    out += self._too_big(limit=limit)
-                elif self._fragments > self._max_fragments:
-                    out += self._too_big(f"message in over {self._max_fragments} frames")
                 else:
-                    buf += chunk
-                    if event.message_finished:
-                        self._buf, self._fragments = None, 0
-                        self._messages.append(buf.decode() if kind is TextMessage else bytes(buf))
+                    out += self._reassemble(data, event.frame_finished, event.message_finished, kind)
             elif kind is Ping:
                 assert isinstance(event, Ping)
-                if proto.state is _OPEN:
-                    out += proto.send(event.response())
+                cost = 1
+                if proto.state is _OPEN and self.closed is None:
+                    if self._ping_allowed(now):
+                        out += proto.send(event.response())
+                    else:
+                        out += self._refuse(1008, "ping flood")
             elif kind is Pong:
                 assert isinstance(event, Pong)
+                cost = 1
                 if self.on_pong is not None:
                     self.on_pong(bytes(event.payload))
             elif kind is CloseConnection:
@@ -237,19 +339,92 @@ class ServerWebSocket:
                     # a frame the peer got wrong (wsproto's ParseFailed): close with its code
                     out += proto.send(CloseConnection(code=event.code, reason=event.reason))
                 self._mark_closed(CloseReason(event.code, event.reason or None))
+            if cost:
+                frames += 1
+                if pacing is not None:
+                    wait = pacing.spend(cost, now)
+                    if wait > 0:  # over the budget: the rest waits until it is back
+                        self._resume_at = now + wait
+                        self.pauses += 1
+                        if self.pauses == 1 and self.on_paused is not None:
+                            self.on_paused()
+                        self._pending = events
+                        break
+                if frames >= FRAMES_PER_TURN:
+                    self._pending = events
+                    break
         return out
 
-    def _too_big(self, reason: str | None = None, *, limit: int | None = None) -> bytes:
+    def _reassemble(
+        self, data: str | bytes | bytearray, frame_finished: bool, message_finished: bool, kind: type
+    ) -> bytes:
+        """Add a piece of a message arriving in several frames (or reads), kept as UTF-8
+        bytes: one byte per byte, whatever the number or size of the pieces. Past a limit
+        the socket is closed with 1009: returns the Close frame to write."""
+        chunk = data.encode() if isinstance(data, str) else data
+        buf = self._buf
+        if buf is None:
+            buf = self._buf = bytearray()
+        if frame_finished:
+            self._fragments += 1
+        size = len(buf) + len(chunk)
+        limit = self._max_text if kind is TextMessage else self._max_size
+        if size > limit:
+            return self._too_big(limit=limit)
+        if self._fragments > self._max_fragments:
+            return self._too_big(f"message in over {self._max_fragments} frames")
+        if not self._hold(size):
+            return self._too_big("too many unfinished messages on the server")
+        buf += chunk
+        if message_finished:
+            self._messages.append(buf.decode() if kind is TextMessage else bytes(buf))
+            self.release_partial()
+        return b""
+
+    def _hold(self, size: int) -> bool:
+        """Whether the unfinished message may grow to ``size`` bytes: within the socket's
+        free bytes, or with room in the server's budget (then drawn from it)."""
+        budget = self._partial_budget
+        need = size - FREE_PARTIAL_BYTES - self._charged
+        if budget is None or need <= 0:
+            return True
+        if not budget.take(need):
+            return False
+        self._charged += need
+        return True
+
+    def release_partial(self) -> None:
+        """Drop the unfinished message, if any, and return what it drew from the server's
+        budget (idempotent; done at every close, and by the server when the socket's task
+        ends)."""
         self._buf, self._fragments = None, 0
-        reason = reason or f"message over {self._max_size if limit is None else limit} bytes"
-        self._mark_closed(CloseReason(1009, reason))
-        return self._proto.send(CloseConnection(code=1009, reason=reason))
+        if self._charged:
+            assert self._partial_budget is not None
+            self._partial_budget.give(self._charged)
+            self._charged = 0
+
+    def _ping_allowed(self, now: float) -> bool:
+        pings = self._pings
+        if pings is None:
+            pings = self._pings = TokenBucket(PING_RATE, PING_BURST, now)
+        return pings.spend(1, now) == 0.0
+
+    def _too_big(self, reason: str | None = None, *, limit: int | None = None) -> bytes:
+        return self._refuse(
+            1009, reason or f"message over {self._max_size if limit is None else limit} bytes"
+        )
+
+    def _refuse(self, code: int, reason: str) -> bytes:
+        """Close with ``code``: the frame to write."""
+        self._mark_closed(CloseReason(code, reason))
+        return self._proto.send(CloseConnection(code=code, reason=reason))
 
     def _mark_closed(self, reason: CloseReason) -> None:
         if self.closed is None or reason.code != 1006:
             # the peer's Close replaces ours (as trio-websocket does); a lost TCP connection
             # (1006) replaces nothing we already know
             self.closed = reason
+        self.release_partial()  # an unfinished message will never be delivered
 
     # -- sending -------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import trio
 import trio.testing
 
 from jambonz_trio import Call, CallConfig, JambonzServer, ServerConfig, serve_jambonz
-from jambonz_trio._pacing import TokenBucket, message_cost
+from jambonz_trio._pacing import TokenBucket, frame_cost
 from jambonz_trio.verbs import Say
 from tests.reliability.helpers import frame
 
@@ -148,9 +148,10 @@ def test_i19_10_token_bucket() -> None:
     assert bucket.spend(1, 0.1) == pytest.approx(0.1)  # the debt was waited off; one more
     assert bucket.spend(5, 100.0) == 0.0  # a long idle saves up at most the burst
     assert bucket.spend(30, 100.0) == pytest.approx(1.5)  # 15 left, 30 taken: 1.5 s of debt
-    assert message_cost("x" * 1023) == 1
-    assert message_cost("x" * 1024) == 2
-    assert message_cost("x" * (1024 * 1024)) == 1025
+    assert frame_cost(0) == 1  # an empty frame costs a token too
+    assert frame_cost(1023) == 1
+    assert frame_cost(1024) == 2
+    assert frame_cost(1024 * 1024) == 1025
 
 
 @pytest.mark.parametrize(
@@ -159,3 +160,98 @@ def test_i19_10_token_bucket() -> None:
 def test_i19_10_inbound_budget_validated(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="inbound"):
         CallConfig(**kwargs)  # type: ignore[arg-type]
+
+
+# -- control frames and fragments cost budget too (review follow-up FU-1) -------------------
+
+PING = frame(0x9, b"p")  # 7 bytes on the wire
+PONG = frame(0xA, b"p")
+
+
+@pytest.mark.parametrize("kind", ["pongs", "fragments", "empty continuation frames"])
+async def test_fu1_every_frame_costs_budget(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, kind: str
+) -> None:
+    """1,000 frames that are not messages, then a message, over a 100 tokens/s budget with
+    bursts of 200: a token each, so the message waits ~8 s ((1,000 + 1 - 200) / 100). Before,
+    only messages cost: Pongs and fragments were read as fast as they came (delivered at 0 s)."""
+    seen: list[tuple[float, Any]] = []
+    config = CallConfig(ping_interval=1000, inbound_rate=100, inbound_burst=200)
+    server = await _server(nursery, config, seen)
+    client, _ = await _call(server)
+    text = json.dumps(
+        {"type": "call:status", "msgid": "s1", "call_sid": "sid-1", "data": {"n": 1, "pad": "x" * 1000}}
+    )
+    if kind == "pongs":
+        flood = PONG * 1000 + frame(0x1, text.encode())
+    elif kind == "fragments":  # one character a frame
+        flood = frame(0x1, text[0].encode(), fin=False)
+        flood += b"".join(frame(0x0, c.encode(), fin=False) for c in text[1:999])
+        flood += frame(0x0, text[999:].encode())
+    else:
+        flood = frame(0x1, text[0].encode(), fin=False) + frame(0x0, b"", fin=False) * 998
+        flood += frame(0x0, text[1:].encode())
+    t0 = trio.current_time()
+    await client.stream.send_all(flood)
+    await trio.sleep(20)
+    arrived = next(at for at, e in seen if e.data["n"] == 1) - t0
+    assert 7.5 <= arrived <= 8.5, arrived
+
+
+async def test_fu1_a_ping_flood_is_closed_with_1008(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """jambonz pings at most every 15 s (and only when configured, docs/protocol.md §2.2): a
+    peer that sends more than 100 Pings at once (or 10 a second, sustained) is closed with
+    1008. Before, each was answered with a Pong, for ever."""
+    seen: list[tuple[float, Any]] = []
+    server = await _server(nursery, CallConfig(ping_interval=1000), seen)
+    client, call = await _call(server)
+    await client.stream.send_all(PING * 100)
+    await trio.testing.wait_all_tasks_blocked()
+    assert call.state.name == "CONNECTED"  # a burst of 100 is tolerated
+    await trio.sleep(10)  # the allowance comes back at 10 a second
+    for _ in range(300):  # 10 a second, sustained, is tolerated
+        await client.stream.send_all(PING)
+        await trio.sleep(0.1)
+    await trio.testing.wait_all_tasks_blocked()
+    assert call.state.name == "CONNECTED"
+    await client.stream.send_all(PING * 101)  # the allowance is back to 100: one too many
+    with trio.fail_after(60):
+        assert await client.receive() is None
+    assert client.close_code == 1008 and client.close_reason == "ping flood"
+    assert "closing with 1008: ping flood" in caplog.text
+
+
+async def test_fu1_work_per_read_is_bounded(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A 16 KiB read of 7-byte Pongs is ~2,300 frames (~25 ms of parsing, wsproto spends
+    8-12 us a frame): handled at most 32 frames per scheduling turn. Before: all in one turn."""
+    seen: list[tuple[float, Any]] = []
+    server = await _server(nursery, CallConfig(ping_interval=1000), seen)
+    client, call = await _call(server)
+    pongs: list[bytes] = []
+    conn = call._conn
+    assert conn is not None
+    on_pong = conn.ws.on_pong
+    assert on_pong is not None
+
+    def count(payload: bytes) -> None:
+        pongs.append(payload)
+        on_pong(payload)
+
+    conn.ws.on_pong = count
+    await trio.testing.wait_all_tasks_blocked()  # (the receipt Pong of the ack, read)
+    pongs.clear()
+    await client.stream.send_all(PONG * 1800)
+    steps: list[int] = []
+    last = 0
+    for _ in range(10_000):
+        await trio.lowlevel.checkpoint()
+        steps.append(len(pongs) - last)
+        last = len(pongs)
+        if last >= 1800:
+            break
+    assert last == 1800
+    assert max(steps) <= 2 * 32, max(steps)  # (the order inside a trio batch varies)

@@ -329,15 +329,19 @@ def masked_ping(payload: bytes) -> bytes:
 
 
 async def attack_ping_flood(a: Attacks) -> None:
-    """A flood of pings: answered (pongs read and discarded), the call still works."""
+    """A flood of pings: 100 at once are answered, 500 close the socket with 1008 (jambonz
+    pings at most every 15 s; review follow-up FU-1); the other calls carry on."""
     sid = a.sid("pings")
     client = await connect_call(a.port, sid)
     try:
-        await client.stream.send_all(b"".join(masked_ping(b"%d" % i) for i in range(500)))
+        await client.stream.send_all(b"".join(masked_ping(b"%d" % i) for i in range(100)))
         await client.send("verb:hook", f"{sid}-h", {}, hook="/after-pings", call_sid=sid)
         reply = await client.receive()
         assert reply is not None and reply.get("msgid") == f"{sid}-h", reply
-        await hang_up(client)
+        await client.stream.send_all(b"".join(masked_ping(b"%d" % i) for i in range(500)))
+        while await client.receive() is not None:
+            pass
+        assert client.close_code == 1008, client.close_code
     finally:
         await client.drop()
 
