@@ -28,6 +28,7 @@ import attrs
 import trio
 
 from ._config import AudioConfig
+from ._connection import CloseReason, ConnectionClosed
 from ._errors import AudioStreamClosed, LocalProtocolError
 from ._log import CallLog, get_logger, safe
 from ._protocol._audio import (
@@ -48,7 +49,7 @@ from ._protocol._audio import (
     render_play_audio,
 )
 from ._protocol._verbs import BidirectionalAudio
-from ._websocket import CloseReason, ServerWebSocket, WebSocketClosed
+from ._websocket import ServerWebSocket
 
 if TYPE_CHECKING:
     from ._admission import Identity
@@ -438,21 +439,21 @@ class AudioStream:
         with trio.CancelScope(shield=True):
             with trio.move_on_after(self.config.close_timeout):
                 try:
-                    await self._ws.aclose(code, reason or None)
+                    await self._ws.close(code, reason or None)
                 except Exception:  # pragma: no cover - a close racing the peer's
                     log.debug("audio close failed", exc_info=True)
             done.set()
             await trio.aclose_forcefully(self._stream)
 
     async def _send(self, message: str | bytes) -> None:
-        if self.close_info is not None or self._ws.closed is not None:
+        if self.close_info is not None or self._ws.close_reason is not None:
             await trio.lowlevel.checkpoint()
             raise self._closed_error()
         size = len(message)
         with trio.CancelScope(shield=True, deadline=trio.current_time() + self.config.send_timeout) as scope:
             try:
-                await self._ws.send_message(message)
-            except WebSocketClosed:
+                await self._ws.send(message)
+            except ConnectionClosed:
                 raise AudioStreamClosed("the audio socket closed during the write") from None
             if type(message) is bytes:
                 self._frames_out += 1
@@ -518,8 +519,8 @@ class AudioStream:
         on_audio, on_text = self._on_audio, self._on_text
         while True:
             try:
-                frame = await ws.get_message()
-            except WebSocketClosed as exc:
+                frame = await ws.receive()
+            except ConnectionClosed as exc:
                 self._on_closed(exc.reason)
                 break
             if type(frame) is bytes:
@@ -621,13 +622,13 @@ class AudioStreams:
         first: str | bytes | None = None
         with trio.move_on_after(config.first_message_timeout):
             try:
-                first = await ws.get_message()
-            except WebSocketClosed:
+                first = await ws.receive()
+            except ConnectionClosed:
                 return
         if first is None:
             log.info("audio socket on %s sent no metadata in time; closing", path)
             with trio.move_on_after(config.close_timeout):
-                await ws.aclose(1008, "expected the metadata frame")
+                await ws.close(1008, "expected the metadata frame")
             return
         if isinstance(first, str):
             metadata = parse_metadata(first)
@@ -648,7 +649,7 @@ class AudioStreams:
             del self._live[audio]
             log.info("audio stream for call %s on %s: no handler takes it; closing", audio.call_sid, path)
             with trio.move_on_after(config.close_timeout):
-                await ws.aclose(1008, "no handler for this audio stream")
+                await ws.close(1008, "no handler for this audio stream")
             return
         try:
             async with trio.open_nursery() as nursery:

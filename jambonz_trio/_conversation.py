@@ -37,7 +37,8 @@ import trio
 
 from ._audio import AudioStream
 from ._audio_listen import listen_verb, open_listen
-from ._call import AnswerOutcome, Call, command_origin
+from ._call import AnswerOutcome, Call
+from ._engine import command_origin, watch_program
 from ._errors import (
     CallClosed,
     JambonzTrioError,
@@ -66,6 +67,7 @@ from ._protocol._verbs import (
     Target,
 )
 from ._protocol._verbs_base import Verb
+from ._public import NoPublicConstructor, create
 
 __all__ = ["Conversation", "PlayResult", "ToolHandler", "open_conversation"]
 
@@ -109,7 +111,7 @@ class _Op:
         self.interrupted_by: Command | None = None
 
 
-class Conversation:
+class Conversation(metaclass=NoPublicConstructor):
     """Straight-line control of one call. Get one from :func:`open_conversation`.
 
     Operations run one at a time (a lock enforces it) and each is a checkpoint that blocks until
@@ -690,22 +692,23 @@ async def open_conversation(
         ValueError: ``max_tool_calls`` below 1, or a negative queue size.
     """
     with call.reserve_events() as read_event:
-        convo = Conversation(
+        convo = create(
+            Conversation,
             call,
             read_event,
             max_tool_calls=max_tool_calls,
             max_queued_tool_calls=max_queued_tool_calls,
             max_queued_llm_events=max_queued_llm_events,
         )
-        call._program_watcher = convo._program_replaced
         try:
-            async with trio.open_nursery() as nursery:
-                convo._nursery = nursery
-                nursery.start_soon(convo._pump)
-                try:
-                    yield convo
-                finally:
-                    nursery.cancel_scope.cancel()
+            with watch_program(call, convo._program_replaced):
+                async with trio.open_nursery() as nursery:
+                    convo._nursery = nursery
+                    nursery.start_soon(convo._pump)
+                    try:
+                        yield convo
+                    finally:
+                        nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # the pump never raises, so a group holds what the block raised: re-raise it as
             # itself (``except CallClosed`` around the block must work)
@@ -713,5 +716,4 @@ async def open_conversation(
                 raise group.exceptions[0] from None
             raise
         finally:
-            call._program_watcher = None
             convo._log.summary()

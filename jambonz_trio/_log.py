@@ -129,11 +129,13 @@ class CallLog:
     BURST = 5
     INTERVAL = 10.0
 
-    __slots__ = ("_budgets", "_clock", "_logger", "sid")
+    __slots__ = ("_budgets", "_clock", "_logger", "prefix", "sid")
 
     def __init__(self, logger: logging.Logger, sid: str | None, clock: Callable[[], float]) -> None:
         self._logger = logger
         self.sid = sid
+        #: the format of the line's start (the library's own text; ``%s`` is the sid)
+        self.prefix = "call %s: "
         self._clock = clock
         self._budgets: dict[str, _Budget] | None = None
 
@@ -141,7 +143,7 @@ class CallLog:
         """Log ``msg % args`` for this call (arguments are made safe by :class:`SafeArgs`)."""
         logger = self._logger
         if logger.isEnabledFor(level):
-            logger.log(level, "call %s: " + msg, self.sid, *args, exc_info=exc_info)
+            logger.log(level, self.prefix + msg, self.sid, *args, exc_info=exc_info)
 
     def info(self, msg: str, *args: Any) -> None:
         self.log(logging.INFO, msg, *args)

@@ -5,7 +5,8 @@ object and a deque that costs ~700 bytes even when empty); with one queue per li
 10,000 calls per process that is 15 MiB for nothing (issue 8's memory figures). This keeps the
 part the engine uses: ``put_nowait`` (raises ``trio.WouldBlock`` when full,
 ``trio.ClosedResourceError`` when closed), ``get`` (a checkpoint; raises ``trio.EndOfChannel``
-once closed and drained), ``close``.
+once closed and drained), ``close``; and ``reserved``, set while one reader (a Conversation)
+has the events to itself.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ _T = TypeVar("_T")
 
 
 class EventQueue(Generic[_T]):
-    __slots__ = ("_closed", "_items", "_readers", "capacity")
+    __slots__ = ("_closed", "_items", "_readers", "capacity", "reserved")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
+        #: one reader took the events for itself (``Call.reserve_events``)
+        self.reserved = False
         self._items: list[_T] = []
         self._closed = False
         self._readers = trio.lowlevel.ParkingLot()

@@ -1,4 +1,6 @@
-"""The server's live calls: look up by call_sid, iterate, wait for new ones, bind reconnects."""
+"""The server's live calls: :class:`CallTable` (the server's book of call engines: listing,
+isolation, parking) and :class:`CallRegistry`, the app's read-only view of it (look up by sid,
+iterate, wait for new calls)."""
 
 from __future__ import annotations
 
@@ -9,14 +11,16 @@ from collections.abc import Hashable, Iterator, Mapping
 import trio
 
 from ._call import Call
+from ._engine import CallEngine
 from ._log import get_logger
+from ._public import NoPublicConstructor, create
 
-__all__ = ["CallRegistry", "NewCalls"]
+__all__ = ["CallRegistry", "CallTable", "NewCalls"]
 
 log = get_logger("jambonz_trio.server")
 
 
-class NewCalls:
+class NewCalls(metaclass=NoPublicConstructor):
     """A subscription to the calls that start from its creation on (see
     :meth:`CallRegistry.new_calls`).
 
@@ -24,6 +28,8 @@ class NewCalls:
     consumer never delays a call) until read: ``async for call in subscription`` or ``await
     subscription.receive()``. No call is missed while the reader is busy with the previous one.
     """
+
+    _FACTORY = "server.calls.new_calls()"
 
     def __init__(self) -> None:
         self._send, self._receive = trio.open_memory_channel[Call](float("inf"))
@@ -43,7 +49,98 @@ class NewCalls:
         return await self._receive.receive()
 
 
-class CallRegistry(Mapping[str, Call]):
+class CallTable:
+    """The server's live call engines: reachable by sid, isolated, and parked (disconnected,
+    waiting for a reconnect). Only the server changes it; :class:`CallRegistry` reads it."""
+
+    def __init__(self, max_parked: int, max_parked_per_account: int | None = None) -> None:
+        self.by_sid: dict[str, CallEngine] = {}
+        self.anonymous: set[CallEngine] = set()
+        # disconnected calls, oldest first: all of them, and by tenant (dicts keep order)
+        self.parked: dict[CallEngine, None] = {}
+        self._parked_by_tenant: dict[Hashable, dict[CallEngine, None]] = {}
+        self._max_parked = max_parked
+        self._max_parked_per_account = max_parked_per_account
+        self.subscribers: weakref.WeakSet[NewCalls] = weakref.WeakSet()
+
+    def count(self) -> int:
+        """Calls not removed yet, isolated and just-ended ones included."""
+        return len(self.by_sid) + len(self.anonymous)
+
+    def live(self, sid: str | None) -> CallEngine | None:
+        """The live call reachable by ``sid``, or ``None``."""
+        engine = self.by_sid.get(sid) if sid is not None else None
+        return engine if engine is not None and not engine.closed else None
+
+    def all_engines(self) -> list[CallEngine]:
+        """Every live call: those reachable by sid, then the isolated ones (a snapshot)."""
+        return [e for e in (*self.by_sid.values(), *self.anonymous) if not e.closed]
+
+    def add(self, engine: CallEngine) -> None:
+        """List a new call (and tell subscribers). A live call already listed under the same
+        sid keeps it: the newcomer is isolated (never evicts)."""
+        sid = engine.routing_sid
+        if sid is None or engine.isolated:
+            self.anonymous.add(engine)
+        else:
+            old = self.by_sid.get(sid)
+            if old is not None and old is not engine and not old.closed:
+                log.warning("call %s: a live call already has this sid; the new one is isolated", sid)
+                engine.isolate()
+                self.anonymous.add(engine)
+            else:
+                self.by_sid[sid] = engine
+        for subscription in list(self.subscribers):
+            subscription._push(engine.call)
+
+    def remove(self, engine: CallEngine) -> None:
+        """The call ended."""
+        sid = engine.routing_sid
+        self.anonymous.discard(engine)
+        if sid is not None and self.by_sid.get(sid) is engine:
+            del self.by_sid[sid]
+        self.unpark(engine)
+
+    def park(self, engine: CallEngine) -> list[CallEngine]:
+        """Note that the call is disconnected and waits for a reconnect. Returns the calls to
+        give up: at ``max_parked_per_account`` the oldest waiting call of the same tenant
+        (route, Basic user, ``account_sid``); at ``max_parked`` the newcomer itself. A call of
+        one tenant never pushes out another tenant's (issue 19: 10,100 parked calls pushed a
+        victim's out before)."""
+        if engine in self.parked:
+            return []
+        give_up: list[CallEngine] = []
+        tenant = _tenant(engine)
+        mine = self._parked_by_tenant.get(tenant)
+        cap = self._max_parked_per_account
+        if cap is not None and mine is not None and len(mine) >= cap:
+            oldest = next(iter(mine))
+            self.unpark(oldest)
+            give_up.append(oldest)
+        if len(self.parked) >= self._max_parked:
+            give_up.append(engine)  # refused: the calls already waiting keep their place
+            return give_up
+        self.parked[engine] = None
+        self._parked_by_tenant.setdefault(tenant, {})[engine] = None
+        return give_up
+
+    def unpark(self, engine: CallEngine) -> None:
+        """The call has a connection again (or ended)."""
+        if engine in self.parked:
+            del self.parked[engine]
+            tenant = _tenant(engine)
+            mine = self._parked_by_tenant[tenant]
+            del mine[engine]
+            if not mine:
+                del self._parked_by_tenant[tenant]
+
+
+def _tenant(engine: CallEngine) -> Hashable:
+    call = engine.call
+    return (call.identity, call.account_sid)
+
+
+class CallRegistry(Mapping[str, Call], metaclass=NoPublicConstructor):
     """The server's live calls by sid: a read-only ``Mapping[str, Call]``, usable from any task.
 
     A call is listed from its first message until it ends (including while it is disconnected
@@ -51,25 +148,19 @@ class CallRegistry(Mapping[str, Call]):
     ``calls[sid]``, :meth:`get`, iteration and ``len()`` all agree: ``sid in calls`` is true
     exactly when ``calls[sid]`` returns a call and ``calls.get(sid)`` is not ``None``; a call
     that ended is gone from all of them at once (``calls[sid]`` raises ``KeyError``).
-    ``calls.values()`` yields the calls, ``calls.items()`` ``(sid, call)`` pairs.
+    ``calls.values()`` yields the calls, ``calls.items()`` ``(sid, call)`` pairs. Like every
+    ``Mapping`` it compares by content and is not hashable.
 
     A call is never replaced by another with the same sid: the newcomer is served as an
-    *isolated* call, which is not reachable by sid and so not in the mapping; neither is a call
-    whose first message named no sid. :meth:`all_calls` lists every live call, isolated ones
-    included. The registry only tracks calls; it never keeps one alive.
+    *isolated* call (:attr:`Call.isolated`), which is not reachable by sid and so not in the
+    mapping; neither is a call whose first message named no sid. :meth:`all_calls` lists every
+    live call, isolated ones included. The registry only tracks calls; it never keeps one alive.
     """
 
-    def __init__(self, max_parked: int, max_parked_per_account: int | None = None) -> None:
-        self._calls: dict[str, Call] = {}
-        self._anonymous: set[Call] = set()
-        # disconnected calls, oldest first: all of them, and by tenant (dicts keep order)
-        self._parked: dict[Call, None] = {}
-        self._parked_by_tenant: dict[Hashable, dict[Call, None]] = {}
-        self._max_parked = max_parked
-        self._max_parked_per_account = max_parked_per_account
-        self._subscribers: weakref.WeakSet[NewCalls] = weakref.WeakSet()
+    _FACTORY = "the server (server.calls)"
 
-    # -- the mapping -----------------------------------------------------------------------
+    def __init__(self, table: CallTable) -> None:
+        self._table = table
 
     def __getitem__(self, call_sid: str) -> Call:
         """The live call with this sid (``calls.get(sid)`` returns ``None`` instead of raising).
@@ -81,29 +172,30 @@ class CallRegistry(Mapping[str, Call]):
             KeyError: no live call has this sid (unknown, ended, or only an isolated call has
                 it).
         """
-        call = self._calls.get(call_sid)
-        if call is None or call.closed:
+        engine = self._table.live(call_sid)
+        if engine is None:
             raise KeyError(call_sid)
-        return call
+        return engine.call
 
     def __contains__(self, call_sid: object) -> bool:
-        call = self._calls.get(call_sid) if isinstance(call_sid, str) else None
-        return call is not None and not call.closed
+        return isinstance(call_sid, str) and self._table.live(call_sid) is not None
 
     def __iter__(self) -> Iterator[str]:
         """The sids of the live calls (a snapshot: safe while calls start and end)."""
-        return iter([sid for sid, call in self._calls.items() if not call.closed])
+        return iter([sid for sid, engine in self._table.by_sid.items() if not engine.closed])
 
     def __len__(self) -> int:
         """How many live calls are reachable by sid (see :meth:`all_calls` for every call)."""
-        return sum(not call.closed for call in self._calls.values())
+        return sum(not engine.closed for engine in self._table.by_sid.values())
 
     def all_calls(self) -> list[Call]:
         """Every live call: those reachable by sid, then the isolated ones (a snapshot)."""
-        calls = [*self._calls.values(), *self._anonymous]
-        return [c for c in calls if not c.closed]
+        return [engine.call for engine in self._table.all_engines()]
 
-    # -- new calls ---------------------------------------------------------------------------
+    @property
+    def parked_count(self) -> int:
+        """How many disconnected calls wait for a reconnect."""
+        return len(self._table.parked)
 
     def new_calls(self) -> NewCalls:
         """Subscribe to the calls that start from now on; the way to watch for new calls.
@@ -113,8 +205,8 @@ class CallRegistry(Mapping[str, Call]):
         the subscription and ``await sub.receive()``. Subscribe *before* the calls you want to
         see can start. Drop the subscription to unsubscribe (nothing to close).
         """
-        subscription = NewCalls()
-        self._subscribers.add(subscription)
+        subscription = create(NewCalls)
+        self._table.subscribers.add(subscription)
         return subscription
 
     async def wait_new_call(self) -> Call:
@@ -132,78 +224,3 @@ class CallRegistry(Mapping[str, Call]):
             stacklevel=2,
         )
         return await self.new_calls().receive()
-
-    # -- server side -----------------------------------------------------------------------
-
-    def _count(self) -> int:
-        """Server side: calls not removed yet, isolated and just-ended ones included."""
-        return len(self._calls) + len(self._anonymous)
-
-    def add(self, call: Call) -> None:
-        """Server side: list a new call (and tell subscribers). A live call already listed
-        under the same sid keeps it: the newcomer is listed as isolated (never evicts)."""
-        sid = call._routing_sid
-        if sid is None or call._isolated:
-            self._anonymous.add(call)
-        else:
-            old = self._calls.get(sid)
-            if old is not None and old is not call and not old.closed:
-                log.warning("call %s: a live call already has this sid; the new one is isolated", sid)
-                call._isolated = True
-                self._anonymous.add(call)
-            else:
-                self._calls[sid] = call
-        for subscription in list(self._subscribers):
-            subscription._push(call)
-
-    def add_isolated(self, call: Call) -> None:
-        """A call that must not be reachable by its sid (a reconnect that failed the owner
-        check, S-9): listed, but never returned by :meth:`get`."""
-        call._isolated = True
-        self.add(call)
-
-    def remove(self, call: Call) -> None:
-        """Server side: the call ended."""
-        sid = call._routing_sid
-        self._anonymous.discard(call)
-        if sid is not None and self._calls.get(sid) is call:
-            del self._calls[sid]
-        self.unparked(call)
-
-    def parked(self, call: Call) -> list[Call]:
-        """Note that ``call`` is disconnected and waits for a reconnect. Returns the calls to
-        give up: at ``max_parked_per_account`` the oldest waiting call of the same tenant
-        (route, Basic user, ``account_sid``); at ``max_parked`` the newcomer itself. A call of
-        one tenant never pushes out another tenant's (issue 19: 10,100 parked calls pushed a
-        victim's out before)."""
-        if call in self._parked:
-            return []
-        give_up: list[Call] = []
-        tenant = (call.identity, call.account_sid)
-        mine = self._parked_by_tenant.get(tenant)
-        cap = self._max_parked_per_account
-        if cap is not None and mine is not None and len(mine) >= cap:
-            oldest = next(iter(mine))
-            self.unparked(oldest)
-            give_up.append(oldest)
-        if len(self._parked) >= self._max_parked:
-            give_up.append(call)  # refused: the calls already waiting keep their place
-            return give_up
-        self._parked[call] = None
-        self._parked_by_tenant.setdefault(tenant, {})[call] = None
-        return give_up
-
-    def unparked(self, call: Call) -> None:
-        """Server side: the call has a socket again (or ended)."""
-        if call in self._parked:
-            del self._parked[call]
-            tenant = (call.identity, call.account_sid)
-            mine = self._parked_by_tenant[tenant]
-            del mine[call]
-            if not mine:
-                del self._parked_by_tenant[tenant]
-
-    @property
-    def parked_count(self) -> int:
-        """How many disconnected calls wait for a reconnect."""
-        return len(self._parked)

@@ -5,7 +5,9 @@ listeners or other calls (FM-36 in docs/reliability.md). Admission (:mod:`._admi
 the request inside one deadline covering head, auth and the 101 reply, once
 :class:`._admission.HandshakeBudget` gave it a slot (global cap, per-source cap, a reserve for
 sources that authenticated); then the connection's task reads the websocket itself
-(:mod:`._websocket`: no reader task per connection).
+(:mod:`._websocket`: no reader task per connection) and hands it to the call's engine
+(:mod:`._engine`), through the engine's small interface: ``attach``, ``serve``, ``detach``,
+``run``, ``give_up``, ``isolate``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -36,8 +38,10 @@ from ._admission import (
     source_key,
 )
 from ._audio import AudioStreams
-from ._call import Call, _Connection
+from ._call import Call
 from ._config import ServerConfig
+from ._connection import ConnectionClosed
+from ._engine import CallEngine, Handler, Link
 from ._errors import RemoteProtocolError
 from ._listen import open_listeners
 from ._log import get_logger
@@ -53,8 +57,9 @@ from ._protocol._messages import (
     parse_message,
     routing_sid,
 )
-from ._registry import CallRegistry
-from ._websocket import ReassemblyBudget, ServerWebSocket, WebSocketClosed, accept_response
+from ._public import NoPublicConstructor, create
+from ._registry import CallRegistry, CallTable
+from ._websocket import ReassemblyBudget, ServerWebSocket, accept_response
 
 __all__ = ["Handler", "JambonzServer", "ServerStatistics", "serve_jambonz"]
 
@@ -64,9 +69,6 @@ log = get_logger("jambonz_trio.server")
 _NEW_SESSIONS = (SessionNew, SessionAdulting, SessionRedirect)
 #: Payload fields a reconnect must repeat exactly to rebind to a call (with route and user).
 _OWNER_FIELDS = ("account_sid", "application_sid")
-
-#: ``async def handler(call: Call) -> None``: runs once per call, in the call's own nursery.
-Handler = Callable[[Call], Awaitable[None]]
 
 
 @attrs.frozen(kw_only=True)
@@ -80,7 +82,7 @@ class ServerStatistics:
     audio_streams: int = 0
 
 
-class JambonzServer:
+class JambonzServer(metaclass=NoPublicConstructor):
     """A running jambonz application server. Get one from :func:`serve_jambonz`.
 
     Attributes:
@@ -89,7 +91,11 @@ class JambonzServer:
             call sid.
         routes: the applications served.
         config: the server's limits and per-call settings.
+        listeners: the sockets it accepts on.
+        drained: set once :meth:`drain` has finished.
     """
+
+    _FACTORY = "serve_jambonz() (server = await nursery.start(serve_jambonz, ...))"
 
     def __init__(
         self,
@@ -99,11 +105,14 @@ class JambonzServer:
         listeners: Sequence[trio.SocketListener | trio.SSLListener[trio.SocketStream]],
         calls_nursery: trio.Nursery,
         connections_nursery: trio.Nursery,
+        accept_scope: trio.CancelScope,
+        cluster: ServerMember | None = None,
     ) -> None:
         self.routes = tuple(routes)
         self.config = config
         self.listeners = list(listeners)
-        self.calls = CallRegistry(config.max_parked_calls, config.max_parked_calls_per_account)
+        self._table = CallTable(config.max_parked_calls, config.max_parked_calls_per_account)
+        self.calls = create(CallRegistry, self._table)
         self.audio_streams = AudioStreams()
         self._calls_nursery = calls_nursery
         self._connections_nursery = connections_nursery
@@ -124,11 +133,12 @@ class JambonzServer:
         #: bytes of unfinished inbound messages, shared by every socket (beyond each one's first 64 KiB)
         self._reassembly = ReassemblyBudget(config.max_partial_message_bytes)
         self._draining = False
-        self._accept_scope = trio.CancelScope()
+        self._accept_scope = accept_scope
         self._calls_changed = trio.Event()
         self.drained = trio.Event()
         #: The cluster member told about calls (``serve_jambonz(cluster=...)``); ``None``: none.
-        self._watcher: CallWatcher | None = None
+        #: It joins once the server listens, which it does by now.
+        self._watcher: CallWatcher | None = None if cluster is None else cluster.attach_server(self)
 
     @property
     def port(self) -> int:
@@ -145,7 +155,7 @@ class JambonzServer:
         return ServerStatistics(
             connections=self._connections,
             pending_handshakes=self._handshakes.pending,
-            calls=self.calls._count(),
+            calls=self._table.count(),
             refused=self._refused,
             audio_streams=len(self.audio_streams),
         )
@@ -311,8 +321,8 @@ class JambonzServer:
         refusal = (1008, "expected a jambonz session message")
         with trio.move_on_after(self.config.first_message_timeout):
             try:
-                frame = await ws.get_message()
-            except WebSocketClosed as exc:
+                frame = await ws.receive()
+            except ConnectionClosed as exc:
                 if exc.reason.code in (1008, 1009) and ws.close_unanswered:
                     log.warning("first message on %s refused: %s", admitted.path, exc.reason.reason)
                 return
@@ -328,33 +338,33 @@ class JambonzServer:
                 log.warning("first message on %s is invalid (%s); closing", admitted.path, exc)
         if first is None:
             with trio.move_on_after(self.config.call.close_timeout):
-                await ws.aclose(*refusal)
+                await ws.close(*refusal)
             return
-        conn = _Connection(ws, stream, admitted.identity)
-        call, is_new = self._resolve(first, admitted)
+        link = Link(ws)
+        engine, is_new = self._resolve(first, admitted)
+        ws.on_paused = engine.inbound_paused  # over the call's inbound budget: logged per call
         now = trio.current_time()
         try:
             if is_new:
-                await call._attach(conn, first, now)
-                self._register(call)  # synchronously, so the registry never misses a live call
+                await engine.attach(link, first, now)
+                self._register(engine)  # synchronously, so the registry never misses a live call
                 assert isinstance(admitted.route, Route)
-                self._calls_nursery.start_soon(self._run_call, call, admitted.route.handler)
+                self._calls_nursery.start_soon(self._run_call, engine, admitted.route.handler)
             else:
-                self.calls.unparked(call)
-                await call._attach(conn, first, now)
+                self._table.unpark(engine)
+                await engine.attach(link, first, now)
                 if self._watcher is not None:
-                    self._watcher.call_rebound(call)
-            await call._run_connection(conn)
+                    self._watcher.call_rebound(engine.call)
+            await engine.serve(link)
         finally:
             # however this task ends, the call must know its socket is gone (no-op if it does)
-            call._connection_lost(conn, 1006, "connection task ended")
-            conn.torn_down.set()
+            engine.detach(link)
 
-    def _resolve(self, first: Message, admitted: Admitted) -> tuple[Call, bool]:
+    def _resolve(self, first: Message, admitted: Admitted) -> tuple[CallEngine, bool]:
         """The call a new socket carries: a live or parked call it may rebind to, else a new
         call (isolated, i.e. not reachable by sid, when it names a call it may not take)."""
         sid = routing_sid(first)  # the registry's key too: lookups and listing agree
-        existing = self.calls.get(sid) if sid else None
+        existing = self._table.live(sid) if sid else None
         if existing is None:
             return self._new_call(first, admitted), True
         if self._may_rebind(existing, first, admitted):
@@ -368,12 +378,12 @@ class JambonzServer:
             first.type,
             admitted.identity.route,
         )
-        call = self._new_call(first, admitted)
-        call._isolated = True
-        return call, True
+        engine = self._new_call(first, admitted)
+        engine.isolate()
+        return engine, True
 
     @staticmethod
-    def _may_rebind(existing: Call, first: Message, admitted: Admitted) -> bool:
+    def _may_rebind(existing: CallEngine, first: Message, admitted: Admitted) -> bool:
         """S-9: only a reconnect may take over a live or parked call, and only with every
         identity field the call had: the same route and credentials, the same ``account_sid``
         and ``application_sid`` (a reconnect carries the original ``session:new`` payload, so
@@ -381,50 +391,49 @@ class JambonzServer:
         ``application_sid`` of a REST call created with a ``call_hook``, is absent from both
         and not required). A message that starts a session
         (``session:new``, ``session:adulting``, ``session:redirect``) never does."""
-        if isinstance(first, _NEW_SESSIONS) or existing.identity != admitted.identity:
+        call = existing.call
+        if isinstance(first, _NEW_SESSIONS) or call.identity != admitted.identity:
             return False
-        original = existing.session.data
+        original = call.session.data
         return all(first.data.get(key) == original.get(key) for key in _OWNER_FIELDS)
 
-    def _new_call(self, first: Message, admitted: Admitted) -> Call:
-        call = Call(
+    def _new_call(self, first: Message, admitted: Admitted) -> CallEngine:
+        engine = CallEngine(
             first,
             config=self.config.call,
             identity=admitted.identity,
             path=admitted.path,
+            on_disconnect=self._on_call_disconnect,
         )
-        call.on_disconnect = self._on_call_disconnect
         route = admitted.route
         assert isinstance(route, Route)  # audio sockets never become calls
         if route.env:
-            _type_env_vars(call, first, route)
-        return call
+            _type_env_vars(engine.call, first, route)
+        return engine
 
-    def _on_call_disconnect(self, call: Call) -> None:
-        for given_up in self.calls.parked(call):
-            given_up._lost("too many disconnected calls")
+    def _on_call_disconnect(self, engine: CallEngine) -> None:
+        for given_up in self._table.park(engine):
+            given_up.give_up("too many disconnected calls")
 
-    def _register(self, call: Call) -> None:
-        self.calls.add(call)  # lists an isolated call (or a newcomer whose sid is taken) by object only
-        if self._watcher is not None:
-            sid = call.call_sid
-            if sid is not None and self.calls.get(sid) is call:  # reachable by sid: not isolated
-                self._watcher.call_started(call)
+    def _register(self, engine: CallEngine) -> None:
+        self._table.add(engine)  # lists an isolated call (or a newcomer whose sid is taken) by object only
+        if self._watcher is not None and self._table.live(engine.routing_sid) is engine:
+            self._watcher.call_started(engine.call)  # reachable by sid: not isolated
 
-    async def _run_call(self, call: Call, handler: Handler) -> None:
+    async def _run_call(self, engine: CallEngine, handler: Handler) -> None:
         """The call's task (registered already): its handler and watchdog, contained."""
         try:
-            await call._run(handler)
+            await engine.run(handler)
         except* Exception as group:
-            if call.config.strict:
+            if engine.config.strict:
                 raise
             # nothing one call does may take the server down (FM-36)
-            log.error("call %s: its task failed: %r", call.call_sid, group.exceptions[0], exc_info=group)
+            log.error("call %s: its task failed: %r", engine.call_sid, group.exceptions[0], exc_info=group)
         finally:
-            self.calls.remove(call)
+            self._table.remove(engine)
             self._calls_changed.set()
             if self._watcher is not None:
-                self._watcher.call_ended(call)
+                self._watcher.call_ended(engine.call)
 
     # -- drain -----------------------------------------------------------------------------
 
@@ -440,15 +449,15 @@ class JambonzServer:
         self._draining = True
         self._accept_scope.cancel()
         with trio.move_on_after(grace):
-            while self.calls._count():
+            while self._table.count():
                 self._calls_changed = trio.Event()
                 await self._calls_changed.wait()
-        remaining = self.calls.all_calls()
+        remaining = self._table.all_engines()
         if remaining:
             log.info("drain: closing %d calls with %d", len(remaining), code)
             async with trio.open_nursery() as nursery:
-                for call in remaining:
-                    nursery.start_soon(partial(call.aclose, code, "server restarting"))
+                for engine in remaining:
+                    nursery.start_soon(partial(engine.close, code, "server restarting", by="server"))
         if len(self.audio_streams):
             # jambonz ends each listen verb (its media server never reconnects an audio socket)
             await self.audio_streams.close_all(1001, "server restarting")
@@ -564,40 +573,41 @@ async def serve_jambonz(
     routes = _routes(app)
     listeners = await open_listeners(port, host=host, ssl_context=ssl_context, reuse_port=reuse_port)
     _warn_cleartext_auth(host, routes, ssl_context is not None)
+    accept_scope = trio.CancelScope()
     async with trio.open_nursery() as calls_nursery, trio.open_nursery() as conns:
-        server = JambonzServer(
-            routes,
-            config,
-            listeners=listeners,
-            calls_nursery=calls_nursery,
-            connections_nursery=handler_nursery or conns,
-        )
+        # a cluster member joins here, once listening; it leaves when the server stops
+        # accepting (calls that end later are still reported to it)
+        try:
+            server = create(
+                JambonzServer,
+                routes,
+                config,
+                listeners=listeners,
+                calls_nursery=calls_nursery,
+                connections_nursery=handler_nursery or conns,
+                accept_scope=accept_scope,
+                cluster=cluster,
+            )
+        except BaseException:  # e.g. the cluster handle serves another server already
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
+            raise
 
         async def accept() -> None:
-            with server._accept_scope:
+            with accept_scope:
                 await trio.serve_listeners(
                     server.handle_stream, listeners, handler_nursery=handler_nursery or conns
                 )
 
-        conns.start_soon(accept)
-        if cluster is not None:
-            await conns.start(_join_cluster, cluster, server)
-        task_status.started(server)
-        await server.drained.wait()
-        conns.cancel_scope.cancel()
+        try:
+            conns.start_soon(accept)
+            task_status.started(server)
+            await server.drained.wait()
+            conns.cancel_scope.cancel()
+        finally:
+            if cluster is not None:
+                cluster.detach_server(server)
         calls_nursery.cancel_scope.cancel()
-
-
-async def _join_cluster(
-    cluster: ServerMember, server: JambonzServer, *, task_status: trio.TaskStatus[None]
-) -> None:
-    """Member of ``cluster`` while the server accepts; calls that end later are still reported."""
-    server._watcher = cluster.attach_server(server)
-    try:
-        task_status.started()
-        await trio.sleep_forever()
-    finally:
-        cluster.detach_server(server)
 
 
 __all__ += ["AudioRoute", "BasicAuth", "Route"]

@@ -1,17 +1,117 @@
-"""Streaming TTS: send text to jambonz as it is generated, with back-pressure and barge-in."""
+"""Streaming TTS: send text to jambonz as it is generated, with back-pressure and barge-in.
+
+:class:`TtsFlow` is the call's side of it (one per call, fed by the receive loop): the
+``tts:tokens`` requests waiting for their ``tts:tokens-result``, the paused / resumed state of
+jambonz's buffer, and the barge-in count. :class:`TokenStream` is the app's.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
-from ._call import Call
+import trio
+
 from ._errors import JambonzTrioError
+from ._protocol._messages import Message, TtsStreamingEvent, TtsTokensResult
+from ._protocol._outbound import Command, TtsTokens
+from ._public import NoPublicConstructor, create
+from ._sync import unless
 
-__all__ = ["TokenStream", "open_tts_stream"]
+if TYPE_CHECKING:
+    from ._call import Call
+
+__all__ = ["TokenStream", "TtsFlow", "open_tts_stream"]
 
 
-class TokenStream:
+class TtsFlow:
+    """A call's streaming-TTS state (see the module docstring). ``closed``: the call's."""
+
+    __slots__ = ("_closed", "_ids", "_interrupted", "_resumed", "_waiters", "interruptions")
+
+    def __init__(self, closed: trio.Event) -> None:
+        self._closed = closed
+        #: bumped on every ``user_interruption`` (barge-in)
+        self.interruptions = 0
+        self._interrupted = trio.Event()
+        self._resumed = trio.Event()
+        self._resumed.set()
+        self._waiters: dict[str | int, tuple[trio.Event, list[TtsTokensResult]]] = {}
+        self._ids = itertools.count(1)
+
+    def observe(self, msg: Message) -> bool:
+        """The receive loop's report of ``msg``; ``True`` if it was consumed (a
+        ``tts:tokens-result`` a sender waits for: it would only fill the event queue)."""
+        if isinstance(msg, TtsTokensResult):
+            return self._result(msg)
+        if isinstance(msg, TtsStreamingEvent):
+            if msg.event_type == "stream_paused":
+                self._pause()
+            elif msg.event_type in ("stream_resumed", "user_interruption", "stream_closed"):
+                self._resumed.set()
+                if msg.event_type == "user_interruption":
+                    self.interruptions += 1
+                    self._interrupted.set()
+                    self._interrupted = trio.Event()
+        return False
+
+    def _pause(self) -> None:
+        if self._resumed.is_set() and not self._closed.is_set():
+            self._resumed = trio.Event()
+
+    def _result(self, msg: TtsTokensResult) -> bool:
+        if msg.status == "failed" and msg.reason == "full":
+            self._pause()  # synchronously, so the sender cannot miss the resume
+        tid = msg.id
+        if tid is None:
+            return False
+        waiter = self._waiters.get(tid)
+        if waiter is None and isinstance(tid, str) and tid.isdigit():
+            waiter = self._waiters.get(int(tid))
+        if waiter is not None:
+            waiter[1].append(msg)
+            waiter[0].set()
+            return True
+        return False
+
+    def close(self) -> None:
+        """The call ended: release every sender."""
+        for done, _slot in self._waiters.values():
+            done.set()
+        self._resumed.set()
+
+    async def send(
+        self, tokens: str, send_command: Callable[[Command], Awaitable[None]]
+    ) -> TtsTokensResult | None:
+        """Send ``tokens`` (through ``send_command``) and wait for the answer; ``None`` if the
+        call ended first. A ``full`` answer is retried once jambonz resumes the stream."""
+        while True:
+            await self._resumed.wait()
+            tid = next(self._ids)
+            done = trio.Event()
+            slot: list[TtsTokensResult] = []
+            self._waiters[tid] = (done, slot)
+            try:
+                await send_command(TtsTokens(id=tid, tokens=tokens))
+                await unless(self._closed, done.wait)
+            finally:
+                self._waiters.pop(tid, None)
+            if not slot:
+                return None
+            result = slot[0]
+            if result.status == "failed" and result.reason == "full":
+                continue  # the receive loop paused the stream; resend after stream_resumed
+            return result
+
+    async def wait_interruption(self, seen: int) -> None:
+        """Block until :attr:`interruptions` is past ``seen``, or the call ends."""
+        while self.interruptions == seen and not self._closed.is_set():
+            await unless(self._closed, self._interrupted.wait)
+
+
+class TokenStream(metaclass=NoPublicConstructor):
     """One turn of streamed speech. Get one from :func:`open_tts_stream`.
 
     :meth:`send` pushes text with ``tts:tokens`` and waits for jambonz's answer; while jambonz's
@@ -19,6 +119,8 @@ class TokenStream:
     (``user_interruption``), the turn is over: :attr:`interrupted` becomes true, the text is
     dropped and :meth:`send` returns ``False`` from then on - stop generating.
     """
+
+    _FACTORY = "open_tts_stream()"
 
     def __init__(self, call: Call) -> None:
         self.call = call
@@ -69,7 +171,7 @@ async def open_tts_stream(call: Call) -> AsyncIterator[TokenStream]:
     with ``tts_stream=TtsStream(enable=True)`` (:mod:`jambonz_trio.verbs`); otherwise jambonz
     answers ``tts:tokens`` with a failure, or with no status.
     """
-    stream = TokenStream(call)
+    stream = create(TokenStream, call)
     yield stream
     if not stream.interrupted and not call.closed:
         try:

@@ -7,10 +7,10 @@ wsproto directly. The difference is structure, not code quality: a reader task a
 channel per connection (two extra task wake-ups per frame, a task and a channel per call), and a
 second HTTP parse of a handshake our admission has already judged.
 
-Here the *caller* reads: :meth:`ServerWebSocket.get_message` pulls bytes from the stream
+Here the *caller* reads: :meth:`ServerWebSocket.receive` pulls bytes from the stream
 only when the application wants the next message, so there is no task per connection and
 no read-ahead buffer (TCP is the back-pressure). Whoever needs bytes while nobody else is
-reading (``get_message``, a closing handshake) reads for everyone; the others wait for that
+reading (``receive``, a closing handshake) reads for everyone; the others wait for that
 read. Pongs are reported through a callback, so a keepalive needs no reader of its own. Control
 frames (pong, the close reply) are written by the reader, shielded and bounded by
 ``control_timeout``.
@@ -36,14 +36,14 @@ import base64
 import hashlib
 from collections.abc import Callable, Iterator
 
-import attrs
 import trio
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 
+from ._connection import CloseReason, ConnectionClosed
 from ._pacing import TokenBucket, frame_cost
 
-__all__ = ["CloseReason", "ReassemblyBudget", "ServerWebSocket", "WebSocketClosed", "accept_response"]
+__all__ = ["ReassemblyBudget", "ServerWebSocket", "accept_response"]
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _RECEIVE_BYTES = 16384
@@ -81,23 +81,6 @@ def accept_response(key: bytes, subprotocol: str) -> bytes:
     )
 
 
-@attrs.frozen
-class CloseReason:
-    """How a websocket closed: the close code (1006 when the TCP connection was lost without
-    a Close frame) and the reason text, if any."""
-
-    code: int | None
-    reason: str | None
-
-
-class WebSocketClosed(Exception):
-    """The websocket is closed (or closing): no more messages in or out."""
-
-    def __init__(self, reason: CloseReason) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 _LOST = CloseReason(1006, None)
 
 
@@ -129,10 +112,11 @@ class ReassemblyBudget:
 
 
 class ServerWebSocket:
-    """One accepted websocket (after the 101 reply has been written).
+    """One accepted websocket (after the 101 reply has been written): a
+    :class:`~jambonz_trio._connection.Connection`.
 
-    ``closed`` is ``None`` while open, then the :class:`CloseReason` (the peer's when the peer
-    closed, ours while our close handshake runs, 1006 when the connection was lost).
+    ``close_reason`` is ``None`` while open, then the :class:`CloseReason` (the peer's when the
+    peer closed, ours while our close handshake runs, 1006 when the connection was lost).
 
     ``pacing``: the socket's inbound budget (every frame spends it; over it, reading stops
     until it is back), ``None`` for none. ``partial_budget``: the server's budget for
@@ -140,6 +124,9 @@ class ServerWebSocket:
     ``max_message_size`` bounds them). Whoever owns the socket calls :meth:`release_partial`
     when done with it, however it ended.
     """
+
+    #: the engine's keepalive and receipt Pings go through this socket
+    pings = True
 
     __slots__ = (
         "_buf",
@@ -164,7 +151,7 @@ class ServerWebSocket:
         "_sending",
         "_stream",
         "_unprocessed",
-        "closed",
+        "close_reason",
         "on_paused",
         "on_pong",
         "pauses",
@@ -218,17 +205,17 @@ class ServerWebSocket:
         self._pumped: trio.Event | None = None
         self._sending = False
         self._send_waiters = trio.lowlevel.ParkingLot()
-        self.closed: CloseReason | None = None
+        self.close_reason: CloseReason | None = None
         #: Called (synchronously, by the reading task) with the payload of every Pong.
         self.on_pong: Callable[[bytes], None] | None = None
 
     # -- receiving -----------------------------------------------------------------------------
 
-    async def get_message(self) -> str | bytes:
+    async def receive(self) -> str | bytes:
         """The next complete message (text as ``str``, binary as ``bytes``).
 
         Blocks until one arrives; hands out one message per scheduling turn. Messages that
-        arrived before the peer's Close are still delivered. Raises :class:`WebSocketClosed`
+        arrived before the peer's Close are still delivered. Raises :class:`ConnectionClosed`
         once the socket is closed or closing.
         """
         if self._messages:
@@ -237,8 +224,8 @@ class ServerWebSocket:
         while True:
             if self._messages:
                 return self._messages.pop(0)
-            if self.closed is not None:
-                raise WebSocketClosed(self.closed)
+            if self.close_reason is not None:
+                raise ConnectionClosed(self.close_reason)
             await self._read()
 
     async def _read(self) -> None:
@@ -308,7 +295,7 @@ class ServerWebSocket:
                     self._frame_size = 0
                 else:
                     self._frame_size += len(data)  # (a frame arriving over several reads)
-                if proto.state is not _OPEN or self.closed is not None:
+                if proto.state is not _OPEN or self.close_reason is not None:
                     pass  # we are closing: late messages are not delivered
                 elif event.message_finished and self._buf is None:  # the whole message at once
                     limit = self._max_text if kind is TextMessage else self._max_size
@@ -321,7 +308,7 @@ class ServerWebSocket:
             elif kind is Ping:
                 assert isinstance(event, Ping)
                 cost = 1
-                if proto.state is _OPEN and self.closed is None:
+                if proto.state is _OPEN and self.close_reason is None:
                     if self._ping_allowed(now):
                         out += proto.send(event.response())
                     else:
@@ -420,56 +407,56 @@ class ServerWebSocket:
         return self._proto.send(CloseConnection(code=code, reason=reason))
 
     def _mark_closed(self, reason: CloseReason) -> None:
-        if self.closed is None or reason.code != 1006:
+        if self.close_reason is None or reason.code != 1006:
             # the peer's Close replaces ours (as trio-websocket does); a lost TCP connection
             # (1006) replaces nothing we already know
-            self.closed = reason
+            self.close_reason = reason
         self.release_partial()  # an unfinished message will never be delivered
 
     # -- sending -------------------------------------------------------------------------------
 
-    async def send_message(self, message: str | bytes) -> None:
+    async def send(self, message: str | bytes) -> None:
         """Send one message (a text frame for ``str``).
 
         Blocks until the bytes are handed to the OS; a cancellation half-way through leaves the
-        stream unusable (shield the call). Raises :class:`WebSocketClosed` if the socket is
+        stream unusable (shield the call). Raises :class:`ConnectionClosed` if the socket is
         closed or closing, or the write fails.
         """
-        if self.closed is not None or self._proto.state is not _OPEN:
-            raise WebSocketClosed(self.closed or _LOST)
+        if self.close_reason is not None or self._proto.state is not _OPEN:
+            raise ConnectionClosed(self.close_reason or _LOST)
         if isinstance(message, str):
             data = self._proto.send(TextMessage(data=message))
         else:
             data = self._proto.send(BytesMessage(data=message))
         await self._send(data)
 
-    async def send_ping(self, payload: bytes) -> None:
-        """Send a Ping (blocks like :meth:`send_message`). Its Pong, like any Pong, is reported
+    async def ping(self, payload: bytes) -> None:
+        """Send a Ping (blocks like :meth:`send`). Its Pong, like any Pong, is reported
         to :attr:`on_pong` by whichever task reads next; the caller owns the timeout.
 
-        Raises :class:`WebSocketClosed` if the socket is closed or closing.
+        Raises :class:`ConnectionClosed` if the socket is closed or closing.
         """
-        if self.closed is not None or self._proto.state is not _OPEN:
-            raise WebSocketClosed(self.closed or _LOST)
+        if self.close_reason is not None or self._proto.state is not _OPEN:
+            raise ConnectionClosed(self.close_reason or _LOST)
         await self._send(self._proto.send(Ping(payload=payload)))
 
-    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
         """Start the closing handshake and wait for the peer's Close; the caller owns the
         timeout (then abort the stream). Does nothing if the socket is already closed or
         closing."""
-        if self.closed is not None or self._proto.state is not _OPEN:
+        if self.close_reason is not None or self._proto.state is not _OPEN:
             return
         self._mark_closed(CloseReason(code, reason))
         self._messages.clear()
         try:
             await self._send(self._proto.send(CloseConnection(code=code, reason=reason)))
-        except WebSocketClosed:
+        except ConnectionClosed:
             return
         await self.finish_close()
 
     @property
     def close_unanswered(self) -> bool:
-        """We sent a Close (by :meth:`aclose`, or because of a message too big or a bad frame)
+        """We sent a Close (by :meth:`close`, or because of a message too big or a bad frame)
         and the peer's has not arrived yet."""
         return self._proto.state is _LOCAL_CLOSING
 
@@ -493,8 +480,8 @@ class ServerWebSocket:
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             # Not marked closed: a Close from the peer may still wait to be read, and it is
-            # the better account of the end (get_message reports 1006 once the stream ends).
-            raise WebSocketClosed(_LOST) from None
+            # the better account of the end (receive reports 1006 once the stream ends).
+            raise ConnectionClosed(_LOST) from None
         except BaseException:
             # Cancelled half-way (or worse): part of a frame may be on the wire, so nothing
             # may follow it. The socket is lost; the caller aborts the stream.
@@ -508,11 +495,15 @@ class ServerWebSocket:
         with trio.CancelScope(shield=True, deadline=trio.current_time() + self._control_timeout) as scope:
             try:
                 await self._send(data)
-            except WebSocketClosed:
+            except ConnectionClosed:
                 return
         if scope.cancelled_caught:
             self._mark_closed(_LOST)
             await trio.aclose_forcefully(self._stream)
+
+    async def abort(self) -> None:
+        """Drop the TCP connection now, without a closing handshake."""
+        await trio.aclose_forcefully(self._stream)
 
 
 def _over(data: str | bytes | bytearray, limit: int) -> bool:

@@ -16,6 +16,7 @@ from trio_websocket import WebSocketRequest, serve_websocket
 
 from examples import echo_bot, ivr
 from jambonz_trio import Call, CallConfig, JambonzServer, ServerConfig, open_conversation, serve_jambonz
+from jambonz_trio._call import engine_of
 from jambonz_trio._cli import main
 from jambonz_trio.testing import AudioSource, write_wav
 from jambonz_trio.verbs import Say
@@ -156,17 +157,17 @@ async def test_simulate_interactive_keeps_the_call_alive_while_the_caller_types(
         with trio.fail_after(60):  # a bound for a loaded machine, not a timing assertion
             call = await new_calls.receive()
             await out.wait_for("say something (digits")  # the gather waits for the person
-            conn = call._conn
-            assert conn is not None
+            link = engine_of(call).link
+            assert link is not None
             pongs = trio.Semaphore(0)
-            on_pong = conn.ws.on_pong
+            on_pong = link.conn.on_pong
             assert on_pong is not None
 
             def counting(payload: bytes) -> None:
                 on_pong(payload)
                 pongs.release()
 
-            conn.ws.on_pong = counting
+            link.conn.on_pong = counting
             await process.stdin.send_all(b"hel")  # typing slowly: half a line
             for _ in range(5):  # pings answered while the line is unfinished
                 await pongs.acquire()

@@ -199,7 +199,8 @@ async def test_the_fake_tolerates_a_101_without_subprotocol_as_lws_does(
         client, server_side = trio.testing.memory_stream_pair()
 
         async def serve(stream: trio.abc.Stream = server_side, extra: bytes = answer, ok: bool = ok) -> None:
-            from jambonz_trio._websocket import ServerWebSocket, WebSocketClosed, accept_response
+            from jambonz_trio._connection import ConnectionClosed
+            from jambonz_trio._websocket import ServerWebSocket, accept_response
 
             data = b""
             while b"\r\n\r\n" not in data:
@@ -213,12 +214,12 @@ async def test_the_fake_tolerates_a_101_without_subprotocol_as_lws_does(
             await stream.send_all(reply)
             ws = ServerWebSocket(stream, max_message_size=1 << 20, control_timeout=1)
             try:
-                assert isinstance(await ws.get_message(), str)  # the metadata frame
-            except WebSocketClosed:
+                assert isinstance(await ws.receive(), str)  # the metadata frame
+            except ConnectionClosed:
                 assert not ok  # the fake gave up on the handshake
                 return
             with trio.move_on_after(1):
-                await ws.aclose(1000)
+                await ws.close(1000)
 
         nursery.start_soon(serve)
 

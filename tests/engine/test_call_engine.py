@@ -497,6 +497,42 @@ async def test_fm08_handler_raises_after_ack(nursery: trio.Nursery, caplog: pyte
     assert "boom" in caplog.text and "sid-1" in caplog.text
 
 
+async def test_fm08_a_crashed_handler_closes_by_error(nursery: trio.Nursery) -> None:
+    """``CloseInfo.by`` documents ``"error"`` for a crashed handler; before, the call closed as
+    ``by="app"`` with reason ``handler finished``, like one that returned."""
+    calls: list[Call] = []
+
+    async def app(call: Call) -> None:
+        calls.append(call)
+        await call.ack(call.session, [Say(text="hi")])
+        raise RuntimeError("boom")
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        await new_call(client)
+        assert (await client.receive() or {}).get("command") == "redirect"  # the fallback verbs
+        assert await client.receive() is None
+        assert (client.close_code, client.close_reason) == (1000, "handler failed")
+    info = await calls[0].wait_closed()
+    assert (info.code, info.reason, info.by) == (1000, "handler failed", "error")
+
+
+async def test_fm08_a_returning_handler_closes_by_app(nursery: trio.Nursery) -> None:
+    calls: list[Call] = []
+
+    async def app(call: Call) -> None:
+        calls.append(call)
+        await call.ack(call.session, [Say(text="hi")])
+
+    server = await start(nursery, app)
+    async with raw_client(server) as client:
+        await new_call(client)
+        assert await client.receive() is None
+        assert (client.close_code, client.close_reason) == (1000, "handler finished")
+    info = await calls[0].wait_closed()
+    assert (info.code, info.reason, info.by) == (1000, "handler finished", "app")
+
+
 async def test_fm08_handler_raises_before_ack_answers_with_fallback(nursery: trio.Nursery) -> None:
     async def app(call: Call) -> None:
         raise RuntimeError("boom")

@@ -47,14 +47,14 @@ async def test_one_character_fragments_cost_a_byte_each(autojump_clock: trio.tes
     try:
         await peer.stream.send_all(blob)
         with trio.move_on_after(1):
-            await ws.get_message()  # reads everything there is; the message is not finished
+            await ws.receive()  # reads everything there is; the message is not finished
         held = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
     del blob, frames
     assert held < 16 * n, held  # 3 bytes of UTF-8 each, plus the stream's buffers; before: ~84
     await peer.send(TextMessage(data="!", message_finished=True))
-    assert await ws.get_message() == "☎" * n + "!"
+    assert await ws.receive() == "☎" * n + "!"
 
 
 async def test_fragments_are_counted_in_utf8_bytes() -> None:
@@ -68,7 +68,7 @@ async def test_a_whole_text_message_is_measured_in_bytes() -> None:
     """Item 7, on the websocket: 300 emoji are 300 characters but 1,200 bytes."""
     ws, peer = pair(max_message_size=1000)
     await peer.send(TextMessage(data="😀" * 250))  # exactly 1,000 bytes
-    assert await ws.get_message() == "😀" * 250
+    assert await ws.receive() == "😀" * 250
     await peer.send(TextMessage(data="😀" * 251))
     assert (await next_read_fails(ws)).code == 1009
 

@@ -17,6 +17,7 @@ import trio
 import trio.testing
 
 from jambonz_trio import Call, CallConfig, JambonzServer, ServerConfig, serve_jambonz
+from jambonz_trio._call import engine_of
 from jambonz_trio._pacing import TokenBucket, frame_cost
 from jambonz_trio.verbs import Say
 from tests.reliability.helpers import frame
@@ -232,16 +233,16 @@ async def test_fu1_work_per_read_is_bounded(
     server = await _server(nursery, CallConfig(ping_interval=1000), seen)
     client, call = await _call(server)
     pongs: list[bytes] = []
-    conn = call._conn
-    assert conn is not None
-    on_pong = conn.ws.on_pong
+    link = engine_of(call).link
+    assert link is not None
+    on_pong = link.conn.on_pong
     assert on_pong is not None
 
     def count(payload: bytes) -> None:
         pongs.append(payload)
         on_pong(payload)
 
-    conn.ws.on_pong = count
+    link.conn.on_pong = count
     await trio.testing.wait_all_tasks_blocked()  # (the receipt Pong of the ack, read)
     pongs.clear()
     await client.stream.send_all(PONG * 1800)

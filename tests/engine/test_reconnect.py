@@ -28,6 +28,7 @@ from jambonz_trio import (
     VerbHook,
     serve_jambonz,
 )
+from jambonz_trio._call import engine_of
 from jambonz_trio.verbs import Hangup, Say
 
 from .helpers import SESSION_DATA, RawClient, raw_client
@@ -73,7 +74,7 @@ async def test_fm28_same_call_across_a_drop(nursery: trio.Nursery) -> None:
         await reconnected.wait()
         assert server.calls.get("sid-1") is call
         with pytest.raises(Exception, match="abandoned"):
-            call._protocol.ack("h1")
+            engine_of(call).protocol.ack("h1")
         await second.send("verb:hook", "h2", {}, hook="/second", call_sid="sid-1")
         assert await second.receive() == {
             "type": "ack",
@@ -460,7 +461,7 @@ async def _fm26_scenario(cancel_at: float, read_delay: float, op: str) -> None:
                 await call.redirect([Say(text="x" * 2000)])
             outcome["returned"] = True
         outcome["cancelled"] = scope.cancelled_caught
-        outcome["owed"] = call._protocol.is_owed(call.session.msgid)
+        outcome["owed"] = engine_of(call).protocol.is_owed(call.session.msgid)
         finished.set()
         await call.wait_closed()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import pytest
 import trio
 import trio.lowlevel
 import trio.testing
@@ -31,6 +32,8 @@ from jambonz_trio import (
     VerbHook,
     serve_jambonz,
 )
+from jambonz_trio._call import engine_of
+from jambonz_trio._engine import CallEngine
 from jambonz_trio._protocol._messages import TtsTokensResult, parse_message
 from jambonz_trio._protocol._state import SessionState
 from jambonz_trio.verbs import Say
@@ -57,9 +60,9 @@ async def reconnect(client: RawClient, sid: str = "sid-1", msgid: str = "r1") ->
 
 async def wait_ws_closed(call: Call) -> None:
     """Until trio-websocket has seen the peer's Close (the receive loop may lag behind)."""
-    conn = call._conn
-    assert conn is not None
-    while conn.ws.closed is None:
+    link = engine_of(call).link
+    assert link is not None
+    while link.conn.close_reason is None:
         await trio.lowlevel.checkpoint()
 
 
@@ -94,16 +97,19 @@ async def test_review_r1_long_msgid_does_not_crash_the_server(
 
 
 async def test_review_r1_call_task_failure_is_contained(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """FM-36: whatever escapes one call's task (here its watchdog) is logged, not raised."""
+    auto_answer = CallEngine._auto_answer
 
-    async def boom(owed: Any) -> None:
-        raise RuntimeError("a bug in the watchdog")
+    async def boom(engine: CallEngine, owed: Any) -> None:
+        if engine.call_sid == "evil":
+            raise RuntimeError("a bug in the watchdog")
+        await auto_answer(engine, owed)
+
+    monkeypatch.setattr(CallEngine, "_auto_answer", boom)
 
     async def app(call: Call) -> None:
-        if call.call_sid == "evil":
-            call._auto_answer = boom  # type: ignore[method-assign]
         await answer_and_wait(call)
 
     server = await start(nursery, app)
@@ -173,9 +179,9 @@ async def test_review_r3_failed_watchdog_ack_keeps_session_new_owed(
             await trio.sleep(6)  # never reads: the watchdog's write times out at 4 + 1 s
             call = server.calls["sid-1"]
             assert call.state.value == "disconnected"
-            assert call._protocol.is_owed("m1")  # old: not owed, "answered" by the lost ack
+            assert engine_of(call).protocol.is_owed("m1")  # old: not owed, "answered" by the lost ack
             # the holding answer may not have arrived: kept, to go out on the reconnect
-            assert call._protocol.session is SessionState.RESEND
+            assert engine_of(call).protocol.session is SessionState.RESEND
         async with raw_client(server) as second:
             # jambonz re-keys its unanswered session:new to the reconnect (protocol.md 6.2):
             # an empty ack here would be an empty answer to session:new (SIP 480)
@@ -329,8 +335,8 @@ async def test_review_r6_stale_receive_loop_does_not_ack_on_the_new_socket(
                 assert await reconnect(second) == {"type": "ack", "msgid": "r1", "data": []}
                 await first.drop()  # old: the old loop's write fails and it reads on
                 await trio.sleep(0.1)
-                assert call._protocol.generation == 2
-                assert [o.msgid for o in call._protocol.owed()] == []  # old: old0..old2 owed
+                assert engine_of(call).protocol.generation == 2
+                assert [o.msgid for o in engine_of(call).protocol.owed()] == []  # old: old0..old2 owed
                 frames: list[dict[str, Any]] = []
                 with trio.move_on_after(6):  # past the watchdog's 4 s
                     while (frame := await second.receive()) is not None:
@@ -365,8 +371,9 @@ async def test_review_r7_tts_full_then_call_end_does_not_hang(
             tokens = await client.receive()
             assert tokens is not None and tokens["type"] == "command" and tokens["command"] == "tts:tokens"
             call = server.calls["sid-1"]
-            conn = call._conn
-            assert conn is not None
+            engine = engine_of(call)
+            link = engine.link
+            assert link is not None
             result = parse_message(
                 {
                     "type": "tts:tokens-result",
@@ -376,8 +383,8 @@ async def test_review_r7_tts_full_then_call_end_does_not_hang(
                 }
             )
             assert isinstance(result, TtsTokensResult)
-            await call._on_message(conn, result, trio.current_time())  # no checkpoint inside
-            call._connection_closed(conn, 1000, "call ended")
+            await engine._on_message(link, result, trio.current_time())  # no checkpoint inside
+            engine._connection_closed(link, 1000, "call ended")
             assert call.closed
             with trio.fail_after(60):  # old: waited forever on a fresh, never-set resume event
                 await done.wait()
@@ -560,7 +567,7 @@ async def test_review_r10_session_new_does_not_take_over_a_live_sid(
             "data": [{"verb": "say", "text": "hi"}],
         }
         assert server.calls["sid-1"] is victim  # old: tenant B's call replaced it
-        assert len(seen) == 2 and seen[1] is not victim and seen[1]._isolated
+        assert len(seen) == 2 and seen[1] is not victim and seen[1].isolated
         await a.drop()  # A's socket drops; jambonz reconnects A
         await trio.sleep(0.5)
         a2 = RawClient(await server.connect_memory())

@@ -8,8 +8,10 @@ out another tenant's call.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import pytest
 import trio
 import trio.lowlevel
 import trio.testing
@@ -180,6 +182,31 @@ async def test_session_new_with_a_listed_sid_is_isolated_even_from_the_same_acco
     await _reconnect(server, "sid-v", VICTIM)
     assert call.reconnect_count == 1
     await intruder.drop()
+
+
+async def test_an_isolated_call_is_flagged_and_its_log_lines_say_so(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An isolated call carries the victim's sid (docs/security.md): ``Call.isolated`` tells it
+    apart, and its log lines are marked ``(isolated)``, the victim's are not."""
+    app = App()
+    server = await _start(nursery, app)
+    victim = await _new(server, "sid-v", VICTIM)
+    call = server.calls["sid-v"]
+    attacker = await _reconnect(server, "sid-v", {**VICTIM, "account_sid": "acct-attacker"})
+    isolated = app.calls[1]
+    assert isolated.call_sid == call.call_sid == "sid-v"
+    assert (isolated.isolated, call.isolated) == (True, False)
+    assert server.calls["sid-v"] is call and isolated in server.calls.all_calls()
+    with caplog.at_level(logging.INFO, logger="jambonz_trio.call"):
+        await attacker.drop()
+        await _settle(server, isolated, "disconnected")
+        await victim.drop()
+        await _settle(server, call, "disconnected")
+    lost = [r.getMessage() for r in caplog.records if "socket lost" in r.getMessage()]
+    assert len(lost) == 2
+    assert lost[0].startswith("call sid-v (isolated): socket lost")
+    assert lost[1].startswith("call sid-v: socket lost")
 
 
 # -- item 2: parked-call eviction ---------------------------------------------------------

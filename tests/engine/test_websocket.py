@@ -9,7 +9,8 @@ import trio.testing
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 
-from jambonz_trio._websocket import CloseReason, ServerWebSocket, WebSocketClosed
+from jambonz_trio._connection import CloseReason, ConnectionClosed
+from jambonz_trio._websocket import ServerWebSocket
 
 
 class Peer:
@@ -39,9 +40,9 @@ class Peer:
 
 
 async def next_read_fails(ws: ServerWebSocket) -> CloseReason:
-    """The reason of the ``WebSocketClosed`` the next ``get_message`` raises."""
-    with pytest.raises(WebSocketClosed) as info:
-        await ws.get_message()
+    """The reason of the ``ConnectionClosed`` the next ``receive`` raises."""
+    with pytest.raises(ConnectionClosed) as info:
+        await ws.receive()
     return info.value.reason
 
 
@@ -58,15 +59,15 @@ async def test_text_binary_and_fragmented_messages_arrive_whole() -> None:
     await peer.send(BytesMessage(data=b"\x00\x01"))
     await peer.send(TextMessage(data="frag", message_finished=False))
     await peer.send(TextMessage(data="mented ☎", message_finished=True))
-    assert await ws.get_message() == "hello"
-    assert await ws.get_message() == b"\x00\x01"
-    assert await ws.get_message() == "fragmented ☎"
+    assert await ws.receive() == "hello"
+    assert await ws.receive() == b"\x00\x01"
+    assert await ws.receive() == "fragmented ☎"
 
 
 async def test_send_message_reaches_the_peer() -> None:
     ws, peer = pair()
-    await ws.send_message("out ☎")
-    await ws.send_message(b"raw")
+    await ws.send("out ☎")
+    await ws.send(b"raw")
     event = await peer.next_event()
     assert isinstance(event, TextMessage) and event.data == "out ☎"
     event = await peer.next_event()
@@ -77,14 +78,14 @@ async def test_bytes_sent_with_the_request_head_are_read_first() -> None:
     _client, server = trio.testing.memory_stream_pair()
     early = Connection(ConnectionType.CLIENT).send(TextMessage(data="early"))
     ws = ServerWebSocket(server, trailing=early, max_message_size=100, control_timeout=1.0)
-    assert await ws.get_message() == "early"
+    assert await ws.receive() == "early"
 
 
 async def test_peer_ping_is_answered_by_the_reader() -> None:
     ws, peer = pair()
     await peer.send(Ping(payload=b"p1"))
     await peer.send(TextMessage(data="after"))
-    assert await ws.get_message() == "after"
+    assert await ws.receive() == "after"
     event = await peer.next_event()
     assert event == Pong(payload=b"p1")
 
@@ -93,12 +94,12 @@ async def test_pongs_are_reported_by_the_reader() -> None:
     ws, peer = pair()
     pongs: list[float] = []
     ws.on_pong = lambda payload: pongs.append(trio.current_time())
-    await ws.send_ping(b"k1")
+    await ws.ping(b"k1")
     assert await peer.next_event() == Ping(payload=b"k1")
     await peer.send(Pong(payload=b"k1"))
     await peer.send(Pong(payload=b"unsolicited"))  # RFC 6455 §5.5.3: allowed, a heartbeat
     await peer.send(TextMessage(data="m"))
-    assert await ws.get_message() == "m"
+    assert await ws.receive() == "m"
     assert len(pongs) == 2
 
 
@@ -106,8 +107,8 @@ async def test_send_ping_on_a_closed_socket_raises() -> None:
     ws, peer = pair()
     await peer.stream.aclose()
     assert (await next_read_fails(ws)) == CloseReason(1006, None)
-    with pytest.raises(WebSocketClosed) as info:
-        await ws.send_ping(b"k3")
+    with pytest.raises(ConnectionClosed) as info:
+        await ws.ping(b"k3")
     assert info.value.reason == CloseReason(1006, None)
 
 
@@ -115,13 +116,13 @@ async def test_peer_close_is_answered_and_reported() -> None:
     ws, peer = pair()
     await peer.send(TextMessage(data="last words"))
     await peer.send(CloseConnection(code=1000, reason="bye"))
-    assert await ws.get_message() == "last words"  # delivered before the close
+    assert await ws.receive() == "last words"  # delivered before the close
     assert (await next_read_fails(ws)) == CloseReason(1000, "bye")
-    assert ws.closed == CloseReason(1000, "bye")
+    assert ws.close_reason == CloseReason(1000, "bye")
     assert await peer.next_event() == CloseConnection(code=1000, reason="bye")
     assert peer.proto.state is ConnectionState.CLOSED
-    with pytest.raises(WebSocketClosed):
-        await ws.send_message("too late")
+    with pytest.raises(ConnectionClosed):
+        await ws.send("too late")
 
 
 async def test_our_close_waits_for_the_peers_close(autojump_clock: trio.testing.MockClock) -> None:
@@ -130,7 +131,7 @@ async def test_our_close_waits_for_the_peers_close(autojump_clock: trio.testing.
         closed = trio.Event()
 
         async def closer() -> None:
-            await ws.aclose(1001, "going away")
+            await ws.close(1001, "going away")
             closed.set()
 
         nursery.start_soon(closer)
@@ -142,8 +143,8 @@ async def test_our_close_waits_for_the_peers_close(autojump_clock: trio.testing.
         await peer.send(CloseConnection(code=1001))
         with trio.fail_after(1):
             await closed.wait()
-    assert ws.closed is not None and ws.closed.code == 1001
-    await ws.aclose()  # idempotent
+    assert ws.close_reason is not None and ws.close_reason.code == 1001
+    await ws.close()  # idempotent
     assert (await next_read_fails(ws)).code == 1001  # "late" is not delivered: we were closing
 
 
@@ -154,13 +155,13 @@ async def test_our_close_while_another_task_reads() -> None:
 
         async def receiver() -> None:
             try:
-                await ws.get_message()
-            except WebSocketClosed as exc:
+                await ws.receive()
+            except ConnectionClosed as exc:
                 outcome.append(exc.reason)
 
         nursery.start_soon(receiver)
         await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(ws.aclose, 1000, "done")
+        nursery.start_soon(ws.close, 1000, "done")
         assert await peer.next_event() == CloseConnection(code=1000, reason="done")
         await peer.send(CloseConnection(code=1000, reason="done"))
     assert outcome == [CloseReason(1000, "done")]
@@ -205,7 +206,7 @@ async def test_concurrent_senders_are_serialized_in_arrival_order() -> None:
 async def _send_five(ws: ServerWebSocket, peer: Peer) -> None:
     async with trio.open_nursery() as nursery:
         for i in range(5):
-            nursery.start_soon(ws.send_message, f"m{i}")
+            nursery.start_soon(ws.send, f"m{i}")
             await trio.testing.wait_all_tasks_blocked()
         received: list[str] = []
         while len(received) < 5:
@@ -218,18 +219,18 @@ async def _send_five(ws: ServerWebSocket, peer: Peer) -> None:
 async def test_a_cancelled_waiting_sender_does_not_block_the_others() -> None:
     ws, peer = pair(lockstep=True)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(ws.send_message, "first")
+        nursery.start_soon(ws.send, "first")
         await trio.testing.wait_all_tasks_blocked()
         waiting = trio.CancelScope()
 
         async def cancelled_sender() -> None:
             with waiting:
-                await ws.send_message("cancelled")
+                await ws.send("cancelled")
 
         nursery.start_soon(cancelled_sender)
         await trio.testing.wait_all_tasks_blocked()
         waiting.cancel()
-        nursery.start_soon(ws.send_message, "third")
+        nursery.start_soon(ws.send, "third")
         await trio.testing.wait_all_tasks_blocked()
         received: list[str] = []
         with trio.fail_after(5):
@@ -246,8 +247,8 @@ async def test_pong_write_is_bounded_when_the_peer_stops_reading(
 
     async def read() -> None:
         try:
-            await ws.get_message()
-        except WebSocketClosed as exc:
+            await ws.receive()
+        except ConnectionClosed as exc:
             outcome.append(exc.reason)
 
     with trio.fail_after(10):
@@ -264,18 +265,18 @@ async def test_a_failed_write_does_not_hide_the_peers_close() -> None:
     ws, peer = pair()
     await peer.send(CloseConnection(code=1000, reason="call ended"))
     await peer.stream.aclose()
-    with pytest.raises(WebSocketClosed):
-        await ws.send_message("x")
+    with pytest.raises(ConnectionClosed):
+        await ws.send("x")
     assert (await next_read_fails(ws)) == CloseReason(1000, "call ended")
 
 
 async def test_a_write_cancelled_half_way_loses_the_socket(autojump_clock: trio.testing.MockClock) -> None:
     ws, _peer = pair(lockstep=True)  # the peer does not read: the write blocks
     with trio.move_on_after(1):
-        await ws.send_message("never whole")
-    assert ws.closed == CloseReason(1006, None)
-    with pytest.raises(WebSocketClosed):
-        await ws.send_message("after a partial frame")
+        await ws.send("never whole")
+    assert ws.close_reason == CloseReason(1006, None)
+    with pytest.raises(ConnectionClosed):
+        await ws.send("after a partial frame")
 
 
 async def test_finish_close_waits_for_the_peers_close_after_1009() -> None:

@@ -40,7 +40,7 @@ from jambonz_trio import (
     VerbHook,
     serve_jambonz,
 )
-from jambonz_trio._call import _Connection
+from jambonz_trio._engine import Link
 from jambonz_trio._websocket import ServerWebSocket
 from jambonz_trio.verbs import Say
 
@@ -87,7 +87,7 @@ def stats(server: JambonzServer) -> dict[str, Any]:
         "calls": s.calls,
         "refused": s.refused,
         "call_objects": _count(Call),
-        "connection_objects": _count(_Connection),
+        "connection_objects": _count(Link),
         "websocket_objects": _count(ServerWebSocket),
     }
 

@@ -1,0 +1,928 @@
+"""The engine of one call: its connections, its tasks, its deadlines.
+
+One call = one nursery, :meth:`CallEngine.run`::
+
+    async with trio.open_nursery() as nursery:        # the call's nursery
+        nursery.start_soon(engine.watchdog)           # the ack tracker: ack deadlines, the
+                                                      # keepalive, the reconnect grace period
+        await handler(call)                           # the app's handler task
+        # then: close the call (the fallback verbs first if the handler crashed)
+
+and the receive loop, :meth:`CallEngine.serve`: connection -> :class:`CallProtocol` -> the
+call's bounded event queue. It runs in the task of the connection it reads (the server's task
+that accepted the socket): a call outlives its sockets (jambonz reconnects with a new one, and
+the same call and handler carry on), so each socket brings its own loop, and no task is spent
+on a socket besides the one that accepted it.
+
+The server drives an engine through a small interface: :meth:`CallEngine.attach` (a socket,
+with its first message), :meth:`CallEngine.serve` (its receive loop), :meth:`CallEngine.detach`
+(its task ended), :meth:`CallEngine.run` (the call's nursery), :meth:`CallEngine.give_up` and
+:meth:`CallEngine.isolate`. A connection is anything that implements
+:class:`~jambonz_trio._connection.Connection`.
+
+All protocol decisions are made by the sans-io :class:`~jambonz_trio._protocol.CallProtocol`,
+synchronously, before a frame is written; every write is shielded from the caller's
+cancellation and bounded by ``send_timeout``, so a frame either went out whole or the call knows
+it did not (and the connection is aborted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import enum
+import itertools
+import logging
+import math
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Literal
+
+import trio
+
+from ._call import AnswerOutcome, Call, CloseInfo, engine_of
+from ._config import CallConfig, DisconnectedCommands, LateAnswer, Overflow
+from ._connection import Connection, ConnectionClosed
+from ._errors import CallClosed, CommandQueueFull, JambonzTrioError, NotDelivered, RemoteProtocolError
+from ._events import AnswerUnconfirmed, Disconnected, Event, HookAbandoned, Reconnected
+from ._log import CallLog, get_logger, safe
+from ._protocol import _outbound as cmds
+from ._protocol._json import TooComplex, encoded_size
+from ._protocol._messages import Message, SessionReconnect, routing_sid
+from ._protocol._outbound import Ack, Command
+from ._protocol._state import AckResult, AnswerPlan, CallProtocol, ConnState, Delivery, OwedAck, PlanKind
+from ._protocol._verbs_base import Verb
+from ._public import create
+from ._queue import EventQueue
+from ._sync import unless
+from ._tts import TtsFlow
+
+if TYPE_CHECKING:
+    from ._admission import Identity
+
+__all__ = [
+    "CallEngine",
+    "Fault",
+    "Handler",
+    "Link",
+    "ProgramWatcher",
+    "command_origin",
+    "replaces_program",
+    "watch_program",
+]
+
+log = get_logger("jambonz_trio.call")
+
+#: ``async def handler(call: Call) -> None``: runs once per call, in the call's own nursery.
+Handler = Callable[[Call], Awaitable[None]]
+
+#: Who sends the commands of the current task (a :class:`Conversation` marks its own), so a
+#: program watcher can tell its own replacing redirects from another task's.
+command_origin: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "jambonz_trio_command_origin", default=None
+)
+
+#: ``(command, origin)``: told, as its frame starts out, of every command that replaces (or
+#: may replace) the call's program. Writes go out in the order they start, so whatever a task
+#: sends after being told reaches jambonz after the replacement.
+ProgramWatcher = Callable[[Command, object | None], None]
+
+
+def replaces_program(command: Command) -> bool:
+    """Whether jambonz replaces the call's remaining program (killing the running verb) on
+    ``command``: a ``redirect`` with verbs and ``queueCommand: false``, or one that gives the
+    parent leg a new program (``call_hook``, ``parent_call``) (FS v0.9.8
+    ``lib/session/call-session.js:2280-2303``, ``:1589-1657``, ``replaceApplication`` at
+    ``:2082-2137``)."""
+    if isinstance(command, cmds.Redirect):
+        return not command.queue
+    if isinstance(command, cmds.RedirectToHook):
+        return command.call_hook is not None
+    if isinstance(command, cmds.RedirectLegs):
+        return command.parent_call is not None
+    return False
+
+
+@contextlib.contextmanager
+def watch_program(call: Call, watcher: ProgramWatcher) -> Iterator[None]:
+    """Tell ``watcher`` of every program-replacing command of ``call`` for the ``with`` block
+    (a :class:`Conversation` does, to notice another task replacing its program)."""
+    engine = engine_of(call)
+    engine.program_watcher = watcher
+    try:
+        yield
+    finally:
+        engine.program_watcher = None
+
+
+class Fault(enum.Enum):
+    """Why the engine itself ends a call."""
+
+    #: the event queue overflowed with ``overflow=END_CALL``: the receive loop ends the call
+    OVERFLOW = "event queue overflow"
+    #: one of the engine's own tasks failed: the handler is cancelled, the call ends cleanly
+    INTERNAL = "internal error"
+
+
+class Link:
+    """One connection carrying the call, with the engine's bookkeeping of it."""
+
+    __slots__ = (
+        "cancel_scope",
+        "close_code",
+        "close_done",
+        "close_reason",
+        "closed",
+        "conn",
+        "generation",
+        "id",
+        "keepalive_at",
+        "ping_in_flight",
+        "receipt_at",
+        "torn_down",
+    )
+
+    _ids = itertools.count(1)
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.id = next(self._ids)
+        #: the protocol generation it carries (set when attached)
+        self.generation = 0
+        #: set once the engine knows it is gone (closed, lost or replaced)
+        self.closed = trio.Event()
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        #: around its receive loop: cancelled when the link is dropped
+        self.cancel_scope = trio.CancelScope()
+        #: set once a close *we* started has finished (the peer's Close came, or timed out)
+        self.close_done: trio.Event | None = None
+        #: set when the task serving it is gone (for any reason)
+        self.torn_down = trio.Event()
+        #: keepalive (run by the watchdog): when to send the next ping or, while one is in
+        #: flight, by when its pong must come
+        self.keepalive_at = math.inf
+        self.ping_in_flight = False
+        #: when to write a Ping whose Pong will prove jambonz read the answers written so far
+        self.receipt_at = math.inf
+
+    @property
+    def writable(self) -> bool:
+        """Neither known gone nor closing (a write would be attempted)."""
+        return self.conn.close_reason is None and not self.closed.is_set()
+
+
+class _Pending:
+    """A command waiting for a reconnect."""
+
+    __slots__ = ("command", "done", "error", "origin", "sent", "size", "text")
+
+    def __init__(self, text: str, size: int, command: Command | None, origin: object | None) -> None:
+        # ``command`` is None once the program watcher was told of it (when queued, or by a
+        # direct write that found the connection gone); else it is told at the flush
+        self.text = text
+        self.size = size
+        self.command = command
+        self.origin = origin
+        self.done = trio.Event()
+        self.sent = False
+        self.error: JambonzTrioError | None = None
+
+
+class CallEngine:
+    """Runs one call (see the module docstring); :attr:`call` is what the app sees.
+
+    ``on_disconnect``: told (synchronously) when the call loses its connection, for the
+    server's parking bookkeeping.
+    """
+
+    __slots__ = (
+        "_disconnected_at",
+        "_events_bytes",
+        "_log",
+        "_outbox",
+        "_outbox_bytes",
+        "_watchdog_scope",
+        "call",
+        "close_info",
+        "closed_event",
+        "config",
+        "events",
+        "events_dropped",
+        "fault",
+        "frames_in",
+        "frames_out",
+        "isolated",
+        "link",
+        "on_disconnect",
+        "program_watcher",
+        "protocol",
+        "reconnect_count",
+        "routing_sid",
+        "session_acked",
+        "tts",
+    )
+
+    def __init__(
+        self,
+        session: Message,
+        *,
+        config: CallConfig,
+        identity: Identity,
+        path: str = "/",
+        on_disconnect: Callable[[CallEngine], None] | None = None,
+    ) -> None:
+        self.config = config
+        #: the sid the server lists the call under: fixed at creation
+        self.routing_sid = routing_sid(session)
+        self.protocol = CallProtocol(
+            ack_deadline=config.ack_deadline,
+            max_outbound_bytes=config.max_outbound_bytes,
+            ack_unknown_types=config.ack_unknown_types,
+            holding_verbs=config.holding_verbs,
+            max_owed=config.max_owed_acks,
+        )
+        self.link: Link | None = None
+        self.events: EventQueue[tuple[Event, int]] = EventQueue(config.event_queue_size)
+        self._events_bytes = 0
+        self.events_dropped = 0
+        # a list, not a deque: a deque costs ~700 bytes even empty, on every live call
+        self._outbox: list[_Pending] = []  # FIFO, at most max_queued_commands
+        self._outbox_bytes = 0
+        self._disconnected_at: float | None = None
+        self._watchdog_scope: trio.CancelScope | None = None
+        self.session_acked = trio.Event()
+        self.closed_event = trio.Event()
+        self.frames_in = 0
+        self.frames_out = 0
+        self.tts = TtsFlow(self.closed_event)
+        self.fault: Fault | None = None
+        self.isolated = False
+        self.reconnect_count = 0
+        self.close_info: CloseInfo | None = None
+        self.on_disconnect = on_disconnect
+        #: set by a Conversation (:func:`watch_program`)
+        self.program_watcher: ProgramWatcher | None = None
+        self._log = CallLog(log, self.routing_sid, trio.current_time)
+        self.call = create(Call, self, session, config=config, identity=identity, path=path)
+
+    @property
+    def call_sid(self) -> str | None:
+        """See :attr:`Call.call_sid`."""
+        return self.routing_sid or self.protocol.call_sid
+
+    @property
+    def closed(self) -> bool:
+        return self.protocol.state is ConnState.CLOSED
+
+    @property
+    def commands_queued(self) -> int:
+        return len(self._outbox)
+
+    def isolate(self) -> None:
+        """Mark the call isolated: it failed the owner check (or its sid was taken), so it is
+        not reachable by sid though it carries one; its log lines say so."""
+        self.isolated = True
+        self._log.prefix = "call %s (isolated): "
+
+    def closed_error(self) -> CallClosed:
+        ci = self.close_info
+        if ci is None:
+            return CallClosed("call closed")
+        return CallClosed(f"call ended ({ci.by}: {safe(ci.reason, 128)})", code=ci.code)  # the peer's reason
+
+    # -- the call's nursery: handler and watchdog ----------------------------------------------
+
+    async def run(self, handler: Handler) -> None:
+        """Run the handler and the watchdog in the call's nursery; close the call when the
+        handler is done. A handler that raises gets the fallback verbs sent and the call
+        closed with 1000 (``by="error"``); a cancelled one (server shutdown) closes with 1012
+        so that jambonz reconnects to this server's successor."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._guarded_watchdog, nursery.cancel_scope)
+            outcome: Literal["cancelled", "finished", "failed"] = "cancelled"
+            try:
+                await handler(self.call)
+                outcome = "finished"
+            except Exception as exc:
+                outcome = "finished"
+                if not (isinstance(exc, CallClosed) and self.closed):  # not this call's own end
+                    outcome = "failed"
+                    self._log.error(
+                        "handler raised %s; sending fallback verbs and closing with 1000",
+                        type(exc).__name__,
+                        exc_info=exc,
+                    )
+                    await self._send_fallback()
+                    if self.config.strict:
+                        raise
+            finally:
+                with trio.CancelScope(shield=True):
+                    if self.fault is Fault.INTERNAL:
+                        await self._send_fallback()  # an internal failure: end the call cleanly
+                        await self.close(1000, Fault.INTERNAL.value, by="error")
+                    elif outcome == "failed":
+                        await self.close(1000, "handler failed", by="error")
+                    elif outcome == "finished":
+                        await self.close(1000, "handler finished", by="app")
+                    else:
+                        # 1000 would make jambonz hang up
+                        await self.close(1012, "server shutting down", by="server")
+                nursery.cancel_scope.cancel()
+
+    async def _send_fallback(self) -> None:
+        """Send the fallback verbs if the connection is up: as the ``session:new`` answer if
+        that is still owed, else as a ``redirect``. Never waits for a reconnect (this runs while
+        the call is being torn down); the write itself is shielded and bounded."""
+        protocol = self.protocol
+        link = self.link
+        if link is None or protocol.state is not ConnState.CONNECTED:
+            self._log.warning("socket down; fallback verbs not sent")
+            return
+        try:
+            pending = protocol.session_request
+            if pending is not None:
+                if pending.held is None and protocol.can_answer_now(pending.msgid):
+                    plan = protocol.plan_answer(pending.msgid, self.config.fallback_verbs)
+                    await self._write_answer(link, plan)
+            elif protocol.session_answered:
+                text = protocol.command(cmds.Redirect(verbs=self.config.fallback_verbs))
+                await self._write(link, text)
+        except JambonzTrioError:
+            self._log.warning("could not send fallback verbs")
+
+    async def _guarded_watchdog(self, call_scope: trio.CancelScope) -> None:
+        """The watchdog, contained: should it ever fail, the call ends cleanly (fallback verbs,
+        close 1000) instead of the failure spreading or the call running without deadlines."""
+        try:
+            await self.watchdog()
+        except Exception:
+            self._log.error("the ack watchdog failed; ending the call", exc_info=True)
+            self.fault = Fault.INTERNAL
+            call_scope.cancel()
+
+    async def watchdog(self) -> None:
+        """The call's ack tracker, its one deadline task: overdue acks, the keepalive and
+        receipt Pings of the live connection, and the reconnect grace period."""
+        while not self.closed:
+            with trio.CancelScope() as scope:
+                self._watchdog_scope = scope
+                scope.deadline = self._next_deadline()
+                await trio.sleep_forever()
+            self._watchdog_scope = None
+            if self.closed:
+                return
+            now = trio.current_time()
+            grace_end = (
+                None if self._disconnected_at is None else self._disconnected_at + self.config.reconnect_grace
+            )
+            if grace_end is not None and now >= grace_end:
+                self.give_up(f"no reconnect within {self.config.reconnect_grace:.0f} s")
+                return
+            for owed in self.protocol.overdue(now):
+                await self._auto_answer(owed)
+            link = self.link
+            now = trio.current_time()  # the auto-answers above may have taken a while
+            if link is not None and self.protocol.state is ConnState.CONNECTED:
+                if now >= link.receipt_at:
+                    await self._receipt_ping(link)
+                if now >= link.keepalive_at:
+                    await self._keepalive(link)
+
+    def _next_deadline(self) -> float:
+        d = self.protocol.next_deadline()
+        best = math.inf if d is None else d
+        if self._disconnected_at is not None:
+            best = min(best, self._disconnected_at + self.config.reconnect_grace)
+        link = self.link
+        if link is not None and self.protocol.state is ConnState.CONNECTED:
+            best = min(best, link.keepalive_at, link.receipt_at)
+        return best
+
+    def _reschedule(self) -> None:
+        """A deadline may have moved earlier: update the watchdog without waking it."""
+        scope = self._watchdog_scope
+        if scope is not None:
+            scope.deadline = min(scope.deadline, self._next_deadline())
+
+    async def _auto_answer(self, owed: OwedAck) -> None:
+        """The watchdog answers for the app (at the deadline, or at once past the owed bound)."""
+        link = self.link
+        protocol = self.protocol
+        if link is None or not protocol.can_answer_now(owed.msgid):
+            return
+        msg = owed.message
+        try:
+            plan = protocol.auto_answer(owed)
+        except JambonzTrioError:  # e.g. holding verbs too large: never crash the call's tasks
+            self._log.error("the watchdog could not answer %s", msg.type, exc_info=True)
+            return
+        if owed.overflow:
+            why = f"{protocol.max_owed} requests already owed: answered at once"
+        else:
+            why = f"no answer within {self.config.ack_deadline:.1f} s"
+        self._log.throttled(
+            "watchdog",
+            logging.WARNING,
+            "%s to %s%s; the watchdog answered %s",
+            why,
+            msg.type,
+            f" (hook {msg.hook})" if msg.hook else "",
+            "with the holding verbs" if plan.verbs else "empty",
+        )
+        await self._write_answer(link, plan)
+
+    # -- keepalive and receipts ---------------------------------------------------------------
+
+    def _pong(self, link: Link, payload: bytes) -> None:
+        """A Pong arrived on ``link`` (called by its reader): schedule the next ping, and take
+        it as the receipt of the answers written before its Ping."""
+        if link.ping_in_flight:
+            link.ping_in_flight = False
+            link.keepalive_at = trio.current_time() + self.config.ping_interval
+            self._reschedule()
+        if link is self.link and link.generation == self.protocol.generation:
+            self.protocol.pong_received(payload)
+            self._want_receipt(link)  # answers written since that Ping need one of their own
+
+    async def _keepalive(self, link: Link) -> None:
+        """Ping ``link``, or abort it if the pong of the last ping is overdue (the watchdog
+        calls this at ``link.keepalive_at``)."""
+        if link.closed.is_set():
+            link.keepalive_at = math.inf
+            return
+        if link.ping_in_flight:
+            link.keepalive_at = math.inf
+            self._log.warning("no pong within %.1f s; aborting the socket", self.config.ping_timeout)
+            await link.conn.abort()
+            self._connection_lost(link, 1006, "ping timeout")
+            link.cancel_scope.cancel()
+            return
+        link.ping_in_flight = True
+        if await self._write_frame(link, self.protocol.ping_payload()) is not Delivery.WRITTEN:
+            link.keepalive_at = math.inf  # the socket is reported lost (and aborted if cut)
+            return
+        # the pong is due ping_timeout after the ping left, however long the write took
+        link.keepalive_at = trio.current_time() + self.config.ping_timeout
+
+    def _want_receipt(self, link: Link) -> None:
+        """An answer went out on ``link``: have the watchdog write a Ping after it, unless one
+        written for an earlier answer still waits for its Pong (one receipt Ping at a time)."""
+        if (
+            link is self.link
+            and link.conn.pings
+            and self.protocol.receipt_due
+            and link.receipt_at == math.inf
+        ):
+            link.receipt_at = trio.current_time()
+            self._reschedule()
+
+    async def _receipt_ping(self, link: Link) -> None:
+        """Write a Ping whose Pong proves jambonz read the answers written before it."""
+        link.receipt_at = math.inf
+        if not link.writable or not self.protocol.receipt_due:
+            return  # (a connection being closed: its loss is reported by the close)
+        await self._write_frame(link, self.protocol.ping_payload(receipt=True))
+
+    # -- connections: attach, receive loop, detach ----------------------------------------------
+
+    async def attach(self, link: Link, first: Message, now: float) -> None:
+        """Make ``link`` the call's live connection and process its first message."""
+        # Everything up to the first await is synchronous, so two connections attaching at once
+        # cannot both become the live one.
+        old = self.link
+        if old is not None and old is not link and not old.closed.is_set():
+            self._log.info("a newer socket replaces socket %d", old.id)
+            self._connection_lost(old, None, "replaced by a newer socket")  # abandons its requests
+        seen_before = self.protocol.generation > 0
+        self.link = link
+        self.protocol.connection_made()
+        link.generation = self.protocol.generation
+        if link.conn.pings:
+            link.keepalive_at = now + self.config.ping_interval
+        link.conn.on_pong = partial(self._pong, link)
+        self._disconnected_at = None
+        implicit = seen_before and not isinstance(first, SessionReconnect)
+        if implicit:
+            # An older feature server reconnects without session:reconnect
+            # (jambonz-feature-server#103): the first message names a known call_sid.
+            self.reconnect_count += 1
+            self._log.info("implicit reconnect (%s first)", first.type)
+            self._deliver(Reconnected(count=self.reconnect_count, message=first))
+        self.protocol.receive_message(first, now)
+        if old is not None and old is not link:
+            old.cancel_scope.cancel()  # its receive loop must not read on (or book) anything
+            await old.conn.abort()
+        if link is not self.link:
+            return  # an even newer connection took over meanwhile
+        if implicit:
+            await self._flush_outbox(link)
+        await self._on_message(link, first, now)
+
+    async def serve(self, link: Link) -> None:
+        """The receive loop of one connection; returns when the connection is done (its
+        keepalive runs in the watchdog; its inbound pacing in the connection, which calls
+        :meth:`inbound_paused`)."""
+        with link.cancel_scope:
+            await self._receive_loop(link)
+            if link.close_done is not None:
+                # We are closing: keep the connection open until our close handshake is over
+                # (the peer's Close came, or close_timeout in _close_link passed).
+                await link.close_done.wait()
+
+    def detach(self, link: Link) -> None:
+        """The task serving ``link`` is gone, however it ended: the call must know its
+        connection is gone (nothing happens if it knows already)."""
+        self._connection_lost(link, 1006, "connection task ended")
+        link.torn_down.set()
+
+    def inbound_paused(self) -> None:
+        """The connection stopped reading: over the call's inbound budget (its owner paces the
+        reads: the server's websocket hands out one message per scheduling turn and, over the
+        budget, stops reading; issue 19 item 10). Logged once per connection."""
+        self._log.warning(
+            "inbound frames over %g tokens/s; reading paused (TCP back-pressure)", self.config.inbound_rate
+        )
+
+    async def _receive_loop(self, link: Link) -> None:
+        conn = link.conn
+        while True:
+            try:
+                frame = await conn.receive()
+            except ConnectionClosed as exc:
+                reason = exc.reason
+                if reason.code in (1008, 1009) and conn.close_unanswered:
+                    # the connection refused a message (bytes or frames over the limit, the
+                    # server's budget of unfinished messages) or a flood of Pings
+                    self._log.warning("closing with %d: %s", reason.code, reason.reason)
+                self._connection_closed(link, reason.code, reason.reason)
+                return
+            self.frames_in += 1
+            if isinstance(frame, bytes):
+                self._log.throttled("binary", logging.INFO, "ignoring a binary frame (%d bytes)", len(frame))
+                continue
+            if link is not self.link or link.generation != self.protocol.generation:
+                return  # a newer connection carries the call now
+            now = trio.current_time()
+            if self.protocol.state is not ConnState.CONNECTED:
+                self._drain_lost_frame(frame, now)  # the connection is already considered lost
+                continue
+            try:
+                msg = self.protocol.receive_text(frame, now)
+            except TooComplex as exc:  # parsing it would take many times its size in memory
+                self._log.warning("closing with 1009: %s", exc)
+                await self._abort_with(link, 1009, "message too big")
+                return
+            except RemoteProtocolError as exc:
+                await self._bad_frame(link, exc, frame)
+                continue
+            await self._on_message(link, msg, now, len(frame))
+            if self.fault is Fault.OVERFLOW:
+                await self._send_fallback()
+                await self.close(1000, Fault.OVERFLOW.value, by="app")
+                return
+
+    def _drain_lost_frame(self, frame: str, now: float) -> None:
+        """A frame still read from a connection already declared lost: jambonz fails its
+        requests at the drop, so they are reported as abandoned; notifications are delivered."""
+        try:
+            msg = self.protocol.receive_text(frame, now)  # books nothing while disconnected
+        except RemoteProtocolError:
+            return
+        self._deliver(HookAbandoned(message=msg) if msg.NEEDS_ACK else msg, len(frame))
+
+    async def _bad_frame(self, link: Link, exc: RemoteProtocolError, frame: str) -> None:
+        self._log.throttled(
+            "bad frame", logging.WARNING, "protocol error from jambonz: %s (frame %r)", exc, frame
+        )
+        if exc.msgid:
+            # We cannot tell what it was; an ack jambonz is not waiting for is ignored, and a
+            # request it is waiting for gets answered instead of timing out.
+            try:
+                text = self.protocol.render(Ack(msgid=exc.msgid).to_wire())
+            except JambonzTrioError:
+                return
+            await self._write(link, text)
+
+    async def _on_message(self, link: Link, msg: Message, now: float, size: int = 0) -> None:
+        protocol = self.protocol
+        if isinstance(msg, SessionReconnect) and link.generation == protocol.generation:
+            await self._on_reconnect(link, msg)
+            return
+        if self.tts.observe(msg):
+            return  # consumed by send_tts_tokens: it would only fill the event queue
+        owed = protocol.get_owed(msg.msgid) if msg.msgid else None
+        if owed is not None and owed.overflow and owed.message is msg:
+            await self._auto_answer(owed)  # past the owed bound: answered at once, empty
+        self._reschedule()
+        if msg is not self.call.session:
+            self._deliver(msg, size)
+
+    async def _on_reconnect(self, link: Link, msg: SessionReconnect) -> None:
+        if msg is self.call.session:
+            # First connection of a call we learn about through a reconnect (app restart): the
+            # app answers it like a session:new (jambonz ignores verbs it no longer needs).
+            self._reschedule()
+            return
+        self.reconnect_count += 1
+        if self.reconnect_count >= self.config.reconnect_budget - 1:
+            self._log.throttled(
+                "reconnects",
+                logging.WARNING,
+                "reconnect %d; jambonz allows about %d per call (#1098)",
+                self.reconnect_count,
+                self.config.reconnect_budget,
+            )
+        plan = self.protocol.reconnect_answer(msg.msgid)
+        if plan is None or plan.msgid != msg.msgid:
+            # jambonz may have re-keyed its session:new to this msgid (docs/reconnects.md)
+            self._log.warning(
+                "socket dropped before jambonz was seen to read the session:new answer%s; "
+                "feature-server <= 0.9.8 may leave later traffic of this call queued (protocol.md §6.2)",
+                "" if plan is None else " (sent again on the reconnect)",
+            )
+        if plan is not None:
+            result, _written = await self._write_answer(link, plan)
+            if result is not AckResult.SENT:
+                return  # the new connection died at once; the call waits for the next one
+            await self._flush_outbox(link)
+        self._reschedule()
+        self._deliver(Reconnected(count=self.reconnect_count, message=msg))
+
+    # -- events for the app --------------------------------------------------------------------
+
+    def _deliver(self, event: Event, size: int = 0) -> None:
+        """Queue an event for the app (never blocks). ``size``: its frame's length, counted
+        against ``max_queued_event_bytes``."""
+        try:
+            if self._events_bytes + size > self.config.max_queued_event_bytes:
+                raise trio.WouldBlock
+            self.events.put_nowait((event, size))
+            self._events_bytes += size
+        except trio.WouldBlock:
+            self.events_dropped += 1
+            if self.config.overflow is Overflow.END_CALL:
+                self._log.error("event queue full; ending the call")
+                self.fault = Fault.OVERFLOW
+            else:
+                self._log.throttled(
+                    "queue full",
+                    logging.WARNING,
+                    "event queue full (%d events / %d bytes); dropped %d events so far",
+                    self.config.event_queue_size,
+                    self.config.max_queued_event_bytes,
+                    self.events_dropped,
+                )
+        except trio.ClosedResourceError:
+            pass
+
+    async def receive_event(self) -> Event:
+        """The next event for the app (a checkpoint).
+
+        Raises:
+            CallClosed: the call is over and every queued event was returned.
+        """
+        try:
+            event, size = await self.events.get()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise self.closed_error() from None
+        self._events_bytes -= size
+        return event
+
+    # -- answers and commands ------------------------------------------------------------------
+
+    async def answer(self, msgid: str, verbs: Sequence[Verb]) -> AnswerOutcome:
+        """Carry out what :meth:`CallProtocol.plan_answer` decides for the app's answer (see
+        :meth:`Call.ack`)."""
+        plan = self.protocol.plan_answer(msgid, verbs, raise_late=self.config.late_answer is LateAnswer.RAISE)
+        if plan.kind is PlanKind.SEND:
+            link = self.link
+            assert link is not None
+            result, written = await self._write_answer(link, plan)
+            if result is AckResult.SENT:
+                return AnswerOutcome.ACKED
+            if result is AckResult.DEFERRED:
+                return AnswerOutcome.DEFERRED
+            raise NotDelivered(
+                "the socket dropped before the ack was sent", maybe_sent=written is not Delivery.NOT_WRITTEN
+            )
+        if plan.kind is PlanKind.REDIRECT:
+            self._log.info("late answer to %s sent as a redirect", msgid)
+            await self.send_command(cmds.Redirect(verbs=plan.verbs))
+            return AnswerOutcome.REDIRECTED
+        await trio.lowlevel.checkpoint()
+        return AnswerOutcome.DEFERRED if plan.kind is PlanKind.HOLD else AnswerOutcome.DROPPED
+
+    async def _write_answer(self, link: Link, plan: AnswerPlan) -> tuple[AckResult, Delivery]:
+        """Write a ``SEND`` plan's ack on ``link`` and tell the core how it went."""
+        assert plan.text is not None
+        written = await self._write_frame(link, plan.text)
+        protocol = self.protocol
+        result = protocol.answer_written(plan.msgid, link.generation, written)
+        if protocol.session_answered:
+            self.session_acked.set()
+        if result is AckResult.SENT:
+            self._want_receipt(link)
+            if self._outbox and protocol.commands_flow:
+                await self._flush_outbox(link)  # they waited for this connection's reconnect answer
+        return result, written
+
+    async def send_command(self, command: Command) -> None:
+        """See :meth:`Call.send_command`."""
+        if self.closed:
+            raise self.closed_error()
+        text = self.protocol.command(command)
+        origin = command_origin.get()
+        told = False
+        link = self.link
+        if link is not None and self.protocol.commands_flow and not self._outbox:
+            if link.writable:  # else: NOT_WRITTEN
+                # told before the write, not after: a conversation answering a hook meanwhile
+                # must see the replacement coming, or its ack's verbs would replace it in turn
+                told = self._program_sent(command, origin)
+            written = await self._write_frame(link, text)
+            if written is Delivery.WRITTEN:
+                return
+            if written is Delivery.MAYBE:
+                raise NotDelivered(f"socket dropped while sending {command.COMMAND}", maybe_sent=True)
+            # NOT_WRITTEN: the connection was already gone; nothing left, so wait for the reconnect.
+        if self.config.disconnected_commands is DisconnectedCommands.FAIL:
+            raise NotDelivered(f"call {safe(self.call_sid, 64)} is disconnected; {command.COMMAND} not sent")
+        size = encoded_size(text)
+        if (
+            len(self._outbox) >= self.config.max_queued_commands
+            or self._outbox_bytes + size > self.config.max_queued_bytes
+        ):
+            raise CommandQueueFull(
+                f"{len(self._outbox)} commands ({self._outbox_bytes} bytes) already wait for a reconnect"
+            )
+        # Its place in the FIFO is fixed now: tell the watcher now (not at the flush), so a
+        # conversation answering a hook later knows its answer would follow a replacement.
+        told = told or self._program_sent(command, origin)
+        item = _Pending(text, size, None if told else command, origin)
+        self._outbox.append(item)
+        self._outbox_bytes += size
+        try:
+            await item.done.wait()
+        finally:
+            if not item.sent and not item.done.is_set():
+                self._outbox.remove(item)
+                self._outbox_bytes -= size
+        if item.error is not None:
+            raise item.error
+
+    def _program_sent(self, command: Command, origin: object | None) -> bool:
+        """Tell the program watcher, if ``command`` replaces the program, that it starts
+        out now (no checkpoint may come between this and the write). Whether it told."""
+        watcher = self.program_watcher
+        if watcher is not None and replaces_program(command):
+            watcher(command, origin)
+            return True
+        return False
+
+    async def _flush_outbox(self, link: Link) -> None:
+        while self._outbox and link is self.link and self.protocol.state is ConnState.CONNECTED:
+            item = self._outbox.pop(0)
+            self._outbox_bytes -= item.size
+            item.sent = True
+            if item.command is not None:
+                self._program_sent(item.command, item.origin)  # before the write, see send_command
+            if not await self._write(link, item.text):
+                item.error = NotDelivered("the socket dropped again while flushing", maybe_sent=True)
+            item.done.set()
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    async def _write(self, link: Link, text: str) -> bool:
+        """Write one frame: shielded, bounded by ``send_timeout``. ``False`` if it failed (the
+        connection is then aborted and reported lost)."""
+        return await self._write_frame(link, text) is Delivery.WRITTEN
+
+    async def _write_frame(self, link: Link, text: str | bytes) -> Delivery:
+        """Like :meth:`_write`, telling apart "certainly not written" (the connection was
+        already closed: nothing left this process) from "maybe" (it failed mid-write).
+        ``bytes`` is the payload of a Ping (the keepalive's writes are bounded the same way)."""
+        conn = link.conn
+        closing = conn.close_reason
+        if closing is not None and closing.code == 1000 and link.close_done is None:
+            # jambonz ended the call (a 1000 we did not send); the receive loop has not seen it yet
+            self._connection_closed(link, 1000, closing.reason)
+            return Delivery.NOT_WRITTEN
+        if link.closed.is_set() or closing is not None:
+            # (a close under way, e.g. our 1009, is reported with its own code)
+            code, reason = (closing.code, closing.reason) if closing is not None else (None, None)
+            self._connection_lost(link, code, reason or "socket closed")
+            return Delivery.NOT_WRITTEN
+        # One scope, shielded from the caller and bounded by its own deadline (the same as a
+        # move_on_after inside a shield, one cancel scope cheaper on every write).
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self.config.send_timeout) as scope:
+            try:
+                if isinstance(text, str):
+                    await conn.send(text)
+                    self.frames_out += 1
+                else:
+                    await conn.ping(text)
+                return Delivery.WRITTEN
+            except ConnectionClosed:
+                pass
+        if scope.cancelled_caught:
+            self._log.warning("send timed out after %.1f s; aborting the socket", self.config.send_timeout)
+            with trio.CancelScope(shield=True):
+                await conn.abort()
+        self._connection_lost(link, None, "send failed")
+        return Delivery.MAYBE
+
+    # -- closing ---------------------------------------------------------------------------------
+
+    async def close(self, code: int, reason: str, *, by: Literal["app", "server", "error"]) -> None:
+        """End the call (idempotent): release everyone waiting on it, then run the closing
+        handshake of the live connection (shielded, bounded by ``close_timeout``)."""
+        if self.closed:
+            await trio.lowlevel.checkpoint()
+            return
+        link = self.link
+        self._finish(CloseInfo(code=code, reason=reason or "closed by app", by=by))
+        if link is not None:
+            await self._close_link(link, code, reason)
+
+    async def _close_link(self, link: Link, code: int, reason: str) -> None:
+        link.close_done = done = trio.Event()
+
+        async def handshake() -> None:
+            try:
+                await link.conn.close(code, reason or None)
+            except Exception:  # pragma: no cover - a close racing the peer's
+                log.debug("close of %s failed", self.call_sid, exc_info=True)
+
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.config.close_timeout):
+                await unless(link.torn_down, handshake)  # its reader died: no reply will come
+            done.set()
+            await link.conn.abort()
+            link.cancel_scope.cancel()
+
+    async def _abort_with(self, link: Link, code: int, reason: str) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(self.config.close_timeout):
+            try:
+                await link.conn.close(code, reason)
+            except Exception:  # pragma: no cover
+                pass
+        await link.conn.abort()
+        self._connection_lost(link, code, reason)
+
+    def _finish(self, info: CloseInfo) -> None:
+        """Mark the call over and release everyone waiting on it (sync)."""
+        if self.close_info is None:
+            self.close_info = info
+        self.protocol.close()
+        self.events.close()
+        for item in self._outbox:
+            item.error = NotDelivered(f"call ended before {item.text[:40]!r} could be sent")
+            item.done.set()
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        self.tts.close()
+        self.closed_event.set()
+        self._log.summary()
+        if self._watchdog_scope is not None:
+            self._watchdog_scope.cancel()
+
+    def _connection_closed(self, link: Link, code: int | None, reason: str | None) -> None:
+        link.close_code, link.close_reason = code, reason
+        link.closed.set()
+        if link is not self.link or self.closed:
+            return
+        if code == 1000:
+            self._finish(CloseInfo(code=1000, reason=reason or "call ended", by="jambonz"))
+        else:
+            self._connection_lost(link, code, reason)
+
+    def _connection_lost(self, link: Link, code: int | None, reason: str | None) -> None:
+        """The connection is gone without a normal end: wait for jambonz to reconnect."""
+        link.closed.set()
+        if link is not self.link or self.closed or self.protocol.state is not ConnState.CONNECTED:
+            return
+        abandoned = self.protocol.connection_lost()
+        unconfirmed = self.protocol.take_unconfirmed()
+        self._disconnected_at = trio.current_time()
+        self._log.info("socket lost (%s %s); waiting for a reconnect", code, reason)
+        if unconfirmed:
+            self._log.warning(
+                "%d answer(s) written just before the drop were not seen read by jambonz "
+                "(it failed those requests at the drop if it had not read them): %s",
+                len(unconfirmed),
+                ", ".join(f"{s.message.type} {s.owed.msgid}" for s in unconfirmed[:5]),
+            )
+        self._deliver(Disconnected(code=code, reason=reason))
+        for owed in abandoned:
+            self._deliver(HookAbandoned(message=owed.message))
+        for sent in unconfirmed:
+            self._deliver(AnswerUnconfirmed(message=sent.message, verbs=sent.verbs))
+        self._reschedule()
+        if self.on_disconnect is not None:
+            self.on_disconnect(self)
+
+    def give_up(self, reason: str) -> None:
+        """Give up on a disconnected call (grace expired, or evicted by the parking bounds)."""
+        self._log.warning("%s; giving up", reason)
+        self._finish(CloseInfo(code=None, reason=reason, by="lost"))

@@ -1,0 +1,90 @@
+"""How the public API is presented: public module paths, no public constructors, deprecated names.
+
+* :func:`fixup_module_metadata` sets ``__module__`` of every exported class and function to the
+  public module that exports it, so reprs and tracebacks show ``jambonz_trio.Call``, not
+  ``jambonz_trio._call.Call`` (trio does the same in its ``__init__``).
+* :class:`NoPublicConstructor`: classes users get from a factory (``serve_jambonz`` gives the
+  server, the server gives calls...) raise ``TypeError`` when called; the library builds them
+  with :func:`create`.
+* :func:`deprecated_aliases` keeps old names importable for one release, with a
+  ``DeprecationWarning`` naming the new one.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, TypeVar
+
+import attrs
+
+__all__ = ["NoPublicConstructor", "create", "deprecated_aliases", "fixup_module_metadata"]
+
+_T = TypeVar("_T")
+
+
+class NoPublicConstructor(abc.ABCMeta):
+    """Metaclass of classes the library builds itself (see :func:`create`).
+
+    ``Cls(...)`` raises ``TypeError`` naming the factory to use, given in the class body as
+    ``_FACTORY = "serve_jambonz"`` (a sentence part: ``get one from <factory>``). It derives from
+    ``ABCMeta`` so that it also serves classes with abstract bases (``Mapping``,
+    ``trio.abc.AsyncResource``).
+    """
+
+    def __call__(cls, *args: object, **kwargs: object) -> NoReturn:
+        factory = getattr(cls, "_FACTORY", "the library")
+        raise TypeError(
+            f"{cls.__module__}.{cls.__qualname__} has no public constructor; get one from {factory}"
+        )
+
+
+def create(cls: type[_T], *args: Any, **kwargs: Any) -> _T:
+    """Build an instance of a :class:`NoPublicConstructor` class (library use only)."""
+    return type.__call__(cls, *args, **kwargs)  # type: ignore[no-any-return]
+
+
+def fixup_module_metadata(module_name: str, namespace: Mapping[str, Any]) -> None:
+    """Give every class and function exported by ``module_name`` (its ``__all__``, values in
+    ``namespace``) that public module as ``__module__``, unless another public module already
+    claimed it (a name exported twice keeps its first home).
+
+    attrs classes have their annotations resolved first: they are strings (``from __future__
+    import annotations``) resolved in the defining module, which must stay the one consulted.
+    """
+    for name in namespace["__all__"]:
+        obj = namespace[name]
+        if not isinstance(obj, type) and not callable(obj):
+            continue
+        current = getattr(obj, "__module__", None)
+        if not isinstance(current, str) or not current.startswith("jambonz_trio"):
+            continue  # a name from another package, re-exported
+        if not any(part.startswith("_") for part in current.split(".")):
+            continue  # already public
+        if isinstance(obj, type) and attrs.has(obj):
+            attrs.resolve_types(obj)
+        try:
+            obj.__module__ = module_name
+        except (AttributeError, TypeError):  # pragma: no cover - e.g. a typing alias
+            continue
+
+
+def deprecated_aliases(module_name: str, aliases: Mapping[str, tuple[str, str]]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` serving old names: ``aliases`` maps an old name to ``(module,
+    new name)``; using the old name warns (``DeprecationWarning``) and returns the new object."""
+
+    def __getattr__(name: str) -> Any:
+        target = aliases.get(name)
+        if target is None:
+            raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+        where, new = target
+        warnings.warn(
+            f"{module_name}.{name} is deprecated; use {where}.{new}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(where), new)
+
+    return __getattr__
