@@ -108,6 +108,18 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
 
     _FACTORY = "the server (your handler's argument, or server.calls)"
 
+    __slots__ = (
+        "__weakref__",
+        "_engine",
+        "config",
+        "identity",
+        "info",
+        "path",
+        "reconnected",
+        "session",
+        "user_data",
+    )
+
     def __init__(
         self,
         engine: CallEngine,

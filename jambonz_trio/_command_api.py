@@ -21,6 +21,8 @@ __all__ = ["CommandMethods"]
 class CommandMethods:
     """One method per jambonz command, each a thin wrapper of :meth:`send_command`."""
 
+    __slots__ = ()
+
     async def send_command(self, command: Command) -> None:
         """Send ``command`` to the call (see the subclass for what blocks and what it raises)."""
         raise NotImplementedError
