@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from jambonz_trio.cluster import Cluster, ClusterConfig, open_cluster  # noqa: E402
-from jambonz_trio.commands import Redirect  # noqa: E402
+from jambonz_trio.commands import RedirectCommand  # noqa: E402
 from jambonz_trio.testing import CallData, open_fake_call, tcp_connector  # noqa: E402
 from jambonz_trio.verbs import Say  # noqa: E402
 from tests.cluster.redis import PrivateRedis, free_port  # noqa: E402
@@ -131,7 +131,7 @@ async def latency_run(redis: str, url: str, commands: int) -> list[float]:
         await fc.start()
         await wait_listed(control, [fc.call.call_sid])
         remote = control.call(fc.call.call_sid)
-        command = Redirect(verbs=(Say(text="x"),), queue=True)
+        command = RedirectCommand(verbs=(Say(text="x"),), queue=True)
         samples: list[float] = []
         for i in range(commands + 100):
             start = time.perf_counter()

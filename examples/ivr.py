@@ -45,20 +45,18 @@ from typing import Any
 import trio
 
 from jambonz_trio import (
-    AnswerUnconfirmed,
     BasicAuth,
     Call,
     CallClosed,
     EnvVar,
     Handler,
-    HookAbandoned,
     JambonzServer,
     NotDelivered,
-    Reconnected,
     Route,
     VerbHook,
     serve_jambonz,
 )
+from jambonz_trio.messages import AckUnconfirmed, HookAbandoned, Reconnected
 from jambonz_trio.verbs import Gather, Hangup, Say, Verb
 from jambonz_trio.workers import Workers, run_workers
 
@@ -141,7 +139,7 @@ async def ivr(call: Call) -> None:
             # the socket dropped before the app answered: play the reply once reconnected
             if event.message.hook == "/gather":
                 await replay(call, call.ack(event.message, gather_reply(event.message)))
-        elif isinstance(event, AnswerUnconfirmed) and event.verbs:
+        elif isinstance(event, AckUnconfirmed) and event.verbs:
             # answered just before a drop, not seen read: jambonz may have failed the hook
             # without playing the reply, so play it again (the caller may hear it twice)
             await replay(call, call.redirect(event.verbs))
@@ -164,7 +162,7 @@ async def supervise(server: JambonzServer, blocklist: Sequence[str]) -> None:
 
 async def _block(call: Call) -> None:
     try:
-        await call.wait_answered()
+        await call.wait_session_acked()
         await call.redirect([Say(text="redirected")])
         await call.hangup()
         log.info("blocked caller %s on call %s", call.from_, call.call_sid)

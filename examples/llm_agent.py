@@ -27,17 +27,9 @@ from typing import Any
 
 import trio
 
-from jambonz_trio import (
-    Call,
-    CallClosed,
-    JambonzServer,
-    LlmEvent,
-    Route,
-    ToolCall,
-    open_conversation,
-    serve_jambonz,
-)
+from jambonz_trio import Call, CallClosed, JambonzServer, Route, open_conversation, serve_jambonz
 from jambonz_trio.llm import tool_output
+from jambonz_trio.messages import LlmEvent, ToolCall
 from jambonz_trio.verbs import Llm
 
 PATH = "/agent"

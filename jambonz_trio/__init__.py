@@ -1,22 +1,41 @@
 """jambonz-trio: build jambonz voice applications over the WebSocket API, with trio.
 
-The public API is what this module exports; verb models live in :mod:`jambonz_trio.verbs`,
-command models in :mod:`jambonz_trio.commands`, the audio socket's messages in
-:mod:`jambonz_trio.audio`, and the fake jambonz for tests in :mod:`jambonz_trio.testing`.
+This module exports what most apps use: the server (:func:`serve_jambonz`, :class:`Route`,
+:class:`ServerConfig`), the call (:class:`Call`, :class:`CallConfig`), the conversation layer
+(:func:`open_conversation`), streaming TTS, audio streams (:class:`AudioRoute`,
+:class:`AudioStream`), the variables a route takes from jambonz's portal (:class:`EnvVar`), the
+most common messages and the errors. The rest lives in submodules:
+
+* :mod:`jambonz_trio.verbs`: the verb models acks and redirects carry;
+* :mod:`jambonz_trio.commands`: the command models (``send_command``);
+* :mod:`jambonz_trio.messages`: every message and library event ``Call.next_event`` returns;
+* :mod:`jambonz_trio.audio`: the rest of audio streams (``AudioStreams``, ``AudioConfig``...)
+  and the audio socket's messages;
+* :mod:`jambonz_trio.llm`: the vendor shapes of ``llm:tool-output``;
+* :mod:`jambonz_trio.testing`: the fake jambonz for tests;
+* :mod:`jambonz_trio.workers`, :mod:`jambonz_trio.cluster`: several processes, one cluster;
+* :mod:`jambonz_trio.lowlevel`: the sans-io core and server plumbing.
+
+Names moved or renamed in 0.x stay importable from here for one release, with a
+``DeprecationWarning`` naming their new place (see CHANGELOG.md, "Migration").
 """
 
-from ._admission import AdmissionRequest, AudioRoute, BasicAuth, Identity, Route
-from ._audio import AudioCloseInfo, AudioHandler, AudioStream, AudioStreams, AudioStreamStatistics
-from ._call import AnswerOutcome, Call, CallStatistics, CloseInfo
-from ._config import AudioConfig, CallConfig, DisconnectedCommands, LateAnswer, Overflow, ServerConfig
+from . import audio as audio
+from . import commands as commands
+from . import lowlevel as lowlevel
+from . import messages as messages
+from . import verbs as verbs
+from ._admission import AdmissionRequest, AudioRoute, BasicAuth, Route
+from ._audio import AudioStream
+from ._call import AckOutcome, Call, CloseInfo
+from ._config import CallConfig, DisconnectedCommands, LateAck, Overflow, ServerConfig
 from ._conversation import Conversation, PlayResult, ToolHandler, open_conversation
+from ._engine import Handler
 from ._errors import (
-    AlreadyAnswered,
-    AudioStreamClosed,
+    AlreadyAcked,
     CallClosed,
     CommandQueueFull,
     JambonzTrioError,
-    ListenTimeout,
     LocalProtocolError,
     MessageTooLarge,
     NotDelivered,
@@ -24,117 +43,107 @@ from ._errors import (
     ProtocolError,
     RemoteProtocolError,
 )
-from ._events import AnswerUnconfirmed, Disconnected, Event, HookAbandoned, Reconnected
-from ._protocol import (
-    CallInfo,
-    CallProtocol,
-    CallStatus,
-    ConnState,
-    DialConfirm,
-    DialResult,
-    EnvVar,
-    EnvVars,
-    GatherResult,
-    JambonzErrorReport,
-    LlmEvent,
-    LlmResult,
-    LlmToolCall,
-    Message,
-    QueueStatus,
-    SessionAdulting,
-    SessionNew,
-    SessionReconnect,
-    SessionRedirect,
-    SpeechAlternative,
-    SpeechResult,
-    ToolCall,
-    TtsStreamingEvent,
-    TtsTokensResult,
-    UnknownMessage,
-    VerbHook,
-    VerbStatus,
-)
-from ._registry import CallRegistry, NewCalls
-from ._server import Handler, JambonzServer, ServerStatistics, serve_jambonz
+from ._events import Event
+from ._protocol._envvars import EnvVar
+from ._protocol._messages import CallStatus, JambonzMessage, SessionNew, VerbHook
+from ._public import deprecated_aliases, fixup_module_metadata
+from ._registry import CallRegistry
+from ._server import JambonzServer, serve_jambonz
 from ._tts import TokenStream, open_tts_stream
 from ._version import __version__
 
 __all__ = [
+    "AckOutcome",
     "AdmissionRequest",
-    "AlreadyAnswered",
-    "AnswerOutcome",
-    "AnswerUnconfirmed",
-    "AudioCloseInfo",
-    "AudioConfig",
-    "AudioHandler",
+    "AlreadyAcked",
     "AudioRoute",
     "AudioStream",
-    "AudioStreamClosed",
-    "AudioStreamStatistics",
-    "AudioStreams",
     "BasicAuth",
     "Call",
     "CallClosed",
     "CallConfig",
-    "CallInfo",
-    "CallProtocol",
     "CallRegistry",
-    "CallStatistics",
     "CallStatus",
     "CloseInfo",
     "CommandQueueFull",
-    "ConnState",
     "Conversation",
-    "DialConfirm",
-    "DialResult",
-    "Disconnected",
     "DisconnectedCommands",
     "EnvVar",
-    "EnvVars",
     "Event",
-    "GatherResult",
     "Handler",
-    "HookAbandoned",
-    "Identity",
-    "JambonzErrorReport",
+    "JambonzMessage",
     "JambonzServer",
     "JambonzTrioError",
-    "LateAnswer",
-    "ListenTimeout",
-    "LlmEvent",
-    "LlmResult",
-    "LlmToolCall",
+    "LateAck",
     "LocalProtocolError",
-    "Message",
     "MessageTooLarge",
-    "NewCalls",
     "NotDelivered",
     "OperationInterrupted",
     "Overflow",
     "PlayResult",
     "ProtocolError",
-    "QueueStatus",
-    "Reconnected",
     "RemoteProtocolError",
     "Route",
     "ServerConfig",
-    "ServerStatistics",
-    "SessionAdulting",
     "SessionNew",
-    "SessionReconnect",
-    "SessionRedirect",
-    "SpeechAlternative",
-    "SpeechResult",
     "TokenStream",
-    "ToolCall",
     "ToolHandler",
-    "TtsStreamingEvent",
-    "TtsTokensResult",
-    "UnknownMessage",
     "VerbHook",
-    "VerbStatus",
     "__version__",
     "open_conversation",
     "open_tts_stream",
     "serve_jambonz",
 ]
+
+fixup_module_metadata(__name__, globals())
+
+#: Names this module exported before issue 13, with where they live now (one release).
+_MOVED = {
+    # renamed
+    "AlreadyAnswered": (__name__, "AlreadyAcked"),
+    "AnswerOutcome": (__name__, "AckOutcome"),
+    "AnswerUnconfirmed": ("jambonz_trio.messages", "AckUnconfirmed"),
+    "LateAnswer": (__name__, "LateAck"),
+    "Message": (__name__, "JambonzMessage"),
+    # moved to jambonz_trio.messages
+    **{
+        name: ("jambonz_trio.messages", name)
+        for name in (
+            "CallInfo",
+            "DialConfirm",
+            "DialResult",
+            "Disconnected",
+            "GatherResult",
+            "HookAbandoned",
+            "JambonzErrorReport",
+            "LlmEvent",
+            "LlmResult",
+            "LlmToolCall",
+            "QueueStatus",
+            "Reconnected",
+            "SessionAdulting",
+            "SessionReconnect",
+            "SessionRedirect",
+            "SpeechAlternative",
+            "SpeechResult",
+            "ToolCall",
+            "TtsStreamingEvent",
+            "TtsTokensResult",
+            "UnknownMessage",
+            "VerbStatus",
+        )
+    },
+    # moved to jambonz_trio.lowlevel
+    **{
+        name: ("jambonz_trio.lowlevel", name)
+        for name in (
+            "CallProtocol",
+            "CallStatistics",
+            "ConnState",
+            "Identity",
+            "NewCalls",
+            "ServerStatistics",
+        )
+    },
+}
+__getattr__ = deprecated_aliases(__name__, _MOVED)

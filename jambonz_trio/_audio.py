@@ -49,6 +49,7 @@ from ._protocol._audio import (
     render_play_audio,
 )
 from ._protocol._verbs import BidirectionalAudio
+from ._public import NoPublicConstructor, create
 from ._websocket import ServerWebSocket
 
 if TYPE_CHECKING:
@@ -123,7 +124,7 @@ class _Claim:
 _LISTENS: dict[str, _Claim] = {}
 
 
-class AudioStream:
+class AudioStream(metaclass=NoPublicConstructor):
     """One audio stream jambonz opened for a ``listen`` (or ``stream``) verb.
 
     Get one from :meth:`Call.listen <jambonz_trio.Call.listen>`, from
@@ -151,6 +152,8 @@ class AudioStream:
             (then :meth:`send_audio` and :meth:`play` check the mode), else ``None``.
         close_info: how the stream ended (``None`` while open).
     """
+
+    _FACTORY = "Call.listen(), server.audio_streams.wait_stream() or an AudioRoute's handler"
 
     _ids = itertools.count(1)
 
@@ -542,13 +545,15 @@ class AudioStream:
         self._finish(info)
 
 
-class AudioStreams:
+class AudioStreams(metaclass=NoPublicConstructor):
     """The live audio streams of a server (``server.audio_streams``).
 
     A stream is listed from its metadata frame until its socket closes. Streams are found by
     the call sid of their metadata; a call can have more than one (a ``listen`` verb and a
     background listen of ``config``).
     """
+
+    _FACTORY = "the server (server.audio_streams)"
 
     def __init__(self) -> None:
         self._live: dict[AudioStream, None] = {}
@@ -639,7 +644,9 @@ class AudioStreams:
         else:
             # only a media server started without metadata sends audio first (jambonz never)
             metadata = AudioMetadata(complete=False, problems=("no metadata frame",))
-        audio = AudioStream(ws, stream, metadata=metadata, path=path, identity=identity, config=config)
+        audio = create(
+            AudioStream, ws, stream, metadata=metadata, path=path, identity=identity, config=config
+        )
         if isinstance(first, bytes):
             audio._on_audio(first)
         del first

@@ -14,7 +14,7 @@ and one call may have several listens over its life (or at once, with a backgrou
 the token names exactly one listen and cannot be guessed by another tenant of the server.
 
 Only the public API of :class:`~jambonz_trio.Call` is used (``ack``, ``redirect``,
-``awaiting_answer``, ``session``, ``wait_closed``).
+``awaiting_ack``, ``session``, ``wait_closed``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from ._audio import _LISTENS, AudioStream, _Claim
 from ._errors import CallClosed, ListenTimeout
 from ._log import get_logger
 from ._protocol._audio import add_listen_token, new_listen_token
-from ._protocol._messages import Message
+from ._protocol._messages import JambonzMessage
 from ._protocol._verbs import BidirectionalAudio, Listen
 from ._protocol._verbs_base import Verb
 
@@ -78,13 +78,13 @@ def listen_verb(
     return Listen(url=url, sample_rate=sample_rate, bidirectional_audio=bidi, **options)
 
 
-def call_sender(call: Call, *, answer: Message | None = None, queue: bool = False) -> Sender:
+def call_sender(call: Call, *, answer: JambonzMessage | None = None, queue: bool = False) -> Sender:
     """How :meth:`Call.listen` sends its verbs (see the module docstring)."""
 
     async def send(verbs: list[Verb]) -> None:
         if answer is not None:
             await call.ack(answer, verbs)
-        elif call.awaiting_answer(call.session):
+        elif call.awaiting_ack(call.session):
             await call.ack(call.session, verbs)
         else:
             await call.redirect(verbs, queue=queue)

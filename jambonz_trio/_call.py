@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import warnings
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,7 +26,7 @@ from ._errors import CallClosed, LocalProtocolError
 from ._events import Event
 from ._log import safe
 from ._protocol._calldata import CallInfo
-from ._protocol._messages import Message, SessionReconnect, TtsTokensResult
+from ._protocol._messages import JambonzMessage, SessionReconnect, TtsTokensResult
 from ._protocol._outbound import Command
 from ._protocol._state import ConnState
 from ._protocol._verbs import Listen
@@ -38,12 +39,12 @@ if TYPE_CHECKING:
     from ._audio import AudioStream
     from ._engine import CallEngine
 
-__all__ = ["AnswerOutcome", "Call", "CallStatistics", "CloseInfo", "engine_of"]
+__all__ = ["AckOutcome", "Call", "CallStatistics", "CloseInfo", "engine_of"]
 
 _VALID_CLOSE_CODES = frozenset({1000, 1001, 1008, 1011, 1012})
 
 
-class AnswerOutcome(enum.Enum):
+class AckOutcome(enum.Enum):
     """What :meth:`Call.ack` did with an answer."""
 
     ACKED = "acked"  #: sent as the ack jambonz was waiting for
@@ -73,13 +74,30 @@ class CallStatistics:
     events_capacity: int
     events_dropped: int
     acks_owed: int
-    auto_answered: int
+    #: requests the watchdog answered (at the deadline, or at once past the owed bound)
+    auto_acked: int
     commands_queued: int
     reconnects: int
     frames_received: int
     frames_sent: int
     #: answers written on a socket that dropped before jambonz was seen to read them
-    answers_unconfirmed: int = 0
+    acks_unconfirmed: int = 0
+
+    @property
+    def auto_answered(self) -> int:
+        """Deprecated: :attr:`auto_acked`."""
+        _deprecated("CallStatistics.auto_answered", "auto_acked")
+        return self.auto_acked
+
+    @property
+    def answers_unconfirmed(self) -> int:
+        """Deprecated: :attr:`acks_unconfirmed`."""
+        _deprecated("CallStatistics.answers_unconfirmed", "acks_unconfirmed")
+        return self.acks_unconfirmed
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated; use {new}", DeprecationWarning, stacklevel=3)
 
 
 class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor):
@@ -98,7 +116,8 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
             ``session:reconnect`` when the app restarted, or ``session:redirect`` /
             ``session:adulting``).
         info: typed call data of ``session``.
-        reconnected: ``True`` if the call was first seen through a reconnect (app restart).
+        restored: ``True`` if the call existed before this process saw it: its first message
+            was a ``session:reconnect`` (an app restart, or a call moved from another instance).
         path: the request target jambonz connected to (path and query), e.g.
             ``/agent/sales?x=1``.
         config: the call's settings.
@@ -115,7 +134,7 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
         "identity",
         "info",
         "path",
-        "reconnected",
+        "restored",
         "session",
         "user_data",
     )
@@ -123,7 +142,7 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
     def __init__(
         self,
         engine: CallEngine,
-        session: Message,
+        session: JambonzMessage,
         *,
         config: CallConfig,
         identity: Identity,
@@ -136,7 +155,7 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
         self.identity = identity
         info = getattr(session, "call", None)
         self.info: CallInfo = info if isinstance(info, CallInfo) else CallInfo.from_data(session.data)
-        self.reconnected = isinstance(session, SessionReconnect)
+        self.restored = isinstance(session, SessionReconnect)
         self.user_data: dict[str, Any] = {}
 
     # -- the call's data -----------------------------------------------------------------------
@@ -198,6 +217,13 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
         return self._engine.isolated
 
     @property
+    def reconnected(self) -> bool:
+        """Deprecated: :attr:`restored` (it never meant "reconnected since": see
+        :attr:`reconnect_count`)."""
+        _deprecated("Call.reconnected", "Call.restored")
+        return self.restored
+
+    @property
     def tts_interruptions(self) -> int:
         """How many times the caller barged in on streamed TTS (``user_interruption``)."""
         return self._engine.tts.interruptions
@@ -214,12 +240,12 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
             events_capacity=engine.events.capacity,
             events_dropped=engine.events_dropped,
             acks_owed=engine.protocol.owed_count,
-            auto_answered=engine.protocol.auto_answered,
+            auto_acked=engine.protocol.auto_answered,
             commands_queued=engine.commands_queued,
             reconnects=engine.reconnect_count,
             frames_received=engine.frames_in,
             frames_sent=engine.frames_out,
-            answers_unconfirmed=engine.protocol.unconfirmed,
+            acks_unconfirmed=engine.protocol.unconfirmed,
         )
 
     # -- events --------------------------------------------------------------------------------
@@ -273,7 +299,7 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
         except CallClosed:
             raise StopAsyncIteration from None
 
-    async def wait_answered(self) -> None:
+    async def wait_session_acked(self) -> None:
         """Block until ``session:new`` has been acked (commands are allowed from then on).
 
         Raises:
@@ -287,6 +313,11 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
         if not engine.session_acked.is_set():
             raise engine.closed_error()
 
+    async def wait_answered(self) -> None:
+        """Deprecated: :meth:`wait_session_acked`."""
+        _deprecated("Call.wait_answered()", "Call.wait_session_acked()")
+        await self.wait_session_acked()
+
     async def wait_closed(self) -> CloseInfo:
         """Block until the call is over; returns how it ended."""
         await self._engine.closed_event.wait()
@@ -296,24 +327,29 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
 
     # -- answering -----------------------------------------------------------------------------
 
-    def awaiting_answer(self, request: Message | str) -> bool:
+    def awaiting_ack(self, request: JambonzMessage | str) -> bool:
         """Whether jambonz still waits for the app's answer to ``request`` (not a checkpoint).
 
         ``False`` once it was acked (by the app or the watchdog), abandoned with a dropped
         socket, or if it never needed one.
         """
-        msgid = request.msgid if isinstance(request, Message) else request
+        msgid = request.msgid if isinstance(request, JambonzMessage) else request
         owed = self._engine.protocol.get_owed(msgid)
         return owed is not None and owed.held is None
 
-    async def ack(self, request: Message | str, verbs: Sequence[Verb] = ()) -> AnswerOutcome:
+    def awaiting_answer(self, request: JambonzMessage | str) -> bool:
+        """Deprecated: :meth:`awaiting_ack`."""
+        _deprecated("Call.awaiting_answer()", "Call.awaiting_ack()")
+        return self.awaiting_ack(request)
+
+    async def ack(self, request: JambonzMessage | str, verbs: Sequence[Verb] = ()) -> AckOutcome:
         """Answer a request (by message or msgid) with ``verbs`` (may be empty).
 
         A checkpoint; the write is shielded from the caller's cancellation and bounded by
         ``send_timeout``, so when this returns the frame is on the wire (or queued, see below).
 
         Returns:
-            :class:`AnswerOutcome`: ``ACKED``; ``REDIRECTED`` when the watchdog (or a socket
+            :class:`AckOutcome`: ``ACKED``; ``REDIRECTED`` when the watchdog (or a socket
             drop) already ended the request and ``verbs`` went out as a ``redirect``;
             ``DROPPED`` when that happened and ``verbs`` was empty; ``DEFERRED`` for a
             ``session:new`` answer that waits for jambonz to reconnect (given while the socket
@@ -323,10 +359,10 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
             ``ACKED`` means written to the socket, not read by jambonz: should the socket drop
             before jambonz is seen to read it (docs/reconnects.md), a ``session:new`` answer is
             sent again on the reconnect, and any other answer is reported with an
-            :class:`AnswerUnconfirmed` event.
+            :class:`AckUnconfirmed` event.
 
         Raises:
-            AlreadyAnswered: the app answered this request before (or ``late_answer`` is
+            AlreadyAcked: the app answered this request before (or ``late_ack`` is
                 ``RAISE``).
             LocalProtocolError: not a request, an unknown msgid, an empty ``session:new``
                 answer, or the frame would be too large.
@@ -337,7 +373,7 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
         engine = self._engine
         if engine.closed:
             raise engine.closed_error()
-        if isinstance(request, Message):
+        if isinstance(request, JambonzMessage):
             msgid = request.msgid
             if not request.NEEDS_ACK and not engine.protocol.is_owed(msgid):
                 # the type is the peer's (an unknown one, verbatim): made safe, since an app
@@ -394,7 +430,7 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
         mix_type: Literal["mono", "stereo", "mixed"] = "mono",
         metadata: dict[str, Any] | None = None,
         pass_dtmf: bool | None = None,
-        answer: Message | None = None,
+        answer: JambonzMessage | None = None,
         queue: bool = False,
         before: Sequence[Verb] = (),
         after: Sequence[Verb] = (),

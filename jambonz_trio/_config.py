@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
@@ -13,7 +15,7 @@ from ._protocol._state import DEFAULT_ACK_DEADLINE, DEFAULT_MAX_OWED_ACKS
 from ._protocol._verbs import Hangup, Pause
 from ._protocol._verbs_base import Verb
 
-__all__ = ["AudioConfig", "CallConfig", "DisconnectedCommands", "LateAnswer", "Overflow", "ServerConfig"]
+__all__ = ["AudioConfig", "CallConfig", "DisconnectedCommands", "LateAck", "Overflow", "ServerConfig"]
 
 
 class Overflow(enum.Enum):
@@ -26,12 +28,12 @@ class Overflow(enum.Enum):
     END_CALL = "end_call"
 
 
-class LateAnswer(enum.Enum):
+class LateAck(enum.Enum):
     """What ``Call.ack`` does with verbs for a request the watchdog (or a drop) already ended."""
 
     #: Send them as a ``redirect`` command (replacing the current program), never a stale ack.
     REDIRECT = "redirect"
-    #: Raise :class:`~jambonz_trio.AlreadyAnswered`.
+    #: Raise :class:`~jambonz_trio.AlreadyAcked`.
     RAISE = "raise"
 
 
@@ -65,7 +67,7 @@ class CallConfig:
             non-empty: an empty answer makes jambonz reject the call). The app's late answer then
             goes out as a ``redirect``.
         fallback_verbs: sent (as a ``redirect``) when the handler raises, before closing with 1000.
-        late_answer: see :class:`LateAnswer`.
+        late_ack: see :class:`LateAck`.
         ack_unknown_types: answer unknown message types that carry a msgid, at the deadline.
         max_owed_acks: requests owed at once; past it (a flood of distinct msgids: jambonz
             itself has a handful in flight), each new one is answered at once, empty, like the
@@ -95,7 +97,7 @@ class CallConfig:
     ack_deadline: float = DEFAULT_ACK_DEADLINE
     holding_verbs: tuple[Verb, ...] = attrs.field(default=(Pause(length=1),), converter=_verbs)
     fallback_verbs: tuple[Verb, ...] = attrs.field(default=(Hangup(),), converter=_verbs)
-    late_answer: LateAnswer = LateAnswer.REDIRECT
+    late_ack: LateAck = LateAck.REDIRECT
     ack_unknown_types: bool = True
     max_owed_acks: int = DEFAULT_MAX_OWED_ACKS
     event_queue_size: int = 256
@@ -124,6 +126,28 @@ class CallConfig:
             raise ValueError("ack_deadline must be between 0 and jambonz's 5 s")
         if self.max_owed_acks < 1:
             raise ValueError("max_owed_acks must be at least 1")
+
+    @property
+    def late_answer(self) -> LateAck:
+        """Deprecated: :attr:`late_ack`."""
+        warnings.warn("CallConfig.late_answer is deprecated; use late_ack", DeprecationWarning, stacklevel=2)
+        return self.late_ack
+
+
+_call_config_init = CallConfig.__init__
+
+
+def _call_config_init_accepting_late_answer(self: CallConfig, **kwargs: Any) -> None:
+    """``CallConfig(late_answer=...)``: the deprecated name of ``late_ack`` (one release)."""
+    if "late_answer" in kwargs:
+        warnings.warn(
+            "CallConfig(late_answer=...) is deprecated; use late_ack=", DeprecationWarning, stacklevel=2
+        )
+        kwargs.setdefault("late_ack", kwargs.pop("late_answer"))
+    _call_config_init(self, **kwargs)
+
+
+CallConfig.__init__ = _call_config_init_accepting_late_answer  # type: ignore[method-assign]
 
 
 @attrs.frozen(kw_only=True)

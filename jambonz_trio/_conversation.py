@@ -37,7 +37,7 @@ import trio
 
 from ._audio import AudioStream
 from ._audio_listen import listen_verb, open_listen
-from ._call import AnswerOutcome, Call
+from ._call import AckOutcome, Call
 from ._engine import command_origin, watch_program
 from ._errors import (
     CallClosed,
@@ -47,10 +47,10 @@ from ._errors import (
     NotDelivered,
     OperationInterrupted,
 )
-from ._events import AnswerUnconfirmed, Event, HookAbandoned
+from ._events import AckUnconfirmed, Event, HookAbandoned
 from ._log import CallLog, get_logger
 from ._protocol._calldata import DialResult, GatherResult, LlmResult, ToolCall
-from ._protocol._messages import LlmEvent, LlmToolCall, Message, SessionReconnect, VerbHook, VerbStatus
+from ._protocol._messages import JambonzMessage, LlmEvent, LlmToolCall, SessionReconnect, VerbHook, VerbStatus
 from ._protocol._outbound import Command
 from ._protocol._state import ConnState
 from ._protocol._verbs import (
@@ -103,7 +103,7 @@ class _Op:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.done = trio.Event()
-        self.message: Message | None = None
+        self.message: JambonzMessage | None = None
         self.answerable = False
         #: how many foreign program replacements had gone out when the result came
         self.replacements = 0
@@ -125,6 +125,8 @@ class Conversation(metaclass=NoPublicConstructor):
             waited for the ``on_event`` callback.
     """
 
+    _FACTORY = "open_conversation(call)"
+
     def __init__(
         self,
         call: Call,
@@ -143,7 +145,7 @@ class Conversation(metaclass=NoPublicConstructor):
         self._ids = itertools.count(1)
         self._lock = trio.Lock()
         #: the request jambonz waits on that the next operation may answer
-        self._answerable: Message | None = call.session if call.awaiting_answer(call.session) else None
+        self._answerable: JambonzMessage | None = call.session if call.awaiting_ack(call.session) else None
         #: program-replacing commands other tasks sent (see :meth:`_program_replaced`)
         self._replacements = 0
         #: ``_replacements`` when :attr:`_answerable` arrived
@@ -371,7 +373,7 @@ class Conversation(metaclass=NoPublicConstructor):
         self._by_id[vid] = op
         await self._perform(op, [attrs.evolve(verb, id=vid)], cleanup=lambda: self._by_id.pop(vid, None))
 
-    async def _until_hook(self, kind: str, build: Callable[[str, str], Verb]) -> Message:
+    async def _until_hook(self, kind: str, build: Callable[[str, str], Verb]) -> JambonzMessage:
         n = next(self._ids)
         hook, vid = f"{_PREFIX}{kind}/{n}", f"jt-{n}"
         op = _Op(kind)
@@ -442,10 +444,10 @@ class Conversation(metaclass=NoPublicConstructor):
                     # drop (perhaps after reading it): run the verbs once it reconnects
                     await self._redirect(verbs, queue=False)
                     return
-                if isinstance(request, SessionReconnect) and outcome is AnswerOutcome.ACKED:
+                if isinstance(request, SessionReconnect) and outcome is AckOutcome.ACKED:
                     await self._ensure_started(verbs)
                     return
-                if outcome is not AnswerOutcome.DROPPED:
+                if outcome is not AckOutcome.DROPPED:
                     return
             await self._redirect(verbs, queue=True)
         finally:
@@ -516,7 +518,7 @@ class Conversation(metaclass=NoPublicConstructor):
             op.message, op.answerable, op.replacements = event, True, self._replacements
             op.done.set()
             return
-        if isinstance(event, AnswerUnconfirmed) and event.verbs and self._ours(event.message):
+        if isinstance(event, AckUnconfirmed) and event.verbs and self._ours(event.message):
             # answered just before a drop and not seen read: jambonz may have failed that
             # request without running the verbs; run them (again) once it is back
             assert self._nursery is not None
@@ -562,7 +564,7 @@ class Conversation(metaclass=NoPublicConstructor):
                 type(event).__name__,
             )
 
-    def _ours(self, message: Message) -> bool:
+    def _ours(self, message: JambonzMessage) -> bool:
         return message is self.call.session or (message.hook or "").startswith(_PREFIX)
 
     async def _replay(self, verbs: list[Verb]) -> None:
@@ -574,7 +576,7 @@ class Conversation(metaclass=NoPublicConstructor):
         finally:
             command_origin.reset(token)
 
-    async def _ack_quietly(self, event: Message) -> None:
+    async def _ack_quietly(self, event: JambonzMessage) -> None:
         try:
             await self.call.ack(event)
         except JambonzTrioError:

@@ -40,15 +40,15 @@ from typing import TYPE_CHECKING, Literal
 
 import trio
 
-from ._call import AnswerOutcome, Call, CloseInfo, engine_of
-from ._config import CallConfig, DisconnectedCommands, LateAnswer, Overflow
+from ._call import AckOutcome, Call, CloseInfo, engine_of
+from ._config import CallConfig, DisconnectedCommands, LateAck, Overflow
 from ._connection import Connection, ConnectionClosed
 from ._errors import CallClosed, CommandQueueFull, JambonzTrioError, NotDelivered, RemoteProtocolError
-from ._events import AnswerUnconfirmed, Disconnected, Event, HookAbandoned, Reconnected
+from ._events import AckUnconfirmed, Disconnected, Event, HookAbandoned, Reconnected
 from ._log import CallLog, get_logger, safe
 from ._protocol import _outbound as cmds
 from ._protocol._json import TooComplex, encoded_size
-from ._protocol._messages import Message, SessionReconnect, routing_sid
+from ._protocol._messages import JambonzMessage, SessionReconnect, routing_sid
 from ._protocol._outbound import Ack, Command
 from ._protocol._state import AckResult, AnswerPlan, CallProtocol, ConnState, Delivery, OwedAck, PlanKind
 from ._protocol._verbs_base import Verb
@@ -94,11 +94,11 @@ def replaces_program(command: Command) -> bool:
     parent leg a new program (``call_hook``, ``parent_call``) (FS v0.9.8
     ``lib/session/call-session.js:2280-2303``, ``:1589-1657``, ``replaceApplication`` at
     ``:2082-2137``)."""
-    if isinstance(command, cmds.Redirect):
+    if isinstance(command, cmds.RedirectCommand):
         return not command.queue
-    if isinstance(command, cmds.RedirectToHook):
+    if isinstance(command, cmds.RedirectToHookCommand):
         return command.call_hook is not None
-    if isinstance(command, cmds.RedirectLegs):
+    if isinstance(command, cmds.RedirectLegsCommand):
         return command.parent_call is not None
     return False
 
@@ -225,7 +225,7 @@ class CallEngine:
 
     def __init__(
         self,
-        session: Message,
+        session: JambonzMessage,
         *,
         config: CallConfig,
         identity: Identity,
@@ -346,7 +346,7 @@ class CallEngine:
                     plan = protocol.plan_answer(pending.msgid, self.config.fallback_verbs)
                     await self._write_answer(link, plan)
             elif protocol.session_answered:
-                text = protocol.command(cmds.Redirect(verbs=self.config.fallback_verbs))
+                text = protocol.command(cmds.RedirectCommand(verbs=self.config.fallback_verbs))
                 await self._write(link, text)
         except JambonzTrioError:
             self._log.warning("could not send fallback verbs")
@@ -486,7 +486,7 @@ class CallEngine:
 
     # -- connections: attach, receive loop, detach ----------------------------------------------
 
-    async def attach(self, link: Link, first: Message, now: float) -> None:
+    async def attach(self, link: Link, first: JambonzMessage, now: float) -> None:
         """Make ``link`` the call's live connection and process its first message."""
         # Everything up to the first await is synchronous, so two connections attaching at once
         # cannot both become the live one.
@@ -604,7 +604,7 @@ class CallEngine:
                 return
             await self._write(link, text)
 
-    async def _on_message(self, link: Link, msg: Message, now: float, size: int = 0) -> None:
+    async def _on_message(self, link: Link, msg: JambonzMessage, now: float, size: int = 0) -> None:
         protocol = self.protocol
         if isinstance(msg, SessionReconnect) and link.generation == protocol.generation:
             await self._on_reconnect(link, msg)
@@ -691,27 +691,27 @@ class CallEngine:
 
     # -- answers and commands ------------------------------------------------------------------
 
-    async def answer(self, msgid: str, verbs: Sequence[Verb]) -> AnswerOutcome:
+    async def answer(self, msgid: str, verbs: Sequence[Verb]) -> AckOutcome:
         """Carry out what :meth:`CallProtocol.plan_answer` decides for the app's answer (see
         :meth:`Call.ack`)."""
-        plan = self.protocol.plan_answer(msgid, verbs, raise_late=self.config.late_answer is LateAnswer.RAISE)
+        plan = self.protocol.plan_answer(msgid, verbs, raise_late=self.config.late_ack is LateAck.RAISE)
         if plan.kind is PlanKind.SEND:
             link = self.link
             assert link is not None
             result, written = await self._write_answer(link, plan)
             if result is AckResult.SENT:
-                return AnswerOutcome.ACKED
+                return AckOutcome.ACKED
             if result is AckResult.DEFERRED:
-                return AnswerOutcome.DEFERRED
+                return AckOutcome.DEFERRED
             raise NotDelivered(
                 "the socket dropped before the ack was sent", maybe_sent=written is not Delivery.NOT_WRITTEN
             )
         if plan.kind is PlanKind.REDIRECT:
             self._log.info("late answer to %s sent as a redirect", msgid)
-            await self.send_command(cmds.Redirect(verbs=plan.verbs))
-            return AnswerOutcome.REDIRECTED
+            await self.send_command(cmds.RedirectCommand(verbs=plan.verbs))
+            return AckOutcome.REDIRECTED
         await trio.lowlevel.checkpoint()
-        return AnswerOutcome.DEFERRED if plan.kind is PlanKind.HOLD else AnswerOutcome.DROPPED
+        return AckOutcome.DEFERRED if plan.kind is PlanKind.HOLD else AckOutcome.DROPPED
 
     async def _write_answer(self, link: Link, plan: AnswerPlan) -> tuple[AckResult, Delivery]:
         """Write a ``SEND`` plan's ack on ``link`` and tell the core how it went."""
@@ -917,7 +917,7 @@ class CallEngine:
         for owed in abandoned:
             self._deliver(HookAbandoned(message=owed.message))
         for sent in unconfirmed:
-            self._deliver(AnswerUnconfirmed(message=sent.message, verbs=sent.verbs))
+            self._deliver(AckUnconfirmed(message=sent.message, verbs=sent.verbs))
         self._reschedule()
         if self.on_disconnect is not None:
             self.on_disconnect(self)

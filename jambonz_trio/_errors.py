@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "AlreadyAnswered",
+    "AlreadyAcked",
     "AudioStreamClosed",
     "CallClosed",
     "CommandQueueFull",
@@ -46,7 +46,7 @@ class LocalProtocolError(ProtocolError):
     """
 
 
-class AlreadyAnswered(LocalProtocolError):
+class AlreadyAcked(LocalProtocolError):
     """The request was answered already (by the app or by the ack watchdog)."""
 
 

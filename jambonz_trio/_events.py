@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import attrs
 
-from ._protocol._messages import Message, SessionReconnect
+from ._protocol._messages import JambonzMessage, SessionReconnect
 from ._protocol._verbs_base import Verb
 
-__all__ = ["AnswerUnconfirmed", "Disconnected", "Event", "HookAbandoned", "Reconnected"]
+__all__ = ["AckUnconfirmed", "Disconnected", "Event", "HookAbandoned", "Reconnected"]
 
 
 @attrs.frozen(kw_only=True)
@@ -27,18 +27,18 @@ class HookAbandoned:
     will never accept an ack for it. To act on it, send a ``redirect`` once reconnected (or just
     call ``Call.ack``, which does that by default)."""
 
-    message: Message
+    message: JambonzMessage
 
 
 @attrs.frozen(kw_only=True)
-class AnswerUnconfirmed:
+class AckUnconfirmed:
     """The app's answer to ``message`` was written just before the socket dropped, and jambonz
     was not seen to read it (docs/reconnects.md). If it had not, jambonz failed the request at
     the drop and ``verbs`` never run; if it had, they are running. ``Call.ack`` returned
     ``ACKED`` for it. To be sure the verbs run, send them as a ``redirect`` once reconnected
     (it replaces what jambonz is playing, so they may play twice)."""
 
-    message: Message
+    message: JambonzMessage
     verbs: tuple[Verb, ...]
 
 
@@ -47,8 +47,8 @@ class Reconnected:
     """jambonz reconnected this call (``session:reconnect``, already acked by the library)."""
 
     count: int
-    message: SessionReconnect | Message
+    message: SessionReconnect | JambonzMessage
 
 
 #: Anything ``Call.next_event`` returns.
-Event = Message | Disconnected | HookAbandoned | AnswerUnconfirmed | Reconnected
+Event = JambonzMessage | Disconnected | HookAbandoned | AckUnconfirmed | Reconnected

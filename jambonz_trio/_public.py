@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import abc
 import importlib
+import inspect
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar
@@ -48,27 +50,48 @@ def create(cls: type[_T], *args: Any, **kwargs: Any) -> _T:
 
 def fixup_module_metadata(module_name: str, namespace: Mapping[str, Any]) -> None:
     """Give every class and function exported by ``module_name`` (its ``__all__``, values in
-    ``namespace``) that public module as ``__module__``, unless another public module already
-    claimed it (a name exported twice keeps its first home).
+    ``namespace``) that public module as ``__module__``, unless it already has a public one (a
+    name exported twice keeps its first home: import the submodules first).
 
-    attrs classes have their annotations resolved first: they are strings (``from __future__
-    import annotations``) resolved in the defining module, which must stay the one consulted.
+    Annotations are resolved first, for every class before any module changes: they are
+    strings (``from __future__ import annotations``) that ``typing.get_type_hints`` (cattrs,
+    Hypothesis, documentation tools, attrs) evaluates in the module ``__module__`` names, which
+    would no longer be the one that imports the names they use.
     """
+    moving = []
     for name in namespace["__all__"]:
         obj = namespace[name]
-        if not isinstance(obj, type) and not callable(obj):
-            continue
         current = getattr(obj, "__module__", None)
         if not isinstance(current, str) or not current.startswith("jambonz_trio"):
-            continue  # a name from another package, re-exported
+            continue  # a name from another package (or a typing alias)
         if not any(part.startswith("_") for part in current.split(".")):
             continue  # already public
-        if isinstance(obj, type) and attrs.has(obj):
-            attrs.resolve_types(obj)
-        try:
-            obj.__module__ = module_name
-        except (AttributeError, TypeError):  # pragma: no cover - e.g. a typing alias
+        if not (isinstance(obj, type) or callable(obj)):
             continue
+        if isinstance(obj, type):
+            _resolve_annotations(obj)
+            if attrs.has(obj):
+                attrs.resolve_types(obj)
+        moving.append(obj)
+    for obj in moving:
+        obj.__module__ = module_name
+
+
+def _resolve_annotations(cls: type) -> None:
+    """Replace the class's own string annotations by what they name, evaluated where the class
+    was defined (a name only imported for type checking stays a string)."""
+    own = inspect.get_annotations(cls)
+    if not any(isinstance(value, str) for value in own.values()):
+        return
+    namespace = vars(sys.modules[cls.__module__])
+    local = dict(vars(cls))
+    for key, value in own.items():
+        if isinstance(value, str):
+            try:
+                own[key] = eval(value, namespace, local)
+            except NameError:
+                pass
+    cls.__annotations__ = own
 
 
 def deprecated_aliases(module_name: str, aliases: Mapping[str, tuple[str, str]]) -> Callable[[str], Any]:

@@ -50,7 +50,7 @@ from ._pacing import TokenBucket
 from ._protocol._envvars import apply_env
 from ._protocol._json import TooComplex, loads_object
 from ._protocol._messages import (
-    Message,
+    JambonzMessage,
     SessionAdulting,
     SessionNew,
     SessionRedirect,
@@ -113,7 +113,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
         self.listeners = list(listeners)
         self._table = CallTable(config.max_parked_calls, config.max_parked_calls_per_account)
         self.calls = create(CallRegistry, self._table)
-        self.audio_streams = AudioStreams()
+        self.audio_streams = create(AudioStreams)
         self._calls_nursery = calls_nursery
         self._connections_nursery = connections_nursery
         self._connections = 0
@@ -317,7 +317,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
                 await ws.finish_close()
 
     async def _serve_messages(self, ws: ServerWebSocket, stream: trio.abc.Stream, admitted: Admitted) -> None:
-        first: Message | None = None
+        first: JambonzMessage | None = None
         refusal = (1008, "expected a jambonz session message")
         with trio.move_on_after(self.config.first_message_timeout):
             try:
@@ -360,7 +360,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
             # however this task ends, the call must know its socket is gone (no-op if it does)
             engine.detach(link)
 
-    def _resolve(self, first: Message, admitted: Admitted) -> tuple[CallEngine, bool]:
+    def _resolve(self, first: JambonzMessage, admitted: Admitted) -> tuple[CallEngine, bool]:
         """The call a new socket carries: a live or parked call it may rebind to, else a new
         call (isolated, i.e. not reachable by sid, when it names a call it may not take)."""
         sid = routing_sid(first)  # the registry's key too: lookups and listing agree
@@ -383,7 +383,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
         return engine, True
 
     @staticmethod
-    def _may_rebind(existing: CallEngine, first: Message, admitted: Admitted) -> bool:
+    def _may_rebind(existing: CallEngine, first: JambonzMessage, admitted: Admitted) -> bool:
         """S-9: only a reconnect may take over a live or parked call, and only with every
         identity field the call had: the same route and credentials, the same ``account_sid``
         and ``application_sid`` (a reconnect carries the original ``session:new`` payload, so
@@ -397,7 +397,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
         original = call.session.data
         return all(first.data.get(key) == original.get(key) for key in _OWNER_FIELDS)
 
-    def _new_call(self, first: Message, admitted: Admitted) -> CallEngine:
+    def _new_call(self, first: JambonzMessage, admitted: Admitted) -> CallEngine:
         engine = CallEngine(
             first,
             config=self.config.call,
@@ -464,7 +464,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
         self.drained.set()
 
 
-def _type_env_vars(call: Call, first: Message, route: Route) -> None:
+def _type_env_vars(call: Call, first: JambonzMessage, route: Route) -> None:
     """``call.info.env_vars`` typed against the route's declarations, defaults applied; what
     jambonz sent wrong is logged by variable name, never with its value. Works whatever the
     first message: a ``session:reconnect`` carries the ``session:new`` payload again."""

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._errors import JambonzTrioError
-from ._protocol._messages import Message, TtsStreamingEvent, TtsTokensResult
-from ._protocol._outbound import Command, TtsTokens
+from ._protocol._messages import JambonzMessage, TtsStreamingEvent, TtsTokensResult
+from ._protocol._outbound import Command, TtsTokensCommand
 from ._public import NoPublicConstructor, create
 from ._sync import unless
 
@@ -41,7 +41,7 @@ class TtsFlow:
         self._waiters: dict[str | int, tuple[trio.Event, list[TtsTokensResult]]] = {}
         self._ids = itertools.count(1)
 
-    def observe(self, msg: Message) -> bool:
+    def observe(self, msg: JambonzMessage) -> bool:
         """The receive loop's report of ``msg``; ``True`` if it was consumed (a
         ``tts:tokens-result`` a sender waits for: it would only fill the event queue)."""
         if isinstance(msg, TtsTokensResult):
@@ -94,7 +94,7 @@ class TtsFlow:
             slot: list[TtsTokensResult] = []
             self._waiters[tid] = (done, slot)
             try:
-                await send_command(TtsTokens(id=tid, tokens=tokens))
+                await send_command(TtsTokensCommand(id=tid, tokens=tokens))
                 await unless(self._closed, done.wait)
             finally:
                 self._waiters.pop(tid, None)

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from ._protocol._calldata import ToolCall
+from ._public import fixup_module_metadata
 
 __all__ = ["VENDORS", "tool_output"]
 
@@ -64,3 +65,6 @@ def tool_output(vendor: str, tool_call: ToolCall, result: Any, *, is_error: bool
     if vendor == "google":
         return {"toolResponse": {"functionResponses": [{"id": tcid, "response": {"output": result}}]}}
     raise ValueError(f"unknown llm vendor {vendor!r}; build the payload yourself (one of {sorted(VENDORS)})")
+
+
+fixup_module_metadata(__name__, globals())

@@ -15,6 +15,7 @@ Example::
 from ._protocol._verbs import *  # noqa: F403
 from ._protocol._verbs import __all__ as _verbs_all
 from ._protocol._verbs_base import Hook, HookSpec, RawVerb, Verb, structure_verbs, unstructure_verbs
+from ._public import fixup_module_metadata
 
 __all__ = [
     "Hook",
@@ -25,3 +26,5 @@ __all__ = [
     "unstructure_verbs",
     *_verbs_all,
 ]
+
+fixup_module_metadata(__name__, globals())

@@ -24,7 +24,7 @@ __all__ = [
     "JambonzErrorReport",
     "LlmEvent",
     "LlmToolCall",
-    "Message",
+    "JambonzMessage",
     "QueueStatus",
     "SessionAdulting",
     "SessionNew",
@@ -45,7 +45,7 @@ def _str_or_none(v: Any) -> str | None:
 
 
 @attrs.frozen(kw_only=True)
-class Message:
+class JambonzMessage:
     """Base class of every inbound message.
 
     Attributes:
@@ -96,7 +96,7 @@ class _HasCallInfo:
 
 
 @attrs.frozen(kw_only=True)
-class SessionNew(_HasCallInfo, Message):
+class SessionNew(_HasCallInfo, JambonzMessage):
     """A new call. Ack within 5 s with a **non-empty** verb list, or jambonz rejects the call."""
 
     TYPE: ClassVar[str] = "session:new"
@@ -104,7 +104,7 @@ class SessionNew(_HasCallInfo, Message):
 
 
 @attrs.frozen(kw_only=True)
-class SessionReconnect(_HasCallInfo, Message):
+class SessionReconnect(_HasCallInfo, JambonzMessage):
     """jambonz re-opened a dropped socket; ``data`` is the original ``session:new`` payload.
 
     Must be acked within 5 s or jambonz hangs up; the ack's verbs are ignored (protocol.md §6).
@@ -115,7 +115,7 @@ class SessionReconnect(_HasCallInfo, Message):
 
 
 @attrs.frozen(kw_only=True)
-class SessionRedirect(_HasCallInfo, Message):
+class SessionRedirect(_HasCallInfo, JambonzMessage):
     """A ``redirect`` verb (or command) handed the call to ``hook``; ack with the new program."""
 
     TYPE: ClassVar[str] = "session:redirect"
@@ -123,7 +123,7 @@ class SessionRedirect(_HasCallInfo, Message):
 
 
 @attrs.frozen(kw_only=True)
-class SessionAdulting(_HasCallInfo, Message):
+class SessionAdulting(_HasCallInfo, JambonzMessage):
     """A dialled child leg became its own session (new socket; no envelope ``call_sid``)."""
 
     TYPE: ClassVar[str] = "session:adulting"
@@ -137,7 +137,7 @@ class SessionAdulting(_HasCallInfo, Message):
 
 
 @attrs.frozen(kw_only=True)
-class VerbHook(_HasCallInfo, Message):
+class VerbHook(_HasCallInfo, JambonzMessage):
     """A verb's hook fired (``actionHook`` at the verb's end, or an event-style hook).
 
     Ack with a non-empty verb list to replace the remaining program, or empty to carry on.
@@ -168,7 +168,7 @@ class VerbHook(_HasCallInfo, Message):
 
 
 @attrs.frozen(kw_only=True)
-class DialConfirm(_HasCallInfo, Message):
+class DialConfirm(_HasCallInfo, JambonzMessage):
     """A dialled party answered; ack with verbs to run on the *called* party before bridging."""
 
     TYPE: ClassVar[str] = "dial:confirm"
@@ -176,7 +176,7 @@ class DialConfirm(_HasCallInfo, Message):
 
 
 @attrs.frozen(kw_only=True)
-class QueueStatus(Message):
+class QueueStatus(JambonzMessage):
     """Queue event (listed by jambonz as ack-awaiting; not sent on call sockets in practice)."""
 
     TYPE: ClassVar[str] = "queue:status"
@@ -184,7 +184,7 @@ class QueueStatus(Message):
 
 
 @attrs.frozen(kw_only=True)
-class CallStatus(_HasCallInfo, Message):
+class CallStatus(_HasCallInfo, JambonzMessage):
     """A call state change of this call or of a child leg (``data.call_sid`` says which)."""
 
     TYPE: ClassVar[str] = "call:status"
@@ -201,7 +201,7 @@ class CallStatus(_HasCallInfo, Message):
 
 
 @attrs.frozen(kw_only=True)
-class VerbStatus(Message):
+class VerbStatus(JambonzMessage):
     """A verb lifecycle event, sent when a ``config`` verb enabled ``notifyEvents``."""
 
     TYPE: ClassVar[str] = "verb:status"
@@ -223,14 +223,14 @@ class VerbStatus(Message):
 
 
 @attrs.frozen(kw_only=True)
-class LlmEvent(Message):
+class LlmEvent(JambonzMessage):
     """A vendor event from an ``llm`` verb's eventHook (payload snake_cased by jambonz)."""
 
     TYPE: ClassVar[str] = "llm:event"
 
 
 @attrs.frozen(kw_only=True)
-class LlmToolCall(Message):
+class LlmToolCall(JambonzMessage):
     """The LLM called a tool: answer with an ``llm:tool-output`` command (no ack)."""
 
     TYPE: ClassVar[str] = "llm:tool-call"
@@ -242,7 +242,7 @@ class LlmToolCall(Message):
 
 
 @attrs.frozen(kw_only=True)
-class TtsStreamingEvent(Message):
+class TtsStreamingEvent(JambonzMessage):
     """TTS streaming state (``stream_open``, ``stream_paused``, ``user_interruption``...)."""
 
     TYPE: ClassVar[str] = "tts:streaming-event"
@@ -255,7 +255,7 @@ class TtsStreamingEvent(Message):
 
 
 @attrs.frozen(kw_only=True)
-class TtsTokensResult(Message):
+class TtsTokensResult(JambonzMessage):
     """The answer to one ``tts:tokens`` command, matched by ``id``."""
 
     TYPE: ClassVar[str] = "tts:tokens-result"
@@ -278,7 +278,7 @@ class TtsTokensResult(Message):
 
 
 @attrs.frozen(kw_only=True)
-class JambonzErrorReport(Message):
+class JambonzErrorReport(JambonzMessage):
     """jambonz reports an error: an invalid app message, or an ASR/TTS/hook problem."""
 
     TYPE: ClassVar[str] = "jambonz:error"
@@ -300,7 +300,7 @@ class JambonzErrorReport(Message):
 
 
 @attrs.frozen(kw_only=True)
-class UnknownMessage(Message):
+class UnknownMessage(JambonzMessage):
     """A message type this library does not know (a newer jambonz). Safe to ignore.
 
     If it carries a msgid, the app may ack it; the watchdog acks it empty by default at the
@@ -316,7 +316,7 @@ class UnknownMessage(Message):
         return self.unknown_type
 
 
-MESSAGE_TYPES: dict[str, type[Message]] = {
+MESSAGE_TYPES: dict[str, type[JambonzMessage]] = {
     cls.TYPE: cls
     for cls in (
         SessionNew,
@@ -351,7 +351,7 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def parse_message(obj: Mapping[str, Any]) -> Message:
+def parse_message(obj: Mapping[str, Any]) -> JambonzMessage:
     """Build the typed message for one decoded JSON object.
 
     Raises:
@@ -402,7 +402,7 @@ def parse_message(obj: Mapping[str, Any]) -> Message:
     )
 
 
-def routing_sid(msg: Message) -> str | None:
+def routing_sid(msg: JambonzMessage) -> str | None:
     """The sid a socket's first message names its call by: the envelope ``call_sid``, else
     ``data.call_sid`` (sockets opened by ``session:adulting`` or a redirect handover carry no
     envelope sid, nor do their reconnects). The server looks calls up *and* lists them by

@@ -24,33 +24,33 @@ from ._verbs_base import Hook, Verb, structure_verbs, unstructure_verbs
 from ._wire import ENVELOPE, WIRE, Model, Style, converter, structure_strict, to_wire_name
 
 __all__ = [
-    "BoostAudio",
+    "BoostAudioCommand",
     "CallStatusCommand",
     "Command",
-    "ConfHoldStatus",
-    "ConfMuteStatus",
-    "ConfParticipantAction",
+    "ConfHoldStatusCommand",
+    "ConfMuteStatusCommand",
+    "ConfParticipantActionCommand",
     "ConfigCommand",
     "DialCommand",
     "DtmfCommand",
     "DubCommand",
-    "ListenStatus",
-    "LlmToolOutput",
-    "LlmUpdate",
-    "MediaPath",
-    "MuteStatus",
+    "ListenStatusCommand",
+    "LlmToolOutputCommand",
+    "LlmUpdateCommand",
+    "MediaPathCommand",
+    "MuteStatusCommand",
     "RawCommand",
     "RecordCommand",
-    "Redirect",
-    "RedirectLegs",
-    "RedirectToHook",
+    "RedirectCommand",
+    "RedirectLegsCommand",
+    "RedirectToHookCommand",
     "SipRequestCommand",
-    "StreamStatus",
-    "TranscribeStatus",
-    "TtsClear",
-    "TtsFlush",
-    "TtsTokens",
-    "Whisper",
+    "StreamStatusCommand",
+    "TranscribeStatusCommand",
+    "TtsClearCommand",
+    "TtsFlushCommand",
+    "TtsTokensCommand",
+    "WhisperCommand",
     "parse_command",
 ]
 
@@ -172,7 +172,7 @@ class Command(Model):
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class Redirect(Command):
+class RedirectCommand(Command):
     """Replace the call's remaining program (``queue=False``, kills the current verb) or append
     to it (``queue=True``). Wakes an idle session."""
 
@@ -184,7 +184,7 @@ class Redirect(Command):
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class RedirectToHook(Command):
+class RedirectToHookCommand(Command):
     """Fetch a new program from a hook: jambonz sends ``session:redirect`` for the parent
     (``call_hook``) and/or the dialled child leg (``child_call_hook``)."""
 
@@ -199,7 +199,7 @@ class RedirectToHook(Command):
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class RedirectLegs(Command):
+class RedirectLegsCommand(Command):
     """Give new programs to the parent and/or the dialled child leg without a hook round-trip.
 
     With only ``child_call`` the parent's current verb is killed (``docs/protocol.md`` §5.3).
@@ -221,14 +221,14 @@ class RedirectLegs(Command):
 
 def _parse_redirect(data: Any, envelope: Mapping[str, Any]) -> Command:
     if isinstance(data, list):
-        return Redirect.from_data(data, envelope)
+        return RedirectCommand.from_data(data, envelope)
     if not isinstance(data, dict) or not data:
         raise ValueError("redirect data must be a verb array or an object")
     keys = set(data)
     if keys <= {"call_hook", "child_call_hook"}:
-        return RedirectToHook.from_data(data, envelope)
+        return RedirectToHookCommand.from_data(data, envelope)
     if keys <= {"parent_call", "child_call"}:
-        return RedirectLegs.from_data(data, envelope)
+        return RedirectLegsCommand.from_data(data, envelope)
     raise ValueError(f"redirect object has unexpected keys {sorted(keys)}")
 
 
@@ -243,7 +243,7 @@ class CallStatusCommand(Command):
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class MuteStatus(Command):
+class MuteStatusCommand(Command):
     """``mute:status``: mute or unmute a leg during ``dial`` / ``conference``."""
 
     COMMAND: ClassVar[str] = "mute:status"
@@ -251,13 +251,13 @@ class MuteStatus(Command):
     mute_status: Literal["mute", "unmute"]
 
     @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> MuteStatus:
+    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> MuteStatusCommand:
         # the one status command whose 0.9.8 handler also reads a bare string
         return super().from_data({"mute_status": data} if isinstance(data, str) else data, envelope)
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class ConfMuteStatus(Command):
+class ConfMuteStatusCommand(Command):
     """``conf:mute-status``: mute or unmute every non-moderator of the conference."""
 
     COMMAND: ClassVar[str] = "conf:mute-status"
@@ -266,7 +266,7 @@ class ConfMuteStatus(Command):
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class ListenStatus(Command):
+class ListenStatusCommand(Command):
     """``listen:status``: pause or resume the running ``listen`` (or a dial's nested listen)."""
 
     COMMAND: ClassVar[str] = "listen:status"
@@ -275,7 +275,7 @@ class ListenStatus(Command):
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class StreamStatus(Command):
+class StreamStatusCommand(Command):
     """``stream:status``: the same as ``listen:status`` under the ``stream`` name."""
 
     COMMAND: ClassVar[str] = "stream:status"
@@ -284,7 +284,7 @@ class StreamStatus(Command):
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class TranscribeStatus(Command):
+class TranscribeStatusCommand(Command):
     """``transcribe:status``: pause or resume background and current transcription."""
 
     COMMAND: ClassVar[str] = "transcribe:status"
@@ -293,7 +293,7 @@ class TranscribeStatus(Command):
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class ConfHoldStatus(Command):
+class ConfHoldStatusCommand(Command):
     """``conf:hold-status``: hold (mute and deafen) or unhold this conference member.
 
     ``wait_hook`` (sent as a string URL; 0.9.8 wraps it itself) loops play/say/pause while held.
@@ -309,7 +309,7 @@ ParticipantAction = Literal["tag", "untag", "coach", "uncoach", "hold", "unhold"
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class ConfParticipantAction(Command):
+class ConfParticipantActionCommand(Command):
     """``conf:participant-action``: per-member conference control (tag, coach, hold, kick...)."""
 
     COMMAND: ClassVar[str] = "conf:participant-action"
@@ -327,7 +327,7 @@ def _whisper_verbs(value: Sequence[WhisperVerb]) -> tuple[WhisperVerb, ...]:
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class Whisper(Command):
+class WhisperCommand(Command):
     """``whisper``: play ``say``/``play`` verbs to one leg during ``dial`` or ``listen``."""
 
     COMMAND: ClassVar[str] = "whisper"
@@ -341,7 +341,7 @@ class Whisper(Command):
             raise ValueError("whisper takes one or more Say / Play verbs")
 
     @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> Whisper:
+    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> WhisperCommand:
         # 0.9.8 takes one verb or a list of them
         if isinstance(data, dict) and set(data) == {"whisper"} and not isinstance(data["whisper"], list):
             data = {"whisper": [data["whisper"]]}
@@ -386,7 +386,7 @@ class RecordCommand(Command):
     COMMAND: ClassVar[str] = "record"
 
     action: RecordAction
-    type: Literal["siprec", "cloud"] | None = None
+    type: Literal["cloud", "siprec"] | None = None
     recording_id: str | None = attrs.field(default=None, metadata={WIRE: "recordingID"})
     siprec_server_url: str | None = attrs.field(default=None, metadata={WIRE: "siprecServerURL"})
     headers: Mapping[str, str] | None = None
@@ -433,7 +433,7 @@ class DialCommand(Command):
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class BoostAudio(Command):
+class BoostAudioCommand(Command):
     """``boostAudioSignal``: set the gain in dB (a number, or a string such as ``"+6 dB"``).
 
     ``0`` cannot be sent (jambonz treats a falsy ``data`` as missing): use ``"0 dB"``.
@@ -450,7 +450,7 @@ class BoostAudio(Command):
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class MediaPath(Command):
+class MediaPathCommand(Command):
     """``media:path``: during ``dial``, release media or re-anchor it."""
 
     COMMAND: ClassVar[str] = "media:path"
@@ -460,7 +460,7 @@ class MediaPath(Command):
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class LlmToolOutput(Command):
+class LlmToolOutputCommand(Command):
     """``llm:tool-output``: the result of an ``llm:tool-call``; ``tool_call_id`` is top-level.
 
     ``data`` is vendor-specific in 0.9.8 (``docs/protocol.md`` §9.5) and passed through as given.
@@ -474,7 +474,7 @@ class LlmToolOutput(Command):
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class LlmUpdate(Command):
+class LlmUpdateCommand(Command):
     """``llm:update``: a vendor-specific update to the running ``llm`` verb."""
 
     COMMAND: ClassVar[str] = "llm:update"
@@ -483,14 +483,14 @@ class LlmUpdate(Command):
     data: Mapping[str, Any]
 
     @classmethod
-    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> LlmUpdate:
+    def from_data(cls, data: Any, envelope: Mapping[str, Any]) -> LlmUpdateCommand:
         if not data:
             raise ValueError("llm:update data must be a non-empty object")
         return super().from_data(data, envelope)
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class TtsTokens(Command):
+class TtsTokensCommand(Command):
     """``tts:tokens``: text for streaming TTS; jambonz answers with ``tts:tokens-result``."""
 
     COMMAND: ClassVar[str] = "tts:tokens"
@@ -500,7 +500,7 @@ class TtsTokens(Command):
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class TtsFlush(Command):
+class TtsFlushCommand(Command):
     """``tts:flush``: synthesise the buffered text now (end of an LLM turn)."""
 
     COMMAND: ClassVar[str] = "tts:flush"
@@ -508,7 +508,7 @@ class TtsFlush(Command):
 
 
 @attrs.frozen(kw_only=True, repr=False)
-class TtsClear(Command):
+class TtsClearCommand(Command):
     """``tts:clear``: drop buffered text and queued audio (barge-in)."""
 
     COMMAND: ClassVar[str] = "tts:clear"
@@ -549,27 +549,27 @@ COMMAND_TYPES: dict[str, Any] = {
         cls.COMMAND: cls.from_data
         for cls in (
             CallStatusCommand,
-            MuteStatus,
-            ConfMuteStatus,
-            ConfHoldStatus,
-            ConfParticipantAction,
-            ListenStatus,
-            StreamStatus,
-            TranscribeStatus,
-            Whisper,
+            MuteStatusCommand,
+            ConfMuteStatusCommand,
+            ConfHoldStatusCommand,
+            ConfParticipantActionCommand,
+            ListenStatusCommand,
+            StreamStatusCommand,
+            TranscribeStatusCommand,
+            WhisperCommand,
             SipRequestCommand,
             DtmfCommand,
             RecordCommand,
             ConfigCommand,
             DialCommand,
             DubCommand,
-            BoostAudio,
-            MediaPath,
-            LlmToolOutput,
-            LlmUpdate,
-            TtsTokens,
-            TtsFlush,
-            TtsClear,
+            BoostAudioCommand,
+            MediaPathCommand,
+            LlmToolOutputCommand,
+            LlmUpdateCommand,
+            TtsTokensCommand,
+            TtsFlushCommand,
+            TtsClearCommand,
         )
     },
 }

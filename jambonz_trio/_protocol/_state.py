@@ -36,9 +36,9 @@ from typing import Any
 
 import attrs
 
-from .._errors import AlreadyAnswered, LocalProtocolError, RemoteProtocolError
+from .._errors import AlreadyAcked, LocalProtocolError, RemoteProtocolError
 from ._json import DEFAULT_MAX_OUTBOUND_BYTES, dumps_checked, loads_object
-from ._messages import Message, SessionNew, SessionReconnect, UnknownMessage, parse_message
+from ._messages import JambonzMessage, SessionNew, SessionReconnect, UnknownMessage, parse_message
 from ._outbound import Ack, Command
 from ._verbs import Pause
 from ._verbs_base import Verb
@@ -153,7 +153,7 @@ class OwedAck:
 
     msgid: str
     wire_msgid: str
-    message: Message
+    message: JambonzMessage
     received_at: float
     deadline: float
     generation: int
@@ -190,7 +190,7 @@ class SentAnswer:
     ping: int | None = None
 
     @property
-    def message(self) -> Message:
+    def message(self) -> JambonzMessage:
         """The request answered."""
         return self.owed.message
 
@@ -301,7 +301,7 @@ class CallProtocol:
 
     # -- inbound ---------------------------------------------------------------------------
 
-    def receive_text(self, text: str, now: float) -> Message:
+    def receive_text(self, text: str, now: float) -> JambonzMessage:
         """Parse one text frame and book it if jambonz waits for an answer.
 
         Raises:
@@ -312,7 +312,7 @@ class CallProtocol:
         self.receive_message(msg, now)
         return msg
 
-    def receive_message(self, msg: Message, now: float) -> None:
+    def receive_message(self, msg: JambonzMessage, now: float) -> None:
         """Book an already parsed message (see :meth:`receive_text`)."""
         first = self._first is None
         if first:
@@ -460,7 +460,7 @@ class CallProtocol:
         or a drop already ended the request (``raise_late``: raise instead).
 
         Raises:
-            AlreadyAnswered: the app answered this request before (or ``raise_late``).
+            AlreadyAcked: the app answered this request before (or ``raise_late``).
             LocalProtocolError: an unknown msgid, a message jambonz does not wait on, an empty
                 ``session:new`` answer, a request abandoned while the socket is down, the
                 call is closed, or the frame would be too large (``MessageTooLarge``).
@@ -472,7 +472,7 @@ class CallProtocol:
         if owed is not None:
             if owed.held is not None:
                 if owed.held_by is not Answerer.WATCHDOG:
-                    raise AlreadyAnswered(f"msgid {msgid!r} already has an answer waiting for the reconnect")
+                    raise AlreadyAcked(f"msgid {msgid!r} already has an answer waiting for the reconnect")
                 if self.session is not SessionState.HELD:  # the holding verbs may have arrived
                     return self._late(msgid, verbs, raise_late)
                 # the watchdog's answer certainly never left: the app's replaces it
@@ -494,7 +494,7 @@ class CallProtocol:
     @staticmethod
     def _late(msgid: str, verbs: tuple[Verb, ...], raise_late: bool) -> AnswerPlan:
         if raise_late:
-            raise AlreadyAnswered(f"msgid {msgid!r} was already answered by the watchdog")
+            raise AlreadyAcked(f"msgid {msgid!r} was already answered by the watchdog")
         if not verbs:
             return AnswerPlan(kind=PlanKind.DROP, msgid=msgid)
         return AnswerPlan(kind=PlanKind.REDIRECT, msgid=msgid, verbs=verbs)
@@ -547,7 +547,7 @@ class CallProtocol:
         answer. (:meth:`plan_answer` is the full decision; this is its ``SEND`` case.)
 
         Raises:
-            AlreadyAnswered: ``msgid`` was answered already (by the app or the watchdog).
+            AlreadyAcked: ``msgid`` was answered already (by the app or the watchdog).
             LocalProtocolError: the call is closed or disconnected; ``msgid`` is unknown, was
                 abandoned with a dropped socket, or is a message jambonz does not wait on; an
                 empty answer to ``session:new``; an unserialisable verb.
@@ -558,7 +558,7 @@ class CallProtocol:
         owed = self._owed.get(msgid)
         if owed is None:
             if msgid in self._answered:
-                raise AlreadyAnswered(f"msgid {msgid!r} was already answered")
+                raise AlreadyAcked(f"msgid {msgid!r} was already answered")
             if msgid in self._abandoned:
                 raise LocalProtocolError(
                     f"msgid {msgid!r} was abandoned when its socket dropped; "

@@ -24,7 +24,7 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 import attrs
 import cattrs
@@ -103,7 +103,10 @@ def _body_hook(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
     """Unstructure ``cls``'s fields (no ``"verb"`` key) under their wire names."""
     if cls in _BODY_HOOKS:
         return _BODY_HOOKS[cls]
-    hints = get_type_hints(cls)
+    # resolved by attrs (cached on the fields): a public class's __module__ names the public
+    # module, where get_type_hints would not find the names its annotations use
+    attrs.resolve_types(cls)
+    hints = {f.name: f.type for f in attrs.fields(cls)}
     overrides: dict[str, Any] = {}
     for f in attrs.fields(cls):
         if ENVELOPE in f.metadata:

@@ -26,6 +26,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "jambonz_trio.cluster needs the redis extra: pip install 'jambonz-trio[redis]'"
     ) from exc
 
+from .._public import fixup_module_metadata
 from ._cluster import Cluster, RemoteCall, open_cluster
 from ._errors import CallNotFound, ClusterError, ClusterUnavailable, OwnerGone
 from ._model import (
@@ -58,3 +59,5 @@ __all__ = [
     "open_cluster",
     "redact",
 ]
+
+fixup_module_metadata(__name__, globals())

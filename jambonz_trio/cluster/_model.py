@@ -145,6 +145,7 @@ class CallEnded:
     why: str
 
 
+#: What :meth:`Cluster.watch_calls` yields.
 ClusterEvent = CallsSnapshot | CallStarted | CallUpdated | CallEnded
 
 

@@ -17,6 +17,7 @@ includes the call transcript. A pytest plugin (entry point ``jambonz_trio``) pro
 ``fake_jambonz`` fixture.
 """
 
+from .._public import fixup_module_metadata
 from ._appenv import InvalidAppEnvSchema, app_env_errors, fetch_app_env
 from ._audio import AudioSource, write_wav
 from ._calldata import DEFAULT_DEFAULTS, CallData
@@ -118,3 +119,5 @@ __all__ = [
     "snake_case_keys",
     "tcp_connector",
 ]
+
+fixup_module_metadata(__name__, globals())

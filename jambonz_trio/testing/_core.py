@@ -15,7 +15,7 @@ from typing import Any, Literal
 import trio
 import trio_websocket
 
-from .._protocol import MESSAGE_TYPES, Command, HookSpec, Message, SessionReconnect, Verb
+from .._protocol import MESSAGE_TYPES, Command, HookSpec, JambonzMessage, SessionReconnect, Verb
 from .._protocol._verbs import Gather
 from ._calldata import CallData
 from ._errors import (
@@ -50,7 +50,7 @@ __all__: list[str] = []
 class _Pending:
     """One ack-awaiting message jambonz sent (an entry of ``messagesInFlight``)."""
 
-    def __init__(self, message: Message) -> None:
+    def __init__(self, message: JambonzMessage) -> None:
         self.message = message
         self.msgid = message.msgid
         self.done = False
@@ -165,7 +165,7 @@ class _Core:
         self._expired: set[str] = set()
         self._acked: set[str] = set()
         self._abandoned: set[str] = set()
-        self._queue: list[tuple[Message, _Pending | None]] = []
+        self._queue: list[tuple[JambonzMessage, _Pending | None]] = []
         self._awaiting_reconnect_ack = False
         self._reconnect: _Cycle | None = None
         self._last_cycle: _Cycle | None = None
@@ -188,7 +188,7 @@ class _Core:
         self._inbox: deque[Command] = deque()
         self._closes: list[CloseRecord] = []
         self._close_cursor = 0
-        self._sent: list[Message] = []
+        self._sent: list[JambonzMessage] = []
         self._errors_sent: list[dict[str, Any]] = []
 
         self._tts = TtsBuffer(tts)
@@ -323,18 +323,18 @@ class _Core:
 
     def _message(
         self,
-        cls: type[Message],
+        cls: type[JambonzMessage],
         data: Mapping[str, Any],
         *,
         hook: str | None = None,
         call_sid: str | Literal["session"] | None = "session",
-    ) -> Message:
+    ) -> JambonzMessage:
         sid = self._env_call_sid if call_sid == "session" else call_sid
         return cls(msgid=new_msgid(), call_sid=sid, hook=hook, data=snake_case_keys(dict(data)))
 
     # -- sending ---------------------------------------------------------------------------
 
-    async def _emit(self, msg: Message, pending: _Pending | None = None) -> None:
+    async def _emit(self, msg: JambonzMessage, pending: _Pending | None = None) -> None:
         """Send like ws-requestor's ``request()``: now, queued until reconnected, or dropped."""
         self._ensure_active()
         if self._graceful:
@@ -357,7 +357,7 @@ class _Core:
             else:
                 self._schedule_reconnect(0.0)
 
-    async def _transmit(self, msg: Message, pending: _Pending | None) -> None:
+    async def _transmit(self, msg: JambonzMessage, pending: _Pending | None) -> None:
         link = self._link
         assert link is not None and link.ws is not None
         text = dumps(msg.to_wire())

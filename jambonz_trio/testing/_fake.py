@@ -11,7 +11,7 @@ from .._protocol import (
     MESSAGE_TYPES,
     Command,
     HookSpec,
-    Message,
+    JambonzMessage,
     SessionAdulting,
     SessionNew,
     SessionReconnect,
@@ -54,7 +54,7 @@ _SIP_FOR_STATUS: dict[str, tuple[int, str]] = {
     "no-answer": (487, "Request Terminated"),
 }
 
-_START_TYPES: dict[str, type[Message]] = {
+_START_TYPES: dict[str, type[JambonzMessage]] = {
     "session:new": SessionNew,
     "session:redirect": SessionRedirect,
     "session:adulting": SessionAdulting,
@@ -105,7 +105,7 @@ class FakeCall(_Inbound, _MediaServer):
         return list(self._violations)
 
     @property
-    def sent(self) -> list[Message]:
+    def sent(self) -> list[JambonzMessage]:
         """Every message the fake put on the wire (typed), in order."""
         return list(self._sent)
 
@@ -521,7 +521,7 @@ class FakeCall(_Inbound, _MediaServer):
         violations, not commands.
 
         Args:
-            kind: a wire name (``"redirect"``) or a command class (``Redirect``) the next
+            kind: a wire name (``"redirect"``) or a command class (``RedirectCommand``) the next
                 command must match; ``None`` accepts any.
             within: seconds to wait.
 

@@ -20,7 +20,7 @@ from .._protocol import (
     Verb,
     structure_verbs,
 )
-from .._protocol._outbound import MuteStatus, Redirect, RedirectLegs, Whisper
+from .._protocol._outbound import MuteStatusCommand, RedirectCommand, RedirectLegsCommand, WhisperCommand
 from .._protocol._verbs import Conference, Dial, Listen
 from ._core import _Core, _Link
 from ._errors import InvalidInitialVerbs, InvalidVerbs
@@ -32,8 +32,8 @@ __all__: list[str] = []
 #: Commands jambonz 0.9.8 acts on only while one of these verbs is the current task (it logs
 #: and ignores them otherwise): the verbs, how docs/commands.md names them, the source.
 _NEEDS_VERB: dict[type, tuple[tuple[type[Verb], ...], str, str]] = {
-    MuteStatus: ((Dial, Conference), "dial or conference", "lib/session/call-session.js:1719-1727"),
-    Whisper: ((Dial, Listen), "dial or listen", "lib/session/call-session.js:1805-1815"),
+    MuteStatusCommand: ((Dial, Conference), "dial or conference", "lib/session/call-session.js:1719-1727"),
+    WhisperCommand: ((Dial, Listen), "dial or listen", "lib/session/call-session.js:1805-1815"),
 }
 
 
@@ -195,9 +195,9 @@ class _Inbound(_Core):
             return
         self._commands.append(CommandRecord(command=cmd, raw=obj, connection=link.index, time=self._now()))
         self._check_running(cmd, text, link)
-        if isinstance(cmd, Redirect):
+        if isinstance(cmd, RedirectCommand):
             self._program_changed(list(cmd.verbs), append=cmd.queue)
-        elif isinstance(cmd, RedirectLegs) and cmd.parent_call is not None:
+        elif isinstance(cmd, RedirectLegsCommand) and cmd.parent_call is not None:
             self._program_changed(list(cmd.parent_call))
         if name == "tts:clear":
             self._tts.clear()

@@ -7,7 +7,7 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 
-from .._protocol import Command, Message, Verb
+from .._protocol import Command, JambonzMessage, Verb
 
 __all__ = [
     "AckRecord",
@@ -60,6 +60,7 @@ def format_transcript(entries: Sequence[TranscriptEntry], *, max_lines: int = 20
     return "\n".join(lines) if lines else "    (nothing was exchanged)"
 
 
+#: What rule of jambonz an app broke (:attr:`Violation.kind`).
 ViolationKind = Literal[
     "invalid-message",
     "binary-frame",
@@ -136,7 +137,7 @@ class AckRecord:
     """
 
     msgid: str
-    request: Message
+    request: JambonzMessage
     verbs: list[Verb] = attrs.field(factory=list)
     raw: Mapping[str, Any] = attrs.field(factory=dict)
     delivered: bool = True
@@ -170,7 +171,7 @@ class CommandRecord:
     """A command the app sent that jambonz accepted.
 
     Attributes:
-        command: the typed command (``Redirect``, ``TtsTokens`` ...).
+        command: the typed command (``RedirectCommand``, ``TtsTokensCommand`` ...).
         raw: the command frame as received.
         connection: the socket it came on.
         time: when it arrived.

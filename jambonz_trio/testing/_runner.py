@@ -20,7 +20,12 @@ from typing import Any, Literal
 import attrs
 import trio
 
-from .._protocol._outbound import CallStatusCommand, LlmToolOutput, Redirect, RedirectLegs
+from .._protocol._outbound import (
+    CallStatusCommand,
+    LlmToolOutputCommand,
+    RedirectCommand,
+    RedirectLegsCommand,
+)
 from .._protocol._verbs import (
     Conference,
     Config,
@@ -258,13 +263,13 @@ class _Runner:
         for record in self.fc.commands[self.seen : end]:
             self.step("command", describe_command(record.command))
             cmd = record.command
-            if isinstance(cmd, Redirect):
+            if isinstance(cmd, RedirectCommand):
                 if cmd.queue:
                     self.program.extend(cmd.verbs)
                 else:
                     self.program = list(cmd.verbs)
                     replaced = True
-            elif isinstance(cmd, RedirectLegs) and cmd.parent_call is not None:
+            elif isinstance(cmd, RedirectLegsCommand) and cmd.parent_call is not None:
                 self.program = list(cmd.parent_call)
                 replaced = True
             elif isinstance(cmd, CallStatusCommand) and cmd.call_status == "completed":
@@ -426,13 +431,13 @@ class _Runner:
         await self._after_hook(ack, use_verbs=not killed)
         return not killed
 
-    async def _next_tool_output(self) -> LlmToolOutput:
+    async def _next_tool_output(self) -> LlmToolOutputCommand:
         """Wait (bounded by the ack timeout) for the app's next ``llm:tool-output``; other
         commands that arrive meanwhile are followed as usual."""
         with trio.fail_after(self.fc._ack_timeout):
             while True:
                 for record in self.fc.commands[self.seen :]:
-                    if isinstance(record.command, LlmToolOutput):
+                    if isinstance(record.command, LlmToolOutputCommand):
                         index = self.fc.commands.index(record)
                         self._apply_commands(until=index)
                         self.seen = index + 1
@@ -486,7 +491,7 @@ def describe_verb(verb: Verb) -> str:
 
 def describe_command(command: Any) -> str:
     """One readable line for a command."""
-    if isinstance(command, Redirect):
+    if isinstance(command, RedirectCommand):
         how = "append" if command.queue else "replace"
         return f"redirect ({how}): " + ("; ".join(describe_verb(v) for v in command.verbs) or "(empty)")
     if isinstance(command, CallStatusCommand):

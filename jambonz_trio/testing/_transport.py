@@ -30,6 +30,7 @@ __all__ = [
     "tcp_connector",
 ]
 
+#: The websocket subprotocol jambonz asks for (and the fake sends).
 SUBPROTOCOL = "ws.jambonz.org"
 
 #: Opens a fresh byte stream to the app. Called once per connection attempt (the first

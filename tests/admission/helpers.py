@@ -16,14 +16,7 @@ import trio
 import trio.testing
 from trio_websocket import WebSocketConnection, wrap_client_stream
 
-from jambonz_trio import (
-    Call,
-    JambonzServer,
-    Route,
-    ServerConfig,
-    VerbHook,
-    serve_jambonz,
-)
+from jambonz_trio import Call, JambonzServer, Route, ServerConfig, VerbHook, serve_jambonz
 from jambonz_trio._server import Handler
 from jambonz_trio.verbs import Say
 

@@ -6,19 +6,10 @@ from __future__ import annotations
 import pytest
 import trio
 
-from jambonz_trio import (
-    AudioRoute,
-    AudioStream,
-    Call,
-    CallClosed,
-    ListenTimeout,
-    Route,
-    VerbHook,
-    open_conversation,
-)
+from jambonz_trio import AudioRoute, AudioStream, Call, CallClosed, Route, VerbHook, open_conversation
 from jambonz_trio._protocol._audio import listen_token
-from jambonz_trio.audio import Dtmf
-from jambonz_trio.commands import Redirect
+from jambonz_trio.audio import Dtmf, ListenTimeout
+from jambonz_trio.commands import RedirectCommand
 from jambonz_trio.testing import AudioSource, CallData, Caller, open_fake_call, run_call
 from jambonz_trio.verbs import Hangup, Listen, Say
 
@@ -90,7 +81,7 @@ async def test_listen_after_the_answer_goes_as_a_redirect(
     async with open_fake_call(server.connect_memory, path="/call") as fc:
         await run_call(fc, Caller(audio=TONE))
     redirect = fc.commands[0].command
-    assert isinstance(redirect, Redirect) and not redirect.queue
+    assert isinstance(redirect, RedirectCommand) and not redirect.queue
     assert isinstance(redirect.verbs[0], Listen)
     assert fc.audio_streams[0].played == TONE.pcm[:ONE_SECOND]
 

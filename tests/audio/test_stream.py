@@ -11,15 +11,8 @@ import trio
 import trio.lowlevel
 import trio_websocket
 
-from jambonz_trio import (
-    AudioConfig,
-    AudioRoute,
-    AudioStream,
-    AudioStreamClosed,
-    LocalProtocolError,
-    ServerConfig,
-)
-from jambonz_trio.audio import Dtmf, MarkEvent, PlayDone
+from jambonz_trio import AudioRoute, AudioStream, LocalProtocolError, ServerConfig
+from jambonz_trio.audio import AudioConfig, AudioStreamClosed, Dtmf, MarkEvent, PlayDone
 from jambonz_trio.testing import AudioSource, CallData, open_fake_audio_stream
 
 from .helpers import CLIPS, listen, raw_client, start_server

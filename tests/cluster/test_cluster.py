@@ -30,7 +30,7 @@ from jambonz_trio.cluster import (
 )
 from jambonz_trio.cluster._model import decode_command, encode_command
 from jambonz_trio.cluster._redis import leaves, tls_context
-from jambonz_trio.commands import CallStatusCommand, MuteStatus, RawCommand, Redirect
+from jambonz_trio.commands import CallStatusCommand, MuteStatusCommand, RawCommand, RedirectCommand
 from jambonz_trio.testing import CallData, open_fake_call
 from jambonz_trio.verbs import Say
 from tests.reliability.serverproc import answer
@@ -159,10 +159,10 @@ async def test_commands_from_another_member_obey_the_local_rules(
                 await remote.send_command(
                     RawCommand(command="redirect", data=[{"verb": "say", "text": "raw"}])
                 )
-                assert (await fc.expect_command(Redirect)).verbs == (Say(text="one"),)
-                two = await fc.expect_command(Redirect)
+                assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text="one"),)
+                two = await fc.expect_command(RedirectCommand)
                 assert two.verbs == (Say(text="two"),) and two.queue
-                assert (await fc.expect_command(Redirect)).verbs == (Say(text="raw"),)
+                assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text="raw"),)
 
                 # while the socket is down the command waits on the owner, as locally
                 await fc.drop()
@@ -173,14 +173,14 @@ async def test_commands_from_another_member_obey_the_local_rules(
                 assert (await fc.expect_command(CallStatusCommand)).call_status == "completed"
 
                 # one request id is executed at most once
-                await control.send_command(sid, Redirect(verbs=(Say(text="once"),)), request_id="r-1")
-                await control.send_command(sid, Redirect(verbs=(Say(text="once"),)), request_id="r-1")
-                assert (await fc.expect_command(Redirect)).verbs == (Say(text="once"),)
+                await control.send_command(sid, RedirectCommand(verbs=(Say(text="once"),)), request_id="r-1")
+                await control.send_command(sid, RedirectCommand(verbs=(Say(text="once"),)), request_id="r-1")
+                assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text="once"),)
                 await fc.expect_no_command(within=0.3)
                 assert _member.statistics().duplicates_dropped == 1
 
             with pytest.raises(CallNotFound):
-                await control.send_command("no-such-call", MuteStatus(mute_status="mute"))
+                await control.send_command("no-such-call", MuteStatusCommand(mute_status="mute"))
 
 
 async def test_a_frozen_redis_never_delays_a_call(
@@ -251,7 +251,7 @@ async def test_redis_killed_mid_call_then_back(
             await eventually(lambda: member.statistics().redis_up, 15)
             await eventually(partial(control.get_call, fc.call.call_sid), 15)
             await control.call(fc.call.call_sid).redirect([Say(text="back")])
-            assert (await fc.expect_command(Redirect)).verbs == (Say(text="back"),)
+            assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text="back"),)
         assert member.statistics().resyncs >= 2
 
 
@@ -384,7 +384,7 @@ def test_rediss_verifies_the_server_by_default() -> None:
 
 
 def test_commands_travel_unchanged() -> None:
-    typed = Redirect(verbs=(Say(text="x"),), queue=True, call_sid="leg-2")
+    typed = RedirectCommand(verbs=(Say(text="x"),), queue=True, call_sid="leg-2")
     assert decode_command(encode_command(typed)) == typed
     raw = RawCommand(command="future:thing", data={"a": 1}, call_sid="c")
     assert decode_command(encode_command(raw)) == raw

@@ -25,7 +25,7 @@ import pytest
 import trio
 
 from jambonz_trio.cluster import Cluster, ClusterConfig, ClusterUnavailable, OwnerGone, open_cluster
-from jambonz_trio.commands import Redirect
+from jambonz_trio.commands import RedirectCommand
 from jambonz_trio.testing import CallData, FakeCall, open_fake_call, tcp_connector
 from jambonz_trio.verbs import Hangup, Say
 
@@ -139,7 +139,7 @@ async def test_calls_spread_listed_once_and_commanded_from_a_third_process(pair:
 
             for sid, fc in calls.items():  # this process serves no call: every one is remote
                 await control.call(sid).redirect([Say(text=f"for {sid}")])
-                assert (await fc.expect_command(Redirect)).verbs == (Say(text=f"for {sid}"),)
+                assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text=f"for {sid}"),)
 
             supervisor = await trio.run_process(
                 [
@@ -157,7 +157,7 @@ async def test_calls_spread_listed_once_and_commanded_from_a_third_process(pair:
                 f"say {sid}: ok" for sid in calls
             )
             for fc in calls.values():
-                assert (await fc.expect_command(Redirect)).verbs == (Say(text="closing soon"),)
+                assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text="closing soon"),)
 
 
 async def test_redis_killed_mid_call_then_restarted(pair: Pair) -> None:
@@ -180,7 +180,7 @@ async def test_redis_killed_mid_call_then_restarted(pair: Pair) -> None:
             assert len({c.member for c in listed}) == 2
             for sid, fc in calls.items():
                 await control.call(sid).redirect([Say(text="back")], queue=True)
-                assert (await fc.expect_command(Redirect)).verbs == (Say(text="back"),)
+                assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text="back"),)
 
 
 async def test_a_killed_worker_loses_its_calls_within_the_bound(pair: Pair) -> None:
@@ -205,7 +205,7 @@ async def test_a_killed_worker_loses_its_calls_within_the_bound(pair: Pair) -> N
                     await control.call(sid).mute()
             for sid in ours:  # the other worker's calls are untouched
                 await control.call(sid).redirect([Say(text="still here")])
-                assert (await calls[sid].expect_command(Redirect)).verbs == (Say(text="still here"),)
+                assert (await calls[sid].expect_command(RedirectCommand)).verbs == (Say(text="still here"),)
             # the supervisor restarts the worker: a new member joins
             await eventually(lambda: _members_besides(control, victim), 30)
 

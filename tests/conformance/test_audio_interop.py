@@ -19,8 +19,8 @@ from urllib.parse import parse_qs, urlsplit
 import trio
 
 from examples.echo_bot import echo_audio
-from jambonz_trio import AudioCloseInfo, AudioRoute, AudioStream, BasicAuth, serve_jambonz
-from jambonz_trio.audio import Dtmf, MarkEvent, PlayDone, UnknownAudioMessage
+from jambonz_trio import AudioRoute, AudioStream, BasicAuth, serve_jambonz
+from jambonz_trio.audio import AudioCloseInfo, Dtmf, MarkEvent, PlayDone, UnknownAudioMessage
 
 from .helpers import HERE, node_with
 

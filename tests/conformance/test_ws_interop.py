@@ -16,7 +16,8 @@ from typing import Any
 
 import trio
 
-from jambonz_trio import Call, CallConfig, CloseInfo, Disconnected, ServerConfig, VerbHook, serve_jambonz
+from jambonz_trio import Call, CallConfig, CloseInfo, ServerConfig, VerbHook, serve_jambonz
+from jambonz_trio.messages import Disconnected
 from jambonz_trio.verbs import Say
 
 from .helpers import HERE, node_with

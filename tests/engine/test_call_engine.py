@@ -11,25 +11,23 @@ import trio
 import trio.testing
 
 from jambonz_trio import (
-    AnswerOutcome,
+    AckOutcome,
     Call,
     CallClosed,
     CallConfig,
     CallStatus,
-    Disconnected,
-    JambonzErrorReport,
+    JambonzMessage,
     JambonzServer,
     LocalProtocolError,
-    Message,
     MessageTooLarge,
     NotDelivered,
     Overflow,
     ServerConfig,
-    UnknownMessage,
     VerbHook,
     serve_jambonz,
 )
 from jambonz_trio.commands import parse_command
+from jambonz_trio.messages import Disconnected, JambonzErrorReport, UnknownMessage
 from jambonz_trio.verbs import Hangup, Pause, Say
 
 from .helpers import SESSION_DATA, RawClient, raw_client
@@ -65,7 +63,7 @@ async def answer_and_wait(call: Call) -> None:
 async def test_fm21_watchdog_answers_late_hook_then_redirect(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    outcome: list[AnswerOutcome] = []
+    outcome: list[AckOutcome] = []
 
     async def app(call: Call) -> None:
         await call.ack(call.session, [Say(text="hi")])
@@ -88,7 +86,7 @@ async def test_fm21_watchdog_answers_late_hook_then_redirect(
         assert parse_command(second).to_wire() == second
         assert second["command"] == "redirect" and second["data"] == [{"verb": "hangup"}]
         assert "msgid" not in second
-    assert outcome == [AnswerOutcome.REDIRECTED]
+    assert outcome == [AckOutcome.REDIRECTED]
 
 
 async def test_fm21_session_new_watchdog_sends_holding_verbs(
@@ -138,7 +136,7 @@ async def test_fm22_engine_refuses_bad_acks(nursery: trio.Nursery) -> None:
         await call.ack(call.session, [Say(text="hi")])
         status = await call.next_event()
         assert isinstance(status, CallStatus)
-        requests: list[Message | str] = [status, call.session, "nope"]
+        requests: list[JambonzMessage | str] = [status, call.session, "nope"]
         for request in requests:
             try:
                 await call.ack(request)
@@ -155,7 +153,7 @@ async def test_fm22_engine_refuses_bad_acks(nursery: trio.Nursery) -> None:
         await client.send("call:status", "s1", {"call_status": "in-progress"}, call_sid="sid-1")
         with trio.fail_after(5):
             await done.wait()
-    assert errors == ["LocalProtocolError", "AlreadyAnswered", "LocalProtocolError"]
+    assert errors == ["LocalProtocolError", "AlreadyAcked", "LocalProtocolError"]
 
 
 async def test_fm19_unknown_type_with_msgid_is_delivered_and_acked_at_deadline(
@@ -228,7 +226,7 @@ async def test_i19_11_owed_acks_are_bounded_and_watchdog_warnings_rate_limited(
         late = [str(((await client.receive()) or {}).get("msgid")) for _ in range(100)]
         assert sorted(late) == sorted(f"f{i}" for i in range(100))  # the watchdog, at 4 s
         assert call.statistics().acks_owed == 0
-        assert call.statistics().auto_answered == flood
+        assert call.statistics().auto_acked == flood
     warnings = [r for r in caplog.records if "the watchdog answered" in r.getMessage()]
     assert 1 <= len(warnings) <= 5  # old: one line per request
 
@@ -371,7 +369,7 @@ async def test_every_call_command_method_sends_the_08_shape(nursery: trio.Nurser
         await call.send_dtmf("5", duration=300)
         await call.record("startCallRecording", siprec_server_url="sip:srs@x", recording_id="r1")
         await call.configure(Config(notify_events=True))
-        await call.dial({"from": "+1", "to": {"type": "phone", "number": "+2"}, "call_hook": "/x"})
+        await call.create_call({"from": "+1", "to": {"type": "phone", "number": "+2"}, "call_hook": "/x"})
         await call.dub(Dub(action="addTrack", track="music"))
         await call.boost_audio("+6 dB")
         await call.media_path("no-media")
@@ -420,7 +418,7 @@ async def test_command_from_another_task(nursery: trio.Nursery) -> None:
         await new_call(client)
         call = server.calls.get("sid-1")
         assert call is not None
-        await call.wait_answered()
+        await call.wait_session_acked()
         await call.redirect([Say(text="from outside")])
         frame = await client.receive()
         assert frame is not None and frame["data"] == [{"verb": "say", "text": "from outside"}]

@@ -10,10 +10,11 @@ from collections.abc import Callable
 import trio
 import trio.testing
 
-from jambonz_trio import Call, CallConfig, Identity, VerbHook
+from jambonz_trio import Call, CallConfig, VerbHook
 from jambonz_trio._connection import CloseReason, Connection, ConnectionClosed
 from jambonz_trio._engine import CallEngine, Link
 from jambonz_trio._protocol._messages import parse_message
+from jambonz_trio.lowlevel import Identity
 from jambonz_trio.verbs import Say
 
 from .helpers import SESSION_DATA, msg

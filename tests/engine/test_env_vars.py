@@ -116,7 +116,7 @@ async def test_call_first_seen_through_session_reconnect_is_typed(
         ack = await client.receive()
         assert ack == {"type": "ack", "msgid": "r1", "data": [{"verb": "say", "text": "Hello x5"}]}
     (call,) = calls
-    assert call.reconnected
+    assert call.restored
     assert dict(call.info.env_vars) == {"RETRIES": 5, "API_KEY": SECRET, "GREETING": "Hello", "RECORD": False}
     assert env_warnings(caplog) == []
 

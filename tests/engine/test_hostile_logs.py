@@ -10,8 +10,9 @@ import pytest
 import trio
 import trio.testing
 
-from jambonz_trio import Call, Disconnected, DisconnectedCommands, Message, open_conversation
+from jambonz_trio import Call, DisconnectedCommands, JambonzMessage, open_conversation
 from jambonz_trio._log import MAX_VALUE_CHARS, CallLog, get_logger, safe
+from jambonz_trio.messages import Disconnected
 from jambonz_trio.verbs import Say
 
 from .helpers import SESSION_DATA, raw_client
@@ -165,7 +166,7 @@ async def test_a_peer_type_in_an_error_the_handler_lets_escape_cannot_forge_a_li
     async def ack_everything(call: Call) -> None:
         await call.ack(call.session, [Say(text="hi")])
         async for event in call:
-            if isinstance(event, Message):
+            if isinstance(event, JambonzMessage):
                 await call.ack(event)  # an app bug: not every message is a request
 
     server = await start(nursery, ack_everything)

@@ -7,8 +7,9 @@ import trio
 import trio.testing
 from wsproto.events import Ping
 
-from jambonz_trio import Call, CallConfig, Disconnected, Event, ServerConfig, serve_jambonz
-from jambonz_trio.commands import Redirect
+from jambonz_trio import Call, CallConfig, Event, ServerConfig, serve_jambonz
+from jambonz_trio.commands import RedirectCommand
+from jambonz_trio.messages import Disconnected
 from jambonz_trio.verbs import Say
 
 from .helpers import SESSION_DATA, RawClient
@@ -110,5 +111,5 @@ async def test_a_ping_cut_half_way_ends_the_socket(
     link.slow = False
     assert calls[0].state.value == "disconnected"
     with trio.move_on_after(1):  # a command now waits for a reconnect instead of following
-        await calls[0].send_command(Redirect(verbs=(Say(text="next"),)))
+        await calls[0].send_command(RedirectCommand(verbs=(Say(text="next"),)))
     assert calls[0].statistics().frames_sent == 1  # the session:new ack; nothing after the cut

@@ -14,21 +14,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jambonz_trio import (
-    AnswerOutcome,
-    AnswerUnconfirmed,
+    AckOutcome,
     BasicAuth,
     Call,
     CommandQueueFull,
     DisconnectedCommands,
-    HookAbandoned,
     JambonzServer,
     NotDelivered,
-    Reconnected,
     Route,
     VerbHook,
     serve_jambonz,
 )
 from jambonz_trio._call import engine_of
+from jambonz_trio.messages import AckUnconfirmed, HookAbandoned, Reconnected
 from jambonz_trio.verbs import Hangup, Say
 
 from .helpers import SESSION_DATA, RawClient, raw_client
@@ -91,7 +89,7 @@ async def test_fm28_same_call_across_a_drop(nursery: trio.Nursery) -> None:
 
 
 async def test_fm28_late_answer_to_abandoned_hook_becomes_redirect(nursery: trio.Nursery) -> None:
-    outcomes: list[AnswerOutcome] = []
+    outcomes: list[AckOutcome] = []
     got_hook = trio.Event()
     may_answer = trio.Event()
 
@@ -121,14 +119,14 @@ async def test_fm28_late_answer_to_abandoned_hook_becomes_redirect(nursery: trio
             "queueCommand": False,
             "data": [{"verb": "say", "text": "after"}],
         }
-    assert outcomes == [AnswerOutcome.REDIRECTED]
+    assert outcomes == [AckOutcome.REDIRECTED]
 
 
 @pytest.mark.parametrize("answer_first", [True, False])
 async def test_fm29_drop_before_session_new_ack(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, answer_first: bool
 ) -> None:
-    outcomes: list[AnswerOutcome] = []
+    outcomes: list[AckOutcome] = []
 
     async def app(call: Call) -> None:
         await trio.sleep(0.3 if answer_first else 0.8)
@@ -147,7 +145,7 @@ async def test_fm29_drop_before_session_new_ack(
         with trio.move_on_after(10):
             extra = await second.receive()
             pytest.fail(f"a second frame was sent: {extra}")
-    assert outcomes == [AnswerOutcome.DEFERRED if answer_first else AnswerOutcome.ACKED]
+    assert outcomes == [AckOutcome.DEFERRED if answer_first else AckOutcome.ACKED]
 
 
 async def test_fm24_commands_wait_for_the_reconnect_ack_in_order(nursery: trio.Nursery) -> None:
@@ -241,7 +239,7 @@ async def test_fm30_unknown_call_sid_reconnect_is_a_new_call(nursery: trio.Nurse
     async with raw_client(server) as client:
         ack = await reconnect(client, sid="restarted")
         assert ack == {"type": "ack", "msgid": "r1", "data": [{"verb": "say", "text": "resumed"}]}
-    assert len(seen) == 1 and seen[0].reconnected and seen[0].call_sid == "restarted"
+    assert len(seen) == 1 and seen[0].restored and seen[0].call_sid == "restarted"
 
 
 async def test_fm31_newest_socket_wins(nursery: trio.Nursery) -> None:
@@ -389,7 +387,7 @@ async def test_supervisor_pushes_commands_while_the_call_reconnects(nursery: tri
 
     async def supervisor() -> None:
         call = await new_calls.receive()
-        await call.wait_answered()
+        await call.wait_session_acked()
         for i in range(3):
             await push(call, f"s{i}")
         await dropped.wait()
@@ -497,7 +495,7 @@ async def test_session_new_answer_lost_in_a_drop_is_resent_on_the_reconnect(
 ) -> None:
     """Issue 12: the app's session:new ack was written into a socket that died before jambonz
     read it; jambonz re-keys its session:new to the reconnect, whose ack must carry the verbs."""
-    outcomes: list[AnswerOutcome] = []
+    outcomes: list[AckOutcome] = []
 
     async def app(call: Call) -> None:
         outcomes.append(await call.ack(call.session, [Say(text="welcome")]))
@@ -515,7 +513,7 @@ async def test_session_new_answer_lost_in_a_drop_is_resent_on_the_reconnect(
             "msgid": "r1",
             "data": [{"verb": "say", "text": "welcome"}],
         }
-    assert outcomes == [AnswerOutcome.ACKED]
+    assert outcomes == [AckOutcome.ACKED]
 
 
 async def test_session_new_answer_proven_read_is_not_sent_again(
@@ -546,9 +544,9 @@ async def test_hook_answer_lost_in_a_drop_is_reported(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Issue 12 #2: a verb:hook answer written just before the drop, never proven read: the
-    app gets AnswerUnconfirmed (ack returned ACKED), it is counted, and a proven one is not."""
+    app gets AckUnconfirmed (ack returned ACKED), it is counted, and a proven one is not."""
     events: list[Any] = []
-    outcomes: list[AnswerOutcome] = []
+    outcomes: list[AckOutcome] = []
 
     async def app(call: Call) -> None:
         await call.ack(call.session, [Say(text="hi")])
@@ -568,9 +566,9 @@ async def test_hook_answer_lost_in_a_drop_is_reported(
         await first.drop()
     await trio.testing.wait_all_tasks_blocked()
     call = server.calls["sid-1"]
-    assert outcomes == [AnswerOutcome.ACKED, AnswerOutcome.ACKED]
-    unconfirmed = [e for e in events if isinstance(e, AnswerUnconfirmed)]
+    assert outcomes == [AckOutcome.ACKED, AckOutcome.ACKED]
+    unconfirmed = [e for e in events if isinstance(e, AckUnconfirmed)]
     assert [(e.message.msgid, e.verbs) for e in unconfirmed] == [("h2", (Say(text="answer /lost"),))]
-    assert call.statistics().answers_unconfirmed == 1
+    assert call.statistics().acks_unconfirmed == 1
     with pytest.raises(Exception, match="already answered"):
         await call.ack("h2", [Say(text="again")])  # answered: the event says what to do

@@ -19,15 +19,13 @@ import trio.testing
 from wsproto.events import CloseConnection, TextMessage
 
 from jambonz_trio import (
-    AnswerOutcome,
+    AckOutcome,
     BasicAuth,
     Call,
     CallClosed,
-    HookAbandoned,
+    JambonzMessage,
     JambonzServer,
-    Message,
     NotDelivered,
-    Reconnected,
     Route,
     VerbHook,
     serve_jambonz,
@@ -36,6 +34,7 @@ from jambonz_trio._call import engine_of
 from jambonz_trio._engine import CallEngine
 from jambonz_trio._protocol._messages import TtsTokensResult, parse_message
 from jambonz_trio._protocol._state import SessionState
+from jambonz_trio.messages import HookAbandoned, Reconnected
 from jambonz_trio.verbs import Say
 
 from .helpers import SESSION_DATA, RawClient, msg, raw_client
@@ -165,7 +164,7 @@ async def test_review_r2_cancelled_server_closes_calls_with_1012(
 async def test_review_r3_failed_watchdog_ack_keeps_session_new_owed(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    late: list[AnswerOutcome] = []
+    late: list[AckOutcome] = []
 
     async def app(call: Call) -> None:
         await trio.sleep(30)  # slow app: the watchdog answers session:new at 4 s
@@ -193,10 +192,10 @@ async def test_review_r3_failed_watchdog_ack_keeps_session_new_owed(
             redirect = await second.receive()
             assert redirect is not None and redirect["command"] == "redirect"
             assert redirect["data"] == [{"verb": "say", "text": "welcome"}]
-    assert late == [AnswerOutcome.REDIRECTED]
+    assert late == [AckOutcome.REDIRECTED]
 
 
-# -- r4: wait_answered() does not raise CallClosed on a call that is only disconnected ------
+# -- r4: wait_session_acked() does not raise CallClosed on a call that is only disconnected ------
 
 
 async def test_review_r4_wait_answered_survives_a_failed_ack(
@@ -207,10 +206,10 @@ async def test_review_r4_wait_answered_survives_a_failed_ack(
     async def app(call: Call) -> None:
         async def waiter() -> None:
             try:
-                await call.wait_answered()
-                out["wait_answered"] = "returned"
+                await call.wait_session_acked()
+                out["wait_session_acked"] = "returned"
             except CallClosed as exc:
-                out["wait_answered"] = f"CallClosed({exc}) while state={call.state.value}"
+                out["wait_session_acked"] = f"CallClosed({exc}) while state={call.state.value}"
 
         async with trio.open_nursery() as n:
             n.start_soon(waiter)
@@ -237,9 +236,9 @@ async def test_review_r4_wait_answered_survives_a_failed_ack(
                 await first.send("call:status", f"s{i}", {"call_status": "ringing"}, call_sid="sid-1")
             await first.close(4000)  # abnormal: jambonz reconnects
             await trio.sleep(1)
-        # old: wait_answered raised; then (issue 19 #12) ack raised NotDelivered: the answer
+        # old: wait_session_acked raised; then (issue 19 #12) ack raised NotDelivered: the answer
         # now waits for the reconnect instead
-        assert out == {"state_at_ack": "connected", "ack": AnswerOutcome.DEFERRED}
+        assert out == {"state_at_ack": "connected", "ack": AckOutcome.DEFERRED}
         async with raw_client(server) as second:
             assert await reconnect(second) == {
                 "type": "ack",
@@ -248,7 +247,7 @@ async def test_review_r4_wait_answered_survives_a_failed_ack(
             }
             await trio.testing.wait_all_tasks_blocked()
         assert "second_ack" not in out
-        assert out["wait_answered"] == "returned"
+        assert out["wait_session_acked"] == "returned"
 
 
 # -- r5: frames read after a write declared the socket lost are abandoned, not owed ---------
@@ -262,7 +261,7 @@ async def test_review_r5_frames_after_a_failed_write_are_abandoned(
 
     async def app(call: Call) -> None:
         await call.ack(call.session, [Say(text="hi")])
-        requests: list[Message] = []
+        requests: list[JambonzMessage] = []
         async with trio.open_nursery() as n:
 
             async def pusher() -> None:
@@ -304,7 +303,7 @@ async def test_review_r5_frames_after_a_failed_write_are_abandoned(
     # forever, and ack() raised LocalProtocolError("the call's socket is down")
     assert events == ["Disconnected", "HookAbandoned", "HookAbandoned", "HookAbandoned", "Reconnected"]
     assert out["acks_owed"] == 0
-    assert [out[f"h{i}"] for i in range(3)] == [AnswerOutcome.REDIRECTED] * 3
+    assert [out[f"h{i}"] for i in range(3)] == [AckOutcome.REDIRECTED] * 3
     assert frames[0] == {"type": "command", "command": "call:status", "data": {"call_status": "completed"}}
     assert [f is not None and f["command"] for f in frames[1:]] == ["redirect"] * 3
 

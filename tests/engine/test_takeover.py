@@ -100,7 +100,7 @@ async def test_reconnect_without_account_cannot_take_over_a_live_call(nursery: t
     assert server.calls["sid-v"] is call and call.reconnect_count == 0
     assert await _hook(victim, "v1", "sid-v") == "/h for 0"  # the victim's socket still works
     assert await _hook(attacker, "a1", "sid-v") == "/h for 1"  # answered by its own call
-    assert len(app.calls) == 2 and app.calls[1] is not call and app.calls[1].reconnected
+    assert len(app.calls) == 2 and app.calls[1] is not call and app.calls[1].restored
 
 
 async def test_reconnect_without_account_cannot_take_a_parked_call(nursery: trio.Nursery) -> None:

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from examples import ivr, ivr_conversation
 from jambonz_trio import JambonzServer
-from jambonz_trio.commands import Redirect
+from jambonz_trio.commands import RedirectCommand
 from jambonz_trio.testing import Caller, Connector, Speech, open_fake_call, run_call, tcp_connector
 from jambonz_trio.verbs import Gather
 
@@ -231,7 +231,7 @@ async def test_tcp_reset_right_after_session_new(
 @pytest.mark.parametrize("style", sorted(STYLES))
 def test_gather_reply_lost_in_a_drop_is_played_once_reconnected(style: str) -> None:
     """The app's answer to the gather's hook is written into a socket that dies before jambonz
-    reads it: jambonz fails the hook at the drop; the app is told (AnswerUnconfirmed) and
+    reads it: jambonz fails the hook at the drop; the app is told (AckUnconfirmed) and
     plays the reply as a redirect once jambonz reconnects. (Old: silence, then the caller
     hangs up.)"""
 
@@ -247,7 +247,7 @@ def test_gather_reply_lost_in_a_drop_is_played_once_reconnected(style: str) -> N
 
                 await run_call(fc, Caller(on_gather=on_gather), on_step=lambda w, t: steps.append((w, t)))
                 assert fc.connection_count == 2
-                assert any(isinstance(c.command, Redirect) for c in fc.commands)
+                assert any(isinstance(c.command, RedirectCommand) for c in fc.commands)
             nursery.cancel_scope.cancel()
         return heard(steps)
 

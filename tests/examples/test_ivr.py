@@ -13,7 +13,7 @@ import trio.testing
 
 from examples import ivr
 from jambonz_trio import JambonzServer
-from jambonz_trio.commands import CallStatusCommand, Redirect
+from jambonz_trio.commands import CallStatusCommand, RedirectCommand
 from jambonz_trio.testing import (
     CallData,
     FakeCall,
@@ -130,7 +130,7 @@ async def test_blocked_caller_gets_redirect_then_hangup(server: JambonzServer) -
     now says so (issue 18 item 5)."""
     async with ivr_call(server, caller="+15550000001") as fc:
         await fc.start()
-        assert (await fc.expect_command(Redirect)).verbs == (Say(text="redirected"),)
+        assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text="redirected"),)
         assert (await fc.expect_command(CallStatusCommand)).call_status == "completed"
         assert [c.name for c in fc.commands] == ["redirect", "call:status"]
 

@@ -17,7 +17,7 @@ import trio.testing
 
 from examples import ivr, ivr_conversation
 from jambonz_trio import JambonzServer
-from jambonz_trio.commands import CallStatusCommand, Redirect
+from jambonz_trio.commands import CallStatusCommand, RedirectCommand
 from jambonz_trio.testing import (
     CallData,
     Caller,
@@ -99,7 +99,7 @@ async def test_wire_shape_of_the_conversation_version(nursery: trio.Nursery) -> 
         await run_call(fc, Caller("yes"))
     assert fc.acks[0].verbs == [Config(notify_events=True), Say(text="Hello from jambonz", id="jt-1")]
     assert fc.acks[1].verbs == [Say(text="You said: yes", id="jt-3")]  # answers the gather's hook
-    redirects = [c.command for c in fc.commands if isinstance(c.command, Redirect)]
+    redirects = [c.command for c in fc.commands if isinstance(c.command, RedirectCommand)]
     assert [type(r.verbs[0]) for r in redirects] == [Gather, Hangup]
     assert all(r.queue for r in redirects)
     assert fc.violations == []
@@ -115,7 +115,7 @@ async def test_blocked_caller_gets_redirect_then_hangup(
         server.connect_memory, path=ivr.PATH, call=CallData(from_="+15550000001")
     ) as fc:
         await fc.start()
-        assert (await fc.expect_command(Redirect)).verbs == (Say(text="redirected"),)
+        assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text="redirected"),)
         assert (await fc.expect_command(CallStatusCommand)).call_status == "completed"
         assert [c.name for c in fc.commands] == ["redirect", "call:status"]
         await fc.hangup(by="jambonz")
@@ -140,7 +140,7 @@ async def test_a_reconnect_during_the_gather_is_invisible_to_the_handler(
     async with open_fake_call(server.connect_memory, path=ivr.PATH) as fc:
         ack = await fc.start()
         await fc.verb_status("finished", id=ack.verbs[-1].id, name="say")
-        gather = (await fc.expect_command(Redirect)).verbs[0]
+        gather = (await fc.expect_command(RedirectCommand)).verbs[0]
         assert isinstance(gather, Gather)
         call = server.calls[fc.call.call_sid]
         await fc.drop()
@@ -149,7 +149,7 @@ async def test_a_reconnect_during_the_gather_is_invisible_to_the_handler(
         ack = await fc.gather_speech(str(gather.action_hook), "still here", verb_id=gather.id)
         assert [v.text for v in ack.verbs if isinstance(v, Say)] == ["You said: still here"]
         await fc.verb_status("finished", id=ack.verbs[0].id, name="say")
-        assert isinstance((await fc.expect_command(Redirect)).verbs[0], Hangup)
+        assert isinstance((await fc.expect_command(RedirectCommand)).verbs[0], Hangup)
         await fc.hangup(by="jambonz")
 
 
@@ -160,7 +160,7 @@ async def test_caller_hanging_up_mid_gather_is_not_an_error(
     async with open_fake_call(server.connect_memory, path=ivr.PATH) as fc:
         ack = await fc.start()
         await fc.verb_status("finished", id=ack.verbs[-1].id, name="say")
-        await fc.expect_command(Redirect)  # the gather
+        await fc.expect_command(RedirectCommand)  # the gather
         call = server.calls[fc.call.call_sid]
         await fc.hangup()
         await call.wait_closed()

@@ -14,7 +14,7 @@ import trio.testing
 
 from examples import llm_agent
 from jambonz_trio import JambonzServer
-from jambonz_trio.commands import LlmToolOutput, Redirect
+from jambonz_trio.commands import LlmToolOutputCommand, RedirectCommand
 from jambonz_trio.testing import (
     Caller,
     Connector,
@@ -27,7 +27,7 @@ from jambonz_trio.testing import (
 from jambonz_trio.verbs import Hangup, Llm, Say, Verb
 
 
-def function_output(command: LlmToolOutput) -> Any:
+def function_output(command: LlmToolOutputCommand) -> Any:
     """The tool's result inside OpenAI's ``conversation.item.create`` payload."""
     assert command.data["type"] == "conversation.item.create"
     item = command.data["item"]
@@ -43,7 +43,7 @@ async def server(nursery: trio.Nursery) -> JambonzServer:
 
 async def talk(
     connector: Connector, *tools: tuple[str, str, Any], reason: str = "normal conversation end"
-) -> tuple[list[str], Llm, list[LlmToolOutput]]:
+) -> tuple[list[str], Llm, list[LlmToolOutputCommand]]:
     """Place a call where the model calls ``tools`` (id, name, args) and then ends the session.
 
     Plays the call like jambonz: each ``say`` finishes (``verb:status``), the ``llm`` verb
@@ -51,7 +51,7 @@ async def talk(
     the caller heard, the llm verb and the tool outputs.
     """
     said: list[str] = []
-    outputs: list[LlmToolOutput] = []
+    outputs: list[LlmToolOutputCommand] = []
 
     async def play_say(verbs: Sequence[Verb]) -> None:
         say = verbs[-1]
@@ -61,15 +61,15 @@ async def talk(
 
     async with open_fake_call(connector, path=llm_agent.PATH) as fc:
         await play_say((await fc.start()).verbs)
-        llm = (await fc.expect_command(Redirect)).verbs[0]
+        llm = (await fc.expect_command(RedirectCommand)).verbs[0]
         assert isinstance(llm, Llm) and llm.tool_hook is not None
         for tool_call_id, name, args in tools:
             await fc.llm_tool_call(str(llm.tool_hook), tool_call_id, name, args)
-            outputs.append(await fc.expect_command(LlmToolOutput))
+            outputs.append(await fc.expect_command(LlmToolOutputCommand))
         await play_say(
             (await fc.hook(str(llm.action_hook), {"completion_reason": reason}, verb_id=llm.id)).verbs
         )
-        assert (await fc.expect_command(Redirect)).verbs == (Hangup(),)
+        assert (await fc.expect_command(RedirectCommand)).verbs == (Hangup(),)
         await fc.hangup(by="jambonz")
     assert fc.violations == []
     return said, llm, outputs
@@ -113,14 +113,14 @@ async def test_model_events_are_logged_and_the_greeting_comes_first(
         await fc.expect_no_command(within=1)  # the llm verb waits for the greeting to finish
         await fc.verb_status("finished", id=greeting.id, name="say")
 
-        llm = (await fc.expect_command(Redirect)).verbs[0]
+        llm = (await fc.expect_command(RedirectCommand)).verbs[0]
         assert isinstance(llm, Llm)
 
         await fc.llm_event(
             str(llm.event_hook), {"type": "response.audio_transcript.done", "transcript": "Hi!"}
         )
         await fc.llm_tool_call(str(llm.tool_hook), "call_3", "get_weather", {"city": "tokyo"})
-        output = await fc.expect_command(LlmToolOutput)
+        output = await fc.expect_command(LlmToolOutputCommand)
         assert function_output(output) == {"city": "tokyo", "temperature_c": 26, "sky": "humid, cloudy"}
 
         ack = await fc.hook(
@@ -128,7 +128,7 @@ async def test_model_events_are_logged_and_the_greeting_comes_first(
         )
         assert [v.text for v in ack.verbs if isinstance(v, Say)] == ["Thanks for calling. Goodbye."]
         await fc.verb_status("finished", id=ack.verbs[0].id, name="say")
-        assert (await fc.expect_command(Redirect)).verbs == (Hangup(),)
+        assert (await fc.expect_command(RedirectCommand)).verbs == (Hangup(),)
         await fc.hangup(by="jambonz")
     messages = [r.getMessage() for r in caplog.records if r.name == "llm_agent"]
     assert "agent said: Hi!" in messages
@@ -142,7 +142,7 @@ async def test_caller_hanging_up_during_the_model_session(
     async with open_fake_call(server.connect_memory, path=llm_agent.PATH) as fc:
         greeting = (await fc.start()).verbs[-1]
         await fc.verb_status("finished", id=greeting.id, name="say")
-        assert isinstance((await fc.expect_command(Redirect)).verbs[0], Llm)
+        assert isinstance((await fc.expect_command(RedirectCommand)).verbs[0], Llm)
         call = server.calls[fc.call.call_sid]
         await fc.hangup()  # while talking to the model
         await call.wait_closed()
@@ -169,7 +169,7 @@ async def test_run_call_can_play_the_agent(server: JambonzServer) -> None:
             failure = exc  # leave the block normally: the fake hangs up cleanly
     if failure is not None:
         raise failure
-    [output] = [c.command for c in fc.commands if isinstance(c.command, LlmToolOutput)]
+    [output] = [c.command for c in fc.commands if isinstance(c.command, LlmToolOutputCommand)]
     assert function_output(output)["city"] == "Paris"
 
 

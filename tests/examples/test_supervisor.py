@@ -13,7 +13,7 @@ import trio.testing
 
 from examples import supervisor
 from jambonz_trio import Call, JambonzServer, Route, serve_jambonz
-from jambonz_trio.commands import CallStatusCommand, MuteStatus, Redirect, Whisper
+from jambonz_trio.commands import CallStatusCommand, MuteStatusCommand, RedirectCommand, WhisperCommand
 from jambonz_trio.testing import (
     CallData,
     Caller,
@@ -71,13 +71,13 @@ async def until_dialling(fc: FakeCall, topic: str) -> Dial:
     say = ack.verbs[-1]
     assert say == Say(text="Hello from jambonz. This call may be monitored.", id=say.id)
     await fc.verb_status("finished", id=say.id, name="say")
-    gather = (await fc.expect_command(Redirect)).verbs[0]
+    gather = (await fc.expect_command(RedirectCommand)).verbs[0]
     assert isinstance(gather, Gather) and gather.say == Say(text="In a few words, what is your call about?")
     ack = await fc.gather_speech(str(gather.action_hook), topic, verb_id=gather.id)
     say = ack.verbs[0]
     assert say == Say(text="Connecting you to an agent.", id=say.id)
     await fc.verb_status("finished", id=say.id, name="say")
-    dial = (await fc.expect_command(Redirect)).verbs[0]
+    dial = (await fc.expect_command(RedirectCommand)).verbs[0]
     assert isinstance(dial, Dial)
     return dial
 
@@ -99,11 +99,11 @@ async def test_operator_mutes_whispers_and_hangs_up_a_live_call(
             assert listing.startswith(f"{sid}  +15551112222 -> ") and listing.endswith("topic: my invoice")
 
             assert await console.type(f"mute {sid}") == f"mute {sid}: ok"
-            assert (await fc.expect_command(MuteStatus)).mute_status == "mute"
+            assert (await fc.expect_command(MuteStatusCommand)).mute_status == "mute"
             assert await console.type(f"unmute {sid}") == f"unmute {sid}: ok"
-            assert (await fc.expect_command(MuteStatus)).mute_status == "unmute"
+            assert (await fc.expect_command(MuteStatusCommand)).mute_status == "unmute"
             assert await console.type(f"whisper {sid} the caller is a VIP") == f"whisper {sid}: ok"
-            assert (await fc.expect_command(Whisper)).verbs == (Say(text="the caller is a VIP"),)
+            assert (await fc.expect_command(WhisperCommand)).verbs == (Say(text="the caller is a VIP"),)
 
             assert await console.type(f"hangup {sid}") == f"hangup {sid}: ok"
             assert (await fc.expect_command(CallStatusCommand)).call_status == "completed"

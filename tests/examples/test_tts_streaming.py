@@ -14,7 +14,7 @@ import trio.testing
 from examples import tts_streaming
 from examples.tts_streaming import answer_for
 from jambonz_trio import JambonzServer
-from jambonz_trio.commands import Redirect, TtsFlush, TtsTokens
+from jambonz_trio.commands import RedirectCommand, TtsFlushCommand, TtsTokensCommand
 from jambonz_trio.testing import AckRecord, Connector, FakeCall, TtsModel, open_fake_call, tcp_connector
 from jambonz_trio.verbs import Config, Gather, Hangup, Say, TtsStream
 
@@ -51,7 +51,7 @@ class Turns:
         [say] = ack.verbs
         assert say == Say(text="Goodbye.", id=say.id)
         await self.fc.verb_status("finished", id=say.id, name="say")
-        assert (await self.fc.expect_command(Redirect)).verbs == (Hangup(),)
+        assert (await self.fc.expect_command(RedirectCommand)).verbs == (Hangup(),)
         await self.fc.hangup(by="jambonz")
 
     async def goodbye(self) -> None:
@@ -68,13 +68,13 @@ async def assistant_call(connector: Connector, **kwargs: Any) -> AsyncIterator[T
     async with open_fake_call(connector, path=tts_streaming.PATH, **kwargs) as fc:
         ack = await fc.start()
         assert ack.verbs == [Config(notify_events=True), Config(tts_stream=TtsStream(enable=True))]
-        [greeting] = (await fc.expect_command(Redirect)).verbs
+        [greeting] = (await fc.expect_command(RedirectCommand)).verbs
         assert isinstance(greeting, Gather) and greeting.say == Say(text=tts_streaming.GREETING)
         yield Turns(fc, greeting)
 
 
 def tokens(fc: FakeCall) -> list[str]:
-    return [c.command.tokens for c in fc.commands if isinstance(c.command, TtsTokens)]
+    return [c.command.tokens for c in fc.commands if isinstance(c.command, TtsTokensCommand)]
 
 
 async def test_each_answer_is_streamed_then_flushed(
@@ -86,7 +86,7 @@ async def test_each_answer_is_streamed_then_flushed(
         await fc.wait_idle(10)
         assert fc.tts_text == answer_for(WEATHER)
         assert len(tokens(fc)) == len(answer_for(WEATHER).split(" "))  # one token per word
-        assert isinstance(fc.commands[-1].command, TtsFlush) and fc.tts_flushes == 1
+        assert isinstance(fc.commands[-1].command, TtsFlushCommand) and fc.tts_flushes == 1
 
         await turns.ask("how are you")
         await fc.wait_idle(10)

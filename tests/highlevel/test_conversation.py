@@ -13,15 +13,14 @@ from jambonz_trio import (
     Call,
     CallClosed,
     CallStatus,
-    GatherResult,
     JambonzServer,
     LocalProtocolError,
-    ToolCall,
     open_conversation,
     serve_jambonz,
 )
-from jambonz_trio.commands import LlmToolOutput, Redirect
+from jambonz_trio.commands import LlmToolOutputCommand, RedirectCommand
 from jambonz_trio.llm import tool_output
+from jambonz_trio.messages import GatherResult, ToolCall
 from jambonz_trio.testing import (
     Caller,
     Digits,
@@ -59,8 +58,8 @@ async def test_straight_line_ivr(nursery: trio.Nursery) -> None:
     first = fc.acks[0]
     assert first.request_type == "session:new"
     assert first.verbs == [Config(notify_events=True), Say(text="Hello from jambonz", id="jt-1")]
-    gather = next(c.command for c in fc.commands if isinstance(c.command, Redirect))
-    assert isinstance(gather, Redirect) and gather.queue
+    gather = next(c.command for c in fc.commands if isinstance(c.command, RedirectCommand))
+    assert isinstance(gather, RedirectCommand) and gather.queue
     assert isinstance(gather.verbs[0], Gather) and gather.verbs[0].action_hook == "/jt/gather/2"
     # the gather's hook is answered with the next operation's verbs: no extra round trip
     hook_ack = fc.acks[1]
@@ -102,9 +101,9 @@ async def test_cancelled_gather_is_killed_and_the_next_verb_runs(
     async with open_fake_call(server.connect_memory) as fc:
         ack = await fc.start()
         assert [v.VERB for v in ack.verbs] == ["config", "gather"]
-        kill = await fc.expect_command(Redirect, within=10)
+        kill = await fc.expect_command(RedirectCommand, within=10)
         assert kill.verbs == () and not kill.queue  # replaces the program: the gather is killed
-        nxt = await fc.expect_command(Redirect)
+        nxt = await fc.expect_command(RedirectCommand)
         assert nxt.verbs == (Say(text="Moving on", id="jt-2"),)
         # a late result of the killed gather is acked empty, not taken as the next answer
         late = await fc.gather_speech("/jt/gather/1", "too late")
@@ -133,7 +132,7 @@ async def test_other_events_and_mixing_rules(nursery: trio.Nursery) -> None:
         await fc.start()
         await fc.status("in-progress")
         await fc.verb_status("finished", id="jt-1", name="say")
-        await fc.expect_command(Redirect)  # the hangup
+        await fc.expect_command(RedirectCommand)  # the hangup
         await fc.hangup()
     assert isinstance(got[0], CallStatus) and got[0].call_status == "in-progress"
 
@@ -180,8 +179,8 @@ async def test_llm_with_a_tool(nursery: trio.Nursery) -> None:
     async with open_fake_call(server.connect_memory) as fc:
         await run_call(fc, Caller(tool_calls=[ToolCallScript("get_weather", {"city": "Paris"}, "call_7")]))
     assert [c.name for c in calls] == ["get_weather"]
-    output = next(c.command for c in fc.commands if isinstance(c.command, LlmToolOutput))
-    assert isinstance(output, LlmToolOutput) and output.tool_call_id == "call_7"
+    output = next(c.command for c in fc.commands if isinstance(c.command, LlmToolOutputCommand))
+    assert isinstance(output, LlmToolOutputCommand) and output.tool_call_id == "call_7"
     assert output.data == {
         "type": "conversation.item.create",
         "item": {

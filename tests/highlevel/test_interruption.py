@@ -30,7 +30,7 @@ from jambonz_trio import (
     open_conversation,
     serve_jambonz,
 )
-from jambonz_trio.commands import DtmfCommand, Redirect
+from jambonz_trio.commands import DtmfCommand, RedirectCommand
 from jambonz_trio.testing import AckAbandoned, FakeCall, open_fake_call
 from jambonz_trio.verbs import Gather, Say
 
@@ -78,13 +78,13 @@ async def test_a_supervisors_redirect_interrupts_the_gather_in_progress(
     async with in_gather(nursery, agent) as (fc, call):
         goodbye = [Say(text="A supervisor takes over. Goodbye")]
         await call.redirect(goodbye)  # from this task, not the handler's
-        assert (await fc.expect_command(Redirect)).verbs == tuple(goodbye)
+        assert (await fc.expect_command(RedirectCommand)).verbs == tuple(goodbye)
         await fc.verb_status("finished", id="jt-1", name="gather")  # jambonz: the killed gather
         with trio.fail_after(120):  # virtual seconds: before the fix it waited for ever
-            nxt = await fc.expect_command(Redirect, within=120)
+            nxt = await fc.expect_command(RedirectCommand, within=120)
         assert agent.outcomes == ["interrupted"]
         exc = agent.interruptions[0]
-        assert exc.operation == "gather" and isinstance(exc.command, Redirect)
+        assert exc.operation == "gather" and isinstance(exc.command, RedirectCommand)
         # the conversation carries on: its next operation is appended to the new program
         assert nxt.queue and nxt.verbs == (Say(text="after", id="jt-2"),)
         await fc.hangup()
@@ -98,7 +98,7 @@ async def test_a_gather_jambonz_reports_finished_without_its_hook_was_killed(
     agent = Agent()
     async with in_gather(nursery, agent) as (fc, _call):
         await fc.verb_status("finished", id="jt-1", name="gather")
-        nxt = await fc.expect_command(Redirect, within=10)
+        nxt = await fc.expect_command(RedirectCommand, within=10)
         assert nxt.verbs == (Say(text="after", id="jt-2"),)
         assert agent.outcomes == ["interrupted"] and agent.interruptions[0].command is None
         await fc.hangup()
@@ -111,7 +111,7 @@ async def test_appending_from_another_task_interrupts_nothing(
     async with in_gather(nursery, agent) as (fc, call):
         await call.redirect([Say(text="queued")], queue=True)
         await call.send_dtmf("1")  # not a redirect
-        await fc.expect_command(Redirect)
+        await fc.expect_command(RedirectCommand)
         await fc.expect_command(DtmfCommand)
         ack = await fc.gather_speech("/jt/gather/1", "hello")
         assert ack.verbs == [Say(text="after", id="jt-2")]
@@ -139,9 +139,9 @@ async def test_a_hook_result_followed_by_an_outside_redirect_is_released_not_ans
         assert agent.outcomes == ["answer hello"]
         await call.redirect([Say(text="Goodbye")])
         agent.go.set()
-        supervisor = await fc.expect_command(Redirect)
+        supervisor = await fc.expect_command(RedirectCommand)
         assert supervisor.verbs == (Say(text="Goodbye"),) and not supervisor.queue
-        nxt = await fc.expect_command(Redirect)
+        nxt = await fc.expect_command(RedirectCommand)
         assert nxt.queue and nxt.verbs == (Say(text="after", id="jt-2"),)
         await trio.testing.wait_all_tasks_blocked()
         assert [a.verbs for a in acks] == [[]]
@@ -166,11 +166,11 @@ async def test_the_conversations_own_cancellation_kill_is_not_an_interruption(
     server: JambonzServer = await nursery.start(serve_jambonz, app)
     async with open_fake_call(server.connect_memory) as fc:
         await fc.start()
-        kill = await fc.expect_command(Redirect, within=10)
+        kill = await fc.expect_command(RedirectCommand, within=10)
         assert kill.verbs == ()
-        again = await fc.expect_command(Redirect)
+        again = await fc.expect_command(RedirectCommand)
         assert isinstance(again.verbs[0], Gather)
-        assert (await fc.expect_command(Redirect, within=10)).verbs == ()
+        assert (await fc.expect_command(RedirectCommand, within=10)).verbs == ()
         await fc.wait_idle(1)
         assert outcomes == ["cancelled twice"]
         await fc.hangup()
@@ -260,9 +260,9 @@ async def test_a_late_answer_queued_behind_an_outside_redirect_does_not_replace_
         agent.go.set()  # the next operation answers the abandoned hook: a late answer
         await trio.testing.wait_all_tasks_blocked()
         await fc.reconnect()
-        supervisor = await fc.expect_command(Redirect)
+        supervisor = await fc.expect_command(RedirectCommand)
         assert supervisor.verbs == tuple(goodbye) and not supervisor.queue
-        nxt = await fc.expect_command(Redirect)
+        nxt = await fc.expect_command(RedirectCommand)
         assert nxt.verbs == (Say(text="after", id="jt-2"),)
         assert nxt.queue  # appended after the supervisor's program; before the fix it replaced it
         await fc.hangup()

@@ -11,9 +11,10 @@ import pytest
 import trio
 import trio.testing
 
-from jambonz_trio import Call, JambonzServer, LlmEvent, ToolCall, open_conversation, serve_jambonz
-from jambonz_trio.commands import LlmToolOutput
+from jambonz_trio import Call, JambonzServer, open_conversation, serve_jambonz
+from jambonz_trio.commands import LlmToolOutputCommand
 from jambonz_trio.llm import tool_output
+from jambonz_trio.messages import LlmEvent, ToolCall
 from jambonz_trio.testing import FakeCall, open_fake_call
 from jambonz_trio.verbs import Llm
 
@@ -61,7 +62,7 @@ class Agent:
 
 
 def _outputs(fc: FakeCall) -> list[str]:
-    return [c.command.tool_call_id for c in fc.commands if isinstance(c.command, LlmToolOutput)]
+    return [c.command.tool_call_id for c in fc.commands if isinstance(c.command, LlmToolOutputCommand)]
 
 
 async def test_tool_handlers_in_flight_and_queued_are_bounded(

@@ -6,7 +6,7 @@ import trio
 import trio.testing
 
 from jambonz_trio import Call, JambonzServer, open_tts_stream, serve_jambonz
-from jambonz_trio.commands import TtsFlush, TtsTokens
+from jambonz_trio.commands import TtsFlushCommand, TtsTokensCommand
 from jambonz_trio.testing import TtsModel, open_fake_call
 from jambonz_trio.verbs import Config, TtsStream
 
@@ -36,8 +36,8 @@ async def test_back_pressure_then_flush(
         with trio.fail_after(5):
             await done.wait()
         await fc.wait_idle(0.1)
-        tokens = [c.command for c in fc.commands if isinstance(c.command, TtsTokens)]
-        assert isinstance(fc.commands[-1].command, TtsFlush)
+        tokens = [c.command for c in fc.commands if isinstance(c.command, TtsTokensCommand)]
+        assert isinstance(fc.commands[-1].command, TtsFlushCommand)
         assert fc.tts_flushes == 1
         # order is kept, and the refused batch was sent again after the resume
         sent_once: list[str] = []

@@ -19,33 +19,33 @@ from jambonz_trio._protocol import _verbs as v
 from jambonz_trio._protocol._outbound import (
     COMMAND_TYPES,
     NO_DATA_COMMANDS,
-    BoostAudio,
+    BoostAudioCommand,
     CallStatusCommand,
     Command,
-    ConfHoldStatus,
+    ConfHoldStatusCommand,
     ConfigCommand,
-    ConfMuteStatus,
-    ConfParticipantAction,
+    ConfMuteStatusCommand,
+    ConfParticipantActionCommand,
     DialCommand,
     DtmfCommand,
     DubCommand,
-    ListenStatus,
-    LlmToolOutput,
-    LlmUpdate,
-    MediaPath,
-    MuteStatus,
+    ListenStatusCommand,
+    LlmToolOutputCommand,
+    LlmUpdateCommand,
+    MediaPathCommand,
+    MuteStatusCommand,
     RawCommand,
     RecordCommand,
-    Redirect,
-    RedirectLegs,
-    RedirectToHook,
+    RedirectCommand,
+    RedirectLegsCommand,
+    RedirectToHookCommand,
     SipRequestCommand,
-    StreamStatus,
-    TranscribeStatus,
-    TtsClear,
-    TtsFlush,
-    TtsTokens,
-    Whisper,
+    StreamStatusCommand,
+    TranscribeStatusCommand,
+    TtsClearCommand,
+    TtsFlushCommand,
+    TtsTokensCommand,
+    WhisperCommand,
     parse_command,
 )
 from jambonz_trio._protocol._state import CallProtocol
@@ -82,11 +82,8 @@ def sent(cmd: Command) -> dict[str, Any]:
 def test_every_command_class_has_a_strategy() -> None:
     classes = {
         obj
-        for obj in vars(out).values()
-        if isinstance(obj, type)
-        and issubclass(obj, Command)
-        and obj not in (Command, RawCommand)
-        and obj.__module__ == out.__name__
+        for obj in (getattr(out, name) for name in out.__all__)
+        if isinstance(obj, type) and issubclass(obj, Command) and obj not in (Command, RawCommand)
     }
     assert classes == set(ALL_COMMAND_CLASSES)
     assert len(classes) == 25
@@ -106,12 +103,12 @@ def test_every_command_class_has_a_strategy() -> None:
 EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     (
         "redirect",
-        Redirect(verbs=[SAY]),
+        RedirectCommand(verbs=[SAY]),
         {"type": "command", "command": "redirect", "queueCommand": False, "data": [SAY_WIRE]},
     ),
     (
         "redirect-queued-leg",
-        Redirect(verbs=[SAY, v.Hangup()], queue=True, call_sid="leg-2"),
+        RedirectCommand(verbs=[SAY, v.Hangup()], queue=True, call_sid="leg-2"),
         {
             "type": "command",
             "command": "redirect",
@@ -122,7 +119,7 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "redirect-to-hook",
-        RedirectToHook(call_hook="/new-app", child_call_hook=HookSpec(url="/child", method="POST")),
+        RedirectToHookCommand(call_hook="/new-app", child_call_hook=HookSpec(url="/child", method="POST")),
         {
             "type": "command",
             "command": "redirect",
@@ -134,7 +131,7 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "redirect-legs",
-        RedirectLegs(parent_call=[SAY], child_call=[v.Hangup()]),
+        RedirectLegsCommand(parent_call=[SAY], child_call=[v.Hangup()]),
         {
             "type": "command",
             "command": "redirect",
@@ -153,7 +150,7 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "mute-status",
-        MuteStatus(mute_status="mute", call_sid="child-1"),
+        MuteStatusCommand(mute_status="mute", call_sid="child-1"),
         {
             "type": "command",
             "command": "mute:status",
@@ -163,13 +160,13 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "conf-mute-status",
-        ConfMuteStatus(conf_mute_status="unmute"),
+        ConfMuteStatusCommand(conf_mute_status="unmute"),
         {"type": "command", "command": "conf:mute-status", "data": {"conf_mute_status": "unmute"}},
     ),
     (
         "conf-hold-status",
         # 0.9.8 conference.js does `this.wait_hook = {url: wait_hook}`: a string is what it reads
-        ConfHoldStatus(conf_hold_status="hold", wait_hook="/hold-music"),
+        ConfHoldStatusCommand(conf_hold_status="hold", wait_hook="/hold-music"),
         {
             "type": "command",
             "command": "conf:hold-status",
@@ -178,7 +175,7 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "conf-participant-action",
-        ConfParticipantAction(action="coach", tag="supervisors"),
+        ConfParticipantActionCommand(action="coach", tag="supervisors"),
         {
             "type": "command",
             "command": "conf:participant-action",
@@ -187,17 +184,17 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "listen-status",
-        ListenStatus(listen_status="pause"),
+        ListenStatusCommand(listen_status="pause"),
         {"type": "command", "command": "listen:status", "data": {"listen_status": "pause"}},
     ),
     (
         "stream-status",
-        StreamStatus(stream_status="resume"),
+        StreamStatusCommand(stream_status="resume"),
         {"type": "command", "command": "stream:status", "data": {"stream_status": "resume"}},
     ),
     (
         "transcribe-status",
-        TranscribeStatus(transcribe_status="pause"),
+        TranscribeStatusCommand(transcribe_status="pause"),
         {
             "type": "command",
             "command": "transcribe:status",
@@ -206,7 +203,7 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "whisper",
-        Whisper(verbs=[v.Say(text="psst")], call_sid="child-1"),
+        WhisperCommand(verbs=[v.Say(text="psst")], call_sid="child-1"),
         {
             "type": "command",
             "command": "whisper",
@@ -322,22 +319,22 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "boost-number",
-        BoostAudio(gain=6, call_sid="child-1"),
+        BoostAudioCommand(gain=6, call_sid="child-1"),
         {"type": "command", "command": "boostAudioSignal", "callSid": "child-1", "data": 6},
     ),
     (
         "boost-string",
-        BoostAudio(gain="-3 dB"),
+        BoostAudioCommand(gain="-3 dB"),
         {"type": "command", "command": "boostAudioSignal", "data": "-3 dB"},
     ),
     (
         "media-path",
-        MediaPath(path="no-media"),
+        MediaPathCommand(path="no-media"),
         {"type": "command", "command": "media:path", "data": "no-media"},
     ),
     (
         "llm-tool-output",
-        LlmToolOutput(
+        LlmToolOutputCommand(
             tool_call_id="call_AbC123",
             data={
                 "type": "conversation.item.create",
@@ -356,7 +353,7 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "llm-update",
-        LlmUpdate(data={"type": "session.update", "session": {"instructions": "be brief"}}),
+        LlmUpdateCommand(data={"type": "session.update", "session": {"instructions": "be brief"}}),
         {
             "type": "command",
             "command": "llm:update",
@@ -365,11 +362,11 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "tts-tokens",
-        TtsTokens(id=1, tokens="Hello there, "),
+        TtsTokensCommand(id=1, tokens="Hello there, "),
         {"type": "command", "command": "tts:tokens", "data": {"id": 1, "tokens": "Hello there, "}},
     ),
-    ("tts-flush", TtsFlush(), {"type": "command", "command": "tts:flush"}),
-    ("tts-clear", TtsClear(), {"type": "command", "command": "tts:clear"}),
+    ("tts-flush", TtsFlushCommand(), {"type": "command", "command": "tts:flush"}),
+    ("tts-clear", TtsClearCommand(), {"type": "command", "command": "tts:clear"}),
 ]
 
 
@@ -395,7 +392,7 @@ def test_sip_request_and_dtmf_are_wrapped() -> None:
 
 
 def test_tool_call_id_is_top_level() -> None:
-    wire = sent(LlmToolOutput(tool_call_id="t-9", data={"result": 1}))
+    wire = sent(LlmToolOutputCommand(tool_call_id="t-9", data={"result": 1}))
     assert wire["tool_call_id"] == "t-9"
     assert "tool_call_id" not in wire["data"]
 
@@ -404,12 +401,12 @@ def test_status_commands_send_object_form() -> None:
     # §11.8: bare strings only work for mute:status; the library always sends objects
     for cmd in (
         CallStatusCommand(),
-        MuteStatus(mute_status="unmute"),
-        ListenStatus(listen_status="resume"),
-        StreamStatus(stream_status="pause"),
-        TranscribeStatus(transcribe_status="resume"),
-        ConfMuteStatus(conf_mute_status="mute"),
-        ConfHoldStatus(conf_hold_status="unhold"),
+        MuteStatusCommand(mute_status="unmute"),
+        ListenStatusCommand(listen_status="resume"),
+        StreamStatusCommand(stream_status="pause"),
+        TranscribeStatusCommand(transcribe_status="resume"),
+        ConfMuteStatusCommand(conf_mute_status="mute"),
+        ConfHoldStatusCommand(conf_hold_status="unhold"),
     ):
         assert isinstance(sent(cmd)["data"], dict)
 
@@ -428,17 +425,17 @@ def test_call_sid_is_camel_case_and_never_snake(cmd: Command, sid: str) -> None:
 
 def test_invalid_constructions_are_refused() -> None:
     with pytest.raises(ValueError, match="call_hook"):
-        RedirectToHook()
+        RedirectToHookCommand()
     with pytest.raises(ValueError, match="parent_call"):
-        RedirectLegs()
+        RedirectLegsCommand()
     with pytest.raises(ValueError, match="0 dB"):
-        BoostAudio(gain=0)
+        BoostAudioCommand(gain=0)
     with pytest.raises(ValueError, match="0 dB"):
-        BoostAudio(gain=0.0)
+        BoostAudioCommand(gain=0.0)
     with pytest.raises(ValueError, match="Say / Play"):
-        Whisper(verbs=[v.Hangup()])  # type: ignore[list-item]
+        WhisperCommand(verbs=[v.Hangup()])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="Say / Play"):
-        Whisper(verbs=[])
+        WhisperCommand(verbs=[])
     with pytest.raises(ValueError, match="to"):
         DialCommand(body={"from": "+1"})
 
@@ -554,18 +551,18 @@ def test_parse_command_rejects(name: str, obj: dict[str, Any]) -> None:
 def test_mute_status_accepts_the_string_shortcut() -> None:
     # the one command whose handler reads a bare string (§11.8)
     cmd = parse_command({"type": "command", "command": "mute:status", "data": "unmute"})
-    assert cmd == MuteStatus(mute_status="unmute")
+    assert cmd == MuteStatusCommand(mute_status="unmute")
 
 
 def test_no_data_commands_accept_missing_data() -> None:
-    assert parse_command({"type": "command", "command": "tts:flush"}) == TtsFlush()
-    assert parse_command({"type": "command", "command": "tts:clear"}) == TtsClear()
+    assert parse_command({"type": "command", "command": "tts:flush"}) == TtsFlushCommand()
+    assert parse_command({"type": "command", "command": "tts:clear"}) == TtsClearCommand()
     ok = {"type": "command", "command": "llm:tool-output", "tool_call_id": "t", "data": {}}
-    assert parse_command(ok) == LlmToolOutput(tool_call_id="t", data={})
+    assert parse_command(ok) == LlmToolOutputCommand(tool_call_id="t", data={})
 
 
 JS_TRUTHY_EMPTY: list[tuple[str, Command | None, dict[str, Any]]] = [
-    ("redirect-empty-array", Redirect(verbs=[]), {"type": "command", "command": "redirect", "queueCommand": False, "data": []}),
+    ("redirect-empty-array", RedirectCommand(verbs=[]), {"type": "command", "command": "redirect", "queueCommand": False, "data": []}),
     ("config-empty-object", ConfigCommand(config=v.Config()), {"type": "command", "command": "config", "data": {}}),
 ]  # fmt: skip
 

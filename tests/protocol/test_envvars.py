@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jambonz_trio import CallInfo, EnvVar, EnvVars, Route
+from jambonz_trio import EnvVar, Route
 from jambonz_trio._protocol._envvars import apply_env, schema_body
+from jambonz_trio.messages import CallInfo, EnvVars
 from jambonz_trio.testing import app_env_errors
 
 GREETING = EnvVar("GREETING", description="What callers hear first", default="Hello")

@@ -36,9 +36,9 @@ from jambonz_trio._protocol._messages import (
     CallStatus,
     DialConfirm,
     JambonzErrorReport,
+    JambonzMessage,
     LlmEvent,
     LlmToolCall,
-    Message,
     QueueStatus,
     SessionAdulting,
     SessionNew,
@@ -51,7 +51,7 @@ from jambonz_trio._protocol._messages import (
     VerbStatus,
     parse_message,
 )
-from jambonz_trio._protocol._outbound import Ack, Redirect, RedirectToHook, SipRequestCommand
+from jambonz_trio._protocol._outbound import Ack, RedirectCommand, RedirectToHookCommand, SipRequestCommand
 from jambonz_trio._protocol._state import CallProtocol
 from jambonz_trio._protocol._verbs_base import HookSpec
 from tests.protocol_strategies import (
@@ -276,7 +276,7 @@ FIXTURES: dict[str, dict[str, Any]] = {
 FIXTURES["session:new"]["data"] = SESSION_NEW_DATA
 FIXTURES["session:reconnect"]["data"] = SESSION_NEW_DATA
 
-EXPECTED_CLASS: dict[str, type[Message]] = {
+EXPECTED_CLASS: dict[str, type[JambonzMessage]] = {
     "session:new": SessionNew,
     "session:reconnect": SessionReconnect,
     "session:redirect": SessionRedirect,
@@ -302,7 +302,7 @@ def wire(mtype: str, **overrides: Any) -> dict[str, Any]:
     return {"type": mtype, **fx}
 
 
-def receive(obj: Mapping[str, Any], protocol: CallProtocol | None = None) -> Message:
+def receive(obj: Mapping[str, Any], protocol: CallProtocol | None = None) -> JambonzMessage:
     p = protocol or CallProtocol()
     return p.receive_text(json.dumps(obj), 0.0)
 
@@ -843,13 +843,13 @@ def test_speech_result_skips_malformed_alternatives() -> None:
 # -- round trips ----------------------------------------------------------------------------------
 
 
-ALL_MESSAGE_CLASSES: list[type[Message]] = [*MESSAGE_TYPES.values(), UnknownMessage]
+ALL_MESSAGE_CLASSES: list[type[JambonzMessage]] = [*MESSAGE_TYPES.values(), UnknownMessage]
 
 
 @pytest.mark.parametrize("cls", ALL_MESSAGE_CLASSES, ids=lambda c: c.__name__)
 @settings(max_examples=40)
 @given(data=st.data())
-def test_round_trip_every_message_class(cls: type[Message], data: st.DataObject) -> None:
+def test_round_trip_every_message_class(cls: type[JambonzMessage], data: st.DataObject) -> None:
     msg = data.draw(message_strategy(cls))
     assert type(msg) is cls
     assert parse_message(msg.to_wire()) == msg
@@ -860,7 +860,7 @@ def test_round_trip_every_message_class(cls: type[Message], data: st.DataObject)
 
 
 @given(messages())
-def test_round_trip_any_message_compact_json(msg: Message) -> None:
+def test_round_trip_any_message_compact_json(msg: JambonzMessage) -> None:
     # the compact, non-ASCII form jambonz's JSON.stringify produces
     text = json.dumps(msg.to_wire(), ensure_ascii=False, separators=(",", ":"))
     assert CallProtocol().receive_text(text, 0.0) == msg
@@ -869,12 +869,12 @@ def test_round_trip_any_message_compact_json(msg: Message) -> None:
 # -- hostile input --------------------------------------------------------------------------------
 
 
-def _feed(p: CallProtocol, text: str) -> Message | RemoteProtocolError:
+def _feed(p: CallProtocol, text: str) -> JambonzMessage | RemoteProtocolError:
     try:
         msg = p.receive_text(text, 0.0)
     except RemoteProtocolError as exc:
         return exc
-    assert isinstance(msg, Message)
+    assert isinstance(msg, JambonzMessage)
     return msg
 
 
@@ -1095,8 +1095,8 @@ def test_repr_of_hooks_and_auth_hides_passwords() -> None:
         v.Dial(target=[v.Target(type="user", name="bob", auth=auth)], action_hook=hook),
         v.Redirect(action_hook=hook),
         Ack(msgid="m", verbs=[v.Redirect(action_hook=hook)]),
-        Redirect(verbs=[v.Listen(url="wss://a", auth=auth)]),
-        RedirectToHook(call_hook=hook, child_call_hook=hook),
+        RedirectCommand(verbs=[v.Listen(url="wss://a", auth=auth)]),
+        RedirectToHookCommand(call_hook=hook, child_call_hook=hook),
     ]
     for obj in objects:
         _no_secret(repr(obj))

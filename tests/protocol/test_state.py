@@ -23,7 +23,7 @@ from hypothesis.stateful import (
 )
 
 from jambonz_trio._errors import (
-    AlreadyAnswered,
+    AlreadyAcked,
     LocalProtocolError,
     MessageTooLarge,
     RemoteProtocolError,
@@ -31,7 +31,7 @@ from jambonz_trio._errors import (
 from jambonz_trio._protocol import _verbs as v
 from jambonz_trio._protocol._json import DEFAULT_MAX_OUTBOUND_BYTES
 from jambonz_trio._protocol._messages import MESSAGE_TYPES, SessionNew, SessionReconnect
-from jambonz_trio._protocol._outbound import Ack, Command, Redirect, TtsFlush, TtsTokens
+from jambonz_trio._protocol._outbound import Ack, Command, RedirectCommand, TtsFlushCommand, TtsTokensCommand
 from jambonz_trio._protocol._state import (
     DEFAULT_ACK_DEADLINE,
     AckResult,
@@ -140,12 +140,12 @@ def test_double_ack_raises_already_answered() -> None:
         "data": [{"verb": "say", "text": "Welcome"}],
     }
     before = snapshot(p)
-    with pytest.raises(AlreadyAnswered):
+    with pytest.raises(AlreadyAcked):
         p.ack("h1")
-    with pytest.raises(AlreadyAnswered):
+    with pytest.raises(AlreadyAcked):
         p.ack("h1", [SAY])
     assert snapshot(p) == before
-    with pytest.raises(AlreadyAnswered):
+    with pytest.raises(AlreadyAcked):
         p.ack("sn-1", [SAY])
 
 
@@ -157,7 +157,7 @@ def test_ack_of_fire_and_forget_type(mtype: str) -> None:
     before = snapshot(p)
     with pytest.raises(LocalProtocolError) as info:
         p.ack("nf-1")
-    assert not isinstance(info.value, AlreadyAnswered)
+    assert not isinstance(info.value, AlreadyAcked)
     assert snapshot(p) == before
 
 
@@ -186,7 +186,7 @@ def test_everything_refused_after_close() -> None:
     with pytest.raises(LocalProtocolError):
         p.ack("h1", [SAY])
     with pytest.raises(LocalProtocolError):
-        p.command(TtsFlush())
+        p.command(TtsFlushCommand())
     with pytest.raises(LocalProtocolError):
         p.connection_made()
     assert p.connection_lost() == []
@@ -225,7 +225,7 @@ def test_failed_ack_leaves_the_msgid_owed(bad_verbs: list[Verb]) -> None:
     assert p.is_owed("h1")
     assert p.overdue(1.0 + DEFAULT_ACK_DEADLINE)[0].msgid == "h1"
     assert sent(p.ack("h1", [SAY]))["msgid"] == "h1"  # still answerable, once
-    with pytest.raises(AlreadyAnswered):
+    with pytest.raises(AlreadyAcked):
         p.ack("h1")
 
 
@@ -281,7 +281,7 @@ def test_session_new_needs_verbs_and_gates_commands() -> None:
         p.ack("sn-1")
     with pytest.raises(LocalProtocolError, match="at least one verb"):
         p.ack("sn-1", [])
-    for cmd in (TtsFlush(), Redirect(verbs=[SAY])):
+    for cmd in (TtsFlushCommand(), RedirectCommand(verbs=[SAY])):
         with pytest.raises(LocalProtocolError, match=r"session:new"):
             p.command(cmd)
     assert snapshot(p) == before
@@ -289,8 +289,8 @@ def test_session_new_needs_verbs_and_gates_commands() -> None:
     assert ack["msgid"] == "sn-1"
     assert ack["data"] == [{"verb": "say", "text": "Welcome"}, {"verb": "pause", "length": 1}]
     assert session_of(p) is SessionState.SENT
-    assert sent(p.command(TtsFlush())) == {"type": "command", "command": "tts:flush"}
-    assert sent(p.command(Redirect(verbs=[SAY])))["data"] == [{"verb": "say", "text": "Welcome"}]
+    assert sent(p.command(TtsFlushCommand())) == {"type": "command", "command": "tts:flush"}
+    assert sent(p.command(RedirectCommand(verbs=[SAY])))["data"] == [{"verb": "say", "text": "Welcome"}]
 
 
 def test_rest_outbound_call_commands_before_session_new() -> None:
@@ -300,13 +300,13 @@ def test_rest_outbound_call_commands_before_session_new() -> None:
     p.receive_text(frame("call:status", "cs-1", {"call_status": "trying"}), 0.0)
     assert p.session is SessionState.NONE
     assert p.call_sid is None
-    assert sent(p.command(TtsFlush()))["command"] == "tts:flush"
+    assert sent(p.command(TtsFlushCommand()))["command"] == "tts:flush"
     p.receive_text(session_new(), 1.0)
     assert p.call_sid == SID
     with pytest.raises(LocalProtocolError):
-        p.command(TtsFlush())
+        p.command(TtsFlushCommand())
     p.ack("sn-1", [SAY])
-    p.command(TtsFlush())
+    p.command(TtsFlushCommand())
 
 
 def test_call_sid_comes_from_data_when_envelope_lacks_it() -> None:
@@ -319,7 +319,7 @@ def test_commands_are_allowed_while_disconnected() -> None:
     # the engine queues them for the reconnect (FM-24); the core only renders
     p = answered(connected())
     p.connection_lost()
-    assert sent(p.command(TtsFlush()))["command"] == "tts:flush"
+    assert sent(p.command(TtsFlushCommand()))["command"] == "tts:flush"
 
 
 # -- FM-15: outbound size guard ------------------------------------------------------------------
@@ -344,7 +344,7 @@ def test_sent_iff_within_limit(verb_list: list[Verb], limit: int, as_command: bo
     p.max_outbound_bytes = limit
     p.receive_text(hook("h1"), 0.0)
     if as_command:
-        cmd: Command = Redirect(verbs=verb_list, queue=True)
+        cmd: Command = RedirectCommand(verbs=verb_list, queue=True)
         expected, size = wire_size(cmd.to_wire())
     else:
         expected, size = wire_size(Ack(msgid="h1", verbs=verb_list).to_wire())
@@ -367,7 +367,7 @@ def test_sent_iff_within_limit(verb_list: list[Verb], limit: int, as_command: bo
 def test_tts_tokens_guard(tokens: str, limit: int) -> None:
     p = answered(connected())
     p.max_outbound_bytes = limit
-    cmd = TtsTokens(id=1, tokens=tokens)
+    cmd = TtsTokensCommand(id=1, tokens=tokens)
     expected, size = wire_size(cmd.to_wire())
     if size <= limit:
         assert p.command(cmd) == expected
@@ -409,25 +409,25 @@ def test_exact_boundary_ack(unit: str) -> None:
 
 def test_exact_boundary_command() -> None:
     p = answered(connected())
-    base = wire_size(TtsTokens(id=1, tokens="").to_wire())[1]
+    base = wire_size(TtsTokensCommand(id=1, tokens="").to_wire())[1]
     fits = _fill(LIMIT - base, "😀")
-    assert len(p.command(TtsTokens(id=1, tokens=fits)).encode()) == LIMIT
+    assert len(p.command(TtsTokensCommand(id=1, tokens=fits)).encode()) == LIMIT
     with pytest.raises(MessageTooLarge):
-        p.command(TtsTokens(id=1, tokens=fits + "a"))
+        p.command(TtsTokensCommand(id=1, tokens=fits + "a"))
     with pytest.raises(MessageTooLarge):
-        p.command(TtsTokens(id=1, tokens=_fill(LIMIT - base - 3, "a") + "😀"))
+        p.command(TtsTokensCommand(id=1, tokens=_fill(LIMIT - base - 3, "a") + "😀"))
 
 
 def test_json_escapes_count_on_the_wire() -> None:
     # quotes, backslashes and control characters grow when escaped; the guard measures the
     # final JSON, not the Python string
     p = answered(connected())
-    base = wire_size(TtsTokens(id=1, tokens="").to_wire())[1]
+    base = wire_size(TtsTokensCommand(id=1, tokens="").to_wire())[1]
     tokens = '"' * ((LIMIT - base) // 2)  # each becomes \" (2 bytes)
-    assert wire_size(TtsTokens(id=1, tokens=tokens).to_wire())[1] <= LIMIT
-    p.command(TtsTokens(id=1, tokens=tokens))
+    assert wire_size(TtsTokensCommand(id=1, tokens=tokens).to_wire())[1] <= LIMIT
+    p.command(TtsTokensCommand(id=1, tokens=tokens))
     with pytest.raises(MessageTooLarge):
-        p.command(TtsTokens(id=1, tokens=tokens + "\x00"))  # \u0000: 6 bytes
+        p.command(TtsTokensCommand(id=1, tokens=tokens + "\x00"))  # \u0000: 6 bytes
 
 
 def test_no_limit_when_disabled() -> None:
@@ -453,12 +453,12 @@ def test_lone_surrogate_is_a_local_error_and_protocol_stays_usable(bad: str) -> 
         p.ack("h1", [v.Say(text=bad)])
     assert not isinstance(info.value, MessageTooLarge)
     with pytest.raises(LocalProtocolError):
-        p.command(Redirect(verbs=[v.Say(text=bad)]))
+        p.command(RedirectCommand(verbs=[v.Say(text=bad)]))
     with pytest.raises(LocalProtocolError):
-        p.command(TtsTokens(id=bad, tokens="x"))
+        p.command(TtsTokensCommand(id=bad, tokens="x"))
     assert snapshot(p) == before
     assert sent(p.ack("h1", [v.Say(text="fine 😀")]))["data"][0]["text"] == "fine 😀"
-    assert sent(p.command(TtsTokens(id=2, tokens="ok")))["data"] == {"id": 2, "tokens": "ok"}
+    assert sent(p.command(TtsTokensCommand(id=2, tokens="ok")))["data"] == {"id": 2, "tokens": "ok"}
 
 
 def test_lone_surrogate_over_the_limit_is_still_a_local_error() -> None:
@@ -616,7 +616,7 @@ def test_drop_abandons_owed_hooks() -> None:
     for msgid in ("h1", "h2"):
         with pytest.raises(LocalProtocolError, match="redirect") as info:
             p.ack(msgid)
-        assert not isinstance(info.value, AlreadyAnswered)
+        assert not isinstance(info.value, AlreadyAcked)
 
 
 def test_normal_reconnect_makes_its_msgid_owed() -> None:
@@ -654,17 +654,17 @@ def test_fm29_unanswered_session_new_is_rekeyed_to_the_reconnect() -> None:
     with pytest.raises(LocalProtocolError):
         p.ack("rc-1")
     with pytest.raises(LocalProtocolError):
-        p.command(TtsFlush())  # still before the session:new answer
+        p.command(TtsFlushCommand())  # still before the session:new answer
     ack = sent(p.ack("sn-1", [SAY]))
     assert ack["msgid"] == "rc-1"
     assert ack["data"] == [{"verb": "say", "text": "Welcome"}]
     assert p.session is SessionState.SENT
     assert p.owed() == []
-    with pytest.raises(AlreadyAnswered):
+    with pytest.raises(AlreadyAcked):
         p.ack("sn-1", [SAY])
     with pytest.raises(LocalProtocolError):
         p.ack("rc-1")
-    p.command(TtsFlush())
+    p.command(TtsFlushCommand())
 
 
 def test_fm29_two_drops_before_the_answer() -> None:
@@ -733,7 +733,7 @@ def test_restore_puts_back_an_owed_session_new() -> None:
     assert p.is_owed("sn-1")
     assert session_of(p) is SessionState.HELD  # it never left: held, like an answer given while down
     with pytest.raises(LocalProtocolError):
-        p.command(TtsFlush())
+        p.command(TtsFlushCommand())
     p.connection_made()
     p.receive_text(reconnect("rc-1"), 1.0)
     assert not p.is_owed("rc-1")
@@ -893,9 +893,9 @@ class CallProtocolMachine(RuleBasedStateMachine):
             assert expected is None, f"ack({msgid!r}) refused: {exc}"
             assert snapshot(self.p) == before
             if msgid in self.answered and msgid not in self.owed and not self.closed:
-                assert isinstance(exc, AlreadyAnswered)
+                assert isinstance(exc, AlreadyAcked)
             if msgid in self.abandoned and not self.closed:
-                assert not isinstance(exc, AlreadyAnswered)
+                assert not isinstance(exc, AlreadyAcked)
             return
         assert expected is not None, f"ack({msgid!r}) should have been refused"
         assert not self.closed
@@ -1001,7 +1001,7 @@ class CallProtocolMachine(RuleBasedStateMachine):
             expected = LocalProtocolError
         elif o is not None:
             if o.held is not None and o.held_by is not Answerer.WATCHDOG:
-                expected = AlreadyAnswered
+                expected = AlreadyAcked
             elif o.held is not None and self.session is not SessionState.HELD:
                 late = True
                 expected = PlanKind.DROP
@@ -1015,15 +1015,15 @@ class CallProtocolMachine(RuleBasedStateMachine):
             late = True
             expected = PlanKind.DROP
         else:
-            expected = AlreadyAnswered if msgid in self.answered else LocalProtocolError
+            expected = AlreadyAcked if msgid in self.answered else LocalProtocolError
         if late:
-            expected = AlreadyAnswered if raise_late else PlanKind.REDIRECT if verbs else PlanKind.DROP
+            expected = AlreadyAcked if raise_late else PlanKind.REDIRECT if verbs else PlanKind.DROP
         before = snapshot(self.p)
         try:
             plan = self.p.plan_answer(msgid, verbs, raise_late=raise_late)
         except LocalProtocolError as exc:
-            assert expected in (LocalProtocolError, AlreadyAnswered), f"{expected} expected, got {exc!r}"
-            assert isinstance(exc, AlreadyAnswered) == (expected is AlreadyAnswered), exc
+            assert expected in (LocalProtocolError, AlreadyAcked), f"{expected} expected, got {exc!r}"
+            assert isinstance(exc, AlreadyAcked) == (expected is AlreadyAcked), exc
             assert snapshot(self.p) == before
             return
         assert plan.kind is expected, (plan, expected)
@@ -1144,7 +1144,7 @@ class CallProtocolMachine(RuleBasedStateMachine):
 
     @rule(queue=st.booleans())
     def app_command(self, queue: bool) -> None:
-        cmd = Redirect(verbs=[SAY], queue=queue)
+        cmd = RedirectCommand(verbs=[SAY], queue=queue)
         ok = not self.closed and self.session not in (SessionState.OWED, SessionState.HELD)
         try:
             text = self.p.command(cmd)

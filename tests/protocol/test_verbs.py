@@ -325,7 +325,7 @@ def test_repr_shows_only_the_fields_that_are_set() -> None:
     assert repr(commands.CallStatusCommand(call_status="no-answer", call_sid="leg-2")) == (
         "CallStatusCommand(call_sid='leg-2', call_status='no-answer')"
     )
-    assert repr(commands.Redirect(verbs=[v.Hangup()])) == "Redirect(verbs=(Hangup(),))"
+    assert repr(commands.RedirectCommand(verbs=[v.Hangup()])) == "RedirectCommand(verbs=(Hangup(),))"
 
 
 @given(verbs())

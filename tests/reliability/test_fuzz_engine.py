@@ -36,7 +36,6 @@ from wsproto.events import AcceptConnection
 from jambonz_trio import (
     Call,
     CallConfig,
-    DialConfirm,
     JambonzServer,
     JambonzTrioError,
     NotDelivered,
@@ -44,6 +43,7 @@ from jambonz_trio import (
     VerbHook,
     serve_jambonz,
 )
+from jambonz_trio.messages import DialConfirm
 from jambonz_trio.verbs import Say
 
 from .helpers import Client, ErrorRecorder, frame, session_data, slow_enabled

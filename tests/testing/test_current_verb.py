@@ -16,7 +16,8 @@ import pytest
 import trio
 import trio.testing
 
-from jambonz_trio import Call, JambonzServer, VerbHook, VerbStatus, serve_jambonz
+from jambonz_trio import Call, JambonzServer, VerbHook, serve_jambonz
+from jambonz_trio.messages import VerbStatus
 from jambonz_trio.testing import (
     Caller,
     DialOutcome,

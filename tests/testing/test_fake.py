@@ -11,7 +11,7 @@ import trio
 import trio.testing
 import trio_websocket
 
-from jambonz_trio._protocol import HookSpec, LlmToolOutput, Redirect
+from jambonz_trio._protocol import HookSpec, LlmToolOutputCommand, RedirectCommand
 from jambonz_trio._protocol._verbs import Gather, Hangup, Say
 from jambonz_trio.testing import (
     AckTimeout,
@@ -400,12 +400,12 @@ async def test_expect_command_typed(autojump_clock: trio.abc.Clock) -> None:
 
     async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
         await fc.start()
-        redirect = await fc.expect_command(Redirect)
+        redirect = await fc.expect_command(RedirectCommand)
         assert redirect.queue is True
         assert redirect.verbs == (Say(text="Interrupt!"),)
         await fc.llm_tool_call("/tools", "t1", "lookup", {"zipCode": "1"})
         out = await fc.expect_command("llm:tool-output")
-        assert isinstance(out, LlmToolOutput)
+        assert isinstance(out, LlmToolOutputCommand)
         assert out.tool_call_id == "t1"
         assert [c.name for c in fc.commands] == ["redirect", "llm:tool-output"]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from jambonz_trio import Call, JambonzServer, VerbHook, VerbStatus, serve_jambonz
+from jambonz_trio import Call, JambonzServer, VerbHook, serve_jambonz
+from jambonz_trio.messages import VerbStatus
 from jambonz_trio.testing import Caller, Digits, HangUp, Speech, open_fake_call, run_call
 from jambonz_trio.verbs import Config, Gather, Hangup, Say
 

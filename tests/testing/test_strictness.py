@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 
-from jambonz_trio._protocol import DtmfCommand, Redirect, TtsFlush
+from jambonz_trio._protocol import DtmfCommand, RedirectCommand, TtsFlushCommand
 from jambonz_trio.testing import (
     AckTimeout,
     InvalidVerbs,
@@ -89,7 +89,7 @@ async def test_no_data_commands_are_fine(autojump_clock: trio.abc.Clock, command
         assert [c.name for c in fc.commands] == [command]
         assert fc.jambonz_errors == []
         if command == "tts:flush":
-            assert isinstance(fc.commands[0].command, TtsFlush)
+            assert isinstance(fc.commands[0].command, TtsFlushCommand)
             assert fc.tts_flushes == 1
 
 
@@ -100,7 +100,7 @@ async def test_empty_redirect_array_is_truthy_for_jambonz(autojump_clock: trio.a
 
     async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
         await fc.start()
-        cmd = await fc.expect_command(Redirect)
+        cmd = await fc.expect_command(RedirectCommand)
         assert cmd.verbs == ()
         assert fc.jambonz_errors == []
 
@@ -228,7 +228,7 @@ async def test_command_before_session_new_ack(autojump_clock: trio.abc.Clock) ->
         with pytest.raises(ProtocolViolation, match="before the session:new ack") as info:
             await fc.start()
         assert info.value.violations[0].kind == "early-command"
-        cmd = await fc.expect_command(Redirect)  # the early one was dropped
+        cmd = await fc.expect_command(RedirectCommand)  # the early one was dropped
         assert cmd.verbs[0].VERB == "hangup"
 
 

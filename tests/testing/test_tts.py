@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import trio
 
-from jambonz_trio._protocol import TtsClear, TtsTokens
+from jambonz_trio._protocol import TtsClearCommand, TtsTokensCommand
 from jambonz_trio.testing import ProtocolViolation, TtsModel, open_fake_call
 
 from ._apps import SAY, AppSocket, TinyApp, app_running
@@ -60,8 +60,8 @@ async def test_tokens_full_paused_resumed(autojump_clock: trio.abc.Clock) -> Non
         assert fc.tts_text == "Hello there. " * 60 + "x" * 300
         names = [c.name for c in fc.commands]
         assert names == ["tts:tokens"] * 4 + ["tts:flush", "tts:clear"]
-        assert isinstance(fc.commands[0].command, TtsTokens)
-        assert isinstance(fc.commands[-1].command, TtsClear)
+        assert isinstance(fc.commands[0].command, TtsTokensCommand)
+        assert isinstance(fc.commands[-1].command, TtsClearCommand)
         await fc.expect_no_command(within=0.1)  # tts:* stay out of the inbox
     assert seen == [
         {"event_type": "stream_open"},
