@@ -105,33 +105,11 @@ _MOVED = {
     "AnswerUnconfirmed": ("jambonz_trio.messages", "AckUnconfirmed"),
     "LateAnswer": (__name__, "LateAck"),
     "Message": (__name__, "JambonzMessage"),
-    # moved to jambonz_trio.messages
+    # moved to jambonz_trio.messages (AckUnconfirmed is new: it was AnswerUnconfirmed)
     **{
         name: ("jambonz_trio.messages", name)
-        for name in (
-            "CallInfo",
-            "DialConfirm",
-            "DialResult",
-            "Disconnected",
-            "GatherResult",
-            "HookAbandoned",
-            "JambonzErrorReport",
-            "LlmEvent",
-            "LlmResult",
-            "LlmToolCall",
-            "QueueStatus",
-            "Reconnected",
-            "SessionAdulting",
-            "SessionReconnect",
-            "SessionRedirect",
-            "SpeechAlternative",
-            "SpeechResult",
-            "ToolCall",
-            "TtsStreamingEvent",
-            "TtsTokensResult",
-            "UnknownMessage",
-            "VerbStatus",
-        )
+        for name in messages.__all__
+        if name not in __all__ and name != "AckUnconfirmed"
     },
     # moved to jambonz_trio.lowlevel
     **{
