@@ -222,6 +222,82 @@ def test_old_names_import_with_a_warning() -> None:
     assert (AnswerUnconfirmed, LateAnswer) == (AckUnconfirmed, LateAck)
 
 
+#: The 66 names of the top level before issue 13: each still imports (kept, or a deprecated alias).
+BEFORE_ISSUE_13 = [
+    "AdmissionRequest",
+    "AlreadyAnswered",
+    "AnswerOutcome",
+    "AnswerUnconfirmed",
+    "BasicAuth",
+    "Call",
+    "CallClosed",
+    "CallConfig",
+    "CallInfo",
+    "CallProtocol",
+    "CallRegistry",
+    "CallStatistics",
+    "CallStatus",
+    "CloseInfo",
+    "CommandQueueFull",
+    "ConnState",
+    "Conversation",
+    "DialConfirm",
+    "DialResult",
+    "Disconnected",
+    "DisconnectedCommands",
+    "Event",
+    "GatherResult",
+    "Handler",
+    "HookAbandoned",
+    "Identity",
+    "JambonzErrorReport",
+    "JambonzServer",
+    "JambonzTrioError",
+    "LateAnswer",
+    "LlmEvent",
+    "LlmResult",
+    "LlmToolCall",
+    "LocalProtocolError",
+    "Message",
+    "MessageTooLarge",
+    "NewCalls",
+    "NotDelivered",
+    "OperationInterrupted",
+    "Overflow",
+    "PlayResult",
+    "ProtocolError",
+    "QueueStatus",
+    "Reconnected",
+    "RemoteProtocolError",
+    "Route",
+    "ServerConfig",
+    "ServerStatistics",
+    "SessionAdulting",
+    "SessionNew",
+    "SessionReconnect",
+    "SessionRedirect",
+    "SpeechAlternative",
+    "SpeechResult",
+    "TokenStream",
+    "ToolCall",
+    "ToolHandler",
+    "TtsStreamingEvent",
+    "TtsTokensResult",
+    "UnknownMessage",
+    "VerbHook",
+    "VerbStatus",
+    "__version__",
+    "open_conversation",
+    "open_tts_stream",
+    "serve_jambonz",
+]
+
+
+def test_every_name_of_before_still_imports() -> None:
+    assert len(BEFORE_ISSUE_13) == 66
+    assert set(BEFORE_ISSUE_13) <= set(jambonz_trio.__all__) | set(jambonz_trio._MOVED)
+
+
 def test_unknown_names_still_raise_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         jambonz_trio.Nope  # noqa: B018
