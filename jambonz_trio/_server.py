@@ -59,6 +59,7 @@ from ._protocol._messages import (
 )
 from ._public import NoPublicConstructor, create
 from ._registry import CallRegistry, CallTable
+from ._sync import leaves
 from ._websocket import ReassemblyBudget, ServerWebSocket, accept_response
 
 __all__ = ["Handler", "JambonzServer", "ServerStatistics", "serve_jambonz"]
@@ -188,7 +189,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
         try:
             await self._serve_connection(stream, source_key(source or _peer_address(stream)))
         except* Exception as group:
-            if all(_is_close_race(e) for e in _leaves(group)):
+            if all(_is_close_race(e) for e in leaves(group)):
                 # e.g. a ping arriving while we close (F2): contained, and not our fault
                 log.info("connection ended in a close race: %r", group.exceptions[0])
             else:
@@ -497,12 +498,6 @@ async def _wait_first_byte(stream: trio.SSLStream[Any], deadline: float) -> None
         await transport.socket.recv(1, socket.MSG_PEEK)
     if idle.cancelled_caught:
         raise Silent
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
-    return [exc]
 
 
 def _is_close_race(exc: BaseException) -> bool:

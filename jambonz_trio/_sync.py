@@ -1,4 +1,5 @@
-"""One trio helper the engine needs in several places: do something unless an event comes first."""
+"""Small trio helpers used in several places: do something unless an event comes first; the
+exceptions inside an exception group."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-__all__ = ["unless"]
+__all__ = ["leaves", "unless"]
 
 
 async def unless(event: trio.Event, work: Callable[[], Awaitable[object]]) -> bool:
@@ -25,3 +26,10 @@ async def unless(event: trio.Event, work: Callable[[], Awaitable[object]]) -> bo
         finished = True
         nursery.cancel_scope.cancel()
     return finished
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside ``exc``, however deeply grouped (``[exc]`` for a plain one)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]

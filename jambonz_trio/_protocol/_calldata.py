@@ -10,8 +10,9 @@ vendors forward their own payloads. Key spellings are as jambonz sends them (sna
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable, Mapping
+from types import UnionType
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import attrs
 
@@ -27,16 +28,24 @@ __all__ = [
     "ToolCall",
 ]
 
-_T = TypeVar("_T")
-
 _Raw = Mapping[str, Any]
+#: ``(data, key) -> value``: reads one field, ``None`` for a missing or mistyped value
+_Reader = Callable[[_Raw, str], Any]
+_V = TypeVar("_V", bound="_View")
+
+#: field metadata: the field's own reader (default: by its type; its key is its name, less a
+#: trailing ``_``: ``from_`` reads ``from``)
+_READ = "jambonz_read"
 
 
-def _get(d: _Raw, key: str, tp: type[_T]) -> _T | None:
+def _str(d: _Raw, key: str) -> str | None:
     v = d.get(key)
-    if isinstance(v, tp) and not (isinstance(v, bool) and tp is not bool):
-        return v
-    return None
+    return v if isinstance(v, str) else None
+
+
+def _bool(d: _Raw, key: str) -> bool | None:
+    v = d.get(key)
+    return v if isinstance(v, bool) else None
 
 
 def _num(d: _Raw, key: str) -> float | None:
@@ -60,8 +69,65 @@ def _dict(d: _Raw, key: str) -> dict[str, Any] | None:
     return v if isinstance(v, dict) else None
 
 
+def _any(d: _Raw, key: str) -> Any:
+    return d.get(key)
+
+
+_BY_TYPE: dict[Any, _Reader] = {str: _str, bool: _bool, int: _int, float: _num, dict: _dict}
+
+
+def _reader_of(tp: Any) -> _Reader:
+    """The reader of a field typed ``tp`` (``X | None``: X's; ``Any``: the value as sent)."""
+    members = (
+        [m for m in get_args(tp) if m is not type(None)] if get_origin(tp) in (Union, UnionType) else [tp]
+    )
+    if len(members) != 1:
+        return _any
+    return _BY_TYPE.get(get_origin(members[0]) or members[0], _any)
+
+
+_PLANS: dict[type, tuple[tuple[str, str, _Reader], ...]] = {}
+
+
+def _plan(cls: type) -> tuple[tuple[str, str, _Reader], ...]:
+    """``(field, key, reader)`` of every field of a view but ``raw``, worked out once."""
+    attrs.resolve_types(cls)
+    return tuple(
+        (f.name, f.name.rstrip("_"), f.metadata.get(_READ) or _reader_of(f.type))
+        for f in attrs.fields(cls)
+        if f.name != "raw"
+    )
+
+
+class _View:
+    """A typed view of a payload: each field is read from the key of its name, by its type;
+    ``raw`` keeps the payload."""
+
+    raw: Mapping[str, Any]
+
+    @classmethod
+    def from_data(cls: type[_V], data: _Raw) -> _V:
+        """Build from a payload dict; never raises on odd values (they read as ``None``)."""
+        plan = _PLANS.get(cls)
+        if plan is None:
+            plan = _PLANS[cls] = _plan(cls)
+        build: Any = cls
+        view: _V = build(**{name: read(data, key) for name, key, read in plan}, raw=data)
+        return view
+
+
+def _env_vars(d: _Raw, key: str) -> EnvVars:
+    return EnvVars(_dict(d, key))
+
+
+def _customer_data(d: _Raw, key: str) -> dict[str, Any] | None:
+    # customerData keeps its camelCase key; "customerdata" is what a raw-object spread produces
+    # on calls moved between feature servers (protocol.md §9.1).
+    return _dict(d, "customerData") or _dict(d, "customerdata")
+
+
 @attrs.frozen(kw_only=True)
-class CallInfo:
+class CallInfo(_View):
     """The call data jambonz sends with ``session:new`` and (most) other messages.
 
     Fields follow ``docs/protocol.md`` §9.1 (``session:new``) and §9.2 (call info). Any field
@@ -99,53 +165,12 @@ class CallInfo:
     duration: float | None = None
     api_base_url: str | None = None
     has_recording: bool | None = None
-    customer_data: dict[str, Any] | None = None
+    customer_data: dict[str, Any] | None = attrs.field(default=None, metadata={_READ: _customer_data})
     defaults: dict[str, Any] | None = None
     headers: dict[str, Any] | None = None
-    env_vars: EnvVars = attrs.field(factory=EnvVars, repr=False)
+    env_vars: EnvVars = attrs.field(factory=EnvVars, repr=False, metadata={_READ: _env_vars})
     sip: dict[str, Any] | None = attrs.field(default=None, repr=False)
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
-
-    @classmethod
-    def from_data(cls, data: _Raw) -> CallInfo:
-        """Build from a message's ``data`` dict; never raises on odd values."""
-        s = str
-        return cls(
-            call_sid=_get(data, "call_sid", s),
-            direction=_get(data, "direction", s),
-            from_=_get(data, "from", s),
-            to=_get(data, "to", s),
-            call_id=_get(data, "call_id", s),
-            sbc_callid=_get(data, "sbc_callid", s),
-            sip_status=_int(data, "sip_status"),
-            sip_reason=_get(data, "sip_reason", s),
-            call_status=_get(data, "call_status", s),
-            caller_id=_get(data, "caller_id", s),
-            caller_name=_get(data, "caller_name", s),
-            account_sid=_get(data, "account_sid", s),
-            application_sid=_get(data, "application_sid", s),
-            service_provider_sid=_get(data, "service_provider_sid", s),
-            parent_call_sid=_get(data, "parent_call_sid", s),
-            trace_id=_get(data, "trace_id", s),
-            originating_sip_ip=_get(data, "originating_sip_ip", s),
-            originating_sip_trunk_name=_get(data, "originating_sip_trunk_name", s),
-            local_sip_address=_get(data, "local_sip_address", s),
-            public_ip=_get(data, "public_ip", s),
-            fs_sip_address=_get(data, "fs_sip_address", s),
-            fs_public_ip=_get(data, "fs_public_ip", s),
-            call_termination_by=_get(data, "call_termination_by", s),
-            duration=_num(data, "duration"),
-            api_base_url=_get(data, "api_base_url", s),
-            has_recording=_get(data, "has_recording", bool),
-            # customerData keeps its camelCase key; "customerdata" is what a raw-object spread
-            # produces on calls moved between feature servers (protocol.md §9.1).
-            customer_data=_dict(data, "customerData") or _dict(data, "customerdata"),
-            defaults=_dict(data, "defaults"),
-            headers=_dict(data, "headers"),
-            env_vars=EnvVars(_dict(data, "env_vars")),
-            sip=_dict(data, "sip"),
-            raw=data,
-        )
 
 
 @attrs.frozen(kw_only=True)
@@ -156,12 +181,23 @@ class SpeechAlternative:
     confidence: float | None = None
 
 
+def _alternatives(d: _Raw, key: str) -> tuple[SpeechAlternative, ...]:
+    found = d.get(key)
+    if not isinstance(found, list):
+        return ()
+    return tuple(
+        SpeechAlternative(transcript=a["transcript"], confidence=_num(a, "confidence"))
+        for a in found
+        if isinstance(a, dict) and isinstance(a.get("transcript"), str)
+    )
+
+
 @attrs.frozen(kw_only=True)
-class SpeechResult:
+class SpeechResult(_View):
     """A speech recognition result (``speech`` in gather / transcribe hooks)."""
 
     is_final: bool | None
-    alternatives: tuple[SpeechAlternative, ...]
+    alternatives: tuple[SpeechAlternative, ...] = attrs.field(default=(), metadata={_READ: _alternatives})
     language_code: str | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
@@ -175,25 +211,13 @@ class SpeechResult:
         """The best alternative's confidence, when the vendor gave one."""
         return self.alternatives[0].confidence if self.alternatives else None
 
-    @classmethod
-    def from_data(cls, speech: _Raw) -> SpeechResult:
-        alts = []
-        raw_alts = speech.get("alternatives")
-        if isinstance(raw_alts, list):
-            for a in raw_alts:
-                if isinstance(a, dict) and isinstance(a.get("transcript"), str):
-                    alts.append(
-                        SpeechAlternative(transcript=a["transcript"], confidence=_num(a, "confidence"))
-                    )
-        return cls(
-            is_final=_get(speech, "is_final", bool),
-            alternatives=tuple(alts),
-            language_code=_get(speech, "language_code", str),
-            raw=speech,
-        )
+
+def _speech(d: _Raw, key: str) -> SpeechResult | None:
+    speech = _dict(d, key)
+    return SpeechResult.from_data(speech) if speech is not None else None
 
 
-class _CallFromRaw:
+class _CallFromRaw(_View):
     """``call``: the typed call info of a hook result, built on first access (most apps never
     read it, and building it is a quarter of the library's cost of a hook)."""
 
@@ -217,7 +241,7 @@ class GatherResult(_CallFromRaw):
     """
 
     reason: str | None
-    speech: SpeechResult | None = None
+    speech: SpeechResult | None = attrs.field(default=None, metadata={_READ: _speech})
     digits: str | None = None
     details: str | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
@@ -232,17 +256,6 @@ class GatherResult(_CallFromRaw):
         """Whether the gather ended without input."""
         return self.reason == "timeout"
 
-    @classmethod
-    def from_data(cls, data: _Raw) -> GatherResult:
-        speech = _dict(data, "speech")
-        return cls(
-            reason=_get(data, "reason", str),
-            speech=SpeechResult.from_data(speech) if speech is not None else None,
-            digits=_get(data, "digits", str),
-            details=_get(data, "details", str),
-            raw=data,
-        )
-
 
 @attrs.frozen(kw_only=True)
 class DialResult(_CallFromRaw):
@@ -254,16 +267,6 @@ class DialResult(_CallFromRaw):
     dial_sbc_callid: str | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
-    @classmethod
-    def from_data(cls, data: _Raw) -> DialResult:
-        return cls(
-            dial_call_status=_get(data, "dial_call_status", str),
-            dial_sip_status=_int(data, "dial_sip_status"),
-            dial_call_sid=_get(data, "dial_call_sid", str),
-            dial_sbc_callid=_get(data, "dial_sbc_callid", str),
-            raw=data,
-        )
-
 
 @attrs.frozen(kw_only=True)
 class LlmResult(_CallFromRaw):
@@ -273,17 +276,9 @@ class LlmResult(_CallFromRaw):
     error: Any = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
-    @classmethod
-    def from_data(cls, data: _Raw) -> LlmResult:
-        return cls(
-            completion_reason=_get(data, "completion_reason", str),
-            error=data.get("error"),
-            raw=data,
-        )
-
 
 @attrs.frozen(kw_only=True)
-class ToolCall:
+class ToolCall(_View):
     """An ``llm:tool-call`` payload: ``tool_call_id``, function ``name`` and verbatim ``args``.
 
     Google's s2s sends one message with ``tool_call_id == "function_call_id"`` and a
@@ -294,12 +289,3 @@ class ToolCall:
     name: str | None
     args: Any = None
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
-
-    @classmethod
-    def from_data(cls, data: _Raw) -> ToolCall:
-        return cls(
-            tool_call_id=_get(data, "tool_call_id", str),
-            name=_get(data, "name", str),
-            args=data.get("args"),
-            raw=data,
-        )

@@ -29,35 +29,20 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from .._public import fixup_module_metadata
 from ._cluster import Cluster, RemoteCall, open_cluster
 from ._errors import CallNotFound, ClusterError, ClusterUnavailable, OwnerGone
-from ._model import (
-    CallEnded,
-    CallsSnapshot,
-    CallStarted,
-    CallUpdated,
-    ClusterCall,
-    ClusterConfig,
-    ClusterEvent,
-    ClusterStatistics,
-)
+from ._model import *  # noqa: F403
+from ._model import __all__ as _model_all
 from ._redis import redact
 
 __all__ = [
-    "CallEnded",
     "CallNotFound",
-    "CallStarted",
-    "CallUpdated",
-    "CallsSnapshot",
     "Cluster",
-    "ClusterCall",
-    "ClusterConfig",
     "ClusterError",
-    "ClusterEvent",
-    "ClusterStatistics",
     "ClusterUnavailable",
     "OwnerGone",
     "RemoteCall",
     "open_cluster",
     "redact",
+    *_model_all,
 ]
 
 fixup_module_metadata(__name__, globals())

@@ -38,6 +38,7 @@ from .._errors import (
 )
 from .._log import get_logger
 from .._protocol._outbound import Command
+from .._sync import leaves
 from ._errors import CallNotFound, ClusterUnavailable, OwnerGone
 from ._model import (
     CallEnded,
@@ -52,7 +53,7 @@ from ._model import (
     encode_command,
     user_hash,
 )
-from ._redis import REDIS_ERRORS, check_url, guard, leaves, make_client, redact, tls_context
+from ._redis import REDIS_ERRORS, check_url, guard, make_client, redact, tls_context
 from ._scripts import HEARTBEAT, LIVE_MEMBERS, LOOKUP, MEMBER_ALIVE, REPLY, SWEEP, UPSERT, Keys
 
 if TYPE_CHECKING:
@@ -378,21 +379,29 @@ class Cluster:
         self._live[sid] = (call, summary)
         self._queue(sid, summary)
 
-    def call_rebound(self, call: Call) -> None:
+    def _entry(self, call: Call) -> tuple[str, ClusterCall] | None:
+        """The sid and directory entry of a call this member listed, or ``None``."""
         sid = call.call_sid
         entry = self._live.get(sid) if sid is not None else None
         if sid is None or entry is None or entry[0] is not call:
+            return None
+        return sid, entry[1]
+
+    def call_rebound(self, call: Call) -> None:
+        found = self._entry(call)
+        if found is None:
             return
-        if entry[1].reconnect_count != call.reconnect_count:
-            summary = attrs.evolve(entry[1], reconnect_count=call.reconnect_count)
+        sid, listed = found
+        if listed.reconnect_count != call.reconnect_count:
+            summary = attrs.evolve(listed, reconnect_count=call.reconnect_count)
             self._live[sid] = (call, summary)
             self._queue(sid, summary)
 
     def call_ended(self, call: Call) -> None:
-        sid = call.call_sid
-        entry = self._live.get(sid) if sid is not None else None
-        if sid is None or entry is None or entry[0] is not call:
+        found = self._entry(call)
+        if found is None:
             return
+        sid = found[0]
         del self._live[sid]
         self._queue(sid, None)
 

@@ -10,6 +10,7 @@ import attrs
 
 from .._protocol._outbound import Command, RawCommand, parse_command
 
+#: the public names (``jambonz_trio.cluster`` exports them); the codec helpers are internal
 __all__ = [
     "CallEnded",
     "CallStarted",
@@ -19,9 +20,6 @@ __all__ = [
     "ClusterConfig",
     "ClusterEvent",
     "ClusterStatistics",
-    "decode_command",
-    "encode_command",
-    "user_hash",
 ]
 
 

@@ -22,9 +22,10 @@ import coredis.exceptions
 import trio
 from coredis.retry import NoRetryPolicy
 
+from .._sync import leaves
 from ._errors import ClusterUnavailable
 
-__all__ = ["guard", "leaves", "make_client", "redact", "tls_context"]
+__all__ = ["guard", "make_client", "redact", "tls_context"]
 
 #: Query parameters whose values are never shown.
 _SECRET_PARAMS = ("pass", "auth", "token", "secret", "key")
@@ -96,13 +97,6 @@ def make_client(
         kwargs["ssl_context"] = ssl_context
     client: coredis.Redis[str] = coredis.Redis.from_url(url, **kwargs)
     return client
-
-
-def leaves(exc: BaseException) -> list[BaseException]:
-    """The exceptions inside (nested) groups."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
-    return [exc]
 
 
 def _never_sent(exc: BaseException) -> bool:

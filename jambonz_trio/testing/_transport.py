@@ -18,6 +18,7 @@ import attrs
 import trio
 import trio_websocket
 
+from .._sync import leaves
 from ._errors import ConnectFailed, HandshakeRejected, HandshakeTimeout, SubprotocolMissing
 
 __all__ = [
@@ -349,12 +350,6 @@ def _frame_size(buf: bytearray) -> int | None:
     return size if len(buf) >= size else None
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
-    return [exc]
-
-
 async def handshake(
     nursery: trio.Nursery,
     stream: trio.abc.Stream,
@@ -402,7 +397,7 @@ async def handshake(
                 handshake_done.set()
                 await trio.sleep_forever()
         except BaseExceptionGroup as group:
-            failure.extend(leaf for leaf in _leaves(group) if not isinstance(leaf, trio.Cancelled))
+            failure.extend(leaf for leaf in leaves(group) if not isinstance(leaf, trio.Cancelled))
             handshake_done.set()
             if not failure:
                 raise

@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from jambonz_trio import Call, LocalProtocolError, NotDelivered
+from jambonz_trio._sync import leaves
 from jambonz_trio.cluster import (
     CallEnded,
     CallNotFound,
@@ -29,7 +30,7 @@ from jambonz_trio.cluster import (
     redact,
 )
 from jambonz_trio.cluster._model import decode_command, encode_command
-from jambonz_trio.cluster._redis import leaves, tls_context
+from jambonz_trio.cluster._redis import tls_context
 from jambonz_trio.commands import CallStatusCommand, MuteStatusCommand, RawCommand, RedirectCommand
 from jambonz_trio.testing import CallData, open_fake_call
 from jambonz_trio.verbs import Say
