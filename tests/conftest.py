@@ -1,4 +1,7 @@
-"""Test-wide setup.
+"""Test-wide setup and the fixtures every directory shares.
+
+``serve``: ``server = await serve(app, **options)`` serves ``app`` in the test's nursery
+(``options``: ``ServerConfig`` and ``CallConfig`` fields by name; see ``tests/helpers.py``).
 
 trio-websocket (the client several tests use to play jambonz) answers a Ping even after it has
 sent its own Close, which wsproto refuses, and the exception kills its reader task
@@ -11,11 +14,16 @@ jambonz's own client (Node ``ws``) does not answer them either. The test clients
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
+import pytest
+import trio
 from trio_websocket import WebSocketConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import Ping
+
+from tests.helpers import Serve, start
 
 _answer_ping: Callable[[Any, Ping], Awaitable[None]] = WebSocketConnection._handle_ping_event
 
@@ -27,3 +35,9 @@ async def _answer_ping_while_open(self: Any, event: Ping) -> None:
 
 _answer_ping_while_open.__wrapped__ = _answer_ping  # type: ignore[attr-defined] # for the S-13 canary
 WebSocketConnection._handle_ping_event = _answer_ping_while_open  # type: ignore[method-assign]
+
+
+@pytest.fixture
+async def serve(nursery: trio.Nursery) -> Serve:
+    """Serve an app for the length of the test (see the module docstring)."""
+    return partial(start, nursery)

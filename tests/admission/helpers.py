@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import pytest
 import trio
 import trio.testing
-from trio_websocket import WebSocketConnection, wrap_client_stream
+from trio_websocket import WebSocketConnection
 
-from jambonz_trio import Call, JambonzServer, Route, ServerConfig, VerbHook, serve_jambonz
-from jambonz_trio._server import Handler
+from jambonz_trio import Call, Handler, JambonzServer, VerbHook
 from jambonz_trio.verbs import Say
+from tests.helpers import basic, msg, open_ws, recv, session_data, start
+
+__all__ = ["basic", "msg", "recv", "session_data", "start"]  # shared helpers, re-exported
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -32,29 +31,6 @@ UPGRADE: tuple[tuple[bytes, bytes], ...] = (
     (b"Sec-WebSocket-Version", b"13"),
     (b"Sec-WebSocket-Protocol", b"ws.jambonz.org"),
 )
-
-
-def session_data(call_sid: str) -> dict[str, Any]:
-    return {
-        "call_sid": call_sid,
-        "account_sid": "acct-1",
-        "from": "+15083084809",
-        "to": "+15083728299",
-        "direction": "inbound",
-        "call_status": "trying",
-    }
-
-
-def msg(mtype: str, msgid: str, data: dict[str, Any] | None = None, **env: Any) -> str:
-    out: dict[str, Any] = {"type": mtype, "msgid": msgid, **env}
-    out["data"] = data if data is not None else {}
-    return json.dumps(out)
-
-
-def basic(user: bytes | str, password: bytes | str) -> bytes:
-    u = user.encode() if isinstance(user, str) else user
-    p = password.encode() if isinstance(password, str) else password
-    return b"Basic " + base64.b64encode(u + b":" + p)
 
 
 def build_request(
@@ -163,17 +139,6 @@ def make_handler(name: str) -> Handler:
     return handler
 
 
-async def start(
-    nursery: trio.Nursery,
-    app: Handler | Route | Sequence[Route],
-    **config: Any,
-) -> JambonzServer:
-    server: JambonzServer = await nursery.start(
-        partial(serve_jambonz, app, host="127.0.0.1", port=0, config=ServerConfig(**config))
-    )
-    return server
-
-
 @asynccontextmanager
 async def ws_client(
     port: int,
@@ -183,30 +148,8 @@ async def ws_client(
     stream: trio.abc.Stream | None = None,
 ) -> AsyncIterator[WebSocketConnection]:
     """A jambonz-like websocket client over TCP (or over ``stream`` if given)."""
-    if stream is None:
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with trio.open_nursery() as nursery:
-        ws = await wrap_client_stream(
-            nursery,
-            cast(trio.SocketStream, stream),
-            "127.0.0.1",
-            path,
-            subprotocols=["ws.jambonz.org"],
-            extra_headers=list(headers),
-        )
-        try:
-            yield ws
-        finally:
-            with trio.move_on_after(1):
-                await ws.aclose()
-            nursery.cancel_scope.cancel()
-
-
-async def recv(ws: WebSocketConnection) -> dict[str, Any]:
-    text = await ws.get_message()
-    assert isinstance(text, str)
-    out: dict[str, Any] = json.loads(text)
-    return out
+    async with open_ws(stream or await trio.open_tcp_stream("127.0.0.1", port), path, headers=headers) as ws:
+        yield ws
 
 
 async def new_session(ws: WebSocketConnection, call_sid: str, msgid: str = "m1") -> Any:

@@ -10,6 +10,8 @@ import trio
 import trio.testing
 
 from jambonz_trio import AdmissionRequest, Route
+from jambonz_trio.lowlevel import Authenticator
+from tests.helpers import Serve
 
 from .helpers import (
     basic,
@@ -27,9 +29,14 @@ from .helpers import (
 )
 
 
+def guarded(authenticate: Authenticator) -> Route:
+    """The ``/app`` route, admitted by ``authenticate``."""
+    return Route(path="/app", handler=make_handler("app"), auth=authenticate)
+
+
 @pytest.mark.parametrize("verdict", [True, False], ids=["then-admits", "then-refuses"])
 async def test_fm05_peer_leaves_during_slow_authenticator(
-    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, verdict: bool
+    serve: Serve, caplog: pytest.LogCaptureFixture, verdict: bool
 ) -> None:
     """FM-05: the peer disconnects while the authenticator is still deciding: no exception
     escapes, nothing is logged at ERROR, the connection is freed and the server serves on."""
@@ -44,7 +51,7 @@ async def test_fm05_peer_leaves_during_slow_authenticator(
         return True
 
     with trio.fail_after(10):
-        server = await start(nursery, Route(path="/app", handler=make_handler("app"), auth=authenticate))
+        server = await serve(guarded(authenticate))
         stream = await trio.open_tcp_stream("127.0.0.1", server.port)
         await stream.send_all(build_request(extra=[(b"Authorization", basic("slow", "x"))]))
         await entered.wait()
@@ -60,7 +67,7 @@ async def test_fm05_peer_leaves_during_slow_authenticator(
 
 @pytest.mark.parametrize("verdict", [True, False], ids=["then-admits", "then-refuses"])
 async def test_fm05_peer_leaves_during_authenticator_memory(
-    nursery: trio.Nursery,
+    serve: Serve,
     autojump_clock: trio.testing.MockClock,
     caplog: pytest.LogCaptureFixture,
     verdict: bool,
@@ -72,7 +79,7 @@ async def test_fm05_peer_leaves_during_authenticator_memory(
         return verdict
 
     with trio.fail_after(60):
-        server = await start(nursery, Route(path="/app", handler=make_handler("app"), auth=authenticate))
+        server = await serve(guarded(authenticate))
         client = await server.connect_memory()
         await client.send_all(build_request())
         await trio.testing.wait_all_tasks_blocked()
@@ -84,7 +91,7 @@ async def test_fm05_peer_leaves_during_authenticator_memory(
 
 
 async def test_fm06_slow_authenticator_cut_at_deadline(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
     """FM-06: an authenticator that takes 10 s is cut at handshake_timeout (2 s) and the
     connection closed; no call starts and the slot is freed."""
@@ -99,11 +106,7 @@ async def test_fm06_slow_authenticator_cut_at_deadline(
         return True
 
     with trio.fail_after(60):
-        server = await start(
-            nursery,
-            Route(path="/app", handler=make_handler("app"), auth=authenticate),
-            handshake_timeout=2.0,
-        )
+        server = await serve(guarded(authenticate), handshake_timeout=2.0)
         client = await server.connect_memory()
         t0 = trio.current_time()
         await client.send_all(build_request())
@@ -116,9 +119,7 @@ async def test_fm06_slow_authenticator_cut_at_deadline(
         assert (stats.connections, stats.pending_handshakes, stats.calls) == (0, 0, 0)
 
 
-async def test_fm06_slow_authenticator_gets_503(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_fm06_slow_authenticator_gets_503(serve: Serve, autojump_clock: trio.testing.MockClock) -> None:
     """FM-06: the peer is told why (503) when the authenticator overruns the deadline."""
 
     async def authenticate(request: AdmissionRequest) -> bool:
@@ -126,18 +127,12 @@ async def test_fm06_slow_authenticator_gets_503(
         return True
 
     with trio.fail_after(60):
-        server = await start(
-            nursery,
-            Route(path="/app", handler=make_handler("app"), auth=authenticate),
-            handshake_timeout=2.0,
-        )
+        server = await serve(guarded(authenticate), handshake_timeout=2.0)
         response, _ = await exchange_memory(server, build_request())
         assert response.status == 503
 
 
-async def test_fm06_authenticator_raising_gets_500(
-    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_fm06_authenticator_raising_gets_500(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
     """FM-06: an authenticator that raises -> 500; the error is logged (without the
     credentials), and the server keeps serving."""
 
@@ -147,7 +142,7 @@ async def test_fm06_authenticator_raising_gets_500(
         return True
 
     with trio.fail_after(10):
-        server = await start(nursery, Route(path="/app", handler=make_handler("app"), auth=authenticate))
+        server = await serve(guarded(authenticate))
         async with ws_client(server.port, headers=[(b"Authorization", basic("u", "p"))]) as live:
             assert await new_session(live, "sid-live") == say("app")
             secret = basic("boom", "hunter2")
@@ -178,7 +173,7 @@ async def test_fm06_authenticator_cancelled_by_server_shutdown(
 
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            server = await start(nursery, Route(path="/app", handler=make_handler("app"), auth=authenticate))
+            server = await start(nursery, guarded(authenticate))
             client = await server.connect_memory()
             await client.send_all(build_request())
             await entered.wait()

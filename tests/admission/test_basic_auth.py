@@ -13,6 +13,7 @@ import trio
 
 import jambonz_trio._admission
 from jambonz_trio import AdmissionRequest, BasicAuth, Route
+from tests.helpers import Serve
 
 from .helpers import (
     Headers,
@@ -23,7 +24,6 @@ from .helpers import (
     make_handler,
     new_session,
     say,
-    start,
     ws_client,
 )
 
@@ -87,7 +87,7 @@ def compared(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bytes, bytes]]:
 
 @pytest.mark.parametrize("name", list(CASES), ids=list(CASES))
 async def test_s1_basic_auth_table(
-    nursery: trio.Nursery,
+    serve: Serve,
     caplog: pytest.LogCaptureFixture,
     compared: list[tuple[bytes, bytes]],
     name: str,
@@ -98,7 +98,7 @@ async def test_s1_basic_auth_table(
     caplog.set_level(logging.DEBUG, logger="jambonz_trio")
     case = CASES[name]
     with trio.fail_after(10):
-        server = await start(nursery, APP)
+        server = await serve(APP)
         response = await exchange(server.port, build_request(extra=case.headers))
     assert response.status == case.status
     if case.parsed:
@@ -117,12 +117,12 @@ async def test_s1_basic_auth_table(
     assert errors(caplog) == []
 
 
-async def test_s1_every_401_has_www_authenticate(nursery: trio.Nursery) -> None:
+async def test_s1_every_401_has_www_authenticate(serve: Serve) -> None:
     """S-1: every 401, including malformed credentials, carries ``WWW-Authenticate: Basic``."""
     assert UNCHALLENGED
     unchallenged: list[str] = []
     with trio.fail_after(10):
-        server = await start(nursery, APP)
+        server = await serve(APP)
         for name in sorted(UNCHALLENGED):
             response = await exchange(server.port, build_request(extra=CASES[name].headers))
             assert response.status == 401
@@ -131,11 +131,11 @@ async def test_s1_every_401_has_www_authenticate(nursery: trio.Nursery) -> None:
     assert unchallenged == []
 
 
-async def test_s1_correct_credentials_run_a_call(nursery: trio.Nursery) -> None:
+async def test_s1_correct_credentials_run_a_call(serve: Serve) -> None:
     """S-1: the jambonz-style client (Basic user:pass with a colon in the password) gets a
     full call; the call's identity records the user."""
     with trio.fail_after(10):
-        server = await start(nursery, APP)
+        server = await serve(APP)
         async with ws_client(server.port, headers=[(b"Authorization", GOOD)]) as ws:
             assert await new_session(ws, "sid-1") == say("app")
             call = server.calls.get("sid-1")
@@ -144,11 +144,11 @@ async def test_s1_correct_credentials_run_a_call(nursery: trio.Nursery) -> None:
             assert call.identity.route == "/app"
 
 
-async def test_s1_utf8_credentials(nursery: trio.Nursery) -> None:
+async def test_s1_utf8_credentials(serve: Serve) -> None:
     """S-1: non-ASCII (UTF-8) user names and passwords work."""
     auth = BasicAuth(username="jösé", password="pässwörd:ü")
     with trio.fail_after(10):
-        server = await start(nursery, Route(path="/app", handler=make_handler("app"), auth=auth))
+        server = await serve(Route(path="/app", handler=make_handler("app"), auth=auth))
         good = basic("jösé", "pässwörd:ü")
         assert (await exchange(server.port, build_request(extra=[(b"Authorization", good)]))).status == 101
         latin1 = b"Basic " + b64("jösé:pässwörd:ü".encode("latin-1"))
@@ -156,7 +156,7 @@ async def test_s1_utf8_credentials(nursery: trio.Nursery) -> None:
         assert response.status == 401
 
 
-async def test_s1_authenticator_sees_no_authorization_header(nursery: trio.Nursery) -> None:
+async def test_s1_authenticator_sees_no_authorization_header(serve: Serve) -> None:
     """S-1 / S-11: an async authenticator gets the parsed user/password, the other headers
     and the full target (query kept), never the raw Authorization header; the password does
     not show in the request's repr."""
@@ -168,7 +168,7 @@ async def test_s1_authenticator_sees_no_authorization_header(nursery: trio.Nurse
 
     route = Route(path="/app", handler=make_handler("app"), auth=authenticate)
     with trio.fail_after(10):
-        server = await start(nursery, route)
+        server = await serve(route)
         request = build_request(b"/app?tenant=7", extra=[(b"Authorization", GOOD)])
         assert (await exchange(server.port, request)).status == 101
         wrong = build_request(extra=[(b"Authorization", basic(USER, "nope"))])

@@ -20,6 +20,7 @@ from wsproto.utilities import RemoteProtocolError
 from jambonz_trio import AdmissionRequest, BasicAuth, Call, Route, ServerConfig, serve_jambonz
 from jambonz_trio._admission import Admitted, Refusal, admit, http_response
 from jambonz_trio._websocket import accept_response
+from tests.helpers import Serve
 
 from .helpers import (
     UPGRADE,
@@ -32,7 +33,6 @@ from .helpers import (
     new_session,
     read_to_eof,
     say,
-    start,
     ws_client,
 )
 
@@ -52,11 +52,11 @@ ATTACKS: dict[str, bytes] = {
 
 @pytest.mark.parametrize("attack", list(ATTACKS), ids=list(ATTACKS))
 async def test_fm01_malformed_request_ends_only_its_connection(
-    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, attack: str
+    serve: Serve, caplog: pytest.LogCaptureFixture, attack: str
 ) -> None:
     """FM-01: 400 for the bad request; three live calls keep getting acks; a new call starts."""
     with trio.fail_after(10):
-        server = await start(nursery, Route(path="/app", handler=make_handler("app")))
+        server = await serve(Route(path="/app", handler=make_handler("app")))
         async with (
             ws_client(server.port) as a,
             ws_client(server.port) as b,
@@ -79,11 +79,11 @@ async def test_fm01_malformed_request_ends_only_its_connection(
 
 
 async def test_fm01_all_attacks_in_a_row_then_new_calls(
-    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+    serve: Serve, caplog: pytest.LogCaptureFixture
 ) -> None:
     """FM-01: every attack, concurrently, against one server; the server still serves."""
     with trio.fail_after(10):
-        server = await start(nursery, Route(path="/app", handler=make_handler("app")))
+        server = await serve(Route(path="/app", handler=make_handler("app")))
         async with ws_client(server.port) as live:
             assert await new_session(live, "sid-live") == say("app")
             statuses: list[int | None] = []
@@ -157,13 +157,13 @@ OLD_FORMS: dict[str, tuple[bytes, int]] = {
 
 @pytest.mark.parametrize("form", list(OLD_FORMS), ids=list(OLD_FORMS))
 async def test_i19_minor_http_versions_and_obs_fold_refused(
-    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, form: str
+    serve: Serve, caplog: pytest.LogCaptureFixture, form: str
 ) -> None:
     """Issue 19 (minor): an upgrade must be HTTP/1.1 (other versions: 505, HTTP/1.0: 400) and
     may not fold header lines (RFC 9112 §5.2): these used to get a 101."""
     request, status = OLD_FORMS[form]
     with trio.fail_after(10):
-        server = await start(nursery, Route(path="/app", handler=make_handler("app")))
+        server = await serve(Route(path="/app", handler=make_handler("app")))
         response = await exchange(server.port, request)
         assert response.status == status
         assert response.get("Connection") == ["close"]
@@ -392,12 +392,12 @@ def test_fm01_property_server_survives_any_bytes(data: bytes, cuts: list[int]) -
     ids=["upgrade-token-list", "upgrade-twice", "connection-twice"],
 )
 async def test_fm01_upgrade_wsproto_rejects_is_freed_at_once(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, request_bytes: bytes
+    serve: Serve, autojump_clock: trio.testing.MockClock, request_bytes: bytes
 ) -> None:
     """FM-01/FM-02 (F8): an upgrade our pre-parser admits but wsproto refuses must still be
     answered and freed at once, not at the handshake deadline."""
     with trio.fail_after(30):
-        server = await start(nursery, Route(path="/app", handler=make_handler("app")))
+        server = await serve(Route(path="/app", handler=make_handler("app")))
         client = await server.connect_memory()
         t0 = trio.current_time()
         await client.send_all(request_bytes)

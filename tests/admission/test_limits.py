@@ -12,6 +12,7 @@ import trio.testing
 
 from jambonz_trio import BasicAuth, Route, ServerConfig, _admission
 from jambonz_trio._admission import HandshakeBudget, source_key
+from tests.helpers import Serve
 
 from .helpers import (
     basic,
@@ -39,12 +40,12 @@ async def _time_to_close(client: trio.abc.Stream) -> float:
 
 
 async def test_fm04_silent_socket_closed_at_deadline(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
     """FM-04: a connection that never sends a byte is closed at handshake_timeout (when that
     comes before first_byte_timeout)."""
     with trio.fail_after(60):
-        server = await start(nursery, APP, handshake_timeout=5.0, first_byte_timeout=30.0)
+        server = await serve(APP, handshake_timeout=5.0, first_byte_timeout=30.0)
         client = await server.connect_memory()
         assert await _time_to_close(client) == pytest.approx(5.0, abs=0.01)
         await trio.testing.wait_all_tasks_blocked()
@@ -53,13 +54,13 @@ async def test_fm04_silent_socket_closed_at_deadline(
 
 
 async def test_i19_8_silent_socket_dropped_at_first_byte_timeout(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Issue 19 item 8: a socket silent before its first byte is dropped at
     first_byte_timeout (default 1 s), long before the 5 s handshake deadline, without an
     answer; one that has started its request keeps the whole handshake deadline."""
     with trio.fail_after(60):
-        server = await start(nursery, APP, handshake_timeout=5.0)
+        server = await serve(APP, handshake_timeout=5.0)
         silent = await server.connect_memory()
         started = await server.connect_memory()
         await started.send_all(b"G")
@@ -71,22 +72,22 @@ async def test_i19_8_silent_socket_dropped_at_first_byte_timeout(
 
 
 async def test_fm04_one_byte_then_nothing_closed_at_deadline(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
     """FM-04: one byte, then silence: closed at handshake_timeout."""
     with trio.fail_after(60):
-        server = await start(nursery, APP, handshake_timeout=5.0)
+        server = await serve(APP, handshake_timeout=5.0)
         client = await server.connect_memory()
         await client.send_all(b"G")
         assert await _time_to_close(client) == pytest.approx(5.0, abs=0.01)
 
 
 async def test_fm04_dribbling_headers_do_not_extend_the_deadline(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
     """FM-04 (slowloris): a byte every 0.5 s forever is still cut at the *total* deadline."""
     with trio.fail_after(60):
-        server = await start(nursery, APP, handshake_timeout=5.0)
+        server = await serve(APP, handshake_timeout=5.0)
         client = await server.connect_memory()
         request = build_request() * 10
 
@@ -105,11 +106,11 @@ async def test_fm04_dribbling_headers_do_not_extend_the_deadline(
 
 
 async def test_fm04_server_serves_after_timeouts(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
     """FM-04: after silent sockets time out, a full handshake and session still work."""
     with trio.fail_after(60):
-        server = await start(nursery, APP, handshake_timeout=2.0)
+        server = await serve(APP, handshake_timeout=2.0)
         silent = [await server.connect_memory() for _ in range(5)]
         for client in silent:
             await read_to_eof(client)
@@ -145,10 +146,10 @@ async def test_s7_pending_handshake_cap(
         assert response.status == 101
 
 
-async def test_s7_pending_handshake_cap_real_sockets(nursery: trio.Nursery) -> None:
+async def test_s7_pending_handshake_cap_real_sockets(serve: Serve) -> None:
     """FM-04 / S-7 over TCP: two silent sockets hold the two slots; the third gets 503."""
     with trio.fail_after(10):
-        server = await start(nursery, APP, max_pending_handshakes=2)
+        server = await serve(APP, max_pending_handshakes=2)
         silent = [await trio.open_tcp_stream("127.0.0.1", server.port) for _ in range(2)]
         assert await settle(lambda: server.statistics().pending_handshakes == 2)
         response = await exchange(server.port, build_request())
@@ -159,12 +160,10 @@ async def test_s7_pending_handshake_cap_real_sockets(nursery: trio.Nursery) -> N
         assert (await exchange(server.port, build_request())).status == 101
 
 
-async def test_s7_request_head_cap_dribbled(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_s7_request_head_cap_dribbled(serve: Serve, autojump_clock: trio.testing.MockClock) -> None:
     """S-7: a head growing past max_request_head_bytes without ending gets 431."""
     with trio.fail_after(60):
-        server = await start(nursery, APP, max_request_head_bytes=1024)
+        server = await serve(APP, max_request_head_bytes=1024)
         client = await server.connect_memory()
         await client.send_all(b"GET /app HTTP/1.1\r\nHost: x\r\n")
         response_task: list[int | None] = []
@@ -183,34 +182,30 @@ async def test_s7_request_head_cap_dribbled(
         assert response_task == [431]
 
 
-async def test_s7_request_head_cap_real_socket(
-    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_s7_request_head_cap_real_socket(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
     """S-7 over TCP: 8 KiB of header lines with no end, cap 1 KiB -> 431."""
     with trio.fail_after(10):
-        server = await start(nursery, APP, max_request_head_bytes=1024)
+        server = await serve(APP, max_request_head_bytes=1024)
         head = b"GET /app HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 2000 + b"\r\n"
         response = await exchange(server.port, head)
         assert response.status == 431
         assert errors(caplog) == []
 
 
-async def test_s7_request_head_cap_one_chunk(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_s7_request_head_cap_one_chunk(serve: Serve, autojump_clock: trio.testing.MockClock) -> None:
     """S-7: a complete 3 KiB head arriving at once must not pass a 1 KiB cap."""
     with trio.fail_after(60):
-        server = await start(nursery, APP, max_request_head_bytes=1024)
+        server = await serve(APP, max_request_head_bytes=1024)
         request = build_request(extra=[(b"X-Pad", b"a" * 3000)])
         response, _ = await exchange_memory(server, request)
         assert response.status == 431
 
 
-async def test_fm07_connection_cap(nursery: trio.Nursery, caplog: pytest.LogCaptureFixture) -> None:
+async def test_fm07_connection_cap(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
     """FM-07: max_connections=2 with two live calls: the third connection gets 503 at once
     (before sending anything); when a call ends, a new one is admitted."""
     with trio.fail_after(10):
-        server = await start(nursery, APP, max_connections=2)
+        server = await serve(APP, max_connections=2)
         async with ws_client(server.port) as a:
             assert await new_session(a, "sid-a") == say("app")
             async with ws_client(server.port) as b:
@@ -239,11 +234,11 @@ async def _hold(port: int, source: str, count: int) -> list[trio.SocketStream]:
     return [await trio.open_tcp_stream("127.0.0.1", port, local_address=source) for _ in range(count)]
 
 
-async def test_i19_8_per_source_cap_real_sockets(nursery: trio.Nursery) -> None:
+async def test_i19_8_per_source_cap_real_sockets(serve: Serve) -> None:
     """Issue 19 item 8: an unknown address holds at most max_pending_per_source handshakes;
     its next connection gets 503 at once, while another address is still served."""
     with trio.fail_after(10):
-        server = await start(nursery, AUTHED, max_pending_per_source=3, first_byte_timeout=30)
+        server = await serve(AUTHED, max_pending_per_source=3, first_byte_timeout=30)
         held = await _hold(server.port, "127.0.0.2", 3)
         assert await settle(lambda: server.statistics().pending_handshakes == 3)
         assert (await exchange(server.port, SIGNED, source="127.0.0.2")).status == 503
@@ -285,11 +280,11 @@ async def test_i19_8_reserve_is_for_known_sources_real_sockets(nursery: trio.Nur
             await stream.aclose()
 
 
-async def test_i19_8_known_source_is_not_capped_per_source(nursery: trio.Nursery) -> None:
+async def test_i19_8_known_source_is_not_capped_per_source(serve: Serve) -> None:
     """Issue 19 item 8: jambonz's burst of new calls comes from one address: once that address
     has authenticated, the per-source cap no longer applies to it (only the global cap)."""
     with trio.fail_after(10):
-        server = await start(nursery, AUTHED, max_pending_per_source=2, first_byte_timeout=30)
+        server = await serve(AUTHED, max_pending_per_source=2, first_byte_timeout=30)
         assert (await exchange(server.port, SIGNED, source="127.0.0.1")).status == 101
         burst = await _hold(server.port, "127.0.0.1", 6)
         other = await _hold(server.port, "127.0.0.2", 2)
@@ -414,7 +409,7 @@ def _padded(headers: int, **kwargs: object) -> bytes:
 
 
 async def test_i19_9_many_headers_refused_before_parsing(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+    serve: Serve, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 19 item 9: a 15 KB head of 3,000 tiny headers gets 431 without ever reaching the
     HTTP parser; max_request_headers (default 100) lines still parse."""
@@ -427,7 +422,7 @@ async def test_i19_9_many_headers_refused_before_parsing(
 
     monkeypatch.setattr(_admission, "_parse", spy)
     with trio.fail_after(60):
-        server = await start(nursery, APP)
+        server = await serve(APP)
         hostile = build_request()[:-2] + b"X:1\r\n" * 3000 + b"\r\n"
         assert 15_000 < len(hostile) < 16 * 1024
         response, _ = await exchange_memory(server, hostile)
@@ -442,12 +437,12 @@ async def test_i19_9_many_headers_refused_before_parsing(
 
 
 async def test_i19_9_header_lines_counted_as_they_arrive(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Issue 19 item 9: a head that keeps adding header lines is refused (431) as soon as it
     passes the cap, without waiting for its end or the handshake deadline."""
     with trio.fail_after(60):
-        server = await start(nursery, APP, max_request_headers=10)
+        server = await serve(APP, max_request_headers=10)
         client = await server.connect_memory()
         await client.send_all(b"GET /app HTTP/1.1\r\n")
         t0 = trio.current_time()

@@ -8,6 +8,7 @@ import trio
 import trio.testing
 
 from jambonz_trio import Route
+from tests.helpers import Serve
 
 from .helpers import (
     UPGRADE,
@@ -18,16 +19,15 @@ from .helpers import (
     make_handler,
     read_to_eof,
     settle,
-    start,
 )
 
 APP = Route(path="/app", handler=make_handler("app"))
 
 
-async def test_fm02_health_get(nursery: trio.Nursery) -> None:
+async def test_fm02_health_get(serve: Serve) -> None:
     """FM-02: GET /healthz -> 200 "ok"."""
     with trio.fail_after(10):
-        server = await start(nursery, APP)
+        server = await serve(APP)
         response = await exchange(server.port, build_request(b"/healthz", headers=UPGRADE[:1]))
         assert response.status == 200
         assert response.body.strip() == b"ok"
@@ -35,40 +35,40 @@ async def test_fm02_health_get(nursery: trio.Nursery) -> None:
         assert response.get("Connection") == ["close"]
 
 
-async def test_fm02_health_head(nursery: trio.Nursery) -> None:
+async def test_fm02_health_head(serve: Serve) -> None:
     """FM-02: HEAD /healthz -> 200 with no body."""
     with trio.fail_after(10):
-        server = await start(nursery, APP)
+        server = await serve(APP)
         request = build_request(b"/healthz", method=b"HEAD", headers=UPGRADE[:1])
         response = await exchange(server.port, request)
         assert response.status == 200
         assert response.body == b""
 
 
-async def test_fm02_health_path_is_configurable(nursery: trio.Nursery) -> None:
+async def test_fm02_health_path_is_configurable(serve: Serve) -> None:
     """FM-02: ServerConfig.health_path moves the check; None turns it off (-> 426)."""
     with trio.fail_after(10):
-        moved = await start(nursery, APP, health_path="/lb")
+        moved = await serve(APP, health_path="/lb")
         assert (await exchange(moved.port, build_request(b"/lb", headers=UPGRADE[:1]))).status == 200
-        off = await start(nursery, APP, health_path=None)
+        off = await serve(APP, health_path=None)
         response = await exchange(off.port, build_request(b"/healthz", headers=UPGRADE[:1]))
         assert response.status == 426
 
 
-async def test_fm02_options(nursery: trio.Nursery) -> None:
+async def test_fm02_options(serve: Serve) -> None:
     """FM-02: OPTIONS /app (the jambonz portal's discovery) -> 204 with Allow."""
     with trio.fail_after(10):
-        server = await start(nursery, APP)
+        server = await serve(APP)
         response = await exchange(server.port, build_request(b"/app", method=b"OPTIONS", headers=UPGRADE[:1]))
         assert response.status == 204
         assert "GET" in response.get("Allow")[0]
         assert response.body == b""
 
 
-async def test_fm02_options_204_has_no_content_length(nursery: trio.Nursery) -> None:
+async def test_fm02_options_204_has_no_content_length(serve: Serve) -> None:
     """FM-02: a 204 must not carry Content-Length."""
     with trio.fail_after(10):
-        server = await start(nursery, APP)
+        server = await serve(APP)
         response = await exchange(server.port, build_request(b"/app", method=b"OPTIONS", headers=UPGRADE[:1]))
         assert response.status == 204
         assert response.get("Content-Length") == []
@@ -110,11 +110,11 @@ async def test_fm02_options_204_has_no_content_length(nursery: trio.Nursery) -> 
     ],
 )
 async def test_fm02_non_upgrade_answers(
-    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, request_bytes: bytes, status: int
+    serve: Serve, caplog: pytest.LogCaptureFixture, request_bytes: bytes, status: int
 ) -> None:
     """FM-02: non-upgrade or incomplete-upgrade requests get a 4xx and the socket closes."""
     with trio.fail_after(10):
-        server = await start(nursery, APP)
+        server = await serve(APP)
         response = await exchange(server.port, request_bytes)
         assert response.status == status
         if status == 426:
@@ -137,11 +137,11 @@ async def test_fm02_non_upgrade_answers(
     ids=["health", "head", "options", "get", "http10", "404", "no-subprotocol"],
 )
 async def test_fm02_answered_and_freed_without_time_passing(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, request_bytes: bytes
+    serve: Serve, autojump_clock: trio.testing.MockClock, request_bytes: bytes
 ) -> None:
     """FM-02 (F8): the answer and the close come at virtual time 0, not at the deadline."""
     with trio.fail_after(30):
-        server = await start(nursery, APP)
+        server = await serve(APP)
         t0 = trio.current_time()
         response, client = await exchange_memory(server, request_bytes)
         assert response.status is not None
@@ -153,10 +153,10 @@ async def test_fm02_answered_and_freed_without_time_passing(
         assert (stats.connections, stats.pending_handshakes) == (0, 0)
 
 
-async def test_fm02_200_health_checks_leave_nothing_behind(nursery: trio.Nursery) -> None:
+async def test_fm02_200_health_checks_leave_nothing_behind(serve: Serve) -> None:
     """FM-02: 200 health GETs in a row; afterwards no connection and no extra task is left."""
     with trio.fail_after(15):
-        server = await start(nursery, APP)
+        server = await serve(APP)
         await trio.testing.wait_all_tasks_blocked()
         baseline = trio.lowlevel.current_statistics().tasks_living
         request = build_request(b"/healthz", headers=UPGRADE[:1])

@@ -6,17 +6,9 @@ import pytest
 import trio
 
 from jambonz_trio import BasicAuth, Route
+from tests.helpers import Serve
 
-from .helpers import (
-    basic,
-    build_request,
-    exchange,
-    make_handler,
-    new_session,
-    say,
-    start,
-    ws_client,
-)
+from .helpers import basic, build_request, exchange, make_handler, new_session, say, ws_client
 
 # -- S-3 ------------------------------------------------------------------------------------
 
@@ -35,7 +27,7 @@ from .helpers import (
     ],
     ids=["none", "evil", "allowed", "case-differs", "suffix", "null", "empty", "allowed+evil"],
 )
-async def test_s3_origin(nursery: trio.Nursery, origins: tuple[bytes, ...], status: int) -> None:
+async def test_s3_origin(serve: Serve, origins: tuple[bytes, ...], status: int) -> None:
     """S-3: an upgrade carrying Origin is refused (403) unless every Origin is allow-listed;
     jambonz itself sends none."""
     route = Route(
@@ -44,16 +36,16 @@ async def test_s3_origin(nursery: trio.Nursery, origins: tuple[bytes, ...], stat
         allow_origins=frozenset({"https://portal.example"}),
     )
     with trio.fail_after(10):
-        server = await start(nursery, route)
+        server = await serve(route)
         request = build_request(extra=[(b"Origin", origin) for origin in origins])
         assert (await exchange(server.port, request)).status == status
 
 
-async def test_s3_origin_checked_before_credentials(nursery: trio.Nursery) -> None:
+async def test_s3_origin_checked_before_credentials(serve: Serve) -> None:
     """S-3: a browser with cached Basic credentials driven by a hostile page still gets 403."""
     route = Route(path="/app", handler=make_handler("app"), auth=BasicAuth(username="u", password="p"))
     with trio.fail_after(10):
-        server = await start(nursery, route)
+        server = await serve(route)
         request = build_request(
             extra=[(b"Origin", b"https://evil.example"), (b"Authorization", basic("u", "p"))]
         )
@@ -89,10 +81,10 @@ ROUTES = [
         (b"/tree/x", 101),
     ],
 )
-async def test_s4_route_matching(nursery: trio.Nursery, target: bytes, status: int) -> None:
+async def test_s4_route_matching(serve: Serve, target: bytes, status: int) -> None:
     """S-4: unknown path -> 404 before accept; exact and prefix routes."""
     with trio.fail_after(10):
-        server = await start(nursery, ROUTES)
+        server = await serve(ROUTES)
         assert (await exchange(server.port, build_request(target))).status == status
 
 
@@ -106,11 +98,11 @@ async def test_s4_route_matching(nursery: trio.Nursery, target: bytes, status: i
         ("/tree/leaf", "tree"),
     ],
 )
-async def test_s4_call_runs_the_routed_handler(nursery: trio.Nursery, path: str, name: str) -> None:
+async def test_s4_call_runs_the_routed_handler(serve: Serve, path: str, name: str) -> None:
     """S-4: the call is served by the handler of the matching route (query string ignored
     for routing); the call's identity names the route."""
     with trio.fail_after(10):
-        server = await start(nursery, ROUTES)
+        server = await serve(ROUTES)
         async with ws_client(server.port, path) as ws:
             assert await new_session(ws, "sid-1") == say(name)
             call = server.calls.get("sid-1")
@@ -119,15 +111,15 @@ async def test_s4_call_runs_the_routed_handler(nursery: trio.Nursery, path: str,
             assert call.identity.route == route.path
 
 
-async def test_s4_plain_handler_serves_every_path(nursery: trio.Nursery) -> None:
+async def test_s4_plain_handler_serves_every_path(serve: Serve) -> None:
     """S-4: a bare handler (no Route) is served on every path."""
     with trio.fail_after(10):
-        server = await start(nursery, make_handler("any"))
+        server = await serve(make_handler("any"))
         for target in (b"/", b"/app", b"/x/y?z=1"):
             assert (await exchange(server.port, build_request(target))).status == 101
 
 
-async def test_s4_two_apps_with_different_credentials(nursery: trio.Nursery) -> None:
+async def test_s4_two_apps_with_different_credentials(serve: Serve) -> None:
     """S-4 / S-1: two apps on one server, each with its own credentials; one app's
     credentials do not open the other."""
     routes = [
@@ -137,7 +129,7 @@ async def test_s4_two_apps_with_different_credentials(nursery: trio.Nursery) -> 
     cred_a = [(b"Authorization", basic("ua", "pa"))]
     cred_b = [(b"Authorization", basic("ub", "pb"))]
     with trio.fail_after(10):
-        server = await start(nursery, routes)
+        server = await serve(routes)
         assert (await exchange(server.port, build_request(b"/a", extra=cred_a))).status == 101
         assert (await exchange(server.port, build_request(b"/b", extra=cred_b))).status == 101
         assert (await exchange(server.port, build_request(b"/a", extra=cred_b))).status == 401

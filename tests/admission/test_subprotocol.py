@@ -10,8 +10,9 @@ import pytest
 import trio
 
 from jambonz_trio import Route
+from tests.helpers import Serve
 
-from .helpers import KEY, Headers, build_request, errors, exchange, make_handler, start
+from .helpers import KEY, Headers, build_request, errors, exchange, make_handler
 
 APP = Route(path="/app", handler=make_handler("app"))
 PROTO = b"Sec-WebSocket-Protocol"
@@ -40,7 +41,7 @@ OFFERS: dict[str, tuple[Headers, int]] = {
 
 @pytest.mark.parametrize("offer", list(OFFERS), ids=list(OFFERS))
 async def test_fm03_subprotocol_offers(
-    nursery: trio.Nursery,
+    serve: Serve,
     caplog: pytest.LogCaptureFixture,
     offer: str,
 ) -> None:
@@ -48,7 +49,7 @@ async def test_fm03_subprotocol_offers(
     client offered) with the right accept key; refusals name no subprotocol."""
     headers, status = OFFERS[offer]
     with trio.fail_after(10):
-        server = await start(nursery, APP)
+        server = await serve(APP)
         response = await exchange(server.port, build_request(drop=[PROTO], extra=headers))
         assert response.status == status
         if status == 101:
@@ -61,10 +62,10 @@ async def test_fm03_subprotocol_offers(
         assert errors(caplog) == []
 
 
-async def test_s10_no_compression_negotiated(nursery: trio.Nursery) -> None:
+async def test_s10_no_compression_negotiated(serve: Serve) -> None:
     """S-10: jambonz offers permessage-deflate; the 101 must not accept it."""
     with trio.fail_after(10):
-        server = await start(nursery, APP)
+        server = await serve(APP)
         request = build_request(
             extra=[
                 (b"Sec-WebSocket-Extensions", b"permessage-deflate; client_max_window_bits"),

@@ -8,7 +8,7 @@ import trio
 
 from jambonz_trio import Handler, JambonzServer, serve_jambonz
 from jambonz_trio.cluster import Cluster, ClusterConfig, open_cluster
-from tests.reliability.serverproc import answer  # answers session:new and every hook
+from tests.helpers import answering as answer  # answers session:new and every hook
 
 
 async def run_member(

@@ -34,7 +34,7 @@ from jambonz_trio.cluster._redis import tls_context
 from jambonz_trio.commands import CallStatusCommand, MuteStatusCommand, RawCommand, RedirectCommand
 from jambonz_trio.testing import CallData, open_fake_call
 from jambonz_trio.verbs import Say
-from tests.reliability.serverproc import answer
+from tests.helpers import answering as answer
 
 from .apps import run_member
 from .redis import PrivateRedis

@@ -11,7 +11,7 @@ import trio.testing
 
 from jambonz_trio import Call, JambonzServer, serve_jambonz
 from jambonz_trio.testing import CallData, open_fake_call
-from tests.reliability.serverproc import answer
+from tests.helpers import answering as answer
 
 
 @attrs.define

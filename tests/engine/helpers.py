@@ -5,32 +5,35 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
 import trio
-from trio_websocket import WebSocketConnection, wrap_client_stream
+from trio_websocket import WebSocketConnection
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    Request,
-    TextMessage,
-)
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Ping, Request, TextMessage
 
-from jambonz_trio import JambonzServer
+from jambonz_trio import Call, JambonzServer
+from jambonz_trio._call import engine_of
+from tests.helpers import SESSION_DATA, msg, open_ws, recv
 
-SESSION_DATA: dict[str, Any] = {
-    "call_sid": "sid-1",
-    "account_sid": "acct-1",
-    "from": "+15083084809",
-    "to": "+15083728299",
-    "direction": "inbound",
-    "call_status": "trying",
-    "env_vars": {"API_KEY": "s3cret-value"},
-}
+__all__ = [
+    "BAD_FRAME",
+    "SESSION_DATA",
+    "RawClient",
+    "drain",
+    "hook_frames",
+    "hooks_behind_a_blocked_write",
+    "inner_enter",
+    "msg",
+    "new_call",
+    "raw_client",
+    "raw_ws",
+    "reconnect",
+    "recv",
+    "start_and_drop",
+    "wait_link_closed",
+]
 
 
 @asynccontextmanager
@@ -42,35 +45,8 @@ async def raw_ws(
     lockstep: bool = False,
 ) -> AsyncIterator[WebSocketConnection]:
     """A bare jambonz-like websocket to ``server`` over memory streams."""
-    stream = await server.connect_memory(lockstep=lockstep)
-    async with trio.open_nursery() as nursery:
-        ws = await wrap_client_stream(
-            nursery,
-            cast(trio.SocketStream, stream),
-            "localhost",
-            path,
-            subprotocols=["ws.jambonz.org"],
-            extra_headers=headers or [],
-        )
-        try:
-            yield ws
-        finally:
-            with trio.move_on_after(1):
-                await ws.aclose()
-            nursery.cancel_scope.cancel()
-
-
-def msg(mtype: str, msgid: str, data: dict[str, Any] | None = None, **env: Any) -> str:
-    out: dict[str, Any] = {"type": mtype, "msgid": msgid, **env}
-    out["data"] = data if data is not None else {}
-    return json.dumps(out)
-
-
-async def recv(ws: WebSocketConnection) -> dict[str, Any]:
-    text = await ws.get_message()
-    assert isinstance(text, str)
-    out: dict[str, Any] = json.loads(text)
-    return out
+    async with open_ws(await server.connect_memory(lockstep=lockstep), path, headers=headers or []) as ws:
+        yield ws
 
 
 class RawClient:
@@ -195,3 +171,76 @@ async def raw_client(
         yield client
     finally:
         await trio.aclose_forcefully(stream)
+
+
+async def new_call(client: RawClient, sid: str = "sid-1", msgid: str = "m1") -> dict[str, Any] | None:
+    """Start a call: ``session:new``, its ack, and the Pong to the server's receipt Ping."""
+    await client.send("session:new", msgid, {**SESSION_DATA, "call_sid": sid}, call_sid=sid)
+    ack = await client.receive()
+    if ack is not None and ack.get("type") == "ack":
+        await client.answer_receipt()
+    return ack
+
+
+async def reconnect(client: RawClient, sid: str = "sid-1", msgid: str = "r1") -> dict[str, Any] | None:
+    """jambonz's ``session:reconnect`` for ``sid`` on ``client``; returns its ack."""
+    await client.send("session:reconnect", msgid, {**SESSION_DATA, "call_sid": sid}, call_sid=sid)
+    return await client.receive()
+
+
+async def drain(client: RawClient) -> None:
+    """Read until the server closed."""
+    while await client.receive() is not None:
+        pass
+
+
+async def inner_enter(nursery: trio.Nursery, cm: Any) -> RawClient:
+    """Enter an async context manager (a :func:`raw_client`) for the rest of ``nursery``'s life."""
+    entered = trio.Event()
+    box: list[RawClient] = []
+
+    async def hold() -> None:
+        async with cm as client:
+            box.append(client)
+            entered.set()
+            await trio.sleep_forever()
+
+    nursery.start_soon(hold)
+    await entered.wait()
+    return box[0]
+
+
+#: An invalid frame (``data`` is not an object) that carries a msgid: the receive loop stops to
+#: write an ack for it, which blocks on a lockstep stream until the peer reads.
+BAD_FRAME = '{"type":"verb:hook","msgid":"bad","data":5}'
+
+
+def hook_frames(client: RawClient, prefix: str, n: int = 3) -> bytes:
+    """``n`` ``verb:hook`` frames (msgids ``<prefix>0``...) encoded by ``client``, to send at once."""
+    return b"".join(
+        client.ws.send(TextMessage(data=msg("verb:hook", f"{prefix}{i}", {}, hook="/h", call_sid="sid-1")))
+        for i in range(n)
+    )
+
+
+async def hooks_behind_a_blocked_write(client: RawClient, prefix: str) -> None:
+    """Send in one segment a bad frame (its ack blocks: a lockstep peer that is not reading),
+    three hooks (``<prefix>0``...) and an abnormal Close (4000: jambonz reconnects)."""
+    data = client.ws.send(TextMessage(data=BAD_FRAME)) + hook_frames(client, prefix)
+    await client.stream.send_all(data + client.ws.send(CloseConnection(code=4000)))
+
+
+async def wait_link_closed(call: Call) -> None:
+    """Until the call's connection has seen the peer's Close (the receive loop may lag behind)."""
+    link = engine_of(call).link
+    assert link is not None
+    while link.conn.close_reason is None:
+        await trio.lowlevel.checkpoint()
+
+
+async def start_and_drop(server: JambonzServer, sid: str = "sid-1") -> Call:
+    """Start a call on a fresh socket, then drop the socket: the call waits for a reconnect."""
+    async with raw_client(server) as first:
+        await new_call(first, sid)
+        await first.drop()
+    return server.calls[sid]

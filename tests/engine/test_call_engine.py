@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
+from wsproto.events import Ping
 
 from jambonz_trio import (
     AckOutcome,
     Call,
     CallClosed,
-    CallConfig,
     CallStatus,
+    Event,
     JambonzMessage,
     JambonzServer,
     LocalProtocolError,
@@ -26,42 +26,19 @@ from jambonz_trio import (
     VerbHook,
     serve_jambonz,
 )
-from jambonz_trio.commands import parse_command
+from jambonz_trio._engine import CallEngine
+from jambonz_trio.commands import RedirectCommand, parse_command
 from jambonz_trio.messages import Disconnected, JambonzErrorReport, UnknownMessage
 from jambonz_trio.verbs import Hangup, Pause, Say
+from tests.helpers import Serve, answer_and_wait, recording, start
 
-from .helpers import SESSION_DATA, RawClient, raw_client
-
-Handler = Callable[[Call], Awaitable[None]]
-
-
-async def start(nursery: trio.Nursery, app: Handler, **call_config: Any) -> JambonzServer:
-    config = ServerConfig(call=CallConfig(**call_config))
-    server: JambonzServer = await nursery.start(
-        lambda task_status: serve_jambonz(app, config=config, task_status=task_status)
-    )
-    return server
-
-
-async def new_call(client: RawClient, sid: str = "sid-1", msgid: str = "m1") -> dict[str, Any] | None:
-    """Start a call: ``session:new``, its ack, and the Pong to the server's receipt Ping."""
-    await client.send("session:new", msgid, {**SESSION_DATA, "call_sid": sid}, call_sid=sid)
-    ack = await client.receive()
-    if ack is not None and ack.get("type") == "ack":
-        await client.answer_receipt()
-    return ack
-
-
-async def answer_and_wait(call: Call) -> None:
-    await call.ack(call.session, [Say(text="hi")])
-    await call.wait_closed()
-
+from .helpers import SESSION_DATA, RawClient, inner_enter, new_call, raw_client
 
 # -- acks and the watchdog ------------------------------------------------------------------
 
 
 async def test_fm21_watchdog_answers_late_hook_then_redirect(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
     outcome: list[AckOutcome] = []
 
@@ -72,7 +49,7 @@ async def test_fm21_watchdog_answers_late_hook_then_redirect(
                 await trio.sleep(6)
                 outcome.append(await call.ack(event, [Hangup()]))
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         await new_call(client)
         t0 = trio.current_time()
@@ -90,14 +67,14 @@ async def test_fm21_watchdog_answers_late_hook_then_redirect(
 
 
 async def test_fm21_session_new_watchdog_sends_holding_verbs(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
     async def app(call: Call) -> None:
         await trio.sleep(10)
         await call.ack(call.session, [Say(text="late")])
         await call.wait_closed()
 
-    server = await start(nursery, app, holding_verbs=[Pause(length=3)])
+    server = await serve(app, holding_verbs=[Pause(length=3)])
     async with raw_client(server) as client:
         ack = await new_call(client)
         assert ack == {"type": "ack", "msgid": "m1", "data": [{"verb": "pause", "length": 3}]}
@@ -106,7 +83,7 @@ async def test_fm21_session_new_watchdog_sends_holding_verbs(
         assert redirect["data"] == [{"verb": "say", "text": "late"}]
 
 
-async def test_fm23_out_of_order_acks(nursery: trio.Nursery) -> None:
+async def test_fm23_out_of_order_acks(serve: Serve) -> None:
     async def app(call: Call) -> None:
         await call.ack(call.session, [Say(text="hi")])
         first = await call.next_event()
@@ -116,7 +93,7 @@ async def test_fm23_out_of_order_acks(nursery: trio.Nursery) -> None:
         await call.ack(first)
         await call.wait_closed()
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         await new_call(client)
         await client.send("verb:hook", "p1", {"speech": {}}, hook="/partial", call_sid="sid-1")
@@ -128,7 +105,7 @@ async def test_fm23_out_of_order_acks(nursery: trio.Nursery) -> None:
         ]
 
 
-async def test_fm22_engine_refuses_bad_acks(nursery: trio.Nursery) -> None:
+async def test_fm22_engine_refuses_bad_acks(serve: Serve) -> None:
     errors: list[str] = []
     done = trio.Event()
 
@@ -147,7 +124,7 @@ async def test_fm22_engine_refuses_bad_acks(nursery: trio.Nursery) -> None:
         done.set()
         await call.wait_closed()
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         await new_call(client)
         await client.send("call:status", "s1", {"call_status": "in-progress"}, call_sid="sid-1")
@@ -157,7 +134,7 @@ async def test_fm22_engine_refuses_bad_acks(nursery: trio.Nursery) -> None:
 
 
 async def test_fm19_unknown_type_with_msgid_is_delivered_and_acked_at_deadline(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
     seen: list[Any] = []
 
@@ -166,7 +143,7 @@ async def test_fm19_unknown_type_with_msgid_is_delivered_and_acked_at_deadline(
         seen.append(await call.next_event())
         await call.wait_closed()
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         await new_call(client)
         t0 = trio.current_time()
@@ -177,14 +154,14 @@ async def test_fm19_unknown_type_with_msgid_is_delivered_and_acked_at_deadline(
     assert isinstance(seen[0], UnknownMessage) and seen[0].type == "foo:bar"
 
 
-async def test_fm20_jambonz_error_is_surfaced(nursery: trio.Nursery) -> None:
+async def test_fm20_jambonz_error_is_surfaced(serve: Serve) -> None:
     seen: list[Any] = []
 
     async def app(call: Call) -> None:
         await call.ack(call.session, [Say(text="hi")])
         seen.append(await call.next_event())
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         await new_call(client)
         data = {"msg": "InvalidMessage", "details": "bad", "content": "{oops"}
@@ -195,7 +172,7 @@ async def test_fm20_jambonz_error_is_surfaced(nursery: trio.Nursery) -> None:
 
 
 async def test_i19_11_owed_acks_are_bounded_and_watchdog_warnings_rate_limited(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    serve: Serve, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Issue 19 #11: a flood of distinct msgids the app never answers. At most
     ``max_owed_acks`` stay owed; past it each request is answered at once (empty, as the
@@ -206,7 +183,7 @@ async def test_i19_11_owed_acks_are_bounded_and_watchdog_warnings_rate_limited(
         await call.ack(call.session, [Say(text="hi")])
         await call.wait_closed()  # never reads its events: every hook goes unanswered
 
-    server = await start(nursery, app, max_owed_acks=100)
+    server = await serve(app, max_owed_acks=100)
     caplog.set_level(logging.WARNING, logger="jambonz_trio.call")
     async with raw_client(server) as client:
         await new_call(client)
@@ -248,14 +225,14 @@ async def test_i19_11_owed_acks_are_bounded_and_watchdog_warnings_rate_limited(
         '{"type": "verb:hook"}',
     ],
 )
-async def test_fm18_bad_frames_never_break_the_call(nursery: trio.Nursery, bad: str) -> None:
+async def test_fm18_bad_frames_never_break_the_call(serve: Serve, bad: str) -> None:
     async def app(call: Call) -> None:
         await call.ack(call.session, [Say(text="hi")])
         async for event in call:
             if isinstance(event, VerbHook):
                 await call.ack(event, [Hangup()])
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         await new_call(client)
         await client.send_text(bad)
@@ -266,7 +243,7 @@ async def test_fm18_bad_frames_never_break_the_call(nursery: trio.Nursery, bad: 
         assert reply == {"type": "ack", "msgid": "h1", "data": [{"verb": "hangup"}]}
 
 
-async def test_fm17_binary_frame_ignored(nursery: trio.Nursery) -> None:
+async def test_fm17_binary_frame_ignored(serve: Serve) -> None:
     async def app(call: Call) -> None:
         await call.ack(call.session, [Say(text="hi")])
         event = await call.next_event()
@@ -274,7 +251,7 @@ async def test_fm17_binary_frame_ignored(nursery: trio.Nursery) -> None:
         await call.ack(event, [Hangup()])
         await call.wait_closed()
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         await new_call(client)
         await client.send_bytes(b'{"type":"verb:hook","msgid":"b","data":{}}')
@@ -303,7 +280,7 @@ async def test_fm14_oversize_inbound_closes_1009(nursery: trio.Nursery) -> None:
         assert client.close_code == 1009
 
 
-async def test_fm15_outbound_too_large_refused_locally(nursery: trio.Nursery) -> None:
+async def test_fm15_outbound_too_large_refused_locally(serve: Serve) -> None:
     results: list[str] = []
 
     async def app(call: Call) -> None:
@@ -316,7 +293,7 @@ async def test_fm15_outbound_too_large_refused_locally(nursery: trio.Nursery) ->
         results.append("ok")
         await call.wait_closed()
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         ack = await new_call(client)
         assert ack == {"type": "ack", "msgid": "m1", "data": [{"verb": "say", "text": "fits"}]}
@@ -328,7 +305,7 @@ async def test_fm15_outbound_too_large_refused_locally(nursery: trio.Nursery) ->
 # -- commands -------------------------------------------------------------------------------
 
 
-async def test_commands_refused_before_session_new_ack(nursery: trio.Nursery) -> None:
+async def test_commands_refused_before_session_new_ack(serve: Serve) -> None:
     async def app(call: Call) -> None:
         with pytest.raises(LocalProtocolError, match="session:new"):
             await call.hangup()
@@ -336,7 +313,7 @@ async def test_commands_refused_before_session_new_ack(nursery: trio.Nursery) ->
         await call.hangup()
         await call.wait_closed()
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         await new_call(client)
         assert await client.receive() == {
@@ -346,7 +323,7 @@ async def test_commands_refused_before_session_new_ack(nursery: trio.Nursery) ->
         }
 
 
-async def test_every_call_command_method_sends_the_08_shape(nursery: trio.Nursery) -> None:
+async def test_every_call_command_method_sends_the_08_shape(serve: Serve) -> None:
     from jambonz_trio.verbs import Config, Dub
 
     async def app(call: Call) -> None:
@@ -379,7 +356,7 @@ async def test_every_call_command_method_sends_the_08_shape(nursery: trio.Nurser
         await call.tts_clear()
         await call.wait_closed()
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         await new_call(client)
         frames = []
@@ -409,11 +386,11 @@ async def test_every_call_command_method_sends_the_08_shape(nursery: trio.Nurser
     assert "data" not in by_name["tts:flush"]
 
 
-async def test_command_from_another_task(nursery: trio.Nursery) -> None:
+async def test_command_from_another_task(serve: Serve) -> None:
     async def app(call: Call) -> None:
         await answer_and_wait(call)
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         await new_call(client)
         call = server.calls.get("sid-1")
@@ -424,9 +401,7 @@ async def test_command_from_another_task(nursery: trio.Nursery) -> None:
         assert frame is not None and frame["data"] == [{"verb": "say", "text": "from outside"}]
 
 
-async def test_tts_tokens_back_pressure(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_tts_tokens_back_pressure(serve: Serve, autojump_clock: trio.testing.MockClock) -> None:
     results: list[str | None] = []
     done = trio.Event()
 
@@ -438,7 +413,7 @@ async def test_tts_tokens_back_pressure(
         done.set()
         await call.wait_closed()
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         await new_call(client)
         first = await client.receive()
@@ -475,12 +450,12 @@ async def test_tts_tokens_back_pressure(
 # -- failures and closing ------------------------------------------------------------------
 
 
-async def test_fm08_handler_raises_after_ack(nursery: trio.Nursery, caplog: pytest.LogCaptureFixture) -> None:
+async def test_fm08_handler_raises_after_ack(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
     async def app(call: Call) -> None:
         await call.ack(call.session, [Say(text="hi")])
         raise RuntimeError("boom")
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         await new_call(client)
         redirect = await client.receive()
@@ -495,7 +470,7 @@ async def test_fm08_handler_raises_after_ack(nursery: trio.Nursery, caplog: pyte
     assert "boom" in caplog.text and "sid-1" in caplog.text
 
 
-async def test_fm08_a_crashed_handler_closes_by_error(nursery: trio.Nursery) -> None:
+async def test_fm08_a_crashed_handler_closes_by_error(serve: Serve) -> None:
     """``CloseInfo.by`` documents ``"error"`` for a crashed handler; before, the call closed as
     ``by="app"`` with reason ``handler finished``, like one that returned."""
     calls: list[Call] = []
@@ -505,7 +480,7 @@ async def test_fm08_a_crashed_handler_closes_by_error(nursery: trio.Nursery) -> 
         await call.ack(call.session, [Say(text="hi")])
         raise RuntimeError("boom")
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         await new_call(client)
         assert (await client.receive() or {}).get("command") == "redirect"  # the fallback verbs
@@ -515,14 +490,14 @@ async def test_fm08_a_crashed_handler_closes_by_error(nursery: trio.Nursery) -> 
     assert (info.code, info.reason, info.by) == (1000, "handler failed", "error")
 
 
-async def test_fm08_a_returning_handler_closes_by_app(nursery: trio.Nursery) -> None:
+async def test_fm08_a_returning_handler_closes_by_app(serve: Serve) -> None:
     calls: list[Call] = []
 
     async def app(call: Call) -> None:
         calls.append(call)
         await call.ack(call.session, [Say(text="hi")])
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         await new_call(client)
         assert await client.receive() is None
@@ -531,11 +506,11 @@ async def test_fm08_a_returning_handler_closes_by_app(nursery: trio.Nursery) -> 
     assert (info.code, info.reason, info.by) == (1000, "handler finished", "app")
 
 
-async def test_fm08_handler_raises_before_ack_answers_with_fallback(nursery: trio.Nursery) -> None:
+async def test_fm08_handler_raises_before_ack_answers_with_fallback(serve: Serve) -> None:
     async def app(call: Call) -> None:
         raise RuntimeError("boom")
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         assert await new_call(client) == {
             "type": "ack",
@@ -546,7 +521,7 @@ async def test_fm08_handler_raises_before_ack_answers_with_fallback(nursery: tri
         assert client.close_code == 1000
 
 
-async def test_fm08_one_crash_does_not_touch_other_calls(nursery: trio.Nursery) -> None:
+async def test_fm08_one_crash_does_not_touch_other_calls(serve: Serve) -> None:
     async def app(call: Call) -> None:
         await call.ack(call.session, [Say(text="hi")])
         async for event in call:
@@ -555,7 +530,7 @@ async def test_fm08_one_crash_does_not_touch_other_calls(nursery: trio.Nursery) 
                     raise RuntimeError("boom")
                 await call.ack(event, [Hangup()])
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with trio.open_nursery() as inner:
         clients: list[RawClient] = []
         for i in range(10):
@@ -574,22 +549,6 @@ async def test_fm08_one_crash_does_not_touch_other_calls(nursery: trio.Nursery) 
         inner.cancel_scope.cancel()
 
 
-async def inner_enter(nursery: trio.Nursery, cm: Any) -> RawClient:
-    """Enter an async context manager for the rest of ``nursery``'s life."""
-    entered = trio.Event()
-    box: list[RawClient] = []
-
-    async def hold() -> None:
-        async with cm as client:
-            box.append(client)
-            entered.set()
-            await trio.sleep_forever()
-
-    nursery.start_soon(hold)
-    await entered.wait()
-    return box[0]
-
-
 async def test_strict_mode_reraises(autojump_clock: trio.testing.MockClock) -> None:
     async def app(call: Call) -> None:
         await call.ack(call.session, [Say(text="hi")])
@@ -605,7 +564,7 @@ async def test_strict_mode_reraises(autojump_clock: trio.testing.MockClock) -> N
     assert info.group_contains(RuntimeError, match="strict boom")
 
 
-async def test_fm27_normal_end_is_callclosed_not_a_group(nursery: trio.Nursery) -> None:
+async def test_fm27_normal_end_is_callclosed_not_a_group(serve: Serve) -> None:
     raised: list[BaseException] = []
     done = trio.Event()
 
@@ -619,7 +578,7 @@ async def test_fm27_normal_end_is_callclosed_not_a_group(nursery: trio.Nursery) 
             done.set()
             raise
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         await new_call(client)
         await client.close(1000)
@@ -630,7 +589,7 @@ async def test_fm27_normal_end_is_callclosed_not_a_group(nursery: trio.Nursery) 
     assert raised[0].code == 1000
 
 
-async def test_fm25_close_codes_validated(nursery: trio.Nursery) -> None:
+async def test_fm25_close_codes_validated(serve: Serve) -> None:
     async def app(call: Call) -> None:
         await call.ack(call.session, [Say(text="hi")])
         for bad in (999, 1005, 1006, 1015, 2999, 5000):
@@ -638,7 +597,7 @@ async def test_fm25_close_codes_validated(nursery: trio.Nursery) -> None:
                 await call.aclose(bad)
         await call.aclose(4000, "x" * 300)
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         await new_call(client)
         assert await client.receive() is None
@@ -648,9 +607,7 @@ async def test_fm25_close_codes_validated(nursery: trio.Nursery) -> None:
 # -- liveness and back-pressure --------------------------------------------------------------
 
 
-async def test_fm11_half_open_peer_is_aborted(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_fm11_half_open_peer_is_aborted(serve: Serve, autojump_clock: trio.testing.MockClock) -> None:
     events: list[Any] = []
     got_event = trio.Event()
 
@@ -659,7 +616,7 @@ async def test_fm11_half_open_peer_is_aborted(
         events.append(await call.next_event())
         got_event.set()
 
-    server = await start(nursery, app, ping_interval=20, ping_timeout=10)
+    server = await serve(app, ping_interval=20, ping_timeout=10)
     async with raw_client(server, auto_pong=False) as client:
         await new_call(client)
         t0 = trio.current_time()
@@ -670,12 +627,12 @@ async def test_fm11_half_open_peer_is_aborted(
 
 
 async def test_fm12_idle_call_kept_alive_by_pings(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
     async def app(call: Call) -> None:
         await answer_and_wait(call)
 
-    server = await start(nursery, app, ping_interval=20, ping_timeout=10)
+    server = await serve(app, ping_interval=20, ping_timeout=10)
     async with raw_client(server) as client:
         await new_call(client)
         with trio.move_on_after(600):
@@ -685,9 +642,7 @@ async def test_fm12_idle_call_kept_alive_by_pings(
         assert call is not None and call.state.value == "connected"
 
 
-async def test_fm10_peer_that_stops_reading(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
-) -> None:
+async def test_fm10_peer_that_stops_reading(serve: Serve, autojump_clock: trio.testing.MockClock) -> None:
     failures: list[BaseException] = []
     failed = trio.Event()
 
@@ -703,7 +658,7 @@ async def test_fm10_peer_that_stops_reading(
             assert trio.current_time() - t0 == pytest.approx(5.0, abs=0.5)
         await trio.sleep_forever()
 
-    server = await start(nursery, app, send_timeout=5)
+    server = await serve(app, send_timeout=5)
     stream = await server.connect_memory(lockstep=True)
     client = RawClient(stream)
     await client.handshake()
@@ -716,13 +671,13 @@ async def test_fm10_peer_that_stops_reading(
 
 
 async def test_fm13_slow_handler_does_not_block_bookkeeping(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
     async def app(call: Call) -> None:
         await call.ack(call.session, [Say(text="hi")])
         await trio.sleep(60)  # never reads events
 
-    server = await start(nursery, app, event_queue_size=16, overflow=Overflow.DROP)
+    server = await serve(app, event_queue_size=16, overflow=Overflow.DROP)
     async with raw_client(server) as client:
         await new_call(client)
         for i in range(200):
@@ -737,7 +692,7 @@ async def test_fm13_slow_handler_does_not_block_bookkeeping(
         assert stats.events_queued == 16 and stats.events_dropped == 185
 
 
-async def test_s11_secrets_never_logged(nursery: trio.Nursery, caplog: pytest.LogCaptureFixture) -> None:
+async def test_s11_secrets_never_logged(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
 
     async def app(call: Call) -> None:
@@ -746,8 +701,193 @@ async def test_s11_secrets_never_logged(nursery: trio.Nursery, caplog: pytest.Lo
         await call.ack(call.session, [Say(text="hi")])
         raise RuntimeError("crash")
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         await new_call(client)
         await client.receive()
     assert "s3cret-value" not in caplog.text
+
+
+async def test_fm36_a_msgid_too_long_to_echo_does_not_take_the_server_down(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Review r1: a msgid the ack could not echo (over ``maxPayload``) must not take the server down."""
+    server = await start(nursery, answer_and_wait)
+    with trio.fail_after(30):
+        async with raw_client(server) as bystander, raw_client(server) as evil:
+            assert await new_call(bystander, "good", "b1") == {
+                "type": "ack",
+                "msgid": "b1",
+                "data": [{"verb": "say", "text": "hi"}],
+            }
+            await new_call(evil, "evil", "m1")
+            # old: the watchdog's empty ack (4 s later) raised MessageTooLarge out of the call's
+            # nursery, through the calls nursery, out of serve_jambonz
+            await evil.send("verb:hook", "x" * 30000, {}, hook="/h", call_sid="evil")
+            await trio.sleep(5)
+            for client, sid in ((bystander, "good"), (evil, "evil")):
+                await client.send("verb:hook", "h1", {}, hook="/h", call_sid=sid)
+                assert await client.receive() == {"type": "ack", "msgid": "h1", "data": []}
+            assert server.calls["evil"].state.value == "connected"
+
+
+async def test_fm36_a_failing_watchdog_ends_only_its_call(
+    serve: Serve, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review r1 (FM-36): whatever escapes one call's task (here its watchdog) is logged, not
+    raised, and ends only that call."""
+    auto_answer = CallEngine._auto_answer
+
+    async def boom(engine: CallEngine, owed: Any) -> None:
+        if engine.call_sid == "evil":
+            raise RuntimeError("a bug in the watchdog")
+        await auto_answer(engine, owed)
+
+    monkeypatch.setattr(CallEngine, "_auto_answer", boom)
+
+    async def app(call: Call) -> None:
+        await answer_and_wait(call)
+
+    server = await serve(app)
+    with trio.fail_after(30):
+        async with raw_client(server) as bystander, raw_client(server) as evil:
+            await new_call(bystander, "good", "b1")
+            await new_call(evil, "evil", "m1")
+            await evil.send("verb:hook", "e1", {}, hook="/h", call_sid="evil")
+            # its watchdog failed at 4 s: fallback verbs, then a 1000 close (FM-08's ending)
+            fallback = await evil.receive()
+            assert fallback is not None and fallback["command"] == "redirect"
+            assert fallback["data"] == [{"verb": "hangup"}]
+            assert await evil.receive() is None
+            assert evil.close_code == 1000
+            await trio.testing.wait_all_tasks_blocked()
+            assert "evil" not in server.calls
+            await bystander.send("verb:hook", "h1", {}, hook="/h", call_sid="good")
+            assert await bystander.receive() == {"type": "ack", "msgid": "h1", "data": []}
+
+
+async def test_fm36_callclosed_of_another_call_is_a_handler_failure(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Review r9: a ``CallClosed`` of another call (a handler following another leg) is a
+    handler failure, not a server crash."""
+    calls: dict[str | None, Call] = {}
+
+    async def app(call: Call) -> None:
+        calls[call.call_sid] = call
+        await call.ack(call.session, [Say(text="hi")])
+        if call.call_sid == "watcher":
+            while True:  # follows the other leg (a bridge / supervisor)
+                await calls["agent"].next_event()  # raises CallClosed when *that* call ends
+        await call.wait_closed()
+
+    server = await start(nursery, app)
+    with trio.fail_after(30):
+        async with (
+            raw_client(server) as agent,
+            raw_client(server) as watcher,
+            raw_client(server) as bystander,
+        ):
+            for client, sid in ((agent, "agent"), (watcher, "watcher"), (bystander, "bystander")):
+                await new_call(client, sid, "m-" + sid)
+            await agent.close(1000)  # jambonz ends the agent's call normally
+            assert await agent.receive() is None
+            # the watcher's handler failed: fallback verbs, then the call ends
+            fallback = await watcher.receive()
+            assert fallback is not None and fallback["command"] == "redirect"
+            assert fallback["data"] == [{"verb": "hangup"}]
+            assert await watcher.receive() is None and watcher.close_code == 1000
+            # old: the CallClosed escaped the calls nursery and serve_jambonz died
+            await bystander.send("verb:hook", "h1", {}, hook="/h", call_sid="bystander")
+            assert await bystander.receive() == {"type": "ack", "msgid": "h1", "data": []}
+            assert list(server.calls) == ["bystander"]
+
+
+async def test_fm11_slow_auto_answers_do_not_shorten_the_pong_deadline(
+    serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Keepalive review (issue 8): two hooks go unanswered while the peer reads only every 6 s (but answers pings within
+    1 s): the watchdog's writes take a while, and the ping's deadlines must start after them."""
+    events: list[Event] = []
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        async for event in call:
+            events.append(event)
+
+    server = await serve(app, ping_interval=4, ping_timeout=10, send_timeout=10)
+    stream = await server.connect_memory(lockstep=True)
+    client = RawClient(stream, auto_pong=False)
+    await client.handshake()
+    await client.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
+    ack = await client.receive()
+    assert ack is not None and ack["type"] == "ack"
+    await client.send("verb:hook", "h1", {}, hook="/a", call_sid="sid-1")
+    await client.send("verb:hook", "h2", {}, hook="/b", call_sid="sid-1")
+    pongs = 0
+    t0 = trio.current_time()
+    while trio.current_time() - t0 < 40:
+        await trio.sleep(6)
+        data = await stream.receive_some(65536)
+        assert data, "the server dropped a healthy peer"
+        client.ws.receive_data(bytes(data))
+        for event in client.ws.events():
+            if isinstance(event, Ping):
+                await trio.sleep(1)
+                await stream.send_all(client.ws.send(event.response()))
+                pongs += 1
+    assert pongs >= 3
+    assert not any(isinstance(e, Disconnected) for e in events)
+
+
+class CongestedLink(trio.abc.Stream):
+    """Writes trickle out 3 bytes every 2 s while ``slow`` is set."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.slow = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        rest = bytes(data)
+        while rest:
+            n = 3 if self.slow else len(rest)
+            await self.inner.send_all(rest[:n])
+            rest = rest[n:]
+            if self.slow and rest:
+                await trio.sleep(2)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_fm10_a_ping_cut_half_way_ends_the_socket(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Keepalive review (issue 8): a Ping cut by send_timeout after 3 of its bytes: nothing may be written after it (the
+    peer would read garbage); the socket is reported lost and commands wait for a reconnect."""
+    calls: list[Call] = []
+    app = recording(calls, "hi")
+
+    server = await start(nursery, app, ping_interval=20, ping_timeout=30, send_timeout=1)
+    client_end, server_end = trio.testing.memory_stream_pair()
+    link = CongestedLink(server_end)
+    nursery.start_soon(server.handle_stream, link)
+    client = RawClient(client_end)
+    await client.handshake()
+    await client.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
+    ack = await client.receive()
+    assert ack is not None and ack["type"] == "ack"
+    await trio.sleep(19.5)
+    link.slow = True
+    await trio.sleep(2)  # the 1 s send_timeout cuts the Ping after 3 bytes
+    link.slow = False
+    assert calls[0].state.value == "disconnected"
+    with trio.move_on_after(1):  # a command now waits for a reconnect instead of following
+        await calls[0].send_command(RedirectCommand(verbs=(Say(text="next"),)))
+    assert calls[0].statistics().frames_sent == 1  # the session:new ack; nothing after the cut

@@ -7,9 +7,9 @@ import trio.testing
 
 from jambonz_trio import Call, CallConfig, JambonzServer, ServerConfig, serve_jambonz
 from jambonz_trio.verbs import Say
+from tests.helpers import answer_and_wait
 
-from .helpers import RawClient, raw_client
-from .test_call_engine import new_call
+from .helpers import RawClient, inner_enter, new_call, raw_client
 
 
 async def test_fm37_drain_closes_remaining_calls_with_1012(
@@ -40,7 +40,7 @@ async def test_fm37_drain_closes_remaining_calls_with_1012(
         async with trio.open_nursery() as inner:
             for sid in ["short", *[f"long-{i}" for i in range(50)]]:
                 cm = raw_client(server)
-                client = await _enter(inner, cm)
+                client = await inner_enter(inner, cm)
                 await new_call(client, sid=sid)
                 clients.append(client)
             assert len(server.calls) == 51
@@ -63,7 +63,28 @@ async def test_fm37_drain_closes_remaining_calls_with_1012(
     assert codes == [1000] + [1012] * 50
 
 
-async def _enter(nursery: trio.Nursery, cm: object) -> RawClient:
-    from .test_call_engine import inner_enter
+async def test_fm37_a_cancelled_server_closes_its_calls_with_1012(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Review r2: a cancelled handler closes with 1012 (jambonz reconnects), not 1000."""
+    server_scope = trio.CancelScope()
 
-    return await inner_enter(nursery, cm)
+    async def run_server(outer: trio.Nursery, task_status: trio.TaskStatus[JambonzServer]) -> None:
+        with server_scope:
+            # connections in a nursery that outlives the server's: the handlers are cancelled
+            # while their sockets still work, so the close code they choose reaches jambonz
+            await serve_jambonz(answer_and_wait, handler_nursery=outer, task_status=task_status)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as outer:
+            server: JambonzServer = await outer.start(run_server, outer)
+            client = RawClient(await server.connect_memory())
+            await client.handshake("/")
+            await new_call(client)
+            call = server.calls["sid-1"]
+            server_scope.cancel()  # e.g. SIGTERM handled without drain()
+            assert await client.receive() is None
+            outer.cancel_scope.cancel()
+    assert client.close_code == 1012  # old: 1000, "hang up, never reconnect"
+    assert call.close_info is not None
+    assert (call.close_info.code, call.close_info.by) == (1012, "server")

@@ -19,8 +19,9 @@ from wsproto.events import CloseConnection, TextMessage
 from jambonz_trio import Call, CallConfig, ServerConfig, serve_jambonz
 from jambonz_trio._websocket import MAX_FRAGMENTS
 from jambonz_trio.verbs import Say
+from tests.helpers import Serve
 
-from .helpers import SESSION_DATA, raw_client
+from .helpers import SESSION_DATA, new_call, raw_client
 from .test_websocket import next_read_fails, pair
 
 
@@ -209,3 +210,52 @@ def test_a_flood_of_strings_is_refused_before_they_are_skipped() -> None:
     assert loads_object(json.dumps({"a": many, "b": commas}))["a"] == many
     quoted = '\\"' * 100_000
     assert loads_object('{"t": "' + quoted + commas + '"}')["t"] == '"' * 100_000 + commas
+
+
+async def _events_only(call: Call) -> None:
+    await call.ack(call.session, [Say(text="hi")])
+    async for _event in call:
+        pass
+
+
+async def test_fm36_a_bad_frame_with_a_huge_msgid_leaves_no_zombie_call(
+    serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Review r8: no zombie CONNECTED call on a dead socket."""
+    server = await serve(_events_only, reconnect_grace=30)
+    with trio.fail_after(120):
+        async with raw_client(server) as client:
+            await new_call(client)
+            # old: _bad_frame's ack was over maxPayload; the connection task died, the call
+            # was never told (CONNECTED forever, no keepalive, no reconnect grace)
+            await client.send_text('{"type":"verb:hook","msgid":"%s","data":5}' % ("x" * 30000))
+            await client.send("verb:hook", "h1", {}, hook="/h", call_sid="sid-1")
+            assert await client.receive() == {"type": "ack", "msgid": "h1", "data": []}
+            call = server.calls["sid-1"]
+        await trio.sleep(1)
+        assert call.state.value == "disconnected"
+        await trio.sleep(30)
+        assert call.close_info is not None and call.close_info.by == "lost"
+        assert server.calls.get("sid-1") is None
+
+
+async def test_fm36_a_failing_connection_task_leaves_the_call_disconnected(
+    serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Review r8: a connection task that dies with an exception (here: the bad frame's ack is over a
+    small ``max_outbound_bytes``) must leave the call disconnected, not CONNECTED forever."""
+    server = await serve(_events_only, reconnect_grace=30, max_outbound_bytes=200)
+    with trio.fail_after(120):
+        async with raw_client(server) as client:
+            await new_call(client)
+            await client.send_text('{"type":"verb:hook","msgid":"%s","data":5}' % ("y" * 250))
+            await client.send("verb:hook", "h1", {}, hook="/h", call_sid="sid-1")
+            answer = await client.receive()
+            call = server.calls["sid-1"]
+        if answer is not None:  # the socket survived the bad frame: fine as well
+            assert answer == {"type": "ack", "msgid": "h1", "data": []}
+            await trio.sleep(1)
+        assert call.state.value == "disconnected"  # old: "connected", on a dead socket
+        await trio.sleep(31)
+        assert call.close_info is not None and call.close_info.by == "lost"
+        assert server.calls.get("sid-1") is None

@@ -14,9 +14,9 @@ from jambonz_trio import Call, DisconnectedCommands, JambonzMessage, open_conver
 from jambonz_trio._log import MAX_VALUE_CHARS, CallLog, get_logger, safe
 from jambonz_trio.messages import Disconnected
 from jambonz_trio.verbs import Say
+from tests.helpers import Serve
 
 from .helpers import SESSION_DATA, raw_client
-from .test_call_engine import start
 
 LINE_CAP = 4 * MAX_VALUE_CHARS + 1000  # a few capped arguments plus the library's own text
 
@@ -65,12 +65,12 @@ def test_throttle_is_a_token_bucket_per_kind(caplog: pytest.LogCaptureFixture) -
 
 
 async def test_huge_call_sid_and_bad_frame_flood_stay_small(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    serve: Serve, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A 400,000-character call sid and 1,000 eight-byte bad frames: before the fix, 1,000
     WARNING lines of 400 KB each."""
     caplog.set_level(logging.INFO)
-    server = await start(nursery, _deaf)
+    server = await serve(_deaf)
     sid = "s" * 400_000
     async with raw_client(server) as client:
         await client.send("session:new", "m1", {**SESSION_DATA, "call_sid": sid}, call_sid=sid)
@@ -87,10 +87,10 @@ async def test_huge_call_sid_and_bad_frame_flood_stay_small(
 
 
 async def test_newline_in_call_sid_cannot_forge_a_line(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    serve: Serve, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    server = await start(nursery, _deaf)
+    server = await serve(_deaf)
     sid = "sid-1\nCRITICAL root: forged"
     async with raw_client(server) as client:
         await client.send("session:new", "m1", {**SESSION_DATA, "call_sid": sid}, call_sid=sid)
@@ -103,12 +103,12 @@ async def test_newline_in_call_sid_cannot_forge_a_line(
 
 
 async def test_unanswered_request_flood_writes_a_bounded_number_of_warnings(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    serve: Serve, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """2,000 distinct msgids nobody answers: the watchdog answers each (jambonz must not wait)
     but logs a burst and one line per interval, not 2,000 (200,000 lines in the issue)."""
     caplog.set_level(logging.INFO)
-    server = await start(nursery, _deaf)
+    server = await serve(_deaf)
     async with raw_client(server) as client:
         await client.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
         await client.receive()
@@ -130,7 +130,7 @@ async def test_unanswered_request_flood_writes_a_bounded_number_of_warnings(
 
 
 async def test_event_flood_into_a_conversation_writes_a_bounded_number_of_warnings(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    serve: Serve, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A conversation app that never reads ``next_event()`` (most do not) and 2,000
     ``call:status`` messages: past its event queue, one WARNING per message before the fix."""
@@ -141,7 +141,7 @@ async def test_event_flood_into_a_conversation_writes_a_bounded_number_of_warnin
             await convo.say("hi")
             await call.wait_closed()
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         await client.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
         assert (await client.receive() or {}).get("type") == "ack"
@@ -156,7 +156,7 @@ async def test_event_flood_into_a_conversation_writes_a_bounded_number_of_warnin
 
 
 async def test_a_peer_type_in_an_error_the_handler_lets_escape_cannot_forge_a_line(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    serve: Serve, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Tracebacks are logged as they are, so the library's own error texts must not carry raw
     peer strings: before, acking an unknown message type raised ``LocalProtocolError`` with the
@@ -169,7 +169,7 @@ async def test_a_peer_type_in_an_error_the_handler_lets_escape_cannot_forge_a_li
             if isinstance(event, JambonzMessage):
                 await call.ack(event)  # an app bug: not every message is a request
 
-    server = await start(nursery, ack_everything)
+    server = await serve(ack_everything)
     forged = "x:y\nCRITICAL root: forged" + "z" * 100_000
     async with raw_client(server) as client:
         await client.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
@@ -184,7 +184,7 @@ async def test_a_peer_type_in_an_error_the_handler_lets_escape_cannot_forge_a_li
 
 
 async def test_a_peer_sid_in_not_delivered_cannot_forge_a_line(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    serve: Serve, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The same for the call sid in ``NotDelivered`` (``disconnected_commands=FAIL``)."""
     caplog.set_level(logging.INFO)
@@ -195,7 +195,7 @@ async def test_a_peer_sid_in_not_delivered_cannot_forge_a_line(
             if isinstance(event, Disconnected):
                 await call.hangup()  # raises NotDelivered at once; not caught
 
-    server = await start(nursery, hangs_up_when_disconnected, disconnected_commands=DisconnectedCommands.FAIL)
+    server = await serve(hangs_up_when_disconnected, disconnected_commands=DisconnectedCommands.FAIL)
     sid = "sid-1\nCRITICAL root: forged" + "z" * 100_000
     async with raw_client(server) as client:
         await client.send("session:new", "m1", {**SESSION_DATA, "call_sid": sid}, call_sid=sid)

@@ -17,8 +17,10 @@ from jambonz_trio import (
     AckOutcome,
     BasicAuth,
     Call,
+    CallClosed,
     CommandQueueFull,
     DisconnectedCommands,
+    JambonzMessage,
     JambonzServer,
     NotDelivered,
     Route,
@@ -26,19 +28,25 @@ from jambonz_trio import (
     serve_jambonz,
 )
 from jambonz_trio._call import engine_of
+from jambonz_trio.lowlevel import SessionState
 from jambonz_trio.messages import AckUnconfirmed, HookAbandoned, Reconnected
 from jambonz_trio.verbs import Hangup, Say
+from tests.helpers import Serve, answer_and_wait, recording, start
 
-from .helpers import SESSION_DATA, RawClient, raw_client
-from .test_call_engine import new_call, start
+from .helpers import (
+    SESSION_DATA,
+    RawClient,
+    drain,
+    hooks_behind_a_blocked_write,
+    new_call,
+    raw_client,
+    reconnect,
+    start_and_drop,
+    wait_link_closed,
+)
 
 
-async def reconnect(client: RawClient, sid: str = "sid-1", msgid: str = "r1") -> dict[str, Any] | None:
-    await client.send("session:reconnect", msgid, {**SESSION_DATA, "call_sid": sid}, call_sid=sid)
-    return await client.receive()
-
-
-async def test_fm28_same_call_across_a_drop(nursery: trio.Nursery) -> None:
+async def test_fm28_same_call_across_a_drop(serve: Serve) -> None:
     events: list[Any] = []
     hooked = trio.Event()
     reconnected = trio.Event()
@@ -56,7 +64,7 @@ async def test_fm28_same_call_across_a_drop(nursery: trio.Nursery) -> None:
                 call.user_data["state"]["step"] += 1
                 await call.ack(event, [Hangup()])
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as first:
         await new_call(first)
         await first.send("verb:hook", "h1", {}, hook="/first", call_sid="sid-1")
@@ -88,7 +96,7 @@ async def test_fm28_same_call_across_a_drop(nursery: trio.Nursery) -> None:
     assert call.reconnect_count == 1
 
 
-async def test_fm28_late_answer_to_abandoned_hook_becomes_redirect(nursery: trio.Nursery) -> None:
+async def test_fm28_late_answer_to_abandoned_hook_becomes_redirect(serve: Serve) -> None:
     outcomes: list[AckOutcome] = []
     got_hook = trio.Event()
     may_answer = trio.Event()
@@ -102,7 +110,7 @@ async def test_fm28_late_answer_to_abandoned_hook_becomes_redirect(nursery: trio
         outcomes.append(await call.ack(hook, [Say(text="after")]))
         await call.wait_closed()
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as first:
         await new_call(first)
         await first.send("verb:hook", "h1", {}, hook="/g", call_sid="sid-1")
@@ -124,7 +132,7 @@ async def test_fm28_late_answer_to_abandoned_hook_becomes_redirect(nursery: trio
 
 @pytest.mark.parametrize("answer_first", [True, False])
 async def test_fm29_drop_before_session_new_ack(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, answer_first: bool
+    serve: Serve, autojump_clock: trio.testing.MockClock, answer_first: bool
 ) -> None:
     outcomes: list[AckOutcome] = []
 
@@ -133,7 +141,7 @@ async def test_fm29_drop_before_session_new_ack(
         outcomes.append(await call.ack(call.session, [Say(text="welcome")]))
         await call.wait_closed()
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as first:
         await first.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
         await trio.sleep(0.1)
@@ -148,12 +156,9 @@ async def test_fm29_drop_before_session_new_ack(
     assert outcomes == [AckOutcome.DEFERRED if answer_first else AckOutcome.ACKED]
 
 
-async def test_fm24_commands_wait_for_the_reconnect_ack_in_order(nursery: trio.Nursery) -> None:
-    server = await start(nursery, _answer_and_wait)
-    async with raw_client(server) as first:
-        await new_call(first)
-        await first.drop()
-    call = server.calls["sid-1"]
+async def test_fm24_commands_wait_for_the_reconnect_ack_in_order(serve: Serve) -> None:
+    server = await serve(answer_and_wait)
+    call = await start_and_drop(server)
     sent: list[str] = []
 
     async def push(i: int) -> None:
@@ -173,12 +178,9 @@ async def test_fm24_commands_wait_for_the_reconnect_ack_in_order(nursery: trio.N
     assert sorted(sent) == ["c0", "c1", "c2"]
 
 
-async def test_fm24_queue_overflow_and_fail_fast(nursery: trio.Nursery) -> None:
-    server = await start(nursery, _answer_and_wait, max_queued_commands=2)
-    async with raw_client(server) as first:
-        await new_call(first)
-        await first.drop()
-    call = server.calls["sid-1"]
+async def test_fm24_queue_overflow_and_fail_fast(serve: Serve) -> None:
+    server = await serve(answer_and_wait, max_queued_commands=2)
+    call = await start_and_drop(server)
     async with trio.open_nursery() as pushers:
         for _ in range(2):
             pushers.start_soon(call.hangup)
@@ -188,37 +190,29 @@ async def test_fm24_queue_overflow_and_fail_fast(nursery: trio.Nursery) -> None:
         pushers.cancel_scope.cancel()  # cancelled waiters leave the queue, unsent
     assert call.statistics().commands_queued == 0
 
-    server2 = await start(nursery, _answer_and_wait, disconnected_commands=DisconnectedCommands.FAIL)
-    async with raw_client(server2) as first:
-        await new_call(first)
-        await first.drop()
+    server2 = await serve(answer_and_wait, disconnected_commands=DisconnectedCommands.FAIL)
+    call2 = await start_and_drop(server2)
     with pytest.raises(NotDelivered):
-        await server2.calls["sid-1"].hangup()
+        await call2.hangup()
 
 
 async def test_queued_commands_fail_when_the_call_is_lost(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
-    server = await start(nursery, _answer_and_wait, reconnect_grace=30)
-    async with raw_client(server) as first:
-        await new_call(first)
-        await first.drop()
-    call = server.calls["sid-1"]
+    server = await serve(answer_and_wait, reconnect_grace=30)
+    call = await start_and_drop(server)
     with pytest.raises(NotDelivered, match="call ended"):
         await call.hangup()
     assert call.close_info is not None and call.close_info.by == "lost"
 
 
-async def test_fm32_grace_period_frees_the_call(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
-) -> None:
-    server = await start(nursery, _answer_and_wait, reconnect_grace=30)
-    async with raw_client(server) as first:
-        await new_call(first)
-        await first.drop()
-    ref = weakref.ref(server.calls["sid-1"])
+async def test_fm32_grace_period_frees_the_call(serve: Serve, autojump_clock: trio.testing.MockClock) -> None:
+    server = await serve(answer_and_wait, reconnect_grace=30)
+    call = await start_and_drop(server)
+    ref = weakref.ref(call)
     t0 = trio.current_time()
-    info = await server.calls["sid-1"].wait_closed()
+    info = await call.wait_closed()
+    del call
     assert trio.current_time() - t0 == pytest.approx(30, abs=0.01)
     assert info.by == "lost"
     await trio.testing.wait_all_tasks_blocked()
@@ -227,23 +221,19 @@ async def test_fm32_grace_period_frees_the_call(
     assert ref() is None
 
 
-async def test_fm30_unknown_call_sid_reconnect_is_a_new_call(nursery: trio.Nursery) -> None:
+async def test_fm30_unknown_call_sid_reconnect_is_a_new_call(serve: Serve) -> None:
     seen: list[Call] = []
+    app = recording(seen, "resumed")
 
-    async def app(call: Call) -> None:
-        seen.append(call)
-        await call.ack(call.session, [Say(text="resumed")])
-        await call.wait_closed()
-
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         ack = await reconnect(client, sid="restarted")
         assert ack == {"type": "ack", "msgid": "r1", "data": [{"verb": "say", "text": "resumed"}]}
     assert len(seen) == 1 and seen[0].restored and seen[0].call_sid == "restarted"
 
 
-async def test_fm31_newest_socket_wins(nursery: trio.Nursery) -> None:
-    server = await start(nursery, _answer_and_wait)
+async def test_fm31_newest_socket_wins(serve: Serve) -> None:
+    server = await serve(answer_and_wait)
     async with raw_client(server) as old:
         await new_call(old)
         call = server.calls["sid-1"]
@@ -257,7 +247,7 @@ async def test_fm31_newest_socket_wins(nursery: trio.Nursery) -> None:
 
 
 @pytest.mark.parametrize("first_type", ["session:redirect", "session:adulting"])
-async def test_fm33_redirect_or_adulting_opens_a_new_call(nursery: trio.Nursery, first_type: str) -> None:
+async def test_fm33_redirect_or_adulting_opens_a_new_call(serve: Serve, first_type: str) -> None:
     seen: list[Call] = []
 
     async def app(call: Call) -> None:
@@ -265,7 +255,7 @@ async def test_fm33_redirect_or_adulting_opens_a_new_call(nursery: trio.Nursery,
         await call.ack(call.session, [Hangup()])
         await call.wait_closed()
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server, "/adulting") as client:
         data = {**SESSION_DATA, "call_sid": "child-1", "parent_call_info": {"call_sid": "sid-0"}}
         await client.send(first_type, "a1", data, hook="/new")  # no envelope call_sid
@@ -277,9 +267,9 @@ async def test_fm33_redirect_or_adulting_opens_a_new_call(nursery: trio.Nursery,
     assert seen[0].session.type == first_type and seen[0].call_sid == "child-1"
 
 
-async def test_fm34_reconnect_budget_warning(nursery: trio.Nursery, caplog: pytest.LogCaptureFixture) -> None:
+async def test_fm34_reconnect_budget_warning(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
-    server = await start(nursery, _answer_and_wait)
+    server = await serve(answer_and_wait)
     async with raw_client(server) as client:
         await new_call(client)
         await client.drop()
@@ -296,7 +286,7 @@ async def test_fm34_reconnect_budget_warning(nursery: trio.Nursery, caplog: pyte
     assert len(warnings) == 2  # at rc - 1 = 4, and at 5
 
 
-async def test_fm35_legacy_reconnect_without_session_reconnect(nursery: trio.Nursery) -> None:
+async def test_fm35_legacy_reconnect_without_session_reconnect(serve: Serve) -> None:
     events: list[Any] = []
     done = trio.Event()
 
@@ -308,7 +298,7 @@ async def test_fm35_legacy_reconnect_without_session_reconnect(nursery: trio.Nur
                 await call.ack(event, [Hangup()])
                 done.set()
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as client:
         await new_call(client)
         await client.drop()
@@ -326,11 +316,7 @@ async def test_fm35_legacy_reconnect_without_session_reconnect(nursery: trio.Nur
 
 async def test_s9_reconnect_from_another_tenant_cannot_take_over(nursery: trio.Nursery) -> None:
     seen: list[Call] = []
-
-    async def app(call: Call) -> None:
-        seen.append(call)
-        await call.ack(call.session, [Say(text="hi")])
-        await call.wait_closed()
+    app = recording(seen, "hi")
 
     routes = [
         Route(path="/a", handler=app, auth=BasicAuth(username="a", password="pa")),
@@ -371,7 +357,7 @@ async def test_supervisor_pushes_commands_while_the_call_reconnects(nursery: tri
     Frames written to a socket just before the peer vanished can be lost like on any TCP
     connection, so the drop is placed between batches; what is pushed while disconnected
     must arrive after the reconnect ack, in order, and every failure must be reported."""
-    server = await start(nursery, _answer_and_wait)
+    server = await start(nursery, answer_and_wait)
     delivered: list[str] = []
     dropped = trio.Event()
     new_calls = server.calls.new_calls()
@@ -414,11 +400,6 @@ async def test_supervisor_pushes_commands_while_the_call_reconnects(nursery: tri
             received.append(frame["data"][0]["text"])
     assert received == [f"s{i}" for i in range(6)]
     assert delivered == received
-
-
-async def _answer_and_wait(call: Call) -> None:
-    await call.ack(call.session, [Say(text="hi")])
-    await call.wait_closed()
 
 
 # -- FM-26: cancellation around every outbound operation -------------------------------------
@@ -491,7 +472,7 @@ async def _fm26_scenario(cancel_at: float, read_delay: float, op: str) -> None:
 
 
 async def test_session_new_answer_lost_in_a_drop_is_resent_on_the_reconnect(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Issue 12: the app's session:new ack was written into a socket that died before jambonz
     read it; jambonz re-keys its session:new to the reconnect, whose ack must carry the verbs."""
@@ -501,7 +482,7 @@ async def test_session_new_answer_lost_in_a_drop_is_resent_on_the_reconnect(
         outcomes.append(await call.ack(call.session, [Say(text="welcome")]))
         await call.wait_closed()
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as first:
         await first.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
         await trio.testing.wait_all_tasks_blocked()  # the ack is written, never read
@@ -517,7 +498,7 @@ async def test_session_new_answer_lost_in_a_drop_is_resent_on_the_reconnect(
 
 
 async def test_session_new_answer_proven_read_is_not_sent_again(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
     """The Pong to the receipt Ping written after the answer proves jambonz read it: the
     reconnect is then an ordinary one, acked empty."""
@@ -526,7 +507,7 @@ async def test_session_new_answer_proven_read_is_not_sent_again(
         await call.ack(call.session, [Say(text="welcome")])
         await call.wait_closed()
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as first:
         assert await new_call(first) == {
             "type": "ack",
@@ -541,7 +522,7 @@ async def test_session_new_answer_proven_read_is_not_sent_again(
 
 
 async def test_hook_answer_lost_in_a_drop_is_reported(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Issue 12 #2: a verb:hook answer written just before the drop, never proven read: the
     app gets AckUnconfirmed (ack returned ACKED), it is counted, and a proven one is not."""
@@ -555,7 +536,7 @@ async def test_hook_answer_lost_in_a_drop_is_reported(
             if isinstance(event, VerbHook):
                 outcomes.append(await call.ack(event, [Say(text=f"answer {event.hook}")]))
 
-    server = await start(nursery, app)
+    server = await serve(app)
     async with raw_client(server) as first:
         await new_call(first)
         await first.send("verb:hook", "h1", {}, hook="/read", call_sid="sid-1")
@@ -572,3 +553,179 @@ async def test_hook_answer_lost_in_a_drop_is_reported(
     assert call.statistics().acks_unconfirmed == 1
     with pytest.raises(Exception, match="already answered"):
         await call.ack("h2", [Say(text="again")])  # answered: the event says what to do
+
+
+async def test_fm29_a_holding_answer_cut_by_a_drop_goes_out_on_the_reconnect(
+    serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Review r3: a failed watchdog ack of ``session:new`` keeps it owed for the reconnect."""
+    late: list[AckOutcome] = []
+
+    async def app(call: Call) -> None:
+        await trio.sleep(30)  # slow app: the watchdog answers session:new at 4 s
+        late.append(await call.ack(call.session, [Say(text="welcome")]))
+        await call.wait_closed()
+
+    server = await serve(app, send_timeout=1.0)
+    with trio.fail_after(60):
+        async with raw_client(server, lockstep=True) as first:
+            await first.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
+            await trio.sleep(6)  # never reads: the watchdog's write times out at 4 + 1 s
+            call = server.calls["sid-1"]
+            assert call.state.value == "disconnected"
+            assert engine_of(call).protocol.is_owed("m1")  # old: not owed, "answered" by the lost ack
+            # the holding answer may not have arrived: kept, to go out on the reconnect
+            assert engine_of(call).protocol.session is SessionState.RESEND
+        async with raw_client(server) as second:
+            # jambonz re-keys its unanswered session:new to the reconnect (protocol.md 6.2):
+            # an empty ack here would be an empty answer to session:new (SIP 480)
+            assert await reconnect(second) == {
+                "type": "ack",
+                "msgid": "r1",
+                "data": [{"verb": "pause", "length": 1}],
+            }
+            redirect = await second.receive()
+            assert redirect is not None and redirect["command"] == "redirect"
+            assert redirect["data"] == [{"verb": "say", "text": "welcome"}]
+    assert late == [AckOutcome.REDIRECTED]
+
+
+async def test_i19_12_wait_session_acked_survives_an_answer_lost_in_a_drop(
+    serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Review r4: ``wait_session_acked()`` does not raise ``CallClosed`` on a call that is only disconnected."""
+    out: dict[str, Any] = {}
+
+    async def app(call: Call) -> None:
+        async def waiter() -> None:
+            try:
+                await call.wait_session_acked()
+                out["wait_session_acked"] = "returned"
+            except CallClosed as exc:
+                out["wait_session_acked"] = f"CallClosed({exc}) while state={call.state.value}"
+
+        async with trio.open_nursery() as n:
+            n.start_soon(waiter)
+            # jambonz closed, but the receive loop still drains the frames queued before the
+            # Close: the call still says CONNECTED, so ack() writes, and the write fails
+            await wait_link_closed(call)
+            out["state_at_ack"] = call.state.value
+            try:
+                out["ack"] = await call.ack(call.session, [Say(text="hi")])
+            except NotDelivered:
+                out["ack"] = "NotDelivered"
+            async for event in call:
+                if isinstance(event, Reconnected):
+                    if out["ack"] == "NotDelivered":  # the old contract: answer again
+                        out["second_ack"] = await call.ack(call.session, [Say(text="hi")])
+                    break
+        await call.wait_closed()
+
+    server = await serve(app)
+    with trio.fail_after(30):
+        async with raw_client(server) as first:
+            await first.send("session:new", "m1", SESSION_DATA, call_sid="sid-1")
+            for i in range(6):  # queued behind the session:new
+                await first.send("call:status", f"s{i}", {"call_status": "ringing"}, call_sid="sid-1")
+            await first.close(4000)  # abnormal: jambonz reconnects
+            await trio.sleep(1)
+        # old: wait_session_acked raised; then (issue 19 #12) ack raised NotDelivered: the answer
+        # now waits for the reconnect instead
+        assert out == {"state_at_ack": "connected", "ack": AckOutcome.DEFERRED}
+        async with raw_client(server) as second:
+            assert await reconnect(second) == {
+                "type": "ack",
+                "msgid": "r1",
+                "data": [{"verb": "say", "text": "hi"}],
+            }
+            await trio.testing.wait_all_tasks_blocked()
+        assert "second_ack" not in out
+        assert out["wait_session_acked"] == "returned"
+
+
+async def test_fm28_frames_read_after_a_failed_write_are_abandoned(
+    serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Review r5: frames read after a write declared the socket lost are abandoned, not owed."""
+    events: list[str] = []
+    out: dict[str, Any] = {}
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        requests: list[JambonzMessage] = []
+        async with trio.open_nursery() as n:
+
+            async def pusher() -> None:
+                await wait_link_closed(call)
+                out["state_when_ws_closed"] = call.state.value
+                await call.hangup()  # sees ws.closed: the socket is lost; queued for the reconnect
+
+            n.start_soon(pusher)
+            async for event in call:
+                events.append(type(event).__name__)
+                if isinstance(event, VerbHook):
+                    requests.append(event)
+                elif isinstance(event, HookAbandoned):
+                    requests.append(event.message)
+                elif isinstance(event, Reconnected):
+                    out["acks_owed"] = call.statistics().acks_owed
+                    for request in requests:
+                        try:
+                            out[request.msgid] = await call.ack(request, [Say(text="late")])
+                        except Exception as exc:
+                            out[request.msgid] = repr(exc)
+                    break
+
+    server = await serve(app)
+    with trio.fail_after(30):
+        async with raw_client(server, lockstep=True) as first:
+            await new_call(first)
+            # the hooks wait in the queue while the bad frame's ack write fails
+            await hooks_behind_a_blocked_write(first, "h")
+            await trio.sleep(0.1)
+            await drain(first)
+        async with raw_client(server) as second:
+            assert await reconnect(second) == {"type": "ack", "msgid": "r1", "data": []}
+            frames = [await second.receive() for _ in range(4)]
+    assert out["state_when_ws_closed"] == "connected"
+    # old: the hooks were booked as owed on the lost socket: VerbHook events, acks_owed 3
+    # forever, and ack() raised LocalProtocolError("the call's socket is down")
+    assert events == ["Disconnected", "HookAbandoned", "HookAbandoned", "HookAbandoned", "Reconnected"]
+    assert out["acks_owed"] == 0
+    assert [out[f"h{i}"] for i in range(3)] == [AckOutcome.REDIRECTED] * 3
+    assert frames[0] == {"type": "command", "command": "call:status", "data": {"call_status": "completed"}}
+    assert [f is not None and f["command"] for f in frames[1:]] == ["redirect"] * 3
+
+
+async def test_fm31_an_old_socket_never_books_frames_on_the_new_one(
+    serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Review r6: an older socket's receive loop never books its frames on a newer socket."""
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        await wait_link_closed(call)
+        await call.hangup()  # sees ws.closed: the old socket is lost while its loop lives on
+        await call.wait_closed()
+
+    server = await serve(app)
+    with trio.fail_after(30):
+        async with raw_client(server, lockstep=True) as first:
+            await new_call(first)
+            # the old loop blocks writing the bad frame's ack; three hooks wait behind it
+            await hooks_behind_a_blocked_write(first, "old")
+            await trio.sleep(0.5)  # jambonz's reconnect back-off
+            call = server.calls["sid-1"]
+            assert call.state.value == "disconnected"
+            async with raw_client(server) as second:
+                assert await reconnect(second) == {"type": "ack", "msgid": "r1", "data": []}
+                await first.drop()  # old: the old loop's write fails and it reads on
+                await trio.sleep(0.1)
+                assert engine_of(call).protocol.generation == 2
+                assert [o.msgid for o in engine_of(call).protocol.owed()] == []  # old: old0..old2 owed
+                frames: list[dict[str, Any]] = []
+                with trio.move_on_after(6):  # past the watchdog's 4 s
+                    while (frame := await second.receive()) is not None:
+                        frames.append(frame)
+    # old: the watchdog also acked old0..old2, msgids of the old socket, on the new one
+    assert frames == [{"type": "command", "command": "call:status", "data": {"call_status": "completed"}}]

@@ -12,6 +12,7 @@ import trio.testing
 from jambonz_trio import Call, CallRegistry, JambonzServer, serve_jambonz
 from jambonz_trio.testing import CallData, open_fake_call
 from jambonz_trio.verbs import Say
+from tests.helpers import recording
 
 from .helpers import SESSION_DATA, msg, raw_ws
 
@@ -72,11 +73,7 @@ async def test_isolated_calls_are_listed_by_all_calls_only(nursery: trio.Nursery
     """A second session naming a live call's sid is served as an isolated call (the takeover
     rules): it is no key of the mapping, and ``all_calls()`` lists it."""
     served: list[Call] = []
-
-    async def app(call: Call) -> None:
-        served.append(call)
-        await call.ack(call.session, [Say(text="hi")])
-        await call.wait_closed()
+    app = recording(served, "hi")
 
     server: JambonzServer = await nursery.start(serve_jambonz, app)
     async with raw_ws(server) as first, raw_ws(server) as twin:

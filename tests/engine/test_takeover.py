@@ -16,10 +16,11 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from jambonz_trio import Call, JambonzServer, ServerConfig, VerbHook, serve_jambonz
+from jambonz_trio import BasicAuth, Call, JambonzServer, Route, ServerConfig, VerbHook, serve_jambonz
 from jambonz_trio.verbs import Say
+from tests.helpers import answer_and_wait, basic_headers
 
-from .helpers import SESSION_DATA, RawClient
+from .helpers import SESSION_DATA, RawClient, new_call, reconnect
 
 VICTIM = {**SESSION_DATA, "account_sid": "acct-victim", "application_sid": "app-victim"}
 
@@ -268,3 +269,47 @@ async def test_an_isolated_call_parks_under_its_own_name(nursery: trio.Nursery) 
     assert _waiting(server) == 1 and victim.state.value == "disconnected"
     await _reconnect(server, "sid-v", VICTIM)
     assert victim.reconnect_count == 1
+
+
+async def test_s9_a_session_new_of_another_tenant_does_not_take_a_live_sid(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Review r10 (S-9): a ``session:new`` cannot take over a live call of another owner."""
+    seen: list[Call] = []
+
+    async def app(call: Call) -> None:
+        seen.append(call)
+        await answer_and_wait(call)
+
+    routes = [
+        Route(path="/a", handler=app, auth=BasicAuth(username="a", password="pa")),
+        Route(path="/b", handler=app, auth=BasicAuth(username="b", password="pb")),
+    ]
+    server: JambonzServer = await nursery.start(
+        lambda task_status: serve_jambonz(routes, task_status=task_status)
+    )
+    with trio.fail_after(30):
+        a = RawClient(await server.connect_memory())
+        await a.handshake("/a", extra_headers=basic_headers("a", "pa"))
+        await new_call(a)
+        victim = server.calls["sid-1"]
+        b = RawClient(await server.connect_memory())
+        await b.handshake("/b", extra_headers=basic_headers("b", "pb"))
+        assert await new_call(b, msgid="x1") == {
+            "type": "ack",
+            "msgid": "x1",
+            "data": [{"verb": "say", "text": "hi"}],
+        }
+        assert server.calls["sid-1"] is victim  # old: tenant B's call replaced it
+        assert len(seen) == 2 and seen[1] is not victim and seen[1].isolated
+        await a.drop()  # A's socket drops; jambonz reconnects A
+        await trio.sleep(0.5)
+        a2 = RawClient(await server.connect_memory())
+        await a2.handshake("/a", extra_headers=basic_headers("a", "pa"))
+        # old: A's reconnect found B's call, failed the owner check and became a third,
+        # isolated call (answered by a new handler), orphaning A's own call
+        assert await reconnect(a2) == {"type": "ack", "msgid": "r1", "data": []}
+        assert victim.reconnect_count == 1 and victim.state.value == "connected"
+        assert len(seen) == 2
+        await b.drop()
+        await a2.drop()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from types import ModuleType
+
+import pytest
 
 SAY = re.compile(r'say "([^"]*)"')
 
@@ -10,3 +13,14 @@ SAY = re.compile(r'say "([^"]*)"')
 def heard(steps: list[tuple[str, str]]) -> list[str]:
     """What the caller hears, from run_call's narration (acks and redirects, in order)."""
     return [text for who, line in steps if who in ("app", "command") for text in SAY.findall(line)]
+
+
+def capture_serve(monkeypatch: pytest.MonkeyPatch, example: ModuleType) -> dict[str, object]:
+    """Replace ``example.serve`` with a recorder: the dict gets the keywords ``main()`` passes."""
+    seen: dict[str, object] = {}
+
+    async def fake_serve(**kwargs: object) -> None:
+        seen.update(kwargs)
+
+    monkeypatch.setattr(example, "serve", fake_serve)
+    return seen

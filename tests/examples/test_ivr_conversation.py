@@ -32,7 +32,7 @@ from jambonz_trio.testing import (
 )
 from jambonz_trio.verbs import Config, Gather, Hangup, Say
 
-from .helpers import heard
+from .helpers import capture_serve, heard
 
 Serve = Callable[..., Awaitable[None]]
 
@@ -185,12 +185,7 @@ async def test_basic_auth_over_tcp(nursery: trio.Nursery) -> None:
 def test_main_parses_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JAMBONZ_WS_USERNAME", "env-user")
     monkeypatch.setenv("JAMBONZ_WS_PASSWORD", "env-pass")
-    seen: dict[str, object] = {}
-
-    async def fake_serve(**kwargs: object) -> None:
-        seen.update(kwargs)
-
-    monkeypatch.setattr(ivr_conversation, "serve", fake_serve)
+    seen = capture_serve(monkeypatch, ivr_conversation)
     ivr_conversation.main(["--port", "9000", "--password", "flag-pass", "--blocklist", "+1", "+2"])
     assert seen == {
         "host": "127.0.0.1",

@@ -26,6 +26,8 @@ from jambonz_trio.testing import (
 )
 from jambonz_trio.verbs import Hangup, Llm, Say, Verb
 
+from .helpers import capture_serve
+
 
 def function_output(command: LlmToolOutputCommand) -> Any:
     """The tool's result inside OpenAI's ``conversation.item.create`` payload."""
@@ -175,12 +177,7 @@ async def test_run_call_can_play_the_agent(server: JambonzServer) -> None:
 
 def test_main_takes_the_api_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
-    seen: dict[str, object] = {}
-
-    async def fake_serve(**kwargs: object) -> None:
-        seen.update(kwargs)
-
-    monkeypatch.setattr(llm_agent, "serve", fake_serve)
+    seen = capture_serve(monkeypatch, llm_agent)
     llm_agent.main(["--port", "9001"])
     assert seen == {"host": "127.0.0.1", "port": 9001, "api_key": "sk-env"}
     llm_agent.main(["--api-key", "sk-flag"])

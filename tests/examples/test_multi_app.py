@@ -22,6 +22,7 @@ from jambonz_trio.testing import (
 from jambonz_trio.verbs import Say
 
 from . import helpers
+from .helpers import capture_serve
 
 USER, PASSWORD = "bank", "s3:cret"
 
@@ -134,12 +135,7 @@ def test_main_needs_credentials_for_the_secure_app(
         multi_app.main(["--username", "only-a-user"])
     assert exit_info.value.code == 2 and "/secure needs --username and --password" in capsys.readouterr().err
 
-    seen: dict[str, object] = {}
-
-    async def fake_serve(**kwargs: object) -> None:
-        seen.update(kwargs)
-
-    monkeypatch.setattr(multi_app, "serve", fake_serve)
+    seen = capture_serve(monkeypatch, multi_app)
     monkeypatch.setenv("JAMBONZ_WS_PASSWORD", "from-env")
     multi_app.main(["--port", "9003", "--username", "u"])
     assert seen == {"host": "127.0.0.1", "port": 9003, "username": "u", "password": "from-env"}

@@ -26,7 +26,7 @@ from jambonz_trio.testing import (
 )
 from jambonz_trio.verbs import Dial, Gather, Say, Target
 
-from .helpers import heard
+from .helpers import capture_serve, heard
 
 
 class Console:
@@ -199,12 +199,7 @@ async def test_stdin_lines(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_main_parses_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JAMBONZ_WS_USERNAME", "env-user")
     monkeypatch.setenv("JAMBONZ_WS_PASSWORD", "env-pass")
-    seen: dict[str, object] = {}
-
-    async def fake_serve(**kwargs: object) -> None:
-        seen.update(kwargs)
-
-    monkeypatch.setattr(supervisor, "serve", fake_serve)
+    seen = capture_serve(monkeypatch, supervisor)
     supervisor.main(["--host", "0.0.0.0", "--port", "9000", "--agent", "sip:agent@example.com"])
     assert seen["host"] == "0.0.0.0" and seen["port"] == 9000
     assert seen["agent"] == "sip:agent@example.com"

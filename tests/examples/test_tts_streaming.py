@@ -18,6 +18,8 @@ from jambonz_trio.commands import RedirectCommand, TtsFlushCommand, TtsTokensCom
 from jambonz_trio.testing import AckRecord, Connector, FakeCall, TtsModel, open_fake_call, tcp_connector
 from jambonz_trio.verbs import Config, Gather, Hangup, Say, TtsStream
 
+from .helpers import capture_serve
+
 WEATHER = "what is the weather like"
 STORY = "tell me a story"
 
@@ -186,12 +188,7 @@ async def test_the_stand_in_model(autojump_clock: trio.testing.MockClock) -> Non
 
 
 def test_main_parses_flags(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: dict[str, object] = {}
-
-    async def fake_serve(**kwargs: object) -> None:
-        seen.update(kwargs)
-
-    monkeypatch.setattr(tts_streaming, "serve", fake_serve)
+    seen = capture_serve(monkeypatch, tts_streaming)
     tts_streaming.main(["--host", "0.0.0.0", "--port", "9002", "--delay", "0.2"])
     assert seen == {"host": "0.0.0.0", "port": 9002, "delay": 0.2}
 

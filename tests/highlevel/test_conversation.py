@@ -21,13 +21,7 @@ from jambonz_trio import (
 from jambonz_trio.commands import LlmToolOutputCommand, RedirectCommand
 from jambonz_trio.llm import tool_output
 from jambonz_trio.messages import GatherResult, ToolCall
-from jambonz_trio.testing import (
-    Caller,
-    Digits,
-    ToolCallScript,
-    open_fake_call,
-    run_call,
-)
+from jambonz_trio.testing import Caller, Digits, ToolCallScript, open_fake_call, run_call
 from jambonz_trio.verbs import Config, Gather, Llm, Say
 
 Handler = Callable[[Call], Awaitable[None]]

@@ -16,38 +16,6 @@ from hypothesis import strategies as st
 
 from jambonz_trio._protocol import _outbound as out
 from jambonz_trio._protocol import _verbs as v
-from jambonz_trio._protocol._outbound import (
-    COMMAND_TYPES,
-    NO_DATA_COMMANDS,
-    BoostAudioCommand,
-    CallStatusCommand,
-    Command,
-    ConfHoldStatusCommand,
-    ConfigCommand,
-    ConfMuteStatusCommand,
-    ConfParticipantActionCommand,
-    DialCommand,
-    DtmfCommand,
-    DubCommand,
-    ListenStatusCommand,
-    LlmToolOutputCommand,
-    LlmUpdateCommand,
-    MediaPathCommand,
-    MuteStatusCommand,
-    RawCommand,
-    RecordCommand,
-    RedirectCommand,
-    RedirectLegsCommand,
-    RedirectToHookCommand,
-    SipRequestCommand,
-    StreamStatusCommand,
-    TranscribeStatusCommand,
-    TtsClearCommand,
-    TtsFlushCommand,
-    TtsTokensCommand,
-    WhisperCommand,
-    parse_command,
-)
 from jambonz_trio._protocol._state import CallProtocol
 from jambonz_trio._protocol._verbs_base import HookSpec
 from tests.protocol_strategies import (
@@ -68,7 +36,7 @@ SAY = v.Say(text="Hello")
 SAY_WIRE = {"verb": "say", "text": "Hello"}
 
 
-def sent(cmd: Command) -> dict[str, Any]:
+def sent(cmd: out.Command) -> dict[str, Any]:
     """What goes on the wire for ``cmd``, through the state machine's renderer.
 
     No size limit here: random verb lists can legitimately exceed 24 KiB (test_state.py
@@ -83,32 +51,32 @@ def test_every_command_class_has_a_strategy() -> None:
     classes = {
         obj
         for obj in (getattr(out, name) for name in out.__all__)
-        if isinstance(obj, type) and issubclass(obj, Command) and obj not in (Command, RawCommand)
+        if isinstance(obj, type) and issubclass(obj, out.Command) and obj not in (out.Command, out.RawCommand)
     }
     assert classes == set(ALL_COMMAND_CLASSES)
     assert len(classes) == 25
     # and every command name 0.9.8 handles has a parser (§5.3), nothing else
-    assert set(COMMAND_TYPES) == {
+    assert set(out.COMMAND_TYPES) == {
         "redirect", "call:status", "mute:status", "conf:mute-status", "conf:hold-status",
         "conf:participant-action", "listen:status", "stream:status", "transcribe:status",
         "whisper", "sip:request", "dtmf", "record", "config", "dial", "dub",
         "boostAudioSignal", "media:path", "llm:tool-output", "llm:update", "tts:tokens",
         "tts:flush", "tts:clear",
     }  # fmt: skip
-    assert frozenset({"tts:flush", "tts:clear", "llm:tool-output"}) == NO_DATA_COMMANDS
+    assert frozenset({"tts:flush", "tts:clear", "llm:tool-output"}) == out.NO_DATA_COMMANDS
 
 
 # -- exact wire shapes ----------------------------------------------------------------------------
 
-EXACT: list[tuple[str, Command, dict[str, Any]]] = [
+EXACT: list[tuple[str, out.Command, dict[str, Any]]] = [
     (
         "redirect",
-        RedirectCommand(verbs=[SAY]),
+        out.RedirectCommand(verbs=[SAY]),
         {"type": "command", "command": "redirect", "queueCommand": False, "data": [SAY_WIRE]},
     ),
     (
         "redirect-queued-leg",
-        RedirectCommand(verbs=[SAY, v.Hangup()], queue=True, call_sid="leg-2"),
+        out.RedirectCommand(verbs=[SAY, v.Hangup()], queue=True, call_sid="leg-2"),
         {
             "type": "command",
             "command": "redirect",
@@ -119,7 +87,9 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "redirect-to-hook",
-        RedirectToHookCommand(call_hook="/new-app", child_call_hook=HookSpec(url="/child", method="POST")),
+        out.RedirectToHookCommand(
+            call_hook="/new-app", child_call_hook=HookSpec(url="/child", method="POST")
+        ),
         {
             "type": "command",
             "command": "redirect",
@@ -131,7 +101,7 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "redirect-legs",
-        RedirectLegsCommand(parent_call=[SAY], child_call=[v.Hangup()]),
+        out.RedirectLegsCommand(parent_call=[SAY], child_call=[v.Hangup()]),
         {
             "type": "command",
             "command": "redirect",
@@ -140,17 +110,17 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "call-status",
-        CallStatusCommand(),
+        out.CallStatusCommand(),
         {"type": "command", "command": "call:status", "data": {"call_status": "completed"}},
     ),
     (
         "call-status-no-answer",
-        CallStatusCommand(call_status="no-answer"),
+        out.CallStatusCommand(call_status="no-answer"),
         {"type": "command", "command": "call:status", "data": {"call_status": "no-answer"}},
     ),
     (
         "mute-status",
-        MuteStatusCommand(mute_status="mute", call_sid="child-1"),
+        out.MuteStatusCommand(mute_status="mute", call_sid="child-1"),
         {
             "type": "command",
             "command": "mute:status",
@@ -160,13 +130,13 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "conf-mute-status",
-        ConfMuteStatusCommand(conf_mute_status="unmute"),
+        out.ConfMuteStatusCommand(conf_mute_status="unmute"),
         {"type": "command", "command": "conf:mute-status", "data": {"conf_mute_status": "unmute"}},
     ),
     (
         "conf-hold-status",
         # 0.9.8 conference.js does `this.wait_hook = {url: wait_hook}`: a string is what it reads
-        ConfHoldStatusCommand(conf_hold_status="hold", wait_hook="/hold-music"),
+        out.ConfHoldStatusCommand(conf_hold_status="hold", wait_hook="/hold-music"),
         {
             "type": "command",
             "command": "conf:hold-status",
@@ -175,7 +145,7 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "conf-participant-action",
-        ConfParticipantActionCommand(action="coach", tag="supervisors"),
+        out.ConfParticipantActionCommand(action="coach", tag="supervisors"),
         {
             "type": "command",
             "command": "conf:participant-action",
@@ -184,17 +154,17 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "listen-status",
-        ListenStatusCommand(listen_status="pause"),
+        out.ListenStatusCommand(listen_status="pause"),
         {"type": "command", "command": "listen:status", "data": {"listen_status": "pause"}},
     ),
     (
         "stream-status",
-        StreamStatusCommand(stream_status="resume"),
+        out.StreamStatusCommand(stream_status="resume"),
         {"type": "command", "command": "stream:status", "data": {"stream_status": "resume"}},
     ),
     (
         "transcribe-status",
-        TranscribeStatusCommand(transcribe_status="pause"),
+        out.TranscribeStatusCommand(transcribe_status="pause"),
         {
             "type": "command",
             "command": "transcribe:status",
@@ -203,7 +173,7 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "whisper",
-        WhisperCommand(verbs=[v.Say(text="psst")], call_sid="child-1"),
+        out.WhisperCommand(verbs=[v.Say(text="psst")], call_sid="child-1"),
         {
             "type": "command",
             "command": "whisper",
@@ -213,7 +183,7 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "sip-request",
-        SipRequestCommand(
+        out.SipRequestCommand(
             method="INFO",
             content_type="application/json",
             content='{"event":"x"}',
@@ -234,17 +204,17 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "sip-request-minimal",
-        SipRequestCommand(method="INFO"),
+        out.SipRequestCommand(method="INFO"),
         {"type": "command", "command": "sip:request", "data": {"sip_request": {"method": "INFO"}}},
     ),
     (
         "dtmf",
-        DtmfCommand(digit="1", duration=250),
+        out.DtmfCommand(digit="1", duration=250),
         {"type": "command", "command": "dtmf", "data": {"dtmf": {"digit": "1", "duration": 250}}},
     ),
     (
         "dtmf-no-duration",
-        DtmfCommand(digit="#", call_sid="child-1"),
+        out.DtmfCommand(digit="#", call_sid="child-1"),
         {
             "type": "command",
             "command": "dtmf",
@@ -254,7 +224,7 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "record",
-        RecordCommand(
+        out.RecordCommand(
             action="startCallRecording",
             type="siprec",
             recording_id="rec-1",
@@ -275,12 +245,12 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "record-stop",
-        RecordCommand(action="stopCallRecording"),
+        out.RecordCommand(action="stopCallRecording"),
         {"type": "command", "command": "record", "data": {"action": "stopCallRecording"}},
     ),
     (
         "config",
-        ConfigCommand(config=v.Config(notify_events=True, barge_in=v.BargeIn(enable=False))),
+        out.ConfigCommand(config=v.Config(notify_events=True, barge_in=v.BargeIn(enable=False))),
         {
             "type": "command",
             "command": "config",
@@ -289,7 +259,7 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "dial",
-        DialCommand(
+        out.DialCommand(
             body={
                 "from": "+15083084809",
                 "to": {"type": "phone", "number": "+15083728299"},
@@ -310,7 +280,7 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "dub",
-        DubCommand(dub=v.Dub(action="playOnTrack", track="bg", play="https://x/a.mp3")),
+        out.DubCommand(dub=v.Dub(action="playOnTrack", track="bg", play="https://x/a.mp3")),
         {
             "type": "command",
             "command": "dub",
@@ -319,22 +289,22 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "boost-number",
-        BoostAudioCommand(gain=6, call_sid="child-1"),
+        out.BoostAudioCommand(gain=6, call_sid="child-1"),
         {"type": "command", "command": "boostAudioSignal", "callSid": "child-1", "data": 6},
     ),
     (
         "boost-string",
-        BoostAudioCommand(gain="-3 dB"),
+        out.BoostAudioCommand(gain="-3 dB"),
         {"type": "command", "command": "boostAudioSignal", "data": "-3 dB"},
     ),
     (
         "media-path",
-        MediaPathCommand(path="no-media"),
+        out.MediaPathCommand(path="no-media"),
         {"type": "command", "command": "media:path", "data": "no-media"},
     ),
     (
         "llm-tool-output",
-        LlmToolOutputCommand(
+        out.LlmToolOutputCommand(
             tool_call_id="call_AbC123",
             data={
                 "type": "conversation.item.create",
@@ -353,7 +323,7 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "llm-update",
-        LlmUpdateCommand(data={"type": "session.update", "session": {"instructions": "be brief"}}),
+        out.LlmUpdateCommand(data={"type": "session.update", "session": {"instructions": "be brief"}}),
         {
             "type": "command",
             "command": "llm:update",
@@ -362,19 +332,19 @@ EXACT: list[tuple[str, Command, dict[str, Any]]] = [
     ),
     (
         "tts-tokens",
-        TtsTokensCommand(id=1, tokens="Hello there, "),
+        out.TtsTokensCommand(id=1, tokens="Hello there, "),
         {"type": "command", "command": "tts:tokens", "data": {"id": 1, "tokens": "Hello there, "}},
     ),
-    ("tts-flush", TtsFlushCommand(), {"type": "command", "command": "tts:flush"}),
-    ("tts-clear", TtsClearCommand(), {"type": "command", "command": "tts:clear"}),
+    ("tts-flush", out.TtsFlushCommand(), {"type": "command", "command": "tts:flush"}),
+    ("tts-clear", out.TtsClearCommand(), {"type": "command", "command": "tts:clear"}),
 ]
 
 
 @pytest.mark.parametrize(("name", "cmd", "expected"), EXACT, ids=[n for n, _, _ in EXACT])
-def test_exact_wire_shape(name: str, cmd: Command, expected: dict[str, Any]) -> None:
+def test_exact_wire_shape(name: str, cmd: out.Command, expected: dict[str, Any]) -> None:
     assert cmd.to_wire() == expected
     assert sent(cmd) == expected
-    assert parse_command(expected) == cmd
+    assert out.parse_command(expected) == cmd
 
 
 def test_exact_table_covers_every_command_class() -> None:
@@ -383,16 +353,16 @@ def test_exact_table_covers_every_command_class() -> None:
 
 def test_sip_request_and_dtmf_are_wrapped() -> None:
     # protocol.md §11.7: the docs' flat forms throw in 0.9.8
-    data = sent(SipRequestCommand(method="INFO"))["data"]
+    data = sent(out.SipRequestCommand(method="INFO"))["data"]
     assert set(data) == {"sip_request"}
     assert "method" not in data
-    data = sent(DtmfCommand(digit="5"))["data"]
+    data = sent(out.DtmfCommand(digit="5"))["data"]
     assert set(data) == {"dtmf"}
     assert "digit" not in data
 
 
 def test_tool_call_id_is_top_level() -> None:
-    wire = sent(LlmToolOutputCommand(tool_call_id="t-9", data={"result": 1}))
+    wire = sent(out.LlmToolOutputCommand(tool_call_id="t-9", data={"result": 1}))
     assert wire["tool_call_id"] == "t-9"
     assert "tool_call_id" not in wire["data"]
 
@@ -400,20 +370,20 @@ def test_tool_call_id_is_top_level() -> None:
 def test_status_commands_send_object_form() -> None:
     # §11.8: bare strings only work for mute:status; the library always sends objects
     for cmd in (
-        CallStatusCommand(),
-        MuteStatusCommand(mute_status="unmute"),
-        ListenStatusCommand(listen_status="resume"),
-        StreamStatusCommand(stream_status="pause"),
-        TranscribeStatusCommand(transcribe_status="resume"),
-        ConfMuteStatusCommand(conf_mute_status="mute"),
-        ConfHoldStatusCommand(conf_hold_status="unhold"),
+        out.CallStatusCommand(),
+        out.MuteStatusCommand(mute_status="unmute"),
+        out.ListenStatusCommand(listen_status="resume"),
+        out.StreamStatusCommand(stream_status="pause"),
+        out.TranscribeStatusCommand(transcribe_status="resume"),
+        out.ConfMuteStatusCommand(conf_mute_status="mute"),
+        out.ConfHoldStatusCommand(conf_hold_status="unhold"),
     ):
         assert isinstance(sent(cmd)["data"], dict)
 
 
 @settings(max_examples=200)
 @given(commands(), st.text(min_size=1, max_size=12))
-def test_call_sid_is_camel_case_and_never_snake(cmd: Command, sid: str) -> None:
+def test_call_sid_is_camel_case_and_never_snake(cmd: out.Command, sid: str) -> None:
     cmd = attrs.evolve(cmd, call_sid=sid)
     wire = sent(cmd)
     assert wire["callSid"] == sid
@@ -425,19 +395,19 @@ def test_call_sid_is_camel_case_and_never_snake(cmd: Command, sid: str) -> None:
 
 def test_invalid_constructions_are_refused() -> None:
     with pytest.raises(ValueError, match="call_hook"):
-        RedirectToHookCommand()
+        out.RedirectToHookCommand()
     with pytest.raises(ValueError, match="parent_call"):
-        RedirectLegsCommand()
+        out.RedirectLegsCommand()
     with pytest.raises(ValueError, match="0 dB"):
-        BoostAudioCommand(gain=0)
+        out.BoostAudioCommand(gain=0)
     with pytest.raises(ValueError, match="0 dB"):
-        BoostAudioCommand(gain=0.0)
+        out.BoostAudioCommand(gain=0.0)
     with pytest.raises(ValueError, match="Say / Play"):
-        WhisperCommand(verbs=[v.Hangup()])  # type: ignore[list-item]
+        out.WhisperCommand(verbs=[v.Hangup()])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="Say / Play"):
-        WhisperCommand(verbs=[])
+        out.WhisperCommand(verbs=[])
     with pytest.raises(ValueError, match="to"):
-        DialCommand(body={"from": "+1"})
+        out.DialCommand(body={"from": "+1"})
 
 
 # -- round trips ----------------------------------------------------------------------------------
@@ -446,14 +416,14 @@ def test_invalid_constructions_are_refused() -> None:
 @pytest.mark.parametrize("cls", ALL_COMMAND_CLASSES, ids=lambda c: c.__name__)
 @settings(max_examples=40)
 @given(data=st.data())
-def test_round_trip_every_command(cls: type[Command], data: st.DataObject) -> None:
+def test_round_trip_every_command(cls: type[out.Command], data: st.DataObject) -> None:
     cmd = data.draw(COMMAND_STRATEGIES[cls])
     assert type(cmd) is cls
     wire = cmd.to_wire()
-    assert parse_command(wire) == cmd
+    assert out.parse_command(wire) == cmd
     # through JSON text, as the fake jambonz would receive it
-    assert parse_command(sent(cmd)) == cmd
-    assert parse_command(json.loads(json.dumps(wire))) == cmd
+    assert out.parse_command(sent(cmd)) == cmd
+    assert out.parse_command(json.loads(json.dumps(wire))) == cmd
 
 
 @pytest.mark.parametrize(
@@ -461,10 +431,10 @@ def test_round_trip_every_command(cls: type[Command], data: st.DataObject) -> No
     [c for c in ALL_COMMAND_CLASSES if c not in LEG_AWARE_COMMANDS],
     ids=lambda c: c.__name__,
 )
-def test_call_sid_survives_parse_for_every_command(cls: type[Command]) -> None:
+def test_call_sid_survives_parse_for_every_command(cls: type[out.Command]) -> None:
     base = next(cmd for _, cmd, _ in EXACT if type(cmd) is cls)
     cmd = attrs.evolve(base, call_sid="leg-7")
-    assert parse_command(cmd.to_wire()) == cmd
+    assert out.parse_command(cmd.to_wire()) == cmd
 
 
 @pytest.mark.parametrize(
@@ -472,10 +442,10 @@ def test_call_sid_survives_parse_for_every_command(cls: type[Command]) -> None:
     [c for c in ALL_COMMAND_CLASSES if c in LEG_AWARE_COMMANDS],
     ids=lambda c: c.__name__,
 )
-def test_call_sid_survives_parse_for_leg_aware_commands(cls: type[Command]) -> None:
+def test_call_sid_survives_parse_for_leg_aware_commands(cls: type[out.Command]) -> None:
     base = next(cmd for _, cmd, _ in EXACT if type(cmd) is cls)
     cmd = attrs.evolve(base, call_sid="leg-7")
-    assert parse_command(cmd.to_wire()) == cmd
+    assert out.parse_command(cmd.to_wire()) == cmd
 
 
 # -- what the parser refuses ----------------------------------------------------------------------
@@ -545,32 +515,34 @@ REJECTED: list[tuple[str, dict[str, Any]]] = [
 @pytest.mark.parametrize(("name", "obj"), REJECTED, ids=[n for n, _ in REJECTED])
 def test_parse_command_rejects(name: str, obj: dict[str, Any]) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
-        parse_command(obj)
+        out.parse_command(obj)
 
 
 def test_mute_status_accepts_the_string_shortcut() -> None:
     # the one command whose handler reads a bare string (§11.8)
-    cmd = parse_command({"type": "command", "command": "mute:status", "data": "unmute"})
-    assert cmd == MuteStatusCommand(mute_status="unmute")
+    cmd = out.parse_command({"type": "command", "command": "mute:status", "data": "unmute"})
+    assert cmd == out.MuteStatusCommand(mute_status="unmute")
 
 
 def test_no_data_commands_accept_missing_data() -> None:
-    assert parse_command({"type": "command", "command": "tts:flush"}) == TtsFlushCommand()
-    assert parse_command({"type": "command", "command": "tts:clear"}) == TtsClearCommand()
+    assert out.parse_command({"type": "command", "command": "tts:flush"}) == out.TtsFlushCommand()
+    assert out.parse_command({"type": "command", "command": "tts:clear"}) == out.TtsClearCommand()
     ok = {"type": "command", "command": "llm:tool-output", "tool_call_id": "t", "data": {}}
-    assert parse_command(ok) == LlmToolOutputCommand(tool_call_id="t", data={})
+    assert out.parse_command(ok) == out.LlmToolOutputCommand(tool_call_id="t", data={})
 
 
-JS_TRUTHY_EMPTY: list[tuple[str, Command | None, dict[str, Any]]] = [
-    ("redirect-empty-array", RedirectCommand(verbs=[]), {"type": "command", "command": "redirect", "queueCommand": False, "data": []}),
-    ("config-empty-object", ConfigCommand(config=v.Config()), {"type": "command", "command": "config", "data": {}}),
+JS_TRUTHY_EMPTY: list[tuple[str, out.Command | None, dict[str, Any]]] = [
+    ("redirect-empty-array", out.RedirectCommand(verbs=[]), {"type": "command", "command": "redirect", "queueCommand": False, "data": []}),
+    ("config-empty-object", out.ConfigCommand(config=v.Config()), {"type": "command", "command": "config", "data": {}}),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "cmd", "wire"), JS_TRUTHY_EMPTY, ids=[n for n, _, _ in JS_TRUTHY_EMPTY])
-def test_empty_array_or_object_data_counts_as_supplied(name: str, cmd: Command, wire: dict[str, Any]) -> None:
+def test_empty_array_or_object_data_counts_as_supplied(
+    name: str, cmd: out.Command, wire: dict[str, Any]
+) -> None:
     assert cmd.to_wire() == wire
-    assert parse_command(wire) == cmd
+    assert out.parse_command(wire) == cmd
 
 
 BAD_HOOKS: list[Any] = [5, None, [], {"url": "/x", "bogus": 1}, {"url": 5}, {"method": "GET"}]
@@ -580,10 +552,10 @@ BAD_HOOKS: list[Any] = [5, None, [], {"url": "/x", "bogus": 1}, {"url": 5}, {"me
 @pytest.mark.parametrize("key", ["call_hook", "child_call_hook"])
 def test_bad_redirect_hook_raises_value_error(key: str, hook: Any) -> None:
     with pytest.raises(ValueError):  # noqa: PT011
-        parse_command({"type": "command", "command": "redirect", "data": {key: hook}})
+        out.parse_command({"type": "command", "command": "redirect", "data": {key: hook}})
 
 
-_command_names = st.sampled_from(sorted(COMMAND_TYPES)) | st.text(max_size=12) | json_values
+_command_names = st.sampled_from(sorted(out.COMMAND_TYPES)) | st.text(max_size=12) | json_values
 _near_valid_data = st.one_of(
     json_values,
     st.dictionaries(
@@ -664,23 +636,23 @@ _redirect_objects = st.fixed_dictionaries(
 @given(st.one_of(_near_valid_commands, _redirect_objects, commands().map(lambda c: c.to_wire())))
 def test_parse_command_raises_only_value_error(obj: dict[str, Any]) -> None:
     try:
-        cmd = parse_command(obj)
+        cmd = out.parse_command(obj)
     except ValueError:
         return
-    assert isinstance(cmd, Command)
+    assert isinstance(cmd, out.Command)
     assert obj["type"] == "command"
     assert "call_sid" not in obj
-    assert obj.get("data") or obj["command"] in NO_DATA_COMMANDS
+    assert obj.get("data") or obj["command"] in out.NO_DATA_COMMANDS
     # what was accepted renders again
     CallProtocol(max_outbound_bytes=None).command(cmd)
 
 
-# -- RawCommand -----------------------------------------------------------------------------------
+# -- RawCommand ------------------------------------------------------------------------------------
 
 
 def test_raw_command_is_sent_verbatim() -> None:
     data = {"nested": {"camelCase": [1, "two", None, {"x": False}]}, "snake_key": 0}
-    cmd = RawCommand(
+    cmd = out.RawCommand(
         command="noiseIsolation:status",
         data=data,
         call_sid="leg-1",
@@ -701,15 +673,15 @@ def test_raw_command_is_sent_verbatim() -> None:
 
 
 def test_raw_command_minimal_and_falsy_data() -> None:
-    assert sent(RawCommand(command="tts:flush")) == {"type": "command", "command": "tts:flush"}
+    assert sent(out.RawCommand(command="tts:flush")) == {"type": "command", "command": "tts:flush"}
     # falsy but present data is still sent as given (the app asked for it)
-    assert sent(RawCommand(command="boostAudioSignal", data=0))["data"] == 0
-    assert sent(RawCommand(command="redirect", data=[]))["data"] == []
+    assert sent(out.RawCommand(command="boostAudioSignal", data=0))["data"] == 0
+    assert sent(out.RawCommand(command="redirect", data=[]))["data"] == []
 
 
 @given(st.text(max_size=20), json_values)
 def test_raw_command_any_json_data(name: str, data: Any) -> None:
-    wire = sent(RawCommand(command=name, data=data))
+    wire = sent(out.RawCommand(command=name, data=data))
     assert wire["command"] == name
     if data is None:
         assert "data" not in wire

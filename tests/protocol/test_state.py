@@ -13,21 +13,9 @@ from typing import Any
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    Bundle,
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-)
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from jambonz_trio._errors import (
-    AlreadyAcked,
-    LocalProtocolError,
-    MessageTooLarge,
-    RemoteProtocolError,
-)
+from jambonz_trio._errors import AlreadyAcked, LocalProtocolError, MessageTooLarge, RemoteProtocolError
 from jambonz_trio._protocol import _verbs as v
 from jambonz_trio._protocol._json import DEFAULT_MAX_OUTBOUND_BYTES
 from jambonz_trio._protocol._messages import MESSAGE_TYPES, SessionNew, SessionReconnect

@@ -19,13 +19,7 @@ from hypothesis import given
 from jambonz_trio import commands
 from jambonz_trio import verbs as public_verbs
 from jambonz_trio._protocol import _verbs as v
-from jambonz_trio._protocol._verbs_base import (
-    VERBS,
-    HookSpec,
-    Verb,
-    structure_verbs,
-    unstructure_verbs,
-)
+from jambonz_trio._protocol._verbs_base import VERBS, HookSpec, Verb, structure_verbs, unstructure_verbs
 from jambonz_trio._protocol._wire import converter, to_wire_name
 from tests.strategies import full_instance, minimal_instance, verb_lists, verbs
 

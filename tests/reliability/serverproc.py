@@ -29,33 +29,14 @@ from typing import Any
 
 import trio
 
-from jambonz_trio import (
-    BasicAuth,
-    Call,
-    CallConfig,
-    JambonzServer,
-    JambonzTrioError,
-    Route,
-    ServerConfig,
-    VerbHook,
-    serve_jambonz,
-)
+from jambonz_trio import BasicAuth, Call, CallConfig, JambonzServer, Route, ServerConfig, serve_jambonz
 from jambonz_trio._engine import Link
 from jambonz_trio._websocket import ServerWebSocket
 from jambonz_trio.verbs import Say
+from tests.helpers import answering
 
 USER = "jambonz"
 PASSWORD = "pa:ss"
-
-
-async def answer(call: Call) -> None:
-    await call.ack(call.session, [Say(text="hello")])
-    async for event in call:
-        if isinstance(event, VerbHook):
-            try:
-                await call.ack(event, [Say(text=f"ok {event.hook}")])
-            except JambonzTrioError:
-                pass
 
 
 async def deaf(call: Call) -> None:
@@ -65,10 +46,10 @@ async def deaf(call: Call) -> None:
 
 async def mixed(call: Call) -> None:
     """``deaf`` for calls whose sid starts with ``deaf``, ``answer`` for the others."""
-    await (deaf if (call.call_sid or "").startswith("deaf") else answer)(call)
+    await (deaf if (call.call_sid or "").startswith("deaf") else answering)(call)
 
 
-APPS = {"answer": answer, "deaf": deaf, "mixed": mixed}
+APPS = {"answer": answering, "deaf": deaf, "mixed": mixed}
 
 
 def _count(kind: type) -> int:

@@ -21,16 +21,7 @@ import trio.testing
 from jambonz_trio import BasicAuth, CallConfig, JambonzServer, Route, ServerConfig, serve_jambonz
 from tests.admission.helpers import build_request
 
-from .helpers import (
-    AUTH,
-    PASSWORD,
-    USER,
-    Latencies,
-    connect_call,
-    drip,
-    slow,
-    wait_until,
-)
+from .helpers import AUTH, PASSWORD, USER, Latencies, connect_call, drip, slow, wait_until
 from .procs import server_process
 from .test_chaos import app
 

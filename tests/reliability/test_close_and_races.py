@@ -6,35 +6,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import pytest
 import trio
 import trio.testing
 from wsproto.events import AcceptConnection, CloseConnection
 
-from jambonz_trio import (
-    Call,
-    CallConfig,
-    JambonzServer,
-    JambonzTrioError,
-    ServerConfig,
-    VerbHook,
-    serve_jambonz,
-)
+from jambonz_trio import Call, JambonzServer
 from jambonz_trio.verbs import Say
+from tests.helpers import Serve, answering
 
 from .helpers import Client, frame, session_data
 
 Handler = Callable[[Call], Awaitable[None]]
-
-
-async def start(nursery: trio.Nursery, app: Handler, **call: Any) -> JambonzServer:
-    config = ServerConfig(call=CallConfig(ping_interval=1000, **call))
-    server: JambonzServer = await nursery.start(
-        lambda task_status: serve_jambonz(app, config=config, task_status=task_status)
-    )
-    return server
 
 
 async def memory_client(server: JambonzServer) -> Client:
@@ -42,16 +26,6 @@ async def memory_client(server: JambonzServer) -> Client:
     event = await client.handshake()
     assert isinstance(event, AcceptConnection), event
     return client
-
-
-async def answering(call: Call) -> None:
-    await call.ack(call.session, [Say(text="hi")])
-    async for event in call:
-        if isinstance(event, VerbHook):
-            try:
-                await call.ack(event, [Say(text=f"ok {event.hook}")])
-            except JambonzTrioError:
-                pass
 
 
 async def still_open(client: Client, seconds: float = 1.0) -> tuple[bool, list[str]]:
@@ -70,12 +44,12 @@ async def still_open(client: Client, seconds: float = 1.0) -> tuple[bool, list[s
 
 
 async def test_fm31_racing_reconnects_leave_one_live_socket(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
     """FM-31: two sockets send ``session:reconnect`` for the same call at the same moment.
     Exactly one may stay live (the other is closed), and a hook sent on the live one is acked
     on that same socket."""
-    server = await start(nursery, answering)
+    server = await serve(answering, ping_interval=1000)
     first = await memory_client(server)
     await first.send("session:new", "m1", session_data("sid-1"), call_sid="sid-1")
     assert (await first.receive() or {}).get("msgid") == "m1"
@@ -100,7 +74,7 @@ async def test_fm31_racing_reconnects_leave_one_live_socket(
 
 
 async def test_fm09_ping_during_close_is_not_an_error_log(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    serve: Serve, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """FM-09: a peer answering the server's Close with a Ping is a remote race, not a server
     error: contained (tests/engine/test_close_races.py) and not logged at ERROR."""
@@ -108,7 +82,7 @@ async def test_fm09_ping_during_close_is_not_an_error_log(
     async def app(call: Call) -> None:
         await call.ack(call.session, [Say(text="bye")])  # then return: the server closes
 
-    server = await start(nursery, app)
+    server = await serve(app, ping_interval=1000)
     client = await memory_client(server)
     await client.send("session:new", "m1", session_data("victim"), call_sid="victim")
     assert (await client.receive() or {}).get("msgid") == "m1"
@@ -135,7 +109,7 @@ async def _closed_with(server: JambonzServer, sid: str) -> tuple[int | None, str
 
 
 async def test_s12_reason_truncated_to_123_bytes_on_a_character_boundary(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
     """S-12 / FM-25: a long multi-byte reason is cut to at most 123 UTF-8 bytes, never inside
     a character (the peer would fail the close with 1007)."""
@@ -144,7 +118,7 @@ async def test_s12_reason_truncated_to_123_bytes_on_a_character_boundary(
         await call.ack(call.session, [Say(text="hi")])
         await call.aclose(4000, "é" * 100)  # 200 bytes
 
-    server = await start(nursery, app)
+    server = await serve(app, ping_interval=1000)
     code, reason = await _closed_with(server, "sid-1")
     assert code == 4000
     assert reason is not None and reason == "é" * 61  # 122 bytes: the 62nd would be cut
@@ -152,7 +126,7 @@ async def test_s12_reason_truncated_to_123_bytes_on_a_character_boundary(
 
 
 async def test_s12_no_exception_text_in_close_reasons(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+    serve: Serve, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """S-12: a handler that raises ends its call with 1000 and a fixed reason: neither the
     exception's text nor a traceback goes on the wire (they go to the log only)."""
@@ -162,7 +136,7 @@ async def test_s12_no_exception_text_in_close_reasons(
         await call.ack(call.session, [Say(text="hi")])
         raise RuntimeError(secret)
 
-    server = await start(nursery, app)
+    server = await serve(app, ping_interval=1000)
     code, reason = await _closed_with(server, "sid-1")
     assert code == 1000
     assert reason is not None
@@ -171,11 +145,11 @@ async def test_s12_no_exception_text_in_close_reasons(
 
 
 async def test_s12_library_close_reasons_are_fixed_strings(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
     """S-12: the reasons the library itself sends (bad first message, oversize frame) are
     short fixed strings with no echo of the peer's input."""
-    server = await start(nursery, answering)
+    server = await serve(answering, ping_interval=1000)
     client = await memory_client(server)
     await client.send_text("SECRET not json")
     with trio.fail_after(30):
@@ -187,7 +161,7 @@ async def test_s12_library_close_reasons_are_fixed_strings(
 
 
 async def test_s12_unencodable_reason_is_sanitised(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
     """S-12: ``aclose`` with a reason that cannot be encoded still closes with the code asked
     for (the reason is sanitised), and raises nothing but ``ValueError`` for a bad code."""
@@ -201,7 +175,7 @@ async def test_s12_unencodable_reason_is_sanitised(
             raised.append(exc)
             raise
 
-    server = await start(nursery, app)
+    server = await serve(app, ping_interval=1000)
     code, _reason = await _closed_with(server, "sid-1")
     assert raised == []
     assert code == 4001

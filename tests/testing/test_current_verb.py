@@ -18,14 +18,7 @@ import trio.testing
 
 from jambonz_trio import Call, JambonzServer, VerbHook, serve_jambonz
 from jambonz_trio.messages import VerbStatus
-from jambonz_trio.testing import (
-    Caller,
-    DialOutcome,
-    Digits,
-    ProtocolViolation,
-    open_fake_call,
-    run_call,
-)
+from jambonz_trio.testing import Caller, DialOutcome, Digits, ProtocolViolation, open_fake_call, run_call
 from jambonz_trio.verbs import Conference, Config, Dial, Gather, Hangup, Listen, Say, Target
 
 from ._apps import GATHER, AppSocket, TinyApp, app_running

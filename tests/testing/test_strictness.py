@@ -10,12 +10,7 @@ import pytest
 import trio
 
 from jambonz_trio._protocol import DtmfCommand, RedirectCommand, TtsFlushCommand
-from jambonz_trio.testing import (
-    AckTimeout,
-    InvalidVerbs,
-    ProtocolViolation,
-    open_fake_call,
-)
+from jambonz_trio.testing import AckTimeout, InvalidVerbs, ProtocolViolation, open_fake_call
 
 from ._apps import GATHER, HANGUP, SAY, AppSocket, TinyApp, app_running
 
