@@ -16,58 +16,19 @@ codec the stream (and the fake jambonz) use, for anyone serving the socket some 
 from ._audio import AudioCloseInfo, AudioHandler, AudioStreams, AudioStreamStatistics
 from ._config import AudioConfig
 from ._errors import AudioStreamClosed, ListenTimeout
-from ._protocol._audio import (
-    AUDIO_SUBPROTOCOL,
-    AUDIO_SUBPROTOCOLS,
-    DOCUMENTED_AUDIO_SUBPROTOCOL,
-    KNOWN_METADATA_KEYS,
-    MAX_MARKS,
-    MAX_METADATA_BYTES,
-    PLAY_AUDIO_SAMPLE_RATES,
-    AudioEvent,
-    AudioMetadata,
-    Dtmf,
-    MarkEvent,
-    PlayDone,
-    UnknownAudioMessage,
-    parse_audio_event,
-    parse_metadata,
-    render_clear_marks,
-    render_disconnect,
-    render_kill_audio,
-    render_mark,
-    render_play_audio,
-)
+from ._protocol._audio import *  # noqa: F403
+from ._protocol._audio import __all__ as _codec_all
 from ._public import fixup_module_metadata
 
 __all__ = [
-    "AUDIO_SUBPROTOCOL",
-    "AUDIO_SUBPROTOCOLS",
-    "DOCUMENTED_AUDIO_SUBPROTOCOL",
-    "KNOWN_METADATA_KEYS",
-    "MAX_MARKS",
-    "MAX_METADATA_BYTES",
-    "PLAY_AUDIO_SAMPLE_RATES",
     "AudioCloseInfo",
     "AudioConfig",
-    "AudioEvent",
     "AudioHandler",
-    "AudioMetadata",
     "AudioStreamClosed",
     "AudioStreamStatistics",
     "AudioStreams",
-    "Dtmf",
     "ListenTimeout",
-    "MarkEvent",
-    "PlayDone",
-    "UnknownAudioMessage",
-    "parse_audio_event",
-    "parse_metadata",
-    "render_clear_marks",
-    "render_disconnect",
-    "render_kill_audio",
-    "render_mark",
-    "render_play_audio",
+    *_codec_all,
 ]
 
 fixup_module_metadata(__name__, globals())

@@ -25,28 +25,21 @@ from .._errors import LocalProtocolError, RemoteProtocolError
 from ._calldata import CallInfo
 from ._json import _check_tokens, _decoder, dumps_checked
 
+#: the public names (``jambonz_trio.audio`` exports them); the rest is the library's
 __all__ = [
     "AUDIO_SUBPROTOCOL",
     "AUDIO_SUBPROTOCOLS",
     "DOCUMENTED_AUDIO_SUBPROTOCOL",
     "KNOWN_METADATA_KEYS",
-    "LISTEN_TOKEN_PARAM",
     "MAX_MARKS",
     "MAX_METADATA_BYTES",
     "PLAY_AUDIO_SAMPLE_RATES",
     "AudioEvent",
     "AudioMetadata",
-    "ChunkBuffer",
     "Dtmf",
     "MarkEvent",
     "PlayDone",
-    "ResolvedListen",
     "UnknownAudioMessage",
-    "add_listen_token",
-    "check_mark_name",
-    "check_pcm",
-    "listen_token",
-    "new_listen_token",
     "parse_audio_event",
     "parse_metadata",
     "render_clear_marks",
@@ -54,7 +47,6 @@ __all__ = [
     "render_kill_audio",
     "render_mark",
     "render_play_audio",
-    "resolve_listen_url",
 ]
 
 #: The subprotocol ``mod_audio_fork`` offers unless ``MOD_AUDIO_FORK_SUBPROTOCOL_NAME`` names
