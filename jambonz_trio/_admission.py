@@ -530,11 +530,18 @@ def source_key(address: str | None) -> str | None:
 
 class HandshakeBudget:
     """The pending-handshake budget of a server: the global cap, a per-source cap for
-    unknown sources, and a reserve only known sources may use (see docs/security.md).
+    unknown sources that only applies while the slots are contended, and a reserve only
+    known sources may use (see docs/security.md).
 
-    A source is *known* while it is in ``trusted`` networks, or for ``known_ttl`` seconds
-    after one of its upgrades passed authentication. Pure bookkeeping, no I/O: time is an
-    argument.
+    Of the ``limit`` slots, ``limit - reserve`` are *shared* (anyone may use them). An unknown
+    source holding ``per_source`` handshakes or more gets another only while fewer than half of
+    the shared slots are taken: alone on an idle server, one source (a feature server's burst
+    of new calls) may hold up to half of them; when the pool is under pressure, it is held to
+    ``per_source``, and no one source ever holds more than half of the shared slots past its
+    cap, so the other half is left to everyone else. A source is *known* while it is in
+    ``trusted`` networks, or for ``known_ttl`` seconds after one of its upgrades passed
+    authentication; known sources are never capped per source and may use the reserve.
+    Pure bookkeeping, O(1) per connection, no I/O: time is an argument.
     """
 
     #: known sources remembered at once (they are jambonz feature servers: a handful); past
@@ -555,6 +562,9 @@ class HandshakeBudget:
         self.per_source = per_source
         self.known_ttl = known_ttl
         self.trusted = tuple(ipaddress.ip_network(n, strict=False) for n in trusted)
+        #: from this many handshakes in progress on, the slots are contended: the per-source
+        #: cap applies (half of the shared slots)
+        self.contended = (limit - reserve) // 2
         self.pending = 0
         self._by_source: dict[str, int] = {}
         self._known: dict[str, float] = {}  # source -> known until; oldest refresh first
@@ -581,7 +591,8 @@ class HandshakeBudget:
             if self.pending >= self.limit - self.reserve:
                 return "handshakes left are reserved for known sources"
             if (
-                source is not None
+                self.pending >= self.contended
+                and source is not None
                 and self.per_source is not None
                 and self._by_source.get(source, 0) >= self.per_source
             ):

@@ -213,8 +213,11 @@ class ServerConfig:
             Unused when no route requires credentials and no ``trusted_sources`` are given
             (nobody could earn it).
         max_pending_per_source: handshakes in progress at once from one address that is not
-            known (IPv6: one /64); more get 503. ``None``: no per-source cap. Known sources are
-            never capped per source (jambonz's bursts of new calls come from a few addresses).
+            known (IPv6: one /64) while the slots are contended: once half of the slots unknown
+            sources may use are taken, such an address holding this many gets 503. On a server
+            with room, one address may go past it up to that half (jambonz's bursts of new
+            calls come from one feature server). ``None``: no per-source cap. Known sources are
+            never capped per source.
         known_source_ttl: how long a successful authentication keeps an address known.
         trusted_sources: addresses or networks (``"10.0.0.0/8"``, ``"2001:db8::/32"``) that are
             always known, e.g. your jambonz feature servers.

@@ -6,11 +6,13 @@ loopback addresses (127.0.0.2, ...: all of 127/8 is loopback on Linux)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import trio
 import trio.testing
 
-from jambonz_trio import BasicAuth, Route, ServerConfig, _admission
+from jambonz_trio import AudioRoute, BasicAuth, Route, ServerConfig, _admission
 from jambonz_trio._admission import HandshakeBudget, source_key
 from tests.helpers import Serve
 
@@ -229,24 +231,83 @@ CREDENTIALS = (b"Authorization", basic("u", "p:w"))
 SIGNED = build_request(extra=[CREDENTIALS])
 
 
-async def _hold(port: int, source: str, count: int) -> list[trio.SocketStream]:
-    """``count`` connections from ``source`` that send nothing (each holds a handshake)."""
-    return [await trio.open_tcp_stream("127.0.0.1", port, local_address=source) for _ in range(count)]
+async def _hold(port: int, source: str, count: int, *, first: bytes = b"") -> list[trio.SocketStream]:
+    """``count`` connections from ``source`` that send ``first`` (by default nothing) and then
+    wait: each holds a handshake."""
+    streams = []
+    for _ in range(count):
+        stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=source)
+        if first:
+            await stream.send_all(first)
+        streams.append(stream)
+    return streams
 
 
-async def test_i19_8_per_source_cap_real_sockets(serve: Serve) -> None:
-    """Issue 19 item 8: an unknown address holds at most max_pending_per_source handshakes;
-    its next connection gets 503 at once, while another address is still served."""
+BURST = 120  # new calls in flight at once from one feature server, all on an idle server
+
+
+@pytest.mark.parametrize(
+    ("route", "request_head"),
+    [
+        (APP, build_request()),
+        (
+            AudioRoute(path="/app"),
+            build_request(replace=[(b"Sec-WebSocket-Protocol", b"audio.drachtio.org")]),
+        ),
+    ],
+    ids=["calls", "audio"],
+)
+async def test_i19_8_one_source_burst_on_an_idle_server(
+    serve: Serve, route: Route | AudioRoute, request_head: bytes
+) -> None:
+    """jambonz reaches an app from one feature server (audio: one media server), with no
+    credentials on the route and no trusted_sources: 120 handshakes in flight at once from that
+    one address, on an otherwise idle server with the default limits, all get their 101. (The
+    per-source cap of 32 used to refuse 88 of them with 503.)"""
+    split = request_head.index(b"\r\n") + 2  # the request line now (jambonz writes at once), the rest later
+    with trio.fail_after(60):
+        server = await serve(route, handshake_timeout=60)
+        burst = await _hold(server.port, "127.0.0.1", BURST, first=request_head[:split])
+        try:
+            all_at_once = await settle(lambda: server.statistics().pending_handshakes == BURST)
+            for stream in burst:
+                with contextlib.suppress(trio.BrokenResourceError):  # (a refused one is closed)
+                    await stream.send_all(request_head[split:])
+            statuses = [(await read_response(stream, to_eof=False)).status for stream in burst]
+        finally:
+            for stream in burst:
+                await stream.aclose()
+        assert statuses.count(101) == BURST, statuses
+        assert all_at_once
+        assert server.statistics().refused == 0
+
+
+async def test_i19_8_per_source_cap_under_contention_real_sockets(serve: Serve) -> None:
+    """Issue 19 item 8: an unknown address goes past max_pending_per_source only while fewer
+    than half of the shared slots are taken; then its next connection gets 503 at once, while
+    other addresses are still served up to their own cap. (10 slots, 2 reserved: 8 shared,
+    contended from 4 on.)"""
     with trio.fail_after(10):
-        server = await serve(AUTHED, max_pending_per_source=3, first_byte_timeout=30)
-        held = await _hold(server.port, "127.0.0.2", 3)
-        assert await settle(lambda: server.statistics().pending_handshakes == 3)
+        server = await serve(
+            AUTHED,
+            max_pending_handshakes=10,
+            reserved_pending_handshakes=2,
+            max_pending_per_source=2,
+            first_byte_timeout=30,
+        )
+        hog = await _hold(server.port, "127.0.0.2", 4)  # twice its cap: the pool was idle
+        assert await settle(lambda: server.statistics().pending_handshakes == 4)
         assert (await exchange(server.port, SIGNED, source="127.0.0.2")).status == 503
-        assert (await exchange(server.port, SIGNED, source="127.0.0.3")).status == 101
-        for stream in held:
+        other = await _hold(server.port, "127.0.0.3", 2)  # its own cap, in the other half
+        assert await settle(lambda: server.statistics().pending_handshakes == 6)
+        assert (await exchange(server.port, SIGNED, source="127.0.0.3")).status == 503
+        assert (await exchange(server.port, SIGNED, source="127.0.0.4")).status == 101
+        for stream in hog:
             await stream.aclose()
-        assert await settle(lambda: server.statistics().pending_handshakes == 0)
+        assert await settle(lambda: server.statistics().pending_handshakes == 2)
         assert (await exchange(server.port, SIGNED, source="127.0.0.2")).status == 101
+        for stream in other:
+            await stream.aclose()
 
 
 async def test_i19_8_reserve_is_for_known_sources_real_sockets(nursery: trio.Nursery) -> None:
@@ -282,9 +343,12 @@ async def test_i19_8_reserve_is_for_known_sources_real_sockets(nursery: trio.Nur
 
 async def test_i19_8_known_source_is_not_capped_per_source(serve: Serve) -> None:
     """Issue 19 item 8: jambonz's burst of new calls comes from one address: once that address
-    has authenticated, the per-source cap no longer applies to it (only the global cap)."""
+    has authenticated, the per-source cap no longer applies to it (only the global cap), even
+    when the slots are contended (12 slots, 3 reserved: from 4 in progress on)."""
     with trio.fail_after(10):
-        server = await serve(AUTHED, max_pending_per_source=2, first_byte_timeout=30)
+        server = await serve(
+            AUTHED, max_pending_handshakes=12, max_pending_per_source=2, first_byte_timeout=30
+        )
         assert (await exchange(server.port, SIGNED, source="127.0.0.1")).status == 101
         burst = await _hold(server.port, "127.0.0.1", 6)
         other = await _hold(server.port, "127.0.0.2", 2)
@@ -315,11 +379,13 @@ async def test_i19_8_trusted_sources_and_expiry(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     """trusted_sources are known from the start; an authenticated address stays known for
-    known_source_ttl (virtual time), then the per-source cap applies to it again."""
+    known_source_ttl (virtual time), then the per-source cap applies to it again (8 slots, 2
+    reserved: contended from 3 in progress on)."""
     with trio.fail_after(500):
         server = await start(
             nursery,
             AUTHED,
+            max_pending_handshakes=8,
             max_pending_per_source=1,
             known_source_ttl=100.0,
             first_byte_timeout=1000,
@@ -345,8 +411,9 @@ async def test_i19_8_trusted_sources_and_expiry(
 
 
 def test_i19_8_handshake_budget_bookkeeping() -> None:
-    """HandshakeBudget on its own: the global cap, the reserve, the per-source cap, releases,
-    IPv6 sources counted per /64, and the bound on remembered sources."""
+    """HandshakeBudget on its own: the global cap, the reserve, the per-source cap (only once
+    half of the shared slots are taken), releases, IPv6 sources counted per /64, and the bound
+    on remembered sources."""
     budget = HandshakeBudget(limit=4, reserve=1, per_source=2, known_ttl=10.0, trusted=["2001:db8::1"])
     assert budget.acquire("192.0.2.1", 0.0) is None
     assert budget.acquire("192.0.2.1", 0.0) is None
@@ -361,6 +428,20 @@ def test_i19_8_handshake_budget_bookkeeping() -> None:
     assert budget.pending == 2
     budget.authenticated("192.0.2.2", 0.0)
     assert budget.is_known("192.0.2.2", 9.9) and not budget.is_known("192.0.2.2", 10.0)
+    # the per-source cap only bites once half of the shared slots (8 of 10: 4) are taken
+    budget = HandshakeBudget(limit=10, reserve=2, per_source=2, known_ttl=10.0)
+    assert [budget.acquire("192.0.2.1", 0.0) for _ in range(5)] == [None] * 4 + [
+        "too many handshakes in progress from one source"
+    ]
+    assert [budget.acquire("192.0.2.2", 0.0) for _ in range(3)] == [None] * 2 + [
+        "too many handshakes in progress from one source"
+    ]
+    budget.release("192.0.2.1")
+    budget.release("192.0.2.1")
+    budget.release("192.0.2.2")
+    assert budget.pending == 3  # 192.0.2.1 holds 2, its cap, but the pool is not contended
+    assert budget.acquire("192.0.2.1", 0.0) is None
+    assert budget.acquire("192.0.2.1", 0.0) == "too many handshakes in progress from one source"
     for i in range(HandshakeBudget.MAX_KNOWN + 1):
         budget.authenticated(f"10.0.{i // 256}.{i % 256}", 1.0)
     assert not budget.is_known("10.0.0.0", 1.0)  # the least recently refreshed went first

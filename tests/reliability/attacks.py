@@ -18,6 +18,9 @@ loopback, so each is a separate source address for the server):
 - ``flood``: ``flood_calls`` authenticated calls each sending ``flood_messages``
   ``call:status`` as fast as TCP takes them.
 
+``open_route`` plans run the same against a route without credentials: the legitimate calls'
+address never becomes known (no reserve), only the per-source rule keeps room for them.
+
 ``python -m tests.reliability.attacks ATTACK [--repo DIR] [--size full]`` prints the JSON
 report; ``--repo`` runs the server from another checkout (for before/after figures).
 """
@@ -68,12 +71,15 @@ class Plan:
     # flood
     flood_calls: int = 50
     flood_messages: int = 2000
+    #: no credentials on the route: nobody becomes known, there is no reserve
+    open_route: bool = False
     #: ServerConfig keyword arguments for the server (besides its defaults)
     server: dict[str, Any] = attrs.field(factory=dict)
 
 
 BOUNDED: dict[str, Plan] = {
     "silent": Plan(attack="silent"),
+    "silent-open": Plan(attack="silent", open_route=True),
     "dribble": Plan(attack="dribble", sources=8),
     "heads": Plan(attack="heads"),
     "flood": Plan(attack="flood", flood_calls=150),
@@ -82,6 +88,9 @@ BOUNDED: dict[str, Plan] = {
 #: sockets opened 51 a second (then ~51 new a second against a 5 s handshake deadline).
 FULL: dict[str, Plan] = {
     "silent": Plan(attack="silent", duration=12.0, legit_rate=50.0, established=50, warmup=6.0, burst=False),
+    "silent-open": Plan(
+        attack="silent", duration=12.0, legit_rate=50.0, established=50, warmup=6.0, open_route=True
+    ),
     "dribble": Plan(
         attack="dribble", duration=12.0, legit_rate=50.0, established=50, sources=8, warmup=6.0, burst=False
     ),
@@ -355,7 +364,7 @@ async def flood(plan: Plan, calls: list[tuple[str, Client]], tally: Tally, stop:
 async def run(plan: Plan, *, repo: Path | None = None) -> dict[str, Any]:
     """Replay ``plan`` against a fresh server subprocess; returns the report."""
     tally = Tally()
-    config = {"server": plan.server, "call": {"ping_interval": 30}}
+    config = {"server": plan.server, "call": {"ping_interval": 30}, "auth": not plan.open_route}
     async with server_process(config, repo=repo) as server:
         port = server.port
         stop_established, stop_attack = trio.Event(), trio.Event()
@@ -397,7 +406,7 @@ async def run(plan: Plan, *, repo: Path | None = None) -> dict[str, Any]:
         stats = await server.stats()
         alive = server.alive()
     return {
-        "attack": plan.attack,
+        "attack": plan.attack + ("-open" if plan.open_route else ""),
         "plan": attrs.asdict(plan),
         "elapsed_s": round(elapsed, 1),
         "legit_started": tally.legit_started,

@@ -8,6 +8,8 @@ CONFIG_JSON keys (all optional):
 - ``app``: ``"answer"`` (ack ``session:new``, then ack every ``verb:hook``; default) or
   ``"deaf"`` (ack ``session:new``, then never read another event: S-5 / S-8), or ``"mixed"``
   (``deaf`` for call sids starting with ``deaf``, ``answer`` for the others).
+- ``auth``: ``false`` for a route without credentials (default: Basic ``jambonz`` /
+  ``pa:ss``, :data:`tests.reliability.helpers.AUTH`).
 - ``server``: keyword arguments of :class:`ServerConfig` (except ``call``).
 - ``call``: keyword arguments of :class:`CallConfig`.
 
@@ -75,7 +77,8 @@ def stats(server: JambonzServer) -> dict[str, Any]:
 
 async def main(config: dict[str, Any]) -> None:
     app = APPS[config.get("app", "answer")]
-    route = Route(path="/app", handler=app, auth=BasicAuth(username=USER, password=PASSWORD))
+    auth = BasicAuth(username=USER, password=PASSWORD) if config.get("auth", True) else None
+    route = Route(path="/app", handler=app, auth=auth)
     server_config = ServerConfig(**config.get("server", {}), call=CallConfig(**config.get("call", {})))
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     async with trio.open_nursery() as nursery:
