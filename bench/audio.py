@@ -47,7 +47,7 @@ async def main():
     async with trio.open_nursery() as nursery:
         server = await nursery.start(lambda task_status: serve_jambonz(
             echo_bot.routes(), port=0, task_status=task_status,
-            # the load generator plays the media server: a trusted source (no per-source cap)
+            # the load generator plays the media server, listed as docs/audio.md advises
             config=ServerConfig(max_connections=20000, trusted_sources=("127.0.0.1",))))
         print("ready", server.port, flush=True)
 trio.run(main)
