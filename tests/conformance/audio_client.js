@@ -10,7 +10,12 @@
 'use strict';
 const WebSocket = require('ws');
 
-const [, , base, user, password] = process.argv;
+// `node audio_client.js BASE USER PASSWORD`: the scenarios below, against an audio route.
+// `node audio_client.js listen URL USER PASSWORD CALL_SID METADATA`: the media server's side of
+// one listen a call handler started (URL: the absolute URL jambonz resolved from the verb's;
+// METADATA: the verb's `metadata` as JSON, merged into the first frame as jambonz does).
+const listenMode = process.argv[2] === 'listen';
+const [base, user, password] = listenMode ? ['', process.argv[4], process.argv[5]] : process.argv.slice(2);
 const auth = 'Basic ' + Buffer.from(`${user}:${password}`).toString('base64');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const PACKET = 320; // 20 ms of 8 kHz mono L16
@@ -152,7 +157,28 @@ async function refused(path, opts) {
   }
 }
 
+// One listen, as the media server runs it: metadata, one second of tone in real-time packets,
+// then whatever the app sends back (streamed audio, a clip to play) until the app closes.
+async function listen(url, callSid, custom) {
+  const conn = await open(url);
+  conn.ws.send(metadata(callSid, custom));
+  const sent = tone(50, 3);
+  for (let offset = 0; offset < sent.length; offset += PACKET) {
+    conn.ws.send(sent.subarray(offset, offset + PACKET));
+    await sleep(2);
+  }
+  await until(conn, () => false); // until the app leaves its listen block and closes
+  return {
+    protocol: conn.ws.protocol, echoExact: Buffer.concat(conn.audio).equals(sent),
+    echoedBytes: conn.received, texts: conn.texts, closed: conn.closed,
+  };
+}
+
 async function main() {
+  if (listenMode) {
+    process.stdout.write(JSON.stringify(await listen(process.argv[3], process.argv[6], JSON.parse(process.argv[7]))));
+    return;
+  }
   const out = {};
   const [a, b, c, d] = await Promise.all([
     echo('one'), echo('two'), echo('reset', {terminateAfter: 30 * PACKET}), control(),

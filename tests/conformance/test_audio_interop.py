@@ -19,8 +19,10 @@ from urllib.parse import parse_qs, urlsplit
 import trio
 
 from examples.echo_bot import echo_audio
-from jambonz_trio import AudioRoute, AudioStream, BasicAuth, serve_jambonz
+from jambonz_trio import AudioRoute, AudioStream, BasicAuth, Call, Route, serve_jambonz
 from jambonz_trio.audio import AudioCloseInfo, Dtmf, MarkEvent, PlayDone, UnknownAudioMessage
+from jambonz_trio.testing import open_fake_call, tcp_connector
+from jambonz_trio.verbs import Listen
 
 from .helpers import HERE, node_with
 
@@ -138,3 +140,71 @@ async def test_node_ws_client_plays_the_media_server(nursery: trio.Nursery) -> N
 
     # the app closing first: jambonz (the client) sees 1000 and the reason
     assert out["bye"]["closed"] == {"code": 1000, "reason": "handler finished"}
+
+
+async def test_a_call_handler_listens_and_talks_back_with_node_as_the_media_server(
+    nursery: trio.Nursery,
+) -> None:
+    """Issue 15's end to end: the fake jambonz's call socket over TCP, a call handler that starts
+    a bidirectional listen (``Call.listen``), and Node ``ws`` opening the audio socket at the URL
+    the verb carries, as jambonz's media server would. The handler reads the caller's second of
+    audio, streams it back and marks its end; both sides' views are compared."""
+    node = node_with("ws")
+    auth = BasicAuth(username="u", password="p")
+    seen: dict[str, Any] = {}
+
+    async def app(call: Call) -> None:
+        async with call.listen("/audio", bidirectional=True, metadata={"topic": "echo"}) as stream:
+            seen["call_sid"], seen["metadata"] = stream.call_sid, stream.metadata
+            echoed = 0
+            async for chunk in stream:
+                await stream.send_audio(chunk)
+                echoed += len(chunk)
+                if echoed >= 50 * 320:
+                    break
+            await stream.mark("echoed")
+            seen["event"] = await stream.next_event()
+            seen["stats"] = stream.statistics()
+        await call.wait_closed()
+
+    server = await nursery.start(
+        partial(
+            serve_jambonz, [Route(path="/call", handler=app, auth=auth), AudioRoute(path="/audio", auth=auth)]
+        )
+    )
+    base = f"ws://127.0.0.1:{server.port}"
+    async with open_fake_call(tcp_connector(base + "/call"), username="u", password="p") as fc:
+        ack = await fc.start()
+        (verb,) = ack.verbs
+        assert isinstance(verb, Listen) and verb.url.startswith("/audio?jt_listen=")
+        with trio.fail_after(60):
+            proc = await trio.run_process(
+                [
+                    node,
+                    str(HERE / "audio_client.js"),
+                    "listen",
+                    base + verb.url,
+                    "u",
+                    "p",
+                    fc.call.call_sid,
+                    json.dumps(verb.metadata),
+                ],
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                cwd=HERE,
+            )
+        assert proc.returncode == 0, proc.stderr.decode()
+        out: dict[str, Any] = json.loads(proc.stdout)
+        await fc.hangup()
+
+    # the media server's view: the subprotocol, its own audio back byte for byte, the mark, a
+    # clean close when the handler left its block
+    assert out["protocol"] == "audio.drachtio.org"
+    assert out["echoExact"] and out["echoedBytes"] == 50 * 320
+    assert out["texts"] == [{"type": "mark", "data": {"name": "echoed"}}]
+    assert out["closed"]["code"] == 1000
+    # the handler's view: its own call's stream, the verb's metadata, the mark reported back
+    assert seen["call_sid"] == fc.call.call_sid and seen["metadata"].custom == {"topic": "echo"}
+    assert seen["event"] == MarkEvent(name="echoed", event="playout")
+    assert seen["stats"].bytes_in == seen["stats"].bytes_out == 50 * 320
