@@ -6,7 +6,7 @@ application can catch the library's errors without catching its own.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
     "AlreadyAcked",
@@ -76,7 +76,20 @@ class RemoteProtocolError(ProtocolError):
         self.msgid = msgid
 
 
-class CallClosed(JambonzTrioError):
+class _Ended(JambonzTrioError):
+    """Something that carried a WebSocket is over: a reason and, when known, the close code."""
+
+    #: The reason when none is given.
+    DEFAULT_REASON: ClassVar[str]
+
+    def __init__(self, reason: str | None = None, *, code: int | None = None) -> None:
+        reason = self.DEFAULT_REASON if reason is None else reason
+        super().__init__(reason if code is None else f"{reason} (code {code})")
+        self.code = code
+        self.reason = reason
+
+
+class CallClosed(_Ended):
     """The call is over (or its socket closed for good); nothing more can be sent.
 
     Attributes:
@@ -84,10 +97,7 @@ class CallClosed(JambonzTrioError):
         reason: a short human-readable reason.
     """
 
-    def __init__(self, reason: str = "call closed", *, code: int | None = None) -> None:
-        super().__init__(reason if code is None else f"{reason} (code {code})")
-        self.code = code
-        self.reason = reason
+    DEFAULT_REASON = "call closed"
 
 
 class NotDelivered(JambonzTrioError):
@@ -130,7 +140,7 @@ class OperationInterrupted(JambonzTrioError):
         self.command = command
 
 
-class AudioStreamClosed(JambonzTrioError):
+class AudioStreamClosed(_Ended):
     """The audio stream is over (jambonz ended the ``listen``, the app closed it, or the
     connection was lost); nothing more can be sent, and every buffered chunk was read.
 
@@ -139,10 +149,7 @@ class AudioStreamClosed(JambonzTrioError):
         reason: a short human-readable reason.
     """
 
-    def __init__(self, reason: str = "audio stream closed", *, code: int | None = None) -> None:
-        super().__init__(reason if code is None else f"{reason} (code {code})")
-        self.code = code
-        self.reason = reason
+    DEFAULT_REASON = "audio stream closed"
 
 
 class ListenTimeout(JambonzTrioError):
