@@ -27,6 +27,8 @@ from typing import Any, Generic, Literal, TypeVar, overload
 
 import attrs
 
+from ._wire import present
+
 __all__ = ["EnvVar", "EnvVars", "UiHint", "JambonzResource", "apply_env", "check_env", "schema_body"]
 
 T = TypeVar("T")
@@ -228,20 +230,18 @@ class EnvVar(Generic[T]):
 
     def to_wire(self) -> dict[str, Any]:
         """This variable's entry in the schema (unset options left out)."""
-        out: dict[str, Any] = {"type": _WIRE_TYPES[self.type], "description": self.description}
-        if self.required:
-            out["required"] = True
-        if self.default is not None:
-            out["default"] = self.default
-        if self.enum is not None:
-            out["enum"] = list(self.enum)
-        if self.obscure:
-            out["obscure"] = True
-        if self.ui_hint is not None:
-            out["uiHint"] = self.ui_hint
-        if self.jambonz_resource is not None:
-            out["jambonzResource"] = self.jambonz_resource
-        return out
+        return {
+            "type": _WIRE_TYPES[self.type],
+            "description": self.description,
+            **present(
+                required=self.required or None,
+                default=self.default,
+                enum=None if self.enum is None else list(self.enum),
+                obscure=self.obscure or None,
+                uiHint=self.ui_hint,
+                jambonzResource=self.jambonz_resource,
+            ),
+        }
 
 
 def check_env(env: Iterable[object], route: str) -> tuple[EnvVar[Any], ...]:

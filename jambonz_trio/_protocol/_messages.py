@@ -16,6 +16,7 @@ import attrs
 
 from .._errors import RemoteProtocolError
 from ._calldata import CallInfo, DialResult, GatherResult, LlmResult, ToolCall
+from ._wire import present
 
 __all__ = [
     "MESSAGE_TYPES",
@@ -75,15 +76,12 @@ class JambonzMessage:
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON-ready dict jambonz would send for this message (used by the fake)."""
-        out: dict[str, Any] = {"type": self.type, "msgid": self.msgid}
-        if self.call_sid is not None:
-            out["call_sid"] = self.call_sid
-        if self.hook is not None:
-            out["hook"] = self.hook
-        if self.b3 is not None:
-            out["b3"] = self.b3
-        out["data"] = self.data
-        return out
+        return {
+            "type": self.type,
+            "msgid": self.msgid,
+            **present(call_sid=self.call_sid, hook=self.hook, b3=self.b3),
+            "data": self.data,
+        }
 
 
 class _HasCallInfo:

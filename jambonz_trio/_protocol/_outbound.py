@@ -21,7 +21,7 @@ import attrs
 
 from ._verbs import Config, Dub, Play, Say
 from ._verbs_base import Hook, Verb, structure_verbs, unstructure_verbs
-from ._wire import ENVELOPE, WIRE, Model, Style, converter, structure_strict, to_wire_name
+from ._wire import ENVELOPE, WIRE, Model, Style, converter, present, structure_strict, to_wire_name
 
 __all__ = [
     "BoostAudioCommand",
@@ -125,11 +125,11 @@ class Command(Model):
         return data if self.WRAP is None else {self.WRAP: data}
 
     def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": "command", "command": self.COMMAND}
-        for name, key in _envelope(type(self)):
-            value = getattr(self, name)
-            if value is not None:
-                out[key] = value
+        out: dict[str, Any] = {
+            "type": "command",
+            "command": self.COMMAND,
+            **present(**{key: getattr(self, name) for name, key in _envelope(type(self))}),
+        }
         if self.HAS_DATA:
             out["data"] = self.data_to_wire()
         return out
@@ -530,16 +530,16 @@ class RawCommand(Command):
     tool_call_id: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": "command", "command": self.command}
-        if self.queue_command is not None:
-            out["queueCommand"] = self.queue_command
-        if self.call_sid is not None:
-            out["callSid"] = self.call_sid
-        if self.tool_call_id is not None:
-            out["tool_call_id"] = self.tool_call_id
-        if self.data is not None:
-            out["data"] = self.data
-        return out
+        return {
+            "type": "command",
+            "command": self.command,
+            **present(
+                queueCommand=self.queue_command,
+                callSid=self.call_sid,
+                tool_call_id=self.tool_call_id,
+                data=self.data,
+            ),
+        }
 
 
 #: command name -> parser of ``(data, envelope)``; commands 0.9.8 handles (docs/protocol.md §5.3).

@@ -30,7 +30,16 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-__all__ = ["ENVELOPE", "WIRE", "Model", "Style", "converter", "structure_strict", "to_wire_name"]
+__all__ = [
+    "ENVELOPE",
+    "WIRE",
+    "Model",
+    "Style",
+    "converter",
+    "present",
+    "structure_strict",
+    "to_wire_name",
+]
 
 Style = Literal["camel", "snake"]
 WIRE = "wire"  # attrs metadata key for an explicit wire name
@@ -39,6 +48,12 @@ ENVELOPE = "envelope"  # attrs metadata key of a field that is not part of the m
 converter = cattrs.Converter()
 
 _T = TypeVar("_T")
+
+
+def present(**fields: Any) -> dict[str, Any]:
+    """The given wire keys whose value is not ``None``, in order: an unset optional key is left
+    out, never sent as ``null``."""
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 class Model:
