@@ -122,7 +122,16 @@ class CallRejected(FakeJambonzError):
         self.reason = reason
 
 
-class AckTimeout(FakeJambonzError):
+class _AckNeverCame(FakeJambonzError):
+    """An ack-awaiting request that got no ack: its ``msgid`` and ``msg_type``."""
+
+    def __init__(self, message: str, msgid: str, msg_type: str, *, transcript: str) -> None:
+        super().__init__(message, transcript=transcript)
+        self.msgid = msgid
+        self.msg_type = msg_type
+
+
+class AckTimeout(_AckNeverCame):
     """The app did not ack an ack-awaiting message within the ack timeout (5 s in jambonz).
 
     Attributes:
@@ -131,16 +140,14 @@ class AckTimeout(FakeJambonzError):
     """
 
     def __init__(self, msgid: str, msg_type: str, *, timeout: float, transcript: str = "") -> None:
-        super().__init__(
+        message = (
             f"no ack for {msg_type} msgid {msgid} within {timeout:g} s "
-            f"(jambonz: 'timeout from far end for msgid {msgid}')",
-            transcript=transcript,
+            f"(jambonz: 'timeout from far end for msgid {msgid}')"
         )
-        self.msgid = msgid
-        self.msg_type = msg_type
+        super().__init__(message, msgid, msg_type, transcript=transcript)
 
 
-class AckAbandoned(FakeJambonzError):
+class AckAbandoned(_AckNeverCame):
     """The socket closed while jambonz was waiting for this ack; the request is gone.
 
     jambonz fails such requests at once ("abandoning msgid ... since socket is closed") and
@@ -152,12 +159,8 @@ class AckAbandoned(FakeJambonzError):
     """
 
     def __init__(self, msgid: str, msg_type: str, reason: str, *, transcript: str = "") -> None:
-        super().__init__(
-            f"abandoning {msg_type} msgid {msgid}: {reason}",
-            transcript=transcript,
-        )
-        self.msgid = msgid
-        self.msg_type = msg_type
+        message = f"abandoning {msg_type} msgid {msgid}: {reason}"
+        super().__init__(message, msgid, msg_type, transcript=transcript)
 
 
 class CallOver(FakeJambonzError):
