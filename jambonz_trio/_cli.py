@@ -273,13 +273,21 @@ def _save_played(stream: FakeAudioStream, base: Path, index: int, out: TextIO) -
         print(f"audio socket {index}: the app played nothing back", file=out)
 
 
+#: What went wrong, by the class of a failed connect (the most specific first).
+_CONNECT_FAILURES: tuple[tuple[type[ConnectFailed], str], ...] = (
+    (HandshakeRejected, "the app refused the WebSocket upgrade"),
+    (
+        SubprotocolMissing,
+        "the app did not select the ws.jambonz.org subprotocol (jambonz drops such sockets)",
+    ),
+    (ConnectFailed, "could not connect"),
+)
+
+
 def _explain(exc: BaseException) -> str:
-    if isinstance(exc, HandshakeRejected):
-        return f"the app refused the WebSocket upgrade: {exc}"
-    if isinstance(exc, SubprotocolMissing):
-        return f"the app did not select the ws.jambonz.org subprotocol (jambonz drops such sockets): {exc}"
-    if isinstance(exc, ConnectFailed):
-        return f"could not connect: {exc}"
+    for cls, what in _CONNECT_FAILURES:
+        if isinstance(exc, cls):
+            return f"{what}: {exc}"
     return str(exc)
 
 

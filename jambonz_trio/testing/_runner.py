@@ -463,29 +463,32 @@ def _said(answer: Speech | Digits) -> str:
     return f"presses {answer.digits}" if isinstance(answer, Digits) else f'says "{answer.text}"'
 
 
+#: The line of each verb that reads as its name and one option: a ``str.format`` template.
+_VERB_LINES: dict[type[Verb], str] = {
+    Play: "play {0.url}",
+    Pause: "pause {0.length}s",
+    Llm: "llm {0.vendor}",
+    SipDecline: "sip:decline {0.status}",
+    Listen: "listen {0.url}",
+}
+
+
 def describe_verb(verb: Verb) -> str:
     """One readable line for a verb."""
     if isinstance(verb, Say):
         text = verb.text if isinstance(verb.text, str) else " | ".join(verb.text or [])
         return f'say "{text}"'
-    if isinstance(verb, Play):
-        return f"play {verb.url}"
-    if isinstance(verb, Pause):
-        return f"pause {verb.length}s"
     if isinstance(verb, Gather):
         inputs = "+".join(verb.input or ["digits"])
         prompt = f", prompt: {describe_verb(verb.say)}" if verb.say is not None else ""
         return f"gather {inputs} -> {_hook_url(verb.action_hook)} (timeout {verb.timeout}s{prompt})"
     if isinstance(verb, Dial):
         return f"dial {len(verb.target)} target(s) -> {_hook_url(verb.action_hook)}"
-    if isinstance(verb, Llm):
-        return f"llm {verb.vendor}"
-    if isinstance(verb, SipDecline):
-        return f"sip:decline {verb.status}"
     if isinstance(verb, Config):
         return "config" + (" (notifyEvents)" if verb.notify_events else "")
-    if isinstance(verb, Listen):
-        return f"listen {verb.url}"
+    for cls, template in _VERB_LINES.items():
+        if isinstance(verb, cls):
+            return template.format(verb)
     return verb.VERB
 
 
