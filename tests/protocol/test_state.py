@@ -1168,12 +1168,19 @@ class CallProtocolMachine(RuleBasedStateMachine):
         self.connected = False
         self.awaiting_reconnect = False
 
-    @precondition(
-        lambda self: (
+    def session_new_owed_here(self) -> bool:
+        """Connected, with ``session:new`` still owed on this very socket."""
+        return (
             self.connected
             and self.session_new is not None
             and self.session_new in self.owed
             and self.owed[self.session_new].gen == self.gen
+        )
+
+    @precondition(
+        lambda self: (
+            self.session_new_owed_here()
+            and self.session_new is not None
             and self.owed[self.session_new].held is None
         )
     )
@@ -1191,14 +1198,7 @@ class CallProtocolMachine(RuleBasedStateMachine):
         self.session = SessionState.HELD
         assert self.p.is_owed(self.session_new)
 
-    @precondition(
-        lambda self: (
-            self.connected
-            and self.session_new is not None
-            and self.session_new in self.owed
-            and self.owed[self.session_new].gen == self.gen
-        )
-    )
+    @precondition(lambda self: self.session_new_owed_here())
     @rule()
     def drop_before_session_new_answer(self) -> None:
         """FM-29's trigger, made likelier than a plain drop at this point."""
