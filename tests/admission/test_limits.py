@@ -7,6 +7,7 @@ loopback addresses (127.0.0.2, ...: all of 127/8 is loopback on Linux)."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -73,36 +74,33 @@ async def test_i19_8_silent_socket_dropped_at_first_byte_timeout(
         assert server.statistics().pending_handshakes == 0
 
 
-async def test_fm04_one_byte_then_nothing_closed_at_deadline(
-    serve: Serve, autojump_clock: trio.testing.MockClock
+async def _one_byte(client: trio.abc.Stream) -> None:
+    """One byte, then silence."""
+    await client.send_all(b"G")
+
+
+async def _dribble(client: trio.abc.Stream) -> None:
+    """Slowloris: a byte of a (long) request every 0.5 s of virtual time, forever."""
+    request = build_request() * 10
+    try:
+        for i in range(len(request)):
+            await client.send_all(request[i : i + 1])
+            await trio.sleep(0.5)  # virtual time
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
+@pytest.mark.parametrize("send", [_one_byte, _dribble], ids=["one-byte-then-nothing", "dribbling-headers"])
+async def test_fm04_a_slow_request_is_cut_at_the_total_deadline(
+    serve: Serve, autojump_clock: trio.testing.MockClock, send: Callable[[trio.abc.Stream], Awaitable[None]]
 ) -> None:
-    """FM-04: one byte, then silence: closed at handshake_timeout."""
+    """FM-04: one byte then silence, or (slowloris) a byte every 0.5 s forever: either way the
+    socket is closed at handshake_timeout, the *total* deadline, which bytes do not extend."""
     with trio.fail_after(60):
         server = await serve(APP, handshake_timeout=5.0)
         client = await server.connect_memory()
-        await client.send_all(b"G")
-        assert await _time_to_close(client) == pytest.approx(5.0, abs=0.01)
-
-
-async def test_fm04_dribbling_headers_do_not_extend_the_deadline(
-    serve: Serve, autojump_clock: trio.testing.MockClock
-) -> None:
-    """FM-04 (slowloris): a byte every 0.5 s forever is still cut at the *total* deadline."""
-    with trio.fail_after(60):
-        server = await serve(APP, handshake_timeout=5.0)
-        client = await server.connect_memory()
-        request = build_request() * 10
-
-        async def dribble() -> None:
-            try:
-                for i in range(len(request)):
-                    await client.send_all(request[i : i + 1])
-                    await trio.sleep(0.5)  # virtual time
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-
         async with trio.open_nursery() as inner:
-            inner.start_soon(dribble)
+            inner.start_soon(send, client)
             assert await _time_to_close(client) == pytest.approx(5.0, abs=0.01)
             inner.cancel_scope.cancel()
 
