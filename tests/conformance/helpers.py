@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 
 HERE = Path(__file__).parent
 
@@ -25,3 +28,17 @@ def node_with(package: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(f"{reason} (CI is set, so this is an error)")
     pytest.skip(reason)
+
+
+async def run_node(node: str, script: str, *args: str) -> Any:
+    """Run ``node <script> <args>`` in this folder, assert that it exited 0 (its stderr is the
+    failure message) and return the JSON report it printed."""
+    proc = await trio.run_process(
+        [node, str(HERE / script), *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        cwd=HERE,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    return json.loads(proc.stdout)

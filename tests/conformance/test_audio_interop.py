@@ -24,7 +24,7 @@ from jambonz_trio.audio import AudioCloseInfo, Dtmf, MarkEvent, PlayDone, Unknow
 from jambonz_trio.testing import open_fake_call, tcp_connector
 from jambonz_trio.verbs import Listen
 
-from .helpers import HERE, node_with
+from .helpers import node_with, run_node
 
 CLIP = bytes(1600)  # 100 ms of 8 kHz silence
 
@@ -74,15 +74,9 @@ async def test_node_ws_client_plays_the_media_server(nursery: trio.Nursery) -> N
         partial(serve_jambonz, [AudioRoute(path="/interop", handler=interop, auth=auth)])
     )
     with trio.fail_after(60):
-        proc = await trio.run_process(
-            [node, str(HERE / "audio_client.js"), f"ws://127.0.0.1:{server.port}", "u", "p"],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            cwd=HERE,
+        out: dict[str, Any] = await run_node(
+            node, "audio_client.js", f"ws://127.0.0.1:{server.port}", "u", "p"
         )
-        assert proc.returncode == 0, proc.stderr.decode()
-        out: dict[str, Any] = json.loads(proc.stdout)
         await ended.wait()
 
     # handshake: the offered name echoed, no compression, refusals as lws reports them
@@ -178,24 +172,16 @@ async def test_a_call_handler_listens_and_talks_back_with_node_as_the_media_serv
         (verb,) = ack.verbs
         assert isinstance(verb, Listen) and verb.url.startswith("/audio?jt_listen=")
         with trio.fail_after(60):
-            proc = await trio.run_process(
-                [
-                    node,
-                    str(HERE / "audio_client.js"),
-                    "listen",
-                    base + verb.url,
-                    "u",
-                    "p",
-                    fc.call.call_sid,
-                    json.dumps(verb.metadata),
-                ],
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-                cwd=HERE,
+            out: dict[str, Any] = await run_node(
+                node,
+                "audio_client.js",
+                "listen",
+                base + verb.url,
+                "u",
+                "p",
+                fc.call.call_sid,
+                json.dumps(verb.metadata),
             )
-        assert proc.returncode == 0, proc.stderr.decode()
-        out: dict[str, Any] = json.loads(proc.stdout)
         await fc.hangup()
 
     # the media server's view: the subprotocol, its own audio back byte for byte, the mark, a

@@ -10,7 +10,6 @@ a message over the server's limit. Without node or ``ws`` the test skips, unless
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from typing import Any
 
@@ -20,7 +19,7 @@ from jambonz_trio import Call, CallConfig, CloseInfo, ServerConfig, VerbHook, se
 from jambonz_trio.messages import Disconnected
 from jambonz_trio.verbs import Say
 
-from .helpers import HERE, node_with
+from .helpers import node_with, run_node
 
 
 async def test_node_ws_client_talks_to_the_server(nursery: trio.Nursery) -> None:
@@ -48,15 +47,7 @@ async def test_node_ws_client_talks_to_the_server(nursery: trio.Nursery) -> None
     config = ServerConfig(max_inbound_bytes=30_000, call=CallConfig(ping_interval=0.2, ping_timeout=2.0))
     server = await nursery.start(partial(serve_jambonz, app, config=config))
     with trio.fail_after(30):
-        proc = await trio.run_process(
-            [node, str(HERE / "ws_client.js"), f"ws://127.0.0.1:{server.port}/"],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            cwd=HERE,
-        )
-        assert proc.returncode == 0, proc.stderr.decode()
-        seen: dict[str, Any] = json.loads(proc.stdout)
+        seen: dict[str, Any] = await run_node(node, "ws_client.js", f"ws://127.0.0.1:{server.port}/")
         await settled.wait()
 
     basic = seen["basic"]
