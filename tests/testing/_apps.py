@@ -14,6 +14,8 @@ import trio
 import trio.testing
 import trio_websocket
 
+from jambonz_trio.testing import FakeCall, open_fake_call
+
 SAY: dict[str, Any] = {"verb": "say", "text": "Hello, how can I help?"}
 GATHER: dict[str, Any] = {"verb": "gather", "input": ["speech", "digits"], "actionHook": "/gather"}
 HANGUP: dict[str, Any] = {"verb": "hangup"}
@@ -131,6 +133,15 @@ async def app_running(script: AppScript, **kwargs: Any) -> AsyncIterator[TinyApp
         nursery.start_soon(script, app)
         yield app
         nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def started_call(script: AppScript, **options: Any) -> AsyncIterator[FakeCall]:
+    """``script(app)`` running as the app, and a fake call (``options`` are
+    :func:`open_fake_call`'s) to it, started: ``session:new`` sent and acked."""
+    async with app_running(script) as app, open_fake_call(app.connector, **options) as fc:
+        await fc.start()
+        yield fc
 
 
 async def raw_101(stream: trio.abc.Stream, protocol: bytes | None) -> None:

@@ -21,7 +21,7 @@ from jambonz_trio.messages import VerbStatus
 from jambonz_trio.testing import Caller, DialOutcome, Digits, ProtocolViolation, open_fake_call, run_call
 from jambonz_trio.verbs import Conference, Config, Dial, Gather, Hangup, Listen, Say, Target
 
-from ._apps import GATHER, AppSocket, TinyApp, app_running
+from ._apps import GATHER, AppSocket, TinyApp, app_running, started_call
 
 DIAL: dict[str, Any] = {"verb": "dial", "target": [{"type": "phone", "number": "+15551230000"}]}
 LISTEN: dict[str, Any] = {"verb": "listen", "url": "wss://example.com/audio"}
@@ -62,8 +62,7 @@ async def test_by_hand_a_command_no_verb_of_the_program_can_take_is_a_violation(
         s = await _started_with(app, program)
         await s.command(*command)
 
-    async with app_running(app_side) as app, open_fake_call(app.connector, strict=False) as fc:
-        await fc.start()
+    async with started_call(app_side, strict=False) as fc:
         cmd = await fc.expect_command(command[0])
         kinds = [v.kind for v in fc.violations]
         assert kinds == (["ignored-command"] if ignored else [])
@@ -77,8 +76,7 @@ async def test_by_hand_strict_mode_raises_it(autojump_clock: trio.abc.Clock) -> 
         s = await _started_with(app, [GATHER])
         await s.command(*MUTE)
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         with pytest.raises(ProtocolViolation, match="only during dial or conference"):
             await fc.expect_command("mute:status")
 
@@ -89,8 +87,7 @@ async def test_a_redirect_that_brings_a_dial_makes_mute_valid(autojump_clock: tr
         await s.command("redirect", [DIAL])
         await s.command(*MUTE)
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         await fc.expect_command("redirect")
         await fc.expect_command("mute:status")
         assert fc.violations == []
@@ -176,8 +173,7 @@ async def test_speech_for_a_default_gather_is_unheard(autojump_clock: trio.abc.C
         for _ in range(2):
             await s.ack(await s.recv_type("verb:hook"))
 
-    async with app_running(app_side) as app, open_fake_call(app.connector, strict=False) as fc:
-        await fc.start()
+    async with started_call(app_side, strict=False) as fc:
         await fc.gather_timeout("/gather")
         assert fc.violations == []
         await fc.gather_speech("/gather", "hello")  # lenient: recorded, and sent as asked

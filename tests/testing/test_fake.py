@@ -31,7 +31,7 @@ from jambonz_trio.testing import (
     tcp_connector,
 )
 
-from ._apps import GATHER, HANGUP, SAY, AppSocket, TinyApp, app_running, raw_101, tiny_app
+from ._apps import GATHER, HANGUP, SAY, AppSocket, TinyApp, app_running, raw_101, started_call, tiny_app
 
 _MSGID = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{20,23}$")
 
@@ -105,7 +105,6 @@ async def test_session_new_payload(autojump_clock: trio.abc.Clock) -> None:
 
     async with app_running(app_side) as app, open_fake_call(app.connector, call=call) as fc:
         await fc.start()
-
     data = got[0]["data"]
     assert data["from"] == "+15551234567"
     assert data["to"] == "+15083728299"
@@ -285,8 +284,7 @@ async def test_hook_ack_timeout(autojump_clock: trio.abc.Clock) -> None:
         await s.recv_type("call:status")
         await s.recv_type("verb:hook")  # never acked
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         start = trio.current_time()
         with pytest.raises(AckTimeout) as info:
             await fc.gather_timeout("/gather")
@@ -304,8 +302,7 @@ async def test_hook_ack_invalid_verbs(autojump_clock: trio.abc.Clock) -> None:
         hook = await s.recv_type("verb:hook")
         await s.ack(hook, [{"verb": "say", "text": 42}])
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         with pytest.raises(InvalidVerbs, match="invalid verbs in the ack to verb:hook"):
             await fc.gather_digits("/gather", "123")
 
@@ -321,8 +318,7 @@ async def test_empty_hook_ack_means_carry_on(autojump_clock: trio.abc.Clock) -> 
         hook = await s.recv_type("verb:hook")
         await s.ack(hook, [])
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         assert (await fc.gather_digits("/gather", "42")).verbs == []
         assert (await fc.hook("/status", {"event": "x"})).verbs == []
 
@@ -369,8 +365,7 @@ async def test_concurrent_hooks_acked_out_of_order(autojump_clock: trio.abc.Cloc
         await trio.sleep(1)
         await s.ack(first)
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         results: dict[str, list[str]] = {}
 
         async def send(hook: str) -> None:
@@ -398,8 +393,7 @@ async def test_expect_command_typed(autojump_clock: trio.abc.Clock) -> None:
             tool_call_id=call["data"]["tool_call_id"],
         )
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         redirect = await fc.expect_command(RedirectCommand)
         assert redirect.queue is True
         assert redirect.verbs == (Say(text="Interrupt!"),)
@@ -417,8 +411,7 @@ async def test_expect_command_failures(autojump_clock: trio.abc.Clock) -> None:
         await trio.sleep(10)
         await s.command("call:status", {"call_status": "completed"})
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         start = trio.current_time()
         with pytest.raises(ExpectationFailed, match="within 2 s"):
             await fc.expect_command(within=2)
@@ -434,8 +427,7 @@ async def test_expect_no_command_fails(autojump_clock: trio.abc.Clock) -> None:
         await s.ack(await s.recv_type("session:new"), [SAY])
         await s.command("redirect", [HANGUP])
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         with pytest.raises(ExpectationFailed, match="expected no command"):
             await fc.expect_no_command(within=1)
 
@@ -446,8 +438,7 @@ async def test_expect_close_code(autojump_clock: trio.abc.Clock) -> None:
         await s.ack(await s.recv_type("session:new"), [SAY])
         await s.close(1000)
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         with pytest.raises(ExpectationFailed, match="expected the app to close with 4000"):
             await fc.expect_close(4000)
         with pytest.raises(ExpectationFailed, match="within 1 s"):
@@ -499,8 +490,7 @@ async def test_transcript_in_failure_message(autojump_clock: trio.abc.Clock) -> 
         await s.recv_type("call:status")
         await s.recv_type("verb:hook")
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         with pytest.raises(AckTimeout) as info:
             await fc.gather_speech("/gather", "hello")
     text = str(info.value)
@@ -596,8 +586,7 @@ async def test_notifications_and_other_requests(autojump_clock: trio.abc.Clock) 
         got.append(redirect)
         await s.ack(redirect, [HANGUP])
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         await fc.verb_status("starting", id="g1", name="gather")
         await fc.llm_event("/events", {"type": "response.done", "responseId": "r1"})
         await fc.jambonz_error("TTS error", "vendor down", verb="say", failover="not available")
@@ -638,8 +627,7 @@ async def test_send_raw_unknown_type(autojump_clock: trio.abc.Clock) -> None:
         second = await s.recv_type("foo:bar")
         await s.ack(second)
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         frame = {"type": "foo:bar", "msgid": "m1", "data": {"x": 1}}
         ack = await fc.send_raw(frame, await_ack=True)
         assert ack.request_type == "foo:bar"

@@ -18,7 +18,7 @@ from jambonz_trio.testing import (
     open_fake_call,
 )
 
-from ._apps import GATHER, HANGUP, SAY, AppSocket, TinyApp, app_running
+from ._apps import GATHER, HANGUP, SAY, AppSocket, TinyApp, app_running, started_call
 
 
 async def _answered(app: TinyApp) -> tuple[AppSocket, dict[str, Any]]:
@@ -57,8 +57,7 @@ async def test_app_closes_with_1000_while_hook_pending(autojump_clock: trio.abc.
         await s.recv_type("verb:hook")
         await s.close(1000)
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         with pytest.raises(AckAbandoned, match="closed the socket with 1000"):
             await fc.hook("/gather")
 
@@ -82,8 +81,7 @@ async def test_unexpected_close_reconnects_with_session_data(
         seen["status"] = await s2.recv_type("call:status")
         seen["status_at"] = trio.current_time()
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         await fc.expect_close(4000)
         assert not fc.connected
         await fc.status("in-progress")  # queued: the socket is down
@@ -111,8 +109,7 @@ async def test_automatic_reconnect_after_backoff(autojump_clock: trio.abc.Clock)
         times.append(trio.current_time())
         await s2.ack(await s2.recv_type("session:reconnect"))
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         await fc.expect_close(4001)
         await fc.reconnect()
     assert times[1] - times[0] == pytest.approx(0.5)
@@ -158,8 +155,7 @@ async def test_inflight_hook_abandoned_on_unexpected_close(autojump_clock: trio.
         await s2.ack(hook)  # answering the old msgid on the new socket
         await s2.ack(rec)
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         with pytest.raises(AckAbandoned, match="the socket closed"):
             await fc.gather_timeout("/gather")
         with pytest.raises(ProtocolViolation, match="abandoned that request"):
@@ -212,8 +208,7 @@ async def test_send_while_dropped_reconnects_and_queues(autojump_clock: trio.abc
         order.append(hook["hook"])
         await s2.ack(hook, [HANGUP])
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         await fc.drop(reconnect=False)
         ack = await fc.hook("/after-drop")  # triggers the reconnect, waits in the queue
         assert ack.verb_names == ["hangup"]
@@ -234,8 +229,7 @@ async def test_reconnect_ack_timeout_hangs_up(autojump_clock: trio.abc.Clock) ->
         seen.append(status["data"])
         seen.append(await s2.closed_code())
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         await fc.expect_close(4000)
         t0 = trio.current_time()
         with pytest.raises(AckTimeout) as info:
@@ -311,8 +305,7 @@ async def test_oversize_frame_closes_1009_and_reconnects(autojump_clock: trio.ab
         seen.append(trio.current_time())
         await s2.ack(await s2.recv_type("session:reconnect"))
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         await fc.expect_command("redirect")
         with pytest.raises(ProtocolViolation, match="over jambonz's maxPayload") as info:
             await fc.wait_idle(0.1)
@@ -331,8 +324,7 @@ async def test_giant_frame_over_the_character_limit(autojump_clock: trio.abc.Clo
         await s.send("x" * 200_000)
         codes.append(await s.closed_code())
 
-    async with app_running(app_side) as app, open_fake_call(app.connector, strict=False) as fc:
-        await fc.start()
+    async with started_call(app_side, strict=False) as fc:
         await trio.sleep(0.2)
         assert [v.kind for v in fc.violations] == ["oversize-frame"]
     assert codes == [1009]

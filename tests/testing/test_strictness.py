@@ -12,7 +12,7 @@ import trio
 from jambonz_trio._protocol import DtmfCommand, RedirectCommand, TtsFlushCommand
 from jambonz_trio.testing import AckTimeout, InvalidVerbs, ProtocolViolation, open_fake_call
 
-from ._apps import GATHER, HANGUP, SAY, AppSocket, TinyApp, app_running
+from ._apps import GATHER, HANGUP, SAY, AppSocket, TinyApp, app_running, started_call
 
 
 async def _answered(app: TinyApp) -> AppSocket:
@@ -58,8 +58,7 @@ async def test_invalid_message_gets_jambonz_error(
         replies.append(await s.recv_type("jambonz:error"))
         await s.command("redirect", [HANGUP])
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         with pytest.raises(ProtocolViolation, match="invalid-message") as info:
             await fc.expect_command("redirect")
         assert info.value.violations[0].frame == frame
@@ -78,8 +77,7 @@ async def test_no_data_commands_are_fine(autojump_clock: trio.abc.Clock, command
         s = await _answered(app)
         await s.command(command)
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         await fc.wait_idle(1)
         assert [c.name for c in fc.commands] == [command]
         assert fc.jambonz_errors == []
@@ -93,8 +91,7 @@ async def test_empty_redirect_array_is_truthy_for_jambonz(autojump_clock: trio.a
         s = await _answered(app)
         await s.command("redirect", [])
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         cmd = await fc.expect_command(RedirectCommand)
         assert cmd.verbs == ()
         assert fc.jambonz_errors == []
@@ -110,8 +107,7 @@ async def test_unknown_ack_fails_at_next_call(autojump_clock: trio.abc.Clock) ->
         await s.send({"type": "ack", "msgid": status["msgid"]})  # call:status wants no ack
         await s.send({"type": "ack", "msgid": "nosuchmsgid"})
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         await fc.status("in-progress")
         await trio.sleep(1)
         with pytest.raises(ProtocolViolation) as info:
@@ -135,8 +131,7 @@ async def test_late_and_duplicate_acks(autojump_clock: trio.abc.Clock) -> None:
         await s.ack(hook)
         await s.ack(hook)  # duplicate
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         with pytest.raises(AckTimeout, match="no ack for verb:hook"):
             await fc.hook("/a")
         await trio.sleep(2)
@@ -165,8 +160,7 @@ async def test_command_shapes_0_9_8_cannot_read(
         s = await _answered(app)
         await s.command(command, data)
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         with pytest.raises(ProtocolViolation, match=match) as info:
             await fc.expect_command()
         assert info.value.violations[0].kind == "invalid-command"
@@ -179,8 +173,7 @@ async def test_redirect_with_invalid_verbs(autojump_clock: trio.abc.Clock) -> No
         s = await _answered(app)
         await s.command("redirect", [{"verb": "gather", "actionHook": 5}])
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         with pytest.raises(InvalidVerbs, match="gather"):
             await fc.expect_command("redirect")
 
@@ -190,8 +183,7 @@ async def test_snake_call_sid_is_a_violation_but_delivered(autojump_clock: trio.
         s = await _answered(app)
         await s.command("dtmf", {"dtmf": {"digit": "5"}}, call_sid="abc")
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         with pytest.raises(ProtocolViolation, match="use 'callSid'"):
             await fc.wait_idle(1)
         cmd = await fc.expect_command(DtmfCommand)
@@ -204,8 +196,7 @@ async def test_camel_callsid_is_fine(autojump_clock: trio.abc.Clock) -> None:
         s = await _answered(app)
         await s.command("dtmf", {"dtmf": {"digit": "5"}}, callSid="leg-2")
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         cmd = await fc.expect_command(DtmfCommand)
         assert cmd.call_sid == "leg-2"
 
@@ -233,8 +224,7 @@ async def test_binary_frame_is_flagged_but_parsed(autojump_clock: trio.abc.Clock
         frame = {"type": "command", "command": "redirect", "data": [HANGUP]}
         await s.send(json.dumps(frame).encode())
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         with pytest.raises(ProtocolViolation, match="binary frame"):
             await fc.wait_idle(1)
         await fc.expect_command("redirect")
@@ -275,8 +265,7 @@ async def test_strict_violation_interrupts_a_wait(autojump_clock: trio.abc.Clock
         await s.recv_type("verb:hook")
         await s.send("oops")  # instead of the ack
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         start = trio.current_time()
         with pytest.raises(ProtocolViolation, match="oops"):
             await fc.hook("/gather", {"reason": "timeout"})

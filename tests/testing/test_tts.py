@@ -8,9 +8,9 @@ import pytest
 import trio
 
 from jambonz_trio._protocol import TtsClearCommand, TtsTokensCommand
-from jambonz_trio.testing import ProtocolViolation, TtsModel, open_fake_call
+from jambonz_trio.testing import ProtocolViolation, TtsModel
 
-from ._apps import SAY, AppSocket, TinyApp, app_running
+from ._apps import SAY, AppSocket, TinyApp, started_call
 
 
 async def _answered(app: TinyApp) -> AppSocket:
@@ -43,8 +43,7 @@ async def test_tokens_full_paused_resumed(autojump_clock: trio.abc.Clock) -> Non
         await s.command("tts:flush")
         await s.command("tts:clear")
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         await fc.tts_streaming_event("stream_open")
         await fc.wait_idle(1)
         assert fc.tts_paused
@@ -88,8 +87,7 @@ async def test_automatic_drain(autojump_clock: trio.abc.Clock) -> None:
         times.append(trio.current_time() - t0)
 
     model = TtsModel(drain_per_second=100)
-    async with app_running(app_side) as app, open_fake_call(app.connector, tts=model) as fc:
-        await fc.start()
+    async with started_call(app_side, tts=model) as fc:
         await fc.wait_idle(20)
         assert fc.tts_buffered == 0
     # 900 chars must drain to 200 at 100 chars/s
@@ -108,8 +106,7 @@ async def test_token_edge_cases(autojump_clock: trio.abc.Clock) -> None:
         seen.append((await s.recv())["data"])
         seen.append((await s.recv())["data"])
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
-        await fc.start()
+    async with started_call(app_side) as fc:
         with pytest.raises(ProtocolViolation, match="tts:tokens data must be"):
             await fc.wait_idle(1)
         await fc.wait_idle(1)
@@ -128,7 +125,6 @@ async def test_no_streaming_buffer(autojump_clock: trio.abc.Clock) -> None:
         s = await _answered(app)
         seen.append(await _tokens(s, 7, "Hello."))
 
-    async with app_running(app_side) as app, open_fake_call(app.connector, tts=None) as fc:
-        await fc.start()
+    async with started_call(app_side, tts=None) as fc:
         await fc.wait_idle(1)
     assert seen == [{"id": 7}]
