@@ -11,9 +11,10 @@ import pytest
 import trio
 import trio.testing
 
-from jambonz_trio import Call, EnvVar, JambonzServer, Route, serve_jambonz
+from jambonz_trio import Call, EnvVar, JambonzServer, Route
 from jambonz_trio.testing import CallData, open_fake_call
 from jambonz_trio.verbs import Say
+from tests.helpers import start
 
 from .helpers import SESSION_DATA, raw_client
 
@@ -36,9 +37,7 @@ async def serve(nursery: trio.Nursery, *env: EnvVar[Any]) -> tuple[JambonzServer
         await call.wait_closed()
 
     route = Route(path="/", handler=app, prefix=True, env=env)
-    server: JambonzServer = await nursery.start(
-        lambda task_status: serve_jambonz(route, task_status=task_status)
-    )
+    server = await start(nursery, route)
     return server, calls
 
 

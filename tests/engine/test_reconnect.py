@@ -21,11 +21,9 @@ from jambonz_trio import (
     CommandQueueFull,
     DisconnectedCommands,
     JambonzMessage,
-    JambonzServer,
     NotDelivered,
     Route,
     VerbHook,
-    serve_jambonz,
 )
 from jambonz_trio._call import engine_of
 from jambonz_trio.lowlevel import SessionState
@@ -322,9 +320,7 @@ async def test_s9_reconnect_from_another_tenant_cannot_take_over(nursery: trio.N
         Route(path="/a", handler=app, auth=BasicAuth(username="a", password="pa")),
         Route(path="/b", handler=app, auth=BasicAuth(username="b", password="pb")),
     ]
-    server: JambonzServer = await nursery.start(
-        lambda task_status: serve_jambonz(routes, task_status=task_status)
-    )
+    server = await start(nursery, routes)
     import base64
 
     def auth(user: str, pw: str) -> list[tuple[bytes, bytes]]:

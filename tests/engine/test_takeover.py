@@ -18,7 +18,7 @@ import trio.testing
 
 from jambonz_trio import BasicAuth, Call, JambonzServer, Route, ServerConfig, VerbHook, serve_jambonz
 from jambonz_trio.verbs import Say
-from tests.helpers import answer_and_wait, basic_headers
+from tests.helpers import answer_and_wait, basic_headers, start
 
 from .helpers import SESSION_DATA, RawClient, new_call, reconnect
 
@@ -285,9 +285,7 @@ async def test_s9_a_session_new_of_another_tenant_does_not_take_a_live_sid(
         Route(path="/a", handler=app, auth=BasicAuth(username="a", password="pa")),
         Route(path="/b", handler=app, auth=BasicAuth(username="b", password="pb")),
     ]
-    server: JambonzServer = await nursery.start(
-        lambda task_status: serve_jambonz(routes, task_status=task_status)
-    )
+    server = await start(nursery, routes)
     with trio.fail_after(30):
         a = RawClient(await server.connect_memory())
         await a.handshake("/a", extra_headers=basic_headers("a", "pa"))

@@ -25,6 +25,7 @@ from jambonz_trio.testing import (
 )
 from jambonz_trio.verbs import Gather, Hangup, Say
 from tests.engine.helpers import RawClient
+from tests.helpers import start
 
 
 @asynccontextmanager
@@ -166,11 +167,9 @@ async def test_state_survives_a_drop_before_the_session_new_ack(
         await slow.wait()  # the app is slow to answer: the socket drops first
         await ivr.ivr(call)
 
-    from jambonz_trio import Call, serve_jambonz
+    from jambonz_trio import Call
 
-    server: JambonzServer = await nursery.start(
-        lambda task_status: serve_jambonz(ivr.route(handler=slow_ivr), task_status=task_status)
-    )
+    server = await start(nursery, ivr.route(handler=slow_ivr))
     async with ivr_call(server) as fc:
         async with trio.open_nursery() as inner:
             inner.start_soon(_start_expecting_rekey, fc)

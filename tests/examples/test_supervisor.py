@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from examples import supervisor
-from jambonz_trio import Call, JambonzServer, Route, serve_jambonz
+from jambonz_trio import Call, JambonzServer, Route
 from jambonz_trio.commands import CallStatusCommand, MuteStatusCommand, RedirectCommand, WhisperCommand
 from jambonz_trio.testing import (
     CallData,
@@ -25,6 +25,7 @@ from jambonz_trio.testing import (
     tcp_connector,
 )
 from jambonz_trio.verbs import Dial, Gather, Say, Target
+from tests.helpers import start
 
 from .helpers import capture_serve, heard
 
@@ -142,9 +143,7 @@ async def test_a_command_before_the_session_new_ack_is_reported(
         await hold.wait()  # the app is slow to answer
         await supervisor.support_line(call, agent=supervisor.agent_target(supervisor.DEFAULT_AGENT))
 
-    server: JambonzServer = await nursery.start(
-        lambda task_status: serve_jambonz(Route(path=supervisor.PATH, handler=slow), task_status=task_status)
-    )
+    server = await start(nursery, Route(path=supervisor.PATH, handler=slow))
     async with (
         open_fake_call(server.connect_memory, path=supervisor.PATH) as fc,
         trio.open_nursery() as inner,

@@ -16,21 +16,19 @@ from jambonz_trio import (
     JambonzServer,
     LocalProtocolError,
     open_conversation,
-    serve_jambonz,
 )
 from jambonz_trio.commands import LlmToolOutputCommand, RedirectCommand
 from jambonz_trio.llm import tool_output
 from jambonz_trio.messages import GatherResult, ToolCall
 from jambonz_trio.testing import Caller, Digits, ToolCallScript, open_fake_call, run_call
 from jambonz_trio.verbs import Config, Gather, Llm, Say
+from tests.helpers import start
 
 Handler = Callable[[Call], Awaitable[None]]
 
 
 async def serve(nursery: trio.Nursery, app: Handler) -> JambonzServer:
-    server: JambonzServer = await nursery.start(
-        lambda task_status: serve_jambonz(app, task_status=task_status)
-    )
+    server = await start(nursery, app)
     return server
 
 
@@ -247,11 +245,7 @@ async def test_prefix_route_handlers_see_the_request_path(nursery: trio.Nursery)
         paths.append(call.path)
         await call.ack(call.session, [Say(text="hi")])
 
-    server: JambonzServer = await nursery.start(
-        lambda task_status: serve_jambonz(
-            Route(path="/agent", handler=app, prefix=True), task_status=task_status
-        )
-    )
+    server = await start(nursery, Route(path="/agent", handler=app, prefix=True))
     async with open_fake_call(server.connect_memory, path="/agent/sales?lang=fr") as fc:
         await fc.start()
     assert paths == ["/agent/sales?lang=fr"]

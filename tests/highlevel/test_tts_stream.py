@@ -5,10 +5,11 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from jambonz_trio import Call, JambonzServer, open_tts_stream, serve_jambonz
+from jambonz_trio import Call, open_tts_stream
 from jambonz_trio.commands import TtsFlushCommand, TtsTokensCommand
 from jambonz_trio.testing import TtsModel, open_fake_call
 from jambonz_trio.verbs import Config, TtsStream
+from tests.helpers import start
 
 
 async def test_back_pressure_then_flush(
@@ -25,9 +26,7 @@ async def test_back_pressure_then_flush(
         done.set()
         await call.wait_closed()
 
-    server: JambonzServer = await nursery.start(
-        lambda task_status: serve_jambonz(app, task_status=task_status)
-    )
+    server = await start(nursery, app)
     async with open_fake_call(server.connect_memory, tts=TtsModel(high_water=1000, low_water=200)) as fc:
         await fc.start()
         await fc.wait_idle(1)
@@ -59,9 +58,7 @@ async def test_barge_in_ends_the_turn(nursery: trio.Nursery, autojump_clock: tri
             results.append(await tts.send("a long story"))
         await call.wait_closed()
 
-    server: JambonzServer = await nursery.start(
-        lambda task_status: serve_jambonz(app, task_status=task_status)
-    )
+    server = await start(nursery, app)
     async with open_fake_call(server.connect_memory) as fc:
         await fc.start()
         await fc.wait_idle(0.1)
@@ -86,9 +83,7 @@ async def test_wait_interrupted_wakes_on_barge_in(
             woke.set()
         await call.wait_closed()
 
-    server: JambonzServer = await nursery.start(
-        lambda task_status: serve_jambonz(app, task_status=task_status)
-    )
+    server = await start(nursery, app)
     async with open_fake_call(server.connect_memory) as fc:
         await fc.start()
         await fc.wait_idle(5)
