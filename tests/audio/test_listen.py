@@ -6,7 +6,16 @@ from __future__ import annotations
 import pytest
 import trio
 
-from jambonz_trio import AudioRoute, AudioStream, Call, CallClosed, Route, VerbHook, open_conversation
+from jambonz_trio import (
+    AudioRoute,
+    AudioStream,
+    Call,
+    CallClosed,
+    JambonzServer,
+    Route,
+    VerbHook,
+    open_conversation,
+)
 from jambonz_trio._protocol._audio import listen_token
 from jambonz_trio.audio import Dtmf, ListenTimeout
 from jambonz_trio.commands import RedirectCommand
@@ -135,46 +144,48 @@ async def test_two_calls_get_their_own_streams_even_with_the_same_sid_in_metadat
     assert len(got) == 2 and set(got.values()) == {"same-for-all"}
 
 
-async def test_no_socket_within_the_timeout(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
-) -> None:
-    errors: list[BaseException] = []
+async def _serve_a_listen_without_socket(
+    nursery: trio.Nursery, connect_timeout: float, errors: list[tuple[BaseException, float]]
+) -> JambonzServer:
+    """Serve ``/call``: an app that listens on ``/audio`` (the fake opens no audio socket),
+    notes the error that ends the listen and when, and hangs up if the call is still on."""
 
     async def app(call: Call) -> None:
         try:
-            async with call.listen("/audio", connect_timeout=3):
+            async with call.listen("/audio", connect_timeout=connect_timeout):
                 pass
-        except ListenTimeout as exc:
-            errors.append(exc)
-            errors.append(trio.current_time())  # type: ignore[arg-type]
-        await call.hangup()
+        except (ListenTimeout, CallClosed) as exc:
+            errors.append((exc, trio.current_time()))
+        if not call.closed:
+            await call.hangup()
 
-    server = await start_server(nursery, [Route(path="/call", handler=app), AudioRoute(path="/audio")])
+    return await start_server(nursery, [Route(path="/call", handler=app), AudioRoute(path="/audio")])
+
+
+async def test_no_socket_within_the_timeout(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    errors: list[tuple[BaseException, float]] = []
+    server = await _serve_a_listen_without_socket(nursery, 3, errors)
     async with open_fake_call(server.connect_memory, path="/call") as fc:
         start = trio.current_time()
         await fc.start()  # the fake does not run the listen: no socket comes
         await fc.expect_command("call:status", within=10)
-    assert isinstance(errors[0], ListenTimeout) and 3 <= errors[1] - start < 4  # type: ignore[operator]
+    [(error, when)] = errors
+    assert isinstance(error, ListenTimeout) and 3 <= when - start < 4
 
 
 async def test_the_call_ending_first_raises_call_closed(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    errors: list[BaseException] = []
-
-    async def app(call: Call) -> None:
-        try:
-            async with call.listen("/audio", connect_timeout=60):
-                pass
-        except CallClosed as exc:
-            errors.append(exc)
-
-    server = await start_server(nursery, [Route(path="/call", handler=app), AudioRoute(path="/audio")])
+    errors: list[tuple[BaseException, float]] = []
+    server = await _serve_a_listen_without_socket(nursery, 60, errors)
     async with open_fake_call(server.connect_memory, path="/call") as fc:
         await fc.start()
         await fc.hangup()
     await trio.sleep(1)
-    assert len(errors) == 1 and "before jambonz opened" in str(errors[0])
+    assert len(errors) == 1 and "before jambonz opened" in str(errors[0][0])
+    assert isinstance(errors[0][0], CallClosed)
 
 
 async def test_conversation_listen_then_the_next_operation_answers_its_hook(

@@ -238,9 +238,19 @@ async def wait_link_closed(call: Call) -> None:
         await trio.lowlevel.checkpoint()
 
 
-async def start_and_drop(server: JambonzServer, sid: str = "sid-1") -> Call:
-    """Start a call on a fresh socket, then drop the socket: the call waits for a reconnect."""
+async def start_and_drop(
+    server: JambonzServer, sid: str = "sid-1", *, hook: str | None = None, delivered: trio.Event | None = None
+) -> Call:
+    """Start a call on a fresh socket, then drop the socket: the call waits for a reconnect.
+
+    With ``hook``, a ``verb:hook`` (msgid ``h1``) to it is sent first, and the drop waits for
+    ``delivered`` (set by the app when it got the hook): the socket dies with the hook unanswered.
+    """
     async with raw_client(server) as first:
         await new_call(first, sid)
+        if hook is not None:
+            await first.send("verb:hook", "h1", {}, hook=hook, call_sid=sid)
+        if delivered is not None:
+            await delivered.wait()
         await first.drop()
     return server.calls[sid]

@@ -63,13 +63,8 @@ async def test_fm28_same_call_across_a_drop(serve: Serve) -> None:
                 await call.ack(event, [Hangup()])
 
     server = await serve(app)
-    async with raw_client(server) as first:
-        await new_call(first)
-        await first.send("verb:hook", "h1", {}, hook="/first", call_sid="sid-1")
-        await hooked.wait()
-        await first.drop()
-    call = server.calls.get("sid-1")
-    assert call is not None
+    call = await start_and_drop(server, hook="/first", delivered=hooked)
+    assert server.calls.get("sid-1") is call
     assert call.state.value == "disconnected"
     async with raw_client(server) as second:
         t0 = trio.current_time()
@@ -109,11 +104,7 @@ async def test_fm28_late_answer_to_abandoned_hook_becomes_redirect(serve: Serve)
         await call.wait_closed()
 
     server = await serve(app)
-    async with raw_client(server) as first:
-        await new_call(first)
-        await first.send("verb:hook", "h1", {}, hook="/g", call_sid="sid-1")
-        await got_hook.wait()
-        await first.drop()
+    await start_and_drop(server, hook="/g", delivered=got_hook)
     may_answer.set()  # answered while disconnected: waits as a queued redirect
     await trio.testing.wait_all_tasks_blocked()
     async with raw_client(server) as second:
