@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -114,6 +114,14 @@ class TinyApp:
     async def accept(self) -> AppSocket:
         """The next socket the fake opened."""
         return await self._recv.receive()
+
+    async def answered(self, program: Sequence[dict[str, Any]] = (SAY, GATHER)) -> AppSocket:
+        """The next socket, its ``session:new`` acked with ``program`` and the ``trying``
+        ``call:status`` that follows read."""
+        s = await self.accept()
+        await s.ack(await s.recv_type("session:new"), list(program))
+        await s.recv_type("call:status")
+        return s
 
 
 @asynccontextmanager

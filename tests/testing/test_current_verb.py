@@ -21,19 +21,12 @@ from jambonz_trio.messages import VerbStatus
 from jambonz_trio.testing import Caller, DialOutcome, Digits, ProtocolViolation, open_fake_call, run_call
 from jambonz_trio.verbs import Conference, Config, Dial, Gather, Hangup, Listen, Say, Target
 
-from ._apps import GATHER, AppSocket, TinyApp, app_running, started_call
+from ._apps import GATHER, TinyApp, app_running, started_call
 
 DIAL: dict[str, Any] = {"verb": "dial", "target": [{"type": "phone", "number": "+15551230000"}]}
 LISTEN: dict[str, Any] = {"verb": "listen", "url": "wss://example.com/audio"}
 MUTE = ("mute:status", {"mute_status": "mute"})
 WHISPER = ("whisper", {"whisper": [{"verb": "say", "text": "psst"}]})
-
-
-async def _started_with(app: TinyApp, program: list[dict[str, Any]]) -> AppSocket:
-    s = await app.accept()
-    await s.ack(await s.recv_type("session:new"), program)
-    await s.recv_type("call:status")
-    return s
 
 
 @pytest.mark.parametrize(
@@ -59,7 +52,7 @@ async def test_by_hand_a_command_no_verb_of_the_program_can_take_is_a_violation(
     of the program the app gave could be the one that takes it."""
 
     async def app_side(app: TinyApp) -> None:
-        s = await _started_with(app, program)
+        s = await app.answered(program)
         await s.command(*command)
 
     async with started_call(app_side, strict=False) as fc:
@@ -73,7 +66,7 @@ async def test_by_hand_a_command_no_verb_of_the_program_can_take_is_a_violation(
 
 async def test_by_hand_strict_mode_raises_it(autojump_clock: trio.abc.Clock) -> None:
     async def app_side(app: TinyApp) -> None:
-        s = await _started_with(app, [GATHER])
+        s = await app.answered([GATHER])
         await s.command(*MUTE)
 
     async with started_call(app_side) as fc:
@@ -83,7 +76,7 @@ async def test_by_hand_strict_mode_raises_it(autojump_clock: trio.abc.Clock) -> 
 
 async def test_a_redirect_that_brings_a_dial_makes_mute_valid(autojump_clock: trio.abc.Clock) -> None:
     async def app_side(app: TinyApp) -> None:
-        s = await _started_with(app, [GATHER])
+        s = await app.answered([GATHER])
         await s.command("redirect", [DIAL])
         await s.command(*MUTE)
 
@@ -148,7 +141,7 @@ async def test_digits_for_a_speech_only_gather_are_refused_before_sending(
     speech_only = {**GATHER, "input": ["speech"], "id": "g1"}
 
     async def app_side(app: TinyApp) -> None:
-        s = await _started_with(app, [speech_only])
+        s = await app.answered([speech_only])
         hook = await s.recv_type("verb:hook")  # the only one: the refused ones never went out
         hooks.append(hook["data"])
         await s.ack(hook)
@@ -169,7 +162,7 @@ async def test_speech_for_a_default_gather_is_unheard(autojump_clock: trio.abc.C
     """A gather without ``input`` listens for digits only."""
 
     async def app_side(app: TinyApp) -> None:
-        s = await _started_with(app, [{"verb": "gather", "actionHook": "/gather"}])
+        s = await app.answered([{"verb": "gather", "actionHook": "/gather"}])
         for _ in range(2):
             await s.ack(await s.recv_type("verb:hook"))
 

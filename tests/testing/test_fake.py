@@ -279,9 +279,7 @@ async def test_session_new_bad_verbs_reject_the_call(
 
 async def test_hook_ack_timeout(autojump_clock: trio.abc.Clock) -> None:
     async def app_side(app: TinyApp) -> None:
-        s = await app.accept()
-        await s.ack(await s.recv_type("session:new"), [SAY, GATHER])
-        await s.recv_type("call:status")
+        s = await app.answered()
         await s.recv_type("verb:hook")  # never acked
 
     async with started_call(app_side) as fc:
@@ -296,9 +294,7 @@ async def test_hook_ack_timeout(autojump_clock: trio.abc.Clock) -> None:
 
 async def test_hook_ack_invalid_verbs(autojump_clock: trio.abc.Clock) -> None:
     async def app_side(app: TinyApp) -> None:
-        s = await app.accept()
-        await s.ack(await s.recv_type("session:new"), [SAY, GATHER])
-        await s.recv_type("call:status")
+        s = await app.answered()
         hook = await s.recv_type("verb:hook")
         await s.ack(hook, [{"verb": "say", "text": 42}])
 
@@ -309,9 +305,7 @@ async def test_hook_ack_invalid_verbs(autojump_clock: trio.abc.Clock) -> None:
 
 async def test_empty_hook_ack_means_carry_on(autojump_clock: trio.abc.Clock) -> None:
     async def app_side(app: TinyApp) -> None:
-        s = await app.accept()
-        await s.ack(await s.recv_type("session:new"), [SAY, GATHER])
-        await s.recv_type("call:status")
+        s = await app.answered()
         hook = await s.recv_type("verb:hook")
         assert hook["data"] == {**hook["data"], "reason": "dtmfDetected", "digits": "42"}
         await s.ack(hook)
@@ -356,9 +350,7 @@ async def test_hook_helpers_take_the_verb_or_any_hook_type(autojump_clock: trio.
 
 async def test_concurrent_hooks_acked_out_of_order(autojump_clock: trio.abc.Clock) -> None:
     async def app_side(app: TinyApp) -> None:
-        s = await app.accept()
-        await s.ack(await s.recv_type("session:new"), [SAY, GATHER])
-        await s.recv_type("call:status")
+        s = await app.answered()
         first = await s.recv_type("verb:hook")
         second = await s.recv_type("verb:hook")
         await s.ack(second, [HANGUP])
@@ -485,9 +477,7 @@ async def test_session_redirect_first_needs_hook(autojump_clock: trio.abc.Clock)
 
 async def test_transcript_in_failure_message(autojump_clock: trio.abc.Clock) -> None:
     async def app_side(app: TinyApp) -> None:
-        s = await app.accept()
-        await s.ack(await s.recv_type("session:new"), [SAY, GATHER])
-        await s.recv_type("call:status")
+        s = await app.answered()
         await s.recv_type("verb:hook")
 
     async with started_call(app_side) as fc:

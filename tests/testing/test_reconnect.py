@@ -18,20 +18,12 @@ from jambonz_trio.testing import (
     open_fake_call,
 )
 
-from ._apps import GATHER, HANGUP, SAY, AppSocket, TinyApp, app_running, started_call
-
-
-async def _answered(app: TinyApp) -> tuple[AppSocket, dict[str, Any]]:
-    s = await app.accept()
-    new = await s.recv_type("session:new")
-    await s.ack(new, [SAY, GATHER])
-    await s.recv_type("call:status")
-    return s, new
+from ._apps import GATHER, HANGUP, SAY, TinyApp, app_running, started_call
 
 
 async def test_app_closes_with_1000(autojump_clock: trio.abc.Clock) -> None:
     async def app_side(app: TinyApp) -> None:
-        s, _ = await _answered(app)
+        s = await app.answered()
         await s.close(1000)
 
     async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
@@ -53,7 +45,7 @@ async def test_app_closes_with_1000(autojump_clock: trio.abc.Clock) -> None:
 
 async def test_app_closes_with_1000_while_hook_pending(autojump_clock: trio.abc.Clock) -> None:
     async def app_side(app: TinyApp) -> None:
-        s, _ = await _answered(app)
+        s = await app.answered()
         await s.recv_type("verb:hook")
         await s.close(1000)
 
@@ -68,7 +60,10 @@ async def test_unexpected_close_reconnects_with_session_data(
     seen: dict[str, Any] = {}
 
     async def app_side(app: TinyApp) -> None:
-        s, new = await _answered(app)
+        s = await app.accept()
+        new = await s.recv_type("session:new")
+        await s.ack(new, [SAY, GATHER])
+        await s.recv_type("call:status")
         seen["new"] = new
         await s.close(4000)
         seen["closed_at"] = trio.current_time()
@@ -102,7 +97,7 @@ async def test_automatic_reconnect_after_backoff(autojump_clock: trio.abc.Clock)
     times: list[float] = []
 
     async def app_side(app: TinyApp) -> None:
-        s, _ = await _answered(app)
+        s = await app.answered()
         await s.close(4001)
         times.append(trio.current_time())
         s2 = await app.accept()
@@ -125,7 +120,7 @@ async def test_backoff_grows_and_reconnects_are_capped(
     opened: list[float] = []
 
     async def app_side(app: TinyApp) -> None:
-        s, _ = await _answered(app)
+        s = await app.answered()
         await s.close(4000)
         while True:
             s = await app.accept()
@@ -147,7 +142,7 @@ async def test_backoff_grows_and_reconnects_are_capped(
 
 async def test_inflight_hook_abandoned_on_unexpected_close(autojump_clock: trio.abc.Clock) -> None:
     async def app_side(app: TinyApp) -> None:
-        s, _ = await _answered(app)
+        s = await app.answered()
         hook = await s.recv_type("verb:hook")
         await s.close(4000)
         s2 = await app.accept()
@@ -166,7 +161,7 @@ async def test_drop_then_reconnect(autojump_clock: trio.abc.Clock) -> None:
     seen: list[Any] = []
 
     async def app_side(app: TinyApp) -> None:
-        s, _ = await _answered(app)
+        s = await app.answered()
         seen.append(await s.closed_code())
         s2 = await app.accept()
         rec = await s2.recv_type("session:reconnect")
@@ -196,7 +191,7 @@ async def test_send_while_dropped_reconnects_and_queues(autojump_clock: trio.abc
     order: list[str] = []
 
     async def app_side(app: TinyApp) -> None:
-        s, _ = await _answered(app)
+        s = await app.answered()
         await s.closed_code()
         s2 = await app.accept()
         rec = await s2.recv_type("session:reconnect")
@@ -221,7 +216,7 @@ async def test_reconnect_ack_timeout_hangs_up(autojump_clock: trio.abc.Clock) ->
     seen: list[Any] = []
 
     async def app_side(app: TinyApp) -> None:
-        s, _ = await _answered(app)
+        s = await app.answered()
         await s.close(4000)
         s2 = await app.accept()
         await s2.recv_type("session:reconnect")  # never acked
@@ -293,7 +288,7 @@ async def test_oversize_frame_closes_1009_and_reconnects(autojump_clock: trio.ab
     suffix = '"}]}'
 
     async def app_side(app: TinyApp) -> None:
-        s, _ = await _answered(app)
+        s = await app.answered()
         at_limit = prefix + "x" * (24576 - len(prefix) - len(suffix)) + suffix
         assert len(at_limit.encode()) == 24576
         await s.send(at_limit)  # exactly the limit: fine
@@ -320,7 +315,7 @@ async def test_giant_frame_over_the_character_limit(autojump_clock: trio.abc.Clo
     codes: list[int] = []
 
     async def app_side(app: TinyApp) -> None:
-        s, _ = await _answered(app)
+        s = await app.answered()
         await s.send("x" * 200_000)
         codes.append(await s.closed_code())
 
@@ -332,7 +327,7 @@ async def test_giant_frame_over_the_character_limit(autojump_clock: trio.abc.Clo
 
 async def test_auto_reconnect_off(autojump_clock: trio.abc.Clock) -> None:
     async def app_side(app: TinyApp) -> None:
-        s, _ = await _answered(app)
+        s = await app.answered()
         await s.close(4000)
 
     async with (

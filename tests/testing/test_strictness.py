@@ -12,15 +12,7 @@ import trio
 from jambonz_trio._protocol import DtmfCommand, RedirectCommand, TtsFlushCommand
 from jambonz_trio.testing import AckTimeout, InvalidVerbs, ProtocolViolation, open_fake_call
 
-from ._apps import GATHER, HANGUP, SAY, AppSocket, TinyApp, app_running, started_call
-
-
-async def _answered(app: TinyApp) -> AppSocket:
-    """App side: accept, ack session:new, swallow the 'trying' status."""
-    s = await app.accept()
-    await s.ack(await s.recv_type("session:new"), [SAY, GATHER])
-    await s.recv_type("call:status")
-    return s
+from ._apps import HANGUP, SAY, TinyApp, app_running, started_call
 
 
 @pytest.mark.parametrize(
@@ -53,7 +45,7 @@ async def test_invalid_message_gets_jambonz_error(
     replies: list[dict[str, Any]] = []
 
     async def app_side(app: TinyApp) -> None:
-        s = await _answered(app)
+        s = await app.answered()
         await s.send(frame)
         replies.append(await s.recv_type("jambonz:error"))
         await s.command("redirect", [HANGUP])
@@ -74,7 +66,7 @@ async def test_invalid_message_gets_jambonz_error(
 @pytest.mark.parametrize("command", ["tts:flush", "tts:clear"])
 async def test_no_data_commands_are_fine(autojump_clock: trio.abc.Clock, command: str) -> None:
     async def app_side(app: TinyApp) -> None:
-        s = await _answered(app)
+        s = await app.answered()
         await s.command(command)
 
     async with started_call(app_side) as fc:
@@ -88,7 +80,7 @@ async def test_no_data_commands_are_fine(autojump_clock: trio.abc.Clock, command
 
 async def test_empty_redirect_array_is_truthy_for_jambonz(autojump_clock: trio.abc.Clock) -> None:
     async def app_side(app: TinyApp) -> None:
-        s = await _answered(app)
+        s = await app.answered()
         await s.command("redirect", [])
 
     async with started_call(app_side) as fc:
@@ -101,7 +93,7 @@ async def test_unknown_ack_fails_at_next_call(autojump_clock: trio.abc.Clock) ->
     statuses: list[str] = []
 
     async def app_side(app: TinyApp) -> None:
-        s = await _answered(app)
+        s = await app.answered()
         status = await s.recv_type("call:status")
         statuses.append(status["msgid"])
         await s.send({"type": "ack", "msgid": status["msgid"]})  # call:status wants no ack
@@ -123,7 +115,7 @@ async def test_unknown_ack_fails_at_next_call(autojump_clock: trio.abc.Clock) ->
 
 async def test_late_and_duplicate_acks(autojump_clock: trio.abc.Clock) -> None:
     async def app_side(app: TinyApp) -> None:
-        s = await _answered(app)
+        s = await app.answered()
         hook = await s.recv_type("verb:hook")
         await trio.sleep(6)
         await s.ack(hook)  # after the 5 s deadline
@@ -157,7 +149,7 @@ async def test_command_shapes_0_9_8_cannot_read(
     autojump_clock: trio.abc.Clock, command: str, data: Any, match: str
 ) -> None:
     async def app_side(app: TinyApp) -> None:
-        s = await _answered(app)
+        s = await app.answered()
         await s.command(command, data)
 
     async with started_call(app_side) as fc:
@@ -170,7 +162,7 @@ async def test_command_shapes_0_9_8_cannot_read(
 
 async def test_redirect_with_invalid_verbs(autojump_clock: trio.abc.Clock) -> None:
     async def app_side(app: TinyApp) -> None:
-        s = await _answered(app)
+        s = await app.answered()
         await s.command("redirect", [{"verb": "gather", "actionHook": 5}])
 
     async with started_call(app_side) as fc:
@@ -180,7 +172,7 @@ async def test_redirect_with_invalid_verbs(autojump_clock: trio.abc.Clock) -> No
 
 async def test_snake_call_sid_is_a_violation_but_delivered(autojump_clock: trio.abc.Clock) -> None:
     async def app_side(app: TinyApp) -> None:
-        s = await _answered(app)
+        s = await app.answered()
         await s.command("dtmf", {"dtmf": {"digit": "5"}}, call_sid="abc")
 
     async with started_call(app_side) as fc:
@@ -193,7 +185,7 @@ async def test_snake_call_sid_is_a_violation_but_delivered(autojump_clock: trio.
 
 async def test_camel_callsid_is_fine(autojump_clock: trio.abc.Clock) -> None:
     async def app_side(app: TinyApp) -> None:
-        s = await _answered(app)
+        s = await app.answered()
         await s.command("dtmf", {"dtmf": {"digit": "5"}}, callSid="leg-2")
 
     async with started_call(app_side) as fc:
@@ -220,7 +212,7 @@ async def test_command_before_session_new_ack(autojump_clock: trio.abc.Clock) ->
 
 async def test_binary_frame_is_flagged_but_parsed(autojump_clock: trio.abc.Clock) -> None:
     async def app_side(app: TinyApp) -> None:
-        s = await _answered(app)
+        s = await app.answered()
         frame = {"type": "command", "command": "redirect", "data": [HANGUP]}
         await s.send(json.dumps(frame).encode())
 
@@ -232,7 +224,7 @@ async def test_binary_frame_is_flagged_but_parsed(autojump_clock: trio.abc.Clock
 
 async def test_lenient_mode_records_without_raising(autojump_clock: trio.abc.Clock) -> None:
     async def app_side(app: TinyApp) -> None:
-        s = await _answered(app)
+        s = await app.answered()
         await s.send("garbage")
         await s.recv_type("jambonz:error")
         await s.send({"type": "ack", "msgid": "nope"})
@@ -249,7 +241,7 @@ async def test_lenient_mode_records_without_raising(autojump_clock: trio.abc.Clo
 
 async def test_unreported_violation_raised_at_exit(autojump_clock: trio.abc.Clock) -> None:
     async def app_side(app: TinyApp) -> None:
-        s = await _answered(app)
+        s = await app.answered()
         await s.send({"type": "ack", "msgid": "stale"})
 
     async with app_running(app_side) as app:
@@ -261,7 +253,7 @@ async def test_unreported_violation_raised_at_exit(autojump_clock: trio.abc.Cloc
 
 async def test_strict_violation_interrupts_a_wait(autojump_clock: trio.abc.Clock) -> None:
     async def app_side(app: TinyApp) -> None:
-        s = await _answered(app)
+        s = await app.answered()
         await s.recv_type("verb:hook")
         await s.send("oops")  # instead of the ack
 

@@ -13,13 +13,6 @@ from jambonz_trio.testing import ProtocolViolation, TtsModel
 from ._apps import SAY, AppSocket, TinyApp, started_call
 
 
-async def _answered(app: TinyApp) -> AppSocket:
-    s = await app.accept()
-    await s.ack(await s.recv_type("session:new"), [{**SAY, "stream": True}])
-    await s.recv_type("call:status")
-    return s
-
-
 async def _tokens(s: AppSocket, tid: Any, text: str) -> dict[str, Any]:
     await s.command("tts:tokens", {"id": tid, "tokens": text})
     return (await s.recv_type("tts:tokens-result"))["data"]  # type: ignore[no-any-return]
@@ -30,7 +23,7 @@ async def test_tokens_full_paused_resumed(autojump_clock: trio.abc.Clock) -> Non
     drained = trio.Event()
 
     async def app_side(app: TinyApp) -> None:
-        s = await _answered(app)
+        s = await app.answered([{**SAY, "stream": True}])
         seen.append((await s.recv_type("tts:streaming-event"))["data"])
         seen.append(await _tokens(s, 1, "Hello there. " * 60))  # 780 chars
         await s.command("tts:tokens", {"id": 2, "tokens": "x" * 300})  # 1080 > 1000
@@ -77,7 +70,7 @@ async def test_automatic_drain(autojump_clock: trio.abc.Clock) -> None:
     times: list[float] = []
 
     async def app_side(app: TinyApp) -> None:
-        s = await _answered(app)
+        s = await app.answered([{**SAY, "stream": True}])
         assert (await _tokens(s, 1, "a" * 900))["status"] == "ok"
         await s.command("tts:tokens", {"id": 2, "tokens": "b" * 200})
         t0 = trio.current_time()
@@ -98,7 +91,7 @@ async def test_token_edge_cases(autojump_clock: trio.abc.Clock) -> None:
     seen: list[Any] = []
 
     async def app_side(app: TinyApp) -> None:
-        s = await _answered(app)
+        s = await app.answered([{**SAY, "stream": True}])
         seen.append(await _tokens(s, 1, "   "))  # whitespace into an empty buffer
         seen.append(await _tokens(s, 2, ""))
         await s.command("tts:tokens", {"tokens": "no id"})  # nothing comes back
@@ -122,7 +115,7 @@ async def test_no_streaming_buffer(autojump_clock: trio.abc.Clock) -> None:
     seen: list[Any] = []
 
     async def app_side(app: TinyApp) -> None:
-        s = await _answered(app)
+        s = await app.answered([{**SAY, "stream": True}])
         seen.append(await _tokens(s, 7, "Hello."))
 
     async with started_call(app_side, tts=None) as fc:
