@@ -230,20 +230,23 @@ LEG_AWARE_COMMANDS: frozenset[type[Command]] = frozenset(
 _cs = st.none() | st.text(max_size=12)
 
 
+def _one_or_both(values: st.SearchStrategy[Any]) -> st.SearchStrategy[tuple[Any, Any]]:
+    """Two optional ``values``, never both ``None`` (the "give X, Y or both" commands)."""
+    return st.tuples(st.none() | values, st.none() | values).filter(lambda t: t != (None, None))
+
+
 def _redirect_to_hook() -> st.SearchStrategy[RedirectToHookCommand]:
-    both = st.tuples(st.none() | hooks, st.none() | hooks).filter(lambda t: t != (None, None))
     return st.builds(
         lambda pair, cs: RedirectToHookCommand(call_hook=pair[0], child_call_hook=pair[1], call_sid=cs),
-        both,
+        _one_or_both(hooks),
         _cs,
     )
 
 
 def _redirect_legs() -> st.SearchStrategy[RedirectLegsCommand]:
-    both = st.tuples(st.none() | _verb_lists, st.none() | _verb_lists).filter(lambda t: t != (None, None))
     return st.builds(
         lambda pair, cs: RedirectLegsCommand(parent_call=pair[0], child_call=pair[1], call_sid=cs),
-        both,
+        _one_or_both(_verb_lists),
         _cs,
     )
 

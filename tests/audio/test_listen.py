@@ -145,10 +145,12 @@ async def test_two_calls_get_their_own_streams_even_with_the_same_sid_in_metadat
 
 
 async def _serve_a_listen_without_socket(
-    nursery: trio.Nursery, connect_timeout: float, errors: list[tuple[BaseException, float]]
-) -> JambonzServer:
+    nursery: trio.Nursery, connect_timeout: float
+) -> tuple[JambonzServer, list[tuple[BaseException, float]]]:
     """Serve ``/call``: an app that listens on ``/audio`` (the fake opens no audio socket),
-    notes the error that ends the listen and when, and hangs up if the call is still on."""
+    notes the error that ends the listen and when (the list returned), and hangs up if the
+    call is still on."""
+    errors: list[tuple[BaseException, float]] = []
 
     async def app(call: Call) -> None:
         try:
@@ -159,14 +161,13 @@ async def _serve_a_listen_without_socket(
         if not call.closed:
             await call.hangup()
 
-    return await start_server(nursery, [Route(path="/call", handler=app), AudioRoute(path="/audio")])
+    return await start_server(nursery, [Route(path="/call", handler=app), AudioRoute(path="/audio")]), errors
 
 
 async def test_no_socket_within_the_timeout(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    errors: list[tuple[BaseException, float]] = []
-    server = await _serve_a_listen_without_socket(nursery, 3, errors)
+    server, errors = await _serve_a_listen_without_socket(nursery, 3)
     async with open_fake_call(server.connect_memory, path="/call") as fc:
         start = trio.current_time()
         await fc.start()  # the fake does not run the listen: no socket comes
@@ -178,8 +179,7 @@ async def test_no_socket_within_the_timeout(
 async def test_the_call_ending_first_raises_call_closed(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    errors: list[tuple[BaseException, float]] = []
-    server = await _serve_a_listen_without_socket(nursery, 60, errors)
+    server, errors = await _serve_a_listen_without_socket(nursery, 60)
     async with open_fake_call(server.connect_memory, path="/call") as fc:
         await fc.start()
         await fc.hangup()

@@ -3,11 +3,15 @@ semantics of a memory channel, nothing lost to cancellation."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import pytest
 import trio
 import trio.testing
 
 from jambonz_trio._queue import EventQueue
+
+T = TypeVar("T")
 
 
 async def test_fifo_and_bound() -> None:
@@ -21,15 +25,16 @@ async def test_fifo_and_bound() -> None:
     assert len(q) == 0
 
 
+async def _read_one(q: EventQueue[T], got: list[T]) -> None:
+    """Wait for the next event of ``q`` and note it in ``got``."""
+    got.append(await q.get())
+
+
 async def test_get_blocks_until_put() -> None:
     q: EventQueue[str] = EventQueue(4)
     got: list[str] = []
     async with trio.open_nursery() as nursery:
-
-        async def reader() -> None:
-            got.append(await q.get())
-
-        nursery.start_soon(reader)
+        nursery.start_soon(_read_one, q, got)
         await trio.testing.wait_all_tasks_blocked()
         assert got == []
         q.put_nowait("x")
@@ -98,11 +103,7 @@ async def test_capacity_zero_hands_over_to_a_waiting_reader() -> None:
         q.put_nowait(1)  # nobody waits
     got: list[int] = []
     async with trio.open_nursery() as nursery:
-
-        async def reader() -> None:
-            got.append(await q.get())
-
-        nursery.start_soon(reader)
+        nursery.start_soon(_read_one, q, got)
         await trio.testing.wait_all_tasks_blocked()
         q.put_nowait(2)
     assert got == [2]
