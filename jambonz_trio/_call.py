@@ -22,7 +22,7 @@ import trio
 from ._audio_listen import call_sender, listen_verb, open_listen
 from ._command_api import CommandMethods
 from ._config import CallConfig
-from ._errors import CallClosed, LocalProtocolError
+from ._errors import CallClosed, CommandQueueFull, LocalProtocolError, NotDelivered
 from ._events import Event
 from ._log import safe
 from ._protocol._calldata import CallInfo
@@ -381,7 +381,10 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
                 raise LocalProtocolError(f"{safe(request.type, 64)} messages are not acked")
         else:
             msgid = request
-        return await engine.answer(msgid, verbs)
+        outcome = await engine.answer(msgid, verbs)
+        if engine.observer is not None:
+            engine.observer.acked(engine, outcome.value)
+        return outcome
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -402,7 +405,31 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
             NotDelivered: the socket died during the write, or the call ended while the
                 command waited.
         """
-        await self._engine.send_command(command)
+        engine = self._engine
+        observer = engine.observer
+        if observer is None:
+            await engine.send_command(command)
+            return
+        outcome = "sent"
+        try:
+            await engine.send_command(command)
+        except CommandQueueFull:
+            outcome = "queue_full"
+            raise
+        except NotDelivered:
+            outcome = "not_delivered"
+            raise
+        except CallClosed:
+            outcome = "closed"
+            raise
+        except LocalProtocolError:
+            outcome = "refused"
+            raise
+        except BaseException:
+            outcome = "cancelled"  # (or failed in a way the signature does not name)
+            raise
+        finally:
+            observer.command(engine, command, outcome)
 
     async def send_tts_tokens(self, tokens: str) -> TtsTokensResult:
         """Send ``tts:tokens`` and wait for jambonz's ``tts:tokens-result``.

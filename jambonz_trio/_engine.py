@@ -59,6 +59,7 @@ from ._tts import TtsFlow
 
 if TYPE_CHECKING:
     from ._admission import Identity
+    from ._observe import Observer
 
 __all__ = [
     "CallEngine",
@@ -193,7 +194,8 @@ class CallEngine:
     """Runs one call (see the module docstring); :attr:`call` is what the app sees.
 
     ``on_disconnect``: told (synchronously) when the call loses its connection, for the
-    server's parking bookkeeping.
+    server's parking bookkeeping. ``observer``: told of answers, abandoned requests and
+    dropped events (metrics, traces: :mod:`._observe`); ``None``, the default, costs nothing.
     """
 
     __slots__ = (
@@ -214,6 +216,7 @@ class CallEngine:
         "frames_out",
         "isolated",
         "link",
+        "observer",
         "on_disconnect",
         "program_watcher",
         "protocol",
@@ -231,6 +234,7 @@ class CallEngine:
         identity: Identity,
         path: str = "/",
         on_disconnect: Callable[[CallEngine], None] | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.config = config
         #: the sid the server lists the call under: fixed at creation
@@ -263,6 +267,7 @@ class CallEngine:
         self.on_disconnect = on_disconnect
         #: set by a Conversation (:func:`watch_program`)
         self.program_watcher: ProgramWatcher | None = None
+        self.observer = observer
         self._log = CallLog(log, self.routing_sid, trio.current_time)
         self.call = create(Call, self, session, config=config, identity=identity, path=path)
 
@@ -661,6 +666,8 @@ class CallEngine:
             self._events_bytes += size
         except trio.WouldBlock:
             self.events_dropped += 1
+            if self.observer is not None:
+                self.observer.events_dropped(self)
             if self.config.overflow is Overflow.END_CALL:
                 self._log.error("event queue full; ending the call")
                 self.fault = Fault.OVERFLOW
@@ -722,6 +729,8 @@ class CallEngine:
         if protocol.session_answered:
             self.session_acked.set()
         if result is AckResult.SENT:
+            if self.observer is not None:
+                self.observer.answered(self, plan, trio.current_time())
             self._want_receipt(link)
             if self._outbox and protocol.commands_flow:
                 await self._flush_outbox(link)  # they waited for this connection's reconnect answer
@@ -914,6 +923,8 @@ class CallEngine:
                 ", ".join(f"{s.message.type} {s.owed.msgid}" for s in unconfirmed[:5]),
             )
         self._deliver(Disconnected(code=code, reason=reason))
+        if abandoned and self.observer is not None:
+            self.observer.abandoned(self, abandoned, self._disconnected_at)
         for owed in abandoned:
             self._deliver(HookAbandoned(message=owed.message))
         for sent in unconfirmed:

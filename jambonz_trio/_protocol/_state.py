@@ -131,6 +131,9 @@ class AnswerPlan:
     msgid: str
     text: str | None = None
     verbs: tuple[Verb, ...] = ()
+    #: ``SEND`` plans: the request answered, and who answered it (for telemetry)
+    owed: OwedAck | None = attrs.field(default=None, repr=False)
+    by: Answerer | None = None
 
 
 @attrs.define(kw_only=True, eq=False)
@@ -590,7 +593,7 @@ class CallProtocol:
         self._sent[(owed.msgid, self.generation)] = SentAnswer(
             owed=owed, verbs=verbs, by=by, generation=self.generation
         )
-        return AnswerPlan(kind=PlanKind.SEND, msgid=owed.msgid, text=text, verbs=verbs)
+        return AnswerPlan(kind=PlanKind.SEND, msgid=owed.msgid, text=text, verbs=verbs, owed=owed, by=by)
 
     def answer_written(self, msgid: str, generation: int, delivery: Delivery) -> AckResult:
         """Report the write of a ``SEND`` answer to ``msgid`` on socket ``generation``.
