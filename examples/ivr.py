@@ -30,6 +30,10 @@ The greeting and the gather's timeout are environment variables (``GREETING``,
 ``GATHER_TIMEOUT``): jambonz's portal asks ``OPTIONS /ivr`` for them when the application's
 call hook is set, shows a form, and sends the values saved there with every call; unset, the
 defaults below apply (see docs/operations.md).
+
+``--metrics`` serves Prometheus metrics on the same port, at ``/metrics`` (behind the same
+Basic auth as ``/ivr`` when it has one; the ``metrics`` extra: ``pip install
+'jambonz-trio[metrics]'``).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from jambonz_trio import (
     JambonzServer,
     NotDelivered,
     Route,
+    ServerConfig,
     VerbHook,
     serve_jambonz,
 )
@@ -190,11 +195,13 @@ async def serve(
     redis: str | None = None,
     member_ttl: float = 5.0,
     reuse_port: bool = False,
+    metrics: bool = False,
     task_status: trio.TaskStatus[JambonzServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the IVR (``handler``: another implementation of it) and run its supervisor until
     cancelled. ``redis``: join the cluster at that URL (its calls are listed there and reachable
-    by commands from other processes); ``reuse_port``: share the port with other workers."""
+    by commands from other processes); ``reuse_port``: share the port with other workers;
+    ``metrics``: serve Prometheus metrics at ``/metrics``."""
     async with contextlib.AsyncExitStack() as stack:
         cluster = None
         if redis:
@@ -211,6 +218,7 @@ async def serve(
                     port=port,
                     reuse_port=reuse_port,
                     cluster=cluster,
+                    config=ServerConfig(metrics=metrics),
                 )
             )
             nursery.start_soon(supervise, server, tuple(blocklist))
@@ -236,6 +244,7 @@ def main(
         "--redis", default=os.environ.get("JAMBONZ_TRIO_REDIS"), help="join this Redis cluster"
     )
     parser.add_argument("--member-ttl", type=float, default=5.0, help="cluster heartbeat TTL (seconds)")
+    parser.add_argument("--metrics", action="store_true", help="serve Prometheus metrics at /metrics")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     options: dict[str, Any] = {
@@ -245,6 +254,8 @@ def main(
     }
     if args.redis:
         options |= {"redis": args.redis, "member_ttl": args.member_ttl}
+    if args.metrics:
+        options["metrics"] = True
     if args.workers > 1:
 
         def ready(workers: Workers) -> None:

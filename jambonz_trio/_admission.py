@@ -32,6 +32,7 @@ __all__ = [
     "BasicAuth",
     "HandshakeBudget",
     "Identity",
+    "MetricsPage",
     "Refusal",
     "Route",
     "admit",
@@ -165,14 +166,26 @@ AnyRoute = Route | AudioRoute
 
 
 class Refusal(Exception):
-    """Admission refused: answer ``status`` and close."""
+    """Admission refused: answer ``status`` and close.
+
+    ``why`` is for the log (it may quote the request, made safe there); ``reason`` is a fixed
+    text of the library's, the label of the refusals metric (default: ``why``, which must then
+    be a fixed text): a peer never chooses a label.
+    """
 
     def __init__(
-        self, status: int, why: str, headers: Sequence[tuple[str, str]] = (), body: bytes = b""
+        self,
+        status: int,
+        why: str,
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes = b"",
+        *,
+        reason: str | None = None,
     ) -> None:
         super().__init__(why)
         self.status = status
         self.why = why
+        self.reason = reason or why
         self.headers = tuple(headers)
         self.body = body
 
@@ -213,6 +226,15 @@ class Admitted:
     key: bytes  # Sec-WebSocket-Key, for the 101 reply
     trailing: bytes = b""  # bytes read past the request head (a first frame sent early)
     subprotocol: str = SUBPROTOCOL  # the one the 101 selects
+
+
+@attrs.frozen
+class MetricsPage:
+    """What a plain ``GET`` on ``path`` answers: ``render()`` returns the content type and the
+    body (the server's Prometheus metrics)."""
+
+    path: str
+    render: Callable[[], tuple[str, bytes]]
 
 
 class Silent(EOFError):
@@ -287,7 +309,7 @@ def _parse(head: bytes, max_bytes: int) -> h11.Request:
         conn.receive_data(head)
         event = conn.next_event()
     except h11.RemoteProtocolError as exc:
-        raise Refusal(400, f"malformed request: {exc}") from None
+        raise Refusal(400, f"malformed request: {exc}", reason="malformed request") from None
     if not isinstance(event, h11.Request):
         raise Refusal(400, "malformed request")
     return event
@@ -382,8 +404,11 @@ async def judge(
     max_head_bytes: int,
     health_path: str | None,
     max_headers: int | None = None,
+    metrics: MetricsPage | None = None,
 ) -> Admitted:
-    """Judge a complete request head (see :func:`admit`); only an async authenticator awaits."""
+    """Judge a complete request head (see :func:`admit`); only an async authenticator awaits.
+    ``metrics``: answer a plain ``GET`` / ``HEAD`` on its path with it, behind the routes'
+    credentials (:func:`_allow_scrape`)."""
     _check_bytes(head, max_headers)
     request = _parse(head, max_head_bytes)
     try:
@@ -396,7 +421,11 @@ async def judge(
     headers: dict[bytes, list[bytes]] = {}
     for name, value in request.headers:
         if not value.isascii() and name != b"authorization":
-            raise Refusal(400, f"non-ASCII value in header {name.decode('ascii', 'replace')}")
+            raise Refusal(
+                400,
+                f"non-ASCII value in header {name.decode('ascii', 'replace')}",
+                reason="non-ASCII header value",
+            )
         headers.setdefault(bytes(name), []).append(bytes(value))
     for host in headers.get(b"host", []):
         try:
@@ -416,6 +445,11 @@ async def judge(
     if not is_upgrade:
         if request.method in (b"GET", b"HEAD") and health_path is not None and path == health_path:
             raise Refusal(200, "health check", body=b"ok\n" if request.method == b"GET" else b"")
+        if request.method in (b"GET", b"HEAD") and metrics is not None and path == metrics.path:
+            await _allow_scrape(routes, headers, target)
+            content_type, body = metrics.render()
+            body = body if request.method == b"GET" else b""
+            raise Refusal(200, "metrics", headers=(("Content-Type", content_type),), body=body)
         if request.method == b"OPTIONS":
             _answer_options(path, routes)
         raise Refusal(426, "not a WebSocket upgrade", headers=(("Upgrade", "websocket"),))
@@ -436,7 +470,7 @@ async def judge(
 
     candidates = [r for r in routes if r.matches(path)]
     if not candidates:
-        raise Refusal(404, f"no application at {path}")
+        raise Refusal(404, f"no application at {path}", reason="no application at this path")
     offered = [
         t.strip() for v in headers.get(b"sec-websocket-protocol", []) for t in v.decode("ascii").split(",")
     ]
@@ -451,7 +485,7 @@ async def judge(
             break
     if route is None:
         names = list(dict.fromkeys(p for r in candidates for p in r.subprotocols))
-        raise Refusal(400, f"subprotocol {' or '.join(names)} not offered")
+        raise Refusal(400, f"subprotocol {' or '.join(names)} not offered", reason="subprotocol not offered")
     for origin in headers.get(b"origin", []):
         text = origin.decode("ascii")
         if text in route.allow_origins:
@@ -494,6 +528,41 @@ async def judge(
         trailing=head[head.index(b"\r\n\r\n") + 4 :],
         subprotocol=selected,
     )
+
+
+async def _allow_scrape(
+    routes: Sequence[Route | AudioRoute], headers: dict[bytes, list[bytes]], target: str
+) -> None:
+    """A metrics scrape needs what the routes need: when any route requires credentials, Basic
+    credentials that one of them accepts (a :class:`BasicAuth` compared in constant time, or
+    an authenticator asked with the scrape's path); else nothing. Raises :class:`Refusal`."""
+    guards = list(dict.fromkeys(r.auth for r in routes if r.auth is not None))
+    if not guards:
+        return
+    given = parse_basic_auth(headers.get(b"authorization", []))
+    for guard in guards:
+        if isinstance(guard, BasicAuth):
+            if check_basic(guard, given):
+                return
+            continue
+        request = AdmissionRequest(
+            path=target,
+            headers=tuple(
+                (k.decode("ascii"), v.decode("ascii"))
+                for k, vs in headers.items()
+                if k != b"authorization"
+                for v in vs
+            ),
+            username=given[0] if given else None,
+            password=given[1] if given else None,
+        )
+        try:
+            if await guard(request):
+                return
+        except Exception:
+            log.exception("authenticator raised for a metrics scrape")
+            raise Refusal(500, "authenticator failed") from None
+    raise Refusal(401, "bad credentials", headers=_CHALLENGE)
 
 
 def _answer_options(path: str, routes: Sequence[Route | AudioRoute]) -> NoReturn:

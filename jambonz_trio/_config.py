@@ -230,6 +230,18 @@ class ServerConfig:
             it, partial messages could hold ``max_connections`` x ``max_inbound_bytes``
             (~10 GiB); with it at most ``max_connections`` x 64 KiB plus this.
         health_path: plain ``GET`` on this path answers 200 (load balancer checks).
+        metrics: serve Prometheus metrics on ``metrics_path`` (a plain ``GET`` on the same
+            port; needs the ``metrics`` extra, ``prometheus-client``). When any route requires
+            credentials, so does the scrape: credentials one of the routes accepts. Off by
+            default: then nothing is counted and prometheus-client is not imported. See
+            docs/operations.md.
+        metrics_path: where ``metrics`` are served.
+        tracing: an OpenTelemetry span per call and per request answered, parented on the
+            ``b3`` context jambonz sends (the ``otel`` extra, ``opentelemetry-api``). Without
+            OpenTelemetry installed this logs a warning and traces nothing. Off by default:
+            then OpenTelemetry is not imported.
+        tracer_provider: the ``TracerProvider`` to trace with; ``None``: OpenTelemetry's
+            global one.
         max_parked_calls: disconnected calls kept waiting for a reconnect at once; a call that
             disconnects when that many wait is given up at once (its reconnect starts a new
             call): the calls already waiting keep their place.
@@ -256,6 +268,10 @@ class ServerConfig:
     max_inbound_bytes: int = 1024 * 1024
     max_partial_message_bytes: int = 64 * 1024 * 1024
     health_path: str | None = "/healthz"
+    metrics: bool = False
+    metrics_path: str = "/metrics"
+    tracing: bool = False
+    tracer_provider: Any = attrs.field(default=None, eq=False, repr=False)
     max_parked_calls: int = 10_000
     max_parked_calls_per_account: int | None = None
     call: CallConfig = CallConfig()
@@ -271,5 +287,7 @@ class ServerConfig:
             raise ValueError("max_partial_message_bytes must not be negative")
         if self.max_request_headers < 1:
             raise ValueError("max_request_headers must be at least 1")
+        if not self.metrics_path.startswith("/") or self.metrics_path == self.health_path:
+            raise ValueError("metrics_path must start with / and differ from health_path")
         for network in self.trusted_sources:
             ipaddress.ip_network(network, strict=False)  # a typo fails here, not under attack

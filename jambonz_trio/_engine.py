@@ -268,7 +268,9 @@ class CallEngine:
         #: set by a Conversation (:func:`watch_program`)
         self.program_watcher: ProgramWatcher | None = None
         self.observer = observer
-        self._log = CallLog(log, self.routing_sid, trio.current_time)
+        self._log = CallLog(
+            log, self.routing_sid, trio.current_time, account_sid=session.data.get("account_sid"), path=path
+        )
         self.call = create(Call, self, session, config=config, identity=identity, path=path)
 
     @property
@@ -279,6 +281,11 @@ class CallEngine:
     @property
     def closed(self) -> bool:
         return self.protocol.state is ConnState.CLOSED
+
+    @property
+    def log(self) -> CallLog:
+        """The call's log (its structured fields are every per-call record's)."""
+        return self._log
 
     @property
     def commands_queued(self) -> int:

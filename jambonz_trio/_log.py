@@ -11,18 +11,34 @@ itself is the library's own text and is left alone.
 
 :class:`CallLog` is the per-call logger: it names the call (``call <sid>: ...``) and rate-limits
 warnings that a peer can repeat at will (a flood of bad frames, of unanswered requests) per
-call and per kind, with a count of what was left out. Per-call context (structured fields such
-as the call sid, account and path) belongs here too.
+call and per kind, with a count of what was left out.
+
+Per-call context: every record of a library logger carries ``call_sid``, ``account_sid`` and
+``path`` as attributes (``None`` when not made on behalf of a call), so a JSON formatter finds
+them (docs/operations.md). :class:`CallLog` passes its own call's; other records take those of
+the call the current task works for (:data:`current_call`, which the server sets in the tasks
+of each call), through :class:`CallContextFilter`, which an app may install on its own loggers
+or handlers too. The values are peer-supplied, so they are escaped and capped like arguments;
+``path`` has no query string (a call hook URL may carry a token there).
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["MAX_VALUE_CHARS", "CallLog", "SafeArgs", "get_logger", "safe"]
+__all__ = [
+    "MAX_VALUE_CHARS",
+    "CallContextFilter",
+    "CallLog",
+    "SafeArgs",
+    "current_call",
+    "get_logger",
+    "safe",
+]
 
 #: Longest rendering of one log argument (before escaping; an escape takes up to 6 characters).
 MAX_VALUE_CHARS = 256
@@ -94,15 +110,42 @@ class SafeArgs(logging.Filter):
         return True
 
 
+#: The structured fields of a record made on behalf of no call.
+_NO_CALL: Mapping[str, str | None] = {"call_sid": None, "account_sid": None, "path": None}
+
+
+class CallContextFilter(logging.Filter):
+    """Gives every record it sees the attributes ``call_sid``, ``account_sid`` and ``path`` of
+    the call the current task works for (``None`` outside calls), unless the record has them
+    already (the library's per-call lines do). Values are escaped and capped; ``path`` has no
+    query string.
+
+    Installed on every library logger. Add one to your own logger or handler to give your
+    app's records the same fields: the call's handler and the tasks it starts count as working
+    for the call. Never blocks, never raises, never drops a record.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = record.__dict__
+        if "call_sid" not in fields:
+            call = current_call.get()
+            fields.update(_NO_CALL if call is None else call.fields)
+        return True
+
+
 _FILTER = SafeArgs()
+_CONTEXT = CallContextFilter()
 
 
 def get_logger(name: str) -> logging.Logger:
-    """The logger ``name`` with :class:`SafeArgs` installed (idempotent). Every module of the
-    library gets its logger here; ``tests/test_project.py`` checks that none bypasses it."""
+    """The logger ``name`` with :class:`SafeArgs` and :class:`CallContextFilter` installed
+    (idempotent). Every module of the library gets its logger here; ``tests/test_project.py``
+    checks that none bypasses it."""
     logger = logging.getLogger(name)
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
+    if _CONTEXT not in logger.filters:
+        logger.addFilter(_CONTEXT)
     return logger
 
 
@@ -129,21 +172,46 @@ class CallLog:
     BURST = 5
     INTERVAL = 10.0
 
-    __slots__ = ("_budgets", "_clock", "_logger", "prefix", "sid")
+    __slots__ = ("_account_sid", "_budgets", "_clock", "_fields", "_logger", "_path", "prefix", "sid")
 
-    def __init__(self, logger: logging.Logger, sid: str | None, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        sid: str | None,
+        clock: Callable[[], float],
+        *,
+        account_sid: object = None,
+        path: str | None = None,
+    ) -> None:
         self._logger = logger
         self.sid = sid
         #: the format of the line's start (the library's own text; ``%s`` is the sid)
         self.prefix = "call %s: "
         self._clock = clock
         self._budgets: dict[str, _Budget] | None = None
+        self._account_sid = account_sid
+        self._path = path
+        self._fields: dict[str, str | None] | None = None
+
+    @property
+    def fields(self) -> Mapping[str, str | None]:
+        """The call's structured log fields (built at the first record that needs them)."""
+        fields = self._fields
+        if fields is None:
+            account, path = self._account_sid, self._path
+            fields = self._fields = {
+                "call_sid": None if self.sid is None else safe(self.sid),
+                "account_sid": safe(account) if isinstance(account, str) else None,
+                "path": None if path is None else safe(path.partition("?")[0]),
+            }
+        return fields
 
     def log(self, level: int, msg: str, *args: Any, exc_info: Any = None) -> None:
-        """Log ``msg % args`` for this call (arguments are made safe by :class:`SafeArgs`)."""
+        """Log ``msg % args`` for this call (arguments are made safe by :class:`SafeArgs`),
+        with the call's structured fields (:attr:`fields`)."""
         logger = self._logger
         if logger.isEnabledFor(level):
-            logger.log(level, self.prefix + msg, self.sid, *args, exc_info=exc_info)
+            logger.log(level, self.prefix + msg, self.sid, *args, exc_info=exc_info, extra=self.fields)
 
     def info(self, msg: str, *args: Any) -> None:
         self.log(logging.INFO, msg, *args)
@@ -191,3 +259,10 @@ class CallLog:
         if left:
             detail = ", ".join(f"{kind}: {n}" for kind, n in sorted(left.items()))
             self.log(logging.WARNING, "%d repeated messages were not logged (%s)", sum(left.values()), detail)
+
+
+#: The :class:`CallLog` of the call the current task works for: set by the server in the task
+#: of each socket of a call (before the call's own task, which inherits it, is started).
+current_call: contextvars.ContextVar[CallLog | None] = contextvars.ContextVar(
+    "jambonz_trio_current_call", default=None
+)

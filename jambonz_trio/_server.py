@@ -29,6 +29,7 @@ from ._admission import (
     AudioRoute,
     BasicAuth,
     HandshakeBudget,
+    MetricsPage,
     Refusal,
     Route,
     Silent,
@@ -44,8 +45,9 @@ from ._connection import ConnectionClosed
 from ._engine import CallEngine, Handler, Link
 from ._errors import RemoteProtocolError
 from ._listen import open_listeners
-from ._log import get_logger
+from ._log import current_call, get_logger
 from ._membership import CallWatcher, ServerMember
+from ._observe import Observer, Observers
 from ._pacing import TokenBucket
 from ._protocol._envvars import apply_env
 from ._protocol._json import TooComplex, loads_object
@@ -81,6 +83,12 @@ class ServerStatistics:
     calls: int
     refused: int
     audio_streams: int = 0
+    #: bytes of unfinished inbound messages all sockets hold beyond their first 64 KiB each
+    partial_message_bytes: int = 0
+    #: ``ServerConfig.max_partial_message_bytes``: the budget of those bytes
+    partial_message_limit: int = 0
+    #: sockets closed with 1009 because their next piece did not fit in that budget
+    partial_message_refusals: int = 0
 
 
 class JambonzServer(metaclass=NoPublicConstructor):
@@ -140,6 +148,41 @@ class JambonzServer(metaclass=NoPublicConstructor):
         #: The cluster member told about calls (``serve_jambonz(cluster=...)``); ``None``: none.
         #: It joins once the server listens, which it does by now.
         self._watcher: CallWatcher | None = None if cluster is None else cluster.attach_server(self)
+        self._metrics: Any = None
+        #: told of calls, answers, refusals... (metrics, traces); ``None``: both off, nothing runs
+        self.observer: Observer | None = self._observers()
+
+    def _observers(self) -> Observer | None:
+        """The metrics and tracing observers the config asks for (their imports happen here)."""
+        config = self.config
+        observers: list[Observer] = []
+        if config.metrics:
+            try:
+                from ._metrics import Metrics
+            except ImportError as exc:
+                raise RuntimeError(
+                    "ServerConfig(metrics=True) needs prometheus-client: pip install 'jambonz-trio[metrics]'"
+                ) from exc
+            self._metrics = Metrics(self.statistics)
+            observers.append(self._metrics)
+        if config.tracing:
+            try:
+                from ._tracing import Tracing
+            except ImportError:
+                log.warning("ServerConfig(tracing=True) but opentelemetry-api is not installed: no traces")
+            else:
+                observers.append(Tracing(config.tracer_provider))
+        if not observers:
+            return None
+        return observers[0] if len(observers) == 1 else Observers(observers)
+
+    @property
+    def metrics_registry(self) -> Any:
+        """The ``prometheus_client.CollectorRegistry`` of this server's metrics (served on
+        ``ServerConfig.metrics_path``), or ``None`` when metrics are off. Register your own
+        metrics in it to serve them on the same path, or register it in prometheus-client's
+        global registry to export the server's metrics there too (docs/operations.md)."""
+        return None if self._metrics is None else self._metrics.registry
 
     @property
     def port(self) -> int:
@@ -152,13 +195,17 @@ class JambonzServer(metaclass=NoPublicConstructor):
         return port
 
     def statistics(self) -> ServerStatistics:
-        """Open connections, handshakes in progress, live calls and refusals so far."""
+        """Open connections, handshakes in progress, live calls, refusals so far, and the
+        partial-message budget's use and refusals."""
         return ServerStatistics(
             connections=self._connections,
             pending_handshakes=self._handshakes.pending,
             calls=self._table.count(),
             refused=self._refused,
             audio_streams=len(self.audio_streams),
+            partial_message_bytes=self._reassembly.held,
+            partial_message_limit=self._reassembly.limit,
+            partial_message_refusals=self._reassembly.refused,
         )
 
     async def connect_memory(self, *, lockstep: bool = False, source: str | None = None) -> trio.abc.Stream:
@@ -202,6 +249,8 @@ class JambonzServer(metaclass=NoPublicConstructor):
         if refusal.status >= 400:
             self._refused += 1
             log.info("refused connection: %d %s", refusal.status, refusal.why)
+            if self.observer is not None:
+                self.observer.refused(refusal.status, refusal.reason)
         with trio.move_on_after(1.0):
             try:
                 await stream.send_all(http_response(refusal.status, refusal.headers, refusal.body))
@@ -244,6 +293,9 @@ class JambonzServer(metaclass=NoPublicConstructor):
                         max_head_bytes=config.max_request_head_bytes,
                         health_path=config.health_path,
                         max_headers=config.max_request_headers,
+                        metrics=None
+                        if self._metrics is None
+                        else MetricsPage(config.metrics_path, self._metrics.render),
                     )
                     if admitted.route.auth is not None:
                         budget.authenticated(source, trio.current_time())
@@ -343,6 +395,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
             return
         link = Link(ws)
         engine, is_new = self._resolve(first, admitted)
+        current_call.set(engine.log)  # this task's log records are the call's (and its handler's)
         ws.on_paused = engine.inbound_paused  # over the call's inbound budget: logged per call
         now = trio.current_time()
         try:
@@ -354,6 +407,8 @@ class JambonzServer(metaclass=NoPublicConstructor):
             else:
                 self._table.unpark(engine)
                 await engine.attach(link, first, now)
+                if self.observer is not None:
+                    self.observer.call_reconnected(engine)
                 if self._watcher is not None:
                     self._watcher.call_rebound(engine.call)
             await engine.serve(link)
@@ -405,7 +460,9 @@ class JambonzServer(metaclass=NoPublicConstructor):
             identity=admitted.identity,
             path=admitted.path,
             on_disconnect=self._on_call_disconnect,
+            observer=self.observer,
         )
+        current_call.set(engine.log)
         route = admitted.route
         assert isinstance(route, Route)  # audio sockets never become calls
         if route.env:
@@ -418,6 +475,8 @@ class JambonzServer(metaclass=NoPublicConstructor):
 
     def _register(self, engine: CallEngine) -> None:
         self._table.add(engine)  # lists an isolated call (or a newcomer whose sid is taken) by object only
+        if self.observer is not None:
+            self.observer.call_started(engine)
         if self._watcher is not None and self._table.live(engine.routing_sid) is engine:
             self._watcher.call_started(engine.call)  # reachable by sid: not isolated
 
@@ -433,6 +492,8 @@ class JambonzServer(metaclass=NoPublicConstructor):
         finally:
             self._table.remove(engine)
             self._calls_changed.set()
+            if self.observer is not None:
+                self.observer.call_ended(engine)
             if self._watcher is not None:
                 self._watcher.call_ended(engine.call)
 

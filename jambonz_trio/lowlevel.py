@@ -10,11 +10,14 @@ Apps do not need these (trio's ``trio.lowlevel`` plays the same role):
 * the wire: :class:`Ack` (the ``ack`` message), :func:`parse_message`, :func:`parse_command`;
 * server plumbing: :class:`NewCalls` (a ``server.calls.new_calls()`` subscription),
   :class:`CallStatistics` (``call.statistics()``), :class:`ServerStatistics`, :class:`Identity`
-  (``call.identity``), :data:`Authenticator`.
+  (``call.identity``), :data:`Authenticator`;
+* logging: :class:`CallContextFilter`, which gives your own log records the ``call_sid``,
+  ``account_sid`` and ``path`` fields the library's records carry (docs/operations.md).
 """
 
 from ._admission import Authenticator, Identity
 from ._call import CallStatistics
+from ._log import CallContextFilter
 from ._protocol._messages import parse_message
 from ._protocol._outbound import Ack, parse_command
 from ._protocol._state import (
@@ -41,6 +44,7 @@ __all__ = [
     "AnswerPlan",
     "Answerer",
     "Authenticator",
+    "CallContextFilter",
     "CallProtocol",
     "CallStatistics",
     "ConnState",

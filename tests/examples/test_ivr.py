@@ -24,8 +24,12 @@ from jambonz_trio.testing import (
     tcp_connector,
 )
 from jambonz_trio.verbs import Gather, Hangup, Say
+from tests.admission.helpers import exchange, settle
 from tests.engine.helpers import RawClient
 from tests.helpers import start
+from tests.operations.helpers import scrape, scrape_request, value
+
+from .helpers import capture_serve
 
 
 @asynccontextmanager
@@ -229,3 +233,46 @@ async def test_a_lone_surrogate_in_a_transcript_is_replaced(server: JambonzServe
         "data": [{"verb": "say", "text": "You said: bad ? text"}, {"verb": "hangup"}],
     }
     await trio.aclose_forcefully(stream)
+
+
+async def test_done_when_metrics_flag_serves_options_and_metrics_after_real_calls(
+    nursery: trio.Nursery,
+) -> None:
+    """Issue 17's done-when: ``examples/ivr.py --metrics`` (``serve(metrics=True)``, see
+    :func:`test_metrics_flag`) answers ``OPTIONS /ivr`` with its env-var schema and serves
+    ``/metrics`` (behind the call hook's Basic auth) with the call counter and the ack-latency
+    histogram after real calls placed over TCP."""
+    with trio.fail_after(20):
+        server: JambonzServer = await nursery.start(
+            partial(ivr.serve, port=0, username="u", password="p", metrics=True)
+        )
+        url = f"ws://127.0.0.1:{server.port}{ivr.PATH}"
+        schema = await fetch_app_env(tcp_connector(url))
+        assert schema is not None and list(schema) == ["GREETING", "GATHER_TIMEOUT"]
+        assert app_env_errors(schema) == []
+        for n in range(2):
+            async with open_fake_call(
+                tcp_connector(url), username="u", password="p", call=CallData(call_sid=f"m-{n}")
+            ) as fc:
+                await fc.start()
+                ack = await fc.gather_speech("/gather", "yes")
+                assert ack.verbs == [Say(text="You said: yes"), Hangup()]
+                await fc.hangup()
+        assert await settle(lambda: server.statistics().calls == 0)
+        assert (await exchange(server.port, scrape_request())).status == 401
+        samples = await scrape(server, auth=("u", "p"))
+    assert value(samples, "jambonz_trio_calls_started_total") == 2
+    assert value(samples, "jambonz_trio_calls_ended_total", by="jambonz") == 2
+    assert value(samples, "jambonz_trio_ack_latency_seconds_count", by="app") == 4
+    assert value(samples, "jambonz_trio_ack_latency_seconds_bucket", by="app", le="+Inf") == 4
+    assert value(samples, "jambonz_trio_acks_total", outcome="acked") == 4
+
+
+def test_metrics_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--metrics`` reaches ``serve(metrics=True)``; without it, metrics stay off."""
+    seen = capture_serve(monkeypatch, ivr)
+    ivr.main(["--metrics", "--username", "u", "--password", "p"])
+    assert seen["metrics"] is True
+    seen.clear()
+    ivr.main([])
+    assert "metrics" not in seen
