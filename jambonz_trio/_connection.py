@@ -1,10 +1,12 @@
 """What carries a call's messages: the :class:`Connection` interface the engine drives.
 
-Today one implementation exists, the server's websocket (:class:`._websocket.ServerWebSocket`:
-jambonz's socket, read by the task that accepted it). The interface is also the seam for a
-connection whose socket another process holds (a call relayed over Redis: frames arrive from
-the relaying member, which keeps the socket and its keepalive; :attr:`Connection.pings` is
-then ``False`` and the engine writes no Ping of its own).
+Two implementations exist: the server's websocket (:class:`._websocket.ServerWebSocket`:
+jambonz's socket, read by the task that accepted it), and a call relayed over Redis
+(:class:`jambonz_trio.cluster._relay.RelayedConnection`): frames arrive from the member that
+holds jambonz's socket, which keeps the socket's keepalive (:attr:`Connection.pings` is
+``False``: the engine writes no keepalive Ping of its own) and writes the engine's receipt
+Pings in order with the frames (:attr:`Connection.receipts` is ``True``), sending their Pongs
+back.
 
 The engine owns every deadline and every decision; a connection only moves messages and
 reports how it closed. Writes are shielded and bounded by the engine, so an implementation may
@@ -45,11 +47,16 @@ class Connection(Protocol):
     first come first served.
     """
 
-    #: Whether the engine pings through this connection: the keepalive, and the receipt Pings
-    #: whose Pongs prove jambonz read an answer. ``False``: both are delegated to whoever holds
-    #: the socket, and answers are never seen read (a ``session:new`` answer is then sent again
-    #: on every reconnect, which jambonz ignores when it had read it).
+    #: Whether the engine runs the keepalive through this connection (a Ping every
+    #: ``ping_interval``, the connection aborted when its Pong is late). ``False``: whoever
+    #: holds the socket keeps it alive, and reports a dead one as a close.
     pings: bool
+    #: Whether the engine writes receipt Pings through this connection (:meth:`ping`, in order
+    #: with the frames), whose Pongs (:attr:`on_pong`) prove jambonz read the answers written
+    #: before them. ``False``: answers are never seen read (a ``session:new`` answer is then
+    #: sent again on every reconnect, which jambonz ignores when it had read it, and every
+    #: other answer of a dropped connection is reported ``AckUnconfirmed``).
+    receipts: bool
     #: Set by the engine; called synchronously, by the reading task, with every Pong's payload.
     on_pong: Callable[[bytes], None] | None
 
@@ -83,7 +90,8 @@ class Connection(Protocol):
         ...
 
     async def ping(self, payload: bytes) -> None:
-        """Write a Ping (only called when :attr:`pings`); its Pong goes to :attr:`on_pong`.
+        """Write a Ping (only called when :attr:`pings` or :attr:`receipts`); its Pong goes to
+        :attr:`on_pong`.
 
         Raises:
             ConnectionClosed: closed or closing, or the write failed.

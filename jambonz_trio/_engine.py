@@ -482,7 +482,7 @@ class CallEngine:
         written for an earlier answer still waits for its Pong (one receipt Ping at a time)."""
         if (
             link is self.link
-            and link.conn.pings
+            and link.conn.receipts
             and self.protocol.receipt_due
             and link.receipt_at == math.inf
         ):

@@ -127,6 +127,7 @@ class ServerWebSocket:
 
     #: the engine's keepalive and receipt Pings go through this socket
     pings = True
+    receipts = True
 
     __slots__ = (
         "_buf",

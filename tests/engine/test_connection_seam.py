@@ -21,10 +21,11 @@ from .helpers import SESSION_DATA, msg
 
 
 class ChannelConnection:
-    """A connection whose frames come from a memory channel; keepalive delegated (``pings``
-    false), so the engine must never ping it."""
+    """A connection whose frames come from a memory channel; keepalive and receipts delegated
+    (``pings`` and ``receipts`` false), so the engine must never ping it."""
 
     pings = False
+    receipts = False
 
     def __init__(self) -> None:
         self.to_app, self._inbound = trio.open_memory_channel[str](16)
