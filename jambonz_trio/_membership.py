@@ -11,13 +11,37 @@ there (importing this module imports no Redis code).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import attrs
 
 if TYPE_CHECKING:
+    from ._admission import Identity
     from ._call import Call
+    from ._config import CallConfig
+    from ._protocol._messages import SessionReconnect
     from ._server import JambonzServer
+    from ._websocket import ServerWebSocket
 
-__all__ = ["CallWatcher", "ServerMember"]
+__all__ = ["CallRouter", "CallWatcher", "Relayed", "ServeHere", "ServerMember"]
+
+
+@attrs.frozen
+class Relayed:
+    """The reconnect's socket was carried to the member that holds the call, and is done."""
+
+
+@attrs.frozen
+class ServeHere:
+    """Serve the reconnect here, as a call first seen through a reconnect.
+
+    ``isolate``: the call's owner refused the takeover (identity mismatch): serve it as an
+    isolated call, as a local mismatch is. ``user_data``: the call's last stored
+    ``user_data``, to restore (``None``: none stored, or the app did not opt in).
+    """
+
+    isolate: bool = False
+    user_data: dict[str, Any] | None = None
 
 
 class CallWatcher(Protocol):
@@ -48,3 +72,30 @@ class ServerMember(Protocol):
 
     def detach_server(self, server: JambonzServer) -> None:
         """Called when ``serve_jambonz`` returns (after a drain, or cancelled)."""
+
+
+@runtime_checkable
+class CallRouter(Protocol):
+    """A member that can route a reconnect to the process holding the call, and take the
+    calls of a draining server over. Unlike :class:`CallWatcher`'s, these methods await (the
+    cluster's I/O), each bounded by the member; they concern only the socket or the drain at
+    hand, never another call's ack path."""
+
+    async def route_reconnect(
+        self,
+        frame: str,
+        first: SessionReconnect,
+        identity: Identity,
+        ws: ServerWebSocket,
+        config: CallConfig,
+    ) -> Relayed | ServeHere:
+        """A ``session:reconnect`` (``frame``, parsed as ``first``) names a call this server
+        does not hold. Either relay the socket to the call's owner for the rest of its life
+        (return :class:`Relayed` once it is over) or say how to serve it here. Never raises
+        for the cluster's faults (then: :class:`ServeHere`)."""
+        ...
+
+    async def hand_over(self, calls: list[Call]) -> None:
+        """The server drains: ``calls`` are about to be closed so that jambonz reconnects
+        elsewhere. Store what another member needs to carry them on (bounded; best effort)."""
+        ...

@@ -15,9 +15,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import trio
@@ -29,6 +29,7 @@ from ._admission import (
     AudioRoute,
     BasicAuth,
     HandshakeBudget,
+    Identity,
     MetricsPage,
     Refusal,
     Route,
@@ -41,12 +42,12 @@ from ._admission import (
 from ._audio import AudioStreams
 from ._call import Call
 from ._config import ServerConfig
-from ._connection import ConnectionClosed
+from ._connection import Connection, ConnectionClosed
 from ._engine import CallEngine, Handler, Link
 from ._errors import RemoteProtocolError
 from ._listen import open_listeners
 from ._log import current_call, get_logger
-from ._membership import CallWatcher, ServerMember
+from ._membership import CallRouter, CallWatcher, Relayed, ServeHere, ServerMember
 from ._observe import Observer, Observers
 from ._pacing import TokenBucket
 from ._protocol._envvars import apply_env
@@ -55,6 +56,7 @@ from ._protocol._messages import (
     JambonzMessage,
     SessionAdulting,
     SessionNew,
+    SessionReconnect,
     SessionRedirect,
     parse_message,
     routing_sid,
@@ -148,6 +150,8 @@ class JambonzServer(metaclass=NoPublicConstructor):
         #: The cluster member told about calls (``serve_jambonz(cluster=...)``); ``None``: none.
         #: It joins once the server listens, which it does by now.
         self._watcher: CallWatcher | None = None if cluster is None else cluster.attach_server(self)
+        #: The member, if it can relay a reconnect to the process holding its call.
+        self._router = self._watcher if isinstance(self._watcher, CallRouter) else None
         self._metrics: Any = None
         #: told of calls, answers, refusals... (metrics, traces); ``None``: both off, nothing runs
         self.observer: Observer | None = self._observers()
@@ -371,6 +375,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
 
     async def _serve_messages(self, ws: ServerWebSocket, stream: trio.abc.Stream, admitted: Admitted) -> None:
         first: JambonzMessage | None = None
+        first_text: str | None = None  # a reconnect's frame, kept for a relay to its call's owner
         refusal = (1008, "expected a jambonz session message")
         with trio.move_on_after(self.config.first_message_timeout):
             try:
@@ -383,6 +388,8 @@ class JambonzServer(metaclass=NoPublicConstructor):
                 if not isinstance(frame, str):
                     raise RemoteProtocolError("first frame is binary")
                 first = parse_message(loads_object(frame))
+                if self._router is not None and isinstance(first, SessionReconnect):
+                    first_text = frame
                 del frame  # this task lives as long as the call: do not keep the text alive
             except TooComplex as exc:
                 log.warning("first message on %s refused: %s", admitted.path, exc)
@@ -393,17 +400,47 @@ class JambonzServer(metaclass=NoPublicConstructor):
             with trio.move_on_after(self.config.call.close_timeout):
                 await ws.close(*refusal)
             return
-        link = Link(ws)
+        here: ServeHere | None = None
+        if first_text is not None and self._router is not None:
+            assert isinstance(first, SessionReconnect)
+            sid = routing_sid(first)
+            if sid and self._table.live(sid) is None:
+                # a call this process does not hold: perhaps another member of the cluster does
+                routed = await self._router.route_reconnect(
+                    first_text, first, admitted.identity, ws, self.config.call
+                )
+                if isinstance(routed, Relayed):
+                    return
+                here = routed
+            first_text = None
         engine, is_new = self._resolve(first, admitted)
-        current_call.set(engine.log)  # this task's log records are the call's (and its handler's)
+        if is_new and here is not None and not engine.isolated:
+            if here.isolate:
+                log.warning(
+                    "call %s: session:reconnect through %s does not match the call's owner on "
+                    "another member; served as an isolated call",
+                    engine.routing_sid,
+                    admitted.identity.route,
+                )
+                engine.isolate()
+            elif here.user_data is not None:
+                engine.call.user_data.update(here.user_data)
         ws.on_paused = engine.inbound_paused  # over the call's inbound budget: logged per call
+        assert isinstance(admitted.route, Route)
+        await self._serve_link(engine, Link(ws), first, admitted.route.handler if is_new else None)
+
+    async def _serve_link(
+        self, engine: CallEngine, link: Link, first: JambonzMessage, handler: Handler | None
+    ) -> None:
+        """Attach ``link`` to ``engine`` (a new call when ``handler`` is given: registered and
+        started) and run its receive loop."""
+        current_call.set(engine.log)  # this task's log records are the call's (and its handler's)
         now = trio.current_time()
         try:
-            if is_new:
+            if handler is not None:
                 await engine.attach(link, first, now)
                 self._register(engine)  # synchronously, so the registry never misses a live call
-                assert isinstance(admitted.route, Route)
-                self._calls_nursery.start_soon(self._run_call, engine, admitted.route.handler)
+                self._calls_nursery.start_soon(self._run_call, engine, handler)
             else:
                 self._table.unpark(engine)
                 await engine.attach(link, first, now)
@@ -416,6 +453,38 @@ class JambonzServer(metaclass=NoPublicConstructor):
             # however this task ends, the call must know its socket is gone (no-op if it does)
             engine.detach(link)
 
+    # -- calls relayed from another member -------------------------------------------------------
+
+    def relay_verdict(
+        self, first: JambonzMessage, same_identity: Callable[[Identity], bool]
+    ) -> CallEngine | Literal["none", "refused"]:
+        """Whether a reconnect that another member received may take over a call of this
+        server: the live or parked call (then :meth:`serve_relayed` it), ``"none"`` (no such
+        live call here) or ``"refused"`` (the identity rules of a local reconnect fail;
+        ``same_identity`` compares the other member's admission with the call's). Sync."""
+        sid = routing_sid(first)
+        engine = self._table.live(sid) if sid else None
+        if engine is None:
+            return "none"
+        if not self._may_rebind(engine, first, same_identity(engine.call.identity)):
+            log.warning(
+                "call %s: a %s relayed from another member does not match the call's owner "
+                "(route, credentials, account, application); refused",
+                sid,
+                first.type,
+            )
+            return "refused"
+        return engine
+
+    async def serve_relayed(self, engine: CallEngine, conn: Connection, first: JambonzMessage) -> None:
+        """Carry ``engine`` on ``conn``, a connection whose socket another member holds (see
+        :meth:`relay_verdict`), until it is done. A call that ended meanwhile gets the
+        connection aborted (jambonz reconnects, and finds no call here)."""
+        if engine.closed:
+            await conn.abort()
+            return
+        await self._serve_link(engine, Link(conn), first, None)
+
     def _resolve(self, first: JambonzMessage, admitted: Admitted) -> tuple[CallEngine, bool]:
         """The call a new socket carries: a live or parked call it may rebind to, else a new
         call (isolated, i.e. not reachable by sid, when it names a call it may not take)."""
@@ -423,7 +492,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
         existing = self._table.live(sid) if sid else None
         if existing is None:
             return self._new_call(first, admitted), True
-        if self._may_rebind(existing, first, admitted):
+        if self._may_rebind(existing, first, existing.call.identity == admitted.identity):
             return existing, False
         # Isolated rather than refused: it may be a real call (jambonz has no other way in),
         # and serving it gives the peer nothing it could not get with a fresh sid.
@@ -439,7 +508,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
         return engine, True
 
     @staticmethod
-    def _may_rebind(existing: CallEngine, first: JambonzMessage, admitted: Admitted) -> bool:
+    def _may_rebind(existing: CallEngine, first: JambonzMessage, same_identity: bool) -> bool:
         """S-9: only a reconnect may take over a live or parked call, and only with every
         identity field the call had: the same route and credentials, the same ``account_sid``
         and ``application_sid`` (a reconnect carries the original ``session:new`` payload, so
@@ -448,7 +517,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
         and not required). A message that starts a session
         (``session:new``, ``session:adulting``, ``session:redirect``) never does."""
         call = existing.call
-        if isinstance(first, _NEW_SESSIONS) or call.identity != admitted.identity:
+        if isinstance(first, _NEW_SESSIONS) or not same_identity:
             return False
         original = call.session.data
         return all(first.data.get(key) == original.get(key) for key in _OWNER_FIELDS)
@@ -515,6 +584,9 @@ class JambonzServer(metaclass=NoPublicConstructor):
                 self._calls_changed = trio.Event()
                 await self._calls_changed.wait()
         remaining = self._table.all_engines()
+        if remaining and self._router is not None:
+            # what another member needs to carry them on (their user_data), before they close
+            await self._router.hand_over([engine.call for engine in remaining])
         if remaining:
             log.info("drain: closing %d calls with %d", len(remaining), code)
             async with trio.open_nursery() as nursery:

@@ -8,7 +8,11 @@ Tasks of one cluster handle (all in the handle's nursery, none per call):
   member's live calls;
 * the **inbox task**: one blocking ``XREAD`` loop on the member's inbox stream (a fresh client
   per session), dispatching commands to per-call lanes and replies to waiting requesters;
-* one **lane** task per call that has commands waiting (FIFO per call), while it has some.
+* one **lane** task per call that has commands waiting (FIFO per call), while it has some;
+* the **relay watch**: while relays run (:mod:`._relay`), every ``member_ttl / 2`` it ends
+  those whose other member stopped beating; and per relayed socket, the tasks of
+  :class:`._relay.RelayHub` (on the member holding the socket) or the call's receive loop (on
+  the member running the call).
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ from .._errors import (
     NotDelivered,
 )
 from .._log import get_logger
+from .._membership import Relayed, ServeHere
+from .._protocol._json import loads_object
+from .._protocol._messages import SessionReconnect, parse_message, routing_sid
 from .._protocol._outbound import Command
 from .._sync import leaves
 from ._errors import CallNotFound, ClusterUnavailable, OwnerGone
@@ -54,11 +61,27 @@ from ._model import (
     user_hash,
 )
 from ._redis import REDIS_ERRORS, check_url, guard, make_client, redact, tls_context
-from ._scripts import HEARTBEAT, LIVE_MEMBERS, LOOKUP, MEMBER_ALIVE, REPLY, SWEEP, UPSERT, Keys
+from ._relay import RelayedConnection, RelayHub
+from ._scripts import (
+    HAND_OVER,
+    HEARTBEAT,
+    LIVE_MEMBERS,
+    LOOKUP,
+    MEMBER_ALIVE,
+    REPLY,
+    ROUTE_LOOKUP,
+    STORE_USER_DATA,
+    SWEEP,
+    UPSERT,
+    Keys,
+)
 
 if TYPE_CHECKING:
+    from .._admission import Identity
     from .._call import Call
+    from .._config import CallConfig
     from .._server import JambonzServer
+    from .._websocket import ServerWebSocket
 
 __all__ = ["Cluster", "RemoteCall", "open_cluster"]
 
@@ -149,6 +172,9 @@ class Cluster:
         self._alive = client.register_script(MEMBER_ALIVE)
         self._live_members = client.register_script(LIVE_MEMBERS)
         self._reply_script = client.register_script(REPLY)
+        self._route_lookup = client.register_script(ROUTE_LOOKUP)
+        self._store_ud = client.register_script(STORE_USER_DATA)
+        self._hand_over = client.register_script(HAND_OVER)
         self._server: JambonzServer | None = None
         # directory
         self._live: dict[str, tuple[Call, ClusterCall]] = {}
@@ -171,6 +197,19 @@ class Cluster:
         self._handled = 0
         self._duplicates = 0
         self._warned: dict[str, float] = {}
+        # relays, and the user_data last stored per call (opt-in)
+        self._relay = RelayHub(
+            member=member,
+            keys=self._keys,
+            client=client,
+            where=self._where,
+            bound=self._bound,
+            inbox_maxlen=config.inbox_maxlen,
+            nursery=nursery,
+        )
+        self._relay_changed = trio.Event()
+        self._ud_stored: dict[str, str] = {}
+        self._handed_over: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<Cluster {self.namespace!r} member {self.member!r} at {self._where}>"
@@ -179,7 +218,12 @@ class Cluster:
 
     def statistics(self) -> ClusterStatistics:
         """Counters (not a checkpoint)."""
+        holding, serving = self._relay.counts()
         return ClusterStatistics(
+            relays_holding=holding,
+            relays_serving=serving,
+            relays_total=self._relay.total,
+            relay_faults=self._relay.faults,
             redis_up=self._redis_up,
             calls=len(self._live),
             pending_updates=len(self._pending),
@@ -403,6 +447,10 @@ class Cluster:
             return
         sid = found[0]
         del self._live[sid]
+        self._ud_stored.pop(sid, None)
+        info = call.close_info
+        if info is not None and info.by == "server" and info.code in (1001, 1012):
+            self._handed_over.add(sid)  # jambonz reconnects elsewhere: keep its user_data
         self._queue(sid, None)
 
     def _queue(self, sid: str, update: ClusterCall | None) -> None:
@@ -422,6 +470,233 @@ class Cluster:
         elif not self._resync:
             self._pending[sid] = update
         self._wake.set()
+
+    # -- reconnects relayed to the call's owner (CallRouter) -----------------------------------
+
+    async def route_reconnect(
+        self,
+        frame: str,
+        first: SessionReconnect,
+        identity: Identity,
+        ws: ServerWebSocket,
+        config: CallConfig,
+    ) -> Relayed | ServeHere:
+        """Called by the server for a ``session:reconnect`` naming a call it does not hold
+        (see :class:`jambonz_trio._membership.CallRouter`): relay the socket to the member
+        holding the call, or say how to serve it here. Bounded: the lookup by ``op_timeout``,
+        the owner's answer by ``relay_timeout``; never raises for Redis or the owner."""
+        sid = routing_sid(first) or ""
+        try:
+            with guard("routing a reconnect", self._where), trio.fail_after(self._bound):
+                k = self._keys
+                found: list[str] = await self._route_lookup(
+                    keys=[k.members, k.calls, k.orphans, k.userdata], args=[sid]
+                )
+        except ClusterUnavailable as exc:
+            self._warn("route", "call %s: reconnect served here, the directory is unreachable: %s", sid, exc)
+            return ServeHere()
+        state, doc, record = (str(x) for x in found)
+        owner = None
+        if state == "live" and doc:
+            try:
+                owner = ClusterCall.loads(doc).member
+            except ValueError:
+                owner = None
+        if owner is not None and owner != self.member:
+            try:
+                answer, endpoint = await self._relay.request(
+                    owner, sid, frame, identity, user_hash(identity.username), self.config.relay_timeout
+                )
+            except (ClusterUnavailable, OwnerGone) as exc:
+                answer = f"failed ({exc})"
+            if answer == "accept":
+                log.info("call %s: reconnect relayed to member %s, which holds the call", sid, owner)
+                return await self._relay.hold(endpoint, ws, config)
+            if answer == "refuse":
+                return ServeHere(isolate=True)
+            if answer != "none":
+                log.warning(
+                    "call %s: member %s, which holds the call, did not take its reconnect (%s); "
+                    "the call starts here",
+                    sid,
+                    owner,
+                    f"no answer within {self.config.relay_timeout:.1f} s" if answer == "timeout" else answer,
+                )
+        return self._restore(sid, record, first, identity)
+
+    def _restore(self, sid: str, record: str, first: SessionReconnect, identity: Identity) -> ServeHere:
+        """How to serve here a call whose owner is gone: its stored user_data restored, if the
+        app opted in and the reconnect passes the takeover rules against the stored identity."""
+        if not record or not self.config.keep_user_data:
+            return ServeHere()
+        try:
+            stored = json.loads(record)
+            text = stored["v"]
+        except (ValueError, TypeError, KeyError):
+            log.warning("call %s: unreadable stored user_data; not restored", sid)
+            return ServeHere()
+        data = first.data
+        same = (
+            stored.get("route") == identity.route
+            and stored.get("user") == user_hash(identity.username)
+            and all(stored.get(key) == data.get(key) for key in ("account_sid", "application_sid"))
+        )
+        if not same:
+            log.warning(
+                "call %s: session:reconnect through %s does not match the identity its stored "
+                "user_data was kept for; served as an isolated call, nothing restored",
+                sid,
+                identity.route,
+            )
+            return ServeHere(isolate=True)
+        try:
+            restored = self.config.user_data_codec.decode(str(text))
+        except Exception:
+            log.warning("call %s: stored user_data could not be decoded; not restored", sid, exc_info=True)
+            return ServeHere()
+        log.info("call %s: its owner is gone; the call starts here with its user_data restored", sid)
+        return ServeHere(user_data=restored)
+
+    def _record(self, call: Call, text: str) -> str:
+        """A stored user_data: the text, and what a reconnect must match to get it back."""
+        data = call.session.data
+        return json.dumps(
+            {
+                "member": self.member,
+                "route": call.identity.route,
+                "user": user_hash(call.identity.username),
+                "account_sid": data.get("account_sid"),
+                "application_sid": data.get("application_sid"),
+                "v": text,
+            }
+        )
+
+    def _changed_user_data(
+        self, calls: list[tuple[str, Call]], *, all_of_them: bool = False
+    ) -> list[tuple[str, str, str]]:
+        """``(sid, text, record)`` of the calls whose user_data changed since last stored."""
+        codec = self.config.user_data_codec
+        changed = []
+        for sid, call in calls:
+            try:
+                text = codec.encode(call.user_data)
+            except Exception as exc:
+                self._warn(
+                    "user_data", "call %s: user_data not stored (%s: %s)", sid, type(exc).__name__, exc
+                )
+                continue
+            if all_of_them or self._ud_stored.get(sid) != text:
+                changed.append((sid, text, self._record(call, text)))
+        return changed
+
+    async def _store_user_data(self) -> None:
+        """Store the user_data of the calls whose data changed (the directory task, each beat)."""
+        changed = self._changed_user_data([(sid, call) for sid, (call, _s) in self._live.items()])
+        for start in range(0, len(changed), _CHUNK):
+            chunk = changed[start : start + _CHUNK]
+            args: list[str] = [self.member]
+            for sid, _text, record in chunk:
+                args += [sid, record]
+            with guard("storing user_data", self._where), trio.fail_after(self._bound):
+                done: int = await self._store_ud(keys=[self._keys.members, self._keys.userdata], args=args)
+            if done < 0:
+                return  # not registered: the full re-registration comes first
+            for sid, text, _record in chunk:
+                if sid in self._live:
+                    self._ud_stored[sid] = text
+            await trio.lowlevel.checkpoint()
+
+    async def hand_over(self, calls: list[Call]) -> None:
+        """Called by a draining server before it closes ``calls`` (with 1001 or 1012: jambonz
+        reconnects, to another member): their user_data is stored now (when the app opted
+        in), and kept ``orphan_keep`` for the member the reconnect reaches. Bounded by
+        ``op_timeout``; a Redis fault is logged (the last stored user_data stays)."""
+        mine = [(c.call_sid, c) for c in calls if c.call_sid is not None and self._entry(c) is not None]
+        if not mine:
+            return
+        ops: list[tuple[str, str]] = [(sid, "") for sid, _c in mine]
+        if self.config.keep_user_data:
+            ops = [(sid, record) for sid, _t, record in self._changed_user_data(mine, all_of_them=True)]
+        args: list[str | int] = [self.member, int(self.config.orphan_keep * 1000)]
+        for sid, record in ops:
+            args += [sid, record]
+        try:
+            with guard("handing calls over", self._where), trio.fail_after(self._bound):
+                await self._hand_over(
+                    keys=[self._keys.members, self._keys.userdata, self._keys.orphans], args=args
+                )
+            log.info("cluster: handed %d calls over for their reconnects", len(ops))
+        except ClusterUnavailable as exc:
+            log.warning("cluster: could not hand %d calls over: %s", len(ops), exc)
+
+    def _on_relay(self, message: dict[str, Any], frame: str | None) -> None:
+        """A member asks this one to take a reconnect it received (sync, the inbox task)."""
+        try:
+            rid, holder, sid = str(message["r"]), str(message["from"]), str(message["sid"])
+            route, user = str(message["route"]), message.get("user")
+            until = float(message["until"])
+        except (KeyError, TypeError, ValueError):
+            log.warning("cluster: ignoring a malformed relay request")
+            return
+        if until < time.time() or frame is None:
+            return  # the holder gave up on it already
+        endpoint = self._relay.open(rid, holder, "owner", sid)
+        self._relay_changed.set()
+        try:
+            self._nursery.start_soon(self._serve_relay, endpoint, frame, route, user)
+        except RuntimeError:  # the handle is closing
+            self._relay.close(endpoint)
+
+    async def _serve_relay(self, endpoint: Any, frame: str, route: str, user: object) -> None:
+        relay = self._relay
+        server = self._server
+        try:
+            try:
+                first = parse_message(loads_object(frame))
+            except Exception:
+                first = None
+            if server is None or not isinstance(first, SessionReconnect):
+                await relay.send(endpoint, "none")
+                return
+
+            def same_identity(identity: Identity) -> bool:
+                return identity.route == route and user_hash(identity.username) == user
+
+            verdict = server.relay_verdict(first, same_identity)
+            if isinstance(verdict, str):
+                await relay.send(endpoint, "refuse" if verdict == "refused" else "none")
+                return
+            conn = RelayedConnection(relay, endpoint)
+            await relay.send(endpoint, "accept")
+            relay.total += 1
+            log.info(
+                "call %s: its reconnect reached member %s; relayed here", endpoint.call_sid, endpoint.peer
+            )
+            try:
+                await server.serve_relayed(verdict, conn, first)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await conn.abort()
+        except (ClusterUnavailable, OwnerGone) as exc:
+            self._warn("relay", "cluster: relay from member %s failed: %s", endpoint.peer, exc)
+        finally:
+            relay.close(endpoint)
+
+    async def _relay_watch(self) -> None:
+        """End the relays whose other member stopped beating (every ``member_ttl / 2``)."""
+        while True:
+            if not self._relay.endpoints:
+                await self._relay_changed.wait()
+                self._relay_changed = trio.Event()
+            await trio.sleep(self.config.member_ttl / 2)
+            if not self._relay.endpoints:
+                continue
+            try:
+                with guard("checking relay peers", self._where), trio.fail_after(self._bound):
+                    members: list[str] = await self._live_members(keys=[self._keys.members])
+            except ClusterUnavailable:
+                continue  # the inbox task ends every relay when Redis is gone
+            self._relay.fail_peers({str(m) for m in members})
 
     # -- the directory task ----------------------------------------------------------------------
 
@@ -452,6 +727,8 @@ class Cluster:
                         self._resync = True
                     next_beat = trio.current_time() + beat_every
                     await self._sweep_dead()
+                    if self.config.keep_user_data and not self._resync:
+                        await self._store_user_data()
                 if self._resync:
                     await self._full_resync()
                 elif self._pending:
@@ -476,6 +753,7 @@ class Cluster:
                     k.calls,
                     k.events,
                     k.orphans,
+                    k.userdata,
                     k.inbox(self.member),
                     k.member_calls(self.member),
                 ],
@@ -487,7 +765,7 @@ class Cluster:
         k = self._keys
         with guard("sweep", self._where), trio.fail_after(self._bound):
             removed: int = await self._sweep(
-                keys=[k.members, k.calls, k.events, k.orphans],
+                keys=[k.members, k.calls, k.events, k.orphans, k.userdata],
                 args=[
                     k.member_prefix,
                     self.config.events_maxlen,
@@ -509,7 +787,8 @@ class Cluster:
                 args += [sid, doc]
             with guard("directory update", self._where), trio.fail_after(self._bound):
                 changed: int = await self._upsert(
-                    keys=[k.members, k.calls, k.events, k.orphans, k.member_calls(self.member)], args=args
+                    keys=[k.members, k.calls, k.events, k.orphans, k.member_calls(self.member), k.userdata],
+                    args=args,
                 )
             if changed < 0:
                 self._pending.clear()
@@ -519,10 +798,19 @@ class Cluster:
                 return False
         return True
 
+    def _removal(self, sid: str) -> str:
+        """The directory op removing a call: ``~`` keeps its stored user_data (handed over)."""
+        if sid in self._handed_over:
+            self._handed_over.discard(sid)
+            return "~"
+        return ""
+
     async def _flush(self) -> None:
         batch, self._pending = self._pending, {}
         try:
-            await self._apply([(sid, "" if s is None else s.dumps()) for sid, s in batch.items()])
+            await self._apply(
+                [(sid, self._removal(sid) if s is None else s.dumps()) for sid, s in batch.items()]
+            )
         except BaseException:
             # put back what may not have been written; newer updates of the same call win
             for sid, update in batch.items():
@@ -533,11 +821,12 @@ class Cluster:
     async def _full_resync(self) -> None:
         self._pending.clear()
         self._resync = False
+        self._ud_stored.clear()  # Redis may have lost them (restarted): store them all again
         snapshot = {sid: summary for sid, (_call, summary) in self._live.items()}
         try:
             with guard("re-registering calls", self._where), trio.fail_after(self._bound):
                 known = await self._client.smembers(self._keys.member_calls(self.member))
-            ops = [(sid, "") for sid in known if sid not in snapshot]
+            ops = [(sid, self._removal(sid)) for sid in known if sid not in snapshot]
             ops += [(sid, summary.dumps()) for sid, summary in snapshot.items()]
             if not await self._apply(ops):
                 return
@@ -567,7 +856,7 @@ class Cluster:
                 async with self._reader() as client:
                     with guard("leaving", self._where):
                         await client.register_script(SWEEP)(
-                            keys=[k.members, k.calls, k.events, k.orphans],
+                            keys=[k.members, k.calls, k.events, k.orphans, k.userdata],
                             args=[
                                 k.member_prefix,
                                 self.config.events_maxlen,
@@ -606,13 +895,18 @@ class Cluster:
                         backoff.reset()
                         for entry in (found or {}).get(inbox, ()):
                             last = str(entry.identifier)
-                            self._dispatch(entry.field_values.get("m"))
+                            fields = entry.field_values
+                            data = fields.get("d")
+                            self._dispatch(fields.get("m"), None if data is None else str(data))
             except BaseException as exc:
                 _reraise_unless_redis_failure(exc)
+                # frames may have been lost: every relay ends (its socket closed, its call
+                # disconnected), and jambonz reconnects
+                self._relay.fail_all("Redis unavailable")
                 self._warn("inbox", "cluster inbox of %s: Redis unavailable; retrying", self.member)
             await trio.sleep(backoff.next())
 
-    def _dispatch(self, raw: object) -> None:
+    def _dispatch(self, raw: object, data: str | None = None) -> None:
         try:
             message = json.loads(str(raw))
             kind = message["k"]
@@ -626,6 +920,10 @@ class Cluster:
                 waiter.done.set()
         elif kind == "cmd":
             self._on_command(message)
+        elif kind in ("up", "down"):
+            self._relay.dispatch(message, data)
+        elif kind == "relay":
+            self._on_relay(message, data)
         elif kind == "cancel":
             rid = str(message.get("id"))
             scope = self._running.get(rid)
@@ -951,6 +1249,7 @@ async def open_cluster(
         )
         nursery.start_soon(cluster._directory_loop)
         nursery.start_soon(cluster._inbox_loop)
+        nursery.start_soon(cluster._relay_watch)
         try:
             yield cluster
         finally:

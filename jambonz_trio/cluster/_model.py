@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -20,6 +20,8 @@ __all__ = [
     "ClusterConfig",
     "ClusterEvent",
     "ClusterStatistics",
+    "JsonUserData",
+    "UserDataCodec",
 ]
 
 
@@ -143,6 +145,38 @@ class CallEnded:
     why: str
 
 
+class UserDataCodec(Protocol):
+    """How a call's ``user_data`` is stored in Redis (see ``ClusterConfig.keep_user_data``).
+
+    ``encode`` runs in the member's directory task, every ``member_ttl / 3`` for every live
+    call (the text is compared with the last one stored; only changes are written), so keep it
+    cheap. Either may raise ``Exception``: the call's data is then not stored (or not
+    restored), logged, and the call goes on.
+    """
+
+    def encode(self, data: dict[str, Any]) -> str:
+        """The text stored for ``data``."""
+        ...
+
+    def decode(self, text: str) -> dict[str, Any]:
+        """``data`` again, on the member where the call carries on."""
+        ...
+
+
+class JsonUserData:
+    """The default :class:`UserDataCodec`: JSON (keys sorted, so an unchanged dict is an
+    unchanged text); values JSON cannot carry make the encoding fail."""
+
+    def encode(self, data: dict[str, Any]) -> str:
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    def decode(self, text: str) -> dict[str, Any]:
+        value = json.loads(text)
+        if not isinstance(value, dict):
+            raise ValueError("stored user_data is not a JSON object")
+        return value
+
+
 #: What :meth:`Cluster.watch_calls` yields.
 ClusterEvent = CallsSnapshot | CallStarted | CallUpdated | CallEnded
 
@@ -168,7 +202,17 @@ class ClusterConfig:
             :class:`~jambonz_trio.CommandQueueFull`.
         inbox_maxlen / events_maxlen: caps of the inbox and event streams (approximate).
         orphan_keep: how long a swept call is still answered :class:`OwnerGone` rather than
-            :class:`CallNotFound`.
+            :class:`CallNotFound`; also how long the stored ``user_data`` of a call whose
+            member died (or drained) waits for the call's reconnect.
+        relay_timeout: longest wait, on the member a ``session:reconnect`` lands on, for the
+            call's owner to take the relay; past it the call starts there (first seen through a
+            reconnect). The lookup before it is bounded by ``op_timeout``; keep both well
+            inside jambonz's 5 s deadline for the reconnect's ack.
+        keep_user_data: store every live call's ``call.user_data`` in Redis (checked every
+            ``member_ttl / 3``, written when it changed, and at a drain), so that a call whose
+            owner died or drained starts on the member its reconnect reaches with its
+            ``user_data`` restored. Off by default: the data may be personal.
+        user_data_codec: how ``user_data`` is stored (default :class:`JsonUserData`).
     """
 
     member_ttl: float = 5.0
@@ -179,10 +223,13 @@ class ClusterConfig:
     inbox_maxlen: int = 10_000
     events_maxlen: int = 10_000
     orphan_keep: float = 60.0
+    relay_timeout: float = 1.0
+    keep_user_data: bool = False
+    user_data_codec: UserDataCodec = attrs.field(factory=JsonUserData, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        if self.member_ttl <= 0 or self.op_timeout <= 0 or self.reply_timeout <= 0:
-            raise ValueError("member_ttl, op_timeout and reply_timeout must be positive")
+        if min(self.member_ttl, self.op_timeout, self.reply_timeout, self.relay_timeout) <= 0:
+            raise ValueError("member_ttl, op_timeout, reply_timeout and relay_timeout must be positive")
         if self.max_pending_updates < 1 or self.max_queued_commands < 1:
             raise ValueError("max_pending_updates and max_queued_commands must be at least 1")
 
@@ -205,6 +252,11 @@ class ClusterStatistics:
             expiry, after an overflow).
         commands_handled: commands from other processes executed on this member's calls.
         duplicates_dropped: commands whose request id was seen already (not executed again).
+        relays_holding: sockets this member holds for calls another member runs (relayed
+            reconnects).
+        relays_serving: calls of this member carried over a socket another member holds.
+        relays_total: reconnects relayed so far, either way.
+        relay_faults: relays ended by a fault (Redis, or the other member gone).
     """
 
     redis_up: bool
@@ -214,6 +266,10 @@ class ClusterStatistics:
     resyncs: int
     commands_handled: int
     duplicates_dropped: int
+    relays_holding: int = 0
+    relays_serving: int = 0
+    relays_total: int = 0
+    relay_faults: int = 0
 
 
 def encode_command(command: Command) -> str:

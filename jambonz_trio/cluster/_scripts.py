@@ -9,17 +9,35 @@ Keys, for namespace ``NS`` (``P`` = ``jt:{NS}``):
 ``P:member:<id>:inbox``       STREAM  commands to the member, replies to its requests (capped)
 ``P:events``                  STREAM  call start / update / end, for watchers (capped)
 ``P:orphans``                 ZSET    call_sid -> until when (ms) its owner is known dead
+``P:userdata``                HASH    call_sid -> the call's stored ``user_data`` (opt-in), JSON
+                                      with the identity a reconnect must match
 ============================  ======  ==========================================================
+
+A member's inbox also carries the frames of the calls relayed to or from it (see
+:mod:`._relay`): one ordered stream per receiving member, no stream per call.
 
 Every member's heartbeat (every ``member_ttl / 3``) moves its expiry and re-arms a
 ``PEXPIRE`` of the shared keys, so a cluster whose members all died leaves nothing behind;
 every member also sweeps: a member past its expiry loses its calls (each gets an ``end`` event
-and an orphan mark) and its keys.
+and an orphan mark) and its keys; a stored ``user_data`` is kept while its call's orphan mark
+lasts (a reconnect landing elsewhere restores it), then removed.
 """
 
 from __future__ import annotations
 
-__all__ = ["HEARTBEAT", "LIVE_MEMBERS", "LOOKUP", "MEMBER_ALIVE", "REPLY", "SWEEP", "UPSERT", "Keys"]
+__all__ = [
+    "HAND_OVER",
+    "HEARTBEAT",
+    "LIVE_MEMBERS",
+    "LOOKUP",
+    "MEMBER_ALIVE",
+    "REPLY",
+    "ROUTE_LOOKUP",
+    "STORE_USER_DATA",
+    "SWEEP",
+    "UPSERT",
+    "Keys",
+]
 
 _NOW = """
 local function now_ms()
@@ -28,7 +46,7 @@ local function now_ms()
 end
 """
 
-#: KEYS: members, calls, events, orphans, my inbox, my calls set
+#: KEYS: members, calls, events, orphans, userdata, my inbox, my calls set
 #: ARGV: me, ttl_ms, idle_ms, inbox_maxlen -> 1 if I was registered and alive, else 0
 HEARTBEAT = (
     _NOW
@@ -36,8 +54,8 @@ HEARTBEAT = (
 local now = now_ms()
 local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-if redis.call('EXISTS', KEYS[5]) == 0 then
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[4], '*', 'm', '{"k":"hello"}')
+if redis.call('EXISTS', KEYS[6]) == 0 then
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[4], '*', 'm', '{"k":"hello"}')
 end
 for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 if old and tonumber(old) > now then return 1 end
@@ -45,9 +63,10 @@ return 0
 """
 )
 
-#: KEYS: members, calls, events, orphans, my calls set
-#: ARGV: me, member key prefix, events_maxlen, then pairs (call_sid, JSON or '' to remove)
-#: Removal only removes an entry that is still mine; a put takes the sid over from another
+#: KEYS: members, calls, events, orphans, my calls set, userdata
+#: ARGV: me, member key prefix, events_maxlen, then pairs (call_sid, JSON, or '' to remove the
+#: entry and its stored user_data, or '~' to remove the entry only: a call handed over)
+#: Removal only removes an entry (and user_data) that is still mine; a put takes the sid over from another
 #: member (the newest socket of a call is where jambonz talks). -> number of changes, or -1
 #: (nothing written) when I am not registered: swept while unreachable, or gone - a write
 #: arriving late must not leave entries no sweep would ever find.
@@ -60,12 +79,16 @@ for i = 4, #ARGV, 2 do
   local prev = redis.call('HGET', KEYS[2], sid)
   local owner = false
   if prev then owner = cjson.decode(prev)['member'] end
-  if doc == '' then
+  if doc == '' or doc == '~' then
     if prev and owner == me then
       redis.call('HDEL', KEYS[2], sid)
       redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*',
                  'e', 'end', 'sid', sid, 'member', me, 'why', 'ended')
       changed = changed + 1
+    end
+    if doc == '' then
+      local ud = redis.call('HGET', KEYS[6], sid)
+      if ud and cjson.decode(ud)['member'] == me then redis.call('HDEL', KEYS[6], sid) end
     end
     redis.call('SREM', KEYS[5], sid)
   else
@@ -84,7 +107,7 @@ end
 return changed
 """
 
-#: KEYS: members, calls, events, orphans
+#: KEYS: members, calls, events, orphans, userdata
 #: ARGV: member key prefix, events_maxlen, orphan_keep_ms, a member id ('' = every expired one)
 #: -> number of calls removed
 SWEEP = (
@@ -113,7 +136,10 @@ for _, m in ipairs(gone) do
   redis.call('DEL', set, ARGV[1] .. m .. ':inbox')
   redis.call('ZREM', KEYS[1], m)
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+for _, sid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 256)) do
+  if redis.call('HEXISTS', KEYS[2], sid) == 0 then redis.call('HDEL', KEYS[5], sid) end
+  redis.call('ZREM', KEYS[4], sid)
+end
 return removed
 """
 )
@@ -154,6 +180,47 @@ if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) 
 return 1
 """
 
+#: KEYS: members, calls, orphans, userdata   ARGV: call_sid
+#: -> {state, json, user_data record}: LOOKUP's answer and the call's stored user_data ('' if none)
+ROUTE_LOOKUP = (
+    _NOW
+    + """
+local ud = redis.call('HGET', KEYS[4], ARGV[1]) or ''
+local v = redis.call('HGET', KEYS[2], ARGV[1])
+if v then
+  local exp = redis.call('ZSCORE', KEYS[1], cjson.decode(v)['member'])
+  if exp and tonumber(exp) > now_ms() then return {'live', v, ud} end
+  return {'dead', v, ud}
+end
+local o = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if o and tonumber(o) > now_ms() then return {'gone', '', ud} end
+return {'none', '', ud}
+"""
+)
+
+#: KEYS: members, userdata   ARGV: me, then pairs (call_sid, record)
+#: Stores the user_data of my calls (a record names its member) -> -1 if I am not registered
+STORE_USER_DATA = """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -1 end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+return 0
+"""
+
+#: KEYS: members, userdata, orphans   ARGV: me, orphan_keep_ms, then pairs (call_sid, record)
+#: A draining member hands its calls over: their user_data stored, and an orphan mark that keeps
+#: it for orphan_keep once the entry is gone (until a member registers the call again)
+HAND_OVER = (
+    _NOW
+    + """
+local until = now_ms() + tonumber(ARGV[2])
+for i = 3, #ARGV, 2 do
+  if ARGV[i + 1] ~= '' then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+  redis.call('ZADD', KEYS[3], until, ARGV[i])
+end
+return 0
+"""
+)
+
 #: KEYS: members -> the ids of the members that beat
 LIVE_MEMBERS = (
     _NOW
@@ -174,6 +241,7 @@ class Keys:
         self.calls = f"{self.prefix}:calls"
         self.events = f"{self.prefix}:events"
         self.orphans = f"{self.prefix}:orphans"
+        self.userdata = f"{self.prefix}:userdata"
         self.member_prefix = f"{self.prefix}:member:"
 
     def member_calls(self, member: str) -> str:

@@ -6,8 +6,9 @@ from functools import partial
 
 import trio
 
-from jambonz_trio import Handler, JambonzServer, serve_jambonz
+from jambonz_trio import Call, Handler, JambonzServer, VerbHook, serve_jambonz
 from jambonz_trio.cluster import Cluster, ClusterConfig, open_cluster
+from jambonz_trio.verbs import Say
 from tests.helpers import answering as answer  # answers session:new and every hook
 
 
@@ -26,3 +27,18 @@ async def run_member(
     ):
         server = await nursery.start(partial(serve_jambonz, handler, cluster=cluster))
         task_status.started((cluster, server))
+
+
+async def counting(call: Call) -> None:
+    """Answer ``session:new`` with ``hello <n>`` and every hook with ``hook <n>``, where ``n``
+    counts this call's hooks in ``call.user_data["hooks"]``: the same handler carrying on after
+    a relayed reconnect keeps counting, and a call restored elsewhere starts from the stored
+    count. The hook ``/bye`` ends the handler (the call closes with 1000)."""
+    call.user_data.setdefault("hooks", 0)
+    await call.ack(call.session, [Say(text=f"hello {call.user_data['hooks']}")])
+    async for event in call:
+        if isinstance(event, VerbHook):
+            call.user_data["hooks"] += 1
+            await call.ack(event, [Say(text=f"hook {call.user_data['hooks']}")])
+            if event.hook == "/bye":
+                return

@@ -1,0 +1,542 @@
+"""The reconnect relay: a call's socket held by one member, the call run by another.
+
+jambonz reconnects to the same URL with no call id in the handshake, so a ``session:reconnect``
+may land on any member (another worker behind ``SO_REUSEPORT``, another instance behind the
+load balancer). When the directory says another live member holds the call, the member the
+socket reached (the *holder*) relays it to that member (the *owner*):
+
+* the holder sends the reconnect's frame and its admission (route, a hash of the Basic user)
+  to the owner's inbox; the owner decides with the rules of a local reconnect
+  (:meth:`JambonzServer.relay_verdict`) and answers ``accept``, ``refuse`` (the holder serves
+  an isolated call) or ``none`` (no such live call: the holder starts it);
+* from then on every frame travels through the members' inbox streams (one ordered stream per
+  receiving member: no stream, key or Redis connection per call), numbered per direction: a
+  gap (frames trimmed or lost in a Redis restart) ends the relay like a dropped socket;
+* the owner's engine drives a :class:`RelayedConnection` as it drives a websocket: it owns
+  every ack deadline, and its receipt Pings travel in order with the frames (the holder writes
+  them on the socket and sends their Pongs back), so what proves an answer read locally proves
+  it here too (docs/reconnects.md);
+* the holder keeps the socket alive (its own Ping every ``ping_interval``) and propagates
+  closes both ways: jambonz's Close or a dead socket reaches the owner as a close, the owner's
+  close is run on the socket and its outcome sent back, an abort drops the socket;
+* a fault - Redis unreachable, a frame missing, the other member no longer beating - ends the
+  relay in a known state: the holder closes the socket with 1011 (jambonz reconnects again) and
+  the owner's call is disconnected, waiting for that reconnect as after any drop.
+
+Nothing here is on the path of a call that is not relayed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import coredis
+import trio
+
+from .._connection import CloseReason, ConnectionClosed
+from .._log import get_logger
+from .._membership import Relayed
+from ._errors import ClusterUnavailable, OwnerGone
+from ._redis import guard
+
+if TYPE_CHECKING:
+    from .._admission import Identity
+    from .._config import CallConfig
+    from .._websocket import ServerWebSocket
+    from ._scripts import Keys
+
+__all__ = ["RelayHub", "RelayedConnection"]
+
+log = get_logger("jambonz_trio.cluster")
+
+#: Entries buffered per relay and direction before the relay is ended as too slow.
+_BACKLOG = 1024
+#: Frames read from the socket waiting for their write to Redis.
+_UP_QUEUE = 64
+#: Payload prefix of the holder's own keepalive Pings (the owner's receipt Pings use another).
+_KEEPALIVE = b"jt-relay-keepalive:"
+#: Close code the holder uses when the relay fails: jambonz reconnects on anything but 1000.
+RELAY_FAILED = 1011
+
+_Item = tuple[str, Any]
+
+
+class Endpoint:
+    """One side of one relay: what arrives from the other member, in order, and the numbering
+    of what this side sends."""
+
+    def __init__(self, rid: str, peer: str, role: str, call_sid: str) -> None:
+        self.rid = rid
+        self.peer = peer
+        self.role = role  # "holder" or "owner"
+        self.call_sid = call_sid
+        self.sent = 0
+        self.received = 0
+        self.lock = trio.Lock()  # one XADD at a time: the numbering is the stream's order
+        self.send_channel, self.receive_channel = trio.open_memory_channel[_Item](_BACKLOG)
+        self.fault: str | None = None
+
+    def deliver(self, n: int, item: _Item) -> None:
+        """An entry from the other member (sync, called by the inbox task)."""
+        if self.fault is not None:
+            return
+        if n != self.received + 1:
+            self.fail(f"relay frame {self.received + 1} missing (got {n})")
+            return
+        self.received = n
+        try:
+            self.send_channel.send_nowait(item)
+        except trio.WouldBlock:
+            self.fail(f"more than {_BACKLOG} relayed frames waiting")
+        except trio.ClosedResourceError:
+            pass
+
+    def fail(self, why: str) -> None:
+        """End the relay (sync): the reader gets what arrived before, then the fault."""
+        if self.fault is None:
+            self.fault = why
+            self.send_channel.close()
+
+
+class RelayHub:
+    """The relays of one cluster handle: endpoints by relay id, sending, the peers' liveness."""
+
+    def __init__(
+        self,
+        *,
+        member: str,
+        keys: Keys,
+        client: coredis.Redis[str],
+        where: str,
+        bound: float,
+        inbox_maxlen: int,
+        nursery: trio.Nursery,
+    ) -> None:
+        self.member = member
+        self._keys = keys
+        self._client = client
+        self._where = where
+        self._bound = bound
+        self._inbox_maxlen = inbox_maxlen
+        self._nursery = nursery
+        self.endpoints: dict[str, Endpoint] = {}
+        self.total = 0
+        self.faults = 0
+
+    def counts(self) -> tuple[int, int]:
+        """``(holding, serving)``: live relays by this member's role."""
+        holding = sum(1 for e in self.endpoints.values() if e.role == "holder")
+        return holding, len(self.endpoints) - holding
+
+    def open(self, rid: str, peer: str, role: str, call_sid: str) -> Endpoint:
+        endpoint = Endpoint(rid, peer, role, call_sid)
+        self.endpoints[rid] = endpoint
+        return endpoint
+
+    def close(self, endpoint: Endpoint) -> None:
+        if self.endpoints.get(endpoint.rid) is endpoint:
+            del self.endpoints[endpoint.rid]
+        if endpoint.fault is not None:
+            self.faults += 1
+        endpoint.send_channel.close()
+
+    def fail_all(self, why: str) -> None:
+        for endpoint in list(self.endpoints.values()):
+            endpoint.fail(why)
+
+    def fail_peers(self, live: set[str]) -> None:
+        for endpoint in list(self.endpoints.values()):
+            if endpoint.peer not in live:
+                endpoint.fail(f"member {endpoint.peer} stopped beating")
+
+    def dispatch(self, message: dict[str, Any], data: str | None) -> None:
+        """An ``up`` (to an owner) or ``down`` (to a holder) entry from the inbox (sync)."""
+        try:
+            rid = str(message["r"])
+            n = int(message["n"])
+            kind = str(message["t"])
+        except (KeyError, TypeError, ValueError):
+            log.warning("cluster: ignoring a malformed relay entry")
+            return
+        endpoint = self.endpoints.get(rid)
+        want = "owner" if message["k"] == "up" else "holder"
+        if endpoint is None or endpoint.role != want:
+            if want == "holder" and kind == "accept":
+                # the owner took a relay this member had given up on (too slow): undo it
+                peer = str(message.get("from", ""))
+                if peer:
+                    self._nursery.start_soon(self._abort_late, rid, peer)
+            return
+        try:
+            item = (kind, _item_value(kind, message, data))
+        except ValueError:
+            endpoint.fail("unreadable relay entry")
+            return
+        endpoint.deliver(n, item)
+
+    async def _abort_late(self, rid: str, peer: str) -> None:
+        late = Endpoint(rid, peer, "holder", "")
+        try:
+            await self.send(late, "abort")
+        except ClusterUnavailable:
+            pass
+
+    async def send(self, endpoint: Endpoint, kind: str, data: str | None = None, **fields: Any) -> None:
+        """Append one entry for the other side (in order with this side's other entries).
+
+        Raises:
+            OwnerGone: the other member's inbox is gone (it was swept).
+            ClusterUnavailable: Redis cannot be reached.
+        """
+        direction = "up" if endpoint.role == "holder" else "down"
+        async with endpoint.lock:
+            n = endpoint.sent + 1
+            header = json.dumps(
+                {"k": direction, "r": endpoint.rid, "n": n, "t": kind, "from": self.member, **fields}
+            )
+            entry = {"m": header} if data is None else {"m": header, "d": data}
+            await self.xadd(endpoint.peer, entry, what="relaying")
+            endpoint.sent = n
+
+    async def xadd(self, member: str, entry: dict[str, str], *, what: str) -> None:
+        """XADD to ``member``'s existing inbox.
+
+        Raises:
+            OwnerGone: the inbox is gone (the member was swept).
+            ClusterUnavailable: Redis cannot be reached.
+        """
+        with guard(what, self._where), trio.fail_after(self._bound):
+            added = await self._client.xadd(
+                self._keys.inbox(member),
+                entry,
+                nomkstream=True,
+                trim_strategy=coredis.PureToken.MAXLEN,
+                threshold=self._inbox_maxlen,
+                trim_operator=coredis.PureToken.APPROXIMATELY,
+            )
+        if added is None:
+            raise OwnerGone(f"member {member} is gone", maybe_sent=False)
+
+    def spawn_send(self, endpoint: Endpoint, kind: str, **fields: Any) -> None:
+        """Send in the background, best effort (an abort must not wait for Redis)."""
+
+        async def send() -> None:
+            try:
+                await self.send(endpoint, kind, **fields)
+            except (ClusterUnavailable, OwnerGone):
+                pass
+
+        try:
+            self._nursery.start_soon(send)
+        except RuntimeError:  # the handle is closing
+            pass
+
+    # -- the holder: the socket's side ------------------------------------------------------
+
+    async def request(
+        self, owner: str, call_sid: str, frame: str, identity: Identity, user: str | None, within: float
+    ) -> tuple[str, Endpoint]:
+        """Ask ``owner`` to take the reconnect: its answer (``accept``, ``refuse``, ``none``,
+        or ``timeout``) and the endpoint (to :meth:`hold` on ``accept``; closed otherwise).
+
+        Raises:
+            OwnerGone, ClusterUnavailable: as :meth:`xadd`.
+        """
+        rid = uuid.uuid4().hex
+        endpoint = self.open(rid, owner, "holder", call_sid)
+        answer = "timeout"
+        try:
+            header = {
+                "k": "relay",
+                "r": rid,
+                "from": self.member,
+                "sid": call_sid,
+                "route": identity.route,
+                "user": user,
+                "until": time.time() + within,
+            }
+            await self.xadd(owner, {"m": json.dumps(header), "d": frame}, what="relaying a reconnect")
+            with trio.move_on_after(within):
+                try:
+                    answer, _ = await endpoint.receive_channel.receive()
+                except (trio.EndOfChannel, trio.ClosedResourceError):
+                    answer = "timeout"
+            return answer, endpoint
+        finally:
+            if answer != "accept":
+                self.close(endpoint)
+
+    async def hold(self, endpoint: Endpoint, ws: ServerWebSocket, config: CallConfig) -> Relayed:
+        """Carry the socket for the owner until the relay ends (see the module docstring).
+        Never raises for the relay's faults: the socket is then closed with 1011."""
+        self.total += 1
+        why: str | None = None
+        try:
+            why = await _Holder(self, endpoint, ws, config).run()
+        finally:
+            if why is not None and endpoint.fault is None:
+                endpoint.fault = why  # (counted as a fault by close)
+            self.close(endpoint)
+        if why is not None:
+            log.warning("call %s: relay to member %s failed (%s); closing the socket with %d",
+                        endpoint.call_sid, endpoint.peer, why, RELAY_FAILED)  # fmt: skip
+            with trio.CancelScope(shield=True), trio.move_on_after(config.close_timeout):
+                await ws.close(RELAY_FAILED, "cluster relay failed")
+            await ws.abort()
+        return Relayed()
+
+
+class _Holder:
+    """The tasks of one held socket: socket -> owner, owner -> socket, the keepalive."""
+
+    def __init__(self, hub: RelayHub, endpoint: Endpoint, ws: ServerWebSocket, config: CallConfig) -> None:
+        self.hub = hub
+        self.endpoint = endpoint
+        self.ws = ws
+        self.config = config
+        self.up_send, self.up_receive = trio.open_memory_channel[_Item](_UP_QUEUE)
+        self.reader = trio.CancelScope()
+        self.pings = 0
+        self.pong_due = math.inf
+        self.pong_came = trio.Event()
+        self.fault: str | None = None
+
+    async def run(self) -> str | None:
+        """``None`` when the relay ended normally, else why it failed."""
+        self.ws.on_pong = self._on_pong
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            nursery.start_soon(self._read_socket)
+            nursery.start_soon(self._write_up)
+            nursery.start_soon(self._read_down)
+            nursery.start_soon(self._keepalive)
+        return self.fault
+
+    def _done(self, fault: str | None = None) -> None:
+        if fault is not None and self.fault is None:
+            self.fault = fault
+        self.nursery.cancel_scope.cancel()
+
+    def _on_pong(self, payload: bytes) -> None:
+        if payload.startswith(_KEEPALIVE):
+            if payload == _KEEPALIVE + str(self.pings).encode():
+                self.pong_came.set()
+            return
+        try:  # a receipt Pong: the owner's proof that jambonz read its answers
+            self.up_send.send_nowait(("pong", payload))
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            pass  # a receipt unproven: the answers count as unconfirmed, never wrongly read
+
+    async def _read_socket(self) -> None:
+        with self.reader:
+            while True:
+                try:
+                    message = await self.ws.receive()
+                except ConnectionClosed as exc:
+                    await self.up_send.send(("close", exc.reason))
+                    return
+                if isinstance(message, str):
+                    await self.up_send.send(("text", message))
+                # binary frames: the engine ignores them on a call's socket; so does the relay
+
+    async def _write_up(self) -> None:
+        hub, endpoint = self.hub, self.endpoint
+        try:
+            async for kind, value in self.up_receive:
+                if kind == "text":
+                    await hub.send(endpoint, "text", value)
+                elif kind == "pong":
+                    await hub.send(endpoint, "pong", value.hex())
+                else:  # the socket closed: tell the owner, and the relay is over
+                    reason: CloseReason = value
+                    await hub.send(endpoint, "close", code=reason.code, reason=reason.reason)
+                    self._done()
+                    return
+        except (ClusterUnavailable, OwnerGone) as exc:
+            self._done(str(exc))
+
+    async def _read_down(self) -> None:
+        ws, endpoint = self.ws, self.endpoint
+        while True:
+            try:
+                kind, value = await endpoint.receive_channel.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                self._done(endpoint.fault or "relay ended")
+                return
+            try:
+                if kind == "text":
+                    await self._bounded(ws.send(value))
+                elif kind == "ping":
+                    await self._bounded(ws.ping(bytes.fromhex(value)))
+                elif kind == "close":
+                    await self._close(value)
+                    return
+                elif kind == "abort":
+                    await ws.abort()
+                    self._done()
+                    return
+            except ConnectionClosed:
+                pass  # the socket died: its reader reports how, to the owner
+            except ValueError:
+                self._done("unreadable relay entry")
+                return
+
+    async def _bounded(self, write: Any) -> None:
+        with trio.move_on_after(self.config.send_timeout) as scope:
+            await write
+        if scope.cancelled_caught:
+            await self.ws.abort()  # a write cut half-way leaves the socket unusable
+
+    async def _close(self, value: CloseReason) -> None:
+        """The owner closes: run the closing handshake on the socket, then tell it how it went."""
+        self.reader.cancel()  # one reader at a time: the close reads the peer's Close itself
+        with trio.move_on_after(self.config.close_timeout):
+            await self.ws.close(value.code or 1000, value.reason)
+        ending = self.ws.close_reason or CloseReason(1006, "socket lost")
+        try:
+            await self.hub.send(self.endpoint, "closed", code=ending.code, reason=ending.reason)
+        except (ClusterUnavailable, OwnerGone):
+            pass  # the owner's close is bounded by its own close_timeout
+        await self.ws.abort()
+        self._done()
+
+    async def _keepalive(self) -> None:
+        """The socket's keepalive, as the engine runs it for a local call."""
+        config = self.config
+        while True:
+            await trio.sleep(config.ping_interval)
+            self.pings += 1
+            self.pong_came = trio.Event()
+            try:
+                await self._bounded(self.ws.ping(_KEEPALIVE + str(self.pings).encode()))
+            except ConnectionClosed:
+                return  # its reader reports the close
+            with trio.move_on_after(config.ping_timeout):
+                await self.pong_came.wait()
+                continue
+            log.warning("call %s: no pong within %.1f s; aborting the relayed socket",
+                        self.endpoint.call_sid, config.ping_timeout)  # fmt: skip
+            await self.ws.abort()
+            self.reader.cancel()
+            await self.up_send.send(("close", CloseReason(1006, "ping timeout")))
+            return
+
+
+def _item_value(kind: str, message: dict[str, Any], data: str | None) -> Any:
+    if kind in ("text", "ping", "pong"):
+        value = data or ""
+        return bytes.fromhex(value) if kind == "pong" else value
+    if kind in ("close", "closed"):
+        code = message.get("code")
+        reason = message.get("reason")
+        return CloseReason(
+            code if isinstance(code, int) else None, reason if isinstance(reason, str) else None
+        )
+    return message.get("why")
+
+
+class RelayedConnection:
+    """The owner's :class:`~jambonz_trio._connection.Connection` of a relayed call: frames
+    from and to the member holding jambonz's socket.
+
+    No keepalive of its own (:attr:`pings` is ``False``: the holder pings the socket, and
+    reports a dead one as a close); receipt Pings travel in order with the frames
+    (:attr:`receipts`)."""
+
+    pings = False
+    receipts = True
+
+    def __init__(self, hub: RelayHub, endpoint: Endpoint) -> None:
+        self._hub = hub
+        self._endpoint = endpoint
+        self._close_reason: CloseReason | None = None
+        self._closing = False
+        self._close_done = trio.Event()
+        self._finished = False  # the holder's socket is gone (closed, aborted, or failed)
+        self.on_pong: Any = None
+
+    @property
+    def close_reason(self) -> CloseReason | None:
+        return self._close_reason
+
+    @property
+    def close_unanswered(self) -> bool:
+        return self._closing and not self._close_done.is_set()
+
+    def _lost(self, why: str) -> CloseReason:
+        """The relay failed: the call is disconnected (as when a socket dies)."""
+        self._finished = True
+        if self._endpoint.fault is None:
+            self._endpoint.fault = why
+        if self._close_reason is None or self._closing:
+            self._close_reason = CloseReason(1006, why)
+        self._close_done.set()
+        self._hub.close(self._endpoint)
+        return self._close_reason
+
+    async def receive(self) -> str | bytes:
+        endpoint = self._endpoint
+        while True:
+            try:
+                kind, value = await endpoint.receive_channel.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                if self._finished and self._close_reason is not None:
+                    raise ConnectionClosed(self._close_reason) from None
+                raise ConnectionClosed(self._lost(endpoint.fault or "relay ended")) from None
+            if kind == "text":
+                if self._close_reason is None:
+                    return str(value)
+                continue  # we are closing: late messages are not delivered
+            if kind == "pong":
+                if self.on_pong is not None:
+                    self.on_pong(value)
+                continue
+            if kind == "abort":  # the holder dropped the socket (it had given up on us)
+                raise ConnectionClosed(self._lost("the holder dropped the socket"))
+            if kind in ("close", "closed"):
+                # jambonz's Close (or its socket's end), or the outcome of ours
+                self._finished = True
+                self._close_reason = value if value.code is not None else CloseReason(1006, value.reason)
+                self._close_done.set()
+                self._hub.close(endpoint)
+                raise ConnectionClosed(self._close_reason)
+
+    async def _send(self, kind: str, data: str | None = None, **fields: Any) -> None:
+        if self._close_reason is not None:
+            raise ConnectionClosed(self._close_reason)
+        try:
+            await self._hub.send(self._endpoint, kind, data, **fields)
+        except (ClusterUnavailable, OwnerGone) as exc:
+            raise ConnectionClosed(self._lost(f"cluster relay lost: {exc}")) from None
+
+    async def send(self, message: str) -> None:
+        await self._send("text", message)
+
+    async def ping(self, payload: bytes) -> None:
+        await self._send("ping", payload.hex())
+
+    async def close(self, code: int, reason: str | None) -> None:
+        if self._close_reason is not None:
+            return
+        self._close_reason = CloseReason(code, reason)  # ours, until the holder reports the end
+        self._closing = True
+        try:
+            await self._hub.send(self._endpoint, "close", code=code, reason=reason)
+        except (ClusterUnavailable, OwnerGone) as exc:
+            self._lost(f"cluster relay lost: {exc}")
+            return
+        await self._close_done.wait()
+
+    async def abort(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self._hub.spawn_send(self._endpoint, "abort")  # the holder drops the socket
+            if self._close_reason is None:
+                self._close_reason = CloseReason(1006, "aborted")
+            self._close_done.set()
+            self._hub.close(self._endpoint)
+        await trio.lowlevel.checkpoint()

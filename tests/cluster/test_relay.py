@@ -1,0 +1,295 @@
+"""The reconnect relay in one process, two members against a real Redis: a reconnect that
+lands on the member not holding the call reaches the call where it runs (same ``Call``, same
+handler), closes cross both ways, the identity rules hold across members, a dead owner's call
+starts with its ``user_data`` restored, and Redis faults end a relay in a known state.
+
+The fake jambonz connects through :class:`Switch`, so a test decides which member each socket
+reaches (in memory; ``test_relay_processes.py`` does the same over TCP between processes)."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+
+import attrs
+import pytest
+import trio
+
+from jambonz_trio import Call, JambonzServer
+from jambonz_trio.cluster import Cluster, ClusterCall, ClusterConfig, open_cluster
+from jambonz_trio.commands import RedirectCommand
+from jambonz_trio.lowlevel import ConnState
+from jambonz_trio.testing import CallData, open_fake_call
+from jambonz_trio.testing._transport import Connector
+from jambonz_trio.verbs import Say
+from tests.helpers import msg, open_ws, recv
+
+from .apps import counting, run_member
+from .redis import PrivateRedis
+from .test_cluster import eventually
+
+pytestmark = pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning")
+
+FAST = ClusterConfig(member_ttl=1.0, op_timeout=0.5, reply_timeout=10.0, keep_user_data=True)
+
+
+@attrs.define
+class Switch:
+    """A connector whose target the test changes between sockets."""
+
+    to: Connector
+
+    async def __call__(self) -> trio.abc.Stream:
+        return await self.to()
+
+
+@attrs.frozen
+class Member:
+    cluster: Cluster
+    server: JambonzServer
+
+
+async def two_members(
+    nursery: trio.Nursery, url: str, ns: str, config: ClusterConfig = FAST
+) -> tuple[Member, Member]:
+    members = []
+    for _ in range(2):
+        cluster, server = await nursery.start(partial(run_member, url, ns, config, handler=counting))
+        members.append(Member(cluster, server))
+    with trio.fail_after(10):
+        for m in members:
+            await m.cluster.wait_registered()
+    return members[0], members[1]
+
+
+async def listed(cluster: Cluster, sid: str) -> ClusterCall | None:
+    return await cluster.get_call(sid)
+
+
+async def test_a_reconnect_on_another_member_reaches_the_call(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    a, b = await two_members(nursery, redis_url, ns)
+    target = Switch(a.server.connect_memory)
+    with trio.fail_after(20):
+        async with (
+            open_cluster(redis_url, namespace=ns, config=FAST) as control,
+            open_fake_call(target, auto_reconnect=False) as fc,
+        ):
+            assert (await fc.start()).verbs == [Say(text="hello 0")]
+            sid = fc.call.call_sid
+            call = a.server.calls[sid]
+            assert (await fc.gather_speech("/gather", "one")).verbs == [Say(text="hook 1")]
+            await eventually(lambda: listed(control, sid), 5)
+
+            await fc.drop(reconnect=False)
+            await eventually(lambda: call.state is ConnState.DISCONNECTED, 5)
+            # commands sent meanwhile, from another process's handle, wait on the owner, in order
+            async with trio.open_nursery() as senders:
+                senders.start_soon(partial(control.call(sid).redirect, [Say(text="first")], queue=True))
+                await eventually(partial(_queued, call, 1), 5)
+                senders.start_soon(partial(control.call(sid).redirect, [Say(text="second")], queue=True))
+                # the owner runs a call's commands one at a time: the second waits behind it
+                await eventually(lambda: len(a.cluster._lanes.get(sid, ())) == 1, 5)
+                target.to = b.server.connect_memory
+                reconnect = await fc.reconnect()  # acked by the owner, through the relay
+                assert reconnect.verbs == []
+                for text in ("first", "second"):
+                    assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text=text),)
+
+            assert b.server.calls.get(sid) is None and len(b.server.calls.all_calls()) == 0
+            assert a.server.calls[sid] is call and call.reconnect_count == 1
+            assert b.cluster.statistics().relays_holding == 1
+            assert a.cluster.statistics().relays_serving == 1
+            # the same handler carries on: its per-call counter goes on from 1
+            assert (await fc.gather_speech("/gather", "two")).verbs == [Say(text="hook 2")]
+            await control.call(sid).redirect([Say(text="from afar")])
+            assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text="from afar"),)
+            # the directory still lists it once, on its owner, with its reconnect counted
+            await eventually(lambda: _counted(control, sid, a.cluster.member, 1), 5)
+
+            # the handler ends: its close (1000) reaches jambonz through the relay
+            assert (await fc.gather_speech("/bye", "bye")).verbs == [Say(text="hook 3")]
+            close = await fc.expect_close(1000)
+            assert close.reason == "handler finished"
+            await eventually(lambda: sid not in a.server.calls, 5)
+            await eventually(lambda: b.cluster.statistics().relays_holding == 0, 5)
+            assert a.cluster.statistics().relays_serving == 0
+            assert a.cluster.statistics().relay_faults == b.cluster.statistics().relay_faults == 0
+
+
+async def _owned_by(cluster: Cluster, sid: str | None, member: str) -> bool:
+    entry = await cluster.get_call(sid or "")
+    return entry is not None and entry.member == member
+
+
+def _queued(call: Call, count: int) -> bool:
+    return call.statistics().commands_queued == count
+
+
+async def _counted(control: Cluster, sid: str, member: str, count: int) -> bool:
+    calls = [c for c in await control.list_calls() if c.call_sid == sid]
+    return len(calls) == 1 and calls[0].member == member and calls[0].reconnect_count == count
+
+
+async def test_jambonz_hanging_up_a_relayed_call_ends_it_on_its_owner(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    a, b = await two_members(nursery, redis_url, ns)
+    target = Switch(a.server.connect_memory)
+    with trio.fail_after(20):
+        async with open_fake_call(target, auto_reconnect=False) as fc:
+            await fc.start()
+            call = a.server.calls[fc.call.call_sid]
+            await fc.drop(reconnect=False)
+            target.to = b.server.connect_memory
+            await fc.reconnect()
+            assert call.reconnect_count == 1
+            await fc.hangup()  # call:status completed, then jambonz closes with 1000
+            with trio.fail_after(5):
+                await call.wait_closed()
+            assert call.close_info is not None and call.close_info.by == "jambonz"
+            await eventually(lambda: b.cluster.statistics().relays_holding == 0, 5)
+
+
+async def test_a_drop_of_the_relayed_socket_parks_the_call_and_a_reconnect_anywhere_takes_it(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    a, b = await two_members(nursery, redis_url, ns)
+    target = Switch(a.server.connect_memory)
+    with trio.fail_after(20):
+        async with open_fake_call(target, auto_reconnect=False) as fc:
+            await fc.start()
+            call = a.server.calls[fc.call.call_sid]
+            await fc.drop(reconnect=False)
+            target.to = b.server.connect_memory
+            await fc.reconnect()
+            await fc.drop(reconnect=False)  # the socket B holds dies: the owner hears of it
+            await eventually(lambda: call.state is ConnState.DISCONNECTED, 5)
+            await eventually(lambda: b.cluster.statistics().relays_holding == 0, 5)
+            target.to = a.server.connect_memory  # back on the owner itself: a local reconnect
+            await fc.reconnect()
+            assert call.reconnect_count == 2 and call.state is ConnState.CONNECTED
+            assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text="hook 1")]
+            target.to = b.server.connect_memory  # and relayed again
+            await fc.drop(reconnect=False)
+            await fc.reconnect()
+            assert call.reconnect_count == 3
+            assert (await fc.gather_speech("/gather", "y")).verbs == [Say(text="hook 2")]
+
+
+async def test_another_account_cannot_take_a_call_through_another_member(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    a, b = await two_members(nursery, redis_url, ns)
+    with trio.fail_after(20):
+        async with open_fake_call(a.server.connect_memory, auto_reconnect=False) as fc:
+            await fc.start()
+            sid = fc.call.call_sid
+            call = a.server.calls[sid]
+            await fc.drop(reconnect=False)
+            await eventually(lambda: call.state is ConnState.DISCONNECTED, 5)
+            data = {**fc.call.to_session_new_data(), "account_sid": "someone-else"}
+            async with open_ws(await b.server.connect_memory()) as ws:
+                await ws.send_message(msg("session:reconnect", "r1", data, call_sid=sid))
+                ack = await recv(ws)  # answered by a call of its own on B (isolated)
+                assert ack["type"] == "ack" and ack["msgid"] == "r1"
+                assert ack["data"] == [{"verb": "say", "text": "hello 0"}]
+                isolated = b.server.calls.all_calls()
+                assert len(isolated) == 1 and isolated[0].isolated and sid not in b.server.calls
+            # the owner's call was never touched
+            assert a.server.calls[sid] is call and call.reconnect_count == 0
+            assert call.state is ConnState.DISCONNECTED
+            assert a.cluster.statistics().relays_total == 0
+            await fc.reconnect()  # jambonz's own reconnect, through B, still takes it
+            assert call.reconnect_count == 1
+
+
+async def test_a_dead_owner_s_call_starts_where_its_reconnect_lands_with_its_user_data(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    b_cluster, b = await nursery.start(partial(run_member, redis_url, ns, FAST, handler=counting))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as doomed:
+            _a_cluster, a = await doomed.start(partial(run_member, redis_url, ns, FAST, handler=counting))
+            async with open_fake_call(a.connect_memory, auto_reconnect=False) as fc:
+                await fc.start()
+                sid = fc.call.call_sid
+                for n in (1, 2):
+                    assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text=f"hook {n}")]
+                await eventually(lambda: _stored_hooks(b_cluster, sid, 2), 5)
+                data = fc.call
+                doomed.cancel_scope.cancel()  # the owner goes (its handle leaves the cluster)
+        async with open_fake_call(b.connect_memory, auto_reconnect=False, call=data) as fc2:
+            ack = await fc2.start("session:reconnect")
+            assert ack.raw["data"] == [{"verb": "say", "text": "hello 2"}]  # its user_data came back
+            call = b.calls[sid]
+            assert call.restored and call.user_data == {"hooks": 2}
+            assert (await fc2.gather_speech("/gather", "x")).verbs == [Say(text="hook 3")]
+
+
+async def _stored_hooks(cluster: Cluster, sid: str, hooks: int) -> bool:
+    record = await cluster._client.hget(cluster._keys.userdata, sid)
+    return record is not None and json.loads(json.loads(record)["v"]) == {"hooks": hooks}
+
+
+async def test_an_owner_that_does_not_answer_in_time_leaves_the_call_to_start_here(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    config = attrs.evolve(FAST, relay_timeout=0.3)
+    cluster, server = await nursery.start(partial(run_member, redis_url, ns, config, handler=counting))
+    with trio.fail_after(10):
+        await cluster.wait_registered()
+        # a member that beats but never reads its inbox (hung), listed as the call's owner
+        k = cluster._keys
+        ghost = "ghost-member"
+        entry = ClusterCall(call_sid="sid-ghost", member=ghost, route="/")
+        await cluster._client.zadd(k.members, {ghost: 2**52})
+        await cluster._client.hset(k.calls, {"sid-ghost": entry.dumps()})
+        await cluster._client.xadd(k.inbox(ghost), {"m": '{"k":"hello"}'})
+        try:
+            async with open_fake_call(
+                server.connect_memory, auto_reconnect=False, call=CallData(call_sid="sid-ghost")
+            ) as fc:
+                started = trio.current_time()
+                ack = await fc.start("session:reconnect")
+                assert trio.current_time() - started < 0.3 + 1.0  # bounded: inside jambonz's 5 s
+                assert ack.raw["data"] == [{"verb": "say", "text": "hello 0"}]
+                assert server.calls["sid-ghost"].restored
+        finally:
+            await cluster._client.zrem(k.members, [ghost])
+
+
+async def test_redis_lost_mid_relay_closes_the_socket_and_parks_the_call(
+    nursery: trio.Nursery, own_redis: PrivateRedis, ns: str
+) -> None:
+    a, b = await two_members(nursery, own_redis.url, ns)
+    target = Switch(a.server.connect_memory)
+    with trio.fail_after(40):
+        async with (
+            open_fake_call(target, auto_reconnect=False) as fc,
+            open_fake_call(a.server.connect_memory, auto_reconnect=False) as local,
+        ):
+            await fc.start()
+            await local.start()
+            call = a.server.calls[fc.call.call_sid]
+            await fc.drop(reconnect=False)
+            target.to = b.server.connect_memory
+            await fc.reconnect()
+            own_redis.kill()
+            # the holder closes the socket with a reason, so that jambonz reconnects again
+            close = await fc.expect_close(1011, within=10)
+            assert close.reason == "cluster relay failed"
+            # the owner's call waits for that reconnect, as after any drop
+            await eventually(lambda: call.state is ConnState.DISCONNECTED, 10)
+            assert not call.closed
+            # a local call never noticed
+            assert (await local.gather_speech("/gather", "still")).verbs == [Say(text="hook 1")]
+            own_redis.start()
+            # (until the owner has registered its calls again, a reconnect elsewhere would
+            # find no owner and start the call there)
+            await eventually(lambda: _owned_by(b.cluster, call.call_sid, a.cluster.member), 10)
+            await fc.reconnect()  # lands on B again: relayed to the same call
+            assert call.reconnect_count == 2 and call.state is ConnState.CONNECTED
+            assert (await fc.gather_speech("/gather", "back")).verbs == [Say(text="hook 1")]
+            assert b.cluster.statistics().relay_faults >= 1
