@@ -130,7 +130,7 @@ async def replay(call: Call, send: Awaitable[object]) -> None:
 
 async def ivr(call: Call) -> None:
     """The call handler: runs once per call, for the whole call (across reconnects)."""
-    call.user_data["hooks"] = 0
+    call.user_data.setdefault("hooks", 0)  # restored when the call carries on elsewhere
     env = call.info.env_vars  # typed as declared in ENV, defaults applied
     # a drop meanwhile: sent on the reconnect
     await call.ack(call.session, greeting(env[GREETING], env[GATHER_TIMEOUT]))
@@ -207,7 +207,9 @@ async def serve(
         if redis:
             from jambonz_trio.cluster import ClusterConfig, open_cluster
 
-            config = ClusterConfig(member_ttl=member_ttl)
+            # keep_user_data: a call whose worker died (or drained) carries on where jambonz
+            # reconnects, with its user_data (the hook count) restored
+            config = ClusterConfig(member_ttl=member_ttl, keep_user_data=True)
             cluster = await stack.enter_async_context(open_cluster(redis, config=config))
         async with trio.open_nursery() as nursery:
             server = await nursery.start(

@@ -205,9 +205,11 @@ class Cluster:
             where=self._where,
             bound=self._bound,
             inbox_maxlen=config.inbox_maxlen,
+            idle_ms=self._idle_ms,
             nursery=nursery,
         )
         self._relay_changed = trio.Event()
+        self._inbox_ready = trio.Event()  # set while the inbox task has a reading session
         self._ud_stored: dict[str, str] = {}
         self._handed_over: set[str] = set()
 
@@ -503,6 +505,8 @@ class Cluster:
             except ValueError:
                 owner = None
         if owner is not None and owner != self.member:
+            with trio.move_on_after(self.config.relay_timeout):
+                await self._inbox_ready.wait()  # the owner's answers come to the inbox
             try:
                 answer, endpoint = await self._relay.request(
                     owner, sid, frame, identity, user_hash(identity.username), self.config.relay_timeout
@@ -889,6 +893,7 @@ class Cluster:
                         top = await reader.xrevrange(inbox, count=1)
                     if top and _stream_id(str(top[0].identifier)) < _stream_id(last):
                         last = "0-0"  # the stream was created anew (Redis restarted)
+                    self._inbox_ready.set()
                     while True:
                         with guard("reading the inbox", self._where):
                             found = await reader.xread({inbox: last}, block=_BLOCK_MS, count=100)
@@ -903,6 +908,8 @@ class Cluster:
                 # frames may have been lost: every relay ends (its socket closed, its call
                 # disconnected), and jambonz reconnects
                 self._relay.fail_all("Redis unavailable")
+                if self._inbox_ready.is_set():
+                    self._inbox_ready = trio.Event()
                 self._warn("inbox", "cluster inbox of %s: Redis unavailable; retrying", self.member)
             await trio.sleep(backoff.next())
 

@@ -42,12 +42,12 @@ from .._log import get_logger
 from .._membership import Relayed
 from ._errors import ClusterUnavailable, OwnerGone
 from ._redis import guard
+from ._scripts import REPLY, Keys
 
 if TYPE_CHECKING:
     from .._admission import Identity
     from .._config import CallConfig
     from .._websocket import ServerWebSocket
-    from ._scripts import Keys
 
 __all__ = ["RelayHub", "RelayedConnection"]
 
@@ -114,6 +114,7 @@ class RelayHub:
         where: str,
         bound: float,
         inbox_maxlen: int,
+        idle_ms: int,
         nursery: trio.Nursery,
     ) -> None:
         self.member = member
@@ -122,6 +123,8 @@ class RelayHub:
         self._where = where
         self._bound = bound
         self._inbox_maxlen = inbox_maxlen
+        self._idle_ms = idle_ms
+        self._ensure = client.register_script(REPLY)
         self._nursery = nursery
         self.endpoints: dict[str, Endpoint] = {}
         self.total = 0
@@ -250,6 +253,13 @@ class RelayHub:
         endpoint = self.open(rid, owner, "holder", call_sid)
         answer = "timeout"
         try:
+            # the owner answers into this member's inbox: after a Redis restart it may not
+            # exist again yet (the heartbeat re-creates it), so create it now if needed
+            with guard("relaying a reconnect", self._where), trio.fail_after(self._bound):
+                await self._ensure(
+                    keys=[self._keys.inbox(self.member)],
+                    args=['{"k":"hello"}', self._inbox_maxlen, self._idle_ms],
+                )
             header = {
                 "k": "relay",
                 "r": rid,
