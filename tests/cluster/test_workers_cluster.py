@@ -206,7 +206,7 @@ async def test_reconnects_landing_on_either_worker_keep_their_call(pair: Pair) -
             while (command := await fc.expect_command(RedirectCommand)).verbs != (Say(text="still yours"),):
                 # ivr.py plays again an answer not seen read before a drop (AckUnconfirmed)
                 replayed = command.verbs[0]
-                assert isinstance(replayed, Say) and replayed.text.startswith("You said: try ")
+                assert isinstance(replayed, Say) and str(replayed.text).startswith("You said: try ")
             await fc.hangup()
             await eventually(lambda: _none_listed(control, {sid}), 10)
 
