@@ -1,7 +1,8 @@
-"""Benchmarks of issue 14, phase 1: cross-member command latency, and 1 vs 2 workers.
+"""Benchmarks of issue 14: cross-member command latency, 1 vs 2 workers, relayed acks.
 
     python bench/cluster.py latency [--commands 1000] [--runs 3]
     python bench/cluster.py spread  [--calls 300] [--concurrency 10] [--runs 3]
+    python bench/cluster.py relay   [--hooks 1000] [--runs 3]
 
 Both start a private ``redis-server`` on a free loopback port (nothing on disk) and
 ``examples/ivr.py`` as the app, 127.0.0.1 only.
@@ -17,6 +18,13 @@ calls over TCP (``session:new``, a ``/gather`` hook, hang-up), ``--concurrency``
 this process. Reports how the calls spread over the workers (from the cluster's view, while a
 batch of calls is held open) and the workers' CPU time per call (utime + stime of the worker
 processes from ``/proc``, before and after).
+
+``relay``: two cluster members, each a process on its own port (``tests/cluster/member_process.py``,
+which answers every hook at once). A call starts on member A; this process's fake jambonz sends
+``--hooks`` ``verb:hook`` requests on a socket to A (direct), then drops it and reconnects to
+member B, which relays the call to A, and sends as many again (relayed). Each sample is one
+request -> ack round trip, measured by the fake jambonz. Reports p50 / p99 of each per run, the
+p99 added by the relay, and their medians.
 """
 
 from __future__ import annotations
@@ -162,6 +170,99 @@ def latency(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+# -- relay ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def start_members(redis: str) -> Iterator[tuple[str, str]]:
+    """Two member processes (``tests/cluster/member_process.py``): their URLs."""
+    procs: list[subprocess.Popen[str]] = []
+    urls: list[str] = []
+    try:
+        for _ in range(2):
+            args = [sys.executable, "-m", "tests.cluster.member_process", "--redis", redis]
+            args += ["--namespace", "bench-relay"]
+            proc = subprocess.Popen(
+                args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            )
+            procs.append(proc)
+            assert proc.stdout is not None
+            ready, _, _ = select.select([proc.stdout], [], [], 60)
+            line = proc.stdout.readline() if ready else ""
+            if not line.startswith("serving "):
+                raise RuntimeError(f"member did not start: {line!r}")
+            urls.append(f"ws://127.0.0.1:{line.split()[1]}/")
+        yield urls[0], urls[1]
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+class _Switch:
+    def __init__(self, url: str) -> None:
+        self.to = tcp_connector(url)
+
+    async def __call__(self) -> trio.abc.Stream:
+        return await self.to()
+
+
+async def relay_run(redis: str, a: str, b: str, hooks: int) -> tuple[list[float], list[float]]:
+    target = _Switch(a)
+    async with (
+        open_cluster(redis, namespace="bench-relay", config=ClusterConfig(op_timeout=2.0)) as control,
+        open_fake_call(target, path="/", strict=False, auto_reconnect=False) as fc,
+    ):
+        await fc.start()
+        await wait_listed(control, [fc.call.call_sid])
+
+        async def samples() -> list[float]:
+            out: list[float] = []
+            for i in range(hooks + 100):
+                start = time.perf_counter()
+                await fc.gather_speech("/gather", "x")
+                if i >= 100:  # the first 100 warm up
+                    out.append(time.perf_counter() - start)
+            return out
+
+        direct = await samples()
+        await fc.drop(reconnect=False)
+        target.to = tcp_connector(b)
+        await fc.reconnect()
+        relayed = await samples()
+        await fc.hangup()
+    return direct, relayed
+
+
+def relay(args: argparse.Namespace) -> dict[str, object]:
+    rows: dict[str, list[float]] = {"direct_p50": [], "direct_p99": [], "relayed_p50": [], "relayed_p99": []}
+    with redis_server() as redis:
+        for run in range(args.runs):
+            with start_members(redis.url) as (a, b):
+                direct, relayed = trio.run(relay_run, redis.url, a, b, args.hooks)
+            for name, samples in (("direct", direct), ("relayed", relayed)):
+                rows[f"{name}_p50"].append(percentile(samples, 0.5) * 1e3)
+                rows[f"{name}_p99"].append(percentile(samples, 0.99) * 1e3)
+            print(
+                f"run {run + 1}: {args.hooks} hooks each; direct p50 {rows['direct_p50'][-1]:.3f} / p99 "
+                f"{rows['direct_p99'][-1]:.3f} ms, relayed p50 {rows['relayed_p50'][-1]:.3f} / p99 "
+                f"{rows['relayed_p99'][-1]:.3f} ms",
+                file=sys.stderr,
+            )
+    added = [r - d for d, r in zip(rows["direct_p99"], rows["relayed_p99"], strict=True)]
+    result: dict[str, object] = {k: [round(x, 3) for x in v] for k, v in rows.items()}
+    result |= {f"median_{k}_ms": round(statistics.median(v), 3) for k, v in rows.items()}
+    result["p99_added_ms"] = [round(x, 3) for x in added]
+    result["median_p99_added_ms"] = round(statistics.median(added), 3)
+    return result
+
+
 # -- spread ---------------------------------------------------------------------------------
 
 
@@ -245,8 +346,11 @@ def main() -> None:
     spr.add_argument("--calls", type=int, default=300)
     spr.add_argument("--concurrency", type=int, default=10)
     spr.add_argument("--runs", type=int, default=3)
+    rel = sub.add_parser("relay")
+    rel.add_argument("--hooks", type=int, default=1000)
+    rel.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    result = latency(args) if args.what == "latency" else spread(args)
+    result = {"latency": latency, "spread": spread, "relay": relay}[args.what](args)
     print(json.dumps(result, indent=2))
 
 

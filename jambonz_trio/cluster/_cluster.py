@@ -505,11 +505,12 @@ class Cluster:
             except ValueError:
                 owner = None
         if owner is not None and owner != self.member:
-            with trio.move_on_after(self.config.relay_timeout):
+            deadline = trio.current_time() + self.config.relay_timeout
+            with trio.move_on_at(deadline):
                 await self._inbox_ready.wait()  # the owner's answers come to the inbox
             try:
                 answer, endpoint = await self._relay.request(
-                    owner, sid, frame, identity, user_hash(identity.username), self.config.relay_timeout
+                    owner, sid, frame, identity, user_hash(identity.username), deadline - trio.current_time()
                 )
             except (ClusterUnavailable, OwnerGone) as exc:
                 answer = f"failed ({exc})"

@@ -205,9 +205,10 @@ class ClusterConfig:
             :class:`CallNotFound`; also how long the stored ``user_data`` of a call whose
             member died (or drained) waits for the call's reconnect.
         relay_timeout: longest wait, on the member a ``session:reconnect`` lands on, for the
-            call's owner to take the relay; past it the call starts there (first seen through a
-            reconnect). The lookup before it is bounded by ``op_timeout``; keep both well
-            inside jambonz's 5 s deadline for the reconnect's ack.
+            call's owner to take the relay (normally a few milliseconds); past it the call
+            starts there (first seen through a reconnect), and the owner's copy waits out its
+            reconnect grace. The lookup before it is bounded by ``op_timeout``; the two must
+            stay inside jambonz's 5 s deadline for the reconnect's ack.
         keep_user_data: store every live call's ``call.user_data`` in Redis (checked every
             ``member_ttl / 3``, written when it changed, and at a drain), so that a call whose
             owner died or drained starts on the member its reconnect reaches with its
@@ -223,7 +224,7 @@ class ClusterConfig:
     inbox_maxlen: int = 10_000
     events_maxlen: int = 10_000
     orphan_keep: float = 60.0
-    relay_timeout: float = 1.0
+    relay_timeout: float = 2.0
     keep_user_data: bool = False
     user_data_codec: UserDataCodec = attrs.field(factory=JsonUserData, eq=False)
 

@@ -270,7 +270,7 @@ class RelayHub:
                 "until": time.time() + within,
             }
             await self.xadd(owner, {"m": json.dumps(header), "d": frame}, what="relaying a reconnect")
-            with trio.move_on_after(within):
+            with trio.move_on_after(max(0.0, within)):
                 try:
                     answer, _ = await endpoint.receive_channel.receive()
                 except (trio.EndOfChannel, trio.ClosedResourceError):

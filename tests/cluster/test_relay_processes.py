@@ -99,6 +99,17 @@ def pair() -> Iterator[Pair]:
             redis_server.close()  # stops the server
 
 
+@pytest.fixture(autouse=True)
+def _show_member_logs(pair: Pair) -> Iterator[None]:
+    """The members' logs of this test (pytest shows them when it fails)."""
+    start = {m.member: m.log.stat().st_size for m in (pair.a, pair.b)}
+    yield
+    for name, m in (("A", pair.a), ("B", pair.b)):
+        with open(m.log) as f:
+            f.seek(start[m.member])
+            print(f"--- member {name} ({m.member}) ---\n{f.read()[-8000:]}")
+
+
 @asynccontextmanager
 async def control_of(pair: Pair) -> AsyncIterator[Cluster]:
     async with open_cluster(pair.redis.url, namespace=pair.namespace, config=CONTROL) as control:
@@ -135,12 +146,9 @@ async def test_a_reconnect_forced_onto_the_other_process_keeps_the_call(pair: Pa
                     senders.start_soon(partial(control.call(sid).redirect, [Say(text=text)], queue=True))
                     await eventually(partial(_longer, control, inbox, before), 10)  # issued in order
                 target.to = tcp_connector(pair.b.url)
-                started = trio.current_time()
                 await fc.reconnect()  # the fake fails it if the ack misses jambonz's 5 s
-                acked_in = trio.current_time() - started
                 for text in ("first", "second", "third"):
                     assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text=text),)
-            assert acked_in < 5.0
             # the same handler carries on (its per-call counter), its answers relayed in time
             assert (await fc.gather_speech("/gather", "two")).verbs == [Say(text="hook 2")]
             await control.call(sid).redirect([Say(text="live")])
