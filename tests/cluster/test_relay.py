@@ -19,7 +19,7 @@ from jambonz_trio import Call, JambonzServer
 from jambonz_trio.cluster import Cluster, ClusterCall, ClusterConfig, open_cluster
 from jambonz_trio.commands import RedirectCommand
 from jambonz_trio.lowlevel import ConnState
-from jambonz_trio.testing import CallData, open_fake_call
+from jambonz_trio.testing import CallData, FakeCall, open_fake_call
 from jambonz_trio.testing._transport import Connector
 from jambonz_trio.verbs import Say
 from tests.helpers import msg, open_ws, recv
@@ -127,6 +127,17 @@ def _queued(call: Call, count: int) -> bool:
     return call.statistics().commands_queued == count
 
 
+async def relayed_through_b(fc: FakeCall, target: Switch, a: Member, b: Member) -> Call:
+    """Start the call on A, drop its socket and reconnect through B: A's call, relayed."""
+    await fc.start()
+    call = a.server.calls[fc.call.call_sid]
+    await fc.drop(reconnect=False)
+    target.to = b.server.connect_memory
+    await fc.reconnect()
+    assert call.reconnect_count == 1 and b.cluster.statistics().relays_holding == 1
+    return call
+
+
 async def _counted(control: Cluster, sid: str, member: str, count: int) -> bool:
     calls = [c for c in await control.list_calls() if c.call_sid == sid]
     return len(calls) == 1 and calls[0].member == member and calls[0].reconnect_count == count
@@ -139,12 +150,7 @@ async def test_jambonz_hanging_up_a_relayed_call_ends_it_on_its_owner(
     target = Switch(a.server.connect_memory)
     with trio.fail_after(20):
         async with open_fake_call(target, auto_reconnect=False) as fc:
-            await fc.start()
-            call = a.server.calls[fc.call.call_sid]
-            await fc.drop(reconnect=False)
-            target.to = b.server.connect_memory
-            await fc.reconnect()
-            assert call.reconnect_count == 1
+            call = await relayed_through_b(fc, target, a, b)
             await fc.hangup()  # call:status completed, then jambonz closes with 1000
             with trio.fail_after(5):
                 await call.wait_closed()
@@ -159,11 +165,7 @@ async def test_a_drop_of_the_relayed_socket_parks_the_call_and_a_reconnect_anywh
     target = Switch(a.server.connect_memory)
     with trio.fail_after(20):
         async with open_fake_call(target, auto_reconnect=False) as fc:
-            await fc.start()
-            call = a.server.calls[fc.call.call_sid]
-            await fc.drop(reconnect=False)
-            target.to = b.server.connect_memory
-            await fc.reconnect()
+            call = await relayed_through_b(fc, target, a, b)
             await fc.drop(reconnect=False)  # the socket B holds dies: the owner hears of it
             await eventually(lambda: call.state is ConnState.DISCONNECTED, 5)
             await eventually(lambda: b.cluster.statistics().relays_holding == 0, 5)
@@ -269,12 +271,8 @@ async def test_redis_lost_mid_relay_closes_the_socket_and_parks_the_call(
             open_fake_call(target, auto_reconnect=False) as fc,
             open_fake_call(a.server.connect_memory, auto_reconnect=False) as local,
         ):
-            await fc.start()
             await local.start()
-            call = a.server.calls[fc.call.call_sid]
-            await fc.drop(reconnect=False)
-            target.to = b.server.connect_memory
-            await fc.reconnect()
+            call = await relayed_through_b(fc, target, a, b)
             own_redis.kill()
             # the holder closes the socket with a reason, so that jambonz reconnects again
             close = await fc.expect_close(1011, within=10)
