@@ -24,7 +24,9 @@ which answers every hook at once). A call starts on member A; this process's fak
 ``--hooks`` ``verb:hook`` requests on a socket to A (direct), then drops it and reconnects to
 member B, which relays the call to A, and sends as many again (relayed). Each sample is one
 request -> ack round trip, measured by the fake jambonz. Reports p50 / p99 of each per run, the
-p99 added by the relay, and their medians.
+p99 added by the relay, and their medians. The peer in the same run: one bare Redis hop as the
+relay uses it (an ``XADD`` from one coredis client until a blocked ``XREAD`` of another returns
+it); a relayed request and its ack take two such hops more than a direct one.
 """
 
 from __future__ import annotations
@@ -240,19 +242,61 @@ async def relay_run(redis: str, a: str, b: str, hooks: int) -> tuple[list[float]
     return direct, relayed
 
 
+async def redis_hop(redis: str, samples: int) -> list[float]:
+    """One-way latency of a stream entry: XADD on one client until a blocked XREAD returns it."""
+    from jambonz_trio.cluster._redis import make_client
+
+    writer = make_client(redis, op_timeout=2.0)
+    reader = make_client(redis, op_timeout=2.0, blocking=1.0)
+    out: list[float] = []
+    sent_at = [0.0]
+    async with writer, reader, trio.open_nursery() as nursery:
+        await writer.xadd("bench:hop", {"m": "x"})
+        ready = trio.Event()
+
+        async def read() -> None:
+            last = str((await reader.xrevrange("bench:hop", count=1))[0].identifier)
+            ready.set()
+            while True:
+                found = await reader.xread({"bench:hop": last}, block=1000, count=100)
+                for entry in (found or {}).get("bench:hop", ()):
+                    last = str(entry.identifier)
+                    out.append(time.perf_counter() - sent_at[0])
+                    got.set()
+
+        nursery.start_soon(read)
+        await ready.wait()
+        for _ in range(samples):
+            got = trio.Event()
+            sent_at[0] = time.perf_counter()
+            await writer.xadd("bench:hop", {"m": "x"})
+            await got.wait()
+        nursery.cancel_scope.cancel()
+    return out
+
+
 def relay(args: argparse.Namespace) -> dict[str, object]:
-    rows: dict[str, list[float]] = {"direct_p50": [], "direct_p99": [], "relayed_p50": [], "relayed_p99": []}
+    rows: dict[str, list[float]] = {
+        "direct_p50": [],
+        "direct_p99": [],
+        "relayed_p50": [],
+        "relayed_p99": [],
+        "redis_hop_p50": [],
+        "redis_hop_p99": [],
+    }
     with redis_server() as redis:
         for run in range(args.runs):
             with start_members(redis.url) as (a, b):
                 direct, relayed = trio.run(relay_run, redis.url, a, b, args.hooks)
-            for name, samples in (("direct", direct), ("relayed", relayed)):
+            hop = trio.run(redis_hop, redis.url, args.hooks)
+            for name, samples in (("direct", direct), ("relayed", relayed), ("redis_hop", hop)):
                 rows[f"{name}_p50"].append(percentile(samples, 0.5) * 1e3)
                 rows[f"{name}_p99"].append(percentile(samples, 0.99) * 1e3)
             print(
                 f"run {run + 1}: {args.hooks} hooks each; direct p50 {rows['direct_p50'][-1]:.3f} / p99 "
                 f"{rows['direct_p99'][-1]:.3f} ms, relayed p50 {rows['relayed_p50'][-1]:.3f} / p99 "
-                f"{rows['relayed_p99'][-1]:.3f} ms",
+                f"{rows['relayed_p99'][-1]:.3f} ms; one Redis hop p50 {rows['redis_hop_p50'][-1]:.3f} / p99 "
+                f"{rows['redis_hop_p99'][-1]:.3f} ms",
                 file=sys.stderr,
             )
     added = [r - d for d, r in zip(rows["direct_p99"], rows["relayed_p99"], strict=True)]
