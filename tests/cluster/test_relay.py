@@ -9,6 +9,8 @@ reaches (in memory; ``test_relay_processes.py`` does the same over TCP between p
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 
 import attrs
@@ -138,6 +140,18 @@ async def relayed_through_b(fc: FakeCall, target: Switch, a: Member, b: Member) 
     return call
 
 
+@asynccontextmanager
+async def relayed_call(
+    nursery: trio.Nursery, url: str, ns: str
+) -> AsyncIterator[tuple[Member, Member, Switch, FakeCall, Call]]:
+    """Two members; a call started on A and relayed through B (bounded: 20 s)."""
+    a, b = await two_members(nursery, url, ns)
+    target = Switch(a.server.connect_memory)
+    with trio.fail_after(20):
+        async with open_fake_call(target, auto_reconnect=False) as fc:
+            yield a, b, target, fc, await relayed_through_b(fc, target, a, b)
+
+
 async def _counted(control: Cluster, sid: str, member: str, count: int) -> bool:
     calls = [c for c in await control.list_calls() if c.call_sid == sid]
     return len(calls) == 1 and calls[0].member == member and calls[0].reconnect_count == count
@@ -146,38 +160,30 @@ async def _counted(control: Cluster, sid: str, member: str, count: int) -> bool:
 async def test_jambonz_hanging_up_a_relayed_call_ends_it_on_its_owner(
     nursery: trio.Nursery, redis_url: str, ns: str
 ) -> None:
-    a, b = await two_members(nursery, redis_url, ns)
-    target = Switch(a.server.connect_memory)
-    with trio.fail_after(20):
-        async with open_fake_call(target, auto_reconnect=False) as fc:
-            call = await relayed_through_b(fc, target, a, b)
-            await fc.hangup()  # call:status completed, then jambonz closes with 1000
-            with trio.fail_after(5):
-                await call.wait_closed()
-            assert call.close_info is not None and call.close_info.by == "jambonz"
-            await eventually(lambda: b.cluster.statistics().relays_holding == 0, 5)
+    async with relayed_call(nursery, redis_url, ns) as (_a, b, _target, fc, call):
+        await fc.hangup()  # call:status completed, then jambonz closes with 1000
+        with trio.fail_after(5):
+            await call.wait_closed()
+        assert call.close_info is not None and call.close_info.by == "jambonz"
+        await eventually(lambda: b.cluster.statistics().relays_holding == 0, 5)
 
 
 async def test_a_drop_of_the_relayed_socket_parks_the_call_and_a_reconnect_anywhere_takes_it(
     nursery: trio.Nursery, redis_url: str, ns: str
 ) -> None:
-    a, b = await two_members(nursery, redis_url, ns)
-    target = Switch(a.server.connect_memory)
-    with trio.fail_after(20):
-        async with open_fake_call(target, auto_reconnect=False) as fc:
-            call = await relayed_through_b(fc, target, a, b)
-            await fc.drop(reconnect=False)  # the socket B holds dies: the owner hears of it
-            await eventually(lambda: call.state is ConnState.DISCONNECTED, 5)
-            await eventually(lambda: b.cluster.statistics().relays_holding == 0, 5)
-            target.to = a.server.connect_memory  # back on the owner itself: a local reconnect
-            await fc.reconnect()
-            assert call.reconnect_count == 2 and call.state is ConnState.CONNECTED
-            assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text="hook 1")]
-            target.to = b.server.connect_memory  # and relayed again
-            await fc.drop(reconnect=False)
-            await fc.reconnect()
-            assert call.reconnect_count == 3
-            assert (await fc.gather_speech("/gather", "y")).verbs == [Say(text="hook 2")]
+    async with relayed_call(nursery, redis_url, ns) as (a, b, target, fc, call):
+        await fc.drop(reconnect=False)  # the socket B holds dies: the owner hears of it
+        await eventually(lambda: call.state is ConnState.DISCONNECTED, 5)
+        await eventually(lambda: b.cluster.statistics().relays_holding == 0, 5)
+        target.to = a.server.connect_memory  # back on the owner itself: a local reconnect
+        await fc.reconnect()
+        assert call.reconnect_count == 2 and call.state is ConnState.CONNECTED
+        assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text="hook 1")]
+        target.to = b.server.connect_memory  # and relayed again
+        await fc.drop(reconnect=False)
+        await fc.reconnect()
+        assert call.reconnect_count == 3
+        assert (await fc.gather_speech("/gather", "y")).verbs == [Say(text="hook 2")]
 
 
 async def test_another_account_cannot_take_a_call_through_another_member(
