@@ -180,6 +180,7 @@ class Cluster:
         self._live: dict[str, tuple[Call, ClusterCall]] = {}
         self._pending: dict[str, ClusterCall | None] = {}
         self._resync = True  # the first registration is a full one
+        self._flushing = False  # a batch taken from _pending is being written
         self._beat_now = False
         self._wake = trio.Event()
         self._redis_up = False
@@ -238,7 +239,7 @@ class Cluster:
     async def wait_registered(self) -> None:
         """Block until the directory holds this member and every call it reported (nothing
         pending). The caller owns the timeout (Redis may be down for long)."""
-        while not (self._redis_up and not self._pending and not self._resync):
+        while not (self._redis_up and not self._pending and not self._resync and not self._flushing):
             await self._up_changed.wait()
 
     # -- public: views -----------------------------------------------------------------------
@@ -812,6 +813,7 @@ class Cluster:
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, {}
+        self._flushing = True
         try:
             await self._apply(
                 [(sid, self._removal(sid) if s is None else s.dumps()) for sid, s in batch.items()]
@@ -822,6 +824,8 @@ class Cluster:
                 if sid not in self._pending:
                     self._queue(sid, update)
             raise
+        finally:
+            self._flushing = False
 
     async def _full_resync(self) -> None:
         self._pending.clear()
