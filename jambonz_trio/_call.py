@@ -82,6 +82,8 @@ class CallStatistics:
     frames_sent: int
     #: answers written on a socket that dropped before jambonz was seen to read them
     acks_unconfirmed: int = 0
+    #: commands written on a socket that dropped before jambonz was seen to read them
+    commands_unconfirmed: int = 0
 
     @property
     def auto_answered(self) -> int:
@@ -246,6 +248,7 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
             frames_received=engine.frames_in,
             frames_sent=engine.frames_out,
             acks_unconfirmed=engine.protocol.unconfirmed,
+            commands_unconfirmed=engine.protocol.commands_unconfirmed,
         )
 
     # -- events --------------------------------------------------------------------------------
@@ -396,6 +399,12 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
         ``disconnected_commands=FAIL``. Cancelling the caller while it waits removes the
         command (it is never sent) unless the reconnect flush had already taken it. The caller
         owns any timeout (``trio.fail_after``).
+
+        Returning means written to the socket, not read by jambonz: should the socket drop
+        before jambonz is seen to read it (docs/reconnects.md), a hang-up (``call:status``
+        ``completed`` / ``no-answer``, or a ``redirect`` to a lone ``hangup``) is sent again
+        once jambonz reconnects, and any other command is reported with a
+        :class:`CommandUnconfirmed` event.
 
         Raises:
             CallClosed: the call is over.

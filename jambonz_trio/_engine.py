@@ -44,7 +44,7 @@ from ._call import AckOutcome, Call, CloseInfo, engine_of
 from ._config import CallConfig, DisconnectedCommands, LateAck, Overflow
 from ._connection import Connection, ConnectionClosed
 from ._errors import CallClosed, CommandQueueFull, JambonzTrioError, NotDelivered, RemoteProtocolError
-from ._events import AckUnconfirmed, Disconnected, Event, HookAbandoned, Reconnected
+from ._events import AckUnconfirmed, CommandUnconfirmed, Disconnected, Event, HookAbandoned, Reconnected
 from ._log import CallLog, get_logger, safe
 from ._protocol import _outbound as cmds
 from ._protocol._json import TooComplex, encoded_size
@@ -176,14 +176,18 @@ class Link:
 class _Pending:
     """A command waiting for a reconnect."""
 
-    __slots__ = ("command", "done", "error", "origin", "sent", "size", "text")
+    __slots__ = ("command", "done", "error", "origin", "payload", "sent", "size", "text")
 
-    def __init__(self, text: str, size: int, command: Command | None, origin: object | None) -> None:
+    def __init__(
+        self, text: str, size: int, command: Command | None, origin: object | None, payload: Command
+    ) -> None:
         # ``command`` is None once the program watcher was told of it (when queued, or by a
         # direct write that found the connection gone); else it is told at the flush
         self.text = text
         self.size = size
         self.command = command
+        #: the command itself (tracked until jambonz is seen to read it)
+        self.payload = payload
         self.origin = origin
         self.done = trio.Event()
         self.sent = False
@@ -758,6 +762,7 @@ class CallEngine:
                 told = self._program_sent(command, origin)
             written = await self._write_frame(link, text)
             if written is Delivery.WRITTEN:
+                await self._command_written(link, command)
                 return
             if written is Delivery.MAYBE:
                 raise NotDelivered(f"socket dropped while sending {command.COMMAND}", maybe_sent=True)
@@ -775,7 +780,7 @@ class CallEngine:
         # Its place in the FIFO is fixed now: tell the watcher now (not at the flush), so a
         # conversation answering a hook later knows its answer would follow a replacement.
         told = told or self._program_sent(command, origin)
-        item = _Pending(text, size, None if told else command, origin)
+        item = _Pending(text, size, None if told else command, origin, command)
         self._outbox.append(item)
         self._outbox_bytes += size
         try:
@@ -805,7 +810,43 @@ class CallEngine:
                 self._program_sent(item.command, item.origin)  # before the write, see send_command
             if not await self._write(link, item.text):
                 item.error = NotDelivered("the socket dropped again while flushing", maybe_sent=True)
+            else:
+                self.protocol.command_written(item.payload, link.generation)
+                self._want_receipt(link)
             item.done.set()
+        self._settle_unconfirmed_commands()  # (written on a socket found lost meanwhile)
+
+    async def _command_written(self, link: Link, command: Command) -> None:
+        """``command`` was written whole on ``link``: have it proven read by a receipt Ping
+        (docs/reconnects.md)."""
+        self.protocol.command_written(command, link.generation)
+        self._want_receipt(link)
+        if self._settle_unconfirmed_commands() and self.link is not None and self.protocol.commands_flow:
+            await self._flush_outbox(self.link)  # the socket was replaced meanwhile: resend now
+
+    def _settle_unconfirmed_commands(self) -> bool:
+        """Deal with the commands the core reports unconfirmed (written on a socket that
+        dropped before jambonz was seen to read them): hang-ups go first in the outbox (sent
+        again once jambonz is back), the others are reported to the app. Whether any was
+        queued to be sent again."""
+        lost = self.protocol.take_unconfirmed_commands()
+        if not lost.resend and not lost.report:
+            return False
+        self._log.warning(
+            "%d command(s) written just before the drop were not seen read by jambonz: %s%s",
+            len(lost.resend) + len(lost.report),
+            ", ".join(c.COMMAND for c in (*lost.resend, *lost.report)[:5]),
+            " (the hang-up is sent again on the reconnect)" if lost.resend else "",
+        )
+        for command in reversed(lost.resend):
+            text = self.protocol.render(command.to_wire())
+            size = encoded_size(text)
+            # the watcher was told when it first went out: not again (command=None)
+            self._outbox.insert(0, _Pending(text, size, None, None, command))
+            self._outbox_bytes += size
+        for command in lost.report:
+            self._deliver(CommandUnconfirmed(command=command))
+        return bool(lost.resend)
 
     # -- writes ----------------------------------------------------------------------------------
 
@@ -936,6 +977,7 @@ class CallEngine:
             self._deliver(HookAbandoned(message=owed.message))
         for sent in unconfirmed:
             self._deliver(AckUnconfirmed(message=sent.message, verbs=sent.verbs))
+        self._settle_unconfirmed_commands()
         self._reschedule()
         if self.on_disconnect is not None:
             self.on_disconnect(self)

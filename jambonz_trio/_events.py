@@ -5,9 +5,10 @@ from __future__ import annotations
 import attrs
 
 from ._protocol._messages import JambonzMessage, SessionReconnect
+from ._protocol._outbound import Command
 from ._protocol._verbs_base import Verb
 
-__all__ = ["AckUnconfirmed", "Disconnected", "Event", "HookAbandoned", "Reconnected"]
+__all__ = ["AckUnconfirmed", "CommandUnconfirmed", "Disconnected", "Event", "HookAbandoned", "Reconnected"]
 
 
 @attrs.frozen(kw_only=True)
@@ -43,6 +44,17 @@ class AckUnconfirmed:
 
 
 @attrs.frozen(kw_only=True)
+class CommandUnconfirmed:
+    """The app's ``command`` was written just before the socket dropped, and jambonz was not
+    seen to read it (docs/reconnects.md): it may never have reached jambonz, although
+    ``Call.send_command`` returned. To be sure it takes effect, send it again once reconnected
+    (a ``redirect`` that did arrive then runs twice). Hang-ups are not reported: the library
+    sends them again itself."""
+
+    command: Command
+
+
+@attrs.frozen(kw_only=True)
 class Reconnected:
     """jambonz reconnected this call (``session:reconnect``, already acked by the library)."""
 
@@ -51,4 +63,4 @@ class Reconnected:
 
 
 #: Anything ``Call.next_event`` returns.
-Event = JambonzMessage | Disconnected | HookAbandoned | AckUnconfirmed | Reconnected
+Event = JambonzMessage | Disconnected | HookAbandoned | AckUnconfirmed | CommandUnconfirmed | Reconnected

@@ -5,7 +5,8 @@ and the library's own events, and the typed views of their payloads.
   §4), all :class:`JambonzMessage`\\ s; :class:`UnknownMessage` for a type a newer jambonz adds.
   ``SessionNew``, ``VerbHook`` and ``CallStatus`` are also exported by :mod:`jambonz_trio`.
 * the library's events: :class:`Disconnected`, :class:`Reconnected`, :class:`HookAbandoned`,
-  :class:`AckUnconfirmed`; :data:`Event` is the union of everything ``next_event`` returns.
+  :class:`AckUnconfirmed`, :class:`CommandUnconfirmed`; :data:`Event` is the union of
+  everything ``next_event`` returns.
 * typed payload views: :class:`CallInfo` (``message.call``), :class:`GatherResult`
   (``.gather``), :class:`SpeechResult`, :class:`SpeechAlternative`, :class:`DialResult`,
   :class:`LlmResult`, :class:`ToolCall`, :class:`EnvVars` (``call.info.env_vars``).
@@ -19,7 +20,7 @@ Example::
             ...
 """
 
-from ._events import AckUnconfirmed, Disconnected, Event, HookAbandoned, Reconnected
+from ._events import AckUnconfirmed, CommandUnconfirmed, Disconnected, Event, HookAbandoned, Reconnected
 from ._protocol._calldata import (
     CallInfo,
     DialResult,
@@ -54,6 +55,7 @@ __all__ = [
     "AckUnconfirmed",
     "CallInfo",
     "CallStatus",
+    "CommandUnconfirmed",
     "DialConfirm",
     "DialResult",
     "Disconnected",

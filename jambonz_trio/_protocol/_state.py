@@ -21,6 +21,9 @@ Every answer decision lives here (``docs/reconnects.md`` explains them):
   while the socket is down waits for it;
 * the proof of reading: a Pong to a Ping written after the answer (jambonz's websocket library
   handles a connection's frames in order);
+* commands are proven read the same way; at a drop, those that were not are reported
+  (:meth:`CallProtocol.take_unconfirmed_commands`), and a hang-up among them is sent again
+  once jambonz reconnects (it cannot run twice: a hang-up jambonz read ended the call);
 * late answers (after the watchdog or a drop ended the request): a ``redirect``, or nothing;
 * the reconnect gate: commands wait until the new socket's ``session:reconnect`` is answered;
 * a bound on the requests owed at once: past it, requests are answered at once, empty.
@@ -39,8 +42,8 @@ import attrs
 from .._errors import AlreadyAcked, LocalProtocolError, RemoteProtocolError
 from ._json import DEFAULT_MAX_OUTBOUND_BYTES, dumps_checked, loads_object
 from ._messages import JambonzMessage, SessionNew, SessionReconnect, UnknownMessage, parse_message
-from ._outbound import Ack, Command
-from ._verbs import Pause
+from ._outbound import Ack, CallStatusCommand, Command, RedirectCommand
+from ._verbs import Hangup, Pause
 from ._verbs_base import Verb
 
 __all__ = [
@@ -55,7 +58,10 @@ __all__ = [
     "OwedAck",
     "PlanKind",
     "SentAnswer",
+    "SentCommand",
     "SessionState",
+    "UnconfirmedCommands",
+    "ends_the_call",
 ]
 
 #: Seconds after receipt by which the watchdog answers for the app: 1 s inside jambonz's 5 s.
@@ -198,6 +204,48 @@ class SentAnswer:
         return self.owed.message
 
 
+@attrs.define(kw_only=True, eq=False)
+class SentCommand:
+    """A command written on a socket, until jambonz is seen to read it (or the socket dies).
+
+    Attributes:
+        command: the command.
+        generation: the socket it was written on.
+        ping: the first Ping written after it (its Pong proves jambonz read it).
+    """
+
+    command: Command
+    generation: int
+    ping: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class UnconfirmedCommands:
+    """Commands written on a socket that dropped before jambonz was seen to read them
+    (:meth:`CallProtocol.take_unconfirmed_commands`).
+
+    Attributes:
+        resend: hang-ups (:func:`ends_the_call`): send them again as soon as the reconnect
+            allows commands, before any command queued meanwhile.
+        report: the others: jambonz may never have read them; only the app knows whether
+            running one twice is worse than not at all.
+    """
+
+    resend: tuple[Command, ...] = ()
+    report: tuple[Command, ...] = ()
+
+
+def ends_the_call(command: Command) -> bool:
+    """Whether ``command`` only ends the call: ``call:status`` ``completed`` / ``no-answer``,
+    or a ``redirect`` to a program that is a single ``hangup``. Such a command is safe to send
+    twice: if jambonz read the first, the call is over and it never reconnects."""
+    if isinstance(command, CallStatusCommand):
+        return command.call_status in ("completed", "no-answer")
+    if isinstance(command, RedirectCommand):
+        return len(command.verbs) == 1 and isinstance(command.verbs[0], Hangup)
+    return False
+
+
 class CallProtocol:
     """Per-call protocol state: parsing, the ack book, answers and their delivery, reconnects.
 
@@ -234,6 +282,8 @@ class CallProtocol:
         self.auto_answered = 0
         #: answers written on a socket that dropped before jambonz was seen to read them
         self.unconfirmed = 0
+        #: commands written on a socket that dropped before jambonz was seen to read them
+        self.commands_unconfirmed = 0
         self._session: OwedAck | None = None  # the session:new request
         self._first: str | None = None  # msgid of the call's first message
         self._gate: str | None = None  # the live socket's session:reconnect, until answered
@@ -245,6 +295,10 @@ class CallProtocol:
         self._sent: dict[tuple[str, int], SentAnswer] = {}
         self._resend_from: tuple[str, int] | None = None
         self._lost: list[SentAnswer] = []
+        self._commands: OrderedDict[int, SentCommand] = OrderedDict()  # written, unproven
+        self._command_seq = 0
+        self._unpinged_commands = 0  # commands on the live socket no Ping was written after yet
+        self._lost_commands: list[SentCommand] = []
         self._pings = 0  # Pings numbered on the live socket
         self._last_pong = 0  # the highest of them answered
         self._receipt_ping = 0  # the latest Ping written for a receipt
@@ -257,6 +311,9 @@ class CallProtocol:
             raise LocalProtocolError("the call is closed")
         self.generation += 1
         self.state = ConnState.CONNECTED
+        self._lost_commands.extend(self._commands.values())  # a socket replaced while live
+        self._commands.clear()
+        self._unpinged_commands = 0
         self._gate = None
         self._pings = self._last_pong = self._receipt_ping = 0
 
@@ -290,6 +347,9 @@ class CallProtocol:
                 del self._sent[sent_key]
                 self.unconfirmed += 1
                 self._lost.append(sent)
+        self._lost_commands.extend(self._commands.values())  # all on this socket (the only live one)
+        self._commands.clear()
+        self._unpinged_commands = 0
         return abandoned
 
     def close(self) -> list[OwedAck]:
@@ -300,6 +360,9 @@ class CallProtocol:
         self._heap.clear()
         self._sent.clear()
         self._lost.clear()
+        self._commands.clear()
+        self._unpinged_commands = 0
+        self._lost_commands.clear()
         return owed
 
     # -- inbound ---------------------------------------------------------------------------
@@ -667,8 +730,9 @@ class CallProtocol:
     def wants_receipt(self) -> bool:
         """An answer on the live socket is not yet covered by a Ping written after it."""
         gen = self.generation
-        return self.state is ConnState.CONNECTED and any(
-            s.written and s.ping is None and s.generation == gen for s in self._sent.values()
+        return self.state is ConnState.CONNECTED and (
+            any(s.written and s.ping is None and s.generation == gen for s in self._sent.values())
+            or self._unpinged_commands > 0
         )
 
     @property
@@ -689,6 +753,12 @@ class CallProtocol:
         for sent in self._sent.values():
             if sent.written and sent.ping is None and sent.generation == gen:
                 sent.ping = n
+        if self._unpinged_commands:
+            self._unpinged_commands = 0
+            for cmd in reversed(self._commands.values()):  # the newest are the unpinged ones
+                if cmd.ping is not None:
+                    break
+                cmd.ping = n
         return _PING_PREFIX + str(n).encode()
 
     def pong_received(self, payload: bytes) -> bool:
@@ -714,6 +784,13 @@ class CallProtocol:
                 proved = True
                 if sent.owed.needs_verbs and self.session is SessionState.SENT:
                     self.session = SessionState.CONFIRMED
+        commands = self._commands
+        while commands:  # oldest first: pinged in order
+            seq, cmd = next(iter(commands.items()))
+            if cmd.ping is None or cmd.ping > n:
+                break
+            del commands[seq]
+            proved = True
         return proved
 
     # -- outbound --------------------------------------------------------------------------
@@ -734,6 +811,36 @@ class CallProtocol:
                 "commands sent before the session:new ack are dropped by jambonz; answer session:new first"
             )
         return self.render(command.to_wire())
+
+    def command_written(self, command: Command, generation: int) -> None:
+        """Report that ``command`` was written whole on socket ``generation``: it is kept until
+        a Pong proves jambonz read it (see :attr:`wants_receipt`). Written on a socket already
+        reported lost, it is unconfirmed at once (:meth:`take_unconfirmed_commands`)."""
+        if self.state is ConnState.CLOSED:
+            return
+        sent = SentCommand(command=command, generation=generation)
+        if self.state is not ConnState.CONNECTED or generation != self.generation:
+            self._lost_commands.append(sent)
+            return
+        self._command_seq += 1
+        self._commands[self._command_seq] = sent
+        self._unpinged_commands += 1
+        if len(self._commands) > _MAX_TRACKED:
+            # a peer that never answers Pings is cut off by the keepalive; until then the
+            # oldest are forgotten
+            _key, oldest = self._commands.popitem(last=False)
+            if oldest.ping is None:
+                self._unpinged_commands -= 1
+
+    def take_unconfirmed_commands(self) -> UnconfirmedCommands:
+        """The commands written on sockets that dropped before jambonz was seen to read them,
+        since the last call, oldest first: jambonz may never have read them (docs/reconnects.md).
+        Hang-ups are to be sent again on the reconnect; the rest reported to the app."""
+        lost, self._lost_commands = self._lost_commands, []
+        self.commands_unconfirmed += len(lost)
+        resend = tuple(c.command for c in lost if ends_the_call(c.command))
+        report = tuple(c.command for c in lost if not ends_the_call(c.command))
+        return UnconfirmedCommands(resend=resend, report=report)
 
     def render(self, obj: Any) -> str:
         """Serialise ``obj`` with the outbound size guard (no state change)."""

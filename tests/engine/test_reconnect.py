@@ -26,8 +26,9 @@ from jambonz_trio import (
     VerbHook,
 )
 from jambonz_trio._call import engine_of
+from jambonz_trio.commands import RedirectCommand
 from jambonz_trio.lowlevel import SessionState
-from jambonz_trio.messages import AckUnconfirmed, HookAbandoned, Reconnected
+from jambonz_trio.messages import AckUnconfirmed, CommandUnconfirmed, HookAbandoned, Reconnected
 from jambonz_trio.verbs import Hangup, Say
 from tests.helpers import Serve, answer_and_wait, recording, start
 
@@ -540,6 +541,54 @@ async def test_hook_answer_lost_in_a_drop_is_reported(
     assert call.statistics().acks_unconfirmed == 1
     with pytest.raises(Exception, match="already answered"):
         await call.ack("h2", [Say(text="again")])  # answered: the event says what to do
+
+
+async def test_commands_lost_in_a_drop_are_reported_and_a_hangup_is_sent_again(
+    serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A command written just before the drop and never proven read (no Pong to a Ping written
+    after it) may never have reached jambonz: a proven one is forgotten, an unproven one is
+    reported (CommandUnconfirmed) and counted, and an unproven hang-up is sent again, first,
+    once jambonz reconnects."""
+    events: list[Any] = []
+    mute, go = trio.Event(), trio.Event()
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        await mute.wait()
+        await call.mute()  # proven read below
+        await go.wait()
+        await call.redirect([Say(text="lost?")], queue=True)
+        await call.hangup()
+        async for event in call:
+            events.append(event)
+
+    server = await serve(app)
+    async with raw_client(server) as first:
+        await new_call(first)
+        await trio.testing.wait_all_tasks_blocked()
+        mute.set()
+        assert (await first.receive() or {}).get("command") == "mute:status"
+        await first.answer_receipt()  # jambonz's Pong: the mute was read
+        await trio.testing.wait_all_tasks_blocked()
+        first.auto_pong = False  # from now on jambonz reads nothing more (no Pong comes back)
+        go.set()
+        assert (await first.receive() or {}).get("command") == "redirect"
+        assert (await first.receive() or {}).get("command") == "call:status"
+        await trio.testing.wait_all_tasks_blocked()
+        await first.drop()
+    await trio.testing.wait_all_tasks_blocked()
+    call = server.calls["sid-1"]
+    unconfirmed = [e for e in events if isinstance(e, CommandUnconfirmed)]
+    assert [e.command for e in unconfirmed] == [RedirectCommand(verbs=(Say(text="lost?"),), queue=True)]
+    assert call.statistics().commands_unconfirmed == 2  # the redirect and the hang-up
+    async with raw_client(server) as second:
+        assert await reconnect(second) == {"type": "ack", "msgid": "r1", "data": []}
+        again = await second.receive()
+        assert again is not None and (again["command"], again["data"]) == (
+            "call:status",
+            {"call_status": "completed"},
+        )
 
 
 async def test_fm29_a_holding_answer_cut_by_a_drop_goes_out_on_the_reconnect(

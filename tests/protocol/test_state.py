@@ -19,7 +19,14 @@ from jambonz_trio._errors import AlreadyAcked, LocalProtocolError, MessageTooLar
 from jambonz_trio._protocol import _verbs as v
 from jambonz_trio._protocol._json import DEFAULT_MAX_OUTBOUND_BYTES
 from jambonz_trio._protocol._messages import MESSAGE_TYPES, SessionNew, SessionReconnect
-from jambonz_trio._protocol._outbound import Ack, Command, RedirectCommand, TtsFlushCommand, TtsTokensCommand
+from jambonz_trio._protocol._outbound import (
+    Ack,
+    CallStatusCommand,
+    Command,
+    RedirectCommand,
+    TtsFlushCommand,
+    TtsTokensCommand,
+)
 from jambonz_trio._protocol._state import (
     DEFAULT_ACK_DEADLINE,
     AckResult,
@@ -30,6 +37,8 @@ from jambonz_trio._protocol._state import (
     OwedAck,
     PlanKind,
     SessionState,
+    UnconfirmedCommands,
+    ends_the_call,
 )
 from jambonz_trio._protocol._verbs_base import RawVerb, Verb, unstructure_verbs
 from tests.protocol_strategies import NO_ACK_TYPES
@@ -1347,3 +1356,80 @@ class CallProtocolMachine(RuleBasedStateMachine):
 
 CallProtocolMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
 TestCallProtocolMachine = CallProtocolMachine.TestCase
+
+
+# -- commands: proven read by a Pong, or reported at the drop ------------------------------------
+
+
+def test_a_command_proven_read_is_forgotten_and_an_unproven_one_is_unconfirmed_at_the_drop() -> None:
+    p = answered(connected())
+    read = RedirectCommand(verbs=(SAY,), queue=True)
+    unread = RedirectCommand(verbs=(PAUSE,), queue=True)
+    p.command_written(read, p.generation)
+    assert p.wants_receipt and p.receipt_due
+    assert p.pong_received(p.ping_payload(receipt=True))  # jambonz read ``read``
+    assert not p.wants_receipt
+    p.command_written(unread, p.generation)
+    payload = p.ping_payload(receipt=True)  # written, its Pong never comes
+    assert not p.receipt_due  # one receipt Ping at a time
+    p.connection_lost()
+    lost = p.take_unconfirmed_commands()
+    assert (lost.report, lost.resend) == ((unread,), ())
+    assert p.commands_unconfirmed == 1
+    assert p.take_unconfirmed_commands().report == ()  # reported once
+    assert not p.pong_received(payload)  # a late Pong of the dead socket proves nothing
+
+
+@pytest.mark.parametrize(
+    ("command", "resend"),
+    [
+        (CallStatusCommand(call_status="completed"), True),
+        (CallStatusCommand(call_status="no-answer"), True),
+        (RedirectCommand(verbs=(v.Hangup(),), queue=True), True),
+        (RedirectCommand(verbs=(SAY, v.Hangup())), False),  # the say would play twice
+        (RedirectCommand(verbs=()), False),
+        (TtsFlushCommand(), False),
+    ],
+)
+def test_only_a_hangup_is_sent_again_on_the_reconnect(command: Command, resend: bool) -> None:
+    """A hang-up cannot run twice (one that jambonz read ended the call: it never reconnects);
+    anything else is the app's to decide."""
+    assert ends_the_call(command) is resend
+    p = answered(connected())
+    p.command_written(command, p.generation)
+    p.connection_lost()
+    lost = p.take_unconfirmed_commands()
+    assert (lost.resend, lost.report) == (((command,), ()) if resend else ((), (command,)))
+
+
+def test_a_command_written_on_a_socket_already_lost_is_unconfirmed_at_once() -> None:
+    p = answered(connected())
+    gen = p.generation
+    p.connection_lost()
+    assert p.take_unconfirmed_commands().report == ()
+    p.command_written(TtsFlushCommand(), gen)  # its write returned after the drop was seen
+    assert p.take_unconfirmed_commands().report == (TtsFlushCommand(),)
+    p.connection_made()
+    p.command_written(TtsFlushCommand(), gen)  # an older socket's
+    assert p.take_unconfirmed_commands().report == (TtsFlushCommand(),)
+    assert not p.wants_receipt
+
+
+def test_tracked_commands_are_bounded() -> None:
+    """A peer that never answers Pings is cut off by the keepalive; until then only the latest
+    commands are kept for a receipt."""
+    p = answered(connected())
+    for i in range(1000):
+        p.command_written(RedirectCommand(verbs=(v.Pause(length=i + 1),), queue=True), p.generation)
+    p.connection_lost()
+    lost = p.take_unconfirmed_commands().report
+    assert len(lost) == 256
+    assert lost[-1] == RedirectCommand(verbs=(v.Pause(length=1000),), queue=True)
+
+
+def test_closing_forgets_the_commands() -> None:
+    p = answered(connected())
+    p.command_written(TtsFlushCommand(), p.generation)
+    p.close()
+    p.command_written(TtsFlushCommand(), p.generation)
+    assert p.take_unconfirmed_commands() == UnconfirmedCommands()
