@@ -47,11 +47,11 @@ from ._errors import (
     NotDelivered,
     OperationInterrupted,
 )
-from ._events import AckUnconfirmed, Event, HookAbandoned
+from ._events import AckUnconfirmed, CommandUnconfirmed, Event, HookAbandoned
 from ._log import CallLog, get_logger
 from ._protocol._calldata import DialResult, GatherResult, LlmResult, ToolCall
 from ._protocol._messages import JambonzMessage, LlmEvent, LlmToolCall, SessionReconnect, VerbHook, VerbStatus
-from ._protocol._outbound import Command
+from ._protocol._outbound import Command, RedirectCommand
 from ._protocol._state import ConnState
 from ._protocol._verbs import (
     Config,
@@ -153,6 +153,9 @@ class Conversation(metaclass=NoPublicConstructor):
         #: the operation in progress (operations run one at a time)
         self._current: _Op | None = None
         self._hook_ids: dict[str, _Op] = {}
+        #: the programs this conversation sent as a ``redirect``, with the operation each one
+        #: completes, while it waits (sent again if a drop may have lost them)
+        self._programs: list[tuple[tuple[Verb, ...], _Op]] = []
         self._events_configured = False
         self._by_hook: dict[str, _Op] = {}
         self._by_id: dict[str, _Op] = {}
@@ -357,8 +360,13 @@ class Conversation(metaclass=NoPublicConstructor):
     async def hangup(self) -> None:
         """Hang up and return when the call is over."""
         async with self._lock:
-            await self._send([Hangup()])
-            await self.call.wait_closed()
+            self._current = op = _Op("hangup")
+            try:
+                await self._send([Hangup()])
+                await self.call.wait_closed()
+            finally:
+                self._current = None
+                op.done.set()
 
     async def run(self, verbs: Sequence[Verb]) -> None:
         """Send raw verbs (no completion tracking) the right way for the moment."""
@@ -456,6 +464,10 @@ class Conversation(metaclass=NoPublicConstructor):
     async def _redirect(self, verbs: list[Verb], *, queue: bool) -> None:
         """Send ``verbs`` as a ``redirect``; if the socket dies under it, again (replacing)
         once jambonz reconnects. Raises :class:`CallClosed` if the call ends first."""
+        op = self._current
+        self._programs = [(v, o) for v, o in self._programs if not o.done.is_set()]
+        if op is not None and not op.done.is_set():
+            self._programs.append((tuple(verbs), op))
         for attempt in (1, 2):
             try:
                 await self.call.redirect(verbs, queue=queue and attempt == 1)
@@ -524,6 +536,12 @@ class Conversation(metaclass=NoPublicConstructor):
             assert self._nursery is not None
             self._nursery.start_soon(self._replay, list(event.verbs))
             return
+        if isinstance(event, CommandUnconfirmed) and self._lost_program(event.command):
+            # our redirect was written just before a drop and not seen read: jambonz may never
+            # have had it, and the operation would wait for ever; run it (again) once back
+            assert self._nursery is not None and isinstance(event.command, RedirectCommand)
+            self._nursery.start_soon(self._replay, list(event.command.verbs))
+            return
         if isinstance(event, HookAbandoned) and (event.message.hook or "").startswith(_PREFIX):
             op = self._by_hook.get(event.message.hook or "")
             if op is not None and not op.done.is_set():
@@ -563,6 +581,16 @@ class Conversation(metaclass=NoPublicConstructor):
                 "conversation event queue full; dropped %s",
                 type(event).__name__,
             )
+
+    def _lost_program(self, command: Command) -> bool:
+        """``command`` is a ``redirect`` this conversation sent for an operation that still
+        waits, and jambonz was not seen to start any of its verbs (a ``verb:status``
+        ``starting`` proves it had the redirect)."""
+        if not isinstance(command, RedirectCommand):
+            return False
+        if any(v.id in self._started for v in command.verbs if v.id):
+            return False
+        return any(v == command.verbs and not op.done.is_set() for v, op in self._programs)
 
     def _ours(self, message: JambonzMessage) -> bool:
         return message is self.call.session or (message.hook or "").startswith(_PREFIX)

@@ -17,7 +17,7 @@ from jambonz_trio import (
     LocalProtocolError,
     open_conversation,
 )
-from jambonz_trio.commands import LlmToolOutputCommand, RedirectCommand
+from jambonz_trio.commands import CallStatusCommand, LlmToolOutputCommand, RedirectCommand
 from jambonz_trio.llm import tool_output
 from jambonz_trio.messages import GatherResult, ToolCall
 from jambonz_trio.testing import Caller, Digits, ToolCallScript, open_fake_call, run_call
@@ -249,3 +249,92 @@ async def test_prefix_route_handlers_see_the_request_path(nursery: trio.Nursery)
     async with open_fake_call(server.connect_memory, path="/agent/sales?lang=fr") as fc:
         await fc.start()
     assert paths == ["/agent/sales?lang=fr"]
+
+
+# -- a drop right after the conversation's redirect was written ---------------------------------
+
+
+async def test_an_operation_whose_redirect_a_drop_lost_is_sent_again_after_the_reconnect(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The ``say`` is done; the ``gather`` goes out as a queued ``redirect`` and the connection
+    dies after jambonz read its first byte (the app's write succeeded). jambonz never saw the
+    gather: once reconnected, the conversation sends it again (it used to wait for ever for a
+    hook that could not come; examples/ivr_conversation.py lost ~1 call in 40 this way)."""
+    results: list[str | None] = []
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            await convo.say("Hello")
+            results.append((await convo.gather("Say something")).transcript)
+            await convo.hangup()
+
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        await fc.start()
+        await fc.wait_idle(0.5)  # the answer's receipt Ping came back: session:new is settled
+        await fc.verb_status("starting", id="jt-1", name="say")
+        fc.cut(after_received=1)  # the app's next frame (the gather's redirect) dies in flight
+        await fc.verb_status("finished", id="jt-1", name="say")
+        with trio.fail_after(10):
+            redirect = await fc.expect_command(RedirectCommand)
+        assert fc.connection_count == 2  # sent on the new socket, after the reconnect
+        assert [v.VERB for v in redirect.verbs] == ["gather"] and not redirect.queue
+        ack = await fc.gather_speech("/jt/gather/2", "yes")
+        assert [v.VERB for v in ack.verbs] == ["hangup"]
+        await fc.hangup()
+    assert results == ["yes"]
+
+
+async def test_a_hangup_a_drop_lost_is_sent_again_after_the_reconnect(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """``convo.hangup()`` written as a ``redirect`` just before the connection dies, unread:
+    it goes out again on the new socket instead of leaving the call silent for ever."""
+    ended = trio.Event()
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            await convo.say("Bye")
+            await convo.hangup()
+        ended.set()
+
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        await fc.start()
+        await fc.wait_idle(0.5)
+        fc.cut(after_received=1)
+        await fc.verb_status("finished", id="jt-1", name="say")
+        with trio.fail_after(10):
+            redirect = await fc.expect_command(RedirectCommand)
+        assert fc.connection_count == 2
+        assert [v.VERB for v in redirect.verbs] == ["hangup"]
+        await fc.hangup(by="jambonz")
+    with trio.fail_after(1):
+        await ended.wait()
+
+
+async def test_call_hangup_a_drop_lost_is_sent_again_after_the_reconnect(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """``call.hangup()`` (``call:status`` ``completed``) written just before the connection dies
+    and not seen read: the library sends it again once jambonz reconnects (a hangup jambonz
+    did read ends the call, so it never reconnects to receive it twice)."""
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="Hello")])
+        await call.wait_session_acked()
+        async for event in call:
+            if isinstance(event, CallStatus) and event.call_status == "in-progress":
+                await call.hangup()
+
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        await fc.start()
+        await fc.wait_idle(0.5)
+        fc.cut(after_received=1)
+        await fc.status("in-progress")
+        with trio.fail_after(10):
+            command = await fc.expect_command(CallStatusCommand)
+        assert fc.connection_count == 2 and command.call_status == "completed"
+        await fc.hangup(by="jambonz")
