@@ -10,10 +10,13 @@ Structure: the server's task for the connection is the socket's only reader. It 
 waiting for the app and puts audio into a bounded buffer (the oldest chunks are dropped when a
 consumer falls behind: memory never grows with a slow consumer) and events into a bounded
 queue. Every write is shielded from the caller's cancellation and bounded by ``send_timeout``,
-so a frame either went out whole or the socket is aborted. Who consumes a stream: a call
-handler that started the listen (:meth:`Call.listen <jambonz_trio.Call.listen>`, matched by a
-token in the listen URL), a task waiting on :meth:`AudioStreams.wait_stream` for the call's sid,
-or else the audio route's handler, run in the stream's own nursery.
+so a frame either went out whole or the socket is aborted. A keepalive task pings the peer
+(``AudioConfig.ping_interval``) and aborts the socket when a Pong is overdue
+(``ping_timeout``), as for call sockets: a peer gone without closing never pins a stream.
+Who consumes a stream: a call handler that started the listen (:meth:`Call.listen
+<jambonz_trio.Call.listen>`, matched by a token in the listen URL), a task waiting on
+:meth:`AudioStreams.wait_stream` for the call's sid, or else the audio route's handler, run in
+the stream's own nursery.
 """
 
 from __future__ import annotations
@@ -187,6 +190,8 @@ class AudioStream(metaclass=NoPublicConstructor):
         self._events_in = self._events_dropped = 0
         self._marks_pending = 0
         self._play_ids = itertools.count(1)
+        self._pings = 0  # Pings written by the keepalive
+        self._pong = trio.Event()  # the latest Ping's Pong came (or the stream ended)
         self._log = CallLog(log, metadata.call_sid, trio.current_time)
 
     # -- typed metadata ------------------------------------------------------------------------
@@ -465,12 +470,7 @@ class AudioStream(metaclass=NoPublicConstructor):
                 self._messages_out += 1
             return
         if scope.cancelled_caught:
-            self._log.warning(
-                "audio send timed out after %.1f s; aborting the socket", self.config.send_timeout
-            )
-            self._finish(AudioCloseInfo(code=1006, reason="send timed out", by="lost"))
-            with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(self._stream)
+            await self._abort("audio send timed out after %.1f s", self.config.send_timeout, "send timed out")
         raise AudioStreamClosed("send timed out", code=1006)
 
     # -- engine ------------------------------------------------------------------------------
@@ -479,6 +479,7 @@ class AudioStream(metaclass=NoPublicConstructor):
         if self.close_info is None:
             self.close_info = info
         self._ended.set()
+        self._pong.set()  # wakes the keepalive: it ends
         self._audio_waiters.unpark_all()
         self._event_waiters.unpark_all()
 
@@ -533,6 +534,46 @@ class AudioStream(metaclass=NoPublicConstructor):
                 on_text(frame)
         if self._close_done is not None:
             await self._close_done.wait()
+
+    def _on_pong(self, payload: bytes) -> None:
+        """A Pong arrived (called by the reader): the keepalive's latest Ping was answered."""
+        if payload == _ping_payload(self._pings):
+            self._pong.set()
+
+    async def _keepalive(self) -> None:
+        """Ping the peer ``ping_interval`` seconds after the last Pong; abort the socket when a
+        Pong is more than ``ping_timeout`` late (runs beside :meth:`_read` until the end)."""
+        config = self.config
+        while True:
+            with trio.move_on_after(config.ping_interval):
+                await self._ended.wait()
+            if self._ended.is_set():
+                return
+            self._pings += 1
+            self._pong = pong = trio.Event()
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + config.send_timeout) as scope:
+                try:
+                    await self._ws.ping(_ping_payload(self._pings))
+                except ConnectionClosed:
+                    return  # the reader reports the end
+            if scope.cancelled_caught:
+                await self._abort("ping not sent within %.1f s", config.send_timeout, "send timed out")
+                return
+            # the Pong is due ping_timeout after the Ping left, however long the write took
+            with trio.move_on_after(config.ping_timeout):
+                await pong.wait()
+            if self._ended.is_set():
+                return
+            if not pong.is_set():
+                await self._abort("no pong within %.1f s", config.ping_timeout, "ping timeout")
+                return
+
+    async def _abort(self, message: str, seconds: float, reason: str) -> None:
+        """End the stream as lost (1006, ``reason``) and abort its socket."""
+        self._log.warning(message + "; aborting the audio socket", seconds)
+        self._finish(AudioCloseInfo(code=1006, reason=reason, by="lost"))
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(self._stream)
 
     def _on_closed(self, reason: CloseReason) -> None:
         code = reason.code
@@ -658,11 +699,13 @@ class AudioStreams(metaclass=NoPublicConstructor):
             with trio.move_on_after(config.close_timeout):
                 await ws.close(1008, "no handler for this audio stream")
             return
+        ws.on_pong = audio._on_pong
         try:
             async with trio.open_nursery() as nursery:
                 if not claimed:
                     assert handler is not None
                     nursery.start_soon(_run_handler, audio, handler)
+                nursery.start_soon(audio._keepalive)  # ends with the stream
                 try:
                     await audio._read()
                 except BaseException:
@@ -678,6 +721,10 @@ class AudioStreams(metaclass=NoPublicConstructor):
         async with trio.open_nursery() as nursery:
             for audio in list(self._live):
                 nursery.start_soon(audio.aclose, code, reason)
+
+
+def _ping_payload(n: int) -> bytes:
+    return b"ja" + str(n).encode()
 
 
 async def _run_handler(audio: AudioStream, handler: AudioHandler) -> None:

@@ -170,6 +170,11 @@ class AudioConfig:
         first_message_timeout: how long an accepted audio socket may stay silent before its
             metadata frame (jambonz sends it at once).
         send_timeout: bound on every write; a peer that stops reading is cut off after it.
+        ping_interval / ping_timeout: keepalive, as for calls (:class:`CallConfig`): a Ping
+            ``ping_interval`` seconds after the last Pong; a stream whose Pong does not come
+            within ``ping_timeout`` of its Ping is aborted (a peer gone without closing, e.g.
+            a media server whose host vanished). The stream then ends with ``by="lost"``,
+            code 1006, reason ``"ping timeout"``.
         close_timeout: bound on the closing handshake.
     """
 
@@ -180,11 +185,15 @@ class AudioConfig:
     event_queue_size: int = 256
     first_message_timeout: float = 10.0
     send_timeout: float = 10.0
+    ping_interval: float = 20.0
+    ping_timeout: float = 10.0
     close_timeout: float = 3.0
 
     def __attrs_post_init__(self) -> None:
         if self.buffer_seconds <= 0 or self.max_buffered_bytes <= 0 or self.event_queue_size <= 0:
             raise ValueError("audio buffers must be positive")
+        if not (self.ping_interval > 0 and self.ping_timeout > 0):
+            raise ValueError("ping_interval and ping_timeout must be positive")
 
     def buffer_bytes(self, bytes_per_second: int) -> int:
         """The inbound buffer's bound for a stream of ``bytes_per_second``."""

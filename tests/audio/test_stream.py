@@ -10,11 +10,13 @@ import pytest
 import trio
 import trio.lowlevel
 import trio_websocket
+from wsproto.events import AcceptConnection
 
-from jambonz_trio import AudioRoute, AudioStream, LocalProtocolError, ServerConfig
-from jambonz_trio.audio import AudioConfig, AudioStreamClosed, Dtmf, MarkEvent, PlayDone
+from jambonz_trio import AudioRoute, AudioStream, JambonzServer, LocalProtocolError, ServerConfig
+from jambonz_trio.audio import AudioCloseInfo, AudioConfig, AudioStreamClosed, Dtmf, MarkEvent, PlayDone
 from jambonz_trio.testing import AudioSource, CallData, open_fake_audio_stream
 
+from ..engine.helpers import RawClient
 from .helpers import CLIPS, listen, raw_client, start_server
 
 SECOND = AudioSource.tone(seconds=1.0)
@@ -520,3 +522,83 @@ async def test_a_peer_close_reason_is_made_safe_in_the_error(
     await done.wait()
     (text,) = errors
     assert "\n" not in text and "line one\\nline two" in text
+
+
+# -- keepalive: a peer gone without closing ------------------------------------------------------
+
+
+async def _audio_client(server: JambonzServer, *, auto_pong: bool) -> RawClient:
+    client = RawClient(await server.connect_memory(), auto_pong=auto_pong)
+    accepted = await client.handshake("/audio", subprotocols=["audio.drachtio.org"])
+    assert isinstance(accepted, AcceptConnection)
+    await client.send_text(json.dumps({"callSid": "c", "sampleRate": 8000}))
+    await client.send_bytes(b"\x01\x00" * 160)
+    return client
+
+
+async def test_a_peer_that_stops_answering_pings_is_cut_off(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The media server's host vanishes (no FIN, nothing more read or answered): the keepalive
+    Pings, gets no Pong within ping_timeout, aborts the socket; the handler's ``async for``
+    ends and the stream says why (before: the stream lived for ever)."""
+    ended: list[tuple[float, int, AudioCloseInfo | None]] = []
+    done = trio.Event()
+
+    async def app(stream: AudioStream) -> None:
+        chunks = 0
+        async for _chunk in stream:
+            chunks += 1
+        ended.append((trio.current_time(), chunks, stream.close_info))
+        done.set()
+        with pytest.raises(AudioStreamClosed, match="ping timeout"):
+            await stream.next_event()
+
+    config = ServerConfig(audio=AudioConfig(ping_interval=20.0, ping_timeout=10.0))
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)], config)
+    start = trio.current_time()
+    client = await _audio_client(server, auto_pong=False)  # never reads again: no Pong
+    with trio.fail_after(120):
+        await done.wait()
+    when, chunks, info = ended[0]
+    assert chunks == 1
+    assert info == AudioCloseInfo(code=1006, reason="ping timeout", by="lost")
+    assert 30.0 <= when - start <= 31.0  # the Ping at 20 s, no Pong by 30 s
+    await trio.sleep(1)
+    assert len(server.audio_streams) == 0
+    assert "no pong within 10.0 s" in caplog.text
+    del client
+
+
+async def test_a_peer_that_answers_pings_keeps_its_stream(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A live peer (its websocket library answers Pings, as the media server's does) is pinged
+    every ping_interval and never cut off, even when it sends nothing."""
+    config = ServerConfig(audio=AudioConfig(ping_interval=5.0, ping_timeout=2.0))
+    got: list[AudioStream] = []
+
+    async def app(stream: AudioStream) -> None:
+        got.append(stream)
+        await stream.wait_closed()
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)], config)
+    client = await _audio_client(server, auto_pong=True)
+
+    async def read() -> None:
+        while True:
+            await client.answer_receipt()  # reads one frame; answers a Ping
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(read)
+        await trio.sleep(100)
+        assert client.pings >= 19  # one every 5 s (after each Pong)
+        assert len(server.audio_streams) == 1 and got[0].close_info is None
+        inner.cancel_scope.cancel()
+
+
+def test_audio_keepalive_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="ping_interval"):
+        AudioConfig(ping_interval=0)
+    with pytest.raises(ValueError, match="ping_timeout"):
+        AudioConfig(ping_timeout=-1.0)
