@@ -9,6 +9,9 @@ sent its own Close, which wsproto refuses, and the exception kills its reader ta
 receipt Ping, docs/reconnects.md), so a test client that closes just after reading an answer
 meets that race often. RFC 6455 §5.5.2 lets an endpoint that sent a Close ignore Pings;
 jambonz's own client (Node ``ws``) does not answer them either. The test clients do the same.
+
+Hypothesis runs without its wall-clock checks (per-example ``deadline``, the ``too_slow``
+health check): they time the machine, not the code, and fail on a loaded box.
 """
 
 from __future__ import annotations
@@ -19,11 +22,15 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import HealthCheck, settings
 from trio_websocket import WebSocketConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import Ping
 
 from tests.helpers import Serve, start
+
+settings.register_profile("jambonz-trio", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("jambonz-trio")
 
 _answer_ping: Callable[[Any, Ping], Awaitable[None]] = WebSocketConnection._handle_ping_event
 
