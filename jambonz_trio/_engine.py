@@ -140,6 +140,7 @@ class Link:
         "keepalive_at",
         "ping_in_flight",
         "receipt_at",
+        "send_then_ping",
         "torn_down",
     )
 
@@ -166,6 +167,12 @@ class Link:
         self.ping_in_flight = False
         #: when to write a Ping whose Pong will prove jambonz read the answers written so far
         self.receipt_at = math.inf
+        #: ``async (message, ping payload)``: the connection's one-write message + Ping, if it
+        #: has one (optional, beside the :class:`Connection` interface; the server's websocket
+        #: does): answers then carry their receipt Ping in their own write
+        self.send_then_ping: Callable[[str, bytes], Awaitable[None]] | None = getattr(
+            conn, "send_then_ping", None
+        )
 
     @property
     def writable(self) -> bool:
@@ -734,15 +741,21 @@ class CallEngine:
     async def _write_answer(self, link: Link, plan: AnswerPlan) -> tuple[AckResult, Delivery]:
         """Write a ``SEND`` plan's ack on ``link`` and tell the core how it went."""
         assert plan.text is not None
-        written = await self._write_frame(link, plan.text)
         protocol = self.protocol
-        result = protocol.answer_written(plan.msgid, link.generation, written)
+        # the receipt Ping goes in the answer's own write when the connection can do that
+        # (one write instead of two, and no wake-up of the watchdog for it)
+        receipt = None
+        if link is self.link and link.send_then_ping is not None and link.conn.receipts:
+            receipt = protocol.receipt_for_answer()
+        written = await self._write_frame(link, plan.text, receipt)
+        result = protocol.answer_written(plan.msgid, link.generation, written, receipt)
         if protocol.session_answered:
             self.session_acked.set()
         if result is AckResult.SENT:
             if self.observer is not None:
                 self.observer.answered(self, plan, trio.current_time())
-            self._want_receipt(link)
+            if receipt is None:
+                self._want_receipt(link)
             if self._outbox and protocol.commands_flow:
                 await self._flush_outbox(link)  # they waited for this connection's reconnect answer
         return result, written
@@ -855,10 +868,12 @@ class CallEngine:
         connection is then aborted and reported lost)."""
         return await self._write_frame(link, text) is Delivery.WRITTEN
 
-    async def _write_frame(self, link: Link, text: str | bytes) -> Delivery:
+    async def _write_frame(self, link: Link, text: str | bytes, receipt: bytes | None = None) -> Delivery:
         """Like :meth:`_write`, telling apart "certainly not written" (the connection was
         already closed: nothing left this process) from "maybe" (it failed mid-write).
-        ``bytes`` is the payload of a Ping (the keepalive's writes are bounded the same way)."""
+        ``bytes`` is the payload of a Ping (the keepalive's writes are bounded the same way).
+        ``receipt``: the payload of a Ping written right after ``text``, in the same write
+        (only on a connection that can: :attr:`Link.send_then_ping`)."""
         conn = link.conn
         closing = conn.close_reason
         if closing is not None and closing.code == 1000 and link.close_done is None:
@@ -874,7 +889,11 @@ class CallEngine:
         # move_on_after inside a shield, one cancel scope cheaper on every write).
         with trio.CancelScope(shield=True, deadline=trio.current_time() + self.config.send_timeout) as scope:
             try:
-                if isinstance(text, str):
+                if receipt is not None:
+                    assert link.send_then_ping is not None and isinstance(text, str)
+                    await link.send_then_ping(text, receipt)
+                    self.frames_out += 1
+                elif isinstance(text, str):
                     await conn.send(text)
                     self.frames_out += 1
                 else:

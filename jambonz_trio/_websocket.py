@@ -431,6 +431,15 @@ class ServerWebSocket:
             data = self._proto.send(BytesMessage(data=message))
         await self._send(data)
 
+    async def send_then_ping(self, message: str, payload: bytes) -> None:
+        """Send a text message and a Ping right after it, in one write (blocks and raises like
+        :meth:`send`): the Pong, reported like any other, comes after the peer read the
+        message."""
+        proto = self._proto
+        if self.close_reason is not None or proto.state is not _OPEN:
+            raise ConnectionClosed(self.close_reason or _LOST)
+        await self._send(proto.send(TextMessage(data=message)) + proto.send(Ping(payload=payload)))
+
     async def ping(self, payload: bytes) -> None:
         """Send a Ping (blocks like :meth:`send`). Its Pong, like any Pong, is reported
         to :attr:`on_pong` by whichever task reads next; the caller owns the timeout.

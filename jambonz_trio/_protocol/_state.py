@@ -658,8 +658,12 @@ class CallProtocol:
         )
         return AnswerPlan(kind=PlanKind.SEND, msgid=owed.msgid, text=text, verbs=verbs, owed=owed, by=by)
 
-    def answer_written(self, msgid: str, generation: int, delivery: Delivery) -> AckResult:
+    def answer_written(
+        self, msgid: str, generation: int, delivery: Delivery, receipt: bytes | None = None
+    ) -> AckResult:
         """Report the write of a ``SEND`` answer to ``msgid`` on socket ``generation``.
+        ``receipt``: the Ping of :meth:`receipt_for_answer` went out in the same write, right
+        after the answer's frame (its Pong proves the answer read).
 
         ``SENT``: it is on the live socket (a Ping written now would prove its receipt).
         ``DEFERRED``: a ``session:new`` answer whose socket died under it: it goes out again on
@@ -676,6 +680,15 @@ class CallProtocol:
             sent.written = True
             if self._gate == sent.owed.wire_msgid:
                 self._gate = None
+            if receipt is not None:
+                ping = int(receipt[len(_PING_PREFIX) :])
+                if self._last_pong >= ping:
+                    # its Pong came while the write was still returning: proven read already
+                    del self._sent[key]
+                    if sent.owed.needs_verbs and self.session is SessionState.SENT:
+                        self.session = SessionState.CONFIRMED
+                    return AckResult.SENT
+                sent.ping = ping
             if sent.by is not Answerer.APP and not sent.owed.needs_verbs:
                 del self._sent[key]  # the library's own answers are not reported when lost
             self._trim()
@@ -760,6 +773,15 @@ class CallProtocol:
                     break
                 cmd.ping = n
         return _PING_PREFIX + str(n).encode()
+
+    def receipt_for_answer(self) -> bytes | None:
+        """The payload of a receipt Ping to write right after the answer about to be written,
+        in the same write (report it to :meth:`answer_written`), when no receipt Ping waits
+        for its Pong; ``None`` otherwise (the answer is covered by the Ping written once that
+        Pong comes: :attr:`receipt_due`). Saves the separate write of the Ping."""
+        if self.state is not ConnState.CONNECTED or self._receipt_ping > self._last_pong:
+            return None
+        return self.ping_payload(receipt=True)
 
     def pong_received(self, payload: bytes) -> bool:
         """A Pong arrived on the live socket. ``True`` if it proved answers read.

@@ -12,6 +12,7 @@ import trio
 import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from wsproto.events import Pong
 
 from jambonz_trio import (
     AckOutcome,
@@ -507,6 +508,65 @@ async def test_session_new_answer_proven_read_is_not_sent_again(
         await first.drop()
     async with raw_client(server) as second:
         assert await reconnect(second) == {"type": "ack", "msgid": "r1", "data": []}
+
+
+class _Writes(trio.abc.Stream):
+    """The server's end of a memory stream, recording every ``send_all`` (one write each)."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.writes: list[bytes] = []
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_an_answer_and_its_receipt_ping_leave_in_one_write(
+    nursery: trio.Nursery, serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The receipt Ping rides in the answer's own write (one write, the Ping's frame right
+    after the answer's); while it waits for its Pong, the next answer goes alone and gets a
+    Ping of its own once that Pong came (docs/reconnects.md "The rule")."""
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="welcome")])
+        async for event in call:
+            if isinstance(event, VerbHook):
+                await call.ack(event, [Say(text=event.hook or "")])
+
+    server = await serve(app)
+    client_end, server_end = trio.testing.memory_stream_pair()
+    recorded = _Writes(server_end)
+    nursery.start_soon(server.handle_stream, recorded)
+    client = RawClient(client_end, auto_pong=False)
+    await client.handshake("/")
+    await client.send("session:new", "m1", {**SESSION_DATA, "call_sid": "sid-1"}, call_sid="sid-1")
+    await trio.testing.wait_all_tasks_blocked()
+    answer = recorded.writes[-1]
+    assert len(recorded.writes) == 2  # the 101, then the answer with its Ping
+    assert b'"msgid":"m1"' in answer and answer.endswith(b"\x89\x03jt1")  # FIN Ping, 3 bytes
+    assert (await client.receive() or {}).get("msgid") == "m1"
+    # no Pong yet: the next answer goes alone, its Ping waits for that Pong
+    await client.send("verb:hook", "h1", {}, hook="/a", call_sid="sid-1")
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(recorded.writes) == 3 and not recorded.writes[-1].endswith(b"jt2")
+    assert (await client.receive() or {}).get("msgid") == "h1"
+    assert client.pings == 1  # jt1, read before h1 (and not answered)
+    await client.stream.send_all(client.ws.send(Pong(payload=b"jt1")))  # jambonz's Pong, late
+    await trio.testing.wait_all_tasks_blocked()
+    assert recorded.writes[3:] == [b"\x89\x03jt2"]  # h1's own receipt Ping, once jt1's Pong came
+    engine = engine_of(server.calls["sid-1"])
+    assert engine.protocol.receipt_due is False
 
 
 async def test_hook_answer_lost_in_a_drop_is_reported(

@@ -1043,18 +1043,46 @@ class CallProtocolMachine(RuleBasedStateMachine):
         self.app_answers(data.draw(st.sampled_from(self.p.owed())).msgid, verbs, raise_late)
 
     @precondition(lambda self: any(not s.written for s in self.sent.values()))
-    @rule(data=st.data(), delivery=st.sampled_from(Delivery))
-    def write_returns(self, data: st.DataObject, delivery: Delivery) -> None:
-        """The engine reports how the write of a rendered answer went."""
+    @rule(data=st.data(), delivery=st.sampled_from(Delivery), receipt=st.booleans(), pong_first=st.booleans())
+    def write_returns(self, data: st.DataObject, delivery: Delivery, receipt: bool, pong_first: bool) -> None:
+        """The engine reports how the write of a rendered answer went (``receipt``: with a
+        receipt Ping in the same write, when none waits for its Pong; ``pong_first``: its Pong
+        came before the write returned, as a peer that reads at once can make it)."""
         key = data.draw(st.sampled_from(sorted(k for k, s in self.sent.items() if not s.written)))
         sent = self.sent[key]
+        payload = None
+        if receipt and key[1] == self.gen:
+            idle = self.connected and not self.closed and self.receipt_ping <= self.last_pong
+            payload = self.p.receipt_for_answer()
+            assert (payload is not None) == idle
+            if payload is not None:
+                self.pings += 1
+                assert payload == b"jt%d" % self.pings
+                self.receipt_ping = self.pings
+                for other in self.sent.values():  # written before it: covered by it too
+                    if other.written and other.ping is None and other.gen == self.gen:
+                        other.ping = self.pings
+                event("answer written with its receipt Ping")
+        reserved = self.pings
         if delivery is not Delivery.WRITTEN and self.connected and key[1] == self.gen:
             self.drop()  # the engine reports a failed write as the loss of its socket first
-        result = self.p.answer_written(key[0], key[1], delivery)
+        elif payload is not None and pong_first:
+            self.pong(reserved, garbage=False)
+        result = self.p.answer_written(key[0], key[1], delivery, payload)
         live = self.connected and not self.closed and key[1] == self.gen
         if live and delivery is Delivery.WRITTEN:
             assert result is AckResult.SENT
             sent.written = True
+            if payload is not None and self.last_pong >= reserved:
+                event("receipt Pong before the write returned")
+                if self.gate == sent.owed.wire:
+                    self.gate = None
+                self.sent.pop(key, None)  # proven read
+                if sent.owed.needs_verbs and self.session is SessionState.SENT:
+                    self.session = SessionState.CONFIRMED
+                return
+            if payload is not None:
+                sent.ping = reserved
             if self.gate == sent.owed.wire:
                 self.gate = None
             if sent.by is not Answerer.APP and not sent.owed.needs_verbs:
