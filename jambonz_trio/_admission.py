@@ -15,6 +15,7 @@ import base64
 import binascii
 import hmac
 import ipaddress
+import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, NoReturn
 
@@ -303,7 +304,55 @@ def _check_bytes(head: bytes, max_headers: int | None) -> None:
         raise Refusal(505, "HTTP version not supported")
 
 
-def _parse(head: bytes, max_bytes: int) -> h11.Request:
+@attrs.frozen
+class _Request:
+    """What admission reads of a request head (h11's ``Request`` has the same fields)."""
+
+    method: bytes
+    target: bytes
+    http_version: bytes
+    headers: list[tuple[bytes, bytes]]
+
+
+# The strict fast path: a well-formed ``GET`` head as jambonz's client writes it, matched by two
+# regexes in C instead of h11's parse in Python. Strict on purpose: CRLF line ends only, a
+# request target and header values of visible ASCII (spaces and tabs inside values), token
+# header names, exactly one Host, no Content-Length or Transfer-Encoding; anything else goes to
+# h11 and gets exactly the answer it got before (a property test compares the two).
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]++"
+_VALUE = rb"(?:[\x21-\x7e]++(?:[ \t]++[\x21-\x7e]++)*+)?+"
+_REQUEST_LINE = re.compile(rb"GET (/[\x21-\x7e]*+) HTTP/1\.1\r\n")
+_FIELD = re.compile(rb"(" + _TOKEN + rb"):[ \t]*+(" + _VALUE + rb")[ \t]*+\r\n")
+_FIELDS = re.compile(rb"(?:" + _TOKEN + rb":[ \t]*+" + _VALUE + rb"[ \t]*+\r\n)*+\r\n")
+_NEEDS_H11 = frozenset({b"content-length", b"transfer-encoding"})
+
+
+def _fast_parse(head: bytes) -> _Request | None:
+    """The request of a strictly well-formed ``GET`` head (see above), or ``None``: then h11
+    parses it."""
+    line = _REQUEST_LINE.match(head)
+    if line is None:
+        return None
+    start = line.end()
+    block = _FIELDS.match(head, start)
+    if block is None or block.end() != head.find(b"\r\n\r\n") + 4:
+        return None
+    headers = [(name.lower(), value) for name, value in _FIELD.findall(head, start, block.end())]
+    hosts = 0
+    for name, _value in headers:
+        if name in _NEEDS_H11:
+            return None
+        if name == b"host":
+            hosts += 1
+    if hosts != 1:
+        return None
+    return _Request(b"GET", line.group(1), b"1.1", headers)
+
+
+def _parse(head: bytes, max_bytes: int) -> _Request | h11.Request:
+    fast = _fast_parse(head)
+    if fast is not None:
+        return fast
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_bytes)
     try:
         conn.receive_data(head)
