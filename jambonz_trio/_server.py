@@ -58,6 +58,7 @@ from ._protocol._messages import (
     SessionNew,
     SessionReconnect,
     SessionRedirect,
+    compact_message,
     parse_message,
     routing_sid,
 )
@@ -387,10 +388,11 @@ class JambonzServer(metaclass=NoPublicConstructor):
             try:
                 if not isinstance(frame, str):
                     raise RemoteProtocolError("first frame is binary")
-                first = parse_message(loads_object(frame))
+                # kept compactly (the frame's text): the call holds its first message as long as it lives
+                first = compact_message(parse_message(loads_object(frame)), frame)
                 if self._router is not None and isinstance(first, SessionReconnect):
                     first_text = frame
-                del frame  # this task lives as long as the call: do not keep the text alive
+                del frame  # this task lives as long as the call: no reference of its own
             except TooComplex as exc:
                 log.warning("first message on %s refused: %s", admitted.path, exc)
                 refusal = (1009, "message too big")
@@ -603,7 +605,7 @@ def _type_env_vars(call: Call, first: JambonzMessage, route: Route) -> None:
     jambonz sent wrong is logged by variable name, never with its value. Works whatever the
     first message: a ``session:reconnect`` carries the ``session:new`` payload again."""
     env_vars, problems = apply_env(first.data.get("env_vars"), route.env)
-    call.info = attrs.evolve(call.info, env_vars=env_vars)
+    call.info = call.info._evolve(env_vars=env_vars)  # (its big sub-objects stay unread)
     for problem in problems:
         log.warning("call %s on %s: %s", call.call_sid, route.path, problem)
 

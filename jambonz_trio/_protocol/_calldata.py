@@ -10,7 +10,7 @@ vendors forward their own payloads. Key spellings are as jambonz sends them (sna
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import UnionType
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -20,6 +20,7 @@ from ._envvars import EnvVars
 
 __all__ = [
     "CallInfo",
+    "Payload",
     "DialResult",
     "GatherResult",
     "LlmResult",
@@ -99,6 +100,54 @@ def _plan(cls: type) -> tuple[tuple[str, str, _Reader], ...]:
     )
 
 
+#: field metadata: the field is read from ``raw`` on first access when the view was built with
+#: :meth:`_View.compact` (a big sub-object the app may never read)
+_LAZY = "jambonz_lazy"
+
+
+class _Pending:
+    """The value of a lazy field not read yet."""
+
+    def __repr__(self) -> str:
+        return "<pending>"
+
+
+_PENDING: Any = _Pending()
+
+
+class _LazyField:
+    """Wraps the slot of a lazy field: a :data:`_PENDING` value is read from the view's
+    ``raw`` (by the field's reader) on first access and stored."""
+
+    __slots__ = ("key", "read", "slot")
+
+    def __init__(self, slot: Any, key: str, read: _Reader) -> None:
+        self.slot, self.key, self.read = slot, key, read
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self.slot
+        value = self.slot.__get__(obj, owner)
+        if value is _PENDING:
+            value = self.read(obj.raw, self.key)
+            self.slot.__set__(obj, value)
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        self.slot.__set__(obj, value)
+
+
+def _lazy_fields(cls: type[_V]) -> type[_V]:
+    """Class decorator (after ``attrs``): the fields marked :data:`_LAZY` read on access."""
+    target: Any = cls
+    attrs.resolve_types(target)
+    for f in attrs.fields(target):
+        if f.metadata.get(_LAZY):
+            reader = f.metadata.get(_READ) or _reader_of(f.type)
+            setattr(cls, f.name, _LazyField(cls.__dict__[f.name], f.name.rstrip("_"), reader))
+    return cls
+
+
 class _View:
     """A typed view of a payload: each field is read from the key of its name, by its type;
     ``raw`` keeps the payload."""
@@ -115,6 +164,107 @@ class _View:
         view: _V = build(**{name: read(data, key) for name, key, read in plan}, raw=data)
         return view
 
+    @classmethod
+    def compact(cls: type[_V], data: _Raw, raw: Mapping[str, Any]) -> _V:
+        """Like :meth:`from_data`, keeping ``raw`` (the same payload held compactly, e.g. a
+        :class:`Payload`): the lazy fields are read from it on first access, not from
+        ``data``, which the caller may then drop."""
+        plan = _PLANS.get(cls)
+        if plan is None:
+            plan = _PLANS[cls] = _plan(cls)
+        lazy = _LAZY_NAMES.get(cls)
+        if lazy is None:
+            target: Any = cls
+            lazy = _LAZY_NAMES[cls] = frozenset(f.name for f in attrs.fields(target) if f.metadata.get(_LAZY))
+        build: Any = cls
+        values = {name: _PENDING if name in lazy else read(data, key) for name, key, read in plan}
+        view: _V = build(**values, raw=raw)
+        return view
+
+    def _evolve(self: _V, **changes: Any) -> _V:
+        """``attrs.evolve`` that leaves lazy fields unread."""
+        cls: Any = type(self)
+        values = {}
+        for f in attrs.fields(cls):
+            if f.name in changes:
+                values[f.name] = changes[f.name]
+            else:
+                attr = cls.__dict__.get(f.name)
+                slot = attr.slot if isinstance(attr, _LazyField) else None
+                values[f.name] = slot.__get__(self, cls) if slot is not None else getattr(self, f.name)
+        build: Any = cls
+        view: _V = build(**values)
+        return view
+
+
+_LAZY_NAMES: dict[type, frozenset[str]] = {}
+
+
+class Payload(Mapping[str, Any]):
+    """A message's ``data`` kept as the JSON text of its frame and a few top-level values:
+    the rest is decoded on first access (then kept). Behaves as a read-only mapping equal to
+    the decoded ``data`` object. The text was decoded once already (it is valid, and within the
+    limits): decoding it again gives the same object."""
+
+    __slots__ = ("_decode", "_eager", "_text", "_tree")
+
+    #: In ``eager``: the key is not in the payload.
+    ABSENT: Any = _Pending()
+
+    def __init__(self, text: str, eager: dict[str, Any], decode: Callable[[str], Mapping[str, Any]]) -> None:
+        """``text``: the frame's JSON text (its ``data`` object is the payload); ``eager``:
+        top-level keys answered without decoding, each with its value or :attr:`ABSENT`;
+        ``decode``: the frame's decoder."""
+        self._text: str | None = text
+        self._eager = eager
+        self._decode = decode
+        self._tree: dict[str, Any] | None = None
+
+    def _data(self) -> dict[str, Any]:
+        tree = self._tree
+        if tree is None:
+            assert self._text is not None
+            data = self._decode(self._text).get("data")
+            tree = self._tree = data if isinstance(data, dict) else {}
+            self._text = None
+        return tree
+
+    def __getitem__(self, key: str) -> Any:
+        if self._tree is None and key in self._eager:
+            value = self._eager[key]
+            if value is Payload.ABSENT:
+                raise KeyError(key)
+            return value
+        return self._data()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``data.get(key, default)``."""
+        if self._tree is None and key in self._eager:
+            value = self._eager[key]
+            return default if value is Payload.ABSENT else value
+        return self._data().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        if self._tree is None and key in self._eager:
+            return self._eager[key] is not Payload.ABSENT
+        return key in self._data()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Payload):
+            other = other._data()
+        return self._data() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._data())
+
 
 def _env_vars(d: _Raw, key: str) -> EnvVars:
     return EnvVars(_dict(d, key))
@@ -126,6 +276,7 @@ def _customer_data(d: _Raw, key: str) -> dict[str, Any] | None:
     return _dict(d, "customerData") or _dict(d, "customerdata")
 
 
+@_lazy_fields
 @attrs.frozen(kw_only=True)
 class CallInfo(_View):
     """The call data jambonz sends with ``session:new`` and (most) other messages.
@@ -165,11 +316,13 @@ class CallInfo(_View):
     duration: float | None = None
     api_base_url: str | None = None
     has_recording: bool | None = None
-    customer_data: dict[str, Any] | None = attrs.field(default=None, metadata={_READ: _customer_data})
-    defaults: dict[str, Any] | None = None
-    headers: dict[str, Any] | None = None
+    customer_data: dict[str, Any] | None = attrs.field(
+        default=None, metadata={_READ: _customer_data, _LAZY: True}
+    )
+    defaults: dict[str, Any] | None = attrs.field(default=None, metadata={_LAZY: True})
+    headers: dict[str, Any] | None = attrs.field(default=None, metadata={_LAZY: True})
     env_vars: EnvVars = attrs.field(factory=EnvVars, repr=False, metadata={_READ: _env_vars})
-    sip: dict[str, Any] | None = attrs.field(default=None, repr=False)
+    sip: dict[str, Any] | None = attrs.field(default=None, repr=False, metadata={_LAZY: True})
     raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
 
