@@ -340,18 +340,22 @@ class CallEngine:
                     if self.config.strict:
                         raise
             finally:
-                with trio.CancelScope(shield=True):
-                    if self.fault is Fault.INTERNAL:
-                        await self._send_fallback()  # an internal failure: end the call cleanly
-                        await self.close(1000, Fault.INTERNAL.value, by="error")
-                    elif outcome == "failed":
-                        await self.close(1000, "handler failed", by="error")
-                    elif outcome == "finished":
-                        await self.close(1000, "handler finished", by="app")
-                    else:
-                        # 1000 would make jambonz hang up
-                        await self.close(1012, "server shutting down", by="server")
+                if self.fault is Fault.INTERNAL or not self.closed:  # (else over already: ended by jambonz)
+                    with trio.CancelScope(shield=True):
+                        await self._close_after_handler(outcome)
                 nursery.cancel_scope.cancel()
+
+    async def _close_after_handler(self, outcome: Literal["cancelled", "finished", "failed"]) -> None:
+        if self.fault is Fault.INTERNAL:
+            await self._send_fallback()  # an internal failure: end the call cleanly
+            await self.close(1000, Fault.INTERNAL.value, by="error")
+        elif outcome == "failed":
+            await self.close(1000, "handler failed", by="error")
+        elif outcome == "finished":
+            await self.close(1000, "handler finished", by="app")
+        else:
+            # 1000 would make jambonz hang up
+            await self.close(1012, "server shutting down", by="server")
 
     async def _send_fallback(self) -> None:
         """Send the fallback verbs if the connection is up: as the ``session:new`` answer if
