@@ -229,11 +229,22 @@ class JambonzServer(metaclass=NoPublicConstructor):
     # -- per connection --------------------------------------------------------------------
 
     async def handle_stream(self, stream: trio.abc.Stream, *, source: str | None = None) -> None:
-        """Serve one connection. Never raises anything but ``Cancelled``.
+        """Serve one connection, and close it. Never raises anything but ``Cancelled``.
 
         ``source``: the peer's IP address, for the per-source handshake limits; by default it
         is read from the socket (in-memory streams have none).
         """
+        try:
+            await self._handle(stream, source)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _handle_accepted(self, stream: trio.abc.Stream) -> None:
+        """:meth:`handle_stream` for ``trio.serve_listeners``, which closes the stream itself
+        right after (one forced close per connection, not two)."""
+        await self._handle(stream, None)
+
+    async def _handle(self, stream: trio.abc.Stream, source: str | None) -> None:
         if self._draining or self._connections >= self.config.max_connections:
             await self._refuse(stream, Refusal(503, "server busy or draining"))
             return
@@ -248,7 +259,6 @@ class JambonzServer(metaclass=NoPublicConstructor):
                 log.error("connection failed: %r", group.exceptions[0], exc_info=group)
         finally:
             self._connections -= 1
-            await trio.aclose_forcefully(stream)
 
     async def _refuse(self, stream: trio.abc.Stream, refusal: Refusal) -> None:
         if refusal.status >= 400:
@@ -726,7 +736,7 @@ async def serve_jambonz(
         async def accept() -> None:
             with accept_scope:
                 await trio.serve_listeners(
-                    server.handle_stream, listeners, handler_nursery=handler_nursery or conns
+                    server._handle_accepted, listeners, handler_nursery=handler_nursery or conns
                 )
 
         try:
