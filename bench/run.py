@@ -48,7 +48,11 @@ LABEL = {
     # reference floors (not peers, not run by default): the contract with no library at all
     "floor": "bare trio-websocket",
     "floorws": "bare wsproto",
+    # jambonz-trio on 2 worker processes (jambonz_trio.workers, SO_REUSEPORT), not by default
+    "trio2": "jambonz-trio, 2 workers",
 }
+#: the load generators (bench/loadgen --client): light, and one as heavy as jambonz's own client
+CLIENTS = ("light", "jambonz")
 
 
 def log(msg: str) -> None:
@@ -119,6 +123,7 @@ def _commands(trio_python: Path, peers: Path) -> dict[str, list[str]]:
         "pysdk": [str(peers), str(BENCH / "apps" / "pysdk_app.py")],
         "floor": [str(trio_python), str(BENCH / "apps" / "floor_app.py")],
         "floorws": [str(trio_python), str(BENCH / "apps" / "floor_wsproto_app.py")],
+        "trio2": [str(trio_python), str(BENCH / "apps" / "trio_workers_app.py")],
     }
 
 
@@ -147,6 +152,29 @@ def cpu_ms(pid: int) -> float:
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) * 1000.0 / TICK
+
+
+def descendants(pid: int) -> list[int]:
+    """The pids of ``pid``'s children, their children, ... (from /proc)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                kids = [int(k) for k in (task / "children").read_text().split()]
+                out += kids
+                todo += kids
+    return out
+
+
+def tree_cpu_ms(pid: int) -> tuple[float, list[float]]:
+    """utime + stime of ``pid`` and its descendants (ms), and of each descendant."""
+    kids = []
+    for kid in descendants(pid):
+        with contextlib.suppress(OSError):
+            kids.append(cpu_ms(kid))
+    return cpu_ms(pid) + sum(kids), kids
 
 
 def rss_kib(pid: int) -> int:
@@ -207,11 +235,18 @@ def running(name: str, cmd: list[str], tag: str, prefix: list[str] | None = None
 
 
 def loadgen(
-    url: str, mode: str, calls: int, concurrency: int, *, hooks: int = 0, max_s: float = 300
+    url: str,
+    mode: str,
+    calls: int,
+    concurrency: int,
+    *,
+    hooks: int = 0,
+    max_s: float = 300,
+    client: str = "light",
 ) -> dict[str, Any]:
     """Run the load generator to completion; its JSON plus its own CPU time."""
     cmd = ["node", str(LOADGEN), "--url", url, "--mode", mode, "--calls", str(calls)]
-    cmd += ["--concurrency", str(concurrency), "--max-s", str(max_s)]
+    cmd += ["--concurrency", str(concurrency), "--max-s", str(max_s), "--client", client]
     if hooks:
         cmd += ["--hooks", str(hooks)]
     proc = subprocess.Popen(cmd, cwd=BENCH, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -239,16 +274,22 @@ def settle(seconds: float = 0.5) -> None:
 # -- scenarios ---------------------------------------------------------------------------------
 
 
-def ivr_run(name: str, cmd: list[str], calls: int, conc: int, tag: str) -> dict[str, Any]:
+def ivr_run(
+    name: str, cmd: list[str], calls: int, conc: int, tag: str, client: str = "light"
+) -> dict[str, Any]:
+    """CPU of the app (with its worker processes, if any) per IVR call; the generator's
+    ``client``: light, or as heavy as jambonz's own."""
     with running(name, cmd, tag) as app:
-        loadgen(app.url, "ivr", 200, 50)  # warm-up, not measured
+        loadgen(app.url, "ivr", 200, 50, client=client)  # warm-up, not measured
         settle()
-        c0, t0 = cpu_ms(app.pid), time.monotonic()
-        r = loadgen(app.url, "ivr", calls, conc, max_s=240)
+        (c0, kids0), t0 = tree_cpu_ms(app.pid), time.monotonic()
+        r = loadgen(app.url, "ivr", calls, conc, max_s=240, client=client)
         settle()
-        c1 = cpu_ms(app.pid)
+        c1, kids1 = tree_cpu_ms(app.pid)
         r["app_cpu_ms"] = c1 - c0
         r["app_cpu_ms_per_call"] = (c1 - c0) / calls
+        if kids0 and len(kids0) == len(kids1):  # workers: each one's share of the app's CPU
+            r["worker_cpu_ms"] = [b - a for a, b in zip(kids0, kids1, strict=True)]
         r["wall_s"] = time.monotonic() - t0
         r["app_rss_kib"] = rss_kib(app.pid)
     return r
@@ -438,6 +479,18 @@ def report(results: dict[str, Any], apps: tuple[str, ...]) -> str:
         lambda r: r["e"],
         0,
     )
+    heavy = results.get("ivr_jambonz") or {}
+    if heavy:
+        metric("jambonz-like client: app CPU ms per call", heavy, lambda r: r["app_cpu_ms_per_call"])
+        metric("jambonz-like client: session:new ack p99 ms", heavy, lat("session_new", "p99"), 2)
+        metric("jambonz-like client: verb:hook ack p99 ms", heavy, lat("verb_hook", "p99"), 2)
+        metric(
+            "jambonz-like client: IVR errors (sum of runs)",
+            {a: [{"e": sum(r["error_count"] for r in heavy.get(a, []))}] for a in apps},
+            lambda r: r["e"],
+            0,
+        )
+    metric("busiest worker's share of the CPU (%)", ivr, _busiest_share, 1)
     if results.get("long"):
         metric("long call: app CPU ms per hook", results["long"], lambda r: r["app_cpu_ms_per_hook"])
         metric("long call: hooks/s", results["long"], lambda r: r.get("hooks_per_s"), 0)
@@ -446,8 +499,17 @@ def report(results: dict[str, Any], apps: tuple[str, ...]) -> str:
         metric(f"RSS KiB per idle call ({int(n):,} held)", runs, lambda r: r["rss_per_call_kib"], 1)
         metric(f"calls held of {int(n):,}", runs, lambda r: r["held"], 0)
     pairs = [
-        (x, y) for x, y in (("trio", "node"), ("trio", "pysdk"), ("pysdk", "node")) if x in apps and y in apps
+        (x, y)
+        for x, y in (
+            ("trio", "node"),
+            ("trio", "pysdk"),
+            ("pysdk", "node"),
+            ("trio", "floorws"),
+            ("trio2", "trio"),
+        )
+        if x in apps and y in apps
     ]
+    rows = [(label, vals, nd) for label, vals, nd in rows if any(v is not None for v in vals.values())]
     lines = [
         f"| metric (median of runs) | {' | '.join(LABEL[a] for a in apps)} |"
         + "".join(f" {x} / {y} |" for x, y in pairs),
@@ -455,7 +517,7 @@ def report(results: dict[str, Any], apps: tuple[str, ...]) -> str:
     ]
     for label, vals, nd in rows:
         line = f"| {label} | " + " | ".join(fmt(vals[a], nd) for a in apps) + " |"
-        counts = "errors" in label or "held of" in label
+        counts = "errors" in label or "held of" in label or "share" in label
         line += "".join(" |" if counts else f" {ratio(vals[x], vals[y])} |" for x, y in pairs)
         lines.append(line)
     lin = results.get("linearity")
@@ -469,6 +531,14 @@ def report(results: dict[str, Any], apps: tuple[str, ...]) -> str:
                 f"{d['big_calls'] / d['small_calls']:.0f}x the calls"
             )
     return "\n".join(lines)
+
+
+def _busiest_share(r: dict[str, Any]) -> float | None:
+    """With workers: the busiest one's share of the workers' CPU (50 % is an even spread)."""
+    workers = r.get("worker_cpu_ms")
+    if not workers or sum(workers) <= 0:
+        return None
+    return 100.0 * max(workers) / sum(workers)
 
 
 def machine() -> dict[str, str]:
@@ -499,6 +569,12 @@ def main() -> None:
     ap.add_argument("--linearity", type=int, default=10, help="x the calls for the linearity run (0: skip)")
     ap.add_argument("--linearity-apps", default="trio", help="apps for the linearity run")
     ap.add_argument("--apps", default=",".join(APPS))
+    ap.add_argument(
+        "--clients",
+        default=",".join(CLIENTS),
+        help="load generators for the IVR runs: light (the table's first rows), jambonz (as heavy as "
+        "jambonz's own client)",
+    )
     ap.add_argument("--quick", action="store_true", help="1 round, small numbers")
     ap.add_argument("--profile", action="store_true", help="only profile the jambonz-trio app")
     ap.add_argument(
@@ -525,6 +601,7 @@ def main() -> None:
         return
     apps = tuple(a for a in args.apps.split(",") if a)
     idle_plan = [(args.idle, apps)] if args.idle else []
+    idle_plan = [(n, tuple(a for a in held if a != "trio2")) for n, held in idle_plan]
     if args.idle_big:
         idle_plan.append((args.idle_big, tuple(a for a in args.idle_big_apps.split(",") if a in apps)))
     if max((n for n, _ in idle_plan), default=0) + 200 > nofile:
@@ -532,21 +609,24 @@ def main() -> None:
     results: dict[str, Any] = {"machine": machine(), "args": vars(args), "ivr": {}, "long": {}, "idle": {}}
     log(f"machine: {results['machine']}; open files limit {nofile}")
 
+    clients = [c for c in args.clients.split(",") if c]
     for rnd in range(1, args.rounds + 1):
-        for a in apps:
-            t0 = time.monotonic()
-            r = ivr_run(a, cmds[a], args.calls, args.concurrency, f"r{rnd}-ivr")
-            results["ivr"].setdefault(a, []).append(r)
-            lat = r["latency_ms"]
-            log(
-                f"[{time.monotonic() - t_start:5.0f}s] round {rnd} IVR {LABEL[a]:>18}: "
-                f"{r['app_cpu_ms_per_call']:.3f} ms CPU/call, "
-                f"session:new p99 {lat['session_new'].get('p99')} ms, "
-                f"verb:hook p99 {lat['verb_hook'].get('p99')} ms, errors {r['error_count']} "
-                f"({time.monotonic() - t0:.0f}s)"
-            )
-        if args.long_hooks:
+        for client in clients:
+            key = "ivr" if client == "light" else f"ivr_{client}"
             for a in apps:
+                t0 = time.monotonic()
+                r = ivr_run(a, cmds[a], args.calls, args.concurrency, f"r{rnd}-{key}", client)
+                results.setdefault(key, {}).setdefault(a, []).append(r)
+                lat = r["latency_ms"]
+                log(
+                    f"[{time.monotonic() - t_start:5.0f}s] round {rnd} IVR ({client} client) {LABEL[a]:>18}: "
+                    f"{r['app_cpu_ms_per_call']:.3f} ms CPU/call, "
+                    f"session:new p99 {lat['session_new'].get('p99')} ms, "
+                    f"verb:hook p99 {lat['verb_hook'].get('p99')} ms, errors {r['error_count']} "
+                    f"({time.monotonic() - t0:.0f}s)"
+                )
+        if args.long_hooks:
+            for a in (x for x in apps if x != "trio2"):
                 r = long_run(a, cmds[a], args.long_hooks, f"r{rnd}-long")
                 results["long"].setdefault(a, []).append(r)
                 log(
@@ -572,7 +652,7 @@ def main() -> None:
         for a in [x for x in args.linearity_apps.split(",") if x in apps]:
             big = args.calls * args.linearity
             r = ivr_run(a, cmds[a], big, args.concurrency, "linearity")
-            small = med([x["app_cpu_ms"] for x in results["ivr"][a]])
+            small = med([x["app_cpu_ms"] for x in results.get("ivr", {}).get(a, [])])
             results["linearity"][a] = {
                 "small_calls": args.calls,
                 "small_cpu_ms": small,
@@ -588,7 +668,8 @@ def main() -> None:
 
     table = report(
         {
-            "ivr": results["ivr"],
+            "ivr": results.get("ivr", {}),
+            "ivr_jambonz": results.get("ivr_jambonz", {}),
             "long": results["long"],
             "idle": results["idle"],
             "linearity": results.get("linearity"),
