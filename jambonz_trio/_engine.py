@@ -430,7 +430,9 @@ class CallEngine:
         """A deadline may have moved earlier: update the watchdog without waking it."""
         scope = self._watchdog_scope
         if scope is not None:
-            scope.deadline = min(scope.deadline, self._next_deadline())
+            deadline = self._next_deadline()
+            if deadline < scope.deadline:  # (setting it costs trio a deadline update even when equal)
+                scope.deadline = deadline
 
     async def _auto_answer(self, owed: OwedAck) -> None:
         """The watchdog answers for the app (at the deadline, or at once past the owed bound)."""
