@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 import ipaddress
 import re
@@ -630,9 +631,11 @@ def _answer_options(path: str, routes: Sequence[Route | AudioRoute]) -> NoReturn
 # -- who may start a handshake ------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def source_key(address: str | None) -> str | None:
     """The unit of the per-source limits for a peer address: the IPv4 address, or the /64 of
-    an IPv6 address (one host usually holds a whole /64). ``None`` for no or no IP address."""
+    an IPv6 address (one host usually holds a whole /64). ``None`` for no or no IP address.
+    Cached: the peers of a server are a few feature servers, parsed once each."""
     if address is None:
         return None
     try:
