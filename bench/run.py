@@ -310,52 +310,73 @@ def idle_run(name: str, cmd: list[str], calls: int, tag: str) -> dict[str, Any]:
     with running(name, cmd, tag) as app:
         loadgen(app.url, "ivr", 50, 10)  # warm-up: imports, first allocations
         settle(1.0)
+        return _hold(app, calls)
+
+
+def churn_run(name: str, cmd: list[str], calls: int, cycles: int, tag: str) -> dict[str, Any]:
+    """One process holds ``calls`` idle calls, lets them all end, and again, ``cycles`` times:
+    its RSS with the calls held and after they ended, per cycle (flat: no growth per cycle)."""
+    with running(name, cmd, tag) as app:
+        loadgen(app.url, "ivr", 50, 10)
+        settle(1.0)
         rss0 = rss_kib(app.pid)
-        c0 = cpu_ms(app.pid)
-        gen = subprocess.Popen(
-            [
-                "node",
-                str(LOADGEN),
-                "--url",
-                app.url,
-                "--mode",
-                "idle",
-                "--calls",
-                str(calls),
-                "--concurrency",
-                "100",
-                "--hold-max-s",
-                "120",
-                "--max-s",
-                "240",
-            ],
-            cwd=BENCH,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        assert gen.stdin is not None and gen.stdout is not None
-        held_line = gen.stdout.readline().decode()  # bounded by --max-s in the generator
-        held = json.loads(held_line) if held_line.startswith("{") else {"held": 0}
-        open_cpu = cpu_ms(app.pid) - c0
-        settle(2.0)
-        rss1 = rss_kib(app.pid)
-        with contextlib.suppress(BrokenPipeError):
-            gen.stdin.write(b"release\n")
-            gen.stdin.close()
-        out = gen.stdout.read()
-        gen.wait(60)
-        r = _loadgen_result(out, gen.returncode) if out.strip() else {"exit": gen.returncode}
-        n = max(1, int(held.get("held", 0)))
-        r.update(
-            held=held.get("held", 0),
-            held_failed=held.get("failed"),
-            open_s=held.get("open_s"),
-            rss_before_kib=rss0,
-            rss_held_kib=rss1,
-            rss_per_call_kib=(rss1 - rss0) / n,
-            open_cpu_ms_per_call=open_cpu / n,
-        )
+        held, after = [], []
+        for _ in range(cycles):
+            r = _hold(app, calls)
+            held.append(r["rss_held_kib"])
+            settle(2.0)
+            after.append(rss_kib(app.pid))
+        return {"rss_start_kib": rss0, "rss_held_kib": held, "rss_after_kib": after, "calls": calls}
+
+
+def _hold(app: App, calls: int) -> dict[str, Any]:
+    """Open ``calls`` idle calls on ``app``, measure, end them (bench/loadgen --mode idle)."""
+    rss0 = rss_kib(app.pid)
+    c0 = cpu_ms(app.pid)
+    gen = subprocess.Popen(
+        [
+            "node",
+            str(LOADGEN),
+            "--url",
+            app.url,
+            "--mode",
+            "idle",
+            "--calls",
+            str(calls),
+            "--concurrency",
+            "100",
+            "--hold-max-s",
+            "120",
+            "--max-s",
+            "240",
+        ],
+        cwd=BENCH,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert gen.stdin is not None and gen.stdout is not None
+    held_line = gen.stdout.readline().decode()  # bounded by --max-s in the generator
+    held = json.loads(held_line) if held_line.startswith("{") else {"held": 0}
+    open_cpu = cpu_ms(app.pid) - c0
+    settle(2.0)
+    rss1 = rss_kib(app.pid)
+    with contextlib.suppress(BrokenPipeError):
+        gen.stdin.write(b"release\n")
+        gen.stdin.close()
+    out = gen.stdout.read()
+    gen.wait(60)
+    r = _loadgen_result(out, gen.returncode) if out.strip() else {"exit": gen.returncode}
+    n = max(1, int(held.get("held", 0)))
+    r.update(
+        held=held.get("held", 0),
+        held_failed=held.get("failed"),
+        open_s=held.get("open_s"),
+        rss_before_kib=rss0,
+        rss_held_kib=rss1,
+        rss_per_call_kib=(rss1 - rss0) / n,
+        open_cpu_ms_per_call=open_cpu / n,
+    )
     return r
 
 
@@ -520,6 +541,14 @@ def report(results: dict[str, Any], apps: tuple[str, ...]) -> str:
         counts = "errors" in label or "held of" in label or "share" in label
         line += "".join(" |" if counts else f" {ratio(vals[x], vals[y])} |" for x, y in pairs)
         lines.append(line)
+    for a, d in (results.get("churn") or {}).items():
+        lines.append("")
+        held = ", ".join(f"{k / 1024:.1f}" for k in d["rss_held_kib"])
+        after = ", ".join(f"{k / 1024:.1f}" for k in d["rss_after_kib"])
+        lines.append(
+            f"churn ({LABEL[a]}): {d['calls']:,} calls held and ended {len(d['rss_held_kib'])} times in one "
+            f"process: RSS held {held} MiB; after {after} MiB (start {d['rss_start_kib'] / 1024:.1f} MiB)"
+        )
     lin = results.get("linearity")
     if lin:
         lines.append("")
@@ -565,6 +594,7 @@ def main() -> None:
     ap.add_argument("--idle", type=int, default=2000, help="idle-hold size for every app (0: skip)")
     ap.add_argument("--idle-big", type=int, default=10000, help="a bigger idle hold (0: skip)")
     ap.add_argument("--idle-big-apps", default="trio", help="apps for the bigger idle hold")
+    ap.add_argument("--churn", type=int, default=3, help="cycles of the bigger hold in one process (0: skip)")
     ap.add_argument("--long-hooks", type=int, default=5000, help="verb:hook round trips of the long call")
     ap.add_argument("--linearity", type=int, default=10, help="x the calls for the linearity run (0: skip)")
     ap.add_argument("--linearity-apps", default="trio", help="apps for the linearity run")
@@ -583,12 +613,13 @@ def main() -> None:
     ap.add_argument("--skip-setup", action="store_true")
     args = ap.parse_args()
     if args.quick:
-        args.rounds, args.calls, args.idle, args.idle_big, args.long_hooks, args.linearity = (
+        args.rounds, args.calls, args.idle, args.idle_big, args.long_hooks, args.linearity, args.churn = (
             1,
             500,
             500,
             0,
             1000,
+            0,
             0,
         )
 
@@ -644,6 +675,16 @@ def main() -> None:
                 f"in {r['open_s']} s, {r['rss_per_call_kib']:.1f} KiB/call "
                 f"(RSS {r['rss_before_kib']} -> {r['rss_held_kib']} KiB), errors {r.get('error_count')}"
             )
+    if args.churn and args.idle_big:
+        results["churn"] = {}
+        for a in (x for x in args.idle_big_apps.split(",") if x in apps):
+            r = churn_run(a, cmds[a], args.idle_big, args.churn, "churn")
+            results["churn"][a] = r
+            log(
+                f"[{time.monotonic() - t_start:5.0f}s] churn {LABEL[a]}: {args.idle_big} calls x "
+                f"{args.churn}: RSS held {r['rss_held_kib']} KiB, after {r['rss_after_kib']} KiB "
+                f"(start {r['rss_start_kib']})"
+            )
     # reshape idle: size -> app -> runs
     results["idle"] = {n: runs for n, runs in results["idle"].items()}
 
@@ -673,6 +714,7 @@ def main() -> None:
             "long": results["long"],
             "idle": results["idle"],
             "linearity": results.get("linearity"),
+            "churn": results.get("churn"),
         },
         apps,
     )
