@@ -50,6 +50,8 @@ LABEL = {
     "floorws": "bare wsproto",
     # jambonz-trio on 2 worker processes (jambonz_trio.workers, SO_REUSEPORT), not by default
     "trio2": "jambonz-trio, 2 workers",
+    # the same app on another jambonz_trio (--baseline-python): before/after in one run
+    "base": "jambonz-trio (baseline)",
 }
 #: the load generators (bench/loadgen --client): light, and one as heavy as jambonz's own client
 CLIENTS = ("light", "jambonz")
@@ -527,6 +529,8 @@ def report(results: dict[str, Any], apps: tuple[str, ...]) -> str:
             ("pysdk", "node"),
             ("trio", "floorws"),
             ("trio2", "trio"),
+            ("trio", "base"),
+            ("base", "floorws"),
         )
         if x in apps and y in apps
     ]
@@ -611,6 +615,10 @@ def main() -> None:
         "--trio-python", help="interpreter with jambonz_trio installed (default: bench/.venv-trio)"
     )
     ap.add_argument("--skip-setup", action="store_true")
+    ap.add_argument(
+        "--baseline-python",
+        help="an interpreter whose jambonz_trio is the baseline (e.g. main's): adds app 'base'",
+    )
     args = ap.parse_args()
     if args.quick:
         args.rounds, args.calls, args.idle, args.idle_big, args.long_hooks, args.linearity, args.churn = (
@@ -626,6 +634,8 @@ def main() -> None:
     t_start = time.monotonic()
     nofile = raise_nofile()
     cmds = setup(args)
+    if args.baseline_python:
+        cmds["base"] = [args.baseline_python, str(BENCH / "apps" / "trio_app.py")]
     RESULTS.mkdir(exist_ok=True)
     if args.profile:
         profile(cmds, args.calls, args.concurrency)
