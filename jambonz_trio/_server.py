@@ -239,12 +239,9 @@ class JambonzServer(metaclass=NoPublicConstructor):
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def _handle_accepted(self, stream: trio.abc.Stream) -> None:
-        """:meth:`handle_stream` for ``trio.serve_listeners``, which closes the stream itself
-        right after (one forced close per connection, not two)."""
-        await self._handle(stream, None)
-
-    async def _handle(self, stream: trio.abc.Stream, source: str | None) -> None:
+    async def _handle(self, stream: trio.abc.Stream, source: str | None = None) -> None:
+        """:meth:`handle_stream` without the close: ``trio.serve_listeners`` runs it and closes
+        the stream itself right after (one forced close per connection, not two)."""
         if self._draining or self._connections >= self.config.max_connections:
             await self._refuse(stream, Refusal(503, "server busy or draining"))
             return
@@ -736,7 +733,7 @@ async def serve_jambonz(
         async def accept() -> None:
             with accept_scope:
                 await trio.serve_listeners(
-                    server._handle_accepted, listeners, handler_nursery=handler_nursery or conns
+                    server._handle, listeners, handler_nursery=handler_nursery or conns
                 )
 
         try:
