@@ -205,7 +205,7 @@ class ServerWebSocket:
         self._reading = False
         self._pumped: trio.Event | None = None
         self._sending = False
-        self._send_waiters = trio.lowlevel.ParkingLot()
+        self._send_waiters: trio.lowlevel.ParkingLot | None = None  # made when writers queue
         self.close_reason: CloseReason | None = None
         #: Called (synchronously, by the reading task) with the payload of every Pong.
         self.on_pong: Callable[[bytes], None] | None = None
@@ -483,7 +483,10 @@ class ServerWebSocket:
         # One writer at a time, first come first served (ownership is handed over on release,
         # so a task arriving later cannot overtake the ones parked).
         if self._sending:
-            await self._send_waiters.park()
+            waiters = self._send_waiters
+            if waiters is None:
+                waiters = self._send_waiters = trio.lowlevel.ParkingLot()
+            await waiters.park()
         else:
             self._sending = True
         try:
@@ -498,7 +501,8 @@ class ServerWebSocket:
             self._mark_closed(_LOST)
             raise
         finally:
-            if not self._send_waiters.unpark():
+            waiters = self._send_waiters
+            if waiters is None or not waiters.unpark():
                 self._sending = False
 
     async def _send_control(self, data: bytes) -> None:
