@@ -35,11 +35,13 @@ class TtsFlow:
         self._closed = closed
         #: bumped on every ``user_interruption`` (barge-in)
         self.interruptions = 0
-        self._interrupted = trio.Event()
-        self._resumed = trio.Event()
-        self._resumed.set()
-        self._waiters: dict[str | int, tuple[trio.Event, list[TtsTokensResult]]] = {}
-        self._ids = itertools.count(1)
+        # Made when first needed (most calls never stream TTS; every live call holds these):
+        # the next interruption, waited for by wait_interruption; the stream resuming, while
+        # paused (``None``: not paused); the senders waiting for their results; their ids.
+        self._interrupted: trio.Event | None = None
+        self._resumed: trio.Event | None = None
+        self._waiters: dict[str | int, tuple[trio.Event, list[TtsTokensResult]]] | None = None
+        self._ids: itertools.count[int] | None = None
 
     def observe(self, msg: JambonzMessage) -> bool:
         """The receive loop's report of ``msg``; ``True`` if it was consumed (a
@@ -50,26 +52,33 @@ class TtsFlow:
             if msg.event_type == "stream_paused":
                 self._pause()
             elif msg.event_type in ("stream_resumed", "user_interruption", "stream_closed"):
-                self._resumed.set()
+                self._resume()
                 if msg.event_type == "user_interruption":
                     self.interruptions += 1
-                    self._interrupted.set()
-                    self._interrupted = trio.Event()
+                    if self._interrupted is not None:
+                        self._interrupted.set()
+                        self._interrupted = None
         return False
 
     def _pause(self) -> None:
-        if self._resumed.is_set() and not self._closed.is_set():
+        if self._resumed is None and not self._closed.is_set():
             self._resumed = trio.Event()
+
+    def _resume(self) -> None:
+        if self._resumed is not None:
+            self._resumed.set()
+            self._resumed = None
 
     def _result(self, msg: TtsTokensResult) -> bool:
         if msg.status == "failed" and msg.reason == "full":
             self._pause()  # synchronously, so the sender cannot miss the resume
         tid = msg.id
-        if tid is None:
+        waiters = self._waiters
+        if tid is None or waiters is None:
             return False
-        waiter = self._waiters.get(tid)
+        waiter = waiters.get(tid)
         if waiter is None and isinstance(tid, str) and tid.isdigit():
-            waiter = self._waiters.get(int(tid))
+            waiter = waiters.get(int(tid))
         if waiter is not None:
             waiter[1].append(msg)
             waiter[0].set()
@@ -78,9 +87,9 @@ class TtsFlow:
 
     def close(self) -> None:
         """The call ended: release every sender."""
-        for done, _slot in self._waiters.values():
+        for done, _slot in (self._waiters or {}).values():
             done.set()
-        self._resumed.set()
+        self._resume()
 
     async def send(
         self, tokens: str, send_command: Callable[[Command], Awaitable[None]]
@@ -88,16 +97,25 @@ class TtsFlow:
         """Send ``tokens`` (through ``send_command``) and wait for the answer; ``None`` if the
         call ended first. A ``full`` answer is retried once jambonz resumes the stream."""
         while True:
-            await self._resumed.wait()
+            resumed = self._resumed
+            if resumed is not None:
+                await resumed.wait()
+            else:
+                await trio.lowlevel.checkpoint()  # (as waiting on a set Event is)
+            if self._ids is None:
+                self._ids = itertools.count(1)
+            waiters = self._waiters
+            if waiters is None:
+                waiters = self._waiters = {}
             tid = next(self._ids)
             done = trio.Event()
             slot: list[TtsTokensResult] = []
-            self._waiters[tid] = (done, slot)
+            waiters[tid] = (done, slot)
             try:
                 await send_command(TtsTokensCommand(id=tid, tokens=tokens))
                 await unless(self._closed, done.wait)
             finally:
-                self._waiters.pop(tid, None)
+                waiters.pop(tid, None)
             if not slot:
                 return None
             result = slot[0]
@@ -108,6 +126,8 @@ class TtsFlow:
     async def wait_interruption(self, seen: int) -> None:
         """Block until :attr:`interruptions` is past ``seen``, or the call ends."""
         while self.interruptions == seen and not self._closed.is_set():
+            if self._interrupted is None:
+                self._interrupted = trio.Event()
             await unless(self._closed, self._interrupted.wait)
 
 
