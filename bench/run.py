@@ -496,23 +496,18 @@ def report(results: dict[str, Any], apps: tuple[str, ...]) -> str:
     metric("verb:hook ack p50 ms", ivr, lat("verb_hook", "p50"), 2)
     metric("verb:hook ack p99 ms", ivr, lat("verb_hook", "p99"), 2)
     metric("handshake p99 ms", ivr, lat("handshake", "p99"), 2)
-    metric(
-        "IVR errors (sum of runs)",
-        {a: [{"e": sum(r["error_count"] for r in ivr.get(a, []))}] for a in apps},
-        lambda r: r["e"],
-        0,
-    )
+
+    def errors(label: str, runs: dict[str, list[dict[str, Any]]]) -> None:
+        total = {a: [{"e": sum(r["error_count"] for r in runs.get(a, []))}] for a in apps}
+        metric(label, total, lambda r: r["e"], 0)
+
+    errors("IVR errors (sum of runs)", ivr)
     heavy = results.get("ivr_jambonz") or {}
     if heavy:
         metric("jambonz-like client: app CPU ms per call", heavy, lambda r: r["app_cpu_ms_per_call"])
         metric("jambonz-like client: session:new ack p99 ms", heavy, lat("session_new", "p99"), 2)
         metric("jambonz-like client: verb:hook ack p99 ms", heavy, lat("verb_hook", "p99"), 2)
-        metric(
-            "jambonz-like client: IVR errors (sum of runs)",
-            {a: [{"e": sum(r["error_count"] for r in heavy.get(a, []))}] for a in apps},
-            lambda r: r["e"],
-            0,
-        )
+        errors("jambonz-like client: IVR errors (sum of runs)", heavy)
     metric("busiest worker's share of the CPU (%)", ivr, _busiest_share, 1)
     if results.get("long"):
         metric("long call: app CPU ms per hook", results["long"], lambda r: r["app_cpu_ms_per_hook"])

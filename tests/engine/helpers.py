@@ -19,6 +19,7 @@ from tests.helpers import SESSION_DATA, msg, open_ws, recv
 
 __all__ = [
     "BAD_FRAME",
+    "PassThroughStream",
     "SESSION_DATA",
     "RawClient",
     "drain",
@@ -34,6 +35,26 @@ __all__ = [
     "start_and_drop",
     "wait_link_closed",
 ]
+
+
+class PassThroughStream(trio.abc.Stream):
+    """A stream that passes everything to ``inner``: subclasses change what they need (the
+    server's end of a memory stream, wrapped)."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 @asynccontextmanager

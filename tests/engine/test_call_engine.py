@@ -32,7 +32,7 @@ from jambonz_trio.messages import Disconnected, JambonzErrorReport, UnknownMessa
 from jambonz_trio.verbs import Hangup, Pause, Say
 from tests.helpers import Serve, answer_and_wait, recording, start
 
-from .helpers import SESSION_DATA, RawClient, inner_enter, new_call, raw_client
+from .helpers import SESSION_DATA, PassThroughStream, RawClient, inner_enter, new_call, raw_client
 
 # -- acks and the watchdog ------------------------------------------------------------------
 
@@ -840,11 +840,11 @@ async def test_fm11_slow_auto_answers_do_not_shorten_the_pong_deadline(
     assert not any(isinstance(e, Disconnected) for e in events)
 
 
-class CongestedLink(trio.abc.Stream):
+class CongestedLink(PassThroughStream):
     """Writes trickle out 3 bytes every 2 s while ``slow`` is set."""
 
     def __init__(self, inner: trio.abc.Stream) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.slow = False
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -855,15 +855,6 @@ class CongestedLink(trio.abc.Stream):
             rest = rest[n:]
             if self.slow and rest:
                 await trio.sleep(2)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 async def test_fm10_a_ping_cut_half_way_ends_the_socket(

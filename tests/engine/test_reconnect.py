@@ -35,6 +35,7 @@ from tests.helpers import Serve, answer_and_wait, recording, start
 
 from .helpers import (
     SESSION_DATA,
+    PassThroughStream,
     RawClient,
     drain,
     hooks_behind_a_blocked_write,
@@ -510,25 +511,16 @@ async def test_session_new_answer_proven_read_is_not_sent_again(
         assert await reconnect(second) == {"type": "ack", "msgid": "r1", "data": []}
 
 
-class _Writes(trio.abc.Stream):
+class _Writes(PassThroughStream):
     """The server's end of a memory stream, recording every ``send_all`` (one write each)."""
 
     def __init__(self, inner: trio.abc.Stream) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.writes: list[bytes] = []
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         self.writes.append(bytes(data))
         await self.inner.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 async def test_an_answer_and_its_receipt_ping_leave_in_one_write(
