@@ -203,6 +203,7 @@ class Cluster:
             member=member,
             keys=self._keys,
             client=client,
+            connect=self._writer,
             where=self._where,
             bound=self._bound,
             inbox_maxlen=config.inbox_maxlen,
@@ -663,6 +664,7 @@ class Cluster:
                 first = None
             if server is None or not isinstance(first, SessionReconnect):
                 await relay.send(endpoint, "none")
+                await relay.flush(endpoint)
                 return
 
             def same_identity(identity: Identity) -> bool:
@@ -671,9 +673,11 @@ class Cluster:
             verdict = server.relay_verdict(first, same_identity)
             if isinstance(verdict, str):
                 await relay.send(endpoint, "refuse" if verdict == "refused" else "none")
+                await relay.flush(endpoint)
                 return
             conn = RelayedConnection(relay, endpoint)
             await relay.send(endpoint, "accept")
+            await relay.flush(endpoint)  # the call moves to the relay once the holder can know
             relay.total += 1
             log.info(
                 "call %s: its reconnect reached member %s; relayed here", endpoint.call_sid, endpoint.peer
@@ -879,6 +883,10 @@ class Cluster:
 
     # -- the inbox task ------------------------------------------------------------------------
 
+    def _writer(self) -> coredis.Redis[str]:
+        """The relay's writer's own client (:class:`._relay.RelayHub`)."""
+        return make_client(self._url, op_timeout=self.config.op_timeout, ssl_context=self._ssl_context)
+
     def _reader(self) -> coredis.Redis[str]:
         return make_client(
             self._url,
@@ -898,16 +906,22 @@ class Cluster:
                         top = await reader.xrevrange(inbox, count=1)
                     if top and _stream_id(str(top[0].identifier)) < _stream_id(last):
                         last = "0-0"  # the stream was created anew (Redis restarted)
+                    # the XREADs go straight to a connection of the reader's own: the relay's
+                    # frames come this way, and coredis' command layer costs more CPU than
+                    # the read itself (bench/README.md, the relay)
+                    with guard("reading the inbox", self._where):
+                        conn = await reader.connection_pool.get_connection()
                     self._inbox_ready.set()
                     while True:
                         with guard("reading the inbox", self._where):
-                            found = await reader.xread({inbox: last}, block=_BLOCK_MS, count=100)
+                            found = await conn.create_request(
+                                b"XREAD", b"COUNT", 100, b"BLOCK", _BLOCK_MS, b"STREAMS", inbox, last
+                            )
                         backoff.reset()
-                        for entry in (found or {}).get(inbox, ()):
-                            last = str(entry.identifier)
-                            fields = entry.field_values
+                        for ident, fields in _stream_entries(found, inbox):
+                            last = ident
                             data = fields.get("d")
-                            self._dispatch(fields.get("m"), None if data is None else str(data))
+                            self._dispatch(fields.get("m"), data)
             except BaseException as exc:
                 _reraise_unless_redis_failure(exc)
                 # frames may have been lost: every relay ends (its socket closed, its call
@@ -1188,6 +1202,19 @@ def _event(raw: Mapping[Any, Any], view: dict[str, ClusterCall]) -> ClusterEvent
         return None
     view[sid] = call
     return CallStarted(call) if before is None else CallUpdated(call)
+
+
+def _stream_entries(found: object, stream: str) -> list[tuple[str, dict[str, str]]]:
+    """The entries of ``stream`` in a raw ``XREAD`` answer (RESP3: ``{stream: [[id, [field,
+    value, ...]], ...]}``, or nothing when the block timed out)."""
+    if not isinstance(found, dict):
+        return []
+    out: list[tuple[str, dict[str, str]]] = []
+    for entry in found.get(stream) or ():
+        ident, flat = entry
+        values = [str(x) for x in flat or ()]
+        out.append((str(ident), dict(zip(values[::2], values[1::2], strict=False))))
+    return out
 
 
 def _reraise_unless_redis_failure(exc: BaseException) -> None:

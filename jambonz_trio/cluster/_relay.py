@@ -12,6 +12,13 @@ socket reached (the *holder*) relays it to that member (the *owner*):
 * from then on every frame travels through the members' inbox streams (one ordered stream per
   receiving member: no stream, key or Redis connection per call), numbered per direction: a
   gap (frames trimmed or lost in a Redis restart) ends the relay like a dropped socket;
+* a member writes every relay's entries on a Redis connection of its own (not shared with
+  the directory's scripts nor with blocking reads): sending an entry issues its ``XADD`` at
+  once, behind the ones before it and without waiting for their answers (Redis answers in
+  order; coredis sends what is waiting in one write), and the writer task reads the answers.
+  So a frame never waits for the round trips of the receipt Pings and Pongs queued before
+  it. Sending is like writing to a socket: done once on its way; a failed write ends the
+  relay;
 * the owner's engine drives a :class:`RelayedConnection` as it drives a websocket: it owns
   every ack deadline, and its receipt Pings travel in order with the frames (the holder writes
   them on the socket and sends their Pongs back), so what proves an answer read locally proves
@@ -28,14 +35,18 @@ Nothing here is on the path of a call that is not relayed.
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import coredis
+import coredis.exceptions
 import trio
+from coredis.connection import BaseConnection
 
 from .._connection import CloseReason, ConnectionClosed
 from .._log import get_logger
@@ -53,10 +64,9 @@ __all__ = ["RelayHub", "RelayedConnection"]
 
 log = get_logger("jambonz_trio.cluster")
 
-#: Entries buffered per relay and direction before the relay is ended as too slow.
+#: Entries received per relay and waiting for their reader before the relay is ended as too
+#: slow; also the entries a relay may have queued for writing before its sender waits.
 _BACKLOG = 1024
-#: Frames read from the socket waiting for their write to Redis.
-_UP_QUEUE = 64
 #: Payload prefix of the holder's own keepalive Pings (the owner's receipt Pings use another).
 _KEEPALIVE = b"jt-relay-keepalive:"
 #: Close code the holder uses when the relay fails: jambonz reconnects on anything but 1000.
@@ -76,7 +86,8 @@ class Endpoint:
         self.call_sid = call_sid
         self.sent = 0
         self.received = 0
-        self.lock = trio.Lock()  # one XADD at a time: the numbering is the stream's order
+        self.unwritten = 0  # entries queued for the writer, not yet in Redis
+        self.write_error: ClusterUnavailable | OwnerGone | None = None
         self.send_channel, self.receive_channel = trio.open_memory_channel[_Item](_BACKLOG)
         self.fault: str | None = None
 
@@ -111,6 +122,7 @@ class RelayHub:
         member: str,
         keys: Keys,
         client: coredis.Redis[str],
+        connect: Callable[[], coredis.Redis[str]],
         where: str,
         bound: float,
         inbox_maxlen: int,
@@ -125,7 +137,16 @@ class RelayHub:
         self._inbox_maxlen = inbox_maxlen
         self._idle_ms = idle_ms
         self._ensure = client.register_script(REPLY)
+        self._connect = connect
         self._nursery = nursery
+        # the writer (see _write_loop): its connection, the requests it has issued (in order),
+        # the entries waiting for a connection, and what senders and the writer wait for
+        self._conn: BaseConnection | None = None
+        self._in_flight: collections.deque[tuple[Endpoint, Awaitable[Any]]] = collections.deque()
+        self._pending: collections.deque[tuple[Endpoint, list[str | int]]] = collections.deque()
+        self._writer_wanted = trio.Event()
+        self._written = trio.Event()
+        self._writing = False
         self.endpoints: dict[str, Endpoint] = {}
         self.total = 0
         self.faults = 0
@@ -172,7 +193,7 @@ class RelayHub:
                 # the owner took a relay this member had given up on (too slow): undo it
                 peer = str(message.get("from", ""))
                 if peer:
-                    self._nursery.start_soon(self._abort_late, rid, peer)
+                    self._abort_late(rid, peer)
             return
         try:
             item = (kind, _item_value(kind, message, data))
@@ -181,29 +202,150 @@ class RelayHub:
             return
         endpoint.deliver(n, item)
 
-    async def _abort_late(self, rid: str, peer: str) -> None:
-        late = Endpoint(rid, peer, "holder", "")
-        try:
-            await self.send(late, "abort")
-        except ClusterUnavailable:
-            pass
+    def _abort_late(self, rid: str, peer: str) -> None:
+        self.post(Endpoint(rid, peer, "holder", ""), "abort")
+
+    def post(self, endpoint: Endpoint, kind: str, data: str | None = None, **fields: Any) -> None:
+        """Queue one entry for the other side, after this side's earlier ones (sync; never
+        waits, whatever the backlog: for the few entries a relay sends besides its frames).
+        A failed write ends the relay (:meth:`Endpoint.fail`) and is raised by the next
+        :meth:`send` or :meth:`flush`."""
+        if endpoint.write_error is not None:
+            return  # the relay is over: the other side has (or will have) a gap
+        endpoint.sent += 1
+        header = json.dumps(
+            {"k": "up" if endpoint.role == "holder" else "down", "r": endpoint.rid, "n": endpoint.sent,
+             "t": kind, "from": self.member, **fields}
+        )  # fmt: skip
+        args: list[str | int] = [self._keys.inbox(endpoint.peer), "NOMKSTREAM", "MAXLEN", "~"]
+        args += [self._inbox_maxlen, "*", "m", header]
+        if data is not None:
+            args += ["d", data]
+        endpoint.unwritten += 1
+        if self._conn is not None and not self._pending:
+            try:
+                self._issue(endpoint, args)
+                return
+            except coredis.exceptions.ConnectionError:
+                self._conn = None  # the writer's wait notices, and starts a new connection
+        self._pending.append((endpoint, args))
+        self._wake_writer()
+
+    def _issue(self, endpoint: Endpoint, args: list[str | int]) -> None:
+        """Send one ``XADD`` on the writer's connection (sync: coredis' connection queues it for
+        its socket, after the ones before; Redis answers in that order)."""
+        assert self._conn is not None
+        request = self._conn.create_request(b"XADD", *args)
+        self._in_flight.append((endpoint, request))
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        self._writer_wanted.set()
+        if not self._writing:
+            try:
+                self._nursery.start_soon(self._write_loop)
+                self._writing = True
+            except RuntimeError:  # the handle is closing: nothing is written any more
+                self._lose_writes(ClusterUnavailable("the cluster handle is closing"))
 
     async def send(self, endpoint: Endpoint, kind: str, data: str | None = None, **fields: Any) -> None:
-        """Append one entry for the other side (in order with this side's other entries).
+        """Queue one entry for the other side, in order with this side's other entries. Returns
+        once it is on its way (written to the writer's connection, not yet answered): no wait
+        for the round trips of the entries before it; blocks only while this relay has
+        ``_BACKLOG`` entries unanswered (bounded by the writer's timeouts).
 
         Raises:
-            OwnerGone: the other member's inbox is gone (it was swept).
-            ClusterUnavailable: Redis cannot be reached.
+            OwnerGone: an earlier write found the other member's inbox gone (it was swept).
+            ClusterUnavailable: an earlier write could not reach Redis.
         """
-        direction = "up" if endpoint.role == "holder" else "down"
-        async with endpoint.lock:
-            n = endpoint.sent + 1
-            header = json.dumps(
-                {"k": direction, "r": endpoint.rid, "n": n, "t": kind, "from": self.member, **fields}
-            )
-            entry = {"m": header} if data is None else {"m": header, "d": data}
-            await self.xadd(endpoint.peer, entry, what="relaying")
-            endpoint.sent = n
+        while endpoint.unwritten >= _BACKLOG and endpoint.write_error is None:
+            await self._written.wait()
+        if endpoint.write_error is not None:
+            raise endpoint.write_error
+        self.post(endpoint, kind, data, **fields)
+        await trio.lowlevel.checkpoint()
+
+    async def flush(self, endpoint: Endpoint) -> None:
+        """Wait until Redis has every entry queued for ``endpoint``.
+
+        Raises:
+            OwnerGone, ClusterUnavailable: as :meth:`send`.
+        """
+        while endpoint.unwritten and endpoint.write_error is None:
+            await self._written.wait()
+        if endpoint.write_error is not None:
+            raise endpoint.write_error
+
+    async def _write_loop(self) -> None:
+        """The writer: a connection of its own (a fresh client after a failure) on which
+        :meth:`post` issues each ``XADD`` at once; this task reads their answers, in order."""
+        while True:
+            if not self._pending:
+                self._writer_wanted = trio.Event()
+                await self._writer_wanted.wait()
+                continue
+            try:
+                with guard("relaying", self._where):
+                    async with self._connect() as client:
+                        with trio.fail_after(self._bound):
+                            self._conn = await client.connection_pool.get_connection()
+                        pending, self._pending = self._pending, collections.deque()
+                        for endpoint, args in pending:
+                            if endpoint.write_error is None:
+                                self._issue(endpoint, args)
+                        await self._read_answers()
+            except ClusterUnavailable as exc:
+                # what was in flight may or may not be in Redis: those relays end (jambonz
+                # reconnects; the calls wait for it), as do those with entries queued meanwhile
+                self._lose_writes(exc)
+            finally:
+                self._conn = None
+
+    async def _read_answers(self) -> None:
+        """The answers to the writer's requests, in order. Returns when the connection broke
+        with none in flight (the entries waiting go out on a new one); raises the Redis
+        failures that :func:`guard` maps."""
+        while True:
+            while not self._in_flight:
+                if self._conn is None or not self._conn.usable:
+                    return
+                self._writer_wanted = trio.Event()
+                await self._writer_wanted.wait()
+            _, last = self._in_flight[-1]
+            with trio.fail_after(self._bound):
+                await last  # Redis answers in order: every request up to ``last`` is answered
+            while True:
+                endpoint, request = self._in_flight.popleft()
+                endpoint.unwritten -= 1
+                try:
+                    added = await request  # answered: no wait
+                except coredis.exceptions.ResponseError as exc:  # this entry only
+                    self._fail_writes([endpoint], ClusterUnavailable(f"relaying: {exc}"))
+                else:
+                    if added is None:  # NOMKSTREAM: the inbox is gone with its member
+                        gone = OwnerGone(f"member {endpoint.peer} is gone", maybe_sent=False)
+                        self._fail_writes([endpoint], gone)
+                if request is last:
+                    break
+            self._written.set()
+            self._written = trio.Event()
+
+    def _lose_writes(self, error: ClusterUnavailable) -> None:
+        lost = [endpoint for endpoint, _ in self._in_flight] + [endpoint for endpoint, _ in self._pending]
+        self._in_flight.clear()
+        self._pending.clear()
+        self._conn = None
+        self._fail_writes(lost, error)
+        self._written.set()
+        self._written = trio.Event()
+
+    def _fail_writes(self, endpoints: list[Endpoint], error: ClusterUnavailable | OwnerGone) -> None:
+        """Entries of these relays were not written: each relay ends (its later entries would
+        leave a gap), and their senders learn why."""
+        for endpoint in endpoints:
+            if endpoint.write_error is None:
+                endpoint.write_error = error
+                endpoint.fail(f"cluster relay lost: {error}")
 
     async def xadd(self, member: str, entry: dict[str, str], *, what: str) -> None:
         """XADD to ``member``'s existing inbox.
@@ -223,20 +365,6 @@ class RelayHub:
             )
         if added is None:
             raise OwnerGone(f"member {member} is gone", maybe_sent=False)
-
-    def spawn_send(self, endpoint: Endpoint, kind: str, **fields: Any) -> None:
-        """Send in the background, best effort (an abort must not wait for Redis)."""
-
-        async def send() -> None:
-            try:
-                await self.send(endpoint, kind, **fields)
-            except (ClusterUnavailable, OwnerGone):
-                pass
-
-        try:
-            self._nursery.start_soon(send)
-        except RuntimeError:  # the handle is closing
-            pass
 
     # -- the holder: the socket's side ------------------------------------------------------
 
@@ -301,14 +429,14 @@ class RelayHub:
 
 
 class _Holder:
-    """The tasks of one held socket: socket -> owner, owner -> socket, the keepalive."""
+    """The tasks of one held socket: socket -> owner (its reader queues each frame, and each
+    receipt Pong, for the writer in the order they came), owner -> socket, the keepalive."""
 
     def __init__(self, hub: RelayHub, endpoint: Endpoint, ws: ServerWebSocket, config: CallConfig) -> None:
         self.hub = hub
         self.endpoint = endpoint
         self.ws = ws
         self.config = config
-        self.up_send, self.up_receive = trio.open_memory_channel[_Item](_UP_QUEUE)
         self.reader = trio.CancelScope()
         self.pings = 0
         self.pong_due = math.inf
@@ -321,7 +449,6 @@ class _Holder:
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             nursery.start_soon(self._read_socket)
-            nursery.start_soon(self._write_up)
             nursery.start_soon(self._read_down)
             nursery.start_soon(self._keepalive)
         return self.fault
@@ -336,38 +463,31 @@ class _Holder:
             if payload == _KEEPALIVE + str(self.pings).encode():
                 self.pong_came.set()
             return
-        try:  # a receipt Pong: the owner's proof that jambonz read its answers
-            self.up_send.send_nowait(("pong", payload))
-        except (trio.WouldBlock, trio.ClosedResourceError):
-            pass  # a receipt unproven: the answers count as unconfirmed, never wrongly read
+        # a receipt Pong: the owner's proof that jambonz read its answers (called by the
+        # socket's reader as it reads the Pong: queued in the order of the socket's frames)
+        self.hub.post(self.endpoint, "pong", payload.hex())
 
     async def _read_socket(self) -> None:
-        with self.reader:
-            while True:
-                try:
-                    message = await self.ws.receive()
-                except ConnectionClosed as exc:
-                    await self.up_send.send(("close", exc.reason))
-                    return
-                if isinstance(message, str):
-                    await self.up_send.send(("text", message))
-                # binary frames: the engine ignores them on a call's socket; so does the relay
-
-    async def _write_up(self) -> None:
         hub, endpoint = self.hub, self.endpoint
         try:
-            async for kind, value in self.up_receive:
-                if kind == "text":
-                    await hub.send(endpoint, "text", value)
-                elif kind == "pong":
-                    await hub.send(endpoint, "pong", value.hex())
-                else:  # the socket closed: tell the owner, and the relay is over
-                    reason: CloseReason = value
-                    await hub.send(endpoint, "close", code=reason.code, reason=reason.reason)
-                    self._done()
-                    return
+            with self.reader:
+                while True:
+                    try:
+                        message = await self.ws.receive()
+                    except ConnectionClosed as exc:
+                        await self._report_close(exc.reason)
+                        return
+                    if isinstance(message, str):
+                        await hub.send(endpoint, "text", message)
+                    # binary frames: the engine ignores them on a call's socket; so does the relay
         except (ClusterUnavailable, OwnerGone) as exc:
             self._done(str(exc))
+
+    async def _report_close(self, reason: CloseReason) -> None:
+        """The socket closed: tell the owner, and the relay is over once that is written."""
+        self.hub.post(self.endpoint, "close", code=reason.code, reason=reason.reason)
+        await self.hub.flush(self.endpoint)
+        self._done()
 
     async def _read_down(self) -> None:
         ws, endpoint = self.ws, self.endpoint
@@ -432,7 +552,10 @@ class _Holder:
                         self.endpoint.call_sid, config.ping_timeout)  # fmt: skip
             await self.ws.abort()
             self.reader.cancel()
-            await self.up_send.send(("close", CloseReason(1006, "ping timeout")))
+            try:
+                await self._report_close(CloseReason(1006, "ping timeout"))
+            except (ClusterUnavailable, OwnerGone) as exc:
+                self._done(str(exc))
             return
 
 
@@ -544,7 +667,7 @@ class RelayedConnection:
     async def abort(self) -> None:
         if not self._finished:
             self._finished = True
-            self._hub.spawn_send(self._endpoint, "abort")  # the holder drops the socket
+            self._hub.post(self._endpoint, "abort")  # the holder drops the socket
             if self._close_reason is None:
                 self._close_reason = CloseReason(1006, "aborted")
             self._close_done.set()

@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from jambonz_trio import Call, JambonzServer
-from jambonz_trio.cluster import Cluster, ClusterCall, ClusterConfig, open_cluster
+from jambonz_trio.cluster import Cluster, ClusterCall, ClusterConfig, OwnerGone, open_cluster
 from jambonz_trio.commands import RedirectCommand
 from jambonz_trio.lowlevel import ConnState
 from jambonz_trio.testing import CallData, FakeCall, open_fake_call
@@ -155,6 +155,49 @@ async def relayed_call(
 async def _counted(control: Cluster, sid: str, member: str, count: int) -> bool:
     calls = [c for c in await control.list_calls() if c.call_sid == sid]
     return len(calls) == 1 and calls[0].member == member and calls[0].reconnect_count == count
+
+
+async def test_entries_sent_back_to_back_arrive_in_order_without_waiting_for_answers(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """The writer issues each XADD at once on its connection (a burst is not written one
+    round trip at a time) and Redis keeps their order: the other side gets every entry, in
+    order, numbered without a gap."""
+    a, b = await two_members(nursery, redis_url, ns)
+    holder = b.cluster._relay.open("burst", a.cluster.member, "holder", "sid-burst")
+    owner = a.cluster._relay.open("burst", b.cluster.member, "owner", "sid-burst")
+    with trio.fail_after(20):
+        await b.cluster._relay.send(holder, "text", "frame 0")
+        await b.cluster._relay.flush(holder)  # the writer's connection is up
+        for i in range(1, 300):
+            b.cluster._relay.post(holder, "text", f"frame {i}")
+        # all issued on the writer's connection already, none answered yet (no checkpoint)
+        assert holder.unwritten == len(b.cluster._relay._in_flight) == 299
+        got = [await owner.receive_channel.receive() for _ in range(300)]
+        assert got == [("text", f"frame {i}") for i in range(300)]
+        await b.cluster._relay.flush(holder)
+        assert holder.unwritten == 0 and owner.received == 300
+        assert holder.fault is None and owner.fault is None
+
+
+async def test_a_write_to_a_swept_member_ends_the_relay(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """An entry for a member whose inbox is gone (swept) is not written (``NOMKSTREAM``): the
+    relay ends (its reader sees the end), and the next send raises ``OwnerGone``."""
+    a, _b = await two_members(nursery, redis_url, ns)
+    hub = a.cluster._relay
+    endpoint = hub.open("lost", "member-swept-long-ago", "holder", "sid-lost")
+    with trio.fail_after(20):
+        await hub.send(endpoint, "text", "hello?")
+        with pytest.raises(OwnerGone):
+            await hub.flush(endpoint)
+        assert endpoint.fault is not None and "gone" in endpoint.fault
+        with pytest.raises(trio.EndOfChannel):
+            await endpoint.receive_channel.receive()
+        with pytest.raises(OwnerGone):
+            await hub.send(endpoint, "text", "anyone?")
+        assert endpoint.sent == 1  # nothing more was numbered: the relay is over
 
 
 async def test_jambonz_hanging_up_a_relayed_call_ends_it_on_its_owner(
