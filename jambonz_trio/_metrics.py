@@ -127,7 +127,7 @@ class Metrics(Observer):
         )
         self._relayed = counter(
             "calls_relayed",
-            "Call sockets relayed to the cluster member holding the call (0 until relaying exists)",
+            "Reconnects that reached another cluster member, relayed to this one (which holds the call)",
         )
         self._commands = counter(
             "commands", "Commands sent with Call.send_command, by command and outcome", ["command", "outcome"]

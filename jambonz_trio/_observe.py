@@ -50,7 +50,9 @@ class Observer:
         """jambonz reconnected the call: a new socket took it over."""
 
     def call_relayed(self) -> None:
-        """A call's socket was relayed to the cluster member that holds the call."""
+        """A reconnect that reached another cluster member was relayed to this one, which
+        holds the call, and accepted (once per relayed reconnect; also a
+        :meth:`call_reconnected`)."""
 
     def answered(self, engine: CallEngine, plan: AnswerPlan, now: float) -> None:
         """An answer (``plan``, a ``SEND`` plan: ``plan.owed`` and ``plan.by`` are set) was

@@ -679,6 +679,8 @@ class Cluster:
             await relay.send(endpoint, "accept")
             await relay.flush(endpoint)  # the call moves to the relay once the holder can know
             relay.total += 1
+            if server.observer is not None:
+                server.observer.call_relayed()  # one per relayed reconnect this member accepts
             log.info(
                 "call %s: its reconnect reached member %s; relayed here", endpoint.call_sid, endpoint.peer
             )

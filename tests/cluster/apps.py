@@ -6,7 +6,7 @@ from functools import partial
 
 import trio
 
-from jambonz_trio import Call, Handler, JambonzServer, NotDelivered, VerbHook, serve_jambonz
+from jambonz_trio import Call, Handler, JambonzServer, NotDelivered, ServerConfig, VerbHook, serve_jambonz
 from jambonz_trio.cluster import Cluster, ClusterConfig, open_cluster
 from jambonz_trio.verbs import Say
 from tests.helpers import answering as answer  # answers session:new and every hook
@@ -18,6 +18,7 @@ async def run_member(
     config: ClusterConfig,
     *,
     handler: Handler = answer,
+    server_config: ServerConfig | None = None,
     task_status: trio.TaskStatus[tuple[Cluster, JambonzServer]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """A cluster member serving ``handler`` in memory; reports ``(cluster, server)``."""
@@ -25,7 +26,7 @@ async def run_member(
         open_cluster(url, namespace=namespace, config=config) as cluster,
         trio.open_nursery() as nursery,
     ):
-        server = await nursery.start(partial(serve_jambonz, handler, cluster=cluster))
+        server = await nursery.start(partial(serve_jambonz, handler, config=server_config, cluster=cluster))
         task_status.started((cluster, server))
 
 

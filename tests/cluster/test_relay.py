@@ -17,7 +17,7 @@ import attrs
 import pytest
 import trio
 
-from jambonz_trio import Call, JambonzServer
+from jambonz_trio import Call, JambonzServer, ServerConfig
 from jambonz_trio.cluster import Cluster, ClusterCall, ClusterConfig, OwnerGone, open_cluster
 from jambonz_trio.commands import RedirectCommand
 from jambonz_trio.lowlevel import ConnState
@@ -25,6 +25,7 @@ from jambonz_trio.testing import CallData, FakeCall, open_fake_call
 from jambonz_trio.testing._transport import Connector
 from jambonz_trio.verbs import Say
 from tests.helpers import msg, open_ws, recv
+from tests.operations.helpers import scrape_memory, value
 
 from .apps import counting, run_member
 from .redis import PrivateRedis
@@ -52,11 +53,17 @@ class Member:
 
 
 async def two_members(
-    nursery: trio.Nursery, url: str, ns: str, config: ClusterConfig = FAST
+    nursery: trio.Nursery,
+    url: str,
+    ns: str,
+    config: ClusterConfig = FAST,
+    server_config: ServerConfig | None = None,
 ) -> tuple[Member, Member]:
     members = []
     for _ in range(2):
-        cluster, server = await nursery.start(partial(run_member, url, ns, config, handler=counting))
+        cluster, server = await nursery.start(
+            partial(run_member, url, ns, config, handler=counting, server_config=server_config)
+        )
         members.append(Member(cluster, server))
     with trio.fail_after(10):
         for m in members:
@@ -155,6 +162,32 @@ async def relayed_call(
 async def _counted(control: Cluster, sid: str, member: str, count: int) -> bool:
     calls = [c for c in await control.list_calls() if c.call_sid == sid]
     return len(calls) == 1 and calls[0].member == member and calls[0].reconnect_count == count
+
+
+async def test_the_owner_counts_each_relayed_reconnect_it_accepts_in_its_metrics(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    a, b = await two_members(nursery, redis_url, ns, server_config=ServerConfig(metrics=True))
+    relayed, reconnects = "jambonz_trio_calls_relayed_total", "jambonz_trio_reconnects_total"
+    target = Switch(a.server.connect_memory)
+    with trio.fail_after(20):
+        async with open_fake_call(target, auto_reconnect=False) as fc:
+            call = await relayed_through_b(fc, target, a, b)
+            owner, holder = await scrape_memory(a.server), await scrape_memory(b.server)
+            assert value(owner, relayed) == 1 and value(owner, reconnects) == 1
+            assert value(holder, relayed) == 0 and value(holder, reconnects) == 0
+            await fc.drop(reconnect=False)  # a local reconnect is not a relayed one
+            await eventually(lambda: call.state is ConnState.DISCONNECTED, 5)
+            target.to = a.server.connect_memory
+            await fc.reconnect()
+            assert value(await scrape_memory(a.server), relayed) == 1
+            await fc.drop(reconnect=False)  # relayed again: counted again
+            await eventually(lambda: call.state is ConnState.DISCONNECTED, 5)
+            target.to = b.server.connect_memory
+            await fc.reconnect()
+            owner = await scrape_memory(a.server)
+            assert value(owner, relayed) == 2 and value(owner, reconnects) == 3
+            assert value(await scrape_memory(b.server), relayed) == 0
 
 
 async def test_entries_sent_back_to_back_arrive_in_order_without_waiting_for_answers(
