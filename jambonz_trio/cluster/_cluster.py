@@ -10,9 +10,9 @@ Tasks of one cluster handle (all in the handle's nursery, none per call):
   per session), dispatching commands to per-call lanes and replies to waiting requesters;
 * one **lane** task per call that has commands waiting (FIFO per call), while it has some;
 * the **relay watch**: while relays run (:mod:`._relay`), every ``member_ttl / 2`` it ends
-  those whose other member stopped beating; and per relayed socket, the tasks of
-  :class:`._relay.RelayHub` (on the member holding the socket) or the call's receive loop (on
-  the member running the call).
+  those whose other member is missing from two checks in a row (stopped beating); and per
+  relayed socket, the tasks of :class:`._relay.RelayHub` (on the member holding the socket)
+  or the call's receive loop (on the member running the call).
 """
 
 from __future__ import annotations
@@ -695,7 +695,8 @@ class Cluster:
             relay.close(endpoint)
 
     async def _relay_watch(self) -> None:
-        """End the relays whose other member stopped beating (every ``member_ttl / 2``)."""
+        """End the relays whose other member stopped beating (checked every ``member_ttl / 2``;
+        missing from two checks in a row, see :meth:`RelayHub.fail_peers`)."""
         while True:
             if not self._relay.endpoints:
                 await self._relay_changed.wait()

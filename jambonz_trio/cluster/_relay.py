@@ -148,6 +148,7 @@ class RelayHub:
         self._written = trio.Event()
         self._writing = False
         self.endpoints: dict[str, Endpoint] = {}
+        self._missing: set[str] = set()  # peers missing from the last liveness check
         self.total = 0
         self.faults = 0
 
@@ -164,8 +165,8 @@ class RelayHub:
     def close(self, endpoint: Endpoint) -> None:
         if self.endpoints.get(endpoint.rid) is endpoint:
             del self.endpoints[endpoint.rid]
-        if endpoint.fault is not None:
-            self.faults += 1
+            if endpoint.fault is not None:
+                self.faults += 1  # once per relay, however many times it is closed
         endpoint.send_channel.close()
 
     def fail_all(self, why: str) -> None:
@@ -173,9 +174,14 @@ class RelayHub:
             endpoint.fail(why)
 
     def fail_peers(self, live: set[str]) -> None:
+        """End the relays whose other member is missing from ``live`` in this check and the one
+        before: one miss may be a member that has not re-registered yet after a Redis restart
+        (its relays carry on), two are a member that stopped beating."""
+        missing = {e.peer for e in self.endpoints.values() if e.peer not in live}
         for endpoint in list(self.endpoints.values()):
-            if endpoint.peer not in live:
+            if endpoint.peer in missing and endpoint.peer in self._missing:
                 endpoint.fail(f"member {endpoint.peer} stopped beating")
+        self._missing = missing
 
     def dispatch(self, message: dict[str, Any], data: str | None) -> None:
         """An ``up`` (to an owner) or ``down`` (to a holder) entry from the inbox (sync)."""
@@ -600,8 +606,12 @@ class RelayedConnection:
     def close_unanswered(self) -> bool:
         return self._closing and not self._close_done.is_set()
 
-    def _lost(self, why: str) -> CloseReason:
-        """The relay failed: the call is disconnected (as when a socket dies)."""
+    def _lost(self, why: str, *, tell_holder: bool = True) -> CloseReason:
+        """The relay failed: the call is disconnected (as when a socket dies), and the holder
+        told to drop the socket (best effort: jambonz then reconnects), which would otherwise
+        carry jambonz's requests into a relay that is over."""
+        if tell_holder and not self._finished:
+            self._hub.post(self._endpoint, "abort")
         self._finished = True
         if self._endpoint.fault is None:
             self._endpoint.fault = why
@@ -629,7 +639,7 @@ class RelayedConnection:
                     self.on_pong(value)
                 continue
             if kind == "abort":  # the holder dropped the socket (it had given up on us)
-                raise ConnectionClosed(self._lost("the holder dropped the socket"))
+                raise ConnectionClosed(self._lost("the holder dropped the socket", tell_holder=False))
             if kind in ("close", "closed"):
                 # jambonz's Close (or its socket's end), or the outcome of ours
                 self._finished = True

@@ -233,6 +233,31 @@ async def test_a_write_to_a_swept_member_ends_the_relay(
         assert endpoint.sent == 1  # nothing more was numbered: the relay is over
 
 
+async def test_a_holder_missing_from_two_liveness_checks_ends_the_relay_on_both_sides(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """One check without the holder (a member re-registering after a Redis restart) ends
+    nothing; a second one ends the relay: the owner's call waits for a reconnect, and the
+    holder is told to drop the socket (it would otherwise carry jambonz's requests into a
+    relay that is over), so that jambonz reconnects."""
+    async with relayed_call(nursery, redis_url, ns) as (a, b, _target, fc, call):
+        a.cluster._relay.fail_peers(set())
+        assert (await fc.gather_speech("/gather", "one miss")).verbs == [Say(text="hook 1")]
+        a.cluster._relay.fail_peers({b.cluster.member})  # back: the count starts again
+        a.cluster._relay.fail_peers(set())
+        assert (await fc.gather_speech("/gather", "one miss")).verbs == [Say(text="hook 2")]
+        a.cluster._relay.fail_peers(set())  # twice in a row
+        await eventually(lambda: call.state is ConnState.DISCONNECTED, 5)
+        assert not call.closed
+        close = await fc.expect_close()
+        assert close.code in (None, 1006, 1011)
+        await eventually(lambda: b.cluster.statistics().relays_holding == 0, 5)
+        assert a.cluster.statistics().relay_faults == 1
+        await fc.reconnect()  # through B again: relayed to the same call
+        assert call.reconnect_count == 2
+        assert (await fc.gather_speech("/gather", "back")).verbs == [Say(text="hook 3")]
+
+
 async def test_jambonz_hanging_up_a_relayed_call_ends_it_on_its_owner(
     nursery: trio.Nursery, redis_url: str, ns: str
 ) -> None:
