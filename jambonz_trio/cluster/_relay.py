@@ -506,6 +506,9 @@ class _Holder:
             try:
                 if kind == "text":
                     await self._bounded(ws.send(value))
+                elif kind == "text+ping":  # an answer and its receipt Ping: one entry, one write
+                    text, payload = value
+                    await self._bounded(ws.send_then_ping(text, payload))
                 elif kind == "ping":
                     await self._bounded(ws.ping(bytes.fromhex(value)))
                 elif kind == "close":
@@ -566,6 +569,8 @@ class _Holder:
 
 
 def _item_value(kind: str, message: dict[str, Any], data: str | None) -> Any:
+    if kind == "text+ping":
+        return data or "", bytes.fromhex(str(message.get("p", "")))
     if kind in ("text", "ping", "pong"):
         value = data or ""
         return bytes.fromhex(value) if kind == "pong" else value
@@ -584,7 +589,8 @@ class RelayedConnection:
 
     No keepalive of its own (:attr:`pings` is ``False``: the holder pings the socket, and
     reports a dead one as a close); receipt Pings travel in order with the frames
-    (:attr:`receipts`)."""
+    (:attr:`receipts`), an answer's own receipt Ping in the answer's entry
+    (:meth:`send_then_ping`)."""
 
     pings = False
     receipts = True
@@ -661,6 +667,11 @@ class RelayedConnection:
 
     async def ping(self, payload: bytes) -> None:
         await self._send("ping", payload.hex())
+
+    async def send_then_ping(self, message: str, payload: bytes) -> None:
+        """An answer and its receipt Ping in one entry (the engine's one-write receipt): the
+        holder writes both in one socket write, the Ping's frame after the answer's."""
+        await self._send("text+ping", message, p=payload.hex())
 
     async def close(self, code: int, reason: str | None) -> None:
         if self._close_reason is not None:

@@ -258,6 +258,31 @@ async def test_a_holder_missing_from_two_liveness_checks_ends_the_relay_on_both_
         assert (await fc.gather_speech("/gather", "back")).verbs == [Say(text="hook 3")]
 
 
+async def test_a_relayed_answer_and_its_receipt_ping_travel_as_one_entry(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """The engine's one-write receipt works across the relay: an answer written while no
+    receipt Ping waits for its Pong goes down with its own receipt Ping in one entry (written
+    on the socket in one write), and its Pong proves it read."""
+    async with relayed_call(nursery, redis_url, ns) as (a, _b, _target, fc, call):
+        (owner,) = a.cluster._relay.endpoints.values()
+        protocol = call._engine.protocol
+
+        def settled() -> bool:  # every answer covered by a Ping whose Pong came back
+            return not protocol.wants_receipt and protocol._receipt_ping <= protocol._last_pong
+
+        for n in (1, 2, 3):
+            await eventually(settled, 5)
+            sent = owner.sent
+            assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text=f"hook {n}")]
+            await eventually(settled, 5)
+            assert owner.sent - sent == 1  # the answer and its Ping: one entry
+        unconfirmed = call.statistics().acks_unconfirmed  # (the set-up's drop counted its own)
+        await fc.drop(reconnect=False)
+        await eventually(lambda: call.state is ConnState.DISCONNECTED, 5)
+        assert call.statistics().acks_unconfirmed == unconfirmed  # all three proven read
+
+
 async def test_jambonz_hanging_up_a_relayed_call_ends_it_on_its_owner(
     nursery: trio.Nursery, redis_url: str, ns: str
 ) -> None:
