@@ -57,6 +57,7 @@ from ._websocket import ServerWebSocket
 
 if TYPE_CHECKING:
     from ._admission import Identity
+    from ._membership import ListenRouter
 
 __all__ = [
     "AudioCloseInfo",
@@ -109,12 +110,18 @@ class AudioStreamStatistics:
 class _Claim:
     """A task waiting for one audio stream (by listen token or by call sid)."""
 
-    __slots__ = ("done", "listen", "stream")
+    __slots__ = ("done", "listen", "misrouted", "stream")
 
     def __init__(self, listen: BidirectionalAudio | None = None) -> None:
         self.done = trio.Event()
         self.stream: AudioStream | None = None
         self.listen = listen
+        self.misrouted: str | None = None  # the member the socket reached instead
+
+    def fail_misrouted(self, member: str) -> None:
+        if self.stream is None and not self.done.is_set():
+            self.misrouted = member
+            self.done.set()
 
     def deliver(self, stream: AudioStream) -> None:
         self.stream = stream
@@ -125,6 +132,9 @@ class _Claim:
 #: reaches the call that started it whichever server in the process jambonz connects to. A
 #: token is 128 random bits that only the listen verb's URL carries.
 _LISTENS: dict[str, _Claim] = {}
+#: Cluster members of this process that know which member started a listen (one per server
+#: with a cluster): a socket naming a listen no call here started is looked up there.
+LISTEN_ROUTERS: list[ListenRouter] = []
 
 
 class AudioStream(metaclass=NoPublicConstructor):
@@ -695,9 +705,24 @@ class AudioStreams(metaclass=NoPublicConstructor):
         claimed = self._hand_over(audio)
         if not claimed and handler is None:
             del self._live[audio]
-            log.info("audio stream for call %s on %s: no handler takes it; closing", audio.call_sid, path)
+            reason = "no handler for this audio stream"
+            owner = await _route_listen(audio)
+            if owner is None:
+                log.info("audio stream for call %s on %s: no handler takes it; closing", audio.call_sid, path)
+            else:
+                reason = "listen started on another cluster member"
+                log.warning(
+                    "audio stream for call %s on %s: its listen was started by cluster member %s, "
+                    "not this one: audio sockets are not relayed between members, so the listen "
+                    "fails (ListenMisrouted). With several workers on one address, run an app that "
+                    'uses listen with one worker per address: see docs/deploying.md, "Audio '
+                    'sockets and workers"',
+                    audio.call_sid,
+                    path,
+                    owner,
+                )
             with trio.move_on_after(config.close_timeout):
-                await ws.close(1008, "no handler for this audio stream")
+                await ws.close(1008, reason)
             return
         ws.on_pong = audio._on_pong
         try:
@@ -747,3 +772,16 @@ async def _run_handler(audio: AudioStream, handler: AudioHandler) -> None:
         code, reason = 1000, "handler finished"
     with trio.CancelScope(shield=True):
         await audio.aclose(code, reason)
+
+
+async def _route_listen(stream: AudioStream) -> str | None:
+    """The cluster member that started the listen ``stream`` names, told that its socket came
+    here (``None``: no token, no cluster, or not known there). Bounded by each member."""
+    token = listen_token(stream.path)
+    if token is None:
+        return None
+    for router in list(LISTEN_ROUTERS):
+        owner = await router.route_listen(token)
+        if owner is not None:
+            return owner
+    return None

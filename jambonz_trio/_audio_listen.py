@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ._audio import _LISTENS, AudioStream, _Claim
-from ._errors import CallClosed, ListenTimeout
+from ._audio import _LISTENS, LISTEN_ROUTERS, AudioStream, _Claim
+from ._errors import CallClosed, ListenMisrouted, ListenTimeout
 from ._log import get_logger
 from ._protocol._audio import add_listen_token, new_listen_token
 from ._protocol._messages import JambonzMessage
@@ -108,11 +108,15 @@ async def open_listen(
 
     Raises:
         ListenTimeout: no socket within ``connect_timeout`` seconds.
+        ListenMisrouted: (a ``ListenTimeout``, at once) the socket reached another member of
+            the server's cluster (another worker on the same address), which closed it.
         CallClosed: the call ended first.
     """
     token = new_listen_token()
     claim = _Claim(verb.bidirectional_audio)
     _LISTENS[token] = claim
+    for router in LISTEN_ROUTERS:
+        router.listen_started(call, token, claim.fail_misrouted, connect_timeout)
     try:
         await send([*before, attrs.evolve(verb, url=add_listen_token(verb.url, token)), *after])
         with trio.move_on_after(connect_timeout):
@@ -132,8 +136,17 @@ async def open_listen(
         raise
     finally:
         _LISTENS.pop(token, None)
+        for router in LISTEN_ROUTERS:
+            router.listen_ended(token)
     stream = claim.stream
     if stream is None:
+        if claim.misrouted is not None:
+            raise ListenMisrouted(
+                f"the audio socket of {verb.url!r} reached cluster member {claim.misrouted}, not "
+                "this one (audio is not relayed between members; see docs/deploying.md, "
+                '"Audio sockets and workers")',
+                member=claim.misrouted,
+            )
         if call.closed:
             raise CallClosed("the call ended before jambonz opened the audio socket")
         raise ListenTimeout(

@@ -14,6 +14,7 @@ __all__ = [
     "CallClosed",
     "CommandQueueFull",
     "JambonzTrioError",
+    "ListenMisrouted",
     "ListenTimeout",
     "LocalProtocolError",
     "MessageTooLarge",
@@ -155,3 +156,15 @@ class AudioStreamClosed(_Ended):
 class ListenTimeout(JambonzTrioError):
     """jambonz did not open the audio socket of a ``listen`` within the caller's timeout
     (the URL or credentials may be wrong: jambonz reports a failed connect to nobody)."""
+
+
+class ListenMisrouted(ListenTimeout):
+    """The audio socket of a ``listen`` reached another cluster member (another worker on the
+    same address) instead of the one running the call, so it was closed there: raised at once
+    instead of waiting for the timeout (a :class:`ListenTimeout`, which it replaces).
+    ``member``: where the socket landed. Audio is not relayed between members: see
+    docs/deploying.md, "Audio sockets and workers"."""
+
+    def __init__(self, message: str, *, member: str) -> None:
+        super().__init__(message)
+        self.member = member

@@ -11,6 +11,7 @@ there (importing this module imports no Redis code).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from ._server import JambonzServer
     from ._websocket import ServerWebSocket
 
-__all__ = ["CallRouter", "CallWatcher", "Relayed", "ServeHere", "ServerMember"]
+__all__ = ["CallRouter", "CallWatcher", "ListenRouter", "Relayed", "ServeHere", "ServerMember"]
 
 
 @attrs.frozen
@@ -99,3 +100,23 @@ class CallRouter(Protocol):
         """The server drains: ``calls`` are about to be closed so that jambonz reconnects
         elsewhere. Store what another member needs to carry them on (bounded; best effort)."""
         ...
+
+
+class ListenRouter(Protocol):
+    """A member that knows which process started a ``listen`` (audio is never relayed: a
+    listen's socket that reaches another worker cannot be served there). Registered for the
+    process while the member serves a server (see :mod:`jambonz_trio._audio`)."""
+
+    def listen_started(self, call: Call, token: str, fail: Callable[[str], None], within: float) -> None:
+        """``call`` waits ``within`` seconds for the audio socket of the listen ``token``
+        names. If it is a call of this member's server, note in the cluster that the token is
+        this member's, and call ``fail(member)`` if another member reports that the socket
+        reached it. Synchronous; never blocks nor raises (the member does its I/O itself)."""
+
+    def listen_ended(self, token: str) -> None:
+        """The listen ``token`` names got its socket, or gave up."""
+
+    async def route_listen(self, token: str) -> str | None:
+        """An audio socket names the listen ``token``, started by no call of this process: the
+        member that started it, told that the socket came here (``None``: unknown, or this
+        member). Bounded by the member; never raises."""

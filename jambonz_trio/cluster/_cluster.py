@@ -25,13 +25,14 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import coredis
 import trio
 
+from .._audio import LISTEN_ROUTERS
 from .._command_api import CommandMethods
 from .._errors import (
     CallClosed,
@@ -213,6 +214,7 @@ class Cluster:
         self._relay_changed = trio.Event()
         self._inbox_ready = trio.Event()  # set while the inbox task has a reading session
         self._ud_stored: dict[str, str] = {}
+        self._listens: dict[str, Callable[[str], None]] = {}  # listens of our calls, by token
         self._handed_over: set[str] = set()
 
     def __repr__(self) -> str:
@@ -400,12 +402,15 @@ class Cluster:
         if self._server is not None:
             raise RuntimeError("this cluster handle already serves a server; open one per server")
         self._server = server
+        LISTEN_ROUTERS.append(self)
         return self
 
     def detach_server(self, server: JambonzServer) -> None:
         """Called when ``serve_jambonz`` returns: no more commands for its calls."""
         if self._server is server:
             self._server = None
+            if self in LISTEN_ROUTERS:
+                LISTEN_ROUTERS.remove(self)
 
     def call_started(self, call: Call) -> None:
         sid = call.call_sid
@@ -474,6 +479,58 @@ class Cluster:
         elif not self._resync:
             self._pending[sid] = update
         self._wake.set()
+
+    # -- listens: which member started one (ListenRouter) ---------------------------------------
+
+    def listen_started(self, call: Call, token: str, fail: Callable[[str], None], within: float) -> None:
+        """A call of this member's server waits for the socket of the listen ``token`` names:
+        note that it is this member's (for ``within`` seconds and a margin), so that a member
+        the socket reaches instead can say so (:meth:`route_listen`). Never blocks."""
+        server = self._server
+        if server is None or call.call_sid is None or server.calls.get(call.call_sid) is not call:
+            return
+        self._listens[token] = fail
+        ttl_ms = int((within + self.config.op_timeout + 5.0) * 1000)
+
+        async def store() -> None:
+            try:
+                with guard("noting a listen", self._where), trio.fail_after(self._bound):
+                    await self._client.set(self._keys.listen(token), self.member, px=ttl_ms)
+            except ClusterUnavailable as exc:
+                self._warn("listen", "cluster: a listen was not noted (%s)", exc)
+
+        try:
+            self._nursery.start_soon(store)
+        except RuntimeError:  # the handle is closing
+            pass
+
+    def listen_ended(self, token: str) -> None:
+        """The listen got its socket or gave up (its key expires by itself)."""
+        self._listens.pop(token, None)
+
+    async def route_listen(self, token: str) -> str | None:
+        """An audio socket here names the listen ``token``, started by no call of this process:
+        the member that started it (``None``: unknown, or gone from the cluster), which is told
+        so that its ``listen`` fails at once. Bounded by ``op_timeout``; never raises."""
+        try:
+            with guard("looking a listen up", self._where), trio.fail_after(self._bound):
+                owner = await self._client.get(self._keys.listen(token))
+                if owner is None or owner == self.member:
+                    return None
+                notice = {"k": "listen-miss", "token": token, "at": self.member}
+                await self._xadd(self._keys.inbox(str(owner)), notice, what="telling a listen's member")
+        except ClusterUnavailable as exc:
+            self._warn("listen", "cluster: could not look a listen up (%s)", exc)
+            return None
+        except Exception as exc:  # a handle closing under us: the socket is closed as before
+            log.info("cluster: could not look a listen up (%s)", exc)
+            return None
+        return str(owner)
+
+    def _on_listen_miss(self, message: dict[str, Any]) -> None:
+        fail = self._listens.pop(str(message.get("token")), None)
+        if fail is not None:
+            fail(str(message.get("at")))
 
     # -- reconnects relayed to the call's owner (CallRouter) -----------------------------------
 
@@ -953,6 +1010,8 @@ class Cluster:
             self._relay.dispatch(message, data)
         elif kind == "relay":
             self._on_relay(message, data)
+        elif kind == "listen-miss":
+            self._on_listen_miss(message)
         elif kind == "cancel":
             rid = str(message.get("id"))
             scope = self._running.get(rid)

@@ -249,3 +249,7 @@ class Keys:
 
     def inbox(self, member: str) -> str:
         return f"{self.member_prefix}{member}:inbox"
+
+    def listen(self, token: str) -> str:
+        """The member that started the listen ``token`` names (a string key with an expiry)."""
+        return f"{self.prefix}:listen:{token}"
