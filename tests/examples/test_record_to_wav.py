@@ -12,6 +12,7 @@ import trio
 
 from examples import record_to_wav
 from jambonz_trio import JambonzServer
+from jambonz_trio.audio import AudioConfig
 from jambonz_trio.testing import (
     AudioSource,
     CallData,
@@ -23,7 +24,11 @@ from jambonz_trio.testing import (
 )
 from jambonz_trio.verbs import Listen, Say
 
-SPEECH = AudioSource.tone(440, seconds=2.5)
+#: More than the example's one-second batch, less than the stream's buffer (``AudioConfig``'s
+#: ``buffer_seconds``, 2 s): however late the handler starts reading or however long a worker
+#: thread takes to write (the fake may send it all at once), no audio can be dropped, so the file
+#: must hold every byte. With 2.5 s, a handler slowed by a loaded machine lost the oldest 0.5 s.
+SPEECH = AudioSource.tone(440, seconds=1.5)
 
 
 async def finished(server: JambonzServer) -> None:
@@ -45,6 +50,7 @@ def read(path: Path) -> tuple[int, int, bytes]:
 async def test_a_call_is_recorded(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
+    assert 16000 < len(SPEECH.pcm) < AudioConfig().buffer_seconds * 16000  # see SPEECH
     server: JambonzServer = await nursery.start(partial(record_to_wav.serve, directory=tmp_path, port=0))
     call = CallData()
     async with open_fake_call(server.connect_memory, path=record_to_wav.PATH, call=call) as fc:
