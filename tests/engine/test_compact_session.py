@@ -7,6 +7,7 @@ first read. What the app sees is unchanged: ``call.session.data`` equals the pay
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import attrs
@@ -84,6 +85,20 @@ def test_evolving_the_env_vars_leaves_the_big_parts_unread() -> None:
     assert typed.sip == SIP and first.call.sip == SIP
 
 
+def test_only_payloads_nesting_a_few_levels_are_held_compactly() -> None:
+    """Many brackets, shallow: compact; deeply nested: kept as parsed (its decode would run
+    again on the app's stack, see the served test below)."""
+    wide = _compact({**DATA, "customerData": {"items": [{"n": i} for i in range(200)]}})
+    assert isinstance(wide.data, Payload) and wide.call.customer_data == {
+        "items": [{"n": i} for i in range(200)]
+    }
+    deep: Any = {}
+    for _ in range(70):
+        deep = {"d": deep}
+    nested = _compact({**DATA, "customerData": deep})
+    assert isinstance(nested.data, dict) and nested.call.customer_data == deep
+
+
 def test_messages_without_call_info_are_kept_as_parsed() -> None:
     text = msg("tts:tokens-result", "t1", {"id": 1}, call_sid="sid-1")
     parsed = parse_message(loads_object(text))
@@ -153,3 +168,63 @@ async def test_a_reconnect_rebinds_by_the_compact_payload_owner_fields(
         assert (await third.receive() or {}).get("msgid") == "r2"
         await trio.testing.wait_all_tasks_blocked()
         assert len(calls) == 2 and calls[1].isolated
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def _depth(value: Any) -> int:
+    """How deep ``value`` nests lists (without recursion)."""
+    depth = 0
+    while isinstance(value, list):
+        depth += 1
+        value = value[0] if value else None
+    return depth
+
+
+async def _deeper(levels: int, read: Any) -> Any:
+    """``read()`` from ``levels`` Python frames further down the stack (an app's own code)."""
+    if levels == 0:
+        return read()
+    return await _deeper(levels - 1, read)
+
+
+async def test_a_session_new_the_server_admitted_reads_whole_from_any_app_stack(
+    serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A ``session:new`` whose ``customerData`` nests as deep as the server's parse takes is
+    admitted; the handler then reads ``call.info.customer_data`` and ``call.session.data``
+    from its own, deeper stack: they read as sent, no protocol error surfaces in the app (the
+    payload's decode must not depend on where the app stands on the stack)."""
+    seen: list[Any] = []
+
+    async def app(call: Call) -> None:
+        try:
+            info, data = await _deeper(60, lambda: (call.info.customer_data, dict(call.session.data)))
+            seen.append((_depth(info["deep"]), data["customerData"] is not None))
+        except Exception as exc:
+            seen.append(exc)
+        await call.ack(call.session, [Say(text="hi")])
+        await call.wait_closed()
+
+    server = await serve(app)
+
+    async def admitted(depth: int) -> bool:
+        sid = f"sid-{depth}"
+        data = {**SESSION_DATA, "call_sid": sid, "customerData": {"deep": "DEEP"}}
+        text = msg("session:new", "m1", data, call_sid=sid).replace('"DEEP"', _nested(depth))
+        seen.clear()
+        async with raw_client(server) as client:
+            await client.send_text(text)
+            await trio.testing.wait_all_tasks_blocked()
+        return bool(seen)
+
+    low, high = 1, 8 * sys.getrecursionlimit()  # the deepest nesting the server's parse accepts
+    assert await admitted(low)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if await admitted(mid) else (low, mid)
+    assert not await admitted(high)
+    assert await admitted(low)
+    assert seen == [(low, True)]
