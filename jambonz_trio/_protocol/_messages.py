@@ -417,16 +417,40 @@ def routing_sid(msg: JambonzMessage) -> str | None:
 #: call's first message (its sid, the owner check of a reconnect, ``env_vars``).
 _EAGER_KEYS = ("call_sid", "account_sid", "application_sid", "env_vars")
 
+#: Deepest nesting a compact payload may hold: its decode runs again on the app's own stack
+#: (Python's JSON decoder recurses once per level, against the interpreter's recursion limit),
+#: so a payload that nests near that limit, which the server's parse still took, would fail
+#: there. jambonz's own payloads nest a few levels; deeper ones are kept as parsed.
+_MAX_COMPACT_NESTING = 64
+
+
+def _nests_within(text: str, data: dict[str, Any], limit: int) -> bool:
+    """Whether the JSON ``text`` (parsed ``data``) nests at most ``limit`` levels: counted in C
+    on the text first (every level opens with a bracket), walked only if that is over."""
+    if text.count("{") + text.count("[") <= limit:
+        return True
+    level: list[Any] = [data]
+    for _ in range(limit):
+        level = [
+            v for c in level for v in (c.values() if isinstance(c, dict) else c) if isinstance(v, dict | list)
+        ]
+        if not level:
+            return True
+    return False
+
 
 def compact_message(msg: JambonzMessage, text: str) -> JambonzMessage:
     """``msg``, parsed from ``text``, with its ``data`` kept compactly for as long as a call
     holds it (its first message): a :class:`Payload` of the text, the call info typed now
     except its big sub-objects (``sip``, ``headers``, ``defaults``, ``customer_data``), which
     are decoded when first read. jambonz's ``session:new`` of a SIP call is ~3 KB of text and
-    ~9.5 KiB parsed. Other messages are returned as they are."""
+    ~9.5 KiB parsed. Other messages, and messages nesting deeper than
+    :data:`_MAX_COMPACT_NESTING` levels, are returned as they are."""
     data = msg.data
     if not isinstance(msg, _HasCallInfo) or not isinstance(data, dict):
         return msg
+    if not _nests_within(text, data, _MAX_COMPACT_NESTING):
+        return msg  # its decode could fail on a deeper stack than the server's parse
     payload = Payload(text, {k: data.get(k, Payload.ABSENT) for k in _EAGER_KEYS}, loads_object)
     compact = type(msg)(msgid=msg.msgid, call_sid=msg.call_sid, hook=msg.hook, b3=msg.b3, data=payload)
     compact.__dict__["call"] = CallInfo.compact(data, payload)  # (``call`` is a cached property)
