@@ -22,6 +22,7 @@ from jambonz_trio import (
     CommandQueueFull,
     DisconnectedCommands,
     JambonzMessage,
+    JambonzServer,
     NotDelivered,
     Route,
     VerbHook,
@@ -637,6 +638,49 @@ async def test_commands_lost_in_a_drop_are_reported_and_a_hangup_is_sent_again(
     async with raw_client(server) as second:
         assert await reconnect(second) == {"type": "ack", "msgid": "r1", "data": []}
         again = await second.receive()
+        assert again is not None and (again["command"], again["data"]) == (
+            "call:status",
+            {"call_status": "completed"},
+        )
+
+
+async def test_a_hangup_whose_resend_a_second_drop_cuts_is_sent_again_on_the_next_reconnect(
+    serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The hang-up the library sends again after a drop (it may never have reached jambonz)
+    is the library's own to deliver: when the connection dies again under that resend, it
+    goes out once more on the next reconnect (a hang-up cannot run twice), not dropped."""
+    go = trio.Event()
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        await go.wait()
+        await call.hangup()
+        await call.wait_closed()
+
+    server = await serve(app)
+    with trio.fail_after(60):
+        await _resend_cut(server, go)
+
+
+async def _resend_cut(server: JambonzServer, go: trio.Event) -> None:
+    async with raw_client(server) as first:
+        await new_call(first)
+        await trio.testing.wait_all_tasks_blocked()
+        first.auto_pong = False  # jambonz reads nothing more: the hang-up is not proven read
+        go.set()
+        assert (await first.receive() or {}).get("command") == "call:status"
+        await first.drop()
+    await trio.testing.wait_all_tasks_blocked()
+    async with raw_client(server, lockstep=True) as second:  # a write ends once jambonz read it
+        assert await reconnect(second) == {"type": "ack", "msgid": "r1", "data": []}
+        await trio.testing.wait_all_tasks_blocked()  # the resent hang-up is being written...
+        await second.drop()  # ...and the connection dies under it
+    await trio.testing.wait_all_tasks_blocked()
+    assert not server.calls["sid-1"].closed
+    async with raw_client(server) as third:
+        assert await reconnect(third, msgid="r2") == {"type": "ack", "msgid": "r2", "data": []}
+        again = await third.receive()
         assert again is not None and (again["command"], again["data"]) == (
             "call:status",
             {"call_status": "completed"},
