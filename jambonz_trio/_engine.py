@@ -183,10 +183,17 @@ class Link:
 class _Pending:
     """A command waiting for a reconnect."""
 
-    __slots__ = ("command", "done", "error", "origin", "payload", "sent", "size", "text")
+    __slots__ = ("command", "done", "error", "origin", "payload", "resend", "sent", "size", "text")
 
     def __init__(
-        self, text: str, size: int, command: Command | None, origin: object | None, payload: Command
+        self,
+        text: str,
+        size: int,
+        command: Command | None,
+        origin: object | None,
+        payload: Command,
+        *,
+        resend: bool = False,
     ) -> None:
         # ``command`` is None once the program watcher was told of it (when queued, or by a
         # direct write that found the connection gone); else it is told at the flush
@@ -199,6 +206,8 @@ class _Pending:
         self.done = trio.Event()
         self.sent = False
         self.error: JambonzTrioError | None = None
+        #: a hang-up the library sends again (no one waits for it): kept until written
+        self.resend = resend
 
 
 class CallEngine:
@@ -821,6 +830,7 @@ class CallEngine:
         return False
 
     async def _flush_outbox(self, link: Link) -> None:
+        requeued = False
         while self._outbox and link is self.link and self.protocol.state is ConnState.CONNECTED:
             item = self._outbox.pop(0)
             self._outbox_bytes -= item.size
@@ -828,12 +838,22 @@ class CallEngine:
             if item.command is not None:
                 self._program_sent(item.command, item.origin)  # before the write, see send_command
             if not await self._write(link, item.text):
+                if item.resend and not self.closed:
+                    # the library's own hang-up: no one to tell; it goes out on the next socket
+                    item.sent = False
+                    self._outbox.insert(0, item)
+                    self._outbox_bytes += item.size
+                    requeued = True
+                    break
                 item.error = NotDelivered("the socket dropped again while flushing", maybe_sent=True)
             else:
                 self.protocol.command_written(item.payload, link.generation)
                 self._want_receipt(link)
             item.done.set()
-        self._settle_unconfirmed_commands()  # (written on a socket found lost meanwhile)
+        resend = self._settle_unconfirmed_commands()  # (written on a socket found lost meanwhile)
+        newer = self.link
+        if (resend or requeued) and newer is not None and newer is not link and self.protocol.commands_flow:
+            await self._flush_outbox(newer)  # a newer socket took over during the write
 
     async def _command_written(self, link: Link, command: Command) -> None:
         """``command`` was written whole on ``link``: have it proven read by a receipt Ping
@@ -861,7 +881,7 @@ class CallEngine:
             text = self.protocol.render(command.to_wire())
             size = encoded_size(text)
             # the watcher was told when it first went out: not again (command=None)
-            self._outbox.insert(0, _Pending(text, size, None, None, command))
+            self._outbox.insert(0, _Pending(text, size, None, None, command, resend=True))
             self._outbox_bytes += size
         for command in lost.report:
             self._deliver(CommandUnconfirmed(command=command))
