@@ -69,9 +69,13 @@ async def record(stream: AudioStream, directory: Path) -> Path:
             if len(pending) >= second:
                 await trio.to_thread.run_sync(wav.writeframes, bytes(pending))
                 pending.clear()
-        await trio.to_thread.run_sync(wav.writeframes, bytes(pending))
     finally:
+        # The last partial second is written even when the handler is cancelled (the call
+        # ended, the server drains): shielded, like the close, so the file keeps every byte
+        # that arrived. Bounded by the disk, not by the network.
         with trio.CancelScope(shield=True):
+            if pending:
+                await trio.to_thread.run_sync(wav.writeframes, bytes(pending))
             await trio.to_thread.run_sync(wav.close)
     log.info("call %s: %d bytes of audio in %s", stream.call_sid, stream.statistics().bytes_in, path)
     return path
