@@ -183,25 +183,25 @@ class Link:
 class _Pending:
     """A command waiting for a reconnect."""
 
-    __slots__ = ("command", "done", "error", "origin", "payload", "resend", "sent", "size", "text")
+    __slots__ = ("command", "done", "error", "origin", "resend", "sent", "size", "tell", "text")
 
     def __init__(
         self,
         text: str,
         size: int,
-        command: Command | None,
+        command: Command,
         origin: object | None,
-        payload: Command,
         *,
+        tell: bool,
         resend: bool = False,
     ) -> None:
-        # ``command`` is None once the program watcher was told of it (when queued, or by a
-        # direct write that found the connection gone); else it is told at the flush
         self.text = text
         self.size = size
-        self.command = command
         #: the command itself (tracked until jambonz is seen to read it)
-        self.payload = payload
+        self.command = command
+        #: the program watcher is still to be told of it at the flush (``False`` once told:
+        #: when queued, or by a direct write that found the connection gone)
+        self.tell = tell
         self.origin = origin
         self.done = trio.Event()
         self.sent = False
@@ -808,7 +808,7 @@ class CallEngine:
         # Its place in the FIFO is fixed now: tell the watcher now (not at the flush), so a
         # conversation answering a hook later knows its answer would follow a replacement.
         told = told or self._program_sent(command, origin)
-        item = _Pending(text, size, None if told else command, origin, command)
+        item = _Pending(text, size, command, origin, tell=not told)
         self._outbox.append(item)
         self._outbox_bytes += size
         try:
@@ -835,7 +835,7 @@ class CallEngine:
             item = self._outbox.pop(0)
             self._outbox_bytes -= item.size
             item.sent = True
-            if item.command is not None:
+            if item.tell:
                 self._program_sent(item.command, item.origin)  # before the write, see send_command
             if not await self._write(link, item.text):
                 if item.resend and not self.closed:
@@ -847,7 +847,7 @@ class CallEngine:
                     break
                 item.error = NotDelivered("the socket dropped again while flushing", maybe_sent=True)
             else:
-                self.protocol.command_written(item.payload, link.generation)
+                self.protocol.command_written(item.command, link.generation)
                 self._want_receipt(link)
             item.done.set()
         resend = self._settle_unconfirmed_commands()  # (written on a socket found lost meanwhile)
@@ -880,8 +880,8 @@ class CallEngine:
         for command in reversed(lost.resend):
             text = self.protocol.render(command.to_wire())
             size = encoded_size(text)
-            # the watcher was told when it first went out: not again (command=None)
-            self._outbox.insert(0, _Pending(text, size, None, None, command, resend=True))
+            # the watcher was told when it first went out: not again
+            self._outbox.insert(0, _Pending(text, size, command, None, tell=False, resend=True))
             self._outbox_bytes += size
         for command in lost.report:
             self._deliver(CommandUnconfirmed(command=command))
