@@ -3,12 +3,18 @@
 One call = one nursery, :meth:`CallEngine.run`::
 
     async with trio.open_nursery() as nursery:        # the call's nursery
-        nursery.start_soon(engine.watchdog)           # the ack tracker: ack deadlines, the
-                                                      # keepalive, the reconnect grace period
         await handler(call)                           # the app's handler task
         # then: close the call (the fallback verbs first if the handler crashed)
+    # and, while one of the call's deadlines is due, the ack tracker's task in that nursery
+    # (_track_deadlines: overdue acks answered for the app, the keepalive and receipt Pings,
+    # the reconnect grace period)
 
-and the receive loop, :meth:`CallEngine.serve`: connection -> :class:`CallProtocol` -> the
+The ack tracker does not sleep in a task of its own per call: the call's deadlines are set on
+a :class:`~jambonz_trio._timers.Timer`, which one task shared by every call of the trio run
+watches, and the tracker's task is started when one is due (most calls end before any is:
+issue 16, bench/README.md).
+
+Then the receive loop, :meth:`CallEngine.serve`: connection -> :class:`CallProtocol` -> the
 call's bounded event queue. It runs in the task of the connection it reads (the server's task
 that accepted the socket): a call outlives its sockets (jambonz reconnects with a new one, and
 the same call and handler carry on), so each socket brings its own loop, and no task is spent
@@ -45,7 +51,7 @@ from ._config import CallConfig, DisconnectedCommands, LateAck, Overflow
 from ._connection import Connection, ConnectionClosed
 from ._errors import CallClosed, CommandQueueFull, JambonzTrioError, NotDelivered, RemoteProtocolError
 from ._events import AckUnconfirmed, CommandUnconfirmed, Disconnected, Event, HookAbandoned, Reconnected
-from ._log import CallLog, get_logger, safe
+from ._log import CallLog, current_call, get_logger, safe
 from ._protocol import _outbound as cmds
 from ._protocol._json import TooComplex, encoded_size
 from ._protocol._messages import JambonzMessage, SessionReconnect, routing_sid
@@ -54,7 +60,8 @@ from ._protocol._state import AckResult, AnswerPlan, CallProtocol, ConnState, De
 from ._protocol._verbs_base import Verb
 from ._public import create
 from ._queue import EventQueue
-from ._sync import unless
+from ._sync import Flag, unless
+from ._timers import Timer
 from ._tts import TtsFlow
 
 if TYPE_CHECKING:
@@ -151,8 +158,8 @@ class Link:
         self.id = next(self._ids)
         #: the protocol generation it carries (set when attached)
         self.generation = 0
-        #: set once the engine knows it is gone (closed, lost or replaced)
-        self.closed = trio.Event()
+        #: once the engine knows it is gone (closed, lost or replaced)
+        self.closed = False
         self.close_code: int | None = None
         self.close_reason: str | None = None
         #: around its receive loop: cancelled when the link is dropped
@@ -160,8 +167,8 @@ class Link:
         #: set once a close *we* started has finished (the peer's Close came, or timed out)
         self.close_done: trio.Event | None = None
         #: set when the task serving it is gone (for any reason)
-        self.torn_down = trio.Event()
-        #: keepalive (run by the watchdog): when to send the next ping or, while one is in
+        self.torn_down = Flag()
+        #: keepalive (run by the ack tracker): when to send the next ping or, while one is in
         #: flight, by when its pong must come
         self.keepalive_at = math.inf
         self.ping_in_flight = False
@@ -177,7 +184,7 @@ class Link:
     @property
     def writable(self) -> bool:
         """Neither known gone nor closing (a write would be attempted)."""
-        return self.conn.close_reason is None and not self.closed.is_set()
+        return self.conn.close_reason is None and not self.closed
 
 
 class _Pending:
@@ -222,9 +229,11 @@ class CallEngine:
         "_disconnected_at",
         "_events_bytes",
         "_log",
+        "_nursery",
         "_outbox",
         "_outbox_bytes",
-        "_watchdog_scope",
+        "_timer",
+        "_tracking",
         "call",
         "close_info",
         "closed_event",
@@ -274,9 +283,13 @@ class CallEngine:
         self._outbox: list[_Pending] = []  # FIFO, at most max_queued_commands
         self._outbox_bytes = 0
         self._disconnected_at: float | None = None
-        self._watchdog_scope: trio.CancelScope | None = None
-        self.session_acked = trio.Event()
-        self.closed_event = trio.Event()
+        #: the call's deadlines, watched by one task for all calls (:mod:`._timers`)
+        self._timer = Timer(self._on_deadline)
+        #: the call's nursery while :meth:`run` runs; the ack tracker runs there while due
+        self._nursery: trio.Nursery | None = None
+        self._tracking = False
+        self.session_acked = Flag()
+        self.closed_event = Flag()
         self.frames_in = 0
         self.frames_out = 0
         self.tts = TtsFlow(self.closed_event)
@@ -323,15 +336,17 @@ class CallEngine:
             return CallClosed("call closed")
         return CallClosed(f"call ended ({ci.by}: {safe(ci.reason, 128)})", code=ci.code)  # the peer's reason
 
-    # -- the call's nursery: handler and watchdog ----------------------------------------------
+    # -- the call's nursery: handler and ack tracker ----------------------------------------------
 
     async def run(self, handler: Handler) -> None:
-        """Run the handler and the watchdog in the call's nursery; close the call when the
-        handler is done. A handler that raises gets the fallback verbs sent and the call
-        closed with 1000 (``by="error"``); a cancelled one (server shutdown) closes with 1012
-        so that jambonz reconnects to this server's successor."""
+        """Run the handler in the call's nursery (the ack tracker joins it while a deadline is
+        due: :meth:`_on_deadline`); close the call when the handler is done. A handler that
+        raises gets the fallback verbs sent and the call closed with 1000 (``by="error"``); a
+        cancelled one (server shutdown) closes with 1012 so that jambonz reconnects to this
+        server's successor."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._guarded_watchdog, nursery.cancel_scope)
+            self._nursery = nursery
+            self._timer.at(self._next_deadline())  # (a deadline that came before: now)
             outcome: Literal["cancelled", "finished", "failed"] = "cancelled"
             try:
                 await handler(self.call)
@@ -352,6 +367,7 @@ class CallEngine:
                 if self.fault is Fault.INTERNAL or not self.closed:  # (else over already: ended by jambonz)
                     with trio.CancelScope(shield=True):
                         await self._close_after_handler(outcome)
+                self._nursery = None  # (closed to new tasks once this body is over)
                 nursery.cancel_scope.cancel()
 
     async def _close_after_handler(self, outcome: Literal["cancelled", "finished", "failed"]) -> None:
@@ -387,43 +403,63 @@ class CallEngine:
         except JambonzTrioError:
             self._log.warning("could not send fallback verbs")
 
-    async def _guarded_watchdog(self, call_scope: trio.CancelScope) -> None:
-        """The watchdog, contained: should it ever fail, the call ends cleanly (fallback verbs,
-        close 1000) instead of the failure spreading or the call running without deadlines."""
+    def _on_deadline(self) -> None:
+        """The call's timer went off (run synchronously by the shared deadline task,
+        :mod:`._timers`): start the ack tracker's task if something is due, else set the timer
+        to the next deadline."""
+        if self.closed or self._tracking:
+            return  # (the running tracker sets the next deadline when it is done)
+        deadline = self._next_deadline()
+        if deadline > trio.current_time():
+            self._timer.at(deadline)
+            return
+        nursery = self._nursery
+        if nursery is None:
+            return  # run() has not started yet, or is over: it sets the timer when it starts
+        self._tracking = True
+        nursery.start_soon(self._track_deadlines, nursery.cancel_scope)
+
+    async def _track_deadlines(self, call_scope: trio.CancelScope) -> None:
+        """The ack tracker, a task of the call's nursery while a deadline is due: it runs
+        :meth:`_deadlines_due` until nothing is, then sets the timer to the next deadline and
+        ends. Contained: should it ever fail, the call ends cleanly (fallback verbs, close
+        1000) instead of the failure spreading or the call running without deadlines."""
+        current_call.set(self._log)  # (started by the shared task: its log records are the call's)
         try:
-            await self.watchdog()
+            while not self.closed:
+                await self._deadlines_due()
+                deadline = self._next_deadline()
+                if deadline > trio.current_time():
+                    break
+                await trio.lowlevel.checkpoint()
         except Exception:
-            self._log.error("the ack watchdog failed; ending the call", exc_info=True)
+            self._log.error("the ack tracker failed; ending the call", exc_info=True)
             self.fault = Fault.INTERNAL
             call_scope.cancel()
+            return
+        finally:
+            self._tracking = False
+        self._timer.at(self._next_deadline())
 
-    async def watchdog(self) -> None:
-        """The call's ack tracker, its one deadline task: overdue acks, the keepalive and
-        receipt Pings of the live connection, and the reconnect grace period."""
-        while not self.closed:
-            with trio.CancelScope() as scope:
-                self._watchdog_scope = scope
-                scope.deadline = self._next_deadline()
-                await trio.sleep_forever()
-            self._watchdog_scope = None
-            if self.closed:
-                return
-            now = trio.current_time()
-            grace_end = (
-                None if self._disconnected_at is None else self._disconnected_at + self.config.reconnect_grace
-            )
-            if grace_end is not None and now >= grace_end:
-                self.give_up(f"no reconnect within {self.config.reconnect_grace:.0f} s")
-                return
-            for owed in self.protocol.overdue(now):
-                await self._auto_answer(owed)
-            link = self.link
-            now = trio.current_time()  # the auto-answers above may have taken a while
-            if link is not None and self.protocol.state is ConnState.CONNECTED:
-                if now >= link.receipt_at:
-                    await self._receipt_ping(link)
-                if now >= link.keepalive_at:
-                    await self._keepalive(link)
+    async def _deadlines_due(self) -> None:
+        """What is due now: the reconnect grace period, overdue acks, the live connection's
+        receipt Ping and keepalive."""
+        now = trio.current_time()
+        grace_end = (
+            None if self._disconnected_at is None else self._disconnected_at + self.config.reconnect_grace
+        )
+        if grace_end is not None and now >= grace_end:
+            self.give_up(f"no reconnect within {self.config.reconnect_grace:.0f} s")
+            return
+        for owed in self.protocol.overdue(now):
+            await self._auto_answer(owed)
+        link = self.link
+        now = trio.current_time()  # the auto-answers above may have taken a while
+        if link is not None and self.protocol.state is ConnState.CONNECTED:
+            if now >= link.receipt_at:
+                await self._receipt_ping(link)
+            if now >= link.keepalive_at:
+                await self._keepalive(link)
 
     def _next_deadline(self) -> float:
         d = self.protocol.next_deadline()
@@ -436,12 +472,9 @@ class CallEngine:
         return best
 
     def _reschedule(self) -> None:
-        """A deadline may have moved earlier: update the watchdog without waking it."""
-        scope = self._watchdog_scope
-        if scope is not None:
-            deadline = self._next_deadline()
-            if deadline < scope.deadline:  # (setting it costs trio a deadline update even when equal)
-                scope.deadline = deadline
+        """A deadline may have moved earlier: set the timer (a later one is found when the
+        timer goes off)."""
+        self._timer.at(self._next_deadline())
 
     async def _auto_answer(self, owed: OwedAck) -> None:
         """The watchdog answers for the app (at the deadline, or at once past the owed bound)."""
@@ -484,9 +517,9 @@ class CallEngine:
             self._want_receipt(link)  # answers written since that Ping need one of their own
 
     async def _keepalive(self, link: Link) -> None:
-        """Ping ``link``, or abort it if the pong of the last ping is overdue (the watchdog
-        calls this at ``link.keepalive_at``)."""
-        if link.closed.is_set():
+        """Ping ``link``, or abort it if the pong of the last ping is overdue (the ack
+        tracker calls this at ``link.keepalive_at``)."""
+        if link.closed:
             link.keepalive_at = math.inf
             return
         if link.ping_in_flight:
@@ -504,7 +537,7 @@ class CallEngine:
         link.keepalive_at = trio.current_time() + self.config.ping_timeout
 
     def _want_receipt(self, link: Link) -> None:
-        """An answer went out on ``link``: have the watchdog write a Ping after it, unless one
+        """An answer went out on ``link``: have the ack tracker write a Ping after it, unless one
         written for an earlier answer still waits for its Pong (one receipt Ping at a time)."""
         if (
             link is self.link
@@ -529,7 +562,7 @@ class CallEngine:
         # Everything up to the first await is synchronous, so two connections attaching at once
         # cannot both become the live one.
         old = self.link
-        if old is not None and old is not link and not old.closed.is_set():
+        if old is not None and old is not link and not old.closed:
             self._log.info("a newer socket replaces socket %d", old.id)
             self._connection_lost(old, None, "replaced by a newer socket")  # abandons its requests
         seen_before = self.protocol.generation > 0
@@ -559,7 +592,7 @@ class CallEngine:
 
     async def serve(self, link: Link) -> None:
         """The receive loop of one connection; returns when the connection is done (its
-        keepalive runs in the watchdog; its inbound pacing in the connection, which calls
+        keepalive runs in the ack tracker; its inbound pacing in the connection, which calls
         :meth:`inbound_paused`)."""
         with link.cancel_scope:
             await self._receive_loop(link)
@@ -758,7 +791,7 @@ class CallEngine:
         assert plan.text is not None
         protocol = self.protocol
         # the receipt Ping goes in the answer's own write when the connection can do that
-        # (one write instead of two, and no wake-up of the watchdog for it)
+        # (one write instead of two, and no wake-up of the ack tracker for it)
         receipt = None
         if link is self.link and link.send_then_ping is not None and link.conn.receipts:
             receipt = protocol.receipt_for_answer()
@@ -906,7 +939,7 @@ class CallEngine:
             # jambonz ended the call (a 1000 we did not send); the receive loop has not seen it yet
             self._connection_closed(link, 1000, closing.reason)
             return Delivery.NOT_WRITTEN
-        if link.closed.is_set() or closing is not None:
+        if link.closed or closing is not None:
             # (a close under way, e.g. our 1009, is reported with its own code)
             code, reason = (closing.code, closing.reason) if closing is not None else (None, None)
             self._connection_lost(link, code, reason or "socket closed")
@@ -986,12 +1019,11 @@ class CallEngine:
         self.tts.close()
         self.closed_event.set()
         self._log.summary()
-        if self._watchdog_scope is not None:
-            self._watchdog_scope.cancel()
+        self._timer.cancel()
 
     def _connection_closed(self, link: Link, code: int | None, reason: str | None) -> None:
         link.close_code, link.close_reason = code, reason
-        link.closed.set()
+        link.closed = True
         if link is not self.link or self.closed:
             return
         if code == 1000:
@@ -1001,7 +1033,7 @@ class CallEngine:
 
     def _connection_lost(self, link: Link, code: int | None, reason: str | None) -> None:
         """The connection is gone without a normal end: wait for jambonz to reconnect."""
-        link.closed.set()
+        link.closed = True
         if link is not self.link or self.closed or self.protocol.state is not ConnState.CONNECTED:
             return
         abandoned = self.protocol.connection_lost()

@@ -18,7 +18,7 @@ from ._errors import JambonzTrioError
 from ._protocol._messages import JambonzMessage, TtsStreamingEvent, TtsTokensResult
 from ._protocol._outbound import Command, TtsTokensCommand
 from ._public import NoPublicConstructor, create
-from ._sync import unless
+from ._sync import Waitable, unless
 
 if TYPE_CHECKING:
     from ._call import Call
@@ -31,7 +31,7 @@ class TtsFlow:
 
     __slots__ = ("_closed", "_ids", "_interrupted", "_resumed", "_waiters", "interruptions")
 
-    def __init__(self, closed: trio.Event) -> None:
+    def __init__(self, closed: Waitable) -> None:
         self._closed = closed
         #: bumped on every ``user_interruption`` (barge-in)
         self.interruptions = 0

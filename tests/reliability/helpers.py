@@ -28,7 +28,9 @@ __all__ = [
     "USER",
     "ErrorRecorder",
     "Latencies",
+    "SHARED_TASKS",
     "RawClient",
+    "all_tasks",
     "connect_call",
     "drip",
     "fd_count",
@@ -75,23 +77,41 @@ def fd_count(pid: int | str = "self") -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+#: the library's one deadline task per trio run (jambonz_trio/_timers.py), started with the
+#: first call and living as long as the run: not a call's task
+SHARED_TASKS = ("jambonz_trio deadlines",)
+
+
 def tasks_living() -> int:
-    return trio.lowlevel.current_statistics().tasks_living
+    """Living trio tasks, the library's run-wide deadline task left out."""
+    shared = sum(1 for task in all_tasks() if task.name in SHARED_TASKS)
+    return trio.lowlevel.current_statistics().tasks_living - shared
 
 
-def task_names() -> list[str]:
-    """Every living trio task, as ``name @ file:line`` of where it is suspended."""
-    out: list[str] = []
+def all_tasks() -> list[trio.lowlevel.Task]:
+    """Every living trio task of the run (system tasks included)."""
+    out: list[trio.lowlevel.Task] = []
     todo = [trio.lowlevel.current_root_task()]
     while todo:
         task = todo.pop()
         if task is None:
             continue
+        out.append(task)
+        for nursery in task.child_nurseries:
+            todo.extend(nursery.child_tasks)
+    return out
+
+
+def task_names() -> list[str]:
+    """Every living trio task but the run-wide deadline task, as ``name @ file:line`` of
+    where it is suspended."""
+    out: list[str] = []
+    for task in all_tasks():
+        if task.name in SHARED_TASKS:
+            continue
         frames = list(task.iter_await_frames())
         where = f"{frames[-1][0].f_code.co_filename}:{frames[-1][1]}" if frames else "?"
         out.append(f"{task.name} @ {where}")
-        for nursery in task.child_nurseries:
-            todo.extend(nursery.child_tasks)
     return sorted(out)
 
 

@@ -1,0 +1,162 @@
+"""The shared deadline task (jambonz_trio/_timers.py) and the ack tracker it starts (issue 16).
+
+One task per trio run watches every call's deadlines; a call spends a task on them only while
+one is due. These tests hold the timer's contract (earlier replaces later, cancel forgets the
+call, a failing callback spares the others, a late-added earlier deadline wakes the task on
+time) and the engine's use of it (no task per held call, deadlines met at their exact time).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import weakref
+from collections import Counter
+from contextlib import AsyncExitStack
+
+import pytest
+import trio
+import trio.testing
+
+from jambonz_trio._timers import Timer
+from tests.helpers import Serve, answer_and_wait
+from tests.reliability.helpers import SHARED_TASKS, all_tasks, task_names
+
+from .helpers import RawClient, new_call, raw_client
+
+
+async def test_a_timer_fires_at_its_time(autojump_clock: trio.testing.MockClock) -> None:
+    fired: list[float] = []
+    timer = Timer(lambda: fired.append(trio.current_time()))
+    t0 = trio.current_time()
+    timer.at(t0 + 3)
+    await trio.sleep(10)
+    assert fired == [pytest.approx(t0 + 3)]
+    assert timer.when == float("inf")  # not scheduled any more
+
+
+async def test_an_earlier_time_replaces_a_later_one_and_a_later_one_is_ignored(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fired: list[float] = []
+    timer = Timer(lambda: fired.append(trio.current_time()))
+    t0 = trio.current_time()
+    timer.at(t0 + 5)
+    timer.at(t0 + 2)  # earlier: replaces
+    timer.at(t0 + 8)  # later: ignored (the callback finds the next time itself)
+    await trio.sleep(20)
+    assert fired == [pytest.approx(t0 + 2)]
+
+
+async def test_a_deadline_added_while_the_task_sleeps_wakes_it_on_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    fired: list[tuple[str, float]] = []
+    t0 = trio.current_time()
+    late = Timer(lambda: fired.append(("late", trio.current_time())))
+    late.at(t0 + 100)
+    await trio.sleep(1)  # the shared task now sleeps until t0 + 100
+    soon = Timer(lambda: fired.append(("soon", trio.current_time())))
+    soon.at(t0 + 4)
+    await trio.sleep(200)
+    assert [name for name, _ in fired] == ["soon", "late"]
+    assert [at - t0 for _, at in fired] == pytest.approx([4, 100])
+
+
+async def test_a_cancelled_timer_never_fires_and_keeps_no_reference_to_its_owner(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    class Owner:
+        def __init__(self) -> None:
+            self.fired = 0
+            self.timer = Timer(self.wake)
+
+        def wake(self) -> None:
+            self.fired += 1
+
+    owner = Owner()
+    timer = owner.timer
+    timer.at(trio.current_time() + 30)
+    timer.cancel()
+    ref = weakref.ref(owner)
+    del owner
+    gc.collect()
+    assert ref() is None  # the heap's entry holds the timer, not the call
+    timer.at(trio.current_time() + 1)  # a cancelled timer cannot be set again
+    await trio.sleep(60)
+    assert timer.when == float("inf")
+
+
+async def test_a_failing_callback_is_logged_and_the_others_still_fire(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    fired: list[str] = []
+
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    t0 = trio.current_time()
+    bad = Timer(boom)
+    good = Timer(lambda: fired.append("good"))
+    bad.at(t0 + 1)
+    good.at(t0 + 1)
+    after = Timer(lambda: fired.append("after"))
+    after.at(t0 + 2)
+    with caplog.at_level(logging.ERROR, logger="jambonz_trio.call"):
+        await trio.sleep(5)
+    assert fired == ["good", "after"]
+    assert any("deadline callback failed" in r.getMessage() for r in caplog.records)
+
+
+def _shared_tasks() -> int:
+    return sum(1 for task in all_tasks() if task.name in SHARED_TASKS)
+
+
+async def test_held_calls_spend_no_task_on_their_deadlines(
+    serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Answered calls held: each costs its connection's task and its handler's, and one task
+    watches the deadlines of all of them (it was a watchdog task per call)."""
+    server = await serve(answer_and_wait)
+
+    async def hold(stack: AsyncExitStack, n: int, prefix: str) -> int:
+        for i in range(n):
+            client = await stack.enter_async_context(raw_client(server))
+            assert await new_call(client, f"{prefix}-{i}", "m1") is not None
+        await trio.testing.wait_all_tasks_blocked()
+        return trio.lowlevel.current_statistics().tasks_living
+
+    async with AsyncExitStack() as stack:
+        first = await hold(stack, 5, "a")  # the server's and the shared task are up by now
+        names = Counter(task_names())
+        after = await hold(stack, 20, "b")
+        # per call: its handler and its connection's task (the test clients are sans-io over
+        # memory streams: no task); the deadlines of all 25 calls: one task
+        assert (after - first) / 20 == 2, Counter(task_names()) - names
+        assert _shared_tasks() == 1
+
+
+async def test_keepalive_and_ack_deadlines_of_many_calls_are_met_on_time(
+    serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Ten calls whose handlers never answer a hook: the ack tracker of each answers it at
+    exactly ``ack_deadline`` after receipt, although one shared task watches them all and
+    their deadlines differ."""
+    answered: dict[str, float] = {}
+
+    server = await serve(answer_and_wait, ack_deadline=4.0)
+    async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
+        for i in range(10):
+            client = await stack.enter_async_context(raw_client(server))
+            assert await new_call(client, f"c-{i}", "m1") is not None
+
+            async def hook(client: RawClient = client, i: int = i) -> None:
+                await trio.sleep(i * 0.7)  # receipts spread over 7 s
+                sent = trio.current_time()
+                await client.send("verb:hook", f"h{i}", {}, hook="/h", call_sid=f"c-{i}")
+                ack = await client.receive()
+                assert ack == {"type": "ack", "msgid": f"h{i}", "data": []}
+                answered[f"c-{i}"] = trio.current_time() - sent
+
+            nursery.start_soon(hook)
+    assert answered == {f"c-{i}": pytest.approx(4.0, abs=0.01) for i in range(10)}
