@@ -209,6 +209,13 @@ async def reconnect(client: RawClient, sid: str = "sid-1", msgid: str = "r1") ->
     return await client.receive()
 
 
+async def receive_command(client: RawClient) -> tuple[str, Any]:
+    """The next frame, which must be there: its ``(command, data)``."""
+    frame = await client.receive()
+    assert frame is not None
+    return frame["command"], frame["data"]
+
+
 async def drain(client: RawClient) -> None:
     """Read until the server closed."""
     while await client.receive() is not None:

@@ -42,6 +42,7 @@ from .helpers import (
     hooks_behind_a_blocked_write,
     new_call,
     raw_client,
+    receive_command,
     reconnect,
     start_and_drop,
     wait_link_closed,
@@ -637,11 +638,7 @@ async def test_commands_lost_in_a_drop_are_reported_and_a_hangup_is_sent_again(
     assert call.statistics().commands_unconfirmed == 2  # the redirect and the hang-up
     async with raw_client(server) as second:
         assert await reconnect(second) == {"type": "ack", "msgid": "r1", "data": []}
-        again = await second.receive()
-        assert again is not None and (again["command"], again["data"]) == (
-            "call:status",
-            {"call_status": "completed"},
-        )
+        assert await receive_command(second) == ("call:status", {"call_status": "completed"})
 
 
 async def test_a_hangup_whose_resend_a_second_drop_cuts_is_sent_again_on_the_next_reconnect(
@@ -680,11 +677,7 @@ async def _resend_cut(server: JambonzServer, go: trio.Event) -> None:
     assert not server.calls["sid-1"].closed
     async with raw_client(server) as third:
         assert await reconnect(third, msgid="r2") == {"type": "ack", "msgid": "r2", "data": []}
-        again = await third.receive()
-        assert again is not None and (again["command"], again["data"]) == (
-            "call:status",
-            {"call_status": "completed"},
-        )
+        assert await receive_command(third) == ("call:status", {"call_status": "completed"})
 
 
 async def test_fm29_a_holding_answer_cut_by_a_drop_goes_out_on_the_reconnect(
