@@ -43,6 +43,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import coredis
 import coredis.exceptions
 import trio
@@ -113,32 +114,22 @@ class Endpoint:
             self.send_channel.close()
 
 
+@attrs.define(eq=False, kw_only=True, repr=False, slots=False)
 class RelayHub:
     """The relays of one cluster handle: endpoints by relay id, sending, the peers' liveness."""
 
-    def __init__(
-        self,
-        *,
-        member: str,
-        keys: Keys,
-        client: coredis.Redis[str],
-        connect: Callable[[], coredis.Redis[str]],
-        where: str,
-        bound: float,
-        inbox_maxlen: int,
-        idle_ms: int,
-        nursery: trio.Nursery,
-    ) -> None:
-        self.member = member
-        self._keys = keys
-        self._client = client
-        self._where = where
-        self._bound = bound
-        self._inbox_maxlen = inbox_maxlen
-        self._idle_ms = idle_ms
-        self._ensure = client.register_script(REPLY)
-        self._connect = connect
-        self._nursery = nursery
+    member: str
+    _keys: Keys
+    _client: coredis.Redis[str]
+    _connect: Callable[[], coredis.Redis[str]]
+    _where: str
+    _bound: float
+    _inbox_maxlen: int
+    _idle_ms: int
+    _nursery: trio.Nursery
+
+    def __attrs_post_init__(self) -> None:
+        self._ensure = self._client.register_script(REPLY)
         # the writer (see _write_loop): its connection, the requests it has issued (in order),
         # the entries waiting for a connection, and what senders and the writer wait for
         self._conn: BaseConnection | None = None

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
+import attrs
 import trio
 import trio_websocket
 
@@ -42,7 +43,7 @@ from ._records import (
 )
 from ._snake import snake_case_keys
 from ._transport import Connector, _SniffingStream, abort_stream, handshake
-from ._tts import TtsBuffer, TtsModel
+from ._tts import TtsBuffer
 
 __all__: list[str] = []
 
@@ -111,43 +112,27 @@ class _Link:
         self.close_done: trio.Event | None = None
 
 
+@attrs.define(eq=False, kw_only=True, repr=False, slots=False)
 class _Core:
     """State and I/O of one fake call. See :class:`FakeCall` for the public API."""
 
-    def __init__(
-        self,
-        nursery: trio.Nursery,
-        connector: Connector,
-        *,
-        call: CallData,
-        host: str,
-        path: str,
-        extra_headers: list[tuple[bytes, bytes]],
-        strict: bool,
-        ack_timeout: float,
-        max_payload: int,
-        auto_reconnect: bool,
-        max_reconnects: int,
-        handshake_timeout: float,
-        tts: TtsModel | None,
-        send_trying: bool,
-        close_timeout: float,
-    ) -> None:
-        self._nursery = nursery
-        self._connector = connector
-        self._call = call
-        self._host = host
-        self._path = path
-        self._extra_headers = extra_headers
-        self._strict = strict
-        self._ack_timeout = ack_timeout
-        self._max_payload = max_payload
-        self._auto_reconnect = auto_reconnect
-        self._max_reconnects = max_reconnects
-        self._handshake_timeout = handshake_timeout
-        self._send_trying = send_trying
-        self._close_timeout = close_timeout
+    _nursery: trio.Nursery
+    _connector: Connector
+    _call: CallData
+    _host: str
+    _path: str
+    _extra_headers: list[tuple[bytes, bytes]]
+    _strict: bool
+    _ack_timeout: float
+    _max_payload: int
+    _auto_reconnect: bool
+    _max_reconnects: int
+    _handshake_timeout: float
+    _tts: TtsBuffer = attrs.field(converter=TtsBuffer)
+    _send_trying: bool
+    _close_timeout: float
 
+    def __attrs_post_init__(self) -> None:
         self._t0 = trio.current_time()
         self._changed = trio.Event()
         self._state: Literal["idle", "active", "ended"] = "idle"
@@ -190,8 +175,6 @@ class _Core:
         self._close_cursor = 0
         self._sent: list[JambonzMessage] = []
         self._errors_sent: list[dict[str, Any]] = []
-
-        self._tts = TtsBuffer(tts)
 
     # -- bookkeeping -----------------------------------------------------------------------
 

@@ -79,8 +79,8 @@ async def open_fake_call(
     fc: FakeCall | None = None
     async with trio.open_nursery() as nursery:
         fc = FakeCall(
-            nursery,
-            connector,
+            nursery=nursery,
+            connector=connector,
             call=call if call is not None else CallData(),
             host=host_header,
             path=resource,
