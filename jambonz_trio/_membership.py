@@ -24,7 +24,15 @@ if TYPE_CHECKING:
     from ._server import JambonzServer
     from ._websocket import ServerWebSocket
 
-__all__ = ["CallRouter", "CallWatcher", "ListenRouter", "Relayed", "ServeHere", "ServerMember"]
+__all__ = [
+    "CallRouter",
+    "CallWatcher",
+    "ListenRouter",
+    "Reconnect",
+    "Relayed",
+    "ServeHere",
+    "ServerMember",
+]
 
 
 @attrs.frozen
@@ -43,6 +51,22 @@ class ServeHere:
 
     isolate: bool = False
     user_data: dict[str, Any] | None = None
+
+
+@attrs.frozen(eq=False)
+class Reconnect:
+    """A ``session:reconnect`` that came to a server which does not hold the call it names.
+
+    ``frame``: the message as received (what a relay forwards), parsed as ``first``;
+    ``identity``: what its socket ``ws`` was admitted with; ``config``: the server's call
+    settings.
+    """
+
+    frame: str
+    first: SessionReconnect
+    identity: Identity
+    ws: ServerWebSocket
+    config: CallConfig
 
 
 class CallWatcher(Protocol):
@@ -82,18 +106,11 @@ class CallRouter(Protocol):
     cluster's I/O), each bounded by the member; they concern only the socket or the drain at
     hand, never another call's ack path."""
 
-    async def route_reconnect(
-        self,
-        frame: str,
-        first: SessionReconnect,
-        identity: Identity,
-        ws: ServerWebSocket,
-        config: CallConfig,
-    ) -> Relayed | ServeHere:
-        """A ``session:reconnect`` (``frame``, parsed as ``first``) names a call this server
-        does not hold. Either relay the socket to the call's owner for the rest of its life
-        (return :class:`Relayed` once it is over) or say how to serve it here. Never raises
-        for the cluster's faults (then: :class:`ServeHere`)."""
+    async def route_reconnect(self, reconnect: Reconnect) -> Relayed | ServeHere:
+        """A ``session:reconnect`` names a call this server does not hold. Either relay the
+        socket to the call's owner for the rest of its life (return :class:`Relayed` once it
+        is over) or say how to serve it here. Never raises for the cluster's faults (then:
+        :class:`ServeHere`)."""
         ...
 
     async def hand_over(self, calls: list[Call]) -> None:

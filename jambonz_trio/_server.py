@@ -47,7 +47,7 @@ from ._engine import CallEngine, Handler, Link
 from ._errors import RemoteProtocolError
 from ._listen import open_listeners
 from ._log import current_call, get_logger
-from ._membership import CallRouter, CallWatcher, Relayed, ServeHere, ServerMember
+from ._membership import CallRouter, CallWatcher, Reconnect, Relayed, ServeHere, ServerMember
 from ._observe import Observer, Observers
 from ._pacing import TokenBucket
 from ._protocol._envvars import apply_env
@@ -416,7 +416,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
             if sid and self._table.live(sid) is None:
                 # a call this process does not hold: perhaps another member of the cluster does
                 routed = await self._router.route_reconnect(
-                    first_text, first, admitted.identity, ws, self.config.call
+                    Reconnect(first_text, first, admitted.identity, ws, self.config.call)
                 )
                 if isinstance(routed, Relayed):
                     return

@@ -42,7 +42,7 @@ from .._errors import (
     NotDelivered,
 )
 from .._log import get_logger
-from .._membership import Relayed, ServeHere
+from .._membership import Reconnect, Relayed, ServeHere
 from .._protocol._json import loads_object
 from .._protocol._messages import SessionReconnect, parse_message, routing_sid
 from .._protocol._outbound import Command
@@ -80,9 +80,7 @@ from ._scripts import (
 if TYPE_CHECKING:
     from .._admission import Identity
     from .._call import Call
-    from .._config import CallConfig
     from .._server import JambonzServer
-    from .._websocket import ServerWebSocket
 
 __all__ = ["Cluster", "RemoteCall", "open_cluster"]
 
@@ -534,18 +532,12 @@ class Cluster:
 
     # -- reconnects relayed to the call's owner (CallRouter) -----------------------------------
 
-    async def route_reconnect(
-        self,
-        frame: str,
-        first: SessionReconnect,
-        identity: Identity,
-        ws: ServerWebSocket,
-        config: CallConfig,
-    ) -> Relayed | ServeHere:
+    async def route_reconnect(self, reconnect: Reconnect) -> Relayed | ServeHere:
         """Called by the server for a ``session:reconnect`` naming a call it does not hold
         (see :class:`jambonz_trio._membership.CallRouter`): relay the socket to the member
         holding the call, or say how to serve it here. Bounded: the lookup by ``op_timeout``,
         the owner's answer by ``relay_timeout``; never raises for Redis or the owner."""
+        frame, first, identity = reconnect.frame, reconnect.first, reconnect.identity
         sid = routing_sid(first) or ""
         try:
             with guard("routing a reconnect", self._where), trio.fail_after(self._bound):
@@ -575,7 +567,7 @@ class Cluster:
                 answer = f"failed ({exc})"
             if answer == "accept":
                 log.info("call %s: reconnect relayed to member %s, which holds the call", sid, owner)
-                return await self._relay.hold(endpoint, ws, config)
+                return await self._relay.hold(endpoint, reconnect.ws, reconnect.config)
             if answer == "refuse":
                 return ServeHere(isolate=True)
             if answer != "none":
