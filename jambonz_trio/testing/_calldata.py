@@ -88,6 +88,68 @@ def _default_sip(cd: CallData) -> dict[str, Any] | None:
     }
 
 
+#: The keys of a ``session:new``'s data, in jambonz's order.
+_SESSION_NEW_KEYS = (
+    "sip",
+    "direction",
+    "trace_id",
+    "has_recording",
+    "caller_name",
+    "call_sid",
+    "account_sid",
+    "application_sid",
+    "from",
+    "to",
+    "caller_id",
+    "parent_call_sid",
+    "call_id",
+    "sip_status",
+    "sip_reason",
+    "call_status",
+    "sbc_callid",
+    "originating_sip_ip",
+    "originating_sip_trunk_name",
+    "local_sip_address",
+    "public_ip",
+    "participants",
+    "service_provider_sid",
+    "defaults",
+    "env_vars",
+    "customerData",
+)
+#: The keys of call info (``call:status``, most hooks), in jambonz's order.
+_CALL_INFO_KEYS = (
+    "call_sid",
+    "direction",
+    "from",
+    "to",
+    "call_id",
+    "sbc_callid",
+    "sip_status",
+    "sip_reason",
+    "call_status",
+    "caller_id",
+    "account_sid",
+    "trace_id",
+    "application_sid",
+    "fs_sip_address",
+    "parent_call_sid",
+    "originating_sip_ip",
+    "originating_sip_trunk_name",
+    "duration",
+    "call_termination_by",
+    "customerData",
+    "fs_public_ip",
+)
+#: The :class:`CallData` attribute of each key not named as its attribute.
+_ATTRIBUTES = {
+    "from": "from_",
+    "customerData": "customer_data",
+    "fs_sip_address": "local_sip_address",
+    "fs_public_ip": "public_ip",
+}
+
+
 @attrs.define(kw_only=True)
 class CallData:
     """Everything jambonz knows about the call, as sent in ``session:new`` (protocol.md §9.1).
@@ -131,37 +193,7 @@ class CallData:
 
     def to_session_new_data(self) -> dict[str, Any]:
         """The ``data`` of ``session:new`` (snake_case; ``sip``/``env_vars`` verbatim)."""
-        out: dict[str, Any] = {}
-        if self.sip is not None:
-            out["sip"] = dict(self.sip)
-        fields: list[tuple[str, Any]] = [
-            ("direction", self.direction),
-            ("trace_id", self.trace_id),
-            ("has_recording", self.has_recording),
-            ("caller_name", self.caller_name),
-            ("call_sid", self.call_sid),
-            ("account_sid", self.account_sid),
-            ("application_sid", self.application_sid),
-            ("from", self.from_),
-            ("to", self.to),
-            ("caller_id", self.caller_id),
-            ("parent_call_sid", self.parent_call_sid),
-            ("call_id", self.call_id),
-            ("sip_status", self.sip_status),
-            ("sip_reason", self.sip_reason),
-            ("call_status", self.call_status),
-            ("sbc_callid", self.sbc_callid),
-            ("originating_sip_ip", self.originating_sip_ip),
-            ("originating_sip_trunk_name", self.originating_sip_trunk_name),
-            ("local_sip_address", self.local_sip_address),
-            ("public_ip", self.public_ip),
-            ("participants", self.participants),
-            ("service_provider_sid", self.service_provider_sid),
-            ("defaults", None if self.defaults is None else dict(self.defaults)),
-            ("env_vars", None if self.env_vars is None else dict(self.env_vars)),
-            ("customerData", None if self.customer_data is None else dict(self.customer_data)),
-        ]
-        out.update((k, v) for k, v in fields if v is not None)
+        out = self._payload(_SESSION_NEW_KEYS)
         out.update(self.extra)
         return out
 
@@ -183,27 +215,21 @@ class CallData:
             duration: seconds, sent with ``completed``.
             call_termination_by: ``"caller"`` or ``"jambonz"``, on a final status.
         """
-        fields: list[tuple[str, Any]] = [
-            ("call_sid", self.call_sid),
-            ("direction", self.direction),
-            ("from", self.from_),
-            ("to", self.to),
-            ("call_id", self.call_id),
-            ("sbc_callid", self.sbc_callid),
-            ("sip_status", self.sip_status if sip_status is None else sip_status),
-            ("sip_reason", self.sip_reason if sip_reason is None else sip_reason),
-            ("call_status", self.call_status if call_status is None else call_status),
-            ("caller_id", self.caller_id),
-            ("account_sid", self.account_sid),
-            ("trace_id", self.trace_id),
-            ("application_sid", self.application_sid),
-            ("fs_sip_address", self.local_sip_address),
-            ("parent_call_sid", self.parent_call_sid),
-            ("originating_sip_ip", self.originating_sip_ip),
-            ("originating_sip_trunk_name", self.originating_sip_trunk_name),
-            ("duration", duration),
-            ("call_termination_by", call_termination_by),
-            ("customerData", None if self.customer_data is None else dict(self.customer_data)),
-            ("fs_public_ip", self.public_ip),
-        ]
-        return {k: v for k, v in fields if v is not None}
+        given = {
+            "sip_status": self.sip_status if sip_status is None else sip_status,
+            "sip_reason": self.sip_reason if sip_reason is None else sip_reason,
+            "call_status": self.call_status if call_status is None else call_status,
+            "duration": duration,
+            "call_termination_by": call_termination_by,
+        }
+        return self._payload(_CALL_INFO_KEYS, given)
+
+    def _payload(self, keys: tuple[str, ...], given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``keys`` (in that order) with their values: from ``given``, else the attribute of
+        that name (see ``_ATTRIBUTES``); ``None`` values left out, mappings copied."""
+        out: dict[str, Any] = {}
+        for key in keys:
+            value = given[key] if given and key in given else getattr(self, _ATTRIBUTES.get(key, key))
+            if value is not None:
+                out[key] = dict(value) if isinstance(value, Mapping) else value
+        return out
