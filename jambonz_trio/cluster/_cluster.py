@@ -49,6 +49,7 @@ from .._protocol._outbound import Command
 from .._sync import leaves
 from ._errors import CallNotFound, ClusterUnavailable, OwnerGone
 from ._model import (
+    CALL_INFO_FIELDS,
     CallEnded,
     CallsSnapshot,
     CallStarted,
@@ -417,15 +418,11 @@ class Cluster:
         summary = ClusterCall(
             call_sid=sid,
             member=self.member,
-            from_=call.from_,
-            to=call.to,
-            direction=call.direction,
-            account_sid=call.account_sid,
-            application_sid=call.info.application_sid,
             route=call.identity.route,
             user_hash=user_hash(call.identity.username),
             reconnect_count=call.reconnect_count,
             started=time.time(),
+            **{name: getattr(call.info, name) for name in CALL_INFO_FIELDS},
         )
         self._live[sid] = (call, summary)
         self._queue(sid, summary)

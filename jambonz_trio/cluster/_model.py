@@ -33,6 +33,10 @@ def user_hash(username: str | None) -> str | None:
     return hashlib.sha256(b"jambonz-trio:user:" + username.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+#: The fields of :class:`ClusterCall` copied from the call's data (its ``CallInfo``).
+CALL_INFO_FIELDS = ("from_", "to", "direction", "account_sid", "application_sid")
+
+
 @attrs.frozen(kw_only=True)
 class ClusterCall:
     """A live call as the cluster directory lists it.
