@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 import attrs
 
@@ -45,6 +45,26 @@ __all__ = [
 
 def _str_or_none(v: Any) -> str | None:
     return v if isinstance(v, str) else None
+
+
+class _DataText:
+    """A read-only attribute of a message: ``data[key]`` when it is a string, else ``None``."""
+
+    def __init__(self, key: str, doc: str) -> None:
+        self.key = key
+        self.__doc__ = doc
+
+    @overload
+    def __get__(self, message: None, owner: type[Any]) -> _DataText: ...
+
+    @overload
+    def __get__(self, message: JambonzMessage, owner: type[Any]) -> str | None: ...
+
+    def __get__(self, message: JambonzMessage | None, owner: type[Any]) -> _DataText | str | None:
+        return self if message is None else _str_or_none(message.data.get(self.key))
+
+    def __set__(self, message: JambonzMessage, value: object) -> None:
+        raise AttributeError(f"{self.key!r} is read-only")  # a data descriptor, as a property is
 
 
 @attrs.frozen(kw_only=True)
@@ -161,10 +181,7 @@ class VerbHook(_HasCallInfo, JambonzMessage):
         """``data`` read as an llm actionHook result (``completion_reason``)."""
         return LlmResult.from_data(self.data)
 
-    @property
-    def verb_id(self) -> str | None:
-        """The ``id`` of the verb whose hook this is, if it had one."""
-        return _str_or_none(self.data.get("verb_id"))
+    verb_id = _DataText("verb_id", "The ``id`` of the verb whose hook this is, if it had one.")
 
 
 @attrs.frozen(kw_only=True)
@@ -189,10 +206,9 @@ class CallStatus(_HasCallInfo, JambonzMessage):
 
     TYPE: ClassVar[str] = "call:status"
 
-    @property
-    def call_status(self) -> str | None:
-        """``trying``, ``ringing``, ``early-media``, ``in-progress``, ``completed``, ..."""
-        return _str_or_none(self.data.get("call_status"))
+    call_status = _DataText(
+        "call_status", "``trying``, ``ringing``, ``early-media``, ``in-progress``, ``completed``, ..."
+    )
 
     @property
     def is_final(self) -> bool:
@@ -206,15 +222,8 @@ class VerbStatus(JambonzMessage):
 
     TYPE: ClassVar[str] = "verb:status"
 
-    @property
-    def event(self) -> str | None:
-        """``starting``, ``finished``, ``start-playback``, ``kill-playback``, ..."""
-        return _str_or_none(self.data.get("event"))
-
-    @property
-    def verb_id(self) -> str | None:
-        """The ``id`` of the verb, if it had one."""
-        return _str_or_none(self.data.get("id"))
+    event = _DataText("event", "``starting``, ``finished``, ``start-playback``, ``kill-playback``, ...")
+    verb_id = _DataText("id", "The ``id`` of the verb, if it had one.")
 
     @property
     def verb_name(self) -> str | None:
@@ -247,11 +256,11 @@ class TtsStreamingEvent(JambonzMessage):
 
     TYPE: ClassVar[str] = "tts:streaming-event"
 
-    @property
-    def event_type(self) -> str | None:
-        """``stream_open``, ``stream_paused``, ``stream_resumed``, ``stream_closed`` or ``user_interruption``
-        (``None`` if absent)."""
-        return _str_or_none(self.data.get("event_type"))
+    event_type = _DataText(
+        "event_type",
+        "``stream_open``, ``stream_paused``, ``stream_resumed``, ``stream_closed`` or"
+        " ``user_interruption`` (``None`` if absent).",
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -266,15 +275,10 @@ class TtsTokensResult(JambonzMessage):
         v = self.data.get("id")
         return v if isinstance(v, str | int) and not isinstance(v, bool) else None
 
-    @property
-    def status(self) -> str | None:
-        """``ok``, ``failed`` or ``None`` (no streaming buffer)."""
-        return _str_or_none(self.data.get("status"))
-
-    @property
-    def reason(self) -> str | None:
-        """For failures: ``full``, ``missing tokens``, ``connection to <vendor> failed``."""
-        return _str_or_none(self.data.get("reason"))
+    status = _DataText("status", "``ok``, ``failed`` or ``None`` (no streaming buffer).")
+    reason = _DataText(
+        "reason", "For failures: ``full``, ``missing tokens``, ``connection to <vendor> failed``."
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -283,20 +287,9 @@ class JambonzErrorReport(JambonzMessage):
 
     TYPE: ClassVar[str] = "jambonz:error"
 
-    @property
-    def msg(self) -> str | None:
-        """``InvalidMessage``, ``ASR error``, ``TTS error``, ..."""
-        return _str_or_none(self.data.get("msg"))
-
-    @property
-    def details(self) -> str | None:
-        """What went wrong, in jambonz's words."""
-        return _str_or_none(self.data.get("details"))
-
-    @property
-    def content(self) -> str | None:
-        """For ``InvalidMessage``: the raw text jambonz received from us."""
-        return _str_or_none(self.data.get("content"))
+    msg = _DataText("msg", "``InvalidMessage``, ``ASR error``, ``TTS error``, ...")
+    details = _DataText("details", "What went wrong, in jambonz's words.")
+    content = _DataText("content", "For ``InvalidMessage``: the raw text jambonz received from us.")
 
 
 @attrs.frozen(kw_only=True)
