@@ -593,9 +593,47 @@ class CallEngine:
     async def serve(self, link: Link) -> None:
         """The receive loop of one connection; returns when the connection is done (its
         keepalive runs in the ack tracker; its inbound pacing in the connection, which calls
-        :meth:`inbound_paused`)."""
+        :meth:`inbound_paused`). The loop is written here, not in a function of its own: its
+        task lives as long as the call, and so does every frame of its stack (issue 16)."""
+        conn = link.conn
         with link.cancel_scope:
-            await self._receive_loop(link)
+            while True:
+                try:
+                    frame = await conn.receive()
+                except ConnectionClosed as exc:
+                    reason = exc.reason
+                    if reason.code in (1008, 1009) and conn.close_unanswered:
+                        # the connection refused a message (bytes or frames over the limit, the
+                        # server's budget of unfinished messages) or a flood of Pings
+                        self._log.warning("closing with %d: %s", reason.code, reason.reason)
+                    self._connection_closed(link, reason.code, reason.reason)
+                    break
+                self.frames_in += 1
+                if isinstance(frame, bytes):
+                    self._log.throttled(
+                        "binary", logging.INFO, "ignoring a binary frame (%d bytes)", len(frame)
+                    )
+                    continue
+                if link is not self.link or link.generation != self.protocol.generation:
+                    break  # a newer connection carries the call now
+                now = trio.current_time()
+                if self.protocol.state is not ConnState.CONNECTED:
+                    self._drain_lost_frame(frame, now)  # the connection is already considered lost
+                    continue
+                try:
+                    msg = self.protocol.receive_text(frame, now)
+                except TooComplex as exc:  # parsing it would take many times its size in memory
+                    self._log.warning("closing with 1009: %s", exc)
+                    await self._abort_with(link, 1009, "message too big")
+                    break
+                except RemoteProtocolError as exc:
+                    await self._bad_frame(link, exc, frame)
+                    continue
+                await self._on_message(link, msg, now, len(frame))
+                if self.fault is Fault.OVERFLOW:
+                    await self._send_fallback()
+                    await self.close(1000, Fault.OVERFLOW.value, by="app")
+                    break
             if link.close_done is not None:
                 # We are closing: keep the connection open until our close handshake is over
                 # (the peer's Close came, or close_timeout in _close_link passed).
@@ -614,44 +652,6 @@ class CallEngine:
         self._log.warning(
             "inbound frames over %g tokens/s; reading paused (TCP back-pressure)", self.config.inbound_rate
         )
-
-    async def _receive_loop(self, link: Link) -> None:
-        conn = link.conn
-        while True:
-            try:
-                frame = await conn.receive()
-            except ConnectionClosed as exc:
-                reason = exc.reason
-                if reason.code in (1008, 1009) and conn.close_unanswered:
-                    # the connection refused a message (bytes or frames over the limit, the
-                    # server's budget of unfinished messages) or a flood of Pings
-                    self._log.warning("closing with %d: %s", reason.code, reason.reason)
-                self._connection_closed(link, reason.code, reason.reason)
-                return
-            self.frames_in += 1
-            if isinstance(frame, bytes):
-                self._log.throttled("binary", logging.INFO, "ignoring a binary frame (%d bytes)", len(frame))
-                continue
-            if link is not self.link or link.generation != self.protocol.generation:
-                return  # a newer connection carries the call now
-            now = trio.current_time()
-            if self.protocol.state is not ConnState.CONNECTED:
-                self._drain_lost_frame(frame, now)  # the connection is already considered lost
-                continue
-            try:
-                msg = self.protocol.receive_text(frame, now)
-            except TooComplex as exc:  # parsing it would take many times its size in memory
-                self._log.warning("closing with 1009: %s", exc)
-                await self._abort_with(link, 1009, "message too big")
-                return
-            except RemoteProtocolError as exc:
-                await self._bad_frame(link, exc, frame)
-                continue
-            await self._on_message(link, msg, now, len(frame))
-            if self.fault is Fault.OVERFLOW:
-                await self._send_fallback()
-                await self.close(1000, Fault.OVERFLOW.value, by="app")
-                return
 
     def _drain_lost_frame(self, frame: str, now: float) -> None:
         """A frame still read from a connection already declared lost: jambonz fails its

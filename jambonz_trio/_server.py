@@ -341,7 +341,15 @@ class JambonzServer(metaclass=NoPublicConstructor):
                 partial_budget=self._reassembly,
             )
             try:
-                await self._serve_socket(ws, stream, admitted)
+                # (here, not in a function of its own: this task lives as long as the call, and
+                # each frame of its stack is held that long too: issue 16)
+                await self._serve_messages(ws, stream, admitted)
+                if ws.close_unanswered:
+                    # the websocket closed itself (a message too big, a bad frame): let the
+                    # peer's Close come before the stream goes, or it may see a reset instead
+                    # of our code
+                    with trio.move_on_after(config.call.close_timeout):
+                        await ws.finish_close()
             finally:
                 ws.release_partial()  # however the socket ended
         finally:
@@ -372,14 +380,6 @@ class JambonzServer(metaclass=NoPublicConstructor):
                     await ws.finish_close()
         finally:
             ws.release_partial()
-
-    async def _serve_socket(self, ws: ServerWebSocket, stream: trio.abc.Stream, admitted: Admitted) -> None:
-        await self._serve_messages(ws, stream, admitted)
-        if ws.close_unanswered:
-            # the websocket closed itself (a message too big, a bad frame): let the peer's Close
-            # come before the stream goes, or it may see a reset instead of our code
-            with trio.move_on_after(self.config.call.close_timeout):
-                await ws.finish_close()
 
     async def _serve_messages(self, ws: ServerWebSocket, stream: trio.abc.Stream, admitted: Admitted) -> None:
         first: JambonzMessage | None = None

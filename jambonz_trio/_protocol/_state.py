@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import enum
 import heapq
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -324,12 +323,13 @@ class CallProtocol:
         self._owed: dict[str, OwedAck] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
-        self._answered: OrderedDict[str, Answerer] = OrderedDict()
-        self._abandoned: OrderedDict[str, None] = OrderedDict()
+        # (plain dicts keep their order too, at half an empty OrderedDict's size: issue 16)
+        self._answered: dict[str, Answerer] = {}
+        self._abandoned: dict[str, None] = {}
         self._sent: dict[tuple[str, int], SentAnswer] = {}
         self._resend_from: tuple[str, int] | None = None
         self._lost: list[SentAnswer] = []
-        self._commands: OrderedDict[int, SentCommand] = OrderedDict()  # written, unproven
+        self._commands: dict[int, SentCommand] = {}  # written, unproven, oldest first
         self._command_seq = 0
         self._unpinged_commands = 0  # commands on the live socket no Ping was written after yet
         self._lost_commands: list[SentCommand] = []
@@ -884,7 +884,7 @@ class CallProtocol:
         if len(self._commands) > _MAX_TRACKED:
             # a peer that never answers Pings is cut off by the keepalive; until then the
             # oldest are forgotten
-            _key, oldest = self._commands.popitem(last=False)
+            oldest = self._commands.pop(next(iter(self._commands)))
             if oldest.ping is None:
                 self._unpinged_commands -= 1
 
@@ -903,11 +903,11 @@ class CallProtocol:
         return dumps_checked(obj, self.max_outbound_bytes)
 
     @staticmethod
-    def _remember(book: OrderedDict[str, Any], msgid: str, value: Any = None) -> None:
+    def _remember(book: dict[str, Any], msgid: str, value: Any = None) -> None:
+        book.pop(msgid, None)  # (to the end, as the newest)
         book[msgid] = value
-        book.move_to_end(msgid)
         if len(book) > _REMEMBERED:
-            book.popitem(last=False)
+            del book[next(iter(book))]
 
 
 _SESSION_PENDING = (SessionState.OWED, SessionState.HELD, SessionState.RESEND)
