@@ -343,7 +343,9 @@ class JambonzServer(metaclass=NoPublicConstructor):
             try:
                 # (here, not in a function of its own: this task lives as long as the call, and
                 # each frame of its stack is held that long too: issue 16)
-                await self._serve_messages(ws, stream, admitted)
+                call = await self._first_message(ws, admitted)
+                if call is not None:  # (the first message's frame is gone by now)
+                    await self._serve_link(call[0], Link(ws), call[1], call[2])
                 if ws.close_unanswered:
                     # the websocket closed itself (a message too big, a bad frame): let the
                     # peer's Close come before the stream goes, or it may see a reset instead
@@ -381,7 +383,12 @@ class JambonzServer(metaclass=NoPublicConstructor):
         finally:
             ws.release_partial()
 
-    async def _serve_messages(self, ws: ServerWebSocket, stream: trio.abc.Stream, admitted: Admitted) -> None:
+    async def _first_message(
+        self, ws: ServerWebSocket, admitted: Admitted
+    ) -> tuple[CallEngine, JambonzMessage, Handler | None] | None:
+        """Read the socket's first message and find the call it carries: ``(engine, first,
+        handler)`` to serve (``handler`` for a new call), or ``None`` when the socket is done
+        (refused, relayed to another member)."""
         first: JambonzMessage | None = None
         first_text: str | None = None  # a reconnect's frame, kept for a relay to its call's owner
         refusal = (1008, "expected a jambonz session message")
@@ -391,7 +398,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
             except ConnectionClosed as exc:
                 if exc.reason.code in (1008, 1009) and ws.close_unanswered:
                     log.warning("first message on %s refused: %s", admitted.path, exc.reason.reason)
-                return
+                return None
             try:
                 if not isinstance(frame, str):
                     raise RemoteProtocolError("first frame is binary")
@@ -408,7 +415,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
         if first is None:
             with trio.move_on_after(self.config.call.close_timeout):
                 await ws.close(*refusal)
-            return
+            return None
         here: ServeHere | None = None
         if first_text is not None and self._router is not None:
             assert isinstance(first, SessionReconnect)
@@ -436,7 +443,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
                 engine.call.user_data.update(here.user_data)
         ws.on_paused = engine.inbound_paused  # over the call's inbound budget: logged per call
         assert isinstance(admitted.route, Route)
-        await self._serve_link(engine, Link(ws), first, admitted.route.handler if is_new else None)
+        return engine, first, admitted.route.handler if is_new else None
 
     async def _serve_link(
         self, engine: CallEngine, link: Link, first: JambonzMessage, handler: Handler | None
