@@ -6,8 +6,8 @@ One call = one nursery, :meth:`CallEngine.run`::
         await handler(call)                           # the app's handler task
         # then: close the call (the fallback verbs first if the handler crashed)
     # and, while one of the call's deadlines is due, the ack tracker's task in that nursery
-    # (_track_deadlines: overdue acks answered for the app, the keepalive and receipt Pings,
-    # the reconnect grace period)
+    # (_track_deadlines: overdue acks answered for the app - "the watchdog" of the docs and
+    # logs -, the keepalive and receipt Pings, the reconnect grace period)
 
 The ack tracker does not sleep in a task of its own per call: the call's deadlines are set on
 a :class:`~jambonz_trio._timers.Timer`, which one task shared by every call of the trio run
