@@ -31,7 +31,7 @@ from ._protocol._outbound import Command
 from ._protocol._state import ConnState
 from ._protocol._verbs import Listen
 from ._protocol._verbs_base import Verb
-from ._public import NoPublicConstructor
+from ._public import Forwarded, NoPublicConstructor
 from ._sync import unless
 
 if TYPE_CHECKING:
@@ -162,61 +162,34 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
 
     # -- the call's data -----------------------------------------------------------------------
 
-    @property
-    def call_sid(self) -> str | None:
+    call_sid = Forwarded[str | None](
+        "_engine.call_sid",
         """The call's sid: the envelope ``call_sid`` of its first message (``data.call_sid`` on
         sockets whose envelope names none), the key of ``server.calls``. ``None`` only on
-        sockets that never named one."""
-        return self._engine.call_sid
-
-    @property
-    def from_(self) -> str | None:
-        """The calling number / user (``from`` on the wire)."""
-        return self.info.from_
-
-    @property
-    def to(self) -> str | None:
-        """The called number / user."""
-        return self.info.to
-
-    @property
-    def direction(self) -> str | None:
-        """``inbound`` or ``outbound``."""
-        return self.info.direction
-
-    @property
-    def account_sid(self) -> str | None:
-        """The jambonz account the call belongs to."""
-        return self.info.account_sid
-
-    @property
-    def state(self) -> ConnState:
-        """``connected``, ``disconnected`` (waiting for a reconnect) or ``closed``."""
-        return self._engine.protocol.state
-
-    @property
-    def closed(self) -> bool:
-        """Whether the call is over (nothing more can be sent)."""
-        return self._engine.closed
-
-    @property
-    def close_info(self) -> CloseInfo | None:
-        """How the call ended (``None`` while live)."""
-        return self._engine.close_info
-
-    @property
-    def reconnect_count(self) -> int:
-        """How many times jambonz reconnected this call here."""
-        return self._engine.reconnect_count
-
-    @property
-    def isolated(self) -> bool:
+        sockets that never named one.""",
+    )
+    from_ = Forwarded[str | None]("info.from_", "The calling number / user (``from`` on the wire).")
+    to = Forwarded[str | None]("info.to", "The called number / user.")
+    direction = Forwarded[str | None]("info.direction", "``inbound`` or ``outbound``.")
+    account_sid = Forwarded[str | None]("info.account_sid", "The jambonz account the call belongs to.")
+    state = Forwarded[ConnState](
+        "_engine.protocol.state", "``connected``, ``disconnected`` (waiting for a reconnect) or ``closed``."
+    )
+    closed = Forwarded[bool]("_engine.closed", "Whether the call is over (nothing more can be sent).")
+    close_info = Forwarded[CloseInfo | None](
+        "_engine.close_info", "How the call ended (``None`` while live)."
+    )
+    reconnect_count = Forwarded[int](
+        "_engine.reconnect_count", "How many times jambonz reconnected this call here."
+    )
+    isolated = Forwarded[bool](
+        "_engine.isolated",
         """Whether the call is served *isolated*: its first message named the sid of a live or
         parked call it may not take over (it failed the owner check, docs/security.md), or a
         sid another live call already has. It carries that sid (:attr:`call_sid`) but is not
         reachable by it (not in ``server.calls``); its log lines say ``(isolated)``. Treat its
-        data as the peer's claim, not as the other call's."""
-        return self._engine.isolated
+        data as the peer's claim, not as the other call's.""",
+    )
 
     @property
     def reconnected(self) -> bool:
@@ -225,10 +198,10 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
         _deprecated("Call.reconnected", "Call.restored")
         return self.restored
 
-    @property
-    def tts_interruptions(self) -> int:
-        """How many times the caller barged in on streamed TTS (``user_interruption``)."""
-        return self._engine.tts.interruptions
+    tts_interruptions = Forwarded[int](
+        "_engine.tts.interruptions",
+        "How many times the caller barged in on streamed TTS (``user_interruption``).",
+    )
 
     def __repr__(self) -> str:
         return f"<Call {self.call_sid} {self.state.value}>"

@@ -8,6 +8,8 @@
   with :func:`create`.
 * :func:`deprecated_aliases` keeps old names importable for one release, with a
   ``DeprecationWarning`` naming the new one.
+* :class:`Forwarded`: a read-only attribute that reads another object's attribute, declared in
+  one documented line instead of a property that only returns ``self.<x>.<y>``.
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ from __future__ import annotations
 import abc
 import importlib
 import inspect
+import operator
 import sys
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar, cast, overload
 
 import attrs
 
-__all__ = ["NoPublicConstructor", "create", "deprecated_aliases", "fixup_module_metadata"]
+__all__ = ["Forwarded", "NoPublicConstructor", "create", "deprecated_aliases", "fixup_module_metadata"]
 
 _T = TypeVar("_T")
 
@@ -111,3 +114,38 @@ def deprecated_aliases(module_name: str, aliases: Mapping[str, tuple[str, str]])
         return getattr(importlib.import_module(where), new)
 
     return __getattr__
+
+
+class Forwarded(Generic[_T]):
+    """A read-only attribute whose value is read along ``path`` from the instance:
+    ``to = Forwarded[str | None]("info.to", "The called number.")`` in a class body makes
+    ``obj.to`` return ``obj.info.to``, as a property would, with ``doc`` as its docstring
+    (``help()`` shows it). ``copy=True`` returns ``list(value)``: a snapshot the caller may keep.
+    Assigning raises ``AttributeError``, as for a property without a setter.
+    """
+
+    def __init__(self, path: str, doc: str, *, copy: bool = False) -> None:
+        self.copy = copy
+        self.name = path
+        self.__doc__ = doc
+        self._get = operator.attrgetter(path)
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        self.name = name
+
+    def read(self, instance: Any) -> _T:
+        """The value for ``instance`` (a subclass may read it another way)."""
+        value = self._get(instance)  # of the type declared: Forwarded[<type>]
+        return cast(_T, list(value) if self.copy else value)
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any]) -> Forwarded[_T]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type[Any]) -> _T: ...
+
+    def __get__(self, instance: object, owner: type[Any]) -> Forwarded[_T] | _T:
+        return self if instance is None else self.read(instance)
+
+    def __set__(self, instance: object, value: object) -> NoReturn:
+        raise AttributeError(f"property {self.name!r} of {type(instance).__name__!r} object has no setter")

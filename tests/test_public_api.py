@@ -7,7 +7,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import pathlib
+import pydoc
 import re
+import types
 import typing
 import warnings
 from typing import Any
@@ -32,6 +34,7 @@ from jambonz_trio import (
     TokenStream,
     serve_jambonz,
 )
+from jambonz_trio._public import Forwarded
 from jambonz_trio.audio import AudioStreams
 from jambonz_trio.commands import DialCommand
 from jambonz_trio.lowlevel import CallStatistics, NewCalls
@@ -159,6 +162,23 @@ def test_type_hints_of_public_classes_still_resolve() -> None:
     for _module, _name, obj in exports():
         if inspect.isclass(obj):
             typing.get_type_hints(obj)
+
+
+def test_forwarded_attributes_read_through_are_read_only_and_show_their_docstring() -> None:
+    class Box:
+        items = Forwarded[list[int]]("inner.items", "The items, a copy.", copy=True)
+        size = Forwarded[int]("inner.size", "How many.")
+
+        def __init__(self) -> None:
+            self.inner = types.SimpleNamespace(items=[1], size=1)
+
+    box = Box()
+    assert box.items == [1] and box.items is not box.inner.items and box.size == 1
+    with pytest.raises(AttributeError, match="property 'size' of 'Box' object has no setter"):
+        box.size = 2
+    assert inspect.getdoc(Box.items) == "The items, a copy."
+    assert "How many." in pydoc.plain(pydoc.render_doc(Box))
+    assert "The calling number / user" in pydoc.plain(pydoc.render_doc(Call))
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any, ClassVar, overload
+from typing import Any, ClassVar
 
 import attrs
 
 from .._errors import RemoteProtocolError
+from .._public import Forwarded
 from ._calldata import CallInfo, DialResult, GatherResult, LlmResult, Payload, ToolCall
 from ._json import loads_object
 from ._wire import present
@@ -47,24 +48,15 @@ def _str_or_none(v: Any) -> str | None:
     return v if isinstance(v, str) else None
 
 
-class _DataText:
+class _DataText(Forwarded[str | None]):
     """A read-only attribute of a message: ``data[key]`` when it is a string, else ``None``."""
 
     def __init__(self, key: str, doc: str) -> None:
+        super().__init__("data", doc)
         self.key = key
-        self.__doc__ = doc
 
-    @overload
-    def __get__(self, message: None, owner: type[Any]) -> _DataText: ...
-
-    @overload
-    def __get__(self, message: JambonzMessage, owner: type[Any]) -> str | None: ...
-
-    def __get__(self, message: JambonzMessage | None, owner: type[Any]) -> _DataText | str | None:
-        return self if message is None else _str_or_none(message.data.get(self.key))
-
-    def __set__(self, message: JambonzMessage, value: object) -> None:
-        raise AttributeError(f"{self.key!r} is read-only")  # a data descriptor, as a property is
+    def read(self, instance: Any) -> str | None:
+        return _str_or_none(self._get(instance).get(self.key))
 
 
 @attrs.frozen(kw_only=True)
