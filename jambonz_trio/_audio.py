@@ -52,7 +52,7 @@ from ._protocol._audio import (
     render_play_audio,
 )
 from ._protocol._verbs import BidirectionalAudio
-from ._public import NoPublicConstructor, create
+from ._public import Forwarded, NoPublicConstructor, create
 from ._websocket import ServerWebSocket
 
 if TYPE_CHECKING:
@@ -206,25 +206,14 @@ class AudioStream(metaclass=NoPublicConstructor):
 
     # -- typed metadata ------------------------------------------------------------------------
 
-    @property
-    def call_sid(self) -> str | None:
-        """The call's sid from the metadata frame (``None`` if it was missing)."""
-        return self.metadata.call_sid
-
-    @property
-    def sample_rate(self) -> int:
-        """Hz of the audio jambonz sends."""
-        return self.metadata.sample_rate
-
-    @property
-    def mix_type(self) -> str:
-        """``mono``, ``stereo`` or ``mixed``."""
-        return self.metadata.mix_type
-
-    @property
-    def channels(self) -> int:
-        """Interleaved channels of the audio jambonz sends (2 for ``stereo``)."""
-        return self.metadata.channels
+    call_sid = Forwarded[str | None](
+        "metadata.call_sid", "The call's sid from the metadata frame (``None`` if it was missing)."
+    )
+    sample_rate = Forwarded[int]("metadata.sample_rate", "Hz of the audio jambonz sends.")
+    mix_type = Forwarded[str]("metadata.mix_type", "``mono``, ``stereo`` or ``mixed``.")
+    channels = Forwarded[int](
+        "metadata.channels", "Interleaved channels of the audio jambonz sends (2 for ``stereo``)."
+    )
 
     @property
     def closed(self) -> bool:

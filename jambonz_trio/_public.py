@@ -21,7 +21,7 @@ import operator
 import sys
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, NoReturn, TypeVar, cast, overload
+from typing import Any, Generic, Never, NoReturn, TypeVar, cast, overload
 
 import attrs
 
@@ -147,5 +147,5 @@ class Forwarded(Generic[_T]):
     def __get__(self, instance: object, owner: type[Any]) -> Forwarded[_T] | _T:
         return self if instance is None else self.read(instance)
 
-    def __set__(self, instance: object, value: object) -> NoReturn:
+    def __set__(self, instance: object, value: Never) -> NoReturn:  # Never: mypy refuses assignments
         raise AttributeError(f"property {self.name!r} of {type(instance).__name__!r} object has no setter")

@@ -175,7 +175,7 @@ def test_forwarded_attributes_read_through_are_read_only_and_show_their_docstrin
     box = Box()
     assert box.items == [1] and box.items is not box.inner.items and box.size == 1
     with pytest.raises(AttributeError, match="property 'size' of 'Box' object has no setter"):
-        box.size = 2
+        box.size = 2  # type: ignore[assignment]  # mypy refuses it too
     assert inspect.getdoc(Box.items) == "The items, a copy."
     assert "How many." in pydoc.plain(pydoc.render_doc(Box))
     assert "The calling number / user" in pydoc.plain(pydoc.render_doc(Call))

@@ -19,6 +19,7 @@ from .._protocol import (
     UnknownMessage,
 )
 from .._protocol._verbs_base import Verb
+from .._public import Forwarded
 from ._calldata import CallData
 from ._core import _Pending
 from ._errors import ExpectationFailed, FakeJambonzError
@@ -79,85 +80,61 @@ class FakeCall(_Inbound, _MediaServer):
 
     # -- records ---------------------------------------------------------------------------
 
-    @property
-    def call(self) -> CallData:
-        """The call's data; updated as the call progresses (``call_status`` ...)."""
-        return self._call
-
-    @property
-    def acks(self) -> list[AckRecord]:
-        """Every ack the app sent for an outstanding request, in arrival order."""
-        return list(self._acks)
-
-    @property
-    def commands(self) -> list[CommandRecord]:
-        """Every command jambonz accepted, including ``tts:*`` ones, in arrival order."""
-        return list(self._commands)
-
-    @property
-    def transcript(self) -> list[TranscriptEntry]:
-        """Every frame both ways plus connection events, in order."""
-        return list(self._transcript)
-
-    @property
-    def violations(self) -> list[Violation]:
-        """Every protocol violation seen (reported or not)."""
-        return list(self._violations)
-
-    @property
-    def sent(self) -> list[JambonzMessage]:
-        """Every message the fake put on the wire (typed), in order."""
-        return list(self._sent)
-
-    @property
-    def closes(self) -> list[CloseRecord]:
-        """Every close initiated by the app."""
-        return list(self._closes)
-
-    @property
-    def jambonz_errors(self) -> list[dict[str, Any]]:
-        """The ``data`` of every ``jambonz:error`` InvalidMessage the fake had to send."""
-        return list(self._errors_sent)
+    call = Forwarded[CallData](
+        "_call", "The call's data; updated as the call progresses (``call_status`` ...)."
+    )
+    acks = Forwarded[list[AckRecord]](
+        "_acks", "Every ack the app sent for an outstanding request, in arrival order.", copy=True
+    )
+    commands = Forwarded[list[CommandRecord]](
+        "_commands", "Every command jambonz accepted, including ``tts:*`` ones, in arrival order.", copy=True
+    )
+    transcript = Forwarded[list[TranscriptEntry]](
+        "_transcript", "Every frame both ways plus connection events, in order.", copy=True
+    )
+    violations = Forwarded[list[Violation]](
+        "_violations", "Every protocol violation seen (reported or not).", copy=True
+    )
+    sent = Forwarded[list[JambonzMessage]](
+        "_sent", "Every message the fake put on the wire (typed), in order.", copy=True
+    )
+    closes = Forwarded[list[CloseRecord]]("_closes", "Every close initiated by the app.", copy=True)
+    jambonz_errors = Forwarded[list[dict[str, Any]]](
+        "_errors_sent",
+        "The ``data`` of every ``jambonz:error`` InvalidMessage the fake had to send.",
+        copy=True,
+    )
 
     @property
     def connected(self) -> bool:
         """Whether a socket to the app is open right now."""
         return self._link is not None
 
-    @property
-    def connection_count(self) -> int:
-        """How many sockets were opened so far (1 + successful reconnects)."""
-        return self._connections
+    connection_count = Forwarded[int](
+        "_connections", "How many sockets were opened so far (1 + successful reconnects)."
+    )
 
     @property
     def is_over(self) -> bool:
         """Whether the fake ended the call (hangup, rejection, failed reconnect)."""
         return self._state == "ended"
 
-    @property
-    def closed_gracefully(self) -> bool:
-        """Whether the app closed with 1000 (jambonz then never sends nor reconnects)."""
-        return self._graceful
-
-    @property
-    def tts_buffered(self) -> int:
-        """Characters in the TTS streaming buffer (UTF-16 units, as jambonz counts)."""
-        return self._tts.length
-
-    @property
-    def tts_paused(self) -> bool:
-        """Whether the TTS buffer is full (``stream_paused`` sent, no ``stream_resumed`` yet)."""
-        return self._tts.full
+    closed_gracefully = Forwarded[bool](
+        "_graceful", "Whether the app closed with 1000 (jambonz then never sends nor reconnects)."
+    )
+    tts_buffered = Forwarded[int](
+        "_tts.length", "Characters in the TTS streaming buffer (UTF-16 units, as jambonz counts)."
+    )
+    tts_paused = Forwarded[bool](
+        "_tts.full", "Whether the TTS buffer is full (``stream_paused`` sent, no ``stream_resumed`` yet)."
+    )
 
     @property
     def tts_text(self) -> str:
         """All ``tts:tokens`` text accepted so far, concatenated."""
         return "".join(self._tts.text)
 
-    @property
-    def tts_flushes(self) -> int:
-        """How many ``tts:flush`` commands arrived."""
-        return self._tts.flushes
+    tts_flushes = Forwarded[int]("_tts.flushes", "How many ``tts:flush`` commands arrived.")
 
     # -- requests (ack awaited) ------------------------------------------------------------
 

@@ -32,6 +32,7 @@ import trio_websocket
 
 from .._protocol._audio import AUDIO_SUBPROTOCOL, MAX_MARKS, PLAY_AUDIO_SAMPLE_RATES, resolve_listen_url
 from .._protocol._verbs import BidirectionalAudio, Listen
+from .._public import Forwarded
 from ._audio import AudioSource
 from ._calldata import CallData
 from ._core import _Core
@@ -218,50 +219,27 @@ class FakeAudioStream:
         """Streamed audio received, in seconds at the playback rate (0 if the rate is unknown)."""
         return len(self._played) / (2 * self.playback_rate) if self.playback_rate else 0.0
 
-    @property
-    def frames_from_app(self) -> int:
-        """Binary frames the app sent."""
-        return self._frames_from_app
-
-    @property
-    def frames_sent(self) -> int:
-        """Binary audio frames the fake sent to the app."""
-        return self._frames_to_app
-
-    @property
-    def clips(self) -> list[PlayAudioRecord]:
-        """Every ``playAudio`` clip the app sent, decoded."""
-        return list(self._clips)
-
-    @property
-    def marks(self) -> list[str]:
-        """The names of the marks the app sent, in order."""
-        return list(self._mark_names)
-
-    @property
-    def mark_events(self) -> list[tuple[str, str]]:
-        """``(name, "playout" | "cleared")`` for every mark event sent to the app."""
-        return list(self._mark_events)
-
-    @property
-    def messages(self) -> list[dict[str, Any]]:
-        """Every JSON message the app sent (parsed), in order."""
-        return list(self._messages)
-
-    @property
-    def kill_audio_count(self) -> int:
-        """How many ``killAudio`` messages arrived."""
-        return self._kills
-
-    @property
-    def clear_marks_count(self) -> int:
-        """How many ``clearMarks`` messages arrived."""
-        return self._clear_marks
-
-    @property
-    def violations(self) -> list[Violation]:
-        """The violations of this stream (those of a call's stream are the call's too)."""
-        return list(self._reporter.violations)
+    frames_from_app = Forwarded[int]("_frames_from_app", "Binary frames the app sent.")
+    frames_sent = Forwarded[int]("_frames_to_app", "Binary audio frames the fake sent to the app.")
+    clips = Forwarded[list[PlayAudioRecord]](
+        "_clips", "Every ``playAudio`` clip the app sent, decoded.", copy=True
+    )
+    marks = Forwarded[list[str]]("_mark_names", "The names of the marks the app sent, in order.", copy=True)
+    mark_events = Forwarded[list[tuple[str, str]]](
+        "_mark_events",
+        """``(name, "playout" | "cleared")`` for every mark event sent to the app.""",
+        copy=True,
+    )
+    messages = Forwarded[list[dict[str, Any]]](
+        "_messages", "Every JSON message the app sent (parsed), in order.", copy=True
+    )
+    kill_audio_count = Forwarded[int]("_kills", "How many ``killAudio`` messages arrived.")
+    clear_marks_count = Forwarded[int]("_clear_marks", "How many ``clearMarks`` messages arrived.")
+    violations = Forwarded[list[Violation]](
+        "_reporter.violations",
+        "The violations of this stream (those of a call's stream are the call's too).",
+        copy=True,
+    )
 
     # -- sending jambonz's side ---------------------------------------------------------------
 
