@@ -317,6 +317,10 @@ class FakeAudioStream:
     def _violate(self, kind: ViolationKind, message: str, frame: str | None = None) -> None:
         self._reporter.violate(kind, message, frame)
 
+    def _bad_message(self, why: str, text: str) -> None:
+        """The app's JSON message ``text`` is one the media server would not act on: ``why``."""
+        self._violate("audio-message", why, text)
+
     def _mark_closed(self, code: int | None, reason: str | None) -> None:
         if self.closed.is_set():
             return
@@ -391,20 +395,16 @@ class FakeAudioStream:
         try:
             obj = json.loads(text)
         except ValueError:
-            self._violate("audio-message", "not JSON: jambonz's media server logs and ignores it", text)
+            self._bad_message("not JSON: jambonz's media server logs and ignores it", text)
             return
         if not isinstance(obj, dict):
-            self._violate("audio-message", "not a JSON object: the media server ignores it", text)
+            self._bad_message("not a JSON object: the media server ignores it", text)
             return
         self._messages.append(obj)
         kind = obj.get("type")
         data = obj.get("data")
         if not isinstance(kind, str):
-            self._violate(
-                "audio-message",
-                "no 'type': the media server reports it as 'json', which jambonz ignores",
-                text,
-            )
+            self._bad_message("no 'type': the media server reports it as 'json', which jambonz ignores", text)
         elif kind == "playAudio":
             self._on_play_audio(data, text)
         elif kind == "killAudio":
@@ -413,19 +413,14 @@ class FakeAudioStream:
         elif kind == "mark":
             name = data.get("name") if isinstance(data, dict) else None
             if not isinstance(name, str):
-                self._violate(
-                    "audio-message", "mark without data.name (a string): the media server ignores it", text
-                )
+                self._bad_message("mark without data.name (a string): the media server ignores it", text)
             elif any(ch in '"\\' or ord(ch) < 0x20 for ch in name):
-                self._violate(
-                    "audio-message",
+                self._bad_message(
                     f"mark name {name!r}: echoed unescaped by the media server, its mark event is not JSON",
                     text,
                 )
             elif len(self._marks) >= MAX_MARKS:
-                self._violate(
-                    "audio-message", f"over {MAX_MARKS} marks pending: the media server drops this one", text
-                )
+                self._bad_message(f"over {MAX_MARKS} marks pending: the media server drops this one", text)
             else:
                 self._mark_names.append(name)
                 self._marks.append((self._rx_samples, name))
@@ -442,36 +437,28 @@ class FakeAudioStream:
             return
         elif kind == "error":
             self.ended = self.ended or "error"  # FS ends the verb, the socket stays open
-            self._violate(
-                "audio-message", "'error': jambonz ends the listen but leaves the audio socket open", text
-            )
+            self._bad_message("'error': jambonz ends the listen but leaves the audio socket open", text)
         else:
-            self._violate("audio-message", f"type {kind!r}: jambonz 0.9.8 does nothing with it", text)
+            self._bad_message(f"type {kind!r}: jambonz 0.9.8 does nothing with it", text)
         await self._flush()
 
     def _on_play_audio(self, data: Any, text: str) -> None:
         if self.streaming:
-            self._violate(
-                "audio-message",
-                "playAudio while the listen streams audio back: the media server refuses it",
-                text,
+            self._bad_message(
+                "playAudio while the listen streams audio back: the media server refuses it", text
             )
             return
         if not isinstance(data, dict):
-            self._violate("audio-message", "playAudio without data: the media server ignores it", text)
+            self._bad_message("playAudio without data: the media server ignores it", text)
             return
         content_type = data.get("audioContentType")
         if not isinstance(content_type, str):
-            self._violate(
-                "audio-message",
-                "playAudio without audioContentType: undefined behaviour in the media server",
-                text,
+            self._bad_message(
+                "playAudio without audioContentType: undefined behaviour in the media server", text
             )
             return
         if content_type not in ("raw", "wav", "wave"):
-            self._violate(
-                "audio-message", f"playAudio audioContentType {content_type!r}: nothing is played", text
-            )
+            self._bad_message(f"playAudio audioContentType {content_type!r}: nothing is played", text)
             return
         rate = 16000
         if content_type == "raw":
@@ -479,8 +466,7 @@ class FakeAudioStream:
             if isinstance(given, int) and not isinstance(given, bool) and given in PLAY_AUDIO_SAMPLE_RATES:
                 rate = given
             else:
-                self._violate(
-                    "audio-message",
+                self._bad_message(
                     f"playAudio sampleRate {given!r} is not a number the media server knows: played as 16000",
                     text,
                 )
@@ -490,7 +476,7 @@ class FakeAudioStream:
         except (binascii.Error, ValueError):
             audio = None
         if audio is None:
-            self._violate("audio-message", "playAudio audioContent is not base64: nothing is played", text)
+            self._bad_message("playAudio audioContent is not base64: nothing is played", text)
             return
         ident = data.get("id")
         record = PlayAudioRecord(
@@ -503,9 +489,7 @@ class FakeAudioStream:
         )
         self._clips.append(record)
         if not self.play_enabled:
-            self._violate(
-                "audio-message", "playAudio on a listen without bidirectional audio: jambonz ignores it", text
-            )
+            self._bad_message("playAudio on a listen without bidirectional audio: jambonz ignores it", text)
             return
         if record.queue_play:
             if len(self._clip_queue) <= MAX_QUEUED_CLIPS - 1:
