@@ -51,7 +51,7 @@ from ._config import CallConfig, DisconnectedCommands, LateAck, Overflow
 from ._connection import Connection, ConnectionClosed
 from ._errors import CallClosed, CommandQueueFull, JambonzTrioError, NotDelivered, RemoteProtocolError
 from ._events import AckUnconfirmed, CommandUnconfirmed, Disconnected, Event, HookAbandoned, Reconnected
-from ._log import CallLog, current_call, get_logger, safe
+from ._log import CallLog, get_logger, safe
 from ._protocol import _outbound as cmds
 from ._protocol._json import TooComplex, encoded_size
 from ._protocol._messages import JambonzMessage, SessionReconnect, routing_sid
@@ -226,6 +226,7 @@ class CallEngine:
     """
 
     __slots__ = (
+        "_context",
         "_disconnected_at",
         "_events_bytes",
         "_log",
@@ -288,6 +289,8 @@ class CallEngine:
         #: the call's nursery while :meth:`run` runs; the ack tracker runs there while due
         self._nursery: trio.Nursery | None = None
         self._tracking = False
+        #: the call's task's context while :meth:`run` runs: the ack tracker's tasks start in it
+        self._context: contextvars.Context | None = None
         self.session_acked = Flag()
         self.closed_event = Flag()
         self.frames_in = 0
@@ -346,6 +349,7 @@ class CallEngine:
         server's successor."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self._context = contextvars.copy_context()
             self._timer.at(self._next_deadline())  # (a deadline that came before: now)
             outcome: Literal["cancelled", "finished", "failed"] = "cancelled"
             try:
@@ -367,7 +371,7 @@ class CallEngine:
                 if self.fault is Fault.INTERNAL or not self.closed:  # (else over already: ended by jambonz)
                     with trio.CancelScope(shield=True):
                         await self._close_after_handler(outcome)
-                self._nursery = None  # (closed to new tasks once this body is over)
+                self._nursery = self._context = None  # (closed to new tasks once this body is over)
                 nursery.cancel_scope.cancel()
 
     async def _close_after_handler(self, outcome: Literal["cancelled", "finished", "failed"]) -> None:
@@ -406,25 +410,30 @@ class CallEngine:
     def _on_deadline(self) -> None:
         """The call's timer went off (run synchronously by the shared deadline task,
         :mod:`._timers`): start the ack tracker's task if something is due, else set the timer
-        to the next deadline."""
-        if self.closed or self._tracking:
-            return  # (the running tracker sets the next deadline when it is done)
-        deadline = self._next_deadline()
-        if deadline > trio.current_time():
-            self._timer.at(deadline)
-            return
-        nursery = self._nursery
-        if nursery is None:
-            return  # run() has not started yet, or is over: it sets the timer when it starts
-        self._tracking = True
-        nursery.start_soon(self._track_deadlines, nursery.cancel_scope)
+        to the next deadline. Deadlines are watched only while :meth:`run` runs (it sets the
+        timer when it starts; a call whose :meth:`run` never starts is not kept alive by one)."""
+        nursery, context = self._nursery, self._context
+        if nursery is None or context is None or self.closed or self._tracking:
+            return  # (a running tracker sets the next deadline when it is done)
+        try:
+            deadline = self._next_deadline()
+            if deadline > trio.current_time():
+                self._timer.at(deadline)
+                return
+            # in the call's context (its log fields, an OTel span, the app's contextvars), as a
+            # child of the call's task would be, not in the shared task's
+            context.run(nursery.start_soon, self._track_deadlines, nursery.cancel_scope)
+            self._tracking = True
+        except Exception:  # never: but a call must not go on without its deadlines
+            self._log.error("the ack tracker could not be started; ending the call", exc_info=True)
+            self.fault = Fault.INTERNAL
+            nursery.cancel_scope.cancel()
 
     async def _track_deadlines(self, call_scope: trio.CancelScope) -> None:
         """The ack tracker, a task of the call's nursery while a deadline is due: it runs
         :meth:`_deadlines_due` until nothing is, then sets the timer to the next deadline and
         ends. Contained: should it ever fail, the call ends cleanly (fallback verbs, close
         1000) instead of the failure spreading or the call running without deadlines."""
-        current_call.set(self._log)  # (started by the shared task: its log records are the call's)
         try:
             while not self.closed:
                 await self._deadlines_due()
@@ -473,8 +482,9 @@ class CallEngine:
 
     def _reschedule(self) -> None:
         """A deadline may have moved earlier: set the timer (a later one is found when the
-        timer goes off)."""
-        self._timer.at(self._next_deadline())
+        timer goes off). Before :meth:`run` starts, nothing (it sets the timer itself)."""
+        if self._nursery is not None:
+            self._timer.at(self._next_deadline())
 
     async def _auto_answer(self, owed: OwedAck) -> None:
         """The watchdog answers for the app (at the deadline, or at once past the owed bound)."""

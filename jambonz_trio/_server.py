@@ -426,7 +426,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
                     Reconnect(first_text, first, admitted.identity, ws, self.config.call)
                 )
                 if isinstance(routed, Relayed):
-                    return
+                    return None
                 here = routed
             first_text = None
         engine, is_new = self._resolve(first, admitted)
@@ -566,7 +566,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
             self._watcher.call_started(engine.call)  # reachable by sid: not isolated
 
     async def _run_call(self, engine: CallEngine, handler: Handler) -> None:
-        """The call's task (registered already): its handler and watchdog, contained."""
+        """The call's task (registered already): its nursery (handler, ack tracker), contained."""
         try:
             await engine.run(handler)
         except* Exception as group:

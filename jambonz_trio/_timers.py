@@ -9,7 +9,10 @@ and a cancel scope (bench/README.md, "Issue 16"); here one task per trio run wat
 A call holds a :class:`Timer`. :meth:`Timer.at` asks to be woken at a time; the shared task
 keeps a heap of ``(time, n, timer)`` and sleeps until the earliest. Entries are never removed:
 an entry whose time is no longer its timer's (moved, or the call ended: :meth:`Timer.cancel`)
-is skipped when it comes up, and it holds only the small :class:`Timer`, not the call.
+is skipped when it comes up, and it holds only the small :class:`Timer`, not the call. A timer
+remembers the times of its entries still waiting, so setting it back to one of them adds none
+(a call that sends a command every 50 ms sets its timer to "now" for each command's receipt
+Ping and back to its keepalive: without that, one entry per command waited for the keepalive).
 
 When a timer's time comes, its callback runs *synchronously* in the shared task: it must not
 block or raise (the engine's starts a task in the call's own nursery for the I/O a deadline
@@ -40,12 +43,14 @@ class Timer:
     """A call's wake-up: ``callback()`` runs in the shared task once the time given to
     :meth:`at` has come (unless moved or cancelled meanwhile)."""
 
-    __slots__ = ("callback", "when")
+    __slots__ = ("callback", "queued", "when")
 
     def __init__(self, callback: Callable[[], None]) -> None:
         self.callback: Callable[[], None] | None = callback
         #: when it is due (``inf``: not scheduled)
         self.when = math.inf
+        #: the times of its entries still in the shared heap (usually one or two)
+        self.queued: tuple[float, ...] = ()
 
     def at(self, when: float) -> None:
         """Be woken at ``when`` (sync). An earlier time replaces a later one; a later time
@@ -53,16 +58,15 @@ class Timer:
         sets the next time itself)."""
         if when < self.when and self.callback is not None:
             self.when = when
-            _scheduler().add(when, self)
-
-    def reset(self) -> None:
-        """Forget the current time (before the callback sets the next one)."""
-        self.when = math.inf
+            if when not in self.queued:  # (an entry left by an earlier time comes up then)
+                self.queued += (when,)
+                _scheduler().add(when, self)
 
     def cancel(self) -> None:
         """Never wake again; drops the reference to the callback (and so to the call)."""
         self.when = math.inf
         self.callback = None
+        self.queued = ()
 
 
 class _Scheduler:
@@ -92,6 +96,8 @@ class _Scheduler:
 
 
 def _fire(when: float, _n: int, timer: Timer) -> None:
+    if when in timer.queued:
+        timer.queued = tuple(t for t in timer.queued if t != when)
     callback = timer.callback
     if when != timer.when or callback is None:
         return  # moved or cancelled since

@@ -17,8 +17,17 @@ from contextlib import AsyncExitStack
 import pytest
 import trio
 import trio.testing
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 
-from jambonz_trio._timers import Timer
+from jambonz_trio import Call, CallConfig, Route
+from jambonz_trio._protocol._messages import parse_message
+from jambonz_trio._timers import Timer, _scheduler
+from jambonz_trio._websocket import ServerWebSocket
+from jambonz_trio.commands import RedirectCommand
+from jambonz_trio.lowlevel import Identity
+from jambonz_trio.testing import open_fake_call
+from jambonz_trio.verbs import Say
 from tests.helpers import Serve, answer_and_wait
 from tests.reliability.helpers import SHARED_TASKS, all_tasks, task_names
 
@@ -160,3 +169,107 @@ async def test_keepalive_and_ack_deadlines_of_many_calls_are_met_on_time(
 
             nursery.start_soon(hook)
     assert answered == {f"c-{i}": pytest.approx(4.0, abs=0.01) for i in range(10)}
+
+
+async def test_a_chatty_call_leaves_few_entries_in_the_shared_heap(
+    serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A command every 50 ms for 15 s: each command's receipt Ping sets the call's timer to
+    "now", then back to its keepalive; the heap keeps one entry at that time, not one per
+    command (fresh-eyes review of issue 16: 300 entries before the fix)."""
+    sent = 0
+
+    async def app(call: Call) -> None:
+        nonlocal sent
+        await call.ack(call.session, [Say(text="hi")])
+        for _ in range(300):  # 15 s: less than ping_interval (20 s)
+            await call.send_command(RedirectCommand(verbs=(Say(text="x"),), queue=True))
+            sent += 1
+            await trio.sleep(0.05)
+        await call.wait_closed()
+
+    server = await serve(app)
+    async with raw_client(server) as client:
+        assert await new_call(client, "chatty", "m1") is not None
+        with trio.move_on_after(15.5):
+            while await client.receive() is not None:
+                pass  # (reading answers the receipt Pings)
+        assert sent == 300
+        assert len(_scheduler()._heap) < 5
+
+
+async def test_the_ack_trackers_records_carry_the_calls_trace_context(
+    serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The ack tracker's task is started by the shared task, but in the call's context, as
+    the old watchdog (a child of the call's task) was: the watchdog's log records carry the
+    call's OpenTelemetry span (and an app's contextvars)."""
+    seen: dict[str, int] = {}
+
+    class Grab(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "the watchdog answered" in record.getMessage():
+                seen["watchdog"] = trace.get_current_span().get_span_context().trace_id
+
+    async def app(call: Call) -> None:
+        seen["handler"] = trace.get_current_span().get_span_context().trace_id
+        await call.ack(call.session, [Say(text="hi")])
+        await call.wait_closed()  # never answers a hook
+
+    grab = Grab(logging.WARNING)
+    logger = logging.getLogger("jambonz_trio.call")
+    logger.addHandler(grab)
+    try:
+        server = await serve(Route(path="/", handler=app), tracing=True, tracer_provider=TracerProvider())
+        with trio.fail_after(60):
+            async with open_fake_call(server.connect_memory, strict=False) as fc:
+                await fc.start()
+                await fc.hook("/slow")  # answered by the watchdog at 4 s
+                await fc.hangup()
+    finally:
+        logger.removeHandler(grab)
+    assert seen["handler"] != 0
+    assert seen.get("watchdog") == seen["handler"]
+
+
+async def test_a_call_whose_handler_never_started_is_not_kept_alive_by_its_deadlines(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An engine attached but never run (the server's attach failed before it started the
+    call's task): its deadlines are not watched, so nothing in the shared heap holds it."""
+    from jambonz_trio._engine import CallEngine, Link
+
+    config = CallConfig()
+    first = parse_message({"type": "session:new", "msgid": "m1", "call_sid": "lost", "data": {}})
+    engine = CallEngine(first, config=config, identity=Identity(route="/"))
+    server_end, _client_end = trio.testing.memory_stream_pair()
+    link = Link(ServerWebSocket(server_end, max_message_size=1 << 16, control_timeout=1.0))
+    await engine.attach(link, first, trio.current_time())  # owes the session:new ack: a deadline
+    engine.detach(link)  # starts the reconnect grace period: another
+    ref = weakref.ref(engine.call)  # (the call and its engine hold each other)
+    del engine, link
+    gc.collect()
+    assert ref() is None
+
+
+async def test_a_failure_to_start_the_ack_tracker_ends_the_call(
+    serve: Serve, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should the tracker's task fail to start (it cannot today), the call ends cleanly
+    instead of running on without deadlines."""
+    from jambonz_trio._engine import CallEngine
+
+    def broken(self: CallEngine, call_scope: trio.CancelScope) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(CallEngine, "_track_deadlines", broken)
+    server = await serve(answer_and_wait, ack_deadline=4.0)
+    async with raw_client(server) as client:
+        assert await new_call(client, "doomed", "m1") is not None
+        await client.send("verb:hook", "h1", {}, hook="/h", call_sid="doomed")  # due at 4 s
+        with trio.fail_after(30):
+            frames = []
+            while (frame := await client.receive()) is not None:
+                frames.append(frame)
+    assert frames[-1]["command"] == "redirect" and frames[-1]["data"] == [{"verb": "hangup"}]  # fallback
+    assert client.close_code == 1000
