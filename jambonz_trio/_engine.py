@@ -831,9 +831,13 @@ class CallEngine:
                 # told before the write, not after: a conversation answering a hook meanwhile
                 # must see the replacement coming, or its ack's verbs would replace it in turn
                 told = self._program_sent(command, origin)
-            written = await self._write_frame(link, text)
+            # its receipt Ping in the same write when the connection can do that, as for answers
+            receipt = None
+            if link.writable and link.send_then_ping is not None and link.conn.receipts:
+                receipt = self.protocol.receipt_for_answer()
+            written = await self._write_frame(link, text, receipt)
             if written is Delivery.WRITTEN:
-                await self._command_written(link, command)
+                await self._command_written(link, command, receipt)
                 return
             if written is Delivery.MAYBE:
                 raise NotDelivered(f"socket dropped while sending {command.COMMAND}", maybe_sent=True)
@@ -898,11 +902,12 @@ class CallEngine:
         if (resend or requeued) and newer is not None and newer is not link and self.protocol.commands_flow:
             await self._flush_outbox(newer)  # a newer socket took over during the write
 
-    async def _command_written(self, link: Link, command: Command) -> None:
+    async def _command_written(self, link: Link, command: Command, receipt: bytes | None) -> None:
         """``command`` was written whole on ``link``: have it proven read by a receipt Ping
-        (docs/reconnects.md)."""
-        self.protocol.command_written(command, link.generation)
-        self._want_receipt(link)
+        (docs/reconnects.md): ``receipt``, written with it, or one written next."""
+        self.protocol.command_written(command, link.generation, receipt)
+        if receipt is None:
+            self._want_receipt(link)
         if self._settle_unconfirmed_commands() and self.link is not None and self.protocol.commands_flow:
             await self._flush_outbox(self.link)  # the socket was replaced meanwhile: resend now
 

@@ -809,10 +809,11 @@ class CallProtocol:
         return _PING_PREFIX + str(n).encode()
 
     def receipt_for_answer(self) -> bytes | None:
-        """The payload of a receipt Ping to write right after the answer about to be written,
-        in the same write (report it to :meth:`answer_written`), when no receipt Ping waits
-        for its Pong; ``None`` otherwise (the answer is covered by the Ping written once that
-        Pong comes: :attr:`receipt_due`). Saves the separate write of the Ping."""
+        """The payload of a receipt Ping to write right after the answer (or command) about to
+        be written, in the same write (report it to :meth:`answer_written` or
+        :meth:`command_written`), when no receipt Ping waits for its Pong; ``None`` otherwise
+        (the frame is covered by the Ping written once that Pong comes: :attr:`receipt_due`).
+        Saves the separate write of the Ping."""
         if self.state is not ConnState.CONNECTED or self._receipt_ping > self._last_pong:
             return None
         return self.ping_payload(receipt=True)
@@ -868,19 +869,27 @@ class CallProtocol:
             )
         return self.render(command.to_wire())
 
-    def command_written(self, command: Command, generation: int) -> None:
+    def command_written(self, command: Command, generation: int, receipt: bytes | None = None) -> None:
         """Report that ``command`` was written whole on socket ``generation``: it is kept until
         a Pong proves jambonz read it (see :attr:`wants_receipt`). Written on a socket already
-        reported lost, it is unconfirmed at once (:meth:`take_unconfirmed_commands`)."""
+        reported lost, it is unconfirmed at once (:meth:`take_unconfirmed_commands`).
+        ``receipt``: the Ping of :meth:`receipt_for_answer` went out in the same write, right
+        after the command's frame (its Pong proves the command read)."""
         if self.state is ConnState.CLOSED:
             return
         sent = SentCommand(command=command, generation=generation)
         if self.state is not ConnState.CONNECTED or generation != self.generation:
             self._lost_commands.append(sent)
             return
+        if receipt is not None:
+            ping = int(receipt[len(_PING_PREFIX) :])
+            if self._last_pong >= ping:
+                return  # its Pong came while the write was still returning: proven read already
+            sent.ping = ping
+        else:
+            self._unpinged_commands += 1
         self._command_seq += 1
         self._commands[self._command_seq] = sent
-        self._unpinged_commands += 1
         if len(self._commands) > _MAX_TRACKED:
             # a peer that never answers Pings is cut off by the keepalive; until then the
             # oldest are forgotten

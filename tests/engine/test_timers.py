@@ -273,3 +273,43 @@ async def test_a_failure_to_start_the_ack_tracker_ends_the_call(
                 frames.append(frame)
     assert frames[-1]["command"] == "redirect" and frames[-1]["data"] == [{"verb": "hangup"}]  # fallback
     assert client.close_code == 1000
+
+
+async def test_a_commands_receipt_ping_goes_out_in_its_own_write(
+    serve: Serve, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for answers, a command's receipt Ping follows its frame in the same write when no
+    other receipt Ping waits for its Pong: no ack tracker task, no second write."""
+    from jambonz_trio._engine import CallEngine
+
+    started = 0
+    track = CallEngine._track_deadlines
+
+    async def counting(self: CallEngine, call_scope: trio.CancelScope) -> None:
+        nonlocal started
+        started += 1
+        await track(self, call_scope)
+
+    monkeypatch.setattr(CallEngine, "_track_deadlines", counting)
+    done = trio.Event()
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        for _ in range(5):
+            await trio.sleep(1)  # the Pong of the previous receipt Ping comes meanwhile
+            await call.send_command(RedirectCommand(verbs=(Say(text="x"),), queue=True))
+        done.set()
+        await call.wait_closed()
+
+    server = await serve(app)
+    async with raw_client(server) as client:
+        assert await new_call(client, "talker", "m1") is not None
+        pings = client.pings
+        for _ in range(5):
+            frame = await client.receive()
+            assert frame is not None and frame["command"] == "redirect"
+            await client.answer_receipt()  # the Ping right behind it
+        assert client.pings - pings == 5
+        await done.wait()
+        assert server.calls["talker"].statistics().commands_unconfirmed == 0
+    assert started == 0  # (the keepalive's first Ping is 20 s away)

@@ -1461,3 +1461,42 @@ def test_closing_forgets_the_commands() -> None:
     p.close()
     p.command_written(TtsFlushCommand(), p.generation)
     assert p.take_unconfirmed_commands() == UnconfirmedCommands()
+
+
+def test_a_command_written_with_its_receipt_ping_is_proven_by_that_pings_pong() -> None:
+    p = answered(connected())
+    cmd = RedirectCommand(verbs=(SAY,), queue=True)
+    receipt = p.receipt_for_answer()  # the engine writes it right after the command's frame
+    assert receipt is not None
+    p.command_written(cmd, p.generation, receipt)
+    assert not p.receipt_due  # that Ping is the receipt: no other is wanted
+    assert p.pong_received(receipt)
+    assert not p.wants_receipt
+    p.connection_lost()
+    assert p.take_unconfirmed_commands().report == ()
+
+
+def test_a_command_whose_receipt_pong_came_before_its_write_returned_is_proven_at_once() -> None:
+    p = answered(connected())
+    receipt = p.receipt_for_answer()
+    assert receipt is not None
+    assert not p.pong_received(receipt)  # nothing written yet to prove
+    p.command_written(TtsFlushCommand(), p.generation, receipt)
+    assert not p.wants_receipt
+    p.connection_lost()
+    assert p.take_unconfirmed_commands().report == ()
+
+
+def test_a_command_written_while_a_receipt_ping_waits_is_covered_by_the_next_one() -> None:
+    p = answered(connected())
+    first = p.receipt_for_answer()
+    assert first is not None
+    p.command_written(TtsFlushCommand(), p.generation, first)
+    assert p.receipt_for_answer() is None  # one receipt Ping at a time
+    later = RedirectCommand(verbs=(PAUSE,), queue=True)
+    p.command_written(later, p.generation)  # written without one
+    assert p.wants_receipt and not p.receipt_due
+    assert p.pong_received(first)  # proves the first only
+    assert p.receipt_due  # the later one wants its own now
+    p.connection_lost()
+    assert p.take_unconfirmed_commands().report == (later,)
