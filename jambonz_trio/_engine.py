@@ -44,6 +44,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Literal
 
+import attrs
 import trio
 
 from ._call import AckOutcome, Call, CloseInfo, engine_of
@@ -187,34 +188,23 @@ class Link:
         return self.conn.close_reason is None and not self.closed
 
 
+@attrs.define(eq=False)  # (identity: the outbox removes an item by identity)
 class _Pending:
     """A command waiting for a reconnect."""
 
-    __slots__ = ("command", "done", "error", "origin", "resend", "sent", "size", "tell", "text")
-
-    def __init__(
-        self,
-        text: str,
-        size: int,
-        command: Command,
-        origin: object | None,
-        *,
-        tell: bool,
-        resend: bool = False,
-    ) -> None:
-        self.text = text
-        self.size = size
-        #: the command itself (tracked until jambonz is seen to read it)
-        self.command = command
-        #: the program watcher is still to be told of it at the flush (``False`` once told:
-        #: when queued, or by a direct write that found the connection gone)
-        self.tell = tell
-        self.origin = origin
-        self.done = trio.Event()
-        self.sent = False
-        self.error: JambonzTrioError | None = None
-        #: a hang-up the library sends again (no one waits for it): kept until written
-        self.resend = resend
+    text: str
+    size: int
+    #: the command itself (tracked until jambonz is seen to read it)
+    command: Command
+    origin: object | None
+    #: the program watcher is still to be told of it at the flush (``False`` once told:
+    #: when queued, or by a direct write that found the connection gone)
+    tell: bool = attrs.field(kw_only=True)
+    #: a hang-up the library sends again (no one waits for it): kept until written
+    resend: bool = attrs.field(default=False, kw_only=True)
+    done: trio.Event = attrs.field(init=False, factory=trio.Event)
+    sent: bool = attrs.field(init=False, default=False)
+    error: JambonzTrioError | None = attrs.field(init=False, default=None)
 
 
 class CallEngine:
