@@ -794,7 +794,7 @@ class CallEngine:
         # (one write instead of two, and no wake-up of the ack tracker for it)
         receipt = None
         if link is self.link and link.send_then_ping is not None and link.conn.receipts:
-            receipt = protocol.receipt_for_answer()
+            receipt = protocol.receipt_for_write()
         written = await self._write_frame(link, plan.text, receipt)
         result = protocol.answer_written(plan.msgid, link.generation, written, receipt)
         if protocol.session_answered:
@@ -824,7 +824,7 @@ class CallEngine:
             # its receipt Ping in the same write when the connection can do that, as for answers
             receipt = None
             if link.writable and link.send_then_ping is not None and link.conn.receipts:
-                receipt = self.protocol.receipt_for_answer()
+                receipt = self.protocol.receipt_for_write()
             written = await self._write_frame(link, text, receipt)
             if written is Delivery.WRITTEN:
                 await self._command_written(link, command, receipt)

@@ -696,7 +696,7 @@ class CallProtocol:
         self, msgid: str, generation: int, delivery: Delivery, receipt: bytes | None = None
     ) -> AckResult:
         """Report the write of a ``SEND`` answer to ``msgid`` on socket ``generation``.
-        ``receipt``: the Ping of :meth:`receipt_for_answer` went out in the same write, right
+        ``receipt``: the Ping of :meth:`receipt_for_write` went out in the same write, right
         after the answer's frame (its Pong proves the answer read).
 
         ``SENT``: it is on the live socket (a Ping written now would prove its receipt).
@@ -801,14 +801,20 @@ class CallProtocol:
             if sent.written and sent.ping is None and sent.generation == gen:
                 sent.ping = n
         if self._unpinged_commands:
+            # Every command without a Ping gets this one. They are usually the newest, but not
+            # always: a command that took its receipt Ping for its own write (see
+            # receipt_for_write) can be recorded after one whose write started first.
+            left = self._unpinged_commands
             self._unpinged_commands = 0
-            for cmd in reversed(self._commands.values()):  # the newest are the unpinged ones
-                if cmd.ping is not None:
-                    break
-                cmd.ping = n
+            for cmd in reversed(self._commands.values()):
+                if cmd.ping is None:
+                    cmd.ping = n
+                    left -= 1
+                    if not left:
+                        break
         return _PING_PREFIX + str(n).encode()
 
-    def receipt_for_answer(self) -> bytes | None:
+    def receipt_for_write(self) -> bytes | None:
         """The payload of a receipt Ping to write right after the answer (or command) about to
         be written, in the same write (report it to :meth:`answer_written` or
         :meth:`command_written`), when no receipt Ping waits for its Pong; ``None`` otherwise
@@ -842,12 +848,13 @@ class CallProtocol:
                 if sent.owed.needs_verbs and self.session is SessionState.SENT:
                     self.session = SessionState.CONFIRMED
         commands = self._commands
-        while commands:  # oldest first: pinged in order
-            seq, cmd = next(iter(commands.items()))
-            if cmd.ping is None or cmd.ping > n:
-                break
-            del commands[seq]
-            proved = True
+        if commands:
+            # (not "oldest first until one is not proven": their Pings are not always in the
+            # order they were recorded, see ping_payload)
+            read = [seq for seq, cmd in commands.items() if cmd.ping is not None and cmd.ping <= n]
+            for seq in read:
+                del commands[seq]
+            proved = proved or bool(read)
         return proved
 
     # -- outbound --------------------------------------------------------------------------
@@ -873,7 +880,7 @@ class CallProtocol:
         """Report that ``command`` was written whole on socket ``generation``: it is kept until
         a Pong proves jambonz read it (see :attr:`wants_receipt`). Written on a socket already
         reported lost, it is unconfirmed at once (:meth:`take_unconfirmed_commands`).
-        ``receipt``: the Ping of :meth:`receipt_for_answer` went out in the same write, right
+        ``receipt``: the Ping of :meth:`receipt_for_write` went out in the same write, right
         after the command's frame (its Pong proves the command read)."""
         if self.state is ConnState.CLOSED:
             return

@@ -509,6 +509,9 @@ class _Holder:
                     await ws.abort()
                     self._done()
                     return
+                else:  # e.g. an owner on a newer release: the relay cannot go on faithfully
+                    self._done(f"unknown relay entry {kind!r}")
+                    return
             except ConnectionClosed:
                 pass  # the socket died: its reader reports how, to the owner
             except ValueError:

@@ -19,6 +19,7 @@ import trio
 
 from jambonz_trio import Call, JambonzServer, ServerConfig
 from jambonz_trio.cluster import Cluster, ClusterCall, ClusterConfig, OwnerGone, open_cluster
+from jambonz_trio.cluster._relay import RelayedConnection
 from jambonz_trio.commands import RedirectCommand
 from jambonz_trio.lowlevel import ConnState
 from jambonz_trio.testing import CallData, FakeCall, open_fake_call
@@ -281,6 +282,24 @@ async def test_a_relayed_answer_and_its_receipt_ping_travel_as_one_entry(
         await fc.drop(reconnect=False)
         await eventually(lambda: call.state is ConnState.DISCONNECTED, 5)
         assert call.statistics().acks_unconfirmed == unconfirmed  # all three proven read
+
+
+async def test_an_entry_kind_the_holder_does_not_know_ends_the_relay_with_1011(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """An owner on a newer release may send an entry this holder does not know (an answer
+    with its receipt Ping as one entry was new once): the holder ends the relay (1011: jambonz
+    reconnects) instead of dropping the frame silently, which would lose it and its receipt."""
+    async with relayed_call(nursery, redis_url, ns) as (_a, b, _target, fc, call):
+        link = call._engine.link
+        assert link is not None and isinstance(link.conn, RelayedConnection)
+        await link.conn._send("from-a-newer-release", "hello")
+        close = await fc.expect_close()
+        assert close.code == 1011
+        await eventually(lambda: b.cluster.statistics().relays_holding == 0, 5)
+        assert b.cluster.statistics().relay_faults == 1
+        await fc.reconnect()  # through B again: relayed to the same call
+        assert (await fc.gather_speech("/gather", "back")).verbs[0] == Say(text="hook 1")
 
 
 async def test_jambonz_hanging_up_a_relayed_call_ends_it_on_its_owner(

@@ -1053,7 +1053,7 @@ class CallProtocolMachine(RuleBasedStateMachine):
         payload = None
         if receipt and key[1] == self.gen:
             idle = self.connected and not self.closed and self.receipt_ping <= self.last_pong
-            payload = self.p.receipt_for_answer()
+            payload = self.p.receipt_for_write()
             assert (payload is not None) == idle
             if payload is not None:
                 self.pings += 1
@@ -1466,7 +1466,7 @@ def test_closing_forgets_the_commands() -> None:
 def test_a_command_written_with_its_receipt_ping_is_proven_by_that_pings_pong() -> None:
     p = answered(connected())
     cmd = RedirectCommand(verbs=(SAY,), queue=True)
-    receipt = p.receipt_for_answer()  # the engine writes it right after the command's frame
+    receipt = p.receipt_for_write()  # the engine writes it right after the command's frame
     assert receipt is not None
     p.command_written(cmd, p.generation, receipt)
     assert not p.receipt_due  # that Ping is the receipt: no other is wanted
@@ -1478,7 +1478,7 @@ def test_a_command_written_with_its_receipt_ping_is_proven_by_that_pings_pong() 
 
 def test_a_command_whose_receipt_pong_came_before_its_write_returned_is_proven_at_once() -> None:
     p = answered(connected())
-    receipt = p.receipt_for_answer()
+    receipt = p.receipt_for_write()
     assert receipt is not None
     assert not p.pong_received(receipt)  # nothing written yet to prove
     p.command_written(TtsFlushCommand(), p.generation, receipt)
@@ -1489,10 +1489,10 @@ def test_a_command_whose_receipt_pong_came_before_its_write_returned_is_proven_a
 
 def test_a_command_written_while_a_receipt_ping_waits_is_covered_by_the_next_one() -> None:
     p = answered(connected())
-    first = p.receipt_for_answer()
+    first = p.receipt_for_write()
     assert first is not None
     p.command_written(TtsFlushCommand(), p.generation, first)
-    assert p.receipt_for_answer() is None  # one receipt Ping at a time
+    assert p.receipt_for_write() is None  # one receipt Ping at a time
     later = RedirectCommand(verbs=(PAUSE,), queue=True)
     p.command_written(later, p.generation)  # written without one
     assert p.wants_receipt and not p.receipt_due
@@ -1500,3 +1500,36 @@ def test_a_command_written_while_a_receipt_ping_waits_is_covered_by_the_next_one
     assert p.receipt_due  # the later one wants its own now
     p.connection_lost()
     assert p.take_unconfirmed_commands().report == (later,)
+
+
+def test_a_command_recorded_after_one_that_took_a_later_receipt_is_still_pinged_and_proven() -> None:
+    """Two tasks send commands: P's write starts while a receipt Ping waits (P takes none);
+    that Pong comes; Q takes the next receipt Ping for its own write, queued behind P's; then
+    P is recorded, then Q. P, unpinged, sits before Q, pinged: the next Ping must still cover
+    P, and its Pong prove it (fresh-eyes review: P stayed unproven for good, and every later
+    command with it, all reported unconfirmed at the drop)."""
+    p = answered(connected())
+    gen = p.generation
+    first = p.receipt_for_write()
+    assert first is not None
+    p.command_written(TtsFlushCommand(), gen, first)  # its receipt Ping waits for its Pong
+    assert p.receipt_for_write() is None  # P's write starts without one
+    assert p.pong_received(first)
+    second = p.receipt_for_write()  # Q's, before P is recorded
+    assert second is not None
+    cmd_p = RedirectCommand(verbs=(SAY,), queue=True)
+    cmd_q = RedirectCommand(verbs=(PAUSE,), queue=True)
+    p.command_written(cmd_p, gen)  # P's write returns
+    p.command_written(cmd_q, gen, second)  # then Q's
+    assert p.pong_received(second)  # proves Q (P is not known to be before that Ping)
+    assert p.receipt_due  # P wants one
+    third = p.ping_payload(receipt=True)
+    assert p.pong_received(third)
+    later = [RedirectCommand(verbs=(v.Pause(length=i + 1),), queue=True) for i in range(3)]
+    for cmd in later:
+        receipt = p.receipt_for_write()
+        p.command_written(cmd, gen, receipt)
+        assert receipt is not None and p.pong_received(receipt)
+    assert not p.wants_receipt
+    p.connection_lost()
+    assert p.take_unconfirmed_commands().report == ()
