@@ -1463,34 +1463,37 @@ def test_closing_forgets_the_commands() -> None:
     assert p.take_unconfirmed_commands() == UnconfirmedCommands()
 
 
-def test_a_command_written_with_its_receipt_ping_is_proven_by_that_pings_pong() -> None:
-    p = answered(connected())
-    cmd = RedirectCommand(verbs=(SAY,), queue=True)
-    receipt = p.receipt_for_write()  # the engine writes it right after the command's frame
-    assert receipt is not None
-    p.command_written(cmd, p.generation, receipt)
-    assert not p.receipt_due  # that Ping is the receipt: no other is wanted
-    assert p.pong_received(receipt)
-    assert not p.wants_receipt
-    p.connection_lost()
-    assert p.take_unconfirmed_commands().report == ()
-
-
-def test_a_command_whose_receipt_pong_came_before_its_write_returned_is_proven_at_once() -> None:
-    p = answered(connected())
+def _receipt(p: CallProtocol) -> bytes:
+    """The receipt Ping to write with the next frame (one must be free)."""
     receipt = p.receipt_for_write()
     assert receipt is not None
-    assert not p.pong_received(receipt)  # nothing written yet to prove
-    p.command_written(TtsFlushCommand(), p.generation, receipt)
-    assert not p.wants_receipt
+    return receipt
+
+
+def _unconfirmed_at_a_drop(p: CallProtocol) -> tuple[Command, ...]:
     p.connection_lost()
-    assert p.take_unconfirmed_commands().report == ()
+    return p.take_unconfirmed_commands().report
+
+
+@pytest.mark.parametrize("pong_first", [False, True], ids=["pong-after", "pong-before-the-write-returns"])
+def test_a_command_written_with_its_receipt_ping_is_proven_by_that_pings_pong(pong_first: bool) -> None:
+    """The engine writes the receipt Ping right behind the command's frame; its Pong proves
+    the command read, also when it comes before the write has returned."""
+    p = answered(connected())
+    receipt = _receipt(p)
+    if pong_first:
+        assert not p.pong_received(receipt)  # nothing written yet to prove
+    p.command_written(RedirectCommand(verbs=(SAY,), queue=True), p.generation, receipt)
+    assert not p.receipt_due  # that Ping is the receipt: no other is wanted
+    if not pong_first:
+        assert p.pong_received(receipt)
+    assert not p.wants_receipt
+    assert _unconfirmed_at_a_drop(p) == ()
 
 
 def test_a_command_written_while_a_receipt_ping_waits_is_covered_by_the_next_one() -> None:
     p = answered(connected())
-    first = p.receipt_for_write()
-    assert first is not None
+    first = _receipt(p)
     p.command_written(TtsFlushCommand(), p.generation, first)
     assert p.receipt_for_write() is None  # one receipt Ping at a time
     later = RedirectCommand(verbs=(PAUSE,), queue=True)
@@ -1498,8 +1501,7 @@ def test_a_command_written_while_a_receipt_ping_waits_is_covered_by_the_next_one
     assert p.wants_receipt and not p.receipt_due
     assert p.pong_received(first)  # proves the first only
     assert p.receipt_due  # the later one wants its own now
-    p.connection_lost()
-    assert p.take_unconfirmed_commands().report == (later,)
+    assert _unconfirmed_at_a_drop(p) == (later,)
 
 
 def test_a_command_recorded_after_one_that_took_a_later_receipt_is_still_pinged_and_proven() -> None:
@@ -1510,13 +1512,11 @@ def test_a_command_recorded_after_one_that_took_a_later_receipt_is_still_pinged_
     command with it, all reported unconfirmed at the drop)."""
     p = answered(connected())
     gen = p.generation
-    first = p.receipt_for_write()
-    assert first is not None
+    first = _receipt(p)
     p.command_written(TtsFlushCommand(), gen, first)  # its receipt Ping waits for its Pong
     assert p.receipt_for_write() is None  # P's write starts without one
     assert p.pong_received(first)
-    second = p.receipt_for_write()  # Q's, before P is recorded
-    assert second is not None
+    second = _receipt(p)  # Q's, before P is recorded
     cmd_p = RedirectCommand(verbs=(SAY,), queue=True)
     cmd_q = RedirectCommand(verbs=(PAUSE,), queue=True)
     p.command_written(cmd_p, gen)  # P's write returns
@@ -1527,9 +1527,8 @@ def test_a_command_recorded_after_one_that_took_a_later_receipt_is_still_pinged_
     assert p.pong_received(third)
     later = [RedirectCommand(verbs=(v.Pause(length=i + 1),), queue=True) for i in range(3)]
     for cmd in later:
-        receipt = p.receipt_for_write()
+        receipt = _receipt(p)
         p.command_written(cmd, gen, receipt)
-        assert receipt is not None and p.pong_received(receipt)
+        assert p.pong_received(receipt)
     assert not p.wants_receipt
-    p.connection_lost()
-    assert p.take_unconfirmed_commands().report == ()
+    assert _unconfirmed_at_a_drop(p) == ()
