@@ -536,6 +536,14 @@ class CallEngine:
         # the pong is due ping_timeout after the ping left, however long the write took
         link.keepalive_at = trio.current_time() + self.config.ping_timeout
 
+    def _receipt_for(self, link: Link) -> bytes | None:
+        """The receipt Ping to write right behind the answer or command about to go out on
+        ``link``, in the same write (one write instead of two, and no ack tracker woken for
+        it), if the connection can and no other receipt Ping waits for its Pong."""
+        if link is self.link and link.writable and link.send_then_ping is not None and link.conn.receipts:
+            return self.protocol.receipt_for_write()
+        return None
+
     def _want_receipt(self, link: Link) -> None:
         """An answer went out on ``link``: have the ack tracker write a Ping after it, unless one
         written for an earlier answer still waits for its Pong (one receipt Ping at a time)."""
@@ -790,11 +798,7 @@ class CallEngine:
         """Write a ``SEND`` plan's ack on ``link`` and tell the core how it went."""
         assert plan.text is not None
         protocol = self.protocol
-        # the receipt Ping goes in the answer's own write when the connection can do that
-        # (one write instead of two, and no wake-up of the ack tracker for it)
-        receipt = None
-        if link is self.link and link.send_then_ping is not None and link.conn.receipts:
-            receipt = protocol.receipt_for_write()
+        receipt = self._receipt_for(link)
         written = await self._write_frame(link, plan.text, receipt)
         result = protocol.answer_written(plan.msgid, link.generation, written, receipt)
         if protocol.session_answered:
@@ -821,13 +825,14 @@ class CallEngine:
                 # told before the write, not after: a conversation answering a hook meanwhile
                 # must see the replacement coming, or its ack's verbs would replace it in turn
                 told = self._program_sent(command, origin)
-            # its receipt Ping in the same write when the connection can do that, as for answers
-            receipt = None
-            if link.writable and link.send_then_ping is not None and link.conn.receipts:
-                receipt = self.protocol.receipt_for_write()
-            written = await self._write_frame(link, text, receipt)
+            written = await self._write_command(link, command, text)
             if written is Delivery.WRITTEN:
-                await self._command_written(link, command, receipt)
+                if (
+                    self._settle_unconfirmed_commands()
+                    and self.link is not None
+                    and self.protocol.commands_flow
+                ):
+                    await self._flush_outbox(self.link)  # the socket was replaced meanwhile: resend now
                 return
             if written is Delivery.MAYBE:
                 raise NotDelivered(f"socket dropped while sending {command.COMMAND}", maybe_sent=True)
@@ -874,7 +879,7 @@ class CallEngine:
             item.sent = True
             if item.tell:
                 self._program_sent(item.command, item.origin)  # before the write, see send_command
-            if not await self._write(link, item.text):
+            if await self._write_command(link, item.command, item.text) is not Delivery.WRITTEN:
                 if item.resend and not self.closed:
                     # the library's own hang-up: no one to tell; it goes out on the next socket
                     item.sent = False
@@ -883,23 +888,22 @@ class CallEngine:
                     requeued = True
                     break
                 item.error = NotDelivered("the socket dropped again while flushing", maybe_sent=True)
-            else:
-                self.protocol.command_written(item.command, link.generation)
-                self._want_receipt(link)
             item.done.set()
         resend = self._settle_unconfirmed_commands()  # (written on a socket found lost meanwhile)
         newer = self.link
         if (resend or requeued) and newer is not None and newer is not link and self.protocol.commands_flow:
             await self._flush_outbox(newer)  # a newer socket took over during the write
 
-    async def _command_written(self, link: Link, command: Command, receipt: bytes | None) -> None:
-        """``command`` was written whole on ``link``: have it proven read by a receipt Ping
-        (docs/reconnects.md): ``receipt``, written with it, or one written next."""
-        self.protocol.command_written(command, link.generation, receipt)
-        if receipt is None:
-            self._want_receipt(link)
-        if self._settle_unconfirmed_commands() and self.link is not None and self.protocol.commands_flow:
-            await self._flush_outbox(self.link)  # the socket was replaced meanwhile: resend now
+    async def _write_command(self, link: Link, command: Command, text: str) -> Delivery:
+        """Write ``command`` (rendered as ``text``) on ``link`` and, once written whole, have it
+        proven read by a receipt Ping (docs/reconnects.md): in the same write, or the next one."""
+        receipt = self._receipt_for(link)
+        written = await self._write_frame(link, text, receipt)
+        if written is Delivery.WRITTEN:
+            self.protocol.command_written(command, link.generation, receipt)
+            if receipt is None:
+                self._want_receipt(link)
+        return written
 
     def _settle_unconfirmed_commands(self) -> bool:
         """Deal with the commands the core reports unconfirmed (written on a socket that
