@@ -263,7 +263,6 @@ class CallProtocol:
     __slots__ = (
         "_abandoned",
         "_answered",
-        "_command_seq",
         "_commands",
         "_first",
         "_gate",
@@ -278,7 +277,6 @@ class CallProtocol:
         "_sent",
         "_seq",
         "_session",
-        "_unpinged_commands",
         "ack_deadline",
         "ack_unknown_types",
         "auto_answered",
@@ -329,9 +327,7 @@ class CallProtocol:
         self._sent: dict[tuple[str, int], SentAnswer] = {}
         self._resend_from: tuple[str, int] | None = None
         self._lost: list[SentAnswer] = []
-        self._commands: dict[int, SentCommand] = {}  # written, unproven, oldest first
-        self._command_seq = 0
-        self._unpinged_commands = 0  # commands on the live socket no Ping was written after yet
+        self._commands: list[SentCommand] = []  # written on the live socket, unproven, oldest first
         self._lost_commands: list[SentCommand] = []
         self._pings = 0  # Pings numbered on the live socket
         self._last_pong = 0  # the highest of them answered
@@ -345,9 +341,8 @@ class CallProtocol:
             raise LocalProtocolError("the call is closed")
         self.generation += 1
         self.state = ConnState.CONNECTED
-        self._lost_commands.extend(self._commands.values())  # a socket replaced while live
+        self._lost_commands.extend(self._commands)  # a socket replaced while live
         self._commands.clear()
-        self._unpinged_commands = 0
         self._gate = None
         self._pings = self._last_pong = self._receipt_ping = 0
 
@@ -381,9 +376,8 @@ class CallProtocol:
                 del self._sent[sent_key]
                 self.unconfirmed += 1
                 self._lost.append(sent)
-        self._lost_commands.extend(self._commands.values())  # all on this socket (the only live one)
+        self._lost_commands.extend(self._commands)  # all on this socket (the only live one)
         self._commands.clear()
-        self._unpinged_commands = 0
         return abandoned
 
     def close(self) -> list[OwedAck]:
@@ -395,7 +389,6 @@ class CallProtocol:
         self._sent.clear()
         self._lost.clear()
         self._commands.clear()
-        self._unpinged_commands = 0
         self._lost_commands.clear()
         return owed
 
@@ -715,7 +708,7 @@ class CallProtocol:
             if self._gate == sent.owed.wire_msgid:
                 self._gate = None
             if receipt is not None:
-                ping = int(receipt[len(_PING_PREFIX) :])
+                ping = self._ping_number(receipt)
                 if self._last_pong >= ping:
                     # its Pong came while the write was still returning: proven read already
                     del self._sent[key]
@@ -779,7 +772,7 @@ class CallProtocol:
         gen = self.generation
         return self.state is ConnState.CONNECTED and (
             any(s.written and s.ping is None and s.generation == gen for s in self._sent.values())
-            or self._unpinged_commands > 0
+            or any(c.ping is None for c in self._commands)
         )
 
     @property
@@ -800,18 +793,12 @@ class CallProtocol:
         for sent in self._sent.values():
             if sent.written and sent.ping is None and sent.generation == gen:
                 sent.ping = n
-        if self._unpinged_commands:
-            # Every command without a Ping gets this one. They are usually the newest, but not
-            # always: a command that took its receipt Ping for its own write (see
-            # receipt_for_write) can be recorded after one whose write started first.
-            left = self._unpinged_commands
-            self._unpinged_commands = 0
-            for cmd in reversed(self._commands.values()):
-                if cmd.ping is None:
-                    cmd.ping = n
-                    left -= 1
-                    if not left:
-                        break
+        for cmd in self._commands:
+            # (every command without a Ping: usually the newest, but a command that took its
+            # receipt Ping for its own write, receipt_for_write, can be recorded after one
+            # whose write started first)
+            if cmd.ping is None:
+                cmd.ping = n
         return _PING_PREFIX + str(n).encode()
 
     def receipt_for_write(self) -> bytes | None:
@@ -849,12 +836,11 @@ class CallProtocol:
                     self.session = SessionState.CONFIRMED
         commands = self._commands
         if commands:
-            # (not "oldest first until one is not proven": their Pings are not always in the
-            # order they were recorded, see ping_payload)
-            read = [seq for seq, cmd in commands.items() if cmd.ping is not None and cmd.ping <= n]
-            for seq in read:
-                del commands[seq]
-            proved = proved or bool(read)
+            # (all the proven ones, not "oldest first until one is not": their Pings are not
+            # always in the order they were recorded, see ping_payload)
+            unread = [cmd for cmd in commands if cmd.ping is None or cmd.ping > n]
+            proved = proved or len(unread) < len(commands)
+            self._commands = unread
         return proved
 
     # -- outbound --------------------------------------------------------------------------
@@ -889,20 +875,14 @@ class CallProtocol:
             self._lost_commands.append(sent)
             return
         if receipt is not None:
-            ping = int(receipt[len(_PING_PREFIX) :])
-            if self._last_pong >= ping:
+            sent.ping = self._ping_number(receipt)
+            if self._last_pong >= sent.ping:
                 return  # its Pong came while the write was still returning: proven read already
-            sent.ping = ping
-        else:
-            self._unpinged_commands += 1
-        self._command_seq += 1
-        self._commands[self._command_seq] = sent
+        self._commands.append(sent)
         if len(self._commands) > _MAX_TRACKED:
             # a peer that never answers Pings is cut off by the keepalive; until then the
             # oldest are forgotten
-            oldest = self._commands.pop(next(iter(self._commands)))
-            if oldest.ping is None:
-                self._unpinged_commands -= 1
+            del self._commands[0]
 
     def take_unconfirmed_commands(self) -> UnconfirmedCommands:
         """The commands written on sockets that dropped before jambonz was seen to read them,
@@ -917,6 +897,11 @@ class CallProtocol:
     def render(self, obj: Any) -> str:
         """Serialise ``obj`` with the outbound size guard (no state change)."""
         return dumps_checked(obj, self.max_outbound_bytes)
+
+    @staticmethod
+    def _ping_number(payload: bytes) -> int:
+        """The number of a Ping this core numbered (:meth:`ping_payload`)."""
+        return int(payload[len(_PING_PREFIX) :])
 
     @staticmethod
     def _remember(book: dict[str, Any], msgid: str, value: Any = None) -> None:
