@@ -210,7 +210,6 @@ class Cluster:
             idle_ms=self._idle_ms,
             nursery=nursery,
         )
-        self._relay_changed = trio.Event()
         self._inbox_ready = trio.Event()  # set while the inbox task has a reading session
         self._ud_stored: dict[str, str] = {}
         self._listens: dict[str, Callable[[str], None]] = {}  # listens of our calls, by token
@@ -694,7 +693,6 @@ class Cluster:
         if until < time.time() or frame is None:
             return  # the holder gave up on it already
         endpoint = self._relay.open(rid, holder, "owner", sid)
-        self._relay_changed.set()
         try:
             self._nursery.start_soon(self._serve_relay, endpoint, frame, route, user)
         except RuntimeError:  # the handle is closing
@@ -745,8 +743,8 @@ class Cluster:
         missing from two checks in a row, see :meth:`RelayHub.fail_peers`)."""
         while True:
             if not self._relay.endpoints:
-                await self._relay_changed.wait()
-                self._relay_changed = trio.Event()
+                await self._relay.opened.wait()  # (a relay held for another member counts too)
+                self._relay.opened = trio.Event()
             await trio.sleep(self.config.member_ttl / 2)
             if not self._relay.endpoints:
                 continue

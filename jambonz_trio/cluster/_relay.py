@@ -142,6 +142,8 @@ class RelayHub:
         self._missing: set[str] = set()  # peers missing from the last liveness check
         self.total = 0
         self.faults = 0
+        #: set when a relay opens (either side): the peers' liveness watch has work again
+        self.opened = trio.Event()
 
     def counts(self) -> tuple[int, int]:
         """``(holding, serving)``: live relays by this member's role."""
@@ -151,6 +153,7 @@ class RelayHub:
     def open(self, rid: str, peer: str, role: str, call_sid: str) -> Endpoint:
         endpoint = Endpoint(rid, peer, role, call_sid)
         self.endpoints[rid] = endpoint
+        self.opened.set()
         return endpoint
 
     def close(self, endpoint: Endpoint) -> None:

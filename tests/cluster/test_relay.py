@@ -259,6 +259,27 @@ async def test_a_holder_missing_from_two_liveness_checks_ends_the_relay_on_both_
         assert (await fc.gather_speech("/gather", "back")).verbs == [Say(text="hook 3")]
 
 
+async def test_a_member_that_only_holds_relays_watches_their_owners_liveness(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """The holder's own liveness watch (not a test calling fail_peers) ends the relay when the
+    owner stops beating, though jambonz sends nothing meanwhile: the socket is closed so that
+    jambonz reconnects (fresh-eyes review: the watch only woke for relays opened on the owner's
+    side, so a holder-only member kept the socket of a dead owner open)."""
+    async with relayed_call(nursery, redis_url, ns) as (a, b, _target, fc, _call):
+        owner = a.cluster.member
+
+        async def without_the_owner(keys: list[str]) -> list[str]:
+            found: list[str] = await live_members(keys=keys)
+            return [m for m in found if m != owner]
+
+        live_members = b.cluster._live_members
+        b.cluster._live_members = without_the_owner  # type: ignore[assignment]  # A "stopped beating"
+        close = await fc.expect_close()  # two checks, member_ttl / 2 apart: about 1 s
+        assert close.code in (None, 1006, 1011)
+        assert b.cluster.statistics().relays_holding == 0
+
+
 async def test_a_relayed_answer_and_its_receipt_ping_travel_as_one_entry(
     nursery: trio.Nursery, redis_url: str, ns: str
 ) -> None:
