@@ -202,7 +202,9 @@ class AudioStream(metaclass=NoPublicConstructor):
         self._play_ids = itertools.count(1)
         self._pings = 0  # Pings written by the keepalive
         self._pong = trio.Event()  # the latest Ping's Pong came (or the stream ended)
-        self._log = CallLog(log, metadata.call_sid, trio.current_time)
+        self._log = CallLog(
+            log, metadata.call_sid, trio.current_time, account_sid=metadata.call.account_sid, path=path
+        )
 
     # -- typed metadata ------------------------------------------------------------------------
 

@@ -177,7 +177,9 @@ class Conversation(metaclass=NoPublicConstructor):
         self.llm_events_dropped = 0
         self._nursery: trio.Nursery | None = None
         #: drops of a full event queue are repeated at the peer's will: rate-limited
-        self._log = CallLog(log, call.call_sid, trio.current_time)
+        self._log = CallLog(
+            log, call.call_sid, trio.current_time, account_sid=call.account_sid, path=call.path
+        )
 
     # -- events the conversation does not consume ---------------------------------------------
 

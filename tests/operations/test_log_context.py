@@ -12,7 +12,13 @@ import trio.testing
 
 from jambonz_trio import BasicAuth, Call, EnvVar, Route, VerbHook
 from jambonz_trio.lowlevel import CallContextFilter
-from jambonz_trio.testing import CallData, HandshakeRejected, open_fake_call, tcp_connector
+from jambonz_trio.testing import (
+    CallData,
+    HandshakeRejected,
+    open_fake_audio_stream,
+    open_fake_call,
+    tcp_connector,
+)
 from jambonz_trio.verbs import Say
 from tests.admission.helpers import build_request, exchange, settle
 from tests.engine.helpers import raw_client
@@ -134,3 +140,37 @@ async def test_s11_secrets_never_logged(serve: Serve, caplog: pytest.LogCaptureF
     assert "s3cret" not in caplog.text
     for record in caplog.records:
         assert "s3cret" not in repr(record.__dict__), record.getMessage()
+
+
+async def test_a_conversations_and_an_audio_streams_own_records_carry_the_calls_fields(
+    serve: Serve, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The per-call logs of a Conversation and of an AudioStream carry the same fields as the
+    engine's (fresh-eyes review: they had ``call_sid`` only, and their ``None`` account and
+    path hid the ones CallContextFilter would have filled in)."""
+    from jambonz_trio import AudioRoute, AudioStream, open_conversation
+    from tests.audio.helpers import listen, start_server
+
+    seen: dict[str, object] = {}
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            seen["conversation"] = dict(convo._log.fields)
+        await call.ack(call.session, [Say(text="hi")])
+
+    server = await serve(Route(path="/ivr", handler=app))
+    with trio.fail_after(30):
+        async with open_fake_call(
+            server.connect_memory, path="/ivr?tenant=acme", call=CallData(call_sid="CA-2", account_sid="AC-7")
+        ) as fc:
+            await fc.start()
+    assert seen["conversation"] == {"call_sid": "CA-2", "account_sid": "AC-7", "path": "/ivr"}
+
+    async def handler(stream: AudioStream) -> None:
+        seen["audio"] = dict(stream._log.fields)
+
+    audio = await start_server(nursery, [AudioRoute(path="/audio", handler=handler)])
+    call = CallData(call_sid="CA-3", account_sid="AC-8")
+    async with open_fake_audio_stream(audio.connect_memory, listen(), call=call) as fake:
+        await fake.wait_closed()
+    assert seen["audio"] == {"call_sid": "CA-3", "account_sid": "AC-8", "path": "/audio"}
