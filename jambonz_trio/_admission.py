@@ -336,7 +336,7 @@ def _fast_parse(head: bytes) -> _Request | None:
         return None
     start = line.end()
     block = _FIELDS.match(head, start)
-    if block is None or block.end() != head.find(b"\r\n\r\n") + 4:
+    if block is None:  # (a match ends at the head's first blank line: no field matches CR or LF)
         return None
     headers = [(name.lower(), value) for name, value in _FIELD.findall(head, start, block.end())]
     hosts = 0

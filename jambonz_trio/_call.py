@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from ._audio import AudioStream
     from ._engine import CallEngine
 
-__all__ = ["AckOutcome", "Call", "CallStatistics", "CloseInfo", "engine_of"]
+__all__ = ["AckOutcome", "Call", "CallStatistics", "CloseBy", "CloseInfo", "engine_of"]
 
 _VALID_CLOSE_CODES = frozenset({1000, 1001, 1008, 1011, 1012})
 
@@ -53,6 +53,10 @@ class AckOutcome(enum.Enum):
     DROPPED = "dropped"  #: too late, and empty: nothing needed sending
 
 
+#: Who ended a call (:attr:`CloseInfo.by`).
+CloseBy = Literal["jambonz", "app", "lost", "error", "server"]
+
+
 @attrs.frozen(kw_only=True)
 class CloseInfo:
     """How a call ended: ``by`` is ``jambonz``, ``app`` (the handler returned, or
@@ -62,7 +66,7 @@ class CloseInfo:
 
     code: int | None
     reason: str
-    by: Literal["jambonz", "app", "lost", "error", "server"]
+    by: CloseBy
 
 
 @attrs.frozen(kw_only=True)

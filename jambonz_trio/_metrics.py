@@ -11,13 +11,13 @@ number of series is bounded. The table of names is in docs/operations.md.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ._call import AckOutcome
+from ._call import AckOutcome, CloseBy
 from ._observe import Observer
 from ._protocol._state import Answerer
 
@@ -35,7 +35,7 @@ _PREFIX = "jambonz_trio_"
 ACK_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 4.5, 5.0)
 
 #: How a call ends (``CloseInfo.by``), and "unknown" for a call whose task ended without it.
-_ENDED_BY = ("jambonz", "app", "lost", "error", "server", "unknown")
+_ENDED_BY = (*get_args(CloseBy), "unknown")
 _ACK_OUTCOMES = (*(o.value for o in AckOutcome), "watchdog")
 _COMMAND_OUTCOMES = ("sent", "not_delivered", "queue_full", "closed", "refused", "cancelled")
 

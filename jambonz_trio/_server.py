@@ -156,6 +156,10 @@ class JambonzServer(metaclass=NoPublicConstructor):
         self._metrics: Any = None
         #: told of calls, answers, refusals... (metrics, traces); ``None``: both off, nothing runs
         self.observer: Observer | None = self._observers()
+        #: what admission answers a plain GET of the metrics path with (made once, not per handshake)
+        self._metrics_page = (
+            None if self._metrics is None else MetricsPage(self.config.metrics_path, self._metrics.render)
+        )
 
     def _observers(self) -> Observer | None:
         """The metrics and tracing observers the config asks for (their imports happen here)."""
@@ -305,9 +309,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
                         max_head_bytes=config.max_request_head_bytes,
                         health_path=config.health_path,
                         max_headers=config.max_request_headers,
-                        metrics=None
-                        if self._metrics is None
-                        else MetricsPage(config.metrics_path, self._metrics.render),
+                        metrics=self._metrics_page,
                     )
                     if admitted.route.auth is not None:
                         budget.authenticated(source, trio.current_time())

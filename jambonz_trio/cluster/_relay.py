@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import collections
 import json
-import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -439,7 +438,6 @@ class _Holder:
         self.config = config
         self.reader = trio.CancelScope()
         self.pings = 0
-        self.pong_due = math.inf
         self.pong_came = trio.Event()
         self.fault: str | None = None
 
@@ -598,7 +596,6 @@ class RelayedConnection:
         self._close_reason: CloseReason | None = None
         self._closing = False
         self._close_done = trio.Event()
-        self._finished = False  # the holder's socket is gone (closed, aborted, or failed)
         self.on_pong: Any = None
 
     @property
@@ -613,9 +610,8 @@ class RelayedConnection:
         """The relay failed: the call is disconnected (as when a socket dies), and the holder
         told to drop the socket (best effort: jambonz then reconnects), which would otherwise
         carry jambonz's requests into a relay that is over."""
-        if tell_holder and not self._finished:
+        if tell_holder and not self._close_done.is_set():
             self._hub.post(self._endpoint, "abort")
-        self._finished = True
         if self._endpoint.fault is None:
             self._endpoint.fault = why
         if self._close_reason is None or self._closing:
@@ -630,7 +626,7 @@ class RelayedConnection:
             try:
                 kind, value = await endpoint.receive_channel.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
-                if self._finished and self._close_reason is not None:
+                if self._close_done.is_set() and self._close_reason is not None:
                     raise ConnectionClosed(self._close_reason) from None
                 raise ConnectionClosed(self._lost(endpoint.fault or "relay ended")) from None
             if kind == "text":
@@ -645,7 +641,6 @@ class RelayedConnection:
                 raise ConnectionClosed(self._lost("the holder dropped the socket", tell_holder=False))
             if kind in ("close", "closed"):
                 # jambonz's Close (or its socket's end), or the outcome of ours
-                self._finished = True
                 self._close_reason = value if value.code is not None else CloseReason(1006, value.reason)
                 self._close_done.set()
                 self._hub.close(endpoint)
@@ -683,8 +678,7 @@ class RelayedConnection:
         await self._close_done.wait()
 
     async def abort(self) -> None:
-        if not self._finished:
-            self._finished = True
+        if not self._close_done.is_set():  # (set once the holder's socket is gone)
             self._hub.post(self._endpoint, "abort")  # the holder drops the socket
             if self._close_reason is None:
                 self._close_reason = CloseReason(1006, "aborted")
