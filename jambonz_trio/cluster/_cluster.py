@@ -451,10 +451,7 @@ class Cluster:
         sid = found[0]
         del self._live[sid]
         self._ud_stored.pop(sid, None)
-        info = call.close_info
-        if info is not None and info.by == "server" and info.code in (1001, 1012):
-            self._handed_over.add(sid)  # jambonz reconnects elsewhere: keep its user_data
-        self._queue(sid, None)
+        self._queue(sid, None)  # (removed with its user_data, unless handed over: _removal)
 
     def _queue(self, sid: str, update: ClusterCall | None) -> None:
         """Queue a directory write (never blocks). Coalesced per call; at the bound the queue
@@ -666,6 +663,10 @@ class Cluster:
         mine = [(c.call_sid, c) for c in calls if c.call_sid is not None and self._entry(c) is not None]
         if not mine:
             return
+        # when they end, their directory entries are removed keeping the stored user_data
+        # (_removal) for the member their reconnect reaches (after a Redis fault here: the
+        # last one stored)
+        self._handed_over.update(sid for sid, _c in mine)
         ops: list[tuple[str, str]] = [(sid, "") for sid, _c in mine]
         if self.config.keep_user_data:
             ops = [(sid, record) for sid, _t, record in self._changed_user_data(mine, all_of_them=True)]
@@ -887,6 +888,7 @@ class Cluster:
             with guard("re-registering calls", self._where), trio.fail_after(self._bound):
                 known = await self._client.smembers(self._keys.member_calls(self.member))
             ops = [(sid, self._removal(sid)) for sid in known if sid not in snapshot]
+            self._handed_over.clear()  # (the rest were never registered: nothing to remove)
             ops += [(sid, summary.dumps()) for sid, summary in snapshot.items()]
             if not await self._apply(ops):
                 return

@@ -402,6 +402,43 @@ async def test_a_dead_owner_s_call_starts_where_its_reconnect_lands_with_its_use
             assert (await fc2.gather_speech("/gather", "x")).verbs == [Say(text="hook 3")]
 
 
+async def test_only_a_drain_hands_a_calls_user_data_over(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """A call the app closes with 1012 itself is not handed over: its stored user_data goes
+    with its directory entry (it was kept, with no orphan mark to sweep it, because the close
+    code looked like a drain's). A call closed by the drain keeps it for its reconnect."""
+    cluster, server = await nursery.start(partial(run_member, redis_url, ns, FAST, handler=counting))
+    with trio.fail_after(30):
+        async with open_fake_call(server.connect_memory, auto_reconnect=False) as fc:
+            await fc.start()
+            sid = fc.call.call_sid
+            assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text="hook 1")]
+            await eventually(lambda: _stored_hooks(cluster, sid, 1), 5)
+            await server.calls[sid].aclose(1012, "the app moves it")
+            await fc.expect_close()
+        await eventually(lambda: _gone(cluster, sid), 5)
+
+        async with open_fake_call(server.connect_memory, auto_reconnect=False) as fc:
+            await fc.start()
+            drained = fc.call.call_sid
+            assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text="hook 1")]
+            await eventually(lambda: _stored_hooks(cluster, drained, 1), 5)
+            async with trio.open_nursery() as draining:
+                draining.start_soon(partial(server.drain, grace=0))
+                await fc.expect_close()
+        await eventually(lambda: _listed_nowhere(cluster, drained), 5)
+        assert await _stored_hooks(cluster, drained, 1)  # kept for the member its reconnect reaches
+
+
+async def _gone(cluster: Cluster, sid: str) -> bool:
+    return await cluster._client.hget(cluster._keys.userdata, sid) is None
+
+
+async def _listed_nowhere(cluster: Cluster, sid: str) -> bool:
+    return await listed(cluster, sid) is None
+
+
 async def _stored_hooks(cluster: Cluster, sid: str, hooks: int) -> bool:
     record = await cluster._client.hget(cluster._keys.userdata, sid)
     return record is not None and json.loads(json.loads(record)["v"]) == {"hooks": hooks}
