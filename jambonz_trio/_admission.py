@@ -546,30 +546,10 @@ async def judge(
 
     given = parse_basic_auth(headers.get(b"authorization", [])) if route.auth is not None else None
     username = given[0] if given else None
-    if isinstance(route.auth, BasicAuth):
-        if not check_basic(route.auth, given):
+    if route.auth is not None and not await _passes(route.auth, given, headers, target, path):
+        if isinstance(route.auth, BasicAuth):
             raise Refusal(401, "bad credentials", headers=_CHALLENGE)
-    elif route.auth is not None:
-        visible = tuple(
-            (k.decode("ascii"), v.decode("ascii"))
-            for k, vs in headers.items()
-            if k != b"authorization"
-            for v in vs
-        )
-        try:
-            ok = await route.auth(
-                AdmissionRequest(
-                    path=target,
-                    headers=visible,
-                    username=username,
-                    password=given[1] if given else None,
-                )
-            )
-        except Exception:
-            log.exception("authenticator raised for %s", path)
-            raise Refusal(500, "authenticator failed") from None
-        if not ok:
-            raise Refusal(401, "refused by authenticator", headers=_CHALLENGE)
+        raise Refusal(401, "refused by authenticator", headers=_CHALLENGE)
     return Admitted(
         route=route,
         identity=Identity(route=route.path, username=username),
@@ -578,6 +558,38 @@ async def judge(
         trailing=head[head.index(b"\r\n\r\n") + 4 :],
         subprotocol=selected,
     )
+
+
+async def _passes(
+    auth: BasicAuth | Authenticator,
+    given: tuple[str, str] | None,
+    headers: dict[bytes, list[bytes]],
+    target: str,
+    what: str,
+) -> bool:
+    """Whether ``auth`` accepts the request: Basic credentials compared in constant time, or
+    the authenticator's answer (asked with the headers but ``Authorization``). An
+    authenticator that raises is a 500 (:class:`Refusal`); ``what`` names the request in
+    its log line."""
+    if isinstance(auth, BasicAuth):
+        return check_basic(auth, given)
+    visible = tuple(
+        (k.decode("ascii"), v.decode("ascii"))
+        for k, vs in headers.items()
+        if k != b"authorization"
+        for v in vs
+    )
+    request = AdmissionRequest(
+        path=target,
+        headers=visible,
+        username=given[0] if given else None,
+        password=given[1] if given else None,
+    )
+    try:
+        return bool(await auth(request))
+    except Exception:
+        log.exception("authenticator raised for %s", what)
+        raise Refusal(500, "authenticator failed") from None
 
 
 async def _allow_scrape(
@@ -591,27 +603,8 @@ async def _allow_scrape(
         return
     given = parse_basic_auth(headers.get(b"authorization", []))
     for guard in guards:
-        if isinstance(guard, BasicAuth):
-            if check_basic(guard, given):
-                return
-            continue
-        request = AdmissionRequest(
-            path=target,
-            headers=tuple(
-                (k.decode("ascii"), v.decode("ascii"))
-                for k, vs in headers.items()
-                if k != b"authorization"
-                for v in vs
-            ),
-            username=given[0] if given else None,
-            password=given[1] if given else None,
-        )
-        try:
-            if await guard(request):
-                return
-        except Exception:
-            log.exception("authenticator raised for a metrics scrape")
-            raise Refusal(500, "authenticator failed") from None
+        if await _passes(guard, given, headers, target, "a metrics scrape"):
+            return
     raise Refusal(401, "bad credentials", headers=_CHALLENGE)
 
 
