@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ._websocket import ServerWebSocket
 
 __all__ = [
+    "OWNER_FIELDS",
     "CallRouter",
     "CallWatcher",
     "ListenRouter",
@@ -33,6 +34,11 @@ __all__ = [
     "ServeHere",
     "ServerMember",
 ]
+
+#: ``session:new`` payload fields a reconnect must repeat exactly to take a call over (with
+#: its route and Basic user): the server's rebind rule, and the cluster's for a call's stored
+#: user_data
+OWNER_FIELDS = ("account_sid", "application_sid")
 
 
 @attrs.frozen

@@ -47,7 +47,7 @@ from ._engine import CallEngine, Handler, Link
 from ._errors import RemoteProtocolError
 from ._listen import open_listeners
 from ._log import current_call, get_logger
-from ._membership import CallRouter, CallWatcher, Reconnect, Relayed, ServeHere, ServerMember
+from ._membership import OWNER_FIELDS, CallRouter, CallWatcher, Reconnect, Relayed, ServeHere, ServerMember
 from ._observe import Observer, Observers
 from ._pacing import TokenBucket
 from ._protocol._envvars import apply_env
@@ -73,8 +73,6 @@ log = get_logger("jambonz_trio.server")
 
 #: First messages that start a session: they never take over a call listed under their sid.
 _NEW_SESSIONS = (SessionNew, SessionAdulting, SessionRedirect)
-#: Payload fields a reconnect must repeat exactly to rebind to a call (with route and user).
-_OWNER_FIELDS = ("account_sid", "application_sid")
 
 
 @attrs.frozen(kw_only=True)
@@ -538,7 +536,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
         if isinstance(first, _NEW_SESSIONS) or not same_identity:
             return False
         original = call.session.data
-        return all(first.data.get(key) == original.get(key) for key in _OWNER_FIELDS)
+        return all(first.data.get(key) == original.get(key) for key in OWNER_FIELDS)
 
     def _new_call(self, first: JambonzMessage, admitted: Admitted) -> CallEngine:
         engine = CallEngine(

@@ -42,7 +42,7 @@ from .._errors import (
     NotDelivered,
 )
 from .._log import get_logger
-from .._membership import Reconnect, Relayed, ServeHere
+from .._membership import OWNER_FIELDS, Reconnect, Relayed, ServeHere
 from .._protocol._json import loads_object
 from .._protocol._messages import SessionReconnect, parse_message, routing_sid
 from .._protocol._outbound import Command
@@ -588,16 +588,10 @@ class Cluster:
         same = (
             stored.get("route") == identity.route
             and stored.get("user") == user_hash(identity.username)
-            and all(stored.get(key) == data.get(key) for key in ("account_sid", "application_sid"))
+            and all(stored.get(key) == data.get(key) for key in OWNER_FIELDS)
         )
         if not same:
-            log.warning(
-                "call %s: session:reconnect through %s does not match the identity its stored "
-                "user_data was kept for; served as an isolated call, nothing restored",
-                sid,
-                identity.route,
-            )
-            return ServeHere(isolate=True)
+            return ServeHere(isolate=True)  # (the server logs it, as for a refused relay)
         try:
             restored = self.config.user_data_codec.decode(str(text))
         except Exception:
@@ -614,8 +608,7 @@ class Cluster:
                 "member": self.member,
                 "route": call.identity.route,
                 "user": user_hash(call.identity.username),
-                "account_sid": data.get("account_sid"),
-                "application_sid": data.get("application_sid"),
+                **{key: data.get(key) for key in OWNER_FIELDS},
                 "v": text,
             }
         )
