@@ -125,11 +125,11 @@ class Command(Model):
         return data if self.WRAP is None else {self.WRAP: data}
 
     def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "type": "command",
-            "command": self.COMMAND,
-            **present(**{key: getattr(self, name) for name, key in _envelope(type(self))}),
-        }
+        out: dict[str, Any] = {"type": "command", "command": self.COMMAND}
+        for name, key in _envelope(type(self)):  # (every command: one dict, not three)
+            value = getattr(self, name)
+            if value is not None:
+                out[key] = value
         if self.HAS_DATA:
             out["data"] = self.data_to_wire()
         return out
