@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 import attrs
 
 from ._envvars import EnvVars
+from ._json import loads_object
 
 __all__ = [
     "CallInfo",
@@ -137,14 +138,19 @@ class _LazyField:
         self.slot.__set__(obj, value)
 
 
+#: the lazy fields of each view class (set by :func:`_lazy_fields`)
+_LAZY_NAMES: dict[type, frozenset[str]] = {}
+
+
 def _lazy_fields(cls: type[_V]) -> type[_V]:
     """Class decorator (after ``attrs``): the fields marked :data:`_LAZY` read on access."""
     target: Any = cls
     attrs.resolve_types(target)
-    for f in attrs.fields(target):
-        if f.metadata.get(_LAZY):
-            reader = f.metadata.get(_READ) or _reader_of(f.type)
-            setattr(cls, f.name, _LazyField(cls.__dict__[f.name], f.name.rstrip("_"), reader))
+    lazy = [f for f in attrs.fields(target) if f.metadata.get(_LAZY)]
+    for f in lazy:
+        reader = f.metadata.get(_READ) or _reader_of(f.type)
+        setattr(cls, f.name, _LazyField(cls.__dict__[f.name], f.name.rstrip("_"), reader))
+    _LAZY_NAMES[cls] = frozenset(f.name for f in lazy)
     return cls
 
 
@@ -172,10 +178,7 @@ class _View:
         plan = _PLANS.get(cls)
         if plan is None:
             plan = _PLANS[cls] = _plan(cls)
-        lazy = _LAZY_NAMES.get(cls)
-        if lazy is None:
-            target: Any = cls
-            lazy = _LAZY_NAMES[cls] = frozenset(f.name for f in attrs.fields(target) if f.metadata.get(_LAZY))
+        lazy = _LAZY_NAMES.get(cls, frozenset())
         build: Any = cls
         values = {name: _PENDING if name in lazy else read(data, key) for name, key, read in plan}
         view: _V = build(**values, raw=raw)
@@ -197,34 +200,29 @@ class _View:
         return view
 
 
-_LAZY_NAMES: dict[type, frozenset[str]] = {}
-
-
 class Payload(Mapping[str, Any]):
     """A message's ``data`` kept as the JSON text of its frame and a few top-level values:
     the rest is decoded on first access (then kept). Behaves as a read-only mapping equal to
     the decoded ``data`` object. The text was decoded once already (it is valid, and within the
     limits): decoding it again gives the same object."""
 
-    __slots__ = ("_decode", "_eager", "_text", "_tree")
+    __slots__ = ("_eager", "_text", "_tree")
 
     #: In ``eager``: the key is not in the payload.
     ABSENT: Any = _Pending()
 
-    def __init__(self, text: str, eager: dict[str, Any], decode: Callable[[str], Mapping[str, Any]]) -> None:
+    def __init__(self, text: str, eager: dict[str, Any]) -> None:
         """``text``: the frame's JSON text (its ``data`` object is the payload); ``eager``:
-        top-level keys answered without decoding, each with its value or :attr:`ABSENT`;
-        ``decode``: the frame's decoder."""
+        top-level keys answered without decoding, each with its value or :attr:`ABSENT`."""
         self._text: str | None = text
         self._eager = eager
-        self._decode = decode
         self._tree: dict[str, Any] | None = None
 
     def _data(self) -> dict[str, Any]:
         tree = self._tree
         if tree is None:
             assert self._text is not None
-            data = self._decode(self._text).get("data")
+            data = loads_object(self._text).get("data")
             tree = self._tree = data if isinstance(data, dict) else {}
             self._text = None
         return tree
@@ -236,18 +234,6 @@ class Payload(Mapping[str, Any]):
                 raise KeyError(key)
             return value
         return self._data()[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """``data.get(key, default)``."""
-        if self._tree is None and key in self._eager:
-            value = self._eager[key]
-            return default if value is Payload.ABSENT else value
-        return self._data().get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        if self._tree is None and key in self._eager:
-            return self._eager[key] is not Payload.ABSENT
-        return key in self._data()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data())

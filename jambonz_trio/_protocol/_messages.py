@@ -17,7 +17,6 @@ import attrs
 from .._errors import RemoteProtocolError
 from .._public import Forwarded
 from ._calldata import CallInfo, DialResult, GatherResult, LlmResult, Payload, ToolCall
-from ._json import loads_object
 from ._wire import present
 
 __all__ = [
@@ -436,7 +435,7 @@ def compact_message(msg: JambonzMessage, text: str) -> JambonzMessage:
         return msg
     if not _nests_within(text, data, _MAX_COMPACT_NESTING):
         return msg  # its decode could fail on a deeper stack than the server's parse
-    payload = Payload(text, {k: data.get(k, Payload.ABSENT) for k in _EAGER_KEYS}, loads_object)
+    payload = Payload(text, {k: data.get(k, Payload.ABSENT) for k in _EAGER_KEYS})
     compact = type(msg)(msgid=msg.msgid, call_sid=msg.call_sid, hook=msg.hook, b3=msg.b3, data=payload)
     compact.__dict__["call"] = CallInfo.compact(data, payload)  # (``call`` is a cached property)
     return compact
