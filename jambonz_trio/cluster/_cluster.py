@@ -62,7 +62,7 @@ from ._model import (
     encode_command,
     user_hash,
 )
-from ._redis import REDIS_ERRORS, check_url, guard, make_client, redact, tls_context
+from ._redis import REDIS_ERRORS, check_url, guard, make_client, redact, tls_context, xadd_to_inbox
 from ._relay import RelayedConnection, RelayHub
 from ._scripts import (
     HAND_OVER,
@@ -1111,16 +1111,14 @@ class Cluster:
 
     async def _xadd(self, stream: str, message: dict[str, Any], *, what: str) -> str | None:
         """XADD to an existing inbox (``None``: it does not exist)."""
-        with guard(what, self._where), trio.fail_after(self._bound):
-            added = await self._client.xadd(
+        with guard(what, self._where):
+            return await xadd_to_inbox(
+                self._client,
                 stream,
                 {"m": json.dumps(message)},
-                nomkstream=True,
-                trim_strategy=coredis.PureToken.MAXLEN,
-                threshold=self.config.inbox_maxlen,
-                trim_operator=coredis.PureToken.APPROXIMATELY,
+                maxlen=self.config.inbox_maxlen,
+                bound=self._bound,
             )
-        return None if added is None else str(added)
 
     async def _find(self, call_sid: str) -> tuple[str, ClusterCall | None]:
         k = self._keys

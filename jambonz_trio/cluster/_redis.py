@@ -25,7 +25,7 @@ from coredis.retry import NoRetryPolicy
 from .._sync import leaves
 from ._errors import ClusterUnavailable
 
-__all__ = ["guard", "make_client", "redact", "tls_context"]
+__all__ = ["guard", "make_client", "redact", "tls_context", "xadd_to_inbox"]
 
 #: Query parameters whose values are never shown.
 _SECRET_PARAMS = ("pass", "auth", "token", "secret", "key")
@@ -119,3 +119,21 @@ def guard(what: str, where: str) -> Iterator[None]:
             f"Redis at {where} unavailable ({what}): {detail}",
             maybe_sent=not all(_never_sent(e) for e in found),
         ) from exc
+
+
+async def xadd_to_inbox(
+    client: coredis.Redis[str], inbox: str, entry: dict[str, str], *, maxlen: int, bound: float
+) -> str | None:
+    """XADD ``entry`` to a member's inbox if it exists (``None``: it does not: the member was
+    swept), trimmed to about ``maxlen`` entries, within ``bound`` seconds. Wrap it in
+    :func:`guard`."""
+    with trio.fail_after(bound):
+        added = await client.xadd(
+            inbox,
+            entry,
+            nomkstream=True,
+            trim_strategy=coredis.PureToken.MAXLEN,
+            threshold=maxlen,
+            trim_operator=coredis.PureToken.APPROXIMATELY,
+        )
+    return None if added is None else str(added)

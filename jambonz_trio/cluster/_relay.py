@@ -52,7 +52,7 @@ from .._connection import CloseReason, ConnectionClosed
 from .._log import get_logger
 from .._membership import Relayed
 from ._errors import ClusterUnavailable, OwnerGone
-from ._redis import guard
+from ._redis import guard, xadd_to_inbox
 from ._scripts import REPLY, Keys
 
 if TYPE_CHECKING:
@@ -353,14 +353,9 @@ class RelayHub:
             OwnerGone: the inbox is gone (the member was swept).
             ClusterUnavailable: Redis cannot be reached.
         """
-        with guard(what, self._where), trio.fail_after(self._bound):
-            added = await self._client.xadd(
-                self._keys.inbox(member),
-                entry,
-                nomkstream=True,
-                trim_strategy=coredis.PureToken.MAXLEN,
-                threshold=self._inbox_maxlen,
-                trim_operator=coredis.PureToken.APPROXIMATELY,
+        with guard(what, self._where):
+            added = await xadd_to_inbox(
+                self._client, self._keys.inbox(member), entry, maxlen=self._inbox_maxlen, bound=self._bound
             )
         if added is None:
             raise OwnerGone(f"member {member} is gone", maybe_sent=False)
