@@ -53,7 +53,7 @@ from ._protocol._audio import (
 )
 from ._protocol._verbs import BidirectionalAudio
 from ._public import Forwarded, NoPublicConstructor, create
-from ._websocket import ServerWebSocket
+from ._websocket import Keepalive, ServerWebSocket
 
 if TYPE_CHECKING:
     from ._admission import Identity
@@ -200,8 +200,8 @@ class AudioStream(metaclass=NoPublicConstructor):
         self._events_in = self._events_dropped = 0
         self._marks_pending = 0
         self._play_ids = itertools.count(1)
-        self._pings = 0  # Pings written by the keepalive
-        self._pong = trio.Event()  # the latest Ping's Pong came (or the stream ended)
+        self._pinger = Keepalive(b"ja")
+        self._keepalive_scope = trio.CancelScope()  # cancelled when the stream ends
         self._log = CallLog(
             log, metadata.call_sid, trio.current_time, account_sid=metadata.call.account_sid, path=path
         )
@@ -480,7 +480,7 @@ class AudioStream(metaclass=NoPublicConstructor):
         if self.close_info is None:
             self.close_info = info
         self._ended.set()
-        self._pong.set()  # wakes the keepalive: it ends
+        self._keepalive_scope.cancel()
         self._audio_waiters.unpark_all()
         self._event_waiters.unpark_all()
 
@@ -536,38 +536,24 @@ class AudioStream(metaclass=NoPublicConstructor):
         if self._close_done is not None:
             await self._close_done.wait()
 
-    def _on_pong(self, payload: bytes) -> None:
-        """A Pong arrived (called by the reader): the keepalive's latest Ping was answered."""
-        if payload == _ping_payload(self._pings):
-            self._pong.set()
-
     async def _keepalive(self) -> None:
         """Ping the peer ``ping_interval`` seconds after the last Pong; abort the socket when a
-        Pong is more than ``ping_timeout`` late (runs beside :meth:`_read` until the end)."""
+        Pong is more than ``ping_timeout`` late, or a Ping cannot be written within
+        ``send_timeout`` (runs beside :meth:`_read` until the end)."""
         config = self.config
-        while True:
-            with trio.move_on_after(config.ping_interval):
-                await self._ended.wait()
-            if self._ended.is_set():
-                return
-            self._pings += 1
-            self._pong = pong = trio.Event()
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + config.send_timeout) as scope:
-                try:
-                    await self._ws.ping(_ping_payload(self._pings))
-                except ConnectionClosed:
-                    return  # the reader reports the end
-            if scope.cancelled_caught:
-                await self._abort("ping not sent within %.1f s", config.send_timeout, "send timed out")
-                return
-            # the Pong is due ping_timeout after the Ping left, however long the write took
-            with trio.move_on_after(config.ping_timeout):
-                await pong.wait()
-            if self._ended.is_set():
-                return
-            if not pong.is_set():
-                await self._abort("no pong within %.1f s", config.ping_timeout, "ping timeout")
-                return
+        with self._keepalive_scope:
+            why = await self._pinger.run(
+                self._ws,
+                interval=config.ping_interval,
+                pong_timeout=config.ping_timeout,
+                send_timeout=config.send_timeout,
+            )
+        if self._ended.is_set() or why == "closed":
+            return  # (the reader reports the end)
+        if why == "send timed out":
+            await self._abort("ping not sent within %.1f s", config.send_timeout, why)
+        else:
+            await self._abort("no pong within %.1f s", config.ping_timeout, why)
 
     async def _abort(self, message: str, seconds: float, reason: str) -> None:
         """End the stream as lost (1006, ``reason``) and abort its socket."""
@@ -715,7 +701,7 @@ class AudioStreams(metaclass=NoPublicConstructor):
             with trio.move_on_after(config.close_timeout):
                 await ws.close(1008, reason)
             return
-        ws.on_pong = audio._on_pong
+        ws.on_pong = audio._pinger.pong
         try:
             async with trio.open_nursery() as nursery:
                 if not claimed:
@@ -737,10 +723,6 @@ class AudioStreams(metaclass=NoPublicConstructor):
         async with trio.open_nursery() as nursery:
             for audio in list(self._live):
                 nursery.start_soon(audio.aclose, code, reason)
-
-
-def _ping_payload(n: int) -> bytes:
-    return b"ja" + str(n).encode()
 
 
 async def _run_handler(audio: AudioStream, handler: AudioHandler) -> None:

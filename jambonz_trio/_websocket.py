@@ -43,7 +43,7 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, Tex
 from ._connection import CloseReason, ConnectionClosed
 from ._pacing import TokenBucket, frame_cost
 
-__all__ = ["ReassemblyBudget", "ServerWebSocket", "accept_response"]
+__all__ = ["Keepalive", "ReassemblyBudget", "ServerWebSocket", "accept_response"]
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _RECEIVE_BYTES = 16384
@@ -82,6 +82,54 @@ def accept_response(key: bytes, subprotocol: str) -> bytes:
 
 
 _LOST = CloseReason(1006, None)
+
+
+class Keepalive:
+    """The Ping/Pong keepalive of a socket that a call does not carry (an audio socket, a
+    relayed call's socket on the member holding it): :meth:`run` pings ``interval`` seconds
+    after the last Pong and returns once the socket fails; the socket's reader hands every
+    Pong to :meth:`pong`. (A call's own socket is kept alive by its engine, on its timer.)"""
+
+    __slots__ = ("_pong", "_prefix", "_sent")
+
+    def __init__(self, prefix: bytes) -> None:
+        #: the payloads' start (``prefix`` + the Ping's number): tells them from other Pings
+        self._prefix = prefix
+        self._sent = 0
+        self._pong = trio.Event()
+
+    def owns(self, payload: bytes) -> bool:
+        """Whether a Pong's ``payload`` answers one of this keepalive's Pings (answered or stale)."""
+        return payload.startswith(self._prefix)
+
+    def pong(self, payload: bytes) -> None:
+        """A Pong came (sync): the latest Ping is answered if it is the one."""
+        if payload == self._prefix + str(self._sent).encode():
+            self._pong.set()
+
+    async def run(
+        self, ws: ServerWebSocket, *, interval: float, pong_timeout: float, send_timeout: float
+    ) -> str:
+        """Ping until the socket fails; returns why: ``"closed"`` (a Ping found it closed),
+        ``"send timed out"`` (a Ping not written within ``send_timeout``: the socket is then
+        unusable) or ``"ping timeout"`` (its Pong more than ``pong_timeout`` late). Never returns
+        while the peer answers; cancel it to stop it."""
+        while True:
+            await trio.sleep(interval)
+            self._sent += 1
+            self._pong = pong = trio.Event()
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + send_timeout) as scope:
+                try:
+                    await ws.ping(self._prefix + str(self._sent).encode())
+                except ConnectionClosed:
+                    return "closed"
+            if scope.cancelled_caught:
+                return "send timed out"
+            # the Pong is due ``pong_timeout`` after the Ping left, however long the write took
+            with trio.move_on_after(pong_timeout):
+                await pong.wait()
+            if not pong.is_set():
+                return "ping timeout"
 
 
 class ReassemblyBudget:

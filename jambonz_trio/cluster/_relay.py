@@ -51,6 +51,7 @@ from coredis.connection import BaseConnection
 from .._connection import CloseReason, ConnectionClosed
 from .._log import get_logger
 from .._membership import Relayed
+from .._websocket import Keepalive
 from ._errors import ClusterUnavailable, OwnerGone
 from ._redis import guard, xadd_to_inbox
 from ._scripts import REPLY, Keys
@@ -432,8 +433,7 @@ class _Holder:
         self.ws = ws
         self.config = config
         self.reader = trio.CancelScope()
-        self.pings = 0
-        self.pong_came = trio.Event()
+        self.keepalive = Keepalive(_KEEPALIVE)
         self.fault: str | None = None
 
     async def run(self) -> str | None:
@@ -452,9 +452,8 @@ class _Holder:
         self.nursery.cancel_scope.cancel()
 
     def _on_pong(self, payload: bytes) -> None:
-        if payload.startswith(_KEEPALIVE):
-            if payload == _KEEPALIVE + str(self.pings).encode():
-                self.pong_came.set()
+        if self.keepalive.owns(payload):
+            self.keepalive.pong(payload)
             return
         # a receipt Pong: the owner's proof that jambonz read its answers (called by the
         # socket's reader as it reads the Pong: queued in the order of the socket's frames)
@@ -536,26 +535,21 @@ class _Holder:
     async def _keepalive(self) -> None:
         """The socket's keepalive, as the engine runs it for a local call."""
         config = self.config
-        while True:
-            await trio.sleep(config.ping_interval)
-            self.pings += 1
-            self.pong_came = trio.Event()
-            try:
-                await self._bounded(self.ws.ping(_KEEPALIVE + str(self.pings).encode()))
-            except ConnectionClosed:
-                return  # its reader reports the close
-            with trio.move_on_after(config.ping_timeout):
-                await self.pong_came.wait()
-                continue
-            log.warning("call %s: no pong within %.1f s; aborting the relayed socket",
-                        self.endpoint.call_sid, config.ping_timeout)  # fmt: skip
-            await self.ws.abort()
-            self.reader.cancel()
-            try:
-                await self._report_close(CloseReason(1006, "ping timeout"))
-            except (ClusterUnavailable, OwnerGone) as exc:
-                self._done(str(exc))
-            return
+        why = await self.keepalive.run(
+            self.ws,
+            interval=config.ping_interval,
+            pong_timeout=config.ping_timeout,
+            send_timeout=config.send_timeout,
+        )
+        if why == "closed":
+            return  # its reader reports the close
+        log.warning("call %s: %s; aborting the relayed socket", self.endpoint.call_sid, why)
+        await self.ws.abort()
+        self.reader.cancel()
+        try:
+            await self._report_close(CloseReason(1006, why))
+        except (ClusterUnavailable, OwnerGone) as exc:
+            self._done(str(exc))
 
 
 def _item_value(kind: str, message: dict[str, Any], data: str | None) -> Any:
