@@ -5,15 +5,17 @@
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractAsyncContextManager
 
 import pytest
 import trio
 import trio.testing
 
-from jambonz_trio import BasicAuth, Call, EnvVar, Route, VerbHook
+from jambonz_trio import BasicAuth, Call, EnvVar, JambonzServer, Route, VerbHook
 from jambonz_trio.lowlevel import CallContextFilter
 from jambonz_trio.testing import (
     CallData,
+    FakeCall,
     HandshakeRejected,
     open_fake_audio_stream,
     open_fake_call,
@@ -25,6 +27,17 @@ from tests.engine.helpers import raw_client
 from tests.helpers import SESSION_DATA, Serve, basic_headers
 
 FIELDS = ("call_sid", "account_sid", "path")
+
+
+def _call_to_ivr(
+    server: JambonzServer, call_sid: str, account_sid: str
+) -> AbstractAsyncContextManager[FakeCall]:
+    """A fake jambonz call to ``/ivr`` whose URL has a query string (left out of ``path``)."""
+    return open_fake_call(
+        server.connect_memory,
+        path="/ivr?tenant=acme",
+        call=CallData(call_sid=call_sid, account_sid=account_sid),
+    )
 
 
 def library(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -51,9 +64,7 @@ async def test_per_call_records_carry_the_calls_fields(
 
     server = await serve(Route(path="/ivr", handler=app))
     with trio.fail_after(30):
-        async with open_fake_call(
-            server.connect_memory, path="/ivr?tenant=acme", call=CallData(call_sid="CA-1", account_sid="AC-9")
-        ) as fc:
+        async with _call_to_ivr(server, "CA-1", "AC-9") as fc:
             await fc.start()
             await fc.hook("/menu")
             await fc.expect_close()
@@ -160,9 +171,7 @@ async def test_a_conversations_and_an_audio_streams_own_records_carry_the_calls_
 
     server = await serve(Route(path="/ivr", handler=app))
     with trio.fail_after(30):
-        async with open_fake_call(
-            server.connect_memory, path="/ivr?tenant=acme", call=CallData(call_sid="CA-2", account_sid="AC-7")
-        ) as fc:
+        async with _call_to_ivr(server, "CA-2", "AC-7") as fc:
             await fc.start()
     assert seen["conversation"] == {"call_sid": "CA-2", "account_sid": "AC-7", "path": "/ivr"}
 
