@@ -53,6 +53,7 @@ from ._protocol._audio import (
 )
 from ._protocol._verbs import BidirectionalAudio
 from ._public import Forwarded, NoPublicConstructor, create
+from ._sync import ReceiveUntilEnd
 from ._websocket import Keepalive, ServerWebSocket
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ _LISTENS: dict[str, _Claim] = {}
 LISTEN_ROUTERS: list[ListenRouter] = []
 
 
-class AudioStream(metaclass=NoPublicConstructor):
+class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
     """One audio stream jambonz opened for a ``listen`` (or ``stream``) verb.
 
     Get one from :meth:`Call.listen <jambonz_trio.Call.listen>`, from
@@ -260,15 +261,8 @@ class AudioStream(metaclass=NoPublicConstructor):
                 raise self._closed_error()
             await self._audio_waiters.park()
 
-    def __aiter__(self) -> AudioStream:
-        """``async for chunk in stream``: the audio until the stream ends (then the loop ends)."""
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            return await self.receive_audio()
-        except AudioStreamClosed:
-            raise StopAsyncIteration from None
+    _receive = receive_audio  # ``async for chunk in stream``
+    _END = AudioStreamClosed
 
     async def next_event(self) -> AudioEvent:
         """The next event jambonz sent (``PlayDone``, ``MarkEvent``, ``Dtmf``, or an

@@ -32,7 +32,7 @@ from ._protocol._state import ConnState
 from ._protocol._verbs import Listen
 from ._protocol._verbs_base import Verb
 from ._public import Forwarded, NoPublicConstructor
-from ._sync import unless
+from ._sync import ReceiveUntilEnd, unless
 
 if TYPE_CHECKING:
     from ._admission import Identity
@@ -106,7 +106,7 @@ def _deprecated(old: str, new: str) -> None:
     warnings.warn(f"{old} is deprecated; use {new}", DeprecationWarning, stacklevel=3)
 
 
-class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor):
+class Call(CommandMethods, ReceiveUntilEnd[Event], trio.abc.AsyncResource, metaclass=NoPublicConstructor):
     """One jambonz call, as seen by the application.
 
     Created by the server for every new call and handed to the app's handler. It stays the
@@ -248,6 +248,9 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
             )
         return await self._engine.receive_event()
 
+    _receive = next_event  # ``async for event in call``
+    _END = CallClosed
+
     @contextlib.contextmanager
     def reserve_events(self) -> Iterator[Callable[[], Awaitable[Event]]]:
         """Become the only reader of this call's events, for the ``with`` block.
@@ -268,16 +271,6 @@ class Call(CommandMethods, trio.abc.AsyncResource, metaclass=NoPublicConstructor
             yield self._engine.receive_event
         finally:
             events.reserved = False
-
-    def __aiter__(self) -> Call:
-        """``async for event in call``: the events until the call ends (then the loop ends)."""
-        return self
-
-    async def __anext__(self) -> Event:
-        try:
-            return await self.next_event()
-        except CallClosed:
-            raise StopAsyncIteration from None
 
     async def wait_session_acked(self) -> None:
         """Block until ``session:new`` has been acked (commands are allowed from then on).

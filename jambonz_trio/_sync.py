@@ -1,14 +1,17 @@
 """Small trio helpers used in several places: a lazily made event, do something unless an
-event comes first; the exceptions inside an exception group."""
+event comes first, ``async for`` over a receive method; the exceptions inside an exception
+group."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import ClassVar, Generic, Protocol, TypeVar
 
 import trio
 
-__all__ = ["Flag", "Waitable", "leaves", "unless"]
+__all__ = ["Flag", "ReceiveUntilEnd", "Waitable", "leaves", "unless"]
+
+_T = TypeVar("_T")
 
 
 class Waitable(Protocol):
@@ -49,6 +52,30 @@ class Flag:
         if self._event is None:
             self._event = trio.Event()
         await self._event.wait()
+
+
+class ReceiveUntilEnd(Generic[_T]):
+    """``async for item in obj``: the items of ``obj``'s receive method until it raises ``obj``'s
+    end-of-stream error (then the loop ends), as :class:`trio.abc.ReceiveChannel` does with
+    :class:`trio.EndOfChannel`. A subclass sets ``_receive`` to its receive method and ``_END``
+    to the error; any other exception of the method propagates out of the loop."""
+
+    __slots__ = ()
+
+    _END: ClassVar[type[Exception]]
+
+    async def _receive(self) -> _T:
+        raise NotImplementedError
+
+    def __aiter__(self) -> ReceiveUntilEnd[_T]:
+        """``async for item in obj``: ``obj``'s items until it ends (then the loop ends)."""
+        return self
+
+    async def __anext__(self) -> _T:
+        try:
+            return await self._receive()
+        except self._END:
+            raise StopAsyncIteration from None
 
 
 async def unless(event: Waitable, work: Callable[[], Awaitable[object]]) -> bool:
