@@ -10,6 +10,8 @@ their acks meanwhile. Bounded by default; ``JAMBONZ_TRIO_SLOW=1`` runs the catal
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -32,9 +34,12 @@ class Slowloris:
     dribbling: int
     calls: int
     handshake_timeout: float
-    #: Scheduling slack allowed past the deadline: the attackers, the calls and the server share
-    #: one trio loop (one core), so at 1,200 sockets the *observed* cut lags the deadline.
+    #: Scheduling slack allowed past the deadline: the *observed* cut lags the deadline by the
+    #: time the loops take to see it (one loop for everything when ``separate`` is false).
     slack: float = 2.0
+    #: Run the server in its own process (:mod:`.serverproc`), as in production, where the
+    #: attackers are elsewhere: the server's loop is not also running 1,200 attacking sockets.
+    separate: bool = False
 
 
 async def _hooks(port: int, sid: str, lat: Latencies, stop: trio.Event, lost: list[str]) -> None:
@@ -80,16 +85,44 @@ async def _held_until_cut(port: int, dribble: bytes | None, budget: float, cut_a
         await trio.aclose_forcefully(stream)
 
 
-async def run_slowloris(plan: Slowloris) -> dict[str, Any]:
+@asynccontextmanager
+async def _server(plan: Slowloris) -> AsyncIterator[tuple[int, Callable[[], Awaitable[bool]]]]:
+    """The server under attack: its port, and an async check that it holds no connection and
+    no pending handshake (polled until true, for up to 5 s)."""
+    server_config: dict[str, Any] = {
+        "handshake_timeout": plan.handshake_timeout,
+        "max_pending_handshakes": plan.silent + plan.dribbling + 100,
+    }
+    if plan.separate:
+        async with server_process({"server": server_config, "call": {"ping_interval": 30}}) as proc:
+
+            async def idle_in_process() -> bool:
+                with trio.move_on_after(5):
+                    while True:
+                        stats = await proc.stats()
+                        if (stats["connections"], stats["pending"]) == (0, 0):
+                            return True
+                        await trio.sleep(0.05)
+                return False
+
+            yield proc.port, idle_in_process
+        return
     route = Route(path="/app", handler=app, auth=BasicAuth(username=USER, password=PASSWORD))
-    config = ServerConfig(
-        handshake_timeout=plan.handshake_timeout,
-        max_pending_handshakes=plan.silent + plan.dribbling + 100,
-        call=CallConfig(ping_interval=30),
-    )
-    report: dict[str, Any] = attrs.asdict(plan)
+    config = ServerConfig(**server_config, call=CallConfig(ping_interval=30))
     async with trio.open_nursery() as nursery:
         server: JambonzServer = await nursery.start(partial(serve_jambonz, route, config=config))
+
+        async def idle() -> bool:
+            s = server.statistics
+            return await wait_until(lambda: (s().connections, s().pending_handshakes) == (0, 0), 5)
+
+        yield server.port, idle
+        nursery.cancel_scope.cancel()
+
+
+async def run_slowloris(plan: Slowloris) -> dict[str, Any]:
+    report: dict[str, Any] = attrs.asdict(plan)
+    async with _server(plan) as (port, idle):
         stop = trio.Event()
         lost: list[str] = []
         before, during = Latencies(), Latencies()
@@ -99,7 +132,7 @@ async def run_slowloris(plan: Slowloris) -> dict[str, Any]:
             async def call(i: int) -> None:
                 # each sample goes to whichever phase is current
                 sink = Latencies()
-                task = partial(_hooks, server.port, f"live-{i}", sink, stop, lost)
+                task = partial(_hooks, port, f"live-{i}", sink, stop, lost)
                 async with trio.open_nursery() as inner:
                     inner.start_soon(task)
                     while not stop.is_set():
@@ -119,7 +152,7 @@ async def run_slowloris(plan: Slowloris) -> dict[str, Any]:
             async with trio.open_nursery() as attackers:
                 for i in range(plan.silent + plan.dribbling):
                     dribble = request[:-1] if i >= plan.silent else None
-                    attackers.start_soon(_held_until_cut, server.port, dribble, budget, cut_after)
+                    attackers.start_soon(_held_until_cut, port, dribble, budget, cut_after)
                     if i % 50 == 49:
                         await trio.lowlevel.checkpoint()
             stop.set()
@@ -128,11 +161,7 @@ async def run_slowloris(plan: Slowloris) -> dict[str, Any]:
         report["ack_rtt_before"] = before.summary()
         report["ack_rtt_during"] = during.summary()
         report["lost"] = len(lost)
-        settled = await wait_until(
-            lambda: (server.statistics().connections, server.statistics().pending_handshakes) == (0, 0), 5
-        )
-        report["settled"] = settled
-        nursery.cancel_scope.cancel()
+        report["settled"] = settled = await idle()
     print("slowloris report:", json.dumps(report))
     assert lost == [], lost[:5]
     assert report["closed"] == plan.silent + plan.dribbling, report
@@ -153,8 +182,13 @@ async def test_fm04_slowloris_at_scale_bounded() -> None:
 @slow
 @pytest.mark.slow
 async def test_fm04_slowloris_at_scale_full() -> None:
-    """FM-04 / S-7 at the catalogue's size: 1,000 silent + 200 dribbling, 50 calls."""
-    await run_slowloris(Slowloris(silent=1000, dribbling=200, calls=50, handshake_timeout=2.0, slack=3.0))
+    """FM-04 / S-7 at the catalogue's size: 1,000 silent + 200 dribbling, 50 calls, against a
+    server in its own process, as in production. In the test's own loop the 1,200 attacking
+    sockets and the 50 callers outrun that loop on a 2-core VM (cuts observed up to 6 s late,
+    by the attackers' clock), which measures the harness, not the server."""
+    await run_slowloris(
+        Slowloris(silent=1000, dribbling=200, calls=50, handshake_timeout=2.0, slack=3.0, separate=True)
+    )
 
 
 # -- FM-07: EMFILE ----------------------------------------------------------------------------
