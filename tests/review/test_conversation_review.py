@@ -49,3 +49,29 @@ async def test_a_cancelled_operation_is_not_replayed_after_the_reconnect(
         sent = [[v.VERB for v in c.verbs] for c in after if isinstance(c, RedirectCommand)]
         assert ["say"] in sent, sent
         assert ["gather"] not in sent, f"the cancelled gather was replayed: {sent}"
+
+
+async def test_leaving_the_block_releases_the_hook_the_next_operation_would_have_answered(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The gather's hook is kept for the next operation's verbs; when the block ends instead,
+    nobody else can answer it (the conversation consumed the event): the call sits in silence
+    until the 4 s watchdog answers it. Leaving the block should release it at once."""
+    left = trio.Event()
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            await convo.gather("Say something")
+        left.set()
+        await call.wait_closed()
+
+    server = await start(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        await fc.start()
+        t0 = trio.current_time()
+        ack = await fc.gather_speech("/jt/gather/1", "yes")
+        waited = trio.current_time() - t0
+        assert left.is_set()
+        assert ack.verbs == []
+        assert waited < 1.0, f"the gather's hook was answered only after {waited:.1f} s (the watchdog)"
+        await fc.hangup()
