@@ -13,7 +13,9 @@ available from :meth:`Conversation.next_event`.
 
 Cancellation: cancelling an operation (a ``move_on_after`` around a ``gather``) kills the
 running verb with a ``redirect`` to an empty program, so the next operation runs at once;
-the cancelled operation's late result, if jambonz still sends one, is dropped.
+the cancelled operation's late result, if jambonz still sends one, is dropped. While the socket
+is down nothing is killed: the cancelled operation is never sent again after the reconnect, and
+the next operation's verbs replace the program instead of being appended to it.
 
 Interruption from outside: a command that replaces the call's program, sent by another task
 (``call.redirect(verbs)``...) while an operation waits, makes that operation raise
@@ -109,6 +111,8 @@ class _Op:
         self.replacements = 0
         self.interrupted = False
         self.interrupted_by: Command | None = None
+        #: replays of its program under way (cancelled once the operation is over)
+        self.replays: list[trio.CancelScope] = []
 
 
 class Conversation(metaclass=NoPublicConstructor):
@@ -153,9 +157,12 @@ class Conversation(metaclass=NoPublicConstructor):
         #: the operation in progress (operations run one at a time)
         self._current: _Op | None = None
         self._hook_ids: dict[str, _Op] = {}
-        #: the programs this conversation sent as a ``redirect``, with the operation each one
-        #: completes, while it waits (sent again if a drop may have lost them)
+        #: the programs this conversation sent, with the operation each one completes, while
+        #: it waits (sent again if a drop may have lost them; never once it is over)
         self._programs: list[tuple[tuple[Verb, ...], _Op]] = []
+        #: a cancelled operation's verb could not be killed (the socket was down): the next
+        #: program replaces whatever jambonz runs instead of queueing behind it
+        self._kill_owed = False
         self._events_configured = False
         self._by_hook: dict[str, _Op] = {}
         self._by_id: dict[str, _Op] = {}
@@ -352,6 +359,7 @@ class Conversation(metaclass=NoPublicConstructor):
             self._current = None
             self._by_hook.pop(hook, None)
             self._hook_ids.pop(vid, None)
+            self._finish(op)
         if op.interrupted:
             raise OperationInterrupted(op.kind, op.interrupted_by)
         if op.message is None:
@@ -368,7 +376,7 @@ class Conversation(metaclass=NoPublicConstructor):
                 await self.call.wait_closed()
             finally:
                 self._current = None
-                op.done.set()
+                self._finish(op)
 
     async def run(self, verbs: Sequence[Verb]) -> None:
         """Send raw verbs (no completion tracking) the right way for the moment."""
@@ -409,15 +417,26 @@ class Conversation(metaclass=NoPublicConstructor):
                 await op.done.wait()
             except trio.Cancelled:
                 cleanup()
+                self._finish(op)  # over: its program is never sent again
                 await self._kill_current()
                 raise
             finally:
                 self._current = None
                 cleanup()
+                self._finish(op)
             if op.interrupted:
                 raise OperationInterrupted(op.kind, op.interrupted_by)
             if self._closed and op.message is None:
                 raise CallClosed("call ended")
+
+    def _finish(self, op: _Op) -> None:
+        """``op`` is over (done, interrupted, cancelled, failed): what a reconnect would
+        replay of it is dropped, and replays under way are cancelled (one still waiting for the
+        reconnect is then never sent)."""
+        op.done.set()
+        for scope in op.replays:
+            scope.cancel()
+        self._programs = [(v, o) for v, o in self._programs if o is not op]
 
     def _program_replaced(self, command: Command, origin: object | None) -> None:
         """The call tells us a program-replacing command goes out (synchronously, as its
@@ -438,6 +457,11 @@ class Conversation(metaclass=NoPublicConstructor):
             verbs = [Config(notify_events=True), *verbs]  # verb:status tells when verbs finish
             self._events_configured = True
         request, self._answerable = self._answerable, None
+        op = self._current
+        self._programs = [(v, o) for v, o in self._programs if not o.done.is_set()]
+        if op is not None and not op.done.is_set():
+            self._programs.append((tuple(verbs), op))
+        replace, self._kill_owed = self._kill_owed, False
         token = command_origin.set(self)  # our own redirects interrupt nothing
         try:
             if request is not None and self._answerable_at != self._replacements:
@@ -459,17 +483,15 @@ class Conversation(metaclass=NoPublicConstructor):
                     return
                 if outcome is not AckOutcome.DROPPED:
                     return
-            await self._redirect(verbs, queue=True)
+            # after a kill the socket was down for: replace what jambonz may still run (the
+            # cancelled verb, if it had it) rather than queue behind it
+            await self._redirect(verbs, queue=not replace)
         finally:
             command_origin.reset(token)
 
     async def _redirect(self, verbs: list[Verb], *, queue: bool) -> None:
         """Send ``verbs`` as a ``redirect``; if the socket dies under it, again (replacing)
         once jambonz reconnects. Raises :class:`CallClosed` if the call ends first."""
-        op = self._current
-        self._programs = [(v, o) for v, o in self._programs if not o.done.is_set()]
-        if op is not None and not op.done.is_set():
-            self._programs.append((tuple(verbs), op))
         for attempt in (1, 2):
             try:
                 await self.call.redirect(verbs, queue=queue and attempt == 1)
@@ -496,7 +518,11 @@ class Conversation(metaclass=NoPublicConstructor):
         """Kill the verb of a cancelled operation, so the next one runs at once."""
         request, self._answerable = self._answerable, None
         if self.call.state is not ConnState.CONNECTED:
-            return  # nothing to kill now; never wait for a reconnect while being cancelled
+            # nothing to kill now; never wait for a reconnect while being cancelled: the next
+            # program replaces the verb instead, should jambonz still run it once back
+            self._kill_owed = True
+            return
+        self._kill_owed = False  # this redirect replaces the program too
         token = command_origin.set(self)
         try:
             with trio.CancelScope(shield=True), trio.move_on_after(self.call.config.send_timeout):
@@ -534,15 +560,18 @@ class Conversation(metaclass=NoPublicConstructor):
             return
         if isinstance(event, AckUnconfirmed) and event.verbs and self._ours(event.message):
             # answered just before a drop and not seen read: jambonz may have failed that
-            # request without running the verbs; run them (again) once it is back
-            assert self._nursery is not None
-            self._nursery.start_soon(self._replay, list(event.verbs))
+            # request without running the verbs; run them (again) once it is back, unless
+            # their operation is over (cancelled: the app has moved on)
+            op = self._program_op(event.verbs)
+            if op is None or not op.done.is_set():
+                assert self._nursery is not None
+                self._nursery.start_soon(self._replay, list(event.verbs), op)
             return
-        if isinstance(event, CommandUnconfirmed) and self._lost_program(event.command):
+        if isinstance(event, CommandUnconfirmed) and (op := self._lost_program(event.command)):
             # our redirect was written just before a drop and not seen read: jambonz may never
             # have had it, and the operation would wait for ever; run it (again) once back
             assert self._nursery is not None and isinstance(event.command, RedirectCommand)
-            self._nursery.start_soon(self._replay, list(event.command.verbs))
+            self._nursery.start_soon(self._replay, list(event.command.verbs), op)
             return
         if isinstance(event, HookAbandoned) and (event.message.hook or "").startswith(_PREFIX):
             op = self._by_hook.get(event.message.hook or "")
@@ -584,27 +613,41 @@ class Conversation(metaclass=NoPublicConstructor):
                 type(event).__name__,
             )
 
-    def _lost_program(self, command: Command) -> bool:
-        """``command`` is a ``redirect`` this conversation sent for an operation that still
-        waits, and jambonz was not seen to start any of its verbs (a ``verb:status``
+    def _lost_program(self, command: Command) -> _Op | None:
+        """The operation, still waiting, whose program ``command`` is: a ``redirect`` this
+        conversation sent, none of whose verbs jambonz was seen to start (a ``verb:status``
         ``starting`` proves it had the redirect)."""
         if not isinstance(command, RedirectCommand):
-            return False
+            return None
         if any(v.id in self._started for v in command.verbs if v.id):
-            return False
-        return any(v == command.verbs and not op.done.is_set() for v, op in self._programs)
+            return None
+        op = self._program_op(command.verbs)
+        return op if op is not None and not op.done.is_set() else None
+
+    def _program_op(self, verbs: tuple[Verb, ...]) -> _Op | None:
+        """The operation ``verbs`` were sent for, if it is still remembered."""
+        return next((op for v, op in self._programs if v == verbs), None)
 
     def _ours(self, message: JambonzMessage) -> bool:
         return message is self.call.session or (message.hook or "").startswith(_PREFIX)
 
-    async def _replay(self, verbs: list[Verb]) -> None:
-        token = command_origin.set(self)  # our own redirect interrupts nothing
-        try:
-            await self._redirect(verbs, queue=False)
-        except JambonzTrioError as exc:
-            self._log.info("could not run the unconfirmed answer again: %s", exc)
-        finally:
-            command_origin.reset(token)
+    async def _replay(self, verbs: list[Verb], op: _Op | None) -> None:
+        """Send ``verbs`` again, replacing; cancelled when ``op`` (the operation they are the
+        program of, if any) is over, so a finished or cancelled operation never runs again."""
+        with trio.CancelScope() as scope:
+            if op is not None:
+                if op.done.is_set():
+                    return
+                op.replays.append(scope)
+            token = command_origin.set(self)  # our own redirect interrupts nothing
+            try:
+                await self._redirect(verbs, queue=False)
+            except JambonzTrioError as exc:
+                self._log.info("could not run the unconfirmed answer again: %s", exc)
+            finally:
+                command_origin.reset(token)
+                if op is not None:
+                    op.replays.remove(scope)
 
     async def _ack_quietly(self, event: JambonzMessage) -> None:
         try:

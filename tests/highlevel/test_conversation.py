@@ -20,7 +20,7 @@ from jambonz_trio import (
 from jambonz_trio.commands import CallStatusCommand, LlmToolOutputCommand, RedirectCommand
 from jambonz_trio.llm import tool_output
 from jambonz_trio.messages import GatherResult, ToolCall
-from jambonz_trio.testing import Caller, Digits, ToolCallScript, open_fake_call, run_call
+from jambonz_trio.testing import AckAbandoned, Caller, Digits, ToolCallScript, open_fake_call, run_call
 from jambonz_trio.verbs import Config, Gather, Llm, Say
 from tests.helpers import start
 
@@ -284,6 +284,92 @@ async def test_an_operation_whose_redirect_a_drop_lost_is_sent_again_after_the_r
         assert [v.VERB for v in ack.verbs] == ["hangup"]
         await fc.hangup()
     assert results == ["yes"]
+
+
+async def test_an_operation_cancelled_while_the_socket_is_down_is_not_sent_again_after_the_reconnect(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The gather's redirect dies in flight; the app cancels the gather while the socket is
+    down (nothing can be killed then) and moves on to a ``say``. Once jambonz reconnects, the
+    cancelled gather is not sent again (it was: a replay replaces the program, so the caller
+    heard the cancelled prompt and the ``say`` waited behind the gather's timeout); the ``say``
+    replaces whatever jambonz may still run of the gather, and completes."""
+    scopes: list[trio.CancelScope] = []
+    moved_on, said = trio.Event(), trio.Event()
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            await convo.say("Hello")
+            with trio.CancelScope() as scope:
+                scopes.append(scope)
+                await convo.gather("Say something")
+            moved_on.set()
+            await convo.say("Moving on")
+            said.set()
+            await call.wait_closed()
+
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        await fc.start()
+        await fc.wait_idle(0.5)
+        await fc.verb_status("starting", id="jt-1", name="say")
+        fc.cut(after_received=1, reconnect=False)  # the gather's redirect dies in flight
+        await fc.verb_status("finished", id="jt-1", name="say")
+        await fc.wait_idle(1)
+        assert scopes and not fc.connected
+        scopes[0].cancel()  # e.g. the app's own deadline for an answer
+        with trio.fail_after(5):
+            await moved_on.wait()
+        await fc.reconnect()
+        await fc.wait_idle(5)
+        after = [c.command for c in fc.commands if c.connection == 2]
+        redirects = [c for c in after if isinstance(c, RedirectCommand)]
+        assert [[v.VERB for v in c.verbs] for c in redirects] == [["say"]]
+        assert not redirects[0].queue  # replaces the gather, had jambonz read it after all
+        await fc.verb_status("finished", id="jt-3", name="say")
+        with trio.fail_after(1):
+            await said.wait()
+        await fc.hangup()
+
+
+async def test_an_operation_cancelled_while_its_unconfirmed_ack_waits_is_not_sent_again(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The same when the gather went out as the ack of the ``play``'s hook: that ack dies in
+    flight (``AckUnconfirmed``), the app cancels the gather while the socket is down and moves
+    on; after the reconnect only the ``say`` goes out."""
+    scopes: list[trio.CancelScope] = []
+    moved_on = trio.Event()
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            await convo.play("https://example.com/hello.wav")
+            with trio.CancelScope() as scope:
+                scopes.append(scope)
+                await convo.gather("Say something")
+            moved_on.set()
+            await convo.say("Moving on")
+            await call.wait_closed()
+
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        await fc.start()
+        await fc.wait_idle(0.5)
+        fc.cut(after_received=1, reconnect=False)  # the ack carrying the gather dies in flight
+        with pytest.raises(AckAbandoned):
+            await fc.hook("/jt/play/1", {"reason": "playCompleted"})
+        await fc.wait_idle(1)
+        assert scopes and not fc.connected
+        scopes[0].cancel()
+        with trio.fail_after(5):
+            await moved_on.wait()
+        await fc.reconnect()
+        await fc.wait_idle(5)
+        after = [c.command for c in fc.commands if c.connection == 2]
+        redirects = [c for c in after if isinstance(c, RedirectCommand)]
+        assert [[v.VERB for v in c.verbs] for c in redirects] == [["say"]]
+        assert not redirects[0].queue
+        await fc.hangup()
 
 
 async def test_a_hangup_a_drop_lost_is_sent_again_after_the_reconnect(
