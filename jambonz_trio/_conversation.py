@@ -535,6 +535,19 @@ class Conversation(metaclass=NoPublicConstructor):
         finally:
             command_origin.reset(token)
 
+    async def _release(self) -> None:
+        """The block ends: answer empty the hook kept for a next operation (an empty
+        ``verb:hook`` ack: jambonz carries on with its program, docs/protocol.md §3.3), else
+        nothing would until the watchdog (the app never saw the hook).
+        Shielded and bounded by ``send_timeout``: a block left by cancellation still answers,
+        and never waits longer than one write (or at all for a reconnect: the socket being
+        down, jambonz failed the request at the drop)."""
+        request, self._answerable = self._answerable, None
+        if request is None or request is self.call.session or not self.call.awaiting_ack(request):
+            return  # (an unanswered session:new stays the app's: an empty answer is invalid)
+        with trio.CancelScope(shield=True), trio.move_on_after(self.call.config.send_timeout):
+            await self._ack_quietly(request)
+
     async def _pump(self) -> None:
         """Route the call's events to the waiting operations (runs for the conversation)."""
         try:
@@ -756,7 +769,9 @@ async def open_conversation(
 
     The conversation becomes the only reader of the call's events (``call.next_event()``
     raises inside the block; use :meth:`Conversation.next_event`). It answers the call's
-    pending ``session:new`` with its first operation's verbs.
+    pending ``session:new`` with its first operation's verbs. Leaving the block (even by
+    cancellation) answers empty the hook of its last operation, kept for a next one: jambonz
+    carries on with its program.
 
     The ``max_*`` limits bound the LLM work of :meth:`Conversation.llm`: tool handlers run at
     once (8), tool calls waiting for one (32), ``llm:event`` messages waiting for the
@@ -783,6 +798,7 @@ async def open_conversation(
                     try:
                         yield convo
                     finally:
+                        await convo._release()
                         nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             # the pump never raises, so a group holds what the block raised: re-raise it as

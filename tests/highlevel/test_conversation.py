@@ -251,6 +251,93 @@ async def test_prefix_route_handlers_see_the_request_path(nursery: trio.Nursery)
     assert paths == ["/agent/sales?lang=fr"]
 
 
+# -- leaving the block ----------------------------------------------------------------------------
+
+
+async def test_leaving_the_block_answers_the_hook_kept_for_a_next_operation(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The gather's hook is kept for the next operation's verbs; when the block ends instead,
+    nobody else can answer it (the conversation consumed the event): the call sat in silence
+    until the 4 s watchdog answered it, with a warning. Leaving the block answers it empty at
+    once (jambonz carries on with its program)."""
+    left = trio.Event()
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            await convo.gather("Say something")
+        left.set()
+        await call.wait_closed()
+
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        await fc.start()
+        t0 = trio.current_time()
+        ack = await fc.gather_speech("/jt/gather/1", "yes")
+        waited = trio.current_time() - t0
+        assert left.is_set()
+        assert ack.verbs == []
+        assert waited < 1.0, f"the gather's hook was answered only after {waited:.1f} s (the watchdog)"
+        await fc.hangup()
+
+
+async def test_a_block_left_by_cancellation_still_answers_the_kept_hook(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The same when the block is left because its scope is cancelled (a shutdown, a deadline):
+    the answer is shielded, so it still goes out at once, and the block is left."""
+    scopes: list[trio.CancelScope] = []
+    left = trio.Event()
+
+    async def app(call: Call) -> None:
+        with trio.CancelScope() as scope:
+            async with open_conversation(call) as convo:
+                await convo.gather("Say something")
+                scopes.append(scope)
+                await trio.sleep_forever()
+        left.set()
+        await call.wait_closed()
+
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        await fc.start()
+        async with trio.open_nursery() as inner:
+            acks: list[Any] = []
+
+            async def hook() -> None:
+                acks.append(await fc.gather_speech("/jt/gather/1", "yes"))
+
+            inner.start_soon(hook)
+            t0 = trio.current_time()
+            await trio.testing.wait_all_tasks_blocked()
+            assert scopes, "the gather did not return"
+            scopes[0].cancel()
+        waited = trio.current_time() - t0
+        assert left.is_set()
+        assert acks[0].verbs == []
+        assert waited < 1.0, f"the gather's hook was answered only after {waited:.1f} s (the watchdog)"
+        await fc.hangup()
+
+
+async def test_leaving_the_block_before_any_operation_leaves_session_new_to_the_app(
+    nursery: trio.Nursery,
+) -> None:
+    """Only a hook the conversation kept is answered on leaving: an unanswered ``session:new``
+    stays the app's to answer (an empty answer would be invalid)."""
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call):
+            pass
+        await call.ack(call.session, [Say(text="Hello")])
+        await call.wait_closed()
+
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        ack = await fc.start()
+        assert [v.VERB for v in ack.verbs] == ["say"]
+        await fc.hangup()
+
+
 # -- a drop right after the conversation's redirect was written ---------------------------------
 
 
