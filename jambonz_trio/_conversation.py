@@ -417,6 +417,10 @@ class Conversation(metaclass=NoPublicConstructor):
                 await op.done.wait()
             except trio.Cancelled:
                 cleanup()
+                if op.answerable and op.message is not None:
+                    # its hook came just before the cancellation (``done`` was already set):
+                    # nobody else will answer it, so the kill does
+                    self._answerable = op.message
                 self._finish(op)  # over: its program is never sent again
                 await self._kill_current()
                 raise

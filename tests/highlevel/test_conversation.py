@@ -105,6 +105,45 @@ async def test_cancelled_gather_is_killed_and_the_next_verb_runs(
     assert cancelled == [True]
 
 
+async def test_a_gather_cancelled_just_after_its_hook_came_answers_that_hook(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The gather's hook arrives (the operation is done) but the app's cancellation lands
+    before the operation returns: the hook is answered at once by the kill, not left to the
+    4 s watchdog. A call first seen through ``session:reconnect`` forces the interleaving: the
+    operation waits up to 1 s for its verb to start (``_ensure_started``), and the hook comes
+    within that wait."""
+    scopes: list[trio.CancelScope] = []
+    cancelled = trio.Event()
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            with trio.CancelScope() as scope:
+                scopes.append(scope)
+                await convo.gather("Say something")
+            cancelled.set()
+            await call.wait_closed()
+
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        await fc.start(kind="session:reconnect")
+        acks: list[Any] = []
+        t0 = trio.current_time()
+        async with trio.open_nursery() as inner:
+
+            async def hook() -> None:
+                acks.append(await fc.gather_speech("/jt/gather/1", "yes"))
+
+            inner.start_soon(hook)
+            await trio.testing.wait_all_tasks_blocked()  # the hook is routed; the op still waits
+            assert scopes and not cancelled.is_set()
+            scopes[0].cancel()
+        waited = trio.current_time() - t0
+        assert cancelled.is_set() and acks[0].verbs == []
+        assert waited < 1.0, f"the gather's hook was answered only after {waited:.1f} s (the watchdog)"
+        await fc.hangup()
+
+
 async def test_other_events_and_mixing_rules(nursery: trio.Nursery) -> None:
     got: list[Any] = []
 
