@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from jambonz_trio import workers as workers_module
-from jambonz_trio.workers import Workers, serve_workers
+from jambonz_trio.workers import WorkerFailed, Workers, run_workers, serve_workers
 
 TARGET = "tests.workers.app:serve"
 
@@ -59,3 +59,11 @@ async def test_a_worker_being_restarted_when_the_drain_starts_is_drained_not_kil
         f"the worker started during the drain exited with {replacement.exitcode} "
         "(-9: never asked to drain, SIGKILLed grace + 10 s later)"
     )
+
+
+def test_run_workers_raises_worker_failed_as_documented() -> None:
+    """``run_workers`` documents ``Raises: WorkerFailed`` (workers keep dying), so
+    ``except WorkerFailed`` around it must work; the exception must not come wrapped in the
+    ExceptionGroup of run_workers' own nursery."""
+    with pytest.raises(WorkerFailed, match="worker deaths"):
+        run_workers(1, TARGET, port=0, kwargs={"crash": True}, max_restarts=1)
