@@ -85,7 +85,6 @@ class Workers:
         self.port = port
         self.grace = grace
         self._slots = [_Slot(index=i) for i in range(n)]
-        self._draining = False
         self._drain_requested = trio.Event()
         self._changed = trio.Event()
         self._failures: list[float] = []
@@ -108,8 +107,9 @@ class Workers:
 
     def drain(self) -> None:
         """Ask every worker to drain (SIGTERM: ``server.drain(grace)``, then exit); no worker is
-        restarted from now on. :func:`serve_workers` returns once they all exited (those still
-        alive ``grace`` + 10 s later are killed). Not a checkpoint; idempotent."""
+        restarted from now on, and one starting at this moment is drained as soon as it
+        listens. :func:`serve_workers` returns once they all exited (those still alive
+        ``grace`` + 10 s after their SIGTERM are killed). Not a checkpoint; idempotent."""
         self._drain_requested.set()
         self._notify()
 
@@ -165,10 +165,9 @@ async def serve_workers(
             if not failed:
                 task_status.started(workers)
             await workers._drain_requested.wait()
-            workers._draining = True
+            # each slot's task sends its worker SIGTERM (_wait_exit), also to one that comes up
+            # after this point: a restart that was being spawned when the drain began
             log.info("draining %d workers (grace %.1f s)", len(workers.workers()), grace)
-            for slot in workers._slots:
-                _signal(slot.process, signal.SIGTERM)
     finally:
         for slot in workers._slots:
             _signal(slot.process, signal.SIGKILL)  # only those still running (cancelled)
@@ -187,7 +186,7 @@ async def _keep_running(
     failed: list[WorkerFailed],
 ) -> None:
     backoff = 0.1
-    while True:
+    while not workers._drain_requested.is_set():
         process, ready = await _start(spec, slot.index)
         slot.process = process
         try:
@@ -203,7 +202,7 @@ async def _keep_running(
             slot.info = None
             workers._notify()
         code = process.exitcode
-        if workers._draining:
+        if workers._drain_requested.is_set():
             log.info("worker %d (pid %s) exited with %s", slot.index, process.pid, code)
             return
         log.warning("worker %d (pid %s) died (exit code %s); restarting it", slot.index, process.pid, code)
@@ -220,8 +219,6 @@ async def _keep_running(
         slot.restarts += 1
         with trio.move_on_after(backoff):
             await workers._drain_requested.wait()
-        if workers._draining or workers._drain_requested.is_set():
-            return
         backoff = min(backoff * 2, 5.0)
 
 
@@ -256,12 +253,14 @@ async def _wait_ready(
 
 
 async def _wait_exit(process: BaseProcess, workers: Workers, grace: float) -> None:
-    """Until the worker exits; once a drain starts, at most ``grace`` + 10 s more (then it is
-    killed)."""
+    """Until the worker (up and listening) exits. Once a drain is asked for, or at once if it
+    was asked for while this worker was starting, send it SIGTERM (it drains, then exits); it
+    is killed if still running ``grace`` + 10 s later."""
     async with trio.open_nursery() as nursery:
 
         async def deadline() -> None:
             await workers._drain_requested.wait()
+            _signal(process, signal.SIGTERM)
             await trio.sleep(grace + 10.0)
             log.warning("worker pid %s still running %.0f s after the drain; killing it", process.pid, grace)
             _signal(process, signal.SIGKILL)
