@@ -262,7 +262,9 @@ async def _wait_exit(process: BaseProcess, workers: Workers, grace: float) -> No
             await workers._drain_requested.wait()
             _signal(process, signal.SIGTERM)
             await trio.sleep(grace + 10.0)
-            log.warning("worker pid %s still running %.0f s after the drain; killing it", process.pid, grace)
+            log.warning(
+                "worker pid %s still running %.0f s after the drain; killing it", process.pid, grace + 10.0
+            )
             _signal(process, signal.SIGKILL)
 
         nursery.start_soon(deadline)

@@ -4,6 +4,8 @@ its pid, so a test can tell which worker process served a call."""
 from __future__ import annotations
 
 import os
+import signal
+from multiprocessing.connection import Connection
 
 import trio
 
@@ -27,3 +29,12 @@ async def serve(
     if crash:
         raise RuntimeError("this worker fails at start-up")
     await serve_jambonz(whoami, host=host, port=port, reuse_port=reuse_port, task_status=task_status)
+
+
+def ignore_sigterm(ready: Connection) -> None:
+    """A process that survives SIGTERM (a worker whose drain never ends): it says when it
+    ignores the signal, then waits for one that ends it (SIGKILL)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ready.send("ignoring SIGTERM")
+    while True:
+        signal.pause()

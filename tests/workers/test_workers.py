@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import os
 import signal
 from functools import partial
 
 import pytest
 import trio
+import trio.testing
 
 from jambonz_trio import serve_jambonz
 from jambonz_trio.testing import open_fake_call, tcp_connector
 from jambonz_trio.verbs import Say
-from jambonz_trio.workers import WorkerFailed, Workers, serve_workers
-from tests.workers.app import serve, whoami
+from jambonz_trio.workers import WorkerFailed, Workers, _wait_exit, serve_workers
+from tests.workers.app import ignore_sigterm, serve, whoami
 
 TARGET = "tests.workers.app:serve"
 
@@ -88,3 +91,28 @@ async def test_a_target_a_worker_cannot_import_is_refused() -> None:
         await serve_workers(1, lambda **kw: serve(**kw))
     with pytest.raises(ValueError, match="module:function"):
         await serve_workers(1, "tests.workers.app.serve")
+
+
+async def test_a_worker_still_running_grace_plus_10_s_after_the_drain_is_killed_and_the_log_says_so(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe(duplex=False)
+    process = context.Process(target=ignore_sigterm, args=(theirs,), daemon=True)
+    process.start()
+    theirs.close()
+    try:
+        assert await trio.to_thread.run_sync(ours.poll, 30), "the process never started"
+        ours.recv()
+        workers = Workers(1, "127.0.0.1", 0, grace=5.0)
+        workers.drain()
+        begun = trio.current_time()
+        with caplog.at_level(logging.WARNING, logger="jambonz_trio.workers"):
+            await _wait_exit(process, workers, 5.0)
+    finally:
+        process.kill()
+        process.join()
+        ours.close()
+    assert trio.current_time() - begun == pytest.approx(15.0)
+    assert process.exitcode == -signal.SIGKILL
+    assert f"worker pid {process.pid} still running 15 s after the drain; killing it" in caplog.messages
