@@ -236,15 +236,18 @@ async def _start(spec: _Spec, index: int) -> tuple[BaseProcess, multiprocessing.
 async def _wait_ready(
     process: BaseProcess, ready: multiprocessing.connection.Connection, within: float
 ) -> int | None:
-    """The worker's pid once it reports listening; ``None`` if it died or was too slow (then
-    it is killed)."""
+    """The worker's pid once it reports listening; ``None`` if it exited before (it is reaped,
+    its own exit code kept) or was too slow (then it is killed)."""
     with trio.move_on_after(within):
         while True:
             try:
                 await trio.lowlevel.wait_readable(ready.fileno())
                 message = ready.recv()
             except (EOFError, OSError):
-                break  # the worker died before reporting
+                # it closed its end without reporting: it is exiting (its pipe closes before
+                # the process is reaped, so a kill now would replace its exit code with -9)
+                await _reap(process)
+                return None
             if isinstance(message, tuple) and message[:1] == ("ready",):
                 return int(message[1])
     _signal(process, signal.SIGKILL)

@@ -86,6 +86,22 @@ async def test_workers_that_keep_dying_are_given_up() -> None:
         await serve_workers(1, TARGET, kwargs={"crash": True}, max_restarts=2)
 
 
+async def test_a_worker_that_crashes_at_start_up_is_logged_with_its_own_exit_code(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The worker exits by itself (status 1: its target raised), so it is not killed and the
+    log does not blame a SIGKILL (-9)."""
+    with (
+        caplog.at_level(logging.WARNING, logger="jambonz_trio.workers"),
+        trio.fail_after(60),
+        pytest.raises(WorkerFailed),
+    ):
+        await serve_workers(1, TARGET, kwargs={"crash": True}, max_restarts=2)
+    deaths = [m for m in caplog.messages if "died" in m]
+    assert len(deaths) == 3
+    assert all(m.endswith("died (exit code 1); restarting it") for m in deaths), deaths
+
+
 async def test_a_target_a_worker_cannot_import_is_refused() -> None:
     with pytest.raises(TypeError, match="top-level function"):
         await serve_workers(1, lambda **kw: serve(**kw))
