@@ -44,6 +44,7 @@ import trio
 from ._errors import JambonzTrioError
 from ._listen import reserve_port
 from ._log import get_logger
+from ._sync import leaves
 
 __all__ = ["WorkerFailed", "WorkerInfo", "Workers", "WorkerTarget", "run_workers", "serve_workers"]
 
@@ -370,9 +371,19 @@ def run_workers(
 
     Raises:
         WorkerFailed: workers keep dying.
+        OSError: the port cannot be reserved.
     """
 
     async def main() -> None:
+        try:
+            await supervise_until_signalled()
+        except BaseExceptionGroup as group:  # this nursery's: raise what failed, as documented
+            found = leaves(group)
+            if len(found) == 1:
+                raise found[0] from None
+            raise
+
+    async def supervise_until_signalled() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
 

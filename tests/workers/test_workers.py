@@ -6,6 +6,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 from functools import partial
 
 import pytest
@@ -15,7 +16,7 @@ import trio.testing
 from jambonz_trio import serve_jambonz
 from jambonz_trio.testing import open_fake_call, tcp_connector
 from jambonz_trio.verbs import Say
-from jambonz_trio.workers import WorkerFailed, Workers, _wait_exit, serve_workers
+from jambonz_trio.workers import WorkerFailed, Workers, _wait_exit, run_workers, serve_workers
 from tests.workers.app import ignore_sigterm, serve, whoami
 
 TARGET = "tests.workers.app:serve"
@@ -132,3 +133,12 @@ async def test_a_worker_still_running_grace_plus_10_s_after_the_drain_is_killed_
     assert trio.current_time() - begun == pytest.approx(15.0)
     assert process.exitcode == -signal.SIGKILL
     assert f"worker pid {process.pid} still running 15 s after the drain; killing it" in caplog.messages
+
+
+def test_run_workers_raises_the_oserror_of_a_port_it_cannot_reserve() -> None:
+    """Documented ``Raises: OSError``: the bare error, not wrapped in an ExceptionGroup."""
+    with socket.socket() as taken:  # listening without SO_REUSEPORT: the port cannot be shared
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError, match="in use"):
+            run_workers(1, TARGET, port=taken.getsockname()[1])
