@@ -240,7 +240,7 @@ async def simulate(args: argparse.Namespace, out: TextIO) -> None:
             nursery.start_soon(lines.run)
         caller = ScriptedCaller(args.answers or [], turns=args.turns, lines=lines, printer=printer)
         async with open_fake_call(
-            tcp_connector(args.url),
+            args.connector,
             username=args.username,
             password=args.password,
             call=CallData(from_=args.from_, to=args.to),
@@ -296,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="run examples/ivr.py in-process and play scripted calls against it")
     sim = sub.add_parser("simulate", help="drive any jambonz WebSocket app through a call")
-    sim.add_argument("url", help="ws://host:port/path of the app")
+    sim.add_argument("url", help="ws://host[:port]/path or wss://host[:port]/path of the app")
     sim.add_argument("--username")
     sim.add_argument("--password")
     sim.add_argument("--from", dest="from_", default="+15083084809")
@@ -339,8 +339,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     calls.add_argument("--namespace", default="default", help="the cluster's namespace")
     calls.add_argument("--watch", action="store_true", help="then print calls as they start, change and end")
     args = parser.parse_args(argv)
-    if args.command == "simulate" and args.interactive and args.answers:
-        parser.error("--interactive cannot be combined with --speech / --digits")
+    if args.command == "simulate":
+        if args.interactive and args.answers:
+            parser.error("--interactive cannot be combined with --speech / --digits")
+        try:  # before anything starts: a bad URL is a usage error, not a failed call
+            args.connector = tcp_connector(args.url)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     args.audio_source = None
     if getattr(args, "audio", None):
         try:

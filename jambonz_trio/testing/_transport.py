@@ -79,16 +79,21 @@ def tcp_connector(url: str, *, ssl_context: ssl.SSLContext | None = None) -> Tcp
     Raises:
         ValueError: not a ``ws://`` / ``wss://`` URL.
     """
-    parts = urlsplit(url)
+    expected = f"expected a ws:// or wss://host[:port]/path URL, got {url!r}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # a port out of range or not a number, a bad [IPv6] host
+        raise ValueError(f"{expected} ({exc})") from None
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"expected a ws:// or wss://host[:port]/path URL, got {url!r}")
+        raise ValueError(expected)
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
     if parts.scheme == "wss":
         context = ssl_context or ssl.create_default_context()
-        return TcpConnector(parts.hostname, parts.port or 443, path, context)
-    return TcpConnector(parts.hostname, parts.port or 80, path)
+        return TcpConnector(parts.hostname, port or 443, path, context)
+    return TcpConnector(parts.hostname, port or 80, path)
 
 
 def basic_auth_header(username: str, password: str) -> tuple[bytes, bytes]:
