@@ -253,6 +253,17 @@ async def simulate(args: argparse.Namespace, out: TextIO) -> None:
         _save_played(stream, Path(args.played), index, out)
 
 
+def _unwritable(path: Path) -> str | None:
+    """Why a file cannot be written at ``path`` (``None``: it looks writable)."""
+    if path.is_dir():
+        return "is a directory"
+    if not path.parent.is_dir():
+        return f"no directory {str(path.parent)!r}"
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return "not writable"
+    return None
+
+
 def _save_played(stream: FakeAudioStream, base: Path, index: int, out: TextIO) -> None:
     """Write what the app played on one audio socket (streamed audio, else its raw clips)."""
     path = base if index == 1 else base.with_name(f"{base.stem}-{index}{base.suffix}")
@@ -331,7 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--audio", metavar="FILE.wav", help="what the caller says into each listen (16-bit PCM WAV)"
     )
     sim.add_argument(
-        "--played", metavar="OUT.wav", default="played.wav", help="where to write what the app played back"
+        "--played",
+        metavar="OUT.wav",
+        help="where to write what the app played back (default played.wav)",
     )
     sim.add_argument("--fast", action="store_true", help="send the caller's audio as fast as possible")
     calls = sub.add_parser("calls", help="print the live calls of a Redis cluster, one JSON object per line")
@@ -347,6 +360,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        if args.played is None:
+            args.played = "played.wav"
+        else:  # written after the call: a path that cannot be written would end it in a traceback
+            problem = _unwritable(Path(args.played))
+            if problem is not None:
+                print(f"error: --played {args.played}: {problem}", file=sys.stderr)
+                return 2
     args.audio_source = None
     if getattr(args, "audio", None):
         try:

@@ -240,3 +240,20 @@ def test_simulate_refuses_an_unreadable_wav(tmp_path: Path, capsys: pytest.Captu
     with pytest.raises(SystemExit):
         main(["simulate", "ws://127.0.0.1:1/x", "--audio", str(bad)])
     assert "--audio" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["missing-directory", "a-directory"])
+async def test_simulate_refuses_a_played_path_it_cannot_write_before_the_call(
+    nursery: trio.Nursery, capsys: pytest.CaptureFixture[str], tmp_path: Path, where: str
+) -> None:
+    """``--played`` is written after the call: a path that cannot be written is a usage error
+    up front, not a traceback once the call is over."""
+    server = await nursery.start(partial(echo_bot.serve, port=0))
+    source = write_wav(tmp_path / "in.wav", AudioSource.tone(500, seconds=0.5, sample_rate=8000).pcm, 8000)
+    played = tmp_path / "missing" / "out.wav" if where == "missing-directory" else tmp_path
+    url = f"ws://127.0.0.1:{server.port}{echo_bot.PATH}"
+    code = await run_cli("simulate", url, "--audio", str(source), "--played", str(played), "--fast")
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.startswith(f"error: --played {played}: ") and captured.err.count("\n") == 1
+    assert "calling" not in captured.out  # nothing started
