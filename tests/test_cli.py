@@ -257,3 +257,13 @@ async def test_simulate_refuses_a_played_path_it_cannot_write_before_the_call(
     assert code == 2
     assert captured.err.startswith(f"error: --played {played}: ") and captured.err.count("\n") == 1
     assert "calling" not in captured.out  # nothing started
+
+
+@pytest.mark.parametrize("url", ["redis://:6379", "rediss://:secret@/0"])
+def test_calls_reports_a_redis_url_without_a_host_as_a_usage_error(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["calls", "--redis", url]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: expected a ") and "(no host)" in err and err.count("\n") == 1
+    assert "secret" not in err

@@ -62,10 +62,13 @@ def redact(url: str) -> str:
 
 
 def check_url(url: str) -> None:
-    """Raises ``ValueError`` (naming the redacted URL) for a scheme coredis cannot use."""
-    scheme = urlsplit(url).scheme
-    if scheme not in _SCHEMES:
+    """Raises ``ValueError`` (naming the redacted URL) for a URL coredis cannot use: another
+    scheme, or no host (``redis://:6379``: coredis fails on it only at the first command)."""
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES:
         raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {redact(url)!r}")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError(f"expected a {parts.scheme}://host[:port][/db] URL, got {redact(url)!r} (no host)")
 
 
 def tls_context(url: str, given: ssl.SSLContext | None) -> ssl.SSLContext | None:
