@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import socket
 import subprocess
 import sys
 import wave
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -18,8 +22,10 @@ from examples import echo_bot, ivr
 from jambonz_trio import Call, CallConfig, JambonzServer, ServerConfig, open_conversation, serve_jambonz
 from jambonz_trio._call import engine_of
 from jambonz_trio._cli import main
+from jambonz_trio.cluster import Cluster
 from jambonz_trio.testing import AudioSource, write_wav
 from jambonz_trio.verbs import Say
+from tests.cluster.redis import namespace, shared_redis_url
 
 # What a non-editable install run from the repository root sees: the source package first on
 # sys.path, and no jambonz_trio._examples in it (the README's demo command does exactly that).
@@ -267,3 +273,24 @@ def test_calls_reports_a_redis_url_without_a_host_as_a_usage_error(
     err = capsys.readouterr().err
     assert err.startswith("error: expected a ") and "(no host)" in err and err.count("\n") == 1
     assert "secret" not in err
+
+
+def test_calls_watch_ends_on_ctrl_c_with_status_130_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = shared_redis_url()
+    watch_calls = Cluster.watch_calls
+
+    @contextlib.asynccontextmanager
+    async def watch_then_ctrl_c(self: Cluster, **kwargs: Any) -> AsyncIterator[Any]:
+        async with watch_calls(self, **kwargs) as events:
+            signal.raise_signal(signal.SIGINT)  # the person watching presses Ctrl-C
+            yield events
+
+    monkeypatch.setattr(Cluster, "watch_calls", watch_then_ctrl_c)
+    try:
+        code = main(["calls", "--redis", url, "--namespace", namespace(), "--watch"])
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C ended calls --watch in a KeyboardInterrupt traceback")
+    assert code == 130
+    assert capsys.readouterr().err == ""

@@ -42,9 +42,12 @@ async def _run(args: argparse.Namespace, out: TextIO) -> None:
 def calls(args: argparse.Namespace, out: TextIO) -> int:
     """Print every live call of the cluster, one JSON object per line (``call_sid``,
     ``member``, ``reconnect_count``, ``from``, ``to``, ...); with ``--watch`` then one line per
-    change. Exit status 1 with a one-line error when Redis cannot be reached."""
+    change, until Ctrl-C (exit status 130). Exit status 1 with a one-line error when Redis
+    cannot be reached."""
     try:
         trio.run(_run, args, out)
+    except KeyboardInterrupt:  # how a person ends --watch
+        return 130
     except ClusterUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
