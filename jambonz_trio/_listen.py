@@ -8,6 +8,7 @@ option before ``bind`` and belong to the same user.
 
 from __future__ import annotations
 
+import errno
 import socket
 import ssl
 from typing import Any
@@ -64,17 +65,52 @@ async def _reuse_port_listeners(port: int, host: str | None) -> list[trio.Socket
     return listeners
 
 
-def reserve_port(host: str | None, port: int) -> socket.socket:
-    """A bound, *non-listening* ``SO_REUSEPORT`` socket on ``host``/``port`` (``port=0``: a free
-    one, read it with ``getsockname()``). It keeps the port for the worker processes, which bind
-    it with ``SO_REUSEPORT`` too; a socket that does not listen receives no connections."""
-    family = socket.AF_INET6 if host is not None and ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+async def reserve_port(host: str | None, port: int) -> list[socket.socket]:
+    """Bound, *non-listening* ``SO_REUSEPORT`` sockets on every address the workers bind for
+    ``host``/``port`` (as :func:`_reuse_port_listeners` resolves them: ``host=None`` is
+    ``0.0.0.0`` and ``::``), all on one port (``port=0``: one free on every address, read it
+    with ``getsockname()``). They keep the port for the worker processes, which bind it with
+    ``SO_REUSEPORT`` too; a socket that does not listen receives no connections. An address
+    family this system lacks is skipped, as trio's ``open_tcp_listeners`` does.
+
+    Raises:
+        OSError: the port cannot be bound on one of the addresses (or on none).
+    """
+    infos = await trio.socket.getaddrinfo(
+        host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE
+    )
+    attempts = 20 if port == 0 else 1  # port 0: the first address's free port may be taken on another
+    while True:
+        try:
+            sockets = _bind_all(infos, port)
+            if not sockets:
+                raise OSError(errno.EAFNOSUPPORT, f"no address family of {host!r} is supported here")
+            return sockets
+        except OSError as exc:
+            attempts -= 1
+            if exc.errno != errno.EADDRINUSE or attempts == 0:
+                raise
+
+
+def _bind_all(infos: list[Any], port: int) -> list[socket.socket]:
+    sockets: list[socket.socket] = []
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+        for family, kind, proto, _name, address in infos:
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError as exc:
+                if exc.errno == errno.EAFNOSUPPORT:
+                    continue
+                raise
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((address[0], port, *address[2:]))
+            port = sock.getsockname()[1]  # port 0: the others take the one the first got
     except BaseException:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         raise
-    return sock
+    return sockets

@@ -136,7 +136,8 @@ async def serve_workers(
 
     Start it with ``workers = await nursery.start(serve_workers, 2, serve, ...)``: it reports
     the :class:`Workers` once every worker is listening. ``port=0`` picks a free port
-    (``workers.port``), kept reserved for the workers while this runs.
+    (``workers.port``), kept reserved for the workers while this runs, on every address they
+    listen on (``host=None``: IPv4 and IPv6).
 
     A worker that dies (or exits, or is not listening within ``ready_timeout``) is started again
     after a backoff (0.1 s, doubling up to 5 s). More than ``max_restarts`` restarts within
@@ -151,8 +152,8 @@ async def serve_workers(
         raise ValueError("n must be at least 1")
     spec = _Spec(target=target, kwargs=dict(kwargs or {}), host=host, port=port, grace=grace)
     spec.check()
-    reserved = reserve_port(host, port)
-    workers = Workers(n, host, reserved.getsockname()[1], grace)
+    reserved = await reserve_port(host, port)
+    workers = Workers(n, host, reserved[0].getsockname()[1], grace)
     spec = attrs.evolve(spec, port=workers.port)
     failed: list[WorkerFailed] = []
     try:
@@ -172,7 +173,8 @@ async def serve_workers(
     finally:
         for slot in workers._slots:
             _signal(slot.process, signal.SIGKILL)  # only those still running (cancelled)
-        reserved.close()
+        for sock in reserved:
+            sock.close()
     if failed:
         raise failed[0]
 

@@ -31,6 +31,19 @@ async def serve(
     await serve_jambonz(whoami, host=host, port=port, reuse_port=reuse_port, task_status=task_status)
 
 
+async def listens_nowhere(
+    *,
+    host: str | None,
+    port: int,
+    reuse_port: bool,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """A worker that reports ready and binds nothing: only the supervisor's reservation holds
+    the port."""
+    task_status.started(None)
+    await trio.sleep_forever()
+
+
 def ignore_sigterm(ready: Connection) -> None:
     """A process that survives SIGTERM (a worker whose drain never ends): it says when it
     ignores the signal, then waits for one that ends it (SIGKILL)."""

@@ -142,3 +142,29 @@ def test_run_workers_raises_the_oserror_of_a_port_it_cannot_reserve() -> None:
         taken.listen()
         with pytest.raises(OSError, match="in use"):
             run_workers(1, TARGET, port=taken.getsockname()[1])
+
+
+def _bindable(family: socket.AddressFamily, address: str, port: int) -> bool:
+    """Whether a program that does not share ports (no ``SO_REUSEPORT``) could take ``port``."""
+    with socket.socket(family, socket.SOCK_STREAM) as other:
+        if family == socket.AF_INET6:
+            other.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            other.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+async def test_port_0_with_every_address_is_reserved_on_ipv4_and_ipv6(nursery: trio.Nursery) -> None:
+    """``host=None``: the workers listen on 0.0.0.0 and ::, so the port picked for ``port=0``
+    is held on both (a port free on IPv4 only would fail every worker's bind of ::)."""
+    if not _bindable(socket.AF_INET6, "::", 0):
+        pytest.skip("no IPv6 on this machine")
+    with trio.fail_after(60):
+        workers: Workers = await nursery.start(
+            partial(serve_workers, 1, "tests.workers.app:listens_nowhere", host=None, grace=0.2)
+        )
+    assert not _bindable(socket.AF_INET, "0.0.0.0", workers.port)
+    assert not _bindable(socket.AF_INET6, "::", workers.port)
+    workers.drain()
