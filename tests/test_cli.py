@@ -240,6 +240,27 @@ async def test_simulate_with_audio_writes_what_the_app_played(
         assert wav.readframes(wav.getnframes()) == speech.converted(8000)
 
 
+@pytest.mark.parametrize(
+    "url", ["localhost:8080/ivr", "http://127.0.0.1:8080/ivr", "ws://127.0.0.1:99999/ivr", "ws:///ivr"]
+)
+def test_simulate_reports_a_url_without_ws_scheme_as_a_usage_error(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``simulate localhost:8080/ivr`` (no ``ws://``) is the first thing a user may type: a
+    one-line usage error (status 2) naming the accepted forms, before anything starts, not an
+    exception-group traceback."""
+    try:
+        code = main(["simulate", url])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 2
+    assert code != 0
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "Traceback" not in err and "ws://" in err
+    assert code == 2 and err.count("\n") == 1 and "wss://" in err and repr(url) in err
+    assert "calling" not in captured.out
+
+
 def test_simulate_refuses_an_unreadable_wav(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not a wav")

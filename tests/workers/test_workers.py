@@ -8,12 +8,14 @@ import os
 import signal
 import socket
 from functools import partial
+from multiprocessing.process import BaseProcess
 
 import pytest
 import trio
 import trio.testing
 
 from jambonz_trio import serve_jambonz
+from jambonz_trio import workers as workers_module
 from jambonz_trio.testing import open_fake_call, tcp_connector
 from jambonz_trio.verbs import Say
 from jambonz_trio.workers import WorkerFailed, Workers, _wait_exit, run_workers, serve_workers
@@ -82,6 +84,51 @@ async def test_two_workers_spread_restart_and_drain(nursery: trio.Nursery) -> No
         assert [p.exitcode for p in processes if p is not None] == [0, 0]
 
 
+async def test_a_worker_being_restarted_when_the_drain_starts_is_drained_not_killed(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker died and its replacement is being spawned (``process.start`` runs in a thread)
+    when ``drain()`` is called. The replacement must be told to drain too (SIGTERM once it
+    listens), not left serving new calls during the drain until it is SIGKILLed ``grace`` +
+    10 s later."""
+    real_start = workers_module._start
+    spawning = trio.Event()
+    release = trio.Event()
+    started: list[BaseProcess] = []
+
+    async def slow_start(spec: object, index: int) -> object:
+        if started:  # the restart: hold it in its thread window until the drain has begun
+            spawning.set()
+            await release.wait()
+        process, ready = await real_start(spec, index)  # type: ignore[arg-type]
+        started.append(process)
+        return process, ready
+
+    monkeypatch.setattr(workers_module, "_start", slow_start)
+    done = trio.Event()
+
+    async def supervise(task_status: trio.TaskStatus[Workers]) -> None:
+        await serve_workers(1, TARGET, grace=0.2, task_status=task_status)
+        done.set()
+
+    with trio.fail_after(60):
+        workers: Workers = await nursery.start(supervise)
+    os.kill(workers.workers()[0].pid, signal.SIGKILL)
+    with trio.fail_after(30):
+        await spawning.wait()
+    workers.drain()
+    await trio.testing.wait_all_tasks_blocked()  # serve_workers has begun the drain
+    release.set()
+    with trio.move_on_after(30):
+        await done.wait()
+    assert len(started) == 2
+    replacement = started[1]
+    assert replacement.exitcode == 0, (
+        f"the worker started during the drain exited with {replacement.exitcode} "
+        "(-9: never asked to drain, SIGKILLed grace + 10 s later)"
+    )
+
+
 async def test_workers_that_keep_dying_are_given_up() -> None:
     with trio.fail_after(60), pytest.raises(WorkerFailed, match="3 worker deaths"):
         await serve_workers(1, TARGET, kwargs={"crash": True}, max_restarts=2)
@@ -133,6 +180,14 @@ async def test_a_worker_still_running_grace_plus_10_s_after_the_drain_is_killed_
     assert trio.current_time() - begun == pytest.approx(15.0)
     assert process.exitcode == -signal.SIGKILL
     assert f"worker pid {process.pid} still running 15 s after the drain; killing it" in caplog.messages
+
+
+def test_run_workers_raises_worker_failed_itself_not_in_an_exception_group() -> None:
+    """``run_workers`` documents ``Raises: WorkerFailed`` (workers keep dying), so
+    ``except WorkerFailed`` around it must work; the exception must not come wrapped in the
+    ExceptionGroup of run_workers' own nursery."""
+    with pytest.raises(WorkerFailed, match="worker deaths"):
+        run_workers(1, TARGET, port=0, kwargs={"crash": True}, max_restarts=1)
 
 
 def test_run_workers_raises_the_oserror_of_a_port_it_cannot_reserve() -> None:
