@@ -13,6 +13,7 @@ from jambonz_trio import (
     Call,
     CallClosed,
     CallStatus,
+    Conversation,
     JambonzServer,
     LocalProtocolError,
     open_conversation,
@@ -20,7 +21,15 @@ from jambonz_trio import (
 from jambonz_trio.commands import CallStatusCommand, LlmToolOutputCommand, RedirectCommand
 from jambonz_trio.llm import tool_output
 from jambonz_trio.messages import GatherResult, ToolCall
-from jambonz_trio.testing import AckAbandoned, Caller, Digits, ToolCallScript, open_fake_call, run_call
+from jambonz_trio.testing import (
+    AckAbandoned,
+    Caller,
+    Digits,
+    FakeCall,
+    ToolCallScript,
+    open_fake_call,
+    run_call,
+)
 from jambonz_trio.verbs import Config, Gather, Llm, Say
 from tests.helpers import start
 
@@ -412,6 +421,40 @@ async def test_an_operation_whose_redirect_a_drop_lost_is_sent_again_after_the_r
     assert results == ["yes"]
 
 
+class _MovesOn:
+    """An app whose ``gather`` (after ``first``) is cancelled from the test, then says "Moving
+    on"; :meth:`cancel_while_down` checks that only the ``say`` goes out after the reconnect."""
+
+    def __init__(self, first: Callable[[Conversation], Awaitable[object]]) -> None:
+        self.first = first
+        self.scopes: list[trio.CancelScope] = []
+        self.moved_on, self.said = trio.Event(), trio.Event()
+
+    async def __call__(self, call: Call) -> None:
+        async with open_conversation(call) as convo:
+            await self.first(convo)
+            with trio.CancelScope() as scope:
+                self.scopes.append(scope)
+                await convo.gather("Say something")
+            self.moved_on.set()
+            await convo.say("Moving on")
+            self.said.set()
+            await call.wait_closed()
+
+    async def cancel_while_down(self, fc: FakeCall) -> None:
+        await fc.wait_idle(1)
+        assert self.scopes and not fc.connected
+        self.scopes[0].cancel()  # e.g. the app's own deadline for an answer
+        with trio.fail_after(5):
+            await self.moved_on.wait()
+        await fc.reconnect()
+        await fc.wait_idle(5)
+        after = [c.command for c in fc.commands if c.connection == 2]
+        redirects = [c for c in after if isinstance(c, RedirectCommand)]
+        assert [[v.VERB for v in c.verbs] for c in redirects] == [["say"]]
+        assert not redirects[0].queue  # replaces the gather, had jambonz read it after all
+
+
 async def test_an_operation_cancelled_while_the_socket_is_down_is_not_sent_again_after_the_reconnect(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -420,20 +463,7 @@ async def test_an_operation_cancelled_while_the_socket_is_down_is_not_sent_again
     cancelled gather is not sent again (it was: a replay replaces the program, so the caller
     heard the cancelled prompt and the ``say`` waited behind the gather's timeout); the ``say``
     replaces whatever jambonz may still run of the gather, and completes."""
-    scopes: list[trio.CancelScope] = []
-    moved_on, said = trio.Event(), trio.Event()
-
-    async def app(call: Call) -> None:
-        async with open_conversation(call) as convo:
-            await convo.say("Hello")
-            with trio.CancelScope() as scope:
-                scopes.append(scope)
-                await convo.gather("Say something")
-            moved_on.set()
-            await convo.say("Moving on")
-            said.set()
-            await call.wait_closed()
-
+    app = _MovesOn(lambda convo: convo.say("Hello"))
     server = await serve(nursery, app)
     async with open_fake_call(server.connect_memory) as fc:
         await fc.start()
@@ -441,20 +471,10 @@ async def test_an_operation_cancelled_while_the_socket_is_down_is_not_sent_again
         await fc.verb_status("starting", id="jt-1", name="say")
         fc.cut(after_received=1, reconnect=False)  # the gather's redirect dies in flight
         await fc.verb_status("finished", id="jt-1", name="say")
-        await fc.wait_idle(1)
-        assert scopes and not fc.connected
-        scopes[0].cancel()  # e.g. the app's own deadline for an answer
-        with trio.fail_after(5):
-            await moved_on.wait()
-        await fc.reconnect()
-        await fc.wait_idle(5)
-        after = [c.command for c in fc.commands if c.connection == 2]
-        redirects = [c for c in after if isinstance(c, RedirectCommand)]
-        assert [[v.VERB for v in c.verbs] for c in redirects] == [["say"]]
-        assert not redirects[0].queue  # replaces the gather, had jambonz read it after all
+        await app.cancel_while_down(fc)
         await fc.verb_status("finished", id="jt-3", name="say")
         with trio.fail_after(1):
-            await said.wait()
+            await app.said.wait()
         await fc.hangup()
 
 
@@ -464,19 +484,7 @@ async def test_an_operation_cancelled_while_its_unconfirmed_ack_waits_is_not_sen
     """The same when the gather went out as the ack of the ``play``'s hook: that ack dies in
     flight (``AckUnconfirmed``), the app cancels the gather while the socket is down and moves
     on; after the reconnect only the ``say`` goes out."""
-    scopes: list[trio.CancelScope] = []
-    moved_on = trio.Event()
-
-    async def app(call: Call) -> None:
-        async with open_conversation(call) as convo:
-            await convo.play("https://example.com/hello.wav")
-            with trio.CancelScope() as scope:
-                scopes.append(scope)
-                await convo.gather("Say something")
-            moved_on.set()
-            await convo.say("Moving on")
-            await call.wait_closed()
-
+    app = _MovesOn(lambda convo: convo.play("https://example.com/hello.wav"))
     server = await serve(nursery, app)
     async with open_fake_call(server.connect_memory) as fc:
         await fc.start()
@@ -484,17 +492,7 @@ async def test_an_operation_cancelled_while_its_unconfirmed_ack_waits_is_not_sen
         fc.cut(after_received=1, reconnect=False)  # the ack carrying the gather dies in flight
         with pytest.raises(AckAbandoned):
             await fc.hook("/jt/play/1", {"reason": "playCompleted"})
-        await fc.wait_idle(1)
-        assert scopes and not fc.connected
-        scopes[0].cancel()
-        with trio.fail_after(5):
-            await moved_on.wait()
-        await fc.reconnect()
-        await fc.wait_idle(5)
-        after = [c.command for c in fc.commands if c.connection == 2]
-        redirects = [c for c in after if isinstance(c, RedirectCommand)]
-        assert [[v.VERB for v in c.verbs] for c in redirects] == [["say"]]
-        assert not redirects[0].queue
+        await app.cancel_while_down(fc)
         await fc.hangup()
 
 

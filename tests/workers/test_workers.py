@@ -34,6 +34,20 @@ async def served_by(port: int) -> int:
     return int(greeting.text.split()[1])
 
 
+async def supervised(nursery: trio.Nursery, n: int) -> tuple[Workers, trio.Event]:
+    """``serve_workers(n, TARGET, grace=0.2)`` started in ``nursery`` (every worker up, within
+    60 s); the event is set once it returns."""
+    done = trio.Event()
+
+    async def supervise(task_status: trio.TaskStatus[Workers]) -> None:
+        await serve_workers(n, TARGET, grace=0.2, task_status=task_status)
+        done.set()
+
+    with trio.fail_after(60):
+        workers: Workers = await nursery.start(supervise)
+    return workers, done
+
+
 async def test_reuse_port_lets_two_servers_share_a_port(nursery: trio.Nursery) -> None:
     first = await nursery.start(partial(serve_jambonz, whoami, port=0, reuse_port=True))
     second = await nursery.start(partial(serve_jambonz, whoami, port=first.port, reuse_port=True))
@@ -47,14 +61,8 @@ async def test_reuse_port_lets_two_servers_share_a_port(nursery: trio.Nursery) -
 async def test_two_workers_spread_restart_and_drain(nursery: trio.Nursery) -> None:
     """Both workers serve calls on one port; a killed worker is replaced; a drain closes the
     live calls with 1012 on every worker, the workers exit and the supervisor returns."""
-    done = trio.Event()
-
-    async def supervise(task_status: trio.TaskStatus[Workers]) -> None:
-        await serve_workers(2, TARGET, grace=0.2, task_status=task_status)
-        done.set()
-
+    workers, done = await supervised(nursery, 2)
     with trio.fail_after(60):
-        workers: Workers = await nursery.start(supervise)
         pids = {w.pid for w in workers.workers()}
         assert len(pids) == 2 and os.getpid() not in pids
         seen: set[int] = set()
@@ -105,14 +113,7 @@ async def test_a_worker_being_restarted_when_the_drain_starts_is_drained_not_kil
         return process, ready
 
     monkeypatch.setattr(workers_module, "_start", slow_start)
-    done = trio.Event()
-
-    async def supervise(task_status: trio.TaskStatus[Workers]) -> None:
-        await serve_workers(1, TARGET, grace=0.2, task_status=task_status)
-        done.set()
-
-    with trio.fail_after(60):
-        workers: Workers = await nursery.start(supervise)
+    workers, done = await supervised(nursery, 1)
     os.kill(workers.workers()[0].pid, signal.SIGKILL)
     with trio.fail_after(30):
         await spawning.wait()
