@@ -1,0 +1,279 @@
+"""Fresh-eyes review of the audio-stream side (rev-audio): each test shows one defect and fails
+until it is fixed."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.testing
+import trio_websocket
+
+from jambonz_trio import AudioRoute, AudioStream, BasicAuth, JambonzServer
+
+from .helpers import start_server
+
+
+class _Spy(trio.abc.Stream):
+    """The server's end of an in-memory connection, with hooks: ``after_receive(data)`` runs
+    (synchronously) when a read returns, ``after_send(data)`` (async) when a write has
+    returned from the transport."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.upgraded = False
+        self.after_receive: Callable[[bytes], None] | None = None
+        self.after_send: Callable[[bytes], trio.lowlevel.Task | None] | None = None
+        self.slow_send: Callable[[bytes], bool] | None = None
+        self.slow = trio.Event()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+        if bytes(data).startswith(b"HTTP/1.1 101"):
+            self.upgraded = True
+        if self.slow_send is not None and self.slow_send(bytes(data)):
+            await self.slow.wait()  # the write returns late (a busy loop, a TLS record, ...)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self.inner.receive_some(max_bytes)
+        if self.after_receive is not None:
+            self.after_receive(bytes(data))
+        return data
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@asynccontextmanager
+async def spied_client(
+    server: JambonzServer, path: str = "/audio", headers: list[tuple[bytes, bytes]] | None = None
+) -> AsyncIterator[tuple[trio_websocket.WebSocketConnection, _Spy]]:
+    client, server_side = trio.testing.memory_stream_pair()
+    spy = _Spy(server_side)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.handle_stream, spy)
+        ws = await trio_websocket.wrap_client_stream(
+            nursery,
+            client,  # type: ignore[arg-type]
+            "localhost",
+            path,
+            subprotocols=["audio.drachtio.org"],
+            extra_headers=headers or [],
+        )
+        try:
+            yield ws, spy
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def test_wait_stream_cancelled_as_its_stream_arrives_loses_the_stream(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """_hand_over's docstring: "a waiter found here is still waiting (it leaves only at a
+    checkpoint, after unlisting itself), so the stream cannot be lost". A waiter whose
+    deadline expired (or whose scope was cancelled) in the same scheduling turn is still
+    listed but already cancelled: the stream is delivered to it, wait_stream raises
+    Cancelled, and the stream belongs to nobody - the route's handler never runs, nobody
+    reads or closes it, and the listen goes on until jambonz ends it."""
+    handled: list[AudioStream] = []
+    taken: list[AudioStream] = []
+
+    async def handler(stream: AudioStream) -> None:
+        handled.append(stream)
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=handler)])
+    waiter_scope = trio.CancelScope()
+
+    async def waiter() -> None:
+        with waiter_scope:  # e.g. a move_on_after whose deadline is now
+            taken.append(await server.audio_streams.wait_stream("cs-1"))
+
+    nursery.start_soon(waiter)
+    await trio.sleep(0.1)
+
+    async with spied_client(server) as (ws, spy):
+
+        def cancel_the_waiter(data: bytes) -> None:
+            if spy.upgraded and data:  # the metadata frame has just been read
+                waiter_scope.cancel()
+
+        spy.after_receive = cancel_the_waiter
+        await ws.send_message(json.dumps({"callSid": "cs-1", "sampleRate": 8000}))
+        await trio.sleep(5)
+        still_open = ws.closed is None
+    assert waiter_scope.cancelled_caught and not taken
+    # either the handler got it, or it was closed: not left open with no owner
+    assert handled or not still_open, "the stream was handed to a cancelled waiter and lost"
+
+
+async def test_a_mark_answered_before_its_write_returns_stays_counted_as_pending(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """AudioStream.mark counts the mark as pending only after ``_send`` returns; the reader
+    task uncounts it when jambonz reports it, but only if the count is above zero. A mark whose
+    event is read before its own write has returned (the write yields once more after the bytes
+    left; with nothing buffered the media server reports a mark within one 20 ms frame) stays
+    counted: 30 marks are then refused at the 30th ("30 marks already pending") though jambonz
+    holds 29 and takes 30 (MAF lws_glue.cpp:43-50, :306)."""
+    errors: list[Exception] = []
+    played: list[object] = []
+    spies: list[_Spy] = []
+
+    async def app(stream: AudioStream) -> None:
+        spy = spies[0]
+
+        async def consume() -> None:
+            async for event in stream.events():
+                played.append(event)
+                spy.slow.set()  # the event was read: let the mark's write return
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(consume)
+            await stream.mark("m0")  # played out at once (nothing buffered)
+            spy.slow_send = None
+            try:
+                for i in range(1, 31):  # 30 marks that stay pending: jambonz keeps all 30
+                    await stream.mark(f"m{i}")
+            except Exception as exc:
+                errors.append(exc)
+            inner.cancel_scope.cancel()
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with spied_client(server) as (ws, spy):
+        spies.append(spy)
+        spy.slow_send = lambda data: b'"type":"mark"' in data
+        await ws.send_message(json.dumps({"callSid": "cs-1", "sampleRate": 8000}))
+        message = json.loads(await ws.get_message())
+        assert message == {"type": "mark", "data": {"name": "m0"}}
+        await ws.send_message(json.dumps({"type": "mark", "data": {"name": "m0", "event": "playout"}}))
+        with trio.move_on_after(10):
+            while True:
+                try:
+                    await ws.get_message()
+                except trio_websocket.ConnectionClosed:
+                    break  # the handler is done
+    assert len(played) == 1
+    assert errors == [], f"mark() refused with 29 marks pending at jambonz: {errors}"
+
+
+async def test_a_drain_closes_streams_as_the_server_not_the_app(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """AudioCloseInfo.by is ``server`` for a shutdown (its docstring); a server cancelled
+    while a stream is open says so, but ``drain`` closes the streams through
+    ``AudioStreams.close_all`` -> ``AudioStream.aclose``, which records ``by="app"``: the
+    app is told it closed a stream it never touched."""
+    streams: list[AudioStream] = []
+
+    async def app(stream: AudioStream) -> None:
+        streams.append(stream)
+        async for _ in stream:
+            pass
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with spied_client(server) as (ws, _spy):
+        await ws.send_message(json.dumps({"callSid": "cs-1", "sampleRate": 8000}))
+        await trio.sleep(0.1)
+        await server.drain(grace=1, code=1012)
+        with pytest.raises(trio_websocket.ConnectionClosed):
+            await ws.get_message()
+    info = streams[0].close_info
+    assert info is not None and info.code == 1001
+    assert info.by == "server", f"drain recorded {info}"
+
+
+async def test_a_stream_the_server_closed_for_a_big_frame_is_not_ended_by_jambonz(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A text frame over ``max_text_bytes``: the server's websocket closes with 1009, and
+    ``_on_closed`` records ``AudioCloseInfo(code=1009, by="jambonz")``, i.e. "jambonz closed
+    the socket: the listen ended" (AudioCloseInfo's docstring). The server closed it; the app
+    cannot tell a limit it hit from jambonz ending the verb."""
+    streams: list[AudioStream] = []
+
+    async def app(stream: AudioStream) -> None:
+        streams.append(stream)
+        async for _ in stream:
+            pass
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with spied_client(server) as (ws, _spy):
+        await ws.send_message(json.dumps({"callSid": "cs-1", "sampleRate": 8000}))
+        await ws.send_message("x" * 70_000)
+        with pytest.raises(trio_websocket.ConnectionClosed):
+            await ws.get_message()
+        assert ws.closed is not None and ws.closed.code == 1009
+    info = streams[0].close_info
+    assert info is not None and info.code == 1009
+    assert info.by != "jambonz", f"the server's own 1009 recorded as {info}"
+
+
+async def test_audio_log_lines_leave_the_query_string_out(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """docs/operations.md ("Per-call log context"): the path is logged without its query
+    string, "which may carry a token" (docs/security.md suggests a query token checked by an
+    authenticator, and the library's own ``jt_listen`` token is one). AudioStreams.serve logs
+    the whole request target in its "no metadata in time", "no handler takes it" and
+    "listen started on another cluster member" lines."""
+    secret = "s3cr3t-query-token"
+    server = await start_server(nursery, [AudioRoute(path="/audio")])  # no handler
+    with caplog.at_level(logging.INFO, "jambonz_trio"):
+        async with spied_client(server, f"/audio?key={secret}") as (ws, _spy):
+            with pytest.raises(trio_websocket.ConnectionClosed):
+                await ws.get_message()  # no metadata in time: closed 1008
+        async with spied_client(server, f"/audio?key={secret}") as (ws, _spy):
+            await ws.send_message(json.dumps({"callSid": "cs-1"}))
+            with pytest.raises(trio_websocket.ConnectionClosed):
+                await ws.get_message()  # no handler: closed 1008
+    assert "no handler" in caplog.text and "no metadata" in caplog.text
+    assert secret not in caplog.text
+
+
+def _basic(user: str, password: str) -> tuple[bytes, bytes]:
+    return (b"Authorization", b"Basic " + base64.b64encode(f"{user}:{password}".encode()))
+
+
+async def test_wait_stream_takes_a_stream_of_another_route_and_tenant(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """wait_stream matches on the metadata's ``callSid`` alone, whatever the route and
+    credentials the socket was admitted with. The sid is not evidence: the verb's
+    ``metadata`` overwrites it (docs/protocol.md §13.3, and _audio_listen.py's own reason
+    for the token). A socket admitted on tenant B's route, naming one of tenant A's calls,
+    is handed to the task waiting for A's call (and get() returns it too) - the call
+    socket equivalent (S-9) binds a reconnect to its route and credentials."""
+    taken: list[AudioStream] = []
+    b_handled: list[AudioStream] = []
+
+    async def b_handler(stream: AudioStream) -> None:
+        b_handled.append(stream)
+        await stream.wait_closed()
+
+    routes = [
+        AudioRoute(path="/a-audio", auth=BasicAuth(username="alice", password="pw-a")),
+        AudioRoute(path="/b-audio", handler=b_handler, auth=BasicAuth(username="bob", password="pw-b")),
+    ]
+    server = await start_server(nursery, routes)
+
+    async def a_waiter() -> None:  # tenant A's app waits for its call's stream
+        taken.append(await server.audio_streams.wait_stream("cs-of-a"))
+
+    nursery.start_soon(a_waiter)
+    await trio.sleep(0.1)
+    async with spied_client(server, "/b-audio", [_basic("bob", "pw-b")]) as (ws, _spy):
+        await ws.send_message(json.dumps({"callSid": "cs-of-a", "accountSid": "acct-b"}))
+        await trio.sleep(1)
+        shadowing = server.audio_streams.get("cs-of-a")
+    assert not taken or taken[0].identity.route == "/a-audio", (
+        f"tenant A's waiter got a stream admitted as {taken[0].identity}"
+    )
+    assert shadowing is None or shadowing.identity.route == "/a-audio"
