@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -13,9 +14,12 @@ import pytest
 import trio
 import trio.testing
 import trio_websocket
+from wsproto.events import BytesMessage
 
-from jambonz_trio import AudioRoute, AudioStream, BasicAuth, JambonzServer
+from jambonz_trio import AudioRoute, AudioStream, BasicAuth, JambonzServer, ServerConfig
+from jambonz_trio.audio import AudioConfig
 
+from ..engine.helpers import RawClient
 from .helpers import start_server
 
 
@@ -277,3 +281,44 @@ async def test_wait_stream_takes_a_stream_of_another_route_and_tenant(
         f"tenant A's waiter got a stream admitted as {taken[0].identity}"
     )
     assert shadowing is None or shadowing.identity.route == "/a-audio"
+
+
+async def test_tiny_frames_pin_many_times_the_audio_buffer_bound(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The inbound buffer counts payload bytes only (ChunkBuffer: "memory stays under
+    max_bytes + one frame"), but keeps one ``bytes`` object per frame (~35 bytes of header)
+    and a deque slot each. 2-byte frames (7 bytes on the wire each; audio sockets have no
+    inbound pacing) fill a 64 KiB bound with 32,768 objects: over 20 times the bound held by
+    one stream whose app does not read (e.g. a bot that only streams audio back). The
+    metadata picks the bound's scale: sampleRate 384000 stereo reaches max_buffered_bytes
+    (1 MiB: ~22 MB of 2-byte frames)."""
+    streams: list[AudioStream] = []
+
+    async def never_reads(stream: AudioStream) -> None:
+        streams.append(stream)
+        await stream.wait_closed()
+
+    bound = 64 * 1024
+    config = ServerConfig(audio=AudioConfig(max_buffered_bytes=bound))
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=never_reads)], config)
+    client = RawClient(await server.connect_memory())
+    await client.handshake("/audio", subprotocols=["audio.drachtio.org"])
+    await client.send_text(json.dumps({"callSid": "cs-1", "sampleRate": 384000, "mixType": "stereo"}))
+    await trio.sleep(0.1)
+    frames = b"".join(client.ws.send(BytesMessage(data=b"\x01\x00")) for _ in range(40_000))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(0, len(frames), 65536):
+            await client.stream.send_all(frames[i : i + 65536])
+        await trio.sleep(1)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    del frames
+    stats = streams[0].statistics()
+    assert stats.buffered_bytes <= bound
+    assert held < 4 * bound, (
+        f"{held} bytes held for {stats.buffered_bytes} buffered ({stats.buffered_frames} frames)"
+    )
