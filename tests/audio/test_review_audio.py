@@ -322,3 +322,36 @@ async def test_tiny_frames_pin_many_times_the_audio_buffer_bound(
     assert held < 4 * bound, (
         f"{held} bytes held for {stats.buffered_bytes} buffered ({stats.buffered_frames} frames)"
     )
+
+
+async def test_send_audio_measures_a_memoryview_in_bytes(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """send_audio takes ``bytes | bytearray | memoryview``, and check_pcm measures
+    ``len(audio)``: for a memoryview of 16-bit samples (``array('h')``, a numpy int16 buffer)
+    that is the number of *samples*. 161 samples (322 bytes, whole samples) are refused as
+    "161 bytes is not a whole number of 16-bit 1-channel sample frames"."""
+    from array import array
+
+    errors: list[Exception] = []
+    got: list[bytes] = []
+
+    async def app(stream: AudioStream) -> None:
+        try:
+            await stream.send_audio(memoryview(array("h", [1] * 161)))
+        except Exception as exc:
+            errors.append(exc)
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with spied_client(server) as (ws, _spy):
+        await ws.send_message(json.dumps({"callSid": "cs-1", "sampleRate": 8000}))
+        with trio.move_on_after(5):
+            while True:
+                try:
+                    message = await ws.get_message()
+                except trio_websocket.ConnectionClosed:
+                    break
+                if isinstance(message, bytes):
+                    got.append(message)
+    assert errors == [], errors
+    assert got == [array("h", [1] * 161).tobytes()]
