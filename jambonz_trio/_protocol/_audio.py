@@ -460,12 +460,16 @@ def render_mark(name: str) -> str:
 def check_pcm(audio: bytes | bytearray | memoryview, channels: int = 1) -> None:
     """Refuse L16 audio that is not made of whole sample frames.
 
+    The length is measured in bytes: a ``memoryview`` of 16-bit samples (``array('h')``, a
+    numpy ``int16`` buffer) has ``len()`` in samples, so its ``nbytes`` is used.
+
     Raises:
         LocalProtocolError: the length is not a multiple of ``2 * channels``.
     """
-    if len(audio) % (2 * channels):
+    size = audio.nbytes if isinstance(audio, memoryview) else len(audio)
+    if size % (2 * channels):
         raise LocalProtocolError(
-            f"{len(audio)} bytes is not a whole number of 16-bit {channels}-channel sample frames"
+            f"{size} bytes is not a whole number of 16-bit {channels}-channel sample frames"
         )
 
 
