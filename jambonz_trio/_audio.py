@@ -394,8 +394,17 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
         text = render_mark(name)
         if self._marks_pending >= MAX_MARKS:
             raise LocalProtocolError(f"{MAX_MARKS} marks already pending: jambonz would drop this one")
-        await self._send(text)
+        # Counted before the write: jambonz may report the mark before our write returns (the
+        # reader uncounts it then), and a second task must not pass the check meanwhile.
         self._marks_pending += 1
+        try:
+            await self._send(text)
+        except BaseException:
+            # _send raises before writing (the stream was over, or cancelled at its checkpoint)
+            # or because the write failed, which ends the stream: either way jambonz holds no
+            # mark of ours that this count should keep
+            self._marks_pending = max(0, self._marks_pending - 1)
+            raise
 
     async def clear_marks(self) -> None:
         """Forget every pending mark (``clearMarks``; jambonz sends no events for them).
