@@ -21,6 +21,7 @@ the stream's own nursery.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections import deque
@@ -79,7 +80,12 @@ _VALID_CLOSE_CODES = frozenset({1000, 1001, 1008, 1011})
 @attrs.frozen(kw_only=True)
 class AudioCloseInfo:
     """How an audio stream ended: ``by`` is ``jambonz`` (it closed the socket: the listen
-    ended), ``app``, ``lost`` (no closing handshake) or ``server`` (shutdown)."""
+    ended), ``app`` (:meth:`AudioStream.aclose`, a handler that returned or raised), ``lost``
+    (no closing handshake: the connection dropped, a Pong or a write overdue) or ``server``
+    (the server closed it: shutdown or :meth:`JambonzServer.drain
+    <jambonz_trio.JambonzServer.drain>`, or a limit it enforces, e.g. a frame over its size
+    limit (1009), a flood of Pings (1008), a malformed frame). As for calls
+    (:class:`~jambonz_trio.CloseInfo`), ``server`` is the library's doing, not the app's."""
 
     code: int | None
     reason: str
@@ -571,6 +577,10 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
             self._log.warning("closing the audio socket with 1009: %s", reason.reason)
         if code == 1006 or code is None:
             info = AudioCloseInfo(code=1006, reason="connection lost", by="lost")
+        elif self._ws.close_unanswered:
+            # our websocket closed itself (a frame over its limit, a ping flood, a bad frame):
+            # the server's doing, not jambonz's (the peer's Close would have replaced ours)
+            info = AudioCloseInfo(code=code, reason=reason.reason or "closed by the server", by="server")
         else:
             info = AudioCloseInfo(code=code, reason=reason.reason or "closed by jambonz", by="jambonz")
         self._finish(info)
@@ -725,7 +735,7 @@ class AudioStreams(metaclass=NoPublicConstructor):
         """Close every open stream (bounded by each stream's ``close_timeout``)."""
         async with trio.open_nursery() as nursery:
             for audio in list(self._live):
-                nursery.start_soon(audio.aclose, code, reason)
+                nursery.start_soon(functools.partial(audio._close, code, reason, by="server"))
 
 
 async def _run_handler(audio: AudioStream, handler: AudioHandler) -> None:
