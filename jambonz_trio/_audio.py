@@ -34,7 +34,7 @@ import trio
 from ._config import AudioConfig
 from ._connection import CloseReason, ConnectionClosed
 from ._errors import AudioStreamClosed, LocalProtocolError
-from ._log import CallLog, get_logger, safe
+from ._log import CallLog, get_logger, path_of, safe
 from ._protocol._audio import (
     MAX_MARKS,
     PLAY_AUDIO_SAMPLE_RATES,
@@ -665,6 +665,7 @@ class AudioStreams(metaclass=NoPublicConstructor):
         config: AudioConfig,
     ) -> None:
         """Serve one admitted audio socket until it closes (the server's connection task)."""
+        where = path_of(path)  # for log lines: the query may carry a token
         first: str | bytes | None = None
         with trio.move_on_after(config.first_message_timeout):
             try:
@@ -672,7 +673,7 @@ class AudioStreams(metaclass=NoPublicConstructor):
             except ConnectionClosed:
                 return
         if first is None:
-            log.info("audio socket on %s sent no metadata in time; closing", path)
+            log.info("audio socket on %s sent no metadata in time; closing", where)
             with trio.move_on_after(config.close_timeout):
                 await ws.close(1008, "expected the metadata frame")
             return
@@ -698,7 +699,7 @@ class AudioStreams(metaclass=NoPublicConstructor):
             reason = "no handler for this audio stream"
             owner = await _route_listen(audio)
             if owner is None:
-                log.info("audio stream for call %s on %s: no handler takes it; closing", audio.call_sid, path)
+                log.info("audio stream for call %s on %s: no handler takes it; closing", audio.call_sid, where)
             else:
                 reason = "listen started on another cluster member"
                 log.warning(
@@ -708,7 +709,7 @@ class AudioStreams(metaclass=NoPublicConstructor):
                     'uses listen with one worker per address: see docs/deploying.md, "Audio '
                     'sockets and workers"',
                     audio.call_sid,
-                    path,
+                    where,
                     owner,
                 )
             with trio.move_on_after(config.close_timeout):

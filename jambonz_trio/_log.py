@@ -37,6 +37,7 @@ __all__ = [
     "SafeArgs",
     "current_call",
     "get_logger",
+    "path_of",
     "safe",
 ]
 
@@ -67,6 +68,12 @@ def safe(value: object, limit: int = MAX_VALUE_CHARS) -> str:
         text = text[:limit]
     text = _UNSAFE.sub(_escape, text)
     return f"{text}...[{cut} more chars]" if cut > 0 else text
+
+
+def path_of(target: str) -> str:
+    """The path of a request target, for a log line: its query string (which may carry a
+    token: a ``jt_listen`` token, an authenticator's) and fragment left out."""
+    return target.partition("?")[0].partition("#")[0]
 
 
 class _Safe:
@@ -202,7 +209,7 @@ class CallLog:
             fields = self._fields = {
                 "call_sid": None if self.sid is None else safe(self.sid),
                 "account_sid": safe(account) if isinstance(account, str) else None,
-                "path": None if path is None else safe(path.partition("?")[0]),
+                "path": None if path is None else safe(path_of(path)),
             }
         return fields
 

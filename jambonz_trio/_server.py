@@ -46,7 +46,7 @@ from ._connection import Connection, ConnectionClosed
 from ._engine import CallEngine, Handler, Link
 from ._errors import RemoteProtocolError
 from ._listen import open_listeners
-from ._log import current_call, get_logger
+from ._log import current_call, get_logger, path_of
 from ._membership import OWNER_FIELDS, CallRouter, CallWatcher, Reconnect, Relayed, ServeHere, ServerMember
 from ._observe import Observer, Observers
 from ._pacing import TokenBucket
@@ -397,7 +397,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
                 frame = await ws.receive()
             except ConnectionClosed as exc:
                 if exc.reason.code in (1008, 1009) and ws.close_unanswered:
-                    log.warning("first message on %s refused: %s", admitted.path, exc.reason.reason)
+                    log.warning("first message on %s refused: %s", path_of(admitted.path), exc.reason.reason)
                 return None
             try:
                 if not isinstance(frame, str):
@@ -408,10 +408,10 @@ class JambonzServer(metaclass=NoPublicConstructor):
                     first_text = frame
                 del frame  # this task lives as long as the call: no reference of its own
             except TooComplex as exc:
-                log.warning("first message on %s refused: %s", admitted.path, exc)
+                log.warning("first message on %s refused: %s", path_of(admitted.path), exc)
                 refusal = (1009, "message too big")
             except RemoteProtocolError as exc:
-                log.warning("first message on %s is invalid (%s); closing", admitted.path, exc)
+                log.warning("first message on %s is invalid (%s); closing", path_of(admitted.path), exc)
         if first is None:
             with trio.move_on_after(self.config.call.close_timeout):
                 await ws.close(*refusal)

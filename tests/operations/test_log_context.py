@@ -183,3 +183,22 @@ async def test_a_conversations_and_an_audio_streams_own_records_carry_the_calls_
     async with open_fake_audio_stream(audio.connect_memory, listen(), call=call) as fake:
         await fake.wait_closed()
     assert seen["audio"] == {"call_sid": "CA-3", "account_sid": "AC-8", "path": "/audio"}
+
+
+async def test_first_message_lines_leave_the_query_string_out(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    """docs/operations.md: paths are logged without their query string, which may carry a
+    token; the server's "first message ... is invalid" line logged the whole request target."""
+    caplog.set_level(logging.INFO)
+
+    async def app(call: Call) -> None:
+        raise AssertionError("no call from an invalid first message")
+
+    server = await serve(Route(path="/ivr", handler=app))
+    with trio.fail_after(10):
+        async with raw_client(server, "/ivr?token=t0ken-s3cret") as client:
+            await client.send_text("not json")
+            await client.receive()
+    assert any("first message on /ivr is invalid" in r.getMessage() for r in library(caplog))
+    assert "s3cret" not in caplog.text
