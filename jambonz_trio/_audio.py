@@ -36,6 +36,7 @@ from ._connection import CloseReason, ConnectionClosed
 from ._errors import AudioStreamClosed, LocalProtocolError
 from ._log import CallLog, get_logger, path_of, safe
 from ._protocol._audio import (
+    CHUNK_OVERHEAD,
     MAX_MARKS,
     PLAY_AUDIO_SAMPLE_RATES,
     AudioEvent,
@@ -196,7 +197,7 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
         self.id = next(self._ids)
         self._ws = ws
         self._stream = stream
-        self._audio = ChunkBuffer(config.buffer_bytes(metadata.bytes_per_second))
+        self._audio = ChunkBuffer(config.buffer_bytes(metadata.bytes_per_second), min_charge=CHUNK_OVERHEAD)
         self._audio_waiters = trio.lowlevel.ParkingLot()
         self._events: deque[AudioEvent] = deque()
         self._event_waiters = trio.lowlevel.ParkingLot()

@@ -164,7 +164,10 @@ class AudioConfig:
         buffer_seconds: audio kept for a consumer that reads slower than real time, in
             seconds of the stream's own format; beyond it the oldest chunks are dropped (and
             counted). Capped by ``max_buffered_bytes``.
-        max_buffered_bytes: hard cap of that buffer, whatever the sample rate.
+        max_buffered_bytes: hard cap of that buffer, whatever the sample rate. A chunk
+            counts as at least 64 bytes (what a small one costs in memory beyond its
+            payload), so tiny frames cannot make the buffer hold more than about twice its
+            bound; jambonz's frames (20 ms, 320 bytes and up) count as their payload.
         event_queue_size: ``playDone`` / ``mark`` / DTMF events kept for the app; beyond it
             the oldest are dropped (and counted).
         first_message_timeout: how long an accepted audio socket may stay silent before its

@@ -535,22 +535,50 @@ def resolve_listen_url(
 
 # -- the inbound audio buffer ---------------------------------------------------------------
 
+#: What one buffered chunk costs beyond its payload, rounded up. On 64-bit CPython a ``bytes``
+#: object has 33 bytes of its own (``sys.getsizeof(b"")``: reference count, type, length,
+#: cached hash, the trailing NUL) and its deque slot is an 8-byte pointer (in blocks of 64):
+#: 41 bytes more than the payload, which the allocator rounds up to a multiple of 16 (so up to
+#: 56). A 2-byte frame costs about 25 times its payload; a frame of this size or more costs
+#: at most twice its payload. (``tests/protocol/test_audio.py`` checks the measure.)
+CHUNK_OVERHEAD: Final = 64
+
 
 class ChunkBuffer:
     """Audio chunks waiting for a consumer, bounded in bytes; the oldest go first when full.
 
-    The newest chunk is always kept, even if it alone is over ``max_bytes`` (the websocket's
-    frame limit bounds it), so memory stays under ``max_bytes`` + one frame.
+    Each chunk is charged ``max(len(chunk), min_charge)`` against ``max_bytes``. With
+    ``min_charge=CHUNK_OVERHEAD`` (what an audio stream uses) the bound holds in real memory
+    within a factor of two, whatever the frame sizes (a chunk costs at most twice its charge),
+    while frames of :data:`CHUNK_OVERHEAD` bytes or more, such as every frame jambonz sends
+    (20 ms: 320 bytes and up), are charged their payload exactly; with ``min_charge=0`` the
+    bound counts payload bytes only. The newest chunk is always kept, even if it alone is over
+    ``max_bytes`` (the websocket's frame limit bounds it), so memory stays under that bound
+    plus one frame.
+
+    ``nbytes`` is the payload buffered (at most ``max_bytes`` plus that newest frame).
     """
 
-    __slots__ = ("_chunks", "dropped_bytes", "dropped_chunks", "max_bytes", "nbytes")
+    __slots__ = (
+        "_charged",
+        "_chunks",
+        "dropped_bytes",
+        "dropped_chunks",
+        "max_bytes",
+        "min_charge",
+        "nbytes",
+    )
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, *, min_charge: int = 0) -> None:
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
+        if min_charge < 0:
+            raise ValueError("min_charge must not be negative")
         self.max_bytes = max_bytes
+        self.min_charge = min_charge
         self._chunks: deque[bytes] = deque()
         self.nbytes = 0
+        self._charged = 0
         self.dropped_chunks = 0
         self.dropped_bytes = 0
 
@@ -561,13 +589,17 @@ class ChunkBuffer:
         """Append ``chunk``; drop the oldest chunks while over the bound. Returns how many were
         dropped (counted in ``dropped_chunks`` / ``dropped_bytes`` too)."""
         chunks = self._chunks
+        floor = self.min_charge
         chunks.append(chunk)
-        self.nbytes += len(chunk)
+        size = len(chunk)
+        self.nbytes += size
+        self._charged += max(size, floor)
         dropped = 0
-        while self.nbytes > self.max_bytes and len(chunks) > 1:
-            old = chunks.popleft()
-            self.nbytes -= len(old)
-            self.dropped_bytes += len(old)
+        while self._charged > self.max_bytes and len(chunks) > 1:
+            old = len(chunks.popleft())
+            self.nbytes -= old
+            self._charged -= max(old, floor)
+            self.dropped_bytes += old
             dropped += 1
         self.dropped_chunks += dropped
         return dropped
@@ -578,9 +610,10 @@ class ChunkBuffer:
             return None
         chunk = self._chunks.popleft()
         self.nbytes -= len(chunk)
+        self._charged -= max(len(chunk), self.min_charge)
         return chunk
 
     def clear(self) -> None:
         """Forget every chunk (not counted as dropped)."""
         self._chunks.clear()
-        self.nbytes = 0
+        self.nbytes = self._charged = 0

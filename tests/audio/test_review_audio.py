@@ -319,7 +319,7 @@ async def test_tiny_frames_pin_many_times_the_audio_buffer_bound(
     del frames
     stats = streams[0].statistics()
     assert stats.buffered_bytes <= bound
-    assert held < 4 * bound, (
+    assert held < 2 * bound, (
         f"{held} bytes held for {stats.buffered_bytes} buffered ({stats.buffered_frames} frames)"
     )
 

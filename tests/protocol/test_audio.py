@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from jambonz_trio._errors import LocalProtocolError, RemoteProtocolError
 from jambonz_trio._protocol._audio import (
+    CHUNK_OVERHEAD,
     KNOWN_METADATA_KEYS,
     LISTEN_TOKEN_PARAM,
     MAX_METADATA_BYTES,
@@ -382,6 +384,39 @@ def test_buffer_keeps_the_newest_and_counts_the_rest(ops: list[bytes | None], bo
         assert buf.nbytes == sum(map(len, model)) and len(buf) == len(model)
         assert buf.nbytes <= bound or len(buf) == 1  # never more than the bound plus one chunk
     assert pushed == popped + buf.dropped_bytes + buf.nbytes
+
+
+@given(
+    st.lists(st.one_of(st.binary(min_size=1, max_size=700), st.none()), max_size=200), st.integers(1, 2000)
+)
+def test_buffer_charges_small_chunks_their_overhead(ops: list[bytes | None], bound: int) -> None:
+    """With ``min_charge``, a chunk counts as ``max(len, min_charge)`` against the bound (real
+    memory within twice the bound, whatever the chunk sizes); the payload still never exceeds
+    it, and chunks of at least ``min_charge`` bytes are charged exactly their payload."""
+    buf = ChunkBuffer(bound, min_charge=CHUNK_OVERHEAD)
+    model: list[bytes] = []
+
+    def charge(chunks: list[bytes]) -> int:
+        return sum(max(len(c), CHUNK_OVERHEAD) for c in chunks)
+
+    for op in ops:
+        if op is None:
+            assert buf.pop() == (model.pop(0) if model else None)
+        else:
+            buf.push(op)
+            model.append(op)
+            while charge(model) > bound and len(model) > 1:
+                model.pop(0)
+        assert buf.nbytes == sum(map(len, model)) and len(buf) == len(model)
+        assert charge(model) <= bound or len(buf) == 1
+        assert buf.nbytes <= bound or len(buf) == 1
+
+
+def test_chunk_overhead_covers_what_a_chunk_costs_beyond_its_payload() -> None:
+    """CHUNK_OVERHEAD's measure: a ``bytes`` object's own size plus its deque slot (8 bytes),
+    rounded up to the allocator's 16 bytes, is within it."""
+    own = sys.getsizeof(b"")
+    assert (own + 8 + 15) // 16 * 16 <= CHUNK_OVERHEAD
 
 
 def test_buffer_rejects_a_zero_bound() -> None:
