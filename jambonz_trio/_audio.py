@@ -200,6 +200,8 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
         self._audio = ChunkBuffer(config.buffer_bytes(metadata.bytes_per_second), min_charge=CHUNK_OVERHEAD)
         self._audio_waiters = trio.lowlevel.ParkingLot()
         self._events: deque[AudioEvent] = deque()
+        self._event_sizes: deque[int] = deque()  # each queued event's frame length
+        self._event_bytes = 0
         self._event_waiters = trio.lowlevel.ParkingLot()
         self._ended = trio.Event()  # no more frames will arrive
         self._close_done: trio.Event | None = None
@@ -282,6 +284,7 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
         while True:
             if self._events:
                 event = self._events.popleft()
+                self._event_bytes -= self._event_sizes.popleft()
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return event
             if self._ended.is_set():
@@ -518,13 +521,24 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
         self._events_in += 1
         if isinstance(event, MarkEvent) and self._marks_pending:
             self._marks_pending -= 1
-        if len(self._events) >= self.config.event_queue_size:
-            self._events.popleft()
+        events, sizes, config = self._events, self._event_sizes, self.config
+        size = len(frame)
+        dropped = self._events_dropped
+        # bounded in count and in bytes (a peer's big unknown messages): the oldest go first,
+        # the newest is always kept (its frame is within max_text_bytes)
+        while events and (
+            len(events) >= config.event_queue_size or self._event_bytes + size > config.max_event_bytes
+        ):
+            events.popleft()
+            self._event_bytes -= sizes.popleft()
             self._events_dropped += 1
+        if self._events_dropped != dropped:
             self._log.throttled(
                 "events dropped", logging.WARNING, "audio event queue full; %d dropped", self._events_dropped
             )
-        self._events.append(event)
+        events.append(event)
+        sizes.append(size)
+        self._event_bytes += size
         self._event_waiters.unpark_all()
 
     async def _read(self) -> None:

@@ -170,6 +170,10 @@ class AudioConfig:
             bound; jambonz's frames (20 ms, 320 bytes and up) count as their payload.
         event_queue_size: ``playDone`` / ``mark`` / DTMF events kept for the app; beyond it
             the oldest are dropped (and counted).
+        max_event_bytes: bound on the size of those events together, counted as the length of
+            their text frames; beyond it the oldest are dropped (and counted) too. jambonz's
+            events are about 100 bytes each, so only a peer sending big unknown messages
+            reaches it (without it, 256 frames of up to ``max_text_bytes``: 16 MiB).
         first_message_timeout: how long an accepted audio socket may stay silent before its
             metadata frame (jambonz sends it at once).
         send_timeout: bound on every write; a peer that stops reading is cut off after it.
@@ -186,6 +190,7 @@ class AudioConfig:
     buffer_seconds: float = 2.0
     max_buffered_bytes: int = 1024 * 1024
     event_queue_size: int = 256
+    max_event_bytes: int = 256 * 1024
     first_message_timeout: float = 10.0
     send_timeout: float = 10.0
     ping_interval: float = 20.0
@@ -193,7 +198,12 @@ class AudioConfig:
     close_timeout: float = 3.0
 
     def __attrs_post_init__(self) -> None:
-        if self.buffer_seconds <= 0 or self.max_buffered_bytes <= 0 or self.event_queue_size <= 0:
+        if (
+            self.buffer_seconds <= 0
+            or self.max_buffered_bytes <= 0
+            or self.event_queue_size <= 0
+            or self.max_event_bytes <= 0
+        ):
             raise ValueError("audio buffers must be positive")
         if not (self.ping_interval > 0 and self.ping_timeout > 0):
             raise ValueError("ping_interval and ping_timeout must be positive")

@@ -150,6 +150,35 @@ async def test_events_dtmf_play_done_and_marks(
     ]
 
 
+async def test_the_event_queue_is_bounded_in_bytes_too(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Events nobody reads are bounded by ``max_event_bytes`` as well as by count: 20 unknown
+    messages of 60,000 characters (each within ``max_text_bytes``) keep only the newest four
+    within 256 KiB (the count bound, 256, held all 20: 1.2 MB of text, 16 MiB at worst); the
+    others are dropped oldest first and counted."""
+    streams: list[AudioStream] = []
+    read: list[object] = []
+    go = trio.Event()
+
+    async def app(stream: AudioStream) -> None:
+        streams.append(stream)
+        await go.wait()
+        async for event in stream.events():
+            read.append(event)
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with raw_client(server, metadata={"callSid": "cs-1", "sampleRate": 8000}) as ws:
+        for i in range(20):
+            await ws.send_message(json.dumps({"type": "big", "i": i, "pad": "x" * 60_000}))
+        await trio.sleep(1)
+        stats = streams[0].statistics()
+        assert (stats.events_in, stats.events_dropped) == (20, 16)
+        go.set()
+        await trio.sleep(1)
+    assert [event.raw["i"] for event in read] == [16, 17, 18, 19]  # type: ignore[attr-defined]
+
+
 async def test_marks_play_out_or_are_cleared(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
