@@ -212,6 +212,10 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
         self._play_ids = itertools.count(1)
         self._pinger = Keepalive(b"ja")
         self._keepalive_scope = trio.CancelScope()  # cancelled when the stream ends
+        # AudioStreams.serve: starts what a stream nobody takes gets (the route's handler, or
+        # a close), for a stream whose waiter was cancelled before it returned it
+        self._fallback: Callable[[], None] | None = None
+        self._given_back = False  # given back before serve could start the fallback
         self._log = CallLog(
             log, metadata.call_sid, trio.current_time, account_sid=metadata.call.account_sid, path=path
         )
@@ -629,13 +633,24 @@ class AudioStreams(metaclass=NoPublicConstructor):
     async def wait_stream(self, call_sid: str) -> AudioStream:
         """Wait for the next stream of this call and take it: it is handed here instead of
         to its route's handler (a stream started by :meth:`Call.listen` still goes to that
-        call's handler). The caller owns the timeout; the caller owns the stream (close it,
-        or read it until it ends)."""
+        call's handler; several tasks waiting for one call take its streams in turn).
+
+        The caller owns the timeout. Once this returns, the caller owns the stream (close
+        it, or read it until it ends). If it is cancelled before it returns, even after a
+        stream was handed to it, it takes nothing: the stream goes on as if this task had
+        not waited (to the next task waiting for the call, else to the route's handler, or
+        it is closed with 1008 when the route has none)."""
         claim = _Claim()
         waiters = self._waiters.setdefault(call_sid, [])
         waiters.append(claim)
         try:
             await claim.done.wait()
+        except BaseException:
+            # handed a stream in the same scheduling turn as its cancellation (a deadline, a
+            # cancelled scope): this task will never return it, so it goes on without us
+            if claim.stream is not None:
+                self._give_back(claim.stream)
+            raise
         finally:
             if claim in waiters:
                 waiters.remove(claim)
@@ -649,25 +664,43 @@ class AudioStreams(metaclass=NoPublicConstructor):
 
     def _hand_over(self, stream: AudioStream) -> bool:
         """Give a new stream to the listen its token names, else to a waiter for its call;
-        ``False`` if nobody waits. Synchronous: a waiter found here is still waiting (it
-        leaves only at a checkpoint, after unlisting itself), so the stream cannot be lost."""
-        claim: _Claim | None = None
+        ``False`` if nobody waits. Synchronous, so a waiter found here is still listed; but
+        it may be cancelled in this same scheduling turn and never return the stream: its
+        owner then gives the stream back (:meth:`_give_back`), and so no stream is lost."""
         token = listen_token(stream.path)
         if token is not None:
             claim = _LISTENS.pop(token, None)
-            if claim is None:
-                log.info("audio stream for call %s names a listen nobody waits for", stream.call_sid)
+            if claim is not None:
+                stream.bidirectional = claim.listen
+                claim.deliver(stream)
+                return True
+            log.info("audio stream for call %s names a listen nobody waits for", stream.call_sid)
+        return self._to_waiter(stream)
+
+    def _to_waiter(self, stream: AudioStream) -> bool:
+        """Give ``stream`` to the first task waiting for its call (:meth:`wait_stream`)."""
         sid = stream.call_sid
-        waiters = self._waiters.get(sid) if claim is None and sid is not None else None
-        if waiters:
-            claim = waiters.pop(0)
-            if not waiters:
-                self._waiters.pop(sid or "", None)
-        if claim is None:
+        waiters = self._waiters.get(sid) if sid is not None else None
+        if not waiters:
             return False
-        stream.bidirectional = claim.listen
+        claim = waiters.pop(0)
+        if not waiters:
+            del self._waiters[sid]  # type: ignore[arg-type]
         claim.deliver(stream)
         return True
+
+    def _give_back(self, stream: AudioStream) -> None:
+        """A waiter was handed ``stream`` but cancelled before it returned it: the stream goes
+        on as if that waiter had not existed (the next waiter, else the route's handler or a
+        close, started by :meth:`serve` in the stream's nursery). Synchronous."""
+        if self._to_waiter(stream):
+            return
+        start = stream._fallback
+        if start is not None:
+            stream._fallback = None
+            start()
+        else:
+            stream._given_back = True  # (serve starts the fallback once its nursery is open)
 
     async def serve(
         self,
@@ -711,31 +744,24 @@ class AudioStreams(metaclass=NoPublicConstructor):
         claimed = self._hand_over(audio)
         if not claimed and handler is None:
             del self._live[audio]
-            reason = "no handler for this audio stream"
-            owner = await _route_listen(audio)
-            if owner is None:
-                log.info("audio stream for call %s on %s: no handler takes it; closing", audio.call_sid, where)
-            else:
-                reason = "listen started on another cluster member"
-                log.warning(
-                    "audio stream for call %s on %s: its listen was started by cluster member %s, "
-                    "not this one: audio sockets are not relayed between members, so the listen "
-                    "fails (ListenMisrouted). With several workers on one address, run an app that "
-                    'uses listen with one worker per address: see docs/deploying.md, "Audio '
-                    'sockets and workers"',
-                    audio.call_sid,
-                    where,
-                    owner,
-                )
+            reason = await _nobody_takes(audio, where)
             with trio.move_on_after(config.close_timeout):
                 await ws.close(1008, reason)
             return
         ws.on_pong = audio._pinger.pong
         try:
             async with trio.open_nursery() as nursery:
+
+                def fallback() -> None:  # for a stream whose waiter is cancelled (_give_back)
+                    nursery.start_soon(_unclaimed, audio, handler, where)
+
                 if not claimed:
                     assert handler is not None
                     nursery.start_soon(_run_handler, audio, handler)
+                elif audio._given_back:
+                    fallback()
+                else:
+                    audio._fallback = fallback
                 nursery.start_soon(audio._keepalive)  # ends with the stream
                 try:
                     await audio._read()
@@ -745,6 +771,7 @@ class AudioStreams(metaclass=NoPublicConstructor):
                         await audio._close(1001, "server shutting down", by="server")
                     raise
         finally:
+            audio._fallback = None  # (the nursery is gone; a stream given back now is over)
             del self._live[audio]
 
     async def close_all(self, code: int = 1001, reason: str = "server shutting down") -> None:
@@ -774,6 +801,37 @@ async def _run_handler(audio: AudioStream, handler: AudioHandler) -> None:
         code, reason = 1000, "handler finished"
     with trio.CancelScope(shield=True):
         await audio.aclose(code, reason)
+
+
+async def _unclaimed(audio: AudioStream, handler: AudioHandler | None, where: str) -> None:
+    """What a stream nobody takes gets, for one given back by a cancelled waiter: the route's
+    handler, else a 1008 close."""
+    if handler is not None:
+        await _run_handler(audio, handler)
+        return
+    reason = await _nobody_takes(audio, where)
+    with trio.CancelScope(shield=True):
+        await audio._close(1008, reason, by="server")
+
+
+async def _nobody_takes(audio: AudioStream, where: str) -> str:
+    """Log that no handler takes ``audio`` (telling the cluster member that started its
+    listen, if another did); returns the close reason."""
+    owner = await _route_listen(audio)
+    if owner is None:
+        log.info("audio stream for call %s on %s: no handler takes it; closing", audio.call_sid, where)
+        return "no handler for this audio stream"
+    log.warning(
+        "audio stream for call %s on %s: its listen was started by cluster member %s, "
+        "not this one: audio sockets are not relayed between members, so the listen "
+        "fails (ListenMisrouted). With several workers on one address, run an app that "
+        'uses listen with one worker per address: see docs/deploying.md, "Audio '
+        'sockets and workers"',
+        audio.call_sid,
+        where,
+        owner,
+    )
+    return "listen started on another cluster member"
 
 
 async def _route_listen(stream: AudioStream) -> str | None:

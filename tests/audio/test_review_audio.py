@@ -118,6 +118,51 @@ async def test_wait_stream_cancelled_as_its_stream_arrives_loses_the_stream(
     assert handled or not still_open, "the stream was handed to a cancelled waiter and lost"
 
 
+@pytest.mark.parametrize("second_waiter", [True, False])
+async def test_a_stream_given_back_by_a_cancelled_waiter_goes_to_the_next_one(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, second_waiter: bool
+) -> None:
+    """The first of two waiters is cancelled in the scheduling turn its stream is handed to
+    it: the second takes the stream; with no second waiter and no route handler, the stream
+    is closed (1008, by the server), never left open with no owner."""
+    taken: list[AudioStream] = []
+    first_scope = trio.CancelScope()
+
+    async def first() -> None:
+        with first_scope:
+            taken.append(await server.audio_streams.wait_stream("cs-1"))
+
+    async def second() -> None:
+        stream = await server.audio_streams.wait_stream("cs-1")
+        taken.append(stream)
+        await stream.aclose()
+
+    server = await start_server(nursery, [AudioRoute(path="/audio")])
+    nursery.start_soon(first)
+    await trio.sleep(0.1)
+    if second_waiter:
+        nursery.start_soon(second)
+        await trio.sleep(0.1)
+    async with spied_client(server) as (ws, spy):
+
+        def cancel_the_first(data: bytes) -> None:
+            if spy.upgraded and data:
+                first_scope.cancel()
+
+        spy.after_receive = cancel_the_first
+        await ws.send_message(json.dumps({"callSid": "cs-1", "sampleRate": 8000}))
+        with trio.move_on_after(5):
+            with pytest.raises(trio_websocket.ConnectionClosed):
+                await ws.get_message()
+        closed = ws.closed
+    assert first_scope.cancelled_caught
+    assert closed is not None, "the stream was left open with no owner"
+    if second_waiter:
+        assert len(taken) == 1 and closed.code == 1000  # the second waiter took it and closed it
+    else:
+        assert taken == [] and closed.code == 1008
+
+
 async def test_a_mark_answered_before_its_write_returns_stays_counted_as_pending(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
