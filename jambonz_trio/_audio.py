@@ -25,7 +25,7 @@ import functools
 import itertools
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Literal
 
 import attrs
@@ -60,6 +60,7 @@ from ._websocket import Keepalive, ServerWebSocket
 
 if TYPE_CHECKING:
     from ._admission import Identity
+    from ._call import Call
     from ._membership import ListenRouter
 
 __all__ = [
@@ -116,14 +117,16 @@ class AudioStreamStatistics:
 
 
 class _Claim:
-    """A task waiting for one audio stream (by listen token or by call sid)."""
+    """A task waiting for one audio stream (by listen token or by call sid; ``identity``: the
+    admission a stream must match, see :meth:`AudioStreams.wait_stream`)."""
 
-    __slots__ = ("done", "listen", "misrouted", "stream")
+    __slots__ = ("done", "identity", "listen", "misrouted", "stream")
 
-    def __init__(self, listen: BidirectionalAudio | None = None) -> None:
+    def __init__(self, listen: BidirectionalAudio | None = None, identity: Identity | None = None) -> None:
         self.done = trio.Event()
         self.stream: AudioStream | None = None
         self.listen = listen
+        self.identity = identity
         self.misrouted: str | None = None  # the member the socket reached instead
 
     def fail_misrouted(self, member: str) -> None:
@@ -611,13 +614,22 @@ class AudioStreams(metaclass=NoPublicConstructor):
     A stream is listed from its metadata frame until its socket closes. Streams are found by
     the call sid of their metadata; a call can have more than one (a ``listen`` verb and a
     background listen of ``config``).
+
+    The sid is not proof of whose call it is: the listen verb's ``metadata`` can overwrite
+    ``callSid``, and any socket admitted on an audio route may name any sid. So a stream is
+    found for a call only if it was admitted under the same Basic user as the call (or both
+    without one): :meth:`get` and :meth:`wait_stream` take the :class:`~jambonz_trio.Call`,
+    or a sid, which stands for the server's live call with that sid (a sid no live call here
+    has matches any stream that names it). A stream started by :meth:`Call.listen
+    <jambonz_trio.Call.listen>` is matched by its token instead. See docs/security.md.
     """
 
     _FACTORY = "the server (server.audio_streams)"
 
-    def __init__(self) -> None:
+    def __init__(self, calls: Mapping[str, Call] | None = None) -> None:
         self._live: dict[AudioStream, None] = {}
         self._waiters: dict[str, list[_Claim]] = {}
+        self._calls = calls  # the server's live calls by sid (server.calls)
 
     def __len__(self) -> int:
         return len(self._live)
@@ -625,22 +637,38 @@ class AudioStreams(metaclass=NoPublicConstructor):
     def __iter__(self) -> Iterator[AudioStream]:
         return iter([s for s in self._live if not s.closed])
 
-    def get(self, call_sid: str) -> AudioStream | None:
-        """The newest open stream of this call, or ``None``."""
-        found = [s for s in self._live if s.call_sid == call_sid and not s.closed]
+    def _bound(self, call: Call | str) -> tuple[str, Identity | None]:
+        """The sid to look for and the admission a stream must match (``None``: any)."""
+        if isinstance(call, str):
+            live = self._calls.get(call) if self._calls is not None else None
+            return call, None if live is None else live.identity
+        if call.call_sid is None:
+            raise ValueError(f"{call!r} has no call sid: no audio stream can name it")
+        return call.call_sid, call.identity
+
+    def get(self, call: Call | str) -> AudioStream | None:
+        """The newest open stream of this call (a :class:`~jambonz_trio.Call`, or a sid: see
+        the class docstring for which streams match), or ``None``."""
+        sid, bound = self._bound(call)
+        found = [s for s in self._live if s.call_sid == sid and not s.closed and _matches(bound, s)]
         return found[-1] if found else None
 
-    async def wait_stream(self, call_sid: str) -> AudioStream:
+    async def wait_stream(self, call: Call | str) -> AudioStream:
         """Wait for the next stream of this call and take it: it is handed here instead of
         to its route's handler (a stream started by :meth:`Call.listen` still goes to that
         call's handler; several tasks waiting for one call take its streams in turn).
+
+        ``call``: the :class:`~jambonz_trio.Call`, or its sid. Only a stream admitted under
+        the call's Basic user (or without one, when the call had none) is taken; a sid that
+        no live call of this server has takes any stream naming it (see the class docstring).
 
         The caller owns the timeout. Once this returns, the caller owns the stream (close
         it, or read it until it ends). If it is cancelled before it returns, even after a
         stream was handed to it, it takes nothing: the stream goes on as if this task had
         not waited (to the next task waiting for the call, else to the route's handler, or
         it is closed with 1008 when the route has none)."""
-        claim = _Claim()
+        call_sid, bound = self._bound(call)
+        claim = _Claim(identity=bound)
         waiters = self._waiters.setdefault(call_sid, [])
         waiters.append(claim)
         try:
@@ -678,12 +706,24 @@ class AudioStreams(metaclass=NoPublicConstructor):
         return self._to_waiter(stream)
 
     def _to_waiter(self, stream: AudioStream) -> bool:
-        """Give ``stream`` to the first task waiting for its call (:meth:`wait_stream`)."""
+        """Give ``stream`` to the first task waiting for its call (:meth:`wait_stream`) whose
+        call it may be: admitted under the call's Basic user."""
         sid = stream.call_sid
         waiters = self._waiters.get(sid) if sid is not None else None
         if not waiters:
             return False
-        claim = waiters.pop(0)
+        claim = next((c for c in waiters if _matches(c.identity, stream)), None)
+        if claim is None:
+            log.warning(
+                "audio stream for call %s on %s came in with %s, the call with %s: not handed "
+                "to the task waiting for the call (docs/security.md)",
+                sid,
+                stream.identity.route,
+                _who(stream.identity),
+                _who(waiters[0].identity),
+            )
+            return False
+        waiters.remove(claim)
         if not waiters:
             del self._waiters[sid]  # type: ignore[arg-type]
         claim.deliver(stream)
@@ -779,6 +819,19 @@ class AudioStreams(metaclass=NoPublicConstructor):
         async with trio.open_nursery() as nursery:
             for audio in list(self._live):
                 nursery.start_soon(functools.partial(audio._close, code, reason, by="server"))
+
+
+def _matches(bound: Identity | None, stream: AudioStream) -> bool:
+    """Whether ``stream`` may be the stream of a call admitted as ``bound`` (``None``: any
+    call): the same Basic user, or neither has one. Routes are not compared: the call's and
+    the audio socket's are different routes by design (docs/security.md)."""
+    return bound is None or bound.username == stream.identity.username
+
+
+def _who(identity: Identity | None) -> str:
+    if identity is None or identity.username is None:
+        return "no Basic user"
+    return f"Basic user {identity.username!r}"
 
 
 async def _run_handler(audio: AudioStream, handler: AudioHandler) -> None:

@@ -16,8 +16,10 @@ import trio.testing
 import trio_websocket
 from wsproto.events import BytesMessage
 
-from jambonz_trio import AudioRoute, AudioStream, BasicAuth, JambonzServer, ServerConfig
+from jambonz_trio import AudioRoute, AudioStream, BasicAuth, Call, JambonzServer, Route, ServerConfig
 from jambonz_trio.audio import AudioConfig
+from jambonz_trio.testing import CallData, open_fake_call
+from jambonz_trio.verbs import Say
 
 from ..engine.helpers import RawClient
 from .helpers import start_server
@@ -294,38 +296,52 @@ def _basic(user: str, password: str) -> tuple[bytes, bytes]:
 async def test_wait_stream_takes_a_stream_of_another_route_and_tenant(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """wait_stream matches on the metadata's ``callSid`` alone, whatever the route and
+    """wait_stream matched on the metadata's ``callSid`` alone, whatever the route and
     credentials the socket was admitted with. The sid is not evidence: the verb's
     ``metadata`` overwrites it (docs/protocol.md §13.3, and _audio_listen.py's own reason
     for the token). A socket admitted on tenant B's route, naming one of tenant A's calls,
-    is handed to the task waiting for A's call (and get() returns it too) - the call
-    socket equivalent (S-9) binds a reconnect to its route and credentials."""
+    was handed to the task waiting for A's call (and get() returned it too) - the call
+    socket equivalent (S-9) binds a reconnect to its route and credentials. A's own stream,
+    admitted under A's credentials, is still taken (by the call, or by its sid)."""
     taken: list[AudioStream] = []
     b_handled: list[AudioStream] = []
+
+    async def a_app(call: Call) -> None:  # tenant A's app waits for its call's streams
+        await call.ack(call.session, [Say(text="hold on")])
+        with trio.move_on_after(10):
+            taken.append(await server.audio_streams.wait_stream(call.call_sid or ""))  # by sid
+            taken.append(await server.audio_streams.wait_stream(call))  # by the call
+        await call.wait_closed()
 
     async def b_handler(stream: AudioStream) -> None:
         b_handled.append(stream)
         await stream.wait_closed()
 
-    routes = [
+    routes: list[Route | AudioRoute] = [
+        Route(path="/a", handler=a_app, auth=BasicAuth(username="alice", password="pw-a")),
         AudioRoute(path="/a-audio", auth=BasicAuth(username="alice", password="pw-a")),
         AudioRoute(path="/b-audio", handler=b_handler, auth=BasicAuth(username="bob", password="pw-b")),
     ]
     server = await start_server(nursery, routes)
-
-    async def a_waiter() -> None:  # tenant A's app waits for its call's stream
-        taken.append(await server.audio_streams.wait_stream("cs-of-a"))
-
-    nursery.start_soon(a_waiter)
-    await trio.sleep(0.1)
-    async with spied_client(server, "/b-audio", [_basic("bob", "pw-b")]) as (ws, _spy):
-        await ws.send_message(json.dumps({"callSid": "cs-of-a", "accountSid": "acct-b"}))
-        await trio.sleep(1)
-        shadowing = server.audio_streams.get("cs-of-a")
-    assert not taken or taken[0].identity.route == "/a-audio", (
-        f"tenant A's waiter got a stream admitted as {taken[0].identity}"
-    )
-    assert shadowing is None or shadowing.identity.route == "/a-audio"
+    metadata = json.dumps({"callSid": "cs-of-a", "sampleRate": 8000})
+    call = CallData(call_sid="cs-of-a")
+    async with open_fake_call(
+        server.connect_memory, path="/a", username="alice", password="pw-a", call=call
+    ) as fc:
+        await fc.start()
+        async with spied_client(server, "/b-audio", [_basic("bob", "pw-b")]) as (b_ws, _spy):
+            await b_ws.send_message(metadata)  # tenant B's socket names A's call
+            await trio.sleep(1)
+            assert not taken, f"tenant A's waiter got a stream admitted as {taken[0].identity}"
+            shadowing = server.audio_streams.get("cs-of-a")  # the sid of A's live call
+            assert shadowing is None, f"get() returned a stream admitted as {shadowing.identity}"
+            async with spied_client(server, "/a-audio", [_basic("alice", "pw-a")]) as (a_ws, _spy):
+                await a_ws.send_message(metadata)  # A's own streams: taken, as before
+                async with spied_client(server, "/a-audio", [_basic("alice", "pw-a")]) as (a2_ws, _spy):
+                    await a2_ws.send_message(metadata)
+                    await trio.sleep(1)
+    assert [s.identity.route for s in b_handled] == ["/b-audio"]
+    assert [s.identity.route for s in taken] == ["/a-audio", "/a-audio"]
 
 
 async def test_tiny_frames_pin_many_times_the_audio_buffer_bound(
