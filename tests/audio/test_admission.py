@@ -4,6 +4,7 @@ Origin the media server sends, auth, and the 101 (docs/protocol.md §13.2)."""
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 import trio
@@ -11,6 +12,7 @@ import trio
 from jambonz_trio import AudioRoute, AudioStream, BasicAuth, Call, Route, ServerConfig
 from jambonz_trio._admission import Refusal, judge
 from jambonz_trio.testing import (
+    CallData,
     ConnectFailed,
     HandshakeRejected,
     SubprotocolMissing,
@@ -19,7 +21,8 @@ from jambonz_trio.testing import (
 )
 from jambonz_trio.verbs import Say
 
-from .helpers import listen, start_server
+from ..helpers import basic_headers
+from .helpers import listen, spied_client, start_server
 
 KEY = base64.b64encode(b"0123456789abcdef")
 
@@ -168,6 +171,59 @@ async def test_auth_applies_to_audio_routes(
         await fake.wait_closed()
     assert fake.close_code == 1000
     assert server.statistics().refused == 2
+
+
+async def test_wait_stream_and_get_find_only_streams_admitted_as_the_calls_user(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The metadata's ``callSid`` is not evidence (the verb's ``metadata`` overwrites it:
+    docs/protocol.md §13.3), so a socket admitted on tenant B's route naming one of tenant
+    A's calls is not handed to the task waiting for A's call, by sid or by ``Call``, nor
+    returned by ``get`` (it goes to B's handler); A's own streams, admitted under A's Basic
+    user, are taken as before. The call socket equivalent is S-9 (a reconnect is bound to
+    its route and credentials)."""
+    taken: list[AudioStream] = []
+    b_handled: list[AudioStream] = []
+
+    async def a_app(call: Call) -> None:  # tenant A's app waits for its call's streams
+        await call.ack(call.session, [Say(text="hold on")])
+        with trio.move_on_after(10):
+            taken.append(await server.audio_streams.wait_stream(call.call_sid or ""))  # by sid
+            taken.append(await server.audio_streams.wait_stream(call))  # by the call
+        await call.wait_closed()
+
+    async def b_handler(stream: AudioStream) -> None:
+        b_handled.append(stream)
+        await stream.wait_closed()
+
+    routes: list[Route | AudioRoute] = [
+        Route(path="/a", handler=a_app, auth=BasicAuth(username="alice", password="pw-a")),
+        AudioRoute(path="/a-audio", auth=BasicAuth(username="alice", password="pw-a")),
+        AudioRoute(path="/b-audio", handler=b_handler, auth=BasicAuth(username="bob", password="pw-b")),
+    ]
+    server = await start_server(nursery, routes)
+    metadata = json.dumps({"callSid": "cs-of-a", "sampleRate": 8000})
+    call = CallData(call_sid="cs-of-a")
+    async with open_fake_call(
+        server.connect_memory, path="/a", username="alice", password="pw-a", call=call
+    ) as fc:
+        await fc.start()
+        async with spied_client(server, "/b-audio", [*basic_headers("bob", "pw-b")]) as (b_ws, _spy):
+            await b_ws.send_message(metadata)  # tenant B's socket names A's call
+            await trio.sleep(1)
+            assert not taken, f"tenant A's waiter got a stream admitted as {taken[0].identity}"
+            shadowing = server.audio_streams.get("cs-of-a")  # the sid of A's live call
+            assert shadowing is None, f"get() returned a stream admitted as {shadowing.identity}"
+            async with spied_client(server, "/a-audio", [*basic_headers("alice", "pw-a")]) as (a_ws, _spy):
+                await a_ws.send_message(metadata)  # A's own streams: taken, as before
+                async with spied_client(server, "/a-audio", [*basic_headers("alice", "pw-a")]) as (
+                    a2_ws,
+                    _spy,
+                ):
+                    await a2_ws.send_message(metadata)
+                    await trio.sleep(1)
+    assert [s.identity.route for s in b_handled] == ["/b-audio"]
+    assert [s.identity.route for s in taken] == ["/a-audio", "/a-audio"]
 
 
 async def test_audio_sockets_count_against_the_connection_limit(

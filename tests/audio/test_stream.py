@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import json
 import logging
+import tracemalloc
+from array import array
 
 import pytest
 import trio
 import trio.lowlevel
 import trio_websocket
-from wsproto.events import AcceptConnection
+from wsproto.events import AcceptConnection, BytesMessage
 
 from jambonz_trio import AudioRoute, AudioStream, JambonzServer, LocalProtocolError, ServerConfig
 from jambonz_trio.audio import AudioCloseInfo, AudioConfig, AudioStreamClosed, Dtmf, MarkEvent, PlayDone
 from jambonz_trio.testing import AudioSource, CallData, open_fake_audio_stream
 
 from ..engine.helpers import RawClient
-from .helpers import CLIPS, listen, raw_client, start_server
+from .helpers import CLIPS, Spy, listen, raw_client, spied_client, start_server
 
 SECOND = AudioSource.tone(seconds=1.0)
 
@@ -76,6 +78,37 @@ async def test_echo_is_byte_exact_and_counted(
     assert streams[0].close_info is not None and streams[0].close_info.by == "jambonz"
 
 
+async def test_send_audio_measures_a_memoryview_in_bytes(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """send_audio takes ``bytes | bytearray | memoryview`` and checks whole sample frames by
+    the byte length: for a memoryview of 16-bit samples (``array('h')``, a numpy int16
+    buffer) ``len()`` counts samples, and 161 samples (322 bytes) were refused as "161 bytes
+    is not a whole number of 16-bit 1-channel sample frames"."""
+    errors: list[Exception] = []
+    got: list[bytes] = []
+
+    async def app(stream: AudioStream) -> None:
+        try:
+            await stream.send_audio(memoryview(array("h", [1] * 161)))
+        except Exception as exc:
+            errors.append(exc)
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with spied_client(server) as (ws, _spy):
+        await ws.send_message(json.dumps({"callSid": "cs-1", "sampleRate": 8000}))
+        with trio.move_on_after(5):
+            while True:
+                try:
+                    message = await ws.get_message()
+                except trio_websocket.ConnectionClosed:
+                    break
+                if isinstance(message, bytes):
+                    got.append(message)
+    assert errors == [], errors
+    assert got == [array("h", [1] * 161).tobytes()]
+
+
 async def test_slow_consumer_drops_the_oldest_and_memory_stays_bounded(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -104,6 +137,46 @@ async def test_slow_consumer_drops_the_oldest_and_memory_stays_bounded(
         ready.set()
     await done.wait()
     assert b"".join(got) == source.pcm[-8000:]  # the newest half second, in order
+
+
+async def test_tiny_frames_keep_memory_within_twice_the_audio_buffer_bound(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Each buffered frame costs ~41-56 bytes beyond its payload (a ``bytes`` header and a deque
+    slot), so the inbound buffer charges every chunk at least ``CHUNK_OVERHEAD`` (64) bytes.
+    2-byte frames (7 bytes on the wire each; audio sockets have no inbound pacing) to an app
+    that does not read then hold under twice the bound in memory; counting payload only,
+    they held 32,768 objects, over 20 times the bound (1.4 MB for 64 KiB; ~22 MB at
+    ``max_buffered_bytes``, which sampleRate 384000 stereo reaches)."""
+    streams: list[AudioStream] = []
+
+    async def never_reads(stream: AudioStream) -> None:
+        streams.append(stream)
+        await stream.wait_closed()
+
+    bound = 64 * 1024
+    config = ServerConfig(audio=AudioConfig(max_buffered_bytes=bound))
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=never_reads)], config)
+    client = RawClient(await server.connect_memory())
+    await client.handshake("/audio", subprotocols=["audio.drachtio.org"])
+    await client.send_text(json.dumps({"callSid": "cs-1", "sampleRate": 384000, "mixType": "stereo"}))
+    await trio.sleep(0.1)
+    frames = b"".join(client.ws.send(BytesMessage(data=b"\x01\x00")) for _ in range(40_000))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(0, len(frames), 65536):
+            await client.stream.send_all(frames[i : i + 65536])
+        await trio.sleep(1)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    del frames
+    stats = streams[0].statistics()
+    assert stats.buffered_bytes <= bound
+    assert held < 2 * bound, (
+        f"{held} bytes held for {stats.buffered_bytes} buffered ({stats.buffered_frames} frames)"
+    )
 
 
 async def test_receive_is_cancellation_safe(
@@ -231,6 +304,56 @@ async def test_mark_limits_are_local_errors(
     async with open_fake_audio_stream(server.connect_memory, listen()) as fake:
         await fake.wait_closed()
     assert errors and len(fake.marks) == 30 and fake.violations == []
+
+
+async def test_a_mark_reported_before_its_write_returns_is_not_left_pending(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A mark counts as pending from before its write: the reader uncounts it when jambonz
+    reports it, even if that happens before the write returns (the write yields once more
+    after the bytes left; with nothing buffered the media server reports a mark within one
+    20 ms frame). Then 30 marks that stay pending are all accepted, as jambonz keeps 30
+    (MAF lws_glue.cpp:43-50, :306); counted after the write, the first stayed counted and
+    the 30th was refused ("30 marks already pending")."""
+    errors: list[Exception] = []
+    played: list[object] = []
+    spies: list[Spy] = []
+
+    async def app(stream: AudioStream) -> None:
+        spy = spies[0]
+
+        async def consume() -> None:
+            async for event in stream.events():
+                played.append(event)
+                spy.slow.set()  # the event was read: let the mark's write return
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(consume)
+            await stream.mark("m0")  # played out at once (nothing buffered)
+            spy.slow_send = None
+            try:
+                for i in range(1, 31):  # 30 marks that stay pending: jambonz keeps all 30
+                    await stream.mark(f"m{i}")
+            except Exception as exc:
+                errors.append(exc)
+            inner.cancel_scope.cancel()
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with spied_client(server) as (ws, spy):
+        spies.append(spy)
+        spy.slow_send = lambda data: b'"type":"mark"' in data
+        await ws.send_message(json.dumps({"callSid": "cs-1", "sampleRate": 8000}))
+        message = json.loads(await ws.get_message())
+        assert message == {"type": "mark", "data": {"name": "m0"}}
+        await ws.send_message(json.dumps({"type": "mark", "data": {"name": "m0", "event": "playout"}}))
+        with trio.move_on_after(10):
+            while True:
+                try:
+                    await ws.get_message()
+                except trio_websocket.ConnectionClosed:
+                    break  # the handler is done
+    assert len(played) == 1
+    assert errors == [], f"mark() refused with 29 marks pending at jambonz: {errors}"
 
 
 async def test_mode_checks_of_a_listen_the_library_started(
@@ -381,6 +504,27 @@ async def test_unclaimed_stream_without_handler_is_closed(
     assert (fake.closed_by, fake.close_code) == ("app", 1008)
 
 
+async def test_audio_log_lines_name_the_path_without_its_query_string(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """docs/operations.md ("Per-call log context"): paths are logged without their query
+    string, which may carry a token (docs/security.md suggests a query token checked by an
+    authenticator, and the library's own ``jt_listen`` token is one). The "no metadata in
+    time" and "no handler takes it" lines logged the whole request target."""
+    secret = "s3cr3t-query-token"
+    server = await start_server(nursery, [AudioRoute(path="/audio")])  # no handler
+    with caplog.at_level(logging.INFO, "jambonz_trio"):
+        async with spied_client(server, f"/audio?key={secret}") as (ws, _spy):
+            with pytest.raises(trio_websocket.ConnectionClosed):
+                await ws.get_message()  # no metadata in time: closed 1008
+        async with spied_client(server, f"/audio?key={secret}") as (ws, _spy):
+            await ws.send_message(json.dumps({"callSid": "cs-1"}))
+            with pytest.raises(trio_websocket.ConnectionClosed):
+                await ws.get_message()  # no handler: closed 1008
+    assert "no handler" in caplog.text and "no metadata" in caplog.text
+    assert secret not in caplog.text
+
+
 @pytest.mark.parametrize(("frame", "limit"), [("x" * 70_000, "text"), (b"\x00" * 3_000_000, "binary")])
 async def test_frames_over_their_own_limits_close_with_1009(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, frame: str | bytes, limit: str
@@ -396,6 +540,31 @@ async def test_frames_over_their_own_limits_close_with_1009(
         with pytest.raises(trio_websocket.ConnectionClosed):
             await ws.get_message()
         assert ws.closed is not None and ws.closed.code == 1009
+
+
+async def test_a_close_the_server_makes_for_a_frame_over_its_limit_is_by_the_server(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A text frame over ``max_text_bytes``: the server's websocket closes with 1009 and the
+    stream records ``by="server"``, not ``jambonz`` ("the listen ended"), so the app can tell
+    a limit it hit from jambonz ending the verb."""
+    streams: list[AudioStream] = []
+
+    async def app(stream: AudioStream) -> None:
+        streams.append(stream)
+        async for _ in stream:
+            pass
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with spied_client(server) as (ws, _spy):
+        await ws.send_message(json.dumps({"callSid": "cs-1", "sampleRate": 8000}))
+        await ws.send_message("x" * 70_000)
+        with pytest.raises(trio_websocket.ConnectionClosed):
+            await ws.get_message()
+        assert ws.closed is not None and ws.closed.code == 1009
+    info = streams[0].close_info
+    assert info is not None and info.code == 1009
+    assert info.by != "jambonz", f"the server's own 1009 recorded as {info}"
 
 
 async def test_a_blocked_write_is_never_cut_by_the_caller(
@@ -471,6 +640,31 @@ async def test_drain_closes_audio_streams(
     assert server.statistics().audio_streams == 0
 
 
+async def test_a_drain_closes_streams_as_the_server_not_the_app(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """``drain`` closes the open streams with ``close_info.by == "server"``, as AudioCloseInfo
+    documents for a shutdown (it recorded ``app``: the app was told it closed a stream it
+    never touched)."""
+    streams: list[AudioStream] = []
+
+    async def app(stream: AudioStream) -> None:
+        streams.append(stream)
+        async for _ in stream:
+            pass
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with spied_client(server) as (ws, _spy):
+        await ws.send_message(json.dumps({"callSid": "cs-1", "sampleRate": 8000}))
+        await trio.sleep(0.1)
+        await server.drain(grace=1, code=1012)
+        with pytest.raises(trio_websocket.ConnectionClosed):
+            await ws.get_message()
+    info = streams[0].close_info
+    assert info is not None and info.code == 1001
+    assert info.by == "server", f"drain recorded {info}"
+
+
 async def test_registry_by_call_sid(nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
     """A task waiting for a call's stream takes it instead of the route's handler; live
     streams are listed by call sid."""
@@ -502,6 +696,89 @@ async def test_registry_by_call_sid(nursery: trio.Nursery, autojump_clock: trio.
     assert len(taken) == 1 and taken[0].call_sid == call.call_sid
     assert handled == [other.metadata["callSid"]]  # the other call's stream went to the handler
     assert server.audio_streams.get(call.call_sid) is None
+
+
+async def test_a_stream_handed_to_a_waiter_cancelled_in_the_same_turn_goes_to_the_handler(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A waiter whose deadline expires (or whose scope is cancelled) in the scheduling turn
+    its stream is handed to it takes nothing, and the stream goes on as if it had not waited:
+    to the route's handler. (Before, wait_stream raised Cancelled with the stream delivered,
+    and the stream belonged to nobody: no handler ran, nobody read or closed it.)"""
+    handled: list[AudioStream] = []
+    taken: list[AudioStream] = []
+
+    async def handler(stream: AudioStream) -> None:
+        handled.append(stream)
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=handler)])
+    waiter_scope = trio.CancelScope()
+
+    async def waiter() -> None:
+        with waiter_scope:  # e.g. a move_on_after whose deadline is now
+            taken.append(await server.audio_streams.wait_stream("cs-1"))
+
+    nursery.start_soon(waiter)
+    await trio.sleep(0.1)
+
+    async with spied_client(server) as (ws, spy):
+
+        def cancel_the_waiter(data: bytes) -> None:
+            if spy.upgraded and data:  # the metadata frame has just been read
+                waiter_scope.cancel()
+
+        spy.after_receive = cancel_the_waiter
+        await ws.send_message(json.dumps({"callSid": "cs-1", "sampleRate": 8000}))
+        await trio.sleep(5)
+        still_open = ws.closed is None
+    assert waiter_scope.cancelled_caught and not taken
+    # either the handler got it, or it was closed: not left open with no owner
+    assert handled or not still_open, "the stream was handed to a cancelled waiter and lost"
+
+
+@pytest.mark.parametrize("second_waiter", [True, False])
+async def test_a_stream_given_back_by_a_cancelled_waiter_goes_to_the_next_waiter_or_is_closed(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, second_waiter: bool
+) -> None:
+    """The first of two waiters is cancelled in the scheduling turn its stream is handed to
+    it: the second takes the stream; with no second waiter and no route handler, the stream
+    is closed (1008, by the server), never left open with no owner."""
+    taken: list[AudioStream] = []
+    first_scope = trio.CancelScope()
+
+    async def first() -> None:
+        with first_scope:
+            taken.append(await server.audio_streams.wait_stream("cs-1"))
+
+    async def second() -> None:
+        stream = await server.audio_streams.wait_stream("cs-1")
+        taken.append(stream)
+        await stream.aclose()
+
+    server = await start_server(nursery, [AudioRoute(path="/audio")])
+    nursery.start_soon(first)
+    await trio.sleep(0.1)
+    if second_waiter:
+        nursery.start_soon(second)
+        await trio.sleep(0.1)
+    async with spied_client(server) as (ws, spy):
+
+        def cancel_the_first(data: bytes) -> None:
+            if spy.upgraded and data:
+                first_scope.cancel()
+
+        spy.after_receive = cancel_the_first
+        await ws.send_message(json.dumps({"callSid": "cs-1", "sampleRate": 8000}))
+        with trio.move_on_after(5):
+            with pytest.raises(trio_websocket.ConnectionClosed):
+                await ws.get_message()
+        closed = ws.closed
+    assert first_scope.cancelled_caught
+    assert closed is not None, "the stream was left open with no owner"
+    if second_waiter:
+        assert len(taken) == 1 and closed.code == 1000  # the second waiter took it and closed it
+    else:
+        assert taken == [] and closed.code == 1008
 
 
 async def test_a_handler_ended_by_the_streams_end_is_not_an_error(
