@@ -542,12 +542,8 @@ async def test_frames_over_their_own_limits_close_with_1009(
         assert ws.closed is not None and ws.closed.code == 1009
 
 
-async def test_a_close_the_server_makes_for_a_frame_over_its_limit_is_by_the_server(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
-) -> None:
-    """A text frame over ``max_text_bytes``: the server's websocket closes with 1009 and the
-    stream records ``by="server"``, not ``jambonz`` ("the listen ended"), so the app can tell
-    a limit it hit from jambonz ending the verb."""
+async def _reading_server(nursery: trio.Nursery) -> tuple[JambonzServer, list[AudioStream]]:
+    """A server whose ``/audio`` handler reads its stream to the end; the streams it got."""
     streams: list[AudioStream] = []
 
     async def app(stream: AudioStream) -> None:
@@ -555,7 +551,16 @@ async def test_a_close_the_server_makes_for_a_frame_over_its_limit_is_by_the_ser
         async for _ in stream:
             pass
 
-    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    return await start_server(nursery, [AudioRoute(path="/audio", handler=app)]), streams
+
+
+async def test_a_close_the_server_makes_for_a_frame_over_its_limit_is_by_the_server(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A text frame over ``max_text_bytes``: the server's websocket closes with 1009 and the
+    stream records ``by="server"``, not ``jambonz`` ("the listen ended"), so the app can tell
+    a limit it hit from jambonz ending the verb."""
+    server, streams = await _reading_server(nursery)
     async with spied_client(server) as (ws, _spy):
         await ws.send_message(json.dumps({"callSid": "cs-1", "sampleRate": 8000}))
         await ws.send_message("x" * 70_000)
@@ -646,14 +651,7 @@ async def test_a_drain_closes_streams_as_the_server_not_the_app(
     """``drain`` closes the open streams with ``close_info.by == "server"``, as AudioCloseInfo
     documents for a shutdown (it recorded ``app``: the app was told it closed a stream it
     never touched)."""
-    streams: list[AudioStream] = []
-
-    async def app(stream: AudioStream) -> None:
-        streams.append(stream)
-        async for _ in stream:
-            pass
-
-    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    server, streams = await _reading_server(nursery)
     async with spied_client(server) as (ws, _spy):
         await ws.send_message(json.dumps({"callSid": "cs-1", "sampleRate": 8000}))
         await trio.sleep(0.1)
