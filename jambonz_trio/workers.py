@@ -193,7 +193,7 @@ async def _keep_running(
         process, ready = await _start(spec, slot.index)
         slot.process = process
         try:
-            up = await _wait_ready(process, ready, ready_timeout)
+            up = await _wait_ready(process, ready, ready_timeout, workers._drain_requested)
             if up is not None:
                 slot.info = WorkerInfo(index=slot.index, pid=up, started=time.time(), restarts=slot.restarts)
                 slot.ever_up = True
@@ -237,31 +237,45 @@ async def _start(spec: _Spec, index: int) -> tuple[BaseProcess, multiprocessing.
 
 
 async def _wait_ready(
-    process: BaseProcess, ready: multiprocessing.connection.Connection, within: float
+    process: BaseProcess, ready: multiprocessing.connection.Connection, within: float, drain: trio.Event
 ) -> int | None:
     """The worker's pid once it reports listening; ``None`` if it exited before (it is reaped,
-    its own exit code kept) or was too slow (then it is killed)."""
-    with trio.move_on_after(within):
-        while True:
-            try:
-                await trio.lowlevel.wait_readable(ready.fileno())
-                message = ready.recv()
-            except (EOFError, OSError):
-                # it closed its end without reporting: it is exiting (its pipe closes before
-                # the process is reaped, so a kill now would replace its exit code with -9)
-                await _reap(process)
-                return None
-            if isinstance(message, tuple) and message[:1] == ("ready",):
-                return int(message[1])
+    its own exit code kept) or was too slow (then it is killed). A drain asked for meanwhile
+    sends it SIGTERM at once: it has served nothing, and it stops starting (or, already
+    listening, drains at once) instead of holding the drain for ``within``."""
+    async with trio.open_nursery() as nursery:
+
+        async def terminate_on_drain() -> None:
+            await drain.wait()
+            _signal(process, signal.SIGTERM)
+
+        nursery.start_soon(terminate_on_drain)
+        try:
+            with trio.move_on_after(within):
+                while True:
+                    try:
+                        await trio.lowlevel.wait_readable(ready.fileno())
+                        message = ready.recv()
+                    except (EOFError, OSError):
+                        # it closed its end without reporting: it is exiting (its pipe closes
+                        # before the process is reaped, so a kill now would replace its exit
+                        # code with -9)
+                        await _reap(process)
+                        return None
+                    if isinstance(message, tuple) and message[:1] == ("ready",):
+                        return int(message[1])
+        finally:
+            nursery.cancel_scope.cancel()
     _signal(process, signal.SIGKILL)
     await _reap(process)
     return None
 
 
 async def _wait_exit(process: BaseProcess, workers: Workers, grace: float) -> None:
-    """Until the worker (up and listening) exits. Once a drain is asked for, or at once if it
-    was asked for while this worker was starting, send it SIGTERM (it drains, then exits); it
-    is killed if still running ``grace`` + 10 s later."""
+    """Until the worker (up and listening) exits. Once a drain is asked for (at once if it
+    was asked for while this worker was starting: a second SIGTERM then, which it ignores),
+    send it SIGTERM (it drains, then exits); it is killed if still running ``grace`` + 10 s
+    later."""
     async with trio.open_nursery() as nursery:
 
         async def deadline() -> None:
@@ -337,13 +351,33 @@ async def _worker(spec: _Spec, ready: multiprocessing.connection.Connection) -> 
     target = _resolve(spec.target)
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                partial(target, **spec.kwargs, host=spec.host, port=spec.port, reuse_port=True)
-            )
+            terminated = started = False
+            server: Any = None
+            # a SIGTERM while the target starts (a drain began): stop starting, nothing was
+            # served yet; a target that hangs at start-up must not hold the drain
+            async with trio.open_nursery() as starting:
+
+                async def stop_starting() -> None:
+                    nonlocal terminated
+                    async for _ in signals:
+                        terminated = True
+                        starting.cancel_scope.cancel()
+                        return
+
+                starting.start_soon(stop_starting)
+                server = await nursery.start(
+                    partial(target, **spec.kwargs, host=spec.host, port=spec.port, reuse_port=True)
+                )
+                started = True
+                starting.cancel_scope.cancel()
+            if not started:  # terminated before it listened
+                nursery.cancel_scope.cancel()
+                return
             ready.send(("ready", os.getpid()))
             ready.close()
-            async for _ in signals:
-                break
+            if not terminated:  # (the signal may have come just as it started)
+                async for _ in signals:
+                    break
             drain = getattr(server, "drain", None)
             if drain is not None:
                 await drain(spec.grace)

@@ -51,3 +51,14 @@ def ignore_sigterm(ready: Connection) -> None:
     ready.send("ignoring SIGTERM")
     while True:
         signal.pause()
+
+
+async def hangs_at_start_up(
+    *,
+    host: str | None,
+    port: int,
+    reuse_port: bool,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """A worker whose start never ends (it never listens, never reports ready)."""
+    await trio.sleep_forever()

@@ -96,9 +96,9 @@ async def test_a_worker_being_restarted_when_the_drain_starts_is_drained_not_kil
     nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A worker died and its replacement is being spawned (``process.start`` runs in a thread)
-    when ``drain()`` is called. The replacement must be told to drain too (SIGTERM once it
-    listens), not left serving new calls during the drain until it is SIGKILLed ``grace`` +
-    10 s later."""
+    when ``drain()`` is called. The replacement must be told to drain too (SIGTERM at once:
+    it stops starting, or drains if it already listens), not left serving new calls during the
+    drain until it is SIGKILLed ``grace`` + 10 s later."""
     real_start = workers_module._start
     spawning = trio.Event()
     release = trio.Event()
@@ -124,10 +124,50 @@ async def test_a_worker_being_restarted_when_the_drain_starts_is_drained_not_kil
         await done.wait()
     assert len(started) == 2
     replacement = started[1]
-    assert replacement.exitcode == 0, (
+    # 0: it stopped starting, or drained; -SIGTERM: the signal came before Python had set up
+    # its handler (it had served nothing)
+    assert replacement.exitcode in (0, -signal.SIGTERM), (
         f"the worker started during the drain exited with {replacement.exitcode} "
         "(-9: never asked to drain, SIGKILLed grace + 10 s later)"
     )
+
+
+async def test_a_drain_does_not_wait_for_a_worker_that_hangs_at_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker whose start never ends (``ready_timeout`` 60 s) is told to stop at the drain:
+    ``serve_workers`` returns long before the start-up deadline, and the worker exits by
+    itself (0: the SIGTERM cancelled its start; -SIGTERM if it came before Python set up the
+    handler) instead of being killed at the deadline (-9)."""
+    made: list[Workers] = []
+    processes: list[BaseProcess] = []
+    spawned = trio.Event()
+    real_start = workers_module._start
+
+    class Recorded(Workers):
+        def __init__(self, *args: object) -> None:
+            super().__init__(*args)  # type: ignore[arg-type]
+            made.append(self)
+
+    async def recording_start(spec: object, index: int) -> object:
+        process, ready = await real_start(spec, index)  # type: ignore[arg-type]
+        processes.append(process)
+        spawned.set()
+        return process, ready
+
+    monkeypatch.setattr(workers_module, "Workers", Recorded)
+    monkeypatch.setattr(workers_module, "_start", recording_start)
+    t0 = trio.current_time()
+    with trio.fail_after(30):  # far below ready_timeout (60 s) + the kill
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                partial(serve_workers, 1, "tests.workers.app:hangs_at_start_up", grace=0.2, ready_timeout=60)
+            )
+            await spawned.wait()
+            await trio.sleep(2.0)  # its target is starting (and hangs there)
+            made[0].drain()
+    assert trio.current_time() - t0 < 30
+    assert processes[0].exitcode in (0, -signal.SIGTERM), processes[0].exitcode
 
 
 async def test_workers_that_keep_dying_are_given_up() -> None:
