@@ -156,10 +156,11 @@ class Conversation(metaclass=NoPublicConstructor):
         self._answerable_at = 0
         #: the operation in progress (operations run one at a time)
         self._current: _Op | None = None
+        #: the operations waiting, by their verb's id (``jt-N``): those completed by their
+        #: action hook, and (:attr:`_by_id`) those by ``verb:status`` ``finished``. A program
+        #: holding such a verb is that operation's: sent again if a drop may have lost it while
+        #: the operation waits, never once it is over (its id is then no longer here)
         self._hook_ids: dict[str, _Op] = {}
-        #: the programs this conversation sent, with the operation each one completes, while
-        #: it waits (sent again if a drop may have lost them; never once it is over)
-        self._programs: list[tuple[tuple[Verb, ...], _Op]] = []
         #: a cancelled operation's verb could not be killed (the socket was down): the next
         #: program replaces whatever jambonz runs instead of queueing behind it
         self._kill_owed = False
@@ -440,7 +441,6 @@ class Conversation(metaclass=NoPublicConstructor):
         op.done.set()
         for scope in op.replays:
             scope.cancel()
-        self._programs = [(v, o) for v, o in self._programs if o is not op]
 
     def _program_replaced(self, command: Command, origin: object | None) -> None:
         """The call tells us a program-replacing command goes out (synchronously, as its
@@ -461,10 +461,6 @@ class Conversation(metaclass=NoPublicConstructor):
             verbs = [Config(notify_events=True), *verbs]  # verb:status tells when verbs finish
             self._events_configured = True
         request, self._answerable = self._answerable, None
-        op = self._current
-        self._programs = [(v, o) for v, o in self._programs if not o.done.is_set()]
-        if op is not None and not op.done.is_set():
-            self._programs.append((tuple(verbs), op))
         replace, self._kill_owed = self._kill_owed, False
         token = command_origin.set(self)  # our own redirects interrupt nothing
         try:
@@ -578,9 +574,10 @@ class Conversation(metaclass=NoPublicConstructor):
         if isinstance(event, AckUnconfirmed) and event.verbs and self._ours(event.message):
             # answered just before a drop and not seen read: jambonz may have failed that
             # request without running the verbs; run them (again) once it is back, unless
-            # their operation is over (cancelled: the app has moved on)
+            # their operation is over (cancelled: the app has moved on), even if this event
+            # comes after the cancel (an app cancelling on the Disconnected routed before it)
             op = self._program_op(event.verbs)
-            if op is None or not op.done.is_set():
+            if op is not None or not self._operation_program(event.verbs):
                 assert self._nursery is not None
                 self._nursery.start_soon(self._replay, list(event.verbs), op)
             return
@@ -638,12 +635,22 @@ class Conversation(metaclass=NoPublicConstructor):
             return None
         if any(v.id in self._started for v in command.verbs if v.id):
             return None
-        op = self._program_op(command.verbs)
-        return op if op is not None and not op.done.is_set() else None
+        return self._program_op(command.verbs)
 
     def _program_op(self, verbs: tuple[Verb, ...]) -> _Op | None:
-        """The operation ``verbs`` were sent for, if it is still remembered."""
-        return next((op for v, op in self._programs if v == verbs), None)
+        """The operation, still waiting, whose program ``verbs`` are (it holds its verb)."""
+        for verb in verbs:
+            op = self._by_id.get(verb.id or "") or self._hook_ids.get(verb.id or "")
+            if op is not None and not op.done.is_set():
+                return op
+        return None
+
+    @staticmethod
+    def _operation_program(verbs: tuple[Verb, ...]) -> bool:
+        """Whether ``verbs`` are an operation's program, waiting or over (they hold a verb
+        with an id this conversation gave, ``jt-N``): a program of no operation (:meth:`run`'s
+        verbs, a hang-up) is sent again on its own, as :meth:`Call.ack` advises."""
+        return any((v.id or "").startswith("jt-") for v in verbs)
 
     def _ours(self, message: JambonzMessage) -> bool:
         return message is self.call.session or (message.hook or "").startswith(_PREFIX)
