@@ -15,7 +15,8 @@ Cancellation: cancelling an operation (a ``move_on_after`` around a ``gather``) 
 running verb with a ``redirect`` to an empty program, so the next operation runs at once;
 the cancelled operation's late result, if jambonz still sends one, is dropped. While the socket
 is down nothing is killed: the cancelled operation is never sent again after the reconnect, and
-the next operation's verbs replace the program instead of being appended to it.
+the next operation's verbs replace the program instead of being appended to it (as they do
+after a kill the socket dropped under: it may have died in flight).
 
 Interruption from outside: a command that replaces the call's program, sent by another task
 (``call.redirect(verbs)``...) while an operation waits, makes that operation raise
@@ -161,9 +162,10 @@ class Conversation(metaclass=NoPublicConstructor):
         #: holding such a verb is that operation's: sent again if a drop may have lost it while
         #: the operation waits, never once it is over (its id is then no longer here)
         self._hook_ids: dict[str, _Op] = {}
-        #: a cancelled operation's verb could not be killed (the socket was down): the next
-        #: program replaces whatever jambonz runs instead of queueing behind it
-        self._kill_owed = False
+        #: the last kill since the last program went out (``None``: none): the
+        #: ``reconnect_count`` of the socket it was written on, ``-1`` if the socket was down
+        #: (nothing was sent). See :meth:`_kill_lost`.
+        self._killed_on: int | None = None
         self._events_configured = False
         self._by_hook: dict[str, _Op] = {}
         self._by_id: dict[str, _Op] = {}
@@ -461,7 +463,7 @@ class Conversation(metaclass=NoPublicConstructor):
             verbs = [Config(notify_events=True), *verbs]  # verb:status tells when verbs finish
             self._events_configured = True
         request, self._answerable = self._answerable, None
-        replace, self._kill_owed = self._kill_owed, False
+        replace, self._killed_on = self._kill_lost(), None
         token = command_origin.set(self)  # our own redirects interrupt nothing
         try:
             if request is not None and self._answerable_at != self._replacements:
@@ -483,8 +485,8 @@ class Conversation(metaclass=NoPublicConstructor):
                     return
                 if outcome is not AckOutcome.DROPPED:
                     return
-            # after a kill the socket was down for: replace what jambonz may still run (the
-            # cancelled verb, if it had it) rather than queue behind it
+            # after a kill jambonz may not have had: replace what it may still run (the
+            # cancelled verb) rather than queue behind it
             await self._redirect(verbs, queue=not replace)
         finally:
             command_origin.reset(token)
@@ -520,9 +522,9 @@ class Conversation(metaclass=NoPublicConstructor):
         if self.call.state is not ConnState.CONNECTED:
             # nothing to kill now; never wait for a reconnect while being cancelled: the next
             # program replaces the verb instead, should jambonz still run it once back
-            self._kill_owed = True
+            self._killed_on = -1
             return
-        self._kill_owed = False  # this redirect replaces the program too
+        self._killed_on = self.call.reconnect_count  # (replaces an earlier lost kill too)
         token = command_origin.set(self)
         try:
             with trio.CancelScope(shield=True), trio.move_on_after(self.call.config.send_timeout):
@@ -534,6 +536,20 @@ class Conversation(metaclass=NoPublicConstructor):
                     log.info("call %s: could not kill the cancelled verb", self.call.call_sid)
         finally:
             command_origin.reset(token)
+
+    def _kill_lost(self) -> bool:
+        """Whether the last kill may not have reached jambonz, so the next program must
+        replace what it runs instead of queueing behind the cancelled verb: the kill could not
+        be sent (the socket was down), or the socket dropped since it was written. A kill that
+        dies in flight is reported (``CommandUnconfirmed``) only at the drop, and routed after
+        the events ahead of it, perhaps after the next program went out; so every kill
+        followed by a drop counts as lost. Replacing after a kill jambonz did read costs
+        little: the kill had emptied the program (only verbs another task appended since then
+        are replaced too)."""
+        killed_on = self._killed_on
+        if killed_on is None:
+            return False
+        return self.call.state is not ConnState.CONNECTED or self.call.reconnect_count != killed_on
 
     async def _release(self) -> None:
         """The block ends: answer empty the hook kept for a next operation (an empty
