@@ -429,8 +429,13 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
         Raises:
             AudioStreamClosed: the stream is over.
         """
-        await self._send(render_clear_marks())
+        # Zeroed before the write: the marks counted so far took their place in the write
+        # order before this frame (``_send`` reaches the socket's FIFO without a checkpoint
+        # on an open stream, as mark() does after counting), so jambonz clears them; a mark
+        # sent while this frame is written goes after it and stays pending there. A write
+        # that fails ends the stream, and the count with it.
         self._marks_pending = 0
+        await self._send(render_clear_marks())
 
     async def disconnect(self) -> AudioCloseInfo:
         """Ask jambonz to end the listen (``disconnect``) and wait, up to ``close_timeout``,
