@@ -15,8 +15,9 @@ so a frame either went out whole or the socket is aborted. A keepalive task ping
 (``ping_timeout``), as for call sockets: a peer gone without closing never pins a stream.
 Who consumes a stream: a call handler that started the listen (:meth:`Call.listen
 <jambonz_trio.Call.listen>`, matched by a token in the listen URL), a task waiting on
-:meth:`AudioStreams.wait_stream` for the call's sid, or else the audio route's handler, run in
-the stream's own nursery.
+:meth:`AudioStreams.wait_stream` for the call (a stream is matched by the call sid it names
+and the Basic user it was admitted under, the call's), or else the audio route's handler, run
+in the stream's own nursery.
 """
 
 from __future__ import annotations
@@ -216,9 +217,9 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
         self._pinger = Keepalive(b"ja")
         self._keepalive_scope = trio.CancelScope()  # cancelled when the stream ends
         # AudioStreams.serve: starts what a stream nobody takes gets (the route's handler, or
-        # a close), for a stream whose waiter was cancelled before it returned it
+        # a close), for a stream whose waiter was cancelled before it returned it; set from
+        # the hand-over (no checkpoint between) until the stream's reading ends
         self._fallback: Callable[[], None] | None = None
-        self._given_back = False  # given back before serve could start the fallback
         self._log = CallLog(
             log, metadata.call_sid, trio.current_time, account_sid=metadata.call.account_sid, path=path
         )
@@ -737,15 +738,15 @@ class AudioStreams(metaclass=NoPublicConstructor):
     def _give_back(self, stream: AudioStream) -> None:
         """A waiter was handed ``stream`` but cancelled before it returned it: the stream goes
         on as if that waiter had not existed (the next waiter, else the route's handler or a
-        close, started by :meth:`serve` in the stream's nursery). Synchronous."""
-        if self._to_waiter(stream):
-            return
+        close, started by :meth:`serve` in the stream's nursery). Synchronous.
+
+        Nothing is done for a stream that is over (serve stopped reading it: its nursery
+        may be closed already, and a waiter could only get a dead stream)."""
         start = stream._fallback
-        if start is not None:
-            stream._fallback = None
-            start()
-        else:
-            stream._given_back = True  # (serve starts the fallback once its nursery is open)
+        if start is None or self._to_waiter(stream):
+            return
+        stream._fallback = None
+        start()
 
     async def serve(
         self,
@@ -803,9 +804,8 @@ class AudioStreams(metaclass=NoPublicConstructor):
                 if not claimed:
                     assert handler is not None
                     nursery.start_soon(_run_handler, audio, handler)
-                elif audio._given_back:
-                    fallback()
                 else:
+                    # (no checkpoint since the hand-over: its waiter cannot have given it back)
                     audio._fallback = fallback
                 nursery.start_soon(audio._keepalive)  # ends with the stream
                 try:
@@ -815,8 +815,11 @@ class AudioStreams(metaclass=NoPublicConstructor):
                     with trio.CancelScope(shield=True):
                         await audio._close(1001, "server shutting down", by="server")
                     raise
+                finally:
+                    # the stream is over: a stream given back from now on needs nothing (and
+                    # the nursery may close before this task resumes: never start a task in it)
+                    audio._fallback = None
         finally:
-            audio._fallback = None  # (the nursery is gone; a stream given back now is over)
             del self._live[audio]
 
     async def close_all(self, code: int = 1001, reason: str = "server shutting down") -> None:
