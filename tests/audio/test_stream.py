@@ -11,6 +11,7 @@ from array import array
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 import trio_websocket
 from wsproto.events import AcceptConnection, BytesMessage
 
@@ -354,6 +355,46 @@ async def test_a_mark_reported_before_its_write_returns_is_not_left_pending(
                     break  # the handler is done
     assert len(played) == 1
     assert errors == [], f"mark() refused with 29 marks pending at jambonz: {errors}"
+
+
+async def test_a_mark_sent_while_clear_marks_is_writing_stays_counted(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """``clear_marks`` is writing ``clearMarks`` (a slow socket) when another task sends
+    ``mark("x")``: its frame goes out after ``clearMarks``, so jambonz keeps ``x``, and the
+    count must too: 29 more marks are accepted, the 30th is refused (jambonz would drop it
+    silently). ``clear_marks`` zeroing the count after its write returned forgot ``x``."""
+    spies: list[Spy] = []
+    accepted: list[str] = []
+    refused: list[Exception] = []
+
+    async def app(stream: AudioStream) -> None:
+        spy = spies[0]
+        async with trio.open_nursery() as inner:
+            inner.start_soon(stream.clear_marks)
+            await trio.testing.wait_all_tasks_blocked()  # clearMarks is being written
+            inner.start_soon(stream.mark, "x")
+            await trio.testing.wait_all_tasks_blocked()  # the mark waits behind it
+            spy.slow.set()
+        try:
+            for i in range(1, 31):
+                await stream.mark(f"m{i}")
+                accepted.append(f"m{i}")
+        except LocalProtocolError as exc:
+            refused.append(exc)
+        await stream.wait_closed()
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with spied_client(server) as (ws, spy):
+        spies.append(spy)
+        spy.slow_send = lambda data: b"clearMarks" in data
+        await ws.send_message(json.dumps({"callSid": "cs-1", "sampleRate": 8000}))
+        sent = [json.loads(await ws.get_message()) for _ in range(2)]
+        assert [m["type"] for m in sent] == ["clearMarks", "mark"]  # x follows the clear: kept
+        with trio.move_on_after(5):
+            while True:
+                await ws.get_message()
+    assert len(accepted) == 29 and refused, f"{len(accepted)} more marks accepted with x pending at jambonz"
 
 
 async def test_mode_checks_of_a_listen_the_library_started(

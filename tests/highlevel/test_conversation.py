@@ -20,7 +20,7 @@ from jambonz_trio import (
 )
 from jambonz_trio.commands import CallStatusCommand, LlmToolOutputCommand, RedirectCommand
 from jambonz_trio.llm import tool_output
-from jambonz_trio.messages import GatherResult, ToolCall
+from jambonz_trio.messages import Disconnected, GatherResult, ToolCall
 from jambonz_trio.testing import (
     AckAbandoned,
     Caller,
@@ -422,31 +422,55 @@ async def test_an_operation_whose_redirect_a_drop_lost_is_sent_again_after_the_r
 
 
 class _MovesOn:
-    """An app whose ``gather`` (after ``first``) is cancelled from the test, then says "Moving
-    on"; :meth:`cancel_while_down` checks that only the ``say`` goes out after the reconnect."""
+    """An app whose ``gather`` (after ``first``) is cancelled from the test (or, with
+    ``cancel_on_disconnect``, by the app as soon as it reads ``Disconnected``), then, ``busy``
+    seconds later, says "Moving on"; :meth:`moves_on` checks that only the ``say`` goes out
+    after the reconnect, replacing the program."""
 
-    def __init__(self, first: Callable[[Conversation], Awaitable[object]]) -> None:
+    def __init__(
+        self,
+        first: Callable[[Conversation], Awaitable[object]],
+        *,
+        cancel_on_disconnect: bool = False,
+        busy: float = 0,
+    ) -> None:
         self.first = first
+        self.cancel_on_disconnect = cancel_on_disconnect
+        self.busy = busy
         self.scopes: list[trio.CancelScope] = []
         self.moved_on, self.said = trio.Event(), trio.Event()
 
     async def __call__(self, call: Call) -> None:
-        async with open_conversation(call) as convo:
+        async with open_conversation(call) as convo, trio.open_nursery() as inner:
+            if self.cancel_on_disconnect:
+                inner.start_soon(self._cancel_on_disconnect, convo)
             await self.first(convo)
             with trio.CancelScope() as scope:
                 self.scopes.append(scope)
                 await convo.gather("Say something")
             self.moved_on.set()
+            if self.busy:
+                await trio.sleep(self.busy)  # the app does something else first
             await convo.say("Moving on")
             self.said.set()
             await call.wait_closed()
+            inner.cancel_scope.cancel()
+
+    async def _cancel_on_disconnect(self, convo: Conversation) -> None:
+        while True:
+            if isinstance(await convo.next_event(), Disconnected) and self.scopes:
+                self.scopes[0].cancel()  # the caller's line is flaky: give up on the question
 
     async def cancel_while_down(self, fc: FakeCall) -> None:
         await fc.wait_idle(1)
         assert self.scopes and not fc.connected
         self.scopes[0].cancel()  # e.g. the app's own deadline for an answer
+        await self.moves_on(fc)
+
+    async def moves_on(self, fc: FakeCall) -> None:
         with trio.fail_after(5):
             await self.moved_on.wait()
+        await fc.wait_idle(1)
         await fc.reconnect()
         await fc.wait_idle(5)
         after = [c.command for c in fc.commands if c.connection == 2]
@@ -487,12 +511,67 @@ async def test_an_operation_cancelled_while_its_unconfirmed_ack_waits_is_not_sen
     app = _MovesOn(lambda convo: convo.play("https://example.com/hello.wav"))
     server = await serve(nursery, app)
     async with open_fake_call(server.connect_memory) as fc:
-        await fc.start()
-        await fc.wait_idle(0.5)
+        await _lose_the_ack_carrying_the_gather(fc)
+        await app.cancel_while_down(fc)
+        await fc.hangup()
+
+
+async def _lose_the_ack_carrying_the_gather(fc: FakeCall, *, owed_hooks: int = 0) -> None:
+    """Start the call; the ack of the ``play``'s hook, carrying the ``gather``, dies in flight
+    (``AckUnconfirmed``). ``owed_hooks`` foreign hooks the app owes at the drop are abandoned
+    too: their ``HookAbandoned`` events come before the ``AckUnconfirmed``."""
+    await fc.start()
+    await fc.wait_idle(0.5)
+    async with trio.open_nursery() as hooks:
+
+        async def foreign(n: int) -> None:
+            with pytest.raises(AckAbandoned):  # owed when the socket drops
+                await fc.hook(f"/elsewhere/{n}", {})
+
+        for n in range(owed_hooks):
+            hooks.start_soon(foreign, n)
+        await fc.wait_idle(0.1)
         fc.cut(after_received=1, reconnect=False)  # the ack carrying the gather dies in flight
         with pytest.raises(AckAbandoned):
             await fc.hook("/jt/play/1", {"reason": "playCompleted"})
-        await app.cancel_while_down(fc)
+
+
+async def test_an_operation_cancelled_on_the_disconnected_event_is_not_sent_again_after_the_reconnect(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The same when the app cancels the gather as soon as it reads ``Disconnected``: that is
+    before the conversation handles the drop's ``AckUnconfirmed`` for the gather's ack, queued
+    behind the ``HookAbandoned`` of the hooks the app owed at the drop (here five foreign ones).
+    The cancelled gather is still known as an operation that is over, and not sent again."""
+    app = _MovesOn(lambda convo: convo.play("https://example.com/hello.wav"), cancel_on_disconnect=True)
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        await _lose_the_ack_carrying_the_gather(fc, owed_hooks=5)
+        await app.moves_on(fc)
+        await fc.hangup()
+
+
+async def test_the_operation_after_a_kill_lost_in_a_drop_replaces_the_cancelled_verb(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The gather is running (jambonz read its redirect) when the app cancels it, the socket
+    still up: the killing ``redirect([])`` is written but the socket dies with it in flight
+    (``CommandUnconfirmed``). jambonz may still run the gather, so the next operation's ``say``
+    must replace it after the reconnect, not be appended behind it (it then waited for the
+    gather's timeout)."""
+    app = _MovesOn(lambda convo: convo.say("Hello"), busy=0.5)
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        await fc.start()
+        await fc.wait_idle(0.5)
+        await fc.verb_status("starting", id="jt-1", name="say")
+        await fc.verb_status("finished", id="jt-1", name="say")
+        await fc.wait_idle(0.5)
+        gathers = [c.command for c in fc.commands if isinstance(c.command, RedirectCommand)]
+        assert [[v.VERB for v in c.verbs] for c in gathers] == [["gather"]]  # jambonz runs it
+        fc.cut(after_received=1, reconnect=False)  # the kill's redirect dies in flight
+        app.scopes[0].cancel()
+        await app.moves_on(fc)
         await fc.hangup()
 
 
