@@ -53,3 +53,55 @@ async def test_a_command_retried_with_its_request_id_after_a_timeout_is_executed
                 # the documented retry
                 await control.send_command(sid, redirect, request_id="retry-1")
                 assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text="once"),)
+
+
+async def test_a_member_back_from_a_redis_blip_does_not_take_back_a_call_that_moved(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """A member whose beats stop reaching Redis is swept; jambonz's reconnect of one of its
+    calls lands on another member, which starts the call there (docs/deploying.md). When the
+    first member is back, its full re-registration puts its stale, parked copy of that call
+    back in the directory, taking the entry from the member jambonz now talks to: commands go
+    to the stale copy (which waits out its reconnect grace for a reconnect that never comes),
+    and when that copy gives up, its removal deletes the live call's entry."""
+    a, b = await two_members(nursery, redis_url, ns)
+    beats = trio.Event()  # set: A's heartbeats reach Redis again
+    heartbeat = a.cluster._heartbeat
+
+    async def slow_link(**kwargs: object) -> object:
+        if not beats.is_set():
+            raise TimeoutError("A's link to Redis is down")
+        return await heartbeat(**kwargs)
+
+    target = Switch(a.server.connect_memory)
+    async with (
+        open_cluster(redis_url, namespace=ns, config=FAST) as control,
+        open_fake_call(target, auto_reconnect=False) as fc,
+    ):
+        with trio.fail_after(30):
+            await fc.start()
+            sid = fc.call.call_sid
+            stale = a.server.calls[sid]
+            await eventually(lambda: _owner_is(control, sid, a.cluster.member), 5)
+            await fc.drop(reconnect=False)
+            await eventually(lambda: stale.state is ConnState.DISCONNECTED, 5)
+
+            a.cluster._heartbeat = slow_link  # type: ignore[method-assign]
+            await control._sweep_dead(a.cluster.member)  # what B's sweep does once A expired
+            target.to = b.server.connect_memory
+            await fc.reconnect()  # starts on B (the owner is gone)
+            assert b.server.calls[sid].restored
+            await eventually(lambda: _owner_is(control, sid, b.cluster.member), 5)
+
+            resyncs = a.cluster.statistics().resyncs
+            beats.set()  # A is back: it beats, finds itself unknown, re-registers
+            await eventually(lambda: a.cluster.statistics().resyncs > resyncs, 5)
+            await a.cluster.wait_registered()
+            assert not stale.closed  # (A's copy still waits for a reconnect)
+            entry = await control.get_call(sid)
+            assert entry is not None and entry.member == b.cluster.member, entry
+
+
+async def _owner_is(cluster: object, sid: str | None, member: str) -> bool:
+    entry = await cluster.get_call(sid or "")  # type: ignore[attr-defined]
+    return entry is not None and entry.member == member
