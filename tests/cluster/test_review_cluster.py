@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from functools import partial
+from typing import Any
 
 import attrs
 import pytest
 import trio
 
 from jambonz_trio import NotDelivered
-from jambonz_trio.cluster import ClusterConfig, open_cluster
+from jambonz_trio.cluster import Cluster, open_cluster
+from jambonz_trio.cluster._redis import make_client
 from jambonz_trio.commands import RedirectCommand
 from jambonz_trio.lowlevel import ConnState
 from jambonz_trio.testing import open_fake_call
@@ -68,7 +70,7 @@ async def test_a_member_back_from_a_redis_blip_does_not_take_back_a_call_that_mo
     beats = trio.Event()  # set: A's heartbeats reach Redis again
     heartbeat = a.cluster._heartbeat
 
-    async def slow_link(**kwargs: object) -> object:
+    async def slow_link(**kwargs: Any) -> Any:
         if not beats.is_set():
             raise TimeoutError("A's link to Redis is down")
         return await heartbeat(**kwargs)
@@ -86,7 +88,7 @@ async def test_a_member_back_from_a_redis_blip_does_not_take_back_a_call_that_mo
             await fc.drop(reconnect=False)
             await eventually(lambda: stale.state is ConnState.DISCONNECTED, 5)
 
-            a.cluster._heartbeat = slow_link  # type: ignore[method-assign]
+            a.cluster._heartbeat = slow_link  # type: ignore[assignment]
             await control._sweep_dead(a.cluster.member)  # what B's sweep does once A expired
             target.to = b.server.connect_memory
             await fc.reconnect()  # starts on B (the owner is gone)
@@ -102,8 +104,8 @@ async def test_a_member_back_from_a_redis_blip_does_not_take_back_a_call_that_mo
             assert entry is not None and entry.member == b.cluster.member, entry
 
 
-async def _owner_is(cluster: object, sid: str | None, member: str) -> bool:
-    entry = await cluster.get_call(sid or "")  # type: ignore[attr-defined]
+async def _owner_is(cluster: Cluster, sid: str | None, member: str) -> bool:
+    entry = await cluster.get_call(sid or "")
     return entry is not None and entry.member == member
 
 
@@ -120,7 +122,7 @@ async def test_a_drained_call_keeps_its_user_data_when_its_removal_is_written_tw
     upsert = cluster._upsert
     failures = [TimeoutError("the reply to this write was lost")]
 
-    async def once_failing(**kwargs: object) -> object:
+    async def once_failing(**kwargs: Any) -> Any:
         if failures:
             raise failures.pop()
         return await upsert(**kwargs)
@@ -136,19 +138,20 @@ async def test_a_drained_call_keeps_its_user_data_when_its_removal_is_written_tw
                 # drain waits for its other calls to close)
                 call = server.calls[sid]
                 await cluster.hand_over([call])
-                cluster._upsert = once_failing  # type: ignore[method-assign]
+                cluster._upsert = once_failing
                 await call.aclose(1012, "server restarting")
                 await fc.expect_close()
             await eventually(lambda: not failures, 5)
             await eventually(lambda: _listed_nowhere(control, sid), 5)
             assert await _stored_hooks(control, sid, 1)  # kept for the member its reconnect reaches
 
-async def _listed_nowhere(cluster: object, sid: str | None) -> bool:
-    return await cluster._client.hget(cluster._keys.calls, sid or "") is None  # type: ignore[attr-defined]
+
+async def _listed_nowhere(cluster: Cluster, sid: str | None) -> bool:
+    return await cluster._client.hget(cluster._keys.calls, sid or "") is None
 
 
-async def _stored_hooks(cluster: object, sid: str | None, hooks: int) -> bool:
-    record = await cluster._client.hget(cluster._keys.userdata, sid or "")  # type: ignore[attr-defined]
+async def _stored_hooks(cluster: Cluster, sid: str | None, hooks: int) -> bool:
+    record = await cluster._client.hget(cluster._keys.userdata, sid or "")
     return record is not None and json.loads(json.loads(record)["v"]) == {"hooks": hooks}
 
 
@@ -174,3 +177,34 @@ async def test_a_drain_stores_the_user_data_of_the_calls_it_hands_over(
                     await fc.expect_close()
             assert await _stored_hooks(control, sid, 1)
             assert await control._client.zscore(control._keys.orphans, sid or "") is not None
+
+
+async def test_a_cluster_whose_members_all_died_leaves_no_key_without_an_expiry(
+    redis_url: str, ns: str
+) -> None:
+    """_scripts.py: "every member's heartbeat ... re-arms a PEXPIRE of the shared keys, so a
+    cluster whose members all died leaves nothing behind". The heartbeat's PEXPIRE of a key
+    that does not exist yet does nothing: the keys a member's first call creates (the calls
+    hash, the events stream, the member's calls set) have no expiry until its next beat. A
+    member that dies before then (killed: no leave), with no other member to sweep it, leaves
+    them for ever (once the members zset expires no sweep can find them)."""
+    config = attrs.evolve(FAST, member_ttl=30.0)  # the next beat is 10 s away
+    with trio.fail_after(20):
+        async with trio.open_nursery() as doomed:
+            cluster, server = await doomed.start(partial(run_member, redis_url, ns, config))
+            await cluster.wait_registered()
+            async with open_fake_call(server.connect_memory, auto_reconnect=False) as fc:
+                await fc.start()
+                await cluster.wait_registered()
+
+                async def killed() -> None:  # no leave: the process is gone
+                    return None
+
+                cluster._leave = killed
+                doomed.cancel_scope.cancel()
+        client = make_client(redis_url, op_timeout=1.0)
+        async with client:
+            keys = [str(k) async for k in client.scan_iter(match=f"jt:{{{ns}}}*")]
+            assert keys
+            no_expiry = [k for k in keys if await client.pttl(k) < 0]
+    assert no_expiry == []
