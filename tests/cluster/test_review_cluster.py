@@ -208,3 +208,40 @@ async def test_a_cluster_whose_members_all_died_leaves_no_key_without_an_expiry(
             assert keys
             no_expiry = [k for k in keys if await client.pttl(k) < 0]
     assert no_expiry == []
+
+
+async def test_a_restored_call_that_ends_soon_leaves_no_stored_user_data_behind(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """A dead owner's call starts where its reconnect lands, its user_data restored from the
+    record the owner stored (which names the owner). Registering the call there removes the
+    orphan mark that would have swept the record; the new member's removal at the call's end
+    only deletes a record naming itself. A call that ends before the new member's first store
+    (one beat, ``member_ttl / 3``) leaves the dead owner's record for ever."""
+    slow = attrs.evolve(FAST, member_ttl=30.0, keep_user_data=True)  # B: no beat (no store) during the test
+    quick = attrs.evolve(FAST, orphan_keep=1.0, keep_user_data=True)  # A: stores at once; its orphans go fast
+    b_cluster, b = await nursery.start(partial(run_member, redis_url, ns, slow, handler=counting))
+    async with open_cluster(redis_url, namespace=ns, config=quick) as control:
+        with trio.fail_after(30):
+            await b_cluster.wait_registered()
+            async with trio.open_nursery() as doomed:
+                _a, a = await doomed.start(partial(run_member, redis_url, ns, quick, handler=counting))
+                async with open_fake_call(a.connect_memory, auto_reconnect=False) as fc:
+                    await fc.start()
+                    sid = fc.call.call_sid
+                    assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text="hook 1")]
+                    await eventually(lambda: _stored_hooks(control, sid, 1), 5)
+                    data = fc.call
+                    doomed.cancel_scope.cancel()  # the owner goes
+            async with open_fake_call(b.connect_memory, auto_reconnect=False, call=data) as fc2:
+                await fc2.start("session:reconnect")
+                assert b.calls[sid].restored
+                await fc2.gather_speech("/bye", "bye")  # the call ends at once
+                await fc2.expect_close(1000)
+            await b_cluster.wait_registered()
+            assert await _listed_nowhere(control, sid)
+            # a record with no live entry is removed only through its orphan mark
+            k = control._keys
+            record = await control._client.hget(k.userdata, sid or "")
+            mark = await control._client.zscore(k.orphans, sid or "")
+            assert record is None or mark is not None, record
