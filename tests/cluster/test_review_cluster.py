@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
@@ -11,7 +13,8 @@ import pytest
 import trio
 
 from jambonz_trio import NotDelivered
-from jambonz_trio.cluster import Cluster, open_cluster
+from jambonz_trio._cli import main
+from jambonz_trio.cluster import CallsSnapshot, Cluster, ClusterCall, ClusterEvent, open_cluster
 from jambonz_trio.cluster._redis import make_client
 from jambonz_trio.commands import RedirectCommand
 from jambonz_trio.lowlevel import ConnState
@@ -19,6 +22,7 @@ from jambonz_trio.testing import open_fake_call
 from jambonz_trio.verbs import Say
 
 from .apps import counting, run_member
+from .redis import namespace, shared_redis_url
 from .test_cluster import FAST, eventually
 from .test_relay import Switch, two_members
 
@@ -245,3 +249,34 @@ async def test_a_restored_call_that_ends_soon_leaves_no_stored_user_data_behind(
             record = await control._client.hget(k.userdata, sid or "")
             mark = await control._client.zscore(k.orphans, sid or "")
             assert record is None or mark is not None, record
+
+
+def test_calls_watch_reports_what_changed_across_a_gap(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``calls --watch`` prints one line per change. It drops every CallsSnapshot, not only the
+    first (which repeats the list it printed): a call that ended while Redis was unreachable
+    (the watch's next snapshot no longer has it), or that started between the list and the
+    watch's first snapshot, is never reported; the printed view stays wrong for ever."""
+    url = shared_redis_url()
+    gone = ClusterCall(call_sid="ended-during-the-gap", member="m1")
+    late = ClusterCall(call_sid="started-before-the-watch", member="m1")
+
+    async def listed(self: Cluster) -> list[ClusterCall]:
+        return [gone]
+
+    @contextlib.asynccontextmanager
+    async def watch(self: Cluster, **kwargs: Any) -> AsyncIterator[Any]:
+        send, receive = trio.open_memory_channel[ClusterEvent](8)
+        send.send_nowait(CallsSnapshot((gone, late)))  # first snapshot: one call more
+        send.send_nowait(CallsSnapshot((late,)))  # after a gap: the other one ended meanwhile
+        send.close()
+        yield receive
+
+    monkeypatch.setattr(Cluster, "list_calls", listed)
+    monkeypatch.setattr(Cluster, "watch_calls", watch)
+    assert main(["calls", "--redis", url, "--namespace", namespace(), "--watch"]) == 0
+    out = capsys.readouterr().out
+    assert late.call_sid in out, out
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[-1].get("event") in ("end", "snapshot"), lines  # the end is reported somehow
