@@ -17,7 +17,8 @@ A member's inbox also carries the frames of the calls relayed to or from it (see
 :mod:`._relay`): one ordered stream per receiving member, no stream per call.
 
 Every member's heartbeat (every ``member_ttl / 3``) moves its expiry and re-arms a
-``PEXPIRE`` of the shared keys, so a cluster whose members all died leaves nothing behind;
+``PEXPIRE`` of the shared keys, and a script that creates one of them gives it that expiry at
+once (:data:`_ARM`), so a cluster whose members all died leaves nothing behind;
 every member also sweeps: a member past its expiry loses its calls (each gets an ``end`` event
 and an orphan mark) and its keys; a stored ``user_data`` is kept while its call's orphan mark
 lasts (a reconnect landing elsewhere restores it), then removed.
@@ -46,6 +47,19 @@ local function now_ms()
 end
 """
 
+#: ``arm(ttl, key, ...)``: give the keys a script may have created (they have no expiry) the
+#: shared keys' expiry, ``ttl`` ms: the members zset's (``PTTL KEYS[1]``), which every beat
+#: re-arms. A heartbeat's ``PEXPIRE`` of a key that does not exist yet does nothing, so a key
+#: created between two beats of the last member alive would otherwise outlive the cluster.
+_ARM = """
+local function arm(ttl, ...)
+  if ttl <= 0 then return end
+  for _, key in ipairs({...}) do
+    if redis.call('PTTL', key) == -1 then redis.call('PEXPIRE', key, ttl) end
+  end
+end
+"""
+
 #: KEYS: members, calls, events, orphans, userdata, my inbox, my calls set
 #: ARGV: me, ttl_ms, idle_ms, inbox_maxlen -> 1 if I was registered and alive, else 0
 HEARTBEAT = (
@@ -70,9 +84,12 @@ return 0
 #: member (the newest socket of a call is where jambonz talks). -> number of changes, or -1
 #: (nothing written) when I am not registered: swept while unreachable, or gone - a write
 #: arriving late must not leave entries no sweep would ever find.
-UPSERT = """
+UPSERT = (
+    _ARM
+    + """
 local me, prefix, maxlen = ARGV[1], ARGV[2], ARGV[3]
 if not redis.call('ZSCORE', KEYS[1], me) then return -1 end
+local ttl = redis.call('PTTL', KEYS[1])
 local changed = 0
 for i = 4, #ARGV, 2 do
   local sid, doc = ARGV[i], ARGV[i + 1]
@@ -104,16 +121,20 @@ for i = 4, #ARGV, 2 do
     redis.call('ZREM', KEYS[4], sid)
   end
 end
+arm(ttl, KEYS[2], KEYS[3], KEYS[5])
 return changed
 """
+)
 
 #: KEYS: members, calls, events, orphans, userdata
 #: ARGV: member key prefix, events_maxlen, orphan_keep_ms, a member id ('' = every expired one)
 #: -> number of calls removed
 SWEEP = (
     _NOW
+    + _ARM
     + """
 local now = now_ms()
+local ttl = redis.call('PTTL', KEYS[1])  -- (before this member's removal may delete the zset)
 local gone
 if ARGV[4] ~= '' then
   gone = {ARGV[4]}
@@ -140,6 +161,7 @@ for _, sid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 
   if redis.call('HEXISTS', KEYS[2], sid) == 0 then redis.call('HDEL', KEYS[5], sid) end
   redis.call('ZREM', KEYS[4], sid)
 end
+arm(ttl, KEYS[3], KEYS[4])
 return removed
 """
 )
@@ -200,23 +222,32 @@ return {'none', '', ud}
 
 #: KEYS: members, userdata   ARGV: me, then pairs (call_sid, record)
 #: Stores the user_data of my calls (a record names its member) -> -1 if I am not registered
-STORE_USER_DATA = """
+STORE_USER_DATA = (
+    _ARM
+    + """
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -1 end
 for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+arm(redis.call('PTTL', KEYS[1]), KEYS[2])
 return 0
 """
+)
 
 #: KEYS: members, userdata, orphans   ARGV: me, orphan_keep_ms, then pairs (call_sid, record)
 #: A draining member hands its calls over: their user_data stored, and an orphan mark that keeps
 #: it for orphan_keep once the entry is gone (until a member registers the call again)
 HAND_OVER = (
     _NOW
+    + _ARM
     + """
 local until = now_ms() + tonumber(ARGV[2])
 for i = 3, #ARGV, 2 do
   if ARGV[i + 1] ~= '' then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
   redis.call('ZADD', KEYS[3], until, ARGV[i])
 end
+-- (no member left: they are kept orphan_keep)
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl <= 0 then ttl = tonumber(ARGV[2]) end
+arm(ttl, KEYS[2], KEYS[3])
 return 0
 """
 )
