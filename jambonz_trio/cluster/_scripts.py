@@ -21,7 +21,8 @@ Every member's heartbeat (every ``member_ttl / 3``) moves its expiry and re-arms
 once (:data:`_ARM`), so a cluster whose members all died leaves nothing behind;
 every member also sweeps: a member past its expiry loses its calls (each gets an ``end`` event
 and an orphan mark) and its keys; a stored ``user_data`` is kept while its call's orphan mark
-lasts (a reconnect landing elsewhere restores it), then removed.
+lasts (a reconnect landing elsewhere restores it), then removed; the member that registers the
+call again takes the record over (UPSERT), so that its removal or its sweep removes it.
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ return 0
 #: ARGV: me, member key prefix, events_maxlen, then pairs (call_sid, JSON, or '' to remove the
 #: entry and its stored user_data, or '~' to remove the entry only: a call handed over)
 #: Removal only removes an entry (and user_data) that is still mine; a put takes the sid over from another
-#: member (the newest socket of a call is where jambonz talks). -> number of changes, or -1
+#: member (the newest socket of a call is where jambonz talks), and with it the call's stored
+#: user_data (its record is re-tagged mine: the orphan mark that would have swept it goes, and
+#: my removal or my sweep removes it now, even before I store my own). -> number of changes, or -1
 #: (nothing written) when I am not registered: swept while unreachable, or gone - a write
 #: arriving late must not leave entries no sweep would ever find.
 UPSERT = (
@@ -119,6 +122,14 @@ for i = 4, #ARGV, 2 do
     end
     redis.call('SADD', KEYS[5], sid)
     redis.call('ZREM', KEYS[4], sid)
+    local ud = redis.call('HGET', KEYS[6], sid)
+    if ud then
+      local ok, record = pcall(cjson.decode, ud)
+      if ok and type(record) == 'table' and record['member'] ~= me then
+        record['member'] = me
+        redis.call('HSET', KEYS[6], sid, cjson.encode(record))
+      end
+    end
   end
 end
 arm(ttl, KEYS[2], KEYS[3], KEYS[5])
