@@ -5,7 +5,7 @@ Tasks of one cluster handle (all in the handle's nursery, none per call):
 * the **directory task**: heartbeat and sweep every ``member_ttl / 3``, and the writes of the
   bounded, coalesced update queue the server's synchronous hooks fill (nothing on a call's
   path ever awaits Redis); after a Redis restart, an expiry or an overflow it re-registers the
-  member's live calls;
+  member's live calls (never taking one that another member registered since);
 * the **inbox task**: one blocking ``XREAD`` loop on the member's inbox stream (a fresh client
   per session), dispatching commands to per-call lanes and replies to waiting requesters;
 * one **lane** task per call that has commands waiting (FIFO per call), while it has some;
@@ -33,6 +33,7 @@ import coredis
 import trio
 
 from .._audio import LISTEN_ROUTERS
+from .._call import engine_of
 from .._command_api import CommandMethods
 from .._errors import (
     CallClosed,
@@ -46,6 +47,7 @@ from .._membership import OWNER_FIELDS, Reconnect, Relayed, ServeHere
 from .._protocol._json import loads_object
 from .._protocol._messages import SessionReconnect, parse_message, routing_sid
 from .._protocol._outbound import Command
+from .._protocol._state import ConnState
 from .._sync import leaves
 from ._errors import CallNotFound, ClusterUnavailable, OwnerGone
 from ._model import (
@@ -178,6 +180,8 @@ class Cluster:
         self._server: JambonzServer | None = None
         # directory
         self._live: dict[str, tuple[Call, ClusterCall]] = {}
+        # the entry last written for each call: what the directory saw of its socket (_full_resync)
+        self._written: dict[str, str] = {}
         self._pending: dict[str, ClusterCall | None] = {}
         self._resync = True  # the first registration is a full one
         self._flushing = False  # a batch taken from _pending is being written
@@ -451,6 +455,7 @@ class Cluster:
         sid = found[0]
         del self._live[sid]
         self._ud_stored.pop(sid, None)
+        self._written.pop(sid, None)
         self._queue(sid, None)  # (removed with its user_data, unless handed over: _removal)
 
     def _queue(self, sid: str, update: ClusterCall | None) -> None:
@@ -828,26 +833,34 @@ class Cluster:
             log.info("cluster: removed %d calls of members that stopped beating", removed)
         return int(removed)
 
-    async def _apply(self, ops: list[tuple[str, str]]) -> bool:
-        """Write directory updates; ``False`` (and nothing more written) when Redis does not
-        know this member: then a heartbeat and a full re-registration must come first."""
+    async def _apply(self, ops: list[tuple[str, str]]) -> list[str] | None:
+        """Write directory updates: the sids of the re-registrations refused (``?``: another
+        member holds the call); ``None`` (and nothing more written) when Redis does not know
+        this member: then a heartbeat and a full re-registration must come first."""
         k = self._keys
+        refused: list[str] = []
         for start in range(0, len(ops), _CHUNK):
+            chunk = ops[start : start + _CHUNK]
             args: list[str | int] = [self.member, k.member_prefix, self.config.events_maxlen]
-            for sid, doc in ops[start : start + _CHUNK]:
+            for sid, doc in chunk:
                 args += [sid, doc]
             with guard("directory update", self._where), trio.fail_after(self._bound):
-                changed: int = await self._upsert(
+                found: list[Any] | int = await self._upsert(
                     keys=[k.members, k.calls, k.events, k.orphans, k.member_calls(self.member), k.userdata],
                     args=args,
                 )
-            if changed < 0:
+            if not isinstance(found, list):  # -1: not registered
                 self._pending.clear()
                 self._resync = True
                 self._beat_now = True
                 self._wake.set()
-                return False
-        return True
+                return None
+            chunk_refused = {str(sid) for sid in found[1:]}
+            refused += chunk_refused
+            for sid, doc in chunk:
+                if doc not in ("", "~") and sid in self._live and sid not in chunk_refused:
+                    self._written[sid] = doc.removeprefix("?")
+        return refused
 
     def _removal(self, sid: str) -> str:
         """The directory op removing a call: ``~`` keeps its stored user_data (handed over)."""
@@ -873,24 +886,56 @@ class Cluster:
             self._flushing = False
 
     async def _full_resync(self) -> None:
+        """Register this member's live calls again (after a Redis restart, an expiry, an
+        overflow). A call whose entry the directory has seen already (written since its socket
+        was bound here) is only re-registered: it must not take the call from a member that
+        registered it since, which jambonz reconnected it to (while this member was swept, say);
+        such a copy ends here (:meth:`_disown`). A call whose socket was bound here since its
+        last write takes the entry over, as its write would have."""
         self._pending.clear()
         self._resync = False
         self._ud_stored.clear()  # Redis may have lost them (restarted): store them all again
-        snapshot = {sid: summary for sid, (_call, summary) in self._live.items()}
+        snapshot = dict(self._live)
         try:
             with guard("re-registering calls", self._where), trio.fail_after(self._bound):
                 known = await self._client.smembers(self._keys.member_calls(self.member))
             ops = [(sid, self._removal(sid)) for sid in known if sid not in snapshot]
             self._handed_over.clear()  # (the rest were never registered: nothing to remove)
-            ops += [(sid, summary.dumps()) for sid, summary in snapshot.items()]
-            if not await self._apply(ops):
+            for sid, (_call, summary) in snapshot.items():
+                doc = summary.dumps()
+                ops.append((sid, "?" + doc if self._written.get(sid) == doc else doc))
+            refused = await self._apply(ops)
+            if refused is None:
                 return
         except BaseException:
             self._resync = True
             raise
+        for sid in refused:
+            self._disown(sid, *snapshot[sid])
         self._resyncs += 1
         if snapshot:
             log.info("cluster: registered member %s with its %d live calls", self.member, len(snapshot))
+
+    def _disown(self, sid: str, call: Call, summary: ClusterCall) -> None:
+        """Another member registered the call since this member wrote its entry: jambonz
+        reconnected it there, and this copy's socket is one jambonz gave up (or, parked, its
+        reconnect will not come here). Stop listing it and end it: parked, as its reconnect
+        grace would; connected, closed with 1012 (jambonz reconnects, if it still uses that
+        socket, and the reconnect is routed to the member holding the call). Nothing if the
+        socket was bound again meanwhile (its write takes the entry over)."""
+        entry = self._live.get(sid)
+        if entry is None or entry[0] is not call or entry[1] is not summary:
+            return
+        del self._live[sid]
+        self._ud_stored.pop(sid, None)
+        self._written.pop(sid, None)
+        reason = "another member took the call over while this one was away from Redis"
+        if call.state is ConnState.DISCONNECTED:
+            engine_of(call).give_up(reason)
+        elif call.state is ConnState.CONNECTED:
+            log.warning("call %s: %s; closing its socket here (1012)", sid, reason)
+            with contextlib.suppress(RuntimeError):  # the handle is closing
+                self._nursery.start_soon(call.aclose, 1012, "moved to another member")
 
     def _set_up(self, up: bool) -> None:
         if up and not self._redis_up:

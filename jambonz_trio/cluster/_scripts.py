@@ -79,21 +79,24 @@ return 0
 )
 
 #: KEYS: members, calls, events, orphans, my calls set, userdata
-#: ARGV: me, member key prefix, events_maxlen, then pairs (call_sid, JSON, or '' to remove the
-#: entry and its stored user_data, or '~' to remove the entry only: a call handed over)
+#: ARGV: me, member key prefix, events_maxlen, then pairs (call_sid, JSON, or '?' + JSON to
+#: re-register a call, or '' to remove the entry and its stored user_data, or '~' to remove the
+#: entry only: a call handed over)
 #: Removal only removes an entry (and user_data) that is still mine; a put takes the sid over from another
 #: member (the newest socket of a call is where jambonz talks), and with it the call's stored
 #: user_data (its record is re-tagged mine: the orphan mark that would have swept it goes, and
-#: my removal or my sweep removes it now, even before I store my own). -> number of changes, or -1
-#: (nothing written) when I am not registered: swept while unreachable, or gone - a write
-#: arriving late must not leave entries no sweep would ever find.
+#: my removal or my sweep removes it now, even before I store my own). A re-registration never
+#: takes a sid over: it is refused (nothing written) when another member holds the entry.
+#: -> {number of changes, then the sids of the re-registrations refused}, or -1 (nothing written)
+#: when I am not registered: swept while unreachable, or gone - a write arriving late must not
+#: leave entries no sweep would ever find.
 UPSERT = (
     _ARM
     + """
 local me, prefix, maxlen = ARGV[1], ARGV[2], ARGV[3]
 if not redis.call('ZSCORE', KEYS[1], me) then return -1 end
 local ttl = redis.call('PTTL', KEYS[1])
-local changed = 0
+local changed, refused = 0, {}
 for i = 4, #ARGV, 2 do
   local sid, doc = ARGV[i], ARGV[i + 1]
   local prev = redis.call('HGET', KEYS[2], sid)
@@ -111,7 +114,10 @@ for i = 4, #ARGV, 2 do
       if ud and cjson.decode(ud)['member'] == me then redis.call('HDEL', KEYS[6], sid) end
     end
     redis.call('SREM', KEYS[5], sid)
+  elseif doc:sub(1, 1) == '?' and owner and owner ~= me then
+    refused[#refused + 1] = sid
   else
+    if doc:sub(1, 1) == '?' then doc = doc:sub(2) end
     if prev ~= doc then
       if owner and owner ~= me then redis.call('SREM', prefix .. owner .. ':calls', sid) end
       redis.call('HSET', KEYS[2], sid, doc)
@@ -133,7 +139,8 @@ for i = 4, #ARGV, 2 do
   end
 end
 arm(ttl, KEYS[2], KEYS[3], KEYS[5])
-return changed
+table.insert(refused, 1, changed)
+return refused
 """
 )
 

@@ -66,10 +66,11 @@ async def test_a_member_back_from_a_redis_blip_does_not_take_back_a_call_that_mo
 ) -> None:
     """A member whose beats stop reaching Redis is swept; jambonz's reconnect of one of its
     calls lands on another member, which starts the call there (docs/deploying.md). When the
-    first member is back, its full re-registration puts its stale, parked copy of that call
-    back in the directory, taking the entry from the member jambonz now talks to: commands go
-    to the stale copy (which waits out its reconnect grace for a reconnect that never comes),
-    and when that copy gives up, its removal deletes the live call's entry."""
+    first member is back, its re-registration must not put its stale, parked copy of that call
+    back in the directory (commands would go to a copy whose reconnect never comes, and its
+    end would unlist the live call): that copy ends there, as its reconnect grace would, and
+    the entry stays with the member jambonz talks to. Its calls no other member took are
+    registered again."""
     a, b = await two_members(nursery, redis_url, ns)
     beats = trio.Event()  # set: A's heartbeats reach Redis again
     heartbeat = a.cluster._heartbeat
@@ -83,12 +84,15 @@ async def test_a_member_back_from_a_redis_blip_does_not_take_back_a_call_that_mo
     async with (
         open_cluster(redis_url, namespace=ns, config=FAST) as control,
         open_fake_call(target, auto_reconnect=False) as fc,
+        open_fake_call(a.server.connect_memory, auto_reconnect=False) as stays,
     ):
         with trio.fail_after(30):
             await fc.start()
+            await stays.start()
             sid = fc.call.call_sid
             stale = a.server.calls[sid]
             await eventually(lambda: _owner_is(control, sid, a.cluster.member), 5)
+            await eventually(lambda: _owner_is(control, stays.call.call_sid, a.cluster.member), 5)
             await fc.drop(reconnect=False)
             await eventually(lambda: stale.state is ConnState.DISCONNECTED, 5)
 
@@ -103,9 +107,14 @@ async def test_a_member_back_from_a_redis_blip_does_not_take_back_a_call_that_mo
             beats.set()  # A is back: it beats, finds itself unknown, re-registers
             await eventually(lambda: a.cluster.statistics().resyncs > resyncs, 5)
             await a.cluster.wait_registered()
-            assert not stale.closed  # (A's copy still waits for a reconnect)
-            entry = await control.get_call(sid)
-            assert entry is not None and entry.member == b.cluster.member, entry
+            assert await _owner_is(control, sid, b.cluster.member)
+            assert await _owner_is(control, stays.call.call_sid, a.cluster.member)
+            # A's copy ended (its reconnect went to B), and its end left B's entry alone
+            await eventually(lambda: a.server.calls.get(sid or "") is None, 5)
+            assert stale.close_info is not None and stale.close_info.by == "lost"
+            await a.cluster.wait_registered()
+            assert await _owner_is(control, sid, b.cluster.member)
+            assert b.server.calls[sid].state is ConnState.CONNECTED
 
 
 async def _owner_is(cluster: Cluster, sid: str | None, member: str) -> bool:
