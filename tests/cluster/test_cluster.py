@@ -9,9 +9,12 @@ import ssl
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
+import attrs
 import pytest
 import trio
 
@@ -23,6 +26,7 @@ from jambonz_trio.cluster import (
     CallsSnapshot,
     CallStarted,
     CallUpdated,
+    Cluster,
     ClusterCall,
     ClusterConfig,
     ClusterUnavailable,
@@ -30,13 +34,23 @@ from jambonz_trio.cluster import (
     redact,
 )
 from jambonz_trio.cluster._model import decode_command, encode_command
-from jambonz_trio.cluster._redis import tls_context
+from jambonz_trio.cluster._redis import make_client, tls_context
 from jambonz_trio.commands import CallStatusCommand, MuteStatusCommand, RawCommand, RedirectCommand
-from jambonz_trio.testing import CallData, open_fake_call
+from jambonz_trio.lowlevel import ConnState
+from jambonz_trio.testing import CallData, FakeCall, open_fake_call
 from jambonz_trio.verbs import Say
 from tests.helpers import answering as answer
 
-from .apps import run_member
+from .apps import counting, run_member
+from .helpers import (
+    FAST_KEEPING,
+    Member,
+    Switch,
+    listed_nowhere,
+    owned_by,
+    stored_hooks,
+    two_members_and_a_call,
+)
 from .redis import PrivateRedis
 
 # coredis 6.9 leaves anyio memory streams unclosed when a connection attempt fails (see the
@@ -132,6 +146,168 @@ async def test_a_member_swept_while_away_re_registers_and_leaves_no_stray_entry(
             await member.wait_registered()  # it beats again, finds itself unknown, re-registers
             entry = await control.get_call(fc.call.call_sid)
             assert entry is not None and entry.member == member.member
+
+
+async def test_a_member_back_from_a_redis_blip_does_not_take_back_a_call_that_moved(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """A member whose beats stop reaching Redis is swept; jambonz's reconnect of one of its
+    calls lands on another member, which starts the call there (docs/deploying.md). When the
+    first member is back, its re-registration must not put its stale, parked copy of that call
+    back in the directory (commands would go to a copy whose reconnect never comes, and its
+    end would unlist the live call): that copy ends there, as its reconnect grace would, and
+    the entry stays with the member jambonz talks to. Its calls no other member took are
+    registered again."""
+    async with (
+        _a_call_on_a(nursery, redis_url, ns) as (a, b, control, target, fc),
+        open_fake_call(a.server.connect_memory, auto_reconnect=False) as stays,
+    ):
+        await stays.start()
+        await eventually(lambda: owned_by(control, stays.call.call_sid, a.cluster.member), 5)
+        sid = fc.call.call_sid
+        stale = a.server.calls[sid]
+        await fc.drop(reconnect=False)
+        await eventually(lambda: stale.state is ConnState.DISCONNECTED, 5)
+        back = await _moved_while_away(control, a, b, fc, target)
+        await _back(a, back)
+        assert await owned_by(control, sid, b.cluster.member)
+        assert await owned_by(control, stays.call.call_sid, a.cluster.member)
+        # A's copy ended (its reconnect went to B), and its end left B's entry alone
+        await eventually(lambda: a.server.calls.get(sid) is None, 5)
+        assert stale.close_info is not None and stale.close_info.by == "lost"
+        await a.cluster.wait_registered()
+        assert await owned_by(control, sid, b.cluster.member)
+        assert b.server.calls[sid].state is ConnState.CONNECTED
+
+
+async def test_a_member_back_from_a_redis_blip_takes_over_a_call_that_reconnected_to_it_meanwhile(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """The other side of the rule above: a call that jambonz reconnected to the swept member
+    while it was away (from the member that had registered it since) is that member's, though
+    the directory never saw the new socket: the re-registration takes its entry over, as the
+    write the reconnect queued would have, and the call goes on there."""
+    async with _a_call_on_a(nursery, redis_url, ns) as (a, b, control, target, fc):
+        sid = fc.call.call_sid
+        call = a.server.calls[sid]
+        await fc.drop(reconnect=False)
+        back = await _moved_while_away(control, a, b, fc, target)
+        await fc.drop(reconnect=False)
+        target.to = a.server.connect_memory
+        await fc.reconnect()  # back to A's copy, which A cannot list yet
+        assert a.server.calls[sid] is call and call.reconnect_count == 1
+        await _back(a, back)
+        assert await owned_by(control, sid, a.cluster.member)
+        assert call.state is ConnState.CONNECTED
+        assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text="hook 1")]
+
+
+@asynccontextmanager
+async def _a_call_on_a(
+    nursery: trio.Nursery, url: str, ns: str
+) -> AsyncIterator[tuple[Member, Member, Cluster, Switch, FakeCall]]:
+    """:func:`two_members_and_a_call`, the call started on A and listed there (30 s)."""
+    async with two_members_and_a_call(nursery, url, ns, within=30) as (a, b, control, target, fc):
+        await fc.start()
+        await eventually(lambda: owned_by(control, fc.call.call_sid, a.cluster.member), 5)
+        yield a, b, control, target, fc
+
+
+async def _moved_while_away(
+    control: Cluster, a: Member, b: Member, fc: FakeCall, target: Switch
+) -> trio.Event:
+    """A's beats stop reaching Redis (until the event returned is set) and A is swept; the
+    call, whose socket dropped from A, reconnects to B, which starts it there."""
+    back = trio.Event()
+    heartbeat = a.cluster._heartbeat
+
+    async def cut(**kwargs: Any) -> Any:
+        if not back.is_set():
+            raise TimeoutError("A's link to Redis is down")
+        return await heartbeat(**kwargs)
+
+    a.cluster._heartbeat = cut  # type: ignore[assignment]
+    await control._sweep_dead(a.cluster.member)  # what B's sweep does once A expired
+    target.to = b.server.connect_memory
+    await fc.reconnect()
+    assert b.server.calls[fc.call.call_sid].restored
+    await eventually(lambda: owned_by(control, fc.call.call_sid, b.cluster.member), 5)
+    return back
+
+
+async def _back(member: Member, back: trio.Event) -> None:
+    """The member reaches Redis again: it beats, finds itself unknown, re-registers."""
+    resyncs = member.cluster.statistics().resyncs
+    back.set()
+    await eventually(lambda: member.cluster.statistics().resyncs > resyncs, 5)
+    await member.cluster.wait_registered()
+
+
+async def test_a_restored_call_that_ends_soon_leaves_no_stored_user_data_behind(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """A dead owner's call starts where its reconnect lands, its user_data restored from the
+    record the owner stored (which names the owner). Registering the call there removes the
+    orphan mark that would have swept the record: the new member takes the record over, so
+    that the call's end removes it even before that member's first store (one beat,
+    ``member_ttl / 3``)."""
+    slow = attrs.evolve(FAST_KEEPING, member_ttl=30.0)  # B: no beat (no store) during the test
+    quick = attrs.evolve(FAST_KEEPING, orphan_keep=1.0)  # A: stores at once; its orphans go fast
+    b_cluster, b = await nursery.start(partial(run_member, redis_url, ns, slow, handler=counting))
+    async with open_cluster(redis_url, namespace=ns, config=quick) as control:
+        with trio.fail_after(30):
+            await b_cluster.wait_registered()
+            async with trio.open_nursery() as doomed:
+                _a, a = await doomed.start(partial(run_member, redis_url, ns, quick, handler=counting))
+                async with open_fake_call(a.connect_memory, auto_reconnect=False) as fc:
+                    await fc.start()
+                    sid = fc.call.call_sid
+                    assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text="hook 1")]
+                    await eventually(lambda: stored_hooks(control, sid, 1), 5)
+                    data = fc.call
+                    doomed.cancel_scope.cancel()  # the owner goes
+            async with open_fake_call(b.connect_memory, auto_reconnect=False, call=data) as fc2:
+                await fc2.start("session:reconnect")
+                assert b.calls[sid].restored
+                await fc2.gather_speech("/bye", "bye")  # the call ends at once
+                await fc2.expect_close(1000)
+            await b_cluster.wait_registered()
+            assert await listed_nowhere(control, sid)
+            # a record with no live entry is removed only through its orphan mark
+            k = control._keys
+            record = await control._client.hget(k.userdata, sid)
+            mark = await control._client.zscore(k.orphans, sid)
+            assert record is None or mark is not None, record
+
+
+async def test_a_cluster_whose_members_all_died_leaves_no_key_without_an_expiry(
+    redis_url: str, ns: str
+) -> None:
+    """Every heartbeat re-arms a PEXPIRE of the shared keys, but a PEXPIRE of a key that does
+    not exist yet does nothing: the keys a member's first call creates (the calls hash, the
+    events stream, the member's calls set) get their expiry from the write that creates them.
+    A member that dies before its next beat (killed: no leave), with no other member to sweep
+    it, leaves nothing for ever (once the members zset expires no sweep can find them)."""
+    config = attrs.evolve(FAST, member_ttl=30.0)  # the next beat is 10 s away
+    with trio.fail_after(20):
+        async with trio.open_nursery() as doomed:
+            cluster, server = await doomed.start(partial(run_member, redis_url, ns, config))
+            await cluster.wait_registered()
+            async with open_fake_call(server.connect_memory, auto_reconnect=False) as fc:
+                await fc.start()
+                await cluster.wait_registered()
+
+                async def killed() -> None:  # no leave: the process is gone
+                    return None
+
+                cluster._leave = killed
+                doomed.cancel_scope.cancel()
+        client = make_client(redis_url, op_timeout=1.0)
+        async with client:
+            keys = [str(k) async for k in client.scan_iter(match=f"jt:{{{ns}}}*")]
+            assert keys
+            no_expiry = [k for k in keys if await client.pttl(k) < 0]
+    assert no_expiry == []
 
 
 async def test_commands_from_another_member_obey_the_local_rules(

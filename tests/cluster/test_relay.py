@@ -8,7 +8,6 @@ reaches (in memory; ``test_relay_processes.py`` does the same over TCP between p
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -17,120 +16,77 @@ import attrs
 import pytest
 import trio
 
-from jambonz_trio import Call, JambonzServer, ServerConfig
-from jambonz_trio.cluster import Cluster, ClusterCall, ClusterConfig, OwnerGone, open_cluster
+from jambonz_trio import Call, ServerConfig
+from jambonz_trio.cluster import Cluster, ClusterCall, OwnerGone
 from jambonz_trio.cluster._relay import RelayedConnection
 from jambonz_trio.commands import RedirectCommand
 from jambonz_trio.lowlevel import ConnState
 from jambonz_trio.testing import CallData, FakeCall, open_fake_call
-from jambonz_trio.testing._transport import Connector
 from jambonz_trio.verbs import Say
 from tests.helpers import msg, open_ws, recv
 from tests.operations.helpers import scrape_memory, value
 
 from .apps import counting, run_member
+from .helpers import FAST_KEEPING as FAST
+from .helpers import (
+    Member,
+    Switch,
+    listed_nowhere,
+    owned_by,
+    stored_hooks,
+    two_members,
+    two_members_and_a_call,
+)
 from .redis import PrivateRedis
 from .test_cluster import eventually
 
 pytestmark = pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning")
 
-FAST = ClusterConfig(member_ttl=1.0, op_timeout=0.5, reply_timeout=10.0, keep_user_data=True)
-
-
-@attrs.define
-class Switch:
-    """A connector whose target the test changes between sockets."""
-
-    to: Connector
-
-    async def __call__(self) -> trio.abc.Stream:
-        return await self.to()
-
-
-@attrs.frozen
-class Member:
-    cluster: Cluster
-    server: JambonzServer
-
-
-async def two_members(
-    nursery: trio.Nursery,
-    url: str,
-    ns: str,
-    config: ClusterConfig = FAST,
-    server_config: ServerConfig | None = None,
-) -> tuple[Member, Member]:
-    members = []
-    for _ in range(2):
-        cluster, server = await nursery.start(
-            partial(run_member, url, ns, config, handler=counting, server_config=server_config)
-        )
-        members.append(Member(cluster, server))
-    with trio.fail_after(10):
-        for m in members:
-            await m.cluster.wait_registered()
-    return members[0], members[1]
-
-
-async def listed(cluster: Cluster, sid: str) -> ClusterCall | None:
-    return await cluster.get_call(sid)
-
 
 async def test_a_reconnect_on_another_member_reaches_the_call(
     nursery: trio.Nursery, redis_url: str, ns: str
 ) -> None:
-    a, b = await two_members(nursery, redis_url, ns)
-    target = Switch(a.server.connect_memory)
-    with trio.fail_after(20):
-        async with (
-            open_cluster(redis_url, namespace=ns, config=FAST) as control,
-            open_fake_call(target, auto_reconnect=False) as fc,
-        ):
-            assert (await fc.start()).verbs == [Say(text="hello 0")]
-            sid = fc.call.call_sid
-            call = a.server.calls[sid]
-            assert (await fc.gather_speech("/gather", "one")).verbs == [Say(text="hook 1")]
-            await eventually(lambda: listed(control, sid), 5)
+    async with two_members_and_a_call(nursery, redis_url, ns, within=20) as (a, b, control, target, fc):
+        assert (await fc.start()).verbs == [Say(text="hello 0")]
+        sid = fc.call.call_sid
+        call = a.server.calls[sid]
+        assert (await fc.gather_speech("/gather", "one")).verbs == [Say(text="hook 1")]
+        await eventually(lambda: control.get_call(sid), 5)
 
-            await fc.drop(reconnect=False)
-            await eventually(lambda: call.state is ConnState.DISCONNECTED, 5)
-            # commands sent meanwhile, from another process's handle, wait on the owner, in order
-            async with trio.open_nursery() as senders:
-                senders.start_soon(partial(control.call(sid).redirect, [Say(text="first")], queue=True))
-                await eventually(partial(_queued, call, 1), 5)
-                senders.start_soon(partial(control.call(sid).redirect, [Say(text="second")], queue=True))
-                # the owner runs a call's commands one at a time: the second waits behind it
-                await eventually(lambda: len(a.cluster._lanes.get(sid, ())) == 1, 5)
-                target.to = b.server.connect_memory
-                reconnect = await fc.reconnect()  # acked by the owner, through the relay
-                assert reconnect.verbs == []
-                for text in ("first", "second"):
-                    assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text=text),)
+        await fc.drop(reconnect=False)
+        await eventually(lambda: call.state is ConnState.DISCONNECTED, 5)
+        # commands sent meanwhile, from another process's handle, wait on the owner, in order
+        async with trio.open_nursery() as senders:
+            senders.start_soon(partial(control.call(sid).redirect, [Say(text="first")], queue=True))
+            await eventually(partial(_queued, call, 1), 5)
+            senders.start_soon(partial(control.call(sid).redirect, [Say(text="second")], queue=True))
+            # the owner runs a call's commands one at a time: the second waits behind it
+            await eventually(lambda: len(a.cluster._lanes.get(sid, ())) == 1, 5)
+            target.to = b.server.connect_memory
+            reconnect = await fc.reconnect()  # acked by the owner, through the relay
+            assert reconnect.verbs == []
+            for text in ("first", "second"):
+                assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text=text),)
 
-            assert b.server.calls.get(sid) is None and len(b.server.calls.all_calls()) == 0
-            assert a.server.calls[sid] is call and call.reconnect_count == 1
-            assert b.cluster.statistics().relays_holding == 1
-            assert a.cluster.statistics().relays_serving == 1
-            # the same handler carries on: its per-call counter goes on from 1
-            assert (await fc.gather_speech("/gather", "two")).verbs == [Say(text="hook 2")]
-            await control.call(sid).redirect([Say(text="from afar")])
-            assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text="from afar"),)
-            # the directory still lists it once, on its owner, with its reconnect counted
-            await eventually(lambda: _counted(control, sid, a.cluster.member, 1), 5)
+        assert b.server.calls.get(sid) is None and len(b.server.calls.all_calls()) == 0
+        assert a.server.calls[sid] is call and call.reconnect_count == 1
+        assert b.cluster.statistics().relays_holding == 1
+        assert a.cluster.statistics().relays_serving == 1
+        # the same handler carries on: its per-call counter goes on from 1
+        assert (await fc.gather_speech("/gather", "two")).verbs == [Say(text="hook 2")]
+        await control.call(sid).redirect([Say(text="from afar")])
+        assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text="from afar"),)
+        # the directory still lists it once, on its owner, with its reconnect counted
+        await eventually(lambda: _counted(control, sid, a.cluster.member, 1), 5)
 
-            # the handler ends: its close (1000) reaches jambonz through the relay
-            assert (await fc.gather_speech("/bye", "bye")).verbs == [Say(text="hook 3")]
-            close = await fc.expect_close(1000)
-            assert close.reason == "handler finished"
-            await eventually(lambda: sid not in a.server.calls, 5)
-            await eventually(lambda: b.cluster.statistics().relays_holding == 0, 5)
-            assert a.cluster.statistics().relays_serving == 0
-            assert a.cluster.statistics().relay_faults == b.cluster.statistics().relay_faults == 0
-
-
-async def _owned_by(cluster: Cluster, sid: str | None, member: str) -> bool:
-    entry = await cluster.get_call(sid or "")
-    return entry is not None and entry.member == member
+        # the handler ends: its close (1000) reaches jambonz through the relay
+        assert (await fc.gather_speech("/bye", "bye")).verbs == [Say(text="hook 3")]
+        close = await fc.expect_close(1000)
+        assert close.reason == "handler finished"
+        await eventually(lambda: sid not in a.server.calls, 5)
+        await eventually(lambda: b.cluster.statistics().relays_holding == 0, 5)
+        assert a.cluster.statistics().relays_serving == 0
+        assert a.cluster.statistics().relay_faults == b.cluster.statistics().relay_faults == 0
 
 
 def _queued(call: Call, count: int) -> bool:
@@ -391,7 +347,7 @@ async def test_a_dead_owner_s_call_starts_where_its_reconnect_lands_with_its_use
                 sid = fc.call.call_sid
                 for n in (1, 2):
                     assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text=f"hook {n}")]
-                await eventually(lambda: _stored_hooks(b_cluster, sid, 2), 5)
+                await eventually(lambda: stored_hooks(b_cluster, sid, 2), 5)
                 data = fc.call
                 doomed.cancel_scope.cancel()  # the owner goes (its handle leaves the cluster)
         async with open_fake_call(b.connect_memory, auto_reconnect=False, call=data) as fc2:
@@ -414,7 +370,7 @@ async def test_only_a_drain_hands_a_calls_user_data_over(
             await fc.start()
             sid = fc.call.call_sid
             assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text="hook 1")]
-            await eventually(lambda: _stored_hooks(cluster, sid, 1), 5)
+            await eventually(lambda: stored_hooks(cluster, sid, 1), 5)
             await server.calls[sid].aclose(1012, "the app moves it")
             await fc.expect_close()
         await eventually(lambda: _gone(cluster, sid), 5)
@@ -423,25 +379,16 @@ async def test_only_a_drain_hands_a_calls_user_data_over(
             await fc.start()
             drained = fc.call.call_sid
             assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text="hook 1")]
-            await eventually(lambda: _stored_hooks(cluster, drained, 1), 5)
+            await eventually(lambda: stored_hooks(cluster, drained, 1), 5)
             async with trio.open_nursery() as draining:
                 draining.start_soon(partial(server.drain, grace=0))
                 await fc.expect_close()
-        await eventually(lambda: _listed_nowhere(cluster, drained), 5)
-        assert await _stored_hooks(cluster, drained, 1)  # kept for the member its reconnect reaches
+        await eventually(lambda: listed_nowhere(cluster, drained), 5)
+        assert await stored_hooks(cluster, drained, 1)  # kept for the member its reconnect reaches
 
 
 async def _gone(cluster: Cluster, sid: str) -> bool:
     return await cluster._client.hget(cluster._keys.userdata, sid) is None
-
-
-async def _listed_nowhere(cluster: Cluster, sid: str) -> bool:
-    return await listed(cluster, sid) is None
-
-
-async def _stored_hooks(cluster: Cluster, sid: str, hooks: int) -> bool:
-    record = await cluster._client.hget(cluster._keys.userdata, sid)
-    return record is not None and json.loads(json.loads(record)["v"]) == {"hooks": hooks}
 
 
 async def test_an_owner_that_does_not_answer_in_time_leaves_the_call_to_start_here(
@@ -494,7 +441,7 @@ async def test_redis_lost_mid_relay_closes_the_socket_and_parks_the_call(
             own_redis.start()
             # (until the owner has registered its calls again, a reconnect elsewhere would
             # find no owner and start the call there)
-            await eventually(lambda: _owned_by(b.cluster, call.call_sid, a.cluster.member), 10)
+            await eventually(lambda: owned_by(b.cluster, call.call_sid, a.cluster.member), 10)
             await fc.reconnect()  # lands on B again: relayed to the same call
             assert call.reconnect_count == 2 and call.state is ConnState.CONNECTED
             assert (await fc.gather_speech("/gather", "back")).verbs == [Say(text="hook 1")]

@@ -32,9 +32,9 @@ from jambonz_trio.testing import CallData, FakeCall, open_fake_call, tcp_connect
 from jambonz_trio.verbs import Say
 from tests.helpers import msg, open_ws, recv
 
+from .helpers import Switch
 from .redis import PrivateRedis, namespace, private_redis
 from .test_cluster import eventually
-from .test_relay import Switch
 
 pytestmark = pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning")
 

@@ -15,7 +15,6 @@ import trio
 from jambonz_trio import NotDelivered
 from jambonz_trio._cli import main
 from jambonz_trio.cluster import CallsSnapshot, Cluster, ClusterCall, ClusterEvent, open_cluster
-from jambonz_trio.cluster._redis import make_client
 from jambonz_trio.commands import RedirectCommand
 from jambonz_trio.lowlevel import ConnState
 from jambonz_trio.testing import open_fake_call
@@ -24,7 +23,6 @@ from jambonz_trio.verbs import Say
 from .apps import counting, run_member
 from .redis import namespace, shared_redis_url
 from .test_cluster import FAST, eventually
-from .test_relay import Switch, two_members
 
 pytestmark = pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning")
 
@@ -59,67 +57,6 @@ async def test_a_command_retried_with_its_request_id_after_a_timeout_is_executed
                 # the documented retry
                 await control.send_command(sid, redirect, request_id="retry-1")
                 assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text="once"),)
-
-
-async def test_a_member_back_from_a_redis_blip_does_not_take_back_a_call_that_moved(
-    nursery: trio.Nursery, redis_url: str, ns: str
-) -> None:
-    """A member whose beats stop reaching Redis is swept; jambonz's reconnect of one of its
-    calls lands on another member, which starts the call there (docs/deploying.md). When the
-    first member is back, its re-registration must not put its stale, parked copy of that call
-    back in the directory (commands would go to a copy whose reconnect never comes, and its
-    end would unlist the live call): that copy ends there, as its reconnect grace would, and
-    the entry stays with the member jambonz talks to. Its calls no other member took are
-    registered again."""
-    a, b = await two_members(nursery, redis_url, ns)
-    beats = trio.Event()  # set: A's heartbeats reach Redis again
-    heartbeat = a.cluster._heartbeat
-
-    async def slow_link(**kwargs: Any) -> Any:
-        if not beats.is_set():
-            raise TimeoutError("A's link to Redis is down")
-        return await heartbeat(**kwargs)
-
-    target = Switch(a.server.connect_memory)
-    async with (
-        open_cluster(redis_url, namespace=ns, config=FAST) as control,
-        open_fake_call(target, auto_reconnect=False) as fc,
-        open_fake_call(a.server.connect_memory, auto_reconnect=False) as stays,
-    ):
-        with trio.fail_after(30):
-            await fc.start()
-            await stays.start()
-            sid = fc.call.call_sid
-            stale = a.server.calls[sid]
-            await eventually(lambda: _owner_is(control, sid, a.cluster.member), 5)
-            await eventually(lambda: _owner_is(control, stays.call.call_sid, a.cluster.member), 5)
-            await fc.drop(reconnect=False)
-            await eventually(lambda: stale.state is ConnState.DISCONNECTED, 5)
-
-            a.cluster._heartbeat = slow_link  # type: ignore[assignment]
-            await control._sweep_dead(a.cluster.member)  # what B's sweep does once A expired
-            target.to = b.server.connect_memory
-            await fc.reconnect()  # starts on B (the owner is gone)
-            assert b.server.calls[sid].restored
-            await eventually(lambda: _owner_is(control, sid, b.cluster.member), 5)
-
-            resyncs = a.cluster.statistics().resyncs
-            beats.set()  # A is back: it beats, finds itself unknown, re-registers
-            await eventually(lambda: a.cluster.statistics().resyncs > resyncs, 5)
-            await a.cluster.wait_registered()
-            assert await _owner_is(control, sid, b.cluster.member)
-            assert await _owner_is(control, stays.call.call_sid, a.cluster.member)
-            # A's copy ended (its reconnect went to B), and its end left B's entry alone
-            await eventually(lambda: a.server.calls.get(sid or "") is None, 5)
-            assert stale.close_info is not None and stale.close_info.by == "lost"
-            await a.cluster.wait_registered()
-            assert await _owner_is(control, sid, b.cluster.member)
-            assert b.server.calls[sid].state is ConnState.CONNECTED
-
-
-async def _owner_is(cluster: Cluster, sid: str | None, member: str) -> bool:
-    entry = await cluster.get_call(sid or "")
-    return entry is not None and entry.member == member
 
 
 async def test_a_drained_call_keeps_its_user_data_when_its_removal_is_written_twice(
@@ -190,74 +127,6 @@ async def test_a_drain_stores_the_user_data_of_the_calls_it_hands_over(
                     await fc.expect_close()
             assert await _stored_hooks(control, sid, 1)
             assert await control._client.zscore(control._keys.orphans, sid or "") is not None
-
-
-async def test_a_cluster_whose_members_all_died_leaves_no_key_without_an_expiry(
-    redis_url: str, ns: str
-) -> None:
-    """_scripts.py: "every member's heartbeat ... re-arms a PEXPIRE of the shared keys, so a
-    cluster whose members all died leaves nothing behind". The heartbeat's PEXPIRE of a key
-    that does not exist yet does nothing: the keys a member's first call creates (the calls
-    hash, the events stream, the member's calls set) have no expiry until its next beat. A
-    member that dies before then (killed: no leave), with no other member to sweep it, leaves
-    them for ever (once the members zset expires no sweep can find them)."""
-    config = attrs.evolve(FAST, member_ttl=30.0)  # the next beat is 10 s away
-    with trio.fail_after(20):
-        async with trio.open_nursery() as doomed:
-            cluster, server = await doomed.start(partial(run_member, redis_url, ns, config))
-            await cluster.wait_registered()
-            async with open_fake_call(server.connect_memory, auto_reconnect=False) as fc:
-                await fc.start()
-                await cluster.wait_registered()
-
-                async def killed() -> None:  # no leave: the process is gone
-                    return None
-
-                cluster._leave = killed
-                doomed.cancel_scope.cancel()
-        client = make_client(redis_url, op_timeout=1.0)
-        async with client:
-            keys = [str(k) async for k in client.scan_iter(match=f"jt:{{{ns}}}*")]
-            assert keys
-            no_expiry = [k for k in keys if await client.pttl(k) < 0]
-    assert no_expiry == []
-
-
-async def test_a_restored_call_that_ends_soon_leaves_no_stored_user_data_behind(
-    nursery: trio.Nursery, redis_url: str, ns: str
-) -> None:
-    """A dead owner's call starts where its reconnect lands, its user_data restored from the
-    record the owner stored (which names the owner). Registering the call there removes the
-    orphan mark that would have swept the record; the new member's removal at the call's end
-    only deletes a record naming itself. A call that ends before the new member's first store
-    (one beat, ``member_ttl / 3``) leaves the dead owner's record for ever."""
-    slow = attrs.evolve(FAST, member_ttl=30.0, keep_user_data=True)  # B: no beat (no store) during the test
-    quick = attrs.evolve(FAST, orphan_keep=1.0, keep_user_data=True)  # A: stores at once; its orphans go fast
-    b_cluster, b = await nursery.start(partial(run_member, redis_url, ns, slow, handler=counting))
-    async with open_cluster(redis_url, namespace=ns, config=quick) as control:
-        with trio.fail_after(30):
-            await b_cluster.wait_registered()
-            async with trio.open_nursery() as doomed:
-                _a, a = await doomed.start(partial(run_member, redis_url, ns, quick, handler=counting))
-                async with open_fake_call(a.connect_memory, auto_reconnect=False) as fc:
-                    await fc.start()
-                    sid = fc.call.call_sid
-                    assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text="hook 1")]
-                    await eventually(lambda: _stored_hooks(control, sid, 1), 5)
-                    data = fc.call
-                    doomed.cancel_scope.cancel()  # the owner goes
-            async with open_fake_call(b.connect_memory, auto_reconnect=False, call=data) as fc2:
-                await fc2.start("session:reconnect")
-                assert b.calls[sid].restored
-                await fc2.gather_speech("/bye", "bye")  # the call ends at once
-                await fc2.expect_close(1000)
-            await b_cluster.wait_registered()
-            assert await _listed_nowhere(control, sid)
-            # a record with no live entry is removed only through its orphan mark
-            k = control._keys
-            record = await control._client.hget(k.userdata, sid or "")
-            mark = await control._client.zscore(k.orphans, sid or "")
-            assert record is None or mark is not None, record
 
 
 def test_calls_watch_reports_what_changed_across_a_gap(
