@@ -1532,3 +1532,24 @@ def test_a_command_recorded_after_one_that_took_a_later_receipt_is_still_pinged_
         assert p.pong_received(receipt)
     assert not p.wants_receipt
     assert _unconfirmed_at_a_drop(p) == ()
+
+
+def test_a_late_dial_confirm_answer_is_not_turned_into_a_redirect_of_the_callers_call() -> None:
+    """A ``dial:confirm`` ack carries verbs for the **called** party (call screening): FS runs
+    them in a ``ConfirmCallSession`` on the child leg (FS v0.9.8
+    ``lib/utils/place-outdial.js:389-426``); an empty one accepts the callee at once (``:392-396``).
+    Once the watchdog answered it empty, the callee is bridged and those verbs have nowhere to
+    go. A ``redirect`` command with a verb array replaces the *session's* program (FS
+    ``lib/session/call-session.js:2280-2289``) and kills its current task (``:2119-2125``), i.e.
+    the caller's ``dial``:
+    the bridged callee is hung up and the caller hears the callee's screening prompt. So a late
+    answer to ``dial:confirm`` must not become a redirect (``DROP``, as for an empty one);
+    ``plan_answer`` makes it one (``_late``: any late answer with verbs is a ``REDIRECT``)."""
+    p = answered(connected())
+    p.receive_text(frame("dial:confirm", "dc-1", {"call_sid": "child"}, call_sid=SID, hook="/confirm"), 10.0)
+    (due,) = p.overdue(14.0)
+    plan = p.auto_answer(due)
+    assert sent(plan.text or "") == {"type": "ack", "msgid": "dc-1", "data": []}
+    assert p.answer_written("dc-1", p.generation, Delivery.WRITTEN) is AckResult.SENT
+    screening = [v.Say(text="Press 1 to accept the call"), v.Gather(input=["digits"], num_digits=1)]
+    assert p.plan_answer("dc-1", screening).kind is PlanKind.DROP
