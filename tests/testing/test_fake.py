@@ -627,3 +627,23 @@ async def test_send_raw_unknown_type(autojump_clock: trio.abc.Clock) -> None:
             await fc.wait_idle(1)
         with pytest.raises(ValueError, match="string msgid"):
             await fc.send_raw("[1]", await_ack=True)
+
+
+@pytest.mark.parametrize("data", [{}, False, 0, "", {"verb": "say", "text": "not in a list"}])
+async def test_a_hook_ack_whose_data_is_not_an_array_means_carry_on(
+    autojump_clock: trio.abc.Clock, data: Any
+) -> None:
+    """jambonz uses a hook ack's ``data`` only when it is a (non-empty) array:
+    ``if (expectResponse && json && Array.isArray(json))`` (FS v0.9.8 ``lib/tasks/task.js:254``;
+    ``performHook`` ``:281``); anything else is "carry on", with no error and no
+    ``jambonz:error``. The fake fails the hook with ``InvalidVerbs`` ("malformed jambonz
+    payload: must be array") even in non-strict mode: it refuses what jambonz accepts."""
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.answered()
+        hook = await s.recv_type("verb:hook")
+        await s.send({"type": "ack", "msgid": hook["msgid"], "data": data})
+
+    async with started_call(app_side, strict=False) as fc:
+        ack = await fc.gather_digits("/gather", "42")
+        assert ack.verbs == []
