@@ -3,10 +3,12 @@ session:new re-keying of protocol.md §6.2 step 6, reconnect-ack timeouts and 10
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
 import trio
+import trio_websocket
 
 from jambonz_trio.testing import (
     AckAbandoned,
@@ -338,3 +340,101 @@ async def test_auto_reconnect_off(autojump_clock: trio.abc.Clock) -> None:
         await fc.expect_close(4000)
         await trio.sleep(30)
         assert app.connects == 1
+
+
+async def test_a_send_after_the_timer_reconnects_ran_out_still_reconnects(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """jambonz caps only its *timer-driven* reconnects at ``rc``: ``_onSocketClosed`` checks
+    ``connections < maxReconnects`` (FS v0.9.8 ``lib/utils/ws-requestor.js:455``), but
+    ``request()`` connects whenever it has no socket, without that check (``:123-128``), and a
+    successful open sends ``session:reconnect`` (``:367``). docs/protocol.md §6.2 step 2
+    ("checked"). With ``#rc=1`` no timer reconnects after a drop, yet the next hook connects a
+    second socket and reaches the app. The fake drops the message instead (``_core.py``
+    ``_emit``: "max attempts connecting"), so the app's reconnect path is never exercised."""
+    seen: list[str] = []
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.answered()
+        await s.close(4000)
+        s2 = await app.accept()
+        await s2.ack(await s2.recv_type("session:reconnect"))
+        hook = await s2.recv_type("verb:hook")
+        seen.append(hook["hook"])
+        await s2.ack(hook)
+
+    async with app_running(app_side) as app, open_fake_call(app.connector, max_reconnects=1) as fc:
+        await fc.start()
+        await fc.expect_close(4000)
+        await trio.sleep(30)
+        assert app.connects == 1  # rc=1: no timer-driven reconnect, as in jambonz
+        ack = await fc.hook("/after-the-cap")  # jambonz: connects, session:reconnect, then this
+        assert ack.connection == 2
+    assert seen == ["/after-the-cap"]
+
+
+async def test_queued_requests_go_out_before_queued_notifications_after_a_reconnect(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """After the ``session:reconnect`` ack jambonz flushes its queue in one loop: a queued
+    request is re-sent at once through ``request()``, a queued notification only on the next
+    event-loop turn (``setImmediate``) (FS v0.9.8 ``lib/utils/ws-requestor.js:215-226``, the
+    flush at ``:296-313``; docs/protocol.md §6.2 step 4). So a ``call:status`` queued before a
+    ``verb:hook`` reaches the app *after* it. The fake flushes in arising order."""
+    order: list[str] = []
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.answered()
+        await s.closed_code()
+        s2 = await app.accept()
+        await s2.ack(await s2.recv_type("session:reconnect"))
+        for _ in range(2):
+            msg = await s2.recv()
+            order.append(msg["type"])
+            if msg["type"] == "verb:hook":
+                await s2.ack(msg)
+
+    async with started_call(app_side) as fc:
+        await fc.drop(reconnect=False)
+        await fc.status("in-progress")  # a notification: starts the reconnect, queued
+        await fc.hook("/queued")  # a request, queued behind it
+        await trio.sleep(1)
+    assert order == ["verb:hook", "call:status"]
+
+
+async def test_nothing_more_reaches_the_app_after_a_rekeyed_session_new(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """When the socket drops before ``session:new`` is answered, jambonz re-keys it to the
+    ``session:reconnect`` msgid and sends that reconnect as a notification (FS v0.9.8
+    ``lib/utils/ws-requestor.js:244-261``). The ack resolves ``_reconnectPromise`` (``:282-284``)
+    but only the send callback of an ack-awaited send (``:296-311``), not taken on this path,
+    clears it, so every later message is queued by ``:184-186`` for good: the call goes deaf
+    (docs/protocol.md §6.2 step 6, "checked": a later ``verb:hook`` and ``call:status`` never went
+    out). The fake delivers them normally, so a test of "the app recovers from a crash before
+    answering" passes against the fake and fails against jambonz. (FakeCall.reconnect's
+    docstring admits the fake does not reproduce this; not even a violation is recorded.)"""
+    later: list[str] = []
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        await s.recv_type("session:new")
+        await s.close(4002)
+        s2 = await app.accept()
+        await s2.ack(await s2.recv_type("session:reconnect"), [SAY, GATHER])
+        with contextlib.suppress(trio_websocket.ConnectionClosed):
+            while True:
+                msg = await s2.recv()
+                later.append(msg["type"])
+                if msg["type"] == "verb:hook":
+                    await s2.ack(msg)
+
+    async with app_running(app_side) as app, open_fake_call(app.connector, strict=False) as fc:
+        await fc.start()
+        with trio.move_on_after(10):
+            try:
+                await fc.hook("/gather", {"reason": "timeout"})
+            except FakeJambonzError:
+                pass  # the fake telling the test would do as well
+        await trio.sleep(1)
+    assert later == []  # jambonz 0.9.8 sends nothing more on this call, not even "trying"
