@@ -50,7 +50,9 @@ class AckOutcome(enum.Enum):
     ACKED = "acked"  #: sent as the ack jambonz was waiting for
     REDIRECTED = "redirected"  #: too late for an ack: sent as a ``redirect`` command
     DEFERRED = "deferred"  #: socket down: sent as the ack once jambonz reconnects
-    DROPPED = "dropped"  #: too late, and empty: nothing needed sending
+    #: too late, and empty (or a late ``dial:confirm`` / ``session:adulting`` answer, which
+    #: a ``redirect`` would misapply: dropped and logged): nothing was sent
+    DROPPED = "dropped"
 
 
 #: Who ended a call (:attr:`CloseInfo.by`).
@@ -324,7 +326,10 @@ class Call(CommandMethods, ReceiveUntilEnd[Event], trio.abc.AsyncResource, metac
         Returns:
             :class:`AckOutcome`: ``ACKED``; ``REDIRECTED`` when the watchdog (or a socket
             drop) already ended the request and ``verbs`` went out as a ``redirect``;
-            ``DROPPED`` when that happened and ``verbs`` was empty; ``DEFERRED`` for a
+            ``DROPPED`` when that happened and ``verbs`` was empty, or the request was a
+            ``dial:confirm`` or ``session:adulting`` (whatever ``late_ack`` says: as a
+            ``redirect`` its verbs would replace the wrong program; docs/replying.md);
+            ``DEFERRED`` for a
             ``session:new`` answer that waits for jambonz to reconnect (given while the socket
             is down, or the socket died under its write): it goes out as the ack of the
             ``session:reconnect``.

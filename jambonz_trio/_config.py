@@ -29,7 +29,15 @@ class Overflow(enum.Enum):
 
 
 class LateAck(enum.Enum):
-    """What ``Call.ack`` does with verbs for a request the watchdog (or a drop) already ended."""
+    """What ``Call.ack`` does with verbs for a request the watchdog (or a drop) already ended.
+
+    Whatever this says, a late answer to ``dial:confirm`` or ``session:adulting`` is dropped
+    (logged; ``AckOutcome.DROPPED``): as a ``redirect`` it would replace the wrong program. A
+    ``dial:confirm`` answer's verbs are for the callee, and a ``redirect`` replaces the
+    caller's program, killing its ``dial`` (FS v0.9.8 ``lib/utils/place-outdial.js:389-426``,
+    ``lib/session/call-session.js:2280-2288``, ``:2119-2125``); jambonz ignores even an on-time
+    ``session:adulting`` answer (``lib/utils/place-outdial.js:491-496``). docs/replying.md.
+    """
 
     #: Send them as a ``redirect`` command (replacing the current program), never a stale ack.
     REDIRECT = "redirect"

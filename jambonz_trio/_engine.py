@@ -791,6 +791,14 @@ class CallEngine:
             self._log.info("late answer to %s sent as a redirect", msgid)
             await self.send_command(cmds.RedirectCommand(verbs=plan.verbs))
             return AckOutcome.REDIRECTED
+        if plan.kind is PlanKind.DROP and verbs:
+            # a late dial:confirm / session:adulting answer: a redirect would replace the
+            # wrong program (CallProtocol.plan_answer says why)
+            self._log.warning(
+                "late answer to %s dropped: a dial:confirm or session:adulting answer cannot be "
+                "sent as a redirect (it would replace the program of the session that owns the socket)",
+                msgid,
+            )
         await trio.lowlevel.checkpoint()
         return AckOutcome.DEFERRED if plan.kind is PlanKind.HOLD else AckOutcome.DROPPED
 

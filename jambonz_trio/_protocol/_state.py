@@ -24,7 +24,8 @@ Every answer decision lives here (``docs/reconnects.md`` explains them):
 * commands are proven read the same way; at a drop, those that were not are reported
   (:meth:`CallProtocol.take_unconfirmed_commands`), and a hang-up among them is sent again
   once jambonz reconnects (it cannot run twice: a hang-up jambonz read ended the call);
-* late answers (after the watchdog or a drop ended the request): a ``redirect``, or nothing;
+* late answers (after the watchdog or a drop ended the request): a ``redirect``, or nothing
+  (always nothing for ``dial:confirm`` and ``session:adulting``: see :meth:`CallProtocol.plan_answer`);
 * the reconnect gate: commands wait until the new socket's ``session:reconnect`` is answered;
 * a bound on the requests owed at once: past it, requests are answered at once, empty.
 """
@@ -40,7 +41,15 @@ import attrs
 
 from .._errors import AlreadyAcked, LocalProtocolError, RemoteProtocolError
 from ._json import DEFAULT_MAX_OUTBOUND_BYTES, dumps_checked, loads_object
-from ._messages import JambonzMessage, SessionNew, SessionReconnect, UnknownMessage, parse_message
+from ._messages import (
+    DialConfirm,
+    JambonzMessage,
+    SessionAdulting,
+    SessionNew,
+    SessionReconnect,
+    UnknownMessage,
+    parse_message,
+)
 from ._outbound import Ack, CallStatusCommand, Command, RedirectCommand
 from ._verbs import Hangup, Pause
 from ._verbs_base import Verb
@@ -73,6 +82,9 @@ DEFAULT_MAX_OWED_ACKS = 256
 _REMEMBERED = 256  # answered / abandoned msgids kept for precise error messages
 _MAX_TRACKED = 256  # written answers kept until a Pong proves jambonz read them
 _PING_PREFIX = b"jt"
+
+#: Requests whose late answer is dropped, never sent as a ``redirect`` (:meth:`CallProtocol.plan_answer`).
+_NO_LATE_REDIRECT = (DialConfirm, SessionAdulting)
 
 
 class ConnState(enum.Enum):
@@ -125,7 +137,8 @@ class PlanKind(enum.Enum):
     SEND = "send"  #: write ``text`` now, then report it with ``answer_written``
     HOLD = "hold"  #: kept: goes out as the ack of the next ``session:reconnect``
     REDIRECT = "redirect"  #: too late for an ack: send ``verbs`` as a ``redirect`` command
-    DROP = "drop"  #: too late, and empty: nothing to send
+    #: too late, and empty (or for a ``dial:confirm`` / ``session:adulting``): nothing to send
+    DROP = "drop"
 
 
 @attrs.frozen(kw_only=True)
@@ -277,6 +290,7 @@ class CallProtocol:
         "_sent",
         "_seq",
         "_session",
+        "_unredirectable",
         "ack_deadline",
         "ack_unknown_types",
         "auto_answered",
@@ -324,6 +338,7 @@ class CallProtocol:
         # (plain dicts keep their order too, at half an empty OrderedDict's size: issue 16)
         self._answered: dict[str, Answerer] = {}
         self._abandoned: dict[str, None] = {}
+        self._unredirectable: dict[str, None] = {}  # late answers to these are dropped
         self._sent: dict[tuple[str, int], SentAnswer] = {}
         self._resend_from: tuple[str, int] | None = None
         self._lost: list[SentAnswer] = []
@@ -417,6 +432,8 @@ class CallProtocol:
         optional = isinstance(msg, UnknownMessage)
         if not (msg.NEEDS_ACK or (optional and msg.msgid and self.ack_unknown_types)):
             return
+        if isinstance(msg, _NO_LATE_REDIRECT):
+            self._remember(self._unredirectable, msg.msgid)
         if self.state is ConnState.DISCONNECTED:
             # read from a socket already considered lost: jambonz failed it at the drop
             self._remember(self._abandoned, msg.msgid)
@@ -552,6 +569,20 @@ class CallProtocol:
         is down, sent on the next ``session:reconnect``. ``REDIRECT`` / ``DROP``: the watchdog
         or a drop already ended the request (``raise_late``: raise instead).
 
+        A late answer to ``dial:confirm`` or ``session:adulting`` is always ``DROP``, verbs or
+        not, ``raise_late`` or not: a ``redirect`` would misplace its verbs. ``dial:confirm``
+        verbs are for the *called* party, run before the bridge (FS v0.9.8
+        ``lib/utils/place-outdial.js:389-426``); once the request ended, jambonz accepted the
+        callee (an empty or missing answer, ``:393-396``) or declined it (a failure,
+        ``:429-435``), and a ``redirect`` on that socket goes to the *caller's* session (the
+        confirm request uses the parent's requestor, ``:63-66``; a confirm session takes no
+        commands, ``lib/session/call-session.js:137``), which replaces its program
+        (``:2280-2288``) and kills its current task, the ``dial`` (``:2119-2125``): the callee
+        is hung up and the caller hears the screening prompt. ``session:adulting``: jambonz
+        ignores even an on-time answer's verbs (the child's program came with the command that
+        promoted it; the request's result is not used, ``lib/utils/place-outdial.js:491-496``),
+        so a late one must not replace that program either.
+
         Raises:
             AlreadyAcked: the app answered this request before (or ``raise_late``).
             LocalProtocolError: an unknown msgid, a message jambonz does not wait on, an empty
@@ -584,8 +615,9 @@ class CallProtocol:
         self.ack(msgid, verbs)  # raises the precise LocalProtocolError
         raise AssertionError("unreachable")  # pragma: no cover
 
-    @staticmethod
-    def _late(msgid: str, verbs: tuple[Verb, ...], raise_late: bool) -> AnswerPlan:
+    def _late(self, msgid: str, verbs: tuple[Verb, ...], raise_late: bool) -> AnswerPlan:
+        if msgid in self._unredirectable:
+            return AnswerPlan(kind=PlanKind.DROP, msgid=msgid)  # see plan_answer
         if raise_late:
             raise AlreadyAcked(f"msgid {msgid!r} was already answered by the watchdog")
         if not verbs:
@@ -696,7 +728,7 @@ class CallProtocol:
         ``DEFERRED``: a ``session:new`` answer whose socket died under it: it goes out again on
         the next ``session:reconnect``. ``LOST``: any other answer whose socket died: jambonz
         failed that request at the drop (perhaps after reading the answer); a late answer to
-        it is sent as a ``redirect``.
+        it is sent as a ``redirect`` (see :meth:`plan_answer`).
         """
         key = (msgid, generation)
         sent = self._sent.get(key)

@@ -18,6 +18,7 @@ from jambonz_trio import (
     Event,
     JambonzMessage,
     JambonzServer,
+    LateAck,
     LocalProtocolError,
     MessageTooLarge,
     NotDelivered,
@@ -28,7 +29,7 @@ from jambonz_trio import (
 )
 from jambonz_trio._engine import CallEngine
 from jambonz_trio.commands import RedirectCommand, parse_command
-from jambonz_trio.messages import Disconnected, JambonzErrorReport, UnknownMessage
+from jambonz_trio.messages import DialConfirm, Disconnected, JambonzErrorReport, UnknownMessage
 from jambonz_trio.verbs import Hangup, Pause, Say
 from tests.helpers import Serve, answer_and_wait, recording, start
 
@@ -81,6 +82,36 @@ async def test_fm21_session_new_watchdog_sends_holding_verbs(
         redirect = await client.receive()
         assert redirect is not None and redirect["command"] == "redirect"
         assert redirect["data"] == [{"verb": "say", "text": "late"}]
+
+
+@pytest.mark.parametrize("late_ack", [LateAck.REDIRECT, LateAck.RAISE])
+async def test_fm21_a_late_dial_confirm_answer_is_dropped_whatever_the_policy(
+    serve: Serve, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, late_ack: LateAck
+) -> None:
+    """A ``dial:confirm`` answer's verbs are for the callee; after the watchdog's empty ack
+    jambonz bridged it, and a ``redirect`` would replace the caller's program (its ``dial``):
+    the late answer is dropped and logged, never sent, and ``Call.ack`` says ``DROPPED`` (it
+    does not raise under ``LateAck.RAISE``: there is nothing the app could do instead)."""
+    outcome: list[AckOutcome] = []
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        async for event in call:
+            if isinstance(event, DialConfirm):
+                await trio.sleep(6)
+                outcome.append(await call.ack(event, [Say(text="Press 1 to accept"), Pause(length=2)]))
+
+    server = await serve(app, late_ack=late_ack)
+    caplog.set_level(logging.WARNING, logger="jambonz_trio.call")
+    async with raw_client(server) as client:
+        await new_call(client)
+        await client.send("dial:confirm", "dc1", {"call_sid": "child"}, hook="/confirm", call_sid="sid-1")
+        assert await client.receive() == {"type": "ack", "msgid": "dc1", "data": []}  # the watchdog, at 4 s
+        with trio.move_on_after(10):
+            extra = await client.receive()
+            pytest.fail(f"nothing more may be sent, got {extra}")
+    assert outcome == [AckOutcome.DROPPED]
+    assert any("late answer to dc1 dropped" in r.getMessage() for r in caplog.records)
 
 
 async def test_fm23_out_of_order_acks(serve: Serve) -> None:

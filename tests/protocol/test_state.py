@@ -552,6 +552,12 @@ def test_i19_11_past_the_owed_bound_requests_are_due_at_once() -> None:
     assert plan.kind is PlanKind.SEND and sent(plan.text or "") == {"type": "ack", "msgid": "h3", "data": []}
     assert p.auto_answered == 1
     assert p.plan_answer("h3", [SAY]).kind is PlanKind.REDIRECT  # late, like after the watchdog
+    # ... except a dial:confirm's: its verbs were for the callee, a redirect would replace the
+    # caller's program (test_a_late_dial_confirm_answer_is_not_turned_into_a_redirect_...)
+    p.receive_text(frame("dial:confirm", "d5", {"call_sid": "child"}, call_sid=SID, hook="/confirm"), 10.0)
+    (d5,) = (o for o in p.overdue(10.0) if o.msgid == "d5")
+    assert d5.overflow and p.auto_answer(d5).kind is PlanKind.SEND
+    assert p.plan_answer("d5", [SAY]).kind is PlanKind.DROP
 
 
 def test_default_ack_deadline_leaves_a_margin() -> None:
@@ -778,6 +784,8 @@ _GENERIC_TYPES = sorted(set(MESSAGE_TYPES) - {"session:new", "session:reconnect"
 _HOLDING: list[Verb] = [v.Pause(length=1)]
 _VERB_CHOICES: list[list[Verb]] = [[], [SAY], [PAUSE, v.Hangup()]]
 _MAX_OWED = 5  # small, so that the owed bound is reached
+#: late answers to these are dropped, never redirected (CallProtocol.plan_answer)
+_NO_LATE_REDIRECT = ("dial:confirm", "session:adulting")
 
 
 class _Owed:
@@ -843,6 +851,7 @@ class CallProtocolMachine(RuleBasedStateMachine):
         self.receipt_ping = 0
         self.lost: list[str] = []
         self.first: str | None = None
+        self.types: dict[str, str] = {}  # msgid -> message type
 
     # -- helpers --
 
@@ -910,6 +919,7 @@ class CallProtocolMachine(RuleBasedStateMachine):
         msg = self.p.receive_text(frame(mtype, msgid, data or {}, call_sid=SID), self.now)
         assert msg.msgid == msgid
         self.received_on[msgid] = self.gen
+        self.types[msgid] = mtype
         if self.first is None:
             self.first = msgid
 
@@ -1013,7 +1023,9 @@ class CallProtocolMachine(RuleBasedStateMachine):
             expected = PlanKind.DROP
         else:
             expected = AlreadyAcked if msgid in self.answered else LocalProtocolError
-        if late:
+        if late and self.types.get(msgid) in _NO_LATE_REDIRECT:
+            expected = PlanKind.DROP  # whatever the verbs and the policy: a redirect misplaces them
+        elif late:
             expected = AlreadyAcked if raise_late else PlanKind.REDIRECT if verbs else PlanKind.DROP
         before = snapshot(self.p)
         try:
