@@ -331,12 +331,11 @@ class _Core:
         self._queue.append((msg, pending))
         self._log(None, "event", f"queued {msg.type} {msg.msgid} until the socket is back")
         if self._link is None:
+            # A send with no socket connects at once (FS v0.9.8 lib/utils/ws-requestor.js:123-128),
+            # whatever the count: rc caps only the timer-driven reconnects (:455); the new socket
+            # gets session:reconnect first (:367) and this message waits for its ack (:184-186).
             if self._reconnect is not None:
-                self._reconnect.delay_scope.cancel()  # a send connects at once
-            elif self._connections >= self._max_reconnects:
-                self._queue.pop()
-                if pending is not None:
-                    pending.fail(AckAbandoned(msg.msgid, msg.type, "max attempts connecting"))
+                self._reconnect.delay_scope.cancel()
             else:
                 self._schedule_reconnect(0.0)
 

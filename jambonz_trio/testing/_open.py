@@ -56,7 +56,9 @@ async def open_fake_call(
         ack_timeout: seconds jambonz waits for an ack (``RESPONSE_TIMEOUT_MS``).
         max_payload: largest frame from the app, in UTF-8 bytes (``maxPayload``).
         auto_reconnect: reconnect after unexpected closes, like jambonz.
-        max_reconnects: jambonz's ``rc`` (connections beyond which it stops reconnecting).
+        max_reconnects: jambonz's ``rc``: after a drop with this many connections made, no
+            reconnect on a timer; the next message the fake sends still connects (and sends
+            ``session:reconnect`` first), as jambonz does (protocol.md §6.2 step 2).
         handshake_timeout: seconds for the opening handshake (jambonz: 1.5).
         tts: the TTS streaming buffer model; ``None``: no streaming buffer (``tts:tokens``
             is answered with ``{"id": ...}`` only).
