@@ -358,7 +358,13 @@ class _Core:
             self._log(link, "event", "send failed: the socket is closed")
 
     async def _flush_queue(self) -> None:
+        """Send what waited for the reconnect as jambonz does: its flush re-sends a queued
+        request at once, through ``request()``, and a queued notification on the next
+        event-loop turn (``setImmediate``) (FS v0.9.8 ``lib/utils/ws-requestor.js:215-226``):
+        every queued request goes out before every queued notification, each kind in the order
+        it arose (protocol.md §6.2 step 4)."""
         queue, self._queue = self._queue, []
+        queue = [q for q in queue if q[1] is not None] + [q for q in queue if q[1] is None]
         for msg, pending in queue:
             if self._state == "ended":
                 break
