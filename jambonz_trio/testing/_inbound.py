@@ -24,7 +24,7 @@ from .._protocol._outbound import MuteStatusCommand, RedirectCommand, RedirectLe
 from .._protocol._verbs import Conference, Dial, Listen
 from ._core import _Core, _Link
 from ._errors import InvalidInitialVerbs, InvalidVerbs
-from ._jambonz import TTS_COMMANDS, check_envelope, js_str, parse_app_command
+from ._jambonz import TTS_COMMANDS, check_envelope, dumps, js_str, parse_app_command, truthy
 from ._records import AckRecord, CommandRecord
 
 __all__: list[str] = []
@@ -35,6 +35,23 @@ _NEEDS_VERB: dict[type, tuple[tuple[type[Verb], ...], str, str]] = {
     MuteStatusCommand: ((Dial, Conference), "dial or conference", "lib/session/call-session.js:1719-1727"),
     WhisperCommand: ((Dial, Listen), "dial or listen", "lib/session/call-session.js:1805-1815"),
 }
+
+
+#: Where jambonz 0.9.8 ignores an ack's ``data`` that is not an array (and carries on), by the
+#: type of the request acked (``session:new`` here: a REST call's, sent on answer).
+_IGNORED_BY: dict[str, str] = {
+    "verb:hook": "FS lib/tasks/task.js:254, :281",
+    "session:redirect": "FS lib/tasks/task.js:226, :254",
+    "session:new": "FS lib/tasks/rest_dial.js:115-118",
+    "dial:confirm": "a falsy answer accepts the callee at once, FS lib/utils/place-outdial.js:393-396",
+    "queue:status": "never sent on the call socket",
+}
+
+
+def _declines(mtype: str, data: Any) -> bool:
+    """A non-array ``dial:confirm`` answer jambonz fails on: a truthy one (``normalizeJambones``
+    throws, the callee is declined: FS v0.9.8 ``lib/utils/place-outdial.js:398``, ``:429-435``)."""
+    return mtype == "dial:confirm" and truthy(data)
 
 
 class _Inbound(_Core):
@@ -132,6 +149,21 @@ class _Inbound(_Core):
                 p.fail(InvalidInitialVerbs([self._violations[v]]), v)
                 self._end_call_soon(1001)
                 return
+        elif data is not None and not isinstance(data, list) and not _declines(mtype, data):
+            # jambonz uses the data only if it is an array; anything else is "carry on", with no
+            # error and no jambonz:error (a truthy non-array dial:confirm answer is the
+            # exception: normalizeJambones throws and the callee is declined, below)
+            where = _IGNORED_BY.get(mtype, "FS lib/tasks/task.js:254")
+            self._violate(
+                "ignored-ack-data",
+                f"the ack to {mtype} has data {dumps(data)[:60]}, not a verb array: jambonz 0.9.8 "
+                f"ignores it and carries on as if the ack were empty ({where}); send "
+                "[] or leave data out (where jambonz requires an array the same value fails: a "
+                "truthy one, {} included, declines a dial:confirm callee; any one stops a "
+                "conference or enqueue waitHook)",
+                frame=text,
+                link=link,
+            )
         elif data is not None:
             try:
                 verbs = structure_verbs(data)

@@ -70,6 +70,7 @@ ViolationKind = Literal[
     "invalid-command",
     "early-command",
     "ignored-command",
+    "ignored-ack-data",
     "unheard-input",
     "ack-timeout",
     "audio-message",
@@ -98,6 +99,11 @@ class Violation:
             * ``ignored-command``: a command jambonz acts on only while a certain verb runs,
               sent while none does: ``mute:status`` outside ``dial`` / ``conference``,
               ``whisper`` outside ``dial`` / ``listen`` (jambonz logs and ignores it).
+            * ``ignored-ack-data``: an ack whose ``data`` is there but not a verb array
+              (``{}``, ``false``, ``0``, ``""``, a single verb object): jambonz uses an ack's
+              data only when it is an array and otherwise carries on as if it were empty.
+              Harmless there, but the same value declines a ``dial:confirm`` callee (when
+              truthy) and stops a conference or enqueue ``waitHook``.
             * ``unheard-input``: a gather result for input the gather does not listen for
               (digits when its ``input`` lacks ``"digits"``, speech when it lacks
               ``"speech"``; the default is ``["digits"]``): jambonz never sends one.

@@ -647,3 +647,50 @@ async def test_a_hook_ack_whose_data_is_not_an_array_means_carry_on(
     async with started_call(app_side, strict=False) as fc:
         ack = await fc.gather_digits("/gather", "42")
         assert ack.verbs == []
+        await fc.status("in-progress")  # the call carries on
+        # recorded (raised in strict mode: the app meant something jambonz ignores)
+        (violation,) = fc.violations
+        assert violation.kind == "ignored-ack-data" and "task.js:254" in violation.message
+
+
+async def test_a_hook_ack_whose_data_is_not_an_array_is_a_violation_in_strict_mode(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Strict mode reports the ignored data as a ``ProtocolViolation``, not ``InvalidVerbs``:
+    jambonz does not reject it; ``null`` data counts as absent (jambonz reads it as falsy)."""
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.answered()
+        datas: list[dict[str, Any] | None] = [None, {}]
+        for data in datas:
+            hook = await s.recv_type("verb:hook")
+            await s.send({"type": "ack", "msgid": hook["msgid"], "data": data})
+
+    async with started_call(app_side) as fc:
+        assert (await fc.hook("/null")).verbs == []
+        with pytest.raises(ProtocolViolation, match="ignored-ack-data") as info:
+            await fc.hook("/object")
+        assert not isinstance(info.value, InvalidVerbs)
+        assert [v.kind for v in fc.violations] == ["ignored-ack-data"]
+
+
+@pytest.mark.parametrize(("data", "accepted"), [(False, True), ("", True), ({}, False), (SAY, False)])
+async def test_a_dial_confirm_ack_that_is_not_an_array(
+    autojump_clock: trio.abc.Clock, data: Any, accepted: bool
+) -> None:
+    """``dial:confirm``: a falsy answer accepts the callee, like none (FS v0.9.8
+    ``lib/utils/place-outdial.js:393-396``); a truthy non-array makes ``normalizeJambones``
+    throw and the callee is declined (``:398``, ``:429-435``): still ``InvalidVerbs``."""
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.answered()
+        confirm = await s.recv_type("dial:confirm")
+        await s.send({"type": "ack", "msgid": confirm["msgid"], "data": data})
+
+    async with started_call(app_side, strict=False) as fc:
+        if accepted:
+            assert (await fc.dial_confirm("/confirm")).verbs == []
+            assert [v.kind for v in fc.violations] == ["ignored-ack-data"]
+        else:
+            with pytest.raises(InvalidVerbs, match="must be array"):
+                await fc.dial_confirm("/confirm")
