@@ -33,6 +33,7 @@ from ._errors import (
     HandshakeTimeout,
     InvalidInitialVerbs,
     InvalidVerbs,
+    NeverSent,
     ProtocolViolation,
     SubprotocolMissing,
 )
@@ -103,6 +104,7 @@ __all__ = [
     "InvalidAppEnvSchema",
     "InvalidInitialVerbs",
     "InvalidVerbs",
+    "NeverSent",
     "ProtocolViolation",
     "StartKind",
     "SubprotocolMissing",

@@ -28,6 +28,7 @@ from ._errors import (
     FakeJambonzError,
     HandshakeRejected,
     InvalidVerbs,
+    NeverSent,
     ProtocolViolation,
 )
 from ._jambonz import dumps, new_msgid
@@ -152,6 +153,11 @@ class _Core:
         self._abandoned: set[str] = set()
         self._queue: list[tuple[JambonzMessage, _Pending | None]] = []
         self._awaiting_reconnect_ack = False
+        # jambonz's "waiting for the reconnect ack" flag left set by a re-keyed session:new
+        # (protocol.md §6.2 step 6): every message waits in the queue until an ordinary
+        # session:reconnect is acked (see _hold_for_good)
+        self._held_for_good = False
+        self._flagged: set[str] = set()  # msgids already reported as held for good
         self._reconnect: _Cycle | None = None
         self._last_cycle: _Cycle | None = None
         self._answered_at: float | None = None
@@ -325,10 +331,13 @@ class _Core:
             if pending is not None:
                 pending.succeed(AckRecord(msgid=msg.msgid, request=msg, delivered=False))
             return
-        if self._link is not None and not self._awaiting_reconnect_ack:
+        if self._link is not None and not self._awaiting_reconnect_ack and not self._held_for_good:
             await self._transmit(msg, pending)
             return
         self._queue.append((msg, pending))
+        if self._link is not None and self._held_for_good:
+            self._hold_for_good(msg, pending)
+            return
         self._log(None, "event", f"queued {msg.type} {msg.msgid} until the socket is back")
         if self._link is None:
             # A send with no socket connects at once (FS v0.9.8 lib/utils/ws-requestor.js:123-128),
@@ -368,10 +377,35 @@ class _Core:
         for msg, pending in queue:
             if self._state == "ended":
                 break
-            if self._link is None or self._awaiting_reconnect_ack:
+            if self._link is None or self._awaiting_reconnect_ack or self._held_for_good:
                 self._queue.append((msg, pending))
+                if self._link is not None and self._held_for_good:
+                    self._hold_for_good(msg, pending)
             else:
                 await self._transmit(msg, pending)
+
+    def _hold_for_good(self, msg: JambonzMessage, pending: _Pending | None) -> None:
+        """``msg`` (queued) is one jambonz 0.9.8 would not send: after a drop before the
+        ``session:new`` ack, its ``session:reconnect`` went out as a notification carrying the
+        re-keyed ``session:new`` (FS v0.9.8 ``lib/utils/ws-requestor.js:244-261``); its ack
+        resolves the reconnect promise (``:282-284``) but only the send callback of an
+        ack-awaited send clears it (``:296-311``), so ``request()`` queues every later message
+        (``:184-186``), and the flush re-queues what was queued already (``:215-226``). Only an
+        ordinary ``session:reconnect``, after another drop, flushes the queue. The message
+        stays queued (sent if that happens); the fake records a ``never-sent`` violation, and
+        a request's waiter fails at once (:class:`NeverSent`) rather than wait for ever."""
+        if msg.msgid in self._flagged:
+            return
+        self._flagged.add(msg.msgid)
+        detail = (
+            f"{msg.type} {msg.msgid} would never reach the app: the socket dropped before "
+            "session:new was acked, and jambonz 0.9.8 then queues every later message for good "
+            "(FS lib/utils/ws-requestor.js:184-186, :244-261, :282-284, :296-311; protocol.md "
+            "§6.2 step 6): the call goes silent until another drop and reconnect"
+        )
+        v = self._violate("never-sent", detail, owned=pending is not None)
+        if pending is not None:
+            pending.fail(NeverSent(msg.msgid, msg.type, detail), v)
 
     def _start_watchdog(self, p: _Pending, timeout: float) -> None:
         p.watchdog = trio.CancelScope()
@@ -398,7 +432,8 @@ class _Core:
             )
         else:
             detail = f"no ack for {mtype} {p.msgid} within {self._ack_timeout:g} s"
-        v = self._violate("ack-timeout", detail, owned=True)
+        # (owned by its waiter, unless it has none left: a request NeverSent failed, released later)
+        v = self._violate("ack-timeout", detail, owned=not p.done)
         if self._rejects_call(p):
             p.fail(CallRejected("480 Temporarily Unavailable", detail=detail), v)
             self._end_call_soon(1001)
@@ -698,6 +733,7 @@ class _Core:
             init.msgid, init.rekeyed = msg.msgid, True
             self._pending[msg.msgid] = init
             self._init_msgid = msg.msgid
+            self._held_for_good = True  # ws-requestor.js:244-261: never cleared on this path
             await self._transmit(msg, None)
             self._start_watchdog(init, self._ack_timeout)
             p = init
@@ -712,6 +748,8 @@ class _Core:
         else:
             assert p.record is not None
             self._awaiting_reconnect_ack = False
+            if not p.rekeyed:
+                self._held_for_good = False  # an ordinary reconnect clears it (:299-311)
             cycle.finish(record=p.record)
             await self._flush_queue()
         self._notify()

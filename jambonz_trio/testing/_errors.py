@@ -26,6 +26,7 @@ __all__ = [
     "HandshakeTimeout",
     "InvalidInitialVerbs",
     "InvalidVerbs",
+    "NeverSent",
     "ProtocolViolation",
     "SubprotocolMissing",
 ]
@@ -161,6 +162,21 @@ class AckAbandoned(_AckNeverCame):
     def __init__(self, msgid: str, msg_type: str, reason: str, *, transcript: str = "") -> None:
         message = f"abandoning {msg_type} msgid {msgid}: {reason}"
         super().__init__(message, msgid, msg_type, transcript=transcript)
+
+
+class NeverSent(_AckNeverCame):
+    """jambonz 0.9.8 would not send this request: after a socket drop before ``session:new``
+    was acked it queues every later message for good (protocol.md §6.2 step 6), so the
+    request would wait for ever and the call goes silent. The fake raises this at once, in
+    any mode, and records a ``never-sent`` violation.
+
+    Attributes:
+        msgid: the msgid of the request.
+        msg_type: its type.
+    """
+
+    def __init__(self, msgid: str, msg_type: str, detail: str, *, transcript: str = "") -> None:
+        super().__init__(detail, msgid, msg_type, transcript=transcript)
 
 
 class CallOver(FakeJambonzError):

@@ -211,6 +211,8 @@ class FakeCall(_Inbound, _MediaServer):
         Raises:
             AckTimeout: no ack within ``ack_timeout``.
             AckAbandoned: the socket closed before the ack (jambonz fails the request).
+            NeverSent: jambonz 0.9.8 would hold it for good after a re-keyed ``session:new``
+                (see :meth:`reconnect`).
             InvalidVerbs: the ack's ``data`` is not a valid verb list.
             CallOver: the call is over.
         """
@@ -242,7 +244,7 @@ class FakeCall(_Inbound, _MediaServer):
 
         Raises:
             ExpectationFailed: ``hook`` is ``None`` or a verb without an ``action_hook``.
-            AckTimeout, AckAbandoned, InvalidVerbs, CallOver: see :meth:`request`.
+            AckTimeout, AckAbandoned, NeverSent, InvalidVerbs, CallOver: see :meth:`request`.
         """
         url, verb_id = self._hook_target(hook, verb_id)
         payload = dict(data or {})
@@ -616,8 +618,14 @@ class FakeCall(_Inbound, _MediaServer):
 
         If ``session:new`` was still unacked, jambonz re-keys it to the ``session:reconnect``
         msgid (protocol.md §6.2 step 6): that ack answers ``session:new`` and must carry its
-        non-empty verbs; the returned record is then the ``session:new`` ack. (0.9.8 then
-        queues every later message forever; the fake does not reproduce that bug.)
+        non-empty verbs; the returned record is then the ``session:new`` ack. jambonz 0.9.8
+        then queues every later message for good (FS ``lib/utils/ws-requestor.js:184-186``,
+        ``:244-261``, ``:282-284``, ``:296-311``): the call goes silent. The fake does the same
+        and makes it loud: each message it holds is a ``never-sent`` violation (raised at the
+        next call into the fake in strict mode, e.g. by :meth:`start` for the "trying"
+        ``call:status``), and a request held this way raises :class:`NeverSent` at once
+        instead of waiting for ever. As in jambonz, only another drop and an ordinary
+        reconnect release what was held (requests first).
 
         Raises:
             AckTimeout: ``session:reconnect`` was not acked in time (jambonz hangs up).

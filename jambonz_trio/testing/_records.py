@@ -73,6 +73,7 @@ ViolationKind = Literal[
     "ignored-ack-data",
     "unheard-input",
     "ack-timeout",
+    "never-sent",
     "audio-message",
     "audio-frame",
 ]
@@ -108,6 +109,10 @@ class Violation:
               (digits when its ``input`` lacks ``"digits"``, speech when it lacks
               ``"speech"``; the default is ``["digits"]``): jambonz never sends one.
             * ``ack-timeout``: an ack-awaiting message was not answered in time.
+            * ``never-sent``: a message jambonz 0.9.8 would not send: after a drop before the
+              ``session:new`` ack it queues every later message for good (protocol.md §6.2
+              step 6). The fake does not deliver it either (unless another drop and
+              reconnect frees the queue, as in jambonz).
             * ``audio-message``: a JSON message on a ``listen`` audio socket that jambonz's
               media server (or jambonz) ignores or misreads.
             * ``audio-frame``: binary audio on an audio socket whose listen does not stream

@@ -18,6 +18,7 @@ from jambonz_trio.testing import (
     CallData,
     FakeCall,
     HandshakeRejected,
+    NeverSent,
     app_env_errors,
     fetch_app_env,
     open_fake_call,
@@ -34,10 +35,14 @@ from .helpers import capture_serve
 
 @asynccontextmanager
 async def ivr_call(
-    server: JambonzServer, caller: str = "+15551234567", env_vars: dict[str, Any] | None = None
+    server: JambonzServer,
+    caller: str = "+15551234567",
+    env_vars: dict[str, Any] | None = None,
+    *,
+    strict: bool = True,
 ) -> AsyncIterator[FakeCall]:
     data = CallData(from_=caller) if env_vars is None else CallData(from_=caller, env_vars=env_vars)
-    async with open_fake_call(server.connect_memory, path=ivr.PATH, call=data) as fc:
+    async with open_fake_call(server.connect_memory, path=ivr.PATH, call=data, strict=strict) as fc:
         yield fc
 
 
@@ -164,7 +169,11 @@ async def test_state_survives_a_reconnect_after_session_new(
 async def test_state_survives_a_drop_before_the_session_new_ack(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """jambonz re-keys the unanswered session:new to the session:reconnect msgid."""
+    """jambonz re-keys the unanswered session:new to the session:reconnect msgid, and 0.9.8
+    then holds every later message of the call (docs/protocol.md §6.2 step 6): the gather
+    result never reaches the app (this test used to send it and see it answered: the fake
+    delivered what jambonz holds). Only another drop and reconnect release it; the same
+    Call, with its state, answers it then. (strict=False: the held messages are violations.)"""
     slow = trio.Event()
 
     async def slow_ivr(call: Call) -> None:
@@ -174,7 +183,7 @@ async def test_state_survives_a_drop_before_the_session_new_ack(
     from jambonz_trio import Call
 
     server = await start(nursery, ivr.route(handler=slow_ivr))
-    async with ivr_call(server) as fc:
+    async with ivr_call(server, strict=False) as fc:
         async with trio.open_nursery() as inner:
             inner.start_soon(_start_expecting_rekey, fc)
             await trio.testing.wait_all_tasks_blocked()
@@ -183,9 +192,16 @@ async def test_state_survives_a_drop_before_the_session_new_ack(
         call = server.calls[fc.call.call_sid]
         assert fc.acks[0].request_type == "session:new"
         assert fc.acks[0].verb_names == ["say", "gather"]
-        ack = await fc.gather_digits("/gather", "7")
+        with pytest.raises(NeverSent):
+            await fc.gather_digits("/gather", "7")  # jambonz 0.9.8 holds it for good
+        await fc.wait_idle(1)
+        assert call.user_data["hooks"] == 0
+        await fc.drop()
+        await fc.reconnect()  # an ordinary reconnect: jambonz's queue is released
+        await fc.wait_idle(1)
+        (ack,) = (a for a in fc.acks if a.request_type == "verb:hook")
         assert ack.verbs == [Say(text="You pressed: 7"), Hangup()]
-        assert call.user_data["hooks"] == 1
+        assert server.calls[fc.call.call_sid] is call and call.user_data["hooks"] == 1
 
 
 async def _start_expecting_rekey(fc: FakeCall) -> None:

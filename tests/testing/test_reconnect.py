@@ -16,6 +16,7 @@ from jambonz_trio.testing import (
     CallData,
     FakeJambonzError,
     InvalidInitialVerbs,
+    NeverSent,
     ProtocolViolation,
     open_fake_call,
 )
@@ -241,6 +242,9 @@ async def test_reconnect_ack_timeout_hangs_up(autojump_clock: trio.abc.Clock) ->
 
 
 async def test_drop_before_session_new_ack_rekeys(autojump_clock: trio.abc.Clock) -> None:
+    """The ack of the next session:reconnect answers session:new. (This test used to expect the
+    "trying" call:status to follow: jambonz 0.9.8 never sends it on this path, see
+    test_nothing_more_reaches_the_app_after_a_rekeyed_session_new.)"""
     seen: dict[str, Any] = {}
 
     async def app_side(app: TinyApp) -> None:
@@ -252,18 +256,21 @@ async def test_drop_before_session_new_ack_rekeys(autojump_clock: trio.abc.Clock
         seen["reconnect"] = rec
         await trio.sleep(3)  # the original 5 s timer no longer applies
         await s2.ack(rec, [SAY, GATHER])
-        seen["trying"] = await s2.recv_type("call:status")
+        with trio.move_on_after(10):
+            seen["trying"] = await s2.recv_type("call:status")
 
-    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+    async with app_running(app_side) as app, open_fake_call(app.connector, strict=False) as fc:
         ack = await fc.start()
         assert ack.request_type == "session:new"
         assert ack.msgid == seen["reconnect"]["msgid"] != seen["new"]["msgid"]
         assert ack.verb_names == ["say", "gather"]
         assert ack.connection == 2
         assert trio.current_time() - fc.transcript[0].time > 3
-        await trio.sleep(1)
+        await trio.sleep(11)
+        (held,) = fc.violations
+        assert held.kind == "never-sent" and held.message.startswith("call:status ")
     assert seen["reconnect"]["data"] == seen["new"]["data"]
-    assert seen["trying"]["data"]["call_status"] == "trying"
+    assert "trying" not in seen  # jambonz 0.9.8 queues it for good
 
 
 async def test_rekeyed_session_new_needs_verbs(autojump_clock: trio.abc.Clock) -> None:
@@ -413,7 +420,10 @@ async def test_nothing_more_reaches_the_app_after_a_rekeyed_session_new(
     (docs/protocol.md §6.2 step 6, "checked": a later ``verb:hook`` and ``call:status`` never went
     out). The fake delivers them normally, so a test of "the app recovers from a crash before
     answering" passes against the fake and fails against jambonz. (FakeCall.reconnect's
-    docstring admits the fake does not reproduce this; not even a violation is recorded.)"""
+    docstring admits the fake does not reproduce this; not even a violation is recorded.)
+
+    Now: the fake holds them too and records a ``never-sent`` violation for each; a request
+    fails at once with ``NeverSent`` (jambonz would wait for ever), in any mode."""
     later: list[str] = []
 
     async def app_side(app: TinyApp) -> None:
@@ -431,10 +441,71 @@ async def test_nothing_more_reaches_the_app_after_a_rekeyed_session_new(
 
     async with app_running(app_side) as app, open_fake_call(app.connector, strict=False) as fc:
         await fc.start()
-        with trio.move_on_after(10):
-            try:
-                await fc.hook("/gather", {"reason": "timeout"})
-            except FakeJambonzError:
-                pass  # the fake telling the test would do as well
+        t0 = trio.current_time()
+        with pytest.raises(NeverSent, match=r"verb:hook .* would never reach the app") as info:
+            await fc.hook("/gather", {"reason": "timeout"})
+        assert trio.current_time() == t0  # at once, not after a timeout
+        assert info.value.msg_type == "verb:hook"
+        await fc.status("in-progress")
         await trio.sleep(1)
+        assert [v.message.split()[0] for v in fc.violations] == ["call:status", "verb:hook", "call:status"]
+        assert {v.kind for v in fc.violations} == {"never-sent"}
+        assert "ws-requestor.js:184-186" in fc.violations[0].message
     assert later == []  # jambonz 0.9.8 sends nothing more on this call, not even "trying"
+
+
+async def test_a_rekeyed_session_new_is_a_violation_in_strict_mode(autojump_clock: trio.abc.Clock) -> None:
+    """Strict mode (the default) makes it loud at once: ``start()`` gets its ack, then raises
+    the "trying" that jambonz would never send, naming why."""
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        await s.recv_type("session:new")
+        await s.close(4002)
+        s2 = await app.accept()
+        await s2.ack(await s2.recv_type("session:reconnect"), [SAY, GATHER])
+        await s2.closed_code()
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        with pytest.raises(
+            ProtocolViolation, match=r"\[never-sent\] call:status .* queues every later message"
+        ):
+            await fc.start()
+        assert fc.acks[0].verb_names == ["say", "gather"]  # session:new was answered all the same
+
+
+async def test_another_reconnect_frees_what_a_rekeyed_session_new_held(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """jambonz's queue stays stuck only until an ordinary ``session:reconnect`` is acked: its
+    send callback clears the flag and flushes (FS v0.9.8 ``lib/utils/ws-requestor.js:296-313``),
+    so a second drop frees the call; the fake does the same (requests first, :215-226)."""
+    order: list[str] = []
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        await s.recv_type("session:new")
+        await s.close(4002)
+        s2 = await app.accept()
+        await s2.ack(await s2.recv_type("session:reconnect"), [SAY, GATHER])
+        await s2.closed_code()
+        s3 = await app.accept()
+        await s3.ack(await s3.recv_type("session:reconnect"))
+        for _ in range(3):
+            msg = await s3.recv()
+            if msg["type"] == "verb:hook":
+                order.append("verb:hook")
+                await s3.ack(msg)
+            else:
+                order.append(f"{msg['type']} {msg['data']['call_status']}")
+
+    async with app_running(app_side) as app, open_fake_call(app.connector, strict=False) as fc:
+        await fc.start()
+        with pytest.raises(NeverSent):
+            await fc.hook("/gather", {"reason": "timeout"})
+        await fc.status("in-progress")
+        await fc.drop()
+        await fc.reconnect()  # an ordinary one: session:new was acked meanwhile
+        await trio.sleep(1)
+        assert fc.connection_count == 3
+    assert order == ["verb:hook", "call:status trying", "call:status in-progress"]
