@@ -76,6 +76,7 @@ __all__ = [
     "Link",
     "ProgramWatcher",
     "command_origin",
+    "command_started",
     "replaces_program",
     "watch_program",
 ]
@@ -89,6 +90,14 @@ Handler = Callable[[Call], Awaitable[None]]
 #: program watcher can tell its own replacing redirects from another task's.
 command_origin: contextvars.ContextVar[object | None] = contextvars.ContextVar(
     "jambonz_trio_command_origin", default=None
+)
+
+#: Told (once, synchronously) when the current task's command starts out to jambonz: written
+#: at once, or taken from the reconnect queue by the flush. A task that may be cancelled in
+#: ``send_command`` sets it to learn whether its command may have gone out anyway (the
+#: cluster's owner forgets a command its sender gave up on only if it never started out).
+command_started: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "jambonz_trio_command_started", default=None
 )
 
 #: ``(command, origin)``: told, as its frame starts out, of every command that replaces (or
@@ -202,6 +211,8 @@ class _Pending:
     tell: bool = attrs.field(kw_only=True)
     #: a hang-up the library sends again (no one waits for it): kept until written
     resend: bool = attrs.field(default=False, kw_only=True)
+    #: the sender's ``command_started``, told when the flush takes it
+    started: Callable[[], None] | None = attrs.field(default=None, kw_only=True)
     done: trio.Event = attrs.field(init=False, factory=trio.Event)
     sent: bool = attrs.field(init=False, default=False)
     error: JambonzTrioError | None = attrs.field(init=False, default=None)
@@ -826,6 +837,7 @@ class CallEngine:
             raise self.closed_error()
         text = self.protocol.command(command)
         origin = command_origin.get()
+        started = command_started.get()
         told = False
         link = self.link
         if link is not None and self.protocol.commands_flow and not self._outbox:
@@ -834,6 +846,8 @@ class CallEngine:
                 # must see the replacement coming, or its ack's verbs would replace it in turn
                 told = self._program_sent(command, origin)
             written = await self._write_command(link, command, text)
+            if started is not None and written is not Delivery.NOT_WRITTEN:
+                started()  # (the write is shielded: no cancellation came before this)
             if written is Delivery.WRITTEN:
                 if (
                     self._settle_unconfirmed_commands()
@@ -858,7 +872,7 @@ class CallEngine:
         # Its place in the FIFO is fixed now: tell the watcher now (not at the flush), so a
         # conversation answering a hook later knows its answer would follow a replacement.
         told = told or self._program_sent(command, origin)
-        item = _Pending(text, size, command, origin, tell=not told)
+        item = _Pending(text, size, command, origin, tell=not told, started=started)
         self._outbox.append(item)
         self._outbox_bytes += size
         try:
@@ -885,6 +899,8 @@ class CallEngine:
             item = self._outbox.pop(0)
             self._outbox_bytes -= item.size
             item.sent = True
+            if item.started is not None:
+                item.started()
             if item.tell:
                 self._program_sent(item.command, item.origin)  # before the write, see send_command
             if await self._write_command(link, item.command, item.text) is not Delivery.WRITTEN:

@@ -35,6 +35,7 @@ import trio
 from .._audio import LISTEN_ROUTERS
 from .._call import engine_of
 from .._command_api import CommandMethods
+from .._engine import command_started
 from .._errors import (
     CallClosed,
     CommandQueueFull,
@@ -132,10 +133,26 @@ class _Request:
     command: str
 
 
-@attrs.define
+@attrs.define(eq=False)
 class _Waiter:
     done: trio.Event = attrs.field(factory=trio.Event)
     reply: dict[str, Any] | None = None
+
+
+@attrs.define(eq=False)
+class _Job:
+    """A request id the owner runs: queued in its call's lane, or running. Every attempt with
+    that id gets its one outcome."""
+
+    request: _Request
+    #: the attempts waiting for the outcome: attempt token -> the member to answer
+    attempts: dict[str, str]
+    scope: trio.CancelScope | None = None
+    #: the command started out to jambonz (:data:`command_started`): it may have been sent
+    started: bool = False
+
+    def note_started(self) -> None:
+        self.started = True
 
 
 class Cluster:
@@ -192,12 +209,11 @@ class Cluster:
         self._overflows = 0
         self._resyncs = 0
         # commands
-        self._waiters: dict[str, _Waiter] = {}
-        self._lanes: dict[str, list[_Request]] = {}
+        self._waiters: dict[str, list[_Waiter]] = {}  # by request id (attempts in flight)
+        self._lanes: dict[str, list[_Job]] = {}
         self._queued = 0
-        self._running: dict[str, trio.CancelScope] = {}
-        self._cancelled: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._seen: collections.OrderedDict[str, dict[str, Any] | None] = collections.OrderedDict()
+        self._jobs: dict[str, _Job] = {}  # by request id: queued or running here
+        self._seen: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()  # outcomes
         self._reply_tasks = 0
         self._handled = 0
         self._duplicates = 0
@@ -335,7 +351,12 @@ class Cluster:
         cancelling asks the owner to drop the command if it has not gone out yet.
 
         ``request_id``: give the same id to retry a command after ``NotDelivered(maybe_sent=
-        True)``: the owner executes one id at most once (it remembers the last 4,096 ids).
+        True)``: the owner executes one id at most once (it remembers the outcomes of the last
+        4,096 ids). A retry gets the outcome of an attempt that went out to jambonz (or is going
+        out); an attempt dropped before it went out (its sender gave up, e.g. after
+        ``reply_timeout`` while the call waited for a reconnect) leaves no trace, so the retry
+        runs the command. Attempts with one id in flight at once (from this handle or
+        others) share one execution and its outcome.
 
         Raises:
             CallNotFound: no live call has this sid (unknown, or ended).
@@ -363,13 +384,15 @@ class Cluster:
             await local.send_command(command)
             return
         rid = request_id or uuid.uuid4().hex
+        attempt = uuid.uuid4().hex[:12]
         waiter = _Waiter()
-        self._waiters[rid] = waiter
+        self._waiters.setdefault(rid, []).append(waiter)
         sent = False
         try:
             message = {
                 "k": "cmd",
                 "id": rid,
+                "a": attempt,
                 "to": self.member,
                 "sid": call_sid,
                 "cmd": text,
@@ -387,10 +410,13 @@ class Cluster:
                 )
             _raise_for(waiter.reply, call_sid)
         finally:
-            del self._waiters[rid]
+            waiters = self._waiters[rid]
+            waiters.remove(waiter)
+            if not waiters:
+                del self._waiters[rid]
             if sent and waiter.reply is None:
                 with contextlib.suppress(RuntimeError):  # the handle is closing
-                    self._nursery.start_soon(self._send_cancel, owner, rid)
+                    self._nursery.start_soon(self._send_cancel, owner, rid, attempt)
 
     # -- server membership (CallWatcher / ServerMember) ------------------------------------------
 
@@ -1027,10 +1053,10 @@ class Cluster:
             log.warning("cluster: ignoring an unreadable inbox entry")
             return
         if kind == "reply":
-            waiter = self._waiters.get(str(message.get("id")))
-            if waiter is not None and waiter.reply is None:
-                waiter.reply = message
-                waiter.done.set()
+            for waiter in self._waiters.get(str(message.get("id")), ()):
+                if waiter.reply is None:
+                    waiter.reply = message
+                    waiter.done.set()
         elif kind == "cmd":
             self._on_command(message)
         elif kind in ("up", "down"):
@@ -1040,13 +1066,8 @@ class Cluster:
         elif kind == "listen-miss":
             self._on_listen_miss(message)
         elif kind == "cancel":
-            rid = str(message.get("id"))
-            scope = self._running.get(rid)
-            if scope is not None:
-                scope.cancel()
-            self._cancelled[rid] = None
-            if len(self._cancelled) > _SEEN:
-                self._cancelled.popitem(last=False)
+            attempt = message.get("a")
+            self._on_cancel(str(message.get("id")), None if attempt is None else str(attempt))
 
     def _on_command(self, message: dict[str, Any]) -> None:
         try:
@@ -1057,47 +1078,81 @@ class Cluster:
                 command=str(message["cmd"]),
             )
             until = float(message.get("until", 0))
+            attempt = str(message.get("a", ""))  # ('': a sender that names none)
         except (KeyError, TypeError, ValueError):
             log.warning("cluster: ignoring a malformed command request")
             return
-        if request.id in self._seen:
+        earlier = self._seen.get(request.id)
+        if earlier is not None:  # done: answer again (the first answer may have been lost)
             self._duplicates += 1
-            earlier = self._seen[request.id]
-            if earlier is not None:  # done: answer again (the first answer may have been lost)
-                self._spawn_reply(request, earlier)
-            return  # else still running: its answer will come
+            self._spawn_reply(request, earlier)
+            return
+        job = self._jobs.get(request.id)
+        if job is not None:  # queued or running: this attempt gets its outcome too
+            self._duplicates += 1
+            job.attempts[attempt] = request.reply_to
+            return
         if until < time.time():
             return  # the sender gave up on it already
-        self._seen[request.id] = None
-        if len(self._seen) > _SEEN:
-            self._seen.popitem(last=False)
         lane = self._lanes.get(request.call_sid)
         if lane is None:
             lane = self._lanes[request.call_sid] = []
             self._nursery.start_soon(self._run_lane, request.call_sid, lane)
         if len(lane) >= self.config.max_queued_commands:
             refusal = _error("queue_full", f"{len(lane)} commands already wait for call {request.call_sid}")
-            self._seen[request.id] = refusal
+            self._remember(request.id, refusal)
             self._spawn_reply(request, refusal)
             return
-        lane.append(request)
+        job = self._jobs[request.id] = _Job(request, {attempt: request.reply_to})
+        lane.append(job)
 
-    async def _run_lane(self, call_sid: str, lane: list[_Request]) -> None:
+    def _on_cancel(self, rid: str, attempt: str | None) -> None:
+        """The sender of one attempt (``None``: of every one) gave up on it. With no attempt
+        left waiting, the command is dropped unless it started out; dropped, it leaves no
+        trace (a retry with its id runs it)."""
+        job = self._jobs.get(rid)
+        if job is None:
+            return  # done (its outcome stays, for a retry), or unknown
+        if attempt is None:
+            job.attempts.clear()
+        else:
+            job.attempts.pop(attempt, None)
+        if job.attempts:
+            return  # another attempt still waits for it
+        if job.scope is not None:
+            if not job.started:  # (once out, its outcome is what a retry gets)
+                job.scope.cancel()  # _execute tells whether it started out meanwhile
+        else:
+            del self._jobs[rid]  # still queued in its lane, which skips it
+
+    def _remember(self, rid: str, outcome: dict[str, Any]) -> None:
+        self._seen[rid] = outcome
+        if len(self._seen) > _SEEN:
+            self._seen.popitem(last=False)
+
+    async def _run_lane(self, call_sid: str, lane: list[_Job]) -> None:
         try:
             while lane:
-                request = lane.pop(0)
-                if request.id in self._cancelled:
-                    continue
-                outcome = await self._execute(request)
+                job = lane.pop(0)
+                rid = job.request.id
+                if self._jobs.get(rid) is not job:
+                    continue  # dropped by its senders before it ran
+                outcome = await self._execute(job)
+                while outcome is None and job.attempts:  # an attempt came after the drop
+                    outcome = await self._execute(job)
+                del self._jobs[rid]
                 if outcome is None:
-                    continue  # cancelled by its sender: nobody waits for an answer
-                if request.id in self._seen:
-                    self._seen[request.id] = outcome
-                await self._reply(request, outcome)
+                    continue  # dropped before it went out: no trace, nobody to answer
+                self._remember(rid, outcome)
+                for member in sorted(set(job.attempts.values())):
+                    await self._reply(attrs.evolve(job.request, reply_to=member), outcome)
         finally:
             del self._lanes[call_sid]
 
-    async def _execute(self, request: _Request) -> dict[str, Any] | None:
+    async def _execute(self, job: _Job) -> dict[str, Any] | None:
+        """Run ``job``'s command on its call: the outcome, or ``None`` when every attempt gave
+        up on it before it started out."""
+        request = job.request
         server = self._server
         call = server.calls.get(request.call_sid) if server is not None else None
         if call is None:
@@ -1107,13 +1162,15 @@ class Cluster:
         except ValueError as exc:
             return _error("protocol", f"unreadable command: {exc}")
         self._handled += 1
-        scope = trio.CancelScope()
-        self._running[request.id] = scope
+        scope = job.scope = trio.CancelScope()
+        token = command_started.set(job.note_started)
         try:
             with scope:
                 await call.send_command(command)
                 return {"ok": True}
-            return None  # cancelled by the sender
+            if job.started:  # cancelled as it was being written: it may have gone out
+                return _error("not_delivered", "its sender gave up as it was being sent", maybe_sent=True)
+            return None  # cancelled before it went out
         except CallClosed as exc:
             return _error("not_found", str(exc))
         except CommandQueueFull as exc:
@@ -1123,7 +1180,8 @@ class Cluster:
         except JambonzTrioError as exc:
             return _error("protocol", str(exc))
         finally:
-            del self._running[request.id]
+            command_started.reset(token)
+            job.scope = None
 
     def _spawn_reply(self, request: _Request, outcome: dict[str, Any]) -> None:
         if self._reply_tasks >= _MAX_REPLY_TASKS:
@@ -1150,9 +1208,10 @@ class Cluster:
         except ClusterUnavailable as exc:
             self._warn("reply", "cluster: could not answer a command from %s: %s", request.reply_to, exc)
 
-    async def _send_cancel(self, owner: str, rid: str) -> None:
+    async def _send_cancel(self, owner: str, rid: str, attempt: str) -> None:
         with contextlib.suppress(ClusterUnavailable):
-            await self._xadd(self._keys.inbox(owner), {"k": "cancel", "id": rid}, what="cancelling")
+            message = {"k": "cancel", "id": rid, "a": attempt}
+            await self._xadd(self._keys.inbox(owner), message, what="cancelling")
 
     async def _xadd(self, stream: str, message: dict[str, Any], *, what: str) -> str | None:
         """XADD to an existing inbox (``None``: it does not exist)."""

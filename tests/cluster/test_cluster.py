@@ -4,6 +4,7 @@ another handle, views, faults (Redis frozen, killed and restarted), secrets, imp
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import ssl
 import subprocess
@@ -18,7 +19,7 @@ import attrs
 import pytest
 import trio
 
-from jambonz_trio import Call, LocalProtocolError, NotDelivered
+from jambonz_trio import Call, JambonzServer, LocalProtocolError, NotDelivered
 from jambonz_trio._sync import leaves
 from jambonz_trio.cluster import (
     CallEnded,
@@ -358,6 +359,92 @@ async def test_commands_from_another_member_obey_the_local_rules(
 
             with pytest.raises(CallNotFound):
                 await control.send_command("no-such-call", MuteStatusCommand(mute_status="mute"))
+
+
+async def test_a_command_retried_with_its_request_id_after_a_timeout_is_executed(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """send_command's docstring: give the same ``request_id`` to retry after
+    ``NotDelivered(maybe_sent=True)``. An attempt that timed out while the call waited for a
+    reconnect is dropped on the owner (never sent) and leaves no trace: the retry runs."""
+    _member, server = await nursery.start(partial(run_member, redis_url, ns, FAST))
+    async with open_cluster(redis_url, namespace=ns, config=attrs.evolve(FAST, reply_timeout=1.0)) as control:
+        with trio.fail_after(20):
+            async with a_disconnected_call(server, control) as (fc, call):
+                sid = fc.call.call_sid or ""
+                redirect = RedirectCommand(verbs=(Say(text="once"),))
+                with pytest.raises(NotDelivered) as first:
+                    await control.send_command(sid, redirect, request_id="retry-1")
+                assert first.value.maybe_sent
+                # the owner drops it (its sender gave up): it never went out
+                await eventually(lambda: call.statistics().commands_queued == 0, 5)
+                await fc.reconnect()
+                await eventually(lambda: call.state is ConnState.CONNECTED, 5)
+                await fc.expect_no_command(within=0.3)
+                # the documented retry
+                await control.send_command(sid, redirect, request_id="retry-1")
+                assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text="once"),)
+
+
+async def test_one_request_id_in_flight_twice_runs_once_and_answers_the_attempt_still_waiting(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """Two sends of one request id at once (two tasks retrying, say) share one execution:
+    the command goes out once, and the attempt whose sender gave up takes nothing with it."""
+    member, server = await nursery.start(partial(run_member, redis_url, ns, FAST))
+    async with open_cluster(redis_url, namespace=ns, config=attrs.evolve(FAST, reply_timeout=3.0)) as control:
+        with trio.fail_after(20):
+            async with a_disconnected_call(server, control) as (fc, call):
+                sid = fc.call.call_sid or ""
+                answered: list[str] = []
+
+                async def send(
+                    text: str, rid: str, *, task_status: trio.TaskStatus[trio.CancelScope]
+                ) -> None:
+                    with trio.CancelScope() as scope:
+                        task_status.started(scope)
+                        await control.send_command(
+                            sid, RedirectCommand(verbs=(Say(text=text),)), request_id=rid
+                        )
+                        answered.append(text)
+
+                async with trio.open_nursery() as senders:
+                    first = await senders.start(send, "once", "twice")
+                    await eventually(lambda: call.statistics().commands_queued == 1, 5)
+                    await senders.start(send, "once", "twice")
+                    await eventually(lambda: member.statistics().duplicates_dropped == 1, 5)
+                    first.cancel()  # its sender gives up; the other attempt still waits
+                    await eventually(partial(_in_inbox, control, member.member, "cancel"), 5)
+                    # the owner reads its inbox in order: once a later command waits behind
+                    # the first, the cancel was handled
+                    await senders.start(send, "later", "later")
+                    await eventually(lambda: len(member._lanes.get(sid, ())) == 1, 5)
+                    assert call.statistics().commands_queued == 1
+                    await fc.reconnect()
+                for text in ("once", "later"):
+                    assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text=text),)
+                await fc.expect_no_command(within=0.3)
+                assert sorted(answered) == ["later", "once"]
+
+
+async def _in_inbox(cluster: Cluster, member: str, kind: str) -> bool:
+    entries = await cluster._client.xrange(cluster._keys.inbox(member))
+    return any(json.loads(str(entry.field_values["m"]))["k"] == kind for entry in entries)
+
+
+@asynccontextmanager
+async def a_disconnected_call(
+    server: JambonzServer, control: Cluster
+) -> AsyncIterator[tuple[FakeCall, Call]]:
+    """A call of ``server``'s, listed in the directory, whose socket dropped (jambonz will
+    reconnect: ``fc.reconnect()``): commands sent to it wait on its owner."""
+    async with open_fake_call(server.connect_memory, auto_reconnect=False) as fc:
+        await fc.start()
+        call = server.calls[fc.call.call_sid]
+        await eventually(partial(control.get_call, fc.call.call_sid or ""), 5)
+        await fc.drop(reconnect=False)
+        await eventually(lambda: call.state is ConnState.DISCONNECTED, 5)
+        yield fc, call
 
 
 async def test_a_frozen_redis_never_delays_a_call(

@@ -12,11 +12,8 @@ import attrs
 import pytest
 import trio
 
-from jambonz_trio import NotDelivered
 from jambonz_trio._cli import main
 from jambonz_trio.cluster import CallsSnapshot, Cluster, ClusterCall, ClusterEvent, open_cluster
-from jambonz_trio.commands import RedirectCommand
-from jambonz_trio.lowlevel import ConnState
 from jambonz_trio.testing import open_fake_call
 from jambonz_trio.verbs import Say
 
@@ -25,38 +22,6 @@ from .redis import namespace, shared_redis_url
 from .test_cluster import FAST, eventually
 
 pytestmark = pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning")
-
-
-async def test_a_command_retried_with_its_request_id_after_a_timeout_is_executed(
-    nursery: trio.Nursery, redis_url: str, ns: str
-) -> None:
-    """send_command's docstring: give the same ``request_id`` to retry after
-    ``NotDelivered(maybe_sent=True)``. A command that timed out while the call waited for a
-    reconnect is cancelled on the owner (never sent), yet its id stays marked "running" in the
-    owner's ``_seen``: the retry is dropped as a duplicate, never answered, never executed."""
-    member, server = await nursery.start(partial(run_member, redis_url, ns, FAST))
-    impatient = attrs.evolve(FAST, reply_timeout=1.0)
-    async with open_cluster(redis_url, namespace=ns, config=impatient) as control:
-        with trio.fail_after(20):
-            async with open_fake_call(server.connect_memory, auto_reconnect=False) as fc:
-                await fc.start()
-                sid = fc.call.call_sid
-                call = server.calls[sid]
-                await eventually(partial(control.get_call, sid), 5)
-                await fc.drop(reconnect=False)
-                await eventually(lambda: call.state is ConnState.DISCONNECTED, 5)
-                redirect = RedirectCommand(verbs=(Say(text="once"),))
-                with pytest.raises(NotDelivered) as first:
-                    await control.send_command(sid, redirect, request_id="retry-1")
-                assert first.value.maybe_sent
-                # the owner drops it (its sender gave up): it never went out
-                await eventually(lambda: "retry-1" in member._cancelled, 5)
-                await fc.reconnect()
-                await eventually(lambda: call.state is ConnState.CONNECTED, 5)
-                await fc.expect_no_command(within=0.3)
-                # the documented retry
-                await control.send_command(sid, redirect, request_id="retry-1")
-                assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text="once"),)
 
 
 async def test_a_drained_call_keeps_its_user_data_when_its_removal_is_written_twice(
