@@ -65,7 +65,16 @@ from ._model import (
     encode_command,
     user_hash,
 )
-from ._redis import REDIS_ERRORS, check_url, guard, make_client, redact, tls_context, xadd_to_inbox
+from ._redis import (
+    REDIS_ERRORS,
+    LuaScript,
+    check_url,
+    guard,
+    make_client,
+    redact,
+    tls_context,
+    xadd_to_inbox,
+)
 from ._relay import RelayedConnection, RelayHub
 from ._scripts import (
     HAND_OVER,
@@ -184,16 +193,16 @@ class Cluster:
         self._client = client
         self._ssl_context = ssl_context
         self._nursery = nursery
-        self._heartbeat = client.register_script(HEARTBEAT)
-        self._upsert = client.register_script(UPSERT)
-        self._sweep = client.register_script(SWEEP)
-        self._lookup = client.register_script(LOOKUP)
-        self._alive = client.register_script(MEMBER_ALIVE)
-        self._live_members = client.register_script(LIVE_MEMBERS)
-        self._reply_script = client.register_script(REPLY)
-        self._route_lookup = client.register_script(ROUTE_LOOKUP)
-        self._store_ud = client.register_script(STORE_USER_DATA)
-        self._hand_over = client.register_script(HAND_OVER)
+        self._heartbeat = LuaScript(client, "HEARTBEAT", HEARTBEAT, where=self._where)
+        self._upsert = LuaScript(client, "UPSERT", UPSERT, where=self._where)
+        self._sweep = LuaScript(client, "SWEEP", SWEEP, where=self._where)
+        self._lookup = LuaScript(client, "LOOKUP", LOOKUP, where=self._where)
+        self._alive = LuaScript(client, "MEMBER_ALIVE", MEMBER_ALIVE, where=self._where)
+        self._live_members = LuaScript(client, "LIVE_MEMBERS", LIVE_MEMBERS, where=self._where)
+        self._reply_script = LuaScript(client, "REPLY", REPLY, where=self._where)
+        self._route_lookup = LuaScript(client, "ROUTE_LOOKUP", ROUTE_LOOKUP, where=self._where)
+        self._store_ud = LuaScript(client, "STORE_USER_DATA", STORE_USER_DATA, where=self._where)
+        self._hand_over = LuaScript(client, "HAND_OVER", HAND_OVER, where=self._where)
         self._server: JambonzServer | None = None
         # directory
         self._live: dict[str, tuple[Call, ClusterCall]] = {}
@@ -981,7 +990,7 @@ class Cluster:
             try:
                 async with self._reader() as client:
                     with guard("leaving", self._where):
-                        await client.register_script(SWEEP)(
+                        await LuaScript(client, "SWEEP", SWEEP, where=self._where)(
                             keys=[k.members, k.calls, k.events, k.orphans, k.userdata],
                             args=[
                                 k.member_prefix,

@@ -18,6 +18,9 @@ class ClusterUnavailable(ClusterError, NotDelivered):
     back. Also a :class:`~jambonz_trio.NotDelivered`: for a command, ``maybe_sent`` is ``False``
     only when no connection to Redis could be made, so the command certainly did not leave this
     process. The cluster's own tasks recover by themselves once Redis is back.
+
+    One of the cluster's Lua scripts failing in a Redis that answers (a bug, never an outage)
+    raises a subclass of it too, logged at ERROR with the script's name.
     """
 
 

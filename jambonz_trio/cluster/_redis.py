@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -22,10 +22,13 @@ import coredis.exceptions
 import trio
 from coredis.retry import NoRetryPolicy
 
+from .._log import get_logger
 from .._sync import leaves
 from ._errors import ClusterUnavailable
 
-__all__ = ["guard", "make_client", "redact", "tls_context", "xadd_to_inbox"]
+__all__ = ["LuaScript", "ScriptFailed", "guard", "make_client", "redact", "tls_context", "xadd_to_inbox"]
+
+log = get_logger("jambonz_trio.cluster")
 
 #: Query parameters whose values are never shown.
 _SECRET_PARAMS = ("pass", "auth", "token", "secret", "key")
@@ -122,6 +125,64 @@ def guard(what: str, where: str) -> Iterator[None]:
             f"Redis at {where} unavailable ({what}): {detail}",
             maybe_sent=not all(_never_sent(e) for e in found),
         ) from exc
+
+
+class ScriptFailed(ClusterUnavailable):
+    """A Lua script of the cluster's failed in Redis: it does not compile, or it failed as it
+    ran (a bug, or keys of the namespace written by something else), while Redis answers. Not
+    an outage: logged at ERROR with the script's name. A :class:`ClusterUnavailable`, so the
+    cluster's tasks and callers carry on as without Redis."""
+
+
+#: Redis refusing to run a script for a state of its own (memory, a replica, a busy script,
+#: permissions): not the script's fault
+_STATE_CODES = ("OOM", "BUSY", "READONLY", "MASTERDOWN", "MISCONF", "NOREPLICAS", "NOPERM", "LOADING")
+
+
+def _script_fault(exc: BaseException) -> bool:
+    """A script error of the script itself (coredis strips an ``ERR`` code; other codes stay)."""
+    text = str(exc)
+    if type(exc) is not coredis.exceptions.ResponseError or "user_script" not in text:
+        return False
+    return not any(text.startswith(f"{code} ") or f"-{code} " in text for code in _STATE_CODES)
+
+
+class LuaScript:
+    """One of the cluster's Lua scripts (:mod:`._scripts`), by name, run with ``EVALSHA``
+    (loaded when Redis lacks it). A failure of the script itself raises
+    :class:`ScriptFailed`, logged at ERROR; Redis' other errors pass through (to
+    :func:`guard`)."""
+
+    def __init__(self, client: coredis.Redis[str], name: str, source: str, *, where: str) -> None:
+        self.name = name
+        self._client = client
+        self._source = source
+        self._where = where
+        self._script = client.register_script(source)
+
+    async def __call__(
+        self, *, keys: Sequence[str], args: Sequence[str | int] = (), client: coredis.Redis[str] | None = None
+    ) -> Any:
+        try:
+            return await self._script(keys=list(keys), args=list(args), client=client)
+        except coredis.exceptions.NoScriptError:
+            # coredis loads a script Redis lacks and runs it again: still missing, it did not
+            # load. Load it here to learn why (a script that does not compile)
+            try:
+                await (client or self._client).script_load(self._source)
+            except coredis.exceptions.ResponseError as exc:
+                if _script_fault(exc) or "compiling script" in str(exc):
+                    raise self._failed(exc) from exc
+            raise
+        except coredis.exceptions.ResponseError as exc:
+            if _script_fault(exc):
+                raise self._failed(exc) from exc
+            raise
+
+    def _failed(self, exc: BaseException) -> ScriptFailed:
+        message = f"Lua script {self.name} failed in Redis at {self._where}: {exc}"
+        log.error("cluster: %s (a bug, not an outage)", message)
+        return ScriptFailed(message, maybe_sent=False)
 
 
 async def xadd_to_inbox(

@@ -53,7 +53,7 @@ from .._log import get_logger
 from .._membership import Relayed
 from .._websocket import Keepalive
 from ._errors import ClusterUnavailable, OwnerGone
-from ._redis import guard, xadd_to_inbox
+from ._redis import LuaScript, guard, xadd_to_inbox
 from ._scripts import REPLY, Keys
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class RelayHub:
     _nursery: trio.Nursery
 
     def __attrs_post_init__(self) -> None:
-        self._ensure = self._client.register_script(REPLY)
+        self._ensure = LuaScript(self._client, "REPLY", REPLY, where=self._where)
         # the writer (see _write_loop): its connection, the requests it has issued (in order),
         # the entries waiting for a connection, and what senders and the writer wait for
         self._conn: BaseConnection | None = None

@@ -257,10 +257,10 @@ HAND_OVER = (
     _NOW
     + _ARM
     + """
-local until = now_ms() + tonumber(ARGV[2])
+local keep_until = now_ms() + tonumber(ARGV[2])
 for i = 3, #ARGV, 2 do
   if ARGV[i + 1] ~= '' then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-  redis.call('ZADD', KEYS[3], until, ARGV[i])
+  redis.call('ZADD', KEYS[3], keep_until, ARGV[i])
 end
 -- (no member left: they are kept orphan_keep)
 local ttl = redis.call('PTTL', KEYS[1])

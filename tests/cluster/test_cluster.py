@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+from coredis.exceptions import ResponseError
 
 from jambonz_trio import Call, JambonzServer, LocalProtocolError, NotDelivered
 from jambonz_trio._sync import leaves
@@ -31,11 +32,13 @@ from jambonz_trio.cluster import (
     ClusterCall,
     ClusterConfig,
     ClusterUnavailable,
+    _scripts,
     open_cluster,
     redact,
 )
 from jambonz_trio.cluster._model import decode_command, encode_command
-from jambonz_trio.cluster._redis import make_client, tls_context
+from jambonz_trio.cluster._redis import LuaScript, ScriptFailed, make_client, tls_context
+from jambonz_trio.cluster._scripts import Keys
 from jambonz_trio.commands import CallStatusCommand, MuteStatusCommand, RawCommand, RedirectCommand
 from jambonz_trio.lowlevel import ConnState
 from jambonz_trio.testing import CallData, FakeCall, open_fake_call
@@ -607,6 +610,45 @@ def test_importing_the_library_imports_no_redis_code() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+async def test_every_lua_script_of_the_cluster_compiles(redis_url: str) -> None:
+    """Every script of ``_scripts.py`` loads into a real Redis (``SCRIPT LOAD`` compiles it):
+    a syntax error in one fails here, not only where that script runs."""
+    scripts = {
+        name: text
+        for name, text in vars(_scripts).items()
+        if name.isupper() and isinstance(text, str) and "redis.call" in text
+    }
+    assert {"HAND_OVER", "HEARTBEAT", "SWEEP", "UPSERT"} <= set(scripts)
+    failed = {}
+    async with make_client(redis_url, op_timeout=2.0) as client:
+        for name, text in scripts.items():
+            try:
+                await client.script_load(text)
+            except ResponseError as exc:
+                failed[name] = str(exc)
+    assert failed == {}
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [("local until = 1 return 0", "Error compiling script"), ("return nil + 1", "arithmetic on a nil")],
+)
+async def test_a_lua_script_failing_in_redis_is_an_error_naming_it_not_an_outage(
+    redis_url: str, ns: str, caplog: pytest.LogCaptureFixture, source: str, error: str
+) -> None:
+    """A script that does not compile or fails as it runs, while Redis answers, is a bug: it
+    is logged at ERROR with the script's name, and raised as ``ScriptFailed`` (still a
+    ``ClusterUnavailable``, so the cluster's tasks carry on as without Redis)."""
+    async with make_client(redis_url, op_timeout=2.0) as client:
+        script = LuaScript(client, "BROKEN", source, where="redis://here")
+        with pytest.raises(
+            ScriptFailed, match=f"Lua script BROKEN failed in Redis at redis://here: .*{error}"
+        ):
+            await script(keys=[Keys(ns).members])
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "Lua script BROKEN" in errors[0], errors
 
 
 def test_urls_are_redacted() -> None:

@@ -16,7 +16,7 @@ import attrs
 import pytest
 import trio
 
-from jambonz_trio import Call, ServerConfig
+from jambonz_trio import Call, JambonzServer, ServerConfig
 from jambonz_trio.cluster import Cluster, ClusterCall, OwnerGone
 from jambonz_trio.cluster._relay import RelayedConnection
 from jambonz_trio.commands import RedirectCommand
@@ -366,25 +366,44 @@ async def test_only_a_drain_hands_a_calls_user_data_over(
     code looked like a drain's). A call closed by the drain keeps it for its reconnect."""
     cluster, server = await nursery.start(partial(run_member, redis_url, ns, FAST, handler=counting))
     with trio.fail_after(30):
-        async with open_fake_call(server.connect_memory, auto_reconnect=False) as fc:
-            await fc.start()
-            sid = fc.call.call_sid
-            assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text="hook 1")]
+        async with _after_one_hook(server) as (fc, sid):
             await eventually(lambda: stored_hooks(cluster, sid, 1), 5)
             await server.calls[sid].aclose(1012, "the app moves it")
             await fc.expect_close()
         await eventually(lambda: _gone(cluster, sid), 5)
 
-        async with open_fake_call(server.connect_memory, auto_reconnect=False) as fc:
-            await fc.start()
-            drained = fc.call.call_sid
-            assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text="hook 1")]
+        async with _after_one_hook(server) as (fc, drained), trio.open_nursery() as draining:
             await eventually(lambda: stored_hooks(cluster, drained, 1), 5)
-            async with trio.open_nursery() as draining:
-                draining.start_soon(partial(server.drain, grace=0))
-                await fc.expect_close()
+            draining.start_soon(partial(server.drain, grace=0))
+            await fc.expect_close()
         await eventually(lambda: listed_nowhere(cluster, drained), 5)
         assert await stored_hooks(cluster, drained, 1)  # kept for the member its reconnect reaches
+
+
+async def test_a_drain_stores_the_user_data_of_the_calls_it_hands_over(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """ClusterConfig.keep_user_data: written when it changed "and at a drain". The drain
+    stores each call's user_data as it hands the call over, with an orphan mark that keeps it
+    ``orphan_keep`` (then a sweep removes it), whatever the last beat stored."""
+    config = attrs.evolve(FAST, member_ttl=30.0)  # no beat (no store) during the test
+    cluster, server = await nursery.start(partial(run_member, redis_url, ns, config, handler=counting))
+    with trio.fail_after(20):
+        await cluster.wait_registered()
+        async with _after_one_hook(server) as (fc, sid), trio.open_nursery() as draining:
+            draining.start_soon(partial(server.drain, grace=0))
+            await fc.expect_close()
+        assert await stored_hooks(cluster, sid, 1)
+        assert await cluster._client.zscore(cluster._keys.orphans, sid) is not None
+
+
+@asynccontextmanager
+async def _after_one_hook(server: JambonzServer) -> AsyncIterator[tuple[FakeCall, str]]:
+    """A call of :func:`counting` that answered one hook (its user_data ``{"hooks": 1}``)."""
+    async with open_fake_call(server.connect_memory, auto_reconnect=False) as fc:
+        await fc.start()
+        assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text="hook 1")]
+        yield fc, fc.call.call_sid
 
 
 async def _gone(cluster: Cluster, sid: str) -> bool:

