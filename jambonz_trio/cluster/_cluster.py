@@ -898,19 +898,20 @@ class Cluster:
         return refused
 
     def _removal(self, sid: str) -> str:
-        """The directory op removing a call: ``~`` keeps its stored user_data (handed over)."""
-        if sid in self._handed_over:
-            self._handed_over.discard(sid)
-            return "~"
-        return ""
+        """The directory op removing a call: ``~`` keeps its stored user_data (handed over).
+        The hand-over is forgotten only once a removal is known written (a failed write is
+        queued again, and must keep it)."""
+        return "~" if sid in self._handed_over else ""
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, {}
         self._flushing = True
         try:
-            await self._apply(
+            written = await self._apply(
                 [(sid, self._removal(sid) if s is None else s.dumps()) for sid, s in batch.items()]
             )
+            if written is not None:
+                self._handed_over.difference_update(sid for sid, s in batch.items() if s is None)
         except BaseException:
             # put back what may not have been written; newer updates of the same call win
             for sid, update in batch.items():
@@ -935,13 +936,15 @@ class Cluster:
             with guard("re-registering calls", self._where), trio.fail_after(self._bound):
                 known = await self._client.smembers(self._keys.member_calls(self.member))
             ops = [(sid, self._removal(sid)) for sid in known if sid not in snapshot]
-            self._handed_over.clear()  # (the rest were never registered: nothing to remove)
             for sid, (_call, summary) in snapshot.items():
                 doc = summary.dumps()
                 ops.append((sid, "?" + doc if self._written.get(sid) == doc else doc))
             refused = await self._apply(ops)
             if refused is None:
                 return
+            # written: forget the hand-overs of calls gone (the rest were never registered:
+            # nothing to remove); a live call's, or one whose removal is queued, still counts
+            self._handed_over.intersection_update(self._live.keys() | self._pending.keys())
         except BaseException:
             self._resync = True
             raise

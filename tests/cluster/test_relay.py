@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from typing import Any
 
 import attrs
 import pytest
@@ -395,6 +396,42 @@ async def test_a_drain_stores_the_user_data_of_the_calls_it_hands_over(
             await fc.expect_close()
         assert await stored_hooks(cluster, sid, 1)
         assert await cluster._client.zscore(cluster._keys.orphans, sid) is not None
+
+
+@pytest.mark.parametrize("how", ["write-failed", "reply-lost", "re-registration-failed"])
+async def test_a_drained_call_keeps_its_user_data_when_its_removal_is_written_twice(
+    nursery: trio.Nursery, redis_url: str, ns: str, how: str
+) -> None:
+    """A call handed over keeps its stored user_data when its directory entry is removed. A
+    removal that failed (Redis error), or whose reply was lost after the script ran, is
+    written again, and still keeps it; so does a full re-registration that failed."""
+    cluster, server = await nursery.start(partial(run_member, redis_url, ns, FAST, handler=counting))
+    upsert = cluster._upsert
+    lost = [TimeoutError("no reply to this write")]
+
+    async def failing_once(**kwargs: Any) -> Any:
+        if lost and how != "reply-lost":
+            raise lost.pop()
+        changed = await upsert(**kwargs)
+        if lost:
+            raise lost.pop()
+        return changed
+
+    with trio.fail_after(30):
+        async with _after_one_hook(server) as (fc, sid):
+            await eventually(lambda: stored_hooks(cluster, sid, 1), 5)
+            # what a drain does to each call it closes (the member lives on meanwhile)
+            call = server.calls[sid]
+            await cluster.hand_over([call])
+            cluster._upsert = failing_once
+            if how == "re-registration-failed":
+                cluster._resync = True  # (as after an overflow of the update queue)
+            await call.aclose(1012, "server restarting")
+            await fc.expect_close()
+        await eventually(lambda: not lost, 5)
+        await cluster.wait_registered()  # (the removal written again)
+        assert await listed_nowhere(cluster, sid)
+        assert await stored_hooks(cluster, sid, 1)  # kept for the member its reconnect reaches
 
 
 @asynccontextmanager
