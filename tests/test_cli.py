@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from trio_websocket import WebSocketRequest, serve_websocket
@@ -22,7 +23,7 @@ from examples import echo_bot, ivr
 from jambonz_trio import Call, CallConfig, JambonzServer, ServerConfig, open_conversation, serve_jambonz
 from jambonz_trio._call import engine_of
 from jambonz_trio._cli import main
-from jambonz_trio.cluster import Cluster
+from jambonz_trio.cluster import CallsSnapshot, Cluster, ClusterCall, ClusterEvent
 from jambonz_trio.testing import AudioSource, write_wav
 from jambonz_trio.verbs import Say
 from tests.cluster.redis import namespace, shared_redis_url
@@ -315,3 +316,39 @@ def test_calls_watch_ends_on_ctrl_c_with_status_130_not_a_traceback(
         pytest.fail("Ctrl-C ended calls --watch in a KeyboardInterrupt traceback")
     assert code == 130
     assert capsys.readouterr().err == ""
+
+
+def test_calls_watch_reports_what_changed_across_a_gap(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``calls --watch`` prints one line per change. A snapshot of the watch (its first, and
+    one after every gap) is compared with what was printed: a call that started between the
+    list and the watch, or ended while Redis was unreachable, is reported."""
+    gone = ClusterCall(call_sid="ended-during-the-gap", member="m1")
+    late = ClusterCall(call_sid="started-before-the-watch", member="m1")
+    moved = ClusterCall(call_sid="moved", member="m1")
+
+    async def listed(self: Cluster) -> list[ClusterCall]:
+        return [gone, moved]
+
+    @contextlib.asynccontextmanager
+    async def watch(self: Cluster, **kwargs: Any) -> AsyncIterator[Any]:
+        with trio.fail_after(10):  # (closed mid-connection, coredis 6.9 leaves streams unclosed)
+            await self.wait_registered()
+        send, receive = trio.open_memory_channel[ClusterEvent](8)
+        send.send_nowait(CallsSnapshot((gone, moved, late)))  # one call more than listed
+        send.send_nowait(CallsSnapshot((late, attrs.evolve(moved, member="m2"))))  # after a gap
+        send.close()
+        yield receive
+
+    monkeypatch.setattr(Cluster, "list_calls", listed)
+    monkeypatch.setattr(Cluster, "watch_calls", watch)
+    assert main(["calls", "--redis", shared_redis_url(), "--namespace", namespace(), "--watch"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines == [
+        gone.to_json(),
+        moved.to_json(),
+        {"event": "start", "call": late.to_json()},
+        {"event": "end", "call_sid": gone.call_sid, "member": "m1", "why": "ended during a gap"},
+        {"event": "update", "call": attrs.evolve(moved, member="m2").to_json()},
+    ]

@@ -13,7 +13,7 @@ import trio
 from .._log import get_logger
 from ._cluster import open_cluster
 from ._errors import ClusterUnavailable
-from ._model import CallEnded, CallsSnapshot, CallStarted, ClusterEvent
+from ._model import CallEnded, CallsSnapshot, CallStarted, CallUpdated, ClusterCall, ClusterEvent
 
 __all__ = ["calls"]
 
@@ -27,22 +27,50 @@ def _event_json(event: ClusterEvent) -> dict[str, Any]:
     return {"event": kind, "call": event.call.to_json()}
 
 
+def _changes(event: ClusterEvent, shown: dict[str, ClusterCall]) -> list[ClusterEvent]:
+    """What ``event`` changes in the view printed so far (``shown``, updated): the event
+    itself, or for a snapshot (the watch's first, and one after every gap) the calls that
+    started, changed or ended since that view."""
+    if not isinstance(event, CallsSnapshot):
+        if isinstance(event, CallEnded):
+            shown.pop(event.call_sid, None)
+        else:
+            shown[event.call.call_sid] = event.call
+        return [event]
+    now = {call.call_sid: call for call in event.calls}
+    changes: list[ClusterEvent] = [
+        CallEnded(sid, call.member, "ended during a gap") for sid, call in shown.items() if sid not in now
+    ]
+    for sid, call in now.items():
+        before = shown.get(sid)
+        if before is None:
+            changes.append(CallStarted(call))
+        elif before != call:
+            changes.append(CallUpdated(call))
+    shown.clear()
+    shown.update(now)
+    return changes
+
+
 async def _run(args: argparse.Namespace, out: TextIO) -> None:
     get_logger("jambonz_trio.cluster").setLevel(logging.ERROR)  # the one-line error says it all
     async with open_cluster(args.redis, namespace=args.namespace) as cluster:
+        shown: dict[str, ClusterCall] = {}
         for call in await cluster.list_calls():
+            shown[call.call_sid] = call
             print(json.dumps(call.to_json()), file=out, flush=True)
         if args.watch:
             async with cluster.watch_calls() as events:
                 async for event in events:
-                    if not isinstance(event, CallsSnapshot):  # the first one was printed above
-                        print(json.dumps(_event_json(event)), file=out, flush=True)
+                    for change in _changes(event, shown):
+                        print(json.dumps(_event_json(change)), file=out, flush=True)
 
 
 def calls(args: argparse.Namespace, out: TextIO) -> int:
     """Print every live call of the cluster, one JSON object per line (``call_sid``,
     ``member``, ``reconnect_count``, ``from``, ``to``, ...); with ``--watch`` then one line per
-    change, until Ctrl-C (exit status 130). Exit status 1 with a one-line error when Redis
+    change (``start``, ``update``, ``end``; after a gap in the watch, Redis unreachable, the
+    changes it missed), until Ctrl-C (exit status 130). Exit status 1 with a one-line error when Redis
     cannot be reached."""
     try:
         trio.run(_run, args, out)
