@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -29,8 +30,13 @@ from jambonz_trio import (
 )
 from jambonz_trio._engine import CallEngine
 from jambonz_trio.commands import RedirectCommand, parse_command
-from jambonz_trio.messages import DialConfirm, Disconnected, JambonzErrorReport, UnknownMessage
-from jambonz_trio.verbs import Hangup, Pause, Say
+from jambonz_trio.messages import (
+    DialConfirm,
+    Disconnected,
+    JambonzErrorReport,
+    UnknownMessage,
+)
+from jambonz_trio.verbs import Hangup, Pause, Say, Verb
 from tests.helpers import Serve, answer_and_wait, recording, start
 
 from .helpers import SESSION_DATA, PassThroughStream, RawClient, inner_enter, new_call, raw_client
@@ -38,19 +44,27 @@ from .helpers import SESSION_DATA, PassThroughStream, RawClient, inner_enter, ne
 # -- acks and the watchdog ------------------------------------------------------------------
 
 
-async def test_fm21_watchdog_answers_late_hook_then_redirect(
-    serve: Serve, autojump_clock: trio.testing.MockClock
-) -> None:
-    outcome: list[AckOutcome] = []
+def _answers_late(
+    kind: type[JambonzMessage], verbs: list[Verb], outcome: list[AckOutcome]
+) -> Callable[[Call], Awaitable[None]]:
+    """An app that answers ``session:new`` at once and every ``kind`` request 6 s late (past
+    the 4 s watchdog) with ``verbs``, recording the outcomes."""
 
     async def app(call: Call) -> None:
         await call.ack(call.session, [Say(text="hi")])
         async for event in call:
-            if isinstance(event, VerbHook):
+            if isinstance(event, kind):
                 await trio.sleep(6)
-                outcome.append(await call.ack(event, [Hangup()]))
+                outcome.append(await call.ack(event, verbs))
 
-    server = await serve(app)
+    return app
+
+
+async def test_fm21_watchdog_answers_late_hook_then_redirect(
+    serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    outcome: list[AckOutcome] = []
+    server = await serve(_answers_late(VerbHook, [Hangup()], outcome))
     async with raw_client(server) as client:
         await new_call(client)
         t0 = trio.current_time()
@@ -93,14 +107,7 @@ async def test_fm21_a_late_dial_confirm_answer_is_dropped_whatever_the_policy(
     the late answer is dropped and logged, never sent, and ``Call.ack`` says ``DROPPED`` (it
     does not raise under ``LateAck.RAISE``: there is nothing the app could do instead)."""
     outcome: list[AckOutcome] = []
-
-    async def app(call: Call) -> None:
-        await call.ack(call.session, [Say(text="hi")])
-        async for event in call:
-            if isinstance(event, DialConfirm):
-                await trio.sleep(6)
-                outcome.append(await call.ack(event, [Say(text="Press 1 to accept"), Pause(length=2)]))
-
+    app = _answers_late(DialConfirm, [Say(text="Press 1 to accept"), Pause(length=2)], outcome)
     server = await serve(app, late_ack=late_ack)
     caplog.set_level(logging.WARNING, logger="jambonz_trio.call")
     async with raw_client(server) as client:
