@@ -21,7 +21,7 @@ from jambonz_trio.testing import (
     open_fake_call,
 )
 
-from ._apps import GATHER, HANGUP, SAY, TinyApp, app_running, started_call
+from ._apps import GATHER, HANGUP, SAY, AppSocket, TinyApp, app_running, started_call
 
 
 async def test_app_closes_with_1000(autojump_clock: trio.abc.Clock) -> None:
@@ -409,6 +409,18 @@ async def test_queued_requests_go_out_before_queued_notifications_after_a_reconn
     assert order == ["verb:hook", "call:status"]
 
 
+async def _rekeyed(app: TinyApp) -> AppSocket:
+    """The app side of a re-keyed ``session:new``: the first socket closes (4002) before it is
+    answered; the answer goes as the ack of the next socket's ``session:reconnect``. Returns
+    that second socket."""
+    s = await app.accept()
+    await s.recv_type("session:new")
+    await s.close(4002)
+    s2 = await app.accept()
+    await s2.ack(await s2.recv_type("session:reconnect"), [SAY, GATHER])
+    return s2
+
+
 async def test_nothing_more_reaches_the_app_after_a_rekeyed_session_new(
     autojump_clock: trio.abc.Clock,
 ) -> None:
@@ -427,11 +439,7 @@ async def test_nothing_more_reaches_the_app_after_a_rekeyed_session_new(
     later: list[str] = []
 
     async def app_side(app: TinyApp) -> None:
-        s = await app.accept()
-        await s.recv_type("session:new")
-        await s.close(4002)
-        s2 = await app.accept()
-        await s2.ack(await s2.recv_type("session:reconnect"), [SAY, GATHER])
+        s2 = await _rekeyed(app)
         with contextlib.suppress(trio_websocket.ConnectionClosed):
             while True:
                 msg = await s2.recv()
@@ -459,11 +467,7 @@ async def test_a_rekeyed_session_new_is_a_violation_in_strict_mode(autojump_cloc
     the "trying" that jambonz would never send, naming why."""
 
     async def app_side(app: TinyApp) -> None:
-        s = await app.accept()
-        await s.recv_type("session:new")
-        await s.close(4002)
-        s2 = await app.accept()
-        await s2.ack(await s2.recv_type("session:reconnect"), [SAY, GATHER])
+        s2 = await _rekeyed(app)
         await s2.closed_code()
 
     async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
@@ -483,11 +487,7 @@ async def test_another_reconnect_frees_what_a_rekeyed_session_new_held(
     order: list[str] = []
 
     async def app_side(app: TinyApp) -> None:
-        s = await app.accept()
-        await s.recv_type("session:new")
-        await s.close(4002)
-        s2 = await app.accept()
-        await s2.ack(await s2.recv_type("session:reconnect"), [SAY, GATHER])
+        s2 = await _rekeyed(app)
         await s2.closed_code()
         s3 = await app.accept()
         await s3.ack(await s3.recv_type("session:reconnect"))
