@@ -546,7 +546,8 @@ class CallProtocol:
         return heap[0][0] if heap else None
 
     def overdue(self, now: float) -> list[OwedAck]:
-        """Requests on the live socket whose deadline is ``<= now``, oldest first."""
+        """Requests on the live socket whose deadline is ``<= now``, earliest deadline first
+        (arrival order among equal deadlines)."""
         if self.state is not ConnState.CONNECTED:
             return []
         heap = self._heap

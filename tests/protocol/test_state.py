@@ -1157,9 +1157,11 @@ class CallProtocolMachine(RuleBasedStateMachine):
         self.now += dt
         due = self.p.overdue(self.now)
         if self.connected and not self.closed:
+            # earliest deadline first (a request past the owed bound is due at once, before
+            # older ones), arrival order among equal deadlines
             expected = [
                 m
-                for m, o in self.owed.items()
+                for m, o in sorted(self.owed.items(), key=lambda item: item[1].deadline)
                 if o.gen == self.gen and o.scheduled and o.deadline <= self.now
             ]
         else:
