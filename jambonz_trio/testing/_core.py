@@ -385,23 +385,43 @@ class _Core:
                 await self._transmit(msg, pending)
 
     def _hold_for_good(self, msg: JambonzMessage, pending: _Pending | None) -> None:
-        """``msg`` (queued) is one jambonz 0.9.8 would not send: after a drop before the
+        """``msg`` (queued) is one jambonz 0.9.8 holds: after a drop before the
         ``session:new`` ack, its ``session:reconnect`` went out as a notification carrying the
         re-keyed ``session:new`` (FS v0.9.8 ``lib/utils/ws-requestor.js:244-261``); its ack
         resolves the reconnect promise (``:282-284``) but only the send callback of an
         ack-awaited send clears it (``:296-311``), so ``request()`` queues every later message
         (``:184-186``), and the flush re-queues what was queued already (``:215-226``). Only an
-        ordinary ``session:reconnect``, after another drop, flushes the queue. The message
-        stays queued (sent if that happens); the fake records a ``never-sent`` violation, and
-        a request's waiter fails at once (:class:`NeverSent`) rather than wait for ever."""
+        ordinary ``session:reconnect``, after another close, flushes the queue. The message
+        stays queued (sent if that happens). If it is still held on a live socket
+        ``ack_timeout`` seconds later (:meth:`_never_sent_at`), the fake records a
+        ``never-sent`` violation, and a request's waiter fails (:class:`NeverSent`) rather
+        than wait for ever."""
         if msg.msgid in self._flagged:
             return
         self._flagged.add(msg.msgid)
+        self._log(None, "event", f"holding {msg.type} {msg.msgid} (re-keyed session:new)")
+        self._nursery.start_soon(self._never_sent_at, msg, pending, trio.current_time() + self._ack_timeout)
+
+    async def _never_sent_at(self, msg: JambonzMessage, pending: _Pending | None, deadline: float) -> None:
+        """At ``deadline``: a message still held on a live socket would never be sent (jambonz
+        holds it until the app closes the socket, and an app that does so closes it within
+        moments; jambonz-trio does, ``CallConfig.rekey_quiet``). One released meanwhile, or
+        about to be (a reconnect under way), went out late, like any queued message."""
+        await trio.sleep_until(deadline)
+        if (
+            self._state == "ended"
+            or self._link is None
+            or not self._held_for_good
+            or (pending is not None and pending.done)
+            or not any(m is msg for m, _ in self._queue)
+        ):
+            return
         detail = (
             f"{msg.type} {msg.msgid} would never reach the app: the socket dropped before "
             "session:new was acked, and jambonz 0.9.8 then queues every later message for good "
             "(FS lib/utils/ws-requestor.js:184-186, :244-261, :282-284, :296-311; protocol.md "
-            "§6.2 step 6): the call goes silent until another drop and reconnect"
+            f"§6.2 step 6): held {self._ack_timeout:g} s; the call goes silent until the socket "
+            "closes (not with 1000) and jambonz reconnects"
         )
         v = self._violate("never-sent", detail, owned=pending is not None)
         if pending is not None:
