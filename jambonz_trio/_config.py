@@ -93,6 +93,12 @@ class CallConfig:
         max_queued_commands / max_queued_bytes: bounds of the disconnected command queue.
         reconnect_budget: jambonz's ``rc`` (at most 5 reconnects a call); a warning is logged
             when a call gets close to it.
+        rekey_quiet: after a drop before jambonz was seen to read the ``session:new`` answer,
+            feature-server 0.9.8 may hold every later message of the call for good; once the
+            answer written on the new socket is proven read and jambonz has sent nothing for
+            this many seconds, the library closes the socket once (1012) so that jambonz
+            reconnects and releases them (docs/reconnects.md). ``None`` or 0: never (a warning
+            is logged instead); so too when ``reconnect_budget`` leaves jambonz no reconnect.
         inbound_rate / inbound_burst: what one socket may send, in tokens (every frame costs:
             a message or fragment one token per started KiB of payload, a Ping or Pong one):
             ``inbound_rate`` per second sustained, bursts of ``inbound_burst``. Past it the
@@ -121,6 +127,7 @@ class CallConfig:
     max_queued_commands: int = 64
     max_queued_bytes: int = 256 * 1024
     reconnect_budget: int = 5
+    rekey_quiet: float | None = 1.0
     inbound_rate: float = 1000.0
     inbound_burst: float = 2000.0
     strict: bool = False
@@ -134,6 +141,8 @@ class CallConfig:
             raise ValueError("ack_deadline must be between 0 and jambonz's 5 s")
         if self.max_owed_acks < 1:
             raise ValueError("max_owed_acks must be at least 1")
+        if self.rekey_quiet is not None and not self.rekey_quiet >= 0:
+            raise ValueError("rekey_quiet must be None or at least 0")
 
     @property
     def late_answer(self) -> LateAck:

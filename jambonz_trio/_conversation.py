@@ -40,7 +40,7 @@ import trio
 
 from ._audio import AudioStream
 from ._audio_listen import listen_verb, open_listen
-from ._call import AckOutcome, Call
+from ._call import AckOutcome, Call, engine_of
 from ._engine import command_origin, watch_program
 from ._errors import (
     CallClosed,
@@ -507,12 +507,19 @@ class Conversation(metaclass=NoPublicConstructor):
     async def _ensure_started(self, verbs: list[Verb]) -> None:
         """A call first seen through ``session:reconnect`` (app restart): jambonz uses the
         ack's verbs only if it still waited for its ``session:new``. If the first verb does not
-        start promptly, send the verbs again as a ``redirect``."""
+        start promptly, send the verbs again as a ``redirect``. "Promptly" counts from when
+        jambonz can send the ``verb:status``: not while it may hold it after a re-keyed
+        ``session:new`` until the library's release close, nor while the socket is down
+        (docs/reconnects.md)."""
         ids = {v.id for v in verbs if v.id}
-        with trio.move_on_after(1.0):
-            while not ids & self._started and not self._closed:
-                self._start_seen = trio.Event()
-                await self._start_seen.wait()
+        engine = engine_of(self.call)
+        while not ids & self._started and not self._closed:
+            with trio.move_on_after(1.0) as scope:
+                while not ids & self._started and not self._closed:
+                    self._start_seen = trio.Event()
+                    await self._start_seen.wait()
+            if scope.cancelled_caught and not engine.traffic_held:
+                break
         if not ids & self._started and not self._closed:
             await self.call.redirect(verbs, queue=True)
 

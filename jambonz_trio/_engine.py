@@ -83,6 +83,13 @@ __all__ = [
 
 log = get_logger("jambonz_trio.call")
 
+#: The close that makes jambonz release a call's traffic it holds after a re-keyed
+#: ``session:new`` (:meth:`CallEngine._release_rekeyed`): "service restart", the code whose
+#: meaning is "reconnect", and that jambonz reconnects on like any code but 1000 (FS v0.9.8
+#: ``lib/utils/ws-requestor.js:421-431``). The call is parked as at a drop, not ended as
+#: by a drain's 1012 (``by="server"``): the code is the same, the engine's path is not.
+REKEY_CLOSE = (1012, "reconnect to release held messages")
+
 #: ``async def handler(call: Call) -> None``: runs once per call, in the call's own nursery.
 Handler = Callable[[Call], Awaitable[None]]
 
@@ -157,8 +164,10 @@ class Link:
         "keepalive_at",
         "ping_in_flight",
         "receipt_at",
+        "rekey_at",
         "send_then_ping",
         "torn_down",
+        "writing",
     )
 
     _ids = itertools.count(1)
@@ -184,6 +193,11 @@ class Link:
         self.ping_in_flight = False
         #: when to write a Ping whose Pong will prove jambonz read the answers written so far
         self.receipt_at = math.inf
+        #: when to close it so that jambonz releases what it holds after a re-keyed
+        #: ``session:new``, if it has stayed quiet (:meth:`CallEngine._arm_rekey`)
+        self.rekey_at = math.inf
+        #: writes under way (a frame being written is not yet known to the core)
+        self.writing = 0
         #: ``async (message, ping payload)``: the connection's one-write message + Ping, if it
         #: has one (optional, beside the :class:`Connection` interface; the server's websocket
         #: does): answers then carry their receipt Ping in their own write
@@ -466,6 +480,14 @@ class CallEngine:
         link = self.link
         now = trio.current_time()  # the auto-answers above may have taken a while
         if link is not None and self.protocol.state is ConnState.CONNECTED:
+            if now >= link.rekey_at:
+                link.rekey_at = math.inf
+                # (a write under way re-arms it once proven: _write_answer, _pong)
+                if not link.writing and self.protocol.rekey_bounce(
+                    reconnects=self.reconnect_count, budget=self.config.reconnect_budget
+                ):
+                    await self._release_rekeyed(link)
+                    return
             if now >= link.receipt_at:
                 await self._receipt_ping(link)
             if now >= link.keepalive_at:
@@ -478,7 +500,7 @@ class CallEngine:
             best = min(best, self._disconnected_at + self.config.reconnect_grace)
         link = self.link
         if link is not None and self.protocol.state is ConnState.CONNECTED:
-            best = min(best, link.keepalive_at, link.receipt_at)
+            best = min(best, link.keepalive_at, link.receipt_at, link.rekey_at)
         return best
 
     def _reschedule(self) -> None:
@@ -526,6 +548,7 @@ class CallEngine:
         if link is self.link and link.generation == self.protocol.generation:
             self.protocol.pong_received(payload)
             self._want_receipt(link)  # answers written since that Ping need one of their own
+            self._arm_rekey(link)
 
     async def _keepalive(self, link: Link) -> None:
         """Ping ``link``, or abort it if the pong of the last ping is overdue (the ack
@@ -573,6 +596,56 @@ class CallEngine:
         if not link.writable or not self.protocol.receipt_due:
             return  # (a connection being closed: its loss is reported by the close)
         await self._write_frame(link, self.protocol.ping_payload(receipt=True))
+
+    # -- a re-keyed session:new: releasing what jambonz holds -------------------------------------
+
+    def _rekey_release_on(self) -> bool:
+        """Whether the library closes a socket to release what jambonz holds after a re-keyed
+        ``session:new`` (:attr:`CallConfig.rekey_quiet`), and jambonz would reconnect."""
+        return bool(self.config.rekey_quiet) and CallProtocol.reconnect_allowed(
+            self.reconnect_count, self.config.reconnect_budget
+        )
+
+    @property
+    def traffic_held(self) -> bool:
+        """jambonz cannot send this call's messages now: the socket is down, or jambonz may
+        hold them after a re-keyed ``session:new`` and the library will close the socket to
+        release them (:attr:`CallProtocol.rekey_suspected`, :meth:`_arm_rekey`)."""
+        protocol = self.protocol
+        if protocol.state is ConnState.DISCONNECTED:
+            return True
+        return protocol.rekey_suspected and self._rekey_release_on()
+
+    def _arm_rekey(self, link: Link) -> None:
+        """The ``session:new`` answer on ``link`` may now be proven read after a reconnect that
+        found it unproven (:attr:`CallProtocol.rekey_release_ready`): if so, give jambonz
+        ``rekey_quiet`` seconds to send something (its queue flows) before the ack tracker
+        asks the core whether to close (:meth:`CallProtocol.rekey_bounce`)."""
+        quiet = self.config.rekey_quiet
+        if (
+            quiet
+            and link is self.link
+            and link.rekey_at == math.inf
+            and self.protocol.rekey_release_ready
+            and self._rekey_release_on()
+        ):
+            link.rekey_at = trio.current_time() + quiet
+            self._reschedule()
+
+    async def _release_rekeyed(self, link: Link) -> None:
+        """Close ``link`` (not with 1000) so that jambonz reconnects: its ordinary
+        ``session:reconnect``, acked, releases the traffic feature-server 0.9.8 holds after
+        a re-keyed ``session:new`` (docs/reconnects.md). A drop the library caused: the call
+        is parked for the reconnect as at any drop (the app sees ``Disconnected`` then
+        ``Reconnected``), commands wait in the outbox meanwhile."""
+        code, reason = REKEY_CLOSE
+        self._log.warning(
+            "jambonz 0.9.8 holds this call's traffic after a re-keyed session:new; "
+            "reconnecting to release it (closing with %d)",
+            code,
+        )
+        self._connection_lost(link, code, reason)
+        await self._close_link(link, code, reason)
 
     # -- connections: attach, receive loop, detach ----------------------------------------------
 
@@ -724,13 +797,21 @@ class CallEngine:
                 self.config.reconnect_budget,
             )
         plan = self.protocol.reconnect_answer(msg.msgid)
-        if plan is None or plan.msgid != msg.msgid:
+        if self.protocol.rekey_suspected:
             # jambonz may have re-keyed its session:new to this msgid (docs/reconnects.md)
-            self._log.warning(
-                "socket dropped before jambonz was seen to read the session:new answer%s; "
-                "feature-server <= 0.9.8 may leave later traffic of this call queued (protocol.md §6.2)",
-                "" if plan is None else " (sent again on the reconnect)",
-            )
+            resent = "" if plan is None else " (sent again on the reconnect)"
+            if self._rekey_release_on():
+                self._log.info(
+                    "socket dropped before jambonz was seen to read the session:new answer%s; "
+                    "if jambonz then stays quiet, the socket is closed once to release its queue",
+                    resent,
+                )
+            else:
+                self._log.warning(
+                    "socket dropped before jambonz was seen to read the session:new answer%s; "
+                    "feature-server <= 0.9.8 may leave later traffic of this call queued (protocol.md §6.2)",
+                    resent,
+                )
         if plan is not None:
             result, _written = await self._write_answer(link, plan)
             if result is not AckResult.SENT:
@@ -823,6 +904,7 @@ class CallEngine:
         if protocol.session_answered:
             self.session_acked.set()
         if result is AckResult.SENT:
+            self._arm_rekey(link)  # (its Pong may have come during the write)
             if self.observer is not None:
                 self.observer.answered(self, plan, trio.current_time())
             if receipt is None:
@@ -927,6 +1009,7 @@ class CallEngine:
             self.protocol.command_written(command, link.generation, receipt)
             if receipt is None:
                 self._want_receipt(link)
+            self._arm_rekey(link)
         return written
 
     def _settle_unconfirmed_commands(self) -> bool:
@@ -979,6 +1062,7 @@ class CallEngine:
             return Delivery.NOT_WRITTEN
         # One scope, shielded from the caller and bounded by its own deadline (the same as a
         # move_on_after inside a shield, one cancel scope cheaper on every write).
+        link.writing += 1
         with trio.CancelScope(shield=True, deadline=trio.current_time() + self.config.send_timeout) as scope:
             try:
                 if receipt is not None:
@@ -993,6 +1077,8 @@ class CallEngine:
                 return Delivery.WRITTEN
             except ConnectionClosed:
                 pass
+            finally:
+                link.writing -= 1
         if scope.cancelled_caught:
             self._log.warning("send timed out after %.1f s; aborting the socket", self.config.send_timeout)
             with trio.CancelScope(shield=True):

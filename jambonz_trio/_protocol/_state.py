@@ -27,6 +27,10 @@ Every answer decision lives here (``docs/reconnects.md`` explains them):
 * late answers (after the watchdog or a drop ended the request): a ``redirect``, or nothing
   (always nothing for ``dial:confirm`` and ``session:adulting``: see :meth:`CallProtocol.plan_answer`);
 * the reconnect gate: commands wait until the new socket's ``session:reconnect`` is answered;
+* the re-key release (:meth:`CallProtocol.rekey_bounce`): after a ``session:reconnect`` that
+  found the ``session:new`` answer unproven, jambonz 0.9.8 may hold the call's traffic for
+  good; once the answer is proven read on the new socket and jambonz stays quiet, the engine
+  closes the socket once so that jambonz's ordinary reconnect releases it;
 * a bound on the requests owed at once: past it, requests are answered at once, empty.
 """
 
@@ -286,6 +290,9 @@ class CallProtocol:
         "_owed",
         "_pings",
         "_receipt_ping",
+        "_rekey",
+        "_rekey_msgid",
+        "_rekey_proven",
         "_resend_from",
         "_sent",
         "_seq",
@@ -347,6 +354,12 @@ class CallProtocol:
         self._pings = 0  # Pings numbered on the live socket
         self._last_pong = 0  # the highest of them answered
         self._receipt_ping = 0  # the latest Ping written for a receipt
+        # the generation whose session:reconnect found the session:new answer unproven, while
+        # jambonz has sent nothing after it (0: none; see rekey_bounce), that reconnect's
+        # msgid, and whether the answer on it is proven read
+        self._rekey = 0
+        self._rekey_msgid: str | None = None
+        self._rekey_proven = False
 
     # -- socket lifecycle ------------------------------------------------------------------
 
@@ -372,6 +385,7 @@ class CallProtocol:
         if self.state is not ConnState.CONNECTED:
             return []
         self.state = ConnState.DISCONNECTED
+        self._rekey = 0  # the next session:reconnect tells anew
         abandoned = []
         for key, owed in list(self._owed.items()):
             if owed.needs_verbs:
@@ -389,8 +403,9 @@ class CallProtocol:
                 # else: its write is still running; answer_written() settles it
             elif sent.written:
                 del self._sent[sent_key]
-                self.unconfirmed += 1
-                self._lost.append(sent)
+                if sent.by is Answerer.APP:  # (the library's own are kept only for rekey_bounce)
+                    self.unconfirmed += 1
+                    self._lost.append(sent)
         self._lost_commands.extend(self._commands)  # all on this socket (the only live one)
         self._commands.clear()
         return abandoned
@@ -429,6 +444,8 @@ class CallProtocol:
             self.call_sid = msg.call_sid
         if isinstance(msg, SessionNew) and self.call_sid is None:
             self.call_sid = msg.call.call_sid
+        if self._rekey == self.generation:
+            self._rekey = 0  # jambonz sends: its queue flows (see rekey_bounce)
         optional = isinstance(msg, UnknownMessage)
         if not (msg.NEEDS_ACK or (optional and msg.msgid and self.ack_unknown_types)):
             return
@@ -438,6 +455,10 @@ class CallProtocol:
             # read from a socket already considered lost: jambonz failed it at the drop
             self._remember(self._abandoned, msg.msgid)
             return
+        if isinstance(msg, SessionReconnect) and first:
+            # a call first seen on a reconnect (this process never saw its session:new): its
+            # answer may be the re-keyed session:new answer too (rekey_suspected)
+            self._suspect_rekey(msg.msgid)
         if isinstance(msg, SessionReconnect) and not first:
             self._gate = msg.msgid  # commands wait until this is answered
             pending = self._session if self.session in _SESSION_PENDING else None
@@ -448,6 +469,7 @@ class CallProtocol:
                 pending.generation = self.generation
                 pending.deadline = now + self.ack_deadline
                 self._push(pending)
+                self._suspect_rekey(msg.msgid)  # jambonz may hold what follows (rekey_bounce)
                 return
         if msg.msgid in self._owed:
             raise RemoteProtocolError(f"duplicate msgid {msg.msgid!r} while still owed")
@@ -467,6 +489,16 @@ class CallProtocol:
         if isinstance(msg, SessionNew) and self._session is None:
             self._session = owed
             self.session = SessionState.OWED
+
+    def _suspect_rekey(self, msgid: str) -> None:
+        self._rekey, self._rekey_msgid, self._rekey_proven = self.generation, msgid, False
+
+    def _proven(self, sent: SentAnswer) -> None:
+        """``sent`` is proven read (a Pong)."""
+        if sent.owed.needs_verbs and self.session is SessionState.SENT:
+            self.session = SessionState.CONFIRMED
+        if sent.generation == self._rekey and sent.owed.wire_msgid == self._rekey_msgid:
+            self._rekey_proven = True
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -665,6 +697,58 @@ class CallProtocol:
             return None
         return self._send(owed, (), Answerer.LIBRARY)
 
+    # -- the re-key release -----------------------------------------------------------------
+
+    @property
+    def rekey_suspected(self) -> bool:
+        """The live socket's ``session:reconnect`` found the ``session:new`` answer not proven
+        read (the app had not answered, or no receipt Pong came for its answer; or the call's
+        first message here is that reconnect, as when the first socket died while jambonz
+        wrote ``session:new``), and jambonz has sent nothing since. jambonz then re-keyed its
+        ``session:new`` to that reconnect, or may have: and 0.9.8 then holds every later
+        message of the call for good (FS
+        v0.9.8 ``lib/utils/ws-requestor.js:86-91``, ``:184``, ``:244-260``: only the send
+        callback of an ack-awaiting request clears ``_reconnectPromise``, ``:296-311``, and
+        the re-keyed reconnect is sent as a notification). In that state it sends nothing at
+        all; any message it sends proves its queue flows and ends the suspicion."""
+        return self.state is ConnState.CONNECTED and self._rekey == self.generation
+
+    @property
+    def rekey_release_ready(self) -> bool:
+        """:attr:`rekey_suspected`, the answer to that ``session:reconnect`` proven read
+        (jambonz took it, and cleared its ``_initMsgId``, ``ws-requestor.js:537-538``, so its
+        next reconnect is an ordinary one), and nothing
+        else written on this socket waits for its proof: closing the socket now loses nothing
+        (jambonz, holding everything, has no request in flight either)."""
+        gen = self.generation
+        return (
+            self.rekey_suspected
+            and self._rekey_proven
+            and not self._commands
+            and not any(s.generation == gen for s in self._sent.values())
+        )
+
+    @staticmethod
+    def reconnect_allowed(reconnects: int, budget: int) -> bool:
+        """Whether jambonz reconnects after one more unexpected close of a call that has made
+        ``reconnects + 1`` connections: ``connections < maxReconnects`` (its ``rc``, at most 5;
+        FS v0.9.8 ``lib/utils/ws-requestor.js:54``, ``:455``)."""
+        return reconnects + 1 < budget
+
+    def rekey_bounce(self, *, reconnects: int, budget: int) -> bool:
+        """Decide, once jambonz has stayed quiet for a while after :attr:`rekey_release_ready`,
+        whether the engine closes the live socket now (with a code other than 1000) so that
+        jambonz reconnects: its ordinary ``session:reconnect``, acked, clears
+        ``_reconnectPromise`` and flushes what it held (``ws-requestor.js:296-311``,
+        ``:367``, ``:421-458``). ``True`` ends the suspicion: at most one close per episode
+        (the next one needs another reconnect that finds the answer unproven). ``False``:
+        not (or not yet) ready, or jambonz would not reconnect (``reconnects`` / ``budget``:
+        :meth:`reconnect_allowed`)."""
+        if not (self.rekey_release_ready and self.reconnect_allowed(reconnects, budget)):
+            return False
+        self._rekey = 0
+        return True
+
     def ack(self, msgid: str, verbs: Sequence[Verb] = (), *, by: Answerer = Answerer.APP) -> str:
         """Answer request ``msgid`` on the live socket; return the frame to send.
 
@@ -745,11 +829,14 @@ class CallProtocol:
                 if self._last_pong >= ping:
                     # its Pong came while the write was still returning: proven read already
                     del self._sent[key]
-                    if sent.owed.needs_verbs and self.session is SessionState.SENT:
-                        self.session = SessionState.CONFIRMED
+                    self._proven(sent)
                     return AckResult.SENT
                 sent.ping = ping
-            if sent.by is not Answerer.APP and not sent.owed.needs_verbs:
+            if (
+                sent.by is not Answerer.APP
+                and not sent.owed.needs_verbs
+                and not (generation == self._rekey and sent.owed.wire_msgid == self._rekey_msgid)
+            ):
                 del self._sent[key]  # the library's own answers are not reported when lost
             self._trim()
             return AckResult.SENT
@@ -865,8 +952,7 @@ class CallProtocol:
             if sent.generation == gen and sent.ping is not None and sent.ping <= n:
                 del self._sent[key]
                 proved = True
-                if sent.owed.needs_verbs and self.session is SessionState.SENT:
-                    self.session = SessionState.CONFIRMED
+                self._proven(sent)
         commands = self._commands
         if commands:
             # (all the proven ones, not "oldest first until one is not": their Pings are not

@@ -7,13 +7,13 @@ The fake jambonz reads the app's frames the way jambonz does (in order, on arriv
 bytes (the answer, or part of it, is lost in flight although the app's write succeeded).
 Whatever the byte, jambonz's ``session:new`` must be resolved exactly once, with the greeting.
 
-Whether the call then goes on depends on jambonz, not on the app: if jambonz had read the
-app's answer before the drop, its reconnect is an ordinary one and the call goes on to the
-end; if it had not, it takes the answer on the re-keyed ``session:reconnect`` and then 0.9.8
-holds every later message of the call for good (docs/protocol.md §6.2 step 6): the caller
-hears what the first answer holds and nothing more. These tests used to expect the whole call
-in both cases, and passed only because the fake delivered what jambonz holds; they now encode
-jambonz's behaviour, and fail (to be updated) if the library ever recovers such a call.
+If jambonz had read the app's answer before the drop, its reconnect is an ordinary one and
+the call goes on to the end. If it had not, it takes the answer on the re-keyed
+``session:reconnect`` and then 0.9.8 holds every later message of the call (docs/protocol.md
+§6.2 step 6); the library, seeing the answer proven read on the new socket and jambonz quiet,
+closes that socket once (1012, ``CallConfig.rekey_quiet``) and jambonz's ordinary reconnect
+releases them (docs/reconnects.md): the whole call again, one socket more. The fake holds them
+as jambonz does, strict: a message it held for good would fail the call here.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from hypothesis import strategies as st
 from examples import ivr, ivr_conversation
 from jambonz_trio import JambonzServer
 from jambonz_trio.commands import RedirectCommand
-from jambonz_trio.testing import Caller, Connector, NeverSent, Speech, open_fake_call, run_call, tcp_connector
+from jambonz_trio.testing import Caller, Connector, Speech, _core, open_fake_call, run_call, tcp_connector
+from jambonz_trio.testing._jambonz import new_msgid
 from jambonz_trio.verbs import Gather
 
 from ..reliability.helpers import slow_enabled
@@ -43,54 +44,57 @@ from .helpers import heard
 Serve = Callable[..., Awaitable[None]]
 STYLES: dict[str, Serve] = {"callback": ivr.serve, "conversation": ivr_conversation.serve}
 HEARD = ["Hello from jambonz", "Say something", "You said: yes"]
-#: What the caller hears when jambonz holds everything after the session:new answer: that
-#: answer only (the callback IVR's holds the gather; the conversation's only the greeting, and
-#: its gather waits for a verb:status jambonz holds too: seeing no "starting", it sends the
-#: greeting again, appended, so the caller may hear it twice).
-STUCK = {"callback": HEARD[:2], "conversation": HEARD[:1]}
 PING = 5  # the receipt Ping after the answer: 2-byte header, payload "jt1"
+
+
+@pytest.fixture(autouse=True)
+def _msgids_of_one_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cuts are byte-exact, measured on one call and applied to others: the answer echoes
+    the session:new msgid, whose length varies (base58 of a uuid4: 21 characters about 3% of
+    the time), which moved "the answer's last byte" by one and failed a landmark now and then.
+    Pad them to 22."""
+    monkeypatch.setattr(_core, "new_msgid", lambda: new_msgid().rjust(22, "1"))
 
 
 @attrs.frozen
 class Placed:
     """One call: what the caller heard, how many acks resolved the session:new, how many
     sockets the call used, whether session:new was answered on a re-keyed session:reconnect
-    (jambonz had not read the answer on the first socket), and whether jambonz held messages
-    for good afterwards (``never-sent``)."""
+    (jambonz had not read the answer on the first socket), and the app's closes (the
+    library's release of what jambonz held: 1012)."""
 
     said: list[str]
     answers: int
     sockets: int
     rekeyed: bool
-    held: bool
+    closes: list[int]
 
 
 async def place(connector: Connector, cut: tuple[str, int] | None, *, speaking: float = 0.05) -> Placed:
-    """One whole call, cut as asked. ``speaking``: how long each verb plays. (strict=False:
-    the messages jambonz holds are violations; ``held`` reports them.)"""
+    """One whole call, cut as asked. ``speaking``: how long each verb plays. (Strict: any
+    violation, a message jambonz would hold for good included, fails it.)"""
     steps: list[tuple[str, str]] = []
-    async with open_fake_call(connector, path=ivr.PATH, strict=False) as fc:
+    async with open_fake_call(connector, path=ivr.PATH) as fc:
         if cut is not None:
             direction, at = cut
             if direction == "sent":
                 fc.cut(after_sent=at)
             else:
                 fc.cut(after_received=at)
-        try:
-            await run_call(
-                fc,
-                Caller(Speech("yes")),
-                speaking=speaking,
-                on_step=lambda who, text: steps.append((who, text)),
-            )
-        except NeverSent:
-            pass  # the gather result: jambonz would never send it
+        await run_call(
+            fc,
+            Caller(Speech("yes")),
+            speaking=speaking,
+            # a caller who waits out the release of a re-keyed call (rekey_quiet, then
+            # jambonz's back-off) when the first answer is shorter than that (2 s by default)
+            idle=5.0,
+            on_step=lambda who, text: steps.append((who, text)),
+        )
         answers = [a for a in fc.acks if a.request.type == "session:new"]
-        held = any(v.kind == "never-sent" for v in fc.violations)
-        assert fc.is_over or held
-        assert [v.kind for v in fc.violations if v.kind != "never-sent"] == []
+        assert fc.is_over and fc.violations == []
         rekeyed = any(a.msgid != a.request.msgid for a in answers)
-        return Placed(heard(steps), len(answers), fc.connection_count, rekeyed, held)
+        closes = [c.code for c in fc.closes if c.code != 1000]
+        return Placed(heard(steps), len(answers), fc.connection_count, rekeyed, closes)
 
 
 def missed(cut: tuple[str, int], answer: int) -> bool:
@@ -100,14 +104,13 @@ def missed(cut: tuple[str, int], answer: int) -> bool:
 
 
 def check(style: str, placed: Placed) -> None:
-    """The greeting exactly once; the whole call unless jambonz re-keyed session:new, else
-    (jambonz 0.9.8, protocol.md §6.2 step 6) the first answer and nothing more."""
+    """The greeting exactly once and the whole call; where jambonz re-keyed session:new (and
+    0.9.8 held the rest, protocol.md §6.2 step 6), after the library's one release close."""
     assert placed.answers == 1
+    assert placed.said == HEARD, placed
     if placed.rekeyed:
-        stuck = STUCK[style]
-        assert placed.held and placed.said[: len(stuck)] == stuck and set(placed.said) == set(stuck), placed
-    else:
-        assert not placed.held and placed.said == HEARD, placed
+        assert placed.closes == [1012] and placed.sockets >= 3, placed
+    assert placed.closes in ([], [1012]), placed
 
 
 async def _measure(serve: Serve) -> tuple[int, int]:
@@ -263,8 +266,9 @@ async def test_tcp_reset_right_after_session_new(
 ) -> None:
     """Issue 19 #12 and issue 12 as reported: jambonz writes session:new and the connection is
     reset at once, while the app reads, answers, or has just answered: the app's answer must
-    reach jambonz (on the session:reconnect), and nothing is logged as an ERROR. (jambonz
-    0.9.8 then holds the rest of the call, protocol.md §6.2 step 6: the first answer only.)"""
+    reach jambonz (on the session:reconnect), the whole call follows (what jambonz 0.9.8 holds
+    after a re-keyed answer, protocol.md §6.2 step 6, is released by the library's close), and
+    nothing is logged as an ERROR."""
     server: JambonzServer = await nursery.start(partial(STYLES[style], port=0))
     connector = _rst_on_close(tcp_connector(f"ws://127.0.0.1:{server.port}{ivr.PATH}"))
     session_new, _answer = await asizes(style)

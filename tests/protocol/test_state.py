@@ -684,6 +684,60 @@ def test_fm29_two_drops_before_the_answer() -> None:
     assert sent(p.ack("sn-1", [PAUSE]))["msgid"] == "rc-3"
 
 
+def test_rekey_release_after_an_unanswered_session_new() -> None:
+    """A reconnect that finds session:new unanswered opens the suspicion (jambonz re-keyed it,
+    and 0.9.8 then holds the call's traffic); the close is due once the answer on the new
+    socket is proven read, at most once, and only if jambonz can reconnect (its rc)."""
+    p = connected()
+    p.receive_text(session_new("sn-1"), 0.0)
+    assert not p.rekey_suspected
+    p.connection_lost()
+    p.connection_made()
+    p.receive_text(reconnect("rc-1"), 1.0)
+    assert p.rekey_suspected and not p.rekey_release_ready
+    assert not p.rekey_bounce(reconnects=1, budget=5)  # not proven read yet
+    p.ack("sn-1", [SAY])
+    assert p.answer_written("sn-1", p.generation, Delivery.WRITTEN) is AckResult.SENT
+    assert not p.rekey_release_ready
+    p.command_written(TtsFlushCommand(), p.generation)  # unproven: closing would lose it
+    assert p.pong_received(p.ping_payload(receipt=True))
+    assert p.session is SessionState.CONFIRMED and p.rekey_release_ready
+    assert not p.rekey_bounce(reconnects=4, budget=5)  # rc: jambonz's 5th connection is its last
+    assert p.rekey_bounce(reconnects=1, budget=5)
+    assert not p.rekey_suspected and not p.rekey_bounce(reconnects=1, budget=5)  # once
+    p.connection_lost()
+    p.connection_made()
+    p.receive_text(reconnect("rc-2"), 3.0)  # jambonz's ordinary reconnect: nothing suspected
+    assert not p.rekey_suspected
+
+
+def test_no_rekey_release_once_jambonz_sends() -> None:
+    """An answer written, then a drop before its receipt Pong: sent again on the reconnect, the
+    suspicion opens; any message jambonz sends on that socket proves its queue flows."""
+    p = connected()
+    p.receive_text(session_new("sn-1"), 0.0)
+    p.ack("sn-1", [SAY])
+    assert p.answer_written("sn-1", p.generation, Delivery.WRITTEN) is AckResult.SENT
+    p.connection_lost()
+    p.connection_made()
+    p.receive_text(reconnect("rc-1"), 1.0)
+    assert p.rekey_suspected
+    plan = p.reconnect_answer("rc-1")
+    assert plan is not None and plan.text is not None
+    p.answer_written(plan.msgid, p.generation, Delivery.WRITTEN)
+    p.receive_text(frame("call:status", "cs1", {"call_status": "trying"}), 1.1)
+    assert p.pong_received(p.ping_payload(receipt=True))
+    assert not p.rekey_suspected and not p.rekey_bounce(reconnects=1, budget=5)
+
+
+def test_no_rekey_release_after_a_proven_answer() -> None:
+    p = answered(connected())
+    p.connection_lost()
+    p.connection_made()
+    p.receive_text(reconnect("rc-1"), 1.0)
+    assert not p.rekey_suspected
+
+
 def test_watchdog_answers_a_rekeyed_session_new_with_holding_verbs() -> None:
     p = connected()
     p.receive_text(session_new("sn-1"), 0.0)
