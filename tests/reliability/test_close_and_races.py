@@ -53,6 +53,7 @@ async def test_fm31_racing_reconnects_leave_one_live_socket(
     first = await memory_client(server)
     await first.send("session:new", "m1", session_data("sid-1"), call_sid="sid-1")
     assert (await first.receive() or {}).get("msgid") == "m1"
+    await first.answer_receipt()  # jambonz read the answer (no re-keyed session:new to release)
     a = await memory_client(server)
     b = await memory_client(server)
     await a.send("session:reconnect", "ra", session_data("sid-1"), call_sid="sid-1")
