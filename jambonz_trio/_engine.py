@@ -236,7 +236,8 @@ class CallEngine:
     """Runs one call (see the module docstring); :attr:`call` is what the app sees.
 
     ``on_disconnect``: told (synchronously) when the call loses its connection, for the
-    server's parking bookkeeping. ``observer``: told of answers, abandoned requests and
+    server's parking bookkeeping; ``may_park``: whether it would keep the call parked then (the
+    engine closes a socket on its own only if so). ``observer``: told of answers, abandoned requests and
     dropped events (metrics, traces: :mod:`._observe`); ``None``, the default, costs nothing.
     """
 
@@ -261,6 +262,7 @@ class CallEngine:
         "frames_out",
         "isolated",
         "link",
+        "may_park",
         "observer",
         "on_disconnect",
         "program_watcher",
@@ -279,6 +281,7 @@ class CallEngine:
         identity: Identity,
         path: str = "/",
         on_disconnect: Callable[[CallEngine], None] | None = None,
+        may_park: Callable[[CallEngine], bool] | None = None,
         observer: Observer | None = None,
     ) -> None:
         self.config = config
@@ -316,6 +319,7 @@ class CallEngine:
         self.reconnect_count = 0
         self.close_info: CloseInfo | None = None
         self.on_disconnect = on_disconnect
+        self.may_park = may_park
         #: set by a Conversation (:func:`watch_program`)
         self.program_watcher: ProgramWatcher | None = None
         self.observer = observer
@@ -483,8 +487,12 @@ class CallEngine:
             if now >= link.rekey_at:
                 link.rekey_at = math.inf
                 # (a write under way re-arms it once proven: _write_answer, _pong)
-                if not link.writing and self.protocol.rekey_bounce(
-                    reconnects=self.reconnect_count, budget=self.config.reconnect_budget
+                if (
+                    not link.writing
+                    and self._rekey_release_on()
+                    and self.protocol.rekey_bounce(
+                        reconnects=self._jambonz_reconnects(), budget=self.config.reconnect_budget
+                    )
                 ):
                     await self._release_rekeyed(link)
                     return
@@ -599,11 +607,21 @@ class CallEngine:
 
     # -- a re-keyed session:new: releasing what jambonz holds -------------------------------------
 
+    def _jambonz_reconnects(self) -> int:
+        """The reconnects jambonz has made for this call, at least: a call first seen here
+        through a ``session:reconnect`` (restored) made one more than counted here (jambonz
+        reconnects only from its second connection, FS v0.9.8 ``lib/utils/ws-requestor.js:367``)."""
+        return self.reconnect_count + (1 if self.call.restored else 0)
+
     def _rekey_release_on(self) -> bool:
         """Whether the library closes a socket to release what jambonz holds after a re-keyed
-        ``session:new`` (:attr:`CallConfig.rekey_quiet`), and jambonz would reconnect."""
-        return bool(self.config.rekey_quiet) and CallProtocol.reconnect_allowed(
-            self.reconnect_count, self.config.reconnect_budget
+        ``session:new`` (:attr:`CallConfig.rekey_quiet`): jambonz would reconnect, and the
+        server would keep the call parked meanwhile (not when its parking is full: the close
+        would give the call up)."""
+        return (
+            bool(self.config.rekey_quiet)
+            and CallProtocol.reconnect_allowed(self._jambonz_reconnects(), self.config.reconnect_budget)
+            and (self.may_park is None or self.may_park(self))
         )
 
     @property

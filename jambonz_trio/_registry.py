@@ -124,6 +124,17 @@ class CallTable:
         self._parked_by_tenant.setdefault(tenant, {})[engine] = None
         return give_up
 
+    def has_room(self, engine: CallEngine) -> bool:
+        """Whether :meth:`park` would keep ``engine`` parked without giving up any call (its own
+        tenant's oldest included)."""
+        if engine in self.parked:
+            return True
+        cap = self._max_parked_per_account
+        mine = self._parked_by_tenant.get(_tenant(engine))
+        if cap is not None and mine is not None and len(mine) >= cap:
+            return False
+        return len(self.parked) < self._max_parked
+
     def unpark(self, engine: CallEngine) -> None:
         """The call has a connection again (or ended)."""
         if engine in self.parked:

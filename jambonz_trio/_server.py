@@ -545,6 +545,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
             identity=admitted.identity,
             path=admitted.path,
             on_disconnect=self._on_call_disconnect,
+            may_park=self._table.has_room,
             observer=self.observer,
         )
         current_call.set(engine.log)

@@ -192,3 +192,77 @@ async def test_the_fake_releases_what_it_held(serve: Serve, autojump_clock: trio
     names = ["Disconnected", "Reconnected", "Disconnected", "Reconnected", "VerbHook", "CallStatus"]
     assert [type(e).__name__ for e in events[:6]] == names
     assert isinstance(events[5], CallStatus) and events[5].call_status == "trying"
+
+
+async def test_a_call_first_seen_on_a_reconnect_is_not_closed_when_jambonz_has_no_reconnect_left(
+    serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A call first seen here through ``session:reconnect`` (an app restart, a drained call):
+    jambonz has made at least 2 connections already (``:367``). With ``rc=2``
+    (``reconnect_budget=2``) it has no reconnect left (``:455``: 2 < 2 is false): the
+    library must not close the socket, as it does not for a known call in the same position
+    (test_no_close_when_disabled_or_out_of_budget). It counted the first-seen reconnect as
+    0 reconnects (``reconnect_allowed(0, 2)``) and closed with 1012: jambonz never came
+    back, the call was lost."""
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hello")])
+        async for _event in call:
+            pass
+
+    server = await serve(app, reconnect_budget=2)
+    sid = "sid-1"
+    async with raw_client(server) as client:
+        await client.send("session:reconnect", "r1", {**SESSION_DATA, "call_sid": sid}, call_sid=sid)
+        ack = await client.receive()
+        assert ack is not None and ack["msgid"] == "r1"
+        await client.answer_receipt()
+        with trio.move_on_after(10):
+            got = await client.receive()
+            assert got is not None, f"the library closed the socket ({client.close_code})"
+        assert client.close_code is None
+
+
+async def test_no_release_close_when_the_server_could_not_park_the_call(
+    serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    """``max_parked_calls=1`` and one call already waits for its reconnect. A second call is
+    held by jambonz after a re-keyed ``session:new``; the library's release close parks it
+    like a drop, the table refuses it, and the library gives up the call it closed itself
+    ("too many disconnected calls"): a connected, working call lost by the library's own
+    choice. (It should not close when the call cannot be parked.)"""
+    go = trio.Event()
+
+    async def app(call: Call) -> None:
+        if call.call_sid == "sid-y":
+            await go.wait()
+        await call.ack(call.session, [Say(text="hello")])
+        async for _event in call:
+            pass
+
+    server = await serve(app, max_parked_calls=1)
+    async with raw_client(server) as y1:
+        await y1.send("session:new", "n1", {**SESSION_DATA, "call_sid": "sid-y"}, call_sid="sid-y")
+        await trio.testing.wait_all_tasks_blocked()
+        await y1.drop()
+    call_y = server.calls["sid-y"]
+    async with raw_client(server) as y2:
+        await y2.send("session:reconnect", "r1", {**SESSION_DATA, "call_sid": "sid-y"}, call_sid="sid-y")
+        await trio.testing.wait_all_tasks_blocked()
+        async with raw_client(server) as x:
+            await x.send("session:new", "m1", {**SESSION_DATA, "call_sid": "sid-x"}, call_sid="sid-x")
+            assert (await x.receive() or {}).get("msgid") == "m1"
+            await x.answer_receipt()
+            await x.drop()  # parked: waits reconnect_grace (60 s) for jambonz
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.calls["sid-x"].state.value == "disconnected"
+        go.set()
+        assert (await y2.receive() or {}).get("msgid") == "r1"
+        await y2.answer_receipt()
+        with trio.move_on_after(5):
+            await y2.receive()
+        await trio.testing.wait_all_tasks_blocked()
+        # (checked with y2 still open: its end, below, is a drop the table refuses too)
+        assert call_y.close_info is None, (
+            f"the library closed the socket ({y2.close_code}) and then gave the call up: {call_y.close_info}"
+        )
