@@ -136,13 +136,13 @@ async def test_a_drain_does_not_wait_for_a_worker_that_hangs_at_start_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A worker whose start never ends (``ready_timeout`` 60 s) is told to stop at the drain:
-    ``serve_workers`` returns long before the start-up deadline, and the worker exits by
-    itself (0: the SIGTERM cancelled its start; -SIGTERM if it came before Python set up the
-    handler) instead of being killed at the deadline (-9)."""
+    ``serve_workers`` returns long before the start-up deadline, and the worker, which said it
+    is in its start-up, exits by itself (0: the SIGTERM cancelled its start) instead of being
+    killed at the deadline (-9)."""
     made: list[Workers] = []
     processes: list[BaseProcess] = []
-    spawned = trio.Event()
     real_start = workers_module._start
+    ours, theirs = multiprocessing.get_context("spawn").Pipe(duplex=False)
 
     class Recorded(Workers):
         def __init__(self, *args: object) -> None:
@@ -152,22 +152,24 @@ async def test_a_drain_does_not_wait_for_a_worker_that_hangs_at_start_up(
     async def recording_start(spec: object, index: int) -> object:
         process, ready = await real_start(spec, index)  # type: ignore[arg-type]
         processes.append(process)
-        spawned.set()
         return process, ready
 
     monkeypatch.setattr(workers_module, "Workers", Recorded)
     monkeypatch.setattr(workers_module, "_start", recording_start)
+    target = "tests.workers.app:hangs_at_start_up"
     t0 = trio.current_time()
     with trio.fail_after(30):  # far below ready_timeout (60 s) + the kill
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
-                partial(serve_workers, 1, "tests.workers.app:hangs_at_start_up", grace=0.2, ready_timeout=60)
+                partial(serve_workers, 1, target, kwargs={"starting": theirs}, grace=0.2, ready_timeout=60)
             )
-            await spawned.wait()
-            await trio.sleep(2.0)  # its target is starting (and hangs there)
+            await trio.lowlevel.wait_readable(ours.fileno())
+            assert ours.recv() == "starting"  # its target is starting (and hangs there)
             made[0].drain()
+    ours.close()
+    theirs.close()
     assert trio.current_time() - t0 < 30
-    assert processes[0].exitcode in (0, -signal.SIGTERM), processes[0].exitcode
+    assert processes[0].exitcode == 0, processes[0].exitcode
 
 
 async def test_workers_that_keep_dying_are_given_up() -> None:
