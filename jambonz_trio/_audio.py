@@ -203,8 +203,7 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
         self._stream = stream
         self._audio = ChunkBuffer(config.buffer_bytes(metadata.bytes_per_second), min_charge=CHUNK_OVERHEAD)
         self._audio_waiters = trio.lowlevel.ParkingLot()
-        self._events: deque[AudioEvent] = deque()
-        self._event_sizes: deque[int] = deque()  # each queued event's frame length
+        self._events: deque[tuple[int, AudioEvent]] = deque()  # (its frame's length, event)
         self._event_bytes = 0
         self._event_waiters = trio.lowlevel.ParkingLot()
         self._ended = trio.Event()  # no more frames will arrive
@@ -291,8 +290,8 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             if self._events:
-                event = self._events.popleft()
-                self._event_bytes -= self._event_sizes.popleft()
+                size, event = self._events.popleft()
+                self._event_bytes -= size
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return event
             if self._ended.is_set():
@@ -534,7 +533,7 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
         self._events_in += 1
         if isinstance(event, MarkEvent) and self._marks_pending:
             self._marks_pending -= 1
-        events, sizes, config = self._events, self._event_sizes, self.config
+        events, config = self._events, self.config
         size = len(frame)
         dropped = self._events_dropped
         # bounded in count and in bytes (a peer's big unknown messages): the oldest go first,
@@ -542,15 +541,13 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
         while events and (
             len(events) >= config.event_queue_size or self._event_bytes + size > config.max_event_bytes
         ):
-            events.popleft()
-            self._event_bytes -= sizes.popleft()
+            self._event_bytes -= events.popleft()[0]
             self._events_dropped += 1
         if self._events_dropped != dropped:
             self._log.throttled(
                 "events dropped", logging.WARNING, "audio event queue full; %d dropped", self._events_dropped
             )
-        events.append(event)
-        sizes.append(size)
+        events.append((size, event))
         self._event_bytes += size
         self._event_waiters.unpark_all()
 
