@@ -167,8 +167,8 @@ async def serve_workers(
             if not failed:
                 task_status.started(workers)
             await workers._drain_requested.wait()
-            # each slot's task sends its worker SIGTERM (_wait_exit), also to one that comes up
-            # after this point: a restart that was being spawned when the drain began
+            # each slot's task sends its worker SIGTERM (_wait_exit), also to one spawned after
+            # this point: a restart that was being spawned when the drain began
             log.info("draining %d workers (grace %.1f s)", len(workers.workers()), grace)
     finally:
         for slot in workers._slots:
@@ -193,13 +193,18 @@ async def _keep_running(
         process, ready = await _start(spec, slot.index)
         slot.process = process
         try:
-            up = await _wait_ready(process, ready, ready_timeout, workers._drain_requested)
-            if up is not None:
-                slot.info = WorkerInfo(index=slot.index, pid=up, started=time.time(), restarts=slot.restarts)
-                slot.ever_up = True
-                workers._notify()
-                backoff = 0.1
-                await _wait_exit(process, workers, spec.grace)
+            async with trio.open_nursery() as nursery:
+                # until it exits, however far it got: drained at a drain (a worker still starting
+                # stops starting), killed if it outlives the drain
+                nursery.start_soon(_wait_exit, process, workers, spec.grace)
+                up = await _wait_ready(process, ready, ready_timeout)
+                if up is not None:
+                    slot.info = WorkerInfo(
+                        index=slot.index, pid=up, started=time.time(), restarts=slot.restarts
+                    )
+                    slot.ever_up = True
+                    workers._notify()
+                    backoff = 0.1
         finally:
             ready.close()
             slot.info = None
@@ -237,44 +242,28 @@ async def _start(spec: _Spec, index: int) -> tuple[BaseProcess, multiprocessing.
 
 
 async def _wait_ready(
-    process: BaseProcess, ready: multiprocessing.connection.Connection, within: float, drain: trio.Event
+    process: BaseProcess, ready: multiprocessing.connection.Connection, within: float
 ) -> int | None:
-    """The worker's pid once it reports listening; ``None`` if it exited before (it is reaped,
-    its own exit code kept) or was too slow (then it is killed). A drain asked for meanwhile
-    sends it SIGTERM at once: it has served nothing, and it stops starting (or, already
-    listening, drains at once) instead of holding the drain for ``within``."""
-    async with trio.open_nursery() as nursery:
-
-        async def terminate_on_drain() -> None:
-            await drain.wait()
-            _signal(process, signal.SIGTERM)
-
-        nursery.start_soon(terminate_on_drain)
-        try:
-            with trio.move_on_after(within):
-                while True:
-                    try:
-                        await trio.lowlevel.wait_readable(ready.fileno())
-                        message = ready.recv()
-                    except (EOFError, OSError):
-                        # it closed its end without reporting: it is exiting (its pipe closes
-                        # before the process is reaped, so a kill now would replace its exit
-                        # code with -9)
-                        await _reap(process)
-                        return None
-                    if isinstance(message, tuple) and message[:1] == ("ready",):
-                        return int(message[1])
-        finally:
-            nursery.cancel_scope.cancel()
+    """The worker's pid once it reports listening; ``None`` if it closed its end of the pipe
+    before (it is exiting: not killed, so that its own exit code is kept) or was too slow (then
+    it is killed). The exit itself is awaited by :func:`_wait_exit`."""
+    with trio.move_on_after(within):
+        while True:
+            try:
+                await trio.lowlevel.wait_readable(ready.fileno())
+                message = ready.recv()
+            except (EOFError, OSError):
+                return None
+            if isinstance(message, tuple) and message[:1] == ("ready",):
+                return int(message[1])
     _signal(process, signal.SIGKILL)
-    await _reap(process)
     return None
 
 
 async def _wait_exit(process: BaseProcess, workers: Workers, grace: float) -> None:
-    """Until the worker (up and listening) exits. Once a drain is asked for (at once if it
-    was asked for while this worker was starting: a second SIGTERM then, which it ignores),
-    send it SIGTERM (it drains, then exits); it is killed if still running ``grace`` + 10 s
+    """Until the worker exits. Once a drain is asked for (at once if it was asked for before
+    the worker started), send it SIGTERM: one still starting stops starting (it served
+    nothing), one listening drains, then exits; it is killed if still running ``grace`` + 10 s
     later."""
     async with trio.open_nursery() as nursery:
 
