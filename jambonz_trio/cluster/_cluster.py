@@ -852,7 +852,9 @@ class Cluster:
             )
         return bool(present)
 
-    async def _sweep_dead(self, member: str = "") -> int:
+    async def _sweep_dead(self, member: str = "", *, client: coredis.Redis[str] | None = None) -> int:
+        """Sweep the members past their expiry (``member``: that one, expired or not), on
+        ``client`` (default: the handle's)."""
         k = self._keys
         with guard("sweep", self._where), trio.fail_after(self._bound):
             removed: int = await self._sweep(
@@ -863,6 +865,7 @@ class Cluster:
                     int(self.config.orphan_keep * 1000),
                     member,
                 ],
+                client=client,
             )
         if removed and not member:
             log.info("cluster: removed %d calls of members that stopped beating", removed)
@@ -989,19 +992,9 @@ class Cluster:
         if self._resyncs == 0:
             return  # never registered
         with trio.CancelScope(shield=True), trio.move_on_after(self._bound):
-            k = self._keys
             try:
                 async with self._reader() as client:
-                    with guard("leaving", self._where):
-                        await LuaScript(client, "SWEEP", SWEEP, where=self._where)(
-                            keys=[k.members, k.calls, k.events, k.orphans, k.userdata],
-                            args=[
-                                k.member_prefix,
-                                self.config.events_maxlen,
-                                int(self.config.orphan_keep * 1000),
-                                self.member,
-                            ],
-                        )
+                    await self._sweep_dead(self.member, client=client)
             except BaseException as exc:
                 _reraise_unless_redis_failure(exc)
                 log.info("cluster: could not deregister member %s (Redis unavailable)", self.member)
