@@ -18,16 +18,17 @@ from ._model import CallEnded, CallsSnapshot, CallStarted, CallUpdated, ClusterC
 __all__ = ["calls"]
 
 
-def _event_json(event: ClusterEvent) -> dict[str, Any]:
-    if isinstance(event, CallsSnapshot):
-        return {"event": "snapshot", "calls": [c.to_json() for c in event.calls]}
+_Change = CallStarted | CallUpdated | CallEnded
+
+
+def _event_json(event: _Change) -> dict[str, Any]:
     if isinstance(event, CallEnded):
         return {"event": "end", "call_sid": event.call_sid, "member": event.member, "why": event.why}
     kind = "start" if isinstance(event, CallStarted) else "update"
     return {"event": kind, "call": event.call.to_json()}
 
 
-def _changes(event: ClusterEvent, shown: dict[str, ClusterCall]) -> list[ClusterEvent]:
+def _changes(event: ClusterEvent, shown: dict[str, ClusterCall]) -> list[_Change]:
     """What ``event`` changes in the view printed so far (``shown``, updated): the event
     itself, or for a snapshot (the watch's first, and one after every gap) the calls that
     started, changed or ended since that view."""
@@ -38,7 +39,7 @@ def _changes(event: ClusterEvent, shown: dict[str, ClusterCall]) -> list[Cluster
             shown[event.call.call_sid] = event.call
         return [event]
     now = {call.call_sid: call for call in event.calls}
-    changes: list[ClusterEvent] = [
+    changes: list[_Change] = [
         CallEnded(sid, call.member, "ended during a gap") for sid, call in shown.items() if sid not in now
     ]
     for sid, call in now.items():
