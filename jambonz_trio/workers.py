@@ -340,33 +340,28 @@ async def _worker(spec: _Spec, ready: multiprocessing.connection.Connection) -> 
     target = _resolve(spec.target)
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            terminated = started = False
-            server: Any = None
+            terminated = trio.Event()
             # a SIGTERM while the target starts (a drain began): stop starting, nothing was
             # served yet; a target that hangs at start-up must not hold the drain
-            async with trio.open_nursery() as starting:
+            starting = trio.CancelScope()
 
-                async def stop_starting() -> None:
-                    nonlocal terminated
-                    async for _ in signals:
-                        terminated = True
-                        starting.cancel_scope.cancel()
-                        return
+            async def on_sigterm() -> None:
+                async for _ in signals:
+                    break
+                terminated.set()
+                starting.cancel()
 
-                starting.start_soon(stop_starting)
+            nursery.start_soon(on_sigterm)
+            with starting:
                 server = await nursery.start(
                     partial(target, **spec.kwargs, host=spec.host, port=spec.port, reuse_port=True)
                 )
-                started = True
-                starting.cancel_scope.cancel()
-            if not started:  # terminated before it listened
+            if starting.cancelled_caught:  # terminated before it listened
                 nursery.cancel_scope.cancel()
                 return
             ready.send(("ready", os.getpid()))
             ready.close()
-            if not terminated:  # (the signal may have come just as it started)
-                async for _ in signals:
-                    break
+            await terminated.wait()
             drain = getattr(server, "drain", None)
             if drain is not None:
                 await drain(spec.grace)
