@@ -331,12 +331,10 @@ class _Core:
             if pending is not None:
                 pending.succeed(AckRecord(msgid=msg.msgid, request=msg, delivered=False))
             return
-        if self._link is not None and not self._awaiting_reconnect_ack and not self._held_for_good:
+        if not self._blocked:
             await self._transmit(msg, pending)
             return
-        self._queue.append((msg, pending))
-        if self._link is not None and self._held_for_good:
-            self._hold_for_good(msg, pending)
+        if self._enqueue(msg, pending):
             return
         self._log(None, "event", f"queued {msg.type} {msg.msgid} until the socket is back")
         if self._link is None:
@@ -347,6 +345,20 @@ class _Core:
                 self._reconnect.delay_scope.cancel()
             else:
                 self._schedule_reconnect(0.0)
+
+    @property
+    def _blocked(self) -> bool:
+        """jambonz's ``request()`` would queue now: no socket, a reconnect's ack awaited, or
+        the queue held for good after a re-keyed ``session:new`` (:meth:`_hold_for_good`)."""
+        return self._link is None or self._awaiting_reconnect_ack or self._held_for_good
+
+    def _enqueue(self, msg: JambonzMessage, pending: _Pending | None) -> bool:
+        """Queue ``msg``; whether it is held for good on a live socket (then flagged)."""
+        self._queue.append((msg, pending))
+        if self._link is not None and self._held_for_good:
+            self._hold_for_good(msg, pending)
+            return True
+        return False
 
     async def _transmit(self, msg: JambonzMessage, pending: _Pending | None) -> None:
         link = self._link
@@ -377,10 +389,8 @@ class _Core:
         for msg, pending in queue:
             if self._state == "ended":
                 break
-            if self._link is None or self._awaiting_reconnect_ack or self._held_for_good:
-                self._queue.append((msg, pending))
-                if self._link is not None and self._held_for_good:
-                    self._hold_for_good(msg, pending)
+            if self._blocked:
+                self._enqueue(msg, pending)
             else:
                 await self._transmit(msg, pending)
 
