@@ -43,32 +43,23 @@ async def _reuse_port_listeners(port: int, host: str | None) -> list[trio.Socket
     infos = await trio.socket.getaddrinfo(
         host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE
     )
-    listeners: list[trio.SocketListener] = []
+    sockets = _bind_all(infos, port)  # as reserve_port binds them: the same addresses, one port
+    if not sockets:
+        raise OSError(errno.EAFNOSUPPORT, f"no address family of {host!r} is supported here")
     try:
-        for family, kind, proto, _name, address in infos:
-            sock = trio.socket.socket(family, kind, proto)
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                if family == socket.AF_INET6:
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                await sock.bind(address)
-                sock.listen(min(socket.SOMAXCONN, 0xFFFF))
-            except BaseException:
-                sock.close()
-                raise
-            listeners.append(trio.SocketListener(sock))
+        for sock in sockets:
+            sock.listen(min(socket.SOMAXCONN, 0xFFFF))
     except BaseException:
-        for listener in listeners:
-            listener.socket.close()
+        for sock in sockets:
+            sock.close()
         raise
-    return listeners
+    return [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets]
 
 
 async def reserve_port(host: str | None, port: int) -> list[socket.socket]:
     """Bound, *non-listening* ``SO_REUSEPORT`` sockets on every address the workers bind for
-    ``host``/``port`` (as :func:`_reuse_port_listeners` resolves them: ``host=None`` is
-    ``0.0.0.0`` and ``::``), all on one port (``port=0``: one free on every address, read it
+    ``host``/``port`` (as :func:`_reuse_port_listeners` binds them, with :func:`_bind_all`:
+    ``host=None`` is ``0.0.0.0`` and ``::``), all on one port (``port=0``: one free on every address, read it
     with ``getsockname()``). They keep the port for the worker processes, which bind it with
     ``SO_REUSEPORT`` too; a socket that does not listen receives no connections. An address
     family this system lacks is skipped, as trio's ``open_tcp_listeners`` does.
@@ -93,6 +84,9 @@ async def reserve_port(host: str | None, port: int) -> list[socket.socket]:
 
 
 def _bind_all(infos: list[Any], port: int) -> list[socket.socket]:
+    """``SO_REUSEPORT`` sockets bound on every address of ``infos`` (``getaddrinfo``'s), all on
+    one port (``port=0``: the one the first got), skipping an address family this system lacks,
+    as trio's ``open_tcp_listeners`` does."""
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _name, address in infos:
