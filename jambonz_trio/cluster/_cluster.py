@@ -210,7 +210,7 @@ class Cluster:
         self._written: dict[str, str] = {}
         self._pending: dict[str, ClusterCall | None] = {}
         self._resync = True  # the first registration is a full one
-        self._flushing = False  # a batch taken from _pending is being written
+        self._flushing = False  # a batch taken from _pending, or a re-registration, is being written
         self._beat_now = False
         self._wake = trio.Event()
         self._redis_up = False
@@ -935,6 +935,7 @@ class Cluster:
         self._resync = False
         self._ud_stored.clear()  # Redis may have lost them (restarted): store them all again
         snapshot = dict(self._live)
+        self._flushing = True  # (wait_registered: not registered until this is written)
         try:
             with guard("re-registering calls", self._where), trio.fail_after(self._bound):
                 known = await self._client.smembers(self._keys.member_calls(self.member))
@@ -951,6 +952,8 @@ class Cluster:
         except BaseException:
             self._resync = True
             raise
+        finally:
+            self._flushing = False
         for sid in refused:
             self._disown(sid, *snapshot[sid])
         self._resyncs += 1
