@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Literal
 
@@ -211,6 +211,9 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
         self._frames_in = self._bytes_in = 0
         self._frames_out = self._bytes_out = self._messages_out = 0
         self._events_in = self._events_dropped = 0
+        # pending marks by name: a report uncounts only a mark of its name, so a stale report
+        # (a mark jambonz played out before it read our clearMarks) leaves newer marks counted
+        self._marks: Counter[str] = Counter()
         self._marks_pending = 0
         self._play_ids = itertools.count(1)
         self._pinger = Keepalive(b"ja")
@@ -400,7 +403,8 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
     async def mark(self, name: str) -> None:
         """Mark the current end of the audio sent so far (``mark``): jambonz sends a
         :class:`~jambonz_trio.audio.MarkEvent` (``playout``) when playout reaches it, or
-        ``cleared`` if a ``killAudio`` drops it. Meaningful when streaming audio back.
+        ``cleared`` if a ``killAudio`` drops it. Meaningful when streaming audio back. Give
+        marks distinct names: a report is matched to a pending mark by its name.
 
         Raises:
             LocalProtocolError: a name jambonz would echo as invalid JSON (quotes,
@@ -413,6 +417,7 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
             raise LocalProtocolError(f"{MAX_MARKS} marks already pending: jambonz would drop this one")
         # Counted before the write: jambonz may report the mark before our write returns (the
         # reader uncounts it then), and a second task must not pass the check meanwhile.
+        self._marks[name] += 1
         self._marks_pending += 1
         try:
             await self._send(text)
@@ -420,7 +425,7 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
             # _send raises before writing (the stream was over, or cancelled at its checkpoint)
             # or because the write failed, which ends the stream: either way jambonz holds no
             # mark of ours that this count should keep
-            self._marks_pending = max(0, self._marks_pending - 1)
+            self._uncount_mark(name)
             raise
 
     async def clear_marks(self) -> None:
@@ -434,6 +439,7 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
         # on an open stream, as mark() does after counting), so jambonz clears them; a mark
         # sent while this frame is written goes after it and stays pending there. A write
         # that fails ends the stream, and the count with it.
+        self._marks.clear()
         self._marks_pending = 0
         await self._send(render_clear_marks())
 
@@ -524,6 +530,15 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
             )
         self._audio_waiters.unpark_all()
 
+    def _uncount_mark(self, name: str) -> None:
+        # a name with no pending mark (reported after clearMarks, or never ours) counts nothing;
+        # two pending marks of one name cannot be told apart: the report takes one of them
+        if self._marks[name] > 0:
+            self._marks[name] -= 1
+            if not self._marks[name]:
+                del self._marks[name]
+            self._marks_pending -= 1
+
     def _on_text(self, frame: str) -> None:
         try:
             event = parse_audio_event(frame)
@@ -531,8 +546,8 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
             self._log.throttled("bad audio event", logging.WARNING, "audio socket: %s (frame %r)", exc, frame)
             return
         self._events_in += 1
-        if isinstance(event, MarkEvent) and self._marks_pending:
-            self._marks_pending -= 1
+        if isinstance(event, MarkEvent):
+            self._uncount_mark(event.name)
         events, config = self._events, self.config
         size = len(frame)
         dropped = self._events_dropped

@@ -397,6 +397,44 @@ async def test_a_mark_sent_while_clear_marks_is_writing_stays_counted(
     assert len(accepted) == 29 and refused, f"{len(accepted)} more marks accepted with x pending at jambonz"
 
 
+async def test_a_stale_mark_report_after_clear_marks_does_not_uncount_a_newer_mark(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """jambonz reported ``old`` (played out) before it read ``clearMarks``; the report arrives
+    after ``clear_marks`` and after a newer mark ``m1``. It must not take ``m1`` off the count:
+    jambonz holds m1..m30 then, and the 31st mark would be dropped silently (MAF keeps 30,
+    lws_glue.cpp:43-50), so ``mark`` must refuse it. Counted as a number, the stale report
+    uncounted ``m1`` and the 31st was accepted."""
+    accepted: list[str] = []
+    refused: list[Exception] = []
+    stale: list[object] = []
+
+    async def app(stream: AudioStream) -> None:
+        await stream.mark("old")
+        await stream.clear_marks()
+        await stream.mark("m1")
+        stale.append(await stream.next_event())
+        try:
+            for i in range(2, 32):
+                await stream.mark(f"m{i}")
+                accepted.append(f"m{i}")
+        except LocalProtocolError as exc:
+            refused.append(exc)
+        await stream.wait_closed()
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    async with spied_client(server) as (ws, _spy):
+        await ws.send_message(json.dumps({"callSid": "cs-1", "sampleRate": 8000}))
+        sent = [json.loads(await ws.get_message()) for _ in range(3)]
+        assert [m["type"] for m in sent] == ["mark", "clearMarks", "mark"]
+        await ws.send_message(json.dumps({"type": "mark", "data": {"name": "old", "event": "playout"}}))
+        with trio.move_on_after(5):
+            while True:
+                await ws.get_message()
+    assert stale == [MarkEvent(name="old", event="playout")]
+    assert len(accepted) == 29 and refused, f"{len(accepted)} more marks accepted with m1 pending at jambonz"
+
+
 async def test_mode_checks_of_a_listen_the_library_started(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
