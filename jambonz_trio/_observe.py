@@ -7,9 +7,14 @@ attribute test, nothing else (no import of prometheus-client or OpenTelemetry ei
 :class:`._metrics.Metrics` / :class:`._tracing.Tracing` and, with both, an :class:`Observers`
 that tells each.
 
-Hooks are synchronous and must never raise or block: they run inside the engine's critical
-sections (between a decision and its write). Each implementation keeps its per-call state
-itself, keyed by the engine, from :meth:`Observer.call_started` to :meth:`Observer.call_ended`.
+Hooks are synchronous and must never block: they run inside the engine's critical sections
+(between a decision and its write). They should not raise either, but one may all the same (a
+tracer provider's span processor runs inside ``start_span`` and ``span.end``, and the
+OpenTelemetry SDK lets its exceptions out): the server therefore always tells its observers
+through :class:`Observers`, which logs a hook's exception and goes on, so that telemetry never
+ends a call, leaves one registered or takes the server down. Each implementation keeps its
+per-call state itself, keyed by the engine, from :meth:`Observer.call_started` to
+:meth:`Observer.call_ended`.
 """
 
 from __future__ import annotations
@@ -17,12 +22,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ._log import get_logger
+
 if TYPE_CHECKING:
     from ._engine import CallEngine
     from ._protocol._outbound import Command
     from ._protocol._state import AnswerPlan, OwedAck
 
 __all__ = ["Observer", "Observers"]
+
+log = get_logger("jambonz_trio.server")
 
 
 class Observer:
@@ -77,49 +86,97 @@ class Observer:
 
 
 class Observers(Observer):
-    """Tells several observers, in order."""
+    """Tells several observers (or one), in order. A hook that raises is contained: its
+    exception is logged (with its traceback the first time that observer's hook fails, at
+    DEBUG afterwards: a broken exporter fails at every call) and the other observers, and the
+    caller, go on as if it had returned."""
 
-    __slots__ = ("_all",)
+    __slots__ = ("_all", "_failed")
 
     def __init__(self, observers: Sequence[Observer]) -> None:
         self._all = tuple(observers)
+        self._failed: set[tuple[type[Observer], str]] = set()
+
+    def _contain(self, observer: Observer, hook: str) -> None:
+        """Log the exception being handled, raised by ``observer``'s ``hook``."""
+        key = (type(observer), hook)
+        if key in self._failed:
+            log.debug("%s.%s failed again", key[0].__name__, hook, exc_info=True)
+            return
+        self._failed.add(key)
+        log.error(
+            "%s.%s failed; ignored, the call goes on (its next failures are logged at DEBUG)",
+            key[0].__name__,
+            hook,
+            exc_info=True,
+        )
 
     def call_started(self, engine: CallEngine) -> None:
         for o in self._all:
-            o.call_started(engine)
+            try:
+                o.call_started(engine)
+            except Exception:
+                self._contain(o, "call_started")
 
     def call_ended(self, engine: CallEngine) -> None:
         for o in self._all:
-            o.call_ended(engine)
+            try:
+                o.call_ended(engine)
+            except Exception:
+                self._contain(o, "call_ended")
 
     def call_reconnected(self, engine: CallEngine) -> None:
         for o in self._all:
-            o.call_reconnected(engine)
+            try:
+                o.call_reconnected(engine)
+            except Exception:
+                self._contain(o, "call_reconnected")
 
     def call_relayed(self) -> None:
         for o in self._all:
-            o.call_relayed()
+            try:
+                o.call_relayed()
+            except Exception:
+                self._contain(o, "call_relayed")
 
     def answered(self, engine: CallEngine, plan: AnswerPlan, now: float) -> None:
         for o in self._all:
-            o.answered(engine, plan, now)
+            try:
+                o.answered(engine, plan, now)
+            except Exception:
+                self._contain(o, "answered")
 
     def abandoned(self, engine: CallEngine, owed: Sequence[OwedAck], now: float) -> None:
         for o in self._all:
-            o.abandoned(engine, owed, now)
+            try:
+                o.abandoned(engine, owed, now)
+            except Exception:
+                self._contain(o, "abandoned")
 
     def acked(self, engine: CallEngine, outcome: str) -> None:
         for o in self._all:
-            o.acked(engine, outcome)
+            try:
+                o.acked(engine, outcome)
+            except Exception:
+                self._contain(o, "acked")
 
     def command(self, engine: CallEngine, command: Command, outcome: str) -> None:
         for o in self._all:
-            o.command(engine, command, outcome)
+            try:
+                o.command(engine, command, outcome)
+            except Exception:
+                self._contain(o, "command")
 
     def events_dropped(self, engine: CallEngine) -> None:
         for o in self._all:
-            o.events_dropped(engine)
+            try:
+                o.events_dropped(engine)
+            except Exception:
+                self._contain(o, "events_dropped")
 
     def refused(self, status: int, reason: str) -> None:
         for o in self._all:
-            o.refused(status, reason)
+            try:
+                o.refused(status, reason)
+            except Exception:
+                self._contain(o, "refused")

@@ -179,9 +179,9 @@ class JambonzServer(metaclass=NoPublicConstructor):
                 log.warning("ServerConfig(tracing=True) but opentelemetry-api is not installed: no traces")
             else:
                 observers.append(Tracing(config.tracer_provider))
-        if not observers:
-            return None
-        return observers[0] if len(observers) == 1 else Observers(observers)
+        # even one goes through Observers: a hook that raises (a tracer provider's span
+        # processor can) is contained there, never in a call or the server
+        return Observers(observers) if observers else None
 
     @property
     def metrics_registry(self) -> Any:

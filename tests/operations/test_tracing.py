@@ -220,3 +220,74 @@ async def test_tracing_without_opentelemetry_is_a_warning(
         await fc.start()
         await fc.hangup()
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+class _BrokenProcessor(SimpleSpanProcessor):
+    """A span processor that raises (a buggy exporter or enricher of the app's own): the SDK
+    lets it out of ``start_span`` and ``span.end``."""
+
+    def __init__(self, *, on_start: bool = True) -> None:
+        super().__init__(InMemorySpanExporter())
+        self.calls = 0
+        self._on_start = on_start
+
+    def on_start(self, span: object, parent_context: object = None) -> None:
+        if self._on_start:
+            self.calls += 1
+            raise RuntimeError("exporter broken")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.calls += 1
+        raise RuntimeError("exporter broken")
+
+
+async def test_a_raising_span_processor_harms_no_call(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    """Telemetry must not end calls: a tracer provider whose span processor raises at every
+    span leaves calls (their answers, their end, the registry's count) as they would be
+    without tracing, and the server serving; the failure is logged."""
+    provider = TracerProvider()
+    broken = _BrokenProcessor()
+    provider.add_span_processor(broken)
+    server = await serve(Route(path="/", handler=answering), tracing=True, tracer_provider=provider)
+    with trio.fail_after(10):
+        for _ in range(2):
+            async with open_fake_call(server.connect_memory) as fc:
+                await fc.start()
+                await fc.hook("/menu")
+                await fc.hangup()
+            assert await settle(lambda: server.statistics().calls == 0)
+    assert broken.calls > 0
+    assert any("exporter broken" in str(r.exc_info) for r in caplog.records if r.exc_info)
+
+
+async def test_a_raising_span_processor_spares_the_watchdog_and_a_dropped_socket(
+    serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The hooks told inside the engine (an answer by the watchdog, requests abandoned with a
+    socket: told while the engine books the drop) raise with a broken span processor: the
+    watchdog's answer still counts, and the call is still parked and taken over by the
+    reconnect."""
+    provider = TracerProvider()
+    provider.add_span_processor(_BrokenProcessor(on_start=False))  # the call's span starts
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        await call.wait_closed()  # never answers a hook: the watchdog does
+
+    server = await serve(Route(path="/", handler=app), tracing=True, tracer_provider=provider)
+    with trio.fail_after(60):
+        async with open_fake_call(server.connect_memory, strict=False) as fc:
+            await fc.start()
+            await fc.hook("/slow")
+            async with trio.open_nursery() as nursery:
+
+                async def abandoned() -> None:
+                    with pytest.raises(AckAbandoned):
+                        await fc.hook("/dropped")
+
+                nursery.start_soon(abandoned)
+                await fc.wait_idle(0.1)
+                await fc.drop(reconnect=False)
+            await fc.reconnect()
+            await fc.hangup()
+        assert await settle(lambda: server.statistics().calls == 0)
