@@ -111,72 +111,39 @@ class Observers(Observer):
             exc_info=True,
         )
 
-    def call_started(self, engine: CallEngine) -> None:
+    def _tell(self, hook: str, *args: object) -> None:
         for o in self._all:
             try:
-                o.call_started(engine)
+                getattr(o, hook)(*args)
             except Exception:
-                self._contain(o, "call_started")
+                self._contain(o, hook)
+
+    def call_started(self, engine: CallEngine) -> None:
+        self._tell("call_started", engine)
 
     def call_ended(self, engine: CallEngine) -> None:
-        for o in self._all:
-            try:
-                o.call_ended(engine)
-            except Exception:
-                self._contain(o, "call_ended")
+        self._tell("call_ended", engine)
 
     def call_reconnected(self, engine: CallEngine) -> None:
-        for o in self._all:
-            try:
-                o.call_reconnected(engine)
-            except Exception:
-                self._contain(o, "call_reconnected")
+        self._tell("call_reconnected", engine)
 
     def call_relayed(self) -> None:
-        for o in self._all:
-            try:
-                o.call_relayed()
-            except Exception:
-                self._contain(o, "call_relayed")
+        self._tell("call_relayed")
 
     def answered(self, engine: CallEngine, plan: AnswerPlan, now: float) -> None:
-        for o in self._all:
-            try:
-                o.answered(engine, plan, now)
-            except Exception:
-                self._contain(o, "answered")
+        self._tell("answered", engine, plan, now)
 
     def abandoned(self, engine: CallEngine, owed: Sequence[OwedAck], now: float) -> None:
-        for o in self._all:
-            try:
-                o.abandoned(engine, owed, now)
-            except Exception:
-                self._contain(o, "abandoned")
+        self._tell("abandoned", engine, owed, now)
 
     def acked(self, engine: CallEngine, outcome: str) -> None:
-        for o in self._all:
-            try:
-                o.acked(engine, outcome)
-            except Exception:
-                self._contain(o, "acked")
+        self._tell("acked", engine, outcome)
 
     def command(self, engine: CallEngine, command: Command, outcome: str) -> None:
-        for o in self._all:
-            try:
-                o.command(engine, command, outcome)
-            except Exception:
-                self._contain(o, "command")
+        self._tell("command", engine, command, outcome)
 
     def events_dropped(self, engine: CallEngine) -> None:
-        for o in self._all:
-            try:
-                o.events_dropped(engine)
-            except Exception:
-                self._contain(o, "events_dropped")
+        self._tell("events_dropped", engine)
 
     def refused(self, status: int, reason: str) -> None:
-        for o in self._all:
-            try:
-                o.refused(status, reason)
-            except Exception:
-                self._contain(o, "refused")
+        self._tell("refused", status, reason)

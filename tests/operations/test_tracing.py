@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from jambonz_trio import Call, Route, VerbHook
+from jambonz_trio import Call, JambonzServer, Route, VerbHook
 from jambonz_trio._tracing import parse_b3
 from jambonz_trio.testing import AckAbandoned, open_fake_call
 from jambonz_trio.verbs import Say
@@ -122,18 +122,14 @@ async def test_without_b3_the_call_is_a_root_span(
         assert span.context is not None and span.context.trace_id == call_span.context.trace_id
 
 
-async def test_watchdog_and_abandoned_requests(
-    serve: Serve, spans: tuple[TracerProvider, InMemorySpanExporter], autojump_clock: trio.testing.MockClock
-) -> None:
-    """A request the watchdog answered says so and lasts the ack deadline; one abandoned with
-    its socket ends with an error status."""
-    provider, exporter = spans
+async def _hook_unanswered(call: Call) -> None:
+    await call.ack(call.session, [Say(text="hi")])
+    await call.wait_closed()  # never answers a hook: the watchdog does
 
-    async def app(call: Call) -> None:
-        await call.ack(call.session, [Say(text="hi")])
-        await call.wait_closed()  # never answers a hook
 
-    server = await serve(Route(path="/", handler=app), tracing=True, tracer_provider=provider)
+async def _watchdog_answer_then_drop(server: JambonzServer) -> None:
+    """A hook the watchdog answers (``/slow``), one abandoned by a dropped socket
+    (``/dropped``), the reconnect, the hangup; returns once the server holds no call."""
     with trio.fail_after(60):
         async with open_fake_call(server.connect_memory, strict=False) as fc:
             await fc.start()
@@ -150,6 +146,17 @@ async def test_watchdog_and_abandoned_requests(
             await fc.reconnect()
             await fc.hangup()
         assert await settle(lambda: server.statistics().calls == 0)
+
+
+async def test_watchdog_and_abandoned_requests(
+    serve: Serve, spans: tuple[TracerProvider, InMemorySpanExporter], autojump_clock: trio.testing.MockClock
+) -> None:
+    """A request the watchdog answered says so and lasts the ack deadline; one abandoned with
+    its socket ends with an error status."""
+    provider, exporter = spans
+
+    server = await serve(Route(path="/", handler=_hook_unanswered), tracing=True, tracer_provider=provider)
+    await _watchdog_answer_then_drop(server)
     finished = exporter.get_finished_spans()
     hooks = {s.attributes["jambonz.hook"]: s for s in by_name(finished, "verb:hook")}  # type: ignore[index]
     slow = hooks["/slow"]
@@ -270,24 +277,5 @@ async def test_a_raising_span_processor_spares_the_watchdog_and_a_dropped_socket
     provider = TracerProvider()
     provider.add_span_processor(_BrokenProcessor(on_start=False))  # the call's span starts
 
-    async def app(call: Call) -> None:
-        await call.ack(call.session, [Say(text="hi")])
-        await call.wait_closed()  # never answers a hook: the watchdog does
-
-    server = await serve(Route(path="/", handler=app), tracing=True, tracer_provider=provider)
-    with trio.fail_after(60):
-        async with open_fake_call(server.connect_memory, strict=False) as fc:
-            await fc.start()
-            await fc.hook("/slow")
-            async with trio.open_nursery() as nursery:
-
-                async def abandoned() -> None:
-                    with pytest.raises(AckAbandoned):
-                        await fc.hook("/dropped")
-
-                nursery.start_soon(abandoned)
-                await fc.wait_idle(0.1)
-                await fc.drop(reconnect=False)
-            await fc.reconnect()
-            await fc.hangup()
-        assert await settle(lambda: server.statistics().calls == 0)
+    server = await serve(Route(path="/", handler=_hook_unanswered), tracing=True, tracer_provider=provider)
+    await _watchdog_answer_then_drop(server)
