@@ -902,11 +902,12 @@ class CallEngine:
             await self.send_command(cmds.RedirectCommand(verbs=plan.verbs))
             return AckOutcome.REDIRECTED
         if plan.kind is PlanKind.DROP and verbs:
-            # a late dial:confirm / session:adulting answer: a redirect would replace the
-            # wrong program (CallProtocol.plan_answer says why)
+            # a late dial:confirm / session:adulting / wait hook answer: a redirect would
+            # replace the wrong program (CallProtocol.plan_answer says why)
             self._log.warning(
-                "late answer to %s dropped: a dial:confirm or session:adulting answer cannot be "
-                "sent as a redirect (it would replace the program of the session that owns the socket)",
+                "late answer to %s dropped: a dial:confirm, session:adulting or wait hook answer "
+                "cannot be sent as a redirect (it would replace the program of the session that "
+                "owns the socket, killing the verb that waits)",
                 msgid,
             )
         await trio.lowlevel.checkpoint()

@@ -25,7 +25,8 @@ Every answer decision lives here (``docs/reconnects.md`` explains them):
   (:meth:`CallProtocol.take_unconfirmed_commands`), and a hang-up among them is sent again
   once jambonz reconnects (it cannot run twice: a hang-up jambonz read ended the call);
 * late answers (after the watchdog or a drop ended the request): a ``redirect``, or nothing
-  (always nothing for ``dial:confirm`` and ``session:adulting``: see :meth:`CallProtocol.plan_answer`);
+  (always nothing for ``dial:confirm``, ``session:adulting`` and wait hooks: see
+  :meth:`CallProtocol.plan_answer`);
 * the reconnect gate: commands wait until the new socket's ``session:reconnect`` is answered;
 * the re-key release (:meth:`CallProtocol.rekey_bounce`): after a ``session:reconnect`` that
   found the ``session:new`` answer unproven, jambonz 0.9.8 may hold the call's traffic for
@@ -52,11 +53,20 @@ from ._messages import (
     SessionNew,
     SessionReconnect,
     UnknownMessage,
+    VerbHook,
     parse_message,
 )
-from ._outbound import Ack, CallStatusCommand, Command, RedirectCommand
-from ._verbs import Hangup, Pause
-from ._verbs_base import Verb
+from ._outbound import (
+    Ack,
+    CallStatusCommand,
+    Command,
+    ConfHoldStatusCommand,
+    ConfParticipantActionCommand,
+    RedirectCommand,
+    RedirectLegsCommand,
+)
+from ._verbs import Conference, Dial, Enqueue, Hangup, Pause
+from ._verbs_base import HookSpec, Verb
 
 __all__ = [
     "DEFAULT_ACK_DEADLINE",
@@ -74,6 +84,7 @@ __all__ = [
     "SessionState",
     "UnconfirmedCommands",
     "ends_the_call",
+    "wait_hook_urls",
 ]
 
 #: Seconds after receipt by which the watchdog answers for the app: 1 s inside jambonz's 5 s.
@@ -89,6 +100,50 @@ _PING_PREFIX = b"jt"
 
 #: Requests whose late answer is dropped, never sent as a ``redirect`` (:meth:`CallProtocol.plan_answer`).
 _NO_LATE_REDIRECT = (DialConfirm, SessionAdulting)
+
+#: The wait hooks of a verb: jambonz asks them, while the verb waits, for ``play`` / ``say`` /
+#: ``pause`` to loop *inside* it (docs/protocol.md §3.3): conference ``waitHook`` and
+#: ``enterHook`` (FS v0.9.8 ``lib/tasks/conference.js:240-252``, ``:340-342``, ``:650-684``),
+#: enqueue ``waitHook`` (``lib/tasks/enqueue.js:160-173``, ``:314-384``), dial ``onHoldHook``
+#: (``lib/tasks/dial.js:1091-1136``).
+_WAIT_HOOKS: tuple[tuple[type[Verb], tuple[str, ...]], ...] = (
+    (Conference, ("wait_hook", "enter_hook")),
+    (Enqueue, ("wait_hook",)),
+    (Dial, ("on_hold_hook",)),
+)
+
+
+def wait_hook_urls(verbs: Sequence[Verb]) -> list[str]:
+    """The wait hooks (their ``hook`` as jambonz sends it: the url) of ``verbs``."""
+    urls: list[str] = []
+    for verb in verbs:
+        for cls, names in _WAIT_HOOKS:
+            if isinstance(verb, cls):
+                for name in names:
+                    value = getattr(verb, name)
+                    if value is not None:
+                        urls.append(value.url if isinstance(value, HookSpec) else value)
+    return urls
+
+
+def _command_wait_hooks(command: Command) -> list[str]:
+    """The wait hooks a command gives jambonz: its verbs', or a conference hold's
+    ``wait_hook`` (``lib/tasks/conference.js:494-507``, ``:554-567``)."""
+    if isinstance(command, RedirectCommand):
+        return wait_hook_urls(command.verbs)
+    if isinstance(command, RedirectLegsCommand):
+        return wait_hook_urls([*(command.parent_call or ()), *(command.child_call or ())])
+    if isinstance(command, ConfHoldStatusCommand | ConfParticipantActionCommand):
+        return [command.wait_hook] if command.wait_hook is not None else []
+    return []
+
+
+def _wait_hook_data(data: dict[str, Any]) -> bool:
+    """Whether a ``verb:hook``'s data is one only a wait hook sends: an enqueue ``waitHook``'s
+    queue position (``lib/tasks/enqueue.js:323-336``; its actionHook has ``queue_result``
+    instead, ``:109-115``) or a dial ``onHoldHook``'s ``hold_detail`` (``lib/tasks/dial.js:1101-1107``).
+    A conference's raw call info is not distinctive: only its hook tells."""
+    return "hold_detail" in data or ("queue_position" in data and "queue_result" not in data)
 
 
 class ConnState(enum.Enum):
@@ -298,6 +353,7 @@ class CallProtocol:
         "_seq",
         "_session",
         "_unredirectable",
+        "_wait_hooks",
         "ack_deadline",
         "ack_unknown_types",
         "auto_answered",
@@ -346,6 +402,7 @@ class CallProtocol:
         self._answered: dict[str, Answerer] = {}
         self._abandoned: dict[str, None] = {}
         self._unredirectable: dict[str, None] = {}  # late answers to these are dropped
+        self._wait_hooks: dict[str, None] = {}  # wait hooks the app gave (wait_hook_urls)
         self._sent: dict[tuple[str, int], SentAnswer] = {}
         self._resend_from: tuple[str, int] | None = None
         self._lost: list[SentAnswer] = []
@@ -449,7 +506,7 @@ class CallProtocol:
         optional = isinstance(msg, UnknownMessage)
         if not (msg.NEEDS_ACK or (optional and msg.msgid and self.ack_unknown_types)):
             return
-        if isinstance(msg, _NO_LATE_REDIRECT):
+        if isinstance(msg, _NO_LATE_REDIRECT) or self._is_wait_hook(msg):
             self._remember(self._unredirectable, msg.msgid)
         if self.state is ConnState.DISCONNECTED:
             # read from a socket already considered lost: jambonz failed it at the drop
@@ -489,6 +546,17 @@ class CallProtocol:
         if isinstance(msg, SessionNew) and self._session is None:
             self._session = owed
             self.session = SessionState.OWED
+
+    def _is_wait_hook(self, msg: JambonzMessage) -> bool:
+        """Whether ``msg`` asks a wait hook (:func:`wait_hook_urls`): a late answer to it must
+        not become a ``redirect``, which would kill the verb the caller waits in."""
+        if not isinstance(msg, VerbHook):
+            return False
+        return (msg.hook is not None and msg.hook in self._wait_hooks) or _wait_hook_data(msg.data)
+
+    def _note_wait_hooks(self, urls: Sequence[str]) -> None:
+        for url in urls:
+            self._remember(self._wait_hooks, url)
 
     def _suspect_rekey(self, msgid: str) -> None:
         self._rekey, self._rekey_msgid, self._rekey_proven = self.generation, msgid, False
@@ -602,8 +670,12 @@ class CallProtocol:
         is down, sent on the next ``session:reconnect``. ``REDIRECT`` / ``DROP``: the watchdog
         or a drop already ended the request (``raise_late``: raise instead).
 
-        A late answer to ``dial:confirm`` or ``session:adulting`` is always ``DROP``, verbs or
-        not, ``raise_late`` or not: a ``redirect`` would misplace its verbs. ``dial:confirm``
+        A late answer to ``dial:confirm``, ``session:adulting`` or a wait hook is always
+        ``DROP``, verbs or not, ``raise_late`` or not: a ``redirect`` would misplace its verbs.
+        A wait hook's verbs play inside the verb that waits (:data:`_WAIT_HOOKS`); as a
+        ``redirect`` they would replace the program and kill that very verb
+        (``lib/session/call-session.js:2280-2289``, ``:2119-2125``): the caller would leave the
+        queue, the conference or the held dial. ``dial:confirm``
         verbs are for the *called* party, run before the bridge (FS v0.9.8
         ``lib/utils/place-outdial.js:389-426``); once the request ended, jambonz accepted the
         callee (an empty or missing answer, ``:393-396``) or declined it (a failure,
@@ -790,6 +862,7 @@ class CallProtocol:
                 "(an empty answer makes jambonz reject the call with SIP 480)"
             )
         text = self.render(Ack(msgid=owed.wire_msgid, verbs=verbs).to_wire())
+        self._note_wait_hooks(wait_hook_urls(verbs))
         del self._owed[owed.msgid]
         owed.heap_key = 0  # its deadline is gone, even if the request is held again later
         self._remember(self._answered, owed.msgid, by)
@@ -979,7 +1052,9 @@ class CallProtocol:
             raise LocalProtocolError(
                 "commands sent before the session:new ack are dropped by jambonz; answer session:new first"
             )
-        return self.render(command.to_wire())
+        text = self.render(command.to_wire())
+        self._note_wait_hooks(_command_wait_hooks(command))
+        return text
 
     def command_written(self, command: Command, generation: int, receipt: bytes | None = None) -> None:
         """Report that ``command`` was written whole on socket ``generation``: it is kept until

@@ -23,6 +23,7 @@ from jambonz_trio._protocol._outbound import (
     Ack,
     CallStatusCommand,
     Command,
+    ConfHoldStatusCommand,
     RedirectCommand,
     TtsFlushCommand,
     TtsTokensCommand,
@@ -40,7 +41,7 @@ from jambonz_trio._protocol._state import (
     UnconfirmedCommands,
     ends_the_call,
 )
-from jambonz_trio._protocol._verbs_base import RawVerb, Verb, unstructure_verbs
+from jambonz_trio._protocol._verbs_base import HookSpec, RawVerb, Verb, unstructure_verbs
 from tests.protocol_strategies import NO_ACK_TYPES
 from tests.strategies import verbs
 
@@ -1621,3 +1622,51 @@ def test_a_late_dial_confirm_answer_is_not_turned_into_a_redirect_of_the_callers
     assert p.answer_written("dc-1", p.generation, Delivery.WRITTEN) is AckResult.SENT
     screening = [v.Say(text="Press 1 to accept the call"), v.Gather(input=["digits"], num_digits=1)]
     assert p.plan_answer("dc-1", screening).kind is PlanKind.DROP
+
+
+def _late_after_watchdog(p: CallProtocol, raw: str, msgid: str) -> PlanKind:
+    """Receive ``raw``, let the watchdog answer it empty, then plan the app's late answer."""
+    p.receive_text(raw, 10.0)
+    (due,) = (o for o in p.overdue(14.0) if o.msgid == msgid)
+    plan = p.auto_answer(due)
+    assert sent(plan.text or "") == {"type": "ack", "msgid": msgid, "data": []}
+    assert p.answer_written(msgid, p.generation, Delivery.WRITTEN) is AckResult.SENT
+    return p.plan_answer(msgid, [v.Play(url="https://example.com/hold.mp3")]).kind
+
+
+def test_a_late_wait_hook_answer_is_not_turned_into_a_redirect_that_ends_the_wait() -> None:
+    """A wait hook (conference ``waitHook`` / ``enterHook``, enqueue ``waitHook``, dial
+    ``onHoldHook``, a ``conf:hold-status`` ``wait_hook``) is a ``verb:hook`` whose answer jambonz
+    plays *inside* the waiting verb (FS v0.9.8 ``lib/tasks/conference.js:650-684``,
+    ``lib/tasks/enqueue.js:314-384``, ``lib/tasks/dial.js:1091-1136``); an empty answer ends
+    its loop. Once the watchdog answered it, a late answer sent as a ``redirect`` replaces the
+    call's program and kills its current task (``lib/session/call-session.js:2280-2289``,
+    ``:2119-2125``): the very conference / enqueue / dial the caller waits in, so the caller
+    would leave the queue to hear the hold music. It must be dropped, like a late
+    ``dial:confirm`` answer. The core knows a wait hook by the hooks the app gave (its acks'
+    and commands' verbs, a ``conf:hold-status`` ``wait_hook``) and, for a call whose program
+    another process sent, by the data only those hooks carry."""
+    p = answered(connected())
+    p.receive_text(hook("h-prog", "/start"), 1.0)
+    p.ack(
+        "h-prog",
+        [
+            v.Conference(name="room", wait_hook="/conf-wait", enter_hook=HookSpec(url="/conf-enter")),
+            v.Enqueue(name="support", wait_hook="/queue-wait"),
+            v.Dial(target=[v.Target(type="phone", number="+15551230000")], on_hold_hook="/held"),
+        ],
+    )
+    for n, url in enumerate(["/conf-wait", "/conf-enter", "/queue-wait", "/held"]):
+        assert _late_after_watchdog(p, hook(f"w{n}", url), f"w{n}") is PlanKind.DROP, url
+    p.command(ConfHoldStatusCommand(conf_hold_status="hold", wait_hook="/on-hold"))
+    assert _late_after_watchdog(p, hook("w9", "/on-hold"), "w9") is PlanKind.DROP
+    # another process sent the program: the data says it (enqueue.js:323-336, dial.js:1101-1107)
+    q = answered(connected())
+    queue = {"queue_sid": "support", "queue_time": 3, "queue_size": 1, "queue_position": 0}
+    raw = frame("verb:hook", "q1", {**queue, "call_sid": SID}, call_sid=SID, hook="/elsewhere")
+    assert _late_after_watchdog(q, raw, "q1") is PlanKind.DROP
+    held = {"call_sid": SID, "hold_detail": {"from": "<sip:a@b>", "to": "<sip:c@d>"}}
+    raw = frame("verb:hook", "d1", held, call_sid=SID, hook="/other")
+    assert _late_after_watchdog(q, raw, "d1") is PlanKind.DROP
+    # an ordinary action hook's late answer still becomes a redirect
+    assert _late_after_watchdog(q, hook("a1", "/gather"), "a1") is PlanKind.REDIRECT
