@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import enum
 import heapq
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -138,7 +138,7 @@ def _command_wait_hooks(command: Command) -> list[str]:
     return []
 
 
-def _wait_hook_data(data: dict[str, Any]) -> bool:
+def _wait_hook_data(data: Mapping[str, Any]) -> bool:
     """Whether a ``verb:hook``'s data is one only a wait hook sends: an enqueue ``waitHook``'s
     queue position (``lib/tasks/enqueue.js:323-336``; its actionHook has ``queue_result``
     instead, ``:109-115``) or a dial ``onHoldHook``'s ``hold_detail`` (``lib/tasks/dial.js:1101-1107``).

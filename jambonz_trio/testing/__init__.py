@@ -38,7 +38,7 @@ from ._errors import (
     SubprotocolMissing,
 )
 from ._factory import FakeJambonzFactory
-from ._fake import FakeCall, HookTarget, StartKind
+from ._fake import FakeCall, HookTarget, StartKind, WaitHookKind
 from ._media import FakeAudioStream, PlayAudioRecord, open_fake_audio_stream
 from ._open import open_fake_call
 from ._records import (
@@ -113,6 +113,7 @@ __all__ = [
     "TtsModel",
     "Violation",
     "ViolationKind",
+    "WaitHookKind",
     "app_env_errors",
     "fetch_app_env",
     "format_transcript",

@@ -62,6 +62,12 @@ class _Pending:
         self.watchdog = trio.CancelScope()
         self.rekeyed = False
         self.connection = 0
+        #: a wait hook's kind (``FakeCall.wait_hook``): its answer must be an array of verbs
+        #: the waiting verb can play
+        self.wait: str | None = None
+        #: a ``session:redirect`` for a ``redirect`` command's ``call_hook``: its answer is
+        #: the parent's program, never "carry on"
+        self.lcc = False
 
     def succeed(self, record: AckRecord) -> None:
         if not self.done:
@@ -167,6 +173,8 @@ class _Core:
         self._running: Verb | None = None
         self._running_known = False
         self._program: list[Verb] = []
+        # call_hooks of redirect commands whose session:redirect was not sent yet
+        self._lcc_hooks: list[str] = []
 
         self._transcript: list[TranscriptEntry] = []
         self._violations: list[Violation] = []

@@ -17,7 +17,10 @@ from .._protocol import (
     SessionReconnect,
     SessionRedirect,
     UnknownMessage,
+    VerbHook,
 )
+from .._protocol._state import wait_hook_urls
+from .._protocol._verbs import Conference, Dial, Enqueue
 from .._protocol._verbs_base import Verb
 from .._public import Forwarded
 from ._calldata import CallData
@@ -28,7 +31,7 @@ from ._jambonz import dumps
 from ._media import _MediaServer
 from ._records import AckRecord, CloseRecord, CommandRecord, TranscriptEntry, Violation
 
-__all__ = ["FakeCall", "HookTarget", "StartKind"]
+__all__ = ["FakeCall", "HookTarget", "StartKind", "WaitHookKind"]
 
 _C = TypeVar("_C", bound=Command)
 
@@ -43,6 +46,12 @@ HookTarget = str | HookSpec | Verb | None
 #: child leg promoted to its own session) or ``session:reconnect`` (as if this socket replaced
 #: one that dropped, e.g. against a restarted app).
 StartKind = Literal["session:new", "session:redirect", "session:adulting", "session:reconnect"]
+
+#: The kind of a wait hook (:meth:`FakeCall.wait_hook`): what jambonz sends and what its answer
+#: may play. A ``conf:hold-status`` ``wait_hook`` is a ``"conference"`` one.
+WaitHookKind = Literal["conference", "enqueue", "dial"]
+
+_WAIT_KINDS: dict[type[Verb], WaitHookKind] = {Conference: "conference", Enqueue: "enqueue", Dial: "dial"}
 
 _SIP_FOR_STATUS: dict[str, tuple[int, str]] = {
     "trying": (100, "Trying"),
@@ -222,8 +231,20 @@ class FakeCall(_Inbound, _MediaServer):
         if cls is None or not cls.NEEDS_ACK:
             raise ValueError(f"{msg_type!r} is not an ack-awaiting jambonz message type")
         payload = {**(self._call.call_info() if call_info else {}), **(data or {})}
-        msg = self._message(cls, payload, hook=hook if _has_hook(msg_type) else None)
+        return await self._request(cls, payload, hook if _has_hook(msg_type) else None)
+
+    async def _request(
+        self,
+        cls: type[JambonzMessage],
+        payload: Mapping[str, Any],
+        hook: str | None,
+        *,
+        wait: WaitHookKind | None = None,
+        lcc: bool = False,
+    ) -> AckRecord:
+        msg = self._message(cls, payload, hook=hook)
         p = _Pending(msg)
+        p.wait, p.lcc = wait, lcc
         await self._emit(msg, p)
         return await self._await_ack(p)
 
@@ -332,10 +353,112 @@ class FakeCall(_Inbound, _MediaServer):
         )
         return await self.request("dial:confirm", leg.call_info(), hook=hook, call_info=False)
 
-    async def session_redirect(self, hook: str) -> AckRecord:
-        """A ``session:redirect`` (``redirect`` verb, or a ``redirect`` command with
-        ``call_hook``); the ack's verbs become the new program."""
-        return await self.request("session:redirect", hook=hook)
+    async def session_redirect(self, hook: str, *, call_hook: bool | None = None) -> AckRecord:
+        """A ``session:redirect``: for a ``redirect`` verb's actionHook, or for a ``redirect``
+        command's ``call_hook`` (``call_hook=True``; by default, when the app sent such a
+        command for ``hook`` that this has not answered yet). Blocks until the ack.
+
+        For the verb, a non-empty verb array replaces the rest of the program and anything
+        else carries on (FS v0.9.8 ``lib/tasks/task.js:226``, ``:253-260``). For the command,
+        the answer *is* the parent's program: an array replaces it, ``[]`` included (the
+        running verb is killed and nothing follows; ``lib/session/call-session.js:1639-1642``);
+        no array is a ``refused-ack-data`` violation: a falsy ``data`` (or none) kills the
+        running verb (``:1649-1652``), a truthy one is lost (``normalizeJambones`` throws in
+        a handler nobody awaits, ``:2305``).
+
+        Raises:
+            AckTimeout, AckAbandoned, NeverSent, InvalidVerbs, CallOver: see :meth:`request`.
+            ProtocolViolation: the answer to a ``call_hook`` is not an array (strict mode).
+        """
+        self._check()
+        self._require_started()
+        pending = hook in self._lcc_hooks
+        if pending:
+            self._lcc_hooks.remove(hook)
+        lcc = pending if call_hook is None else call_hook
+        return await self._request(SessionRedirect, self._call.call_info(), hook, lcc=lcc)
+
+    async def wait_hook(
+        self,
+        hook: HookTarget,
+        *,
+        kind: WaitHookKind | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> AckRecord:
+        """Ask a wait hook, like jambonz while a verb waits: a conference ``waitHook`` or
+        ``enterHook`` (or a ``conf:hold-status`` / ``conf:participant-action`` ``wait_hook``:
+        ``kind="conference"``), an enqueue ``waitHook`` (``"enqueue"``), a dial ``onHoldHook``
+        (``"dial"``). Blocks until the ack.
+
+        ``hook``: the ``Conference`` / ``Enqueue`` / ``Dial`` verb (its wait hook, and the kind),
+        or the hook (then ``kind``, unless a verb of the app's program has that wait hook).
+        ``data`` is merged over what 0.9.8 sends: the raw call info for a conference (FS v0.9.8
+        ``lib/tasks/conference.js:654``), the queue's numbers for an enqueue
+        (``lib/tasks/enqueue.js:323-340``), the call info with ``hold_detail`` for a dial
+        (``lib/tasks/dial.js:1101-1107``).
+
+        jambonz plays the answer inside the waiting verb and asks again when it is done; ``[]``
+        ends its loop. The answer must be a verb array (a missing ``data`` too is refused) of
+        ``play``, ``say``, ``pause`` (an enqueue also ``leave``, ``tag``): anything else
+        stops the loop (a ``refused-ack-data`` violation). It never replaces the program.
+
+        Raises:
+            ExpectationFailed: no wait hook on that verb, or a hook whose kind is unknown.
+            AckTimeout, AckAbandoned, NeverSent, InvalidVerbs, CallOver: see :meth:`request`.
+            ProtocolViolation: the answer is refused (strict mode).
+        """
+        self._check()
+        self._require_started()
+        url, kind = self._wait_target(hook, kind)
+        payload: dict[str, Any]
+        if kind == "conference":
+            payload = self._call.to_session_new_data()
+        elif kind == "enqueue":
+            name = next(
+                (v.name for v in self._program if isinstance(v, Enqueue) and url in wait_hook_urls([v])),
+                "support",
+            )
+            payload = {
+                "queue_sid": name,
+                "queue_time": 0,
+                "queue_size": 1,
+                "queue_position": 0,
+                "call_sid": self._call.call_sid,
+                "call_id": self._call.call_id,
+            }
+        else:
+            payload = self._call.call_info()
+            payload["hold_detail"] = {
+                "from": f"<sip:{self._call.from_}@127.0.0.1>",
+                "to": f"<sip:{self._call.to}@127.0.0.1>",
+            }
+        payload.update(data or {})
+        return await self._request(VerbHook, payload, url, wait=kind)
+
+    def _wait_target(self, hook: HookTarget, kind: WaitHookKind | None) -> tuple[str, WaitHookKind]:
+        """The wait hook's url and kind (see :meth:`wait_hook`)."""
+        if isinstance(hook, Verb):
+            urls = wait_hook_urls([hook])
+            own = _WAIT_KINDS.get(type(hook))
+            if not urls or own is None:
+                why = f"this {hook.VERB} verb has no waitHook / enterHook / onHoldHook: jambonz asks none"
+                raise self._fail(ExpectationFailed(why))
+            return urls[0], kind or own
+        if hook is None:
+            raise self._fail(ExpectationFailed("no hook given (an unset wait hook): jambonz asks none"))
+        url = hook.url if isinstance(hook, HookSpec) else hook
+        if kind is None:
+            for verb in [self._running, *reversed(self._program)]:
+                found = _WAIT_KINDS.get(type(verb)) if verb is not None else None
+                if found is not None and verb is not None and url in wait_hook_urls([verb]):
+                    return url, found
+            raise self._fail(
+                ExpectationFailed(
+                    f"no verb of the program has the wait hook {url!r}: give its kind "
+                    "(conference, enqueue or dial)"
+                )
+            )
+        return url, kind
 
     # -- notifications ---------------------------------------------------------------------
 

@@ -20,8 +20,15 @@ from .._protocol import (
     Verb,
     structure_verbs,
 )
-from .._protocol._outbound import MuteStatusCommand, RedirectCommand, RedirectLegsCommand, WhisperCommand
+from .._protocol._outbound import (
+    MuteStatusCommand,
+    RedirectCommand,
+    RedirectLegsCommand,
+    RedirectToHookCommand,
+    WhisperCommand,
+)
 from .._protocol._verbs import Conference, Dial, Listen
+from .._protocol._verbs_base import HookSpec
 from ._core import _Core, _Link
 from ._errors import InvalidInitialVerbs, InvalidVerbs
 from ._jambonz import TTS_COMMANDS, check_envelope, dumps, js_str, parse_app_command, truthy
@@ -45,6 +52,19 @@ _IGNORED_BY: dict[str, str] = {
     "session:new": "FS lib/tasks/rest_dial.js:115-118",
     "dial:confirm": "a falsy answer accepts the callee at once, FS lib/utils/place-outdial.js:393-396",
     "queue:status": "never sent on the call socket",
+}
+
+
+#: What a wait hook's answer may hold, by kind, and where jambonz 0.9.8 refuses the rest (the
+#: answer goes to ``normalizeJambones`` whatever it is, so anything but an array throws too;
+#: the wait loop then stops).
+WAIT_HOOK_RULES: dict[str, tuple[tuple[str, ...], str]] = {
+    "conference": (("play", "say", "pause"), "FS lib/tasks/conference.js:650-660, the loop :240-252"),
+    "enqueue": (
+        ("play", "say", "pause", "leave", "tag"),
+        "FS lib/tasks/enqueue.js:314-347, the loop :160-173",
+    ),
+    "dial": (("play", "say", "pause"), "FS lib/tasks/dial.js:1091-1113, the loop :1096-1136"),
 }
 
 
@@ -149,6 +169,35 @@ class _Inbound(_Core):
                 p.fail(InvalidInitialVerbs([self._violations[v]]), v)
                 self._end_call_soon(1001)
                 return
+        elif p.wait is not None and not isinstance(data, list):
+            allowed, where = WAIT_HOOK_RULES[p.wait]
+            self._violate(
+                "refused-ack-data",
+                f"the ack to a {p.wait} wait hook has "
+                f"{'no data' if 'data' not in obj else 'data ' + dumps(data)[:60]}: jambonz 0.9.8 "
+                "hands it to normalizeJambones, which throws 'malformed jambonz payload: must be "
+                f"array', and the wait loop stops: the caller waits in silence ({where}). Send a "
+                f"verb array ({', '.join(allowed)}); [] stops the loop quietly",
+                frame=text,
+                link=link,
+            )
+        elif p.lcc and not isinstance(data, list):
+            if truthy(data):
+                effect = (
+                    "normalizeJambones throws (:1639-1640) in a handler nobody awaits (:2305): the "
+                    "redirect is lost and the running verb goes on"
+                )
+            else:
+                effect = "it kills the running verb (:1649-1652) and the rest of the program runs"
+            self._violate(
+                "refused-ack-data",
+                f"the ack to the session:redirect for a redirect command's call_hook has "
+                f"{'no data' if 'data' not in obj else 'data ' + dumps(data)[:60]}: jambonz 0.9.8 "
+                f"takes it as the new program (FS lib/session/call-session.js:1595-1613); {effect}. "
+                "Send a verb array ([] clears the program)",
+                frame=text,
+                link=link,
+            )
         elif data is not None and not isinstance(data, list) and not _declines(mtype, data):
             # jambonz uses the data only if it is an array; anything else is "carry on", with no
             # error and no jambonz:error (a truthy non-array dial:confirm answer is the
@@ -177,6 +226,18 @@ class _Inbound(_Core):
                 p.fail(InvalidVerbs([self._violations[v]]), v)
                 self._notify()
                 return
+        if p.wait is not None and isinstance(data, list):
+            allowed, where = WAIT_HOOK_RULES[p.wait]
+            others = sorted({v.VERB for v in verbs} - set(allowed))
+            if others:
+                self._violate(
+                    "refused-ack-data",
+                    f"the ack to a {p.wait} wait hook has {', '.join(others)}: jambonz 0.9.8 "
+                    f"plays only {', '.join(allowed)} there; it refuses the answer and the wait "
+                    f"loop stops: the caller waits in silence ({where})",
+                    frame=text,
+                    link=link,
+                )
         record = AckRecord(
             msgid=msgid,
             request=p.message,
@@ -186,8 +247,10 @@ class _Inbound(_Core):
             time=self._now(),
         )
         self._acks.append(record)
-        if verbs and mtype in ("session:new", "verb:hook", "session:redirect"):
-            self._program_changed(verbs)  # the ack's verbs replace the program
+        if p.lcc and isinstance(data, list):
+            self._program_changed(verbs)  # the parent's new program, [] included (:1639-1642)
+        elif verbs and p.wait is None and mtype in ("session:new", "verb:hook", "session:redirect"):
+            self._program_changed(verbs)  # the ack's verbs replace the program (a wait hook's play)
         if initial:
             # jambonz creates the call session, then reports "trying"; sending it before
             # waking start() makes the order deterministic for tests.
@@ -227,6 +290,9 @@ class _Inbound(_Core):
             return
         self._commands.append(CommandRecord(command=cmd, raw=obj, connection=link.index, time=self._now()))
         self._check_running(cmd, text, link)
+        if isinstance(cmd, RedirectToHookCommand) and cmd.call_hook is not None:
+            hook = cmd.call_hook
+            self._lcc_hooks.append(hook.url if isinstance(hook, HookSpec) else hook)
         if isinstance(cmd, RedirectCommand):
             self._program_changed(list(cmd.verbs), append=cmd.queue)
         elif isinstance(cmd, RedirectLegsCommand) and cmd.parent_call is not None:

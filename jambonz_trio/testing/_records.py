@@ -71,6 +71,7 @@ ViolationKind = Literal[
     "early-command",
     "ignored-command",
     "ignored-ack-data",
+    "refused-ack-data",
     "unheard-input",
     "ack-timeout",
     "never-sent",
@@ -104,7 +105,14 @@ class Violation:
               (``{}``, ``false``, ``0``, ``""``, a single verb object): jambonz uses an ack's
               data only when it is an array and otherwise carries on as if it were empty.
               Harmless there, but the same value declines a ``dial:confirm`` callee (when
-              truthy) and stops a conference or enqueue ``waitHook``.
+              truthy) and stops a wait hook (``refused-ack-data``).
+            * ``refused-ack-data``: an ack whose ``data`` jambonz needs as a verb array and
+              cannot use: a wait hook's (``FakeCall.wait_hook``) that is not an array (a
+              missing one included) or holds verbs the waiting verb cannot play (only
+              ``play``, ``say``, ``pause``; an enqueue also ``leave``, ``tag``): jambonz's
+              wait loop stops and the caller waits in silence; or the ``session:redirect``
+              answer for a ``redirect`` command's ``call_hook`` that is not an array: a falsy
+              one kills the parent's running verb, a truthy one is lost (jambonz throws).
             * ``unheard-input``: a gather result for input the gather does not listen for
               (digits when its ``input`` lacks ``"digits"``, speech when it lacks
               ``"speech"``; the default is ``["digits"]``): jambonz never sends one.

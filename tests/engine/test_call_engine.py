@@ -36,7 +36,8 @@ from jambonz_trio.messages import (
     JambonzErrorReport,
     UnknownMessage,
 )
-from jambonz_trio.verbs import Hangup, Pause, Say, Verb
+from jambonz_trio.testing import open_fake_call
+from jambonz_trio.verbs import Enqueue, Hangup, Pause, Play, Say, Verb
 from tests.helpers import Serve, answer_and_wait, recording, start
 
 from .helpers import SESSION_DATA, PassThroughStream, RawClient, inner_enter, new_call, raw_client
@@ -119,6 +120,35 @@ async def test_fm21_a_late_dial_confirm_answer_is_dropped_whatever_the_policy(
             pytest.fail(f"nothing more may be sent, got {extra}")
     assert outcome == [AckOutcome.DROPPED]
     assert any("late answer to dc1 dropped" in r.getMessage() for r in caplog.records)
+
+
+async def test_fm21_a_late_wait_hook_answer_is_dropped_not_sent_as_a_redirect(
+    serve: Serve, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An enqueue ``waitHook`` answer plays inside the ``enqueue`` (FS v0.9.8
+    ``lib/tasks/enqueue.js:314-384``). After the watchdog's empty ack (which ends jambonz's
+    wait loop, ``:165``), a late answer sent as a ``redirect`` would replace the program and
+    kill the ``enqueue`` (``lib/session/call-session.js:2280-2289``, ``:2119-2125``): the
+    caller would leave the queue. The late answer is dropped, whatever it carries."""
+    outcome: list[AckOutcome] = []
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Enqueue(name="support", wait_hook="/hold-music")])
+        async for event in call:
+            if isinstance(event, VerbHook) and event.hook == "/hold-music":
+                await trio.sleep(6)
+                outcome.append(await call.ack(event, [Play(url="https://example.com/hold.mp3")]))
+
+    server = await serve(app)
+    caplog.set_level(logging.WARNING, logger="jambonz_trio.call")
+    async with open_fake_call(server.connect_memory) as fc:
+        ack = await fc.start()
+        waited = await fc.wait_hook(ack.first(Enqueue))
+        assert waited.verbs == []  # the watchdog's, at 4 s: jambonz stops asking
+        await fc.expect_no_command(within=10)
+        await fc.hangup()
+    assert outcome == [AckOutcome.DROPPED]
+    assert any("late answer to" in r.getMessage() for r in caplog.records)
 
 
 async def test_fm23_out_of_order_acks(serve: Serve) -> None:

@@ -11,7 +11,7 @@ import trio
 import trio.testing
 import trio_websocket
 
-from jambonz_trio._protocol import HookSpec, LlmToolOutputCommand, RedirectCommand
+from jambonz_trio._protocol import HookSpec, LlmToolOutputCommand, RedirectCommand, RedirectToHookCommand
 from jambonz_trio._protocol._verbs import Gather, Hangup, Say
 from jambonz_trio.testing import (
     AckTimeout,
@@ -672,6 +672,185 @@ async def test_a_hook_ack_whose_data_is_not_an_array_is_a_violation_in_strict_mo
             await fc.hook("/object")
         assert not isinstance(info.value, InvalidVerbs)
         assert [v.kind for v in fc.violations] == ["ignored-ack-data"]
+
+
+CONFERENCE: dict[str, Any] = {"verb": "conference", "name": "room", "waitHook": "/conf-wait"}
+ENQUEUE: dict[str, Any] = {"verb": "enqueue", "name": "support", "waitHook": "/queue-wait"}
+DIAL: dict[str, Any] = {
+    "verb": "dial",
+    "target": [{"type": "phone", "number": "+15551230000"}],
+    "onHoldHook": "/held",
+}
+PLAY: dict[str, Any] = {"verb": "play", "url": "https://example.com/hold.mp3"}
+
+
+@pytest.mark.parametrize("data", ["missing", None, {}, False, PLAY, "[]"])
+async def test_a_wait_hook_ack_that_is_not_an_array_stops_the_wait(
+    autojump_clock: trio.abc.Clock, data: Any
+) -> None:
+    """A wait hook's answer goes to ``normalizeJambones`` whatever it is (FS v0.9.8
+    ``lib/tasks/conference.js:650-655``, ``lib/tasks/enqueue.js:340-342``,
+    ``lib/tasks/dial.js:1100-1108``): anything but an array, a missing ``data`` included,
+    throws ("must be array") and the wait loop stops (``conference.js:246-251``,
+    ``enqueue.js:166-171``, ``dial.js:1131-1134``): the caller waits in silence. Unlike an
+    actionHook's, where the same ack means "carry on" (``ignored-ack-data``), this is a
+    ``refused-ack-data`` violation."""
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.answered([SAY, CONFERENCE])
+        wait = await s.recv_type("verb:hook")
+        out: dict[str, Any] = {"type": "ack", "msgid": wait["msgid"]}
+        if data != "missing":
+            out["data"] = data
+        await s.send(out)
+
+    async with started_call(app_side) as fc:
+        with pytest.raises(ProtocolViolation, match="refused-ack-data") as info:
+            await fc.wait_hook("/conf-wait", kind="conference")
+        assert not isinstance(info.value, InvalidVerbs)
+        (violation,) = fc.violations
+        assert "must be array" in violation.message and "conference.js" in violation.message
+
+
+@pytest.mark.parametrize(
+    ("program", "verbs", "refused"),
+    [
+        (CONFERENCE, [SAY, PLAY, {"verb": "pause", "length": 2}], False),
+        (CONFERENCE, [SAY, GATHER], True),  # only play, say, pause (conference.js:650-660)
+        (CONFERENCE, [{"verb": "leave"}], True),
+        (ENQUEUE, [SAY, {"verb": "leave"}], False),  # enqueue also leave, tag (enqueue.js:314-347)
+        (ENQUEUE, [HANGUP], True),
+        (DIAL, [PLAY], False),
+        (DIAL, [{"verb": "leave"}], True),  # dial.js:1091-1113
+    ],
+)
+async def test_a_wait_hook_answer_may_only_play_say_or_pause(
+    autojump_clock: trio.abc.Clock, program: dict[str, Any], verbs: list[dict[str, Any]], refused: bool
+) -> None:
+    async def app_side(app: TinyApp) -> None:
+        s = await app.answered([program])
+        await s.ack(await s.recv_type("verb:hook"), verbs)
+
+    async with started_call(app_side, strict=False) as fc:
+        # the verb names its kind; its hook is the wait hook (onHoldHook for a dial)
+        (verb,) = fc.acks[0].verbs
+        ack = await fc.wait_hook(verb)
+        assert ack.verb_names == [v["verb"] for v in verbs]
+        assert [v.kind for v in fc.violations] == (["refused-ack-data"] if refused else [])
+
+
+async def test_wait_hook_payloads_follow_0_9_8_and_its_verbs_leave_the_program_alone(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """What each wait hook sends (FS v0.9.8 ``lib/tasks/conference.js:654``: the raw call
+    info; ``lib/tasks/enqueue.js:323-340``: the queue's numbers only; ``lib/tasks/dial.js:1101-1107``:
+    the call info plus ``hold_detail``); ``[]`` is a fine answer (jambonz stops asking), and the
+    played verbs do not replace the program: ``mute:status`` during the conference stays
+    valid."""
+    got: list[dict[str, Any]] = []
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.answered([CONFERENCE, ENQUEUE, DIAL])
+        for verbs in ([SAY], [], [PLAY]):
+            hook = await s.recv_type("verb:hook")
+            got.append(hook)
+            await s.ack(hook, verbs)
+        await s.command("mute:status", "mute")
+
+    async with started_call(app_side) as fc:
+        conference, _, dial = fc.acks[0].verbs
+        assert (await fc.wait_hook(conference)).verb_names == ["say"]
+        assert (await fc.wait_hook("/queue-wait")).verbs == []  # kind: from the program
+        assert (await fc.wait_hook(dial)).verb_names == ["play"]
+        await fc.expect_command("mute:status")  # the conference is still the program
+        assert fc.violations == []
+    conf, queue, held = got
+    assert conf["hook"] == "/conf-wait" and conf["data"] == fc.call.to_session_new_data()
+    assert queue["hook"] == "/queue-wait"
+    assert set(queue["data"]) == {
+        "queue_sid",
+        "queue_time",
+        "queue_size",
+        "queue_position",
+        "call_sid",
+        "call_id",
+    }
+    assert queue["data"]["queue_sid"] == "support"
+    assert held["hook"] == "/held" and set(held["data"]["hold_detail"]) == {"from", "to"}
+    assert held["data"]["call_sid"] == fc.call.call_sid
+
+
+async def test_a_wait_hook_needs_a_kind_the_fake_can_tell(autojump_clock: trio.abc.Clock) -> None:
+    async def app_side(app: TinyApp) -> None:
+        await app.answered()
+
+    async with started_call(app_side) as fc:
+        with pytest.raises(ExpectationFailed, match="kind"):
+            await fc.wait_hook("/nowhere")
+        with pytest.raises(ExpectationFailed, match="no waitHook"):
+            await fc.wait_hook(Gather(input=["digits"]))
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ("missing", "kills the running verb"),
+        (False, "kills the running verb"),
+        ({}, "throws"),
+        (SAY, "throws"),
+    ],
+)
+async def test_a_session_redirect_after_a_call_hook_command_needs_an_array(
+    autojump_clock: trio.abc.Clock, data: Any, match: str
+) -> None:
+    """After a ``redirect`` command with ``call_hook`` jambonz takes the ``session:redirect``
+    answer as the parent's program (FS v0.9.8 ``lib/session/call-session.js:1595-1613``,
+    ``:1639-1642``); a falsy one kills the parent's running verb (``:1649-1652``), a truthy
+    non-array makes ``normalizeJambones`` throw in a handler nobody awaits (``:2305``): the
+    command is lost. Neither carries on, unlike the same answer to the ``redirect`` verb's
+    ``session:redirect`` (``lib/tasks/task.js:254``)."""
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.answered()
+        await s.command("redirect", {"call_hook": "/next"})
+        redirect = await s.recv_type("session:redirect")
+        out: dict[str, Any] = {"type": "ack", "msgid": redirect["msgid"]}
+        if data != "missing":
+            out["data"] = data
+        await s.send(out)
+
+    async with started_call(app_side) as fc:
+        await fc.expect_command(RedirectToHookCommand)
+        with pytest.raises(ProtocolViolation, match=match) as info:
+            await fc.session_redirect("/next")
+        assert [v.kind for v in info.value.violations] == ["refused-ack-data"]
+
+
+async def test_an_empty_session_redirect_answer_after_a_call_hook_command_clears_the_program(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """``[]`` is an array: ``replaceApplication([])`` kills the running verb and leaves no
+    program (FS v0.9.8 ``lib/session/call-session.js:1639-1642``, ``:2082-2125``), so a
+    ``mute:status`` meant for the conference that ran is ignored (``:1719-1727``). The same
+    ``[]`` to the ``redirect`` verb's ``session:redirect`` carries on with the program."""
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.answered([CONFERENCE])
+        redirect = await s.recv_type("session:redirect")  # from the redirect verb
+        await s.ack(redirect, [])
+        await s.command("mute:status", "mute")
+        await s.command("redirect", {"call_hook": "/next"})
+        redirect = await s.recv_type("session:redirect")
+        await s.ack(redirect, [])
+        await s.command("mute:status", "mute")
+
+    async with started_call(app_side) as fc:
+        assert (await fc.session_redirect("/verb")).verbs == []
+        await fc.expect_command("mute:status")
+        await fc.expect_command(RedirectToHookCommand)
+        assert (await fc.session_redirect("/next")).verbs == []
+        with pytest.raises(ProtocolViolation, match="ignored-command"):
+            await fc.expect_command("mute:status")
 
 
 @pytest.mark.parametrize(("data", "accepted"), [(False, True), ("", True), ({}, False), (SAY, False)])
