@@ -208,8 +208,8 @@ class _Inbound(_Core):
                 f"the ack to {mtype} has data {dumps(data)[:60]}, not a verb array: jambonz 0.9.8 "
                 f"ignores it and carries on as if the ack were empty ({where}); send "
                 "[] or leave data out (where jambonz requires an array the same value fails: a "
-                "truthy one, {} included, declines a dial:confirm callee; any one stops a "
-                "conference or enqueue waitHook)",
+                "truthy one, {} included, declines a dial:confirm callee; any one stops a wait "
+                "hook, see wait_hook())",
                 frame=text,
                 link=link,
             )
