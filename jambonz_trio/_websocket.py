@@ -199,6 +199,7 @@ class ServerWebSocket:
         "_send_waiters",
         "_sending",
         "_stream",
+        "_torn",
         "_unprocessed",
         "close_reason",
         "on_paused",
@@ -253,6 +254,7 @@ class ServerWebSocket:
         self._reading = False
         self._pumped: trio.Event | None = None
         self._sending = False
+        self._torn = False  # a write was cut half-way: nothing more may be written
         self._send_waiters: trio.lowlevel.ParkingLot | None = None  # made when writers queue
         self.close_reason: CloseReason | None = None
         #: Called (synchronously, by the reading task) with the payload of every Pong.
@@ -538,6 +540,8 @@ class ServerWebSocket:
         else:
             self._sending = True
         try:
+            if self._torn:  # a writer that was queued behind a write cut half-way
+                raise ConnectionClosed(_LOST)
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             # Not marked closed: a Close from the peer may still wait to be read, and it is
@@ -545,7 +549,9 @@ class ServerWebSocket:
             raise ConnectionClosed(_LOST) from None
         except BaseException:
             # Cancelled half-way (or worse): part of a frame may be on the wire, so nothing
-            # may follow it. The socket is lost; the caller aborts the stream.
+            # may follow it, not even the frames of writers queued behind this one. The
+            # socket is lost; the caller aborts the stream.
+            self._torn = True
             self._mark_closed(_LOST)
             raise
         finally:

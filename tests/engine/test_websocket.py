@@ -279,6 +279,39 @@ async def test_a_write_cancelled_half_way_loses_the_socket(autojump_clock: trio.
         await ws.send("after a partial frame")
 
 
+async def test_a_writer_queued_behind_a_write_cut_half_way_writes_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A write cancelled half-way may leave part of a frame on the wire: nothing may follow it.
+    A writer already queued behind it then wrote its frame after the partial one (and returned
+    as if written) before the caller aborted the stream; it must fail as the socket is lost."""
+    ws, peer = pair(lockstep=True)  # writes block until the peer reads
+    outcome: list[object] = []
+    first = trio.CancelScope()
+
+    async def first_writer() -> None:
+        with first:
+            await ws.send("first")
+
+    async def queued_writer() -> None:
+        try:
+            await ws.send("second")
+            outcome.append("written")
+        except ConnectionClosed as exc:
+            outcome.append(exc.reason)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(first_writer)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(queued_writer)
+        await trio.testing.wait_all_tasks_blocked()
+        first.cancel()  # cut half-way: the queued writer takes its turn
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.move_on_after(1):
+            await peer.events()  # the peer reads again: a frame written after the cut shows
+    assert outcome == [CloseReason(1006, None)]
+
+
 async def test_finish_close_waits_for_the_peers_close_after_1009() -> None:
     ws, peer = pair(max_message_size=10)
     await peer.send(TextMessage(data="x" * 11))
