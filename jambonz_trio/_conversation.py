@@ -7,9 +7,12 @@ and returns when the verb is done: its action hook for verbs that have one (``ga
 ``dial``, ``play``, ``llm``), else the ``verb:status`` ``finished`` event jambonz sends once
 ``notifyEvents`` is on (the conversation turns it on in its first answer).
 
-Hooks and verb ids are named by the library (``/jt/...``, ``jt-N``); apps never see them.
+Hooks and verb ids are named by the library (``/jt/...``, ``jt-N``); apps never name them.
 Events the conversation does not consume (``call:status``, reconnects, other hooks...) are
-available from :meth:`Conversation.next_event`.
+available from :meth:`Conversation.next_event`; so are the early turn reports of a
+``deepgramflux`` gather (``EagerEndOfTurn`` / ``TurnResumed``: FS v0.9.8
+``lib/tasks/gather.js:1115-1118`` calls the actionHook for them while the gather runs on), which
+the conversation answers at once and never takes for the gather's result.
 
 Cancellation: cancelling an operation (a ``move_on_after`` around a ``gather``) kills the
 running verb with a ``redirect`` to an empty program, so the next operation runs at once;
@@ -89,6 +92,33 @@ DEFAULT_MAX_TOOL_CALLS = 8
 DEFAULT_MAX_QUEUED_TOOL_CALLS = 32
 #: ``llm:event`` messages waiting for the ``on_event`` callback; past it they are dropped.
 DEFAULT_MAX_QUEUED_LLM_EVENTS = 256
+
+
+#: The deepgramflux turn events a gather reports before its result (see :func:`_early_turn`).
+_EARLY_TURN_EVENTS = frozenset({"EagerEndOfTurn", "TurnResumed"})
+
+
+def _early_turn(hook: JambonzMessage) -> bool:
+    """Whether a gather's action hook is an early turn report, not the gather's result.
+
+    A gather whose recognizer is ``deepgramflux`` calls its actionHook for each
+    ``EagerEndOfTurn`` / ``TurnResumed`` transcript while it keeps listening, ignoring the
+    ack's verbs (FS v0.9.8 ``lib/tasks/gather.js:1115-1118``: ``performAction(..., false)``,
+    ``lib/tasks/task.js:224-267``); the result follows in another hook. Such a transcript is
+    never final (``is_final`` is ``event === 'EndOfTurn'``,
+    ``lib/utils/transcription-utils.js:375-403``); a result is, but for an early hints match
+    (``lib/tasks/gather.js:964-971``, enabled by a server setting) on the gather's first
+    transcript, which Flux starts with ``StartOfTurn``, never an ``EagerEndOfTurn``.
+    """
+    data = hook.data
+    speech = data.get("speech")
+    if data.get("reason") != "speechDetected" or not isinstance(speech, dict):
+        return False
+    vendor = speech.get("vendor")
+    if speech.get("is_final") is True or not isinstance(vendor, dict) or vendor.get("name") != "deepgramflux":
+        return False
+    evt = vendor.get("evt")
+    return isinstance(evt, dict) and evt.get("event") in _EARLY_TURN_EVENTS
 
 
 @attrs.frozen(kw_only=True)
@@ -196,6 +226,9 @@ class Conversation(metaclass=NoPublicConstructor):
     async def next_event(self) -> Event:
         """The next event no operation consumed (``call:status``, reconnects, foreign hooks).
 
+        Also a ``deepgramflux`` gather's early turn reports (``EagerEndOfTurn`` /
+        ``TurnResumed`` hooks, see :meth:`gather`), already answered by the conversation.
+
         Raises:
             CallClosed: the call ended and every such event was returned.
         """
@@ -249,6 +282,11 @@ class Conversation(metaclass=NoPublicConstructor):
         ``input_timeout`` is the gather verb's own no-input timeout (seconds of silence jambonz
         waits for); the result's ``transcript`` / ``digits`` are ``None`` then (``timed_out``).
         Extra keyword options are passed to :class:`~jambonz_trio.verbs.Gather`.
+
+        With a ``deepgramflux`` recognizer in eager mode (``eager_eot_threshold``), jambonz
+        calls the action hook for each ``EagerEndOfTurn`` / ``TurnResumed`` before the
+        result: those hooks are answered at once (jambonz ignores the verbs of that answer)
+        and passed on, already answered, to :meth:`next_event`; this returns the result.
         """
         message = await self._until_hook(
             "gather",
@@ -591,6 +629,13 @@ class Conversation(metaclass=NoPublicConstructor):
             if op is None or op.done.is_set():
                 await self._ack_quietly(event)  # a cancelled operation's late result
                 return
+            if op.kind == "gather" and _early_turn(event):
+                # not the result: the gather runs on and sends it later. Answered at once
+                # (jambonz ignores the ack's verbs, but fails the request unanswered), then
+                # handed to the app: it may start work on the likely transcript
+                await self._ack_quietly(event)
+                self._pass_on(event)
+                return
             op.message, op.answerable, op.replacements = event, True, self._replacements
             op.done.set()
             return
@@ -612,7 +657,11 @@ class Conversation(metaclass=NoPublicConstructor):
             return
         if isinstance(event, HookAbandoned) and (event.message.hook or "").startswith(_PREFIX):
             op = self._by_hook.get(event.message.hook or "")
-            if op is not None and not op.done.is_set():
+            if (
+                op is not None
+                and not op.done.is_set()
+                and not (op.kind == "gather" and _early_turn(event.message))
+            ):
                 op.message, op.answerable = event.message, False  # result kept; ack impossible
                 op.done.set()
             return
@@ -640,6 +689,10 @@ class Conversation(metaclass=NoPublicConstructor):
         if isinstance(event, LlmEvent) and event.hook in self._llm_events:
             self._llm_event(self._llm_events[event.hook], event)
             return
+        self._pass_on(event)
+
+    def _pass_on(self, event: Event) -> None:
+        """Queue ``event`` for :meth:`next_event` (dropped, rate-limited log, when full)."""
         try:
             self._send_other.send_nowait(event)
         except trio.WouldBlock:

@@ -824,6 +824,39 @@ def speech_result(transcript: str, confidence: float = 0.9, language_code: str =
     return {"reason": "speechDetected", "speech": speech}
 
 
+def flux_speech_result(
+    transcript: str, event: str, confidence: float = 0.9, language_code: str = "en-US"
+) -> dict[str, Any]:
+    """A ``deepgramflux`` gather's ``speechDetected`` hook data for the Flux turn ``event``
+    (``EagerEndOfTurn``, ``TurnResumed``, ``EndOfTurn``), normalized as FS v0.9.8 does
+    (``lib/utils/transcription-utils.js:375-403``): final only for ``EndOfTurn``, Deepgram's
+    message kept under ``vendor.evt``."""
+    words = [{"word": word, "confidence": confidence} for word in transcript.split()]
+    speech = {
+        "language_code": language_code,
+        "channel_tag": 1,
+        "is_final": event == "EndOfTurn",
+        "alternatives": [
+            {
+                "confidence": confidence,
+                "end_of_turn_confidence": confidence,
+                "transcript": transcript,
+                "turn_taking_event": event,
+            }
+        ],
+        "vendor": {
+            "name": "deepgramflux",
+            "evt": {
+                "event": event,
+                "transcript": transcript,
+                "words": words,
+                "end_of_turn_confidence": confidence,
+            },
+        },
+    }
+    return {"reason": "speechDetected", "speech": speech}
+
+
 def dial_result_data(
     dial_call_status: str = "completed",
     dial_sip_status: int = 200,

@@ -42,7 +42,7 @@ from .._protocol._verbs import (
 from .._protocol._verbs_base import Verb
 from ._audio import AudioSource
 from ._errors import AckAbandoned
-from ._fake import FakeCall, dial_result_data, speech_result
+from ._fake import FakeCall, dial_result_data, flux_speech_result, speech_result
 from ._media import run_listen
 from ._records import AckRecord
 
@@ -398,6 +398,18 @@ class _Runner:
         if isinstance(answer, Digits):
             self.step("caller", _said(answer))
             data = {"reason": "dtmfDetected", "digits": answer.digits}
+        elif isinstance(answer, Speech) and _eager_flux(verb):
+            self.step("caller", _said(answer))
+            # Deepgram Flux reports the turn's likely end first (EagerEndOfTurn, sent only with
+            # eager_eot_threshold; EndOfTurn then carries the same transcript): FS v0.9.8
+            # lib/tasks/gather.js:1115-1118 passes it to the actionHook while the gather runs
+            # on, ignoring the ack's verbs (performAction(..., false), lib/tasks/task.js:224-267).
+            # jambonz does not wait for that ack; the fake does, so an app that leaves the hook
+            # unanswered fails with AckTimeout (jambonz fails the request after 5 s)
+            self.step("jambonz", f"verb:hook {hook} (EagerEndOfTurn)")
+            early = flux_speech_result(answer.text, "EagerEndOfTurn", answer.confidence)
+            await self._after_hook(await self._hook(verb, early), use_verbs=False)
+            data = flux_speech_result(answer.text, "EndOfTurn", answer.confidence)
         elif isinstance(answer, Speech):
             self.step("caller", _said(answer))
             data = speech_result(answer.text, answer.confidence)
@@ -457,6 +469,15 @@ class _Runner:
             hook = _hook_url(verb.action_hook)
             self.step("jambonz", f"verb:hook {hook} (normal conversation end)")
             await self._after_hook(await self._hook(verb, {"completion_reason": "normal conversation end"}))
+
+
+def _eager_flux(verb: Gather) -> bool:
+    """Whether the gather's recognizer is Deepgram Flux in eager mode (``eagerEotThreshold``)."""
+    recognizer = verb.recognizer
+    if recognizer is None or recognizer.vendor != "deepgramflux":
+        return False
+    options = recognizer.deepgram_options
+    return options is not None and options.eager_eot_threshold is not None
 
 
 def _said(answer: Speech | Digits) -> str:

@@ -20,7 +20,8 @@ from jambonz_trio import (
 )
 from jambonz_trio.commands import CallStatusCommand, LlmToolOutputCommand, RedirectCommand
 from jambonz_trio.llm import tool_output
-from jambonz_trio.messages import Disconnected, GatherResult, ToolCall
+from jambonz_trio.lowlevel import parse_message
+from jambonz_trio.messages import Disconnected, GatherResult, HookAbandoned, ToolCall, VerbHook
 from jambonz_trio.testing import (
     AckAbandoned,
     Caller,
@@ -30,7 +31,8 @@ from jambonz_trio.testing import (
     open_fake_call,
     run_call,
 )
-from jambonz_trio.verbs import Config, Gather, Llm, Say
+from jambonz_trio.testing._fake import flux_speech_result
+from jambonz_trio.verbs import Config, DeepgramOptions, Gather, Llm, Recognizer, Say
 from tests.helpers import start
 
 Handler = Callable[[Call], Awaitable[None]]
@@ -151,6 +153,123 @@ async def test_a_gather_cancelled_just_after_its_hook_came_answers_that_hook(
         assert cancelled.is_set() and acks[0].verbs == []
         assert waited < 1.0, f"the gather's hook was answered only after {waited:.1f} s (the watchdog)"
         await fc.hangup()
+
+
+# -- deepgramflux: early turn reports ---------------------------------------------------------------
+
+EAGER_FLUX = Recognizer(vendor="deepgramflux", deepgram_options=DeepgramOptions(eager_eot_threshold=0.5))
+
+
+async def test_a_flux_gathers_eager_end_of_turn_is_not_its_result(nursery: trio.Nursery) -> None:
+    """A deepgramflux gather in eager mode calls its actionHook for Flux's ``EagerEndOfTurn``
+    while it keeps listening, and ignores that ack's verbs (FS v0.9.8 lib/tasks/gather.js:
+    1115-1118); its result comes in a second hook. The conversation took the first hook as
+    the result and answered it with the next ``say``: jambonz dropped the say, and the
+    operation waited for a ``verb:status`` that never came (the caller hung up on silence)."""
+    results: list[GatherResult] = []
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            result = await convo.gather("How can I help?", recognizer=EAGER_FLUX)
+            results.append(result)
+            await convo.say(f"You said: {result.transcript}")
+            await convo.hangup()
+
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        run = await run_call(fc, Caller("cancel my subscription"))
+    hooks = [a for a in fc.acks if a.request.hook == "/jt/gather/1"]
+    assert [a.request.data["speech"]["vendor"]["evt"]["event"] for a in hooks] == [
+        "EagerEndOfTurn",
+        "EndOfTurn",
+    ]
+    assert hooks[0].verbs == []  # answered at once, with nothing (jambonz ignores its verbs)
+    assert hooks[1].verbs == [Say(text="You said: cancel my subscription", id="jt-2")]
+    assert results[0].speech is not None and results[0].speech.is_final
+    assert run.heard[-1] == "You said: cancel my subscription"
+
+
+async def test_a_flux_gathers_early_turn_reports_reach_next_event_answered(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Each ``EagerEndOfTurn`` / ``TurnResumed`` hook is answered at once and handed to
+    :meth:`Conversation.next_event` (for speculative work), already answered; the gather
+    returns only the result (``EndOfTurn``)."""
+    results: list[GatherResult] = []
+    early: list[VerbHook] = []
+    answered: list[bool] = []
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo, trio.open_nursery() as inner:
+
+            async def watch() -> None:
+                while True:
+                    event = await convo.next_event()
+                    if isinstance(event, VerbHook):
+                        early.append(event)
+                        answered.append(not call.awaiting_ack(event))
+
+            inner.start_soon(watch)
+            results.append(await convo.gather("How can I help?", recognizer=EAGER_FLUX))
+            await convo.hangup()
+            inner.cancel_scope.cancel()
+
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        gather = (await fc.start()).first(Gather)
+        turns = [
+            ("EagerEndOfTurn", "I need to"),
+            ("TurnResumed", "I need to"),
+            ("EagerEndOfTurn", "I need to cancel"),
+        ]
+        for event, text in turns:
+            ack = await fc.hook(gather, flux_speech_result(text, event))
+            assert ack.verbs == []
+        ack = await fc.hook(gather, flux_speech_result("I need to cancel", "EndOfTurn"))
+        assert [v.VERB for v in ack.verbs] == ["hangup"]
+        await fc.hangup()
+    assert [r.transcript for r in results] == ["I need to cancel"]
+    events = [GatherResult.from_data(e.data).speech for e in early]
+    assert [(s.raw["vendor"]["evt"]["event"], s.transcript) for s in events if s is not None] == turns
+    assert answered == [True, True, True]
+
+
+async def test_a_flux_gathers_abandoned_early_turn_report_is_not_its_result(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """An early turn report the socket dropped under before its answer (``HookAbandoned``:
+    jambonz failed that request and the gather runs on) is not the gather's result either.
+    The event is routed to the conversation directly: in the fake the conversation answers
+    the hook as it arrives, before the engine can see a drop behind it."""
+    results: list[GatherResult] = []
+    convos: list[Conversation] = []
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            convos.append(convo)
+            results.append(await convo.gather("How can I help?", recognizer=EAGER_FLUX))
+            await convo.hangup()
+
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        gather = (await fc.start()).first(Gather)
+        await trio.testing.wait_all_tasks_blocked()
+        early = parse_message(
+            {
+                "type": "verb:hook",
+                "msgid": "eager-1",
+                "call_sid": fc.call.call_sid,
+                "hook": "/jt/gather/1",
+                "data": {**flux_speech_result("I need to", "EagerEndOfTurn"), "verb_id": "jt-1"},
+            }
+        )
+        await convos[0]._route(HookAbandoned(message=early))
+        await trio.testing.wait_all_tasks_blocked()
+        assert results == []  # the gather still waits for its result
+        ack = await fc.hook(gather, flux_speech_result("I need to cancel", "EndOfTurn"))
+        assert [v.VERB for v in ack.verbs] == ["hangup"]
+        await fc.hangup()
+    assert [r.transcript for r in results] == ["I need to cancel"]
 
 
 async def test_other_events_and_mixing_rules(nursery: trio.Nursery) -> None:
