@@ -401,12 +401,16 @@ class Conversation(metaclass=NoPublicConstructor):
             self._by_hook.pop(hook, None)
             self._hook_ids.pop(vid, None)
             self._finish(op)
+            if op.answerable and op.message is not None and not op.interrupted:
+                # the next operation answers the hook, even when the listen is left by an
+                # exception (a cancellation landing as the hook came, the block raising after
+                # jambonz had ended the verb): the hook was routed to the listen, so nobody
+                # else will (:meth:`_release` does, if the conversation ends first)
+                self._answerable, self._answerable_at = op.message, op.replacements
         if op.interrupted:
             raise OperationInterrupted(op.kind, op.interrupted_by)
         if op.message is None:
             raise CallClosed("call ended")
-        if op.answerable:
-            self._answerable, self._answerable_at = op.message, op.replacements
 
     async def hangup(self) -> None:
         """Hang up and return when the call is over."""

@@ -10,12 +10,14 @@ import trio
 import trio.testing
 
 from jambonz_trio import (
+    AudioRoute,
     Call,
     CallClosed,
     CallStatus,
     Conversation,
     JambonzServer,
     LocalProtocolError,
+    Route,
     open_conversation,
 )
 from jambonz_trio.commands import CallStatusCommand, LlmToolOutputCommand, RedirectCommand
@@ -32,7 +34,8 @@ from jambonz_trio.testing import (
     run_call,
 )
 from jambonz_trio.testing._fake import flux_speech_result
-from jambonz_trio.verbs import Config, DeepgramOptions, Gather, Llm, Recognizer, Say
+from jambonz_trio.verbs import Config, DeepgramOptions, Gather, Listen, Llm, Recognizer, Say
+from tests.audio.helpers import start_server
 from tests.helpers import start
 
 Handler = Callable[[Call], Awaitable[None]]
@@ -152,6 +155,102 @@ async def test_a_gather_cancelled_just_after_its_hook_came_answers_that_hook(
         waited = trio.current_time() - t0
         assert cancelled.is_set() and acks[0].verbs == []
         assert waited < 1.0, f"the gather's hook was answered only after {waited:.1f} s (the watchdog)"
+        await fc.hangup()
+
+
+class _CancelBeforeTheHookIsRouted(trio.abc.Instrument):
+    """Once armed, cancels ``scope`` just before the conversation's event pump takes its next
+    step: a step that routes the next event, here the listen's hook. The listen's task, parked
+    on that hook, is then rescheduled with the cancellation but runs only after the pump has
+    routed the hook to it: the cancel lands just as the hook arrives, deterministically (trio
+    would otherwise run the two in either order)."""
+
+    def __init__(self) -> None:
+        self.scope: trio.CancelScope | None = None
+        self.fired = False
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if self.scope is not None and not self.fired and task.name.endswith("Conversation._pump"):
+            self.fired = True
+            self.scope.cancel()
+
+
+async def test_a_listen_cancelled_as_its_hook_arrives_leaves_that_hook_to_the_next_operation(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The app leaves its ``listen`` block (jambonz ends the verb and sends its hook) and its
+    scope is cancelled just as that hook arrives: the hook was taken by the listen (routed to
+    it) but the listen raised the cancellation without keeping it, so nobody answered it but
+    the 4 s watchdog, and the next operation went out as a ``redirect``. The hook is now kept,
+    as after a listen that returned: the next operation's verbs answer it."""
+    cancelled: list[bool] = []
+    instrument = _CancelBeforeTheHookIsRouted()
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            with trio.CancelScope() as scope:
+                instrument.scope = scope
+                async with convo.listen("/audio"):
+                    pass  # leave at once: jambonz ends the verb, then sends its hook
+            cancelled.append(scope.cancelled_caught)
+            await convo.say("Moving on")
+            await call.wait_closed()
+
+    server = await start_server(nursery, [Route(path="/call", handler=app), AudioRoute(path="/audio")])
+    async with open_fake_call(server.connect_memory, path="/call") as fc:
+        verb = (await fc.start()).first(Listen)
+        async with fc.open_listen(verb) as audio:
+            await audio.wait_closed()  # the app left its block
+        await trio.testing.wait_all_tasks_blocked()
+        assert cancelled == []  # the listen waits for its hook
+        trio.lowlevel.add_instrument(instrument)  # armed
+        try:
+            t0 = trio.current_time()
+            ack = await fc.hook(verb, {"dial_call_duration": 0})
+            waited = trio.current_time() - t0
+        finally:
+            trio.lowlevel.remove_instrument(instrument)
+        assert instrument.fired and cancelled == [True]
+        assert waited < 1.0, f"the listen's hook was answered only after {waited:.1f} s (the watchdog)"
+        assert ack.verbs == [Say(text="Moving on", id="jt-2")]
+        await fc.hangup()
+
+
+async def test_a_listen_block_cancelled_after_jambonz_ended_the_verb_leaves_its_hook_to_the_next_operation(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The same when jambonz ends the verb (a ``finishOnKey``, ``maxLength``...) and sends its
+    hook while the app is still inside its ``listen`` block, and the block is then cancelled."""
+    scopes: list[trio.CancelScope] = []
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            with trio.CancelScope() as scope:
+                async with convo.listen("/audio"):
+                    scopes.append(scope)
+                    await trio.sleep_forever()
+            await convo.say("Moving on")
+            await call.wait_closed()
+
+    server = await start_server(nursery, [Route(path="/call", handler=app), AudioRoute(path="/audio")])
+    async with open_fake_call(server.connect_memory, path="/call") as fc:
+        verb = (await fc.start()).first(Listen)
+        async with fc.open_listen(verb):
+            pass  # jambonz ends the verb: it closes the socket, then sends the hook
+        acks: list[Any] = []
+        t0 = trio.current_time()
+        async with trio.open_nursery() as inner:
+
+            async def hook() -> None:
+                acks.append(await fc.hook(verb, {"dial_call_duration": 0}))
+
+            inner.start_soon(hook)
+            await trio.testing.wait_all_tasks_blocked()  # the hook is routed to the listen
+            assert scopes and not acks
+            scopes[0].cancel()
+        waited = trio.current_time() - t0
+        assert waited < 1.0, f"the listen's hook was answered only after {waited:.1f} s (the watchdog)"
+        assert acks[0].verbs == [Say(text="Moving on", id="jt-2")]
         await fc.hangup()
 
 
@@ -404,8 +503,6 @@ async def test_callclosed_inside_the_block_is_not_wrapped(nursery: trio.Nursery)
 
 
 async def test_prefix_route_handlers_see_the_request_path(nursery: trio.Nursery) -> None:
-    from jambonz_trio import Route
-
     paths: list[str] = []
 
     async def app(call: Call) -> None:
