@@ -243,6 +243,13 @@ class Cluster:
         self._ud_stored: dict[str, str] = {}
         self._listens: dict[str, Callable[[str], None]] = {}  # listens of our calls, by token
         self._handed_over: set[str] = set()
+        #: this member's wall clock, for ``ClusterCall.started`` only: no deadline shared with
+        #: other members reads it (a seam: tests skew it to play a host whose clock is off)
+        self._wall: Callable[[], float] = time.time
+        #: Redis' clock (ms) minus this member's monotonic clock (ms), measured by each beat:
+        #: how old an inbox entry is (its stream id is Redis' clock), whatever the hosts'
+        #: clocks say (``None``: no beat answered yet)
+        self._redis_offset: float | None = None
 
     def __repr__(self) -> str:
         return f"<Cluster {self.namespace!r} member {self.member!r} at {self._where}>"
@@ -405,7 +412,7 @@ class Cluster:
                 "to": self.member,
                 "sid": call_sid,
                 "cmd": text,
-                "until": time.time() + self.config.reply_timeout,
+                "ttl": int(self.config.reply_timeout * 1000),  # (see _stale)
             }
             added = await self._xadd(self._keys.inbox(owner), message, what="sending a command")
             if added is None:  # NOMKSTREAM: the owner's inbox is gone with it
@@ -459,7 +466,7 @@ class Cluster:
             route=call.identity.route,
             user_hash=user_hash(call.identity.username),
             reconnect_count=call.reconnect_count,
-            started=time.time(),
+            started=self._wall(),
             **{name: getattr(call.info, name) for name in CALL_INFO_FIELDS},
         )
         self._live[sid] = (call, summary)
@@ -715,16 +722,16 @@ class Cluster:
         except ClusterUnavailable as exc:
             log.warning("cluster: could not hand %d calls over: %s", len(ops), exc)
 
-    def _on_relay(self, message: dict[str, Any], frame: str | None) -> None:
+    def _on_relay(self, message: dict[str, Any], frame: str | None, ident: str) -> None:
         """A member asks this one to take a reconnect it received (sync, the inbox task)."""
         try:
             rid, holder, sid = str(message["r"]), str(message["from"]), str(message["sid"])
             route, user = str(message["route"]), message.get("user")
-            until = float(message["until"])
+            ttl = int(message["ttl"])
         except (KeyError, TypeError, ValueError):
             log.warning("cluster: ignoring a malformed relay request")
             return
-        if until < time.time() or frame is None:
+        if self._stale(ident, ttl) or frame is None:
             return  # the holder gave up on it already
         endpoint = self._relay.open(rid, holder, "owner", sid)
         try:
@@ -838,7 +845,7 @@ class Cluster:
         ttl_ms = int(self.config.member_ttl * 1000)
         idle_ms = self._idle_ms
         with guard("heartbeat", self._where), trio.fail_after(self._bound):
-            present: int = await self._heartbeat(
+            found: list[int] = await self._heartbeat(
                 keys=[
                     k.members,
                     k.calls,
@@ -850,7 +857,26 @@ class Cluster:
                 ],
                 args=[self.member, ttl_ms, idle_ms, self.config.inbox_maxlen],
             )
+        present, redis_ms = found
+        # Redis read its clock between the call and now: taken as now, the estimate errs
+        # (by at most the round trip) towards entries younger than they are, never older
+        self._redis_offset = int(redis_ms) - time.monotonic() * 1000
         return bool(present)
+
+    def _stale(self, ident: str, ttl_ms: int) -> bool:
+        """An inbox entry whose sender gave up on it: older than the ``ttl_ms`` it came with.
+        Its age is measured on Redis' clock, which dates it (its stream id, given by ``XADD
+        *``) and which each beat relates to this member's monotonic clock: members whose
+        hosts' clocks disagree agree on it (an entry is never judged by comparing two hosts'
+        clocks). Before the first beat nothing is stale (a sender's later cancel still drops a
+        command; the holder of a relay undoes a late accept)."""
+        if self._redis_offset is None:
+            return False
+        try:
+            sent_ms = _stream_id(ident)[0]
+        except ValueError:
+            return False
+        return time.monotonic() * 1000 + self._redis_offset > sent_ms + ttl_ms
 
     async def _sweep_dead(self, member: str = "", *, client: coredis.Redis[str] | None = None) -> int:
         """Sweep the members past their expiry (``member``: that one, expired or not), on
@@ -1042,7 +1068,7 @@ class Cluster:
                         for ident, fields in _stream_entries(found, inbox):
                             last = ident
                             data = fields.get("d")
-                            self._dispatch(fields.get("m"), data)
+                            self._dispatch(fields.get("m"), data, ident)
             except BaseException as exc:
                 _reraise_unless_redis_failure(exc)
                 # frames may have been lost: every relay ends (its socket closed, its call
@@ -1053,7 +1079,9 @@ class Cluster:
                 self._warn("inbox", "cluster inbox of %s: Redis unavailable; retrying", self.member)
             await trio.sleep(backoff.next())
 
-    def _dispatch(self, raw: object, data: str | None = None) -> None:
+    def _dispatch(self, raw: object, data: str | None, ident: str) -> None:
+        """One inbox entry (sync): ``raw`` its message, ``data`` its frame, ``ident`` its
+        stream id."""
         try:
             message = json.loads(str(raw))
             kind = message["k"]
@@ -1066,18 +1094,18 @@ class Cluster:
                     waiter.reply = message
                     waiter.done.set()
         elif kind == "cmd":
-            self._on_command(message)
+            self._on_command(message, ident)
         elif kind in ("up", "down"):
             self._relay.dispatch(message, data)
         elif kind == "relay":
-            self._on_relay(message, data)
+            self._on_relay(message, data, ident)
         elif kind == "listen-miss":
             self._on_listen_miss(message)
         elif kind == "cancel":
             attempt = message.get("a")
             self._on_cancel(str(message.get("id")), None if attempt is None else str(attempt))
 
-    def _on_command(self, message: dict[str, Any]) -> None:
+    def _on_command(self, message: dict[str, Any], ident: str) -> None:
         try:
             request = _Request(
                 id=str(message["id"]),
@@ -1085,7 +1113,7 @@ class Cluster:
                 call_sid=str(message["sid"]),
                 command=str(message["cmd"]),
             )
-            until = float(message.get("until", 0))
+            ttl = int(message["ttl"])
             attempt = str(message.get("a", ""))  # ('': a sender that names none)
         except (KeyError, TypeError, ValueError):
             log.warning("cluster: ignoring a malformed command request")
@@ -1100,7 +1128,7 @@ class Cluster:
             self._duplicates += 1
             job.attempts[attempt] = request.reply_to
             return
-        if until < time.time():
+        if self._stale(ident, ttl):
             return  # the sender gave up on it already
         lane = self._lanes.get(request.call_sid)
         if lane is None:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import collections
 import json
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -383,6 +382,8 @@ class RelayHub:
                     keys=[self._keys.inbox(self.member)],
                     args=['{"k":"hello"}', self._inbox_maxlen, self._idle_ms],
                 )
+            # the owner's answer is wanted within ``within`` s of the entry's arrival in Redis
+            # (dated by its stream id: Redis' clock, never a member's; see Cluster._stale)
             header = {
                 "k": "relay",
                 "r": rid,
@@ -390,7 +391,7 @@ class RelayHub:
                 "sid": call_sid,
                 "route": identity.route,
                 "user": user,
-                "until": time.time() + within,
+                "ttl": int(within * 1000),
             }
             await self.xadd(owner, {"m": json.dumps(header), "d": frame}, what="relaying a reconnect")
             with trio.move_on_after(max(0.0, within)):

@@ -90,6 +90,47 @@ async def test_a_reconnect_on_another_member_reaches_the_call(
         assert a.cluster.statistics().relay_faults == b.cluster.statistics().relay_faults == 0
 
 
+def _skewed(cluster: Cluster, seconds: float) -> None:
+    """Play a member on a host whose clock is ``seconds`` off (its wall clock, the seam)."""
+    clock = cluster._wall
+    cluster._wall = lambda: clock() + seconds
+
+
+async def test_relays_and_commands_survive_member_clocks_seconds_apart(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """FM-46 across hosts whose clocks disagree: the owner's clock 30 s ahead of the
+    holder's (the relay's budget is 2 s, a command's ``reply_timeout`` 10 s). The owner judged
+    a request stale by comparing the sender's deadline, in the sender's clock, with its own:
+    it dropped every relay (the call started on the holder) and every command (the sender
+    timed out). Their age is now measured on Redis' clock."""
+    a, b = await two_members(nursery, redis_url, ns)
+    _skewed(a.cluster, +30.0)
+    target = Switch(a.server.connect_memory)
+    with trio.fail_after(20):
+        async with open_fake_call(target, auto_reconnect=False) as fc:
+            call = await relayed_through_b(fc, target, a, b)
+            assert b.server.calls.get(call.call_sid or "") is None
+            assert a.cluster.statistics().relays_serving == 1
+            with trio.fail_after(5):  # (well inside reply_timeout: not a timeout and a retry)
+                await b.cluster.call(call.call_sid or "").redirect([Say(text="across the skew")])
+            assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text="across the skew"),)
+
+
+async def test_an_inbox_entry_is_judged_stale_by_its_age_on_redis_clock(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """A request whose sender gave up (older than the budget it came with) is still dropped,
+    its age measured from its stream id, on Redis' clock, whatever the member's own clock."""
+    a, _b = await two_members(nursery, redis_url, ns)
+    _skewed(a.cluster, -45.0)
+    now_ms = int((await a.cluster._client.time()).timestamp() * 1000)  # Redis' clock
+    assert not a.cluster._stale(f"{now_ms}-0", 2000)
+    assert not a.cluster._stale(f"{now_ms - 1000}-3", 2000)
+    assert a.cluster._stale(f"{now_ms - 3000}-0", 2000)
+    assert a.cluster._stale(f"{now_ms - 66_000}-0", 65_000)
+
+
 def _queued(call: Call, count: int) -> bool:
     return call.statistics().commands_queued == count
 
