@@ -364,15 +364,17 @@ class Cluster:
         ...). Blocks until the owner answers: normally a Redis round trip or two (well under a
         millisecond on a LAN), longer while the call waits for jambonz to reconnect; at most
         ``reply_timeout``. The caller owns any shorter timeout (``trio.fail_after``);
-        cancelling asks the owner to drop the command if it has not gone out yet.
+        cancelling asks the owner to drop the command if it has not gone out yet. When this
+        handle is the call's owner the command takes the same path (its queue, its
+        de-duplication, ``reply_timeout``) without a write to Redis.
 
         ``request_id``: give the same id to retry a command after ``NotDelivered(maybe_sent=
-        True)``: the owner executes one id at most once (it remembers the outcomes of the last
-        4,096 ids). A retry gets the outcome of an attempt that went out to jambonz (or is going
-        out); an attempt dropped before it went out (its sender gave up, e.g. after
-        ``reply_timeout`` while the call waited for a reconnect) leaves no trace, so the retry
-        runs the command. Attempts with one id in flight at once (from this handle or
-        others) share one execution and its outcome.
+        True)``: the owner executes one id at most once, whichever member sends it (it
+        remembers the outcomes of the last 4,096 ids). A retry gets the outcome of an attempt
+        that went out to jambonz (or is going out); an attempt dropped before it went out (its
+        sender gave up, e.g. after ``reply_timeout`` while the call waited for a reconnect)
+        leaves no trace, so the retry runs the command. Attempts with one id in flight at once
+        (from this handle or others) share one execution and its outcome.
 
         Raises:
             CallNotFound: no live call has this sid (unknown, or ended).
@@ -393,33 +395,34 @@ class Cluster:
         if state in ("dead", "gone") or entry is None:
             raise OwnerGone(f"the member holding call {call_sid} is gone", maybe_sent=False)
         owner = entry.member
-        if owner == self.member:
-            local = self._server.calls.get(call_sid) if self._server is not None else None
-            if local is None:
-                raise CallNotFound(f"call {call_sid} has ended")
-            await local.send_command(command)
-            return
+        here = owner == self.member  # (the owner's own sends take the same path, without Redis)
         rid = request_id or uuid.uuid4().hex
         attempt = uuid.uuid4().hex[:12]
         waiter = _Waiter()
         self._waiters.setdefault(rid, []).append(waiter)
         sent = False
         try:
-            message = {
-                "k": "cmd",
-                "id": rid,
-                "a": attempt,
-                "to": self.member,
-                "sid": call_sid,
-                "cmd": text,
-                "ttl": int(self.config.reply_timeout * 1000),  # (see _stale)
-            }
-            added = await self._xadd(self._keys.inbox(owner), message, what="sending a command")
-            if added is None:  # NOMKSTREAM: the owner's inbox is gone with it
-                raise OwnerGone(f"member {owner} (holding call {call_sid}) is gone", maybe_sent=False)
+            if here:
+                self._accept(_Request(id=rid, reply_to=self.member, call_sid=call_sid, command=text), attempt)
+            else:
+                message = {
+                    "k": "cmd",
+                    "id": rid,
+                    "a": attempt,
+                    "to": self.member,
+                    "sid": call_sid,
+                    "cmd": text,
+                    "ttl": int(self.config.reply_timeout * 1000),  # (see _stale)
+                }
+                added = await self._xadd(self._keys.inbox(owner), message, what="sending a command")
+                if added is None:  # NOMKSTREAM: the owner's inbox is gone with it
+                    raise OwnerGone(f"member {owner} (holding call {call_sid}) is gone", maybe_sent=False)
             sent = True
             with trio.move_on_after(self.config.reply_timeout):
-                await self._wait_reply(waiter, owner, call_sid)
+                if here:
+                    await waiter.done.wait()
+                else:
+                    await self._wait_reply(waiter, owner, call_sid)
             if waiter.reply is None:
                 raise NotDelivered(
                     f"no answer from member {owner} within {self.config.reply_timeout:.0f} s", maybe_sent=True
@@ -431,8 +434,11 @@ class Cluster:
             if not waiters:
                 del self._waiters[rid]
             if sent and waiter.reply is None:
-                with contextlib.suppress(RuntimeError):  # the handle is closing
-                    self._nursery.start_soon(self._send_cancel, owner, rid, attempt)
+                if here:
+                    self._on_cancel(rid, attempt)
+                else:
+                    with contextlib.suppress(RuntimeError):  # the handle is closing
+                        self._nursery.start_soon(self._send_cancel, owner, rid, attempt)
 
     # -- server membership (CallWatcher / ServerMember) ------------------------------------------
 
@@ -1089,10 +1095,7 @@ class Cluster:
             log.warning("cluster: ignoring an unreadable inbox entry")
             return
         if kind == "reply":
-            for waiter in self._waiters.get(str(message.get("id")), ()):
-                if waiter.reply is None:
-                    waiter.reply = message
-                    waiter.done.set()
+            self._on_reply(message)
         elif kind == "cmd":
             self._on_command(message, ident)
         elif kind in ("up", "down"):
@@ -1104,6 +1107,13 @@ class Cluster:
         elif kind == "cancel":
             attempt = message.get("a")
             self._on_cancel(str(message.get("id")), None if attempt is None else str(attempt))
+
+    def _on_reply(self, message: dict[str, Any]) -> None:
+        """The outcome of a request id: every attempt of this handle waiting for it has it."""
+        for waiter in self._waiters.get(str(message.get("id")), ()):
+            if waiter.reply is None:
+                waiter.reply = message
+                waiter.done.set()
 
     def _on_command(self, message: dict[str, Any], ident: str) -> None:
         try:
@@ -1118,6 +1128,12 @@ class Cluster:
         except (KeyError, TypeError, ValueError):
             log.warning("cluster: ignoring a malformed command request")
             return
+        self._accept(request, attempt, stale=lambda: self._stale(ident, ttl))
+
+    def _accept(self, request: _Request, attempt: str, *, stale: Callable[[], bool] = lambda: False) -> None:
+        """A command for one of this member's calls, from another member's inbox entry or from
+        this handle's own :meth:`send_command` (one path: one request id runs at most once,
+        whoever sends it, in the call's one FIFO lane). ``stale``: its sender gave up on it."""
         earlier = self._seen.get(request.id)
         if earlier is not None:  # done: answer again (the first answer may have been lost)
             self._duplicates += 1
@@ -1128,7 +1144,7 @@ class Cluster:
             self._duplicates += 1
             job.attempts[attempt] = request.reply_to
             return
-        if self._stale(ident, ttl):
+        if stale():
             return  # the sender gave up on it already
         lane = self._lanes.get(request.call_sid)
         if lane is None:
@@ -1220,6 +1236,9 @@ class Cluster:
             job.scope = None
 
     def _spawn_reply(self, request: _Request, outcome: dict[str, Any]) -> None:
+        if request.reply_to == self.member:
+            self._on_reply(_reply_message(request, outcome))  # (sync: nothing to write)
+            return
         if self._reply_tasks >= _MAX_REPLY_TASKS:
             self._warn("replies", "cluster: too many answers in flight; dropping one")
             return
@@ -1234,7 +1253,11 @@ class Cluster:
         self._nursery.start_soon(reply)
 
     async def _reply(self, request: _Request, outcome: dict[str, Any]) -> None:
-        message = json.dumps({"k": "reply", "id": request.id, **outcome})
+        if request.reply_to == self.member:  # an attempt of this handle's own
+            self._on_reply(_reply_message(request, outcome))
+            await trio.lowlevel.checkpoint()
+            return
+        message = json.dumps(_reply_message(request, outcome))
         try:
             with guard("answering", self._where), trio.fail_after(self._bound):
                 await self._reply_script(
@@ -1345,6 +1368,10 @@ class RemoteCall(CommandMethods):
     async def info(self) -> ClusterCall | None:
         """The call's directory entry (``None``: not live). See :meth:`Cluster.get_call`."""
         return await self.cluster.get_call(self.call_sid)
+
+
+def _reply_message(request: _Request, outcome: dict[str, Any]) -> dict[str, Any]:
+    return {"k": "reply", "id": request.id, **outcome}
 
 
 def _error(code: str, message: str, *, maybe_sent: bool = False) -> dict[str, Any]:

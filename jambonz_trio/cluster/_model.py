@@ -255,7 +255,8 @@ class ClusterStatistics:
         overflows: times the update queue overflowed (each followed by a full re-registration).
         resyncs: full re-registrations so far (first registration, after a Redis restart or an
             expiry, after an overflow).
-        commands_handled: commands from other processes executed on this member's calls.
+        commands_handled: commands sent through the cluster (by any member, this one
+            included) executed on this member's calls.
         duplicates_dropped: commands whose request id was seen already (not executed again).
         relays_holding: sockets this member holds for calls another member runs (relayed
             reconnects).

@@ -430,6 +430,34 @@ async def test_one_request_id_in_flight_twice_runs_once_and_answers_the_attempt_
                 assert sorted(answered) == ["later", "once"]
 
 
+async def test_a_request_id_runs_once_whichever_member_sends_it(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """FM-43 on the owner itself: a command retried with its request id through the member
+    that holds the call ran again (the owner's own sends skipped the de-duplication), while
+    the same retry from another member was answered with the first outcome. One id now runs
+    once, whichever member sends it, and commands from both wait in the call's one queue."""
+    member, server = await nursery.start(partial(run_member, redis_url, ns, FAST))
+    async with open_cluster(redis_url, namespace=ns, config=FAST) as control:
+        with trio.fail_after(20):
+            async with open_fake_call(server.connect_memory) as fc:
+                await fc.start()
+                sid = fc.call.call_sid or ""
+                await eventually(lambda: owned_by(control, sid, member.member), 5)
+                once = RedirectCommand(verbs=(Say(text="once"),))
+                await member.send_command(sid, once, request_id="own-1")
+                await member.send_command(sid, once, request_id="own-1")  # the owner retries
+                await control.send_command(sid, once, request_id="own-1")  # another member too
+                assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text="once"),)
+                await fc.expect_no_command(within=0.3)
+                assert member.statistics().duplicates_dropped == 2
+                # the owner's own commands keep their errors
+                with pytest.raises(LocalProtocolError):
+                    await member.send_command(sid, RawCommand(command="redirect", data="x" * 2_000_000))
+            with pytest.raises(CallNotFound):
+                await member.send_command(sid, once, request_id="own-2")
+
+
 async def _in_inbox(cluster: Cluster, member: str, kind: str) -> bool:
     entries = await cluster._client.xrange(cluster._keys.inbox(member))
     return any(json.loads(str(entry.field_values["m"]))["k"] == kind for entry in entries)
