@@ -250,6 +250,11 @@ class Cluster:
         #: how old an inbox entry is (its stream id is Redis' clock), whatever the hosts'
         #: clocks say (``None``: no beat answered yet)
         self._redis_offset: float | None = None
+        #: the last entry of the inbox at this handle's first beat: the commands and relay
+        #: requests up to it were sent to an earlier process with this member id (``None``:
+        #: no beat answered yet, so none can be for this one)
+        self._born: tuple[int, int] | None = None
+        self._ignored_before = 0
 
     def __repr__(self) -> str:
         return f"<Cluster {self.namespace!r} member {self.member!r} at {self._where}>"
@@ -737,8 +742,8 @@ class Cluster:
         except (KeyError, TypeError, ValueError):
             log.warning("cluster: ignoring a malformed relay request")
             return
-        if self._stale(ident, ttl) or frame is None:
-            return  # the holder gave up on it already
+        if self._stale(ident, ttl) or frame is None or self._for_an_earlier_process(ident, "relay request"):
+            return  # the holder gave up on it already, or it was not for this process
         endpoint = self._relay.open(rid, holder, "owner", sid)
         try:
             self._nursery.start_soon(self._serve_relay, endpoint, frame, route, user)
@@ -851,7 +856,7 @@ class Cluster:
         ttl_ms = int(self.config.member_ttl * 1000)
         idle_ms = self._idle_ms
         with guard("heartbeat", self._where), trio.fail_after(self._bound):
-            found: list[int] = await self._heartbeat(
+            found: list[Any] = await self._heartbeat(
                 keys=[
                     k.members,
                     k.calls,
@@ -863,11 +868,34 @@ class Cluster:
                 ],
                 args=[self.member, ttl_ms, idle_ms, self.config.inbox_maxlen],
             )
-        present, redis_ms = found
+        present, redis_ms, top = found
+        last = _stream_id(str(top))
+        if self._born is None:
+            self._born = last
+        elif last < self._born:
+            self._born = (0, 0)  # the inbox was created anew (Redis restarted): nothing is older
         # Redis read its clock between the call and now: taken as now, the estimate errs
         # (by at most the round trip) towards entries younger than they are, never older
         self._redis_offset = int(redis_ms) - time.monotonic() * 1000
         return bool(present)
+
+    def _for_an_earlier_process(self, ident: str, what: str) -> bool:
+        """A command or relay request that reached this member's inbox before its first beat:
+        sent to an earlier process with this member id (one that crashed, say, leaving its
+        inbox behind), about calls that died with it. It is ignored: answered, it would reach
+        senders that gave up or may retry, and, had the call reconnected here meanwhile, run
+        on it. No request can be for this handle before its first beat: its calls are
+        registered after it."""
+        try:
+            before = self._born is None or _stream_id(ident) <= self._born
+        except ValueError:
+            before = False
+        if before:
+            self._ignored_before += 1
+            if self._ignored_before == 1:
+                log.info("cluster: member %s ignores what was sent to an earlier process with its id "
+                         "(a %s, and any more)", self.member, what)  # fmt: skip
+        return before
 
     def _stale(self, ident: str, ttl_ms: int) -> bool:
         """An inbox entry whose sender gave up on it: older than the ``ttl_ms`` it came with.
@@ -1127,6 +1155,8 @@ class Cluster:
             attempt = str(message.get("a", ""))  # ('': a sender that names none)
         except (KeyError, TypeError, ValueError):
             log.warning("cluster: ignoring a malformed command request")
+            return
+        if self._for_an_earlier_process(ident, "command"):
             return
         self._accept(request, attempt, stale=lambda: self._stale(ident, ttl))
 

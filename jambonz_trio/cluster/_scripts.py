@@ -64,7 +64,8 @@ end
 #: KEYS: members, calls, events, orphans, userdata, my inbox, my calls set
 #: ARGV: me, ttl_ms, idle_ms, inbox_maxlen
 #: -> {1 if I was registered and alive else 0, Redis' clock (ms): the clock of the stream ids,
-#: which members use to date the entries of their inboxes (no client clock compared)}
+#: which members use to date the entries of their inboxes (no client clock compared), the id of
+#: the last entry of my inbox}
 HEARTBEAT = (
     _NOW
     + """
@@ -75,8 +76,9 @@ if redis.call('EXISTS', KEYS[6]) == 0 then
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[4], '*', 'm', '{"k":"hello"}')
 end
 for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
-if old and tonumber(old) > now then return {1, now} end
-return {0, now}
+local top = redis.call('XREVRANGE', KEYS[6], '+', '-', 'COUNT', 1)[1][1]
+if old and tonumber(old) > now then return {1, now, top} end
+return {0, now, top}
 """
 )
 

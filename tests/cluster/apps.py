@@ -19,11 +19,12 @@ async def run_member(
     *,
     handler: Handler = answer,
     server_config: ServerConfig | None = None,
+    member: str | None = None,
     task_status: trio.TaskStatus[tuple[Cluster, JambonzServer]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """A cluster member serving ``handler`` in memory; reports ``(cluster, server)``."""
     async with (
-        open_cluster(url, namespace=namespace, config=config) as cluster,
+        open_cluster(url, namespace=namespace, member=member, config=config) as cluster,
         trio.open_nursery() as nursery,
     ):
         server = await nursery.start(partial(serve_jambonz, handler, config=server_config, cluster=cluster))

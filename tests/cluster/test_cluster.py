@@ -458,6 +458,46 @@ async def test_a_request_id_runs_once_whichever_member_sends_it(
                 await member.send_command(sid, once, request_id="own-2")
 
 
+async def test_a_member_restarted_with_its_id_ignores_what_was_sent_to_the_process_before(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """A member that crashed leaves its inbox behind (it expires with the namespace's keys, or
+    goes with the sweep of the member): a process started with the same id found in it the
+    commands and relay requests sent to the crashed one, for calls that died with it, and
+    answered them (``CallNotFound`` to a sender that may be retrying, a relay refused) or,
+    had the call reconnected to it meanwhile, ran them. What was sent before the member's
+    first heartbeat is now ignored; what is sent to it after is served."""
+    keys = Keys(ns)
+    me, sender, holder = "restarted-member", "ghost-sender", "ghost-holder"
+    async with make_client(redis_url, op_timeout=2.0) as client:
+        for inbox in (keys.inbox(me), keys.inbox(sender), keys.inbox(holder)):
+            await client.xadd(inbox, {"m": '{"k":"hello"}'})
+            await client.pexpire(inbox, 60_000)
+        stale_cmd = {"k": "cmd", "id": "before-the-crash", "a": "a1", "to": sender, "sid": "sid-old",
+                     "cmd": encode_command(RedirectCommand(verbs=(Say(text="stale"),))), "ttl": 65_000}  # fmt: skip
+        stale_relay = {"k": "relay", "r": "rid-old", "from": holder, "sid": "sid-old", "route": "/",
+                       "user": None, "ttl": 60_000}  # fmt: skip
+        await client.xadd(keys.inbox(me), {"m": json.dumps(stale_cmd)})
+        await client.xadd(keys.inbox(me), {"m": json.dumps(stale_relay), "d": "{}"})
+
+        member, server = await nursery.start(partial(run_member, redis_url, ns, FAST, member=me))
+        async with open_cluster(redis_url, namespace=ns, config=FAST) as control:
+            with trio.fail_after(20):
+                await member.wait_registered()
+                async with open_fake_call(server.connect_memory) as fc:
+                    await fc.start()
+                    sid = fc.call.call_sid or ""
+                    await eventually(lambda: owned_by(control, sid, me), 5)
+                    # read after the stale entries (one inbox, in order): served
+                    await control.call(sid).redirect([Say(text="fresh")])
+                    assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text="fresh"),)
+                    await fc.expect_no_command(within=0.3)
+        assert member.statistics().commands_handled == 1
+        for inbox in (keys.inbox(sender), keys.inbox(holder)):  # nothing answered
+            entries = await client.xrange(inbox)
+            assert [json.loads(str(e.field_values["m"]))["k"] for e in entries] == ["hello"]
+
+
 async def _in_inbox(cluster: Cluster, member: str, kind: str) -> bool:
     entries = await cluster._client.xrange(cluster._keys.inbox(member))
     return any(json.loads(str(entry.field_values["m"]))["k"] == kind for entry in entries)
