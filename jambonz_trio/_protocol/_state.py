@@ -106,23 +106,23 @@ _NO_LATE_REDIRECT = (DialConfirm, SessionAdulting)
 #: ``enterHook`` (FS v0.9.8 ``lib/tasks/conference.js:240-252``, ``:340-342``, ``:650-684``),
 #: enqueue ``waitHook`` (``lib/tasks/enqueue.js:160-173``, ``:314-384``), dial ``onHoldHook``
 #: (``lib/tasks/dial.js:1091-1136``).
-_WAIT_HOOKS: tuple[tuple[type[Verb], tuple[str, ...]], ...] = (
-    (Conference, ("wait_hook", "enter_hook")),
-    (Enqueue, ("wait_hook",)),
-    (Dial, ("on_hold_hook",)),
-)
+_WAIT_HOOKS: dict[type[Verb], tuple[str, ...]] = {
+    Conference: ("wait_hook", "enter_hook"),
+    Enqueue: ("wait_hook",),
+    Dial: ("on_hold_hook",),
+}
 
 
 def wait_hook_urls(verbs: Sequence[Verb]) -> list[str]:
     """The wait hooks (their ``hook`` as jambonz sends it: the url) of ``verbs``."""
     urls: list[str] = []
     for verb in verbs:
-        for cls, names in _WAIT_HOOKS:
-            if isinstance(verb, cls):
-                for name in names:
-                    value = getattr(verb, name)
-                    if value is not None:
-                        urls.append(value.url if isinstance(value, HookSpec) else value)
+        names = _WAIT_HOOKS.get(type(verb))  # one lookup per verb: this runs on every answer
+        if names is not None:
+            for name in names:
+                value = getattr(verb, name)
+                if value is not None:
+                    urls.append(value.url if isinstance(value, HookSpec) else value)
     return urls
 
 
