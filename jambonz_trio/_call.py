@@ -419,8 +419,10 @@ class Call(CommandMethods, ReceiveUntilEnd[Event], trio.abc.AsyncResource, metac
         """Send ``tts:tokens`` and wait for jambonz's ``tts:tokens-result``.
 
         Back-pressure: while jambonz reported its buffer full this waits for
-        ``stream_resumed``; a ``full`` answer is retried after it. Sequential use keeps order.
-        The caller owns the timeout.
+        ``stream_resumed``; a ``full`` answer is retried after it (and after a barge-in,
+        ``user_interruption``, which releases it too: this call knows no turns; a
+        :class:`~jambonz_trio.TokenStream` drops its turn's text instead). Sequential use
+        keeps order. The caller owns the timeout.
 
         Raises:
             CallClosed: the call ended first.
@@ -428,6 +430,7 @@ class Call(CommandMethods, ReceiveUntilEnd[Event], trio.abc.AsyncResource, metac
         result = await self._engine.tts.send(tokens, self.send_command)
         if result is None:
             raise self._engine.closed_error()
+        assert result is not False  # (only for a sender with a turn)
         return result
 
     def listen(

@@ -10,10 +10,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import trio
 
+from ._call import engine_of
 from ._errors import JambonzTrioError
 from ._protocol._messages import JambonzMessage, TtsStreamingEvent, TtsTokensResult
 from ._protocol._outbound import Command, TtsTokensCommand
@@ -92,16 +93,25 @@ class TtsFlow:
         self._resume()
 
     async def send(
-        self, tokens: str, send_command: Callable[[Command], Awaitable[None]]
-    ) -> TtsTokensResult | None:
+        self,
+        tokens: str,
+        send_command: Callable[[Command], Awaitable[None]],
+        *,
+        turn: int | None = None,
+    ) -> TtsTokensResult | Literal[False] | None:
         """Send ``tokens`` (through ``send_command``) and wait for the answer; ``None`` if the
-        call ended first. A ``full`` answer is retried once jambonz resumes the stream."""
+        call ended first. A ``full`` answer is retried once jambonz resumes the stream.
+
+        ``turn``: the :attr:`interruptions` count of the sender's turn; once a barge-in moved
+        past it (jambonz cleared its buffer), the tokens are not sent (again): ``False``."""
         while True:
             resumed = self._resumed
             if resumed is not None:
                 await resumed.wait()
             else:
                 await trio.lowlevel.checkpoint()  # (as waiting on a set Event is)
+            if turn is not None and self.interruptions != turn:
+                return False  # the turn was interrupted (a user_interruption also resumes)
             if self._ids is None:
                 self._ids = itertools.count(1)
             waiters = self._waiters
@@ -169,8 +179,14 @@ class TokenStream(metaclass=NoPublicConstructor):
         """
         if not text or self.interrupted:
             return not self.interrupted
-        await self.call.send_tts_tokens(text)
-        self.sent_chars += len(text)
+        call = self.call
+        # The turn goes with the tokens: a batch held by back-pressure (``full``) when the
+        # caller barges in belongs to the interrupted turn and is not sent again.
+        result = await engine_of(call).tts.send(text, call.send_command, turn=self._generation)
+        if result is None:
+            raise engine_of(call).closed_error()
+        if result is not False:
+            self.sent_chars += len(text)
         return not self.interrupted
 
     async def flush(self) -> None:

@@ -91,3 +91,34 @@ async def test_wait_interrupted_wakes_on_barge_in(
         await fc.tts_streaming_event("user_interruption")
         with trio.fail_after(1):
             await woke.wait()
+
+
+async def test_a_send_held_by_back_pressure_is_dropped_by_a_barge_in(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A batch jambonz refused as ``full`` waits for ``stream_resumed``; a barge-in
+    (``user_interruption``, which also releases it) ends the turn: the batch belongs to the
+    interrupted turn and is not sent again (jambonz cleared its buffer at the barge-in, so it
+    would be accepted and spoken after the caller interrupted). ``send`` returns ``False``."""
+    results: list[bool] = []
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Config(tts_stream=TtsStream(enable=True))])
+        async with open_tts_stream(call) as tts:
+            results.append(await tts.send("a" * 900))
+            results.append(await tts.send("b" * 300))  # 1,200 > 1,000: full, waits
+        await call.wait_closed()
+
+    server = await start(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        await fc.start()
+        await fc.wait_idle(1)
+        assert fc.tts_paused and results == [True]
+        await fc.tts_streaming_event("user_interruption")
+        with trio.fail_after(5):
+            while len(results) < 2:
+                await fc.wait_idle(0.1)
+        tokens = [c.command.tokens for c in fc.commands if isinstance(c.command, TtsTokensCommand)]
+        assert tokens == ["a" * 900, "b" * 300]  # the refused batch was not sent again
+        assert [c.name for c in fc.commands] == ["tts:tokens", "tts:tokens"]  # and no flush
+    assert results == [True, False]
