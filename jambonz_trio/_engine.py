@@ -1026,6 +1026,8 @@ class CallEngine:
         written = await self._write_frame(link, text, receipt)
         if written is Delivery.WRITTEN:
             self.protocol.command_written(command, link.generation, receipt)
+            if isinstance(command, cmds.TtsClearCommand):
+                self.tts.cleared()  # (whoever wrote it: the sender, or the reconnect flush)
             if receipt is None:
                 self._want_receipt(link)
             self._arm_rekey(link)

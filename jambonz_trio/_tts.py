@@ -86,6 +86,12 @@ class TtsFlow:
             return True
         return False
 
+    def cleared(self) -> None:
+        """The app's ``tts:clear`` went out: jambonz empties its buffer and forgets it was full
+        without a ``stream_resumed`` (feature-server v0.9.8 lib/utils/tts-streaming-buffer.js:165-175),
+        so the senders waiting for one are released (a batch still refused pauses again)."""
+        self._resume()
+
     def close(self) -> None:
         """The call ended: release every sender."""
         for done, _slot in (self._waiters or {}).values():

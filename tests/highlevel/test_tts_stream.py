@@ -122,3 +122,46 @@ async def test_a_send_held_by_back_pressure_is_dropped_by_a_barge_in(
         assert tokens == ["a" * 900, "b" * 300]  # the refused batch was not sent again
         assert [c.name for c in fc.commands] == ["tts:tokens", "tts:tokens"]  # and no flush
     assert results == [True, False]
+
+
+async def test_tts_clear_releases_a_send_held_by_back_pressure(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """``tts:clear`` empties jambonz's buffer and resets its full flag without a
+    ``stream_resumed`` (feature-server v0.9.8 lib/utils/tts-streaming-buffer.js:165-175): a
+    sender waiting for that event was held until the call ended. The clear releases it, and
+    its batch, refused before, now fits."""
+    results: list[bool] = []
+    paused = trio.Event()
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Config(tts_stream=TtsStream(enable=True))])
+        async with open_tts_stream(call) as tts, trio.open_nursery() as inner:
+
+            async def clear_when_paused() -> None:
+                await paused.wait()
+                await tts.clear()  # e.g. the app changed its mind, from another task
+
+            inner.start_soon(clear_when_paused)
+            results.append(await tts.send("a" * 900))
+            results.append(await tts.send("b" * 300))  # 1,200 > 1,000: full, waits
+        await call.wait_closed()
+
+    server = await start(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        await fc.start()
+        await fc.wait_idle(1)
+        assert fc.tts_paused and results == [True]
+        paused.set()
+        with trio.fail_after(5):
+            while len(results) < 2:
+                await fc.wait_idle(0.1)
+        assert [c.name for c in fc.commands] == [
+            "tts:tokens",
+            "tts:tokens",
+            "tts:clear",
+            "tts:tokens",
+            "tts:flush",
+        ]
+        assert fc.tts_text == "a" * 900 + "b" * 300
+    assert results == [True, True]
