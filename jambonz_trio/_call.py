@@ -426,6 +426,10 @@ class Call(CommandMethods, ReceiveUntilEnd[Event], trio.abc.AsyncResource, metac
 
         Raises:
             CallClosed: the call ended first.
+            NotDelivered: the socket dropped before jambonz was seen to read the tokens
+                (``maybe_sent``; they are also reported as :class:`CommandUnconfirmed`), or
+                as for :meth:`send_command`.
+            CommandQueueFull, LocalProtocolError: as for :meth:`send_command`.
         """
         result = await self._engine.tts.send(tokens, self.send_command)
         if result is None:

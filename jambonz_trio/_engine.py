@@ -1054,6 +1054,8 @@ class CallEngine:
             self._outbox.insert(0, _Pending(text, size, command, None, tell=False, resend=True))
             self._outbox_bytes += size
         for command in lost.report:
+            if isinstance(command, cmds.TtsTokensCommand):
+                self.tts.lost(command.id)  # its tts:tokens-result may never come
             self._deliver(CommandUnconfirmed(command=command))
         return bool(lost.resend)
 

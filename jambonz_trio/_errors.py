@@ -105,8 +105,9 @@ class NotDelivered(JambonzTrioError):
     """A frame (command or ack) could not be put on the wire: the socket died, the peer stopped
     reading, or the call ended while it waited for a reconnect.
 
-    ``maybe_sent`` is ``True`` only if the socket failed *during* the write, so jambonz may or
-    may not have received it.
+    ``maybe_sent`` is ``True`` only if the socket failed *during* the write, or (``tts:tokens``,
+    whose sender waits for jambonz's result) right after it, before jambonz was seen to read
+    it: jambonz may or may not have received it.
     """
 
     def __init__(self, reason: str, *, maybe_sent: bool = False) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 import trio
 
 from ._call import engine_of
-from ._errors import JambonzTrioError
+from ._errors import JambonzTrioError, NotDelivered
 from ._protocol._messages import JambonzMessage, TtsStreamingEvent, TtsTokensResult
 from ._protocol._outbound import Command, TtsTokensCommand
 from ._public import NoPublicConstructor, create
@@ -41,7 +41,7 @@ class TtsFlow:
         # paused (``None``: not paused); the senders waiting for their results; their ids.
         self._interrupted: trio.Event | None = None
         self._resumed: trio.Event | None = None
-        self._waiters: dict[str | int, tuple[trio.Event, list[TtsTokensResult]]] | None = None
+        self._waiters: dict[str | int, tuple[trio.Event, list[TtsTokensResult | NotDelivered]]] | None = None
         self._ids: itertools.count[int] | None = None
 
     def observe(self, msg: JambonzMessage) -> bool:
@@ -86,6 +86,19 @@ class TtsFlow:
             return True
         return False
 
+    def lost(self, tid: str | int) -> None:
+        """The ``tts:tokens`` ``tid`` was written just before the socket dropped and jambonz
+        was not seen to read it: no result may ever come, so its sender fails."""
+        waiter = (self._waiters or {}).get(tid)
+        if waiter is not None and not waiter[1]:
+            waiter[1].append(
+                NotDelivered(
+                    "the socket dropped before jambonz was seen to read these tts:tokens",
+                    maybe_sent=True,
+                )
+            )
+            waiter[0].set()
+
     def cleared(self) -> None:
         """The app's ``tts:clear`` went out: jambonz empties its buffer and forgets it was full
         without a ``stream_resumed`` (feature-server v0.9.8 lib/utils/tts-streaming-buffer.js:165-175),
@@ -125,7 +138,7 @@ class TtsFlow:
                 waiters = self._waiters = {}
             tid = next(self._ids)
             done = trio.Event()
-            slot: list[TtsTokensResult] = []
+            slot: list[TtsTokensResult | NotDelivered] = []
             waiters[tid] = (done, slot)
             try:
                 await send_command(TtsTokensCommand(id=tid, tokens=tokens))
@@ -135,6 +148,8 @@ class TtsFlow:
             if not slot:
                 return None
             result = slot[0]
+            if isinstance(result, NotDelivered):
+                raise result
             if result.status == "failed" and result.reason == "full":
                 continue  # the receive loop paused the stream; resend after stream_resumed
             return result
@@ -180,6 +195,11 @@ class TokenStream(metaclass=NoPublicConstructor):
 
         Raises:
             CallClosed: the call ended.
+            NotDelivered: the socket dropped before jambonz was seen to read the text
+                (``maybe_sent``: it may have been buffered; the call waits for the reconnect),
+                or while it was written; as for :meth:`Call.send_command`.
+            CommandQueueFull: the socket is down and the queue of commands waiting for the
+                reconnect is full.
             LocalProtocolError: before the ``session:new`` ack, or the text is too large for
                 one frame (split it).
         """

@@ -643,6 +643,47 @@ async def test_commands_lost_in_a_drop_are_reported_and_a_hangup_is_sent_again(
         assert await receive_command(second) == ("call:status", {"call_status": "completed"})
 
 
+async def test_tts_tokens_lost_in_a_drop_fail_their_sender(
+    serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A ``tts:tokens`` written just before the drop and never proven read gets no
+    ``tts:tokens-result``: jambonz may never have had it. Its sender waited for that result
+    until the call ended; it now fails with ``NotDelivered(maybe_sent=True)`` when the drop
+    reports the command unconfirmed (also a ``CommandUnconfirmed`` event), and the call goes on."""
+    outcome: list[BaseException | str] = []
+    events: list[Any] = []
+    done = trio.Event()
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi", stream=True)])
+        try:
+            await call.send_tts_tokens("Hello there.")
+            outcome.append("returned")
+        except NotDelivered as exc:
+            outcome.append(exc)
+        done.set()
+        async for event in call:
+            events.append(event)
+
+    server = await serve(app)
+    async with raw_client(server) as first:
+        await new_call(first)
+        first.auto_pong = False  # jambonz reads nothing more: the tokens are not proven read
+        assert (await first.receive() or {}).get("command") == "tts:tokens"
+        await trio.testing.wait_all_tasks_blocked()
+        await first.drop()
+    with trio.fail_after(30):  # (the reconnect grace is 60 s)
+        await done.wait()
+    assert len(outcome) == 1 and isinstance(outcome[0], NotDelivered)
+    assert outcome[0].maybe_sent
+    assert [type(e.command).__name__ for e in events if isinstance(e, CommandUnconfirmed)] == [
+        "TtsTokensCommand"
+    ]
+    async with raw_client(server) as second:
+        assert await reconnect(second) == {"type": "ack", "msgid": "r1", "data": []}
+    assert not server.calls["sid-1"].closed
+
+
 async def test_a_hangup_whose_resend_a_second_drop_cuts_is_sent_again_on_the_next_reconnect(
     serve: Serve, autojump_clock: trio.testing.MockClock
 ) -> None:
