@@ -765,10 +765,13 @@ class CallEngine:
 
     def _drain_lost_frame(self, frame: str, now: float) -> None:
         """A frame still read from a connection already declared lost: jambonz fails its
-        requests at the drop, so they are reported as abandoned; notifications are delivered."""
+        requests at the drop, so they are reported as abandoned; notifications are delivered
+        (the streaming-TTS ones seen by its flow first: a sender waits for them)."""
         try:
             msg = self.protocol.receive_text(frame, now)  # books nothing while disconnected
         except RemoteProtocolError:
+            return
+        if self.tts.observe(msg):
             return
         self._deliver(HookAbandoned(message=msg) if msg.NEEDS_ACK else msg, len(frame))
 

@@ -12,7 +12,7 @@ import trio
 import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from wsproto.events import Pong
+from wsproto.events import CloseConnection, Pong, TextMessage
 
 from jambonz_trio import (
     AckOutcome,
@@ -35,11 +35,13 @@ from jambonz_trio.verbs import Hangup, Say
 from tests.helpers import Serve, answer_and_wait, recording, start
 
 from .helpers import (
+    BAD_FRAME,
     SESSION_DATA,
     PassThroughStream,
     RawClient,
     drain,
     hooks_behind_a_blocked_write,
+    msg,
     new_call,
     raw_client,
     receive_command,
@@ -865,6 +867,51 @@ async def test_fm28_frames_read_after_a_failed_write_are_abandoned(
     assert [out[f"h{i}"] for i in range(3)] == [AckOutcome.REDIRECTED] * 3
     assert frames[0] == {"type": "command", "command": "call:status", "data": {"call_status": "completed"}}
     assert [f is not None and f["command"] for f in frames[1:]] == ["redirect"] * 3
+
+
+async def test_a_tts_result_read_after_the_socket_was_declared_lost_reaches_its_sender(
+    serve: Serve, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A ``tts:tokens-result`` jambonz wrote before an abnormal close, read after a write
+    declared the socket lost, is still jambonz's answer: it reaches the waiting sender (it was
+    delivered only as an event, and the sender waited for ever)."""
+    out: dict[str, Any] = {}
+    sent, answered = trio.Event(), trio.Event()
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi", stream=True)])
+        async with trio.open_nursery() as n:
+
+            async def pusher() -> None:
+                await sent.wait()
+                await wait_link_closed(call)
+                out["state_when_ws_closed"] = call.state.value
+                await call.tts_flush()  # sees the Close: the socket is lost; queued
+
+            n.start_soon(pusher)
+            result = await call.send_tts_tokens("Hello there.")
+            out["result"] = (result.id, result.status)
+            answered.set()
+        await call.wait_closed()
+
+    server = await serve(app)
+    with trio.fail_after(30):
+        async with raw_client(server, lockstep=True) as first:
+            await new_call(first)
+            assert (await first.receive() or {}).get("command") == "tts:tokens"
+            await first.answer_receipt()  # jambonz read the tokens
+            sent.set()
+            # its result waits behind a bad frame whose ack write blocks, then an abnormal Close
+            result = msg("tts:tokens-result", "t1", {"id": 1, "status": "ok"}, call_sid="sid-1")
+            frames = [BAD_FRAME, result]
+            data = b"".join(first.ws.send(TextMessage(data=f)) for f in frames)
+            await first.stream.send_all(data + first.ws.send(CloseConnection(code=4000)))
+            await trio.sleep(0.1)
+            await drain(first)
+        with trio.move_on_after(10):  # (the reconnect grace is 60 s)
+            await answered.wait()
+    assert out["state_when_ws_closed"] == "connected"
+    assert out.get("result") == (1, "ok")
 
 
 async def test_fm31_an_old_socket_never_books_frames_on_the_new_one(
