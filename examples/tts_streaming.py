@@ -86,8 +86,11 @@ async def speak_answer(call: Call, question: str, *, delay: float = WORD_DELAY) 
     async with open_tts_stream(call) as tts, aclosing(generate(question, delay=delay)) as tokens:
         async for token in tokens:
             if not await tts.send(token):
-                log.info("call %s: barge-in after %d characters", call.call_sid, tts.sent_chars)
-                break  # jambonz dropped the rest: stop generating
+                if tts.failure is not None:
+                    log.warning("call %s: jambonz refused the text: %s", call.call_sid, tts.failure.reason)
+                else:
+                    log.info("call %s: barge-in after %d characters", call.call_sid, tts.sent_chars)
+                break  # nothing more will be spoken: stop generating
     return not tts.interrupted
 
 

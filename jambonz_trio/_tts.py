@@ -16,6 +16,7 @@ import trio
 
 from ._call import engine_of
 from ._errors import JambonzTrioError, NotDelivered
+from ._log import get_logger
 from ._protocol._messages import JambonzMessage, TtsStreamingEvent, TtsTokensResult
 from ._protocol._outbound import Command, TtsTokensCommand
 from ._public import NoPublicConstructor, create
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from ._call import Call
 
 __all__ = ["TokenStream", "TtsFlow", "open_tts_stream"]
+
+log = get_logger("jambonz_trio.call")
 
 
 class TtsFlow:
@@ -168,7 +171,9 @@ class TokenStream(metaclass=NoPublicConstructor):
     :meth:`send` pushes text with ``tts:tokens`` and waits for jambonz's answer; while jambonz's
     buffer is full it waits for ``stream_resumed``. If the caller barges in
     (``user_interruption``), the turn is over: :attr:`interrupted` becomes true, the text is
-    dropped and :meth:`send` returns ``False`` from then on - stop generating.
+    dropped and :meth:`send` returns ``False`` from then on - stop generating. So it does once
+    jambonz refused the text (:attr:`failure`: the call has no TTS streaming running, or the
+    TTS vendor's connection failed): nothing of it would be spoken.
     """
 
     _FACTORY = "open_tts_stream()"
@@ -177,6 +182,10 @@ class TokenStream(metaclass=NoPublicConstructor):
         self.call = call
         self._generation = call.tts_interruptions
         self.sent_chars = 0
+        #: jambonz's answer that refused this turn's text (``status`` ``failed``, e.g. reason
+        #: ``connection to <vendor> failed``; or ``None``: no TTS streaming buffer, FS v0.9.8
+        #: ``lib/session/call-session.js:1964-1970``); ``None`` while it takes the text.
+        self.failure: TtsTokensResult | None = None
 
     @property
     def interrupted(self) -> bool:
@@ -189,7 +198,8 @@ class TokenStream(metaclass=NoPublicConstructor):
         await self.call.wait_tts_interruption(self._generation)
 
     async def send(self, text: str) -> bool:
-        """Stream ``text``; ``False`` (nothing sent) once the turn was interrupted.
+        """Stream ``text``; ``False`` once the turn was interrupted (nothing sent), or when
+        jambonz refused the text (:attr:`failure`; nothing is sent after it in this turn).
 
         Blocks while jambonz's buffer is full (back-pressure). The caller owns any timeout.
 
@@ -203,6 +213,8 @@ class TokenStream(metaclass=NoPublicConstructor):
             LocalProtocolError: before the ``session:new`` ack, or the text is too large for
                 one frame (split it).
         """
+        if self.failure is not None:
+            return False
         if not text or self.interrupted:
             return not self.interrupted
         call = self.call
@@ -211,8 +223,17 @@ class TokenStream(metaclass=NoPublicConstructor):
         result = await engine_of(call).tts.send(text, call.send_command, turn=self._generation)
         if result is None:
             raise engine_of(call).closed_error()
-        if result is not False:
-            self.sent_chars += len(text)
+        if result is False:
+            return False
+        if result.status != "ok":  # ("full" was waited out and sent again by the flow)
+            self.failure = result
+            log.warning(
+                "jambonz refused streamed TTS text (status %s, reason %s): this turn is not spoken",
+                result.status,
+                result.reason,
+            )
+            return False
+        self.sent_chars += len(text)
         return not self.interrupted
 
     async def flush(self) -> None:
@@ -235,7 +256,7 @@ async def open_tts_stream(call: Call) -> AsyncIterator[TokenStream]:
     """
     stream = create(TokenStream, call)
     yield stream
-    if not stream.interrupted and not call.closed:
+    if not stream.interrupted and stream.failure is None and not call.closed:
         try:
             await stream.flush()
         except JambonzTrioError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from jambonz_trio import Call, open_tts_stream
+from jambonz_trio import Call, TokenStream, open_tts_stream
 from jambonz_trio.commands import TtsFlushCommand, TtsTokensCommand
 from jambonz_trio.testing import TtsModel, open_fake_call
 from jambonz_trio.verbs import Config, TtsStream
@@ -165,3 +165,34 @@ async def test_tts_clear_releases_a_send_held_by_back_pressure(
         ]
         assert fc.tts_text == "a" * 900 + "b" * 300
     assert results == [True, True]
+
+
+async def test_a_turn_jambonz_refuses_ends_with_its_failure(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """jambonz answers ``tts:tokens`` without a status when the call has no streaming buffer
+    (FS v0.9.8 lib/session/call-session.js:1964-1970), and with ``failed`` when the TTS
+    vendor's connection failed (lib/utils/tts-streaming-buffer.js:97-100): nothing of the
+    text will be spoken. ``send`` returned True and counted the text as sent, so an app
+    streamed its whole answer into silence; it now returns False (stop generating), keeps
+    jambonz's answer as ``failure`` and sends nothing more in this turn."""
+    results: list[bool] = []
+    streams: list[object] = []
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Config(tts_stream=TtsStream(enable=True))])
+        async with open_tts_stream(call) as tts:
+            streams.append(tts)
+            results.append(await tts.send("Hello "))
+            results.append(await tts.send("there"))
+        await call.wait_closed()
+
+    server = await start(nursery, app)
+    async with open_fake_call(server.connect_memory, tts=None) as fc:
+        await fc.start()
+        await fc.wait_idle(0.5)
+        assert [c.name for c in fc.commands] == ["tts:tokens"]  # nothing after the refusal
+    (tts,) = streams
+    assert results == [False, False]
+    assert isinstance(tts, TokenStream) and tts.sent_chars == 0
+    assert tts.failure is not None and tts.failure.status is None
