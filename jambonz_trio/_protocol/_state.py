@@ -1048,6 +1048,12 @@ class CallProtocol:
         """
         if self.state is ConnState.CLOSED:
             raise LocalProtocolError("the call is closed")
+        if self.session is SessionState.HELD:
+            raise LocalProtocolError(
+                "the session:new answer waits for jambonz's reconnect (the socket dropped before it "
+                "went out), and jambonz drops commands that arrive before it: wait for "
+                "Call.wait_session_acked() first"
+            )
         if not self.session_answered:
             raise LocalProtocolError(
                 "commands sent before the session:new ack are dropped by jambonz; answer session:new first"

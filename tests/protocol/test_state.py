@@ -657,7 +657,7 @@ def test_fm29_unanswered_session_new_is_rekeyed_to_the_reconnect() -> None:
     assert p.can_answer_now("sn-1")
     with pytest.raises(LocalProtocolError):
         p.ack("rc-1")
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(LocalProtocolError, match="answer session:new first"):
         p.command(TtsFlushCommand())  # still before the session:new answer
     ack = sent(p.ack("sn-1", [SAY]))
     assert ack["msgid"] == "rc-1"
@@ -790,7 +790,8 @@ def test_restore_puts_back_an_owed_session_new() -> None:
     assert p.answer_written("sn-1", 1, Delivery.NOT_WRITTEN) is AckResult.DEFERRED
     assert p.is_owed("sn-1")
     assert session_of(p) is SessionState.HELD  # it never left: held, like an answer given while down
-    with pytest.raises(LocalProtocolError):
+    # the app did answer: the error says what it waits for, not "answer session:new first"
+    with pytest.raises(LocalProtocolError, match="waits for jambonz's reconnect"):
         p.command(TtsFlushCommand())
     p.connection_made()
     p.receive_text(reconnect("rc-1"), 1.0)
