@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import trio
 import trio.testing
 
 from jambonz_trio import Call, TokenStream, open_tts_stream
 from jambonz_trio.commands import TtsFlushCommand, TtsTokensCommand
-from jambonz_trio.testing import TtsModel, open_fake_call
+from jambonz_trio.testing import FakeCall, TtsModel, open_fake_call
 from jambonz_trio.verbs import Config, TtsStream
 from tests.helpers import start
 
@@ -93,6 +95,25 @@ async def test_wait_interrupted_wakes_on_barge_in(
             await woke.wait()
 
 
+async def _send_until_full(tts: TokenStream, results: list[bool]) -> None:
+    """900 characters, then 300 more: over the 1,000 high water mark, the second batch is
+    refused ``full`` and waits."""
+    results.append(await tts.send("a" * 900))
+    results.append(await tts.send("b" * 300))
+
+
+async def _start_until_full(fc: FakeCall, results: list[bool]) -> None:
+    await fc.start()
+    await fc.wait_idle(1)
+    assert fc.tts_paused and results == [True]
+
+
+async def _until(fc: FakeCall, done: Callable[[], bool]) -> None:
+    with trio.fail_after(5):
+        while not done():
+            await fc.wait_idle(0.1)
+
+
 async def test_a_send_held_by_back_pressure_is_dropped_by_a_barge_in(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -105,19 +126,14 @@ async def test_a_send_held_by_back_pressure_is_dropped_by_a_barge_in(
     async def app(call: Call) -> None:
         await call.ack(call.session, [Config(tts_stream=TtsStream(enable=True))])
         async with open_tts_stream(call) as tts:
-            results.append(await tts.send("a" * 900))
-            results.append(await tts.send("b" * 300))  # 1,200 > 1,000: full, waits
+            await _send_until_full(tts, results)
         await call.wait_closed()
 
     server = await start(nursery, app)
     async with open_fake_call(server.connect_memory) as fc:
-        await fc.start()
-        await fc.wait_idle(1)
-        assert fc.tts_paused and results == [True]
+        await _start_until_full(fc, results)
         await fc.tts_streaming_event("user_interruption")
-        with trio.fail_after(5):
-            while len(results) < 2:
-                await fc.wait_idle(0.1)
+        await _until(fc, lambda: len(results) == 2)
         tokens = [c.command.tokens for c in fc.commands if isinstance(c.command, TtsTokensCommand)]
         assert tokens == ["a" * 900, "b" * 300]  # the refused batch was not sent again
         assert [c.name for c in fc.commands] == ["tts:tokens", "tts:tokens"]  # and no flush
@@ -143,19 +159,14 @@ async def test_tts_clear_releases_a_send_held_by_back_pressure(
                 await tts.clear()  # e.g. the app changed its mind, from another task
 
             inner.start_soon(clear_when_paused)
-            results.append(await tts.send("a" * 900))
-            results.append(await tts.send("b" * 300))  # 1,200 > 1,000: full, waits
+            await _send_until_full(tts, results)
         await call.wait_closed()
 
     server = await start(nursery, app)
     async with open_fake_call(server.connect_memory) as fc:
-        await fc.start()
-        await fc.wait_idle(1)
-        assert fc.tts_paused and results == [True]
+        await _start_until_full(fc, results)
         paused.set()
-        with trio.fail_after(5):
-            while len(results) < 2:
-                await fc.wait_idle(0.1)
+        await _until(fc, lambda: len(results) == 2)
         assert [c.name for c in fc.commands] == [
             "tts:tokens",
             "tts:tokens",

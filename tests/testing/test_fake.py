@@ -684,6 +684,14 @@ DIAL: dict[str, Any] = {
 PLAY: dict[str, Any] = {"verb": "play", "url": "https://example.com/hold.mp3"}
 
 
+async def _ack_raw(s: AppSocket, msg: dict[str, Any], data: Any) -> None:
+    """Ack ``msg`` with ``data`` as it is, JSON ``null`` included (``"missing"``: no key)."""
+    out: dict[str, Any] = {"type": "ack", "msgid": msg["msgid"]}
+    if data != "missing":
+        out["data"] = data
+    await s.send(out)
+
+
 @pytest.mark.parametrize("data", ["missing", None, {}, False, PLAY, "[]"])
 async def test_a_wait_hook_ack_that_is_not_an_array_stops_the_wait(
     autojump_clock: trio.abc.Clock, data: Any
@@ -698,11 +706,7 @@ async def test_a_wait_hook_ack_that_is_not_an_array_stops_the_wait(
 
     async def app_side(app: TinyApp) -> None:
         s = await app.answered([SAY, CONFERENCE])
-        wait = await s.recv_type("verb:hook")
-        out: dict[str, Any] = {"type": "ack", "msgid": wait["msgid"]}
-        if data != "missing":
-            out["data"] = data
-        await s.send(out)
+        await _ack_raw(s, await s.recv_type("verb:hook"), data)
 
     async with started_call(app_side) as fc:
         with pytest.raises(ProtocolViolation, match="refused-ack-data") as info:
@@ -813,11 +817,7 @@ async def test_a_session_redirect_after_a_call_hook_command_needs_an_array(
     async def app_side(app: TinyApp) -> None:
         s = await app.answered()
         await s.command("redirect", {"call_hook": "/next"})
-        redirect = await s.recv_type("session:redirect")
-        out: dict[str, Any] = {"type": "ack", "msgid": redirect["msgid"]}
-        if data != "missing":
-            out["data"] = data
-        await s.send(out)
+        await _ack_raw(s, await s.recv_type("session:redirect"), data)
 
     async with started_call(app_side) as fc:
         await fc.expect_command(RedirectToHookCommand)
