@@ -5,7 +5,8 @@ Tasks of one cluster handle (all in the handle's nursery, none per call):
 * the **directory task**: heartbeat and sweep every ``member_ttl / 3``, and the writes of the
   bounded, coalesced update queue the server's synchronous hooks fill (nothing on a call's
   path ever awaits Redis); after a Redis restart, an expiry or an overflow it re-registers the
-  member's live calls (never taking one that another member registered since);
+  member's live calls (never taking one that another member registered since), beating between
+  its writes when a beat falls due;
 * the **inbox task**: one blocking ``XREAD`` loop on the member's inbox stream (a fresh client
   per session), dispatching commands to per-call lanes and replies to waiting requesters;
 * one **lane** task per call that has commands waiting (FIFO per call), while it has some;
@@ -212,6 +213,7 @@ class Cluster:
         self._resync = True  # the first registration is a full one
         self._flushing = False  # a batch taken from _pending, or a re-registration, is being written
         self._beat_now = False
+        self._next_beat = 0.0  # (trio clock) when the directory task beats next
         self._wake = trio.Event()
         self._redis_up = False
         self._up_changed = trio.Event()
@@ -693,6 +695,8 @@ class Cluster:
         """Store the user_data of the calls whose data changed (the directory task, each beat)."""
         changed = self._changed_user_data([(sid, call) for sid, (call, _s) in self._live.items()])
         for start in range(0, len(changed), _CHUNK):
+            if not await self._beat_if_due():
+                return
             chunk = changed[start : start + _CHUNK]
             args: list[str] = [self.member]
             for sid, _text, record in chunk:
@@ -821,20 +825,18 @@ class Cluster:
         return 2 * self.config.op_timeout + 0.5
 
     async def _directory_loop(self) -> None:
-        beat_every = self.config.member_ttl / 3
-        next_beat = trio.current_time()
+        self._next_beat = trio.current_time()
         backoff = _Backoff()
         while True:
             if not self._pending and not self._resync:
-                with trio.move_on_at(next_beat):
+                with trio.move_on_at(self._next_beat):
                     await self._wake.wait()
             self._wake = trio.Event()
             try:
-                if self._beat_now or trio.current_time() >= next_beat:
+                if self._beat_now or trio.current_time() >= self._next_beat:
                     self._beat_now = False
-                    if not await self._beat():
+                    if not await self._scheduled_beat():
                         self._resync = True
-                    next_beat = trio.current_time() + beat_every
                     await self._sweep_dead()
                     if self.config.keep_user_data and not self._resync:
                         await self._store_user_data()
@@ -845,11 +847,33 @@ class Cluster:
             except ClusterUnavailable as exc:
                 self._set_up(False)
                 self._warn("directory", "cluster directory: %s; retrying", exc)
-                next_beat = trio.current_time()  # beat first when it answers: was it restarted?
+                self._next_beat = trio.current_time()  # beat first when it answers: was it restarted?
                 await trio.sleep(backoff.next())
                 continue
             backoff.reset()
             self._set_up(True)
+
+    async def _scheduled_beat(self) -> bool:
+        """Beat, and schedule the next beat ``member_ttl / 3`` from now: ``False`` when Redis
+        did not know this member (restarted, or swept it): it must re-register its calls."""
+        present = await self._beat()
+        self._next_beat = trio.current_time() + self.config.member_ttl / 3
+        return present
+
+    async def _beat_if_due(self) -> bool:
+        """Between two chunks of a long directory write (a full re-registration, a large
+        queue, user_data): beat if a beat is due. Each chunk is bounded (``op_timeout``) but a
+        write of many is not, and a member that stops beating while it writes is swept by the
+        others mid-write. ``False``: Redis no longer knew this member (its entries are gone):
+        the write stops, and a full re-registration is due."""
+        if trio.current_time() < self._next_beat:
+            return True
+        if await self._scheduled_beat():
+            return True
+        self._pending.clear()
+        self._resync = True
+        self._wake.set()
+        return False
 
     async def _beat(self) -> bool:
         k = self._keys
@@ -938,6 +962,8 @@ class Cluster:
         k = self._keys
         refused: list[str] = []
         for start in range(0, len(ops), _CHUNK):
+            if not await self._beat_if_due():
+                return None
             chunk = ops[start : start + _CHUNK]
             args: list[str | int] = [self.member, k.member_prefix, self.config.events_maxlen]
             for sid, doc in chunk:

@@ -90,3 +90,12 @@ async def stored_hooks(cluster: Cluster, sid: str, hooks: int) -> bool:
     """The call's stored user_data is :func:`~tests.cluster.apps.counting`'s after ``hooks``."""
     record = await cluster._client.hget(cluster._keys.userdata, sid)
     return record is not None and json.loads(json.loads(record)["v"]) == {"hooks": hooks}
+
+
+async def flush_namespace(cluster: Cluster) -> None:
+    """What a Redis restarted without persistence keeps of the cluster's namespace: nothing
+    (every key deleted; the members' connections stay up)."""
+    client = cluster._client
+    keys = [str(k) async for k in client.scan_iter(match=f"{cluster._keys.prefix}*")]
+    if keys:
+        await client.delete(keys)

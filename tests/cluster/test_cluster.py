@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -32,6 +32,7 @@ from jambonz_trio.cluster import (
     ClusterCall,
     ClusterConfig,
     ClusterUnavailable,
+    _cluster,
     _scripts,
     open_cluster,
     redact,
@@ -50,6 +51,7 @@ from .helpers import (
     FAST_KEEPING,
     Member,
     Switch,
+    flush_namespace,
     listed_nowhere,
     owned_by,
     stored_hooks,
@@ -222,20 +224,27 @@ async def _moved_while_away(
 ) -> trio.Event:
     """A's beats stop reaching Redis (until the event returned is set) and A is swept; the
     call, whose socket dropped from A, reconnects to B, which starts it there."""
-    back = trio.Event()
-    heartbeat = a.cluster._heartbeat
-
-    async def cut(**kwargs: Any) -> Any:
-        if not back.is_set():
-            raise TimeoutError("A's link to Redis is down")
-        return await heartbeat(**kwargs)
-
-    a.cluster._heartbeat = cut  # type: ignore[assignment]
+    back = _cut_off(a)
     await control._sweep_dead(a.cluster.member)  # what B's sweep does once A expired
     target.to = b.server.connect_memory
     await fc.reconnect()
     assert b.server.calls[fc.call.call_sid].restored
     await eventually(lambda: owned_by(control, fc.call.call_sid, b.cluster.member), 5)
+    return back
+
+
+def _cut_off(member: Member) -> trio.Event:
+    """The member's beats stop reaching Redis until the event returned is set (so it writes
+    nothing to the directory: every write follows a beat that answered)."""
+    back = trio.Event()
+    heartbeat = member.cluster._heartbeat
+
+    async def cut(**kwargs: Any) -> Any:
+        if not back.is_set():
+            raise TimeoutError(f"{member.cluster.member}'s link to Redis is down")
+        return await heartbeat(**kwargs)
+
+    member.cluster._heartbeat = cut  # type: ignore[assignment]
     return back
 
 
@@ -282,6 +291,59 @@ async def test_a_restored_call_that_ends_soon_leaves_no_stored_user_data_behind(
             record = await control._client.hget(k.userdata, sid)
             mark = await control._client.zscore(k.orphans, sid)
             assert record is None or mark is not None, record
+
+
+async def test_a_re_registration_longer_than_member_ttl_keeps_the_member_alive(
+    nursery: trio.Nursery, redis_url: str, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full re-registration writes its calls chunk by chunk, each write bounded by
+    ``op_timeout``: with many calls and a slow Redis it takes longer than ``member_ttl``. The
+    member beats between the chunks as its beats fall due, so the others never sweep it
+    mid-write (which made the rest of its writes fail, and the re-registration start over,
+    for ever while it outlasts ``member_ttl``). Eight calls in chunks of one, each write 0.25 s
+    late, after Redis restarted empty: 2 s of writes, ``member_ttl`` 1 s. Real time: liveness
+    is judged on Redis' clock."""
+    monkeypatch.setattr(_cluster, "_CHUNK", 1)
+    member, server = await nursery.start(partial(run_member, redis_url, ns, FAST))
+    with trio.fail_after(20):
+        async with (
+            open_cluster(redis_url, namespace=ns, config=FAST) as control,  # sweeps every 1/3 s
+            AsyncExitStack() as calls,
+        ):
+            fakes = [
+                await calls.enter_async_context(open_fake_call(server.connect_memory, auto_reconnect=False))
+                for _ in range(8)
+            ]
+            for fc in fakes:
+                await fc.start()
+            await member.wait_registered()
+            upsert = member._upsert
+
+            async def slow(**kwargs: Any) -> Any:
+                await trio.sleep(0.25)  # a slow Redis: each directory write takes this long
+                return await upsert(**kwargs)
+
+            member._upsert = slow
+            async with control.watch_calls() as events:
+                assert isinstance(await events.receive(), CallsSnapshot)
+                resyncs = member.statistics().resyncs
+                await flush_namespace(control)
+                # one re-registration, done in about 2 s
+                await eventually(lambda: member.statistics().resyncs > resyncs, 8)
+                await member.wait_registered()
+                member._upsert = upsert
+                ended = []
+                while True:
+                    try:
+                        event = events.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    if isinstance(event, CallEnded):
+                        ended.append(event)
+            assert ended == []  # never swept
+            assert member.statistics().resyncs == resyncs + 1
+            listed = {c.call_sid for c in await control.list_calls()}
+            assert listed == {fc.call.call_sid for fc in fakes}
 
 
 async def test_a_cluster_whose_members_all_died_leaves_no_key_without_an_expiry(
