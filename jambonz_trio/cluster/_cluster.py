@@ -64,6 +64,7 @@ from ._model import (
     ClusterStatistics,
     decode_command,
     encode_command,
+    ranked_doc,
     user_hash,
 )
 from ._redis import (
@@ -209,6 +210,9 @@ class Cluster:
         self._live: dict[str, tuple[Call, ClusterCall]] = {}
         # the entry last written for each call: what the directory saw of its socket (_full_resync)
         self._written: dict[str, str] = {}
+        # when each call's socket was last bound here (time.monotonic(), s): ranks this
+        # member's copy against another member's at re-registration (ranked_doc)
+        self._bind_times: dict[str, float] = {}
         self._pending: dict[str, ClusterCall | None] = {}
         self._resync = True  # the first registration is a full one
         self._flushing = False  # a batch taken from _pending, or a re-registration, is being written
@@ -483,6 +487,7 @@ class Cluster:
             **{name: getattr(call.info, name) for name in CALL_INFO_FIELDS},
         )
         self._live[sid] = (call, summary)
+        self._bind_times[sid] = time.monotonic()
         self._queue(sid, summary)
 
     def _entry(self, call: Call) -> tuple[str, ClusterCall] | None:
@@ -498,6 +503,7 @@ class Cluster:
         if found is None:
             return
         sid, listed = found
+        self._bind_times[sid] = time.monotonic()
         if listed.reconnect_count != call.reconnect_count:
             summary = attrs.evolve(listed, reconnect_count=call.reconnect_count)
             self._live[sid] = (call, summary)
@@ -511,6 +517,7 @@ class Cluster:
         del self._live[sid]
         self._ud_stored.pop(sid, None)
         self._written.pop(sid, None)
+        self._bind_times.pop(sid, None)
         self._queue(sid, None)  # (removed with its user_data, unless handed over: _removal)
 
     def _queue(self, sid: str, update: ClusterCall | None) -> None:
@@ -955,17 +962,26 @@ class Cluster:
             log.info("cluster: removed %d calls of members that stopped beating", removed)
         return int(removed)
 
-    async def _apply(self, ops: list[tuple[str, str]]) -> list[str] | None:
-        """Write directory updates: the sids of the re-registrations refused (``?``: another
-        member holds the call); ``None`` (and nothing more written) when Redis does not know
-        this member: then a heartbeat and a full re-registration must come first."""
+    async def _apply(
+        self, ops: list[tuple[str, str]], plain: Mapping[str, str] | None = None
+    ) -> list[str] | None:
+        """Write directory updates: the sids of the re-registrations refused (another member
+        holds the call, see ``UPSERT``); ``None`` (and nothing more written) when Redis does
+        not know this member: then a heartbeat and a full re-registration must come first.
+        ``plain``: the summaries (:meth:`ClusterCall.dumps`) of re-registered calls, whose
+        entries carry more (``ranked_doc``)."""
         k = self._keys
         refused: list[str] = []
         for start in range(0, len(ops), _CHUNK):
             if not await self._beat_if_due():
                 return None
             chunk = ops[start : start + _CHUNK]
-            args: list[str | int] = [self.member, k.member_prefix, self.config.events_maxlen]
+            args: list[str | int] = [
+                self.member,
+                k.member_prefix,
+                self.config.events_maxlen,
+                self.config.inbox_maxlen,
+            ]
             for sid, doc in chunk:
                 args += [sid, doc]
             with guard("directory update", self._where), trio.fail_after(self._bound):
@@ -983,7 +999,7 @@ class Cluster:
             refused += chunk_refused
             for sid, doc in chunk:
                 if doc not in ("", "~") and sid in self._live and sid not in chunk_refused:
-                    self._written[sid] = doc.removeprefix("?")
+                    self._written[sid] = (plain or {}).get(sid) or doc.removeprefix("?")
         return refused
 
     def _removal(self, sid: str) -> str:
@@ -1016,7 +1032,13 @@ class Cluster:
         was bound here) is only re-registered: it must not take the call from a member that
         registered it since, which jambonz reconnected it to (while this member was swept, say);
         such a copy ends here (:meth:`_disown`). A call whose socket was bound here since its
-        last write takes the entry over, as its write would have."""
+        last write takes the entry over, as its write would have.
+
+        Each entry says which copy of the call it lists (``ranked_doc``: when its socket was
+        bound, on Redis' clock, and whether it is connected): when two members re-register one
+        call (Redis restarted empty: nothing else is left to tell their copies apart) the copy
+        bound last keeps the entry, whichever member writes first (``UPSERT``); the other
+        member's copy ends (refused here, or told: :meth:`_on_moved`)."""
         self._pending.clear()
         self._resync = False
         self._ud_stored.clear()  # Redis may have lost them (restarted): store them all again
@@ -1026,10 +1048,13 @@ class Cluster:
             with guard("re-registering calls", self._where), trio.fail_after(self._bound):
                 known = await self._client.smembers(self._keys.member_calls(self.member))
             ops = [(sid, self._removal(sid)) for sid in known if sid not in snapshot]
-            for sid, (_call, summary) in snapshot.items():
-                doc = summary.dumps()
-                ops.append((sid, "?" + doc if self._written.get(sid) == doc else doc))
-            refused = await self._apply(ops)
+            plain: dict[str, str] = {}
+            for sid, (call, summary) in snapshot.items():
+                doc = plain[sid] = summary.dumps()
+                bound = self._bind_times.get(sid, 0.0) * 1000 + (self._redis_offset or 0.0)
+                entry = ranked_doc(summary, bound_ms=int(bound), connected=call.state is ConnState.CONNECTED)
+                ops.append((sid, "?" + entry if self._written.get(sid) == doc else entry))
+            refused = await self._apply(ops, plain)
             if refused is None:
                 return
             # written: forget the hand-overs of calls gone (the rest were never registered:
@@ -1046,7 +1071,13 @@ class Cluster:
         if snapshot:
             log.info("cluster: registered member %s with its %d live calls", self.member, len(snapshot))
 
-    def _disown(self, sid: str, call: Call, summary: ClusterCall) -> None:
+    def _disown(
+        self,
+        sid: str,
+        call: Call,
+        summary: ClusterCall,
+        reason: str = "another member took the call over while this one was away from Redis",
+    ) -> None:
         """Another member registered the call since this member wrote its entry: jambonz
         reconnected it there, and this copy's socket is one jambonz gave up (or, parked, its
         reconnect will not come here). Stop listing it and end it: parked, as its reconnect
@@ -1059,7 +1090,7 @@ class Cluster:
         del self._live[sid]
         self._ud_stored.pop(sid, None)
         self._written.pop(sid, None)
-        reason = "another member took the call over while this one was away from Redis"
+        self._bind_times.pop(sid, None)
         if call.state is ConnState.DISCONNECTED:
             engine_of(call).give_up(reason)
         elif call.state is ConnState.CONNECTED:
@@ -1158,9 +1189,27 @@ class Cluster:
             self._on_relay(message, data, ident)
         elif kind == "listen-miss":
             self._on_listen_miss(message)
+        elif kind == "moved":
+            if not self._for_an_earlier_process(ident, "notice"):
+                self._on_moved(message)
         elif kind == "cancel":
             attempt = message.get("a")
             self._on_cancel(str(message.get("id")), None if attempt is None else str(attempt))
+
+    def _on_moved(self, message: dict[str, Any]) -> None:
+        """Another member's re-registration took a call's entry over from this member's (its
+        copy was bound later, see ``UPSERT``): jambonz talks, or will reconnect, to that copy,
+        and this one is stale. It ends (:meth:`_disown`), unless its socket was bound again
+        since its entry was written (the write that queued takes the entry back)."""
+        sid = str(message.get("sid"))
+        entry = self._live.get(sid)
+        if entry is None:
+            return
+        call, summary = entry
+        if self._written.get(sid) != summary.dumps() or sid in self._pending or self._resync:
+            return  # bound again since its entry was written (or not known written)
+        by = str(message.get("to"))
+        self._disown(sid, call, summary, f"member {by} re-registered a copy of the call bound since this one")
 
     def _on_reply(self, message: dict[str, Any]) -> None:
         """The outcome of a request id: every attempt of this handle waiting for it has it."""

@@ -117,6 +117,17 @@ class ClusterCall:
         )
 
 
+def ranked_doc(call: ClusterCall, *, bound_ms: int, connected: bool) -> str:
+    """The directory entry a full re-registration writes: the summary (:meth:`ClusterCall.dumps`)
+    and ``"copy": {"bound": ms, "connected": bool}``, which says which of the copies two members
+    may hold of one call this one is: when its socket was bound on this member (start,
+    reconnect, relayed reconnect), in ms on Redis' clock, and whether it is connected now.
+    Readers of entries ignore the key; the ``UPSERT`` script ranks re-registrations by it."""
+    entry = call.to_json()
+    entry["copy"] = {"bound": bound_ms, "connected": connected}
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"))
+
+
 @attrs.frozen
 class CallsSnapshot:
     """Every live call of the cluster: the first event of a watch, and again after every gap

@@ -5,8 +5,11 @@ Keys, for namespace ``NS`` (``P`` = ``jt:{NS}``):
 ============================  ======  ==========================================================
 ``P:members``                 ZSET    member id -> expiry (ms, Redis' own clock: no client skew)
 ``P:calls``                   HASH    call_sid -> JSON summary (``ClusterCall``), with its member
+                                      (and, written by a re-registration, its ``copy``:
+                                      ``ranked_doc``)
 ``P:member:<id>:calls``       SET     the call_sids a member registered
-``P:member:<id>:inbox``       STREAM  commands to the member, replies to its requests (capped)
+``P:member:<id>:inbox``       STREAM  commands to the member, replies to its requests, notices
+                                      (a call taken over: ``moved``) (capped)
 ``P:events``                  STREAM  call start / update / end, for watchers (capped)
 ``P:orphans``                 ZSET    call_sid -> until when (ms) its owner is known dead
 ``P:userdata``                HASH    call_sid -> the call's stored ``user_data`` (opt-in), JSON
@@ -82,30 +85,51 @@ return {0, now, top}
 """
 )
 
+#: ``outranks(mine, theirs)``: of two members' copies of one call, as the ``copy`` objects of
+#: their re-registrations describe them (``ranked_doc``), whether mine is the one jambonz talks
+#: to: the socket bound last (jambonz has one socket per call at a time; bind times are on
+#: Redis' clock, so members' clocks are never compared), then, bound at the same time, a
+#: connected copy over a parked one; a full tie keeps the entry where it is.
+_OUTRANKS = """
+local function outranks(mine, theirs)
+  local mb, tb = tonumber(mine['bound']) or 0, tonumber(theirs['bound']) or 0
+  if mb ~= tb then return mb > tb end
+  return mine['connected'] == true and theirs['connected'] ~= true
+end
+"""
+
 #: KEYS: members, calls, events, orphans, my calls set, userdata
-#: ARGV: me, member key prefix, events_maxlen, then pairs (call_sid, JSON, or '?' + JSON to
-#: re-register a call, or '' to remove the entry and its stored user_data, or '~' to remove the
-#: entry only: a call handed over)
+#: ARGV: me, member key prefix, events_maxlen, inbox_maxlen, then pairs (call_sid, JSON, or
+#: '?' + JSON to re-register a call unchanged since its last write, or '' to remove the entry
+#: and its stored user_data, or '~' to remove the entry only: a call handed over)
 #: Removal only removes an entry (and user_data) that is still mine; a put takes the sid over from another
 #: member (the newest socket of a call is where jambonz talks), and with it the call's stored
 #: user_data (its record is re-tagged mine: the orphan mark that would have swept it goes, and
-#: my removal or my sweep removes it now, even before I store my own). A re-registration never
-#: takes a sid over: it is refused (nothing written) when another member holds the entry.
+#: my removal or my sweep removes it now, even before I store my own). The entries of a full
+#: re-registration carry a ``copy`` (``ranked_doc``): one meeting another member's entry that
+#: carries one too (both members re-registered: Redis restarted empty, say) takes it over only
+#: if it outranks it (``_OUTRANKS``), and then tells that member (a ``moved`` entry in its
+#: inbox: it ends its copy); it is refused (nothing written) otherwise. A '?' re-registration
+#: meeting another member's plain entry (written for a socket bound there since) is refused.
 #: -> {number of changes, then the sids of the re-registrations refused}, or -1 (nothing written)
 #: when I am not registered: swept while unreachable, or gone - a write arriving late must not
 #: leave entries no sweep would ever find.
 UPSERT = (
     _ARM
+    + _OUTRANKS
     + """
 local me, prefix, maxlen = ARGV[1], ARGV[2], ARGV[3]
 if not redis.call('ZSCORE', KEYS[1], me) then return -1 end
 local ttl = redis.call('PTTL', KEYS[1])
 local changed, refused = 0, {}
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   local sid, doc = ARGV[i], ARGV[i + 1]
   local prev = redis.call('HGET', KEYS[2], sid)
-  local owner = false
-  if prev then owner = cjson.decode(prev)['member'] end
+  local owner, theirs = false, nil
+  if prev then
+    local entry = cjson.decode(prev)
+    owner, theirs = entry['member'], entry['copy']
+  end
   if doc == '' or doc == '~' then
     if prev and owner == me then
       redis.call('HDEL', KEYS[2], sid)
@@ -118,26 +142,45 @@ for i = 4, #ARGV, 2 do
       if ud and cjson.decode(ud)['member'] == me then redis.call('HDEL', KEYS[6], sid) end
     end
     redis.call('SREM', KEYS[5], sid)
-  elseif doc:sub(1, 1) == '?' and owner and owner ~= me then
-    refused[#refused + 1] = sid
   else
-    if doc:sub(1, 1) == '?' then doc = doc:sub(2) end
-    if prev ~= doc then
-      if owner and owner ~= me then redis.call('SREM', prefix .. owner .. ':calls', sid) end
-      redis.call('HSET', KEYS[2], sid, doc)
-      local kind = 'start'
-      if prev then kind = 'update' end
-      redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'e', kind, 'sid', sid, 'call', doc)
-      changed = changed + 1
+    local rereg = doc:sub(1, 1) == '?'
+    if rereg then doc = doc:sub(2) end
+    local verdict = 'put'
+    if owner and owner ~= me then
+      local mine = cjson.decode(doc)['copy']
+      if type(mine) == 'table' and type(theirs) == 'table' then
+        if outranks(mine, theirs) then verdict = 'tell' else verdict = 'refuse' end
+      elseif rereg then
+        verdict = 'refuse'
+      end
     end
-    redis.call('SADD', KEYS[5], sid)
-    redis.call('ZREM', KEYS[4], sid)
-    local ud = redis.call('HGET', KEYS[6], sid)
-    if ud then
-      local ok, record = pcall(cjson.decode, ud)
-      if ok and type(record) == 'table' and record['member'] ~= me then
-        record['member'] = me
-        redis.call('HSET', KEYS[6], sid, cjson.encode(record))
+    if verdict == 'refuse' then
+      refused[#refused + 1] = sid
+    else
+      if verdict == 'tell' then
+        local inbox = prefix .. owner .. ':inbox'
+        if redis.call('EXISTS', inbox) == 1 then
+          redis.call('XADD', inbox, 'MAXLEN', '~', ARGV[4], '*',
+                     'm', cjson.encode({k = 'moved', sid = sid, to = me}))
+        end
+      end
+      if prev ~= doc then
+        if owner and owner ~= me then redis.call('SREM', prefix .. owner .. ':calls', sid) end
+        redis.call('HSET', KEYS[2], sid, doc)
+        local kind = 'start'
+        if prev then kind = 'update' end
+        redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'e', kind, 'sid', sid, 'call', doc)
+        changed = changed + 1
+      end
+      redis.call('SADD', KEYS[5], sid)
+      redis.call('ZREM', KEYS[4], sid)
+      local ud = redis.call('HGET', KEYS[6], sid)
+      if ud then
+        local ok, record = pcall(cjson.decode, ud)
+        if ok and type(record) == 'table' and record['member'] ~= me then
+          record['member'] = me
+          redis.call('HSET', KEYS[6], sid, cjson.encode(record))
+        end
       end
     end
   end

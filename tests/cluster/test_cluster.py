@@ -37,7 +37,7 @@ from jambonz_trio.cluster import (
     open_cluster,
     redact,
 )
-from jambonz_trio.cluster._model import decode_command, encode_command
+from jambonz_trio.cluster._model import decode_command, encode_command, ranked_doc
 from jambonz_trio.cluster._redis import LuaScript, ScriptFailed, make_client, tls_context
 from jambonz_trio.cluster._scripts import Keys
 from jambonz_trio.commands import CallStatusCommand, MuteStatusCommand, RawCommand, RedirectCommand
@@ -206,6 +206,96 @@ async def test_a_member_back_from_a_redis_blip_takes_over_a_call_that_reconnecte
         assert await owned_by(control, sid, a.cluster.member)
         assert call.state is ConnState.CONNECTED
         assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text="hook 1")]
+
+
+async def test_redis_restarted_empty_leaves_the_call_with_the_member_jambonz_talks_to(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """Two members hold a copy of one call: A's parked (jambonz reconnected the call to B while
+    A was away from Redis), B's connected. Redis restarts empty and A re-registers first: the
+    directory has nothing left to tell the copies apart, so the entries re-registrations write
+    say which copy they list (connected or parked, and when its socket was bound, on Redis'
+    clock). B's connected copy takes the entry over from A's parked one, and A, told, ends its
+    stale copy; B's is never closed, and the next reconnect reaches B's handler."""
+    async with _a_call_on_a(nursery, redis_url, ns) as (a, b, control, target, fc):
+        sid = fc.call.call_sid or ""
+        stale = a.server.calls[sid]
+        await fc.drop(reconnect=False)
+        await eventually(lambda: stale.state is ConnState.DISCONNECTED, 5)
+        a_back = await _moved_while_away(control, a, b, fc, target)
+        moved = b.server.calls[sid]
+        hooks = moved.user_data["hooks"]
+        assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text=f"hook {hooks + 1}")]
+        b_back = _cut_off(b)  # B reaches Redis only after A has re-registered
+        await flush_namespace(control)  # Redis restarted, empty
+        await _back(a, a_back)
+        assert await owned_by(control, sid, a.cluster.member)  # A's parked copy, first
+        await _back(b, b_back)
+        assert await owned_by(control, sid, b.cluster.member)
+        assert moved.state is ConnState.CONNECTED and b.server.calls.get(sid) is moved
+        await eventually(lambda: a.server.calls.get(sid) is None, 5)  # A was told
+        assert stale.close_info is not None and stale.close_info.by == "lost"
+        await a.cluster.wait_registered()
+        assert await owned_by(control, sid, b.cluster.member)  # A's copy's end left it alone
+        await fc.drop(reconnect=False)
+        target.to = a.server.connect_memory
+        await fc.reconnect()  # lands on A: relayed to B's copy, whose handler goes on
+        assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text=f"hook {hooks + 2}")]
+        assert b.server.calls[sid] is moved and moved.reconnect_count == 1
+
+
+async def test_re_registrations_of_one_call_by_two_members_keep_the_copy_bound_last(
+    redis_url: str, ns: str
+) -> None:
+    """The rule under the test above, on the script: whichever member writes first, the copy
+    whose socket was bound last (on Redis' clock) keeps the entry, connected or not; bound at
+    the same time, a connected copy wins; the member whose entry is taken over is told (a
+    ``moved`` entry in its inbox), the other is refused. A re-registration unchanged since its
+    last write (``?``) never takes an entry written for a socket bound since (no ``copy``);
+    one bound again since does, as before, and tells no one."""
+
+    def copy(member: Cluster, sid: str, bound: int, connected: bool) -> str:
+        return ranked_doc(
+            ClusterCall(call_sid=sid, member=member.member), bound_ms=bound, connected=connected
+        )
+
+    async def holder(sid: str) -> str:
+        entry = await a.get_call(sid)
+        assert entry is not None
+        return entry.member
+
+    async def told(member: Cluster) -> list[tuple[str, str]]:
+        entries = await member._client.xrange(member._keys.inbox(member.member))
+        messages = [json.loads(str(e.field_values["m"])) for e in entries]
+        return [(m["sid"], m["to"]) for m in messages if m.get("k") == "moved"]
+
+    with trio.fail_after(10):
+        async with (
+            open_cluster(redis_url, namespace=ns, config=FAST) as a,
+            open_cluster(redis_url, namespace=ns, config=FAST) as b,
+        ):
+            await a.wait_registered()
+            await b.wait_registered()
+            # bound later, though parked: takes the entry over, and A is told
+            assert await a._apply([("s1", "?" + copy(a, "s1", 100, True))]) == []
+            assert await b._apply([("s1", "?" + copy(b, "s1", 200, False))]) == []
+            assert await holder("s1") == b.member
+            # the other order: the copy bound earlier is refused
+            assert await a._apply([("s1", "?" + copy(a, "s1", 100, True))]) == ["s1"]
+            assert await holder("s1") == b.member
+            # bound at the same time: the connected copy, in either order
+            assert await a._apply([("s2", "?" + copy(a, "s2", 100, False))]) == []
+            assert await b._apply([("s2", "?" + copy(b, "s2", 100, True))]) == []
+            assert await a._apply([("s3", "?" + copy(a, "s3", 100, True))]) == []
+            assert await b._apply([("s3", "?" + copy(b, "s3", 100, False))]) == ["s3"]
+            assert [await holder(s) for s in ("s2", "s3")] == [b.member, a.member]
+            # a plain entry (a socket bound there since): refused unless bound again since
+            assert await a._apply([("s4", ClusterCall(call_sid="s4", member=a.member).dumps())]) == []
+            assert await b._apply([("s4", "?" + copy(b, "s4", 900, True))]) == ["s4"]
+            assert await b._apply([("s4", copy(b, "s4", 900, True))]) == []
+            assert await holder("s4") == b.member
+            assert await told(a) == [("s1", b.member), ("s2", b.member)]
+            assert await told(b) == []
 
 
 @asynccontextmanager
