@@ -53,6 +53,10 @@ WaitHookKind = Literal["conference", "enqueue", "dial"]
 
 _WAIT_KINDS: dict[type[Verb], WaitHookKind] = {Conference: "conference", Enqueue: "enqueue", Dial: "dial"}
 
+#: What jambonz adds around the call info in ``session:new`` only (FS v0.9.8
+#: ``lib/middleware.js:447-451``): a conference wait hook sends the call info alone.
+_SESSION_NEW_ONLY = frozenset({"sip", "service_provider_sid", "defaults", "env_vars"})
+
 _SIP_FOR_STATUS: dict[str, tuple[int, str]] = {
     "trying": (100, "Trying"),
     "ringing": (180, "Ringing"),
@@ -393,7 +397,8 @@ class FakeCall(_Inbound, _MediaServer):
         ``hook``: the ``Conference`` / ``Enqueue`` / ``Dial`` verb (its wait hook, and the kind),
         or the hook (then ``kind``, unless a verb of the app's program has that wait hook).
         ``data`` is merged over what 0.9.8 sends: the raw call info for a conference (FS v0.9.8
-        ``lib/tasks/conference.js:654``), the queue's numbers for an enqueue
+        ``lib/tasks/conference.js:654``: without the ``sip``, ``defaults``, ``env_vars`` and
+        ``service_provider_sid`` of ``session:new``), the queue's numbers for an enqueue
         (``lib/tasks/enqueue.js:323-340``), the call info with ``hold_detail`` for a dial
         (``lib/tasks/dial.js:1101-1107``).
 
@@ -411,8 +416,9 @@ class FakeCall(_Inbound, _MediaServer):
         self._require_started()
         url, kind = self._wait_target(hook, kind)
         payload: dict[str, Any]
-        if kind == "conference":
-            payload = self._call.to_session_new_data()
+        if kind == "conference":  # cs.callInfo itself, not its toJSON() (conference.js:654)
+            info = self._call.to_session_new_data()
+            payload = {k: v for k, v in info.items() if k not in _SESSION_NEW_ONLY}
         elif kind == "enqueue":
             name = next(
                 (v.name for v in self._program if isinstance(v, Enqueue) and url in wait_hook_urls([v])),

@@ -747,7 +747,7 @@ async def test_wait_hook_payloads_follow_0_9_8_and_its_verbs_leave_the_program_a
     autojump_clock: trio.abc.Clock,
 ) -> None:
     """What each wait hook sends (FS v0.9.8 ``lib/tasks/conference.js:654``: the raw call
-    info; ``lib/tasks/enqueue.js:323-340``: the queue's numbers only; ``lib/tasks/dial.js:1101-1107``:
+    info, ``cs.callInfo``, without the ``sip``, ``defaults`` ... that ``session:new`` adds; ``lib/tasks/enqueue.js:323-340``: the queue's numbers only; ``lib/tasks/dial.js:1101-1107``:
     the call info plus ``hold_detail``); ``[]`` is a fine answer (jambonz stops asking), and the
     played verbs do not replace the program: ``mute:status`` during the conference stays
     valid."""
@@ -769,7 +769,12 @@ async def test_wait_hook_payloads_follow_0_9_8_and_its_verbs_leave_the_program_a
         await fc.expect_command("mute:status")  # the conference is still the program
         assert fc.violations == []
     conf, queue, held = got
-    assert conf["hook"] == "/conf-wait" and conf["data"] == fc.call.to_session_new_data()
+    # the raw call info: session:new's data without what lib/middleware.js:447-451 adds
+    # around it (the INVITE, the service provider, the defaults, the env vars)
+    added = {"sip", "service_provider_sid", "defaults", "env_vars"}
+    assert conf["hook"] == "/conf-wait"
+    assert conf["data"] == {k: v for k, v in fc.call.to_session_new_data().items() if k not in added}
+    assert not added & set(conf["data"])
     assert queue["hook"] == "/queue-wait"
     assert set(queue["data"]) == {
         "queue_sid",
