@@ -3,7 +3,8 @@ process serving its own port (``tests/cluster/member_process.py``); the fake jam
 over TCP, and each test decides which member a socket reaches. This process is a third one:
 its commands reach the calls through the cluster.
 
-One pair serves the module; the tests run in file order (Redis is killed and restarted by one,
+One pair serves the module, member A's clock 30 s ahead of the others' (:data:`A_CLOCK_SKEW`);
+the tests run in file order (Redis is killed and restarted by one,
 the last kills a member).
 """
 
@@ -62,10 +63,16 @@ class Pair:
     namespace: str
 
 
-def _spawn(url: str, ns: str, log: Path) -> MemberProcess:
+#: Member A's wall clock runs this far ahead of B's and this process's (A owns the calls the
+#: tests relay): members must not compare their clocks (FM-46).
+A_CLOCK_SKEW = 30.0
+
+
+def _spawn(url: str, ns: str, log: Path, skew: float = 0.0) -> MemberProcess:
     with open(log, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.cluster.member_process", "--redis", url, "--namespace", ns],
+            [sys.executable, "-m", "tests.cluster.member_process", "--redis", url, "--namespace", ns]
+            + (["--clock-skew", str(skew)] if skew else []),
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=err,
@@ -87,8 +94,8 @@ def pair() -> Iterator[Pair]:
     with tempfile.TemporaryDirectory(prefix="jt-relay-") as tmp:
         members: list[MemberProcess] = []
         try:
-            for name in ("a", "b"):
-                members.append(_spawn(redis.url, ns, Path(tmp) / name))
+            for name, skew in (("a", A_CLOCK_SKEW), ("b", 0.0)):
+                members.append(_spawn(redis.url, ns, Path(tmp) / name, skew))
             yield Pair(redis=redis, a=members[0], b=members[1], namespace=ns)
         finally:
             for m in members:
