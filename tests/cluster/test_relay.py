@@ -103,7 +103,9 @@ async def test_relays_and_commands_survive_member_clocks_seconds_apart(
     holder's (the relay's budget is 2 s, a command's ``reply_timeout`` 10 s). The owner judged
     a request stale by comparing the sender's deadline, in the sender's clock, with its own:
     it dropped every relay (the call started on the holder) and every command (the sender
-    timed out). Their age is now measured on Redis' clock."""
+    timed out). Their age is now measured on Redis' clock. (Members in one process share
+    ``time.time``: this skews the member's own reading, ``Cluster._wall``; the multi-process
+    relay tests run the owner's whole process 30 s ahead, tests/cluster/test_relay_processes.py.)"""
     a, b = await two_members(nursery, redis_url, ns)
     _skewed(a.cluster, +30.0)
     target = Switch(a.server.connect_memory)
