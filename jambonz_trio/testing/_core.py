@@ -65,9 +65,13 @@ class _Pending:
         #: a wait hook's kind (``FakeCall.wait_hook``): its answer must be an array of verbs
         #: the waiting verb can play
         self.wait: str | None = None
-        #: a ``session:redirect`` for a ``redirect`` command's ``call_hook``: its answer is
-        #: the parent's program, never "carry on"
-        self.lcc = False
+        #: a ``session:redirect`` for a ``redirect`` command: ``"call_hook"`` (its answer is
+        #: the parent's program, never "carry on") or ``"child_call_hook"`` (the child's)
+        self.lcc: LccHook | None = None
+        #: a ``child_call_hook`` one of a command without ``call_hook``: jambonz kills the
+        #: parent's running verb once the child's answer is in (FS v0.9.8
+        #: ``lib/session/call-session.js:1649-1652``)
+        self.kills_parent = False
 
     def succeed(self, record: AckRecord) -> None:
         if not self.done:
@@ -102,6 +106,8 @@ class _Cycle:
 
 
 LocalClose = Literal["drop", "oversize", "end"]
+#: Which hook of a ``redirect`` command a ``session:redirect`` is for.
+LccHook = Literal["call_hook", "child_call_hook"]
 
 
 class _Link:
@@ -173,8 +179,11 @@ class _Core:
         self._running: Verb | None = None
         self._running_known = False
         self._program: list[Verb] = []
-        # call_hooks of redirect commands whose session:redirect was not sent yet
+        # call_hooks of redirect commands whose session:redirect was not sent yet; and their
+        # child_call_hooks, each with whether the command had no call_hook (the parent's
+        # running verb is then killed, FS v0.9.8 lib/session/call-session.js:1649-1652)
         self._lcc_hooks: list[str] = []
+        self._lcc_child_hooks: list[tuple[str, bool]] = []
 
         self._transcript: list[TranscriptEntry] = []
         self._violations: list[Violation] = []
@@ -245,6 +254,22 @@ class _Core:
     def _program_changed(self, verbs: list[Verb], *, append: bool = False) -> None:
         """The app gave jambonz verbs: a new program, or (``append``) more of it."""
         self._program = [*self._program, *verbs] if append else list(verbs)
+
+    def _running_killed(self) -> None:
+        """A ``redirect`` command killed the parent's running verb without replacing the program
+        (a falsy ``call_hook`` answer, or only a ``child_call_hook``: FS v0.9.8
+        ``lib/session/call-session.js:1649-1652``): it leaves the record of the program when the
+        fake can tell which verb it was: the running one under ``run_call``; driven by hand,
+        only a program of one verb (whether it ran on or had ended, it is over now). Otherwise
+        the record stays as it is: flagging a command for a verb that may still run would be a
+        false violation."""
+        if self._running_known:
+            victim = self._running
+        elif len(self._program) == 1:
+            victim = self._program[0]
+        else:
+            return
+        self._program = [verb for verb in self._program if verb is not victim]
 
     def _gather_for(self, hook: object) -> Gather | None:
         """The gather a result is for: ``hook`` itself, or the running / latest gather of

@@ -24,7 +24,7 @@ from .._protocol._verbs import Conference, Dial, Enqueue
 from .._protocol._verbs_base import Verb
 from .._public import Forwarded
 from ._calldata import CallData
-from ._core import _Pending
+from ._core import LccHook, _Pending
 from ._errors import ExpectationFailed, FakeJambonzError
 from ._inbound import _Inbound
 from ._jambonz import dumps
@@ -244,11 +244,12 @@ class FakeCall(_Inbound, _MediaServer):
         hook: str | None,
         *,
         wait: WaitHookKind | None = None,
-        lcc: bool = False,
+        lcc: LccHook | None = None,
+        kills_parent: bool = False,
     ) -> AckRecord:
         msg = self._message(cls, payload, hook=hook)
         p = _Pending(msg)
-        p.wait, p.lcc = wait, lcc
+        p.wait, p.lcc, p.kills_parent = wait, lcc, kills_parent
         await self._emit(msg, p)
         return await self._await_ack(p)
 
@@ -343,7 +344,12 @@ class FakeCall(_Inbound, _MediaServer):
 
     async def dial_confirm(self, hook: str, child: CallData | None = None) -> AckRecord:
         """A ``dial:confirm`` for the answered child leg; the ack's verbs run on the callee."""
-        leg = child or CallData(
+        leg = child or self._child_leg()
+        return await self.request("dial:confirm", leg.call_info(), hook=hook, call_info=False)
+
+    def _child_leg(self) -> CallData:
+        """A fresh answered child leg of this call, as a ``dial`` places it."""
+        return CallData(
             direction="outbound",
             from_=self._call.to,
             to="+15551230000",
@@ -355,31 +361,60 @@ class FakeCall(_Inbound, _MediaServer):
             sip_status=200,
             sip_reason="OK",
         )
-        return await self.request("dial:confirm", leg.call_info(), hook=hook, call_info=False)
 
-    async def session_redirect(self, hook: str, *, call_hook: bool | None = None) -> AckRecord:
+    async def session_redirect(
+        self,
+        hook: str,
+        *,
+        call_hook: bool | None = None,
+        child_call_hook: bool | None = None,
+        child: CallData | None = None,
+    ) -> AckRecord:
         """A ``session:redirect``: for a ``redirect`` verb's actionHook, or for a ``redirect``
-        command's ``call_hook`` (``call_hook=True``; by default, when the app sent such a
-        command for ``hook`` that this has not answered yet). Blocks until the ack.
+        command's ``call_hook`` (``call_hook=True``) or ``child_call_hook``
+        (``child_call_hook=True``); by default, for the command's hook when the app sent such
+        a command for ``hook`` that this has not answered yet. Blocks until the ack.
 
         For the verb, a non-empty verb array replaces the rest of the program and anything
-        else carries on (FS v0.9.8 ``lib/tasks/task.js:226``, ``:253-260``). For the command,
-        the answer *is* the parent's program: an array replaces it, ``[]`` included (the
-        running verb is killed and nothing follows; ``lib/session/call-session.js:1639-1642``);
-        no array is a ``refused-ack-data`` violation: a falsy ``data`` (or none) kills the
-        running verb (``:1649-1652``), a truthy one is lost (``normalizeJambones`` throws in
-        a handler nobody awaits, ``:2305``).
+        else carries on (FS v0.9.8 ``lib/tasks/task.js:226``, ``:253-260``). For the command's
+        ``call_hook``, the answer *is* the parent's program: an array replaces it, ``[]``
+        included (the running verb is killed and nothing follows;
+        ``lib/session/call-session.js:1639-1642``); no array is a ``refused-ack-data``
+        violation: a falsy ``data`` (or none) kills the running verb (``:1649-1652``), a truthy
+        one is lost (``normalizeJambones`` throws in a handler nobody awaits, ``:2305``).
+
+        For the ``child_call_hook`` (jambonz sends it only while a ``dial`` is connected,
+        ``:1600-1606``), the data is the child leg's call info (``child``, default: a fresh
+        leg like :meth:`dial_confirm`'s) and the answer is the child's program: an array
+        (``[]`` too) moves the child to a session of its own, on a new socket that gets
+        ``session:adulting`` (``:1623-1638``; play it with another fake call and
+        ``start("session:adulting")``); a falsy one leaves the child bridged; a truthy
+        non-array is a ``refused-ack-data`` violation (the whole redirect is lost). When the
+        command had no ``call_hook``, the parent's running verb is killed (``:1649-1652``).
+        The fake drops a killed verb from its record of the program when it can tell which
+        it is (see ``docs/testing.md``).
 
         Raises:
             AckTimeout, AckAbandoned, NeverSent, InvalidVerbs, CallOver: see :meth:`request`.
-            ProtocolViolation: the answer to a ``call_hook`` is not an array (strict mode).
+            ProtocolViolation: the answer is refused, see above (strict mode).
         """
         self._check()
         self._require_started()
         pending = hook in self._lcc_hooks
-        if pending:
+        child_pending = next((entry for entry in self._lcc_child_hooks if entry[0] == hook), None)
+        if call_hook is None and child_call_hook is None:
+            call_hook, child_call_hook = pending, not pending and child_pending is not None
+        if child_call_hook:
+            if child_pending is not None:
+                self._lcc_child_hooks.remove(child_pending)
+            alone = child_pending[1] if child_pending is not None else False
+            leg = child or self._child_leg()
+            return await self._request(
+                SessionRedirect, leg.call_info(), hook, lcc="child_call_hook", kills_parent=alone
+            )
+        if pending and call_hook:
             self._lcc_hooks.remove(hook)
-        lcc = pending if call_hook is None else call_hook
+        lcc: LccHook | None = "call_hook" if call_hook else None
         return await self._request(SessionRedirect, self._call.call_info(), hook, lcc=lcc)
 
     async def wait_hook(

@@ -181,7 +181,12 @@ class _Inbound(_Core):
                 frame=text,
                 link=link,
             )
-        elif p.lcc and not isinstance(data, list):
+        elif p.lcc == "child_call_hook" and not isinstance(data, list):
+            if not truthy(data):
+                pass  # no program for the child: it stays bridged (FS call-session.js:1623)
+            else:
+                self._report_lost_child_answer(data, text, link)
+        elif p.lcc == "call_hook" and not isinstance(data, list):
             if truthy(data):
                 effect = (
                     "normalizeJambones throws (:1639-1640) in a handler nobody awaits (:2305): the "
@@ -247,8 +252,17 @@ class _Inbound(_Core):
             time=self._now(),
         )
         self._acks.append(record)
-        if p.lcc and isinstance(data, list):
-            self._program_changed(verbs)  # the parent's new program, [] included (:1639-1642)
+        if p.lcc == "call_hook":
+            if isinstance(data, list):
+                self._program_changed(verbs)  # the parent's new program, [] included (:1639-1642)
+            elif not truthy(data):
+                self._running_killed()  # :1649-1652
+        elif p.lcc == "child_call_hook":
+            # the verbs are the child's program (:1623-1638), not the parent's; with no
+            # call_hook the parent's running verb is killed (:1649-1652), unless the answer
+            # made _lccCallHook throw first (a truthy non-array, :1626)
+            if p.kills_parent and (isinstance(data, list) or not truthy(data)):
+                self._running_killed()
         elif verbs and p.wait is None and mtype in ("session:new", "verb:hook", "session:redirect"):
             self._program_changed(verbs)  # the ack's verbs replace the program (a wait hook's play)
         if initial:
@@ -260,6 +274,20 @@ class _Inbound(_Core):
                 await self._emit(trying)
         p.succeed(record)
         self._notify()
+
+    def _report_lost_child_answer(self, data: Any, text: str, link: _Link) -> None:
+        """A truthy non-array answer to a ``child_call_hook``'s ``session:redirect``."""
+        self._violate(
+            "refused-ack-data",
+            f"the ack to the session:redirect for a redirect command's child_call_hook has "
+            f"data {dumps(data)[:60]}: jambonz 0.9.8 takes it as the child leg's program "
+            "(FS lib/session/call-session.js:1623-1627); normalizeJambones throws (:1626) in a "
+            "handler nobody awaits (:2305): the whole redirect is lost (the child stays "
+            "bridged, nothing happens to the parent, whatever its own answer). Send a verb "
+            "array, or nothing to leave the child alone",
+            frame=text,
+            link=link,
+        )
 
     async def _on_command(self, link: _Link, obj: dict[str, Any], text: str) -> None:
         name = obj["command"]
@@ -290,9 +318,11 @@ class _Inbound(_Core):
             return
         self._commands.append(CommandRecord(command=cmd, raw=obj, connection=link.index, time=self._now()))
         self._check_running(cmd, text, link)
-        if isinstance(cmd, RedirectToHookCommand) and cmd.call_hook is not None:
-            hook = cmd.call_hook
-            self._lcc_hooks.append(hook.url if isinstance(hook, HookSpec) else hook)
+        if isinstance(cmd, RedirectToHookCommand):
+            if cmd.call_hook is not None:
+                self._lcc_hooks.append(_url(cmd.call_hook))
+            if cmd.child_call_hook is not None:
+                self._lcc_child_hooks.append((_url(cmd.child_call_hook), cmd.call_hook is None))
         if isinstance(cmd, RedirectCommand):
             self._program_changed(list(cmd.verbs), append=cmd.queue)
         elif isinstance(cmd, RedirectLegsCommand) and cmd.parent_call is not None:
@@ -347,3 +377,7 @@ class _Inbound(_Core):
             carry -= whole
             if whole:
                 await self._drain(whole)
+
+
+def _url(hook: str | HookSpec) -> str:
+    return hook.url if isinstance(hook, HookSpec) else hook

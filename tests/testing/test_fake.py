@@ -858,6 +858,84 @@ async def test_an_empty_session_redirect_answer_after_a_call_hook_command_clears
             await fc.expect_command("mute:status")
 
 
+async def test_a_falsy_call_hook_answer_drops_the_killed_verb_from_the_program(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A falsy answer kills the parent's running verb (FS v0.9.8
+    ``lib/session/call-session.js:1649-1652``). Driven by hand the fake cannot tell which verb
+    runs, except when the program is one verb: that one is over now, so a ``mute:status`` for
+    the conference that was killed is ignored by jambonz (``:1719-1727``). Before, the fake
+    kept the killed conference in its record and let the ``mute:status`` pass."""
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.answered([CONFERENCE])
+        await s.command("redirect", {"call_hook": "/next"})
+        redirect = await s.recv_type("session:redirect")
+        await s.send({"type": "ack", "msgid": redirect["msgid"]})
+        await s.command("mute:status", "mute")
+
+    async with started_call(app_side, strict=False) as fc:
+        await fc.expect_command(RedirectToHookCommand)
+        assert (await fc.session_redirect("/next")).verbs == []
+        await fc.expect_command("mute:status")
+        assert [v.kind for v in fc.violations] == ["refused-ack-data", "ignored-command"]
+
+
+async def test_a_child_call_hook_session_redirect_carries_the_child_leg(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """For ``child_call_hook`` jambonz sends ``session:redirect`` on the parent's socket with
+    the *child's* call info (FS v0.9.8 ``lib/session/call-session.js:1600-1606``: ``sd.callInfo``);
+    the answer is the child's program (``:1623-1638``, adulting), not the parent's; and with
+    no ``call_hook`` the parent's running verb, the dial, is killed (``:1649-1652``): a later
+    ``mute:status`` is ignored. Before, the fake sent the parent's call info, took the child's
+    verbs for the parent's program and let the ``mute:status`` pass."""
+    parent = CallData()
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.answered([DIAL])
+        await s.command("redirect", {"child_call_hook": "/child"})
+        redirect = await s.recv_type("session:redirect")
+        assert redirect["hook"] == "/child"
+        data = redirect["data"]
+        assert data["direction"] == "outbound" and data["parent_call_sid"] == parent.call_sid
+        assert data["call_sid"] != parent.call_sid
+        await s.ack(redirect, [SAY])
+        await s.command("mute:status", "mute")
+
+    async with started_call(app_side, call=parent) as fc:
+        await fc.expect_command(RedirectToHookCommand)
+        assert (await fc.session_redirect("/child")).verb_names == ["say"]
+        with pytest.raises(ProtocolViolation, match="ignored-command"):
+            await fc.expect_command("mute:status")
+
+
+@pytest.mark.parametrize(("data", "refused"), [("missing", False), (False, False), ({}, True), (SAY, True)])
+async def test_a_child_call_hook_answer_that_is_not_an_array(
+    autojump_clock: trio.abc.Clock, data: Any, refused: bool
+) -> None:
+    """A falsy answer for the child leaves it bridged (FS v0.9.8
+    ``lib/session/call-session.js:1623``); a truthy non-array makes ``normalizeJambones`` throw
+    (``:1626``) in a handler nobody awaits (``:2305``): the whole redirect is lost."""
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.answered([DIAL])
+        await s.command("redirect", {"child_call_hook": "/child"})
+        redirect = await s.recv_type("session:redirect")
+        out: dict[str, Any] = {"type": "ack", "msgid": redirect["msgid"]}
+        if data != "missing":
+            out["data"] = data
+        await s.send(out)
+
+    async with started_call(app_side, strict=False) as fc:
+        await fc.expect_command(RedirectToHookCommand)
+        assert (await fc.session_redirect("/child")).verbs == []
+        kinds = [v.kind for v in fc.violations]
+        assert kinds == (["refused-ack-data"] if refused else [])
+        if refused:
+            assert "lost" in fc.violations[0].message
+
+
 @pytest.mark.parametrize(("data", "accepted"), [(False, True), ("", True), ({}, False), (SAY, False)])
 async def test_a_dial_confirm_ack_that_is_not_an_array(
     autojump_clock: trio.abc.Clock, data: Any, accepted: bool
