@@ -880,7 +880,7 @@ async def run_listen(runner: _Runner, verb: Listen) -> bool | None:
                     while True:
                         if audio.ended is not None or audio.closed.is_set():
                             break
-                        if runner._apply_commands() or runner.ended:
+                        if await runner._follow_commands() or runner.ended:
                             audio.ended = "redirect" if not runner.ended else "hangup"
                             break
                         now = trio.current_time()

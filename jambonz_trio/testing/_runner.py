@@ -5,7 +5,8 @@
 what to answer at each ``gather`` (and how a ``dial`` or an ``llm`` turn ends), sends the
 action hooks with the result shapes 0.9.8 sends, emits ``verb:status`` ``starting`` /
 ``finished`` once a ``config`` verb turned ``notifyEvents`` on, follows ``redirect`` commands
-(replace or append), and ends the call on ``hangup`` / ``sip:decline`` / ``call:status
+(replace or append; to a ``call_hook`` / ``child_call_hook``: the ``session:redirect`` round
+trips), and ends the call on ``hangup`` / ``sip:decline`` / ``call:status
 completed`` - or as the caller, when nothing is left to run for ``idle`` seconds. A socket
 that drops while a hook waits for its ack abandons that request and reconnects, as jambonz
 does, and the program carries on. It returns a :class:`CallRun`: what the caller heard and the
@@ -25,6 +26,7 @@ from .._protocol._outbound import (
     LlmToolOutputCommand,
     RedirectCommand,
     RedirectLegsCommand,
+    RedirectToHookCommand,
 )
 from .._protocol._verbs import (
     Conference,
@@ -41,8 +43,10 @@ from .._protocol._verbs import (
 )
 from .._protocol._verbs_base import Verb
 from ._audio import AudioSource
-from ._errors import AckAbandoned
+from ._calldata import CallData
+from ._errors import AckAbandoned, FakeJambonzError
 from ._fake import FakeCall, dial_result_data, flux_speech_result, speech_result
+from ._jambonz import truthy
 from ._media import run_listen
 from ._records import AckRecord
 
@@ -72,7 +76,9 @@ class HangUp:
 
 @attrs.frozen
 class DialOutcome:
-    """How a ``dial`` ends (the fields of its actionHook)."""
+    """How a ``dial`` ends (the fields of its actionHook). An answered one (``completed``) is
+    connected while it runs: a ``redirect`` command's ``child_call_hook`` then reaches the
+    callee."""
 
     dial_call_status: str = "completed"
     dial_sip_status: int = 200
@@ -103,6 +109,11 @@ class _Killed:
 
 
 _KILLED = _Killed()
+
+#: How a command ends the running verb: its program is replaced (``KillReason.Replaced``), or
+#: it is killed and the program goes on (a falsy ``call_hook`` answer, or a ``child_call_hook``
+#: alone, FS v0.9.8 ``lib/session/call-session.js:1649-1652``: ``kill(cs)``, no reason).
+Kill = Literal["replaced", "killed"]
 
 
 class Caller:
@@ -208,6 +219,10 @@ class _Runner:
         self.ended = False
         self.heard: list[str] = []
         self.steps: list[tuple[str, str]] = []
+        #: the child leg of the connected ``dial`` (while one runs), for ``child_call_hook``
+        self.child: CallData | None = None
+        #: how the last command that ended the running verb did it
+        self.kill: Kill | None = None
 
     def step(self, who: str, text: str) -> None:
         self.steps.append((who, text))
@@ -235,7 +250,7 @@ class _Runner:
             self._narrate_ack(ack)
             self.program = list(ack.verbs)
         while not self.ended and not fc.is_over:
-            self._apply_commands()
+            await self._follow_commands()
             if self.ended:
                 break
             if not self.program:
@@ -255,27 +270,132 @@ class _Runner:
                 await self.fc.wait_idle(0.05)
         return len(self.fc.commands) > self.seen
 
-    def _apply_commands(self, until: int | None = None) -> bool:
-        """Follow the commands that arrived (up to index ``until``); ``True`` if one replaced
-        the program."""
-        end = len(self.fc.commands) if until is None else until
-        replaced = False
-        for record in self.fc.commands[self.seen : end]:
-            self.step("command", describe_command(record.command))
-            cmd = record.command
-            if isinstance(cmd, RedirectCommand):
-                if cmd.queue:
-                    self.program.extend(cmd.verbs)
-                else:
-                    self.program = list(cmd.verbs)
-                    replaced = True
-            elif isinstance(cmd, RedirectLegsCommand) and cmd.parent_call is not None:
-                self.program = list(cmd.parent_call)
-                replaced = True
-            elif isinstance(cmd, CallStatusCommand) and cmd.call_status == "completed":
-                self.ended = True
-        self.seen = max(self.seen, end)
-        return replaced
+    async def _follow_commands(self, until: int | None = None) -> Kill | None:
+        """Follow the commands that arrived (up to index ``until``); how one of them ended the
+        running verb, if one did (:attr:`kill` keeps it). A ``redirect`` to a hook waits for
+        the ``session:redirect`` answers: meanwhile the verb runs on, as in jambonz. Shielded
+        from the caller's cancellation (an ``async`` caller answering meanwhile): a request
+        jambonz sent is seen through; the fake's ack timeout bounds it."""
+        kill: Kill | None = None
+        with trio.CancelScope(shield=True):
+            while self.seen < (len(self.fc.commands) if until is None else until):
+                record = self.fc.commands[self.seen]
+                self.seen += 1
+                self.step("command", describe_command(record.command))
+                cmd = record.command
+                ended: Kill | None = None
+                if isinstance(cmd, RedirectCommand):
+                    if cmd.queue:
+                        self.program.extend(cmd.verbs)
+                    else:
+                        self.program = list(cmd.verbs)
+                        ended = "replaced"
+                elif isinstance(cmd, RedirectLegsCommand) and cmd.parent_call is not None:
+                    self.program = list(cmd.parent_call)
+                    ended = "replaced"
+                elif isinstance(cmd, RedirectToHookCommand):
+                    ended = await self._redirect_to_hook(cmd)
+                elif isinstance(cmd, CallStatusCommand) and cmd.call_status == "completed":
+                    self.ended = True
+                if ended is not None and kill != "replaced":
+                    kill = ended
+        if kill is not None:
+            self.kill = kill
+        return kill
+
+    async def _redirect_to_hook(self, cmd: RedirectToHookCommand) -> Kill | None:
+        """jambonz's ``_lccCallHook`` for a ``redirect`` to hooks (FS v0.9.8
+        ``lib/session/call-session.js:1589-1657``): ``session:redirect`` to ``call_hook`` with
+        the call info, and to ``child_call_hook`` with the child's while a ``dial`` is
+        connected, both at once (``:1595-1608``); then the child's answer moves it to a session
+        of its own (``:1623-1638``), the parent's replaces the program (``:1639-1642``), and
+        with no parent program the running verb is killed (``:1649-1652``)."""
+        fc = self.fc
+        running = fc._running
+        parent = _hook_url(cmd.call_hook) if cmd.call_hook is not None else None
+        child_hook = _hook_url(cmd.child_call_hook) if cmd.child_call_hook is not None else None
+        # between two verbs (an actionHook's answer awaited) the verb whose hook went out is
+        # jambonz's current task: a kill ends nothing more; with no verb left, there is none
+        idle = running is None and not self.program
+        if child_hook is not None and idle:
+            # reading the running verb's sd throws with none running (:1601-1602), after the
+            # parent's session:redirect went out (:1596-1598): its answer is lost
+            self.step("jambonz", "no verb runs: the redirect fails in jambonz (call-session.js:1602)")
+            if parent is not None:
+                self.step("jambonz", f"session:redirect {parent} (its answer is lost)")
+                await self._session_redirect(parent)
+            return None
+        leg = self.child if child_hook is not None and isinstance(running, Dial) else None
+        if child_hook is not None and leg is None:
+            self.step("jambonz", f"no connected dial: no session:redirect for {child_hook} (:1600-1606)")
+        requests: list[tuple[str, CallData | None]] = []
+        if parent is not None:
+            requests.append((parent, None))
+        if child_hook is not None and leg is not None:
+            requests.append((child_hook, leg))
+        for url, to_child in requests:
+            self.step("jambonz", f"session:redirect {url}" + (" (the child leg)" if to_child else ""))
+        acks = await self._session_redirects(requests)
+        if any(ack is None for ack in acks):
+            return None  # abandoned by a drop: Promise.all rejects, nothing more happens
+        answers = dict(zip([url for url, _ in requests], acks, strict=True))
+        child_ack = answers.get(child_hook) if leg is not None and child_hook is not None else None
+        if child_ack is not None:
+            data = child_ack.raw.get("data")
+            if isinstance(data, list):
+                names = ", ".join(describe_verb(verb) for verb in child_ack.verbs) or "(no verbs)"
+                self.step(
+                    "jambonz",
+                    "the child leg leaves the dial for a session of its own: session:adulting on "
+                    f"a new socket to <call hook>/adulting, not played here; its program: {names}",
+                )
+                self.child = None  # the dial lets go of it (lib/tasks/dial.js:764-772)
+            elif truthy(data):
+                return None  # normalizeJambones throws (:1626): the whole redirect is lost
+        parent_ack = answers.get(parent) if parent is not None else None
+        if parent_ack is None:
+            return "killed" if running is not None else None  # :1649-1652
+        self._narrate_ack(parent_ack)
+        data = parent_ack.raw.get("data")
+        if isinstance(data, list):
+            self.program = list(parent_ack.verbs)  # [] too: nothing follows (:1639-1642)
+            return "replaced"
+        if truthy(data):
+            return None  # normalizeJambones throws (:1640): the redirect is lost
+        return "killed" if running is not None else None  # :1649-1652
+
+    async def _session_redirect(self, url: str, child: CallData | None = None) -> AckRecord | None:
+        """One ``session:redirect`` of a ``redirect`` command; ``None`` if a drop abandoned it."""
+        try:
+            if child is not None:
+                return await self.fc.session_redirect(url, child_call_hook=True, child=child)
+            return await self.fc.session_redirect(url, call_hook=True)
+        except AckAbandoned as exc:
+            if self.fc.is_over:
+                raise
+            self.step("jambonz", f"the socket dropped before the ack: {exc.msg_type} abandoned; carrying on")
+            return None
+
+    async def _session_redirects(
+        self, requests: Sequence[tuple[str, CallData | None]]
+    ) -> list[AckRecord | None]:
+        """The ``session:redirect`` requests at once, as jambonz's ``Promise.all`` (:1608): an
+        app may answer them in any order. The first error of the fake is raised as is."""
+        acks: list[AckRecord | None] = [None] * len(requests)
+        errors: list[FakeJambonzError] = []
+
+        async def one(index: int, url: str, child: CallData | None) -> None:
+            try:
+                acks[index] = await self._session_redirect(url, child)
+            except FakeJambonzError as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for index, (url, child) in enumerate(requests):
+                nursery.start_soon(one, index, url, child)
+        if errors:
+            raise errors[0]
+        return acks
 
     async def _status(self, event: str, verb: Verb) -> None:
         if self.notify and not self.fc.is_over:
@@ -286,7 +406,7 @@ class _Runner:
         if isinstance(verb, Say | Play):
             self._hear(verb)
         await self.fc.wait_idle(self.speaking)
-        return not self._apply_commands() and not self.ended
+        return not await self._follow_commands() and not self.ended
 
     async def _ask(self, verb: Gather) -> Answer | _Killed:
         """The caller's answer, while the call goes on: commands that arrive meanwhile are
@@ -301,7 +421,7 @@ class _Runner:
 
             nursery.start_soon(ask)
             while True:
-                if self._apply_commands() or self.ended or self.fc.is_over:
+                if await self._follow_commands() or self.ended or self.fc.is_over:
                     nursery.cancel_scope.cancel()
                     return _KILLED
                 await self.fc.wait_idle(0.05)
@@ -432,15 +552,25 @@ class _Runner:
     async def _dial(self, verb: Dial) -> bool:
         outcome = self.caller.dial(verb)
         self.step("jambonz", f"dials {describe_verb(verb)}")
-        killed = not await self._play(verb)  # connected for a while: commands may arrive
+        answered = outcome.dial_call_status == "completed"
+        # an answered dial is connected while it runs: a child_call_hook can reach the callee
+        self.child = self.fc._child_leg() if answered else None
+        child_sid = self.child.call_sid if self.child is not None else None
+        self.kill = None
+        try:
+            killed = not await self._play(verb)  # connected for a while: commands may arrive
+        finally:
+            self.child = None
         if verb.action_hook is None:
             return not killed
         hook = _hook_url(verb.action_hook)
         self.step("jambonz", f"dial ends: {outcome.dial_call_status}; verb:hook {hook}")
-        # a dial killed by a redirect still sends its actionHook, and ignores the ack's verbs
-        # (FS v0.9.8 lib/tasks/dial.js:249: expectResponse is false when replaced)
-        ack = await self._hook(verb, dial_result_data(outcome.dial_call_status, outcome.dial_sip_status))
-        await self._after_hook(ack, use_verbs=not killed)
+        # a dial killed by a redirect still sends its actionHook; it ignores the ack's verbs
+        # when the program was replaced (FS v0.9.8 lib/tasks/dial.js:249: expectResponse is
+        # false for KillReason.Replaced), not when it was only killed (:270: reason hangup)
+        data = dial_result_data(outcome.dial_call_status, outcome.dial_sip_status, child_sid)
+        ack = await self._hook(verb, data)
+        await self._after_hook(ack, use_verbs=not (killed and self.kill == "replaced"))
         return not killed
 
     async def _next_tool_output(self) -> LlmToolOutputCommand:
@@ -451,7 +581,7 @@ class _Runner:
                 for record in self.fc.commands[self.seen :]:
                     if isinstance(record.command, LlmToolOutputCommand):
                         index = self.fc.commands.index(record)
-                        self._apply_commands(until=index)
+                        await self._follow_commands(until=index)
                         self.seen = index + 1
                         return record.command
                 await self.fc.wait_idle(0.05)
@@ -518,6 +648,13 @@ def describe_command(command: Any) -> str:
     if isinstance(command, RedirectCommand):
         how = "append" if command.queue else "replace"
         return f"redirect ({how}): " + ("; ".join(describe_verb(v) for v in command.verbs) or "(empty)")
+    if isinstance(command, RedirectToHookCommand):
+        hooks = [
+            f"{name} {_hook_url(hook)}"
+            for name, hook in (("call_hook", command.call_hook), ("child_call_hook", command.child_call_hook))
+            if hook is not None
+        ]
+        return "redirect to " + ", ".join(hooks)
     if isinstance(command, CallStatusCommand):
         return f"call:status {command.call_status}"
     wire = command.to_wire()

@@ -6,9 +6,11 @@ import trio
 import trio.testing
 
 from jambonz_trio import Call, JambonzServer, VerbHook, serve_jambonz
-from jambonz_trio.messages import VerbStatus
+from jambonz_trio.messages import SessionRedirect, VerbStatus
 from jambonz_trio.testing import Caller, Digits, HangUp, Speech, open_fake_call, run_call
-from jambonz_trio.verbs import Config, Gather, Hangup, Say
+from jambonz_trio.verbs import Config, Dial, Gather, Hangup, Say, Target
+
+from ._apps import GATHER, SAY, TinyApp, app_running
 
 
 async def replace_during_gather(call: Call) -> None:
@@ -169,3 +171,157 @@ async def test_on_gather_may_return_a_plain_str_like_positional_answers(
             with trio.fail_after(30):
                 run = await run_call(fc, Caller(on_gather=on_gather))
         assert run.heard == [f"You said {word} g1", f"Then {word} g2"]
+
+
+# -- redirect commands to hooks (call_hook / child_call_hook) ----------------------------
+
+
+async def _stuck(gather: Gather) -> Speech | Digits | HangUp | None:
+    """A caller who never finishes the sentence (only a kill ends the gather)."""
+    await trio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+async def test_a_redirect_to_a_call_hook_plays_the_answer_as_the_new_program(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: ``run_call`` left ``redirect_to_hook(call_hook)`` unanswered: no
+    ``session:redirect`` went out and the gather ran on. jambonz sends ``session:redirect`` to
+    the new hook with the call info and runs the answer as the program, killing the running
+    verb (FS v0.9.8 ``lib/session/call-session.js:1595-1598``, ``:1639-1642``)."""
+    redirects: list[SessionRedirect] = []
+
+    async def move_on_start(call: Call) -> None:
+        await call.ack(call.session, [Config(notify_events=True), Gather(id="g1", action_hook="/g")])
+        async for event in call:
+            if isinstance(event, VerbStatus) and event.event == "starting" and event.verb_id == "g1":
+                await call.redirect_to_hook("/next")
+            elif isinstance(event, SessionRedirect):
+                redirects.append(event)
+                await call.ack(event, [Say(text="Moved"), Hangup()])
+
+    server: JambonzServer = await nursery.start(serve_jambonz, move_on_start)
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller(on_gather=_stuck))
+    assert [r.hook for r in redirects] == ["/next"]
+    assert redirects[0].data["call_sid"] == fc.call.call_sid
+    assert run.heard == ["Moved"]
+    sent = [(m.type, dict(m.data)) for m in fc.sent]
+    assert not any(t == "verb:hook" for t, _ in sent)  # the killed gather calls no actionHook
+    assert [d["event"] for t, d in sent if t == "verb:status" and d.get("id") == "g1"] == [
+        "starting",
+        "finished",
+    ]
+
+
+async def test_a_falsy_call_hook_answer_kills_the_running_verb_and_the_program_goes_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A falsy ``session:redirect`` answer (here none) kills the running verb and the rest of
+    the program runs (FS v0.9.8 ``lib/session/call-session.js:1649-1652``)."""
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.answered([{"verb": "config", "notifyEvents": True}, GATHER | {"id": "g1"}, SAY])
+        while (msg := await s.recv())["type"] != "verb:status" or msg["data"].get("id") != "g1":
+            pass
+        await s.command("redirect", {"call_hook": "/next"})
+        while (msg := await s.recv())["type"] != "session:redirect":
+            pass
+        await s.send({"type": "ack", "msgid": msg["msgid"]})
+        await s.closed_code()
+
+    async with app_running(app_side) as app, open_fake_call(app.connector, strict=False) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller(on_gather=_stuck))
+    assert run.heard == [SAY["text"]]
+    assert [v.kind for v in fc.violations] == ["refused-ack-data"]
+
+
+DIAL = Dial(id="d1", target=[Target(type="phone", number="+15551230000")], action_hook="/dialed")
+
+
+async def test_a_child_call_hook_redirect_adults_the_child_and_kills_the_dial(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: ``child_call_hook`` was ignored. While a dial is connected jambonz sends
+    ``session:redirect`` with the *child's* call info (FS v0.9.8
+    ``lib/session/call-session.js:1600-1606``); the answer becomes the child's program on a
+    session of its own (``:1623-1638``); with no ``call_hook`` the dial is killed (``:1649-1652``,
+    reason hangup), so its actionHook goes out and its answer is the new program
+    (``lib/tasks/dial.js:249``, ``:270``)."""
+    redirects: list[SessionRedirect] = []
+
+    async def transfer(call: Call) -> None:
+        await call.ack(call.session, [Config(notify_events=True), DIAL])
+        async for event in call:
+            if isinstance(event, VerbStatus) and event.event == "starting" and event.verb_id == "d1":
+                await call.redirect_to_hook(child_call_hook="/child")
+            elif isinstance(event, SessionRedirect):
+                redirects.append(event)
+                await call.ack(event, [Say(text="Hello callee")])
+            elif isinstance(event, VerbHook) and event.hook == "/dialed":
+                await call.ack(event, [Say(text="Back to you"), Hangup()])
+
+    server: JambonzServer = await nursery.start(serve_jambonz, transfer)
+    story: list[tuple[str, str]] = []
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller(), on_step=lambda *step: story.append(step))
+    assert [r.hook for r in redirects] == ["/child"]
+    child = redirects[0].data
+    assert child["direction"] == "outbound" and child["parent_call_sid"] == fc.call.call_sid
+    hook = next(m for m in fc.sent if m.type == "verb:hook")
+    assert hook.data["dial_call_sid"] == child["call_sid"]
+    assert run.heard == ["Back to you"]  # the callee's "Hello callee" plays on the child leg
+    assert any(who == "jambonz" and "session:adulting" in text for who, text in story)
+
+
+async def test_a_child_call_hook_without_a_connected_dial_still_kills_the_running_verb(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """No connected dial: no ``session:redirect`` for the child (FS v0.9.8
+    ``lib/session/call-session.js:1602-1606``), but with no ``call_hook`` the running verb is
+    killed all the same (``:1649-1652``) and the program goes on."""
+    redirects: list[SessionRedirect] = []
+
+    async def misplaced(call: Call) -> None:
+        await call.ack(
+            call.session, [Config(notify_events=True), Gather(id="g1", action_hook="/g"), Say(text="Next")]
+        )
+        async for event in call:
+            if isinstance(event, VerbStatus) and event.event == "starting" and event.verb_id == "g1":
+                await call.redirect_to_hook(child_call_hook="/child")
+            elif isinstance(event, SessionRedirect):
+                redirects.append(event)
+                await call.ack(event, [])
+
+    server: JambonzServer = await nursery.start(serve_jambonz, misplaced)
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller(on_gather=_stuck))
+    assert redirects == [] and run.heard == ["Next"]
+
+
+async def test_a_child_call_hook_while_no_verb_runs_loses_the_call_hook_answer(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """With no verb running, jambonz's ``_lccCallHook`` throws reading the running verb's
+    ``sd`` (FS v0.9.8 ``lib/session/call-session.js:1601-1602``), after the parent's
+    ``session:redirect`` went out (``:1596-1598``): its answer is never used."""
+    redirects: list[SessionRedirect] = []
+
+    async def late(call: Call) -> None:
+        await call.ack(call.session, [Config(notify_events=True)])
+        async for event in call:
+            if isinstance(event, VerbStatus) and event.event == "finished":
+                await call.redirect_to_hook("/parent", child_call_hook="/child")
+            elif isinstance(event, SessionRedirect):
+                redirects.append(event)
+                await call.ack(event, [Say(text="Lost"), Hangup()])
+
+    server: JambonzServer = await nursery.start(serve_jambonz, late)
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller())
+    assert [r.hook for r in redirects] == ["/parent"] and run.heard == []
