@@ -213,6 +213,9 @@ class Cluster:
         # when each call's socket was last bound here (time.monotonic(), s): ranks this
         # member's copy against another member's at re-registration (ranked_doc)
         self._bind_times: dict[str, float] = {}
+        # the ``bound`` (ms) of the entry a re-registration wrote for each call's copy as it is
+        # now (forgotten when the copy is bound again): which copy a ``moved`` notice is about
+        self._ranked: dict[str, int] = {}
         self._pending: dict[str, ClusterCall | None] = {}
         self._resync = True  # the first registration is a full one
         self._flushing = False  # a batch taken from _pending, or a re-registration, is being written
@@ -488,6 +491,7 @@ class Cluster:
         )
         self._live[sid] = (call, summary)
         self._bind_times[sid] = time.monotonic()
+        self._ranked.pop(sid, None)
         self._queue(sid, summary)
 
     def _entry(self, call: Call) -> tuple[str, ClusterCall] | None:
@@ -504,6 +508,7 @@ class Cluster:
             return
         sid, listed = found
         self._bind_times[sid] = time.monotonic()
+        self._ranked.pop(sid, None)  # (a moved notice about the copy as it was is stale)
         if listed.reconnect_count != call.reconnect_count:
             summary = attrs.evolve(listed, reconnect_count=call.reconnect_count)
             self._live[sid] = (call, summary)
@@ -518,6 +523,7 @@ class Cluster:
         self._ud_stored.pop(sid, None)
         self._written.pop(sid, None)
         self._bind_times.pop(sid, None)
+        self._ranked.pop(sid, None)
         self._queue(sid, None)  # (removed with its user_data, unless handed over: _removal)
 
     def _queue(self, sid: str, update: ClusterCall | None) -> None:
@@ -1051,8 +1057,10 @@ class Cluster:
             plain: dict[str, str] = {}
             for sid, (call, summary) in snapshot.items():
                 doc = plain[sid] = summary.dumps()
-                bound = self._bind_times.get(sid, 0.0) * 1000 + (self._redis_offset or 0.0)
-                entry = ranked_doc(summary, bound_ms=int(bound), connected=call.state is ConnState.CONNECTED)
+                bound = self._ranked[sid] = int(
+                    self._bind_times.get(sid, 0.0) * 1000 + (self._redis_offset or 0.0)
+                )
+                entry = ranked_doc(summary, bound_ms=bound, connected=call.state is ConnState.CONNECTED)
                 ops.append((sid, "?" + entry if self._written.get(sid) == doc else entry))
             refused = await self._apply(ops, plain)
             if refused is None:
@@ -1091,6 +1099,7 @@ class Cluster:
         self._ud_stored.pop(sid, None)
         self._written.pop(sid, None)
         self._bind_times.pop(sid, None)
+        self._ranked.pop(sid, None)
         if call.state is ConnState.DISCONNECTED:
             engine_of(call).give_up(reason)
         elif call.state is ConnState.CONNECTED:
@@ -1200,12 +1209,17 @@ class Cluster:
         """Another member's re-registration took a call's entry over from this member's (its
         copy was bound later, see ``UPSERT``): jambonz talks, or will reconnect, to that copy,
         and this one is stale. It ends (:meth:`_disown`), unless its socket was bound again
-        since its entry was written (the write that queued takes the entry back)."""
+        since its entry was written (the write that queued takes the entry back). The notice
+        names the copy taken over (``bound``, as its entry said): read late, after the copy was
+        bound again (and its write took the entry back), it ends nothing."""
         sid = str(message.get("sid"))
         entry = self._live.get(sid)
         if entry is None:
             return
         call, summary = entry
+        bound = message.get("bound")
+        if not isinstance(bound, int | float) or self._ranked.get(sid) != int(bound):
+            return  # about a copy bound before this one (or another copy of the call)
         if self._written.get(sid) != summary.dumps() or sid in self._pending or self._resync:
             return  # bound again since its entry was written (or not known written)
         by = str(message.get("to"))

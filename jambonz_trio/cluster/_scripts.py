@@ -109,7 +109,8 @@ end
 #: re-registration carry a ``copy`` (``ranked_doc``): one meeting another member's entry that
 #: carries one too (both members re-registered: Redis restarted empty, say) takes it over only
 #: if it outranks it (``_OUTRANKS``), and then tells that member (a ``moved`` entry in its
-#: inbox: it ends its copy); it is refused (nothing written) otherwise. A '?' re-registration
+#: inbox, with the ``bound`` of the copy taken over: it ends that copy, not one bound since);
+#: it is refused (nothing written) otherwise. A '?' re-registration
 #: meeting another member's plain entry (written for a socket bound there since) is refused.
 #: -> {number of changes, then the sids of the re-registrations refused}, or -1 (nothing written)
 #: when I am not registered: swept while unreachable, or gone - a write arriving late must not
@@ -161,7 +162,7 @@ for i = 5, #ARGV, 2 do
         local inbox = prefix .. owner .. ':inbox'
         if redis.call('EXISTS', inbox) == 1 then
           redis.call('XADD', inbox, 'MAXLEN', '~', ARGV[4], '*',
-                     'm', cjson.encode({k = 'moved', sid = sid, to = me}))
+                     'm', cjson.encode({k = 'moved', sid = sid, to = me, bound = theirs['bound']}))
         end
       end
       if prev ~= doc then

@@ -244,6 +244,45 @@ async def test_redis_restarted_empty_leaves_the_call_with_the_member_jambonz_tal
         assert b.server.calls[sid] is moved and moved.reconnect_count == 1
 
 
+async def test_a_moved_notice_read_after_the_copy_was_bound_again_leaves_it(
+    nursery: trio.Nursery, redis_url: str, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ``moved`` notice is about the copy whose entry was taken over, not about whatever
+    copy of the call the member holds when it reads it. After Redis restarted empty, B's
+    re-registration takes the entry over from A's stale parked copy and tells A; before A reads
+    the notice (its inbox task is slower than its directory task, say: it was in its Redis
+    backoff), B's socket drops and jambonz reconnects to A, which binds its copy again and
+    takes the entry back. A then read the notice and, its entry being written and nothing
+    queued, closed the copy jambonz talks to (1012), leaving its own entry listing a call it
+    no longer held. A now ends only the copy the notice names (its bind time)."""
+    async with _a_call_on_a(nursery, redis_url, ns) as (a, b, control, target, fc):
+        sid = fc.call.call_sid or ""
+        stale = a.server.calls[sid]
+        await fc.drop(reconnect=False)
+        await eventually(lambda: stale.state is ConnState.DISCONNECTED, 5)
+        a_back = await _moved_while_away(control, a, b, fc, target)
+        held: list[dict[str, Any]] = []
+        monkeypatch.setattr(a.cluster, "_on_moved", held.append)  # A's inbox task lags
+        b_back = _cut_off(b)
+        await flush_namespace(control)  # Redis restarted, empty
+        await _back(a, a_back)
+        await _back(b, b_back)
+        assert await owned_by(control, sid, b.cluster.member)
+        await eventually(lambda: len(held) == 1, 5)  # A was told, and has not acted yet
+        await fc.drop(reconnect=False)
+        target.to = a.server.connect_memory
+        await fc.reconnect()  # jambonz now talks to A's copy
+        assert a.server.calls[sid] is stale and stale.state is ConnState.CONNECTED
+        await eventually(lambda: owned_by(control, sid, a.cluster.member), 5)
+        await a.cluster.wait_registered()
+        monkeypatch.undo()
+        a.cluster._on_moved(held[0])  # the notice, read late
+        assert a.cluster.statistics().calls == 1 and a.server.calls.get(sid) is stale
+        hooks = stale.user_data["hooks"]
+        assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text=f"hook {hooks + 1}")]
+        assert await owned_by(control, sid, a.cluster.member)
+
+
 async def test_re_registrations_of_one_call_by_two_members_keep_the_copy_bound_last(
     redis_url: str, ns: str
 ) -> None:
