@@ -263,6 +263,9 @@ class Cluster:
         #: requests up to it were sent to an earlier process with this member id (``None``:
         #: no beat answered yet, so none can be for this one)
         self._born: tuple[int, int] | None = None
+        #: the calls an earlier process with this member id left were swept (before the
+        #: first beat: see _directory_loop)
+        self._earlier_swept = False
         self._ignored_before = 0
 
     def __repr__(self) -> str:
@@ -846,6 +849,8 @@ class Cluster:
                     await self._wake.wait()
             self._wake = trio.Event()
             try:
+                if not self._earlier_swept:
+                    await self._sweep_earlier()
                 if self._beat_now or trio.current_time() >= self._next_beat:
                     self._beat_now = False
                     if not await self._scheduled_beat():
@@ -865,6 +870,21 @@ class Cluster:
                 continue
             backoff.reset()
             self._set_up(True)
+
+    async def _sweep_earlier(self) -> None:
+        """Before this handle's first beat: sweep what an earlier process with this member id
+        left (one that crashed and was restarted with the same id, before its expiry): its
+        calls end as a dead member's do (orphan marks: commands raise ``OwnerGone``, their
+        stored user_data waits ``orphan_keep`` for their reconnects), not as calls that ended
+        (which the first re-registration made of them). Nothing for a new id. The inbox stays
+        (answers to this handle's first commands may be in it: what was sent to the earlier
+        process is ignored, see :meth:`_for_an_earlier_process`)."""
+        removed = await self._sweep_dead(self.member, keep_inbox=True)
+        self._earlier_swept = True
+        if removed:
+            log.info(
+                "cluster: member %s swept %d calls an earlier process with its id left", self.member, removed
+            )
 
     async def _scheduled_beat(self) -> bool:
         """Beat, and schedule the next beat ``member_ttl / 3`` from now: ``False`` when Redis
@@ -949,9 +969,11 @@ class Cluster:
             return False
         return time.monotonic() * 1000 + self._redis_offset > sent_ms + ttl_ms
 
-    async def _sweep_dead(self, member: str = "", *, client: coredis.Redis[str] | None = None) -> int:
+    async def _sweep_dead(
+        self, member: str = "", *, client: coredis.Redis[str] | None = None, keep_inbox: bool = False
+    ) -> int:
         """Sweep the members past their expiry (``member``: that one, expired or not), on
-        ``client`` (default: the handle's)."""
+        ``client`` (default: the handle's); ``keep_inbox``: not the member's inbox."""
         k = self._keys
         with guard("sweep", self._where), trio.fail_after(self._bound):
             removed: int = await self._sweep(
@@ -961,6 +983,7 @@ class Cluster:
                     self.config.events_maxlen,
                     int(self.config.orphan_keep * 1000),
                     member,
+                    "1" if keep_inbox else "0",
                 ],
                 client=client,
             )

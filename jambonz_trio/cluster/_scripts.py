@@ -193,7 +193,9 @@ return refused
 )
 
 #: KEYS: members, calls, events, orphans, userdata
-#: ARGV: member key prefix, events_maxlen, orphan_keep_ms, a member id ('' = every expired one)
+#: ARGV: member key prefix, events_maxlen, orphan_keep_ms, a member id ('' = every expired one),
+#: optionally '1': keep the member's inbox (a process restarted with the id sweeps what the one
+#: before it left, its inbox too may already hold answers for it)
 #: -> number of calls removed
 SWEEP = (
     _NOW
@@ -220,7 +222,8 @@ for _, m in ipairs(gone) do
       removed = removed + 1
     end
   end
-  redis.call('DEL', set, ARGV[1] .. m .. ':inbox')
+  redis.call('DEL', set)
+  if ARGV[5] ~= '1' then redis.call('DEL', ARGV[1] .. m .. ':inbox') end
   redis.call('ZREM', KEYS[1], m)
 end
 for _, sid in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 256)) do

@@ -32,6 +32,7 @@ from jambonz_trio.cluster import (
     ClusterCall,
     ClusterConfig,
     ClusterUnavailable,
+    OwnerGone,
     _cluster,
     _scripts,
     open_cluster,
@@ -687,6 +688,38 @@ async def test_a_member_restarted_with_its_id_ignores_what_was_sent_to_the_proce
         for inbox in (keys.inbox(sender), keys.inbox(holder)):  # nothing answered
             entries = await client.xrange(inbox)
             assert [json.loads(str(e.field_values["m"]))["k"] for e in entries] == ["hello"]
+
+
+async def test_a_member_restarted_with_its_id_leaves_the_calls_before_it_to_their_reconnects(
+    nursery: trio.Nursery, redis_url: str, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that crashed leaves its calls in the directory; restarted with the same id
+    before its expiry, the member's first re-registration removed them as ended, stored
+    user_data and all: a command got ``CallNotFound`` (``OwnerGone`` with any other id) and a
+    reconnect landing on any member started the call without its user_data (FM-49). The
+    calls of the process before are now swept as a dead member's are: orphan marks, user_data
+    kept ``orphan_keep``."""
+    me = "restarted-member"
+    record = json.dumps({"member": me, "route": "/", "user": None, "v": json.dumps({"hooks": 3})})
+    with trio.fail_after(20):
+        async with open_cluster(redis_url, namespace=ns, member=me, config=FAST_KEEPING) as before:
+            await before.wait_registered()
+            assert (
+                await before._apply([("sid-old", ClusterCall(call_sid="sid-old", member=me).dumps())]) == []
+            )
+            keys = [before._keys.members, before._keys.userdata]
+            assert await before._store_ud(keys=keys, args=[me, "sid-old", record]) == 0
+
+            async def crashed() -> None:  # no deregistration: its entries stay until its expiry
+                pass
+
+            monkeypatch.setattr(before, "_leave", crashed)
+        member, _server = await nursery.start(partial(run_member, redis_url, ns, FAST_KEEPING, member=me))
+        async with open_cluster(redis_url, namespace=ns, config=FAST_KEEPING) as control:
+            await member.wait_registered()
+            with pytest.raises(OwnerGone):
+                await control.send_command("sid-old", RedirectCommand(verbs=(Say(text="x"),)))
+            assert await control._client.hget(control._keys.userdata, "sid-old") == record
 
 
 async def _in_inbox(cluster: Cluster, member: str, kind: str) -> bool:
