@@ -388,10 +388,12 @@ class Cluster:
         ``request_id``: give the same id to retry a command after ``NotDelivered(maybe_sent=
         True)``: the owner executes one id at most once, whichever member sends it (it
         remembers the outcomes of the last 4,096 ids). A retry gets the outcome of an attempt
-        that went out to jambonz (or is going out); an attempt dropped before it went out (its
-        sender gave up, e.g. after ``reply_timeout`` while the call waited for a reconnect)
-        leaves no trace, so the retry runs the command. Attempts with one id in flight at once
-        (from this handle or others) share one execution and its outcome.
+        that went out to jambonz (or is going out, or may have: ``maybe_sent``); an attempt
+        refused or dropped before it went out (the call's queue full, a protocol rule such as
+        "answer session:new first", its sender gave up, e.g. after ``reply_timeout`` while the
+        call waited for a reconnect) leaves no trace, so the retry runs the command. Attempts
+        with one id in flight at once (from this handle or others) share one execution and its
+        outcome.
 
         Raises:
             CallNotFound: no live call has this sid (unknown, or ended).
@@ -1294,8 +1296,7 @@ class Cluster:
             self._nursery.start_soon(self._run_lane, request.call_sid, lane)
         if len(lane) >= self.config.max_queued_commands:
             refusal = _error("queue_full", f"{len(lane)} commands already wait for call {request.call_sid}")
-            self._remember(request.id, refusal)
-            self._spawn_reply(request, refusal)
+            self._spawn_reply(request, refusal)  # (not remembered: it never went out)
             return
         job = self._jobs[request.id] = _Job(request, {attempt: request.reply_to})
         lane.append(job)
@@ -1337,7 +1338,8 @@ class Cluster:
                 del self._jobs[rid]
                 if outcome is None:
                     continue  # dropped before it went out: no trace, nobody to answer
-                self._remember(rid, outcome)
+                if _went_out(outcome):
+                    self._remember(rid, outcome)  # a retry gets it; any other leaves no trace
                 for member in sorted(set(job.attempts.values())):
                     await self._reply(attrs.evolve(job.request, reply_to=member), outcome)
         finally:
@@ -1514,6 +1516,13 @@ class RemoteCall(CommandMethods):
 
 def _reply_message(request: _Request, outcome: dict[str, Any]) -> dict[str, Any]:
     return {"k": "reply", "id": request.id, **outcome}
+
+
+def _went_out(outcome: dict[str, Any]) -> bool:
+    """Whether a command's outcome says it went out to jambonz, or may have: the outcomes a
+    retry with its request id gets again. A refusal (the call's queue full, a rule of the
+    protocol, the socket certainly not written, the call gone) leaves no trace."""
+    return bool(outcome.get("ok") or outcome.get("maybe_sent"))
 
 
 def _error(code: str, message: str, *, maybe_sent: bool = False) -> dict[str, Any]:

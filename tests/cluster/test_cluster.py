@@ -650,6 +650,38 @@ async def test_a_request_id_runs_once_whichever_member_sends_it(
                 await member.send_command(sid, once, request_id="own-2")
 
 
+async def test_a_command_refused_before_it_went_out_leaves_no_trace_for_its_retry(
+    nursery: trio.Nursery, redis_url: str, ns: str
+) -> None:
+    """``send_command``'s ``request_id`` contract: an attempt that never went out leaves no
+    trace, so its retry runs the command. A command refused before the ``session:new``
+    answer (``LocalProtocolError``: jambonz would drop it) was remembered under its id, and
+    the retry after the answer got the same refusal, whichever member sent it."""
+    answer_now = trio.Event()
+
+    async def late_answer(call: Call) -> None:
+        await answer_now.wait()
+        await call.ack(call.session, [Say(text="hi")])
+        await call.wait_closed()
+
+    member, server = await nursery.start(partial(run_member, redis_url, ns, FAST, handler=late_answer))
+    async with open_cluster(redis_url, namespace=ns, config=FAST) as control:
+        with trio.fail_after(20):
+            async with open_fake_call(server.connect_memory) as fc, trio.open_nursery() as inner:
+                inner.start_soon(fc.start)
+                sid = fc.call.call_sid or ""
+                await eventually(lambda: owned_by(control, sid, member.member), 5)
+                retried = RedirectCommand(verbs=(Say(text="retried"),))
+                for sender, rid in ((member, "early-own"), (control, "early-remote")):
+                    with pytest.raises(LocalProtocolError, match="session:new"):
+                        await sender.send_command(sid, retried, request_id=rid)
+                answer_now.set()
+                await server.calls[sid].wait_session_acked()
+                for sender, rid in ((member, "early-own"), (control, "early-remote")):
+                    await sender.send_command(sid, retried, request_id=rid)
+                    assert (await fc.expect_command(RedirectCommand)).verbs == (Say(text="retried"),)
+
+
 async def test_a_member_restarted_with_its_id_ignores_what_was_sent_to_the_process_before(
     nursery: trio.Nursery, redis_url: str, ns: str
 ) -> None:
