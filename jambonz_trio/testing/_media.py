@@ -847,7 +847,8 @@ async def run_listen(runner: _Runner, verb: Listen) -> bool | None:
     audio (``Caller(audio=...)``), and end the verb the way jambonz would: the app closes the
     socket or sends ``disconnect``, ``maxLength`` passes, a DTMF ``finishOnKey``, a redirect
     replaces the program, or the caller hangs up ``idle`` seconds after their audio ran out.
-    Then its ``actionHook`` (if any) is sent, like FS's ``performAction``. Returns ``None``
+    Then its ``actionHook`` (if any) is sent, like FS's ``performAction``, a killed verb's too
+    (the answer is the new program). Returns ``None``
     if the call ended, ``False`` if a redirect killed the verb, else ``True``."""
     fc, caller = runner.fc, runner.caller
     bidi = verb.bidirectional_audio
@@ -904,7 +905,7 @@ async def run_listen(runner: _Runner, verb: Listen) -> bool | None:
     except _Elsewhere:
         # the audio goes to a server outside this test: the verb runs until something ends it
         runner.step("jambonz", f"the audio goes to {verb.url}, outside this test (FakeCall.audio_connector)")
-        return await runner._play(verb)
+        ended = None if await runner._play(verb) else "redirect"
     except ConnectFailed as exc:
         # the module reports connect_failed; FS ends the verb (FS lib/tasks/listen.js:260-264)
         runner.step("jambonz", f"the audio socket failed: {exc.message}")
@@ -915,16 +916,17 @@ async def run_listen(runner: _Runner, verb: Listen) -> bool | None:
         return None
     if runner.ended or fc.is_over:
         return None
-    if ended == "redirect":
-        return False
+    killed = ended == "redirect"
     if verb.action_hook is not None:
+        # a killed listen reports too (FS v0.9.8 lib/tasks/listen.js:93-94: kill() ends the
+        # wait, :102-126), and its answer is the new program (expectResponse for a top-level one)
         hook = str(getattr(verb.action_hook, "url", verb.action_hook))
         data: dict[str, Any] = {"dial_call_duration": round(trio.current_time() - started)}
         if digits is not None:
             data["digits"] = digits
-        runner.step("jambonz", f"listen ends; verb:hook {hook}")
+        runner.step("jambonz", f"listen ends{' (killed)' if killed else ''}; verb:hook {hook}")
         await runner._after_hook(await runner._hook(verb, data))
-    return True
+    return not killed
 
 
 def _narrate_audio(runner: _Runner, audio: FakeAudioStream) -> None:

@@ -1,10 +1,12 @@
 """Run the app's program the way jambonz would, for a scripted caller.
 
 :func:`run_call` walks the verb lists the app answers with: it "plays" ``say``/``play``/
-``pause`` (taking a little time, so commands can arrive meanwhile), asks the :class:`Caller`
+``pause`` (taking a little time, so commands can arrive meanwhile), sends a ``redirect``
+verb's ``session:redirect``, asks the :class:`Caller`
 what to answer at each ``gather`` (and how a ``dial`` or an ``llm`` turn ends), sends the
 action hooks with the result shapes 0.9.8 sends, emits ``verb:status`` ``starting`` /
-``finished`` once a ``config`` verb turned ``notifyEvents`` on, follows ``redirect`` commands
+``finished`` once a ``config`` verb turned ``notifyEvents`` on, narrates the verbs it does not
+simulate (docs/testing.md has the table), follows ``redirect`` commands
 (replace or append; to a ``call_hook`` / ``child_call_hook``: the ``session:redirect`` round
 trips), and ends the call on ``hangup`` / ``sip:decline`` / ``call:status
 completed`` - or as the caller, when nothing is left to run for ``idle`` seconds. A socket
@@ -29,18 +31,35 @@ from .._protocol._outbound import (
     RedirectToHookCommand,
 )
 from .._protocol._verbs import (
+    Alert,
     Conference,
     Config,
+    Dequeue,
     Dial,
+    Dialogflow,
+    Dtmf,
+    Dub,
+    Enqueue,
     Gather,
     Hangup,
+    Leave,
+    Lex,
     Listen,
     Llm,
+    Message,
     Pause,
     Play,
+    Rasa,
+    Redirect,
+    RestDial,
     Say,
     SipDecline,
+    SipRefer,
+    SipRequest,
+    Tag,
+    Transcribe,
 )
+from .._protocol._verbs import Answer as AnswerVerb
 from .._protocol._verbs_base import Verb
 from ._audio import AudioSource
 from ._calldata import CallData
@@ -467,12 +486,9 @@ class _Runner:
             if not await self._play(verb):
                 return False
         elif isinstance(verb, Play):
-            if not await self._play(verb):
-                return False
-            if verb.action_hook is not None:
-                self.step("jambonz", f"verb:hook {_hook_url(verb.action_hook)} (playCompleted)")
-                data = {"reason": "playCompleted", "playback_seconds": 1, "playback_milliseconds": 1000}
-                await self._after_hook(await self._hook(verb, data))
+            return await self._play_verb(verb)
+        elif isinstance(verb, Redirect):
+            return await self._redirect_verb(verb)
         elif isinstance(verb, Gather):
             return await self._gather(verb)
         elif isinstance(verb, Dial):
@@ -481,21 +497,115 @@ class _Runner:
             # the audio socket, as jambonz's media server runs it, until something ends the verb
             return await run_listen(self, verb)
         elif isinstance(verb, Conference):
-            # it runs until something ends it: stay for ``speaking`` seconds, so commands that
-            # need it (whisper, mute) can arrive while it runs
-            if not await self._play(verb):
-                return False
+            return await self._conference(verb)
         elif isinstance(verb, Llm):
-            await self._llm(verb)
+            return await self._llm(verb)
+        elif isinstance(verb, Transcribe):
+            return await self._transcribe(verb)
         elif isinstance(verb, Hangup | SipDecline):
             self.step("jambonz", f"runs {describe_verb(verb)}: the call ends")
             self.ended = True
             await fc.hangup(by="jambonz")
             return None
+        else:
+            # never silently: a test author must see that this verb did nothing here
+            self.step("jambonz", f"{describe_verb(verb)}: not simulated by run_call ({not_simulated(verb)})")
         return True
 
+    async def _play_verb(self, verb: Play) -> bool:
+        """A ``play``; its actionHook goes out even when a command killed it, and its answer's
+        verbs replace the program, even one the command just put in place (FS v0.9.8
+        ``lib/tasks/play.js:91-95``: ``this.killed`` reports too, with ``expectResponse`` true
+        for a top-level play; ``lib/tasks/task.js:253-260``)."""
+        played = await self._play(verb)
+        if self.ended or self.fc.is_over:
+            return False
+        if verb.action_hook is not None:
+            killed = "" if played else ", the killed play still reports"
+            self.step("jambonz", f"verb:hook {_hook_url(verb.action_hook)} (playCompleted{killed})")
+            data = {"reason": "playCompleted", "playback_seconds": 1, "playback_milliseconds": 1000}
+            await self._after_hook(await self._hook(verb, data))
+        return played
+
+    async def _redirect_verb(self, verb: Redirect) -> bool | None:
+        """A ``redirect`` verb (FS v0.9.8 ``lib/tasks/redirect.js``): its actionHook goes out as
+        ``session:redirect`` with the call info and ``verb_id`` (``lib/tasks/task.js:226``,
+        ``:233``) and a non-empty verb array answer replaces the program; anything else carries
+        on (``:253-260``). An absolute URL hands the call to a new requestor (``redirect.js:20-47``,
+        ``lib/session/call-session.js:126-135``): ``run_call`` cannot follow it there."""
+        hook = verb.action_hook
+        if not isinstance(hook, str):
+            # redirect.js:20 asks requestor._isAbsoluteUrl(this.actionHook), which calls
+            # u.startsWith on anything but a string (lib/utils/base-requestor.js:68-72): the
+            # TypeError fails the task and the exec loop stops (call-session.js:1389-1391, :1420-1424)
+            self.step(
+                "jambonz",
+                f"redirect {hook.url}: an actionHook given as an object fails the redirect verb in "
+                "jambonz 0.9.8 (base-requestor.js:68-72 throws); the call ends",
+            )
+            self.ended = True
+            await self.fc.hangup(by="jambonz")
+            return None
+        if _is_absolute(hook):
+            # the session:redirect goes to a new socket (or an HTTP webhook): this socket gets no
+            # more verbs, its commands are ignored (call-session.js:126-135), but call:status
+            # still comes here (the notifier stays, lib/middleware.js:336) until the call ends
+            self.step(
+                "jambonz",
+                f"session:redirect {hook} goes to a new socket: the call leaves this app; "
+                "run_call does not follow it and ends the call as the caller hanging up",
+            )
+            self.ended = True
+            await self.fc.hangup()
+            return None
+        self.step("jambonz", f"session:redirect {hook} (redirect verb)")
+        try:
+            data = {"verb_id": verb.id} if verb.id else None
+            ack = await self.fc.request("session:redirect", data, hook=hook)
+        except AckAbandoned as exc:
+            if self.fc.is_over:
+                raise
+            # performAction rethrows (task.js:262-266): the exec loop stops and the call ends
+            self.step("jambonz", f"the socket dropped before the ack: {exc.msg_type} abandoned; call ends")
+            self.ended = True
+            await self.fc.hangup(by="jambonz")
+            return None
+        await self._after_hook(ack)
+        return True
+
+    async def _conference(self, verb: Conference) -> bool:
+        """A ``conference``: it runs until something ends it; ``run_call`` keeps it ``speaking``
+        seconds, so commands that need it (whisper, mute) can arrive meanwhile. Then its
+        actionHook goes out, killed or not (FS v0.9.8 ``lib/tasks/conference.js:108-110``:
+        ``kill`` ends the wait, ``:117-134``), and its answer is the new program."""
+        played = await self._play(verb)
+        if self.ended or self.fc.is_over:
+            return False
+        if verb.action_hook is not None:
+            self.step("jambonz", f"conference ends; verb:hook {_hook_url(verb.action_hook)}")
+            await self._after_hook(await self._hook(verb, {}))
+        return played
+
+    async def _transcribe(self, verb: Transcribe) -> bool | None:
+        """A ``transcribe`` verb runs until something kills it (FS v0.9.8
+        ``lib/tasks/transcribe.js:136``: ``awaitTaskDone``): the verbs after it wait. No
+        transcripts are simulated; with no command for ``idle`` seconds the caller hangs up."""
+        self.step("jambonz", "transcribe runs until a command ends it (no transcripts simulated)")
+        while True:
+            with trio.move_on_after(self.idle) as quiet:
+                while len(self.fc.commands) == self.seen and not self.fc.is_over:
+                    await self.fc.wait_idle(0.05)
+            if await self._follow_commands() or self.ended or self.fc.is_over:
+                return False
+            if quiet.cancelled_caught:
+                self.step("caller", "(hangs up)")
+                self.ended = True
+                await self.fc.hangup()
+                return None
+
     async def _gather(self, verb: Gather) -> bool | None:
-        if verb.say is not None and not await self._play(verb.say):
+        prompt = verb.say if verb.say is not None else verb.play
+        if prompt is not None and not await self._play(prompt):
             return False
         if verb.action_hook is None:
             return True
@@ -573,32 +683,86 @@ class _Runner:
         await self._after_hook(ack, use_verbs=not (killed and self.kill == "replaced"))
         return not killed
 
-    async def _next_tool_output(self) -> LlmToolOutputCommand:
+    async def _next_tool_output(self) -> LlmToolOutputCommand | None:
         """Wait (bounded by the ack timeout) for the app's next ``llm:tool-output``; other
-        commands that arrive meanwhile are followed as usual."""
+        commands that arrive meanwhile are followed as usual. ``None`` if one of them killed
+        the ``llm`` (or the call ended) first."""
         with trio.fail_after(self.fc._ack_timeout):
             while True:
-                for record in self.fc.commands[self.seen :]:
-                    if isinstance(record.command, LlmToolOutputCommand):
-                        index = self.fc.commands.index(record)
-                        await self._follow_commands(until=index)
+                arrived = len(self.fc.commands)
+                for index in range(self.seen, arrived):
+                    command = self.fc.commands[index].command
+                    if isinstance(command, LlmToolOutputCommand):
+                        if await self._follow_commands(until=index) or self.ended:
+                            return None
                         self.seen = index + 1
-                        return record.command
+                        return command
+                if await self._follow_commands(until=arrived) or self.ended or self.fc.is_over:
+                    return None
                 await self.fc.wait_idle(0.05)
 
-    async def _llm(self, verb: Llm) -> None:
+    async def _llm(self, verb: Llm) -> bool | None:
+        """An ``llm``: the scripted tool calls, then the conversation runs ``speaking`` seconds
+        (commands such as ``llm:update`` may arrive). A command that kills it ends it at once;
+        its actionHook goes out either way with the default ``completion_reason`` (FS v0.9.8
+        ``lib/tasks/llm/llms/openai_s2s.js:91-93``, ``:140-144``: ``kill`` ends the wait,
+        ``:149-155``), and its answer is the new program."""
         fc = self.fc
+        killed = False
         for script in self.caller.tool_calls:
             if verb.tool_hook is None:
                 break
             self.step("jambonz", f"llm:tool-call {script.name}({script.args})")
             await fc.llm_tool_call(_hook_url(verb.tool_hook), script.tool_call_id, script.name, script.args)
             output = await self._next_tool_output()
+            if output is None:
+                killed = True
+                break
             self.step("app", f"llm:tool-output {dict(output.data)}")
+        if not killed:
+            killed = not await self._play(verb)
+        if self.ended or fc.is_over:
+            return None if fc.is_over else False
         if verb.action_hook is not None:
             hook = _hook_url(verb.action_hook)
             self.step("jambonz", f"verb:hook {hook} (normal conversation end)")
             await self._after_hook(await self._hook(verb, {"completion_reason": "normal conversation end"}))
+        return not killed
+
+
+def _is_absolute(url: str) -> bool:
+    """Whether jambonz's requestor takes ``url`` as absolute (FS v0.9.8
+    ``lib/utils/base-requestor.js:68-72``)."""
+    return url.startswith(("https://", "http://", "ws://", "wss://"))
+
+
+#: What jambonz does with each verb ``run_call`` does not simulate (narrated when it runs).
+_NOT_SIMULATED: dict[type[Verb], str] = {
+    Alert: "jambonz writes an application alert for the account, lib/tasks/alert.js",
+    AnswerVerb: "jambonz answers the call; the fake's call is answered already",
+    Tag: "jambonz sets the call's customerData for later hooks, lib/tasks/tag.js:12-15; "
+    "run_call's hooks do not carry it",
+    Dtmf: "jambonz sends the keys to the caller",
+    Dub: "jambonz changes an extra audio track",
+    Leave: "jambonz leaves the conference or queue the call waits in",
+    SipRequest: "jambonz sends the SIP request; its actionHook is not sent",
+    SipRefer: "jambonz sends the REFER; its actionHook is not sent",
+    Message: "jambonz sends the SMS; its actionHook is not sent",
+    Enqueue: "jambonz queues the call; its waitHook and actionHook are not sent",
+    Dequeue: "jambonz bridges a queued call; its actionHook is not sent",
+    Dialogflow: "a Dialogflow bot converses; its hooks are not sent",
+    Lex: "a Lex bot converses; its hooks are not sent",
+    Rasa: "a Rasa bot converses; its hooks are not sent",
+    RestDial: "jambonz's own verb for REST calls",
+}
+
+
+def not_simulated(verb: Verb) -> str:
+    """Why ``verb`` does nothing under :func:`run_call`: what jambonz would do instead."""
+    for cls, why in _NOT_SIMULATED.items():
+        if isinstance(verb, cls):
+            return why
+    return "a verb run_call does not know"
 
 
 def _eager_flux(verb: Gather) -> bool:

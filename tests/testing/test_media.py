@@ -22,6 +22,7 @@ from jambonz_trio import (
     serve_jambonz,
 )
 from jambonz_trio._protocol._audio import render_mark, render_play_audio
+from jambonz_trio.messages import VerbStatus
 from jambonz_trio.testing import (
     AudioSource,
     CallData,
@@ -35,7 +36,7 @@ from jambonz_trio.testing import (
     tcp_connector,
     write_wav,
 )
-from jambonz_trio.verbs import Auth, BidirectionalAudio, Listen, Say
+from jambonz_trio.verbs import Auth, BidirectionalAudio, Config, Listen, Say
 
 from ..audio.helpers import CLIPS, STREAMING, listen, start_server
 
@@ -310,3 +311,35 @@ async def test_call_listens_violations_reach_the_call(
         async with open_fake_call(server.connect_memory, path="/call") as fc:
             await run_call(fc, Caller(audio=SECOND))
     assert not issubclass(ProtocolViolation, InvalidVerbs)
+
+
+async def test_run_call_sends_a_killed_listens_action_hook(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: a listen killed by a redirect sent no actionHook, and one whose audio goes
+    outside the test sent none at all. jambonz sends it once the verb is over, a kill included
+    (FS v0.9.8 ``lib/tasks/listen.js:93-94``, ``:102-126``), and its answer is the program."""
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Config(notify_events=True), Listen(url="/audio", action_hook="/done")])
+        async for event in call:
+            if isinstance(event, VerbHook) and event.hook == "/done":
+                elsewhere = Listen(id="l2", url="wss://recorder.example.com/in", action_hook="/done2")
+                await call.ack(event, [elsewhere])
+            elif isinstance(event, VerbStatus) and event.event == "starting" and event.verb_id == "l2":
+                await call.redirect([Say(text="redirected")])
+            elif isinstance(event, VerbHook) and event.hook == "/done2":
+                await call.ack(event, [Say(text="after the second listen")])
+
+    async def audio(stream: AudioStream) -> None:
+        await trio.sleep(1)
+        await stream.aclose()  # the app ends the first listen
+
+    server = await start_server(
+        nursery, [Route(path="/call", handler=app), AudioRoute(path="/audio", handler=audio)]
+    )
+    async with open_fake_call(server.connect_memory, path="/call") as fc:
+        with trio.fail_after(60):
+            run = await run_call(fc, Caller(audio=SECOND))
+    assert [a.request.hook for a in fc.acks if a.request.type == "verb:hook"] == ["/done", "/done2"]
+    assert run.heard == ["after the second listen"]

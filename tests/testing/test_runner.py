@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+
 import trio
 import trio.testing
 
 from jambonz_trio import Call, JambonzServer, VerbHook, serve_jambonz
-from jambonz_trio.messages import SessionRedirect, VerbStatus
-from jambonz_trio.testing import Caller, Digits, HangUp, Speech, open_fake_call, run_call
-from jambonz_trio.verbs import Config, Dial, Gather, Hangup, Say, Target
+from jambonz_trio.commands import LlmToolOutputCommand
+from jambonz_trio.messages import LlmToolCall, SessionRedirect, VerbStatus
+from jambonz_trio.testing import Caller, Digits, HangUp, Speech, ToolCallScript, open_fake_call, run_call
+from jambonz_trio.verbs import (
+    Conference,
+    Config,
+    Dial,
+    Gather,
+    Hangup,
+    HookSpec,
+    Llm,
+    Play,
+    Redirect,
+    Say,
+    SipRequest,
+    Tag,
+    Target,
+    Transcribe,
+    Verb,
+)
 
 from ._apps import GATHER, SAY, TinyApp, app_running
 
@@ -325,3 +344,231 @@ async def test_a_child_call_hook_while_no_verb_runs_loses_the_call_hook_answer(
         with trio.fail_after(30):
             run = await run_call(fc, Caller())
     assert [r.hook for r in redirects] == ["/parent"] and run.heard == []
+
+
+# -- the redirect verb -------------------------------------------------------------------
+
+
+def redirect_then(
+    answer: Sequence[Verb], redirects: list[SessionRedirect], hook: str | HookSpec = "/next"
+) -> Callable[[Call], Awaitable[None]]:
+    """An app whose program is a ``redirect`` verb, then a ``say``; it answers the
+    ``session:redirect`` with ``answer``."""
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Redirect(id="r1", action_hook=hook), Say(text="After the redirect")])
+        async for event in call:
+            if isinstance(event, SessionRedirect):
+                redirects.append(event)
+                await call.ack(event, list(answer))
+
+    return app
+
+
+async def test_the_redirect_verb_sends_session_redirect_and_its_answer_is_the_program(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: ``run_call`` skipped the ``redirect`` verb silently (no ``session:redirect``,
+    the next verb played). jambonz sends its actionHook as ``session:redirect`` with the call
+    info and ``verb_id``; a non-empty verb array answer replaces the program, an empty one
+    carries on (FS v0.9.8 ``lib/tasks/task.js:226``, ``:233``, ``:253-260``)."""
+    heard = []
+    answers: list[list[Verb]] = [[Say(text="Moved"), Hangup()], []]
+    for answer in answers:
+        redirects: list[SessionRedirect] = []
+        server: JambonzServer = await nursery.start(serve_jambonz, redirect_then(answer, redirects))
+        async with open_fake_call(server.connect_memory) as fc:
+            with trio.fail_after(30):
+                run = await run_call(fc, Caller())
+        (redirect,) = redirects
+        assert redirect.hook == "/next" and redirect.data["verb_id"] == "r1"
+        assert redirect.data["call_sid"] == fc.call.call_sid
+        heard.append(run.heard)
+    assert heard == [["Moved"], ["After the redirect"]]
+
+
+async def test_the_redirect_verb_to_an_absolute_url_leaves_this_app(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """An absolute URL hands the call to a new socket (FS v0.9.8 ``lib/tasks/redirect.js:20-33``,
+    ``lib/session/call-session.js:126-135``): this app gets no ``session:redirect`` and no
+    more verbs run here; ``run_call`` says so and ends the call."""
+    redirects: list[SessionRedirect] = []
+    app = redirect_then([Say(text="Never")], redirects, hook="wss://other.example.com/app")
+    server: JambonzServer = await nursery.start(serve_jambonz, app)
+    story: list[tuple[str, str]] = []
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller(), on_step=lambda *step: story.append(step))
+    assert redirects == [] and run.heard == [] and fc.is_over
+    assert any(
+        who == "jambonz" and "wss://other.example.com/app goes to a new socket" in text for who, text in story
+    )
+
+
+async def test_the_redirect_verb_with_an_object_hook_ends_the_call(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """jambonz 0.9.8 asks whether the actionHook is absolute with ``u.startsWith`` on the
+    object (FS ``lib/utils/base-requestor.js:68-72``, operator precedence): the ``TypeError``
+    fails the verb and the exec loop stops (``lib/session/call-session.js:1389-1391``): the
+    call ends, no ``session:redirect`` goes out."""
+    redirects: list[SessionRedirect] = []
+    app = redirect_then([Say(text="Never")], redirects, hook=HookSpec(url="/next", method="POST"))
+    server: JambonzServer = await nursery.start(serve_jambonz, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller())
+    assert redirects == [] and run.heard == []
+    final = [m for m in fc.sent if m.type == "call:status"][-1]
+    assert final.data["call_termination_by"] == "jambonz"
+
+
+# -- killed verbs that still report ------------------------------------------------------
+
+
+async def test_a_killed_play_still_sends_its_action_hook_and_its_answer_wins(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: a ``play`` killed by a redirect sent no actionHook. jambonz sends it
+    (``reason: playCompleted``, FS v0.9.8 ``lib/tasks/play.js:91-95``) expecting an answer, and
+    a non-empty one replaces the program the redirect had just put in place
+    (``lib/tasks/task.js:253-260``)."""
+
+    async def app(call: Call) -> None:
+        play = Play(id="p1", url="https://example.com/hold.mp3", action_hook="/played")
+        await call.ack(call.session, [Config(notify_events=True), play])
+        async for event in call:
+            if isinstance(event, VerbStatus) and event.event == "starting" and event.verb_id == "p1":
+                await call.redirect([Say(text="Replaced")])
+            elif isinstance(event, VerbHook) and event.hook == "/played":
+                await call.ack(event, [Say(text="From the hook"), Hangup()])
+
+    server: JambonzServer = await nursery.start(serve_jambonz, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller())
+    hook = next(m for m in fc.sent if m.type == "verb:hook")
+    assert hook.data["reason"] == "playCompleted" and hook.data["verb_id"] == "p1"
+    assert run.heard == ["play https://example.com/hold.mp3", "From the hook"]
+
+
+async def test_a_conference_sends_its_action_hook_when_it_ends_or_is_killed(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: ``run_call`` never sent a conference's actionHook. jambonz sends it when the
+    conference is over for this call, a kill included (FS v0.9.8
+    ``lib/tasks/conference.js:108-110``, ``:117-134``), and its answer is the program."""
+    hooks: list[VerbHook] = []
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Conference(name="room", action_hook="/conf")])
+        async for event in call:
+            if isinstance(event, VerbHook) and event.hook == "/conf":
+                hooks.append(event)
+                await call.ack(event, [Say(text="The conference is over"), Hangup()])
+
+    server: JambonzServer = await nursery.start(serve_jambonz, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller())
+    assert len(hooks) == 1 and run.heard == ["The conference is over"]
+
+
+async def test_a_redirect_while_an_llm_waits_for_a_tool_output_kills_it(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: ``run_call`` waited for the tool output regardless and raised ``TooSlowError``.
+    jambonz kills the ``llm`` (no more tool calls) and still sends its actionHook with the
+    default ``completion_reason`` (FS v0.9.8 ``lib/tasks/llm/llms/openai_s2s.js:91-93``,
+    ``:140-144``, ``:149-155``)."""
+    tool_calls: list[LlmToolCall] = []
+
+    async def app(call: Call) -> None:
+        llm = Llm(vendor="openai", llm_options={}, tool_hook="/tool", action_hook="/llm-done")
+        await call.ack(call.session, [llm])
+        async for event in call:
+            if isinstance(event, LlmToolCall):
+                tool_calls.append(event)
+                await call.redirect([Say(text="A person will help you"), Hangup()])
+            elif isinstance(event, VerbHook) and event.hook == "/llm-done":
+                assert event.data["completion_reason"] == "normal conversation end"
+                await call.ack(event)
+
+    server: JambonzServer = await nursery.start(serve_jambonz, app)
+    scripts = [ToolCallScript("transfer", {}), ToolCallScript("again", {}, tool_call_id="call_2")]
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller(tool_calls=scripts))
+    assert [t.data["name"] for t in tool_calls] == ["transfer"]
+    assert any(a.request.hook == "/llm-done" for a in fc.acks)
+    assert not any(isinstance(r.command, LlmToolOutputCommand) for r in fc.commands)
+    assert run.heard == ["A person will help you"]
+
+
+# -- verbs run_call does not simulate, and the transcribe verb ---------------------------
+
+
+async def test_a_verb_run_call_does_not_simulate_is_narrated(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: ``sip:request`` (and every other verb ``run_call`` has no branch for) was
+    skipped without a word; a test author could not tell its actionHook never went out."""
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Tag(data={"a": 1}), SipRequest(method="INFO", action_hook="/info")])
+        await call.wait_closed()
+
+    server: JambonzServer = await nursery.start(serve_jambonz, app)
+    story: list[tuple[str, str]] = []
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            await run_call(fc, Caller(), on_step=lambda *step: story.append(step))
+    skipped = [text for who, text in story if who == "jambonz" and "not simulated by run_call" in text]
+    assert [text.split(":")[0] for text in skipped] == ["tag", "sip"]
+    assert "its actionHook is not sent" in skipped[1]
+
+
+async def test_the_transcribe_verb_holds_the_program_until_a_command_ends_it(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: ``run_call`` skipped ``transcribe`` and played the next verb at once. jambonz
+    runs it until it is killed (FS v0.9.8 ``lib/tasks/transcribe.js:136``): what follows it
+    waits; here a redirect ends it."""
+
+    async def app(call: Call) -> None:
+        program = [
+            Config(notify_events=True),
+            Transcribe(id="t1", transcription_hook="/t"),
+            Say(text="Never"),
+        ]
+        await call.ack(call.session, program)
+        async for event in call:
+            if isinstance(event, VerbStatus) and event.event == "starting" and event.verb_id == "t1":
+                await trio.sleep(5)
+                await call.redirect([Say(text="Done transcribing"), Hangup()])
+
+    server: JambonzServer = await nursery.start(serve_jambonz, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller(), idle=10)
+    assert run.heard == ["Done transcribing"]
+
+
+async def test_a_gathers_play_prompt_is_heard(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: only a ``say`` prompt was played (and heard); a ``play`` prompt was not."""
+
+    async def app(call: Call) -> None:
+        gather = Gather(action_hook="/g", play=Play(url="https://example.com/menu.mp3"))
+        await call.ack(call.session, [gather])
+        async for event in call:
+            if isinstance(event, VerbHook):
+                await call.ack(event, [Hangup()])
+
+    server: JambonzServer = await nursery.start(serve_jambonz, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller(Digits("1")))
+    assert run.heard == ["play https://example.com/menu.mp3"]
