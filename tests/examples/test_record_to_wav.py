@@ -91,6 +91,11 @@ async def test_other_apps_listens_in_their_format_and_safe_names(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # 2.5 s of 16 kHz stereo (160 KB) is over the stream's 64 KiB buffer: while a worker thread
+    # writes a second of it, the virtual clock must not jump (it jumps at once when every task
+    # waits, a thread's result included), or the paced feed outruns the recording and audio is
+    # dropped on a loaded machine. It jumps after 10 ms of real idleness instead.
+    autojump_clock.autojump_threshold = 0.01
     server: JambonzServer = await nursery.start(
         partial(record_to_wav.serve, directory=tmp_path / "rec", port=0)
     )
