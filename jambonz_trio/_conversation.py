@@ -58,7 +58,7 @@ from ._log import CallLog, get_logger
 from ._protocol._calldata import DialResult, GatherResult, LlmResult, ToolCall
 from ._protocol._messages import JambonzMessage, LlmEvent, LlmToolCall, SessionReconnect, VerbHook, VerbStatus
 from ._protocol._outbound import Command, RedirectCommand
-from ._protocol._state import ConnState
+from ._protocol._state import ConnState, early_turn
 from ._protocol._verbs import (
     Config,
     Dial,
@@ -92,33 +92,6 @@ DEFAULT_MAX_TOOL_CALLS = 8
 DEFAULT_MAX_QUEUED_TOOL_CALLS = 32
 #: ``llm:event`` messages waiting for the ``on_event`` callback; past it they are dropped.
 DEFAULT_MAX_QUEUED_LLM_EVENTS = 256
-
-
-#: The deepgramflux turn events a gather reports before its result (see :func:`_early_turn`).
-_EARLY_TURN_EVENTS = frozenset({"EagerEndOfTurn", "TurnResumed"})
-
-
-def _early_turn(hook: JambonzMessage) -> bool:
-    """Whether a gather's action hook is an early turn report, not the gather's result.
-
-    A gather whose recognizer is ``deepgramflux`` calls its actionHook for each
-    ``EagerEndOfTurn`` / ``TurnResumed`` transcript while it keeps listening, ignoring the
-    ack's verbs (FS v0.9.8 ``lib/tasks/gather.js:1115-1118``: ``performAction(..., false)``,
-    ``lib/tasks/task.js:224-267``); the result follows in another hook. Such a transcript is
-    never final (``is_final`` is ``event === 'EndOfTurn'``,
-    ``lib/utils/transcription-utils.js:375-403``); a result is, but for an early hints match
-    (``lib/tasks/gather.js:964-971``, enabled by a server setting) on the gather's first
-    transcript, which Flux starts with ``StartOfTurn``, never an ``EagerEndOfTurn``.
-    """
-    data = hook.data
-    speech = data.get("speech")
-    if data.get("reason") != "speechDetected" or not isinstance(speech, dict):
-        return False
-    vendor = speech.get("vendor")
-    if speech.get("is_final") is True or not isinstance(vendor, dict) or vendor.get("name") != "deepgramflux":
-        return False
-    evt = vendor.get("evt")
-    return isinstance(evt, dict) and evt.get("event") in _EARLY_TURN_EVENTS
 
 
 @attrs.frozen(kw_only=True)
@@ -633,7 +606,7 @@ class Conversation(metaclass=NoPublicConstructor):
             if op is None or op.done.is_set():
                 await self._ack_quietly(event)  # a cancelled operation's late result
                 return
-            if op.kind == "gather" and _early_turn(event):
+            if op.kind == "gather" and early_turn(event):
                 # not the result: the gather runs on and sends it later. Answered at once
                 # (jambonz ignores the ack's verbs, but fails the request unanswered), then
                 # handed to the app: it may start work on the likely transcript
@@ -664,7 +637,7 @@ class Conversation(metaclass=NoPublicConstructor):
             if (
                 op is not None
                 and not op.done.is_set()
-                and not (op.kind == "gather" and _early_turn(event.message))
+                and not (op.kind == "gather" and early_turn(event.message))
             ):
                 op.message, op.answerable = event.message, False  # result kept; ack impossible
                 op.done.set()

@@ -905,12 +905,14 @@ class CallEngine:
             await self.send_command(cmds.RedirectCommand(verbs=plan.verbs))
             return AckOutcome.REDIRECTED
         if plan.kind is PlanKind.DROP and verbs:
-            # a late dial:confirm / session:adulting / wait hook answer: a redirect would
-            # replace the wrong program (CallProtocol.plan_answer says why)
+            # a late answer jambonz would not have run as the next program (a dial:confirm,
+            # session:adulting, wait hook, status / partial result / early turn hook...): a
+            # redirect would replace the program and kill the verb that runs on
+            # (CallProtocol.plan_answer says why)
             self._log.warning(
-                "late answer to %s dropped: a dial:confirm, session:adulting or wait hook answer "
-                "cannot be sent as a redirect (it would replace the program of the session that "
-                "owns the socket, killing the verb that waits)",
+                "late answer to %s dropped: jambonz does not run this request's answer as the "
+                "call's next program (a dial:confirm, session:adulting, wait hook, or a hook whose "
+                "answer it ignores), and as a redirect it would kill the verb that runs on",
                 msgid,
             )
         await trio.lowlevel.checkpoint()

@@ -25,8 +25,8 @@ Every answer decision lives here (``docs/reconnects.md`` explains them):
   (:meth:`CallProtocol.take_unconfirmed_commands`), and a hang-up among them is sent again
   once jambonz reconnects (it cannot run twice: a hang-up jambonz read ended the call);
 * late answers (after the watchdog or a drop ended the request): a ``redirect``, or nothing
-  (always nothing for ``dial:confirm``, ``session:adulting`` and wait hooks: see
-  :meth:`CallProtocol.plan_answer`);
+  (always nothing for ``dial:confirm``, ``session:adulting``, wait hooks and the other hooks
+  whose answer jambonz does not run as the next program: see :meth:`CallProtocol.plan_answer`);
 * the reconnect gate: commands wait until the new socket's ``session:reconnect`` is answered;
 * the re-key release (:meth:`CallProtocol.rekey_bounce`): after a ``session:reconnect`` that
   found the ``session:new`` answer unproven, jambonz 0.9.8 may hold the call's traffic for
@@ -65,8 +65,8 @@ from ._outbound import (
     RedirectCommand,
     RedirectLegsCommand,
 )
-from ._verbs import Conference, Dial, Enqueue, Hangup, Pause
-from ._verbs_base import HookSpec, Verb
+from ._verbs import Conference, Config, Dial, Enqueue, Gather, Hangup, Listen, Pause
+from ._verbs_base import Hook, HookSpec, Verb
 
 __all__ = [
     "DEFAULT_ACK_DEADLINE",
@@ -83,6 +83,7 @@ __all__ = [
     "SentCommand",
     "SessionState",
     "UnconfirmedCommands",
+    "early_turn",
     "ends_the_call",
     "wait_hook_urls",
 ]
@@ -112,38 +113,156 @@ _WAIT_HOOKS: dict[type[Verb], tuple[str, ...]] = {
     Dial: ("on_hold_hook",),
 }
 
+#: Every hook of a verb, by attribute path, whose answer jambonz does not run as the call's
+#: next program (a late answer to it is dropped): the wait hooks (:data:`_WAIT_HOOKS`); a
+#: gather's or a config ``bargeIn``'s ``partialResultHook`` (FS v0.9.8
+#: ``lib/tasks/gather.js:1108-1113``: the result is not awaited); the hooks of the verbs run
+#: nested in another (``lib/tasks/dial.js:127-130``, ``lib/tasks/gather.js:80-83``,
+#: ``lib/tasks/listen.js:64``), whose answers are ignored: a nested ``listen``'s or ``play``'s
+#: actionHook (``performAction(..., false)``: ``lib/tasks/listen.js:94``,
+#: ``lib/tasks/play.js:93-95``, ``lib/tasks/task.js:224-267``), a nested ``transcribe``'s hooks
+#: (``lib/tasks/transcribe.js:641``, ``:708``).
+_TRANSCRIBE_HOOKS = (("transcribe", "transcription_hook"), ("transcribe", "translation_hook"))
+_IGNORED_HOOKS: dict[type[Verb], tuple[tuple[str, ...], ...]] = {
+    **{kind: tuple((name,) for name in names) for kind, names in _WAIT_HOOKS.items()},
+    Dial: (
+        *((name,) for name in _WAIT_HOOKS[Dial]),
+        ("listen", "action_hook"),
+        *_TRANSCRIBE_HOOKS,
+        *(("listen", *path) for path in _TRANSCRIBE_HOOKS),
+    ),
+    Gather: (("partial_result_hook",), ("play", "action_hook")),
+    Listen: _TRANSCRIBE_HOOKS,
+    Config: (("barge_in", "partial_result_hook"),),
+}
+
+#: ``verb:hook`` data keys only a verb's result (its actionHook) carries, FS v0.9.8: gather
+#: and play ``reason`` (``lib/tasks/gather.js:1393-1423``, ``lib/tasks/play.js:93-104``), dial
+#: ``dial_call_status`` (``lib/tasks/dial.js:605``, ``:905``), enqueue ``queue_result``
+#: (``lib/tasks/enqueue.js:109-115``), dequeue ``dequeue_result`` (``lib/tasks/dequeue.js:32-39``),
+#: llm ``completion_reason`` (``lib/tasks/llm/llms/*.js``). A hook known by its url
+#: (:data:`_IGNORED_HOOKS`) whose data has one is an action hook that shares the url.
+_RESULT_KEYS = frozenset(
+    {"reason", "dial_call_status", "queue_result", "dequeue_result", "completion_reason"}
+)
+
+#: The deepgramflux turn events a gather reports before its result (see :func:`early_turn`).
+_EARLY_TURN_EVENTS = frozenset({"EagerEndOfTurn", "TurnResumed"})
+
+#: actionHook results of a dialogflow / lex / rasa verb whose eventHook answer replaced the
+#: program: sent with ``performAction(..., false)``, their answer is ignored
+#: (``lib/tasks/dialogflow/index.js:579-584``, ``lib/tasks/lex.js:342``, ``lib/tasks/rasa.js:102``).
+_BOT_RESULTS = ("dialogflow_result", "lex_result", "rasa_result")
+
+
+def _url(hook: Hook) -> str:
+    return hook.url if isinstance(hook, HookSpec) else hook
+
 
 def wait_hook_urls(verbs: Sequence[Verb]) -> list[str]:
     """The wait hooks (their ``hook`` as jambonz sends it: the url) of ``verbs``."""
     urls: list[str] = []
     for verb in verbs:
-        names = _WAIT_HOOKS.get(type(verb))  # one lookup per verb: this runs on every answer
+        names = _WAIT_HOOKS.get(type(verb))  # one lookup per verb
         if names is not None:
             for name in names:
                 value = getattr(verb, name)
                 if value is not None:
-                    urls.append(value.url if isinstance(value, HookSpec) else value)
+                    urls.append(_url(value))
     return urls
 
 
-def _command_wait_hooks(command: Command) -> list[str]:
-    """The wait hooks a command gives jambonz: its verbs', or a conference hold's
-    ``wait_hook`` (``lib/tasks/conference.js:494-507``, ``:554-567``)."""
+def _ignored_hook_urls(verbs: Sequence[Verb]) -> list[str]:
+    """The urls of ``verbs``' hooks whose answer jambonz ignores (:data:`_IGNORED_HOOKS`)."""
+    urls: list[str] = []
+    for verb in verbs:
+        paths = _IGNORED_HOOKS.get(type(verb))  # one lookup per verb: this runs on every answer
+        if paths is not None:
+            for path in paths:
+                value: Any = verb
+                for name in path:
+                    value = getattr(value, name)
+                    if value is None:
+                        break
+                else:
+                    urls.append(_url(value))
+    return urls
+
+
+def _command_hooks(command: Command) -> list[str]:
+    """The hooks a command gives jambonz whose answers it ignores: its verbs' (see
+    :func:`_ignored_hook_urls`), or a conference hold's ``wait_hook``
+    (``lib/tasks/conference.js:494-507``, ``:554-567``)."""
     if isinstance(command, RedirectCommand):
-        return wait_hook_urls(command.verbs)
+        return _ignored_hook_urls(command.verbs)
     if isinstance(command, RedirectLegsCommand):
-        return wait_hook_urls([*(command.parent_call or ()), *(command.child_call or ())])
+        return _ignored_hook_urls([*(command.parent_call or ()), *(command.child_call or ())])
     if isinstance(command, ConfHoldStatusCommand | ConfParticipantActionCommand):
         return [command.wait_hook] if command.wait_hook is not None else []
     return []
 
 
-def _wait_hook_data(data: Mapping[str, Any]) -> bool:
-    """Whether a ``verb:hook``'s data is one only a wait hook sends: an enqueue ``waitHook``'s
-    queue position (``lib/tasks/enqueue.js:323-336``; its actionHook has ``queue_result``
-    instead, ``:109-115``) or a dial ``onHoldHook``'s ``hold_detail`` (``lib/tasks/dial.js:1101-1107``).
-    A conference's raw call info is not distinctive: only its hook tells."""
-    return "hold_detail" in data or ("queue_position" in data and "queue_result" not in data)
+def early_turn(msg: JambonzMessage) -> bool:
+    """Whether ``msg`` is a gather's early turn report, not the gather's result.
+
+    A gather whose recognizer is ``deepgramflux`` calls its actionHook for each
+    ``EagerEndOfTurn`` / ``TurnResumed`` transcript while it keeps listening, ignoring the
+    ack's verbs (FS v0.9.8 ``lib/tasks/gather.js:1115-1118``: ``performAction(..., false)``,
+    ``lib/tasks/task.js:224-267``); the result follows in another hook. Such a transcript is
+    never final (``is_final`` is ``event === 'EndOfTurn'``,
+    ``lib/utils/transcription-utils.js:375-403``); a result is, but for an early hints match
+    (``lib/tasks/gather.js:964-971``, enabled by a server setting) on the gather's first
+    transcript, which Flux starts with ``StartOfTurn``, never an ``EagerEndOfTurn``.
+    """
+    return isinstance(msg, VerbHook) and _early_turn_data(msg.data)
+
+
+def _early_turn_data(data: Mapping[str, Any]) -> bool:
+    speech = data.get("speech")
+    if data.get("reason") != "speechDetected" or not isinstance(speech, dict):
+        return False
+    vendor = speech.get("vendor")
+    if speech.get("is_final") is True or not isinstance(vendor, dict) or vendor.get("name") != "deepgramflux":
+        return False
+    evt = vendor.get("evt")
+    return isinstance(evt, dict) and evt.get("event") in _EARLY_TURN_EVENTS
+
+
+def _ignored_by_data(data: Mapping[str, Any]) -> bool:
+    """Whether a ``verb:hook``'s data is one only a hook whose answer jambonz ignores (or runs
+    inside a verb, or gives another leg) sends, whatever its url (FS v0.9.8):
+
+    * an enqueue ``waitHook``'s queue position (``lib/tasks/enqueue.js:323-336``; its
+      actionHook has ``queue_result`` instead, ``:109-115``), a dial ``onHoldHook``'s
+      ``hold_detail`` (``lib/tasks/dial.js:1101-1107``): wait hooks (a conference's raw call
+      info is not distinctive: only its hook tells);
+    * a conference ``statusHook``'s ``conference_sid`` (``lib/tasks/conference.js:715-742``);
+    * a deepgramflux gather's early turn report (:func:`early_turn`);
+    * the hold / unhold notice sent to the in-dialog hook, ``on_hold``
+      (``lib/session/call-session.js:2839-2849``, ``lib/session/siprec-call-session.js:70-81``;
+      that hook's INFO / MESSAGE requests replace the program, ``call-session.js:2777-2780``);
+    * a dial ``dtmfHook``'s ``dtmf`` (``lib/tasks/dial.js:516``);
+    * a ``sip:refer`` ``eventHook``'s ``transfer-status`` (``lib/tasks/sip_refer.js:93-94``);
+    * a dialogflow / lex / rasa actionHook's ``redirect`` result (:data:`_BOT_RESULTS`);
+    * a dial ``referHook`` asked for a REFER on the parent leg: its verbs become the *child's*
+      program (``lib/tasks/dial.js:373-378``, ``:410-435``), so they must not replace the
+      parent's; there ``referred_call_sid`` is the child, while a REFER on the child leg names
+      the parent (its ``parent_call_sid``), and one outside a dial names none
+      (``lib/session/call-session.js:2882-2905``).
+    """
+    if "reason" in data:  # a verb's result: only an early turn report is not the next program
+        return _early_turn_data(data)
+    if "hold_detail" in data or "conference_sid" in data or "on_hold" in data or "dtmf" in data:
+        return True
+    if "queue_position" in data and "queue_result" not in data:
+        return True
+    if data.get("event") == "transfer-status" or any(data.get(k) == "redirect" for k in _BOT_RESULTS):
+        return True
+    refer = data.get("refer_details")
+    if isinstance(refer, dict):
+        referred = refer.get("referred_call_sid")
+        return isinstance(referred, str) and referred != data.get("parent_call_sid")
+    return False
 
 
 class ConnState(enum.Enum):
@@ -402,7 +521,7 @@ class CallProtocol:
         self._answered: dict[str, Answerer] = {}
         self._abandoned: dict[str, None] = {}
         self._unredirectable: dict[str, None] = {}  # late answers to these are dropped
-        self._wait_hooks: dict[str, None] = {}  # wait hooks the app gave (wait_hook_urls)
+        self._wait_hooks: dict[str, None] = {}  # hooks the app gave whose answers jambonz ignores
         self._sent: dict[tuple[str, int], SentAnswer] = {}
         self._resend_from: tuple[str, int] | None = None
         self._lost: list[SentAnswer] = []
@@ -448,7 +567,7 @@ class CallProtocol:
             if owed.needs_verbs:
                 continue
             del self._owed[key]
-            self._remember(self._abandoned, key)
+            self._abandon(owed.message)
             abandoned.append(owed)
         for sent_key, sent in list(self._sent.items()):
             if sent.generation != self.generation:
@@ -506,11 +625,9 @@ class CallProtocol:
         optional = isinstance(msg, UnknownMessage)
         if not (msg.NEEDS_ACK or (optional and msg.msgid and self.ack_unknown_types)):
             return
-        if isinstance(msg, _NO_LATE_REDIRECT) or self._is_wait_hook(msg):
-            self._remember(self._unredirectable, msg.msgid)
         if self.state is ConnState.DISCONNECTED:
             # read from a socket already considered lost: jambonz failed it at the drop
-            self._remember(self._abandoned, msg.msgid)
+            self._abandon(msg)
             return
         if isinstance(msg, SessionReconnect) and first:
             # a call first seen on a reconnect (this process never saw its session:new): its
@@ -547,12 +664,28 @@ class CallProtocol:
             self._session = owed
             self.session = SessionState.OWED
 
-    def _is_wait_hook(self, msg: JambonzMessage) -> bool:
-        """Whether ``msg`` asks a wait hook (:func:`wait_hook_urls`): a late answer to it must
-        not become a ``redirect``, which would kill the verb the caller waits in."""
-        if not isinstance(msg, VerbHook):
-            return False
-        return (msg.hook is not None and msg.hook in self._wait_hooks) or _wait_hook_data(msg.data)
+    def _may_be_late(self, msg: JambonzMessage) -> None:
+        """The request ``msg`` ended without the app's answer (the watchdog answered it, or
+        its socket dropped): note whether a late answer to it must be dropped rather than
+        sent as a ``redirect`` (see :meth:`plan_answer`). Decided here, not at receipt: a late
+        answer is rare, every request is not."""
+        if isinstance(msg, _NO_LATE_REDIRECT) or (isinstance(msg, VerbHook) and self._ignored_hook(msg)):
+            self._remember(self._unredirectable, msg.msgid)
+
+    def _ignored_hook(self, msg: VerbHook) -> bool:
+        """Whether jambonz does not run ``msg``'s answer as the call's next program: known by
+        its data (:func:`_ignored_by_data`), or by its url among the hooks the app gave
+        (:data:`_IGNORED_HOOKS`) unless its data is a verb's result (:data:`_RESULT_KEYS`: an
+        action hook sharing that url; a conference's actionHook, which reports nothing, cannot
+        be told from its wait hook at the same url: its late answer is dropped)."""
+        data = msg.data
+        if _ignored_by_data(data):
+            return True
+        return msg.hook is not None and msg.hook in self._wait_hooks and _RESULT_KEYS.isdisjoint(data)
+
+    def _abandon(self, msg: JambonzMessage) -> None:
+        self._remember(self._abandoned, msg.msgid)
+        self._may_be_late(msg)
 
     def _note_wait_hooks(self, urls: Sequence[str]) -> None:
         for url in urls:
@@ -670,8 +803,12 @@ class CallProtocol:
         is down, sent on the next ``session:reconnect``. ``REDIRECT`` / ``DROP``: the watchdog
         or a drop already ended the request (``raise_late``: raise instead).
 
-        A late answer to ``dial:confirm``, ``session:adulting`` or a wait hook is always
-        ``DROP``, verbs or not, ``raise_late`` or not: a ``redirect`` would misplace its verbs.
+        A late answer to ``dial:confirm``, ``session:adulting``, a wait hook, or a hook whose
+        answer jambonz does not run as the call's next program (a conference ``statusHook``, a
+        ``partialResultHook``, a deepgramflux early turn report, a nested verb's hook...: see
+        :func:`_ignored_by_data` and :data:`_IGNORED_HOOKS`) is always ``DROP``, verbs or not,
+        ``raise_late`` or not: a ``redirect`` would misplace its verbs, or replace the program
+        and kill the verb that runs on, where an on-time answer's verbs are ignored.
         A wait hook's verbs play inside the verb that waits (:data:`_WAIT_HOOKS`); as a
         ``redirect`` they would replace the program and kill that very verb
         (``lib/session/call-session.js:2280-2289``, ``:2119-2125``): the caller would leave the
@@ -750,6 +887,7 @@ class CallProtocol:
             raise
         if by is Answerer.WATCHDOG:
             self.auto_answered += 1
+            self._may_be_late(owed.message)
         return plan
 
     def reconnect_answer(self, msgid: str) -> AnswerPlan | None:
@@ -862,7 +1000,7 @@ class CallProtocol:
                 "(an empty answer makes jambonz reject the call with SIP 480)"
             )
         text = self.render(Ack(msgid=owed.wire_msgid, verbs=verbs).to_wire())
-        self._note_wait_hooks(wait_hook_urls(verbs))
+        self._note_wait_hooks(_ignored_hook_urls(verbs))
         del self._owed[owed.msgid]
         owed.heap_key = 0  # its deadline is gone, even if the request is held again later
         self._remember(self._answered, owed.msgid, by)
@@ -927,7 +1065,7 @@ class CallProtocol:
                 self.session = SessionState.HELD  # it never left: exactly like an answer held
             return AckResult.DEFERRED
         self._answered.pop(msgid, None)
-        self._remember(self._abandoned, msgid)  # its socket is gone: jambonz failed it
+        self._abandon(sent.message)  # its socket is gone: jambonz failed it
         return AckResult.LOST
 
     def _hold(self, sent: SentAnswer, *, certain: bool) -> None:
@@ -1059,7 +1197,7 @@ class CallProtocol:
                 "commands sent before the session:new ack are dropped by jambonz; answer session:new first"
             )
         text = self.render(command.to_wire())
-        self._note_wait_hooks(_command_wait_hooks(command))
+        self._note_wait_hooks(_command_hooks(command))
         return text
 
     def command_written(self, command: Command, generation: int, receipt: bytes | None = None) -> None:

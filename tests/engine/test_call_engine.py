@@ -37,7 +37,8 @@ from jambonz_trio.messages import (
     UnknownMessage,
 )
 from jambonz_trio.testing import open_fake_call
-from jambonz_trio.verbs import Enqueue, Hangup, Pause, Play, Say, Verb
+from jambonz_trio.testing._fake import flux_speech_result
+from jambonz_trio.verbs import Enqueue, Gather, Hangup, Pause, Play, Say, Verb
 from tests.helpers import Serve, answer_and_wait, recording, start
 
 from .helpers import SESSION_DATA, PassThroughStream, RawClient, inner_enter, new_call, raw_client
@@ -145,6 +146,51 @@ async def test_fm21_a_late_wait_hook_answer_is_dropped_not_sent_as_a_redirect(
         ack = await fc.start()
         waited = await fc.wait_hook(ack.first(Enqueue))
         assert waited.verbs == []  # the watchdog's, at 4 s: jambonz stops asking
+        await fc.expect_no_command(within=10)
+        await fc.hangup()
+    assert outcome == [AckOutcome.DROPPED]
+    assert any("late answer to" in r.getMessage() for r in caplog.records)
+
+
+_CONF_STATUS = {"event": "join", "conference_sid": "conf:acct:room", "friendly_name": "room", "members": 2}
+
+
+@pytest.mark.parametrize(
+    ("url", "data"),
+    [
+        pytest.param("/conf-status", _CONF_STATUS, id="conference-statusHook"),
+        pytest.param("/partial", {"speech": {"is_final": False, "alternatives": []}}, id="partialResultHook"),
+        pytest.param("/turn", flux_speech_result("I need to", "EagerEndOfTurn"), id="flux-early-turn"),
+        pytest.param("/turn", flux_speech_result("I need to", "TurnResumed"), id="flux-turn-resumed"),
+    ],
+)
+async def test_fm21_a_late_answer_to_a_hook_whose_answer_jambonz_ignores_is_dropped(
+    serve: Serve,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    url: str,
+    data: dict[str, Any],
+) -> None:
+    """A conference ``statusHook``, a gather's ``partialResultHook`` and a deepgramflux
+    gather's early turn reports await an ack whose verbs jambonz ignores (FS v0.9.8
+    ``lib/tasks/conference.js:715-742``, ``lib/tasks/gather.js:1108-1118``): the conference or
+    the gather runs on. Answered after the watchdog, such an answer sent as a ``redirect``
+    would replace the program and kill that verb: it is dropped and logged, on a bare Call."""
+    outcome: list[AckOutcome] = []
+
+    async def app(call: Call) -> None:
+        gather = Gather(input=["speech"], action_hook="/turn", partial_result_hook="/partial")
+        await call.ack(call.session, [gather])
+        async for event in call:
+            if isinstance(event, VerbHook):
+                await trio.sleep(6)
+                outcome.append(await call.ack(event, [Say(text="late"), Hangup()]))
+
+    server = await serve(app)
+    caplog.set_level(logging.WARNING, logger="jambonz_trio.call")
+    async with open_fake_call(server.connect_memory) as fc:
+        await fc.start()
+        assert (await fc.hook(url, data)).verbs == []  # the watchdog's, at 4 s
         await fc.expect_no_command(within=10)
         await fc.hangup()
     assert outcome == [AckOutcome.DROPPED]

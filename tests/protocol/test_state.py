@@ -42,6 +42,7 @@ from jambonz_trio._protocol._state import (
     ends_the_call,
 )
 from jambonz_trio._protocol._verbs_base import HookSpec, RawVerb, Verb, unstructure_verbs
+from jambonz_trio.testing._fake import flux_speech_result
 from tests.protocol_strategies import NO_ACK_TYPES
 from tests.strategies import verbs
 
@@ -1671,3 +1672,122 @@ def test_a_late_wait_hook_answer_is_not_turned_into_a_redirect_that_ends_the_wai
     assert _late_after_watchdog(q, raw, "d1") is PlanKind.DROP
     # an ordinary action hook's late answer still becomes a redirect
     assert _late_after_watchdog(q, hook("a1", "/gather"), "a1") is PlanKind.REDIRECT
+
+
+def _verb_hook(msgid: str, data: dict[str, Any], url: str = "/elsewhere") -> str:
+    return frame("verb:hook", msgid, {"call_sid": SID, **data}, call_sid=SID, hook=url)
+
+
+def test_a_late_answer_to_a_hook_whose_answer_jambonz_ignores_is_dropped_whatever_its_url() -> None:
+    """Some ``verb:hook`` requests await an ack whose verbs jambonz ignores even when on time
+    (FS v0.9.8): a conference ``statusHook`` (``lib/tasks/conference.js:715-742``), a dial
+    ``dtmfHook`` (``lib/tasks/dial.js:516``), a ``sip:refer`` ``eventHook``
+    (``lib/tasks/sip_refer.js:93-94``), the hold / unhold notice on the in-dialog hook
+    (``lib/session/call-session.js:2839-2849``, ``lib/session/siprec-call-session.js:70-81``),
+    a deepgramflux gather's early turn report (``lib/tasks/gather.js:1115-1118``,
+    ``performAction(..., false)``, ``lib/tasks/task.js:224-267``), and a dialogflow / lex /
+    rasa actionHook reporting that an eventHook answer redirected the call
+    (``lib/tasks/dialogflow/index.js:579-584``, ``lib/tasks/lex.js:342``,
+    ``lib/tasks/rasa.js:102``, ``:143``); a dial ``referHook`` asked for a REFER on the parent
+    leg gives the *child* its program (``lib/tasks/dial.js:410-435``). A late answer to one of
+    them sent as a ``redirect`` would replace the call's program and kill the verb that runs
+    on (the conference, the gather, the dial). Each carries data no other hook does, so it is
+    known whatever its url (a conference's ``statusHook`` may even be the one of the member
+    that started it, ``lib/tasks/conference.js:150-158``)."""
+    p = answered(connected())
+    flux = {**flux_speech_result("I need to", "EagerEndOfTurn"), "verb_id": "g1"}
+    resumed = flux_speech_result("I need to", "TurnResumed")
+    status = {"event": "join", "duration": 2.5, "time": "2026-01-01T00:00:00Z", "members": 2}
+    refer = {"referring_call_sid": SID, "referred_call_sid": "child-sid", "refer_to_user": "100"}
+    ignored = [
+        {**status, "conference_sid": "conf:acct:room", "friendly_name": "room"},
+        flux,
+        resumed,
+        {"sip_method": "INVITE", "event": "hold", "on_hold": True, "sip_body": "v=0", "sip_headers": {}},
+        {"dtmf": "*2"},
+        {"event": "transfer-status", "call_status": 180},
+        {"dialogflow_result": "redirect"},
+        {"lex_result": "redirect"},
+        {"rasa_result": "redirect"},
+        {"refer_details": refer},
+    ]
+    for n, data in enumerate(ignored):
+        assert _late_after_watchdog(p, _verb_hook(f"i{n}", data), f"i{n}") is PlanKind.DROP, data
+    # the hooks whose answer is the next program still get a redirect
+    program = [
+        flux_speech_result("I need to cancel", "EndOfTurn"),  # the gather's result
+        {"dialogflow_result": "completed"},
+        {"parent_call_sid": "parent-sid", "refer_details": {**refer, "referred_call_sid": "parent-sid"}},
+        {"refer_details": {**refer, "referred_call_sid": None}},  # a REFER outside a dial
+        {"sip_method": "INFO", "sip_body": "Signal=1", "sip_headers": {}},
+    ]
+    for n, data in enumerate(program):
+        assert _late_after_watchdog(p, _verb_hook(f"p{n}", data), f"p{n}") is PlanKind.REDIRECT, data
+
+
+def test_a_late_answer_to_a_hook_the_app_gave_for_answers_jambonz_ignores_is_dropped() -> None:
+    """A gather's (or a config ``bargeIn``'s) ``partialResultHook`` (FS v0.9.8
+    ``lib/tasks/gather.js:1108-1113``: the request's result is not even awaited) and the hooks
+    of the verbs jambonz runs nested in another (``lib/tasks/dial.js:127-130``,
+    ``lib/tasks/gather.js:80-83``, ``lib/tasks/listen.js:64``): a nested ``listen``'s or
+    ``play``'s actionHook (``performAction(..., false)``, ``lib/tasks/listen.js:94``,
+    ``lib/tasks/play.js:93-95``), a nested ``transcribe``'s transcription / translation hook
+    (``lib/tasks/transcribe.js:641``, ``:708``: only a top-level one replaces the program).
+    Their data is not distinctive: the core knows them by the hooks the app gave. Data only a
+    verb's result carries (its ``reason``, ``dial_call_status``...) tells an action hook that
+    shares the url: its late answer is still a redirect."""
+    p = answered(connected())
+    p.receive_text(hook("h-prog", "/start"), 1.0)
+    nested = v.Transcribe(transcription_hook="/nested-text", translation_hook="/nested-tr")
+    p.ack(
+        "h-prog",
+        [
+            v.Config(barge_in=v.BargeIn(enable=True, partial_result_hook="/bargein-partial")),
+            v.Gather(
+                input=["speech"],
+                action_hook="/events",
+                partial_result_hook=HookSpec(url="/events"),
+                play=v.Play(url="https://example.com/p.mp3", action_hook="/gather-play"),
+            ),
+            v.Dial(
+                target=[v.Target(type="phone", number="+15551230000")],
+                action_hook="/dial-done",
+                listen=v.Listen(url="wss://rec.example.com", action_hook="/dial-listen", transcribe=nested),
+                transcribe=v.Transcribe(transcription_hook="/dial-text"),
+            ),
+        ],
+    )
+    partial = {"speech": {"is_final": False, "alternatives": [{"transcript": "I need"}]}, "verb_id": "g1"}
+    urls = [
+        "/bargein-partial",
+        "/events",
+        "/gather-play",
+        "/dial-listen",
+        "/nested-text",
+        "/nested-tr",
+        "/dial-text",
+    ]
+    for n, url in enumerate(urls):
+        data = partial if "partial" in url or url == "/events" else {}
+        assert _late_after_watchdog(p, _verb_hook(f"n{n}", data, url), f"n{n}") is PlanKind.DROP, url
+    # the gather's result at the url it shares with its partialResultHook: the next program
+    result = _verb_hook("r1", {"reason": "speechDetected", "speech": {"is_final": True}}, "/events")
+    assert _late_after_watchdog(p, result, "r1") is PlanKind.REDIRECT
+    assert _late_after_watchdog(p, _verb_hook("r2", {}, "/dial-done"), "r2") is PlanKind.REDIRECT
+
+
+def test_a_hook_whose_answer_jambonz_ignores_is_known_when_its_socket_drops_too() -> None:
+    """Abandoned requests (owed at a drop, read from a socket already lost, or answered on a
+    socket that died under the answer) get the same rule as those the watchdog answered."""
+    p = answered(connected())
+    status = _verb_hook("s1", {"conference_sid": "conf:acct:room", "event": "leave"})
+    p.receive_text(status, 5.0)
+    p.receive_text(_verb_hook("s2", {"dtmf": "1"}), 5.0)
+    p.ack("s2")
+    assert [o.msgid for o in p.connection_lost()] == ["s1"]
+    p.receive_text(_verb_hook("s3", {"dtmf": "2"}), 6.0)  # read after the drop
+    assert p.answer_written("s2", p.generation, Delivery.WRITTEN) is AckResult.LOST
+    late = [v.Play(url="https://example.com/x.mp3")]
+    for msgid in ("s1", "s2", "s3"):
+        assert p.plan_answer(msgid, late).kind is PlanKind.DROP, msgid
+        assert p.plan_answer(msgid, late, raise_late=True).kind is PlanKind.DROP, msgid
