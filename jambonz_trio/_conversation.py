@@ -9,10 +9,11 @@ and returns when the verb is done: its action hook for verbs that have one (``ga
 
 Hooks and verb ids are named by the library (``/jt/...``, ``jt-N``); apps never name them.
 Events the conversation does not consume (``call:status``, reconnects, other hooks...) are
-available from :meth:`Conversation.next_event`; so are the early turn reports of a
-``deepgramflux`` gather (``EagerEndOfTurn`` / ``TurnResumed``: FS v0.9.8
-``lib/tasks/gather.js:1115-1118`` calls the actionHook for them while the gather runs on), which
-the conversation answers at once and never takes for the gather's result.
+available from :meth:`Conversation.next_event`; so are, if the gather asks
+(``early_turns=True``), the early turn reports of a ``deepgramflux`` gather
+(``EagerEndOfTurn`` / ``TurnResumed``: FS v0.9.8 ``lib/tasks/gather.js:1115-1118`` calls the
+actionHook for them while the gather runs on), which the conversation answers at once and
+never takes for the gather's result.
 
 Cancellation: cancelling an operation (a ``move_on_after`` around a ``gather``) kills the
 running verb with a ``redirect`` to an empty program, so the next operation runs at once;
@@ -115,6 +116,8 @@ class _Op:
         self.replacements = 0
         self.interrupted = False
         self.interrupted_by: Command | None = None
+        #: a gather's early turn reports go to :meth:`Conversation.next_event` (else dropped)
+        self.early_turns = False
         #: replays of its program under way (cancelled once the operation is over)
         self.replays: list[trio.CancelScope] = []
 
@@ -199,8 +202,9 @@ class Conversation(metaclass=NoPublicConstructor):
     async def next_event(self) -> Event:
         """The next event no operation consumed (``call:status``, reconnects, foreign hooks).
 
-        Also a ``deepgramflux`` gather's early turn reports (``EagerEndOfTurn`` /
-        ``TurnResumed`` hooks, see :meth:`gather`), already answered by the conversation.
+        Also, for a ``gather(..., early_turns=True)``, a ``deepgramflux`` gather's early turn
+        reports (``EagerEndOfTurn`` / ``TurnResumed`` hooks), already answered by the
+        conversation.
 
         Raises:
             CallClosed: the call ended and every such event was returned.
@@ -248,6 +252,7 @@ class Conversation(metaclass=NoPublicConstructor):
         finish_on_key: str | None = None,
         recognizer: Recognizer | None = None,
         bargein: bool | None = None,
+        early_turns: bool = False,
         **options: Any,
     ) -> GatherResult:
         """Optionally say ``prompt``, then listen; returns what the caller said or pressed.
@@ -259,11 +264,14 @@ class Conversation(metaclass=NoPublicConstructor):
         With a ``deepgramflux`` recognizer in eager mode (``eager_eot_threshold``), jambonz
         calls the action hook for each ``EagerEndOfTurn`` / ``TurnResumed`` before the
         result: those hooks are answered at once (jambonz ignores the verbs of that answer)
-        and passed on, already answered, to :meth:`next_event`; this returns the result.
+        and dropped, or with ``early_turns=True`` passed on, already answered, to
+        :meth:`next_event` (for speculative work on the likely transcript: read them, or they
+        fill its queue); this returns the result.
         """
         message = await self._until_hook(
             "gather",
-            lambda hook, vid: Gather(
+            early_turns=early_turns,
+            build=lambda hook, vid: Gather(
                 action_hook=hook,
                 id=vid,
                 input=list(input),
@@ -409,10 +417,13 @@ class Conversation(metaclass=NoPublicConstructor):
         self._by_id[vid] = op
         await self._perform(op, [attrs.evolve(verb, id=vid)], cleanup=lambda: self._by_id.pop(vid, None))
 
-    async def _until_hook(self, kind: str, build: Callable[[str, str], Verb]) -> JambonzMessage:
+    async def _until_hook(
+        self, kind: str, build: Callable[[str, str], Verb], *, early_turns: bool = False
+    ) -> JambonzMessage:
         n = next(self._ids)
         hook, vid = f"{_PREFIX}{kind}/{n}", f"jt-{n}"
         op = _Op(kind)
+        op.early_turns = early_turns
         self._by_hook[hook] = op
         self._hook_ids[vid] = op
 
@@ -609,9 +620,11 @@ class Conversation(metaclass=NoPublicConstructor):
             if op.kind == "gather" and early_turn(event):
                 # not the result: the gather runs on and sends it later. Answered at once
                 # (jambonz ignores the ack's verbs, but fails the request unanswered), then
-                # handed to the app: it may start work on the likely transcript
+                # handed to the app if it asked (it may start work on the likely
+                # transcript); unasked, kept nowhere: one per pause of the caller's speech
                 await self._ack_quietly(event)
-                self._pass_on(event)
+                if op.early_turns:
+                    self._pass_on(event)
                 return
             op.message, op.answerable, op.replacements = event, True, self._replacements
             op.done.set()

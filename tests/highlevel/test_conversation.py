@@ -288,12 +288,15 @@ async def test_a_flux_gathers_eager_end_of_turn_is_not_its_result(nursery: trio.
     assert run.heard[-1] == "You said: cancel my subscription"
 
 
-async def test_a_flux_gathers_early_turn_reports_reach_next_event_answered(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+@pytest.mark.parametrize("early_turns", [True, False])
+async def test_a_flux_gathers_early_turn_reports_reach_next_event_answered_if_asked(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, early_turns: bool
 ) -> None:
-    """Each ``EagerEndOfTurn`` / ``TurnResumed`` hook is answered at once and handed to
-    :meth:`Conversation.next_event` (for speculative work), already answered; the gather
-    returns only the result (``EndOfTurn``)."""
+    """Each ``EagerEndOfTurn`` / ``TurnResumed`` hook is answered at once and, with
+    ``early_turns=True``, handed to :meth:`Conversation.next_event` (for speculative work),
+    already answered; the gather returns only the result (``EndOfTurn``). Unasked, they are
+    kept nowhere: an app that never reads ``next_event`` no longer piles one up per pause of
+    the caller (up to the queue's 256, then a warning per drop)."""
     results: list[GatherResult] = []
     early: list[VerbHook] = []
     answered: list[bool] = []
@@ -309,7 +312,9 @@ async def test_a_flux_gathers_early_turn_reports_reach_next_event_answered(
                         answered.append(not call.awaiting_ack(event))
 
             inner.start_soon(watch)
-            results.append(await convo.gather("How can I help?", recognizer=EAGER_FLUX))
+            results.append(
+                await convo.gather("How can I help?", recognizer=EAGER_FLUX, early_turns=early_turns)
+            )
             await convo.hangup()
             inner.cancel_scope.cancel()
 
@@ -329,8 +334,9 @@ async def test_a_flux_gathers_early_turn_reports_reach_next_event_answered(
         await fc.hangup()
     assert [r.transcript for r in results] == ["I need to cancel"]
     events = [GatherResult.from_data(e.data).speech for e in early]
-    assert [(s.raw["vendor"]["evt"]["event"], s.transcript) for s in events if s is not None] == turns
-    assert answered == [True, True, True]
+    expected = turns if early_turns else []
+    assert [(s.raw["vendor"]["evt"]["event"], s.transcript) for s in events if s is not None] == expected
+    assert answered == [True] * len(expected)
 
 
 async def test_a_flux_gathers_abandoned_early_turn_report_is_not_its_result(
