@@ -106,7 +106,9 @@ __all__ = [
 
 @attrs.frozen(kw_only=True, repr=False)
 class Alert(Verb):
-    """Send a 180 Ringing with an ``Alert-Info`` header before answering (``alert``)."""
+    """Write ``message`` to the account's alerts (the portal's application alerts) and go on;
+    the caller hears and sees nothing (``alert``; FS v0.9.8 ``lib/tasks/alert.js:12-24``).
+    """
 
     VERB: ClassVar[str] = "alert"
 
