@@ -221,6 +221,9 @@ class Cluster:
         self._flushing = False  # a batch taken from _pending, or a re-registration, is being written
         self._beat_now = False
         self._next_beat = 0.0  # (trio clock) when the directory task beats next
+        # a beat was made since the last sweep and user_data store (_upkeep): they are owed,
+        # whichever beat it was (the directory task's own, or one made inside a long write)
+        self._upkeep_owed = False
         self._wake = trio.Event()
         self._redis_up = False
         self._up_changed = trio.Event()
@@ -846,7 +849,7 @@ class Cluster:
         self._next_beat = trio.current_time()
         backoff = _Backoff()
         while True:
-            if not self._pending and not self._resync:
+            if not self._pending and not self._resync and not self._upkeep_owed:
                 with trio.move_on_at(self._next_beat):
                     await self._wake.wait()
             self._wake = trio.Event()
@@ -857,9 +860,8 @@ class Cluster:
                     self._beat_now = False
                     if not await self._scheduled_beat():
                         self._resync = True
-                    await self._sweep_dead()
-                    if self.config.keep_user_data and not self._resync:
-                        await self._store_user_data()
+                if self._upkeep_owed:
+                    await self._upkeep()
                 if self._resync:
                     await self._full_resync()
                 elif self._pending:
@@ -890,10 +892,27 @@ class Cluster:
 
     async def _scheduled_beat(self) -> bool:
         """Beat, and schedule the next beat ``member_ttl / 3`` from now: ``False`` when Redis
-        did not know this member (restarted, or swept it): it must re-register its calls."""
+        did not know this member (restarted, or swept it): it must re-register its calls. The
+        sweep and the user_data store that go with each beat are then owed (:meth:`_upkeep`)."""
         present = await self._beat()
         self._next_beat = trio.current_time() + self.config.member_ttl / 3
+        self._upkeep_owed = True
         return present
+
+    async def _upkeep(self) -> None:
+        """What each beat owes, done at the directory task's next turn: sweep the dead
+        members, and (``keep_user_data``) store the user_data that changed, unless a
+        re-registration is due (it comes first; the next beat stores). A beat made inside a
+        long write (:meth:`_beat_if_due`) owes them too: a member whose every write spans a
+        beat (steady churn, a slow Redis) still sweeps and stores between two writes.
+        The beats made inside the store itself owe nothing more (a store longer than a beat
+        would start over for ever); a store stopped because such a beat found the member
+        swept leaves the re-registration to come. Owed still if a Redis fault interrupts it
+        (the task beats first when Redis answers)."""
+        await self._sweep_dead()
+        if self.config.keep_user_data and not self._resync:
+            await self._store_user_data()
+        self._upkeep_owed = False
 
     async def _beat_if_due(self) -> bool:
         """Between two chunks of a long directory write (a full re-registration, a large

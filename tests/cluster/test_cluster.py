@@ -476,6 +476,84 @@ async def test_a_re_registration_longer_than_member_ttl_keeps_the_member_alive(
             assert listed == {fc.call.call_sid for fc in fakes}
 
 
+async def test_a_member_whose_every_write_spans_a_beat_still_sweeps_and_stores_user_data(
+    nursery: trio.Nursery, redis_url: str, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each beat also sweeps the dead members and (``keep_user_data``) stores the user_data
+    that changed. A beat made between two writes of a long flush (so the member is not swept
+    mid-write) moves the next one forward: the directory task, at its next turn, found no beat
+    due and went on flushing. Under steady churn against a slow Redis, where every flush
+    spans the time a beat falls due, the member beat but never swept nor stored user_data: a
+    dead member's calls stayed listed, and a call restored after a failover got stale data.
+    Here two calls' entries are written again and again (each write queues its call's next
+    update, as churn would), one write per chunk, the first of each flush slower than
+    ``member_ttl / 3``: every beat falls between the two writes of a flush, never at a turn of
+    the task. Within eight such beats a killed member's call is swept and a changed user_data
+    stored. Real time: liveness is judged on Redis' clock."""
+    monkeypatch.setattr(_cluster, "_CHUNK", 1)
+    member, server = await nursery.start(partial(run_member, redis_url, ns, FAST_KEEPING))
+    client, keys = member._client, member._keys
+    with trio.fail_after(20):
+        async with AsyncExitStack() as calls:
+            fakes = [
+                await calls.enter_async_context(open_fake_call(server.connect_memory, auto_reconnect=False))
+                for _ in range(2)
+            ]
+            for fc in fakes:
+                await fc.start()
+            await member.wait_registered()
+            slow_sid, fast_sid = (fc.call.call_sid for fc in fakes)
+            assert slow_sid is not None and fast_sid is not None
+            upsert, beat = member._upsert, member._beat
+            churn = True
+            beats: list[bool] = []  # per beat: made while a flush was being written
+
+            async def slow(**kwargs: Any) -> Any:
+                sid = kwargs["args"][4]  # one call per write (_CHUNK)
+                await trio.sleep(0.4 if sid == slow_sid else 0)  # member_ttl / 3 is 0.33 s
+                found = await upsert(**kwargs)
+                if churn and sid in member._live:
+                    member._queue(sid, member._live[sid][1])  # its next update, already waiting
+                return found
+
+            async def counted() -> bool:
+                beats.append(member._flushing)
+                present: bool = await beat()
+                return present
+
+            member._upsert = slow
+            member._beat = counted
+            member._queue(slow_sid, member._live[slow_sid][1])
+            member._queue(fast_sid, member._live[fast_sid][1])
+            await eventually(lambda: len(beats) >= 2, 5)  # the churn has its pace
+
+            # a member killed (no leave), with a call; this member is the only one to sweep it
+            async with trio.open_nursery() as doomed:
+                dead, dead_server = await doomed.start(partial(run_member, redis_url, ns, FAST))
+                async with open_fake_call(dead_server.connect_memory, auto_reconnect=False) as gone:
+                    await gone.start()
+                    await dead.wait_registered()
+
+                    async def killed() -> None:
+                        return None
+
+                    dead._leave = killed
+                    doomed.cancel_scope.cancel()
+            assert await client.hexists(keys.calls, gone.call.call_sid or "")
+            member._live[slow_sid][0].user_data["step"] = 1
+            first = len(beats)
+            await eventually(lambda: len(beats) >= first + 8, 10)
+            during = beats[first:]
+            swept = not await client.hexists(keys.calls, gone.call.call_sid or "")
+            record = await client.hget(keys.userdata, slow_sid)
+            stored = record is not None and json.loads(json.loads(record)["v"]) == {"step": 1}
+            churn = False
+            member._upsert, member._beat = upsert, beat
+        assert all(during)  # every beat was made inside a flush, as the churn meant
+        assert (swept, stored) == (True, True)
+        assert member.statistics().resyncs == 1  # never swept itself
+
+
 async def test_a_cluster_whose_members_all_died_leaves_no_key_without_an_expiry(
     redis_url: str, ns: str
 ) -> None:
