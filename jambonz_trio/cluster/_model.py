@@ -206,7 +206,11 @@ class ClusterConfig:
             (every member sweeps every ``member_ttl / 3``) removes its entries. So a dead
             member's entries are gone within ``member_ttl * 4/3 + op_timeout``.
         op_timeout: bound on one Redis operation (connect, or one reply); past it the
-            operation raises :class:`ClusterUnavailable`.
+            operation raises :class:`ClusterUnavailable`. Keep it below ``member_ttl / 3``
+            (as the defaults do): a member beats between the writes of a long directory
+            write, and is never swept mid-write only while one write plus a heartbeat take
+            less than about ``member_ttl * 2/3``; a larger ``op_timeout`` lets a Redis that
+            answers, but that slowly, get a live member swept (it then re-registers).
         reply_timeout: longest wait for the owner's answer to a command (the command may wait
             there for jambonz to reconnect, up to the call's ``reconnect_grace``, 60 s by
             default). Callers bound it further with ``trio.fail_after``.
