@@ -19,9 +19,20 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import attrs
 
-from ._verbs import Config, Dub, Play, Say
+from .._errors import LocalProtocolError
+from ._verbs import Config, Dub, Play, Redirect, Say
 from ._verbs_base import Hook, Verb, structure_verbs, unstructure_verbs
-from ._wire import ENVELOPE, WIRE, Model, Style, converter, present, structure_strict, to_wire_name
+from ._wire import (
+    ENVELOPE,
+    WIRE,
+    Model,
+    Style,
+    converter,
+    present,
+    structure_strict,
+    to_wire_name,
+    unstructure_hook,
+)
 
 __all__ = [
     "BoostAudioCommand",
@@ -613,3 +624,36 @@ def _js_falsy(value: Any) -> bool:
     if value is None or value is False or value == "":
         return True
     return isinstance(value, int | float) and not isinstance(value, bool) and (value == 0 or value != value)
+
+
+# -- the redirect verb's hooks ----------------------------------------------------------------
+
+_redirect_body = unstructure_hook(Redirect)
+
+
+def _unstructure_redirect(verb: Redirect) -> dict[str, Any]:
+    """The ``redirect`` verb with its hooks as URL strings: jambonz 0.9.8 tests them with
+    ``_isAbsoluteUrl``, which calls ``startsWith`` on a hook object (an operator-precedence
+    slip, FS v0.9.8 ``lib/utils/base-requestor.js:68-72``): an ``actionHook`` object fails the
+    verb and ends the call (``lib/tasks/redirect.js:20``), a ``statusHook`` object is ignored
+    (``:55-58``, the error logged). A :class:`HookSpec` that is only a ``url`` is sent as that
+    URL (the same request); one with a method or credentials cannot be honoured.
+
+    Raises:
+        LocalProtocolError: a hook object with more than its ``url``.
+    """
+    out = _redirect_body(verb)
+    for key in ("actionHook", "statusHook"):
+        hook = out.get(key)
+        if isinstance(hook, dict):
+            if set(hook) != {"url"}:
+                raise LocalProtocolError(
+                    f"redirect {key}: jambonz 0.9.8 takes only a URL string here (a hook object "
+                    "fails the redirect verb and ends the call); give the URL, without method "
+                    "or credentials"
+                )
+            out[key] = hook["url"]
+    return out
+
+
+converter.register_unstructure_hook(Redirect, _unstructure_redirect)

@@ -39,6 +39,7 @@ __all__ = [
     "present",
     "structure_strict",
     "to_wire_name",
+    "unstructure_hook",
 ]
 
 Style = Literal["camel", "snake"]
@@ -135,6 +136,12 @@ def _body_hook(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
     fn: Callable[[Any], dict[str, Any]] = make_dict_unstructure_fn(cls, converter, **overrides)
     _BODY_HOOKS[cls] = fn
     return fn
+
+
+def unstructure_hook(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
+    """How a model is written: its fields under their wire names (and ``"verb"``, for a verb).
+    For a model whose writing adds a rule of its own to this one."""
+    return _unstructure_hook(cls)
 
 
 def _unstructure_hook(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:

@@ -18,6 +18,7 @@ from hypothesis import given
 
 from jambonz_trio import commands
 from jambonz_trio import verbs as public_verbs
+from jambonz_trio._errors import LocalProtocolError
 from jambonz_trio._protocol import _verbs as v
 from jambonz_trio._protocol._verbs_base import VERBS, HookSpec, Verb, structure_verbs, unstructure_verbs
 from jambonz_trio._protocol._wire import converter, to_wire_name
@@ -562,3 +563,23 @@ def _to_toml(data: dict[str, Any]) -> str:
         lines.append(f"[models.{json.dumps(name)}]")
         lines.extend(f"{key} = {json.dumps(value)}" for key, value in model.items())
     return "\n".join(lines) + "\n"
+
+
+def test_the_redirect_verbs_hooks_go_out_as_url_strings() -> None:
+    """jambonz 0.9.8's ``redirect`` verb calls ``startsWith`` on its hooks (FS v0.9.8
+    ``lib/utils/base-requestor.js:68-72``, ``lib/tasks/redirect.js:20``, ``:55-58``): a hook
+    object fails the verb and ends the call (``actionHook``) or is ignored (``statusHook``).
+    A ``HookSpec`` that is only a url goes out as that url; one with a method or credentials
+    is refused before anything is sent."""
+    sent = unstructure_verbs(
+        [v.Redirect(action_hook=HookSpec(url="/next"), status_hook=HookSpec(url="https://example.com/s"))]
+    )
+    assert sent == [{"verb": "redirect", "actionHook": "/next", "statusHook": "https://example.com/s"}]
+    for hook in (HookSpec(url="/next", method="POST"), HookSpec(url="/next", username="u", password="p")):
+        with pytest.raises(LocalProtocolError, match=r"actionHook.*URL string"):
+            unstructure_verbs([v.Redirect(action_hook=hook)])
+        with pytest.raises(LocalProtocolError, match=r"statusHook.*URL string"):
+            unstructure_verbs([v.Redirect(action_hook="/next", status_hook=hook)])
+    # other verbs keep their hook objects
+    (gather,) = unstructure_verbs([v.Gather(action_hook=HookSpec(url="/g", method="POST"))])
+    assert gather["actionHook"] == {"url": "/g", "method": "POST"}
