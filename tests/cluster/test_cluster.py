@@ -414,7 +414,10 @@ async def test_a_restored_call_that_ends_soon_leaves_no_stored_user_data_behind(
                 assert b.calls[sid].restored
                 await fc2.gather_speech("/bye", "bye")  # the call ends at once
                 await fc2.expect_close(1000)
-            await b_cluster.wait_registered()
+            # the close frame comes before the call's task is over, and B queues the removal
+            # only then: until B drops the call, wait_registered finds nothing pending
+            await eventually(lambda: b_cluster.statistics().calls == 0, 5)
+            await b_cluster.wait_registered()  # (the removal written)
             assert await listed_nowhere(control, sid)
             # a record with no live entry is removed only through its orphan mark
             k = control._keys
@@ -873,6 +876,8 @@ async def test_a_frozen_redis_never_delays_a_call(
             assert ack.verbs == [Say(text="ok /x")]
             with trio.fail_after(2):
                 await calls[0].hangup()
+                # (the member drops the call when its task is over, after the close handshake)
+                await eventually(lambda: member.statistics().calls == 3, 2)
             stats = member.statistics()
             assert stats.overflows == 1 and stats.pending_updates == 0
             assert stats.calls == 3  # the member still tracks its live calls itself
