@@ -31,35 +31,20 @@ from .._protocol._outbound import (
     RedirectToHookCommand,
 )
 from .._protocol._verbs import (
-    Alert,
     Conference,
     Config,
-    Dequeue,
     Dial,
-    Dialogflow,
-    Dtmf,
-    Dub,
-    Enqueue,
     Gather,
     Hangup,
-    Leave,
-    Lex,
     Listen,
     Llm,
-    Message,
     Pause,
     Play,
-    Rasa,
     Redirect,
-    RestDial,
     Say,
     SipDecline,
-    SipRefer,
-    SipRequest,
-    Tag,
     Transcribe,
 )
-from .._protocol._verbs import Answer as AnswerVerb
 from .._protocol._verbs_base import Verb
 from ._audio import AudioSource
 from ._calldata import CallData
@@ -478,34 +463,19 @@ class _Runner:
     async def _run_verb(self, verb: Verb) -> bool | None:
         """Run one verb; ``None`` if it ended the call (no ``finished`` report), ``False`` if a
         redirect killed it (still reported ``finished``, as jambonz does)."""
-        fc = self.fc
+        run = _VERB_RUNNERS.get(type(verb))
+        if run is not None:
+            return await run(self, verb)
         if isinstance(verb, Config):
             if verb.notify_events:
                 self.notify = True
         elif isinstance(verb, Say | Pause):
             if not await self._play(verb):
                 return False
-        elif isinstance(verb, Play):
-            return await self._play_verb(verb)
-        elif isinstance(verb, Redirect):
-            return await self._redirect_verb(verb)
-        elif isinstance(verb, Gather):
-            return await self._gather(verb)
-        elif isinstance(verb, Dial):
-            return await self._dial(verb)
-        elif isinstance(verb, Listen):
-            # the audio socket, as jambonz's media server runs it, until something ends the verb
-            return await run_listen(self, verb)
-        elif isinstance(verb, Conference):
-            return await self._conference(verb)
-        elif isinstance(verb, Llm):
-            return await self._llm(verb)
-        elif isinstance(verb, Transcribe):
-            return await self._transcribe(verb)
         elif isinstance(verb, Hangup | SipDecline):
             self.step("jambonz", f"runs {describe_verb(verb)}: the call ends")
             self.ended = True
-            await fc.hangup(by="jambonz")
+            await self.fc.hangup(by="jambonz")
             return None
         else:
             # never silently: a test author must see that this verb did nothing here
@@ -736,33 +706,44 @@ def _is_absolute(url: str) -> bool:
     return url.startswith(("https://", "http://", "ws://", "wss://"))
 
 
+#: The verbs with a runner of their own (each returns like :meth:`_Runner._run_verb`); ``listen``
+#: runs the audio socket as jambonz's media server does, until something ends the verb.
+_VERB_RUNNERS: dict[type[Verb], Callable[[_Runner, Any], Awaitable[bool | None]]] = {
+    Play: _Runner._play_verb,
+    Redirect: _Runner._redirect_verb,
+    Gather: _Runner._gather,
+    Dial: _Runner._dial,
+    Listen: run_listen,
+    Conference: _Runner._conference,
+    Llm: _Runner._llm,
+    Transcribe: _Runner._transcribe,
+}
+
+
 #: What jambonz does with each verb ``run_call`` does not simulate (narrated when it runs).
-_NOT_SIMULATED: dict[type[Verb], str] = {
-    Alert: "jambonz writes an application alert for the account, lib/tasks/alert.js",
-    AnswerVerb: "jambonz answers the call; the fake's call is answered already",
-    Tag: "jambonz sets the call's customerData for later hooks, lib/tasks/tag.js:12-15; "
+_NOT_SIMULATED: dict[str, str] = {
+    "alert": "jambonz writes an application alert for the account, lib/tasks/alert.js",
+    "answer": "jambonz answers the call; the fake's call is answered already",
+    "tag": "jambonz sets the call's customerData for later hooks, lib/tasks/tag.js:12-15; "
     "run_call's hooks do not carry it",
-    Dtmf: "jambonz sends the keys to the caller",
-    Dub: "jambonz changes an extra audio track",
-    Leave: "jambonz leaves the conference or queue the call waits in",
-    SipRequest: "jambonz sends the SIP request; its actionHook is not sent",
-    SipRefer: "jambonz sends the REFER; its actionHook is not sent",
-    Message: "jambonz sends the SMS; its actionHook is not sent",
-    Enqueue: "jambonz queues the call; its waitHook and actionHook are not sent",
-    Dequeue: "jambonz bridges a queued call; its actionHook is not sent",
-    Dialogflow: "a Dialogflow bot converses; its hooks are not sent",
-    Lex: "a Lex bot converses; its hooks are not sent",
-    Rasa: "a Rasa bot converses; its hooks are not sent",
-    RestDial: "jambonz's own verb for REST calls",
+    "dtmf": "jambonz sends the keys to the caller",
+    "dub": "jambonz changes an extra audio track",
+    "leave": "jambonz leaves the conference or queue the call waits in",
+    "sip:request": "jambonz sends the SIP request; its actionHook is not sent",
+    "sip:refer": "jambonz sends the REFER; its actionHook is not sent",
+    "message": "jambonz sends the SMS; its actionHook is not sent",
+    "enqueue": "jambonz queues the call; its waitHook and actionHook are not sent",
+    "dequeue": "jambonz bridges a queued call; its actionHook is not sent",
+    "dialogflow": "a Dialogflow bot converses; its hooks are not sent",
+    "lex": "a Lex bot converses; its hooks are not sent",
+    "rasa": "a Rasa bot converses; its hooks are not sent",
+    "rest:dial": "jambonz's own verb for REST calls",
 }
 
 
 def not_simulated(verb: Verb) -> str:
     """Why ``verb`` does nothing under :func:`run_call`: what jambonz would do instead."""
-    for cls, why in _NOT_SIMULATED.items():
-        if isinstance(verb, cls):
-            return why
-    return "a verb run_call does not know"
+    return _NOT_SIMULATED.get(verb.VERB, "a verb run_call does not know")
 
 
 def _eager_flux(verb: Gather) -> bool:
