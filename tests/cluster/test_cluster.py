@@ -67,6 +67,17 @@ pytestmark = pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceW
 FAST = ClusterConfig(member_ttl=1.0, op_timeout=0.5, reply_timeout=10.0)
 
 
+async def started_calls(stack: AsyncExitStack, server: JambonzServer, n: int) -> list[FakeCall]:
+    """``n`` fake calls to ``server`` (no reconnects), opened on ``stack``, each started."""
+    fakes = [
+        await stack.enter_async_context(open_fake_call(server.connect_memory, auto_reconnect=False))
+        for _ in range(n)
+    ]
+    for fc in fakes:
+        await fc.start()
+    return fakes
+
+
 async def eventually(check: Callable[[], object], within: float) -> None:
     """Wait until ``check()`` (sync, or returning an awaitable) is true; fail after ``within``
     seconds. For state held in Redis or another process, which no event here announces."""
@@ -171,11 +182,7 @@ async def test_a_member_back_from_a_redis_blip_does_not_take_back_a_call_that_mo
     ):
         await stays.start()
         await eventually(lambda: owned_by(control, stays.call.call_sid, a.cluster.member), 5)
-        sid = fc.call.call_sid
-        stale = a.server.calls[sid]
-        await fc.drop(reconnect=False)
-        await eventually(lambda: stale.state is ConnState.DISCONNECTED, 5)
-        back = await _moved_while_away(control, a, b, fc, target)
+        sid, stale, back = await _dropped_then_moved(control, a, b, fc, target)
         await _back(a, back)
         assert await owned_by(control, sid, b.cluster.member)
         assert await owned_by(control, stays.call.call_sid, a.cluster.member)
@@ -219,11 +226,7 @@ async def test_redis_restarted_empty_leaves_the_call_with_the_member_jambonz_tal
     clock). B's connected copy takes the entry over from A's parked one, and A, told, ends its
     stale copy; B's is never closed, and the next reconnect reaches B's handler."""
     async with _a_call_on_a(nursery, redis_url, ns) as (a, b, control, target, fc):
-        sid = fc.call.call_sid or ""
-        stale = a.server.calls[sid]
-        await fc.drop(reconnect=False)
-        await eventually(lambda: stale.state is ConnState.DISCONNECTED, 5)
-        a_back = await _moved_while_away(control, a, b, fc, target)
+        sid, stale, a_back = await _dropped_then_moved(control, a, b, fc, target)
         moved = b.server.calls[sid]
         hooks = moved.user_data["hooks"]
         assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text=f"hook {hooks + 1}")]
@@ -257,11 +260,7 @@ async def test_a_moved_notice_read_after_the_copy_was_bound_again_leaves_it(
     queued, closed the copy jambonz talks to (1012), leaving its own entry listing a call it
     no longer held. A now ends only the copy the notice names (its bind time)."""
     async with _a_call_on_a(nursery, redis_url, ns) as (a, b, control, target, fc):
-        sid = fc.call.call_sid or ""
-        stale = a.server.calls[sid]
-        await fc.drop(reconnect=False)
-        await eventually(lambda: stale.state is ConnState.DISCONNECTED, 5)
-        a_back = await _moved_while_away(control, a, b, fc, target)
+        sid, stale, a_back = await _dropped_then_moved(control, a, b, fc, target)
         held: list[dict[str, Any]] = []
         monkeypatch.setattr(a.cluster, "_on_moved", held.append)  # A's inbox task lags
         b_back = _cut_off(b)
@@ -347,6 +346,18 @@ async def _a_call_on_a(
         await fc.start()
         await eventually(lambda: owned_by(control, fc.call.call_sid, a.cluster.member), 5)
         yield a, b, control, target, fc
+
+
+async def _dropped_then_moved(
+    control: Cluster, a: Member, b: Member, fc: FakeCall, target: Switch
+) -> tuple[str, Call, trio.Event]:
+    """The call's socket drops from A (A's copy parks), then it moves to B while A is away
+    (:func:`_moved_while_away`): its sid, A's stale copy, the event that lets A back."""
+    sid = fc.call.call_sid or ""
+    stale = a.server.calls[sid]
+    await fc.drop(reconnect=False)
+    await eventually(lambda: stale.state is ConnState.DISCONNECTED, 5)
+    return sid, stale, await _moved_while_away(control, a, b, fc, target)
 
 
 async def _moved_while_away(
@@ -443,12 +454,7 @@ async def test_a_re_registration_longer_than_member_ttl_keeps_the_member_alive(
             open_cluster(redis_url, namespace=ns, config=FAST) as control,  # sweeps every 1/3 s
             AsyncExitStack() as calls,
         ):
-            fakes = [
-                await calls.enter_async_context(open_fake_call(server.connect_memory, auto_reconnect=False))
-                for _ in range(8)
-            ]
-            for fc in fakes:
-                await fc.start()
+            fakes = await started_calls(calls, server, 8)
             await member.wait_registered()
             upsert = member._upsert
 
@@ -498,12 +504,7 @@ async def test_a_member_whose_every_write_spans_a_beat_still_sweeps_and_stores_u
     client, keys = member._client, member._keys
     with trio.fail_after(20):
         async with AsyncExitStack() as calls:
-            fakes = [
-                await calls.enter_async_context(open_fake_call(server.connect_memory, auto_reconnect=False))
-                for _ in range(2)
-            ]
-            for fc in fakes:
-                await fc.start()
+            fakes = await started_calls(calls, server, 2)
             await member.wait_registered()
             slow_sid, fast_sid = (fc.call.call_sid for fc in fakes)
             assert slow_sid is not None and fast_sid is not None

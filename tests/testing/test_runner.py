@@ -202,6 +202,33 @@ async def _stuck(gather: Gather) -> Speech | Digits | HangUp | None:
     raise AssertionError("unreachable")
 
 
+def redirects_to_hooks(
+    program: list[Verb],
+    when: Callable[[VerbStatus], bool],
+    redirects: list[SessionRedirect],
+    answer: list[Verb],
+    **hooks: str,
+) -> Callable[[Call], Awaitable[None]]:
+    """An app that answers ``session:new`` with ``Config(notify_events=True)`` and
+    ``program``, calls ``call.redirect_to_hook(**hooks)`` at each ``verb:status`` ``when``
+    accepts, and answers every ``session:redirect`` (kept in ``redirects``) with ``answer``."""
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Config(notify_events=True), *program])
+        async for event in call:
+            if isinstance(event, VerbStatus) and when(event):
+                await call.redirect_to_hook(**hooks)
+            elif isinstance(event, SessionRedirect):
+                redirects.append(event)
+                await call.ack(event, list(answer))
+
+    return app
+
+
+def _starting(verb_id: str) -> Callable[[VerbStatus], bool]:
+    return lambda status: status.event == "starting" and status.verb_id == verb_id
+
+
 async def test_a_redirect_to_a_call_hook_plays_the_answer_as_the_new_program(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -211,15 +238,13 @@ async def test_a_redirect_to_a_call_hook_plays_the_answer_as_the_new_program(
     verb (FS v0.9.8 ``lib/session/call-session.js:1595-1598``, ``:1639-1642``)."""
     redirects: list[SessionRedirect] = []
 
-    async def move_on_start(call: Call) -> None:
-        await call.ack(call.session, [Config(notify_events=True), Gather(id="g1", action_hook="/g")])
-        async for event in call:
-            if isinstance(event, VerbStatus) and event.event == "starting" and event.verb_id == "g1":
-                await call.redirect_to_hook("/next")
-            elif isinstance(event, SessionRedirect):
-                redirects.append(event)
-                await call.ack(event, [Say(text="Moved"), Hangup()])
-
+    move_on_start = redirects_to_hooks(
+        [Gather(id="g1", action_hook="/g")],
+        _starting("g1"),
+        redirects,
+        [Say(text="Moved"), Hangup()],
+        call_hook="/next",
+    )
     server: JambonzServer = await nursery.start(serve_jambonz, move_on_start)
     async with open_fake_call(server.connect_memory) as fc:
         with trio.fail_after(30):
@@ -305,17 +330,13 @@ async def test_a_child_call_hook_without_a_connected_dial_still_kills_the_runnin
     killed all the same (``:1649-1652``) and the program goes on."""
     redirects: list[SessionRedirect] = []
 
-    async def misplaced(call: Call) -> None:
-        await call.ack(
-            call.session, [Config(notify_events=True), Gather(id="g1", action_hook="/g"), Say(text="Next")]
-        )
-        async for event in call:
-            if isinstance(event, VerbStatus) and event.event == "starting" and event.verb_id == "g1":
-                await call.redirect_to_hook(child_call_hook="/child")
-            elif isinstance(event, SessionRedirect):
-                redirects.append(event)
-                await call.ack(event, [])
-
+    misplaced = redirects_to_hooks(
+        [Gather(id="g1", action_hook="/g"), Say(text="Next")],
+        _starting("g1"),
+        redirects,
+        [],
+        child_call_hook="/child",
+    )
     server: JambonzServer = await nursery.start(serve_jambonz, misplaced)
     async with open_fake_call(server.connect_memory) as fc:
         with trio.fail_after(30):
@@ -331,15 +352,14 @@ async def test_a_child_call_hook_while_no_verb_runs_loses_the_call_hook_answer(
     ``session:redirect`` went out (``:1596-1598``): its answer is never used."""
     redirects: list[SessionRedirect] = []
 
-    async def late(call: Call) -> None:
-        await call.ack(call.session, [Config(notify_events=True)])
-        async for event in call:
-            if isinstance(event, VerbStatus) and event.event == "finished":
-                await call.redirect_to_hook("/parent", child_call_hook="/child")
-            elif isinstance(event, SessionRedirect):
-                redirects.append(event)
-                await call.ack(event, [Say(text="Lost"), Hangup()])
-
+    late = redirects_to_hooks(
+        [],
+        lambda status: status.event == "finished",
+        redirects,
+        [Say(text="Lost"), Hangup()],
+        call_hook="/parent",
+        child_call_hook="/child",
+    )
     server: JambonzServer = await nursery.start(serve_jambonz, late)
     async with open_fake_call(server.connect_memory) as fc:
         with trio.fail_after(30):
