@@ -626,7 +626,14 @@ class RecordOptions(Model):
 
 @attrs.frozen(kw_only=True, repr=False)
 class Redirect(Verb):
-    """Replace the rest of the verb stack with what ``action_hook`` returns (``redirect``)."""
+    """Replace the rest of the verb stack with what ``action_hook`` returns (``redirect``).
+
+    jambonz 0.9.8 takes only URL strings for ``action_hook`` and ``status_hook`` here (a hook
+    object fails the verb and ends the call, FS v0.9.8 ``lib/tasks/redirect.js:20``): a
+    :class:`HookSpec` with only a ``url`` is sent as that URL; one with a method or credentials
+    makes its serialisation (``Call.ack``, ``Call.redirect``, ``unstructure_verbs``) raise
+    ``LocalProtocolError``, before anything is sent.
+    """
 
     VERB: ClassVar[str] = "redirect"
 
