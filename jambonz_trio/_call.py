@@ -117,7 +117,13 @@ class Call(CommandMethods, ReceiveUntilEnd[Event], trio.abc.AsyncResource, metac
     Requests (``session:new``, ``verb:hook``, ...) must be answered with :meth:`ack` exactly
     once, from any task, in any order. If the app has not answered when ``ack_deadline`` comes
     (4 s of jambonz's 5 s), the watchdog answers for it (empty, or the holding verbs for
-    ``session:new``) and logs a warning; a later answer is sent as a ``redirect`` command.
+    ``session:new``) and logs a warning; a later answer is sent as a ``redirect`` command
+    (``late_ack``'s default), or dropped where a ``redirect`` would misapply it (see
+    :meth:`ack`).
+
+    The command methods (:meth:`redirect`, :meth:`hangup`, :meth:`mute`, :meth:`whisper`...)
+    each build one command and send it with :meth:`send_command`: they block, raise and leave
+    the timeout to the caller as it does.
 
     Attributes:
         session: the first message of the call (normally :class:`SessionNew`; it may be a
@@ -327,8 +333,11 @@ class Call(CommandMethods, ReceiveUntilEnd[Event], trio.abc.AsyncResource, metac
             :class:`AckOutcome`: ``ACKED``; ``REDIRECTED`` when the watchdog (or a socket
             drop) already ended the request and ``verbs`` went out as a ``redirect``;
             ``DROPPED`` when that happened and ``verbs`` was empty, or the request was a
-            ``dial:confirm`` or ``session:adulting`` (whatever ``late_ack`` says: as a
-            ``redirect`` its verbs would replace the wrong program; docs/replying.md);
+            ``dial:confirm``, a ``session:adulting``, a wait hook or another hook whose
+            answer jambonz does not run as the call's next program (a conference
+            ``statusHook``, a ``partialResultHook``...: whatever ``late_ack`` says, as a
+            ``redirect`` its verbs would replace the wrong program or kill the verb that
+            runs on; the list is in docs/replying.md);
             ``DEFERRED`` for a
             ``session:new`` answer that waits for jambonz to reconnect (given while the socket
             is down, or the socket died under its write): it goes out as the ack of the

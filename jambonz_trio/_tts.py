@@ -237,18 +237,29 @@ class TokenStream(metaclass=NoPublicConstructor):
         return not self.interrupted
 
     async def flush(self) -> None:
-        """Synthesise what is buffered now (end of the turn)."""
+        """Synthesise what is buffered now (end of the turn); nothing once interrupted.
+
+        Blocks and raises as :meth:`Call.send_command` (``tts:flush``); the caller owns any
+        timeout.
+        """
         if not self.interrupted:
             await self.call.tts_flush()
 
     async def clear(self) -> None:
-        """Drop buffered text and queued audio (e.g. the app itself decided to stop)."""
+        """Drop buffered text and queued audio (e.g. the app itself decided to stop).
+
+        Blocks and raises as :meth:`Call.send_command` (``tts:clear``); the caller owns any
+        timeout.
+        """
         await self.call.tts_clear()
 
 
 @asynccontextmanager
 async def open_tts_stream(call: Call) -> AsyncIterator[TokenStream]:
-    """Stream one turn of speech; flushed at the end of the block unless interrupted.
+    """Stream one turn of speech; flushed at the end of the block unless interrupted or
+    refused by jambonz (:attr:`TokenStream.failure`), or the call is over. Leaving the block
+    waits for that ``tts:flush`` to be written (as :meth:`Call.send_command`; the caller owns
+    any timeout); an error sending it is ignored.
 
     The call must be in streaming mode: a ``say`` with ``stream=True`` running, or a ``config``
     with ``tts_stream=TtsStream(enable=True)`` (:mod:`jambonz_trio.verbs`); otherwise jambonz
