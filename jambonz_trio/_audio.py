@@ -404,7 +404,8 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
         """Mark the current end of the audio sent so far (``mark``): jambonz sends a
         :class:`~jambonz_trio.audio.MarkEvent` (``playout``) when playout reaches it, or
         ``cleared`` if a ``killAudio`` drops it. Meaningful when streaming audio back. Give
-        marks distinct names: a report is matched to a pending mark by its name.
+        marks distinct names: a report is matched to a pending mark by its name. Shielded
+        and bounded like :meth:`send_audio`.
 
         Raises:
             LocalProtocolError: a name jambonz would echo as invalid JSON (quotes,
@@ -430,6 +431,7 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
 
     async def clear_marks(self) -> None:
         """Forget every pending mark (``clearMarks``; jambonz sends no events for them).
+        Shielded and bounded like :meth:`send_audio`.
 
         Raises:
             AudioStreamClosed: the stream is over.

@@ -589,8 +589,13 @@ class JambonzServer(metaclass=NoPublicConstructor):
         """Stop accepting, give live calls ``grace`` seconds to end, then close the rest with
         ``code`` (1001 or 1012: jambonz reconnects, to another instance behind a load balancer).
 
-        Blocks until done; afterwards :func:`serve_jambonz` returns. Calls that end within the
-        grace period end normally.
+        Blocks until done: ``grace`` at most, then the remaining calls' closing handshakes
+        (together, each bounded by its ``close_timeout``; in a cluster after their hand-over,
+        bounded by ``op_timeout``) and the audio streams'. Afterwards :func:`serve_jambonz`
+        returns. Calls that end within the grace period end normally.
+
+        Raises:
+            ValueError: ``code`` is not 1001 or 1012 (nothing is stopped).
         """
         if code not in (1001, 1012):
             raise ValueError("drain closes with 1001 or 1012 so that jambonz reconnects")
@@ -713,6 +718,11 @@ async def serve_jambonz(
 
     Returns after :meth:`JambonzServer.drain` has finished. Cancellation closes every socket
     at once (jambonz sees a drop and reconnects); prefer ``drain`` for deploys.
+
+    Raises:
+        OSError: the address cannot be bound (e.g. the port is in use), before
+            ``task_status.started``.
+        TypeError: ``app`` is neither a handler, a route nor a non-empty sequence of routes.
     """
     config = config or ServerConfig()
     routes = _routes(app)
