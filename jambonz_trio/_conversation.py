@@ -126,7 +126,11 @@ class Conversation(metaclass=NoPublicConstructor):
     """Straight-line control of one call. Get one from :func:`open_conversation`.
 
     Operations run one at a time (a lock enforces it) and each is a checkpoint that blocks until
-    its verb is done. All raise :class:`~jambonz_trio.CallClosed` if the call ends first.
+    its verb is done (:meth:`run` only until its verbs are sent). All raise
+    :class:`~jambonz_trio.CallClosed` if the call ends first, and those that wait for their verb
+    :class:`~jambonz_trio.OperationInterrupted` when another task replaces the program
+    meanwhile; sending raises as :meth:`Call.ack` / :meth:`Call.send_command` do. The caller
+    owns every timeout (``trio.fail_after``): cancelling an operation kills its verb.
     Commands (``mute``, ``whisper``...) stay available on :attr:`call`.
 
     Attributes:
