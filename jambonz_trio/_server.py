@@ -680,8 +680,33 @@ def _routes(
         routes = tuple(app)
         if not routes or not all(isinstance(r, Route | AudioRoute) for r in routes):
             raise TypeError("give a handler, a Route or a non-empty sequence of Routes and AudioRoutes")
+        _refuse_shadowed(routes)
         return routes
     return (Route(path="/", handler=app, prefix=True),)
+
+
+def _refuse_shadowed(routes: Sequence[Route | AudioRoute]) -> None:
+    """A route that an earlier route of its kind serves in full is never reached (the first
+    route on a path that takes the socket's subprotocol serves it): a configuration error.
+
+    Raises:
+        ValueError: naming both routes.
+    """
+    for i, later in enumerate(routes):
+        for earlier in routes[:i]:
+            if type(earlier) is not type(later):
+                continue  # call and audio sockets may share a path
+            if earlier.prefix:
+                base = earlier.path.rstrip("/")
+                covered = later.path == base or later.path.startswith(base + "/")
+            else:
+                covered = not later.prefix and later.path == earlier.path
+            if covered:
+                kind = type(later).__name__
+                raise ValueError(
+                    f"{kind}(path={later.path!r}) is never reached: {kind}(path={earlier.path!r}"
+                    f"{', prefix=True' if earlier.prefix else ''}) before it serves all its paths"
+                )
 
 
 async def serve_jambonz(
@@ -723,6 +748,8 @@ async def serve_jambonz(
         OSError: the address cannot be bound (e.g. the port is in use), before
             ``task_status.started``.
         TypeError: ``app`` is neither a handler, a route nor a non-empty sequence of routes.
+        ValueError: a route is never reached: an earlier route of its kind serves all its
+            paths (the same path, or a prefix route above it).
     """
     config = config or ServerConfig()
     routes = _routes(app)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from jambonz_trio import BasicAuth, Route
+from jambonz_trio import AudioRoute, AudioStream, BasicAuth, Route, serve_jambonz
 from tests.helpers import Serve
 
 from .helpers import basic, build_request, exchange, make_handler, new_session, say, ws_client
@@ -140,3 +140,56 @@ async def test_s4_two_apps_with_different_credentials(serve: Serve) -> None:
             assert await new_session(ws_a, "sid-a") == say("a")
         async with ws_client(server.port, "/b", headers=cred_b) as ws_b:
             assert await new_session(ws_b, "sid-b") == say("b")
+
+
+@pytest.mark.parametrize(
+    ("routes", "shadowed"),
+    [
+        (
+            [Route(path="/app", handler=make_handler("a")), Route(path="/app", handler=make_handler("b"))],
+            "/app",
+        ),
+        (
+            [
+                Route(path="/", handler=make_handler("all"), prefix=True),
+                Route(path="/ivr", handler=make_handler("ivr")),
+            ],
+            "/ivr",
+        ),
+        (
+            [
+                Route(path="/hooks/", handler=make_handler("h"), prefix=True),
+                Route(path="/hooks/x", handler=make_handler("x"), prefix=True),
+            ],
+            "/hooks/x",
+        ),
+    ],
+)
+async def test_s4_a_route_that_is_never_reached_is_refused_at_start(
+    nursery: trio.Nursery, routes: list[Route], shadowed: str
+) -> None:
+    """S-4: the first route on a path serves it, so a route an earlier one serves in full
+    never ran: the server served on, quietly, and that app's calls went to the other one.
+    ``serve_jambonz`` now refuses such routes before it listens."""
+    with pytest.raises(ValueError, match=f"path={shadowed!r}.* is never reached"):
+        await nursery.start(serve_jambonz, routes)
+
+
+async def test_s4_routes_that_only_share_a_path_or_a_prefix_base_are_served(serve: Serve) -> None:
+    """Not shadowed: an exact route before a prefix route over it, a call route and an audio
+    route on one path (told apart by subprotocol), prefix routes on sibling paths."""
+    routes = [
+        Route(path="/hooks/x", handler=make_handler("x")),
+        Route(path="/hooks", handler=make_handler("hooks"), prefix=True),
+        Route(path="/tree", handler=make_handler("tree"), prefix=True),
+        Route(path="/treetop", handler=make_handler("top")),
+        AudioRoute(path="/hooks", handler=_no_audio, prefix=True),
+    ]
+    with trio.fail_after(10):
+        server = await serve(routes)
+        async with ws_client(server.port, "/treetop") as ws:
+            assert await new_session(ws, "sid-1") == say("top")
+
+
+async def _no_audio(stream: AudioStream) -> None:
+    await stream.wait_closed()
