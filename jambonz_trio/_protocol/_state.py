@@ -141,10 +141,20 @@ _IGNORED_HOOKS: dict[type[Verb], tuple[tuple[str, ...], ...]] = {
 #: ``dial_call_status`` (``lib/tasks/dial.js:605``, ``:905``), enqueue ``queue_result``
 #: (``lib/tasks/enqueue.js:109-115``), dequeue ``dequeue_result`` (``lib/tasks/dequeue.js:32-39``),
 #: llm ``completion_reason`` (``lib/tasks/llm/llms/*.js``). A hook known by its url
-#: (:data:`_IGNORED_HOOKS`) whose data has one is an action hook that shares the url.
+#: (:data:`_IGNORED_HOOKS`) whose data has one is an action hook that shares the url, unless
+#: it is the hook's own result (:data:`_OWN_REASONS`).
 _RESULT_KEYS = frozenset(
     {"reason", "dial_call_status", "queue_result", "dequeue_result", "completion_reason"}
 )
+
+#: The ``reason`` an ignored hook (:data:`_IGNORED_HOOKS`, by its last attribute) sends as its
+#: own result: a nested ``play``'s actionHook reports ``playCompleted`` / ``playFailed``
+#: (``lib/tasks/play.js:93-95``, ``:104``). A top-level ``play`` whose actionHook shares that
+#: url cannot be told from it: its late answer is dropped too.
+_NO_REASONS: frozenset[str] = frozenset()
+_OWN_REASONS: dict[tuple[str, ...], frozenset[str]] = {
+    ("play", "action_hook"): frozenset({"playCompleted", "playFailed"}),
+}
 
 #: The deepgramflux turn events a gather reports before its result (see :func:`early_turn`).
 _EARLY_TURN_EVENTS = frozenset({"EagerEndOfTurn", "TurnResumed"})
@@ -172,9 +182,10 @@ def wait_hook_urls(verbs: Sequence[Verb]) -> list[str]:
     return urls
 
 
-def _ignored_hook_urls(verbs: Sequence[Verb]) -> list[str]:
-    """The urls of ``verbs``' hooks whose answer jambonz ignores (:data:`_IGNORED_HOOKS`)."""
-    urls: list[str] = []
+def _ignored_hook_urls(verbs: Sequence[Verb]) -> list[tuple[str, frozenset[str]]]:
+    """The urls of ``verbs``' hooks whose answer jambonz ignores (:data:`_IGNORED_HOOKS`),
+    each with the ``reason`` values it reports as its own (:data:`_OWN_REASONS`)."""
+    urls: list[tuple[str, frozenset[str]]] = []
     for verb in verbs:
         paths = _IGNORED_HOOKS.get(type(verb))  # one lookup per verb: this runs on every answer
         if paths is not None:
@@ -185,11 +196,11 @@ def _ignored_hook_urls(verbs: Sequence[Verb]) -> list[str]:
                     if value is None:
                         break
                 else:
-                    urls.append(_url(value))
+                    urls.append((_url(value), _OWN_REASONS.get(path, _NO_REASONS)))
     return urls
 
 
-def _command_hooks(command: Command) -> list[str]:
+def _command_hooks(command: Command) -> list[tuple[str, frozenset[str]]]:
     """The hooks a command gives jambonz whose answers it ignores: its verbs' (see
     :func:`_ignored_hook_urls`), or a conference hold's ``wait_hook``
     (``lib/tasks/conference.js:494-507``, ``:554-567``)."""
@@ -198,7 +209,7 @@ def _command_hooks(command: Command) -> list[str]:
     if isinstance(command, RedirectLegsCommand):
         return _ignored_hook_urls([*(command.parent_call or ()), *(command.child_call or ())])
     if isinstance(command, ConfHoldStatusCommand | ConfParticipantActionCommand):
-        return [command.wait_hook] if command.wait_hook is not None else []
+        return [(command.wait_hook, _NO_REASONS)] if command.wait_hook is not None else []
     return []
 
 
@@ -521,7 +532,8 @@ class CallProtocol:
         self._answered: dict[str, Answerer] = {}
         self._abandoned: dict[str, None] = {}
         self._unredirectable: dict[str, None] = {}  # late answers to these are dropped
-        self._wait_hooks: dict[str, None] = {}  # hooks the app gave whose answers jambonz ignores
+        # hooks the app gave whose answers jambonz ignores, with the reasons they report as their own
+        self._wait_hooks: dict[str, frozenset[str]] = {}
         self._sent: dict[tuple[str, int], SentAnswer] = {}
         self._resend_from: tuple[str, int] | None = None
         self._lost: list[SentAnswer] = []
@@ -677,19 +689,26 @@ class CallProtocol:
         its data (:func:`_ignored_by_data`), or by its url among the hooks the app gave
         (:data:`_IGNORED_HOOKS`) unless its data is a verb's result (:data:`_RESULT_KEYS`: an
         action hook sharing that url; a conference's actionHook, which reports nothing, cannot
-        be told from its wait hook at the same url: its late answer is dropped)."""
+        be told from its wait hook at the same url: its late answer is dropped), or that result
+        is the hook's own (:data:`_OWN_REASONS`: a nested ``play``'s ``playCompleted``)."""
         data = msg.data
         if _ignored_by_data(data):
             return True
-        return msg.hook is not None and msg.hook in self._wait_hooks and _RESULT_KEYS.isdisjoint(data)
+        own = self._wait_hooks.get(msg.hook) if msg.hook is not None else None
+        if own is None:
+            return False
+        results = _RESULT_KEYS.intersection(data)
+        return not results or (results == {"reason"} and data["reason"] in own)
 
     def _abandon(self, msg: JambonzMessage) -> None:
         self._remember(self._abandoned, msg.msgid)
         self._may_be_late(msg)
 
-    def _note_wait_hooks(self, urls: Sequence[str]) -> None:
-        for url in urls:
-            self._remember(self._wait_hooks, url)
+    def _note_wait_hooks(self, urls: Sequence[tuple[str, frozenset[str]]]) -> None:
+        hooks = self._wait_hooks
+        for url, reasons in urls:
+            known = hooks.get(url)  # (the same url given for another hook keeps its reasons)
+            self._remember(hooks, url, reasons if not known else known | reasons)
 
     def _suspect_rekey(self, msgid: str) -> None:
         self._rekey, self._rekey_msgid, self._rekey_proven = self.generation, msgid, False

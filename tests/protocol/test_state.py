@@ -1791,3 +1791,25 @@ def test_a_hook_whose_answer_jambonz_ignores_is_known_when_its_socket_drops_too(
     for msgid in ("s1", "s2", "s3"):
         assert p.plan_answer(msgid, late).kind is PlanKind.DROP, msgid
         assert p.plan_answer(msgid, late, raise_late=True).kind is PlanKind.DROP, msgid
+
+
+def test_a_late_answer_to_a_gathers_nested_play_action_hook_is_dropped_though_it_reports_a_reason() -> None:
+    """A gather's nested ``play`` sends its actionHook with the play's result, ``reason``
+    ``playCompleted`` (or ``playFailed``), and jambonz ignores the answer (FS v0.9.8
+    ``lib/tasks/play.js:93-95``, ``:104``: ``performAction(..., !this.parentTask)``;
+    ``lib/tasks/gather.js:82-83``). That ``reason`` is the play's own result, not an action
+    hook sharing the url: a late answer to it sent as a ``redirect`` would kill the gather
+    that runs on. A top-level ``play``'s actionHook at another url is still the next program."""
+    p = answered(connected())
+    p.receive_text(hook("h-prog", "/start"), 1.0)
+    prompt = v.Play(url="https://example.com/p.mp3", action_hook="/gather-play")
+    p.ack("h-prog", [v.Gather(input=["speech"], action_hook="/gathered", play=prompt)])
+    played = {"playback_seconds": "2", "playback_milliseconds": "2040", "playback_last_offset_pos": "0"}
+    for n, reason in enumerate(["playCompleted", "playFailed"]):
+        raw = _verb_hook(f"gp{n}", {**played, "reason": reason}, "/gather-play")
+        assert _late_after_watchdog(p, raw, f"gp{n}") is PlanKind.DROP, reason
+    # the gather's own result, and a play's actionHook the app gave at another url: redirects
+    gathered = _verb_hook("g1", {"reason": "timeout"}, "/gathered")
+    assert _late_after_watchdog(p, gathered, "g1") is PlanKind.REDIRECT
+    top = _verb_hook("t1", {**played, "reason": "playCompleted"}, "/played")
+    assert _late_after_watchdog(p, top, "t1") is PlanKind.REDIRECT
