@@ -119,21 +119,22 @@ class TtsFlow:
         tokens: str,
         send_command: Callable[[Command], Awaitable[None]],
         *,
-        turn: int | None = None,
+        wanted: Callable[[], bool] | None = None,
     ) -> TtsTokensResult | Literal[False] | None:
         """Send ``tokens`` (through ``send_command``) and wait for the answer; ``None`` if the
         call ended first. A ``full`` answer is retried once jambonz resumes the stream.
 
-        ``turn``: the :attr:`interruptions` count of the sender's turn; once a barge-in moved
-        past it (jambonz cleared its buffer), the tokens are not sent (again): ``False``."""
+        ``wanted``: whether the sender's turn still wants its text (a :class:`TokenStream`'s: not
+        interrupted by a barge-in, which cleared jambonz's buffer, nor cleared by the app);
+        once not, the tokens are not sent (again): ``False``."""
         while True:
             resumed = self._resumed
             if resumed is not None:
                 await resumed.wait()
             else:
                 await trio.lowlevel.checkpoint()  # (as waiting on a set Event is)
-            if turn is not None and self.interruptions != turn:
-                return False  # the turn was interrupted (a user_interruption also resumes)
+            if wanted is not None and not wanted():
+                return False  # the turn is over (a user_interruption or tts:clear also resumes)
             if self._ids is None:
                 self._ids = itertools.count(1)
             waiters = self._waiters
@@ -182,6 +183,8 @@ class TokenStream(metaclass=NoPublicConstructor):
         self.call = call
         self._generation = call.tts_interruptions
         self.sent_chars = 0
+        #: the app ended this turn with :meth:`clear`
+        self.cleared = False
         #: jambonz's answer that refused this turn's text (``status`` ``failed``, e.g. reason
         #: ``connection to <vendor> failed``; or ``None``: no TTS streaming buffer, FS v0.9.8
         #: ``lib/session/call-session.js:1964-1970``); ``None`` while it takes the text.
@@ -213,14 +216,14 @@ class TokenStream(metaclass=NoPublicConstructor):
             LocalProtocolError: before the ``session:new`` ack, or the text is too large for
                 one frame (split it).
         """
-        if self.failure is not None:
+        if self.failure is not None or self.cleared:
             return False
         if not text or self.interrupted:
             return not self.interrupted
         call = self.call
         # The turn goes with the tokens: a batch held by back-pressure (``full``) when the
-        # caller barges in belongs to the interrupted turn and is not sent again.
-        result = await engine_of(call).tts.send(text, call.send_command, turn=self._generation)
+        # caller barges in, or the app clears the turn, is not sent again.
+        result = await engine_of(call).tts.send(text, call.send_command, wanted=self._wanted)
         if result is None:
             raise engine_of(call).closed_error()
         if result is False:
@@ -245,19 +248,27 @@ class TokenStream(metaclass=NoPublicConstructor):
         if not self.interrupted:
             await self.call.tts_flush()
 
+    def _wanted(self) -> bool:
+        return not self.interrupted and not self.cleared
+
     async def clear(self) -> None:
-        """Drop buffered text and queued audio (e.g. the app itself decided to stop).
+        """End the turn: drop buffered text and queued audio (``tts:clear``; e.g. the app
+        itself decided to stop). A :meth:`send` of this turn held by back-pressure returns
+        ``False`` without sending its text, and so do later ones; the block does not flush.
+        (:meth:`Call.tts_clear` clears without ending any turn: a held send goes out then.)
 
         Blocks and raises as :meth:`Call.send_command` (``tts:clear``); the caller owns any
         timeout.
         """
+        self.cleared = True
         await self.call.tts_clear()
 
 
 @asynccontextmanager
 async def open_tts_stream(call: Call) -> AsyncIterator[TokenStream]:
-    """Stream one turn of speech; flushed at the end of the block unless interrupted or
-    refused by jambonz (:attr:`TokenStream.failure`), or the call is over. Leaving the block
+    """Stream one turn of speech; flushed at the end of the block unless interrupted, cleared
+    (:meth:`TokenStream.clear`) or refused by jambonz (:attr:`TokenStream.failure`), or the
+    call is over. Leaving the block
     waits for that ``tts:flush`` to be written (as :meth:`Call.send_command`; the caller owns
     any timeout); an error sending it is ignored.
 
@@ -267,7 +278,7 @@ async def open_tts_stream(call: Call) -> AsyncIterator[TokenStream]:
     """
     stream = create(TokenStream, call)
     yield stream
-    if not stream.interrupted and stream.failure is None and not call.closed:
+    if stream._wanted() and stream.failure is None and not call.closed:
         try:
             await stream.flush()
         except JambonzTrioError:
