@@ -53,6 +53,7 @@ from ._records import (
 from ._runner import (
     Caller,
     CallRun,
+    ConferenceOutcome,
     DialOutcome,
     Digits,
     HangUp,
@@ -75,6 +76,7 @@ __all__ = [
     "FakeJambonzFactory",
     "Caller",
     "CallRun",
+    "ConferenceOutcome",
     "DialOutcome",
     "Digits",
     "HangUp",

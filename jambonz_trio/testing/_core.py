@@ -72,6 +72,11 @@ class _Pending:
         #: parent's running verb once the child's answer is in (FS v0.9.8
         #: ``lib/session/call-session.js:1649-1652``)
         self.kills_parent = False
+        #: whether the ack's verbs are the parent's next program: not for a hook whose answer
+        #: jambonz drops (a conference ``statusHook`` event, FS v0.9.8
+        #: ``lib/tasks/conference.js:723-741``) or one sent for the callee (a ``dial:confirm``
+        #: program's hooks, ``lib/utils/place-outdial.js:413-425``)
+        self.program = True
 
     def succeed(self, record: AckRecord) -> None:
         if not self.done:

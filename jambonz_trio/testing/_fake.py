@@ -246,10 +246,11 @@ class FakeCall(_Inbound, _MediaServer):
         wait: WaitHookKind | None = None,
         lcc: LccHook | None = None,
         kills_parent: bool = False,
+        program: bool = True,
     ) -> AckRecord:
         msg = self._message(cls, payload, hook=hook)
         p = _Pending(msg)
-        p.wait, p.lcc, p.kills_parent = wait, lcc, kills_parent
+        p.wait, p.lcc, p.kills_parent, p.program = wait, lcc, kills_parent, program
         await self._emit(msg, p)
         return await self._await_ack(p)
 

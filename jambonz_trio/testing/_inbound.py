@@ -263,7 +263,12 @@ class _Inbound(_Core):
             # made _lccCallHook throw first (a truthy non-array, :1626)
             if p.kills_parent and (isinstance(data, list) or not truthy(data)):
                 self._running_killed()
-        elif verbs and p.wait is None and mtype in ("session:new", "verb:hook", "session:redirect"):
+        elif (
+            verbs
+            and p.wait is None
+            and p.program
+            and mtype in ("session:new", "verb:hook", "session:redirect")
+        ):
             self._program_changed(verbs)  # the ack's verbs replace the program (a wait hook's play)
         if initial:
             # jambonz creates the call session, then reports "trying"; sending it before

@@ -17,12 +17,14 @@ narration.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 import attrs
 import trio
 
+from .._protocol import VerbHook
 from .._protocol._outbound import (
     CallStatusCommand,
     LlmToolOutputCommand,
@@ -54,7 +56,17 @@ from ._jambonz import truthy
 from ._media import run_listen
 from ._records import AckRecord
 
-__all__ = ["CallRun", "Caller", "Digits", "DialOutcome", "HangUp", "Speech", "ToolCallScript", "run_call"]
+__all__ = [
+    "CallRun",
+    "Caller",
+    "ConferenceOutcome",
+    "Digits",
+    "DialOutcome",
+    "HangUp",
+    "Speech",
+    "ToolCallScript",
+    "run_call",
+]
 
 
 @attrs.frozen
@@ -82,10 +94,36 @@ class HangUp:
 class DialOutcome:
     """How a ``dial`` ends (the fields of its actionHook). An answered one (``completed``) is
     connected while it runs: a ``redirect`` command's ``child_call_hook`` then reaches the
-    callee."""
+    callee.
+
+    With a ``confirm_hook`` (the dial's or its first target's), the answered callee is asked
+    first: ``dial:confirm`` with the child leg's call info, and the answer's verbs play to the
+    callee; ``callee`` answers its ``gather`` verbs like the caller's (default: silence). A
+    callee the program hangs up on, or an answer jambonz fails on, is declined: the dial ends
+    at once (see docs/testing.md).
+    """
 
     dial_call_status: str = "completed"
     dial_sip_status: int = 200
+    callee: Caller | None = attrs.field(default=None, eq=False)
+
+
+@attrs.frozen
+class ConferenceOutcome:
+    """How a ``conference`` goes for the caller.
+
+    Attributes:
+        running: the conference is in progress when the caller arrives: the caller joins it
+            (one other member is in). Otherwise the caller starts it - or, when the verb's
+            ``start_conference_on_enter`` is ``False``, waits for someone else to start it:
+            jambonz asks the ``wait_hook`` and plays its answer in a loop meanwhile.
+        waits: how many times the ``wait_hook`` is asked (and its answer played) before the
+            conference starts; it starts sooner if the app ends the loop (``[]``, or an
+            answer jambonz refuses), and at once when there is no ``wait_hook``.
+    """
+
+    running: bool = False
+    waits: int = 1
 
 
 @attrs.frozen
@@ -114,6 +152,9 @@ class _Killed:
 
 _KILLED = _Killed()
 
+#: How a dial's ``confirmHook`` program ended for the callee (:meth:`_Runner._confirm`).
+_Confirmed = Literal["accepted", "declined", "callee hung up", "killed"]
+
 #: How a command ends the running verb: its program is replaced (``KillReason.Replaced``), or
 #: it is killed and the program goes on (a falsy ``call_hook`` answer, or a ``child_call_hook``
 #: alone, FS v0.9.8 ``lib/session/call-session.js:1649-1652``: ``kill(cs)``, no reason).
@@ -129,6 +170,8 @@ class Caller:
             :class:`Digits` keys, ``None`` silence, :class:`HangUp` hangs up. Once they run
             out, the caller stays silent.
         dials: how each ``dial`` ends, in order (default: answered, then completed).
+        conferences: how each ``conference`` goes, in order (default: the caller starts it,
+            or waits one ``wait_hook`` round when it may not start it).
         tool_calls: the tool calls the model makes in each ``llm`` verb.
         on_gather: instead of ``answers``: called with each ``Gather`` verb, returns the answer
             as ``answers`` gives it (a ``str`` is speech), sync or ``async`` (an ``async``
@@ -144,6 +187,7 @@ class Caller:
         self,
         *answers: str | Answer,
         dials: Sequence[DialOutcome] = (),
+        conferences: Sequence[ConferenceOutcome] = (),
         tool_calls: Sequence[ToolCallScript] = (),
         on_gather: OnGather | None = None,
         audio: AudioSource | None = None,
@@ -151,6 +195,7 @@ class Caller:
     ) -> None:
         self._answers = [Speech(a) if isinstance(a, str) else a for a in answers]
         self._dials = list(dials)
+        self._conferences = list(conferences)
         self.tool_calls = list(tool_calls)
         self._on_gather = on_gather
         self.audio = audio
@@ -167,6 +212,9 @@ class Caller:
 
     def dial(self, dial: Dial) -> DialOutcome:
         return self._dials.pop(0) if self._dials else DialOutcome()
+
+    def conference(self, conference: Conference) -> ConferenceOutcome:
+        return self._conferences.pop(0) if self._conferences else ConferenceOutcome()
 
 
 @attrs.frozen
@@ -405,9 +453,10 @@ class _Runner:
         if self.notify and not self.fc.is_over:
             await self.fc.verb_status(event, id=verb.id, name=verb.VERB)
 
-    async def _play(self, verb: Verb) -> bool:
-        """Let ``speaking`` seconds pass; ``False`` if a redirect killed the verb."""
-        if isinstance(verb, Say | Play):
+    async def _play(self, verb: Verb, *, hear: bool = True) -> bool:
+        """Let ``speaking`` seconds pass; ``False`` if a redirect killed the verb. ``hear``:
+        a ``say`` / ``play`` is heard by the caller (not one played to the callee)."""
+        if hear and isinstance(verb, Say | Play):
             self._hear(verb)
         await self.fc.wait_idle(self.speaking)
         return not await self._follow_commands() and not self.ended
@@ -543,18 +592,98 @@ class _Runner:
         await self._after_hook(ack)
         return True
 
-    async def _conference(self, verb: Conference) -> bool:
-        """A ``conference``: it runs until something ends it; ``run_call`` keeps it ``speaking``
-        seconds, so commands that need it (whisper, mute) can arrive meanwhile. Then its
-        actionHook goes out, killed or not (FS v0.9.8 ``lib/tasks/conference.js:108-110``:
-        ``kill`` ends the wait, ``:117-134``), and its answer is the new program."""
-        played = await self._play(verb)
+    async def _conference(self, verb: Conference) -> bool | None:
+        """A ``conference`` (FS v0.9.8 ``lib/tasks/conference.js``). Not running yet and
+        ``start_conference_on_enter`` ``False``: the caller waits, and the ``wait_hook`` is
+        asked and its answer played in a loop (``:161-163``, ``:240-253``); then, or at once,
+        it starts (``statusHook`` ``start``, ``:335-337``) or the caller joins it: the
+        ``enter_hook``'s answer plays (``:340-350``), then ``join`` (``:384``). It runs
+        ``speaking`` seconds (whisper, mute act on it) and ends, killed or not: ``leave``, and
+        ``end`` when it is empty or ``end_conference_on_exit`` (``:618-647``); then its
+        actionHook with ``{}`` (``:107-110``, ``:117-134``), whose answer is the new program."""
+        outcome = self.caller.conference(verb)
+        conf = _ConfState(self, verb)
+        action = "join" if outcome.running else "wait" if verb.start_conference_on_enter is False else "start"
+        killed = False
+        if action == "wait":
+            self.step(
+                "jambonz", f"conference {verb.name} has not started: the caller waits (conference.js:161-163)"
+            )
+            if verb.wait_hook is not None:
+                killed = not await self._wait_loop(verb, _hook_url(verb.wait_hook), outcome.waits)
+            if not killed:
+                self.step("jambonz", f"conference {verb.name} starts: the caller joins it")
+                conf.started = trio.current_time()  # notifyStartConference (:450)
         if self.ended or self.fc.is_over:
-            return False
+            return None
+        if not killed:
+            if action == "start":
+                self.step("jambonz", f"conference {verb.name} starts with the caller")
+                await conf.notify("start", members=0)  # :335-337
+            if verb.enter_hook is not None:
+                killed = not await self._play_hook(verb, _hook_url(verb.enter_hook), "enterHook")
+        if self.ended or self.fc.is_over:
+            return None
+        if not killed:
+            conf.members = 1 if action == "start" else 2
+            await conf.notify("join", members=conf.members)  # :381-384
+            killed = not await self._play(verb)
+            if self.ended or self.fc.is_over:
+                return None
+            # a kill counts the members without this one (:623-625); an end of the
+            # conference itself finds none (:624)
+            conf.members = conf.members - 1 if killed else 0
+            await conf.notify("leave", members=conf.members)  # :630
+            if conf.members == 0 or verb.end_conference_on_exit:
+                await conf.notify("end", members=conf.members)  # :636-639
+        if self.ended or self.fc.is_over:
+            return None
         if verb.action_hook is not None:
             self.step("jambonz", f"conference ends; verb:hook {_hook_url(verb.action_hook)}")
             await self._after_hook(await self._hook(verb, {}))
-        return played
+        return not killed
+
+    async def _wait_loop(self, verb: Conference, hook: str, rounds: int) -> bool:
+        """The ``waitHook`` loop while the conference has not started (FS v0.9.8
+        ``lib/tasks/conference.js:240-253``): 750 ms of silence, ask the hook, play its answer;
+        ``[]`` or a failure ends the loop (the caller waits in silence). ``False`` if a
+        command killed the verb."""
+        for _ in range(rounds):
+            await self.fc.wait_idle(0.75)  # silence_stream://750 (:243)
+            if await self._follow_commands() or self.ended or self.fc.is_over:
+                return False
+            played = await self._play_hook(verb, hook, "waitHook")
+            if played is None:
+                return True  # the loop ends (:245, :246-251)
+            if not played:
+                return False
+        return True
+
+    async def _play_hook(self, verb: Conference, hook: str, name: str) -> bool | None:
+        """Ask a conference's ``waitHook`` / ``enterHook`` and play its answer to the caller
+        (FS v0.9.8 ``lib/tasks/conference.js:650-686``): only ``play``, ``say``, ``pause``
+        (anything else throws, ``:657-661``). ``None`` if nothing played (``[]``, or the
+        request or the answer failed), ``False`` if a command killed the verb."""
+        self.step("jambonz", f"verb:hook {hook} ({name})")
+        try:
+            ack = await self.fc.wait_hook(hook, kind="conference")
+        except AckAbandoned as exc:
+            if self.fc.is_over:
+                raise
+            self.step("jambonz", f"the socket dropped before the ack: {exc.msg_type} abandoned; carrying on")
+            return None
+        self._narrate_ack(ack)
+        self.fc._check()  # strict: a refused answer raises here
+        data = ack.raw.get("data")
+        if not isinstance(data, list) or any(not isinstance(v, Say | Play | Pause) for v in ack.verbs):
+            self.step("jambonz", f"the {name} answer is refused (conference.js:655-661): nothing plays")
+            return None
+        if not ack.verbs:
+            return None
+        for played in ack.verbs:
+            if not await self._play(played):
+                return False
+        return True
 
     async def _transcribe(self, verb: Transcribe) -> bool | None:
         """A ``transcribe`` verb runs until something kills it (FS v0.9.8
@@ -633,25 +762,164 @@ class _Runner:
         outcome = self.caller.dial(verb)
         self.step("jambonz", f"dials {describe_verb(verb)}")
         answered = outcome.dial_call_status == "completed"
-        # an answered dial is connected while it runs: a child_call_hook can reach the callee
-        self.child = self.fc._child_leg() if answered else None
-        child_sid = self.child.call_sid if self.child is not None else None
+        leg = self.fc._child_leg() if answered else None
+        confirm = _confirm_hook(verb)
+        data: dict[str, Any] | None = None
         self.kill = None
-        try:
-            killed = not await self._play(verb)  # connected for a while: commands may arrive
-        finally:
-            self.child = None
+        killed = False
+        if leg is not None and confirm is not None:
+            confirmed = await self._confirm(confirm, leg, outcome.callee)
+            killed = confirmed == "killed"
+            if confirmed == "callee hung up":
+                # the callee's BYE reports completed, with no sip status (FS v0.9.8
+                # lib/utils/place-outdial.js:272-277, lib/tasks/dial.js:701-710); its session
+                # ends and the callee, no longer connected, is declined (place-outdial.js:428)
+                data = dial_result_data("completed", 200, leg.call_sid)
+                del data["dial_sip_status"]
+            elif confirmed != "accepted":
+                # the callee answered (callStatusChange in-progress, FS v0.9.8
+                # lib/tasks/dial.js:701-710) and was declined or the dial killed before the
+                # bridge: the dial ends with those results (:748-756)
+                data = dial_result_data("in-progress", 200, leg.call_sid)
+        if data is None:
+            # an answered dial is connected while it runs: a child_call_hook can reach the callee
+            self.child = leg
+            try:
+                killed = not await self._play(verb)  # connected for a while: commands may arrive
+            finally:
+                self.child = None
+            child_sid = leg.call_sid if leg is not None else None
+            data = dial_result_data(outcome.dial_call_status, outcome.dial_sip_status, child_sid)
+        if self.ended or self.fc.is_over:
+            return False
         if verb.action_hook is None:
             return not killed
         hook = _hook_url(verb.action_hook)
-        self.step("jambonz", f"dial ends: {outcome.dial_call_status}; verb:hook {hook}")
+        self.step("jambonz", f"dial ends: {data['dial_call_status']}; verb:hook {hook}")
         # a dial killed by a redirect still sends its actionHook; it ignores the ack's verbs
         # when the program was replaced (FS v0.9.8 lib/tasks/dial.js:249: expectResponse is
         # false for KillReason.Replaced), not when it was only killed (:270: reason hangup)
-        data = dial_result_data(outcome.dial_call_status, outcome.dial_sip_status, child_sid)
         ack = await self._hook(verb, data)
         await self._after_hook(ack, use_verbs=not (killed and self.kill == "replaced"))
         return not killed
+
+    async def _confirm(self, hook: str, leg: CallData, callee: Caller | None) -> _Confirmed:
+        """The ``confirmHook`` on the answered callee (FS v0.9.8
+        ``lib/utils/place-outdial.js:310``, ``:389-437``): ``dial:confirm`` with the child's
+        call info; a falsy answer or ``[]`` accepts it at once (``:393-396``); a verb array
+        plays to the callee, in a session of its own (``:411-425``), and the callee is accepted
+        if still connected after (``:428``); a failure declines it (``:429-435``): a request
+        that fails, an answer that is not an array, a ``sip:decline`` (precondition
+        unanswered-call, ``:399-408``). ``killed``: a command killed the dial meanwhile."""
+        fc = self.fc
+        self.step("jambonz", f"the callee answers; dial:confirm {hook} (the child leg)")
+        try:
+            ack = await fc.dial_confirm(hook, leg)
+        except AckAbandoned as exc:
+            if fc.is_over:
+                raise
+            self.step("jambonz", f"the socket dropped: {exc.msg_type} abandoned; the callee is declined")
+            return "declined"
+        self._narrate_ack(ack)
+        fc._check()
+        data = ack.raw.get("data")
+        if not isinstance(data, list) and truthy(data):
+            self.step("jambonz", "the dial:confirm answer is not a verb array: the callee is declined (:398)")
+            return "declined"
+        program = list(ack.verbs)
+        if any(isinstance(verb, SipDecline) for verb in program):
+            self.step(
+                "jambonz", "sip:decline may not run on an answered callee: the callee is declined (:399-408)"
+            )
+            return "declined"
+        callee = callee or Caller()
+        while program:
+            verb = program.pop(0)
+            if isinstance(verb, Say | Play | Pause):
+                self.step("callee", f"hears {describe_verb(verb)}")
+                if not await self._play(verb, hear=False):
+                    return "killed"
+            elif isinstance(verb, Hangup):
+                self.step(
+                    "jambonz", "the callee's program hangs up on the callee: the callee is declined (:428)"
+                )
+                return "declined"
+            elif isinstance(verb, Gather):
+                answer = await self._callee_gather(verb, leg, callee)
+                if isinstance(answer, _Killed):
+                    return "killed"
+                if isinstance(answer, HangUp):
+                    return "callee hung up"
+                if isinstance(answer, list):
+                    program = answer  # the answer replaces the callee's program (task.js:254-259)
+            else:
+                self.step("jambonz", f"{describe_verb(verb)} on the callee: not simulated by run_call")
+            if self.ended or fc.is_over:
+                return "killed"
+        self.step("jambonz", "the callee's program is done: the callee is accepted and bridged (:428)")
+        return "accepted"
+
+    async def _callee_gather(
+        self, verb: Gather, leg: CallData, callee: Caller
+    ) -> list[Verb] | HangUp | _Killed | None:
+        """A ``gather`` of the callee's confirm program: the prompt plays to the callee,
+        ``callee`` answers, and the actionHook goes out with the child's call info (FS v0.9.8
+        ``lib/tasks/task.js:227``: the confirm session's ``callInfo``). Its answer's verbs, if
+        any, are the callee's new program. A callee who hangs up (:class:`HangUp`) ends it."""
+        fc = self.fc
+        prompt = verb.say if verb.say is not None else verb.play
+        if prompt is not None:
+            self.step("callee", f"hears {describe_verb(prompt)}")
+            if not await self._play(prompt, hear=False):
+                return _KILLED
+        if verb.action_hook is None:
+            return None
+        with trio.CancelScope() as scope:
+            answer: Answer = None
+            async with trio.open_nursery() as nursery:
+
+                async def ask() -> None:
+                    nonlocal answer
+                    answer = await callee.answer(verb)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(ask)
+                while True:
+                    if await self._follow_commands() or self.ended or fc.is_over:
+                        scope.cancel()
+                    await fc.wait_idle(0.05)
+        if scope.cancelled_caught:
+            return _KILLED
+        kind: Literal["digits", "speech"] = "digits" if isinstance(answer, Digits) else "speech"
+        if isinstance(answer, HangUp):
+            self.step("callee", "(hangs up)")
+            return answer
+        if isinstance(answer, Digits | Speech) and not fc._hears(verb, kind):
+            fc._check()
+            answer = None
+        data: dict[str, Any]
+        if isinstance(answer, Digits):
+            data = {"reason": "dtmfDetected", "digits": answer.digits}
+        elif isinstance(answer, Speech):
+            data = speech_result(answer.text, answer.confidence)
+        else:
+            data = {"reason": "timeout"}
+        self.step("callee", _said(answer) if isinstance(answer, Digits | Speech) else "(silence)")
+        hook = _hook_url(verb.action_hook)
+        self.step("jambonz", f"verb:hook {hook} (the callee's gather)")
+        payload = {**leg.call_info(), **data}
+        if verb.id:
+            payload["verb_id"] = verb.id
+        try:
+            fc._check()
+            ack = await fc._request(VerbHook, payload, hook, program=False)
+        except AckAbandoned as exc:
+            if fc.is_over:
+                raise
+            self.step("jambonz", f"the socket dropped before the ack: {exc.msg_type} abandoned; carrying on")
+            return None
+        self._narrate_ack(ack)
+        return list(ack.verbs) if ack.verbs else None
 
     async def _next_tool_output(self) -> LlmToolOutputCommand | None:
         """Wait (bounded by the ack timeout) for the app's next ``llm:tool-output``; other
@@ -698,6 +966,56 @@ class _Runner:
             self.step("jambonz", f"verb:hook {hook} (normal conversation end)")
             await self._after_hook(await self._hook(verb, {"completion_reason": "normal conversation end"}))
         return not killed
+
+
+class _ConfState:
+    """A conference's ``statusHook`` events (FS v0.9.8 ``lib/tasks/conference.js:714-742``):
+    only the ``status_events`` it lists (``:57-61``), each a ``verb:hook`` with ``event``,
+    ``duration`` since the conference started, ``time``, ``members``, ``conference_sid``,
+    ``friendly_name`` and the call info. jambonz does not wait for the answer and ignores
+    it; ``run_call`` waits for the ack (the fake bounds it) and ignores it too. A caller who
+    joins a running conference sends the events of the member who started it (``:156-157``):
+    ``run_call`` takes this verb's."""
+
+    def __init__(self, runner: _Runner, verb: Conference) -> None:
+        self.runner = runner
+        self.verb = verb
+        self.started = trio.current_time()
+        self.members = 0
+        order = ("start", "end", "join", "leave", "start-talking", "stop-talking")
+        listed = verb.status_events or []
+        self.events = [e for e in order if e in listed] if verb.status_hook is not None else []
+
+    async def notify(self, event: str, *, members: int) -> None:
+        if event not in self.events or self.verb.status_hook is None:
+            return
+        runner, fc = self.runner, self.runner.fc
+        hook = _hook_url(self.verb.status_hook)
+        runner.step("jambonz", f"verb:hook {hook} (statusHook {event}, members {members})")
+        now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+        data = {
+            "event": event,
+            "duration": round(trio.current_time() - self.started, 3),
+            "time": now.replace("+00:00", "Z"),
+            "members": members,
+            "conference_sid": f"conf:{fc.call.account_sid}:{self.verb.name}",
+            "friendly_name": self.verb.name,
+            **fc.call.call_info(),
+        }
+        try:
+            fc._check()
+            await fc._request(VerbHook, data, hook, program=False)
+        except AckAbandoned as exc:
+            if fc.is_over:
+                raise
+            runner.step("jambonz", f"the socket dropped: {exc.msg_type} abandoned; carrying on")
+
+
+def _confirm_hook(verb: Dial) -> str | None:
+    """The ``confirmHook`` of the leg ``run_call`` answers (the first target): its own, or the
+    dial's (FS v0.9.8 ``lib/tasks/dial.js:614``)."""
+    hook = (verb.target[0].confirm_hook if verb.target else None) or verb.confirm_hook
+    return _hook_url(hook) if hook is not None else None
 
 
 def _is_absolute(url: str) -> bool:

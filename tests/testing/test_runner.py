@@ -9,8 +9,18 @@ import trio.testing
 
 from jambonz_trio import Call, JambonzServer, VerbHook, serve_jambonz
 from jambonz_trio.commands import LlmToolOutputCommand
-from jambonz_trio.messages import LlmToolCall, SessionRedirect, VerbStatus
-from jambonz_trio.testing import Caller, Digits, HangUp, Speech, ToolCallScript, open_fake_call, run_call
+from jambonz_trio.messages import DialConfirm, LlmToolCall, SessionRedirect, VerbStatus
+from jambonz_trio.testing import (
+    Caller,
+    ConferenceOutcome,
+    DialOutcome,
+    Digits,
+    HangUp,
+    Speech,
+    ToolCallScript,
+    open_fake_call,
+    run_call,
+)
 from jambonz_trio.verbs import (
     Conference,
     Config,
@@ -501,6 +511,171 @@ async def test_a_conference_sends_its_action_hook_when_it_ends_or_is_killed(
         with trio.fail_after(30):
             run = await run_call(fc, Caller())
     assert len(hooks) == 1 and run.heard == ["The conference is over"]
+
+
+async def test_a_waiting_conference_loops_its_wait_hook_until_it_starts(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: ``run_call`` never asked a conference's waitHook. A caller who may not start the
+    conference (``start_conference_on_enter`` false) waits, and jambonz asks the waitHook with
+    the raw call info and plays its answer, again and again until the conference starts or
+    the answer is ``[]`` (FS v0.9.8 ``lib/tasks/conference.js:161-163``, ``:240-253``,
+    ``:650-686``)."""
+    waits: list[VerbHook] = []
+    room = Conference(name="room", start_conference_on_enter=False, wait_hook="/wait", action_hook="/conf")
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [room])
+        async for event in call:
+            if isinstance(event, VerbHook) and event.hook == "/wait":
+                waits.append(event)
+                await call.ack(event, [Play(url="hold.mp3")] if len(waits) < 3 else [])
+            elif isinstance(event, VerbHook) and event.hook == "/conf":
+                await call.ack(event, [Say(text="Bye"), Hangup()])
+
+    server: JambonzServer = await nursery.start(serve_jambonz, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller())  # one round, then the conference starts
+    assert len(waits) == 1 and run.heard == ["play hold.mp3", "Bye"]
+    assert "sip" not in waits[0].data and waits[0].data["call_sid"] == fc.call.call_sid
+    waits.clear()
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller(conferences=[ConferenceOutcome(waits=5)]))
+    # the third answer is [] and ends the loop: the caller waits in silence until it starts
+    assert len(waits) == 3 and run.heard == ["play hold.mp3", "play hold.mp3", "Bye"]
+    waits.clear()
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller(conferences=[ConferenceOutcome(running=True)]))
+    assert waits == [] and run.heard == ["Bye"]  # a running conference is joined at once
+
+
+async def test_a_conference_plays_its_enter_hook_before_the_caller_joins(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: ``run_call`` never asked a conference's enterHook. jambonz asks it as the caller
+    joins (or starts) the conference and plays its answer first (FS v0.9.8
+    ``lib/tasks/conference.js:340-350``, ``:650-686``); a refused answer is skipped."""
+    order: list[str] = []
+
+    async def app(call: Call) -> None:
+        room = Conference(
+            name="room", enter_hook="/enter", status_hook="/st", status_events=["join"], action_hook="/conf"
+        )
+        await call.ack(call.session, [room])
+        async for event in call:
+            if isinstance(event, VerbHook):
+                order.append(event.hook or "")
+                answers: dict[str, list[Verb]] = {
+                    "/enter": [Say(text="Welcome to the room")],
+                    "/conf": [Hangup()],
+                }
+                await call.ack(event, answers.get(event.hook or "", []))
+
+    server: JambonzServer = await nursery.start(serve_jambonz, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller())
+    assert order == ["/enter", "/st", "/conf"] and run.heard == ["Welcome to the room"]
+
+
+async def test_a_conference_sends_the_status_events_it_lists_to_its_status_hook(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: ``run_call`` never sent a conference's statusHook events. jambonz sends the
+    ``status_events`` listed, as ``verb:hook`` with the event, ``members``, the conference's
+    sid and name and the call info (FS v0.9.8 ``lib/tasks/conference.js:57-61``,
+    ``:714-742``): ``start`` and ``join`` as the caller starts it (``:335-337``, ``:384``),
+    ``leave`` and ``end`` as it ends (``:618-647``). jambonz ignores the answer: it is not
+    the program."""
+    events: list[VerbHook] = []
+
+    async def app(call: Call) -> None:
+        room = Conference(
+            name="room",
+            status_hook="/st",
+            status_events=["start", "join", "leave", "end", "start-talking"],
+            action_hook="/conf",
+        )
+        await call.ack(call.session, [room])
+        async for event in call:
+            if isinstance(event, VerbHook) and event.hook == "/st":
+                events.append(event)
+                await call.ack(event, [Say(text="ignored")])
+            elif isinstance(event, VerbHook) and event.hook == "/conf":
+                await call.ack(event, [Say(text="Bye"), Hangup()])
+
+    server: JambonzServer = await nursery.start(serve_jambonz, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller())
+    assert [(e.data["event"], e.data["members"]) for e in events] == [
+        ("start", 0),
+        ("join", 1),
+        ("leave", 0),
+        ("end", 0),
+    ]
+    first = events[0].data
+    assert first["conference_sid"] == f"conf:{fc.call.account_sid}:room" and first["friendly_name"] == "room"
+    assert first["call_sid"] == fc.call.call_sid and first["time"].endswith("Z")
+    assert run.heard == ["Bye"]  # the statusHook's answer does not play
+    assert fc.violations == []
+
+
+def screening_app(accept: str, calls: list[DialConfirm | VerbHook]) -> Callable[[Call], Awaitable[None]]:
+    """A call-screening app: its confirmHook asks the callee to press ``accept``."""
+
+    async def app(call: Call) -> None:
+        dial = Dial(
+            target=[Target(type="phone", number="+15550100")], confirm_hook="/screen", action_hook="/dialed"
+        )
+        await call.ack(call.session, [dial])
+        async for event in call:
+            if isinstance(event, DialConfirm):
+                calls.append(event)
+                ask = Say(text=f"Press {accept} to take the call")
+                await call.ack(event, [Gather(input=["digits"], action_hook="/screened", say=ask)])
+            elif isinstance(event, VerbHook) and event.hook == "/screened":
+                calls.append(event)
+                taken = event.data.get("digits") == accept
+                await call.ack(event, [Say(text="Connecting")] if taken else [Hangup()])
+            elif isinstance(event, VerbHook) and event.hook == "/dialed":
+                calls.append(event)
+                await call.ack(event, [Say(text=f"Dial {event.data['dial_call_status']}"), Hangup()])
+
+    return app
+
+
+async def test_a_dial_confirm_hook_plays_to_the_callee_and_a_hangup_declines_it(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: ``run_call`` never sent a dial's confirmHook. When the callee answers, jambonz
+    sends ``dial:confirm`` with the child leg's call info and plays the answer to the callee,
+    whose hooks carry the child's call info (FS v0.9.8 ``lib/utils/place-outdial.js:310``,
+    ``:389-425``, ``lib/tasks/task.js:227``); still connected after, the callee is bridged
+    (``:428``); hung up on, declined: the dial ends with the answered leg's results,
+    ``in-progress`` (``lib/tasks/dial.js:701-710``, ``:748-756``)."""
+    calls: list[DialConfirm | VerbHook] = []
+    server: JambonzServer = await nursery.start(serve_jambonz, screening_app("1", calls))
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller(dials=[DialOutcome(callee=Caller(Digits("1")))]))
+    confirm, screened, dialed = calls
+    child = confirm.data["call_sid"]
+    assert confirm.data["parent_call_sid"] == fc.call.call_sid and child != fc.call.call_sid
+    assert screened.data["call_sid"] == child and screened.data["digits"] == "1"
+    assert dialed.data["dial_call_status"] == "completed" and dialed.data["dial_call_sid"] == child
+    assert run.heard == ["Dial completed"]  # the prompt and "Connecting" played to the callee
+    calls.clear()
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller(dials=[DialOutcome(callee=Caller(Digits("2")))]))
+    assert [type(c).__name__ for c in calls] == ["DialConfirm", "VerbHook", "VerbHook"]
+    assert calls[2].data["dial_call_status"] == "in-progress" and calls[2].data["dial_sip_status"] == 200
+    assert run.heard == ["Dial in-progress"]
+    assert fc.violations == []
 
 
 async def test_a_redirect_while_an_llm_waits_for_a_tool_output_kills_it(
