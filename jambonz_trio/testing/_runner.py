@@ -246,9 +246,10 @@ async def run_call(
 
     Blocks until the call is over, and returns what the caller heard and the narration.
     ``on_step(who, text)`` narrates the call as it goes: ``who`` is ``jambonz``, ``app`` (the
-    verbs of an ack), ``command`` (a command the app pushed), ``caller`` (an answer) or
-    ``heard`` (a ``say`` / ``play`` starts playing, whichever way the app sent it). A hook
-    abandoned by a socket drop does not end the call: jambonz reconnects and carries on.
+    verbs of an ack), ``command`` (a command the app pushed), ``caller`` (an answer),
+    ``callee`` (a dial's ``confirmHook`` program on the callee) or ``heard`` (a ``say`` /
+    ``play`` starts playing, whichever way the app sent it). A hook abandoned by a socket drop
+    does not end the call: jambonz reconnects and carries on.
 
     Raises:
         FakeJambonzError: the fake's errors (strict violations, ack timeouts, a rejected call).
