@@ -320,7 +320,11 @@ class _Core:
         raise cls(found, transcript=self.format_transcript())
 
     async def _wait(self, ready: Callable[[], bool], within: float = math.inf) -> bool:
-        """Wait until ``ready()``; raise violations as they happen (strict). A checkpoint."""
+        """Wait until ``ready()``; raise violations as they happen (strict). A checkpoint,
+        also when ``ready()`` holds at once."""
+        if ready():
+            await trio.lowlevel.checkpoint()
+            return True
         with trio.move_on_after(within):
             while True:
                 if ready():
@@ -362,17 +366,21 @@ class _Core:
     # -- sending ---------------------------------------------------------------------------
 
     async def _emit(self, msg: JambonzMessage, pending: _Pending | None = None) -> None:
-        """Send like ws-requestor's ``request()``: now, queued until reconnected, or dropped."""
+        """Send like ws-requestor's ``request()``: now, queued until reconnected, or dropped.
+        A checkpoint either way (cancelled: nothing is sent, queued nor dropped)."""
         self._ensure_active()
+        await trio.lowlevel.checkpoint_if_cancelled()
         if self._graceful:
             self._log(None, "event", f"not sent ({msg.type}): the app closed the socket with 1000")
             if pending is not None:
                 pending.succeed(AckRecord(msgid=msg.msgid, request=msg, delivered=False))
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         if not self._blocked:
             await self._transmit(msg, pending)
             return
         if self._enqueue(msg, pending):
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         self._log(None, "event", f"queued {msg.type} {msg.msgid} until the socket is back")
         if self._link is None:
@@ -383,6 +391,7 @@ class _Core:
                 self._reconnect.delay_scope.cancel()
             else:
                 self._schedule_reconnect(0.0)
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     @property
     def _blocked(self) -> bool:

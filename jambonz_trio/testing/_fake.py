@@ -7,6 +7,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, overload
 
+import trio
+
 from .._protocol import (
     MESSAGE_TYPES,
     Command,
@@ -85,7 +87,8 @@ class FakeCall(_Inbound, _MediaServer):
     once the frame is written (or queued while jambonz is reconnecting, or dropped silently if
     the app closed the socket with 1000, as jambonz does).
 
-    Every method is a checkpoint and, in strict mode, first raises any protocol violation
+    Every ``async`` method is a checkpoint (also when it has nothing to wait for) and, in
+    strict mode, first raises any protocol violation
     seen since the last call (:class:`ProtocolViolation` / :class:`InvalidVerbs`). Once the
     call is over (:meth:`hangup`, a rejected ``session:new``, a failed reconnect) sending
     raises :class:`CallOver`; the records stay readable.
@@ -646,7 +649,9 @@ class FakeCall(_Inbound, _MediaServer):
         low-water mark.
         """
         self._check()
+        await trio.lowlevel.checkpoint_if_cancelled()
         await self._drain(chars)
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     # -- expectations ----------------------------------------------------------------------
 
@@ -737,6 +742,7 @@ class FakeCall(_Inbound, _MediaServer):
         link = self._link
         if link is None:
             raise self._fail(FakeJambonzError("drop(): no open socket"))
+        await trio.lowlevel.checkpoint_if_cancelled()
         await self._drop_link(link, self._auto_reconnect if reconnect is None else reconnect)
 
     def cut(
@@ -837,8 +843,10 @@ class FakeCall(_Inbound, _MediaServer):
         """
         self._check()
         self._ensure_active()
+        await trio.lowlevel.checkpoint_if_cancelled()
         await self._final_status(by, duration)
         await self._end_call(1000)
+        await trio.lowlevel.cancel_shielded_checkpoint()
         self._check()
 
     async def wait_idle(self, seconds: float) -> None:

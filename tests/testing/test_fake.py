@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -956,3 +957,57 @@ async def test_a_dial_confirm_ack_that_is_not_an_array(
         else:
             with pytest.raises(InvalidVerbs, match="must be array"):
                 await fc.dial_confirm("/confirm")
+
+
+async def _is_checkpoint(operation: Callable[[], Awaitable[object]]) -> bool:
+    """Whether ``operation`` raises ``Cancelled`` in a cancelled scope (a cancel point) and
+    lets another task run (a schedule point)."""
+    ran = False
+
+    async def other() -> None:
+        nonlocal ran
+        ran = True
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await operation()
+    return scope.cancelled_caught and ran
+
+
+async def test_every_call_into_the_fake_is_a_checkpoint(autojump_clock: trio.abc.Clock) -> None:
+    """FakeCall promises that every (async) method is a checkpoint: also when nothing has to
+    be waited for (a command or close already there, a send dropped after a 1000 close, an
+    empty TTS buffer, a message queued while the socket is down)."""
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.answered()
+        await s.command("redirect", [SAY])
+        await s.close(1000)
+
+    async with app_running(app_side) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        await fc.wait_idle(1)
+        assert fc.closed_gracefully
+        assert await _is_checkpoint(fc.expect_command)
+        assert await _is_checkpoint(fc.expect_close)
+        assert await _is_checkpoint(lambda: fc.status("in-progress"))
+        assert await _is_checkpoint(lambda: fc.gather_timeout("/gather"))
+        assert await _is_checkpoint(fc.drain_tts)
+        assert await _is_checkpoint(fc.hangup)
+        assert fc.sent[-1].type == "call:status"  # the hangup above was cancelled before it ran
+        await fc.hangup()
+
+    async def app_side2(app: TinyApp) -> None:
+        await app.answered()
+        await trio.sleep_forever()
+
+    async with app_running(app_side2) as app, open_fake_call(app.connector) as fc:
+        await fc.start()
+        assert await _is_checkpoint(fc.drop)
+        assert fc.connected  # the cancelled drop did nothing
+        await fc.drop(reconnect=False)
+        assert await _is_checkpoint(lambda: fc.status("in-progress"))
+        await fc.wait_idle(1)
+        assert fc.connection_count == 1  # the cancelled send did not reconnect either
