@@ -148,6 +148,38 @@ def test_every_export_is_documented(module: str, name: str, obj: Any) -> None:
     assert doc and doc.strip(), f"{module}.{name} is not documented"
 
 
+def kit_members() -> list[tuple[str, Any]]:
+    """The public methods and properties of the classes ``jambonz_trio.testing`` exports,
+    inherited ones included (an attrs field is documented in its class's Attributes)."""
+    import jambonz_trio.testing as testing
+
+    found = []
+    for name in testing.__all__:
+        cls = getattr(testing, name)
+        if not inspect.isclass(cls):
+            continue
+        for klass in cls.__mro__:
+            if not klass.__module__.startswith("jambonz_trio"):
+                continue
+            for attr, value in vars(klass).items():
+                if attr.startswith("_") and attr != "__call__":
+                    continue
+                if isinstance(value, classmethod | staticmethod):
+                    value = value.__func__
+                if isinstance(value, property):
+                    value = value.fget
+                if inspect.isfunction(value):
+                    found.append((f"{name}.{attr}", value))
+    return found
+
+
+@pytest.mark.parametrize(("name", "member"), kit_members(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_public_method_of_the_testing_kit_is_documented(name: str, member: Any) -> None:
+    """App developers call these from their tests: each says what it does (and, per the
+    project's standard, what blocks, what it raises and who owns timeouts)."""
+    assert member.__doc__ and member.__doc__.strip(), f"jambonz_trio.testing.{name} has no docstring"
+
+
 def test_reprs_show_public_paths() -> None:
     assert repr(Call) == "<class 'jambonz_trio.Call'>"
     assert repr(JambonzServer) == "<class 'jambonz_trio.JambonzServer'>"

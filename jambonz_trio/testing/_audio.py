@@ -84,7 +84,11 @@ class AudioSource:
 
     def converted(self, sample_rate: int, channels: int = 1) -> bytes:
         """The audio at ``sample_rate`` with ``channels`` (1 or 2): channels are averaged or
-        duplicated, the rate changed by linear interpolation (as a test source, not hi-fi)."""
+        duplicated, the rate changed by linear interpolation (as a test source, not hi-fi).
+
+        Raises:
+            ValueError: the source, or ``channels``, is neither mono nor stereo.
+        """
         samples = _samples(self.pcm)
         if self.channels == 2:
             mono = array("h", ((samples[i] + samples[i + 1]) // 2 for i in range(0, len(samples) - 1, 2)))
@@ -116,7 +120,11 @@ class AudioSource:
 
 
 def write_wav(path: str | PathLike[str], pcm: bytes, sample_rate: int, channels: int = 1) -> Path:
-    """Write L16 ``pcm`` to a WAV file (stdlib ``wave``); returns the path."""
+    """Write L16 ``pcm`` to a WAV file (stdlib ``wave``); returns the path.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
     out = Path(path)
     with wave.open(str(out), "wb") as wav:
         wav.setnchannels(channels)

@@ -85,13 +85,24 @@ class FakeCall(_Inbound, _MediaServer):
     (:meth:`start`, :meth:`hook` and the helpers built on it) block until the app acks and
     return an :class:`AckRecord`. Notifications (:meth:`status`, :meth:`llm_event` ...) return
     once the frame is written (or queued while jambonz is reconnecting, or dropped silently if
-    the app closed the socket with 1000, as jambonz does).
+    the app closed the socket with 1000, as jambonz does). After such a 1000 close a request
+    is not sent either: it returns at once, with ``AckRecord.delivered`` ``False``.
 
     Every ``async`` method is a checkpoint (also when it has nothing to wait for) and, in
-    strict mode, first raises any protocol violation
-    seen since the last call (:class:`ProtocolViolation` / :class:`InvalidVerbs`). Once the
-    call is over (:meth:`hangup`, a rejected ``session:new``, a failed reconnect) sending
-    raises :class:`CallOver`; the records stay readable.
+    strict mode, first raises any protocol violation seen since the last call
+    (:class:`ProtocolViolation` / :class:`InvalidVerbs`), and again any seen while it waited
+    or that the answer it waited for caused. Once the call is over (:meth:`hangup`, a rejected
+    ``session:new``, a failed reconnect) sending raises :class:`CallOver`; the records stay
+    readable.
+
+    Timeouts: the fake's own are jambonz's: ``ack_timeout`` bounds each wait for an ack
+    (:class:`AckTimeout`), the reconnect back-off and ``close_timeout`` are jambonz's, and the
+    ``expect_*`` methods wait ``within`` seconds. Anything else (a send held by back-pressure,
+    :meth:`reconnect` waiting for a back-off) is bounded by the caller's ``trio.fail_after``.
+    Cancelling a wait only stops waiting: a request already sent stays outstanding, as in
+    jambonz; a late ack is recorded, an ack timeout is recorded in :attr:`violations` but not
+    raised, and an unacked inbound ``session:new`` still gets the call rejected (closed with
+    1001) once ``ack_timeout`` has passed.
     """
 
     # -- records ---------------------------------------------------------------------------
@@ -173,11 +184,23 @@ class FakeCall(_Inbound, _MediaServer):
             hook: the hook for ``session:redirect`` (required for it).
             parent: the parent leg for ``session:adulting`` (default: a fresh inbound call).
 
+        Blocks until the ack, at most ``ack_timeout`` seconds (a drop before a ``session:new``
+        ack re-keys it, see :meth:`reconnect`: the wait then covers the reconnect too).
+
         Raises:
-            CallRejected: no ack in time, or the app closed the socket before acking.
-            InvalidInitialVerbs: the ack's verbs were missing, empty or invalid.
-            AckTimeout: no ack in time (``session:redirect`` / ``adulting`` / ``reconnect``).
+            CallRejected: (inbound ``session:new``) no ack in time, or the app closed the
+                socket with 1000 before acking.
+            InvalidInitialVerbs: (inbound ``session:new``) the ack's verbs were missing, empty
+                or invalid; jambonz closes the socket with 1001.
+            AckTimeout: no ack in time (``session:redirect`` / ``adulting`` / ``reconnect``,
+                an outbound ``session:new``).
+            AckAbandoned: the socket closed before the ack (not for ``session:new``, which
+                jambonz re-sends after a drop).
+            InvalidVerbs: invalid verbs in the ack to a ``session:redirect`` or an outbound
+                ``session:new``.
             FakeJambonzError: ``start()`` was already called.
+            ValueError: ``session:redirect`` without a ``hook``.
+            CallOver: the call is over.
         """
         self._check()
         self._ensure_active()
@@ -222,14 +245,22 @@ class FakeCall(_Inbound, _MediaServer):
         """Send any ack-awaiting message and wait for the ack.
 
         ``data`` is merged over the current call info (unless ``call_info=False``) and its
-        keys are snake_cased like jambonz does.
+        keys are snake_cased like jambonz does. Blocks until the ack (queued first while
+        jambonz reconnects), at most ``ack_timeout`` seconds once sent.
 
         Raises:
             AckTimeout: no ack within ``ack_timeout``.
-            AckAbandoned: the socket closed before the ack (jambonz fails the request).
+            AckAbandoned: the socket closed before the ack (jambonz fails the request), or the
+                call ended meanwhile.
             NeverSent: jambonz 0.9.8 would hold it for good after a re-keyed ``session:new``
                 (see :meth:`reconnect`).
-            InvalidVerbs: the ack's ``data`` is not a valid verb list.
+            InvalidVerbs: the ack's ``data`` is an array with invalid verbs (raised in any
+                mode: jambonz would fail the request).
+            ProtocolViolation: (strict mode) the ack's ``data`` is neither an array nor
+                absent (jambonz ignores it: an ``ignored-ack-data`` violation), or another
+                violation seen meanwhile; the ack is in :attr:`acks` all the same.
+            FakeJambonzError: :meth:`start` was not called yet.
+            ValueError: ``msg_type`` is not an ack-awaiting jambonz message type.
             CallOver: the call is over.
         """
         self._check()
@@ -272,9 +303,12 @@ class FakeCall(_Inbound, _MediaServer):
         is added when given. An ack with verbs replaces the program; ``[]`` or no ``data``
         means "carry on".
 
+        Blocks until the ack, like :meth:`request`.
+
         Raises:
             ExpectationFailed: ``hook`` is ``None`` or a verb without an ``action_hook``.
-            AckTimeout, AckAbandoned, NeverSent, InvalidVerbs, CallOver: see :meth:`request`.
+            AckTimeout, AckAbandoned, NeverSent, InvalidVerbs, ProtocolViolation, CallOver:
+                see :meth:`request`.
         """
         url, verb_id = self._hook_target(hook, verb_id)
         payload = dict(data or {})
@@ -310,7 +344,11 @@ class FakeCall(_Inbound, _MediaServer):
 
         ``hook``: the ``Gather`` verb (best: its ``id`` is sent as ``verb_id``) or its hook.
         A gather that does not listen for speech records an ``unheard-input`` violation
-        first (see :meth:`gather_digits`).
+        first (raised in strict mode, before sending).
+
+        Raises:
+            ExpectationFailed, AckTimeout, AckAbandoned, NeverSent, InvalidVerbs,
+                ProtocolViolation, CallOver: see :meth:`hook` (blocks like it).
         """
         self._hears(self._gather_for(hook), "speech")
         self._check()
@@ -323,13 +361,22 @@ class FakeCall(_Inbound, _MediaServer):
         A gather that does not listen for keys (its ``input`` lacks ``"digits"``; the fake
         knows it when ``hook`` is the verb, or from the app's program) records an
         ``unheard-input`` violation first (raised in strict mode, before sending).
+
+        Raises:
+            ExpectationFailed, AckTimeout, AckAbandoned, NeverSent, InvalidVerbs,
+                ProtocolViolation, CallOver: see :meth:`hook` (blocks like it).
         """
         self._hears(self._gather_for(hook), "digits")
         self._check()
         return await self.hook(hook, {"reason": "dtmfDetected", "digits": digits}, verb_id=verb_id)
 
     async def gather_timeout(self, hook: HookTarget, *, verb_id: str | None = None) -> AckRecord:
-        """A gather actionHook with ``reason: timeout`` (nothing heard)."""
+        """A gather actionHook with ``reason: timeout`` (nothing heard).
+
+        Raises:
+            ExpectationFailed, AckTimeout, AckAbandoned, NeverSent, InvalidVerbs,
+                ProtocolViolation, CallOver: see :meth:`hook` (blocks like it).
+        """
         return await self.hook(hook, {"reason": "timeout"}, verb_id=verb_id)
 
     async def dial_result(
@@ -342,12 +389,25 @@ class FakeCall(_Inbound, _MediaServer):
         dial_sbc_callid: str | None = None,
         verb_id: str | None = None,
     ) -> AckRecord:
-        """A dial actionHook (``dial_call_status``, ``dial_sip_status``, ``dial_call_sid``...)."""
+        """A dial actionHook (``dial_call_status``, ``dial_sip_status``, ``dial_call_sid``...).
+
+        Raises:
+            ExpectationFailed, AckTimeout, AckAbandoned, NeverSent, InvalidVerbs,
+                ProtocolViolation, CallOver: see :meth:`hook` (blocks like it).
+        """
         data = dial_result_data(dial_call_status, dial_sip_status, dial_call_sid, dial_sbc_callid)
         return await self.hook(hook, data, verb_id=verb_id)
 
     async def dial_confirm(self, hook: str, child: CallData | None = None) -> AckRecord:
-        """A ``dial:confirm`` for the answered child leg; the ack's verbs run on the callee."""
+        """A ``dial:confirm`` for the answered child leg; the ack's verbs run on the callee.
+
+        Blocks until the ack, like :meth:`request`. A truthy answer that is not an array
+        declines the callee in jambonz: :class:`InvalidVerbs`.
+
+        Raises:
+            AckTimeout, AckAbandoned, NeverSent, InvalidVerbs, ProtocolViolation, CallOver:
+                see :meth:`request`.
+        """
         leg = child or self._child_leg()
         return await self.request("dial:confirm", leg.call_info(), hook=hook, call_info=False)
 
@@ -401,6 +461,7 @@ class FakeCall(_Inbound, _MediaServer):
         Raises:
             AckTimeout, AckAbandoned, NeverSent, InvalidVerbs, CallOver: see :meth:`request`.
             ProtocolViolation: the answer is refused, see above (strict mode).
+            FakeJambonzError: :meth:`start` was not called yet.
         """
         self._check()
         self._require_started()
@@ -450,6 +511,7 @@ class FakeCall(_Inbound, _MediaServer):
             ExpectationFailed: no wait hook on that verb, or a hook whose kind is unknown.
             AckTimeout, AckAbandoned, NeverSent, InvalidVerbs, CallOver: see :meth:`request`.
             ProtocolViolation: the answer is refused (strict mode).
+            FakeJambonzError: :meth:`start` was not called yet.
         """
         self._check()
         self._require_started()
@@ -512,8 +574,14 @@ class FakeCall(_Inbound, _MediaServer):
     ) -> None:
         """Send any fire-and-forget message (``data`` snake_cased, no call info added).
 
+        Returns once the frame is written: blocks only while the socket does not take it
+        (no timeout of the fake's: the caller's). While jambonz reconnects it is queued (a
+        send with no socket starts the reconnect at once); after a 1000 close by the app it
+        is dropped. It may be sent before :meth:`start` (jambonz never does that).
+
         Raises:
             CallOver: the call is over.
+            ValueError: ``msg_type`` is not a fire-and-forget jambonz message type.
         """
         self._check()
         self._ensure_active()
@@ -537,6 +605,11 @@ class FakeCall(_Inbound, _MediaServer):
 
         ``extra`` fields (``duration``, ``call_termination_by``, ``error`` ...) are added.
         ``in-progress`` starts the clock :meth:`hangup` uses for ``duration``.
+
+        Returns once the frame is written (or queued, or dropped), like :meth:`notify`.
+
+        Raises:
+            CallOver: the call is over.
         """
         default_sip = _SIP_FOR_STATUS.get(call_status)
         self._call.call_status = call_status
@@ -558,7 +631,13 @@ class FakeCall(_Inbound, _MediaServer):
         **extra: Any,
     ) -> None:
         """Send ``verb:status`` (``starting``/``finished`` use ``name``; playback events use
-        ``verb``; protocol.md §4.8)."""
+        ``verb``; protocol.md §4.8).
+
+        Returns once the frame is written (or queued, or dropped), like :meth:`notify`.
+
+        Raises:
+            CallOver: the call is over.
+        """
         data: dict[str, Any] = {"event": event}
         for key, value in (("id", id), ("name", name), ("verb", verb)):
             if value is not None:
@@ -566,11 +645,23 @@ class FakeCall(_Inbound, _MediaServer):
         await self.notify("verb:status", {**data, **extra})
 
     async def llm_event(self, hook: str, data: Mapping[str, Any]) -> None:
-        """Send an ``llm:event`` (a vendor event; keys are snake_cased like jambonz does)."""
+        """Send an ``llm:event`` (a vendor event; keys are snake_cased like jambonz does).
+
+        Returns once the frame is written (or queued, or dropped), like :meth:`notify`.
+
+        Raises:
+            CallOver: the call is over.
+        """
         await self.notify("llm:event", data, hook=hook)
 
     async def llm_tool_call(self, hook: str, tool_call_id: str, name: str, args: Any = None) -> None:
-        """Send an ``llm:tool-call`` (``args`` verbatim); answer with ``llm:tool-output``."""
+        """Send an ``llm:tool-call`` (``args`` verbatim); answer with ``llm:tool-output``.
+
+        Returns once the frame is written (or queued, or dropped), like :meth:`notify`.
+
+        Raises:
+            CallOver: the call is over.
+        """
         await self.notify(
             "llm:tool-call",
             {"tool_call_id": tool_call_id, "name": name, "args": {} if args is None else args},
@@ -579,11 +670,23 @@ class FakeCall(_Inbound, _MediaServer):
 
     async def tts_streaming_event(self, event_type: str) -> None:
         """Send ``tts:streaming-event`` (``stream_open``, ``stream_closed``,
-        ``user_interruption`` ...). ``stream_paused``/``resumed`` come from the TTS model."""
+        ``user_interruption`` ...). ``stream_paused``/``resumed`` come from the TTS model.
+
+        Returns once the frame is written (or queued, or dropped), like :meth:`notify`.
+
+        Raises:
+            CallOver: the call is over.
+        """
         await self.notify("tts:streaming-event", {"event_type": event_type})
 
     async def jambonz_error(self, msg: str, details: str | None = None, **extra: Any) -> None:
-        """Send a verb-level ``jambonz:error`` (``msg`` like ``"TTS error"``)."""
+        """Send a verb-level ``jambonz:error`` (``msg`` like ``"TTS error"``).
+
+        Returns once the frame is written (or queued, or dropped), like :meth:`notify`.
+
+        Raises:
+            CallOver: the call is over.
+        """
         data: dict[str, Any] = {"msg": msg}
         if details is not None:
             data["details"] = details
@@ -608,10 +711,16 @@ class FakeCall(_Inbound, _MediaServer):
         ack book like a request's: the call waits for the ack (``ack_timeout``) and returns
         it; otherwise an ack to it is an ``unknown-ack`` violation, as in jambonz.
 
+        Unlike :meth:`notify` it never queues: it needs an open socket. Blocks while the
+        socket does not take the frame (the caller's timeout), then, with ``await_ack``, until
+        the ack (at most ``ack_timeout``).
+
         Raises:
-            FakeJambonzError: there is no open socket.
-            ValueError: ``await_ack`` for a frame without a string ``msgid``.
-            AckTimeout, InvalidVerbs: see :meth:`request` (``await_ack=True`` only).
+            FakeJambonzError: there is no open socket (dropped and not reconnected yet, or
+                closed by the app).
+            ValueError: ``await_ack`` for a frame without a string ``msgid`` (or not JSON).
+            AckTimeout, AckAbandoned, InvalidVerbs, ProtocolViolation: see :meth:`request`
+                (``await_ack=True`` only).
             CallOver: the call is over.
         """
         self._check()
@@ -646,7 +755,8 @@ class FakeCall(_Inbound, _MediaServer):
         """Let the TTS buffer play out ``chars`` characters (all of them by default).
 
         Sends ``tts:streaming-event`` ``stream_resumed`` when a paused buffer drops to the
-        low-water mark.
+        low-water mark (like :meth:`notify`; not once the call is over). Returns once that is
+        written; raises nothing of its own, even after the call is over.
         """
         self._check()
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -672,10 +782,13 @@ class FakeCall(_Inbound, _MediaServer):
         Args:
             kind: a wire name (``"redirect"``) or a command class (``RedirectCommand``) the next
                 command must match; ``None`` accepts any.
-            within: seconds to wait.
+            within: seconds to wait (the fake's timeout; the caller's ``trio.fail_after`` may
+                cut it short, leaving the inbox as it was).
 
         Raises:
-            ExpectationFailed: nothing arrived in time, or the next command is another kind.
+            ExpectationFailed: nothing arrived in time, or the next command is another kind
+                (it is consumed all the same), or none is left and the app closed the socket
+                with 1000 or the call is over (raised at once then).
         """
         self._check()
         arrived = await self._wait(
@@ -693,6 +806,8 @@ class FakeCall(_Inbound, _MediaServer):
     async def expect_no_command(self, within: float = 1.0) -> None:
         """Assert that no (non-``tts:*``) command arrives within ``within`` seconds.
 
+        Blocks for ``within`` seconds unless one arrives (or is already waiting in the inbox).
+
         Raises:
             ExpectationFailed: one did (it is left in the inbox).
         """
@@ -703,8 +818,12 @@ class FakeCall(_Inbound, _MediaServer):
     async def expect_close(self, code: int | None = None, *, within: float = 5.0) -> CloseRecord:
         """Wait until the app closes a socket (the next close not yet expected).
 
+        Only closes the app initiated count (see :attr:`closes`), not the fake's own
+        (:meth:`hangup`, :meth:`drop`, a rejected call).
+
         Raises:
-            ExpectationFailed: no close within ``within`` seconds, or a different ``code``.
+            ExpectationFailed: no close within ``within`` seconds, or a different ``code``
+                (that close is consumed all the same).
         """
         self._check()
         if not await self._wait(lambda: len(self._closes) > self._close_cursor, within):
@@ -734,8 +853,12 @@ class FakeCall(_Inbound, _MediaServer):
             reconnect: reconnect automatically after the back-off; default: ``auto_reconnect``.
                 With ``False`` the next send (or :meth:`reconnect`) reconnects at once.
 
+        Blocks until what had reached the fake is read and the socket is closed; no timeout of
+        its own.
+
         Raises:
             FakeJambonzError: there is no open socket.
+            CallOver: the call is over.
         """
         self._check()
         self._ensure_active()
@@ -765,6 +888,7 @@ class FakeCall(_Inbound, _MediaServer):
         Raises:
             FakeJambonzError: there is no open socket.
             ValueError: neither bound given, or a negative one.
+            CallOver: the call is over.
         """
         if after_sent is None and after_received is None:
             raise ValueError("cut() needs after_sent and/or after_received")
@@ -798,10 +922,17 @@ class FakeCall(_Inbound, _MediaServer):
         instead of waiting for ever. As in jambonz, only another drop and an ordinary
         reconnect release what was held (requests first).
 
+        Blocks through the back-off (jambonz's: 500 ms, 1 s, 2 s ...), the connection
+        (``handshake_timeout``) and the ack (``ack_timeout``); the caller's timeout bounds
+        the whole, and cancelling it does not stop the reconnect.
+
         Raises:
             AckTimeout: ``session:reconnect`` was not acked in time (jambonz hangs up).
-            ConnectFailed: the connection attempt failed.
+            ConnectFailed: the connection attempt failed (another is scheduled when
+                ``auto_reconnect``, unless the app rejected the handshake).
             CallRejected, InvalidInitialVerbs: the re-keyed ``session:new`` failed.
+            CallOver: the call ended (or the app closed with 1000) during the reconnect, or
+                was over already.
             FakeJambonzError: the socket is open, or the app closed it with 1000.
         """
         self._check()
@@ -838,6 +969,10 @@ class FakeCall(_Inbound, _MediaServer):
         """End the call: ``call:status`` ``completed`` (with ``duration`` and
         ``call_termination_by``), then close the socket with 1000, as jambonz does.
 
+        Requests still waiting for an ack fail with :class:`AckAbandoned`. Blocks until the
+        app answers the close, at most ``close_timeout`` seconds. With no socket open (a drop,
+        or a 1000 close by the app) nothing is sent and the call just ends.
+
         Raises:
             CallOver: the call is already over.
         """
@@ -850,7 +985,13 @@ class FakeCall(_Inbound, _MediaServer):
         self._check()
 
     async def wait_idle(self, seconds: float) -> None:
-        """Let ``seconds`` pass while processing frames (strict violations are raised)."""
+        """Let ``seconds`` pass while processing frames (strict violations are raised).
+
+        Blocks for ``seconds`` (on trio's clock); works on a call that is over too.
+
+        Raises:
+            ProtocolViolation: (strict mode) a violation, as soon as it happens.
+        """
         self._check()
         await self._wait(lambda: False, seconds)
         self._check()

@@ -144,6 +144,12 @@ class FakeAudioStream:
     Get one from :meth:`FakeCall.open_listen <jambonz_trio.testing.FakeCall.open_listen>`
     (the call's verb, its URL resolution and credentials) or :func:`open_fake_audio_stream`.
     The reader records everything the app sends as it arrives; the methods send jambonz's side.
+    They never raise for a socket that is closed (they report it, or do nothing), and the
+    fake sets no timeout on them but the close handshake's (``close_timeout``): the caller's
+    ``trio.fail_after`` bounds a write held by back-pressure, :meth:`feed` and
+    :meth:`wait_closed`. Violations (messages the media server would ignore or misread) are
+    recorded, not raised here: a call's go to the call (raised at its next call in strict
+    mode), a stream of :func:`open_fake_audio_stream` raises them when its block exits.
 
     Attributes:
         verb: the ``listen`` verb being run.
@@ -244,7 +250,11 @@ class FakeAudioStream:
     # -- sending jambonz's side ---------------------------------------------------------------
 
     async def send_audio(self, pcm: bytes) -> bool:
-        """Send one binary frame of caller audio; ``False`` if the socket is closed."""
+        """Send one binary frame of caller audio; ``False`` if the socket is closed.
+
+        Blocks while the socket does not take the frame (the caller's timeout). When the
+        socket is already closed it returns at once, without a checkpoint.
+        """
         if self._ws is None or self.closed.is_set():
             return False
         try:
@@ -260,7 +270,14 @@ class FakeAudioStream:
     ) -> int:
         """Send ``source`` (converted to the stream's rate and channels) in frames of
         ``frame_seconds``: at ``pace`` times real time on trio's clock (``None``: as fast as
-        the socket takes it). Stops early if the socket closes. Returns the frames sent."""
+        the socket takes it). Stops early if the socket closes. Returns the frames sent.
+
+        Blocks for the source's duration divided by ``pace`` (with ``None``, while the socket
+        takes the frames); the caller owns any timeout.
+
+        Raises:
+            ValueError: ``source`` has more than two channels.
+        """
         pcm = source.converted(self.sample_rate, self.channels)
         size = max(2 * self.channels, round(self.sample_rate * frame_seconds) * 2 * self.channels)
         start = trio.current_time()
@@ -276,7 +293,10 @@ class FakeAudioStream:
     async def send_dtmf(self, digit: str, *, duration: int = 1600) -> bool:
         """The caller presses ``digit``: sent as ``{"event":"dtmf","dtmf":...,"duration":"..."}``
         when the verb has ``passDtmf`` (FS lib/tasks/listen.js:223-231); a ``finishOnKey``
-        match ends the listen (and closes the socket). Returns whether a frame was sent."""
+        match ends the listen (and closes the socket). Returns whether a frame was sent.
+
+        Blocks while the frame is written and, on a ``finishOnKey`` match, like :meth:`stop`.
+        """
         sent = False
         if self.verb.pass_dtmf:
             sent = await self._send_text(dumps({"event": "dtmf", "dtmf": digit, "duration": str(duration)}))
@@ -290,7 +310,11 @@ class FakeAudioStream:
     async def stop(self, why: str = "stop") -> None:
         """jambonz ends the listen (``maxLength``, hangup, a redirect...): the module sends the
         text frames it has queued, then closes with 1000 and no reason, and waits for the
-        app's Close (``docs/protocol.md`` §13.7)."""
+        app's Close (``docs/protocol.md`` §13.7).
+
+        Blocks until the app's Close, at most ``close_timeout`` seconds (the module's 5 s by
+        default); does nothing once the socket is closed. Raises nothing of its own.
+        """
         if self.ended is None:
             self.ended = why
         ws = self._ws
@@ -305,7 +329,8 @@ class FakeAudioStream:
         self._mark_closed(1000, None)
 
     async def wait_closed(self) -> None:
-        """Block until the socket is closed (by either side)."""
+        """Block until the socket is closed (by either side). No timeout of its own: the
+        caller's (``trio.fail_after``)."""
         await self.closed.wait()
 
     # -- the module ------------------------------------------------------------------------
@@ -673,9 +698,16 @@ async def open_fake_audio_stream(
     ``playout`` is the speed of the emulated playout of streamed audio and clips (1.0: real
     time on trio's clock; ``None``: instant).
 
+    Entry blocks while ``connector`` connects (no timeout of the fake's: the caller's) and for
+    the handshake (at most ``handshake_timeout`` seconds) and the metadata frame. Exit blocks
+    until the app answers the close, at most ``close_timeout`` seconds, shielded from
+    cancellation.
+
     Raises:
-        ConnectFailed: (and subclasses) the socket could not be opened.
-        ProtocolViolation: on exit, in strict mode, for messages the media server would ignore.
+        ConnectFailed: (and subclasses) on entry: the connector failed (its exception is the
+            ``__cause__``) or the handshake did.
+        ProtocolViolation: on exit, in strict mode, for messages the media server would
+            ignore (not when the block raised: its exception propagates).
     """
     reporter = _Reporter()
     if path is None:
@@ -802,9 +834,16 @@ class _MediaServer(_Core):
         ``playout``: speed of the emulated playout (1.0: real time on trio's clock; ``None``:
         instant).
 
+        Entry blocks while the socket connects (no timeout of the fake's: the caller's) and
+        for the handshake (at most 10 s, the module's). Exit blocks until the app answers the
+        close, at most 5 s, shielded from cancellation. The violations of the socket are
+        the call's: raised at its next call in strict mode, not here.
+
         Raises:
-            ConnectFailed: (and subclasses) the app refused the socket or could not be
-                reached; jambonz would end the verb (and send its ``actionHook``).
+            ConnectFailed: (and subclasses) on entry: the app refused the socket or could not
+                be reached, or its URL is not ``ws``, ``wss``, ``http`` or ``https`` (or, in a
+                test connected in memory, not on the app: see :attr:`audio_connector`);
+                jambonz would end the verb (and send its ``actionHook``).
         """
         user, password = self._call_auth or (None, None)
         ws_auth = verb.ws_auth

@@ -67,10 +67,17 @@ async def open_fake_call(
             ``"localhost"``.
         close_timeout: seconds to wait for the app's close-frame answer.
 
+    Entry blocks while ``connector`` connects (no timeout of the fake's: the caller's
+    ``trio.fail_after``) and for the handshake (at most ``handshake_timeout``). Exit blocks
+    until the app answers the close, at most ``close_timeout`` (+1 s), shielded from
+    cancellation. Timeouts inside the block: see :class:`FakeCall`.
+
     Raises:
         ConnectFailed: (and its subclasses :class:`HandshakeRejected`,
-            :class:`SubprotocolMissing`, :class:`HandshakeTimeout`) on entry.
-        ProtocolViolation: on exit, for violations not reported yet (strict mode).
+            :class:`SubprotocolMissing`, :class:`HandshakeTimeout`) on entry; a connector
+            error is its ``__cause__``.
+        ProtocolViolation: on exit, for violations not reported yet (strict mode; not when
+            the block raised: its exception propagates as it is).
     """
     headers: list[tuple[bytes, bytes]] = [(b"user-agent", b"jambonz")]
     if username and password:

@@ -202,7 +202,8 @@ class Caller:
         self.audio_pace = audio_pace
 
     async def answer(self, gather: Gather) -> Answer:
-        """The answer to ``gather`` (awaits ``on_gather`` when it is ``async``)."""
+        """The answer to ``gather`` (awaits ``on_gather`` when it is ``async``: blocks as long
+        as it does, with no timeout of its own; what it raises propagates)."""
         if self._on_gather is not None:
             result = self._on_gather(gather)
             if not (result is None or isinstance(result, str | Speech | Digits | HangUp)):
@@ -211,9 +212,11 @@ class Caller:
         return self._answers.pop(0) if self._answers else None
 
     def dial(self, dial: Dial) -> DialOutcome:
+        """How ``dial`` ends: the next of ``dials``, else answered and completed."""
         return self._dials.pop(0) if self._dials else DialOutcome()
 
     def conference(self, conference: Conference) -> ConferenceOutcome:
+        """How ``conference`` goes: the next of ``conferences``, else ``ConferenceOutcome()``."""
         return self._conferences.pop(0) if self._conferences else ConferenceOutcome()
 
 
@@ -250,6 +253,10 @@ async def run_call(
     ``callee`` (a dial's ``confirmHook`` program on the callee) or ``heard`` (a ``say`` /
     ``play`` starts playing, whichever way the app sent it). A hook abandoned by a socket drop
     does not end the call: jambonz reconnects and carries on.
+
+    The fake's ``ack_timeout`` bounds each hook, ``idle`` the quiet end; an ``async``
+    ``on_gather`` or a program that never ends is bounded only by the caller's
+    ``trio.fail_after``.
 
     Raises:
         FakeJambonzError: the fake's errors (strict violations, ack timeouts, a rejected call).
