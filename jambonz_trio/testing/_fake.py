@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, overload
 
 import trio
+import trio_websocket
 
 from .._protocol import (
     MESSAGE_TYPES,
@@ -745,7 +746,16 @@ class FakeCall(_Inbound, _MediaServer):
             self._pending[pending.msgid] = pending
             self._start_watchdog(pending, self._ack_timeout)
         self._log(link, "out", text if isinstance(text, str) else f"(binary) {text!r}")
-        await link.ws.send_message(text)
+        try:
+            await link.ws.send_message(text)
+        except trio_websocket.ConnectionClosed:
+            # closed under us (the app's close read, not yet booked by the reader): as if
+            # there had been no open socket
+            if pending is not None:
+                self._pending.pop(pending.msgid, None)
+                if pending.watchdog is not None:
+                    pending.watchdog.cancel()
+            raise self._fail(FakeJambonzError("send_raw: the socket to the app closed")) from None
         if pending is None:
             self._check()
             return None

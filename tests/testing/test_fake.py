@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -628,6 +629,35 @@ async def test_send_raw_unknown_type(autojump_clock: trio.abc.Clock) -> None:
             await fc.wait_idle(1)
         with pytest.raises(ValueError, match="string msgid"):
             await fc.send_raw("[1]", await_ack=True)
+
+
+async def test_send_raw_on_a_socket_closed_under_it_raises_the_fakes_error(
+    autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The socket closed under ``send_raw`` (the app's close read by trio-websocket, not yet
+    booked by the fake's reader; stood in for by a write that raises): ``send_raw`` let
+    trio-websocket's ``ConnectionClosed`` out, where its docstring promises
+    ``FakeJambonzError`` (as with no open socket)."""
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.accept()
+        await s.ack(await s.recv_type("session:new"), [SAY])
+        await s.recv_type("call:status")
+        with contextlib.suppress(trio_websocket.ConnectionClosed):
+            await s.recv()
+
+    async with started_call(app_side, strict=False) as fc:
+        link = fc._link
+        assert link is not None and link.ws is not None
+
+        async def closed(message: str | bytes) -> None:
+            raise trio_websocket.ConnectionClosed(None)
+
+        monkeypatch.setattr(link.ws, "send_message", closed)
+        for await_ack in (False, True):
+            with pytest.raises(FakeJambonzError, match="closed"):
+                await fc.send_raw({"type": "foo:bar", "msgid": f"m-{await_ack}"}, await_ack=await_ack)
+        monkeypatch.undo()
 
 
 @pytest.mark.parametrize("data", [{}, False, 0, "", {"verb": "say", "text": "not in a list"}])
