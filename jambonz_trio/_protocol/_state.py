@@ -31,7 +31,9 @@ Every answer decision lives here (``docs/reconnects.md`` explains them):
 * the re-key release (:meth:`CallProtocol.rekey_bounce`): after a ``session:reconnect`` that
   found the ``session:new`` answer unproven, jambonz 0.9.8 may hold the call's traffic for
   good; once the answer is proven read on the new socket and jambonz stays quiet, the engine
-  closes the socket once so that jambonz's ordinary reconnect releases it;
+  closes the socket once so that jambonz's ordinary reconnect releases it. A call first seen
+  through a reconnect is suspected too, unless the process that served it before proved an
+  answer read (``session_confirmed``, carried by a cluster: :attr:`CallProtocol.session_confirmed`);
 * a bound on the requests owed at once: past it, requests are answered at once, empty.
 """
 
@@ -459,6 +461,10 @@ class CallProtocol:
         holding_verbs: what the watchdog answers ``session:new`` with (non-empty).
         max_owed: requests owed at once; past it, new ones are booked as ``overflow``: the
             engine answers them at once (empty), like the watchdog would at the deadline.
+        session_confirmed: for a call first seen here through a ``session:reconnect``: the
+            process that served it before saw jambonz read an answer of it (a cluster member's
+            stored fact, :attr:`session_confirmed`), so that reconnect cannot carry a re-keyed
+            ``session:new`` and is not suspected (:attr:`rekey_suspected`). Ignored otherwise.
     """
 
     # (slots: a live call holds one; a __dict__ of its ~30 fields cost ~1.6 KB: issue 16)
@@ -474,6 +480,7 @@ class CallProtocol:
         "_lost_commands",
         "_owed",
         "_pings",
+        "_read_before",
         "_receipt_ping",
         "_rekey",
         "_rekey_msgid",
@@ -506,6 +513,7 @@ class CallProtocol:
         ack_unknown_types: bool = True,
         holding_verbs: Sequence[Verb] = (Pause(length=1),),
         max_owed: int = DEFAULT_MAX_OWED_ACKS,
+        session_confirmed: bool = False,
     ) -> None:
         self.ack_deadline = ack_deadline
         self.max_outbound_bytes = max_outbound_bytes
@@ -548,6 +556,9 @@ class CallProtocol:
         self._rekey = 0
         self._rekey_msgid: str | None = None
         self._rekey_proven = False
+        # jambonz read an answer of this call before this socket's answers (on the process
+        # that served it before, or a re-keyed reconnect's answer here): see session_confirmed
+        self._read_before = session_confirmed
 
     # -- socket lifecycle ------------------------------------------------------------------
 
@@ -641,9 +652,10 @@ class CallProtocol:
             # read from a socket already considered lost: jambonz failed it at the drop
             self._abandon(msg)
             return
-        if isinstance(msg, SessionReconnect) and first:
+        if isinstance(msg, SessionReconnect) and first and not self._read_before:
             # a call first seen on a reconnect (this process never saw its session:new): its
-            # answer may be the re-keyed session:new answer too (rekey_suspected)
+            # answer may be the re-keyed session:new answer too (rekey_suspected), unless the
+            # process that served it saw jambonz read an answer (session_confirmed)
             self._suspect_rekey(msg.msgid)
         if isinstance(msg, SessionReconnect) and not first:
             self._gate = msg.msgid  # commands wait until this is answered
@@ -718,7 +730,7 @@ class CallProtocol:
         if sent.owed.needs_verbs and self.session is SessionState.SENT:
             self.session = SessionState.CONFIRMED
         if sent.generation == self._rekey and sent.owed.wire_msgid == self._rekey_msgid:
-            self._rekey_proven = True
+            self._rekey_proven = self._read_before = True
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -929,11 +941,25 @@ class CallProtocol:
     # -- the re-key release -----------------------------------------------------------------
 
     @property
+    def session_confirmed(self) -> bool:
+        """Whether jambonz is known to have read an answer of this call: the ``session:new``
+        answer here (:attr:`SessionState.CONFIRMED`), the answer to a ``session:reconnect``
+        suspected of carrying the re-keyed ``session:new``, or (the constructor's
+        ``session_confirmed``) an answer on the process that served the call before. jambonz
+        forgets its ``session:new`` at the first ack it reads, whichever (``_recvAck`` clears
+        ``_initMsgId``, FS v0.9.8 ``lib/utils/ws-requestor.js:537-538``; only sending
+        ``session:new`` sets it, ``:197``), so no later reconnect of the call carries it: a
+        process that sees the call first through one need not suspect a re-key. A cluster
+        member stores this with the call it hands over (docs/reconnects.md)."""
+        return self._read_before or self.session is SessionState.CONFIRMED
+
+    @property
     def rekey_suspected(self) -> bool:
         """The live socket's ``session:reconnect`` found the ``session:new`` answer not proven
         read (the app had not answered, or no receipt Pong came for its answer; or the call's
         first message here is that reconnect, as when the first socket died while jambonz
-        wrote ``session:new``), and jambonz has sent nothing since. jambonz then re-keyed its
+        wrote ``session:new``, unless :attr:`session_confirmed` came from the process that
+        served it), and jambonz has sent nothing since. jambonz then re-keyed its
         ``session:new`` to that reconnect, or may have: and 0.9.8 then holds every later
         message of the call for good (FS
         v0.9.8 ``lib/utils/ws-requestor.js:86-91``, ``:184``, ``:244-260``: only the send

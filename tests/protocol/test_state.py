@@ -740,6 +740,37 @@ def test_no_rekey_release_after_a_proven_answer() -> None:
     assert not p.rekey_suspected
 
 
+def test_a_call_first_seen_on_a_reconnect_is_not_suspected_when_an_answer_was_read_before() -> None:
+    """A call first seen through ``session:reconnect`` (the process that served it drained or
+    died) is suspected of a re-keyed ``session:new``, unless that process saw jambonz read an
+    answer of the call (``session_confirmed``: a cluster member's stored fact). jambonz clears
+    ``_initMsgId`` at the first ack it reads (FS v0.9.8 ``lib/utils/ws-requestor.js:537-538``)
+    and only sending ``session:new`` sets it (``:197``): that reconnect is an ordinary one, and
+    a release close would only cost the call a reconnect. The fact is the call's from then on,
+    and a suspected reconnect's answer proven read establishes it too (the next hand-over
+    carries it)."""
+    p = connected()
+    assert not p.session_confirmed
+    p.receive_text(reconnect("rc-1"), 0.0)
+    assert p.rekey_suspected
+    p.ack("rc-1", [SAY])
+    assert p.answer_written("rc-1", p.generation, Delivery.WRITTEN) is AckResult.SENT
+    assert not p.session_confirmed
+    assert p.pong_received(p.ping_payload(receipt=True))
+    assert p.rekey_release_ready and p.session_confirmed  # jambonz read it: it forgot session:new
+
+    q = connected(session_confirmed=True)
+    assert q.session_confirmed
+    q.receive_text(reconnect("rc-1"), 0.0)
+    assert not q.rekey_suspected
+    q.ack("rc-1", [SAY])
+    assert q.answer_written("rc-1", q.generation, Delivery.WRITTEN) is AckResult.SENT
+    assert q.pong_received(q.ping_payload(receipt=True))
+    assert not q.rekey_release_ready and not q.rekey_bounce(reconnects=1, budget=5)
+    assert q.session_confirmed and q.session is SessionState.NONE
+    assert answered(connected()).session_confirmed  # its session:new answer proven read here
+
+
 def test_watchdog_answers_a_rekeyed_session_new_with_holding_verbs() -> None:
     p = connected()
     p.receive_text(session_new("sn-1"), 0.0)
