@@ -239,6 +239,9 @@ class CallEngine:
     server's parking bookkeeping; ``may_park``: whether it would keep the call parked then (the
     engine closes a socket on its own only if so). ``observer``: told of answers, abandoned requests and
     dropped events (metrics, traces: :mod:`._observe`); ``None``, the default, costs nothing.
+    ``session_confirmed``: a call first seen through a ``session:reconnect`` whose previous
+    process saw jambonz read an answer of it (a cluster's stored fact; see
+    :attr:`CallProtocol.session_confirmed`).
     """
 
     __slots__ = (
@@ -283,6 +286,7 @@ class CallEngine:
         on_disconnect: Callable[[CallEngine], None] | None = None,
         may_park: Callable[[CallEngine], bool] | None = None,
         observer: Observer | None = None,
+        session_confirmed: bool = False,
     ) -> None:
         self.config = config
         #: the sid the server lists the call under: fixed at creation
@@ -293,6 +297,7 @@ class CallEngine:
             ack_unknown_types=config.ack_unknown_types,
             holding_verbs=config.holding_verbs,
             max_owed=config.max_owed_acks,
+            session_confirmed=session_confirmed,
         )
         self.link: Link | None = None
         self.events: EventQueue[tuple[Event, int]] = EventQueue(config.event_queue_size)

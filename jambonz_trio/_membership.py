@@ -53,10 +53,14 @@ class ServeHere:
     ``isolate``: the call's owner refused the takeover (identity mismatch): serve it as an
     isolated call, as a local mismatch is. ``user_data``: the call's last stored
     ``user_data``, to restore (``None``: none stored, or the app did not opt in).
+    ``session_confirmed``: the member that served the call saw jambonz read an answer of it
+    (:attr:`jambonz_trio.lowlevel.CallProtocol.session_confirmed`): this reconnect cannot
+    carry a re-keyed ``session:new``, and the call is not closed once to release one.
     """
 
     isolate: bool = False
     user_data: dict[str, Any] | None = None
+    session_confirmed: bool = False
 
 
 @attrs.frozen(eq=False)

@@ -429,7 +429,9 @@ class JambonzServer(metaclass=NoPublicConstructor):
                     return None
                 here = routed
             first_text = None
-        engine, is_new = self._resolve(first, admitted)
+        # the member that served the call saw jambonz read an answer: no re-key to suspect
+        confirmed = here is not None and here.session_confirmed and not here.isolate
+        engine, is_new = self._resolve(first, admitted, session_confirmed=confirmed)
         if is_new and here is not None and not engine.isolated:
             if here.isolate:
                 log.warning(
@@ -501,13 +503,17 @@ class JambonzServer(metaclass=NoPublicConstructor):
             return
         await self._serve_link(engine, Link(conn), first, None)
 
-    def _resolve(self, first: JambonzMessage, admitted: Admitted) -> tuple[CallEngine, bool]:
+    def _resolve(
+        self, first: JambonzMessage, admitted: Admitted, *, session_confirmed: bool = False
+    ) -> tuple[CallEngine, bool]:
         """The call a new socket carries: a live or parked call it may rebind to, else a new
-        call (isolated, i.e. not reachable by sid, when it names a call it may not take)."""
+        call (isolated, i.e. not reachable by sid, when it names a call it may not take).
+        ``session_confirmed``: the cluster says the member that served the call saw jambonz
+        read an answer of it (given to a new call only: :class:`ServeHere`)."""
         sid = routing_sid(first)  # the registry's key too: lookups and listing agree
         existing = self._table.live(sid) if sid else None
         if existing is None:
-            return self._new_call(first, admitted), True
+            return self._new_call(first, admitted, session_confirmed=session_confirmed), True
         if self._may_rebind(existing, first, existing.call.identity == admitted.identity):
             return existing, False
         # Isolated rather than refused: it may be a real call (jambonz has no other way in),
@@ -538,7 +544,9 @@ class JambonzServer(metaclass=NoPublicConstructor):
         original = call.session.data
         return all(first.data.get(key) == original.get(key) for key in OWNER_FIELDS)
 
-    def _new_call(self, first: JambonzMessage, admitted: Admitted) -> CallEngine:
+    def _new_call(
+        self, first: JambonzMessage, admitted: Admitted, *, session_confirmed: bool = False
+    ) -> CallEngine:
         engine = CallEngine(
             first,
             config=self.config.call,
@@ -547,6 +555,7 @@ class JambonzServer(metaclass=NoPublicConstructor):
             on_disconnect=self._on_call_disconnect,
             may_park=self._table.has_room,
             observer=self.observer,
+            session_confirmed=session_confirmed,
         )
         current_call.set(engine.log)
         route = admitted.route

@@ -252,7 +252,9 @@ class Cluster:
             nursery=nursery,
         )
         self._inbox_ready = trio.Event()  # set while the inbox task has a reading session
-        self._ud_stored: dict[str, str] = {}
+        # per call: the user_data text last stored, and whether its record said jambonz read
+        # an answer of the call (session_confirmed: it changes once, from False to True)
+        self._ud_stored: dict[str, tuple[str, bool]] = {}
         self._listens: dict[str, Callable[[str], None]] = {}  # listens of our calls, by token
         self._handed_over: set[str] = set()
         #: this member's wall clock, for ``ClusterCall.started`` only: no deadline shared with
@@ -655,15 +657,21 @@ class Cluster:
         return self._restore(sid, record, first, identity)
 
     def _restore(self, sid: str, record: str, first: SessionReconnect, identity: Identity) -> ServeHere:
-        """How to serve here a call whose owner is gone: its stored user_data restored, if the
-        app opted in and the reconnect passes the takeover rules against the stored identity."""
-        if not record or not self.config.keep_user_data:
+        """How to serve here a call whose owner is gone: if the reconnect passes the takeover
+        rules against the stored record's identity, its stored user_data restored (if the app
+        opted in) and whether jambonz read an answer of the call there (``confirmed``: no
+        re-key to suspect, :class:`ServeHere`); a mismatch isolates the call when the app
+        opted in (without, the record only carries that fact: it is ignored)."""
+        keep = self.config.keep_user_data
+        if not record:
             return ServeHere()
         try:
             stored = json.loads(record)
-            text = stored["v"]
-        except (ValueError, TypeError, KeyError):
-            log.warning("call %s: unreadable stored user_data; not restored", sid)
+            if not isinstance(stored, dict):
+                raise TypeError("not an object")
+        except (ValueError, TypeError):
+            if keep:
+                log.warning("call %s: unreadable stored user_data; not restored", sid)
             return ServeHere()
         data = first.data
         same = (
@@ -672,32 +680,43 @@ class Cluster:
             and all(stored.get(key) == data.get(key) for key in OWNER_FIELDS)
         )
         if not same:
-            return ServeHere(isolate=True)  # (the server logs it, as for a refused relay)
+            # (the server logs it, as for a refused relay)
+            return ServeHere(isolate=True) if keep else ServeHere()
+        confirmed = stored.get("confirmed") is True
+        text = stored.get("v") if keep else None
+        if text is None:
+            return ServeHere(session_confirmed=confirmed)
         try:
             restored = self.config.user_data_codec.decode(str(text))
         except Exception:
             log.warning("call %s: stored user_data could not be decoded; not restored", sid, exc_info=True)
-            return ServeHere()
+            return ServeHere(session_confirmed=confirmed)
         log.info("call %s: its owner is gone; the call starts here with its user_data restored", sid)
-        return ServeHere(user_data=restored)
+        return ServeHere(user_data=restored, session_confirmed=confirmed)
 
-    def _record(self, call: Call, text: str) -> str:
-        """A stored user_data: the text, and what a reconnect must match to get it back."""
+    def _record(self, call: Call, text: str | None, confirmed: bool) -> str:
+        """A stored record: the user_data text (``None``: the app did not opt in), whether
+        jambonz read an answer of the call (``confirmed``), and what a reconnect must match to
+        get them back."""
         data = call.session.data
-        return json.dumps(
-            {
-                "member": self.member,
-                "route": call.identity.route,
-                "user": user_hash(call.identity.username),
-                **{key: data.get(key) for key in OWNER_FIELDS},
-                "v": text,
-            }
-        )
+        record: dict[str, Any] = {
+            "member": self.member,
+            "route": call.identity.route,
+            "user": user_hash(call.identity.username),
+            **{key: data.get(key) for key in OWNER_FIELDS},
+        }
+        if text is not None:
+            record["v"] = text
+        if confirmed:
+            record["confirmed"] = True
+        return json.dumps(record)
 
     def _changed_user_data(
         self, calls: list[tuple[str, Call]], *, all_of_them: bool = False
-    ) -> list[tuple[str, str, str]]:
-        """``(sid, text, record)`` of the calls whose user_data changed since last stored."""
+    ) -> list[tuple[str, tuple[str, bool], str]]:
+        """``(sid, (text, confirmed), record)`` of the calls whose user_data, or whether
+        jambonz read an answer of them (:attr:`CallProtocol.session_confirmed`: at most once
+        per call, and usually before its first store), changed since last stored."""
         codec = self.config.user_data_codec
         changed = []
         for sid, call in calls:
@@ -708,8 +727,9 @@ class Cluster:
                     "user_data", "call %s: user_data not stored (%s: %s)", sid, type(exc).__name__, exc
                 )
                 continue
-            if all_of_them or self._ud_stored.get(sid) != text:
-                changed.append((sid, text, self._record(call, text)))
+            stored = (text, engine_of(call).protocol.session_confirmed)
+            if all_of_them or self._ud_stored.get(sid) != stored:
+                changed.append((sid, stored, self._record(call, *stored)))
         return changed
 
     async def _store_user_data(self) -> None:
@@ -726,15 +746,17 @@ class Cluster:
                 done: int = await self._store_ud(keys=[self._keys.members, self._keys.userdata], args=args)
             if done < 0:
                 return  # not registered: the full re-registration comes first
-            for sid, text, _record in chunk:
+            for sid, stored, _record in chunk:
                 if sid in self._live:
-                    self._ud_stored[sid] = text
+                    self._ud_stored[sid] = stored
             await trio.lowlevel.checkpoint()
 
     async def hand_over(self, calls: list[Call]) -> None:
         """Called by a draining server before it closes ``calls`` (with 1001 or 1012: jambonz
         reconnects, to another member): their user_data is stored now (when the app opted
-        in), and kept ``orphan_keep`` for the member the reconnect reaches. Bounded by
+        in), and kept ``orphan_keep`` for the member the reconnect reaches; so is, app opted
+        in or not, that jambonz read an answer of a call (the member restoring it then does
+        not suspect a re-keyed ``session:new``, docs/reconnects.md). Bounded by
         ``op_timeout``; a Redis fault is logged (the last stored user_data stays)."""
         mine = [(c.call_sid, c) for c in calls if c.call_sid is not None and self._entry(c) is not None]
         if not mine:
@@ -743,9 +765,13 @@ class Cluster:
         # (_removal) for the member their reconnect reaches (after a Redis fault here: the
         # last one stored)
         self._handed_over.update(sid for sid, _c in mine)
-        ops: list[tuple[str, str]] = [(sid, "") for sid, _c in mine]
         if self.config.keep_user_data:
             ops = [(sid, record) for sid, _t, record in self._changed_user_data(mine, all_of_them=True)]
+        else:  # (a record only for the fact; "": the orphan mark alone)
+            ops = [
+                (sid, self._record(c, None, True) if engine_of(c).protocol.session_confirmed else "")
+                for sid, c in mine
+            ]
         args: list[str | int] = [self.member, int(self.config.orphan_keep * 1000)]
         for sid, record in ops:
             args += [sid, record]

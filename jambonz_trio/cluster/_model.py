@@ -231,7 +231,10 @@ class ClusterConfig:
         keep_user_data: store every live call's ``call.user_data`` in Redis (checked every
             ``member_ttl / 3``, written when it changed, and at a drain), so that a call whose
             owner died or drained starts on the member its reconnect reaches with its
-            ``user_data`` restored. Off by default: the data may be personal.
+            ``user_data`` restored. Off by default: the data may be personal. (With it or
+            not, a drain's hand-over stores whether jambonz read an answer of each call, so
+            that the member restoring it does not close it once to release a re-keyed
+            ``session:new``: docs/reconnects.md.)
         user_data_codec: how ``user_data`` is stored (default :class:`JsonUserData`).
     """
 

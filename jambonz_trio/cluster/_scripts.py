@@ -13,7 +13,9 @@ Keys, for namespace ``NS`` (``P`` = ``jt:{NS}``):
 ``P:events``                  STREAM  call start / update / end, for watchers (capped)
 ``P:orphans``                 ZSET    call_sid -> until when (ms) its owner is known dead
 ``P:userdata``                HASH    call_sid -> the call's stored ``user_data`` (opt-in), JSON
-                                      with the identity a reconnect must match
+                                      with the identity a reconnect must match, and
+                                      ``confirmed`` when jambonz read an answer of the call
+                                      (also without user_data: a drain's hand-over)
 ============================  ======  ==========================================================
 
 A member's inbox also carries the frames of the calls relayed to or from it (see
@@ -105,7 +107,8 @@ end
 #: Removal only removes an entry (and user_data) that is still mine; a put takes the sid over from another
 #: member (the newest socket of a call is where jambonz talks), and with it the call's stored
 #: user_data (its record is re-tagged mine: the orphan mark that would have swept it goes, and
-#: my removal or my sweep removes it now, even before I store my own). The entries of a full
+#: my removal or my sweep removes it now, even before I store my own; its ``confirmed`` goes
+#: too: only the member serving the call states that jambonz read an answer of it). The entries of a full
 #: re-registration carry a ``copy`` (``ranked_doc``): one meeting another member's entry that
 #: carries one too (both members re-registered: Redis restarted empty, say) takes it over only
 #: if it outranks it (``_OUTRANKS``), and then tells that member (a ``moved`` entry in its
@@ -180,6 +183,7 @@ for i = 5, #ARGV, 2 do
         local ok, record = pcall(cjson.decode, ud)
         if ok and type(record) == 'table' and record['member'] ~= me then
           record['member'] = me
+          record['confirmed'] = nil
           redis.call('HSET', KEYS[6], sid, cjson.encode(record))
         end
       end

@@ -8,6 +8,7 @@ reaches (in memory; ``test_relay_processes.py`` does the same over TCP between p
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -17,13 +18,15 @@ import attrs
 import pytest
 import trio
 
-from jambonz_trio import Call, JambonzServer, ServerConfig
+from jambonz_trio import Call, CallConfig, JambonzServer, ServerConfig
+from jambonz_trio._call import engine_of
 from jambonz_trio.cluster import Cluster, ClusterCall, OwnerGone
 from jambonz_trio.cluster._relay import RelayedConnection
 from jambonz_trio.commands import RedirectCommand
 from jambonz_trio.lowlevel import ConnState
 from jambonz_trio.testing import CallData, FakeCall, open_fake_call
 from jambonz_trio.verbs import Say
+from tests.engine.helpers import SESSION_DATA, new_call, raw_client, reconnect
 from tests.helpers import msg, open_ws, recv
 from tests.operations.helpers import scrape_memory, value
 
@@ -439,6 +442,69 @@ async def test_a_drain_stores_the_user_data_of_the_calls_it_hands_over(
             await fc.expect_close()
         assert await stored_hooks(cluster, sid, 1)
         assert await cluster._client.zscore(cluster._keys.orphans, sid) is not None
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["user-data-kept", "no-user-data"])
+async def test_a_drained_call_whose_answer_jambonz_read_is_not_closed_again_where_it_lands(
+    nursery: trio.Nursery, redis_url: str, ns: str, keep: bool
+) -> None:
+    """A rolling deploy: member A drains, and its calls' reconnects land on B, which sees each
+    of them first through ``session:reconnect``. A quiet call whose ``session:new`` answer A
+    proved read (its receipt Pong) is served on B as it is: jambonz forgot that
+    ``session:new`` (FS v0.9.8 ``lib/utils/ws-requestor.js:537-538``), so its reconnect is an
+    ordinary one and nothing is held. A's hand-over stores the fact, with or without
+    ``keep_user_data``. A call whose answer A never saw read (no Pong) may be held by jambonz
+    (a re-keyed ``session:new``): B still closes it once (1012) ``rekey_quiet`` after its
+    answer's receipt. (B closed both: every quiet call of a drain reconnected twice.)"""
+    config = attrs.evolve(FAST, keep_user_data=keep)
+    calls = ServerConfig(call=CallConfig(rekey_quiet=0.3))
+    member = partial(run_member, redis_url, ns, config, handler=counting, server_config=calls)
+    a_cluster, a = await nursery.start(member)
+    b_cluster, b = await nursery.start(member)
+    with trio.fail_after(30):
+        for cluster in (a_cluster, b_cluster):
+            await cluster.wait_registered()
+        async with raw_client(a) as read, raw_client(a, auto_pong=False) as unread:
+            assert (await new_call(read, "sid-read") or {}).get("msgid") == "m1"
+            await unread.send(
+                "session:new", "m1", {**SESSION_DATA, "call_sid": "sid-unread"}, call_sid="sid-unread"
+            )
+            assert (await unread.receive() or {}).get("msgid") == "m1"  # its receipt Ping: no Pong
+            await eventually(lambda: engine_of(a.calls["sid-read"]).protocol.session_confirmed, 5)
+            assert not engine_of(a.calls["sid-unread"]).protocol.session_confirmed
+            async with trio.open_nursery() as draining:
+                draining.start_soon(partial(a.drain, grace=0))
+                for client in (read, unread):
+                    assert await client.receive() is None and client.close_code == 1012
+        async with raw_client(b) as read, raw_client(b) as unread:
+            assert (await reconnect(read, "sid-read") or {}).get("msgid") == "r1"
+            await read.answer_receipt()
+            call = b.calls["sid-read"]
+            assert call.restored and not engine_of(call).protocol.rekey_suspected
+            assert (await reconnect(unread, "sid-unread") or {}).get("msgid") == "r1"
+            await unread.answer_receipt()
+            assert await unread.receive() is None and unread.close_code == 1012  # the release
+            # the first call, quiet since before the second, is not closed
+            assert call.state is ConnState.CONNECTED and read.close_code is None
+            # B took the record over: the fact in Redis is B's own statement, or none yet
+            record = await eventually_record(b_cluster, "sid-read", b_cluster.member)
+            assert record.get("confirmed") is (True if keep else None)
+
+
+async def eventually_record(cluster: Cluster, sid: str, member: str) -> dict[str, Any]:
+    """The call's stored record once it names ``member``: taken over (UPSERT), and with
+    user_data kept, stored by ``member`` itself (with ``confirmed``)."""
+    found: dict[str, Any] = {}
+
+    async def named() -> bool:
+        text = await cluster._client.hget(cluster._keys.userdata, sid)
+        found.clear()
+        found.update(json.loads(text) if text else {})
+        keep = cluster.config.keep_user_data
+        return found.get("member") == member and (not keep or found.get("confirmed") is True)
+
+    await eventually(named, 5)
+    return found
 
 
 @pytest.mark.parametrize("how", ["write-failed", "reply-lost", "re-registration-failed"])
