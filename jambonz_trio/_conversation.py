@@ -86,6 +86,34 @@ _PREFIX = "/jt/"
 ToolHandler = Callable[[ToolCall], Awaitable[dict[str, Any]]]
 LlmEventHandler = Callable[[LlmEvent], Awaitable[None]]
 
+_OWN_HOOK = "the conversation sets the verb's action hook itself"
+_OWN_ID = "the conversation sets the verb's id itself"
+#: Per operation with ``**options``: the verb fields it sets itself, and what to pass instead.
+_SET_BY_OPERATION: dict[str, dict[str, str]] = {
+    "gather": {
+        "timeout": "pass input_timeout= (the gather verb's timeout)",
+        "say": "pass the prompt's text as the first argument",
+        "action_hook": _OWN_HOOK,
+        "id": _OWN_ID,
+    },
+    "dial": {
+        "timeout": "pass ring_timeout= (the dial verb's timeout)",
+        "target": "pass the targets as positional arguments",
+        "action_hook": _OWN_HOOK,
+        "id": _OWN_ID,
+    },
+    "listen": {"action_hook": _OWN_HOOK, "id": _OWN_ID},
+}
+
+
+def _refuse_own_options(operation: str, options: dict[str, Any]) -> None:
+    """Raise ``TypeError`` naming the parameter to use when ``options`` sets a field the
+    operation sets itself (else the verb's constructor says "multiple values")."""
+    for name, instead in _SET_BY_OPERATION[operation].items():
+        if name in options:
+            raise TypeError(f"{operation}() got {name!r}: {instead}")
+
+
 #: Tool handlers one conversation runs at once. A realtime model calls a few tools in
 #: parallel at most (OpenAI's parallel function calls, Google's ``function_calls`` list).
 DEFAULT_MAX_TOOL_CALLS = 8
@@ -271,7 +299,12 @@ class Conversation(metaclass=NoPublicConstructor):
         and dropped, or with ``early_turns=True`` passed on, already answered, to
         :meth:`next_event` (for speculative work on the likely transcript: read them, or they
         fill its queue); this returns the result.
+
+        Raises:
+            TypeError: an option the operation sets itself (``timeout``: use
+                ``input_timeout``; ``say``, ``action_hook``, ``id``), before anything is sent.
         """
+        _refuse_own_options("gather", options)
         message = await self._until_hook(
             "gather",
             early_turns=early_turns,
@@ -293,7 +326,13 @@ class Conversation(metaclass=NoPublicConstructor):
     async def dial(self, *targets: Target, ring_timeout: int | None = None, **options: Any) -> DialResult:
         """Call ``targets`` and bridge the first to answer; returns when the dial ends.
 
-        ``ring_timeout`` is the dial verb's ``timeout`` (seconds to ring)."""
+        ``ring_timeout`` is the dial verb's ``timeout`` (seconds to ring).
+
+        Raises:
+            TypeError: an option the operation sets itself (``timeout``: use
+                ``ring_timeout``; ``target``, ``action_hook``, ``id``), before anything is sent.
+        """
+        _refuse_own_options("dial", options)
         message = await self._until_hook(
             "dial",
             lambda hook, vid: Dial(
@@ -362,7 +401,9 @@ class Conversation(metaclass=NoPublicConstructor):
             OperationInterrupted: another task replaced the program while the listen ran
                 (jambonz then ended it, which ended the stream).
             CallClosed: the call ended first.
+            TypeError: an option the operation sets itself (``action_hook``, ``id``).
         """
+        _refuse_own_options("listen", options)
         n = next(self._ids)
         hook, vid = f"{_PREFIX}listen/{n}", f"jt-{n}"
         verb = listen_verb(url, action_hook=hook, id=vid, **options)

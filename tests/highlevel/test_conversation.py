@@ -401,6 +401,48 @@ async def test_other_events_and_mixing_rules(nursery: trio.Nursery) -> None:
     assert isinstance(got[0], CallStatus) and got[0].call_status == "in-progress"
 
 
+async def test_an_option_an_operation_sets_itself_is_refused_naming_the_parameter_to_use(
+    nursery: trio.Nursery,
+) -> None:
+    """Before: ``convo.gather("...", timeout=5)`` (the verb's own field name) crashed the
+    handler with ``Gather() got multiple values for keyword argument 'timeout'``, an argument
+    the app passed once; now the operation says which parameter to use, before sending."""
+    refused: list[str] = []
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            attempts: list[Callable[[], Awaitable[object]]] = [
+                lambda: convo.gather("Your PIN?", timeout=5),
+                lambda: convo.gather("Your PIN?", action_hook="/mine"),
+                lambda: convo.gather(say=Say(text="Your PIN?")),
+                lambda: convo.dial(timeout=30),
+                lambda: convo.dial(target=[]),
+            ]
+            for attempt in attempts:
+                with pytest.raises(TypeError) as info:
+                    await attempt()
+                refused.append(str(info.value))
+            with pytest.raises(TypeError) as info:
+                async with convo.listen("/audio", id="mine"):
+                    pass
+            refused.append(str(info.value))
+            await convo.hangup()
+
+    server = await serve(nursery, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        ack = await fc.start()
+        assert ack.verb_names == ["config", "hangup"]  # nothing of the refused operations went out
+        await fc.hangup()
+    assert refused == [
+        "gather() got 'timeout': pass input_timeout= (the gather verb's timeout)",
+        "gather() got 'action_hook': the conversation sets the verb's action hook itself",
+        "gather() got 'say': pass the prompt's text as the first argument",
+        "dial() got 'timeout': pass ring_timeout= (the dial verb's timeout)",
+        "dial() got 'target': pass the targets as positional arguments",
+        "listen() got 'id': the conversation sets the verb's id itself",
+    ]
+
+
 async def test_conversation_survives_a_reconnect(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
