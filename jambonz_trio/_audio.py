@@ -343,7 +343,8 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
         if bidi is not None and not (bidi.enabled is not False and bidi.streaming and bidi.sample_rate):
             raise LocalProtocolError(
                 "this listen does not stream audio back (bidirectionalAudio needs enabled, "
-                "streaming and sampleRate): jambonz would discard the frame"
+                "streaming and sampleRate): jambonz would discard the frame; start it with "
+                "call.listen(..., bidirectional=True)"
             )
         check_pcm(pcm)
         if not pcm:
@@ -379,7 +380,8 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
         bidi = self.bidirectional
         if bidi is not None and (bidi.enabled is False or bidi.streaming):
             raise LocalProtocolError(
-                "playAudio is only acted on when bidirectionalAudio is enabled and not streaming"
+                "playAudio is only acted on when bidirectionalAudio is enabled and not streaming: "
+                "start the listen with call.listen(..., bidirectional=True, streaming=False)"
             )
         if content_type == "raw" and sample_rate is None:
             sample_rate = self.sample_rate if self.sample_rate in PLAY_AUDIO_SAMPLE_RATES else None

@@ -442,10 +442,10 @@ async def test_mode_checks_of_a_listen_the_library_started(
 
     async def app(stream: AudioStream) -> None:
         stream.bidirectional = CLIPS
-        with pytest.raises(LocalProtocolError, match="streaming"):
-            await stream.send_audio(b"\x00\x00")
+        with pytest.raises(LocalProtocolError, match=r"streaming.*listen\(\.\.\., bidirectional=True\)"):
+            await stream.send_audio(b"\x00\x00")  # the error names the option that fixes it
         stream.bidirectional = listen().bidirectional_audio
-        with pytest.raises(LocalProtocolError, match="playAudio"):
+        with pytest.raises(LocalProtocolError, match=r"playAudio.*bidirectional=True, streaming=False"):
             await stream.play(b"\x00\x00")
         with pytest.raises(LocalProtocolError, match="whole number"):
             await stream.send_audio(b"\x00")
@@ -454,7 +454,8 @@ async def test_mode_checks_of_a_listen_the_library_started(
 
     server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
     async with open_fake_audio_stream(server.connect_memory, listen()) as fake:
-        await checked.wait()
+        await fake.wait_closed()  # the handler returned (or failed a check): the stream closed
+    assert checked.is_set()
     assert fake.frames_from_app == 0
 
 
