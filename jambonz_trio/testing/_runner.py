@@ -146,6 +146,11 @@ def _hook_url(hook: Any) -> str:
     return str(getattr(hook, "url", hook))
 
 
+def _hook_arrow(hook: Any) -> str:
+    """`` -> <hook's url>`` for the narration, or nothing for a verb without that hook."""
+    return "" if hook is None else f" -> {_hook_url(hook)}"
+
+
 class _Killed:
     """The running verb was killed by a redirect."""
 
@@ -1102,10 +1107,13 @@ def describe_verb(verb: Verb) -> str:
         return f'say "{text}"'
     if isinstance(verb, Gather):
         inputs = "+".join(verb.input or ["digits"])
-        prompt = f", prompt: {describe_verb(verb.say)}" if verb.say is not None else ""
-        return f"gather {inputs} -> {_hook_url(verb.action_hook)} (timeout {verb.timeout}s{prompt})"
+        options = [f"timeout {verb.timeout}s"] if verb.timeout is not None else []
+        if verb.say is not None:
+            options.append(f"prompt: {describe_verb(verb.say)}")
+        details = f" ({', '.join(options)})" if options else ""
+        return f"gather {inputs}{_hook_arrow(verb.action_hook)}{details}"
     if isinstance(verb, Dial):
-        return f"dial {len(verb.target)} target(s) -> {_hook_url(verb.action_hook)}"
+        return f"dial {len(verb.target)} target(s){_hook_arrow(verb.action_hook)}"
     if isinstance(verb, Config):
         return "config" + (" (notifyEvents)" if verb.notify_events else "")
     for cls, template in _VERB_LINES.items():

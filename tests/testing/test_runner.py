@@ -18,6 +18,7 @@ from jambonz_trio.testing import (
     HangUp,
     Speech,
     ToolCallScript,
+    describe_verb,
     open_fake_call,
     run_call,
 )
@@ -169,6 +170,20 @@ async def test_what_the_caller_heard_does_not_depend_on_ack_or_redirect(
         assert [text for who, text in steps if who == "heard"] == run.heard
         heard.append(run.heard)
     assert heard[0] == heard[1] == ["Hello", "Name?", "Bye"]
+
+
+def test_the_narration_of_a_verb_names_only_the_options_it_has() -> None:
+    """Before: a dial without an actionHook read ``dial 1 target(s) -> None`` and a gather
+    without a timeout ``(timeout Nones, ...)`` in run_call's narration."""
+    phone = Target(type="phone", number="+15551234567")
+    assert describe_verb(Dial(target=[phone])) == "dial 1 target(s)"
+    assert describe_verb(Dial(target=[phone], action_hook="/dialed")) == "dial 1 target(s) -> /dialed"
+    assert describe_verb(Gather(input=["speech"])) == "gather speech"
+    assert (
+        describe_verb(Gather(action_hook="/g", timeout=5, say=Say(text="PIN?")))
+        == 'gather digits -> /g (timeout 5s, prompt: say "PIN?")'
+    )
+    assert describe_verb(Gather(say=Say(text="PIN?"))) == 'gather digits (prompt: say "PIN?")'
 
 
 async def test_on_gather_may_return_a_plain_str_like_positional_answers(
