@@ -2,8 +2,9 @@
 
 ``fake_jambonz`` is a factory with the signature of :func:`open_fake_call`::
 
-    async def test_greeting(fake_jambonz, server):
-        async with fake_jambonz(server.connector) as fc:
+    async def test_greeting(nursery: trio.Nursery, fake_jambonz: FakeJambonzFactory) -> None:
+        server = await nursery.start(serve_jambonz, app)
+        async with fake_jambonz(server.connect_memory) as fc:
             ack = await fc.start()
 
 When the test ends, every call opened through the factory is checked: if the fake had to send

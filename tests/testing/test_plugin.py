@@ -62,3 +62,39 @@ def test_plugin_fails_test_on_jambonz_error(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         ["*jambonz would have answered with 1 jambonz:error InvalidMessage*", "*{not json*"]
     )
+
+
+def test_the_plugins_docstring_example_runs_as_written(pytester: pytest.Pytester) -> None:
+    """Before: the module docstring's example used ``server.connector`` and a ``server``
+    fixture, neither of which exists (a new user copying it got AttributeError / "fixture
+    'server' not found"); it is now run here, with only the app it names defined."""
+    import jambonz_trio.testing._plugin as plugin
+
+    doc = plugin.__doc__ or ""
+    example = textwrap.dedent(doc.split("::\n", 1)[1].split("\n\n", 1)[0]).strip("\n") + "\n"
+    pytester.makeini("[pytest]\ntrio_mode = true\n")
+    pytester.makepyfile(
+        test_example=textwrap.dedent(
+            """
+            import trio
+
+            from jambonz_trio import Call, serve_jambonz
+            from jambonz_trio.testing import FakeJambonzFactory
+            from jambonz_trio.verbs import Say
+
+
+            async def app(call: Call) -> None:
+                await call.ack(call.session, [Say(text="Hello")])
+                await call.wait_closed()
+
+
+            """
+        )
+        + example
+        + "    assert ack.verb_names == ['say']\n"
+    )
+    installed = bool(entry_points(group="pytest11", name="jambonz_trio"))
+    result = pytester.runpytest_inprocess(
+        *([] if installed else ["-p", "jambonz_trio.testing._plugin"]), "-q"
+    )
+    result.assert_outcomes(passed=1)
