@@ -121,7 +121,7 @@ class _Claim:
     """A task waiting for one audio stream (by listen token or by call sid; ``identity``: the
     admission a stream must match, see :meth:`AudioStreams.wait_stream`)."""
 
-    __slots__ = ("done", "identity", "listen", "misrouted", "stream")
+    __slots__ = ("arriving", "done", "identity", "listen", "misrouted", "stream")
 
     def __init__(self, listen: BidirectionalAudio | None = None, identity: Identity | None = None) -> None:
         self.done = trio.Event()
@@ -129,6 +129,8 @@ class _Claim:
         self.listen = listen
         self.identity = identity
         self.misrouted: str | None = None  # the member the socket reached instead
+        #: a socket naming this listen was admitted (see :func:`listen_socket_admitted`)
+        self.arriving = False
 
     def fail_misrouted(self, member: str) -> None:
         if self.stream is None and not self.done.is_set():
@@ -144,6 +146,18 @@ class _Claim:
 #: reaches the call that started it whichever server in the process jambonz connects to. A
 #: token is 128 random bits that only the listen verb's URL carries.
 _LISTENS: dict[str, _Claim] = {}
+
+
+def listen_socket_admitted(path: str) -> None:
+    """An audio socket was admitted on ``path`` (before its 101 goes out): the listen its
+    token names, if one waits here, knows its socket is coming even if jambonz ends the verb
+    before the socket is handed over (``open_listen``'s ``verb_ended``)."""
+    token = listen_token(path)
+    claim = _LISTENS.get(token) if token is not None else None
+    if claim is not None:
+        claim.arriving = True
+
+
 #: Cluster members of this process that know which member started a listen (one per server
 #: with a cluster): a socket naming a listen no call here started is looked up there.
 LISTEN_ROUTERS: list[ListenRouter] = []

@@ -27,7 +27,7 @@ import attrs
 import trio
 
 from ._audio import _LISTENS, LISTEN_ROUTERS, AudioStream, _Claim
-from ._errors import CallClosed, ListenMisrouted, ListenTimeout
+from ._errors import CallClosed, ListenConnectFailed, ListenMisrouted, ListenTimeout
 from ._log import get_logger
 from ._protocol._audio import add_listen_token, new_listen_token
 from ._protocol._messages import JambonzMessage
@@ -101,13 +101,21 @@ async def open_listen(
     before: Sequence[Verb] = (),
     after: Sequence[Verb] = (),
     connect_timeout: float = 10.0,
+    verb_ended: trio.Event | None = None,
 ) -> AsyncIterator[AudioStream]:
     """Send ``[*before, verb, *after]`` with a fresh token in the verb's URL, wait for
     jambonz's audio socket, and yield its :class:`AudioStream`; close it when the block exits
     (jambonz then ends the verb and goes on with ``after``).
 
+    ``verb_ended``: set by the caller when it learns that jambonz ended the verb (its
+    ``actionHook`` came): if that happens before the socket, the wait stops at once (unless a
+    socket for this listen is already being admitted: then it waits for that one). Without
+    it (a plain :meth:`Call.listen`, whose hook goes to the app) only the timeout ends the
+    wait.
+
     Raises:
         ListenTimeout: no socket within ``connect_timeout`` seconds.
+        ListenConnectFailed: (a ``ListenTimeout``, at once) ``verb_ended`` was set first.
         ListenMisrouted: (a ``ListenTimeout``, at once) the socket reached another member of
             the server's cluster (another worker on the same address), which closed it.
         CallClosed: the call ended first.
@@ -127,6 +135,8 @@ async def open_listen(
                     nursery.cancel_scope.cancel()
 
                 nursery.start_soon(call_ended)
+                if verb_ended is not None:
+                    nursery.start_soon(_verb_ended, claim, verb_ended, nursery.cancel_scope)
                 await claim.done.wait()
                 nursery.cancel_scope.cancel()
     except BaseException:
@@ -149,6 +159,14 @@ async def open_listen(
             )
         if call.closed:
             raise CallClosed("the call ended before jambonz opened the audio socket")
+        if verb_ended is not None and verb_ended.is_set():
+            raise ListenConnectFailed(
+                f"jambonz ended the listen of {verb.url!r} before its audio socket reached this "
+                "app (its actionHook came first): the media server most likely could not "
+                "connect. Check the URL and path (a relative URL needs an AudioRoute on that "
+                "path of this server: 404 otherwise), the credentials (the call hook's, or "
+                "the verb's wsAuth: 401), and that the URL reaches this server (a proxy's route)"
+            )
         raise ListenTimeout(
             f"jambonz did not open the audio socket of {verb.url!r} within {connect_timeout:g} s"
         )
@@ -163,3 +181,12 @@ async def open_listen(
     finally:
         with trio.CancelScope(shield=True):
             await stream.aclose(1000, "listen finished")
+
+
+async def _verb_ended(claim: _Claim, ended: trio.Event, scope: trio.CancelScope) -> None:
+    """Stop :func:`open_listen`'s wait once jambonz ended the verb, unless a socket for the
+    listen was admitted first (its hand-over may still be on its way: the metadata frame, or
+    the verb ended right after connecting, ``maxLength``): that socket then decides."""
+    await ended.wait()
+    if not claim.arriving:
+        scope.cancel()

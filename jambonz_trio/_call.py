@@ -480,7 +480,11 @@ class Call(CommandMethods, ReceiveUntilEnd[Event], trio.abc.AsyncResource, metac
 
         Raises:
             ListenTimeout: jambonz did not connect within ``connect_timeout`` seconds (the
-                caller's bound; a wrong URL or credentials look like this).
+                caller's bound; a wrong URL or credentials look like this: jambonz then
+                ends the verb at once and calls its ``action_hook``, but that goes to this
+                handler, blocked here, so only the timeout ends the wait;
+                :meth:`Conversation.listen <jambonz_trio.Conversation.listen>` raises
+                :class:`~jambonz_trio.audio.ListenConnectFailed` at the hook instead).
             CallClosed: the call ended first.
             LocalProtocolError, NotDelivered: as for :meth:`ack` / :meth:`send_command`.
         """

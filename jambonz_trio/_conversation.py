@@ -49,6 +49,7 @@ from ._engine import command_origin, watch_program
 from ._errors import (
     CallClosed,
     JambonzTrioError,
+    ListenConnectFailed,
     ListenTimeout,
     LocalProtocolError,
     NotDelivered,
@@ -396,6 +397,10 @@ class Conversation(metaclass=NoPublicConstructor):
         to end (the conversation runs one at a time).
 
         Raises:
+            ListenConnectFailed: (a ``ListenTimeout``) jambonz ended the verb before its audio
+                socket reached this app (its actionHook came first: a wrong URL or path, no
+                :class:`~jambonz_trio.AudioRoute` there, wrong credentials...); raised at
+                once, and the next operation answers that hook.
             ListenTimeout: jambonz did not connect within ``connect_timeout`` seconds (the
                 verb is then killed, so the next operation runs at once).
             OperationInterrupted: another task replaced the program while the listen ran
@@ -415,9 +420,21 @@ class Conversation(metaclass=NoPublicConstructor):
                 self._current = op
                 try:
                     async with open_listen(
-                        self.call, verb, send=self._send, connect_timeout=connect_timeout
+                        self.call,
+                        verb,
+                        send=self._send,
+                        connect_timeout=connect_timeout,
+                        verb_ended=op.done,
                     ) as stream:
                         yield stream
+                except ListenConnectFailed:
+                    # the verb is over (nothing to kill): interrupted by another task's
+                    # command, the call's end, or its hook (answered by the next operation)
+                    if op.interrupted:
+                        raise OperationInterrupted(op.kind, op.interrupted_by) from None
+                    if op.message is None:
+                        raise CallClosed("call ended") from None
+                    raise
                 except ListenTimeout:
                     await self._kill_current()
                     raise

@@ -14,6 +14,7 @@ __all__ = [
     "CallClosed",
     "CommandQueueFull",
     "JambonzTrioError",
+    "ListenConnectFailed",
     "ListenMisrouted",
     "ListenTimeout",
     "LocalProtocolError",
@@ -156,7 +157,20 @@ class AudioStreamClosed(_Ended):
 
 class ListenTimeout(JambonzTrioError):
     """jambonz did not open the audio socket of a ``listen`` within the caller's timeout
-    (the URL or credentials may be wrong: jambonz reports a failed connect to nobody)."""
+    (the URL or credentials may be wrong: jambonz tells the app nothing else about a failed
+    connect, but see :class:`ListenConnectFailed`)."""
+
+
+class ListenConnectFailed(ListenTimeout):
+    """jambonz ended a ``listen`` before its audio socket reached the app: raised at once,
+    instead of waiting for the timeout (a :class:`ListenTimeout`, which it replaces), when the
+    library sees the verb end first (its ``actionHook``, which a
+    :meth:`Conversation.listen <jambonz_trio.Conversation.listen>` always has). Most likely
+    the media server could not connect: a wrong URL or path (no
+    :class:`~jambonz_trio.AudioRoute` serves it: 404), wrong credentials (401), or a URL that
+    reaches another server. jambonz reports no reason (FS v0.9.8 lib/tasks/listen.js:260-264
+    ends the verb on the module's connect failure, and the hook carries only the call's
+    info)."""
 
 
 class ListenMisrouted(ListenTimeout):

@@ -39,7 +39,7 @@ from ._admission import (
     read_head,
     source_key,
 )
-from ._audio import AudioStreams
+from ._audio import AudioStreams, listen_socket_admitted
 from ._call import Call
 from ._config import ServerConfig
 from ._connection import Connection, ConnectionClosed
@@ -311,6 +311,8 @@ class JambonzServer(metaclass=NoPublicConstructor):
                     )
                     if admitted.route.auth is not None:
                         budget.authenticated(source, trio.current_time())
+                    if isinstance(admitted.route, AudioRoute):
+                        listen_socket_admitted(admitted.path)  # before the media server sees it
                     await stream.send_all(accept_response(admitted.key, admitted.subprotocol))
                 except Refusal as exc:
                     refusal = exc

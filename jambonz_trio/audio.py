@@ -5,7 +5,8 @@ and their messages (``docs/protocol.md`` §13).
 the server's live streams (``server.audio_streams``); :class:`AudioConfig` their limits
 (``ServerConfig.audio``); :class:`AudioCloseInfo`, :class:`AudioStreamStatistics`,
 :data:`AudioHandler` (an :class:`~jambonz_trio.AudioRoute`'s handler), and the errors
-:class:`AudioStreamClosed`, :class:`ListenTimeout` and :class:`ListenMisrouted`.
+:class:`AudioStreamClosed`, :class:`ListenTimeout` and its subclasses
+:class:`ListenConnectFailed` and :class:`ListenMisrouted`.
 
 :class:`AudioMetadata` is the typed first frame of an :class:`~jambonz_trio.AudioStream`;
 :class:`PlayDone`, :class:`MarkEvent`, :class:`Dtmf` and :class:`UnknownAudioMessage` are what
@@ -15,7 +16,7 @@ codec the stream (and the fake jambonz) use, for anyone serving the socket some 
 
 from ._audio import AudioCloseInfo, AudioHandler, AudioStreams, AudioStreamStatistics
 from ._config import AudioConfig
-from ._errors import AudioStreamClosed, ListenMisrouted, ListenTimeout
+from ._errors import AudioStreamClosed, ListenConnectFailed, ListenMisrouted, ListenTimeout
 from ._protocol._audio import *  # noqa: F403
 from ._protocol._audio import __all__ as _codec_all
 from ._public import fixup_module_metadata
@@ -27,6 +28,7 @@ __all__ = [
     "AudioStreamClosed",
     "AudioStreamStatistics",
     "AudioStreams",
+    "ListenConnectFailed",
     "ListenMisrouted",
     "ListenTimeout",
     *_codec_all,

@@ -901,6 +901,7 @@ async def run_listen(runner: _Runner, verb: Listen) -> bool | None:
     digits: str | None = None
     ended: str | None = None
     hung_up = False
+    connected = True
     try:
         async with fc.open_listen(verb, playout=caller.audio_pace) as audio:
             runner.step("jambonz", f"audio socket open: {audio.url}")
@@ -948,6 +949,7 @@ async def run_listen(runner: _Runner, verb: Listen) -> bool | None:
     except ConnectFailed as exc:
         # the module reports connect_failed; FS ends the verb (FS lib/tasks/listen.js:260-264)
         runner.step("jambonz", f"the audio socket failed: {exc.message}")
+        connected = False
     if hung_up:
         runner.step("caller", "(hangs up)")
         runner.ended = True
@@ -960,7 +962,11 @@ async def run_listen(runner: _Runner, verb: Listen) -> bool | None:
         # a killed listen reports too (FS v0.9.8 lib/tasks/listen.js:93-94: kill() ends the
         # wait, :102-126), and its answer is the new program (expectResponse for a top-level one)
         hook = str(getattr(verb.action_hook, "url", verb.action_hook))
-        data: dict[str, Any] = {"dial_call_duration": round(trio.current_time() - started)}
+        # after a connect failure the hook has only the call's info: FS sets dialCallDuration
+        # in kill() (lib/tasks/listen.js:117-120), which a failed connect never calls
+        data: dict[str, Any] = {}
+        if connected:
+            data["dial_call_duration"] = round(trio.current_time() - started)
         if digits is not None:
             data["digits"] = digits
         runner.step("jambonz", f"listen ends{' (killed)' if killed else ''}; verb:hook {hook}")

@@ -17,7 +17,7 @@ from jambonz_trio import (
     open_conversation,
 )
 from jambonz_trio._protocol._audio import listen_token
-from jambonz_trio.audio import Dtmf, ListenTimeout
+from jambonz_trio.audio import Dtmf, ListenConnectFailed, ListenTimeout
 from jambonz_trio.commands import RedirectCommand
 from jambonz_trio.testing import AudioSource, CallData, Caller, open_fake_call, run_call
 from jambonz_trio.verbs import Hangup, Listen, Say
@@ -209,6 +209,39 @@ async def test_conversation_listen_then_the_next_operation_answers_its_hook(
     assert len(listen_hooks) == 1 and listen_hooks[0].verbs[0].VERB == "say"  # "Thanks" answered it
     assert listen_hooks[0].request.data["dial_call_duration"] >= 1
     assert fc.audio_streams[0].played == TONE.pcm[:ONE_SECOND]
+
+
+async def test_conversation_listen_to_a_path_no_route_serves_fails_at_its_action_hook(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # the app's server refuses the audio socket (404: no AudioRoute on /nowhere); jambonz
+    # ends the verb and sends its actionHook (FS v0.9.8 lib/tasks/listen.js:260-264, :93-94):
+    # the listen fails then, not after its connect_timeout, and the next operation answers
+    # that hook
+    errors: list[tuple[BaseException, float]] = []
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            started = trio.current_time()
+            try:
+                async with convo.listen("/nowhere", connect_timeout=30):
+                    pass
+            except ListenTimeout as exc:
+                errors.append((exc, trio.current_time() - started))
+            await convo.say("Sorry")
+            await convo.hangup()
+
+    server = await start_server(nursery, [Route(path="/call", handler=app), AudioRoute(path="/audio")])
+    steps: list[tuple[str, str]] = []
+    async with open_fake_call(server.connect_memory, path="/call") as fc:
+        await run_call(fc, Caller(audio=TONE), on_step=lambda who, text: steps.append((who, text)))
+    [(error, waited)] = errors
+    assert isinstance(error, ListenConnectFailed) and waited < 1
+    assert "'/nowhere" in str(error) and "credentials" in str(error) and "AudioRoute" in str(error)
+    listen_hooks = [a for a in fc.acks if a.request.hook and a.request.hook.startswith("/jt/listen/")]
+    assert len(listen_hooks) == 1 and listen_hooks[0].verbs[0].VERB == "say"  # "Sorry" answered it
+    assert "dial_call_duration" not in listen_hooks[0].request.data  # FS: kill() sets it, never called
+    assert any("audio socket failed" in text and "404" in text for _, text in steps)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
