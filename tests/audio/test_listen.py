@@ -3,6 +3,8 @@ how the verb goes out, how the stream finds its call, timeouts, and the call's p
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import trio
 
@@ -22,7 +24,7 @@ from jambonz_trio.commands import RedirectCommand
 from jambonz_trio.testing import AudioSource, CallData, Caller, open_fake_call, run_call
 from jambonz_trio.verbs import Hangup, Listen, Say
 
-from .helpers import start_server
+from .helpers import raw_client, start_server
 
 TONE = AudioSource.tone(seconds=3.0)
 ONE_SECOND = 16000  # bytes of 8 kHz mono L16
@@ -242,6 +244,39 @@ async def test_conversation_listen_to_a_path_no_route_serves_fails_at_its_action
     assert len(listen_hooks) == 1 and listen_hooks[0].verbs[0].VERB == "say"  # "Sorry" answered it
     assert "dial_call_duration" not in listen_hooks[0].request.data  # FS: kill() sets it, never called
     assert any("audio socket failed" in text and "404" in text for _, text in steps)
+
+
+async def test_a_listen_hook_arriving_while_its_socket_is_handed_over_keeps_the_listen(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # the audio socket was admitted (its 101 sent) but not handed over yet (no metadata) when
+    # the listen's actionHook arrives (a verb that ended at once: a tiny maxLength): the
+    # socket is coming, so the listen waits for it instead of failing as unconnectable
+    opened: list[str] = []
+    errors: list[BaseException] = []
+
+    async def app(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            try:
+                async with convo.listen("/audio", connect_timeout=30) as stream:
+                    opened.append(stream.call_sid)
+            except ListenTimeout as exc:
+                errors.append(exc)
+            await convo.hangup()
+
+    server = await start_server(nursery, [Route(path="/call", handler=app), AudioRoute(path="/audio")])
+    async with open_fake_call(server.connect_memory, path="/call") as fc:
+        ack = await fc.start()
+        verb = ack.first(Listen)
+        async with raw_client(server, verb.url) as ws, trio.open_nursery() as inner:
+            await fc.wait_idle(0.1)  # admitted: the server has read the request, sent its 101
+            inner.start_soon(fc.hook, verb)  # jambonz ends the verb: its actionHook
+            await fc.wait_idle(0.1)
+            assert errors == []
+            await ws.send_message(json.dumps({"callSid": fc.call.call_sid, "sampleRate": 8000}))
+            await fc.wait_idle(0.5)
+        assert errors == [] and opened == [fc.call.call_sid]
+        await fc.hangup()
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
