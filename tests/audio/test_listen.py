@@ -259,7 +259,7 @@ async def test_a_listen_hook_arriving_while_its_socket_is_handed_over_keeps_the_
         async with open_conversation(call) as convo:
             try:
                 async with convo.listen("/audio", connect_timeout=30) as stream:
-                    opened.append(stream.call_sid)
+                    opened.append(stream.call_sid or "")
             except ListenTimeout as exc:
                 errors.append(exc)
             await convo.hangup()
