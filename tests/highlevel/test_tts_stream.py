@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 import trio
 import trio.testing
 
@@ -140,44 +141,6 @@ async def test_a_send_held_by_back_pressure_is_dropped_by_a_barge_in(
     assert results == [True, False]
 
 
-async def test_tts_clear_releases_a_send_held_by_back_pressure(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
-) -> None:
-    """``tts:clear`` empties jambonz's buffer and resets its full flag without a
-    ``stream_resumed`` (feature-server v0.9.8 lib/utils/tts-streaming-buffer.js:165-175): a
-    sender waiting for that event was held until the call ended. A bare ``Call.tts_clear``
-    (no turn to end) releases it, and its batch, refused before, now fits."""
-    results: list[bool] = []
-    paused = trio.Event()
-
-    async def app(call: Call) -> None:
-        await call.ack(call.session, [Config(tts_stream=TtsStream(enable=True))])
-        async with open_tts_stream(call) as tts, trio.open_nursery() as inner:
-
-            async def clear_when_paused() -> None:
-                await paused.wait()
-                await call.tts_clear()  # from another task, outside the turn
-
-            inner.start_soon(clear_when_paused)
-            await _send_until_full(tts, results)
-        await call.wait_closed()
-
-    server = await start(nursery, app)
-    async with open_fake_call(server.connect_memory) as fc:
-        await _start_until_full(fc, results)
-        paused.set()
-        await _until(fc, lambda: len(results) == 2)
-        assert [c.name for c in fc.commands] == [
-            "tts:tokens",
-            "tts:tokens",
-            "tts:clear",
-            "tts:tokens",
-            "tts:flush",
-        ]
-        assert fc.tts_text == "a" * 900 + "b" * 300
-    assert results == [True, True]
-
-
 async def test_a_turn_jambonz_refuses_ends_with_its_failure(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -209,13 +172,18 @@ async def test_a_turn_jambonz_refuses_ends_with_its_failure(
     assert tts.failure is not None and tts.failure.status is None
 
 
-async def test_clearing_a_turn_drops_its_send_held_by_back_pressure(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+@pytest.mark.parametrize("by", ["call", "turn"])
+async def test_a_clear_releases_a_send_held_by_back_pressure(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, by: str
 ) -> None:
-    """``TokenStream.clear`` is the app deciding to stop the turn: the batch held by
-    back-pressure was released by the clear and sent again, so the text the app had just
-    cleared was spoken after all (and the block flushed it). The held send now returns False
-    without sending, later sends too, and the block does not flush."""
+    """``tts:clear`` empties jambonz's buffer and resets its full flag without a
+    ``stream_resumed`` (feature-server v0.9.8 lib/utils/tts-streaming-buffer.js:165-175): a
+    sender waiting for that event was held until the call ended. A bare ``Call.tts_clear``
+    (``by="call"``: no turn to end) releases it, and its batch, refused before, now fits and
+    goes out. ``TokenStream.clear`` (``by="turn"``) is the app deciding to stop the turn: the
+    released batch was sent again, so the text the app had just cleared was spoken after all
+    (and the block flushed it); the held send now returns False without sending, later sends
+    too, and the block does not flush."""
     results: list[bool] = []
     later: list[bool] = []
     paused = trio.Event()
@@ -226,18 +194,26 @@ async def test_clearing_a_turn_drops_its_send_held_by_back_pressure(
 
             async def clear_when_paused() -> None:
                 await paused.wait()
-                await tts.clear()  # e.g. the app changed its mind, from another task
+                await (call.tts_clear() if by == "call" else tts.clear())  # from another task
 
             inner.start_soon(clear_when_paused)
             await _send_until_full(tts, results)
-            later.append(await tts.send("c"))
+            if by == "turn":
+                later.append(await tts.send("c"))
         await call.wait_closed()
 
     server = await start(nursery, app)
     async with open_fake_call(server.connect_memory) as fc:
         await _start_until_full(fc, results)
         paused.set()
-        await _until(fc, lambda: len(later) == 1)
+        await _until(fc, lambda: len(results) == 2 and len(later) == (by == "turn"))
         await fc.wait_idle(0.5)
-        assert [c.name for c in fc.commands] == ["tts:tokens", "tts:tokens", "tts:clear"]
-    assert results == [True, False] and later == [False]
+        sent = [c.name for c in fc.commands]
+        if by == "call":
+            assert sent == ["tts:tokens", "tts:tokens", "tts:clear", "tts:tokens", "tts:flush"]
+            assert fc.tts_text == "a" * 900 + "b" * 300
+    if by == "call":
+        assert results == [True, True]
+    else:
+        assert sent == ["tts:tokens", "tts:tokens", "tts:clear"]
+        assert results == [True, False] and later == [False]
