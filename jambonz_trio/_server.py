@@ -697,16 +697,19 @@ def _routes(
 
 
 def _refuse_shadowed(routes: Sequence[Route | AudioRoute]) -> None:
-    """A route that an earlier route of its kind serves in full is never reached (the first
-    route on a path that takes the socket's subprotocol serves it): a configuration error.
+    """A route that an earlier route serves in full is never reached (the first route on a
+    path that takes a subprotocol the socket offers serves it): a configuration error. An
+    earlier route serves a later one in full when it takes every subprotocol the later one
+    takes, on all its paths: a call route and an audio route may share a path, and so may
+    audio routes taking other subprotocols (``MOD_AUDIO_FORK_SUBPROTOCOL_NAME``).
 
     Raises:
         ValueError: naming both routes.
     """
     for i, later in enumerate(routes):
         for earlier in routes[:i]:
-            if type(earlier) is not type(later):
-                continue  # call and audio sockets may share a path
+            if not set(later.subprotocols) <= set(earlier.subprotocols):
+                continue  # a socket offering one of the others reaches the later route
             if earlier.prefix:
                 base = earlier.path.rstrip("/")
                 covered = later.path == base or later.path.startswith(base + "/")
@@ -759,8 +762,8 @@ async def serve_jambonz(
         OSError: the address cannot be bound (e.g. the port is in use), before
             ``task_status.started``.
         TypeError: ``app`` is neither a handler, a route nor a non-empty sequence of routes.
-        ValueError: a route is never reached: an earlier route of its kind serves all its
-            paths (the same path, or a prefix route above it).
+        ValueError: a route is never reached: an earlier route taking all its subprotocols
+            serves all its paths (the same path, or a prefix route above it).
     """
     config = config or ServerConfig()
     routes = _routes(app)

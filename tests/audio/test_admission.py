@@ -156,6 +156,49 @@ async def test_same_path_reaches_the_right_handler(
     assert seen == ["call", "audio", "audio"]
 
 
+async def test_audio_routes_on_one_path_with_other_subprotocols_are_each_reached(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Two audio routes on one path, one for the media server's default subprotocol, one for
+    a deployment's own (``MOD_AUDIO_FORK_SUBPROTOCOL_NAME``): the first route taking the
+    offered subprotocol serves it, so each is reached. ``serve_jambonz`` refused them as
+    shadowed (it compared paths only)."""
+    seen: list[str] = []
+
+    async def default(stream: AudioStream) -> None:
+        seen.append("default")
+
+    async def custom(stream: AudioStream) -> None:
+        seen.append("custom")
+
+    server = await start_server(
+        nursery,
+        [
+            AudioRoute(path="/audio", handler=default),
+            AudioRoute(path="/audio", handler=custom, subprotocols=("audio.example.net",)),
+        ],
+    )
+    for subprotocol in ("audio.drachtio.org", "audio.example.net"):
+        async with open_fake_audio_stream(
+            server.connect_memory, listen("/audio"), subprotocol=subprotocol
+        ) as fake:
+            await fake.wait_closed()
+    assert seen == ["default", "custom"]
+
+
+@pytest.mark.parametrize("later", [("audio.jambonz.org",), ("audio.drachtio.org", "audio.jambonz.org")])
+async def test_an_audio_route_whose_subprotocols_an_earlier_one_takes_is_refused(
+    nursery: trio.Nursery, later: tuple[str, ...]
+) -> None:
+    """Every subprotocol it takes is served first by the earlier route on its path: never reached."""
+    routes = [
+        AudioRoute(path="/audio", handler=_noop),
+        AudioRoute(path="/audio", handler=_noop, subprotocols=later),
+    ]
+    with pytest.raises(ValueError, match="is never reached"):
+        await start_server(nursery, routes)
+
+
 async def test_auth_applies_to_audio_routes(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
