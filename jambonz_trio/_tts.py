@@ -33,7 +33,16 @@ log = get_logger("jambonz_trio.call")
 class TtsFlow:
     """A call's streaming-TTS state (see the module docstring). ``closed``: the call's."""
 
-    __slots__ = ("_closed", "_ids", "_interrupted", "_resumed", "_waiters", "interruptions")
+    __slots__ = (
+        "_cleared_after",
+        "_closed",
+        "_ids",
+        "_interrupted",
+        "_issued",
+        "_resumed",
+        "_waiters",
+        "interruptions",
+    )
 
     def __init__(self, closed: Waitable) -> None:
         self._closed = closed
@@ -46,6 +55,9 @@ class TtsFlow:
         self._resumed: trio.Event | None = None
         self._waiters: dict[str | int, tuple[trio.Event, list[TtsTokensResult | NotDelivered]]] | None = None
         self._ids: itertools.count[int] | None = None
+        # the last id given to a batch; the last one given when the app's tts:clear went out
+        self._issued = 0
+        self._cleared_after = 0
 
     def observe(self, msg: JambonzMessage) -> bool:
         """The receive loop's report of ``msg``; ``True`` if it was consumed (a
@@ -74,9 +86,15 @@ class TtsFlow:
             self._resumed = None
 
     def _result(self, msg: TtsTokensResult) -> bool:
-        if msg.status == "failed" and msg.reason == "full":
-            self._pause()  # synchronously, so the sender cannot miss the resume
         tid = msg.id
+        if msg.status == "failed" and msg.reason == "full":
+            if self._before_clear(tid):
+                # jambonz read the app's tts:clear after this batch: the clear emptied the
+                # buffer and reset its full flag (no stream_resumed comes), so neither this
+                # answer nor the stream_paused read before it holds a sender
+                self._resume()
+            else:
+                self._pause()  # synchronously, so the sender cannot miss the resume
         waiters = self._waiters
         if tid is None or waiters is None:
             return False
@@ -105,8 +123,17 @@ class TtsFlow:
     def cleared(self) -> None:
         """The app's ``tts:clear`` went out: jambonz empties its buffer and forgets it was full
         without a ``stream_resumed`` (feature-server v0.9.8 lib/utils/tts-streaming-buffer.js:165-175),
-        so the senders waiting for one are released (a batch still refused pauses again)."""
+        so the senders waiting for one are released (a batch still refused pauses again). A
+        ``full`` answer to a batch sent before it, read after it, is out of date (jambonz
+        reads commands in order): it pauses nothing."""
+        self._cleared_after = self._issued
         self._resume()
+
+    def _before_clear(self, tid: str | int | None) -> bool:
+        """Whether batch ``tid`` (one of ours) was sent before the app's last ``tts:clear``."""
+        if isinstance(tid, str) and tid.isdigit():
+            tid = int(tid)
+        return isinstance(tid, int) and 0 < tid <= self._cleared_after
 
     def close(self) -> None:
         """The call ended: release every sender."""
@@ -140,7 +167,7 @@ class TtsFlow:
             waiters = self._waiters
             if waiters is None:
                 waiters = self._waiters = {}
-            tid = next(self._ids)
+            tid = self._issued = next(self._ids)
             done = trio.Event()
             slot: list[TtsTokensResult | NotDelivered] = []
             waiters[tid] = (done, slot)

@@ -12,7 +12,7 @@ from jambonz_trio import Call, TokenStream, open_tts_stream
 from jambonz_trio.commands import TtsFlushCommand, TtsTokensCommand
 from jambonz_trio.testing import FakeCall, TtsModel, open_fake_call
 from jambonz_trio.verbs import Config, TtsStream
-from tests.helpers import start
+from tests.helpers import msg, open_ws, recv, session_data, start
 
 
 async def test_back_pressure_then_flush(
@@ -217,3 +217,51 @@ async def test_a_clear_releases_a_send_held_by_back_pressure(
     else:
         assert sent == ["tts:tokens", "tts:tokens", "tts:clear"]
         assert results == [True, False] and later == [False]
+
+
+async def test_a_full_answer_read_after_the_apps_clear_holds_no_send(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """jambonz answers a batch it reads while its buffer is full with ``stream_paused`` and
+    ``full`` (feature-server v0.9.8 lib/utils/tts-streaming-buffer.js:110-118), then reads the
+    app's ``tts:clear``, which empties the buffer and forgets it was full without a
+    ``stream_resumed`` (:165-175). When those answers arrived after the app wrote its clear,
+    they paused the stream the clear had already released: the cleared turn's held send never
+    returned, and no later turn could send."""
+    results: list[bool] = []
+    seen_tokens = trio.Event()
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Config(tts_stream=TtsStream(enable=True))])
+        async with open_tts_stream(call) as tts, trio.open_nursery() as inner:
+
+            async def held() -> None:
+                results.append(await tts.send("b" * 300))
+
+            inner.start_soon(held)
+            await seen_tokens.wait()
+            await tts.clear()
+        async with open_tts_stream(call) as tts:
+            results.append(await tts.send("c"))
+        await call.wait_closed()
+
+    server = await start(nursery, app)
+    with trio.fail_after(5):
+        async with open_ws(await server.connect_memory(), "/") as ws:
+            await ws.send_message(msg("session:new", "m1", session_data("sid-1"), call_sid="sid-1"))
+            assert (await recv(ws))["type"] == "ack"
+            tokens = await recv(ws)
+            assert tokens["command"] == "tts:tokens"
+            seen_tokens.set()
+            assert (await recv(ws))["command"] == "tts:clear"  # written before the answers came
+            await ws.send_message(
+                msg("tts:streaming-event", "m2", {"event_type": "stream_paused"}, call_sid="sid-1")
+            )
+            full = {"id": tokens["data"]["id"], "status": "failed", "reason": "full"}
+            await ws.send_message(msg("tts:tokens-result", "m3", full, call_sid="sid-1"))
+            again = await recv(ws)
+            assert again["command"] == "tts:tokens" and again["data"]["tokens"] == "c"
+            ok = {"id": again["data"]["id"], "status": "ok"}
+            await ws.send_message(msg("tts:tokens-result", "m4", ok, call_sid="sid-1"))
+            assert (await recv(ws))["command"] == "tts:flush"
+    assert results == [False, True]
