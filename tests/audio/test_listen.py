@@ -21,7 +21,7 @@ from jambonz_trio import (
 from jambonz_trio._protocol._audio import listen_token
 from jambonz_trio.audio import Dtmf, ListenConnectFailed, ListenTimeout
 from jambonz_trio.commands import RedirectCommand
-from jambonz_trio.testing import AudioSource, CallData, Caller, open_fake_call, run_call
+from jambonz_trio.testing import AckRecord, AudioSource, CallData, Caller, FakeCall, open_fake_call, run_call
 from jambonz_trio.verbs import Hangup, Listen, Say
 
 from .helpers import raw_client, start_server
@@ -62,9 +62,7 @@ async def test_listen_answers_session_new_and_binds_the_stream(
     server = await start_server(
         nursery, [Route(path="/call", handler=app), AudioRoute(path="/audio", handler=fallback)]
     )
-    steps: list[tuple[str, str]] = []
-    async with open_fake_call(server.connect_memory, path="/call") as fc:
-        await run_call(fc, Caller(audio=TONE), on_step=lambda who, text: steps.append((who, text)))
+    fc, steps = await _toned_call(server)
     verb = fc.acks[0].verbs[0]
     assert isinstance(verb, Listen)
     assert verb.url.startswith("/audio?jt_listen=") and listen_token(verb.url)
@@ -190,6 +188,20 @@ async def test_the_call_ending_first_raises_call_closed(
     assert isinstance(errors[0][0], CallClosed)
 
 
+async def _toned_call(server: JambonzServer) -> tuple[FakeCall, list[tuple[str, str]]]:
+    """One call to ``/call`` played by ``run_call``, the caller sending ``TONE``: the fake
+    call, over, and the narration."""
+    steps: list[tuple[str, str]] = []
+    async with open_fake_call(server.connect_memory, path="/call") as fc:
+        await run_call(fc, Caller(audio=TONE), on_step=lambda who, text: steps.append((who, text)))
+    return fc, steps
+
+
+def _listen_hooks(fc: FakeCall) -> list[AckRecord]:
+    """The acks of the conversation's listen hooks."""
+    return [a for a in fc.acks if a.request.hook and a.request.hook.startswith("/jt/listen/")]
+
+
 async def test_conversation_listen_then_the_next_operation_answers_its_hook(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -202,12 +214,10 @@ async def test_conversation_listen_then_the_next_operation_answers_its_hook(
             await convo.hangup()
 
     server = await start_server(nursery, [Route(path="/call", handler=app), AudioRoute(path="/audio")])
-    steps: list[tuple[str, str]] = []
-    async with open_fake_call(server.connect_memory, path="/call") as fc:
-        await run_call(fc, Caller(audio=TONE), on_step=lambda who, text: steps.append((who, text)))
+    fc, steps = await _toned_call(server)
     said = [text for who, text in steps if who in ("app", "command") and "say" in text]
     assert said[0].endswith('say "Say something"') and any('say "Thanks"' in s for s in said)
-    listen_hooks = [a for a in fc.acks if a.request.hook and a.request.hook.startswith("/jt/listen/")]
+    listen_hooks = _listen_hooks(fc)
     assert len(listen_hooks) == 1 and listen_hooks[0].verbs[0].VERB == "say"  # "Thanks" answered it
     assert listen_hooks[0].request.data["dial_call_duration"] >= 1
     assert fc.audio_streams[0].played == TONE.pcm[:ONE_SECOND]
@@ -234,13 +244,11 @@ async def test_conversation_listen_to_a_path_no_route_serves_fails_at_its_action
             await convo.hangup()
 
     server = await start_server(nursery, [Route(path="/call", handler=app), AudioRoute(path="/audio")])
-    steps: list[tuple[str, str]] = []
-    async with open_fake_call(server.connect_memory, path="/call") as fc:
-        await run_call(fc, Caller(audio=TONE), on_step=lambda who, text: steps.append((who, text)))
+    fc, steps = await _toned_call(server)
     [(error, waited)] = errors
     assert isinstance(error, ListenConnectFailed) and waited < 1
     assert "'/nowhere" in str(error) and "credentials" in str(error) and "AudioRoute" in str(error)
-    listen_hooks = [a for a in fc.acks if a.request.hook and a.request.hook.startswith("/jt/listen/")]
+    listen_hooks = _listen_hooks(fc)
     assert len(listen_hooks) == 1 and listen_hooks[0].verbs[0].VERB == "say"  # "Sorry" answered it
     assert "dial_call_duration" not in listen_hooks[0].request.data  # FS: kill() sets it, never called
     assert any("audio socket failed" in text and "404" in text for _, text in steps)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -94,6 +95,15 @@ async def test_wait_interrupted_wakes_on_barge_in(
         await fc.tts_streaming_event("user_interruption")
         with trio.fail_after(1):
             await woke.wait()
+
+
+@asynccontextmanager
+async def streaming_turn(call: Call) -> AsyncIterator[tuple[TokenStream, trio.Nursery]]:
+    """Answer ``session:new`` with TTS streaming on, then one turn and a nursery beside it
+    (for a task that clears or sends while the turn's own ``send`` waits)."""
+    await call.ack(call.session, [Config(tts_stream=TtsStream(enable=True))])
+    async with open_tts_stream(call) as tts, trio.open_nursery() as inner:
+        yield tts, inner
 
 
 async def _send_until_full(tts: TokenStream, results: list[bool]) -> None:
@@ -189,8 +199,7 @@ async def test_a_clear_releases_a_send_held_by_back_pressure(
     paused = trio.Event()
 
     async def app(call: Call) -> None:
-        await call.ack(call.session, [Config(tts_stream=TtsStream(enable=True))])
-        async with open_tts_stream(call) as tts, trio.open_nursery() as inner:
+        async with streaming_turn(call) as (tts, inner):
 
             async def clear_when_paused() -> None:
                 await paused.wait()
@@ -232,8 +241,7 @@ async def test_a_full_answer_read_after_the_apps_clear_holds_no_send(
     seen_tokens = trio.Event()
 
     async def app(call: Call) -> None:
-        await call.ack(call.session, [Config(tts_stream=TtsStream(enable=True))])
-        async with open_tts_stream(call) as tts, trio.open_nursery() as inner:
+        async with streaming_turn(call) as (tts, inner):
 
             async def held() -> None:
                 results.append(await tts.send("b" * 300))

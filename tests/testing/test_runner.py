@@ -12,9 +12,11 @@ from jambonz_trio.commands import LlmToolOutputCommand
 from jambonz_trio.messages import DialConfirm, LlmToolCall, SessionRedirect, VerbStatus
 from jambonz_trio.testing import (
     Caller,
+    CallRun,
     ConferenceOutcome,
     DialOutcome,
     Digits,
+    FakeCall,
     HangUp,
     Speech,
     ToolCallScript,
@@ -211,10 +213,7 @@ async def test_on_gather_may_return_a_plain_str_like_positional_answers(
         return f"awaited {gather.id}"
 
     for on_gather, word in ((plain, "plain"), (awaited, "awaited")):
-        server: JambonzServer = await nursery.start(serve_jambonz, echo_twice)
-        async with open_fake_call(server.connect_memory) as fc:
-            with trio.fail_after(30):
-                run = await run_call(fc, Caller(on_gather=on_gather))
+        _, run = await played(nursery, echo_twice, Caller(on_gather=on_gather))
         assert run.heard == [f"You said {word} g1", f"Then {word} g2"]
 
 
@@ -225,6 +224,18 @@ async def _stuck(gather: Gather) -> Speech | Digits | HangUp | None:
     """A caller who never finishes the sentence (only a kill ends the gather)."""
     await trio.sleep_forever()
     raise AssertionError("unreachable")
+
+
+async def played(
+    nursery: trio.Nursery, app: Callable[[Call], Awaitable[None]], caller: Caller | None = None
+) -> tuple[FakeCall, CallRun]:
+    """Serve ``app`` and play one call to it with ``run_call`` (bounded: 30 s): the fake call,
+    over, and what ``run_call`` returned."""
+    server: JambonzServer = await nursery.start(serve_jambonz, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, caller if caller is not None else Caller())
+    return fc, run
 
 
 def redirects_to_hooks(
@@ -270,10 +281,7 @@ async def test_a_redirect_to_a_call_hook_plays_the_answer_as_the_new_program(
         [Say(text="Moved"), Hangup()],
         call_hook="/next",
     )
-    server: JambonzServer = await nursery.start(serve_jambonz, move_on_start)
-    async with open_fake_call(server.connect_memory) as fc:
-        with trio.fail_after(30):
-            run = await run_call(fc, Caller(on_gather=_stuck))
+    fc, run = await played(nursery, move_on_start, Caller(on_gather=_stuck))
     assert [r.hook for r in redirects] == ["/next"]
     assert redirects[0].data["call_sid"] == fc.call.call_sid
     assert run.heard == ["Moved"]
@@ -362,10 +370,7 @@ async def test_a_child_call_hook_without_a_connected_dial_still_kills_the_runnin
         [],
         child_call_hook="/child",
     )
-    server: JambonzServer = await nursery.start(serve_jambonz, misplaced)
-    async with open_fake_call(server.connect_memory) as fc:
-        with trio.fail_after(30):
-            run = await run_call(fc, Caller(on_gather=_stuck))
+    _, run = await played(nursery, misplaced, Caller(on_gather=_stuck))
     assert redirects == [] and run.heard == ["Next"]
 
 
@@ -385,10 +390,7 @@ async def test_a_child_call_hook_while_no_verb_runs_loses_the_call_hook_answer(
         call_hook="/parent",
         child_call_hook="/child",
     )
-    server: JambonzServer = await nursery.start(serve_jambonz, late)
-    async with open_fake_call(server.connect_memory) as fc:
-        with trio.fail_after(30):
-            run = await run_call(fc, Caller())
+    _, run = await played(nursery, late)
     assert [r.hook for r in redirects] == ["/parent"] and run.heard == []
 
 
@@ -427,10 +429,7 @@ async def test_the_redirect_verb_sends_session_redirect_and_its_answer_is_the_pr
     answers: list[list[Verb]] = [[Say(text="Moved"), Hangup()], []]
     for answer in answers:
         redirects: list[SessionRedirect] = []
-        server: JambonzServer = await nursery.start(serve_jambonz, redirect_then(answer, redirects))
-        async with open_fake_call(server.connect_memory) as fc:
-            with trio.fail_after(30):
-                run = await run_call(fc, Caller())
+        fc, run = await played(nursery, redirect_then(answer, redirects))
         (redirect,) = redirects
         assert redirect.hook == "/next" and redirect.data["verb_id"] == "r1"
         assert redirect.data["call_sid"] == fc.call.call_sid
@@ -468,10 +467,7 @@ async def test_the_redirect_verb_with_an_object_hook_ends_the_call(
     redirects: list[SessionRedirect] = []
     raw = RawVerb(data={"verb": "redirect", "actionHook": {"url": "/next", "method": "POST"}})
     app = redirect_then([Say(text="Never")], redirects, first=raw)
-    server: JambonzServer = await nursery.start(serve_jambonz, app)
-    async with open_fake_call(server.connect_memory) as fc:
-        with trio.fail_after(30):
-            run = await run_call(fc, Caller())
+    fc, run = await played(nursery, app)
     assert redirects == [] and run.heard == []
     final = [m for m in fc.sent if m.type == "call:status"][-1]
     assert final.data["call_termination_by"] == "jambonz"
@@ -497,10 +493,7 @@ async def test_a_killed_play_still_sends_its_action_hook_and_its_answer_wins(
             elif isinstance(event, VerbHook) and event.hook == "/played":
                 await call.ack(event, [Say(text="From the hook"), Hangup()])
 
-    server: JambonzServer = await nursery.start(serve_jambonz, app)
-    async with open_fake_call(server.connect_memory) as fc:
-        with trio.fail_after(30):
-            run = await run_call(fc, Caller())
+    fc, run = await played(nursery, app)
     hook = next(m for m in fc.sent if m.type == "verb:hook")
     assert hook.data["reason"] == "playCompleted" and hook.data["verb_id"] == "p1"
     assert run.heard == ["play https://example.com/hold.mp3", "From the hook"]
@@ -521,10 +514,7 @@ async def test_a_conference_sends_its_action_hook_when_it_ends_or_is_killed(
                 hooks.append(event)
                 await call.ack(event, [Say(text="The conference is over"), Hangup()])
 
-    server: JambonzServer = await nursery.start(serve_jambonz, app)
-    async with open_fake_call(server.connect_memory) as fc:
-        with trio.fail_after(30):
-            run = await run_call(fc, Caller())
+    _, run = await played(nursery, app)
     assert len(hooks) == 1 and run.heard == ["The conference is over"]
 
 
@@ -589,10 +579,7 @@ async def test_a_conference_plays_its_enter_hook_before_the_caller_joins(
                 }
                 await call.ack(event, answers.get(event.hook or "", []))
 
-    server: JambonzServer = await nursery.start(serve_jambonz, app)
-    async with open_fake_call(server.connect_memory) as fc:
-        with trio.fail_after(30):
-            run = await run_call(fc, Caller())
+    _, run = await played(nursery, app)
     assert order == ["/enter", "/st", "/conf"] and run.heard == ["Welcome to the room"]
 
 
@@ -622,10 +609,7 @@ async def test_a_conference_sends_the_status_events_it_lists_to_its_status_hook(
             elif isinstance(event, VerbHook) and event.hook == "/conf":
                 await call.ack(event, [Say(text="Bye"), Hangup()])
 
-    server: JambonzServer = await nursery.start(serve_jambonz, app)
-    async with open_fake_call(server.connect_memory) as fc:
-        with trio.fail_after(30):
-            run = await run_call(fc, Caller())
+    fc, run = await played(nursery, app)
     assert [(e.data["event"], e.data["members"]) for e in events] == [
         ("start", 0),
         ("join", 1),
@@ -785,8 +769,5 @@ async def test_a_gathers_play_prompt_is_heard(
             if isinstance(event, VerbHook):
                 await call.ack(event, [Hangup()])
 
-    server: JambonzServer = await nursery.start(serve_jambonz, app)
-    async with open_fake_call(server.connect_memory) as fc:
-        with trio.fail_after(30):
-            run = await run_call(fc, Caller(Digits("1")))
+    _, run = await played(nursery, app, Caller(Digits("1")))
     assert run.heard == ["play https://example.com/menu.mp3"]
