@@ -45,6 +45,14 @@ log = get_logger("jambonz_trio.audio")
 Sender = Callable[[list[Verb]], Awaitable[None]]
 
 
+#: ``Listen`` fields :func:`listen_verb` sets from its own parameters (else the verb's
+#: constructor says "multiple values"), and what to pass instead.
+_SET_HERE = {
+    "bidirectional_audio": "pass bidirectional=True (with streaming= and playback_sample_rate=), "
+    "or give a Listen verb",
+}
+
+
 def listen_verb(
     url: str | Listen,
     *,
@@ -63,8 +71,12 @@ def listen_verb(
     ``pass_dtmf``, ``max_length``, ``finish_on_key``, ``action_hook``, ``ws_auth``...).
 
     Raises:
-        TypeError: an option ``Listen`` does not have.
+        TypeError: an option ``Listen`` does not have, or one this sets itself
+            (``bidirectional_audio``: the message names the parameters to use).
     """
+    for name, instead in _SET_HERE.items():
+        if name in options:
+            raise TypeError(f"listen() got {name!r}: {instead}")
     if isinstance(url, Listen):
         return url
     if bidirectional:

@@ -4,6 +4,7 @@ how the verb goes out, how the stream finds its call, timeouts, and the call's p
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import trio
@@ -22,7 +23,7 @@ from jambonz_trio._protocol._audio import listen_token
 from jambonz_trio.audio import Dtmf, ListenConnectFailed, ListenTimeout
 from jambonz_trio.commands import RedirectCommand
 from jambonz_trio.testing import AckRecord, AudioSource, CallData, Caller, FakeCall, open_fake_call, run_call
-from jambonz_trio.verbs import Hangup, Listen, Say
+from jambonz_trio.verbs import BidirectionalAudio, Hangup, Listen, Say
 
 from .helpers import raw_client, start_server
 
@@ -305,3 +306,14 @@ async def test_listen_verb_options(bidirectional: bool) -> None:
     assert clips is not None and (clips.streaming, clips.sample_rate) == (False, None)
     given = Listen(url="/x")
     assert listen_verb(given) is given
+
+
+def test_a_listen_option_the_helper_sets_itself_is_refused_naming_the_parameter_to_use() -> None:
+    """``Call.listen`` / ``Conversation.listen`` build the verb from their own parameters: an
+    option naming one of those fields crashed with Python's "got multiple values for keyword
+    argument", which names neither the cause nor the fix."""
+    from jambonz_trio._audio_listen import listen_verb
+
+    options: dict[str, Any] = {"bidirectional_audio": BidirectionalAudio(enabled=True)}
+    with pytest.raises(TypeError, match=r"listen\(\) got 'bidirectional_audio': pass bidirectional=True"):
+        listen_verb("/audio", **options)
