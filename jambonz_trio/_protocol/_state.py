@@ -475,6 +475,7 @@ class CallProtocol:
         "_first",
         "_gate",
         "_heap",
+        "_ignored_hooks",
         "_last_pong",
         "_lost",
         "_lost_commands",
@@ -490,7 +491,6 @@ class CallProtocol:
         "_seq",
         "_session",
         "_unredirectable",
-        "_wait_hooks",
         "ack_deadline",
         "ack_unknown_types",
         "auto_answered",
@@ -541,7 +541,7 @@ class CallProtocol:
         self._abandoned: dict[str, None] = {}
         self._unredirectable: dict[str, None] = {}  # late answers to these are dropped
         # hooks the app gave whose answers jambonz ignores, with the reasons they report as their own
-        self._wait_hooks: dict[str, frozenset[str]] = {}
+        self._ignored_hooks: dict[str, frozenset[str]] = {}
         self._sent: dict[tuple[str, int], SentAnswer] = {}
         self._resend_from: tuple[str, int] | None = None
         self._lost: list[SentAnswer] = []
@@ -706,7 +706,7 @@ class CallProtocol:
         data = msg.data
         if _ignored_by_data(data):
             return True
-        own = self._wait_hooks.get(msg.hook) if msg.hook is not None else None
+        own = self._ignored_hooks.get(msg.hook) if msg.hook is not None else None
         if own is None:
             return False
         results = _RESULT_KEYS.intersection(data)
@@ -716,8 +716,8 @@ class CallProtocol:
         self._remember(self._abandoned, msg.msgid)
         self._may_be_late(msg)
 
-    def _note_wait_hooks(self, urls: Sequence[tuple[str, frozenset[str]]]) -> None:
-        hooks = self._wait_hooks
+    def _note_ignored_hooks(self, urls: Sequence[tuple[str, frozenset[str]]]) -> None:
+        hooks = self._ignored_hooks
         for url, reasons in urls:
             known = hooks.get(url)  # (the same url given for another hook keeps its reasons)
             self._remember(hooks, url, reasons if not known else known | reasons)
@@ -1045,7 +1045,7 @@ class CallProtocol:
                 "(an empty answer makes jambonz reject the call with SIP 480)"
             )
         text = self.render(Ack(msgid=owed.wire_msgid, verbs=verbs).to_wire())
-        self._note_wait_hooks(_ignored_hook_urls(verbs))
+        self._note_ignored_hooks(_ignored_hook_urls(verbs))
         del self._owed[owed.msgid]
         owed.heap_key = 0  # its deadline is gone, even if the request is held again later
         self._remember(self._answered, owed.msgid, by)
@@ -1242,7 +1242,7 @@ class CallProtocol:
                 "commands sent before the session:new ack are dropped by jambonz; answer session:new first"
             )
         text = self.render(command.to_wire())
-        self._note_wait_hooks(_command_hooks(command))
+        self._note_ignored_hooks(_command_hooks(command))
         return text
 
     def command_written(self, command: Command, generation: int, receipt: bytes | None = None) -> None:
