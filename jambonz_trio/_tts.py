@@ -7,7 +7,6 @@ jambonz's buffer, and the barge-in count. :class:`TokenStream` is the app's.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Literal
@@ -36,7 +35,6 @@ class TtsFlow:
     __slots__ = (
         "_cleared_after",
         "_closed",
-        "_ids",
         "_interrupted",
         "_issued",
         "_resumed",
@@ -50,12 +48,12 @@ class TtsFlow:
         self.interruptions = 0
         # Made when first needed (most calls never stream TTS; every live call holds these):
         # the next interruption, waited for by wait_interruption; the stream resuming, while
-        # paused (``None``: not paused); the senders waiting for their results; their ids.
+        # paused (``None``: not paused); the senders waiting for their results.
         self._interrupted: trio.Event | None = None
         self._resumed: trio.Event | None = None
         self._waiters: dict[str | int, tuple[trio.Event, list[TtsTokensResult | NotDelivered]]] | None = None
-        self._ids: itertools.count[int] | None = None
-        # the last id given to a batch; the last one given when the app's tts:clear went out
+        # the last id given to a batch (ids count from 1); the last one given when the app's
+        # tts:clear went out
         self._issued = 0
         self._cleared_after = 0
 
@@ -162,12 +160,11 @@ class TtsFlow:
                 await trio.lowlevel.checkpoint()  # (as waiting on a set Event is)
             if wanted is not None and not wanted():
                 return False  # the turn is over (a user_interruption or tts:clear also resumes)
-            if self._ids is None:
-                self._ids = itertools.count(1)
             waiters = self._waiters
             if waiters is None:
                 waiters = self._waiters = {}
-            tid = self._issued = next(self._ids)
+            self._issued += 1
+            tid = self._issued
             done = trio.Event()
             slot: list[TtsTokensResult | NotDelivered] = []
             waiters[tid] = (done, slot)
