@@ -33,6 +33,7 @@ from ._protocol._audio import add_listen_token, new_listen_token
 from ._protocol._messages import JambonzMessage
 from ._protocol._verbs import BidirectionalAudio, Listen
 from ._protocol._verbs_base import Verb
+from ._public import refuse_own_options
 
 if TYPE_CHECKING:
     from ._call import Call
@@ -74,9 +75,7 @@ def listen_verb(
         TypeError: an option ``Listen`` does not have, or one this sets itself
             (``bidirectional_audio``: the message names the parameters to use).
     """
-    for name, instead in _SET_HERE.items():
-        if name in options:
-            raise TypeError(f"listen() got {name!r}: {instead}")
+    refuse_own_options("listen", options, _SET_HERE)
     if isinstance(url, Listen):
         return url
     if bidirectional:

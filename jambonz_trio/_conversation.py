@@ -75,7 +75,7 @@ from ._protocol._verbs import (
     Target,
 )
 from ._protocol._verbs_base import Verb
-from ._public import NoPublicConstructor, create
+from ._public import NoPublicConstructor, create, refuse_own_options
 
 __all__ = ["Conversation", "PlayResult", "ToolHandler", "open_conversation"]
 
@@ -105,14 +105,6 @@ _SET_BY_OPERATION: dict[str, dict[str, str]] = {
     },
     "listen": {"action_hook": _OWN_HOOK, "id": _OWN_ID},
 }
-
-
-def _refuse_own_options(operation: str, options: dict[str, Any]) -> None:
-    """Raise ``TypeError`` naming the parameter to use when ``options`` sets a field the
-    operation sets itself (else the verb's constructor says "multiple values")."""
-    for name, instead in _SET_BY_OPERATION[operation].items():
-        if name in options:
-            raise TypeError(f"{operation}() got {name!r}: {instead}")
 
 
 #: Tool handlers one conversation runs at once. A realtime model calls a few tools in
@@ -305,7 +297,7 @@ class Conversation(metaclass=NoPublicConstructor):
             TypeError: an option the operation sets itself (``timeout``: use
                 ``input_timeout``; ``say``, ``action_hook``, ``id``), before anything is sent.
         """
-        _refuse_own_options("gather", options)
+        refuse_own_options("gather", options, _SET_BY_OPERATION["gather"])
         message = await self._until_hook(
             "gather",
             early_turns=early_turns,
@@ -333,7 +325,7 @@ class Conversation(metaclass=NoPublicConstructor):
             TypeError: an option the operation sets itself (``timeout``: use
                 ``ring_timeout``; ``target``, ``action_hook``, ``id``), before anything is sent.
         """
-        _refuse_own_options("dial", options)
+        refuse_own_options("dial", options, _SET_BY_OPERATION["dial"])
         message = await self._until_hook(
             "dial",
             lambda hook, vid: Dial(
@@ -408,7 +400,7 @@ class Conversation(metaclass=NoPublicConstructor):
             CallClosed: the call ended first.
             TypeError: an option the operation sets itself (``action_hook``, ``id``).
         """
-        _refuse_own_options("listen", options)
+        refuse_own_options("listen", options, _SET_BY_OPERATION["listen"])
         n = next(self._ids)
         hook, vid = f"{_PREFIX}listen/{n}", f"jt-{n}"
         verb = listen_verb(url, action_hook=hook, id=vid, **options)

@@ -10,6 +10,8 @@
   ``DeprecationWarning`` naming the new one.
 * :class:`Forwarded`: a read-only attribute that reads another object's attribute, declared in
   one documented line instead of a property that only returns ``self.<x>.<y>``.
+* :func:`refuse_own_options`: an operation taking a model's ``**options`` refuses, by name,
+  one that sets a field it sets itself.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from typing import Any, Generic, Never, NoReturn, TypeVar, cast, overload
 
 import attrs
 
-__all__ = ["Forwarded", "NoPublicConstructor", "create", "deprecated_aliases", "fixup_module_metadata"]
+__all__ = [
+    "Forwarded",
+    "NoPublicConstructor",
+    "create",
+    "deprecated_aliases",
+    "fixup_module_metadata",
+    "refuse_own_options",
+]
 
 _T = TypeVar("_T")
 
@@ -149,3 +158,17 @@ class Forwarded(Generic[_T]):
 
     def __set__(self, instance: object, value: Never) -> NoReturn:  # Never: mypy refuses assignments
         raise AttributeError(f"property {self.name!r} of {type(instance).__name__!r} object has no setter")
+
+
+def refuse_own_options(operation: str, options: Mapping[str, Any], own: Mapping[str, str]) -> None:
+    """Refuse a keyword option that names a field ``operation`` sets itself from its own
+    parameters (``own``: each such field, and what to pass instead), before the model's
+    constructor would say "got multiple values for keyword argument", which names neither
+    the cause nor the fix.
+
+    Raises:
+        TypeError: naming the option and what to pass instead.
+    """
+    for name, instead in own.items():
+        if name in options:
+            raise TypeError(f"{operation}() got {name!r}: {instead}")
