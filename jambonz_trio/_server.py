@@ -710,12 +710,8 @@ def _refuse_shadowed(routes: Sequence[Route | AudioRoute]) -> None:
         for earlier in routes[:i]:
             if not set(later.subprotocols) <= set(earlier.subprotocols):
                 continue  # a socket offering one of the others reaches the later route
-            if earlier.prefix:
-                base = earlier.path.rstrip("/")
-                covered = later.path == base or later.path.startswith(base + "/")
-            else:
-                covered = not later.prefix and later.path == earlier.path
-            if covered:
+            # every path the later one serves: its own, and (a prefix route) those below it
+            if earlier.matches(later.path) and (earlier.prefix or not later.prefix):
                 kind = type(later).__name__
                 raise ValueError(
                     f"{kind}(path={later.path!r}) is never reached: {kind}(path={earlier.path!r}"
