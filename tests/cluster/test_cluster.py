@@ -495,9 +495,9 @@ async def test_a_member_whose_every_write_spans_a_beat_still_sweeps_and_stores_u
     spans the time a beat falls due, the member beat but never swept nor stored user_data: a
     dead member's calls stayed listed, and a call restored after a failover got stale data.
     Here two calls' entries are written again and again (each write queues its call's next
-    update, as churn would), one write per chunk, the first of each flush slower than
-    ``member_ttl / 3``: every beat falls between the two writes of a flush, never at a turn of
-    the task. Within eight such beats a killed member's call is swept and a changed user_data
+    update, as churn would), one write per chunk, the first of each flush lasting until a beat
+    falls due: every beat falls between the two writes of a flush, never at a turn of the
+    task. Within eight such beats a killed member's call is swept and a changed user_data
     stored. Real time: liveness is judged on Redis' clock."""
     monkeypatch.setattr(_cluster, "_CHUNK", 1)
     member, server = await nursery.start(partial(run_member, redis_url, ns, FAST_KEEPING))
@@ -514,7 +514,8 @@ async def test_a_member_whose_every_write_spans_a_beat_still_sweeps_and_stores_u
 
             async def slow(**kwargs: Any) -> Any:
                 sid = kwargs["args"][4]  # one call per write (_CHUNK)
-                await trio.sleep(0.4 if sid == slow_sid else 0)  # member_ttl / 3 is 0.33 s
+                if sid == slow_sid:  # the flush's first write lasts until a beat falls due
+                    await trio.sleep_until(member._next_beat)
                 found = await upsert(**kwargs)
                 if churn and sid in member._live:
                     member._queue(sid, member._live[sid][1])  # its next update, already waiting
