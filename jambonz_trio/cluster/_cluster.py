@@ -257,9 +257,6 @@ class Cluster:
         self._ud_stored: dict[str, tuple[str, bool]] = {}
         self._listens: dict[str, Callable[[str], None]] = {}  # listens of our calls, by token
         self._handed_over: set[str] = set()
-        #: this member's wall clock, for ``ClusterCall.started`` only: no deadline shared with
-        #: other members reads it (a seam: tests skew it to play a host whose clock is off)
-        self._wall: Callable[[], float] = time.time
         #: Redis' clock (ms) minus this member's monotonic clock (ms), measured by each beat:
         #: how old an inbox entry is (its stream id is Redis' clock), whatever the hosts'
         #: clocks say (``None``: no beat answered yet)
@@ -496,7 +493,7 @@ class Cluster:
             route=call.identity.route,
             user_hash=user_hash(call.identity.username),
             reconnect_count=call.reconnect_count,
-            started=self._wall(),
+            started=time.time(),  # (display only: no deadline shared with other members)
             **{name: getattr(call.info, name) for name in CALL_INFO_FIELDS},
         )
         self._live[sid] = (call, summary)
