@@ -702,15 +702,34 @@ class CallProtocol:
         (:data:`_IGNORED_HOOKS`) unless its data is a verb's result (:data:`_RESULT_KEYS`: an
         action hook sharing that url; a conference's actionHook, which reports nothing, cannot
         be told from its wait hook at the same url: its late answer is dropped), or that result
-        is the hook's own (:data:`_OWN_REASONS`: a nested ``play``'s ``playCompleted``)."""
+        is the hook's own (:data:`_OWN_REASONS`: a nested ``play``'s ``playCompleted``); or
+        it comes from the dialled leg's confirm program (:meth:`_confirm_program_hook`)."""
         data = msg.data
-        if _ignored_by_data(data):
+        if _ignored_by_data(data) or self._confirm_program_hook(data):
             return True
         own = self._ignored_hooks.get(msg.hook) if msg.hook is not None else None
         if own is None:
             return False
         results = _RESULT_KEYS.intersection(data)
         return not results or (results == {"reason"} and data["reason"] in own)
+
+    def _confirm_program_hook(self, data: Mapping[str, Any]) -> bool:
+        """Whether a ``verb:hook``'s data is the call info of a leg this call dialled (its
+        ``parent_call_sid`` set, its ``call_sid`` not this call's), other than for a REFER:
+        a hook of that leg's ``confirmHook`` program, which runs in a ``ConfirmCallSession``
+        on the caller's requestor (FS v0.9.8 ``lib/utils/place-outdial.js:390-420``,
+        ``:63-66``; ``lib/tasks/task.js:224-227``). Its answer replaces the confirm program;
+        as a ``redirect`` it would replace the caller's and kill the ``dial``
+        (``lib/session/call-session.js:2280-2289``, ``:2119-2125``). A REFER on that leg asks
+        for the caller's next program (``lib/tasks/dial.js:373-378``, ``:410-416``)."""
+        sid = data.get("call_sid")
+        return (
+            "parent_call_sid" in data
+            and "refer_details" not in data
+            and sid is not None
+            and self.call_sid is not None
+            and sid != self.call_sid
+        )
 
     def _abandon(self, msg: JambonzMessage) -> None:
         self._remember(self._abandoned, msg.msgid)

@@ -1756,6 +1756,30 @@ def test_a_late_answer_to_a_hook_whose_answer_jambonz_ignores_is_dropped_whateve
         assert _late_after_watchdog(p, _verb_hook(f"p{n}", data), f"p{n}") is PlanKind.REDIRECT, data
 
 
+def test_a_late_answer_to_a_hook_of_the_dialled_legs_confirm_program_is_dropped() -> None:
+    """A dial's ``confirmHook`` program runs on the *called* leg, in a ``ConfirmCallSession``
+    that uses the caller's requestor (FS v0.9.8 ``lib/utils/place-outdial.js:390-420``,
+    ``:63-66``): its verbs' hooks come on the caller's socket with the callee's call info
+    (``call_sid`` the callee's, ``parent_call_sid`` the caller's;
+    ``lib/tasks/task.js:224-227``, ``lib/session/call-info.js:62``). An on-time answer
+    replaces the confirm program; a late one sent as a ``redirect`` would replace the
+    *caller's* program and kill its ``dial`` (``lib/session/call-session.js:2280-2289``,
+    ``:2119-2125``): the callee hung up mid-screening. It is dropped. A REFER on the called
+    leg is the exception: its referHook answer is the caller's next program
+    (``lib/tasks/dial.js:373-378``, ``:410-416``), and so is every hook of a call whose own
+    session is the dialled leg (after ``session:adulting``, on its own socket)."""
+    p = answered(connected())
+    callee = {"call_sid": "child-sid", "parent_call_sid": SID, "direction": "outbound"}
+    screened = {**callee, "reason": "dtmfDetected", "digits": "1"}
+    assert _late_after_watchdog(p, _verb_hook("c1", screened, "/screen-done"), "c1") is PlanKind.DROP
+    assert _late_after_watchdog(p, _verb_hook("c2", callee, "/screen-said"), "c2") is PlanKind.DROP
+    refer = {"referring_call_sid": "child-sid", "referred_call_sid": SID, "refer_to_user": "100"}
+    child_refer = {**callee, "refer_details": refer}
+    assert _late_after_watchdog(p, _verb_hook("c3", child_refer), "c3") is PlanKind.REDIRECT
+    own = {**screened, "call_sid": SID, "parent_call_sid": "grandparent-sid"}  # an adult leg
+    assert _late_after_watchdog(p, _verb_hook("c4", own, "/gather"), "c4") is PlanKind.REDIRECT
+
+
 def test_a_late_answer_to_a_hook_the_app_gave_for_answers_jambonz_ignores_is_dropped() -> None:
     """A gather's (or a config ``bargeIn``'s) ``partialResultHook`` (FS v0.9.8
     ``lib/tasks/gather.js:1108-1113``: the request's result is not even awaited) and the hooks
