@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Concatenate, ParamSpec
 
 from ._fake import FakeCall
 from ._open import open_fake_call
-from ._transport import Connector
 
 __all__ = ["FakeJambonzFactory"]
+
+_P = ParamSpec("_P")
+
+
+def _remembering(
+    opener: Callable[_P, AbstractAsyncContextManager[FakeCall]],
+) -> Callable[Concatenate[FakeJambonzFactory, _P], AbstractAsyncContextManager[FakeCall]]:
+    """``opener``, as a method that also adds each call it opens to the factory's ``calls``
+    (typed with ``opener``'s own parameters)."""
+
+    @asynccontextmanager
+    async def open_remembered(
+        self: FakeJambonzFactory, /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> AsyncIterator[FakeCall]:
+        async with opener(*args, **kwargs) as fc:
+            self.calls.append(fc)
+            yield fc
+
+    open_remembered.__doc__ = (
+        "``async with fake_jambonz(connector, **options) as fc``: :func:`open_fake_call`'s "
+        "parameters, blocking and errors; the call is remembered for the teardown check."
+    )
+    return open_remembered
 
 
 class FakeJambonzFactory:
@@ -25,12 +47,7 @@ class FakeJambonzFactory:
         self.calls: list[FakeCall] = []
         self.allow_jambonz_errors = False
 
-    @asynccontextmanager
-    async def __call__(self, connector: Connector, **kwargs: Any) -> AsyncIterator[FakeCall]:
-        """``async with fake_jambonz(connector, **open_fake_call_kwargs) as fc``."""
-        async with open_fake_call(connector, **kwargs) as fc:
-            self.calls.append(fc)
-            yield fc
+    __call__ = _remembering(open_fake_call)
 
     def problems(self) -> list[str]:
         """One report per call that made the fake send ``jambonz:error``."""

@@ -6,6 +6,11 @@ import textwrap
 from importlib.metadata import entry_points
 
 import pytest
+import trio
+
+from jambonz_trio import Call, serve_jambonz
+from jambonz_trio.testing import FakeJambonzFactory
+from jambonz_trio.verbs import Say
 
 pytest_plugins = ["pytester"]
 
@@ -98,3 +103,25 @@ def test_the_plugins_docstring_example_runs_as_written(pytester: pytest.Pytester
         *([] if installed else ["-p", "jambonz_trio.testing._plugin"]), "-q"
     )
     result.assert_outcomes(passed=1)
+
+
+async def test_the_factory_takes_open_fake_calls_options_typed(nursery: trio.Nursery) -> None:
+    """``fake_jambonz(connector, **options)`` had ``**kwargs: Any``: a misspelled option was
+    found only when the test ran, and editors offered no completion. It now has
+    :func:`open_fake_call`'s own signature (mypy checks the ``type: ignore`` below is still
+    needed: were the options untyped again, it would be unused, and the type check fails)."""
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="Hello")])
+        await call.wait_closed()
+
+    server = await nursery.start(serve_jambonz, app)
+    factory = FakeJambonzFactory()
+    async with factory(server.connect_memory, strict=False, ack_timeout=2.0) as fc:
+        ack = await fc.start()
+        assert ack.verb_names == ["say"]
+    assert factory.calls == [fc]
+    with pytest.raises(TypeError, match="stric"):
+        async with factory(server.connect_memory, stric=False):  # type: ignore[call-arg]
+            pass
+    assert factory.calls == [fc]
