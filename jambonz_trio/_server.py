@@ -46,7 +46,7 @@ from ._connection import Connection, ConnectionClosed
 from ._engine import CallEngine, Handler, Link
 from ._errors import RemoteProtocolError
 from ._listen import open_listeners
-from ._log import current_call, get_logger, path_of
+from ._log import CallLog, current_call, get_logger, path_of
 from ._membership import OWNER_FIELDS, CallRouter, CallWatcher, Reconnect, Relayed, ServeHere, ServerMember
 from ._observe import Observer, Observers
 from ._pacing import TokenBucket
@@ -424,6 +424,11 @@ class JambonzServer(metaclass=NoPublicConstructor):
             sid = routing_sid(first)
             if sid and self._table.live(sid) is None:
                 # a call this process does not hold: perhaps another member of the cluster does
+                # (what is logged meanwhile, a relay this task then holds included, is the call's)
+                account_sid = first.data.get("account_sid")
+                current_call.set(
+                    CallLog(log, sid, trio.current_time, account_sid=account_sid, path=admitted.path)
+                )
                 routed = await self._router.route_reconnect(
                     Reconnect(first_text, first, admitted.identity, ws, self.config.call)
                 )

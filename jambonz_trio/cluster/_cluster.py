@@ -44,7 +44,7 @@ from .._errors import (
     LocalProtocolError,
     NotDelivered,
 )
-from .._log import get_logger
+from .._log import current_call, get_logger
 from .._membership import OWNER_FIELDS, Reconnect, Relayed, ServeHere
 from .._protocol._json import loads_object
 from .._protocol._messages import SessionReconnect, parse_message, routing_sid
@@ -819,6 +819,7 @@ class Cluster:
                 await relay.send(endpoint, "refuse" if verdict == "refused" else "none")
                 await relay.flush(endpoint)
                 return
+            current_call.set(verdict.log)  # this task serves the call: its lines are the call's
             conn = RelayedConnection(relay, endpoint)
             await relay.send(endpoint, "accept")
             await relay.flush(endpoint)  # the call moves to the relay once the holder can know

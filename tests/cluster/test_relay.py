@@ -9,6 +9,7 @@ reaches (in memory; ``test_relay_processes.py`` does the same over TCP between p
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -186,6 +187,29 @@ async def test_the_owner_counts_each_relayed_reconnect_it_accepts_in_its_metrics
             owner = await scrape_memory(a.server)
             assert value(owner, relayed) == 2 and value(owner, reconnects) == 3
             assert value(await scrape_memory(b.server), relayed) == 0
+
+
+async def test_the_relay_s_log_lines_carry_the_call_s_fields_on_both_members(
+    nursery: trio.Nursery, redis_url: str, ns: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """docs/operations.md: every record the library logs on behalf of a call carries its
+    ``call_sid``, ``account_sid`` and ``path``. The relay's lines - the holder's "reconnect
+    relayed to member ..." and the owner's "its reconnect reached member ..." - are the ones an
+    operator looks for when a reconnect went astray; they used to carry ``None`` in all three."""
+    caplog.set_level(logging.INFO, logger="jambonz_trio")
+    a, b = await two_members(nursery, redis_url, ns)
+    target = Switch(a.server.connect_memory)
+    with trio.fail_after(20):
+        async with open_fake_call(target, auto_reconnect=False, path="/ivr?token=t") as fc:
+            await relayed_through_b(fc, target, a, b)
+            expected = {"call_sid": fc.call.call_sid, "account_sid": fc.call.account_sid, "path": "/ivr"}
+            lines = [r for r in caplog.records if "relayed" in r.getMessage()]
+            assert {r.getMessage().split(":")[1].split(" member")[0] for r in lines} == {
+                " reconnect relayed to",
+                " its reconnect reached",
+            }
+            for record in lines:
+                assert {f: getattr(record, f) for f in expected} == expected, record.getMessage()
 
 
 async def test_entries_sent_back_to_back_arrive_in_order_without_waiting_for_answers(
