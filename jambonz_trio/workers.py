@@ -22,6 +22,12 @@ child; ``spawn`` also behaves the same on Linux and macOS. So ``target`` must be
 fresh process: a top-level function (pickled by reference, also one defined in the ``__main__``
 script) or a ``"package.module:function"`` string, and ``kwargs`` must be picklable. The price is
 each worker's start-up (the interpreter and the app's imports, some 0.3-1 s).
+
+A worker finds its slot (``0`` to ``n - 1``, kept across restarts) in the environment variable
+``JAMBONZ_TRIO_WORKER``. Its logging is its own: once the target's module is imported, a worker
+whose root logger has no handler gets ``logging.basicConfig(level=INFO)`` with ``w<index>`` in
+each line; an app that logs its own way sets up the root logger when its module is imported, or
+in the target with ``logging.basicConfig(..., force=True)`` (docs/deploying.md).
 """
 
 from __future__ import annotations
@@ -331,13 +337,17 @@ def _worker_main(spec: _Spec, index: int, ready: multiprocessing.connection.Conn
     """Entry point of a worker process (spawned)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the supervisor, which drains us
     os.environ["JAMBONZ_TRIO_WORKER"] = str(index)
+    # imported before the check: an app module that sets up logging on import keeps its own
+    # (a function target was imported when it was unpickled, before this runs)
+    target = _resolve(spec.target)
     if not logging.root.handlers:
         logging.basicConfig(level=logging.INFO, format=f"%(asctime)s w{index} %(name)s %(message)s")
-    trio.run(_worker, spec, ready)
+    trio.run(_worker, spec, target, ready)
 
 
-async def _worker(spec: _Spec, ready: multiprocessing.connection.Connection) -> None:
-    target = _resolve(spec.target)
+async def _worker(
+    spec: _Spec, target: Callable[..., Awaitable[None]], ready: multiprocessing.connection.Connection
+) -> None:
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             terminated = trio.Event()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
+import pathlib
 import signal
 import socket
 from functools import partial
@@ -191,6 +193,29 @@ async def test_a_worker_that_crashes_at_start_up_is_logged_with_its_own_exit_cod
     deaths = [m for m in caplog.messages if "died" in m]
     assert len(deaths) == 3
     assert all(m.endswith("died (exit code 1); restarting it") for m in deaths), deaths
+
+
+async def test_a_worker_keeps_the_logging_its_target_s_module_sets_up_on_import(
+    nursery: trio.Nursery, tmp_path: pathlib.Path
+) -> None:
+    """The worker gives a process with no logging set up a default handler (``w<index>`` lines
+    at INFO), and leaves it alone when the app set up its own. A ``"module:function"`` target
+    was imported only after that check, so an app module configuring logging on import (JSON
+    lines) got the default handler as well: every line written twice, once in each format (a
+    function target, unpickled before the check, did not). Both are now imported first."""
+    out = tmp_path / "handlers.json"
+    with trio.fail_after(60):
+        workers: Workers = await nursery.start(
+            partial(
+                serve_workers,
+                1,
+                "tests.workers.logged_app:report_logging",
+                kwargs={"out": str(out)},
+                grace=0.2,
+            )
+        )
+    assert json.loads(out.read_text()) == ["AppHandler"]
+    workers.drain()
 
 
 async def test_a_target_a_worker_cannot_import_is_refused() -> None:
