@@ -74,7 +74,9 @@ class CallConfig:
         holding_verbs: what the watchdog answers a late ``session:new`` with (must be
             non-empty: an empty answer makes jambonz reject the call). The app's late answer then
             goes out as a ``redirect``.
-        fallback_verbs: sent (as a ``redirect``) when the handler raises, before closing with 1000.
+        fallback_verbs: sent (as a ``redirect``) when the handler raises, before closing with
+            1000; not for an :class:`~jambonz_trio.OperationInterrupted` whose ``command`` this
+            process sent (that command's program runs).
         late_ack: see :class:`LateAck`.
         ack_unknown_types: answer unknown message types that carry a msgid, at the deadline.
         max_owed_acks: requests owed at once; past it (a flood of distinct msgids: jambonz

@@ -50,7 +50,14 @@ import trio
 from ._call import AckOutcome, Call, CloseInfo, engine_of
 from ._config import CallConfig, DisconnectedCommands, LateAck, Overflow
 from ._connection import Connection, ConnectionClosed
-from ._errors import CallClosed, CommandQueueFull, JambonzTrioError, NotDelivered, RemoteProtocolError
+from ._errors import (
+    CallClosed,
+    CommandQueueFull,
+    JambonzTrioError,
+    NotDelivered,
+    OperationInterrupted,
+    RemoteProtocolError,
+)
 from ._events import AckUnconfirmed, CommandUnconfirmed, Disconnected, Event, HookAbandoned, Reconnected
 from ._log import CallLog, get_logger, safe
 from ._protocol import _outbound as cmds
@@ -368,9 +375,10 @@ class CallEngine:
     async def run(self, handler: Handler) -> None:
         """Run the handler in the call's nursery (the ack tracker joins it while a deadline is
         due: :meth:`_on_deadline`); close the call when the handler is done. A handler that
-        raises gets the fallback verbs sent and the call closed with 1000 (``by="error"``); a
-        cancelled one (server shutdown) closes with 1012 so that jambonz reconnects to this
-        server's successor."""
+        raises gets the fallback verbs sent and the call closed with 1000 (``by="error"``),
+        unless it raised :class:`OperationInterrupted` for a program this process replaced
+        (closed as a finished handler: the new program runs); a cancelled one (server
+        shutdown) closes with 1012 so that jambonz reconnects to this server's successor."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self._context = contextvars.copy_context()
@@ -381,7 +389,16 @@ class CallEngine:
                 outcome = "finished"
             except Exception as exc:
                 outcome = "finished"
-                if not (isinstance(exc, CallClosed) and self.closed):  # not this call's own end
+                if isinstance(exc, OperationInterrupted) and exc.command is not None:
+                    # this process replaced the program on purpose: jambonz has one to run,
+                    # which the fallback verbs (as a replacing redirect) would throw away
+                    self._log.warning(
+                        "handler ended by %s (not caught); the %s program runs, "
+                        "closing with 1000 without the fallback verbs",
+                        exc,
+                        exc.command.COMMAND,
+                    )
+                elif not (isinstance(exc, CallClosed) and self.closed):  # not this call's own end
                     outcome = "failed"
                     self._log.error(
                         "handler raised %s; sending fallback verbs and closing with 1000",

@@ -266,3 +266,32 @@ async def test_a_late_answer_queued_behind_an_outside_redirect_does_not_replace_
         assert nxt.verbs == (Say(text="after", id="jt-2"),)
         assert nxt.queue  # appended after the supervisor's program; before the fix it replaced it
         await fc.hangup()
+
+
+async def test_a_handler_that_lets_the_interruption_out_leaves_the_supervisors_program_alone(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: a handler that did not catch ``OperationInterrupted`` failed, and the fallback
+    verbs (a hang-up) went out as a *replacing* ``redirect``: the supervisor's program never
+    played, the caller was hung up, and the supervisor had been told "ok". The program was
+    replaced on purpose by this process (``exc.command``), so jambonz has one to run: the
+    call closes with 1000 as when the handler returns (jambonz plays the new program, then
+    hangs up), without the fallback."""
+
+    async def careless(call: Call) -> None:
+        async with open_conversation(call) as convo:
+            await convo.gather("What is your question?")  # never catches the interruption
+            await convo.say("unreachable")
+
+    server: JambonzServer = await nursery.start(serve_jambonz, careless)
+    async with open_fake_call(server.connect_memory) as fc:
+        assert (await fc.start()).first(Gather).id == "jt-1"
+        takeover = [Say(text="A supervisor takes over")]
+        await server.calls[fc.call.call_sid].redirect(takeover)
+        assert (await fc.expect_command(RedirectCommand)).verbs == tuple(takeover)
+        await fc.verb_status("finished", id="jt-1", name="gather")
+        closed = await fc.expect_close(1000, within=10)
+        assert closed.reason == "handler finished"
+        assert [c.command for c in fc.commands if isinstance(c.command, RedirectCommand)] == [
+            RedirectCommand(verbs=tuple(takeover))
+        ]
