@@ -739,12 +739,16 @@ class Cluster:
             args: list[str] = [self.member]
             for sid, _text, record in chunk:
                 args += [sid, record]
+            k = self._keys
             with guard("storing user_data", self._where), trio.fail_after(self._bound):
-                done: int = await self._store_ud(keys=[self._keys.members, self._keys.userdata], args=args)
-            if done < 0:
-                return  # not registered: the full re-registration comes first
+                found: list[str] | int = await self._store_ud(
+                    keys=[k.members, k.userdata, k.calls], args=args
+                )
+            if not isinstance(found, list):
+                return  # -1, not registered: the full re-registration comes first
+            refused = {str(sid) for sid in found}  # (not mine, or not yet: tried again next beat)
             for sid, stored, _record in chunk:
-                if sid in self._live:
+                if sid in self._live and sid not in refused:
                     self._ud_stored[sid] = stored
             await trio.lowlevel.checkpoint()
 

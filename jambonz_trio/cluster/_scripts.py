@@ -293,15 +293,28 @@ return {'none', '', ud}
 """
 )
 
-#: KEYS: members, userdata   ARGV: me, then pairs (call_sid, record)
-#: Stores the user_data of my calls (a record names its member) -> -1 if I am not registered
+#: KEYS: members, userdata, calls   ARGV: me, then pairs (call_sid, record)
+#: Stores the user_data of my calls (a record names its member): only of the calls whose
+#: directory entry is mine. A copy of a call that moved away (another member's re-registration
+#: took it over, a reconnect started it elsewhere) never writes over what the member holding
+#: the call stores; nor does a call whose entry is not written yet (the next beat stores it).
+#: -> the sids refused (nothing written for them), or -1 (nothing written) if I am not registered
 STORE_USER_DATA = (
     _ARM
     + """
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -1 end
-for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+local me = ARGV[1]
+if not redis.call('ZSCORE', KEYS[1], me) then return -1 end
+local refused = {}
+for i = 2, #ARGV, 2 do
+  local entry = redis.call('HGET', KEYS[3], ARGV[i])
+  if entry and cjson.decode(entry)['member'] == me then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  else
+    refused[#refused + 1] = ARGV[i]
+  end
+end
 arm(redis.call('PTTL', KEYS[1]), KEYS[2])
-return 0
+return refused
 """
 )
 

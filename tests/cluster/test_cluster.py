@@ -283,6 +283,45 @@ async def test_a_moved_notice_read_after_the_copy_was_bound_again_leaves_it(
         assert await owned_by(control, sid, a.cluster.member)
 
 
+async def test_a_copy_moved_away_never_overwrites_the_user_data_its_holder_stored(
+    nursery: trio.Nursery, redis_url: str, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the member holding a call's entry stores its user_data. After Redis restarted
+    empty, B's re-registration takes the entry (and the stored record) over from A's stale
+    copy, and B stores the call's user_data; A has not read the ``moved`` notice yet (its inbox
+    task lags) when its stale copy's user_data changes, and its next beat stores it. The store
+    wrote A's stale data over B's record (naming A: B's end of the call would not remove it,
+    and a reconnect after B's death would restore A's data). It is refused now, nothing
+    written, and A's copy is otherwise left as it was (the notice ends it)."""
+    async with _a_call_on_a(nursery, redis_url, ns) as (a, b, control, target, fc):
+        sid, stale, a_back = await _dropped_then_moved(control, a, b, fc, target)
+        hooks = b.server.calls[sid].user_data["hooks"]
+        assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text=f"hook {hooks + 1}")]
+        monkeypatch.setattr(a.cluster, "_on_moved", lambda message: None)  # A's inbox task lags
+        b_back = _cut_off(b)
+        await flush_namespace(control)  # Redis restarted, empty
+        await _back(a, a_back)
+        await _back(b, b_back)
+        assert await owned_by(control, sid, b.cluster.member)
+        await eventually(lambda: stored_hooks(control, sid, hooks + 1), 5)  # B stored its own
+        store, tried = a.cluster._store_ud, trio.Event()
+
+        async def watched(**kwargs: Any) -> Any:
+            found = await store(**kwargs)
+            if sid in kwargs["args"]:
+                tried.set()
+            return found
+
+        monkeypatch.setattr(a.cluster, "_store_ud", watched)
+        stale.user_data["hooks"] = 99  # A's stale copy changes (a task of its app, say)
+        with trio.fail_after(5):
+            await tried.wait()  # A's beat tried to store it
+        record = json.loads(await control._client.hget(control._keys.userdata, sid) or "{}")
+        assert record.get("member") == b.cluster.member
+        assert await stored_hooks(control, sid, hooks + 1)
+        assert a.server.calls.get(sid) is stale and stale.state is ConnState.DISCONNECTED
+
+
 async def test_re_registrations_of_one_call_by_two_members_keep_the_copy_bound_last(
     redis_url: str, ns: str
 ) -> None:
@@ -822,8 +861,8 @@ async def test_a_member_restarted_with_its_id_leaves_the_calls_before_it_to_thei
             assert (
                 await before._apply([("sid-old", ClusterCall(call_sid="sid-old", member=me).dumps())]) == []
             )
-            keys = [before._keys.members, before._keys.userdata]
-            assert await before._store_ud(keys=keys, args=[me, "sid-old", record]) == 0
+            keys = [before._keys.members, before._keys.userdata, before._keys.calls]
+            assert await before._store_ud(keys=keys, args=[me, "sid-old", record]) == []
 
             async def crashed() -> None:  # no deregistration: its entries stay until its expiry
                 pass
