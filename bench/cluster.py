@@ -135,7 +135,7 @@ async def wait_listed(control: Cluster, sids: list[str]) -> dict[str, str]:
 
 async def latency_run(redis: str, url: str, commands: int) -> list[float]:
     async with (
-        open_cluster(redis, config=ClusterConfig(op_timeout=2.0)) as control,
+        open_cluster(redis, config=ClusterConfig(member_ttl=7.0, op_timeout=2.0)) as control,
         open_fake_call(tcp_connector(url), strict=False) as fc,
     ):
         await fc.start()
@@ -218,7 +218,9 @@ class _Switch:
 async def relay_run(redis: str, a: str, b: str, hooks: int) -> tuple[list[float], list[float]]:
     target = _Switch(a)
     async with (
-        open_cluster(redis, namespace="bench-relay", config=ClusterConfig(op_timeout=2.0)) as control,
+        open_cluster(
+            redis, namespace="bench-relay", config=ClusterConfig(member_ttl=7.0, op_timeout=2.0)
+        ) as control,
         open_fake_call(target, path="/", strict=False, auto_reconnect=False) as fc,
     ):
         await fc.start()
@@ -325,7 +327,7 @@ async def one_call(url: str) -> None:
 async def spread_run(
     redis: str, url: str, pids: list[int], calls: int, concurrency: int
 ) -> dict[str, object]:
-    async with open_cluster(redis, config=ClusterConfig(op_timeout=2.0)) as control:
+    async with open_cluster(redis, config=ClusterConfig(member_ttl=7.0, op_timeout=2.0)) as control:
         async with AsyncExitStack() as stack:  # 40 calls held open: which worker has each?
             held = [
                 await stack.enter_async_context(open_fake_call(tcp_connector(url), strict=False))

@@ -209,7 +209,10 @@ async def serve(
 
             # keep_user_data: a call whose worker died (or drained) carries on where jambonz
             # reconnects, with its user_data (the hook count) restored
-            config = ClusterConfig(member_ttl=member_ttl, keep_user_data=True)
+            # (op_timeout must stay below member_ttl / 3: shortened with a short member_ttl)
+            config = ClusterConfig(
+                member_ttl=member_ttl, op_timeout=min(1.0, member_ttl / 4), keep_user_data=True
+            )
             cluster = await stack.enter_async_context(open_cluster(redis, config=config))
         async with trio.open_nursery() as nursery:
             server = await nursery.start(

@@ -206,11 +206,12 @@ class ClusterConfig:
             (every member sweeps every ``member_ttl / 3``) removes its entries. So a dead
             member's entries are gone within ``member_ttl * 4/3 + op_timeout``.
         op_timeout: bound on one Redis operation (connect, or one reply); past it the
-            operation raises :class:`ClusterUnavailable`. Keep it below ``member_ttl / 3``
-            (as the defaults do): a member beats between the writes of a long directory
-            write, and is never swept mid-write only while one write plus a heartbeat take
-            less than about ``member_ttl * 2/3``; a larger ``op_timeout`` lets a Redis that
-            answers, but that slowly, get a live member swept (it then re-registers).
+            operation raises :class:`ClusterUnavailable`. Must be below ``member_ttl / 3``
+            (as the defaults are; ``ValueError`` otherwise: lower it with a short
+            ``member_ttl``): a member beats between the writes of a long directory write,
+            and is never swept mid-write only while one write plus a heartbeat take less
+            than about ``member_ttl * 2/3``; a larger ``op_timeout`` would let a Redis that
+            answers, but that slowly, get a live member swept.
         reply_timeout: longest wait for the owner's answer to a command (the command may wait
             there for jambonz to reconnect, up to the call's ``reconnect_grace``, 60 s by
             default). Callers bound it further with ``trio.fail_after``.
@@ -255,6 +256,13 @@ class ClusterConfig:
             raise ValueError("member_ttl, op_timeout, reply_timeout and relay_timeout must be positive")
         if self.max_pending_updates < 1 or self.max_queued_commands < 1:
             raise ValueError("max_pending_updates and max_queued_commands must be at least 1")
+        if self.op_timeout * 3 >= self.member_ttl:
+            raise ValueError(
+                f"op_timeout ({self.op_timeout} s) must be below member_ttl / 3 (member_ttl "
+                f"({self.member_ttl} s) / 3 = {self.member_ttl / 3:.3g} s): a member beats every "
+                "member_ttl / 3, and one slow reply plus a beat must fit in member_ttl * 2/3; "
+                "lower op_timeout or raise member_ttl"
+            )
 
     @property
     def expiry_bound(self) -> float:

@@ -21,7 +21,7 @@ from jambonz_trio.testing._transport import Connector
 from .apps import counting, run_member
 
 #: Quick liveness (a dead member is swept within about 2 s), user_data kept: the relay tests'.
-FAST_KEEPING = ClusterConfig(member_ttl=1.0, op_timeout=0.5, reply_timeout=10.0, keep_user_data=True)
+FAST_KEEPING = ClusterConfig(member_ttl=1.0, op_timeout=0.3, reply_timeout=10.0, keep_user_data=True)
 
 
 @attrs.define

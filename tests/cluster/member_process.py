@@ -20,7 +20,7 @@ from .apps import counting
 
 
 async def main(url: str, namespace: str, ttl: float) -> None:
-    config = ClusterConfig(member_ttl=ttl, op_timeout=0.5, keep_user_data=True)
+    config = ClusterConfig(member_ttl=ttl, op_timeout=0.3, keep_user_data=True)
     async with (
         open_cluster(url, namespace=namespace, config=config) as cluster,
         trio.open_nursery() as nursery,

@@ -64,7 +64,7 @@ from .redis import PrivateRedis
 # _collect_coredis_leftovers fixture); here Redis is killed or refuses passwords on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning")
 
-FAST = ClusterConfig(member_ttl=1.0, op_timeout=0.5, reply_timeout=10.0)
+FAST = ClusterConfig(member_ttl=1.0, op_timeout=0.3, reply_timeout=10.0)
 
 
 async def started_calls(stack: AsyncExitStack, server: JambonzServer, n: int) -> list[FakeCall]:
@@ -1143,6 +1143,21 @@ def test_commands_travel_unchanged() -> None:
     raw = RawCommand(command="future:thing", data={"a": 1}, call_sid="c")
     assert decode_command(encode_command(raw)) == raw
     assert decode_command(encode_command(raw)).to_wire() == raw.to_wire()
+
+
+def test_an_op_timeout_not_below_a_third_of_member_ttl_is_refused() -> None:
+    """ClusterConfig's docs: keep ``op_timeout`` below ``member_ttl / 3`` (a member beats every
+    ``member_ttl / 3``; one slow reply plus a beat must fit in about ``member_ttl * 2/3``, or a
+    Redis that answers slowly gets a live member swept). A config breaking it is refused, the
+    message naming both values; at the limit too."""
+    with pytest.raises(ValueError, match=r"op_timeout \(1\.0 s\).*member_ttl \(2\.0 s\)"):
+        ClusterConfig(member_ttl=2.0)  # (op_timeout 1 s by default)
+    with pytest.raises(ValueError, match=r"op_timeout \(0\.5 s\).*member_ttl \(1\.5 s\)"):
+        ClusterConfig(member_ttl=1.5, op_timeout=0.5)
+    with pytest.raises(ValueError, match="member_ttl"):
+        attrs.evolve(FAST, op_timeout=1.0)
+    assert ClusterConfig().op_timeout * 3 < ClusterConfig().member_ttl  # the defaults keep it
+    assert ClusterConfig(member_ttl=1.0, op_timeout=0.3).op_timeout == 0.3
 
 
 async def test_bad_urls_and_namespaces_are_refused() -> None:

@@ -25,7 +25,7 @@ from jambonz_trio.cluster import Cluster, ClusterConfig, open_cluster
 from jambonz_trio.testing import open_fake_audio_stream, open_fake_call
 from jambonz_trio.verbs import Listen
 
-FAST = ClusterConfig(member_ttl=1.0, op_timeout=0.5)
+FAST = ClusterConfig(member_ttl=1.0, op_timeout=0.3)
 CONNECT_TIMEOUT = 60.0  # far longer than the test's bound: the listen must fail at once
 
 

@@ -40,7 +40,7 @@ from .test_cluster import eventually
 pytestmark = pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceWarning")
 
 ROOT = Path(__file__).resolve().parents[2]
-CONTROL = ClusterConfig(member_ttl=1.0, op_timeout=0.5, reply_timeout=10.0)
+CONTROL = ClusterConfig(member_ttl=1.0, op_timeout=0.3, reply_timeout=10.0)
 
 
 @attrs.frozen

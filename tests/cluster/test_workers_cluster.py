@@ -38,9 +38,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:Unclosed <MemoryObject:ResourceW
 ROOT = Path(__file__).resolve().parents[2]
 TTL = 1.0  # the workers' member_ttl (--member-ttl)
 #: The control handle in this test: fails fast on a dead Redis.
-CONTROL = ClusterConfig(member_ttl=TTL, op_timeout=0.5, reply_timeout=10.0)
-#: The bound of ClusterConfig's docs for the workers' settings (op_timeout 1 s by default).
-EXPIRY_BOUND = ClusterConfig(member_ttl=TTL).expiry_bound
+CONTROL = ClusterConfig(member_ttl=TTL, op_timeout=0.3, reply_timeout=10.0)
+#: The bound of ClusterConfig's docs for the workers' settings (op_timeout ``member_ttl / 4``
+#: with a short ``--member-ttl``: examples/ivr.py).
+EXPIRY_BOUND = ClusterConfig(member_ttl=TTL, op_timeout=TTL / 4).expiry_bound
 
 
 @attrs.frozen
