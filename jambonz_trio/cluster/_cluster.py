@@ -1116,7 +1116,9 @@ class Cluster:
         bound, on Redis' clock, and whether it is connected): when two members re-register one
         call (Redis restarted empty: nothing else is left to tell their copies apart) the copy
         bound last keeps the entry, whichever member writes first (``UPSERT``); the other
-        member's copy ends (refused here, or told: :meth:`_on_moved`)."""
+        member's copy ends (refused here, or told: :meth:`_on_moved`). No copy is refused in
+        favour of the entry of a member that stopped beating: it is taken over, as once that
+        member is swept."""
         self._pending.clear()
         self._resync = False
         self._ud_stored.clear()  # Redis may have lost them (restarted): store them all again

@@ -115,15 +115,20 @@ end
 #: inbox, with the ``bound`` of the copy taken over: it ends that copy, not one bound since);
 #: it is refused (nothing written) otherwise. A '?' re-registration
 #: meeting another member's plain entry (written for a socket bound there since) is refused.
+#: Neither is ever refused in favour of a member that stopped beating (past its expiry, not yet
+#: swept): its entry is taken over as its sweep would leave the sid free, and it is not told
+#: (back, it re-registers everything, and its copy, if bound last, takes the entry back).
 #: -> {number of changes, then the sids of the re-registrations refused}, or -1 (nothing written)
 #: when I am not registered: swept while unreachable, or gone - a write arriving late must not
 #: leave entries no sweep would ever find.
 UPSERT = (
-    _ARM
+    _NOW
+    + _ARM
     + _OUTRANKS
     + """
 local me, prefix, maxlen = ARGV[1], ARGV[2], ARGV[3]
 if not redis.call('ZSCORE', KEYS[1], me) then return -1 end
+local now = now_ms()
 local ttl = redis.call('PTTL', KEYS[1])
 local changed, refused = 0, {}
 for i = 5, #ARGV, 2 do
@@ -150,7 +155,8 @@ for i = 5, #ARGV, 2 do
     local rereg = doc:sub(1, 1) == '?'
     if rereg then doc = doc:sub(2) end
     local verdict = 'put'
-    if owner and owner ~= me then
+    local alive = owner and owner ~= me and tonumber(redis.call('ZSCORE', KEYS[1], owner) or 0) > now
+    if alive then
       local mine = cjson.decode(doc)['copy']
       if type(mine) == 'table' and type(theirs) == 'table' then
         if outranks(mine, theirs) then verdict = 'tell' else verdict = 'refuse' end

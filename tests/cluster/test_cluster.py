@@ -248,6 +248,46 @@ async def test_redis_restarted_empty_leaves_the_call_with_the_member_jambonz_tal
         assert b.server.calls[sid] is moved and moved.reconnect_count == 1
 
 
+async def test_a_re_registration_meeting_a_dead_member_s_entry_keeps_its_copy(
+    nursery: trio.Nursery, redis_url: str, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member's re-registration that meets the entry of a member that stopped beating takes
+    it over, as it does once that member is swept (no entry left): it never ends its copy in
+    favour of a copy that may be gone with its member. Redis restarts empty; B re-registers
+    the call first (its copy bound last), then stops beating, and A re-registers before
+    anyone swept B (B expired between A's sweep and A's write). A's copy ended, though
+    nothing else held the call; it stays now, and A's entry lists it. B was only cut off
+    from Redis: back, it re-registers its copy, bound last, which takes the entry back, and
+    A, told, ends its own (jambonz talks to B's all along)."""
+    async with _a_call_on_a(nursery, redis_url, ns) as (a, b, control, target, fc):
+        sid, stale, a_back = await _dropped_then_moved(control, a, b, fc, target)
+        moved = b.server.calls[sid]
+        hooks = moved.user_data["hooks"]
+        assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text=f"hook {hooks + 1}")]
+        await flush_namespace(control)  # Redis restarted, empty
+        await eventually(lambda: owned_by(control, sid, b.cluster.member), 5)  # B first
+        for cluster in (a.cluster, control):  # no sweep of B before A's write
+
+            async def no_sweep(*args: Any, **kwargs: Any) -> int:
+                return 0
+
+            monkeypatch.setattr(cluster, "_sweep_dead", no_sweep)
+        b_back = _cut_off(b)
+
+        async def b_dead() -> bool:
+            return b.cluster.member not in await control.list_members()
+
+        await eventually(b_dead, 5)
+        await _back(a, a_back)
+        assert await owned_by(control, sid, a.cluster.member)
+        assert a.server.calls.get(sid) is stale and stale.state is ConnState.DISCONNECTED
+        monkeypatch.undo()
+        await _back(b, b_back)
+        assert await owned_by(control, sid, b.cluster.member)
+        await eventually(lambda: a.server.calls.get(sid) is None, 5)  # A was told
+        assert b.server.calls.get(sid) is moved and moved.state is ConnState.CONNECTED
+
+
 async def test_a_moved_notice_read_after_the_copy_was_bound_again_leaves_it(
     nursery: trio.Nursery, redis_url: str, ns: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
