@@ -62,6 +62,9 @@ class _Pending:
         self.watchdog = trio.CancelScope()
         self.rekeyed = False
         self.connection = 0
+        #: tasks waiting for the outcome (``_await_ack``, a reconnect cycle): a violation of this
+        #: request is theirs to raise only while there is one (see ``_Core._own``)
+        self.waiters = 0
         #: a wait hook's kind (``FakeCall.wait_hook``): its answer must be an array of verbs
         #: the waiting verb can play
         self.wait: str | None = None
@@ -307,6 +310,19 @@ class _Core:
         )
         return False
 
+    def _own(self, p: _Pending) -> bool:
+        """Whether a violation ``p`` fails with is left to its waiter: only while one waits
+        (once the test stopped waiting, e.g. cancelled, the next :meth:`_check` raises it)."""
+        return p.waiters > 0
+
+    def _disown(self, violation: int | None, *, reported: bool = False) -> None:
+        """A waiter is done with ``violation``: raised as its error (``reported``), or left to
+        the next :meth:`_check`."""
+        if violation is not None:
+            self._owned.discard(violation)
+            if reported:
+                self._reported.add(violation)
+
     def _check(self) -> None:
         """Strict mode: raise the violations not reported yet."""
         if not self._strict:
@@ -335,14 +351,18 @@ class _Core:
         return ready()
 
     async def _await_ack(self, p: _Pending) -> AckRecord:
+        """Wait for ``p``'s outcome; raise its error. A wait cut short (cancelled, or another
+        violation raised) leaves ``p``'s violation to the next :meth:`_check`, recorded ones
+        included: only the error actually raised counts as reported."""
+        p.waiters += 1
         try:
             await self._wait(lambda: p.done)
         finally:
-            if p.violation is not None:
-                self._owned.discard(p.violation)
-                if p.done:
-                    self._reported.add(p.violation)
+            p.waiters -= 1
+            if p.waiters == 0:
+                self._disown(p.violation)
         if p.error is not None:
+            self._disown(p.violation, reported=True)
             raise self._fail(p.error)
         assert p.record is not None
         self._check()
@@ -480,7 +500,7 @@ class _Core:
             f"§6.2 step 6): held {self._ack_timeout:g} s; the call goes silent until the socket "
             "closes (not with 1000) and jambonz reconnects"
         )
-        v = self._violate("never-sent", detail, owned=pending is not None)
+        v = self._violate("never-sent", detail, owned=pending is not None and self._own(pending))
         if pending is not None:
             pending.fail(NeverSent(msg.msgid, msg.type, detail), v)
 
@@ -509,8 +529,9 @@ class _Core:
             )
         else:
             detail = f"no ack for {mtype} {p.msgid} within {self._ack_timeout:g} s"
-        # (owned by its waiter, unless it has none left: a request NeverSent failed, released later)
-        v = self._violate("ack-timeout", detail, owned=not p.done)
+        # (owned by its waiter, unless it has none left: a request NeverSent failed, released
+        # later, or a wait the test cancelled)
+        v = self._violate("ack-timeout", detail, owned=not p.done and self._own(p))
         if self._rejects_call(p):
             p.fail(CallRejected("480 Temporarily Unavailable", detail=detail), v)
             self._end_call_soon(1001)
@@ -817,11 +838,15 @@ class _Core:
         else:
             p = _Pending(msg)
             await self._transmit(msg, p)
-        await self._wait_done(p)
+        p.waiters += 1
+        try:
+            await self._wait_done(p)
+        finally:
+            p.waiters -= 1
         if p.error is not None:
             cycle.finish(error=p.error, violation=p.violation)
-            if p.violation is not None and cycle.waiters == 0:
-                self._owned.discard(p.violation)  # nobody to tell: report at the next call
+            if cycle.waiters == 0 and p.waiters == 0:
+                self._disown(p.violation)  # nobody to tell: report at the next call
         else:
             assert p.record is not None
             self._awaiting_reconnect_ack = False

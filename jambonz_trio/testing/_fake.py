@@ -101,9 +101,12 @@ class FakeCall(_Inbound, _MediaServer):
     ``expect_*`` methods wait ``within`` seconds. Anything else (a send held by back-pressure,
     :meth:`reconnect` waiting for a back-off) is bounded by the caller's ``trio.fail_after``.
     Cancelling a wait only stops waiting: a request already sent stays outstanding, as in
-    jambonz; a late ack is recorded, an ack timeout is recorded in :attr:`violations` but not
-    raised, and an unacked inbound ``session:new`` still gets the call rejected (closed with
-    1001) once ``ack_timeout`` has passed.
+    jambonz; a late ack is recorded, an ack timeout (or invalid verbs in the late ack) is
+    recorded in :attr:`violations` and, in strict mode, raised as :class:`ProtocolViolation` /
+    :class:`InvalidVerbs` by the next call into the fake (or at the end of the ``async with``
+    block), also when it fell on the very tick the wait was cancelled; and an unacked inbound
+    ``session:new`` still gets the call rejected (closed with 1001) once ``ack_timeout`` has
+    passed.
     """
 
     # -- records ---------------------------------------------------------------------------
@@ -965,11 +968,10 @@ class FakeCall(_Inbound, _MediaServer):
             await self._wait(cycle.done.is_set)
         finally:
             cycle.waiters -= 1
-            if cycle.violation is not None:
-                self._owned.discard(cycle.violation)
-                if cycle.done.is_set():
-                    self._reported.add(cycle.violation)
+            if cycle.waiters == 0:
+                self._disown(cycle.violation)
         if cycle.error is not None:
+            self._disown(cycle.violation, reported=True)
             raise self._fail(cycle.error)
         assert cycle.record is not None
         self._check()

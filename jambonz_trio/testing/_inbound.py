@@ -165,7 +165,7 @@ class _Inbound(_Core):
                 except ValueError as exc:
                     problem = f"invalid verbs in the session:new ack: {exc}"
             if problem is not None:
-                v = self._violate("invalid-verbs", problem, frame=text, link=link, owned=True)
+                v = self._violate("invalid-verbs", problem, frame=text, link=link, owned=self._own(p))
                 p.fail(InvalidInitialVerbs([self._violations[v]]), v)
                 self._end_call_soon(1001)
                 return
@@ -226,7 +226,7 @@ class _Inbound(_Core):
                     "invalid-verbs",
                     f"invalid verbs in the ack to {mtype}: {exc}",
                     frame=text,
-                    owned=True,
+                    owned=self._own(p),
                 )
                 p.fail(InvalidVerbs([self._violations[v]]), v)
                 self._notify()

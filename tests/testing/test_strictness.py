@@ -262,3 +262,77 @@ async def test_strict_violation_interrupts_a_wait(autojump_clock: trio.abc.Clock
         with pytest.raises(ProtocolViolation, match="oops"):
             await fc.hook("/gather", {"reason": "timeout"})
         assert trio.current_time() - start < 1
+
+
+async def test_ack_timeout_after_a_cancelled_wait_is_reported(autojump_clock: trio.abc.Clock) -> None:
+    """The test gives up on a hook before jambonz would: the ack timeout that follows has no
+    waiter left to raise AckTimeout, so strict mode reports it at the next call."""
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.answered()
+        await s.recv_type("verb:hook")  # never acked
+
+    async with started_call(app_side) as fc:
+        with trio.move_on_after(1):
+            await fc.hook("/gather", {"reason": "timeout"})
+        with pytest.raises(ProtocolViolation, match="no ack for verb:hook") as info:
+            await fc.wait_idle(10)
+        assert [v.kind for v in info.value.violations] == ["ack-timeout"]
+        await fc.wait_idle(1)  # reported once only
+
+
+async def test_ack_timeout_at_the_cancel_deadline_is_reported(autojump_clock: trio.abc.Clock) -> None:
+    """The test's deadline and jambonz's fall on the same tick: whether the wait is cancelled
+    before or after the ack timeout is recorded (trio picks the order), it is reported."""
+
+    async def app_side(app: TinyApp) -> None:
+        s = await app.answered()
+        await s.recv_type("verb:hook")  # never acked
+
+    async with started_call(app_side) as fc:
+        with trio.move_on_after(5):  # ack_timeout
+            await fc.hook("/gather", {"reason": "timeout"})
+        with pytest.raises(ProtocolViolation, match="no ack for verb:hook"):
+            await fc.wait_idle(1)
+
+
+async def test_ack_timeout_after_a_cancelled_wait_is_raised_at_exit(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async def app_side(app: TinyApp) -> None:
+        s = await app.answered()
+        await s.recv_type("verb:hook")  # never acked
+
+    async with app_running(app_side) as app:
+        with pytest.raises(ProtocolViolation, match="no ack for verb:hook"):
+            async with open_fake_call(app.connector) as fc:
+                await fc.start()
+                with trio.move_on_after(1):
+                    await fc.hook("/gather")
+                await trio.sleep(10)  # not a fake call: nothing raised yet
+
+
+async def test_invalid_verbs_after_a_cancelled_wait_are_reported(autojump_clock: trio.abc.Clock) -> None:
+    async def app_side(app: TinyApp) -> None:
+        s = await app.answered()
+        hook = await s.recv_type("verb:hook")
+        await trio.sleep(2)
+        await s.ack(hook, [{"verb": "gather", "actionHook": 5}])
+
+    async with started_call(app_side) as fc:
+        with trio.move_on_after(1):
+            await fc.hook("/gather")
+        with pytest.raises(InvalidVerbs, match="gather"):
+            await fc.wait_idle(5)
+
+
+async def test_lenient_mode_records_a_cancelled_waits_ack_timeout(autojump_clock: trio.abc.Clock) -> None:
+    async def app_side(app: TinyApp) -> None:
+        s = await app.answered()
+        await s.recv_type("verb:hook")  # never acked
+
+    async with started_call(app_side, strict=False) as fc:
+        with trio.move_on_after(1):
+            await fc.hook("/gather")
+        await fc.wait_idle(10)
+        assert [v.kind for v in fc.violations] == ["ack-timeout"]
