@@ -86,9 +86,10 @@ def _reject_constant(name: str) -> Any:
 _decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def dumps(obj: Any) -> str:
-    """Compact JSON, as jambonz's ``JSON.stringify`` sends it."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+def dumps(obj: Any, *, allow_nan: bool = True) -> str:
+    """Compact JSON, as jambonz's ``JSON.stringify`` sends it (``allow_nan=False``: a NaN or
+    infinity raises ``ValueError``)."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=allow_nan)
 
 
 def check_envelope(text: str) -> tuple[dict[str, Any] | None, str | None]:

@@ -70,17 +70,45 @@ def _camel(key: str) -> str:
 def listen_metadata(verb: Listen, call: CallData) -> dict[str, Any]:
     """The metadata frame FS 0.9.8 sends for ``verb`` on ``call``: ``Object.assign({sampleRate,
     mixType}, callInfo, verb.metadata)`` (FS lib/tasks/listen.js:168-171), camelCase call info
-    (lib/session/call-info.js:135-171) with the call answered."""
+    (lib/session/call-info.js:135-171) with the call answered.
+
+    Raises:
+        FakeJambonzError: the verb's ``metadata`` is not a mapping.
+    """
     info = {
         _camel(k) if k != "customerData" else k: v
         for k, v in call.call_info(call_status="in-progress", sip_status=200, sip_reason="OK").items()
     }
+    own = verb.metadata or {}
+    if not isinstance(own, Mapping):
+        raise FakeJambonzError(
+            f"the listen's metadata is a {type(own).__name__}, not an object of keys to add to the "
+            "metadata frame"
+        )
     return {
         "sampleRate": verb.sample_rate or 8000,
         "mixType": verb.mix_type or "mono",
         **info,
-        **(verb.metadata or {}),
+        **own,
     }
+
+
+def _metadata_frame(metadata: Mapping[str, Any]) -> str:
+    """The metadata as the text frame jambonz sends first; a value JSON cannot carry (jambonz's
+    metadata always came to it as JSON) is the test's mistake, raised before anything connects.
+
+    Raises:
+        FakeJambonzError: a key or value is no JSON (an object, a set, bytes, NaN, a lone
+            surrogate ...).
+    """
+    try:
+        text = dumps(dict(metadata), allow_nan=False)
+        text.encode("utf-8")  # what the socket will do with it
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise FakeJambonzError(
+            f"the listen's metadata cannot be sent as JSON (the audio socket's first frame): {exc}"
+        ) from None
+    return text
 
 
 @attrs.frozen(kw_only=True)
@@ -180,8 +208,11 @@ class FakeAudioStream:
         self.streaming = bool(bidi.streaming)
         #: streamed audio is played only with a non-zero rate (mod_audio_fork.c:264-279)
         self.playback_rate = int(bidi.sample_rate or 0) if self.streaming else 0
-        self.sample_rate = int(self.metadata.get("sampleRate") or 8000)
-        self.channels = 2 if self.metadata.get("mixType") == "stereo" else 1
+        # the verb's format, whatever its metadata says: FS forks at this.sampleRate and
+        # this.mixType (FS v0.9.8 lib/tasks/listen.js:45-46, :180-181), while the verb's metadata
+        # may overwrite those keys in the metadata frame (Object.assign, :168-171)
+        self.sample_rate = verb.sample_rate or 8000
+        self.channels = 2 if verb.mix_type == "stereo" else 1
         self._ws: trio_websocket.WebSocketConnection | None = None
         self._stream: _SniffingStream | None = None
         self._played = bytearray()
@@ -419,7 +450,7 @@ class FakeAudioStream:
         self._reporter.log(f"app->jambonz  {text}")
         try:
             obj = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # (nested too deep: cJSON gives up too)
             self._bad_message("not JSON: jambonz's media server logs and ignores it", text)
             return
         if not isinstance(obj, dict):
@@ -624,6 +655,7 @@ async def _open(
     close_timeout: float,
     subprotocol: str,
 ) -> AsyncIterator[FakeAudioStream]:
+    first_frame = _metadata_frame(metadata)
     stream = FakeAudioStream(
         verb=verb, url=url, metadata=metadata, reporter=reporter, playout=playout, close_timeout=close_timeout
     )
@@ -656,7 +688,7 @@ async def _open(
         else:
             stream._ws, stream._stream = ws, sniff
             reporter.log(f"audio socket open (subprotocol {ws.subprotocol}); metadata sent")
-            await ws.send_message(dumps(dict(metadata)))
+            await ws.send_message(first_frame)
             nursery.start_soon(stream._read_loop)
             nursery.start_soon(stream._run_playout)
             nursery.start_soon(stream._run_clips)
@@ -708,6 +740,8 @@ async def open_fake_audio_stream(
             ``__cause__``) or the handshake did.
         ProtocolViolation: on exit, in strict mode, for messages the media server would
             ignore (not when the block raised: its exception propagates).
+        FakeJambonzError: on entry, before connecting: the verb's ``metadata`` is not a
+            mapping, or holds a value JSON cannot carry (an object, a set, bytes, NaN ...).
     """
     reporter = _Reporter()
     if path is None:
@@ -844,6 +878,8 @@ class _MediaServer(_Core):
                 be reached, or its URL is not ``ws``, ``wss``, ``http`` or ``https`` (or, in a
                 test connected in memory, not on the app: see :attr:`audio_connector`);
                 jambonz would end the verb (and send its ``actionHook``).
+            FakeJambonzError: on entry, before connecting: the verb's ``metadata`` is not a
+                mapping, or holds a value JSON cannot carry.
         """
         user, password = self._call_auth or (None, None)
         ws_auth = verb.ws_auth
@@ -855,6 +891,11 @@ class _MediaServer(_Core):
             ws_username=ws_auth.username if ws_auth is not None else None,
             ws_password=ws_auth.password if ws_auth is not None else None,
         )
+        try:
+            metadata = listen_metadata(verb, self._call)
+            _metadata_frame(metadata)  # the test's mistake, told before anything connects
+        except FakeJambonzError as exc:
+            raise self._fail(exc) from None
         connector, resource, host = self._audio_target(resolved.url)
         if self._audio_list is None:
             self._audio_list = []
@@ -865,7 +906,7 @@ class _MediaServer(_Core):
             url=resolved.url,
             resource=resource,
             host=host,
-            metadata=listen_metadata(verb, self._call),
+            metadata=metadata,
             username=resolved.username,
             password=resolved.password,
             reporter=reporter,

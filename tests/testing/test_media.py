@@ -28,6 +28,7 @@ from jambonz_trio.testing import (
     CallData,
     Caller,
     ConnectFailed,
+    FakeJambonzError,
     InvalidVerbs,
     ProtocolViolation,
     open_fake_audio_stream,
@@ -88,6 +89,7 @@ def sender(*frames: str | bytes) -> Callable[[AudioStream], Awaitable[None]]:
         (STREAMING, '{"type":"hello"}', "does nothing"),
         (STREAMING, '{"verb":"say"}', "no 'type'"),
         (STREAMING, "not json", "not JSON"),
+        (STREAMING, "[" * 100_000, "not JSON"),  # nested too deep for any JSON parser
         (STREAMING, '{"type":"error","data":{}}', "leaves the audio socket open"),
         (CLIPS, b"\x00\x00" * 160, "does not stream audio back"),
         (BidirectionalAudio(enabled=True, streaming=True), b"\x00\x00" * 160, "does not stream audio back"),
@@ -136,6 +138,70 @@ async def test_metadata_frame_as_jambonz_builds_it(
     assert (frame["sampleRate"], frame["mixType"], frame["callSid"]) == (16000, "mixed", call.call_sid)
     assert frame["callStatus"] == "overwritten" and frame["x"] == 1  # the verb's keys win
     assert frame["customerData"] == {"k": "v"} and "call_sid" not in frame  # camelCase, as sent
+
+
+@pytest.mark.parametrize("given", [16000, "fast", None, {"hz": 8000}])
+async def test_metadata_keys_do_not_set_the_audio_format(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, given: object
+) -> None:
+    """The verb's metadata may overwrite ``sampleRate`` / ``mixType`` in the metadata frame
+    (Object.assign, FS v0.9.8 lib/tasks/listen.js:168-171), but the audio is forked at the
+    verb's own rate and mix (:180-181): the fake's audio follows the verb, and a metadata value
+    that is no number does not break it."""
+    frames: list[dict[str, object]] = []
+
+    async def app(stream: AudioStream) -> None:
+        frames.append(dict(stream.metadata.raw))
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
+    verb = listen(sample_rate=8000, metadata={"sampleRate": given, "mixType": given})
+    async with open_fake_audio_stream(server.connect_memory, verb) as fake:
+        assert (fake.sample_rate, fake.channels) == (8000, 1)
+        assert (fake.metadata["sampleRate"], fake.metadata["mixType"]) == (given, given)
+        await fake.wait_closed()
+    assert (frames[0]["sampleRate"], frames[0]["mixType"]) == (given, given)
+
+
+@pytest.mark.parametrize("value", [object(), {1, 2}, float("nan"), b"raw", "\ud800"])
+async def test_metadata_that_is_no_json_is_refused_before_connecting(value: object) -> None:
+    connects: list[object] = []
+
+    async def connector() -> trio.abc.Stream:
+        connects.append(None)
+        raise AssertionError("not reached")
+
+    with pytest.raises(FakeJambonzError, match="metadata cannot be sent as JSON") as info:
+        async with open_fake_audio_stream(connector, listen(metadata={"x": value})):
+            pass  # pragma: no cover
+    assert type(info.value) is FakeJambonzError and connects == []
+
+
+async def test_metadata_that_is_no_object_is_refused() -> None:
+    async def connector() -> trio.abc.Stream:
+        raise AssertionError("not reached")
+
+    verb = listen(metadata=["a", "b"])
+    with pytest.raises(FakeJambonzError, match="metadata is a list"):
+        async with open_fake_audio_stream(connector, verb):
+            pass  # pragma: no cover
+
+
+async def test_a_calls_listen_with_metadata_that_is_no_json(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hi")])
+        await call.wait_closed()
+
+    server = await start_server(
+        nursery, [Route(path="/call", handler=app), AudioRoute(path="/audio", handler=sender())]
+    )
+    async with open_fake_call(server.connect_memory, path="/call") as fc:
+        await fc.start()
+        with pytest.raises(FakeJambonzError, match="metadata cannot be sent as JSON"):
+            async with fc.open_listen(listen(metadata={"at": object()})):
+                pass  # pragma: no cover
+        assert fc.audio_streams == []
 
 
 async def test_pace_follows_trio_clock(nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
