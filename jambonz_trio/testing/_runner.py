@@ -716,12 +716,13 @@ class _Runner:
                 return None
 
     async def _gather(self, verb: Gather) -> bool | None:
+        """A ``gather``: the prompt, the caller's answer, the actionHook with the result. One
+        without an actionHook still listens (the caller's answer goes to it) and ends on the
+        result like any other; only ``performAction`` sends nothing (FS v0.9.8
+        ``lib/tasks/gather.js:1313-1420``, ``lib/tasks/task.js:225``)."""
         prompt = verb.say if verb.say is not None else verb.play
         if prompt is not None and not await self._play(prompt):
             return False
-        if verb.action_hook is None:
-            return True
-        hook = _hook_url(verb.action_hook)
         answer = await self._ask(verb)
         if answer is _KILLED:
             return False
@@ -730,18 +731,21 @@ class _Runner:
             self.ended = True
             await self.fc.hangup()
             return None
-        data: dict[str, Any]
         assert not isinstance(answer, _Killed)
         kind: Literal["digits", "speech"] = "digits" if isinstance(answer, Digits) else "speech"
         if answer is not None and not self.fc._hears(verb, kind):
             self.fc._check()  # strict: unheard-input raises here
             self.step("caller", f"{_said(answer)} (not listened for: the gather times out)")
             answer = None
+        self.step("caller", _said(answer) if answer is not None else "(silence)")
+        if verb.action_hook is None:
+            self.step("jambonz", "the gather ends; it has no actionHook: the result goes nowhere (task.js:225)")
+            return True
+        hook = _hook_url(verb.action_hook)
+        data: dict[str, Any]
         if isinstance(answer, Digits):
-            self.step("caller", _said(answer))
             data = {"reason": "dtmfDetected", "digits": answer.digits}
         elif isinstance(answer, Speech) and _eager_flux(verb):
-            self.step("caller", _said(answer))
             # Deepgram Flux reports the turn's likely end first (EagerEndOfTurn, sent only with
             # eager_eot_threshold; EndOfTurn then carries the same transcript): FS v0.9.8
             # lib/tasks/gather.js:1115-1118 passes it to the actionHook while the gather runs
@@ -753,10 +757,8 @@ class _Runner:
             await self._after_hook(await self._hook(verb, early), use_verbs=False)
             data = flux_speech_result(answer.text, "EndOfTurn", answer.confidence)
         elif isinstance(answer, Speech):
-            self.step("caller", _said(answer))
             data = speech_result(answer.text, answer.confidence)
         else:
-            self.step("caller", "(silence)")
             data = {"reason": "timeout"}
         self.step("jambonz", f"verb:hook {hook}")
         ack = await self._hook(verb, data)
@@ -878,15 +880,15 @@ class _Runner:
         """A ``gather`` of the callee's confirm program: the prompt plays to the callee,
         ``callee`` answers, and the actionHook goes out with the child's call info (FS v0.9.8
         ``lib/tasks/task.js:227``: the confirm session's ``callInfo``). Its answer's verbs, if
-        any, are the callee's new program. A callee who hangs up (:class:`HangUp`) ends it."""
+        any, are the callee's new program. A callee who hangs up (:class:`HangUp`) ends it.
+        Without an actionHook the callee's answer is taken all the same and goes nowhere
+        (``task.js:225``)."""
         fc = self.fc
         prompt = verb.say if verb.say is not None else verb.play
         if prompt is not None:
             self.step("callee", f"hears {describe_verb(prompt)}")
             if not await self._play(prompt, hear=False):
                 return _KILLED
-        if verb.action_hook is None:
-            return None
         with trio.CancelScope() as scope:
             answer: Answer = None
             async with trio.open_nursery() as nursery:
@@ -918,6 +920,9 @@ class _Runner:
         else:
             data = {"reason": "timeout"}
         self.step("callee", _said(answer) if isinstance(answer, Digits | Speech) else "(silence)")
+        if verb.action_hook is None:
+            self.step("jambonz", "the callee's gather has no actionHook: the result goes nowhere (task.js:225)")
+            return None
         hook = _hook_url(verb.action_hook)
         self.step("jambonz", f"verb:hook {hook} (the callee's gather)")
         payload = {**leg.call_info(), **data}

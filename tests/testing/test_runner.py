@@ -771,3 +771,71 @@ async def test_a_gathers_play_prompt_is_heard(
 
     _, run = await played(nursery, app, Caller(Digits("1")))
     assert run.heard == ["play https://example.com/menu.mp3"]
+
+
+# -- a gather without an actionHook ------------------------------------------------------
+
+
+async def test_a_gather_without_an_action_hook_takes_the_callers_answer(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: ``run_call`` skipped a gather without an actionHook without asking the caller,
+    so the caller's first answer went to the next gather. jambonz runs it like any gather (the
+    caller's keys or speech resolve it, FS v0.9.8 ``lib/tasks/gather.js:1313-1420``) and only
+    ``performAction`` does nothing without an actionHook (``lib/tasks/task.js:225``): the
+    answer is consumed and dropped, and the program goes on."""
+    hooks: list[VerbHook] = []
+
+    async def app(call: Call) -> None:
+        program = [Gather(input=["digits"], say=Say(text="Any key")), Gather(input=["digits"], action_hook="/g")]
+        await call.ack(call.session, program)
+        async for event in call:
+            if isinstance(event, VerbHook):
+                hooks.append(event)
+                await call.ack(event, [Hangup()])
+
+    story: list[tuple[str, str]] = []
+    server: JambonzServer = await nursery.start(serve_jambonz, app)
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller(Digits("1"), Digits("2")), on_step=lambda *s: story.append(s))
+    assert [h.data.get("digits") for h in hooks] == ["2"]
+    assert run.heard == ["Any key"]
+    assert ("caller", "presses 1") in story
+    assert any("no actionHook" in text for who, text in story if who == "jambonz")
+
+
+async def test_a_hang_up_at_a_gather_without_an_action_hook_ends_the_call(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [Gather(input=["digits"]), Say(text="Never heard")])
+        await call.wait_closed()
+
+    fc, run = await played(nursery, app, Caller(HangUp()))
+    assert run.heard == []
+    assert fc.call.call_status == "completed"
+    assert fc.sent[-1].data["call_termination_by"] == "caller"
+
+
+async def test_a_callees_gather_without_an_action_hook_takes_the_callees_answer(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The same on the callee of a confirmHook program: its first answer goes to the gather
+    without an actionHook, the second to the one with it."""
+    screened: list[VerbHook] = []
+
+    async def app(call: Call) -> None:
+        dial = Dial(target=[Target(type="phone", number="+15550100")], confirm_hook="/screen")
+        await call.ack(call.session, [dial, Hangup()])
+        async for event in call:
+            if isinstance(event, DialConfirm):
+                program = [Gather(input=["digits"]), Gather(input=["digits"], action_hook="/screened")]
+                await call.ack(event, program)
+            elif isinstance(event, VerbHook) and event.hook == "/screened":
+                screened.append(event)
+                await call.ack(event)
+
+    callee = Caller(Digits("1"), Digits("2"))
+    await played(nursery, app, Caller(dials=[DialOutcome(callee=callee)]))
+    assert [h.data.get("digits") for h in screened] == ["2"]
