@@ -506,10 +506,12 @@ class FakeCall(_Inbound, _MediaServer):
         (``lib/tasks/enqueue.js:323-340``), the call info with ``hold_detail`` for a dial
         (``lib/tasks/dial.js:1101-1107``).
 
-        jambonz plays the answer inside the waiting verb and asks again when it is done; ``[]``
-        ends its loop. The answer must be a verb array (a missing ``data`` too is refused) of
-        ``play``, ``say``, ``pause`` (an enqueue also ``leave``, ``tag``): anything else
-        stops the loop (a ``refused-ack-data`` violation). It never replaces the program.
+        jambonz plays the answer inside the waiting verb and asks again when it is done (a dial's
+        ``onHoldHook`` only once in 0.9.8: its loop tests an ``isOnHold`` it never sets, FS
+        v0.9.8 ``lib/tasks/dial.js:1136``); ``[]`` ends its loop. The answer must be a verb
+        array (a missing ``data`` too is refused) of ``play``, ``say``, ``pause`` (an enqueue
+        also ``leave``, ``tag``): anything else stops the loop (a ``refused-ack-data``
+        violation). It never replaces the program.
 
         Raises:
             ExpectationFailed: no wait hook on that verb, or a hook whose kind is unknown.

@@ -51,7 +51,7 @@ from .._protocol._verbs_base import Verb
 from ._audio import AudioSource
 from ._calldata import CallData
 from ._errors import AckAbandoned, FakeJambonzError
-from ._fake import FakeCall, dial_result_data, flux_speech_result, speech_result
+from ._fake import FakeCall, WaitHookKind, dial_result_data, flux_speech_result, speech_result
 from ._jambonz import truthy
 from ._media import run_listen
 from ._records import AckRecord
@@ -101,11 +101,20 @@ class DialOutcome:
     callee; ``callee`` answers its ``gather`` verbs like the caller's (default: silence). A
     callee the program hangs up on, or an answer jambonz fails on, is declined: the dial ends
     at once (see docs/testing.md).
+
+    While an answered dial is connected: ``caller_keys`` then ``callee_keys`` are pressed
+    (SIP INFO, one after another: within jambonz's 3 s inter-digit timeout), each leg's keys
+    matched against the dial's ``dtmfCapture`` and a match sent to its ``dtmfHook``; then, with
+    ``hold``, the callee puts the caller on hold: the dial's ``onHoldHook`` is asked and its
+    answer plays to the caller, and the callee takes the caller back.
     """
 
     dial_call_status: str = "completed"
     dial_sip_status: int = 200
     callee: Caller | None = attrs.field(default=None, eq=False)
+    caller_keys: str = ""
+    callee_keys: str = ""
+    hold: bool = False
 
 
 @attrs.frozen
@@ -623,7 +632,7 @@ class _Runner:
                 "jambonz", f"conference {verb.name} has not started: the caller waits (conference.js:161-163)"
             )
             if verb.wait_hook is not None:
-                killed = not await self._wait_loop(verb, _hook_url(verb.wait_hook), outcome.waits)
+                killed = not await self._wait_loop(_hook_url(verb.wait_hook), outcome.waits)
             if not killed:
                 self.step("jambonz", f"conference {verb.name} starts: the caller joins it")
                 conf.started = trio.current_time()  # notifyStartConference (:450)
@@ -634,7 +643,7 @@ class _Runner:
                 self.step("jambonz", f"conference {verb.name} starts with the caller")
                 await conf.notify("start", members=0)  # :335-337
             if verb.enter_hook is not None:
-                killed = not await self._play_hook(verb, _hook_url(verb.enter_hook), "enterHook")
+                killed = not await self._play_hook(_hook_url(verb.enter_hook), "enterHook")
         if self.ended or self.fc.is_over:
             return None
         if not killed:
@@ -656,7 +665,7 @@ class _Runner:
             await self._after_hook(await self._hook(verb, {}))
         return not killed
 
-    async def _wait_loop(self, verb: Conference, hook: str, rounds: int) -> bool:
+    async def _wait_loop(self, hook: str, rounds: int) -> bool:
         """The ``waitHook`` loop while the conference has not started (FS v0.9.8
         ``lib/tasks/conference.js:240-253``): 750 ms of silence, ask the hook, play its answer;
         ``[]`` or a failure ends the loop (the caller waits in silence). ``False`` if a
@@ -665,21 +674,30 @@ class _Runner:
             await self.fc.wait_idle(0.75)  # silence_stream://750 (:243)
             if await self._follow_commands() or self.ended or self.fc.is_over:
                 return False
-            played = await self._play_hook(verb, hook, "waitHook")
+            played = await self._play_hook(hook, "waitHook")
             if played is None:
                 return True  # the loop ends (:245, :246-251)
             if not played:
                 return False
         return True
 
-    async def _play_hook(self, verb: Conference, hook: str, name: str) -> bool | None:
-        """Ask a conference's ``waitHook`` / ``enterHook`` and play its answer to the caller
-        (FS v0.9.8 ``lib/tasks/conference.js:650-686``): only ``play``, ``say``, ``pause``
-        (anything else throws, ``:657-661``). ``None`` if nothing played (``[]``, or the
-        request or the answer failed), ``False`` if a command killed the verb."""
+    async def _play_hook(
+        self,
+        hook: str,
+        name: str,
+        *,
+        kind: WaitHookKind = "conference",
+        where: str = "conference.js:655-661",
+        data: dict[str, Any] | None = None,
+    ) -> bool | None:
+        """Ask a wait hook and play its answer to the caller: a conference's ``waitHook`` /
+        ``enterHook`` (FS v0.9.8 ``lib/tasks/conference.js:650-686``), a dial's ``onHoldHook``
+        (``lib/tasks/dial.js:1091-1129``): only ``play``, ``say``, ``pause`` (anything else
+        throws, ``where``). ``None`` if nothing played (``[]``, or the request or the answer
+        failed), ``False`` if a command killed the verb."""
         self.step("jambonz", f"verb:hook {hook} ({name})")
         try:
-            ack = await self.fc.wait_hook(hook, kind="conference")
+            ack = await self.fc.wait_hook(hook, kind=kind, data=data)
         except AckAbandoned as exc:
             if self.fc.is_over:
                 raise
@@ -689,7 +707,7 @@ class _Runner:
         self.fc._check()  # strict: a refused answer raises here
         data = ack.raw.get("data")
         if not isinstance(data, list) or any(not isinstance(v, Say | Play | Pause) for v in ack.verbs):
-            self.step("jambonz", f"the {name} answer is refused (conference.js:655-661): nothing plays")
+            self.step("jambonz", f"the {name} answer is refused ({where}): nothing plays")
             return None
         if not ack.verbs:
             return None
@@ -739,7 +757,9 @@ class _Runner:
             answer = None
         self.step("caller", _said(answer) if answer is not None else "(silence)")
         if verb.action_hook is None:
-            self.step("jambonz", "the gather ends; it has no actionHook: the result goes nowhere (task.js:225)")
+            self.step(
+                "jambonz", "the gather ends; it has no actionHook: the result goes nowhere (task.js:225)"
+            )
             return True
         hook = _hook_url(verb.action_hook)
         data: dict[str, Any]
@@ -800,7 +820,7 @@ class _Runner:
             # an answered dial is connected while it runs: a child_call_hook can reach the callee
             self.child = leg
             try:
-                killed = not await self._play(verb)  # connected for a while: commands may arrive
+                killed = not await self._connected(verb, outcome, leg)
             finally:
                 self.child = None
             child_sid = leg.call_sid if leg is not None else None
@@ -817,6 +837,108 @@ class _Runner:
         ack = await self._hook(verb, data)
         await self._after_hook(ack, use_verbs=not (killed and self.kill == "replaced"))
         return not killed
+
+    async def _connected(self, verb: Dial, outcome: DialOutcome, leg: CallData | None) -> bool:
+        """The dial while it runs (connected when answered): the scripted keys and hold, then
+        ``speaking`` seconds; commands may arrive throughout. ``False`` if one killed it."""
+        if leg is None and (outcome.caller_keys or outcome.callee_keys or outcome.hold):
+            self.step("jambonz", "the dial is not answered: no keys are captured, nobody holds")
+        elif leg is not None:
+            if not await self._dial_keys(verb, outcome, leg):
+                return False
+            if outcome.hold and not await self._dial_hold(verb, leg):
+                return False
+        return await self._play(verb)
+
+    async def _dial_keys(self, verb: Dial, outcome: DialOutcome, leg: CallData) -> bool:
+        """The keys pressed on each leg while the dial is connected (FS v0.9.8
+        ``lib/tasks/dial.js``): with a ``dtmfHook`` each leg has a collector of ``dtmfCapture``
+        patterns (``:115-122``, ``:29-52``), installed once the callee is bridged
+        (``:922-923``); a key (a SIP INFO, ``:484-510``; none is watched while the session has
+        a ``sipRequestWithinDialogHook``, ``:486-488``, which ``run_call`` does not model) that
+        makes the keys so far end with a pattern (``lib/utils/dtmf-collector.js:20-39``, the
+        keys kept after a match) sends ``verb:hook`` to the ``dtmfHook`` with ``dtmf`` and that
+        leg's call info, over this socket (the child leg's session shares the parent's
+        requestor until it is adulted), without waiting for the answer, which is ignored
+        (``:511-517``). ``False`` if a command killed the dial meanwhile."""
+        fc = self.fc
+        if not (outcome.caller_keys or outcome.callee_keys):
+            return True
+        if verb.dtmf_hook is None:
+            self.step("jambonz", "the dial has no dtmfHook: no keys are captured (dial.js:115)")
+            return True
+        hook = _hook_url(verb.dtmf_hook)
+        capture: Any = verb.dtmf_capture
+        parent, child = _dtmf_patterns(capture)
+        if isinstance(capture, dict) and capture.get("parentCall"):
+            self.step(
+                "jambonz",
+                "dtmfCapture.parentCall: jambonz 0.9.8 adds those patterns to the callee's leg "
+                "(dial.js:41-43); the caller's keys are not captured",
+            )
+        legs = (("caller", outcome.caller_keys, parent, fc.call), ("callee", outcome.callee_keys, child, leg))
+        for who, keys, patterns, info in legs:
+            if not keys:
+                continue
+            self.step(who, f"presses {keys}")
+            if not patterns:
+                self.step("jambonz", f"no dtmfCapture pattern on the {who}'s leg: the keys are not captured")
+                continue
+            pressed = ""
+            for key in keys:
+                pressed += key
+                match = next((pattern for pattern in patterns if pressed.endswith(pattern)), None)
+                if match is None:
+                    continue
+                self.step("jambonz", f"verb:hook {hook} (dtmfHook {match}, the {who}'s leg)")
+                await self._side_hook(hook, {"dtmf": match, **info.call_info()})
+                if await self._follow_commands() or self.ended or fc.is_over:
+                    return False
+        return True
+
+    async def _dial_hold(self, verb: Dial, leg: CallData) -> bool:
+        """The callee puts the caller on hold (a re-INVITE with hold SDP on the child leg, FS
+        v0.9.8 ``lib/tasks/dial.js:757-760``, ``:807-828``), then takes the caller back. With an
+        ``onHoldHook``: 500 ms of silence, then the hook with the call info and
+        ``hold_detail`` (the re-INVITE's From and To), and its ``say`` / ``play`` / ``pause``
+        play on the caller's leg (``:1091-1129``: ``cs.dlg``, as ``isIncomingLegHold`` is unset);
+        0.9.8 asks once (the loop tests an
+        ``isOnHold`` it never sets, ``:1136``). ``False`` if a command killed the dial."""
+        self.step("callee", "puts the caller on hold (a re-INVITE with hold SDP)")
+        if verb.on_hold_hook is None:
+            self.step(
+                "jambonz", "the dial has no onHoldHook: the re-INVITE is passed on, no hook (dial.js:808-851)"
+            )
+        else:
+            await self.fc.wait_idle(0.5)  # silence_stream://500 (:1094)
+            if await self._follow_commands() or self.ended or self.fc.is_over:
+                return False
+            # the callee's re-INVITE: From is the callee, To the caller's side of the child leg
+            detail = {"from": f"<sip:{leg.to}@127.0.0.1>", "to": f"<sip:{leg.from_}@127.0.0.1>"}
+            played = await self._play_hook(
+                _hook_url(verb.on_hold_hook),
+                "onHoldHook",
+                kind="dial",
+                where="dial.js:1108-1112, :1131-1134",
+                data={"hold_detail": detail},
+            )
+            if played is False:
+                return False
+        self.step("callee", "takes the caller off hold")
+        return not await self._follow_commands() and not self.ended
+
+    async def _side_hook(self, hook: str, data: dict[str, Any]) -> None:
+        """A ``verb:hook`` whose answer jambonz ignores (a conference ``statusHook`` event, a
+        dial's ``dtmfHook``): jambonz does not wait for it; ``run_call`` waits for the ack (the
+        fake bounds it) and ignores it too. A drop abandons it and the call goes on."""
+        fc = self.fc
+        try:
+            fc._check()
+            await fc._request(VerbHook, data, hook, program=False)
+        except AckAbandoned as exc:
+            if fc.is_over:
+                raise
+            self.step("jambonz", f"the socket dropped: {exc.msg_type} abandoned; carrying on")
 
     async def _confirm(self, hook: str, leg: CallData, callee: Caller | None) -> _Confirmed:
         """The ``confirmHook`` on the answered callee (FS v0.9.8
@@ -921,7 +1043,9 @@ class _Runner:
             data = {"reason": "timeout"}
         self.step("callee", _said(answer) if isinstance(answer, Digits | Speech) else "(silence)")
         if verb.action_hook is None:
-            self.step("jambonz", "the callee's gather has no actionHook: the result goes nowhere (task.js:225)")
+            self.step(
+                "jambonz", "the callee's gather has no actionHook: the result goes nowhere (task.js:225)"
+            )
             return None
         hook = _hook_url(verb.action_hook)
         self.step("jambonz", f"verb:hook {hook} (the callee's gather)")
@@ -1020,13 +1144,7 @@ class _ConfState:
             "friendly_name": self.verb.name,
             **fc.call.call_info(),
         }
-        try:
-            fc._check()
-            await fc._request(VerbHook, data, hook, program=False)
-        except AckAbandoned as exc:
-            if fc.is_over:
-                raise
-            runner.step("jambonz", f"the socket dropped: {exc.msg_type} abandoned; carrying on")
+        await runner._side_hook(hook, data)
 
 
 def _confirm_hook(verb: Dial) -> str | None:
@@ -1034,6 +1152,21 @@ def _confirm_hook(verb: Dial) -> str | None:
     dial's (FS v0.9.8 ``lib/tasks/dial.js:614``)."""
     hook = (verb.target[0].confirm_hook if verb.target else None) or verb.confirm_hook
     return _hook_url(hook) if hook is not None else None
+
+
+def _dtmf_patterns(capture: object) -> tuple[list[str], list[str]]:
+    """The ``dtmfCapture`` patterns of the caller's and the callee's leg, parsed as FS v0.9.8
+    does (``lib/tasks/dial.js:29-52``): an array is both legs'; of an object, ``childCall``
+    and - a slip of 0.9.8 - ``parentCall`` go to the callee's leg (``:37-43``)."""
+    if isinstance(capture, list):
+        keys = [str(k) for k in capture]
+        return keys, list(keys)
+    child: list[str] = []
+    if isinstance(capture, dict):
+        for name in ("childCall", "parentCall"):
+            if isinstance(capture.get(name), list):
+                child.extend(str(k) for k in capture[name])
+    return [], child
 
 
 def _is_absolute(url: str) -> bool:

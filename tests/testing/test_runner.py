@@ -787,7 +787,10 @@ async def test_a_gather_without_an_action_hook_takes_the_callers_answer(
     hooks: list[VerbHook] = []
 
     async def app(call: Call) -> None:
-        program = [Gather(input=["digits"], say=Say(text="Any key")), Gather(input=["digits"], action_hook="/g")]
+        program = [
+            Gather(input=["digits"], say=Say(text="Any key")),
+            Gather(input=["digits"], action_hook="/g"),
+        ]
         await call.ack(call.session, program)
         async for event in call:
             if isinstance(event, VerbHook):
@@ -839,3 +842,143 @@ async def test_a_callees_gather_without_an_action_hook_takes_the_callees_answer(
     callee = Caller(Digits("1"), Digits("2"))
     await played(nursery, app, Caller(dials=[DialOutcome(callee=callee)]))
     assert [h.data.get("digits") for h in screened] == ["2"]
+
+
+# -- a connected dial's dtmfHook and onHoldHook ------------------------------------------
+
+
+def call_center_app(
+    hooks: list[VerbHook], dial: Dial, hold_answer: list[Verb] | None = None
+) -> Callable[[Call], Awaitable[None]]:
+    """Dials an agent with ``dial``; records every verb:hook; the onHoldHook is answered with
+    ``hold_answer``, the dial's actionHook with a goodbye."""
+
+    async def app(call: Call) -> None:
+        await call.ack(call.session, [dial])
+        async for event in call:
+            if not isinstance(event, VerbHook):
+                continue
+            hooks.append(event)
+            if event.hook == "/hold":
+                await call.ack(event, hold_answer or [])
+            elif event.hook == "/dialed":
+                await call.ack(event, [Say(text="Goodbye"), Hangup()])
+            else:
+                await call.ack(event, [Say(text="jambonz ignores this")])
+
+    return app
+
+
+AGENT = [Target(type="phone", number="+15550100")]
+
+
+async def test_a_connected_dial_sends_its_dtmf_hook_for_the_keys_it_captures(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: ``run_call`` never sent a dial's dtmfHook. Once the callee is bridged, jambonz
+    watches each leg's keys for the ``dtmfCapture`` patterns and sends ``verb:hook`` to the
+    dtmfHook with ``dtmf`` (the pattern) and that leg's call info, ignoring the answer (FS
+    v0.9.8 ``lib/tasks/dial.js:115-122``, ``:494-518``, ``:922-923``;
+    ``lib/utils/dtmf-collector.js:20-39``: the keys so far must end with a pattern)."""
+    hooks: list[VerbHook] = []
+    dial = Dial(
+        target=AGENT, action_hook="/dialed", dtmf_hook="/dtmf", dtmf_capture={"childCall": ["*1", "#"]}
+    )
+    story: list[tuple[str, str]] = []
+    server: JambonzServer = await nursery.start(serve_jambonz, call_center_app(hooks, dial))
+    outcome = DialOutcome(callee_keys="5*1#")
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller(dials=[outcome]), on_step=lambda *s: story.append(s))
+    dtmf = [h for h in hooks if h.hook == "/dtmf"]
+    assert [h.data["dtmf"] for h in dtmf] == ["*1", "#"]
+    dialed = next(h for h in hooks if h.hook == "/dialed")
+    child = dialed.data["dial_call_sid"]
+    assert all(h.data["call_sid"] == child for h in dtmf)  # the callee's leg: its call info
+    assert all(h.data["parent_call_sid"] == fc.call.call_sid for h in dtmf)
+    assert run.heard == ["Goodbye"]  # the dtmfHook's answer is ignored
+    assert ("callee", "presses 5*1#") in story
+    assert fc.violations == []
+
+
+async def test_a_dial_captures_the_callers_keys_only_as_0_9_8_parses_dtmf_capture(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """jambonz 0.9.8 puts ``dtmfCapture.parentCall``'s keys on the callee's leg
+    (``lib/tasks/dial.js:41-43``): with the object form no key of the caller is captured."""
+    hooks: list[VerbHook] = []
+    dial = Dial(target=AGENT, action_hook="/dialed", dtmf_hook="/dtmf", dtmf_capture={"parentCall": ["*2"]})
+    story: list[tuple[str, str]] = []
+    server: JambonzServer = await nursery.start(serve_jambonz, call_center_app(hooks, dial))
+    outcome = DialOutcome(caller_keys="*2", callee_keys="*2")
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            await run_call(fc, Caller(dials=[outcome]), on_step=lambda *s: story.append(s))
+    dtmf = [h for h in hooks if h.hook == "/dtmf"]
+    assert len(dtmf) == 1 and dtmf[0].data["dtmf"] == "*2"
+    assert dtmf[0].data["call_sid"] != fc.call.call_sid  # the callee's press
+    assert any("dial.js:41-43" in text for who, text in story if who == "jambonz")
+
+
+async def test_a_dial_without_a_dtmf_hook_captures_no_keys(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    hooks: list[VerbHook] = []
+    dial = Dial(target=AGENT, action_hook="/dialed", dtmf_capture={"childCall": ["1"]})
+    server: JambonzServer = await nursery.start(serve_jambonz, call_center_app(hooks, dial))
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            await run_call(fc, Caller(dials=[DialOutcome(caller_keys="1", callee_keys="1")]))
+    assert [h.hook for h in hooks] == ["/dialed"]
+
+
+async def test_the_callee_putting_the_caller_on_hold_asks_the_on_hold_hook(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: ``run_call`` never sent a dial's onHoldHook. When the callee puts the call on
+    hold (a re-INVITE with hold SDP), jambonz asks the onHoldHook with the call info and
+    ``hold_detail`` (the re-INVITE's From and To) and plays the answer's ``say`` / ``play`` /
+    ``pause`` on the caller's leg; 0.9.8 asks once (the loop tests an ``isOnHold`` it never
+    sets) (FS v0.9.8 ``lib/tasks/dial.js:757-760``, ``:807-828``, ``:1091-1136``)."""
+    hooks: list[VerbHook] = []
+    dial = Dial(target=AGENT, action_hook="/dialed", on_hold_hook="/hold")
+    music = [Say(text="Please hold"), Play(url="https://example.com/hold.mp3")]
+    server: JambonzServer = await nursery.start(serve_jambonz, call_center_app(hooks, dial, music))
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller(dials=[DialOutcome(hold=True)]))
+    hold = [h for h in hooks if h.hook == "/hold"]
+    assert len(hold) == 1
+    assert hold[0].data["call_sid"] == fc.call.call_sid  # the parent's call info
+    detail = hold[0].data["hold_detail"]
+    # the callee's re-INVITE on the child leg: To is the side jambonz called from
+    assert set(detail) == {"from", "to"} and fc.call.to in detail["to"] and detail["from"] != detail["to"]
+    assert run.heard == ["Please hold", "play https://example.com/hold.mp3", "Goodbye"]
+    assert fc.violations == []
+
+
+async def test_an_on_hold_answer_jambonz_refuses_plays_nothing(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    hooks: list[VerbHook] = []
+    dial = Dial(target=AGENT, action_hook="/dialed", on_hold_hook="/hold")
+    server: JambonzServer = await nursery.start(
+        serve_jambonz, call_center_app(hooks, dial, [Say(text="Hold on"), Hangup()])
+    )
+    async with open_fake_call(server.connect_memory, strict=False) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller(dials=[DialOutcome(hold=True)]))
+    assert run.heard == ["Goodbye"]
+    assert [v.kind for v in fc.violations] == ["refused-ack-data"]
+
+
+async def test_a_hold_without_an_on_hold_hook_asks_nothing(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    hooks: list[VerbHook] = []
+    dial = Dial(target=AGENT, action_hook="/dialed")
+    server: JambonzServer = await nursery.start(serve_jambonz, call_center_app(hooks, dial))
+    async with open_fake_call(server.connect_memory) as fc:
+        with trio.fail_after(30):
+            run = await run_call(fc, Caller(dials=[DialOutcome(hold=True)]))
+    assert [h.hook for h in hooks] == ["/dialed"] and run.heard == ["Goodbye"]
