@@ -63,6 +63,7 @@ __all__ = [
     "Digits",
     "DialOutcome",
     "HangUp",
+    "Refer",
     "Speech",
     "ToolCallScript",
     "run_call",
@@ -90,6 +91,32 @@ class HangUp:
     socket closes with 1000, as jambonz does)."""
 
 
+def _refer_uri(_: object, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    """A ``Refer`` URI must be one jambonz parses (``sip:``, ``sips:``, ``tel:``)."""
+    if value is not None and not value.startswith(("sip:", "sips:", "tel:")):
+        raise ValueError(f"Refer.{attribute.name} must be a sip:, sips: or tel: URI, not {value!r}")
+
+
+@attrs.frozen
+class Refer:
+    """A blind transfer: the phone on one leg of a connected ``dial`` sends a SIP REFER.
+
+    Attributes:
+        to: the ``Refer-To`` URI: ``sip:``, ``sips:`` or ``tel:`` (anything else raises
+            ``ValueError``), e.g. ``"sip:+15557654321@example.com"``.
+        by: the leg whose phone sends it: ``"callee"`` (the dialed party transfers the caller
+            away) or ``"caller"`` (the caller transfers the callee away).
+        referred_by: the ``Referred-By`` URI; default: the referring leg's own
+            (``sip:<its number>@127.0.0.1``).
+        user_agent: the REFER's ``User-Agent`` (``refer_details.sip_user_agent``); default none.
+    """
+
+    to: str = attrs.field(validator=_refer_uri)
+    by: Literal["caller", "callee"] = "callee"
+    referred_by: str | None = attrs.field(default=None, validator=_refer_uri)
+    user_agent: str | None = None
+
+
 @attrs.frozen
 class DialOutcome:
     """How a ``dial`` ends (the fields of its actionHook). An answered one (``completed``) is
@@ -106,7 +133,10 @@ class DialOutcome:
     (SIP INFO, one after another: within jambonz's 3 s inter-digit timeout), each leg's keys
     matched against the dial's ``dtmfCapture`` and a match sent to its ``dtmfHook``; then, with
     ``hold``, the callee puts the caller on hold: the dial's ``onHoldHook`` is asked and its
-    answer plays to the caller, and the callee takes the caller back.
+    answer plays to the caller, and the callee takes the caller back; then, with ``refer``,
+    one leg's phone sends a REFER (a :class:`Refer`): the dial's ``referHook`` is asked (the
+    session's, from a ``config`` verb, for the caller's REFER on a dial without one) and its
+    answer's verbs take the other leg elsewhere, which ends the dial (see docs/testing.md).
     """
 
     dial_call_status: str = "completed"
@@ -115,6 +145,7 @@ class DialOutcome:
     caller_keys: str = ""
     callee_keys: str = ""
     hold: bool = False
+    refer: Refer | None = None
 
 
 @attrs.frozen
@@ -297,6 +328,8 @@ class _Runner:
         self.child: CallData | None = None
         #: how the last command that ended the running verb did it
         self.kill: Kill | None = None
+        #: the session's ``referHook`` (a ``config`` verb's), for a REFER outside a dial's own
+        self.refer_hook: Any = None
 
     def step(self, who: str, text: str) -> None:
         self.steps.append((who, text))
@@ -540,6 +573,8 @@ class _Runner:
         if isinstance(verb, Config):
             if verb.notify_events:
                 self.notify = True
+            if verb.refer_hook is not None:
+                self.refer_hook = verb.refer_hook  # FS v0.9.8 lib/tasks/config.js:342-344
         elif isinstance(verb, Say | Pause):
             if not await self._play(verb):
                 return False
@@ -840,13 +875,16 @@ class _Runner:
 
     async def _connected(self, verb: Dial, outcome: DialOutcome, leg: CallData | None) -> bool:
         """The dial while it runs (connected when answered): the scripted keys and hold, then
-        ``speaking`` seconds; commands may arrive throughout. ``False`` if one killed it."""
-        if leg is None and (outcome.caller_keys or outcome.callee_keys or outcome.hold):
-            self.step("jambonz", "the dial is not answered: no keys are captured, nobody holds")
+        ``speaking`` seconds; commands may arrive throughout. ``False`` if one killed it, or
+        a REFER ended it (:attr:`kill` says how)."""
+        if leg is None and (outcome.caller_keys or outcome.callee_keys or outcome.hold or outcome.refer):
+            self.step("jambonz", "the dial is not answered: no keys are captured, nobody holds or transfers")
         elif leg is not None:
             if not await self._dial_keys(verb, outcome, leg):
                 return False
             if outcome.hold and not await self._dial_hold(verb, leg):
+                return False
+            if outcome.refer is not None and await self._dial_refer(verb, outcome.refer, leg):
                 return False
         return await self._play(verb)
 
@@ -891,7 +929,7 @@ class _Runner:
                 if match is None:
                     continue
                 self.step("jambonz", f"verb:hook {hook} (dtmfHook {match}, the {who}'s leg)")
-                await self._side_hook(hook, {"dtmf": match, **info.call_info()})
+                await self._verb_hook(hook, {"dtmf": match, **info.call_info()})
                 if await self._follow_commands() or self.ended or fc.is_over:
                     return False
         return True
@@ -927,18 +965,112 @@ class _Runner:
         self.step("callee", "takes the caller off hold")
         return not await self._follow_commands() and not self.ended
 
-    async def _side_hook(self, hook: str, data: dict[str, Any]) -> None:
-        """A ``verb:hook`` whose answer jambonz ignores (a conference ``statusHook`` event, a
-        dial's ``dtmfHook``): jambonz does not wait for it; ``run_call`` waits for the ack (the
-        fake bounds it) and ignores it too. A drop abandons it and the call goes on."""
+    async def _verb_hook(self, hook: str, data: dict[str, Any], *, program: bool = False) -> AckRecord | None:
+        """A ``verb:hook`` with ``data`` as it is (no call info added): a conference
+        ``statusHook`` event, a dial's ``dtmfHook`` (whose answers jambonz ignores, without
+        waiting: ``run_call`` waits for the ack, the fake bounds it), a callee's gather, a
+        ``referHook``. ``program``: whether the fake takes the answer's verbs as the caller's
+        program. ``None`` if a drop abandoned it (the call goes on)."""
         fc = self.fc
         try:
             fc._check()
-            await fc._request(VerbHook, data, hook, program=False)
+            return await fc._request(VerbHook, data, hook, program=program)
         except AckAbandoned as exc:
             if fc.is_over:
                 raise
-            self.step("jambonz", f"the socket dropped: {exc.msg_type} abandoned; carrying on")
+            self.step("jambonz", f"the socket dropped before the ack: {exc.msg_type} abandoned; carrying on")
+            return None
+
+    async def _dial_refer(self, verb: Dial, refer: Refer, leg: CallData) -> bool:
+        """A REFER from the phone on one leg of the connected dial (FS v0.9.8). The caller's
+        goes to the dial's ``handleRefer`` when the dial has a ``referHook``, else to the
+        session's (``lib/session/call-session.js:2858-2867``); the callee's always to the
+        dial's (``lib/tasks/dial.js:691``). With no such hook jambonz answers 501 and nothing
+        happens (``dial.js:449-451``, ``call-session.js:2913-2914``). Otherwise the hook gets
+        the referring leg's call info and ``refer_details`` (``dial.js:394-406``,
+        ``call-session.js:2882-2894``); an answer that is not a non-empty verb array changes
+        nothing (``dial.js:410-415``, ``:441-443``). Its verbs take the *other* leg elsewhere:
+        the caller's REFER to the dial's hook moves the callee to a session of its own
+        (``session:adulting`` on a new socket, ``lib/utils/place-outdial.js:439-501``) and
+        ends the dial (``KillReason.ReferComplete``: its actionHook's answer is the caller's
+        program, ``dial.js:249``, ``:431-435``); the callee's REFER, or the caller's to the
+        session's hook, replaces the caller's program (``dial.js:418``,
+        ``lib/tasks/task.js:297-301``; ``call-session.js:2896-2900``): the dial is killed
+        (``KillReason.Replaced``, the callee hung up), its actionHook's answer ignored.
+        ``True`` if the dial ended (:attr:`kill` says how)."""
+        fc = self.fc
+        by_callee = refer.by == "callee"
+        referring = leg if by_callee else fc.call
+        referred_by = refer.referred_by or f"sip:{referring.to if by_callee else referring.from_}@127.0.0.1"
+        self.step(refer.by, f"transfers the call to {refer.to} (a SIP REFER on the {refer.by}'s leg)")
+        hook: Any = verb.refer_hook
+        if hook is None and not by_callee:
+            hook = self.refer_hook
+        if hook is None:
+            where = "dial.js:449-451" if by_callee else "call-session.js:2913-2914"
+            self.step("jambonz", f"no referHook: jambonz answers the REFER 501 ({where}); the dial goes on")
+            return False
+        session = verb.refer_hook is None
+        to_user, by_user = _uri_user(refer.to), _uri_user(referred_by)
+        details: dict[str, Any]
+        if session:  # call-session.js:2884-2893
+            details = {
+                "sip_refer_to": f"<{refer.to}>",
+                "sip_referred_by": f"<{referred_by}>",
+                "sip_user_agent": refer.user_agent,
+                "refer_to_user": to_user,
+                "referred_by_user": by_user,
+                "referring_call_sid": fc.call.call_sid,
+            }
+        else:  # dial.js:396-404
+            details = {
+                "sip_refer_to": f"<{refer.to}>",
+                "refer_to_user": to_user,
+                "sip_referred_by": f"<{referred_by}>",
+                "sip_user_agent": refer.user_agent,
+                "referred_by_user": by_user,
+                "referring_call_sid": referring.call_sid,
+                "referred_call_sid": fc.call.call_sid if by_callee else leg.call_sid,
+            }
+        details = {key: value for key, value in details.items() if value is not None}  # undefined
+        if session:
+            details["referred_call_sid"] = None  # null on the wire (:2891)
+        url = _hook_url(hook)
+        whose = "the session's referHook" if session else "referHook"
+        self.step("jambonz", f"verb:hook {url} ({whose}, the {refer.by}'s leg)")
+        replaces = by_callee or session
+        ack = await self._verb_hook(
+            url, {**referring.call_info(), "refer_details": details}, program=replaces
+        )
+        if ack is None:
+            self.step("jambonz", "jambonz answers the REFER 501; the dial goes on")
+            return False
+        self._narrate_ack(ack)
+        fc._check()
+        if not isinstance(ack.raw.get("data"), list) or not ack.verbs:
+            self.step(
+                "jambonz", "REFER answered 202; no verbs: nothing changes, the dial goes on (dial.js:441-443)"
+            )
+            return False
+        program = ", ".join(describe_verb(v) for v in ack.verbs)
+        if not replaces:
+            self.step(
+                "jambonz",
+                "REFER answered 202; the callee leaves the dial for a session of its own: "
+                "session:adulting on a new socket to <call hook>/adulting, not played here; "
+                f"its program: {program}",
+            )
+            self.step("jambonz", "the dial ends (refer-complete, dial.js:431-435)")
+            self.kill = "killed"
+            return True
+        self.step(
+            "jambonz",
+            "REFER answered 202; the answer is the caller's new program: the dial is killed and "
+            "the callee hung up (replaced)",
+        )
+        self.program = list(ack.verbs)
+        self.kill = "replaced"
+        return True
 
     async def _confirm(self, hook: str, leg: CallData, callee: Caller | None) -> _Confirmed:
         """The ``confirmHook`` on the answered callee (FS v0.9.8
@@ -1052,13 +1184,8 @@ class _Runner:
         payload = {**leg.call_info(), **data}
         if verb.id:
             payload["verb_id"] = verb.id
-        try:
-            fc._check()
-            ack = await fc._request(VerbHook, payload, hook, program=False)
-        except AckAbandoned as exc:
-            if fc.is_over:
-                raise
-            self.step("jambonz", f"the socket dropped before the ack: {exc.msg_type} abandoned; carrying on")
+        ack = await self._verb_hook(hook, payload)
+        if ack is None:
             return None
         self._narrate_ack(ack)
         return list(ack.verbs) if ack.verbs else None
@@ -1144,7 +1271,7 @@ class _ConfState:
             "friendly_name": self.verb.name,
             **fc.call.call_info(),
         }
-        await runner._side_hook(hook, data)
+        await runner._verb_hook(hook, data)
 
 
 def _confirm_hook(verb: Dial) -> str | None:
@@ -1167,6 +1294,17 @@ def _dtmf_patterns(capture: object) -> tuple[list[str], list[str]]:
             if isinstance(capture.get(name), list):
                 child.extend(str(k) for k in capture[name])
     return [], child
+
+
+def _uri_user(uri: str) -> str | None:
+    """The user part of a ``sip:`` / ``sips:`` URI, the number of a ``tel:`` one, as
+    ``refer_details`` gives them (FS v0.9.8 ``lib/tasks/dial.js:398``, ``:401``: drachtio's
+    ``parseUri``); ``None`` (left out) for a URI without one."""
+    scheme, _, rest = uri.partition(":")
+    if scheme == "tel":
+        return rest.split(";")[0]
+    user, at, _ = rest.partition("@")
+    return user.split(":")[0] if at else None  # a password after ":" is not the user
 
 
 def _is_absolute(url: str) -> bool:
