@@ -622,6 +622,8 @@ class _Runner:
             self.ended = True
             await self.fc.hangup(by="jambonz")
             return None
+        if verb.status_hook is not None and not await self._redirect_status_hook(_hook_url(verb.status_hook)):
+            return None
         if _is_absolute(hook):
             # the session:redirect goes to a new socket (or an HTTP webhook): this socket gets no
             # more verbs, its commands are ignored (call-session.js:126-135), but call:status
@@ -648,6 +650,32 @@ class _Runner:
             return None
         await self._after_hook(ack)
         return True
+
+    async def _redirect_status_hook(self, url: str) -> bool:
+        """A ``redirect`` verb's ``statusHook`` (FS v0.9.8 ``lib/tasks/redirect.js:53-78``).
+        A relative one only renames the hook of ``call:status``, which carries no hook on a
+        socket (``lib/utils/ws-requestor.js:204-206``): nothing changes here. An absolute one
+        gets a notifier of its own, and the old notifier is closed: on a WebSocket app it is
+        the app's requestor (``lib/middleware.js:335-336``), so jambonz closes this socket
+        with 1000 and never reconnects; what it would send later is discarded
+        (``ws-requestor.js:81-84``, ``:325-339``). ``False`` then: the app hears no more of
+        the call (``call:status`` goes to the new URL)."""
+        if not _is_absolute(url):
+            self.step(
+                "jambonz",
+                f"statusHook {url}: jambonz renames the call:status hook (redirect.js:73-74); "
+                "call:status carries no hook on a socket: nothing changes here",
+            )
+            return True
+        self.step(
+            "jambonz",
+            f"statusHook {url}: jambonz 0.9.8 gives call:status a notifier of its own and closes "
+            "the old one, this app's socket (redirect.js:57-71, middleware.js:335-336): closed "
+            "with 1000, nothing more is sent here (the session:redirect is discarded)",
+        )
+        self.ended = True
+        await self.fc._end_call(1000)
+        return False
 
     async def _conference(self, verb: Conference) -> bool | None:
         """A ``conference`` (FS v0.9.8 ``lib/tasks/conference.js``). Not running yet and

@@ -456,6 +456,35 @@ async def test_the_redirect_verb_to_an_absolute_url_leaves_this_app(
     )
 
 
+async def test_the_redirect_verbs_relative_status_hook_changes_nothing_on_the_socket(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A relative ``statusHook`` only renames the ``call:status`` hook (FS v0.9.8
+    ``lib/tasks/redirect.js:73-74``), which a socket does not carry: the redirect goes on."""
+    redirects: list[SessionRedirect] = []
+    redirect = Redirect(id="r1", action_hook="/next", status_hook="/status")
+    fc, run = await played(nursery, redirect_then([Say(text="Moved")], redirects, first=redirect))
+    assert len(redirects) == 1 and run.heard == ["Moved"]
+    assert any(who == "jambonz" and "statusHook /status" in text for who, text in run.steps)
+    assert fc.sent[-1].type == "call:status" and fc.sent[-1].data["call_status"] == "completed"
+
+
+async def test_the_redirect_verbs_absolute_status_hook_closes_the_apps_socket(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: ``run_call`` ignored a ``redirect`` verb's ``statusHook``. An absolute one gets
+    a notifier of its own and jambonz 0.9.8 closes the old one, which on a WebSocket app is
+    the app's own socket (FS v0.9.8 ``lib/tasks/redirect.js:57-71``,
+    ``lib/middleware.js:335-336``, ``lib/utils/ws-requestor.js:325-339``): closed with 1000,
+    the ``session:redirect`` discarded (``ws-requestor.js:81-84``), no ``call:status`` here."""
+    redirects: list[SessionRedirect] = []
+    redirect = Redirect(id="r1", action_hook="/next", status_hook="https://status.example.com/cb")
+    fc, run = await played(nursery, redirect_then([Say(text="Never")], redirects, first=redirect))
+    assert redirects == [] and run.heard == [] and fc.is_over
+    assert [m.type for m in fc.sent] == ["session:new", "call:status"]  # only the "trying"
+    assert any(who == "jambonz" and "closes" in text and "1000" in text for who, text in run.steps)
+
+
 async def test_the_redirect_verb_with_an_object_hook_ends_the_call(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
