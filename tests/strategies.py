@@ -83,6 +83,13 @@ _NARROWER: dict[tuple[type[Any], str], Any] = {
     (Redirect, "status_hook"): str | None,
 }
 
+#: Fields whose generated values are narrower still: an absolute ``redirect`` ``status_hook``
+#: is refused while ``action_hook`` is relative (it would close the app's socket), so the
+#: generated one is a relative path.
+_GENERATED: dict[tuple[type[Any], str], st.SearchStrategy[Any]] = {
+    (Redirect, "status_hook"): st.none() | _text.map(lambda t: "/" + t),
+}
+
 
 def _hint(cls: type[Any], hints: dict[str, Any], name: str) -> Any:
     return _NARROWER.get((cls, name), hints[name])
@@ -92,7 +99,12 @@ def instances(cls: type[Any]) -> st.SearchStrategy[Any]:
     """Instances of the attrs model ``cls``: required fields always set, others maybe."""
     if cls not in _instances:
         hints = get_type_hints(cls)
-        fields = {f.alias: for_type(_hint(cls, hints, f.name)) for f in attrs.fields(cls)}
+        fields = {
+            f.alias: _GENERATED[cls, f.name]
+            if (cls, f.name) in _GENERATED
+            else for_type(_hint(cls, hints, f.name))
+            for f in attrs.fields(cls)
+        }
         _instances[cls] = st.builds(cls, **fields)
     return _instances[cls]
 

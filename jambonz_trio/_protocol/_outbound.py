@@ -639,8 +639,15 @@ def _unstructure_redirect(verb: Redirect) -> dict[str, Any]:
     (``:55-58``, the error logged). A :class:`HookSpec` that is only a ``url`` is sent as that
     URL (the same request); one with a method or credentials cannot be honoured.
 
+    An absolute ``statusHook`` (``http(s)://``, ``ws(s)://``) gets a notifier of its own, and
+    jambonz closes the one it replaces (``lib/tasks/redirect.js:54-71``), which on a WebSocket
+    app is the app's own socket (``lib/middleware.js:331-336``): closed with 1000, never
+    reconnected, the verb's ``session:redirect`` lost. Only when the ``actionHook`` hands the
+    call to another URL anyway (itself absolute) is that socket's end expected.
+
     Raises:
-        LocalProtocolError: a hook object with more than its ``url``.
+        LocalProtocolError: a hook object with more than its ``url``; an absolute
+            ``statusHook`` with an ``actionHook`` that stays on this socket.
     """
     out = _redirect_body(verb)
     for key in ("actionHook", "statusHook"):
@@ -653,7 +660,21 @@ def _unstructure_redirect(verb: Redirect) -> dict[str, Any]:
                     "or credentials"
                 )
             out[key] = hook["url"]
+    status = out.get("statusHook")
+    if isinstance(status, str) and _absolute(status) and not _absolute(out["actionHook"]):
+        raise LocalProtocolError(
+            "redirect statusHook: an absolute URL makes jambonz 0.9.8 close this app's websocket "
+            "(it closes the call-status sender it replaces, which is the app's socket), and the "
+            "redirect's own session:redirect is lost; use a relative path, or hand the call "
+            "over with an absolute actionHook"
+        )
     return out
+
+
+def _absolute(url: str) -> bool:
+    """Whether jambonz 0.9.8 takes ``url`` for an absolute one (FS v0.9.8
+    ``lib/utils/base-requestor.js:68-72``)."""
+    return url.startswith(("https://", "http://", "ws://", "wss://"))
 
 
 converter.register_unstructure_hook(Redirect, _unstructure_redirect)

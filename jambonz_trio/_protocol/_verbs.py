@@ -632,7 +632,9 @@ class Redirect(Verb):
     object fails the verb and ends the call, FS v0.9.8 ``lib/tasks/redirect.js:20``): a
     :class:`HookSpec` with only a ``url`` is sent as that URL; one with a method or credentials
     makes its serialisation (``Call.ack``, ``Call.redirect``, ``unstructure_verbs``) raise
-    ``LocalProtocolError``, before anything is sent.
+    ``LocalProtocolError``, before anything is sent. So does an absolute ``status_hook`` while
+    ``action_hook`` stays on this socket (a relative path): jambonz 0.9.8 would close the app's
+    websocket (``lib/tasks/redirect.js:54-71``, docs/protocol.md §11 item 16).
     """
 
     VERB: ClassVar[str] = "redirect"

@@ -571,10 +571,8 @@ def test_the_redirect_verbs_hooks_go_out_as_url_strings() -> None:
     object fails the verb and ends the call (``actionHook``) or is ignored (``statusHook``).
     A ``HookSpec`` that is only a url goes out as that url; one with a method or credentials
     is refused before anything is sent."""
-    sent = unstructure_verbs(
-        [v.Redirect(action_hook=HookSpec(url="/next"), status_hook=HookSpec(url="https://example.com/s"))]
-    )
-    assert sent == [{"verb": "redirect", "actionHook": "/next", "statusHook": "https://example.com/s"}]
+    sent = unstructure_verbs([v.Redirect(action_hook=HookSpec(url="/next"), status_hook=HookSpec(url="/s"))])
+    assert sent == [{"verb": "redirect", "actionHook": "/next", "statusHook": "/s"}]
     for hook in (HookSpec(url="/next", method="POST"), HookSpec(url="/next", username="u", password="p")):
         with pytest.raises(LocalProtocolError, match=r"actionHook.*URL string"):
             unstructure_verbs([v.Redirect(action_hook=hook)])
@@ -583,3 +581,28 @@ def test_the_redirect_verbs_hooks_go_out_as_url_strings() -> None:
     # other verbs keep their hook objects
     (gather,) = unstructure_verbs([v.Gather(action_hook=HookSpec(url="/g", method="POST"))])
     assert gather["actionHook"] == {"url": "/g", "method": "POST"}
+
+
+def test_a_redirect_verb_whose_absolute_status_hook_would_close_the_apps_socket_is_refused() -> None:
+    """jambonz 0.9.8 gives an absolute ``statusHook`` a call-status sender of its own and
+    closes the one it replaces (FS v0.9.8 ``lib/tasks/redirect.js:54-71``), which on a
+    WebSocket app is the app's own socket (``lib/middleware.js:331-336``): the app lost the
+    call (closed with 1000, never reconnected) and the verb's ``session:redirect`` with it.
+    Refused before anything is sent, unless the ``actionHook`` hands the call over anyway."""
+    for status in ("https://example.com/s", "http://example.com/s", "ws://x/s", "wss://x/s"):
+        with pytest.raises(LocalProtocolError, match=r"statusHook.*close this app's websocket"):
+            unstructure_verbs([v.Redirect(action_hook="/next", status_hook=status)])
+        with pytest.raises(LocalProtocolError, match=r"statusHook"):
+            unstructure_verbs(
+                [v.Redirect(action_hook=HookSpec(url="/next"), status_hook=HookSpec(url=status))]
+            )
+        handed_over = unstructure_verbs(
+            [v.Redirect(action_hook="wss://other.example.com/app", status_hook=status)]
+        )
+        assert handed_over == [
+            {"verb": "redirect", "actionHook": "wss://other.example.com/app", "statusHook": status}
+        ]
+    assert (
+        unstructure_verbs([v.Redirect(action_hook="/next", status_hook="/status")])[0]["statusHook"]
+        == "/status"
+    )

@@ -476,9 +476,18 @@ async def test_the_redirect_verbs_absolute_status_hook_closes_the_apps_socket(
     a notifier of its own and jambonz 0.9.8 closes the old one, which on a WebSocket app is
     the app's own socket (FS v0.9.8 ``lib/tasks/redirect.js:57-71``,
     ``lib/middleware.js:335-336``, ``lib/utils/ws-requestor.js:325-339``): closed with 1000,
-    the ``session:redirect`` discarded (``ws-requestor.js:81-84``), no ``call:status`` here."""
+    the ``session:redirect`` discarded (``ws-requestor.js:81-84``), no ``call:status`` here.
+    (This library refuses to send one, see tests/protocol/test_verbs.py; an app of another
+    SDK may, as here with a raw verb.)"""
     redirects: list[SessionRedirect] = []
-    redirect = Redirect(id="r1", action_hook="/next", status_hook="https://status.example.com/cb")
+    redirect = RawVerb(
+        data={
+            "verb": "redirect",
+            "id": "r1",
+            "actionHook": "/next",
+            "statusHook": "https://status.example.com/cb",
+        }
+    )
     fc, run = await played(nursery, redirect_then([Say(text="Never")], redirects, first=redirect))
     assert redirects == [] and run.heard == [] and fc.is_over
     assert [m.type for m in fc.sent] == ["session:new", "call:status"]  # only the "trying"
