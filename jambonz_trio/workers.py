@@ -56,6 +56,9 @@ __all__ = ["WorkerFailed", "WorkerInfo", "Workers", "WorkerTarget", "run_workers
 
 log = get_logger("jambonz_trio.workers")
 
+#: Seconds a worker has to listen before it is killed and started again.
+_READY_TIMEOUT = 60.0
+
 #: ``async def serve(*, host, port, reuse_port, task_status, **kwargs)``, or ``"module:function"``.
 WorkerTarget = Callable[..., Awaitable[None]] | str
 
@@ -133,7 +136,7 @@ async def serve_workers(
     port: int = 0,
     kwargs: Mapping[str, Any] | None = None,
     grace: float = 30.0,
-    ready_timeout: float = 60.0,
+    ready_timeout: float = _READY_TIMEOUT,
     max_restarts: int = 5,
     restart_window: float = 60.0,
     task_status: trio.TaskStatus[Workers] = trio.TASK_STATUS_IGNORED,
@@ -154,13 +157,36 @@ async def serve_workers(
         WorkerFailed: workers keep dying.
         OSError: the port cannot be reserved.
     """
+    await _serve_workers(
+        n,
+        _Spec(target=target, kwargs=dict(kwargs or {}), host=host, port=port, grace=grace),
+        ready_timeout=ready_timeout,
+        max_restarts=max_restarts,
+        restart_window=restart_window,
+        task_status=task_status,
+    )
+
+
+async def _serve_workers(
+    n: int,
+    spec: _Spec,
+    *,
+    ready_timeout: float,
+    max_restarts: int,
+    restart_window: float,
+    created: Callable[[Workers], None] | None = None,
+    task_status: trio.TaskStatus[Workers],
+) -> None:
+    """:func:`serve_workers`; ``created`` is handed the :class:`Workers` as soon as the port is
+    reserved, before any worker listens (so that a drain can be asked for meanwhile)."""
     if n < 1:
         raise ValueError("n must be at least 1")
-    spec = _Spec(target=target, kwargs=dict(kwargs or {}), host=host, port=port, grace=grace)
     spec.check()
-    reserved = await reserve_port(host, port)
-    workers = Workers(n, host, reserved[0].getsockname()[1], grace)
+    reserved = await reserve_port(spec.host, spec.port)
+    workers = Workers(n, spec.host, reserved[0].getsockname()[1], spec.grace)
     spec = attrs.evolve(spec, port=workers.port)
+    if created is not None:
+        created(workers)
     failed: list[WorkerFailed] = []
     try:
         async with trio.open_nursery() as nursery:
@@ -175,7 +201,7 @@ async def serve_workers(
             await workers._drain_requested.wait()
             # each slot's task sends its worker SIGTERM (_wait_exit), also to one spawned after
             # this point: a restart that was being spawned when the drain began
-            log.info("draining %d workers (grace %.1f s)", len(workers.workers()), grace)
+            log.info("draining %d workers (grace %.1f s)", len(workers.workers()), spec.grace)
     finally:
         for slot in workers._slots:
             _signal(slot.process, signal.SIGKILL)  # only those still running (cancelled)
@@ -395,9 +421,10 @@ def run_workers(
 ) -> None:
     """Run ``n`` workers (see :func:`serve_workers`) until SIGTERM or SIGINT, then drain them.
 
-    Blocks (it runs its own ``trio.run``); call it from ``if __name__ == "__main__":``. A second
-    signal during the drain kills the workers at once. ``on_ready`` is called once every worker
-    listens (e.g. to print the port).
+    Blocks (it runs its own ``trio.run``); call it from ``if __name__ == "__main__":``. A signal
+    that comes while workers are still starting drains those already listening and stops the
+    others starting. A second signal during the drain kills the workers at once. ``on_ready`` is
+    called once every worker listens (e.g. to print the port); not when a signal came first.
 
     Raises:
         WorkerFailed: workers keep dying.
@@ -416,32 +443,39 @@ def run_workers(
     async def supervise_until_signalled() -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
+                # read from the start: a deploy's SIGTERM or a Ctrl-C may come while a worker is
+                # still starting (one that hangs there would be killed and started again forever)
+                created: list[Workers] = []
+
+                async def on_signals() -> None:
+                    async for signum in signals:
+                        if not created or created[0]._drain_requested.is_set():
+                            if created:
+                                log.warning("second signal: killing the workers")
+                            nursery.cancel_scope.cancel()  # nothing started yet, or a second signal
+                            return
+                        log.info("signal %d: draining the workers", signum)
+                        created[0].drain()
 
                 async def supervise(task_status: trio.TaskStatus[Workers]) -> None:
                     try:
-                        await serve_workers(
+                        await _serve_workers(
                             n,
-                            target,
-                            host=host,
-                            port=port,
-                            kwargs=kwargs,
-                            grace=grace,
+                            _Spec(
+                                target=target, kwargs=dict(kwargs or {}), host=host, port=port, grace=grace
+                            ),
+                            ready_timeout=_READY_TIMEOUT,
                             max_restarts=max_restarts,
                             restart_window=restart_window,
+                            created=created.append,
                             task_status=task_status,
                         )
                     finally:
                         nursery.cancel_scope.cancel()  # done: stop listening for signals
 
+                nursery.start_soon(on_signals)
                 workers: Workers = await nursery.start(supervise)
-                if on_ready is not None:
+                if on_ready is not None and not workers._drain_requested.is_set():
                     on_ready(workers)
-                async for signum in signals:
-                    if workers._drain_requested.is_set():
-                        log.warning("second signal: killing the workers")
-                        nursery.cancel_scope.cancel()
-                        return
-                    log.info("signal %d: draining the workers", signum)
-                    workers.drain()
 
     trio.run(main)

@@ -58,10 +58,14 @@ async def hangs_at_start_up(
     host: str | None,
     port: int,
     reuse_port: bool,
-    starting: Connection,
+    starting: Connection | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """A worker whose start never ends (it never listens, never reports ready); it says on
-    ``starting`` that it is in its start-up (its SIGTERM handler is in place by then)."""
-    starting.send("starting")
+    ``starting`` (else on stdout) that it is in its start-up (its SIGTERM handler is in place
+    by then)."""
+    if starting is None:
+        print("starting", flush=True)
+    else:
+        starting.send("starting")
     await trio.sleep_forever()

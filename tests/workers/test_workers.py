@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -9,6 +10,8 @@ import os
 import pathlib
 import signal
 import socket
+import subprocess
+import sys
 from functools import partial
 from multiprocessing.process import BaseProcess
 
@@ -291,3 +294,48 @@ async def test_port_0_with_every_address_is_reserved_on_ipv4_and_ipv6(nursery: t
     assert not _bindable(socket.AF_INET, "0.0.0.0", workers.port)
     assert not _bindable(socket.AF_INET6, "::", workers.port)
     workers.drain()
+
+
+def _run_workers_script(*lines: str) -> subprocess.Popen[str]:
+    """A ``python -c`` supervisor (``run_workers`` needs the main thread of its own process),
+    in its own session so that a test can end it and its workers together; stdout piped."""
+    code = "\n".join(["from jambonz_trio.workers import run_workers", *lines])
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    )
+
+
+def _end_session(process: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.stdout is not None
+    process.stdout.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_run_workers_stops_on_a_signal_while_a_worker_is_still_starting(signum: int) -> None:
+    """SIGTERM (a deploy) or Ctrl-C while a worker has not listened yet: ``run_workers`` drains
+    and returns (status 0). It read signals only once every worker had listened, so a worker
+    that hangs at start-up (killed at ``ready_timeout`` and started again, forever) made it
+    deaf to both: only SIGKILL ended it."""
+    process = _run_workers_script(
+        "run_workers(1, 'tests.workers.app:hangs_at_start_up', port=0, grace=0.2)",
+        "print('returned', flush=True)",
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "starting\n"  # the worker is in its start-up
+        process.send_signal(signum)
+        try:
+            status = process.wait(timeout=30)  # far below ready_timeout (60 s)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"run_workers ignored signal {signum} while its worker was starting")
+        assert status == 0
+        assert process.stdout.read() == "returned\n"
+    finally:
+        _end_session(process)
