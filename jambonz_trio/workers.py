@@ -40,7 +40,6 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from functools import partial
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -387,11 +386,17 @@ async def _worker(
                 terminated.set()
                 starting.cancel()
 
+            async def serve(task_status: trio.TaskStatus[Any]) -> None:
+                await target(
+                    **spec.kwargs, host=spec.host, port=spec.port, reuse_port=True, task_status=task_status
+                )
+                # done: drained below, or its server stopped by itself (the supervisor then
+                # starts another worker; this one would stay up, serving nothing)
+                nursery.cancel_scope.cancel()
+
             nursery.start_soon(on_sigterm)
             with starting:
-                server = await nursery.start(
-                    partial(target, **spec.kwargs, host=spec.host, port=spec.port, reuse_port=True)
-                )
+                server = await nursery.start(serve)
             if starting.cancelled_caught:  # terminated before it listened
                 nursery.cancel_scope.cancel()
                 return

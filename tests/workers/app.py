@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from functools import partial
 from multiprocessing.connection import Connection
 
 import trio
@@ -69,3 +70,20 @@ async def hangs_at_start_up(
     else:
         starting.send("starting")
     await trio.sleep_forever()
+
+
+async def stops_serving(
+    *,
+    host: str | None,
+    port: int,
+    reuse_port: bool,
+    task_status: trio.TaskStatus[JambonzServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """A worker whose server stops by itself once listening (the app drained it): the target
+    returns while the worker was told nothing."""
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            partial(serve_jambonz, whoami, host=host, port=port, reuse_port=reuse_port)
+        )
+        task_status.started(server)
+        await server.drain(0)

@@ -339,3 +339,19 @@ def test_run_workers_stops_on_a_signal_while_a_worker_is_still_starting(signum: 
         assert process.stdout.read() == "returned\n"
     finally:
         _end_session(process)
+
+
+async def test_a_worker_whose_server_stops_by_itself_exits_and_is_started_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A worker's target returns once it listened (its server drained by the app itself): the
+    worker exits and the supervisor starts another, as for any death. It stayed alive serving
+    nothing, counted as up, until the next drain."""
+    with (
+        caplog.at_level(logging.WARNING, logger="jambonz_trio.workers"),
+        trio.fail_after(60),
+        pytest.raises(WorkerFailed, match="3 worker deaths"),
+    ):
+        await serve_workers(1, "tests.workers.app:stops_serving", max_restarts=2)
+    deaths = [m for m in caplog.messages if "died" in m]
+    assert len(deaths) == 3 and all(m.endswith("died (exit code 0); restarting it") for m in deaths), deaths
