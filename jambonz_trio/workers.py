@@ -4,6 +4,7 @@ A trio program runs on one core. :func:`run_workers` starts ``n`` processes that
 same port (``serve_jambonz(..., reuse_port=True)``: the kernel spreads the incoming connections
 over them), restarts a worker that dies (with a backoff, and gives up when workers keep dying),
 and on SIGTERM (or SIGINT) drains them all: each worker runs ``server.drain(grace)`` and exits.
+A worker whose supervisor dies without draining it (SIGKILL) drains and exits by itself.
 
 The worker is any coroutine function that serves and reports its server the way
 ``nursery.start`` expects, called with the listening arguments::
@@ -263,7 +264,7 @@ async def _keep_running(
 
 async def _start(spec: _Spec, index: int) -> tuple[BaseProcess, multiprocessing.connection.Connection]:
     context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe(duplex=False)
+    ours, theirs = context.Pipe(duplex=True)  # the worker reads its end only to see ours close
     process = context.Process(
         target=_worker_main, args=(spec, index, theirs), name=f"jambonz-trio-worker-{index}", daemon=True
     )
@@ -380,11 +381,21 @@ async def _worker(
             # served yet; a target that hangs at start-up must not hold the drain
             starting = trio.CancelScope()
 
+            def stop() -> None:
+                terminated.set()
+                starting.cancel()
+
             async def on_sigterm() -> None:
                 async for _ in signals:
                     break
-                terminated.set()
-                starting.cancel()
+                stop()
+
+            async def on_supervisor_gone() -> None:
+                # the supervisor never writes on the pipe: readable means its end closed, it
+                # died without draining us (SIGKILL, the OOM killer); drain rather than serve on
+                await trio.lowlevel.wait_readable(ready.fileno())
+                log.warning("the supervisor is gone: draining")
+                stop()
 
             async def serve(task_status: trio.TaskStatus[Any]) -> None:
                 await target(
@@ -395,13 +406,13 @@ async def _worker(
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(on_sigterm)
+            nursery.start_soon(on_supervisor_gone)
             with starting:
                 server = await nursery.start(serve)
             if starting.cancelled_caught:  # terminated before it listened
                 nursery.cancel_scope.cancel()
                 return
-            ready.send(("ready", os.getpid()))
-            ready.close()
+            ready.send(("ready", os.getpid()))  # kept open: see on_supervisor_gone
             await terminated.wait()
             drain = getattr(server, "drain", None)
             if drain is not None:

@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import os
 import pathlib
+import select
 import signal
 import socket
 import subprocess
@@ -355,3 +356,26 @@ async def test_a_worker_whose_server_stops_by_itself_exits_and_is_started_again(
         await serve_workers(1, "tests.workers.app:stops_serving", max_restarts=2)
     deaths = [m for m in caplog.messages if "died" in m]
     assert len(deaths) == 3 and all(m.endswith("died (exit code 0); restarting it") for m in deaths), deaths
+
+
+def test_a_worker_whose_supervisor_is_killed_drains_and_exits() -> None:
+    """The supervisor dies without a word (SIGKILL, the OOM killer): its workers drain and exit
+    by themselves. They kept serving the port for ever, orphans no drain would reach (a new
+    supervisor on the same port shares it with them)."""
+    process = _run_workers_script(
+        f"run_workers(1, {TARGET!r}, port=0, grace=0.2,",
+        "            on_ready=lambda w: print(w.workers()[0].pid, flush=True))",
+    )
+    try:
+        assert process.stdout is not None
+        worker = int(process.stdout.readline())
+        exited = os.pidfd_open(worker)  # not our child: its exit is seen through a pidfd
+        try:
+            process.kill()
+            process.wait()
+            readable, _, _ = select.select([exited], [], [], 30)
+            assert readable, f"worker {worker} still running 30 s after its supervisor was killed"
+        finally:
+            os.close(exited)
+    finally:
+        _end_session(process)
