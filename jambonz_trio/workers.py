@@ -156,6 +156,8 @@ async def serve_workers(
     Raises:
         WorkerFailed: workers keep dying.
         OSError: the port cannot be reserved.
+        ValueError: ``n`` < 1, a target string without ``:``, or ``kwargs`` naming an argument
+            the supervisor passes itself (``host``, ``port``, ``reuse_port``, ``task_status``).
     """
     await _serve_workers(
         n,
@@ -329,6 +331,15 @@ def _signal(process: BaseProcess | None, signum: int) -> None:
 # -- inside a worker ------------------------------------------------------------------------
 
 
+#: What the supervisor passes every worker's target itself, and where a caller sets it.
+_PASSED = {
+    "host": "give host= to the supervisor",
+    "port": "give port= to the supervisor",
+    "reuse_port": "workers always listen with SO_REUSEPORT",
+    "task_status": "the worker reports its server with it",
+}
+
+
 @attrs.frozen(kw_only=True)
 class _Spec:
     target: WorkerTarget
@@ -339,6 +350,9 @@ class _Spec:
 
     def check(self) -> None:
         """Fail in the supervisor, not in every worker, on a target that cannot work."""
+        for name, use in _PASSED.items():
+            if name in self.kwargs:
+                raise ValueError(f"kwargs: {name} is passed by the supervisor; {use}")
         if isinstance(self.target, str):
             if ":" not in self.target:
                 raise ValueError(f"target must be 'module:function', got {self.target!r}")
@@ -445,6 +459,8 @@ def run_workers(
     Raises:
         WorkerFailed: workers keep dying.
         OSError: the port cannot be reserved.
+        ValueError: ``n`` < 1, a target string without ``:``, or ``kwargs`` naming an argument
+            the supervisor passes itself (``host``, ``port``, ``reuse_port``, ``task_status``).
     """
 
     async def main() -> None:

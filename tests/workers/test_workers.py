@@ -379,3 +379,12 @@ def test_a_worker_whose_supervisor_is_killed_drains_and_exits() -> None:
             os.close(exited)
     finally:
         _end_session(process)
+
+
+async def test_kwargs_that_would_collide_with_the_listening_arguments_are_refused() -> None:
+    """``kwargs`` naming an argument the supervisor passes itself: refused up front, naming the
+    parameter to use. Every worker died of Python's 'multiple values for keyword argument'
+    until ``WorkerFailed`` said only that workers kept dying."""
+    for name in ("host", "port", "reuse_port", "task_status"):
+        with pytest.raises(ValueError, match=f"kwargs: {name} is passed by the supervisor"):
+            await serve_workers(1, TARGET, kwargs={name: 1})
