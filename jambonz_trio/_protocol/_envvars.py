@@ -101,7 +101,9 @@ class EnvVar(Generic[T]):
             ``_`` only (jambonz's api-server refuses the whole schema otherwise).
         type: ``str`` (default), ``int``, ``float`` or ``bool``.
         description: the field's label in the portal; required, not blank.
-        required: the portal will not save the application without a value.
+        required: the portal will not save the application without a value. Not for ``bool``:
+            the portal's checkbox would then save only ticked (jambonz-webapp v0.9.6
+            src/containers/internal/views/applications/form.tsx:849-853).
         default: used when the call carries no (valid) value; pre-filled in the portal (only
             when truthy: the portal skips ``False``, ``0`` and ``""``). Of the declared type.
         enum: the allowed values (a dropdown in the portal for strings); a value outside it is
@@ -116,7 +118,8 @@ class EnvVar(Generic[T]):
         TypeError: ``type`` is not one of the four, or an argument has the wrong Python type.
         ValueError: a bad name, a blank description, a default or enum member of the wrong
             type, a default outside the enum, an empty enum, a default on an ``obscure``
-            variable, or ``ui_hint`` / ``jambonz_resource`` on a non-string or unknown.
+            variable, ``required`` on a ``bool``, or ``ui_hint`` / ``jambonz_resource`` on a
+            non-string or unknown.
     """
 
     name: str
@@ -184,6 +187,12 @@ class EnvVar(Generic[T]):
         for flag, given in (("required", required), ("obscure", obscure)):
             if not isinstance(given, bool):
                 raise TypeError(f"{where}: {flag} must be True or False")
+        if required and type is bool:
+            raise ValueError(
+                f"{where}: a required boolean could only be true: the portal shows it as an HTML "
+                "required checkbox, which saves only ticked; declare it without required= (with "
+                "a default)"
+            )
         kind = _KIND[type]
         if default is not None:
             ok, default = _conform(default, type)

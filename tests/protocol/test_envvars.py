@@ -52,6 +52,8 @@ async def _handler(call: Any) -> None:
         (("A", float), {"default": float("nan")}, ValueError, "the default must be a number"),
         (("A", float), {"default": float("inf")}, ValueError, "the default must be a number"),
         (("A", bool), {"default": 0}, ValueError, "the default must be a boolean"),
+        # the portal's checkbox for it is an HTML required one: it saves only ticked
+        (("A", bool), {"required": True}, ValueError, "a required boolean could only be true"),
         (("A",), {"default": 3}, ValueError, "the default must be a string"),
         (("A",), {"obscure": True, "default": "k"}, ValueError, "obscure variable cannot have a default"),
         (("A",), {"enum": []}, ValueError, "empty enum"),
