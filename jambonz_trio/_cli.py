@@ -355,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "simulate":
         if args.interactive and args.answers:
             parser.error("--interactive cannot be combined with --speech / --digits")
+        if bool(args.username) != bool(args.password):  # one alone would not be sent (as by jambonz)
+            parser.error("--username and --password go together: give both, or neither")
         try:  # before anything starts: a bad URL is a usage error, not a failed call
             args.connector = tcp_connector(args.url)
         except ValueError as exc:

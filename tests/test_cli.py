@@ -82,7 +82,10 @@ async def test_simulate_clear_error_for_401(
     nursery: trio.Nursery, capsys: pytest.CaptureFixture[str]
 ) -> None:
     server = await nursery.start(partial(ivr.serve, port=0, username="u", password="p"))
-    assert await run_cli("simulate", f"ws://127.0.0.1:{server.port}/ivr", "--password", "x") == 1
+    assert (
+        await run_cli("simulate", f"ws://127.0.0.1:{server.port}/ivr", "--username", "u", "--password", "x")
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "401" in err and "Traceback" not in err
 
@@ -260,6 +263,18 @@ def test_simulate_reports_a_url_without_ws_scheme_as_a_usage_error(
     assert "Traceback" not in err and "ws://" in err
     assert code == 2 and err.count("\n") == 1 and "wss://" in err and repr(url) in err
     assert "calling" not in captured.out
+
+
+@pytest.mark.parametrize("given", [["--username", "u"], ["--password", "p"]])
+def test_simulate_refuses_a_username_without_a_password_and_back(
+    given: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """jambonz sends Basic credentials only when the hook has both, and so does the fake: one
+    alone was dropped without a word, and the app's 401 then blamed the credentials."""
+    with pytest.raises(SystemExit) as exited:
+        main(["simulate", "ws://127.0.0.1:1/x", *given])
+    assert exited.value.code == 2
+    assert "--username and --password go together" in capsys.readouterr().err
 
 
 def test_simulate_refuses_an_unreadable_wav(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
