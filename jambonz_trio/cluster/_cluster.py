@@ -757,8 +757,10 @@ class Cluster:
         reconnects, to another member): their user_data is stored now (when the app opted
         in), and kept ``orphan_keep`` for the member the reconnect reaches; so is, app opted
         in or not, that jambonz read an answer of a call (the member restoring it then does
-        not suspect a re-keyed ``session:new``, docs/reconnects.md). Bounded by
-        ``op_timeout``; a Redis fault is logged (the last stored user_data stays)."""
+        not suspect a re-keyed ``session:new``, docs/reconnects.md). A call whose directory
+        entry names another member that still beats is left alone (nothing written: this copy
+        is stale, the call moved there; ``HAND_OVER``). Bounded by ``op_timeout``; a Redis
+        fault is logged (the last stored user_data stays)."""
         mine = [(c.call_sid, c) for c in calls if c.call_sid is not None and self._entry(c) is not None]
         if not mine:
             return
@@ -776,14 +778,24 @@ class Cluster:
         args: list[str | int] = [self.member, int(self.config.orphan_keep * 1000)]
         for sid, record in ops:
             args += [sid, record]
+        k = self._keys
         try:
             with guard("handing calls over", self._where), trio.fail_after(self._bound):
-                await self._hand_over(
-                    keys=[self._keys.members, self._keys.userdata, self._keys.orphans], args=args
+                found: list[str] = await self._hand_over(
+                    keys=[k.members, k.userdata, k.orphans, k.calls], args=args
                 )
-            log.info("cluster: handed %d calls over for their reconnects", len(ops))
         except ClusterUnavailable as exc:
             log.warning("cluster: could not hand %d calls over: %s", len(ops), exc)
+            return
+        held = {str(sid) for sid in found}
+        # (their removal must not count as a hand-over's either: nothing was kept for them)
+        self._handed_over.difference_update(held)
+        log.info("cluster: handed %d calls over for their reconnects", len(ops) - len(held))
+        if held:
+            log.info(
+                "cluster: %d calls this member drains are held by other members (they moved); left to them",
+                len(held),
+            )
 
     def _on_relay(self, message: dict[str, Any], frame: str | None, ident: str) -> None:
         """A member asks this one to take a reconnect it received (sync, the inbox task)."""

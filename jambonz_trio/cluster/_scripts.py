@@ -87,6 +87,16 @@ return {0, now, top}
 """
 )
 
+#: ``held_elsewhere(members, owner, me, now)``: whether a call's directory entry, naming
+#: ``owner`` (``false``: no entry), is another member's that still beats (its expiry, in the
+#: ``members`` zset, past ``now``, both on Redis' clock). An entry of a member that stopped
+#: beating is as good as none: the sweep that is due leaves the sid free.
+_HELD_ELSEWHERE = """
+local function held_elsewhere(members, owner, me, now)
+  return owner and owner ~= me and tonumber(redis.call('ZSCORE', members, owner) or 0) > now
+end
+"""
+
 #: ``outranks(mine, theirs)``: of two members' copies of one call, as the ``copy`` objects of
 #: their re-registrations describe them (``ranked_doc``), whether mine is the one jambonz talks
 #: to: the socket bound last (jambonz has one socket per call at a time; bind times are on
@@ -124,6 +134,7 @@ end
 UPSERT = (
     _NOW
     + _ARM
+    + _HELD_ELSEWHERE
     + _OUTRANKS
     + """
 local me, prefix, maxlen = ARGV[1], ARGV[2], ARGV[3]
@@ -155,8 +166,7 @@ for i = 5, #ARGV, 2 do
     local rereg = doc:sub(1, 1) == '?'
     if rereg then doc = doc:sub(2) end
     local verdict = 'put'
-    local alive = owner and owner ~= me and tonumber(redis.call('ZSCORE', KEYS[1], owner) or 0) > now
-    if alive then
+    if held_elsewhere(KEYS[1], owner, me, now) then
       local mine = cjson.decode(doc)['copy']
       if type(mine) == 'table' and type(theirs) == 'table' then
         if outranks(mine, theirs) then verdict = 'tell' else verdict = 'refuse' end
@@ -324,23 +334,41 @@ return refused
 """
 )
 
-#: KEYS: members, userdata, orphans   ARGV: me, orphan_keep_ms, then pairs (call_sid, record)
+#: KEYS: members, userdata, orphans, calls   ARGV: me, orphan_keep_ms, then pairs (call_sid,
+#: record, or '' for none: the orphan mark alone)
 #: A draining member hands its calls over: their user_data stored, and an orphan mark that keeps
-#: it for orphan_keep once the entry is gone (until a member registers the call again)
+#: it for orphan_keep once the entry is gone (until a member registers the call again). Not a
+#: call another live member holds (``_HELD_ELSEWHERE``): this member's copy of it is stale (the
+#: call moved, and the ``moved`` notice or the refused re-registration that ends the copy has
+#: not come yet); the record stays the holder's, and no orphan mark outlives the call there.
+#: Written for no entry (Redis restarted empty: also before this member is registered again),
+#: for this member's, and for one of a member that stopped beating.
+#: -> the sids left alone (nothing written for them)
 HAND_OVER = (
     _NOW
     + _ARM
+    + _HELD_ELSEWHERE
     + """
-local keep_until = now_ms() + tonumber(ARGV[2])
+local me, now = ARGV[1], now_ms()
+local keep_until = now + tonumber(ARGV[2])
+local refused = {}
 for i = 3, #ARGV, 2 do
-  if ARGV[i + 1] ~= '' then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-  redis.call('ZADD', KEYS[3], keep_until, ARGV[i])
+  local sid = ARGV[i]
+  local entry = redis.call('HGET', KEYS[4], sid)
+  local owner = false
+  if entry then owner = cjson.decode(entry)['member'] end
+  if held_elsewhere(KEYS[1], owner, me, now) then
+    refused[#refused + 1] = sid
+  else
+    if ARGV[i + 1] ~= '' then redis.call('HSET', KEYS[2], sid, ARGV[i + 1]) end
+    redis.call('ZADD', KEYS[3], keep_until, sid)
+  end
 end
 -- (no member left: they are kept orphan_keep)
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl <= 0 then ttl = tonumber(ARGV[2]) end
 arm(ttl, KEYS[2], KEYS[3])
-return 0
+return refused
 """
 )
 

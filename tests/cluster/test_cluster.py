@@ -334,16 +334,7 @@ async def test_a_copy_moved_away_never_overwrites_the_user_data_its_holder_store
     and a reconnect after B's death would restore A's data). It is refused now, nothing
     written, and A's copy is otherwise left as it was (the notice ends it)."""
     async with _a_call_on_a(nursery, redis_url, ns) as (a, b, control, target, fc):
-        sid, stale, a_back = await _dropped_then_moved(control, a, b, fc, target)
-        hooks = b.server.calls[sid].user_data["hooks"]
-        assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text=f"hook {hooks + 1}")]
-        monkeypatch.setattr(a.cluster, "_on_moved", lambda message: None)  # A's inbox task lags
-        b_back = _cut_off(b)
-        await flush_namespace(control)  # Redis restarted, empty
-        await _back(a, a_back)
-        await _back(b, b_back)
-        assert await owned_by(control, sid, b.cluster.member)
-        await eventually(lambda: stored_hooks(control, sid, hooks + 1), 5)  # B stored its own
+        sid, stale, hooks = await _moved_unread(a, b, control, target, fc, monkeypatch)
         store, tried = a.cluster._store_ud, trio.Event()
 
         async def watched(**kwargs: Any) -> Any:
@@ -356,10 +347,106 @@ async def test_a_copy_moved_away_never_overwrites_the_user_data_its_holder_store
         stale.user_data["hooks"] = 99  # A's stale copy changes (a task of its app, say)
         with trio.fail_after(5):
             await tried.wait()  # A's beat tried to store it
-        record = json.loads(await control._client.hget(control._keys.userdata, sid) or "{}")
-        assert record.get("member") == b.cluster.member
-        assert await stored_hooks(control, sid, hooks + 1)
+        assert await _record_of(control, sid, b.cluster.member, hooks)
         assert a.server.calls.get(sid) is stale and stale.state is ConnState.DISCONNECTED
+
+
+async def _moved_unread(
+    a: Member, b: Member, control: Cluster, target: Switch, fc: FakeCall, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, Call, int]:
+    """After Redis restarted empty, B's re-registration took the call's entry (and its stored
+    record) over from A's stale parked copy; B answered one more hook and stored its
+    user_data; A has not read the ``moved`` notice (its inbox task lags). The sid, A's stale
+    copy, and the hook count B stored."""
+    sid, stale, a_back = await _dropped_then_moved(control, a, b, fc, target)
+    hooks = b.server.calls[sid].user_data["hooks"] + 1
+    assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text=f"hook {hooks}")]
+    monkeypatch.setattr(a.cluster, "_on_moved", lambda message: None)  # A's inbox task lags
+    b_back = _cut_off(b)
+    await flush_namespace(control)  # Redis restarted, empty
+    await _back(a, a_back)
+    await _back(b, b_back)
+    assert await owned_by(control, sid, b.cluster.member)
+    await eventually(lambda: stored_hooks(control, sid, hooks), 5)  # B stored its own
+    return sid, stale, hooks
+
+
+async def _record_of(control: Cluster, sid: str, member: str, hooks: int) -> bool:
+    """The call's stored record names ``member`` and holds its count after ``hooks``."""
+    record = json.loads(await control._client.hget(control._keys.userdata, sid) or "{}")
+    return record.get("member") == member and await stored_hooks(control, sid, hooks)
+
+
+async def test_a_drain_leaves_a_call_another_live_member_holds_to_that_member(
+    nursery: trio.Nursery, redis_url: str, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drain hands over only the calls no other live member holds. After Redis restarted
+    empty, B's re-registration takes the entry (and the stored record) over from A's stale
+    parked copy and B stores the call's user_data; A has not read the ``moved`` notice yet
+    (its inbox task lags) when it drains, and hands its stale copy over with the rest. The
+    hand-over wrote A's stale user_data over B's record (naming A, so B's end of the call
+    would leave it behind) with an orphan mark, though B held the call: when B then died, the
+    call's reconnect restored A's stale data on the member it reached, and the hooks B's
+    handler had answered were lost. A leaves the call's record to B now: the call restored
+    after B's death goes on from B's count."""
+    async with _a_call_on_a(nursery, redis_url, ns) as (a, b, control, target, fc):
+        sid, stale, hooks = await _moved_unread(a, b, control, target, fc, monkeypatch)
+        c_cluster, c = await nursery.start(partial(run_member, redis_url, ns, FAST_KEEPING, handler=counting))
+        await c_cluster.wait_registered()
+        assert a.server.calls.get(sid) is stale  # A drains with the stale copy
+        await a.server.drain(grace=0)
+        assert await _record_of(control, sid, b.cluster.member, hooks)
+        assert await control._client.zscore(control._keys.orphans, sid) is None
+        assert b.server.calls[sid].state is ConnState.CONNECTED  # (it never was touched)
+        # B dies: the call's reconnect lands on C, which restores it from B's record
+        _cut_off(b)
+        await control._sweep_dead(b.cluster.member)
+        await fc.drop(reconnect=False)
+        target.to = c.connect_memory
+        await fc.reconnect()
+        assert c.calls[sid].restored
+        assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text=f"hook {hooks + 1}")]
+
+
+async def test_a_hand_over_writes_nothing_for_a_call_another_live_member_holds(
+    redis_url: str, ns: str
+) -> None:
+    """The rule under the test above, on the script: a hand-over writes a call's record and
+    orphan mark unless the call's entry names another member that still beats (on Redis'
+    clock); it writes them for its own entry, for no entry (Redis restarted empty: even
+    before the member is registered again) and for the entry of a member past its expiry
+    (its sweep would leave the sid free). It answers the sids it left alone."""
+    k = Keys(ns)
+    far = 2**50  # (ms: an expiry far in the future on Redis' clock)
+    async with make_client(redis_url, op_timeout=2.0) as client:
+        hand_over = LuaScript(client, "HAND_OVER", _scripts.HAND_OVER, where="redis://here")
+
+        async def run(*sids: str) -> list[str]:
+            args: list[str | int] = ["me", 60_000]
+            for sid in sids:
+                args += [sid, json.dumps({"member": "me", "v": sid})]
+            found = await hand_over(keys=[k.members, k.userdata, k.orphans, k.calls], args=args)
+            return [str(sid) for sid in found]
+
+        async def written(sid: str) -> bool:
+            record = json.loads(await client.hget(k.userdata, sid) or "{}")
+            mark = await client.zscore(k.orphans, sid)
+            return record.get("v") == sid and record.get("member") == "me" and mark is not None
+
+        try:
+            assert await run("s-empty") == []  # nothing in Redis at all
+            assert await written("s-empty")
+            await client.zadd(k.members, {"me": far, "live": far, "dead": 1})
+            for sid, member in [("s-mine", "me"), ("s-live", "live"), ("s-dead", "dead")]:
+                await client.hset(k.calls, {sid: ClusterCall(call_sid=sid, member=member).dumps()})
+            held = json.dumps({"member": "live", "v": "theirs"})
+            await client.hset(k.userdata, {"s-live": held})
+            assert await run("s-mine", "s-live", "s-dead", "s-none") == ["s-live"]
+            assert [await written(sid) for sid in ("s-mine", "s-dead", "s-none")] == [True] * 3
+            assert await client.hget(k.userdata, "s-live") == held
+            assert await client.zscore(k.orphans, "s-live") is None
+        finally:
+            await client.delete([k.members, k.userdata, k.orphans, k.calls])
 
 
 async def test_re_registrations_of_one_call_by_two_members_keep_the_copy_bound_last(
