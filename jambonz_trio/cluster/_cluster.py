@@ -1297,7 +1297,15 @@ class Cluster:
         and this one is stale. It ends (:meth:`_disown`), unless its socket was bound again
         since its entry was written (the write that queued takes the entry back). The notice
         names the copy taken over (``bound``, as its entry said): read late, after the copy was
-        bound again (and its write took the entry back), it ends nothing."""
+        bound again (and its write took the entry back), it ends nothing.
+
+        Whether the member that took the entry over still beats is not asked (no Redis round
+        trip): the notice is written by that member's own write, and its copy is the one
+        jambonz talks to. Should it die right after, its call's reconnect starts the call where
+        it lands, from the stored record (the holder's, :meth:`_restore`); this stale copy,
+        kept, would serve only a reconnect landing on this member, with older state, and one
+        kept for a member merely late to beat would split the call (a reconnect here is served
+        here, never relayed)."""
         sid = str(message.get("sid"))
         entry = self._live.get(sid)
         if entry is None:
