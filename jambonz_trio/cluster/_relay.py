@@ -41,6 +41,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import attrs
 import coredis
 import coredis.exceptions
@@ -225,7 +226,9 @@ class RelayHub:
             try:
                 self._issue(endpoint, args)
                 return
-            except coredis.exceptions.ConnectionError:
+            except (coredis.exceptions.ConnectionError, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                # (a connection closing while it still says it is usable refuses the request
+                # from its write buffer, as anyio's stream errors)
                 self._conn = None  # the writer's wait notices, and starts a new connection
         self._pending.append((endpoint, args))
         self._wake_writer()
