@@ -37,16 +37,28 @@ class NewCalls(metaclass=NoPublicConstructor):
     def _push(self, call: Call) -> None:
         self._send.send_nowait(call)
 
+    def _end(self) -> None:
+        self._send.close()
+
     async def receive(self) -> Call:
         """The next call that started (buffered ones first). Blocks until there is one; a
-        checkpoint."""
+        checkpoint.
+
+        Raises:
+            trio.EndOfChannel: the server stopped (:func:`serve_jambonz` returned, or was
+                cancelled) and every call buffered before was returned. ``async for`` ends
+                there.
+        """
         return await self._receive.receive()
 
     def __aiter__(self) -> NewCalls:
         return self
 
     async def __anext__(self) -> Call:
-        return await self._receive.receive()
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
 
 
 class CallTable:
@@ -62,6 +74,15 @@ class CallTable:
         self._max_parked = max_parked
         self._max_parked_per_account = max_parked_per_account
         self.subscribers: weakref.WeakSet[NewCalls] = weakref.WeakSet()
+        #: the server stopped: subscriptions are over (see :meth:`stop`)
+        self.stopped = False
+
+    def stop(self) -> None:
+        """The server stopped serving: no call starts any more, so every subscription ends
+        (after the calls it buffered)."""
+        self.stopped = True
+        for subscription in list(self.subscribers):
+            subscription._end()
 
     def count(self) -> int:
         """Calls not removed yet, isolated and just-ended ones included."""
@@ -214,10 +235,15 @@ class CallRegistry(Mapping[str, Call], metaclass=NoPublicConstructor):
         ``async for call in server.calls.new_calls(): ...`` sees every call, including those
         that start while the loop body runs (they are buffered). For one call at a time, keep
         the subscription and ``await sub.receive()``. Subscribe *before* the calls you want to
-        see can start. Drop the subscription to unsubscribe (nothing to close).
+        see can start. Drop the subscription to unsubscribe (nothing to close). The loop ends
+        when the server stops (:func:`serve_jambonz` returns), so a watcher serving next to it
+        returns too.
         """
         subscription = create(NewCalls)
-        self._table.subscribers.add(subscription)
+        if self._table.stopped:
+            subscription._end()
+        else:
+            self._table.subscribers.add(subscription)
         return subscription
 
     async def wait_new_call(self) -> Call:

@@ -802,6 +802,7 @@ async def serve_jambonz(
             await server.drained.wait()
             conns.cancel_scope.cancel()
         finally:
+            server._table.stop()  # watchers of new calls end
             if cluster is not None:
                 cluster.detach_server(server)
         calls_nursery.cancel_scope.cancel()

@@ -121,6 +121,40 @@ async def test_a_subscription_buffers_calls_that_start_while_the_watcher_is_busy
         await two.hangup()
 
 
+async def test_a_subscription_ends_when_the_server_stops_after_its_buffered_calls(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Before: ``async for call in server.calls.new_calls()`` waited for ever once the server
+    had stopped, so a task serving next to ``serve_jambonz`` (a supervisor watching new calls,
+    as in examples/ivr.py) never returned after a drain, and neither did the function running
+    both (a worker's target: the worker stayed up serving nothing). The loop now ends when
+    ``serve_jambonz`` returns, after the calls it buffered; a subscription made afterwards
+    is over at once."""
+    seen: list[str | None] = []
+    ended = trio.Event()
+    server: JambonzServer | None = None
+
+    async def serve_and_watch(task_status: trio.TaskStatus[JambonzServer]) -> None:
+        async with trio.open_nursery() as inner:
+            started: JambonzServer = await inner.start(serve_jambonz, Lingering())
+            subscription = started.calls.new_calls()
+            task_status.started(started)
+            async for call in subscription:
+                seen.append(call.call_sid)
+        ended.set()  # both tasks are over: the function returns
+
+    server = await nursery.start(serve_and_watch)
+    async with open_fake_call(server.connect_memory, call=CallData(call_sid="sid-1")) as fc:
+        await fc.start()
+        await fc.hangup()
+    await server.drain(grace=1)
+    with trio.fail_after(5):
+        await ended.wait()
+    assert seen == ["sid-1"]
+    with pytest.raises(trio.EndOfChannel):
+        await server.calls.new_calls().receive()
+
+
 async def test_wait_new_call_is_deprecated(nursery: trio.Nursery) -> None:
     server: JambonzServer = await nursery.start(serve_jambonz, Lingering())
     got: list[Call] = []
