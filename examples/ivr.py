@@ -42,6 +42,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
@@ -66,6 +67,8 @@ from jambonz_trio.verbs import Gather, Hangup, Say, Verb
 from jambonz_trio.workers import Workers, run_workers
 
 PATH = "/ivr"
+#: seconds a drain (SIGTERM) gives live calls to end before closing them with 1012
+GRACE = 30.0
 DEFAULT_BLOCKLIST = ("+15550000001",)
 
 log = logging.getLogger("ivr")
@@ -230,6 +233,13 @@ async def serve(
             task_status.started(server)
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"at least 1, not {value}")
+    return value
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -244,12 +254,17 @@ def main(
     parser.add_argument("--username", default=os.environ.get("JAMBONZ_WS_USERNAME"))
     parser.add_argument("--password", default=os.environ.get("JAMBONZ_WS_PASSWORD"))
     parser.add_argument("--blocklist", nargs="*", default=list(DEFAULT_BLOCKLIST))
-    parser.add_argument("--workers", type=int, default=1, help="processes serving the port (SO_REUSEPORT)")
+    parser.add_argument(
+        "--workers", type=_at_least_one, default=1, help="processes serving the port (SO_REUSEPORT)"
+    )
     parser.add_argument(
         "--redis", default=os.environ.get("JAMBONZ_TRIO_REDIS"), help="join this Redis cluster"
     )
     parser.add_argument("--member-ttl", type=float, default=5.0, help="cluster heartbeat TTL (seconds)")
     parser.add_argument("--metrics", action="store_true", help="serve Prometheus metrics at /metrics")
+    parser.add_argument(
+        "--grace", type=float, default=GRACE, help="seconds live calls get to end on SIGTERM (drain)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     options: dict[str, Any] = {
@@ -266,10 +281,35 @@ def main(
         def ready(workers: Workers) -> None:
             print(f"serving ws://{args.host}:{workers.port}{PATH} with {args.workers} workers", flush=True)
 
-        run_workers(args.workers, serve_fn, host=args.host, port=args.port, kwargs=options, on_ready=ready)
+        run_workers(
+            args.workers,
+            serve_fn,
+            host=args.host,
+            port=args.port,
+            kwargs=options,
+            grace=args.grace,
+            on_ready=ready,
+        )
         return
-    print(f"serving ws://{args.host}:{args.port}{PATH}", flush=True)
-    trio.run(lambda: serve_fn(host=args.host, port=args.port, **options))
+    trio.run(partial(serve_until_signal, serve_fn, args.grace, host=args.host, port=args.port, **options))
+
+
+async def serve_until_signal(serve_fn: Callable[..., Awaitable[None]], grace: float, **options: Any) -> None:
+    """One process: serve until SIGTERM or SIGINT, then drain (``server.drain()``: the calls
+    still up after the grace period are closed with 1012 and jambonz reconnects them
+    elsewhere), as each worker of ``run_workers`` does."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def serving(task_status: trio.TaskStatus[JambonzServer]) -> None:
+                await serve_fn(task_status=task_status, **options)
+                nursery.cancel_scope.cancel()  # served out: no signal to wait for
+
+            server: JambonzServer = await nursery.start(serving)
+            print(f"serving ws://{options['host']}:{server.port}{PATH}", flush=True)
+            async for _ in signals:
+                await server.drain(grace=grace)  # then serve returns
+                break
 
 
 if __name__ == "__main__":

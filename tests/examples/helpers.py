@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import types
 from types import ModuleType
 
 import pytest
+import trio
 
 SAY = re.compile(r'say "([^"]*)"')
 
@@ -19,8 +21,11 @@ def capture_serve(monkeypatch: pytest.MonkeyPatch, example: ModuleType) -> dict[
     """Replace ``example.serve`` with a recorder: the dict gets the keywords ``main()`` passes."""
     seen: dict[str, object] = {}
 
-    async def fake_serve(**kwargs: object) -> None:
+    async def fake_serve(
+        *, task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED, **kwargs: object
+    ) -> None:
         seen.update(kwargs)
+        task_status.started(types.SimpleNamespace(port=kwargs.get("port")))
 
     monkeypatch.setattr(example, "serve", fake_serve)
     return seen

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -282,3 +287,37 @@ def test_metrics_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     seen.clear()
     ivr.main([])
     assert "metrics" not in seen
+
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_one_process_drains_on_sigterm() -> None:
+    """``python examples/ivr.py`` without ``--workers`` (one process, what deploying.md's
+    audio section recommends) ran plain ``trio.run``: SIGTERM killed it with its calls, no
+    drain, no 1012 for jambonz to reconnect elsewhere (Ctrl-C printed a traceback), and with
+    ``--port 0`` it printed port 0. It now serves until SIGTERM or SIGINT, then drains: a live
+    call is closed with 1012 after ``--grace`` and the process exits 0."""
+    command = [sys.executable, "examples/ivr.py", "--port", "0", "--grace", "0"]
+    async with trio.open_nursery() as nursery:
+        process: trio.Process = await nursery.start(
+            partial(trio.run_process, command, cwd=_ROOT, stdout=subprocess.PIPE, check=False)
+        )
+        try:
+            with trio.fail_after(60):
+                assert process.stdout is not None
+                line = b""
+                while not line.endswith(b"\n"):
+                    line += await process.stdout.receive_some(1)
+                match = re.fullmatch(rb"serving ws://127\.0\.0\.1:(\d+)/ivr\n", line)
+                assert match is not None and int(match[1]) != 0, line
+                url = f"ws://127.0.0.1:{int(match[1])}{ivr.PATH}"
+                async with open_fake_call(tcp_connector(url), auto_reconnect=False) as fc:
+                    assert (await fc.start()).verbs[0] == Say(text="Hello from jambonz")
+                    process.send_signal(signal.SIGTERM)
+                    closed = await fc.expect_close(1012, within=30)
+                    assert closed.code == 1012
+                assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
