@@ -11,6 +11,7 @@ Redis-backed cluster (the ``redis`` extra).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import math
@@ -30,6 +31,7 @@ from .testing import (
     Caller,
     ConnectFailed,
     Digits,
+    FakeCall,
     FakeJambonzError,
     HandshakeRejected,
     HangUp,
@@ -246,11 +248,27 @@ async def simulate(args: argparse.Namespace, out: TextIO) -> None:
             call=CallData(from_=args.from_, to=args.to),
         ) as fc:
             speaker = Caller(on_gather=caller, audio=args.audio_source, audio_pace=None if args.fast else 1.0)
-            await run_call(fc, speaker, on_step=printer, idle=args.idle)
+            try:
+                await run_call(fc, speaker, on_step=printer, idle=args.idle)
+            except FakeJambonzError:
+                await _hang_up(fc)  # as jambonz ends a call: nothing left parked in the app
+                raise
         nursery.cancel_scope.cancel()
     print(f"call ended: {len(fc.acks)} acks, {len(fc.commands)} commands", file=out)
     for index, stream in enumerate(fc.audio_streams, start=1):
         _save_played(stream, Path(args.played), index, out)
+
+
+async def _hang_up(fc: FakeCall) -> None:
+    """End the call the way the caller hanging up does (``call:status`` completed, close 1000),
+    whatever violations are still pending (strict mode raises one per call to the fake), so
+    that the app does not park it for a reconnect that never comes. Shielded, bounded."""
+    with trio.CancelScope(shield=True), trio.move_on_after(5):
+        for _ in range(16):
+            if fc.is_over:
+                return
+            with contextlib.suppress(FakeJambonzError):
+                await fc.hangup()
 
 
 def _unwritable(path: Path) -> str | None:

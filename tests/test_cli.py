@@ -24,6 +24,7 @@ from jambonz_trio import Call, CallConfig, JambonzServer, ServerConfig, open_con
 from jambonz_trio._call import engine_of
 from jambonz_trio._cli import main
 from jambonz_trio.cluster import CallsSnapshot, Cluster, ClusterCall, ClusterEvent
+from jambonz_trio.commands import WhisperCommand
 from jambonz_trio.testing import AudioSource, write_wav
 from jambonz_trio.verbs import Say
 from tests.cluster.redis import namespace, shared_redis_url
@@ -125,6 +126,34 @@ async def test_simulate_clear_errors_for_broken_apps(
     assert await run_cli("simulate", f"ws://127.0.0.1:{server.port}/app") == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and expected in err and "Traceback" not in err
+
+
+async def test_simulate_hangs_up_after_a_violation_leaving_nothing_parked(
+    nursery: trio.Nursery, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a strict violation ended ``simulate`` by dropping the socket without a close, as
+    a crash would: the app parked the call for its ``reconnect_grace`` (60 s) and kept listing
+    it. The violation is still the error (status 1), and the caller now hangs up first
+    (``call:status`` completed, close 1000), as jambonz would end the call."""
+    ended: list[tuple[int | None, str]] = []
+    done = trio.Event()
+
+    async def whispers_during_a_say(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hello"), Say(text="still here")])
+        await call.send_command(WhisperCommand(verbs=(Say(text="psst"),)))  # jambonz ignores it
+        await call.wait_closed()
+        assert call.close_info is not None
+        ended.append((call.close_info.code, call.close_info.by))
+        done.set()
+
+    server: JambonzServer = await nursery.start(partial(serve_jambonz, whispers_during_a_say, port=0))
+    assert await run_cli("simulate", f"ws://127.0.0.1:{server.port}/") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "whisper" in err and "Traceback" not in err
+    with trio.fail_after(5):  # (before: 60 s, the reconnect grace)
+        await done.wait()
+    assert ended == [(1000, "jambonz")]
+    assert server.calls.parked_count == 0 and len(server.calls) == 0
 
 
 class Output:
