@@ -178,7 +178,10 @@ class Call(CommandMethods, ReceiveUntilEnd[Event], trio.abc.AsyncResource, metac
         "_engine.call_sid",
         """The call's sid: the envelope ``call_sid`` of its first message (``data.call_sid`` on
         sockets whose envelope names none), the key of ``server.calls``. ``None`` only on
-        sockets that never named one.""",
+        sockets that never named one: jambonz 0.9.8 opens one such, the reconnect of a socket a
+        ``redirect`` verb opened to an absolute ws URL (its ``session:reconnect`` has ``data``
+        ``{}`` and no envelope sid, docs/protocol.md §4.2); served, not refused, as refusing
+        it makes jambonz hang up.""",
     )
     from_ = Forwarded[str | None]("info.from_", "The calling number / user (``from`` on the wire).")
     to = Forwarded[str | None]("info.to", "The called number / user.")
