@@ -232,7 +232,7 @@ class _Answer(argparse.Action):
         namespace.answers = answers
 
 
-async def simulate(args: argparse.Namespace, out: TextIO) -> None:
+async def simulate(args: argparse.Namespace, out: TextIO) -> int:
     printer = Printer(out)
     print(f"calling {args.url} as jambonz would", file=out)
     async with trio.open_nursery() as nursery:
@@ -255,8 +255,17 @@ async def simulate(args: argparse.Namespace, out: TextIO) -> None:
                 raise
         nursery.cancel_scope.cancel()
     print(f"call ended: {len(fc.acks)} acks, {len(fc.commands)} commands", file=out)
+    status = 0
     for index, stream in enumerate(fc.audio_streams, start=1):
-        _save_played(stream, Path(args.played), index, out)
+        try:
+            _save_played(stream, Path(args.played), index, out)
+        except OSError as exc:  # (an explicit --played was checked before the call; the default not)
+            print(
+                f"error: could not write {exc.filename or args.played}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            status = 1
+    return status
 
 
 async def _hang_up(fc: FakeCall) -> None:
@@ -402,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             trio.run(demo, out)
         else:
-            trio.run(simulate, args, out)
+            return trio.run(simulate, args, out)
     except KeyboardInterrupt:
         return 130
     except (FakeJambonzError, BaseExceptionGroup) as exc:

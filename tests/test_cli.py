@@ -331,6 +331,28 @@ async def test_simulate_refuses_a_played_path_it_cannot_write_before_the_call(
     assert "calling" not in captured.out  # nothing started
 
 
+async def test_simulate_reports_a_default_played_path_it_cannot_write_without_a_traceback(
+    nursery: trio.Nursery,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default ``played.wav`` (in the working directory) was not checked, an explicit
+    ``--played`` only: when it could not be written the call ended in a traceback. Checking it
+    up front would refuse calls that play nothing back, so the write's failure is reported
+    instead: an error line and status 1."""
+    server = await nursery.start(partial(echo_bot.serve, port=0))
+    source = write_wav(tmp_path / "in.wav", AudioSource.tone(500, seconds=0.5, sample_rate=8000).pcm, 8000)
+    (tmp_path / "played.wav").mkdir()  # (a directory: unwritable even for root)
+    monkeypatch.chdir(tmp_path)
+    url = f"ws://127.0.0.1:{server.port}{echo_bot.PATH}"
+    code = await run_cli("simulate", url, "--audio", str(source), "--fast", "--idle", "0.3")
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    assert captured.err.startswith("error: could not write played.wav: ") and "Traceback" not in captured.err
+    assert "call ended" in captured.out
+
+
 @pytest.mark.parametrize("url", ["redis://:6379", "rediss://:secret@/0"])
 def test_calls_reports_a_redis_url_without_a_host_as_a_usage_error(
     url: str, capsys: pytest.CaptureFixture[str]

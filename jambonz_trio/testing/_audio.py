@@ -126,7 +126,8 @@ def write_wav(path: str | PathLike[str], pcm: bytes, sample_rate: int, channels:
         OSError: the file cannot be written.
     """
     out = Path(path)
-    with wave.open(str(out), "wb") as wav:
+    # (the file first: a wave writer whose own open failed raises again when collected)
+    with open(out, "wb") as file, wave.open(file, "wb") as wav:
         wav.setnchannels(channels)
         wav.setsampwidth(2)
         wav.setframerate(sample_rate)
