@@ -68,7 +68,7 @@ from ._protocol._state import AckResult, AnswerPlan, CallProtocol, ConnState, De
 from ._protocol._verbs_base import Verb
 from ._public import create
 from ._queue import EventQueue
-from ._sync import Flag, unless
+from ._sync import Flag, leaves, unless
 from ._timers import Timer
 from ._tts import TtsFlow
 
@@ -239,6 +239,18 @@ class _Pending:
     error: JambonzTrioError | None = attrs.field(init=False, default=None)
 
 
+def _replaced_program(exc: BaseException) -> OperationInterrupted | None:
+    """The :class:`OperationInterrupted` that ended a handler when all ``exc`` holds (however
+    grouped: a nursery in the handler) is interruptions by commands this process sent (a
+    program replaced on purpose), else ``None``."""
+    found = leaves(exc)
+    if all(isinstance(e, OperationInterrupted) and e.command is not None for e in found):
+        first = found[0]
+        assert isinstance(first, OperationInterrupted)
+        return first
+    return None
+
+
 class CallEngine:
     """Runs one call (see the module docstring); :attr:`call` is what the app sees.
 
@@ -389,14 +401,15 @@ class CallEngine:
                 outcome = "finished"
             except Exception as exc:
                 outcome = "finished"
-                if isinstance(exc, OperationInterrupted) and exc.command is not None:
+                replaced = _replaced_program(exc)
+                if replaced is not None:
                     # this process replaced the program on purpose: jambonz has one to run,
                     # which the fallback verbs (as a replacing redirect) would throw away
                     self._log.warning(
                         "handler ended by %s (not caught); the %s program runs, "
                         "closing with 1000 without the fallback verbs",
-                        exc,
-                        exc.command.COMMAND,
+                        replaced,
+                        replaced.command.COMMAND,
                     )
                 elif not (isinstance(exc, CallClosed) and self.closed):  # not this call's own end
                     outcome = "failed"

@@ -268,8 +268,9 @@ async def test_a_late_answer_queued_behind_an_outside_redirect_does_not_replace_
         await fc.hangup()
 
 
+@pytest.mark.parametrize("grouped", [False, True])
 async def test_a_handler_that_lets_the_interruption_out_leaves_the_supervisors_program_alone(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, grouped: bool
 ) -> None:
     """Before: a handler that did not catch ``OperationInterrupted`` failed, and the fallback
     verbs (a hang-up) went out as a *replacing* ``redirect``: the supervisor's program never
@@ -280,7 +281,11 @@ async def test_a_handler_that_lets_the_interruption_out_leaves_the_supervisors_p
 
     async def careless(call: Call) -> None:
         async with open_conversation(call) as convo:
-            await convo.gather("What is your question?")  # never catches the interruption
+            if grouped:  # (a nursery in the handler wraps it in an ExceptionGroup)
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(convo.gather, "What is your question?")
+            else:
+                await convo.gather("What is your question?")  # never catches the interruption
             await convo.say("unreachable")
 
     server: JambonzServer = await nursery.start(serve_jambonz, careless)
