@@ -83,6 +83,7 @@ class CallTable:
         self.stopped = True
         for subscription in list(self.subscribers):
             subscription._end()
+        self.subscribers.clear()  # (a call listed later, by a task outliving the server, tells none)
 
     def count(self) -> int:
         """Calls not removed yet, isolated and just-ended ones included."""
@@ -252,6 +253,9 @@ class CallRegistry(Mapping[str, Call], metaclass=NoPublicConstructor):
         Waits for the next call to start. Each call subscribes anew, so in a loop it misses
         every call that starts while the loop body runs (issue 18: two calls started, a
         watcher saw one). Emits ``DeprecationWarning``.
+
+        Raises:
+            trio.EndOfChannel: the server stopped (see :meth:`NewCalls.receive`).
         """
         warnings.warn(
             "CallRegistry.wait_new_call() misses calls that start between two waits; "

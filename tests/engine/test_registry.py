@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
 from jambonz_trio import Call, CallRegistry, JambonzServer, serve_jambonz
+from jambonz_trio._public import create
+from jambonz_trio._registry import CallTable
 from jambonz_trio.testing import CallData, open_fake_call
 from jambonz_trio.verbs import Say
 from tests.helpers import recording
@@ -153,6 +157,23 @@ async def test_a_subscription_ends_when_the_server_stops_after_its_buffered_call
     assert seen == ["sid-1"]
     with pytest.raises(trio.EndOfChannel):
         await server.calls.new_calls().receive()
+
+
+def test_a_call_listed_after_the_server_stopped_reaches_no_ended_subscription() -> None:
+    """A call listed after ``stop()`` (a connection task in a caller's ``handler_nursery``
+    outlives ``serve_jambonz``): the ended subscriptions are not told, and the listing itself
+    completes. Before, the closed channel's ``ClosedResourceError`` came out of ``add``,
+    after the call was listed by sid but before the server's bookkeeping."""
+    table = CallTable(max_parked=10)
+    registry = create(CallRegistry, table)
+    subscription = registry.new_calls()
+    table.stop()
+    engine: Any = SimpleNamespace(routing_sid="sid-late", isolated=False, closed=False, call=object())
+    table.add(engine)  # before: raised trio.ClosedResourceError
+    assert table.live("sid-late") is engine
+    assert not table.subscribers
+    with pytest.raises(trio.EndOfChannel):
+        subscription._receive.receive_nowait()
 
 
 async def test_wait_new_call_is_deprecated(nursery: trio.Nursery) -> None:
