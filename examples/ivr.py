@@ -296,8 +296,8 @@ def main(
 
 async def serve_until_signal(serve_fn: Callable[..., Awaitable[None]], grace: float, **options: Any) -> None:
     """One process: serve until SIGTERM or SIGINT, then drain (``server.drain()``: the calls
-    still up after the grace period are closed with 1012 and jambonz reconnects them
-    elsewhere), as each worker of ``run_workers`` does."""
+    still up after ``grace`` seconds are closed with 1012 and jambonz reconnects them
+    elsewhere), as each worker of ``run_workers`` does; a second signal stops at once."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
 
@@ -307,9 +307,13 @@ async def serve_until_signal(serve_fn: Callable[..., Awaitable[None]], grace: fl
 
             server: JambonzServer = await nursery.start(serving)
             print(f"serving ws://{options['host']}:{server.port}{PATH}", flush=True)
+            draining = False
             async for _ in signals:
-                await server.drain(grace=grace)  # then serve returns
-                break
+                if draining:  # jambonz sees the sockets drop, and reconnects elsewhere
+                    nursery.cancel_scope.cancel()
+                    break
+                draining = True
+                nursery.start_soon(partial(server.drain, grace=grace))  # then serve returns
 
 
 if __name__ == "__main__":

@@ -117,8 +117,8 @@ class Workers:
 
     def drain(self) -> None:
         """Ask every worker to drain (SIGTERM: ``server.drain(grace)``, then exit); no worker is
-        restarted from now on, and one starting at this moment is drained as soon as it
-        listens. :func:`serve_workers` returns once they all exited (those still alive
+        restarted from now on, and one still starting gets its SIGTERM at once and stops
+        starting. :func:`serve_workers` returns once they all exited (those still alive
         ``grace`` + 10 s after their SIGTERM are killed). Not a checkpoint; idempotent."""
         self._drain_requested.set()
         self._notify()

@@ -661,7 +661,7 @@ def _unstructure_redirect(verb: Redirect) -> dict[str, Any]:
                 )
             out[key] = hook["url"]
     status = out.get("statusHook")
-    if isinstance(status, str) and _absolute(status) and not _absolute(out["actionHook"]):
+    if isinstance(status, str) and absolute_url(status) and not absolute_url(out["actionHook"]):
         raise LocalProtocolError(
             "redirect statusHook: an absolute URL makes jambonz 0.9.8 close this app's websocket "
             "(it closes the call-status sender it replaces, which is the app's socket), and the "
@@ -671,7 +671,7 @@ def _unstructure_redirect(verb: Redirect) -> dict[str, Any]:
     return out
 
 
-def _absolute(url: str) -> bool:
+def absolute_url(url: str) -> bool:
     """Whether jambonz 0.9.8 takes ``url`` for an absolute one (FS v0.9.8
     ``lib/utils/base-requestor.js:68-72``)."""
     return url.startswith(("https://", "http://", "ws://", "wss://"))

@@ -31,6 +31,7 @@ from .._protocol._outbound import (
     RedirectCommand,
     RedirectLegsCommand,
     RedirectToHookCommand,
+    absolute_url,
 )
 from .._protocol._verbs import (
     Conference,
@@ -624,7 +625,7 @@ class _Runner:
             return None
         if verb.status_hook is not None and not await self._redirect_status_hook(_hook_url(verb.status_hook)):
             return None
-        if _is_absolute(hook):
+        if absolute_url(hook):
             # the session:redirect goes to a new socket (or an HTTP webhook): this socket gets no
             # more verbs, its commands are ignored (call-session.js:126-135), but call:status
             # still comes here (the notifier stays, lib/middleware.js:336) until the call ends
@@ -660,7 +661,7 @@ class _Runner:
         with 1000 and never reconnects; what it would send later is discarded
         (``ws-requestor.js:81-84``, ``:325-339``). ``False`` then: the app hears no more of
         the call (``call:status`` goes to the new URL)."""
-        if not _is_absolute(url):
+        if not absolute_url(url):
             self.step(
                 "jambonz",
                 f"statusHook {url}: jambonz renames the call:status hook (redirect.js:73-74); "
@@ -1333,12 +1334,6 @@ def _uri_user(uri: str) -> str | None:
         return rest.split(";")[0]
     user, at, _ = rest.partition("@")
     return user.split(":")[0] if at else None  # a password after ":" is not the user
-
-
-def _is_absolute(url: str) -> bool:
-    """Whether jambonz's requestor takes ``url`` as absolute (FS v0.9.8
-    ``lib/utils/base-requestor.js:68-72``)."""
-    return url.startswith(("https://", "http://", "ws://", "wss://"))
 
 
 #: The verbs with a runner of their own (each returns like :meth:`_Runner._run_verb`); ``listen``

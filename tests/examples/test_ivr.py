@@ -292,13 +292,17 @@ def test_metrics_flag(monkeypatch: pytest.MonkeyPatch) -> None:
 _ROOT = Path(__file__).resolve().parents[2]
 
 
-async def test_one_process_drains_on_sigterm() -> None:
+@pytest.mark.parametrize("second_signal", [False, True])
+async def test_one_process_drains_on_sigterm(second_signal: bool) -> None:
     """``python examples/ivr.py`` without ``--workers`` (one process, what deploying.md's
     audio section recommends) ran plain ``trio.run``: SIGTERM killed it with its calls, no
     drain, no 1012 for jambonz to reconnect elsewhere (Ctrl-C printed a traceback), and with
     ``--port 0`` it printed port 0. It now serves until SIGTERM or SIGINT, then drains: a live
-    call is closed with 1012 after ``--grace`` and the process exits 0."""
-    command = [sys.executable, "examples/ivr.py", "--port", "0", "--grace", "0"]
+    call is closed with 1012 after ``--grace`` and the process exits 0. A second signal (a
+    Ctrl-C during a long drain) stops it at once: the handlers are cancelled, which closes
+    their calls with 1012 all the same."""
+    grace = "600" if second_signal else "0"
+    command = [sys.executable, "examples/ivr.py", "--port", "0", "--grace", grace]
     async with trio.open_nursery() as nursery:
         process: trio.Process = await nursery.start(
             partial(trio.run_process, command, cwd=_ROOT, stdout=subprocess.PIPE, check=False)
@@ -315,6 +319,8 @@ async def test_one_process_drains_on_sigterm() -> None:
                 async with open_fake_call(tcp_connector(url), auto_reconnect=False) as fc:
                     assert (await fc.start()).verbs[0] == Say(text="Hello from jambonz")
                     process.send_signal(signal.SIGTERM)
+                    if second_signal:  # far within the 600 s grace: the call is cut short
+                        process.send_signal(signal.SIGINT)
                     closed = await fc.expect_close(1012, within=30)
                     assert closed.code == 1012
                 assert await process.wait() == 0

@@ -310,6 +310,15 @@ def _run_workers_script(*lines: str) -> subprocess.Popen[str]:
     )
 
 
+def _first_line(process: subprocess.Popen[str], within: float = 60.0) -> str:
+    """The process's first line of output, or a failure after ``within`` seconds (a wedged
+    supervisor must fail the test, not hang it)."""
+    assert process.stdout is not None
+    readable, _, _ = select.select([process.stdout], [], [], within)
+    assert readable, f"no output from the supervisor within {within} s"
+    return process.stdout.readline()
+
+
 def _end_session(process: subprocess.Popen[str]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
@@ -330,7 +339,7 @@ def test_run_workers_stops_on_a_signal_while_a_worker_is_still_starting(signum: 
     )
     try:
         assert process.stdout is not None
-        assert process.stdout.readline() == "starting\n"  # the worker is in its start-up
+        assert _first_line(process) == "starting\n"  # the worker is in its start-up
         process.send_signal(signum)
         try:
             status = process.wait(timeout=30)  # far below ready_timeout (60 s)
@@ -358,6 +367,7 @@ async def test_a_worker_whose_server_stops_by_itself_exits_and_is_started_again(
     assert len(deaths) == 3 and all(m.endswith("died (exit code 0); restarting it") for m in deaths), deaths
 
 
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="watches a non-child's exit with a pidfd (Linux)")
 def test_a_worker_whose_supervisor_is_killed_drains_and_exits() -> None:
     """The supervisor dies without a word (SIGKILL, the OOM killer): its workers drain and exit
     by themselves. They kept serving the port for ever, orphans no drain would reach (a new
@@ -368,7 +378,7 @@ def test_a_worker_whose_supervisor_is_killed_drains_and_exits() -> None:
     )
     try:
         assert process.stdout is not None
-        worker = int(process.stdout.readline())
+        worker = int(_first_line(process))
         exited = os.pidfd_open(worker)  # not our child: its exit is seen through a pidfd
         try:
             process.kill()
