@@ -42,7 +42,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import trio
@@ -331,17 +331,16 @@ def _signal(process: BaseProcess | None, signum: int) -> None:
 # -- inside a worker ------------------------------------------------------------------------
 
 
-#: What the supervisor passes every worker's target itself, and where a caller sets it.
-_PASSED = {
-    "host": "give host= to the supervisor",
-    "port": "give port= to the supervisor",
-    "reuse_port": "workers always listen with SO_REUSEPORT",
-    "task_status": "the worker reports its server with it",
-}
-
-
 @attrs.frozen(kw_only=True)
 class _Spec:
+    #: What the supervisor passes every worker's target itself, and where a caller sets it.
+    PASSED: ClassVar[Mapping[str, str]] = {
+        "host": "give host= to the supervisor",
+        "port": "give port= to the supervisor",
+        "reuse_port": "workers always listen with SO_REUSEPORT",
+        "task_status": "the worker reports its server with it",
+    }
+
     target: WorkerTarget
     kwargs: dict[str, Any]
     host: str | None
@@ -350,7 +349,7 @@ class _Spec:
 
     def check(self) -> None:
         """Fail in the supervisor, not in every worker, on a target that cannot work."""
-        for name, use in _PASSED.items():
+        for name, use in self.PASSED.items():
             if name in self.kwargs:
                 raise ValueError(f"kwargs: {name} is passed by the supervisor; {use}")
         if isinstance(self.target, str):
