@@ -607,7 +607,8 @@ class JambonzServer(metaclass=NoPublicConstructor):
 
         Blocks until done: ``grace`` at most, then the remaining calls' closing handshakes
         (together, each bounded by its ``close_timeout``; in a cluster after their hand-over,
-        bounded by ``op_timeout``) and the audio streams'. Afterwards :func:`serve_jambonz`
+        bounded by ``2 * op_timeout``: it waits for the member's queued directory writes of
+        those calls, then writes) and the audio streams'. Afterwards :func:`serve_jambonz`
         returns. Calls that end within the grace period end normally.
 
         Raises:

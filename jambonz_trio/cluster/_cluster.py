@@ -757,11 +757,19 @@ class Cluster:
         reconnects, to another member): their user_data is stored now (when the app opted
         in), and kept ``orphan_keep`` for the member the reconnect reaches; so is, app opted
         in or not, that jambonz read an answer of a call (the member restoring it then does
-        not suspect a re-keyed ``session:new``, docs/reconnects.md). A call whose directory
-        entry names another member that still beats is left alone (nothing written: this copy
-        is stale, the call moved there; ``HAND_OVER``). Bounded by ``op_timeout``; a Redis
-        fault is logged (the last stored user_data stays)."""
+        not suspect a re-keyed ``session:new``, docs/reconnects.md). This member's queued
+        directory writes of ``calls`` come first (waited for, not made here: a call bound here
+        since its last write takes its entry over then). A call whose directory entry then
+        names another member, alive or not yet swept, is left alone (nothing written: this
+        copy is stale, the call moved there; a dead member's sweep keeps its record), and so
+        is a record another member's newer copy left (the orphan mark alone; ``HAND_OVER``).
+        Bounded: the wait by ``op_timeout``, the write by ``op_timeout`` too (coredis'
+        timeout); a Redis fault is logged (the last stored user_data stays)."""
         mine = [(c.call_sid, c) for c in calls if c.call_sid is not None and self._entry(c) is not None]
+        if not mine:
+            return
+        await self._until_written(mine)  # the entries say which member holds each call
+        mine = [(sid, c) for sid, c in mine if self._entry(c) is not None]  # (some refused)
         if not mine:
             return
         # when they end, their directory entries are removed keeping the stored user_data
@@ -796,6 +804,28 @@ class Cluster:
                 "cluster: %d calls this member drains are held by other members (they moved); left to them",
                 len(held),
             )
+
+    def _unwritten(self, sid: str, summary: ClusterCall) -> bool:
+        """Whether the call's entry as it is now is not known written: its socket was bound
+        again since (a write queued or under way), or a re-registration is due."""
+        return self._written.get(sid) != summary.dumps() or sid in self._pending or self._resync
+
+    async def _until_written(self, calls: list[tuple[str, Call]]) -> None:
+        """Wait (at most ``op_timeout``: the directory task writes, this only waits) until the
+        entries of those of ``calls`` this member still lists are written: a call whose
+        socket was bound here since its last write (jambonz moved it here, from a member
+        that died, say) is this member's once its queued write lands (a put takes the entry
+        over), but its entry still names the member it came from until then."""
+
+        def waiting() -> bool:
+            return any(
+                found is not None and self._unwritten(*found)
+                for found in (self._entry(call) for _sid, call in calls)
+            )
+
+        with trio.move_on_after(self.config.op_timeout):
+            while waiting():
+                await self._up_changed.wait()
 
     def _on_relay(self, message: dict[str, Any], frame: str | None, ident: str) -> None:
         """A member asks this one to take a reconnect it received (sync, the inbox task)."""
@@ -1314,7 +1344,7 @@ class Cluster:
         bound = message.get("bound")
         if not isinstance(bound, int | float) or self._ranked.get(sid) != int(bound):
             return  # about a copy bound before this one (or another copy of the call)
-        if self._written.get(sid) != summary.dumps() or sid in self._pending or self._resync:
+        if self._unwritten(sid, summary):
             return  # bound again since its entry was written (or not known written)
         by = str(message.get("to"))
         self._disown(sid, call, summary, f"member {by} re-registered a copy of the call bound since this one")

@@ -97,6 +97,19 @@ local function held_elsewhere(members, owner, me, now)
 end
 """
 
+#: ``record_free(userdata, sid, me)``: whether the call's stored record is none or names
+#: ``me`` (an unreadable one counts as none). A record naming another member is that member's
+#: newer state of the call (see ``UPSERT``): only that member, or a copy of the call bound since
+#: (its entry's write re-tags the record), writes over it.
+_RECORD_FREE = """
+local function record_free(userdata, sid, me)
+  local ud = redis.call('HGET', userdata, sid)
+  if not ud then return true end
+  local ok, record = pcall(cjson.decode, ud)
+  return not ok or type(record) ~= 'table' or record['member'] == me
+end
+"""
+
 #: ``outranks(mine, theirs)``: of two members' copies of one call, as the ``copy`` objects of
 #: their re-registrations describe them (``ranked_doc``), whether mine is the one jambonz talks
 #: to: the socket bound last (jambonz has one socket per call at a time; bind times are on
@@ -114,11 +127,17 @@ end
 #: ARGV: me, member key prefix, events_maxlen, inbox_maxlen, then pairs (call_sid, JSON, or
 #: '?' + JSON to re-register a call unchanged since its last write, or '' to remove the entry
 #: and its stored user_data, or '~' to remove the entry only: a call handed over)
-#: Removal only removes an entry (and user_data) that is still mine; a put takes the sid over from another
+#: Removal only removes an entry that is still mine, and a stored user_data that is mine or
+#: was kept under my entry; a put takes the sid over from another
 #: member (the newest socket of a call is where jambonz talks), and with it the call's stored
 #: user_data (its record is re-tagged mine: the orphan mark that would have swept it goes, and
 #: my removal or my sweep removes it now, even before I store my own; its ``confirmed`` goes
-#: too: only the member serving the call states that jambonz read an answer of it). The entries of a full
+#: too: only the member serving the call states that jambonz read an answer of it), unless
+#: my copy is older than the one that record is of: a '?' re-registration (my copy not bound
+#: since its last write) meeting another member's record, or a re-registration whose ``copy``
+#: that member's entry outranks, leaves the record as it is (that member's newer user_data,
+#: which a reconnect after its death restores; ``STORE_USER_DATA`` and ``HAND_OVER`` then
+#: leave it too, until my copy is bound again and its write re-tags it). The entries of a full
 #: re-registration carry a ``copy`` (``ranked_doc``): one meeting another member's entry that
 #: carries one too (both members re-registered: Redis restarted empty, say) takes it over only
 #: if it outranks it (``_OUTRANKS``), and then tells that member (a ``moved`` entry in its
@@ -127,7 +146,8 @@ end
 #: meeting another member's plain entry (written for a socket bound there since) is refused.
 #: Neither is ever refused in favour of a member that stopped beating (past its expiry, not yet
 #: swept): its entry is taken over as its sweep would leave the sid free, and it is not told
-#: (back, it re-registers everything, and its copy, if bound last, takes the entry back).
+#: (back, it re-registers everything, and its copy, if bound last, takes the entry back); its
+#: record stays its own unless my copy is the newer, as above.
 #: -> {number of changes, then the sids of the re-registrations refused}, or -1 (nothing written)
 #: when I am not registered: swept while unreachable, or gone - a write arriving late must not
 #: leave entries no sweep would ever find.
@@ -136,6 +156,7 @@ UPSERT = (
     + _ARM
     + _HELD_ELSEWHERE
     + _OUTRANKS
+    + _RECORD_FREE
     + """
 local me, prefix, maxlen = ARGV[1], ARGV[2], ARGV[3]
 if not redis.call('ZSCORE', KEYS[1], me) then return -1 end
@@ -157,19 +178,22 @@ for i = 5, #ARGV, 2 do
                  'e', 'end', 'sid', sid, 'member', me, 'why', 'ended')
       changed = changed + 1
     end
-    if doc == '' then
-      local ud = redis.call('HGET', KEYS[6], sid)
-      if ud and cjson.decode(ud)['member'] == me then redis.call('HDEL', KEYS[6], sid) end
+    if doc == '' and ((prev and owner == me) or record_free(KEYS[6], sid, me)) then
+      redis.call('HDEL', KEYS[6], sid)
     end
     redis.call('SREM', KEYS[5], sid)
   else
     local rereg = doc:sub(1, 1) == '?'
     if rereg then doc = doc:sub(2) end
+    -- newer: my copy holds the call's newest state (bound here since my last write, or
+    -- bound after the copy another member's entry lists)
+    local mine, newer = cjson.decode(doc)['copy'], not rereg
+    local ranked = owner and owner ~= me and type(mine) == 'table' and type(theirs) == 'table'
+    if ranked then newer = outranks(mine, theirs) end
     local verdict = 'put'
     if held_elsewhere(KEYS[1], owner, me, now) then
-      local mine = cjson.decode(doc)['copy']
-      if type(mine) == 'table' and type(theirs) == 'table' then
-        if outranks(mine, theirs) then verdict = 'tell' else verdict = 'refuse' end
+      if ranked then
+        if newer then verdict = 'tell' else verdict = 'refuse' end
       elseif rereg then
         verdict = 'refuse'
       end
@@ -194,14 +218,11 @@ for i = 5, #ARGV, 2 do
       end
       redis.call('SADD', KEYS[5], sid)
       redis.call('ZREM', KEYS[4], sid)
-      local ud = redis.call('HGET', KEYS[6], sid)
-      if ud then
-        local ok, record = pcall(cjson.decode, ud)
-        if ok and type(record) == 'table' and record['member'] ~= me then
-          record['member'] = me
-          record['confirmed'] = nil
-          redis.call('HSET', KEYS[6], sid, cjson.encode(record))
-        end
+      if newer and not record_free(KEYS[6], sid, me) then
+        local record = cjson.decode(redis.call('HGET', KEYS[6], sid))
+        record['member'] = me
+        record['confirmed'] = nil
+        redis.call('HSET', KEYS[6], sid, cjson.encode(record))
       end
     end
   end
@@ -311,19 +332,23 @@ return {'none', '', ud}
 
 #: KEYS: members, userdata, calls   ARGV: me, then pairs (call_sid, record)
 #: Stores the user_data of my calls (a record names its member): only of the calls whose
-#: directory entry is mine. A copy of a call that moved away (another member's re-registration
-#: took it over, a reconnect started it elsewhere) never writes over what the member holding
-#: the call stores; nor does a call whose entry is not written yet (the next beat stores it).
+#: directory entry is mine, and whose record is none or mine. A copy of a call that moved away
+#: (another member's re-registration took it over, a reconnect started it elsewhere) never
+#: writes over what the member holding the call stores; nor does a call whose entry is not
+#: written yet (the next beat stores it); nor a stale copy whose re-registration took over the
+#: entry of a member that stopped beating and left that member's newer record (``UPSERT``)
+#: until the copy is bound again.
 #: -> the sids refused (nothing written for them), or -1 (nothing written) if I am not registered
 STORE_USER_DATA = (
     _ARM
+    + _RECORD_FREE
     + """
 local me = ARGV[1]
 if not redis.call('ZSCORE', KEYS[1], me) then return -1 end
 local refused = {}
 for i = 2, #ARGV, 2 do
   local entry = redis.call('HGET', KEYS[3], ARGV[i])
-  if entry and cjson.decode(entry)['member'] == me then
+  if entry and cjson.decode(entry)['member'] == me and record_free(KEYS[2], ARGV[i], me) then
     redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
   else
     refused[#refused + 1] = ARGV[i]
@@ -337,17 +362,19 @@ return refused
 #: KEYS: members, userdata, orphans, calls   ARGV: me, orphan_keep_ms, then pairs (call_sid,
 #: record, or '' for none: the orphan mark alone)
 #: A draining member hands its calls over: their user_data stored, and an orphan mark that keeps
-#: it for orphan_keep once the entry is gone (until a member registers the call again). Not a
-#: call another live member holds (``_HELD_ELSEWHERE``): this member's copy of it is stale (the
-#: call moved, and the ``moved`` notice or the refused re-registration that ends the copy has
-#: not come yet); the record stays the holder's, and no orphan mark outlives the call there.
-#: Written for no entry (Redis restarted empty: also before this member is registered again),
-#: for this member's, and for one of a member that stopped beating.
+#: it for orphan_keep once the entry is gone (until a member registers the call again). Only
+#: for this member's entry, or for none (Redis restarted empty: also before this member is
+#: registered again): an entry naming another member, alive or not yet swept, lists the copy
+#: jambonz talks to (the call moved, and the ``moved`` notice or the refused re-registration
+#: that ends this stale copy has not come yet); that member's record stays, and its sweep, if
+#: it died, marks the call orphaned and keeps the record. (The member's own queued writes of
+#: the calls come first: ``Cluster.hand_over``.) A record naming another member is not written
+#: over either (``_RECORD_FREE``): the orphan mark alone.
 #: -> the sids left alone (nothing written for them)
 HAND_OVER = (
     _NOW
     + _ARM
-    + _HELD_ELSEWHERE
+    + _RECORD_FREE
     + """
 local me, now = ARGV[1], now_ms()
 local keep_until = now + tonumber(ARGV[2])
@@ -355,12 +382,12 @@ local refused = {}
 for i = 3, #ARGV, 2 do
   local sid = ARGV[i]
   local entry = redis.call('HGET', KEYS[4], sid)
-  local owner = false
-  if entry then owner = cjson.decode(entry)['member'] end
-  if held_elsewhere(KEYS[1], owner, me, now) then
+  if entry and cjson.decode(entry)['member'] ~= me then
     refused[#refused + 1] = sid
   else
-    if ARGV[i + 1] ~= '' then redis.call('HSET', KEYS[2], sid, ARGV[i + 1]) end
+    if ARGV[i + 1] ~= '' and record_free(KEYS[2], sid, me) then
+      redis.call('HSET', KEYS[2], sid, ARGV[i + 1])
+    end
     redis.call('ZADD', KEYS[3], keep_until, sid)
   end
 end
@@ -371,6 +398,7 @@ arm(ttl, KEYS[2], KEYS[3])
 return refused
 """
 )
+
 
 #: KEYS: members -> the ids of the members that beat
 LIVE_MEMBERS = (

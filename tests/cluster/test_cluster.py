@@ -258,7 +258,10 @@ async def test_a_re_registration_meeting_a_dead_member_s_entry_keeps_its_copy(
     anyone swept B (B expired between A's sweep and A's write). A's copy ended, though
     nothing else held the call; it stays now, and A's entry lists it. B was only cut off
     from Redis: back, it re-registers its copy, bound last, which takes the entry back, and
-    A, told, ends its own (jambonz talks to B's all along)."""
+    A, told, ends its own (jambonz talks to B's all along). The record B stored (its copy's
+    newer user_data) stays B's meanwhile: the takeover re-tagged it A's (dropping
+    ``confirmed``) and A's next beat, storing every call after its re-registration, wrote its
+    stale copy's user_data over it, which a reconnect after B's death would have restored."""
     async with _a_call_on_a(nursery, redis_url, ns) as (a, b, control, target, fc):
         sid, stale, a_back = await _dropped_then_moved(control, a, b, fc, target)
         moved = b.server.calls[sid]
@@ -266,21 +269,17 @@ async def test_a_re_registration_meeting_a_dead_member_s_entry_keeps_its_copy(
         assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text=f"hook {hooks + 1}")]
         await flush_namespace(control)  # Redis restarted, empty
         await eventually(lambda: owned_by(control, sid, b.cluster.member), 5)  # B first
-        for cluster in (a.cluster, control):  # no sweep of B before A's write
-
-            async def no_sweep(*args: Any, **kwargs: Any) -> int:
-                return 0
-
-            monkeypatch.setattr(cluster, "_sweep_dead", no_sweep)
-        b_back = _cut_off(b)
-
-        async def b_dead() -> bool:
-            return b.cluster.member not in await control.list_members()
-
-        await eventually(b_dead, 5)
+        await eventually(lambda: _record_of(control, sid, b.cluster.member, hooks + 1), 5)  # B stored
+        record = await control._client.hget(control._keys.userdata, sid)
+        b_back = await _dead_unswept(b, monkeypatch, a.cluster, control)
+        tried = _store_tried(a.cluster, sid, monkeypatch)
         await _back(a, a_back)
         assert await owned_by(control, sid, a.cluster.member)
         assert a.server.calls.get(sid) is stale and stale.state is ConnState.DISCONNECTED
+        with trio.fail_after(5):
+            await tried.wait()  # A's beat tried to store its copy's user_data
+        # B's record, which a reconnect after B's death restores, is left as B stored it
+        assert await control._client.hget(control._keys.userdata, sid) == record
         monkeypatch.undo()
         await _back(b, b_back)
         assert await owned_by(control, sid, b.cluster.member)
@@ -335,15 +334,7 @@ async def test_a_copy_moved_away_never_overwrites_the_user_data_its_holder_store
     written, and A's copy is otherwise left as it was (the notice ends it)."""
     async with _a_call_on_a(nursery, redis_url, ns) as (a, b, control, target, fc):
         sid, stale, hooks = await _moved_unread(a, b, control, target, fc, monkeypatch)
-        store, tried = a.cluster._store_ud, trio.Event()
-
-        async def watched(**kwargs: Any) -> Any:
-            found = await store(**kwargs)
-            if sid in kwargs["args"]:
-                tried.set()
-            return found
-
-        monkeypatch.setattr(a.cluster, "_store_ud", watched)
+        tried = _store_tried(a.cluster, sid, monkeypatch)
         stale.user_data["hooks"] = 99  # A's stale copy changes (a task of its app, say)
         with trio.fail_after(5):
             await tried.wait()  # A's beat tried to store it
@@ -369,6 +360,38 @@ async def _moved_unread(
     assert await owned_by(control, sid, b.cluster.member)
     await eventually(lambda: stored_hooks(control, sid, hooks), 5)  # B stored its own
     return sid, stale, hooks
+
+
+def _store_tried(cluster: Cluster, sid: str, monkeypatch: pytest.MonkeyPatch) -> trio.Event:
+    """An event set once the member's ``STORE_USER_DATA`` (a beat's store) has run with ``sid``."""
+    store, tried = cluster._store_ud, trio.Event()
+
+    async def watched(**kwargs: Any) -> Any:
+        found = await store(**kwargs)
+        if sid in kwargs["args"]:
+            tried.set()
+        return found
+
+    monkeypatch.setattr(cluster, "_store_ud", watched)
+    return tried
+
+
+async def _dead_unswept(member: Member, monkeypatch: pytest.MonkeyPatch, *others: Cluster) -> trio.Event:
+    """The member stops beating (cut off from Redis) and is past its expiry, and ``others``
+    never sweep it (until ``monkeypatch.undo()``): the event returned lets it back."""
+    for cluster in others:
+
+        async def no_sweep(*args: Any, **kwargs: Any) -> int:
+            return 0
+
+        monkeypatch.setattr(cluster, "_sweep_dead", no_sweep)
+    back = _cut_off(member)
+
+    async def dead() -> bool:
+        return member.cluster.member not in await others[-1].list_members()
+
+    await eventually(dead, 5)
+    return back
 
 
 async def _record_of(control: Cluster, sid: str, member: str, hooks: int) -> bool:
@@ -401,21 +424,91 @@ async def test_a_drain_leaves_a_call_another_live_member_holds_to_that_member(
         # B dies: the call's reconnect lands on C, which restores it from B's record
         _cut_off(b)
         await control._sweep_dead(b.cluster.member)
-        await fc.drop(reconnect=False)
-        target.to = c.connect_memory
-        await fc.reconnect()
-        assert c.calls[sid].restored
-        assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text=f"hook {hooks + 1}")]
+        await _restored_on(c, fc, target, hooks)
 
 
-async def test_a_hand_over_writes_nothing_for_a_call_another_live_member_holds(
-    redis_url: str, ns: str
+async def test_a_drain_leaves_a_call_a_dead_member_held_to_that_member_s_sweep(
+    nursery: trio.Nursery, redis_url: str, ns: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The rule under the test above, on the script: a hand-over writes a call's record and
-    orphan mark unless the call's entry names another member that still beats (on Redis'
-    clock); it writes them for its own entry, for no entry (Redis restarted empty: even
-    before the member is registered again) and for the entry of a member past its expiry
-    (its sweep would leave the sid free). It answers the sids it left alone."""
+    """The test above with B dead, not yet swept (it stopped beating: up to about
+    ``member_ttl / 3 + op_timeout`` before a sweep): A's hand-over of its stale copy wrote its
+    user_data over B's record, named itself and added an orphan mark, so the reconnect after
+    B's death restored A's stale data. A leaves any entry that names another member alone now,
+    alive or dead: B's sweep marks the call orphaned and keeps B's record, which the call's
+    reconnect restores."""
+    async with _a_call_on_a(nursery, redis_url, ns) as (a, b, control, target, fc):
+        sid, stale, hooks = await _moved_unread(a, b, control, target, fc, monkeypatch)
+        c_cluster, c = await nursery.start(partial(run_member, redis_url, ns, FAST_KEEPING, handler=counting))
+        await c_cluster.wait_registered()
+        sweep = control._sweep_dead
+        await _dead_unswept(b, monkeypatch, a.cluster, c_cluster, control)
+        assert a.server.calls.get(sid) is stale  # A drains with the stale copy
+        await a.server.drain(grace=0)
+        assert await _record_of(control, sid, b.cluster.member, hooks)
+        assert await control._client.zscore(control._keys.orphans, sid) is None
+        assert await sweep(b.cluster.member) == 1  # B's sweep marks it orphaned, keeps its record
+        assert await control._client.zscore(control._keys.orphans, sid) is not None
+        assert await _record_of(control, sid, b.cluster.member, hooks)
+        await _restored_on(c, fc, target, hooks)
+
+
+async def _restored_on(server: JambonzServer, fc: FakeCall, target: Switch, hooks: int) -> None:
+    """The call's socket drops and reconnects to ``server``, which restores the call from its
+    stored record: its handler counts on from ``hooks``."""
+    await fc.drop(reconnect=False)
+    target.to = server.connect_memory
+    await fc.reconnect()
+    assert server.calls[fc.call.call_sid or ""].restored
+    assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text=f"hook {hooks + 1}")]
+
+
+async def test_a_drain_hands_over_a_call_whose_entry_it_has_not_written_yet(
+    nursery: trio.Nursery, redis_url: str, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other side of the rule above: A, holding the call, dies; its reconnect lands on B,
+    which restores it from A's record and goes on (a hook more), and drains before its
+    directory task has written the call's entry (the entry still names A, dead). The hand-over
+    waits (bounded) for this member's queued directory writes of the calls it hands over: the
+    entry is then B's, and B's newer user_data is what it keeps for the next reconnect."""
+    async with _a_call_on_a(nursery, redis_url, ns) as (a, b, control, target, fc):
+        sid = fc.call.call_sid or ""
+        assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text="hook 1")]
+        await eventually(lambda: _record_of(control, sid, a.cluster.member, 1), 5)
+        await _dead_unswept(a, monkeypatch, b.cluster, control)
+        flush, gate = b.cluster._flush, trio.Event()
+
+        async def gated() -> None:
+            await gate.wait()  # B's directory task is slow to write
+            await flush()
+
+        monkeypatch.setattr(b.cluster, "_flush", gated)
+        await fc.drop(reconnect=False)
+        target.to = b.server.connect_memory
+        await fc.reconnect()
+        assert b.server.calls[sid].restored
+        assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text="hook 2")]
+        entry = await control._client.hget(control._keys.calls, sid)
+        assert ClusterCall.loads(entry or "").member == a.cluster.member  # B's not written yet
+        until_written = b.cluster._until_written
+
+        async def waiting(calls: list[tuple[str, Call]]) -> None:
+            gate.set()  # the write comes while the hand-over waits for it
+            await until_written(calls)
+
+        monkeypatch.setattr(b.cluster, "_until_written", waiting)
+        await b.server.drain(grace=0)
+        assert await _record_of(control, sid, b.cluster.member, 2)
+        assert await control._client.zscore(control._keys.orphans, sid) is not None
+
+
+async def test_a_hand_over_writes_nothing_for_a_call_another_member_holds(redis_url: str, ns: str) -> None:
+    """The rule under the tests above, on the script: a hand-over writes a call's record and
+    orphan mark only for its own entry and for no entry (Redis restarted empty: even before
+    the member is registered again); an entry naming another member is left alone, whether
+    that member beats or stopped beating (on Redis' clock): its sweep marks the call orphaned
+    and keeps its record. A record naming another member (kept by a re-registration of this
+    member's stale copy, see ``UPSERT``) is not written over: the orphan mark alone. It
+    answers the sids it left alone."""
     k = Keys(ns)
     far = 2**50  # (ms: an expiry far in the future on Redis' clock)
     async with make_client(redis_url, op_timeout=2.0) as client:
@@ -437,16 +530,84 @@ async def test_a_hand_over_writes_nothing_for_a_call_another_live_member_holds(
             assert await run("s-empty") == []  # nothing in Redis at all
             assert await written("s-empty")
             await client.zadd(k.members, {"me": far, "live": far, "dead": 1})
-            for sid, member in [("s-mine", "me"), ("s-live", "live"), ("s-dead", "dead")]:
+            for sid, member in [("s-mine", "me"), ("s-live", "live"), ("s-dead", "dead"), ("s-kept", "me")]:
                 await client.hset(k.calls, {sid: ClusterCall(call_sid=sid, member=member).dumps()})
-            held = json.dumps({"member": "live", "v": "theirs"})
-            await client.hset(k.userdata, {"s-live": held})
-            assert await run("s-mine", "s-live", "s-dead", "s-none") == ["s-live"]
-            assert [await written(sid) for sid in ("s-mine", "s-dead", "s-none")] == [True] * 3
-            assert await client.hget(k.userdata, "s-live") == held
-            assert await client.zscore(k.orphans, "s-live") is None
+            theirs = {
+                sid: json.dumps({"member": member, "v": "theirs", "confirmed": True})
+                for sid, member in [
+                    ("s-live", "live"),
+                    ("s-dead", "dead"),
+                    ("s-kept", "dead"),
+                    ("s-gone", "dead"),
+                ]
+            }
+            await client.hset(k.userdata, theirs)
+            assert await run("s-mine", "s-live", "s-dead", "s-none", "s-kept", "s-gone") == [
+                "s-live",
+                "s-dead",
+            ]
+            assert [await written(sid) for sid in ("s-mine", "s-none")] == [True] * 2
+            for sid, record in theirs.items():
+                assert await client.hget(k.userdata, sid) == record
+            for sid in ("s-live", "s-dead"):
+                assert await client.zscore(k.orphans, sid) is None
+            for sid in ("s-kept", "s-gone"):
+                assert await client.zscore(k.orphans, sid) is not None
         finally:
             await client.delete([k.members, k.userdata, k.orphans, k.calls])
+
+
+async def test_a_stale_copy_taking_over_a_dead_member_s_entry_leaves_its_record(
+    redis_url: str, ns: str
+) -> None:
+    """The rule under ``test_a_re_registration_meeting_a_dead_member_s_entry_keeps_its_copy``,
+    on the scripts: a re-registration of a copy not bound since its last write (``?``) takes
+    the entry of a member that stopped beating over but leaves that member's record as it is
+    (its newer user_data, ``confirmed`` too), and the stores of the stale copy are refused; a
+    write of the copy bound again since re-tags the record, and its stores go through. The
+    removal of the entry removes a record kept under it."""
+    k = Keys(ns)
+    far = 2**50
+    theirs = json.dumps({"member": "dead", "v": "newer", "confirmed": True})
+    async with make_client(redis_url, op_timeout=2.0) as client:
+        upsert = LuaScript(client, "UPSERT", _scripts.UPSERT, where="redis://here")
+        store = LuaScript(client, "STORE_USER_DATA", _scripts.STORE_USER_DATA, where="redis://here")
+
+        async def write(doc: str) -> list[Any]:
+            keys = [k.members, k.calls, k.events, k.orphans, k.member_calls("me"), k.userdata]
+            return list(await upsert(keys=keys, args=["me", k.member_prefix, 100, 100, "s", doc]))
+
+        async def stored() -> list[str]:
+            mine = json.dumps({"member": "me", "v": "stale"})
+            found = await store(keys=[k.members, k.userdata, k.calls], args=["me", "s", mine])
+            return [str(sid) for sid in found]
+
+        async def record() -> dict[str, Any]:
+            return dict(json.loads(await client.hget(k.userdata, "s") or "{}"))
+
+        entry = ClusterCall(call_sid="s", member="me")
+        try:
+            await client.zadd(k.members, {"me": far, "dead": 1})
+            await client.hset(k.calls, {"s": ClusterCall(call_sid="s", member="dead").dumps()})
+            await client.hset(k.userdata, {"s": theirs})
+            assert await write("?" + entry.dumps()) == [1]  # taken over
+            assert ClusterCall.loads(await client.hget(k.calls, "s") or "").member == "me"
+            assert await client.hget(k.userdata, "s") == theirs
+            assert await stored() == ["s"]
+            assert await client.hget(k.userdata, "s") == theirs
+            assert await write("?" + entry.dumps()) == [0]  # (again: still left)
+            assert await client.hget(k.userdata, "s") == theirs
+            assert await write("") == [1]  # the entry's removal removes the record kept under it
+            assert await client.hget(k.userdata, "s") is None
+            # bound again since: the write re-tags it (``confirmed`` goes), the store goes through
+            await client.hset(k.calls, {"s": ClusterCall(call_sid="s", member="dead").dumps()})
+            await client.hset(k.userdata, {"s": theirs})
+            assert await write(entry.dumps()) == [1]
+            assert await record() == {"member": "me", "v": "newer"}
+            assert await stored() == []
+            assert await record() == {"member": "me", "v": "stale"}
+        finally:
+            await client.delete([k.members, k.calls, k.events, k.orphans, k.member_calls("me"), k.userdata])
 
 
 async def test_re_registrations_of_one_call_by_two_members_keep_the_copy_bound_last(
