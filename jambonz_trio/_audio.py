@@ -505,7 +505,13 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
 
     async def _send(self, message: str | bytes) -> None:
         if self.close_info is not None or self._ws.close_reason is not None:
-            await trio.lowlevel.checkpoint()
+            # The socket may be closed (jambonz's Close was parsed) while the reader still
+            # hands out the frames that came before it: the stream's end is known once it
+            # has, a few scheduling turns later (no I/O). Raised before that, the error
+            # would name no end, and a route's handler that lets it out would count as
+            # failed (logged, the stream recorded as closed by the app with 1011).
+            with trio.move_on_after(self.config.close_timeout):
+                await self._ended.wait()
             raise self._closed_error()
         size = len(message)
         with trio.CancelScope(shield=True, deadline=trio.current_time() + self.config.send_timeout) as scope:

@@ -13,7 +13,7 @@ import trio
 import trio.lowlevel
 import trio.testing
 import trio_websocket
-from wsproto.events import AcceptConnection, BytesMessage
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection
 
 from jambonz_trio import AudioRoute, AudioStream, JambonzServer, LocalProtocolError, ServerConfig
 from jambonz_trio.audio import AudioCloseInfo, AudioConfig, AudioStreamClosed, Dtmf, MarkEvent, PlayDone
@@ -880,6 +880,41 @@ async def test_a_handler_ended_by_the_streams_end_is_not_an_error(
             await ws.aclose(1000)
         await ended.wait()
         await trio.sleep(0.1)
+    assert "handler raised" not in caplog.text
+
+
+async def test_a_send_while_frames_before_jambonz_close_are_handed_out_sees_jambonz_close(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """jambonz ends the listen with audio frames still unread before its Close (one read holds
+    them all: a busy app). While the reader hands those frames out, an echo's send raises the
+    stream's real end (jambonz, 1000), the handler ends quietly, and the stream is not
+    recorded as closed by the app with 1011."""
+    errors: list[AudioStreamClosed] = []
+    streams: list[AudioStream] = []
+
+    async def echo(stream: AudioStream) -> None:
+        streams.append(stream)
+        try:
+            async for chunk in stream:
+                await stream.send_audio(chunk)
+        except AudioStreamClosed as exc:
+            errors.append(exc)
+            raise
+
+    server = await start_server(nursery, [AudioRoute(path="/audio", handler=echo)])
+    client = RawClient(await server.connect_memory())
+    await client.handshake("/audio", subprotocols=["audio.drachtio.org"])
+    await client.send_text(json.dumps({"callSid": "c", "sampleRate": 8000}))
+    await trio.sleep(0.1)
+    frames = b"".join(client.ws.send(BytesMessage(data=b"\x01\x00" * 160)) for _ in range(10))
+    with caplog.at_level(logging.WARNING, "jambonz_trio.audio"):
+        await client.stream.send_all(frames + client.ws.send(CloseConnection(code=1000)))
+        await trio.sleep(1)
+    (stream,) = streams
+    assert stream.close_info == AudioCloseInfo(code=1000, reason="closed by jambonz", by="jambonz")
+    (error,) = errors
+    assert error.code == 1000 and "jambonz" in str(error)
     assert "handler raised" not in caplog.text
 
 
