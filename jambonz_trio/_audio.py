@@ -387,8 +387,10 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
             the clip's id (``id``, or one generated).
 
         Raises:
-            LocalProtocolError: an unsupported rate or format, or a listen whose
-                ``bidirectionalAudio`` streams (jambonz then refuses ``playAudio``) or is off.
+            LocalProtocolError: an unsupported rate or format, an ``id`` holding a quote,
+                backslash or control character (jambonz would lose its ``PlayDone``), or a
+                listen whose ``bidirectionalAudio`` streams (jambonz then refuses
+                ``playAudio``) or is off.
             AudioStreamClosed: the stream is over (or the write failed).
         """
         bidi = self.bidirectional

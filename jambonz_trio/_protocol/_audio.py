@@ -390,7 +390,8 @@ def render_play_audio(
 
     Raises:
         LocalProtocolError: an unsupported sample rate or content type, odd-length raw audio,
-            or ``wav`` content without a RIFF/WAVE header.
+            ``wav`` content without a RIFF/WAVE header, or an ``id`` jambonz cannot hand
+            back (see :func:`check_play_id`).
     """
     data: dict[str, Any] = {"audioContentType": content_type}
     if content_type == "raw":
@@ -410,6 +411,7 @@ def render_play_audio(
         raise LocalProtocolError(f"playAudio content type must be raw, wav or wave, not {content_type!r}")
     data["audioContent"] = base64.b64encode(audio).decode("ascii")
     if id is not None:
+        check_play_id(id)
         data["id"] = id
     if queue_play is not None:
         data["queuePlay"] = queue_play
@@ -429,6 +431,24 @@ def render_disconnect() -> str:
 def render_clear_marks() -> str:
     """``clearMarks``: forget every pending mark (no events are sent for them)."""
     return '{"type":"clearMarks"}'
+
+
+def check_play_id(clip_id: str) -> None:
+    """Refuse a ``playAudio`` id jambonz cannot hand back in the clip's ``playDone``: FS sends
+    that event through a FreeSWITCH command, the JSON in single quotes (drachtio-fsmrf's
+    ``forkAudioSendText``), and FreeSWITCH's argument parsing drops single quotes and
+    unescapes backslashes (``switch_separate_string``), so the event arrives cut or as invalid
+    JSON and is lost (§13.5).
+
+    Raises:
+        LocalProtocolError: the id holds ``'``, ``"``, ``\\`` or a control character.
+    """
+    if any(ch in "'\"\\" or ord(ch) < 0x20 for ch in clip_id):
+        raise LocalProtocolError(
+            f"playAudio id {clip_id!r} holds a quote, backslash or control character: jambonz "
+            "hands it back through FreeSWITCH's argument parsing, which would mangle its "
+            "playDone event (lost)"
+        )
 
 
 def check_mark_name(name: str) -> None:

@@ -305,6 +305,107 @@ def test_bad_mark_names(name: str) -> None:
         check_mark_name(name)
 
 
+def _freeswitch_argv(cmd: str, arraylen: int = 10) -> list[str]:
+    """A model of FreeSWITCH's ``switch_separate_string(cmd, ' ', argv, arraylen)``
+    (``src/switch_utils.c``: ``separate_string_blank_delim`` then ``cleanup_separated_string``
+    on each argument): split on spaces outside single quotes, a backslash skipping the next
+    character; then each argument loses its single quotes and its escapes (``\\'``,
+    ``\\"``, ``\\\\``, ``\\n``, ``\\r``, ``\\t``, ``\\s``)."""
+    bounds: list[list[int]] = []
+    i, n, state, inside = 0, len(cmd), "start", False
+    while i < n and len(bounds) < arraylen:
+        if state == "start":
+            bounds.append([i, n])
+            state = "skip"
+        elif state == "skip":
+            if cmd[i] == " ":
+                i += 1
+            else:
+                state = "find"
+        elif state == "find":
+            if cmd[i] == "\\":
+                i += 1
+            elif cmd[i] == "'":
+                inside = not inside
+            elif cmd[i] == " " and not inside:
+                bounds[-1][1] = i
+                state = "end"
+            i += 1
+        elif cmd[i] == " ":
+            i += 1
+        else:
+            state = "start"
+    return [_freeswitch_cleanup(cmd[a:b]) for a, b in bounds]
+
+
+def _freeswitch_cleanup(arg: str) -> str:
+    unescape = {"n": "\n", "r": "\r", "t": "\t", "s": " "}
+    arg = arg.lstrip(" ")
+    out: list[str] = []
+    end: int | None = None
+    inside = False
+    i = 0
+    while i < len(arg):
+        ch = arg[i]
+        nxt = arg[i + 1] if i + 1 < len(arg) else ""
+        if ch == "\\" and (nxt in ("'", '"', "\\") or nxt in unescape):
+            out.append(unescape.get(nxt, nxt))
+            end = len(out)
+            i += 2
+            continue
+        if ch == "'" and (inside or "'" in arg[i + 1 :]):
+            inside = not inside
+            if inside:
+                end = len(out)
+        else:
+            out.append(ch)
+            if ch != " " or inside:
+                end = len(out)
+        i += 1
+    return "".join(out if end is None else out[:end])
+
+
+def _play_done_as_jambonz_sends_it(clip_id: str) -> str:
+    """The ``playDone`` text of a clip: FS JSON-stringifies it (lib/tasks/listen.js:270-278),
+    drachtio-fsmrf wraps it in single quotes for ``uuid_audio_fork <uuid> send_text <bug>
+    '<json>'`` (``forkAudioSendText``), and mod_audio_fork sends the fourth argument FreeSWITCH
+    parsed (mod_audio_fork.c:191, :241-249)."""
+    obj = {
+        "type": "playDone",
+        "data": {"id": clip_id, "playbackSeconds": "1", "playbackMilliseconds": "1000"},
+    }
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return _freeswitch_argv(f"uuid-1 send_text audio_fork '{text}'")[3]
+
+
+def test_the_freeswitch_model_passes_plain_json_through() -> None:
+    assert _freeswitch_argv('u send_text b \'{"a":"x y"}\'') == ["u", "send_text", "b", '{"a":"x y"}']
+
+
+@given(st.text(max_size=30))
+def test_every_accepted_clip_id_comes_back_in_its_play_done(clip_id: str) -> None:
+    """jambonz hands the id back through FreeSWITCH's argument parsing, which drops single
+    quotes and unescapes backslashes: an id we accept always comes back intact in its
+    ``playDone``; one we refuse would not have (the app would wait for it for ever)."""
+    try:
+        render_play_audio(b"\x00\x00", sample_rate=8000, id=clip_id)
+    except LocalProtocolError:
+        if not set(clip_id) & set("'\"\\\n\r\t"):
+            return  # other control characters: refused for a simple rule (cJSON cuts at NUL)
+        with pytest.raises((RemoteProtocolError, AssertionError)):
+            event = parse_audio_event(_play_done_as_jambonz_sends_it(clip_id))
+            assert isinstance(event, PlayDone) and event.id == clip_id
+        return
+    event = parse_audio_event(_play_done_as_jambonz_sends_it(clip_id))
+    assert isinstance(event, PlayDone) and event.id == clip_id
+
+
+@pytest.mark.parametrize("clip_id", ["it's", 'say "hi"', "back\\slash", "two\nlines", "tab\there"])
+def test_clip_ids_jambonz_cannot_hand_back_are_refused(clip_id: str) -> None:
+    with pytest.raises(LocalProtocolError, match="id"):
+        render_play_audio(b"\x00\x00", sample_rate=8000, id=clip_id)
+
+
 def test_pcm_must_be_whole_frames() -> None:
     check_pcm(b"\x00\x00")
     check_pcm(b"\x00" * 4, channels=2)
