@@ -353,18 +353,25 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
             LocalProtocolError: odd length, or a listen started without streaming.
             AudioStreamClosed: the stream is over (or the write failed).
         """
-        bidi = self.bidirectional
-        if bidi is not None and not (bidi.enabled is not False and bidi.streaming and bidi.sample_rate):
-            raise LocalProtocolError(
-                "this listen does not stream audio back (bidirectionalAudio needs enabled, "
-                "streaming and sampleRate): jambonz would discard the frame; start it with "
-                "call.listen(..., bidirectional=True)"
-            )
+        self._check_streaming("jambonz would discard the frame")
         check_pcm(pcm)
         if not pcm:
             await trio.lowlevel.checkpoint()
             return  # jambonz ignores empty frames
         await self._send(bytes(pcm))
+
+    def _check_streaming(self, consequence: str) -> None:
+        """Refuse what only a streaming listen acts on, when the library knows the verb's mode:
+        the module plays binary audio and plays out marks only with ``bidirectionalAudio``
+        enabled, streaming and with a ``sampleRate`` (MAF ``mod_audio_fork.c:275-279``,
+        ``:48-49``; docs/protocol.md §13.7)."""
+        bidi = self.bidirectional
+        if bidi is not None and not (bidi.enabled is not False and bidi.streaming and bidi.sample_rate):
+            raise LocalProtocolError(
+                "this listen does not stream audio back (bidirectionalAudio needs enabled, "
+                f"streaming and sampleRate): {consequence}; start it with "
+                "call.listen(..., bidirectional=True)"
+            )
 
     async def play(
         self,
@@ -427,11 +434,13 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
 
         Raises:
             LocalProtocolError: a name jambonz would echo as invalid JSON (quotes,
-                backslashes, control characters), or 30 marks already pending (jambonz would
-                drop this one silently).
+                backslashes, control characters), 30 marks already pending (jambonz would
+                drop this one silently), or a listen started without streaming (jambonz
+                reports marks only in streamed playout).
             AudioStreamClosed: the stream is over.
         """
         text = render_mark(name)
+        self._check_streaming("jambonz would never report the mark")
         if self._marks_pending >= MAX_MARKS:
             raise LocalProtocolError(f"{MAX_MARKS} marks already pending: jambonz would drop this one")
         # Counted before the write: jambonz may report the mark before our write returns (the

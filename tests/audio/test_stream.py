@@ -444,6 +444,8 @@ async def test_mode_checks_of_a_listen_the_library_started(
         stream.bidirectional = CLIPS
         with pytest.raises(LocalProtocolError, match=r"streaming.*listen\(\.\.\., bidirectional=True\)"):
             await stream.send_audio(b"\x00\x00")  # the error names the option that fixes it
+        with pytest.raises(LocalProtocolError, match=r"stream audio back.*report the mark"):
+            await stream.mark("never-played")  # the module reports marks only when streaming
         stream.bidirectional = listen().bidirectional_audio
         with pytest.raises(LocalProtocolError, match=r"playAudio.*bidirectional=True, streaming=False"):
             await stream.play(b"\x00\x00")
@@ -456,7 +458,7 @@ async def test_mode_checks_of_a_listen_the_library_started(
     async with open_fake_audio_stream(server.connect_memory, listen()) as fake:
         await fake.wait_closed()  # the handler returned (or failed a check): the stream closed
     assert checked.is_set()
-    assert fake.frames_from_app == 0
+    assert fake.frames_from_app == 0 and fake.marks == []
 
 
 async def test_jambonz_ending_the_listen_ends_the_stream(
