@@ -265,7 +265,7 @@ def parse_metadata(frame: str | bytes) -> AudioMetadata:
     """
     text = frame.decode("utf-8", "replace") if isinstance(frame, bytes | bytearray) else frame
     try:
-        _check_tokens(text, 4096)
+        _check_tokens(text, MAX_METADATA_BYTES)  # (a value takes a byte at least: any frame the module sends)
     except RemoteProtocolError:
         return AudioMetadata.from_object({}, complete=False)
     obj, complete = _object_prefix(text)

@@ -122,6 +122,19 @@ def test_metadata_cut_at_8192_bytes_keeps_the_call() -> None:
     assert any("cut" in p for p in meta.problems)
 
 
+def test_a_full_metadata_frame_of_small_values_is_read_whole() -> None:
+    """Every frame the module can send (at most 8192 bytes) is parsed whole. The parse was
+    capped at 4096 JSON values, which a frame of tiny values in the verb's metadata can pass
+    (an empty list is a value in three bytes with its comma): such a frame lost everything,
+    ``callSid`` and ``sampleRate`` included (the rate fell back to 8000)."""
+    obj = {**FS_METADATA, "sampleRate": 16000, "customerData": {"slots": [[]] * 2500}}
+    frame = json.dumps(obj, separators=(",", ":"))
+    assert len(frame.encode()) <= MAX_METADATA_BYTES
+    assert frame.count(",") + frame.count(":") + frame.count("[") + frame.count("{") > 4096
+    meta = parse_metadata(frame)
+    assert meta.complete and meta.call_sid == FS_METADATA["callSid"] and meta.sample_rate == 16000
+
+
 @pytest.mark.parametrize("frame", ["", "null", "[1,2]", "not json", '"x"', "{", '{"a":', "{1:2}", "}"])
 def test_hopeless_metadata_is_empty_not_an_error(frame: str) -> None:
     meta = parse_metadata(frame)
