@@ -53,6 +53,7 @@ from ._protocol._audio import (
     render_kill_audio,
     render_mark,
     render_play_audio,
+    without_marker_samples,
 )
 from ._protocol._verbs import BidirectionalAudio
 from ._public import Forwarded, NoPublicConstructor, create
@@ -346,8 +347,10 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
         jambonz plays it only when the listen has ``bidirectionalAudio`` with ``streaming``
         and a ``sampleRate`` (the format to send: mono, little-endian, at that rate); it
         buffers whatever arrives, so sending faster than real time only queues audio there.
-        Blocks while the socket's send buffer is full (back-pressure); shielded and bounded by
-        ``send_timeout``.
+        A sample of -1 goes out as -2: the media server takes -1 for a :meth:`mark` in its
+        playout buffer while marks are pending, dropping it and firing the mark early
+        (docs/audio.md). Blocks while the socket's send buffer is full (back-pressure);
+        shielded and bounded by ``send_timeout``.
 
         Raises:
             LocalProtocolError: odd length, or a listen started without streaming.
@@ -358,7 +361,7 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
         if not pcm:
             await trio.lowlevel.checkpoint()
             return  # jambonz ignores empty frames
-        await self._send(bytes(pcm))
+        await self._send(without_marker_samples(bytes(pcm)))
 
     def _check_streaming(self, consequence: str) -> None:
         """Refuse what only a streaming listen acts on, when the library knows the verb's mode:

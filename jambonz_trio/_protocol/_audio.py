@@ -477,6 +477,30 @@ def render_mark(name: str) -> str:
     return dumps_checked({"type": "mark", "data": {"name": name}}, None)
 
 
+#: The sample mod_audio_fork puts in its playout buffer where a ``mark`` stands (0xFFFF: -1 as
+#: L16), and takes for one while marks are pending, whatever sent it (MAF
+#: ``lws_glue.cpp:30``, ``:98-101``, ``:990-1016``): a real -1 sample is dropped and fires the
+#: next mark early. Streamed audio carries -2 instead (one step, inaudible).
+_MARKER_SAMPLE = b"\xff\xff"
+
+
+def without_marker_samples(pcm: bytes) -> bytes:
+    """``pcm`` (L16, little-endian, whole samples) with every -1 sample sent as -2, so that
+    the module never takes audio for a ``mark`` (see :data:`_MARKER_SAMPLE`). The same object
+    when there is none (the common case: one scan in C)."""
+    found = pcm.find(_MARKER_SAMPLE)
+    out: bytearray | None = None
+    while found != -1:
+        if found % 2:  # the high byte of one sample and the low byte of the next
+            found = pcm.find(_MARKER_SAMPLE, found + 1)
+            continue
+        if out is None:
+            out = bytearray(pcm)
+        out[found] = 0xFE  # 0xFFFE: -2
+        found = pcm.find(_MARKER_SAMPLE, found + 2)
+    return pcm if out is None else bytes(out)
+
+
 def check_pcm(audio: bytes | bytearray | memoryview, channels: int = 1) -> None:
     """Refuse L16 audio that is not made of whole sample frames.
 

@@ -16,7 +16,15 @@ import trio_websocket
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection
 
 from jambonz_trio import AudioRoute, AudioStream, JambonzServer, LocalProtocolError, ServerConfig
-from jambonz_trio.audio import AudioCloseInfo, AudioConfig, AudioStreamClosed, Dtmf, MarkEvent, PlayDone
+from jambonz_trio.audio import (
+    AudioCloseInfo,
+    AudioConfig,
+    AudioHandler,
+    AudioStreamClosed,
+    Dtmf,
+    MarkEvent,
+    PlayDone,
+)
 from jambonz_trio.testing import AudioSource, CallData, open_fake_audio_stream
 
 from ..engine.helpers import RawClient
@@ -79,22 +87,10 @@ async def test_echo_is_byte_exact_and_counted(
     assert streams[0].close_info is not None and streams[0].close_info.by == "jambonz"
 
 
-async def test_send_audio_measures_a_memoryview_in_bytes(
-    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
-) -> None:
-    """send_audio takes ``bytes | bytearray | memoryview`` and checks whole sample frames by
-    the byte length: for a memoryview of 16-bit samples (``array('h')``, a numpy int16
-    buffer) ``len()`` counts samples, and 161 samples (322 bytes) were refused as "161 bytes
-    is not a whole number of 16-bit 1-channel sample frames"."""
-    errors: list[Exception] = []
+async def _binary_frames_sent(nursery: trio.Nursery, app: AudioHandler) -> list[bytes]:
+    """The binary frames ``app`` sends on an audio socket (a streaming 8 kHz listen's) until it
+    closes, read by an independent websocket client (5 s at most)."""
     got: list[bytes] = []
-
-    async def app(stream: AudioStream) -> None:
-        try:
-            await stream.send_audio(memoryview(array("h", [1] * 161)))
-        except Exception as exc:
-            errors.append(exc)
-
     server = await start_server(nursery, [AudioRoute(path="/audio", handler=app)])
     async with spied_client(server) as (ws, _spy):
         await ws.send_message(json.dumps({"callSid": "cs-1", "sampleRate": 8000}))
@@ -106,6 +102,38 @@ async def test_send_audio_measures_a_memoryview_in_bytes(
                     break
                 if isinstance(message, bytes):
                     got.append(message)
+    return got
+
+
+async def test_send_audio_sends_no_sample_the_media_server_takes_for_a_mark(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A -1 sample in streamed audio is what mod_audio_fork puts in its buffer for a mark
+    (tests/protocol/test_audio.py): the app's -1 goes out as -2; the rest is unchanged."""
+
+    async def app(stream: AudioStream) -> None:
+        await stream.send_audio(array("h", [0, -1, 5, -1, -1, 7]).tobytes())
+
+    got = await _binary_frames_sent(nursery, app)
+    assert got == [array("h", [0, -2, 5, -2, -2, 7]).tobytes()]
+
+
+async def test_send_audio_measures_a_memoryview_in_bytes(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """send_audio takes ``bytes | bytearray | memoryview`` and checks whole sample frames by
+    the byte length: for a memoryview of 16-bit samples (``array('h')``, a numpy int16
+    buffer) ``len()`` counts samples, and 161 samples (322 bytes) were refused as "161 bytes
+    is not a whole number of 16-bit 1-channel sample frames"."""
+    errors: list[Exception] = []
+
+    async def app(stream: AudioStream) -> None:
+        try:
+            await stream.send_audio(memoryview(array("h", [1] * 161)))
+        except Exception as exc:
+            errors.append(exc)
+
+    got = await _binary_frames_sent(nursery, app)
     assert errors == [], errors
     assert got == [array("h", [1] * 161).tobytes()]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+from array import array
 from typing import Any
 
 import pytest
@@ -37,6 +38,7 @@ from jambonz_trio._protocol._audio import (
     render_mark,
     render_play_audio,
     resolve_listen_url,
+    without_marker_samples,
 )
 
 # -- the metadata frame ---------------------------------------------------------------------
@@ -536,3 +538,20 @@ def test_chunk_overhead_covers_what_a_chunk_costs_beyond_its_payload() -> None:
 def test_buffer_rejects_a_zero_bound() -> None:
     with pytest.raises(ValueError, match="positive"):
         ChunkBuffer(0)
+
+
+@given(
+    st.lists(st.integers(-32768, 32767), max_size=64)
+    | st.lists(st.sampled_from([-1, -256, 255, 0]), max_size=64)
+)
+def test_streamed_audio_carries_no_sample_the_module_takes_for_a_mark(samples: list[int]) -> None:
+    """mod_audio_fork marks a ``mark`` in its playout buffer with the sample 0xFFFF (-1) and,
+    while marks are pending, takes every -1 for one (MAF ``lws_glue.cpp:30``, ``:98-101``,
+    ``:990-1016``): a -1 in the app's audio was dropped and fired the next mark early. Every
+    -1 goes out as -2; every other sample, and the length, stay as they were (the byte pairs
+    across two samples, as -256 then 255 make, are not samples)."""
+    pcm = array("h", samples).tobytes()
+    out = without_marker_samples(pcm)
+    assert list(array("h", out)) == [-2 if x == -1 else x for x in samples]
+    if -1 not in samples:
+        assert out is pcm
