@@ -348,8 +348,9 @@ class AudioStream(ReceiveUntilEnd[bytes], metaclass=NoPublicConstructor):
         and a ``sampleRate`` (the format to send: mono, little-endian, at that rate); it
         buffers whatever arrives, so sending faster than real time only queues audio there.
         A sample of -1 goes out as -2: the media server takes -1 for a :meth:`mark` in its
-        playout buffer while marks are pending, dropping it and firing the mark early
-        (docs/audio.md). Blocks while the socket's send buffer is full (back-pressure);
+        playout buffer while marks are pending, dropping it and firing the mark early (at a
+        ``sampleRate`` other than the call's, its resampler blurs marks anyway:
+        docs/audio.md). Blocks while the socket's send buffer is full (back-pressure);
         shielded and bounded by ``send_timeout``.
 
         Raises:

@@ -487,18 +487,23 @@ _MARKER_SAMPLE = b"\xff\xff"
 def without_marker_samples(pcm: bytes) -> bytes:
     """``pcm`` (L16, little-endian, whole samples) with every -1 sample sent as -2, so that
     the module never takes audio for a ``mark`` (see :data:`_MARKER_SAMPLE`). The same object
-    when there is none (the common case: one scan in C)."""
-    found = pcm.find(_MARKER_SAMPLE)
-    out: bytearray | None = None
-    while found != -1:
-        if found % 2:  # the high byte of one sample and the low byte of the next
-            found = pcm.find(_MARKER_SAMPLE, found + 1)
-            continue
-        if out is None:
-            out = bytearray(pcm)
-        out[found] = 0xFE  # 0xFFFE: -2
-        found = pcm.find(_MARKER_SAMPLE, found + 2)
-    return pcm if out is None else bytes(out)
+    when there is none (the common case: one scan in C); otherwise done in C-level steps too
+    (a quiet noise floor holds many -1 samples)."""
+    if pcm.find(_MARKER_SAMPLE) == -1:
+        return pcm
+    low, high = pcm[0::2], pcm[1::2]  # each sample's low byte, high byte
+    # a 1 in each byte where both are 0xff (a -1 sample), 0 elsewhere
+    both = int.from_bytes(low.translate(_ONES), "big") & int.from_bytes(high.translate(_ONES), "big")
+    if not both:
+        return pcm  # the 0xff pairs all straddle two samples
+    out = bytearray(pcm)
+    # 0xff - 1 = 0xfe in exactly those bytes: no borrow crosses a byte
+    out[0::2] = (int.from_bytes(low, "big") - both).to_bytes(len(low), "big")
+    return bytes(out)
+
+
+#: ``bytes.translate`` table: 0xff -> 1, every other byte -> 0.
+_ONES = bytes(256 - 1) + b"\x01"
 
 
 def check_pcm(audio: bytes | bytearray | memoryview, channels: int = 1) -> None:
