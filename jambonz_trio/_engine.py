@@ -411,7 +411,8 @@ class CallEngine:
                         replaced,
                         replaced.command.COMMAND,
                     )
-                elif not (isinstance(exc, CallClosed) and self.closed):  # not this call's own end
+                elif not (self.closed and all(isinstance(e, CallClosed) for e in leaves(exc))):
+                    # (not this call's own end, however grouped: a nursery in the handler)
                     outcome = "failed"
                     self._log.error(
                         "handler raised %s; sending fallback verbs and closing with 1000",

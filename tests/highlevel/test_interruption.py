@@ -300,3 +300,33 @@ async def test_a_handler_that_lets_the_interruption_out_leaves_the_supervisors_p
         assert [c.command for c in fc.commands if isinstance(c.command, RedirectCommand)] == [
             RedirectCommand(verbs=tuple(takeover))
         ]
+
+
+async def _drain_events(call: Call) -> None:
+    while True:
+        await call.next_event()  # raises CallClosed once the call is over and drained
+
+
+async def test_a_handler_whose_tasks_all_end_with_the_call_is_not_a_failure(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """jambonz ends the call while a handler waits in two tasks of its own nursery: both raise
+    ``CallClosed``, grouped. That is the call's own end, as for a lone ``CallClosed``. Before,
+    the group counted as a crash: an ERROR with a traceback ("handler raised"), fallback verbs
+    sent to a closed call, and a re-raise in strict mode."""
+
+    async def two_waits(call: Call) -> None:
+        await call.ack(call.session, [Say(text="hello")])
+        async with trio.open_nursery() as inner:
+            for _ in range(2):
+                inner.start_soon(_drain_events, call)
+
+    server: JambonzServer = await nursery.start(
+        partial(serve_jambonz, two_waits, config=ServerConfig(call=CallConfig(strict=True)))
+    )
+    async with open_fake_call(server.connect_memory) as fc:
+        await fc.start()
+        await fc.hangup()
+    await trio.testing.wait_all_tasks_blocked()
+    assert "handler raised" not in caplog.text
+    assert server.statistics().calls == 0
