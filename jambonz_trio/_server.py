@@ -607,8 +607,9 @@ class JambonzServer(metaclass=NoPublicConstructor):
 
         Blocks until done: ``grace`` at most, then the remaining calls' closing handshakes
         (together, each bounded by its ``close_timeout``; in a cluster after their hand-over,
-        bounded by ``2 * op_timeout``: it waits for the member's queued directory writes of
-        those calls, then writes) and the audio streams'. Afterwards :func:`serve_jambonz`
+        which waits for the member's queued directory writes of those calls, then writes:
+        bounded by the cluster's ``op_timeout``, about ``3 * op_timeout + 0.5`` s at worst)
+        and the audio streams'. Afterwards :func:`serve_jambonz`
         returns. Calls that end within the grace period end normally.
 
         Raises:
