@@ -762,7 +762,8 @@ class Cluster:
         since its last write takes its entry over then). A call whose directory entry then
         names another member, alive or not yet swept, is left alone (nothing written: this
         copy is stale, the call moved there; a dead member's sweep keeps its record), and so
-        is a record another member's newer copy left (the orphan mark alone; ``HAND_OVER``).
+        is, under no entry, a record another member kept (a dead holder's, kept by its sweep:
+        the orphan mark alone; ``HAND_OVER``).
         Bounded: the wait by ``op_timeout``, the write by ``op_timeout`` too (coredis'
         timeout); a Redis fault is logged (the last stored user_data stays)."""
         mine = [(c.call_sid, c) for c in calls if c.call_sid is not None and self._entry(c) is not None]
@@ -1158,9 +1159,7 @@ class Cluster:
         bound, on Redis' clock, and whether it is connected): when two members re-register one
         call (Redis restarted empty: nothing else is left to tell their copies apart) the copy
         bound last keeps the entry, whichever member writes first (``UPSERT``); the other
-        member's copy ends (refused here, or told: :meth:`_on_moved`). No copy is refused in
-        favour of the entry of a member that stopped beating: it is taken over, as once that
-        member is swept."""
+        member's copy ends (refused here, or told: :meth:`_on_moved`)."""
         self._pending.clear()
         self._resync = False
         self._ud_stored.clear()  # Redis may have lost them (restarted): store them all again

@@ -87,20 +87,10 @@ return {0, now, top}
 """
 )
 
-#: ``held_elsewhere(members, owner, me, now)``: whether a call's directory entry, naming
-#: ``owner`` (``false``: no entry), is another member's that still beats (its expiry, in the
-#: ``members`` zset, past ``now``, both on Redis' clock). An entry of a member that stopped
-#: beating is as good as none: the sweep that is due leaves the sid free.
-_HELD_ELSEWHERE = """
-local function held_elsewhere(members, owner, me, now)
-  return owner and owner ~= me and tonumber(redis.call('ZSCORE', members, owner) or 0) > now
-end
-"""
-
 #: ``record_free(userdata, sid, me)``: whether the call's stored record is none or names
-#: ``me`` (an unreadable one counts as none). A record naming another member is that member's
-#: newer state of the call (see ``UPSERT``): only that member, or a copy of the call bound since
-#: (its entry's write re-tags the record), writes over it.
+#: ``me`` (an unreadable one counts as none). Under no entry, a record naming another member is
+#: the one that member kept for the call's reconnect (its hand-over, or its sweep once it died:
+#: the holder's, newer than any stale copy elsewhere); a put re-tags it (``UPSERT``).
 _RECORD_FREE = """
 local function record_free(userdata, sid, me)
   local ud = redis.call('HGET', userdata, sid)
@@ -127,40 +117,26 @@ end
 #: ARGV: me, member key prefix, events_maxlen, inbox_maxlen, then pairs (call_sid, JSON, or
 #: '?' + JSON to re-register a call unchanged since its last write, or '' to remove the entry
 #: and its stored user_data, or '~' to remove the entry only: a call handed over)
-#: Removal only removes an entry that is still mine, and a stored user_data that is mine or
-#: was kept under my entry; a put takes the sid over from another
+#: Removal only removes an entry (and user_data) that is still mine; a put takes the sid over from another
 #: member (the newest socket of a call is where jambonz talks), and with it the call's stored
 #: user_data (its record is re-tagged mine: the orphan mark that would have swept it goes, and
 #: my removal or my sweep removes it now, even before I store my own; its ``confirmed`` goes
-#: too: only the member serving the call states that jambonz read an answer of it), unless
-#: my copy is older than the one that record is of: a '?' re-registration (my copy not bound
-#: since its last write) meeting another member's record, or a re-registration whose ``copy``
-#: that member's entry outranks, leaves the record as it is (that member's newer user_data,
-#: which a reconnect after its death restores; ``STORE_USER_DATA`` and ``HAND_OVER`` then
-#: leave it too, until my copy is bound again and its write re-tags it). The entries of a full
+#: too: only the member serving the call states that jambonz read an answer of it). The entries of a full
 #: re-registration carry a ``copy`` (``ranked_doc``): one meeting another member's entry that
 #: carries one too (both members re-registered: Redis restarted empty, say) takes it over only
 #: if it outranks it (``_OUTRANKS``), and then tells that member (a ``moved`` entry in its
 #: inbox, with the ``bound`` of the copy taken over: it ends that copy, not one bound since);
 #: it is refused (nothing written) otherwise. A '?' re-registration
 #: meeting another member's plain entry (written for a socket bound there since) is refused.
-#: Neither is ever refused in favour of a member that stopped beating (past its expiry, not yet
-#: swept): its entry is taken over as its sweep would leave the sid free, and it is not told
-#: (back, it re-registers everything, and its copy, if bound last, takes the entry back); its
-#: record stays its own unless my copy is the newer, as above.
 #: -> {number of changes, then the sids of the re-registrations refused}, or -1 (nothing written)
 #: when I am not registered: swept while unreachable, or gone - a write arriving late must not
 #: leave entries no sweep would ever find.
 UPSERT = (
-    _NOW
-    + _ARM
-    + _HELD_ELSEWHERE
+    _ARM
     + _OUTRANKS
-    + _RECORD_FREE
     + """
 local me, prefix, maxlen = ARGV[1], ARGV[2], ARGV[3]
 if not redis.call('ZSCORE', KEYS[1], me) then return -1 end
-local now = now_ms()
 local ttl = redis.call('PTTL', KEYS[1])
 local changed, refused = 0, {}
 for i = 5, #ARGV, 2 do
@@ -178,22 +154,19 @@ for i = 5, #ARGV, 2 do
                  'e', 'end', 'sid', sid, 'member', me, 'why', 'ended')
       changed = changed + 1
     end
-    if doc == '' and ((prev and owner == me) or record_free(KEYS[6], sid, me)) then
-      redis.call('HDEL', KEYS[6], sid)
+    if doc == '' then
+      local ud = redis.call('HGET', KEYS[6], sid)
+      if ud and cjson.decode(ud)['member'] == me then redis.call('HDEL', KEYS[6], sid) end
     end
     redis.call('SREM', KEYS[5], sid)
   else
     local rereg = doc:sub(1, 1) == '?'
     if rereg then doc = doc:sub(2) end
-    -- newer: my copy holds the call's newest state (bound here since my last write, or
-    -- bound after the copy another member's entry lists)
-    local mine, newer = cjson.decode(doc)['copy'], not rereg
-    local ranked = owner and owner ~= me and type(mine) == 'table' and type(theirs) == 'table'
-    if ranked then newer = outranks(mine, theirs) end
     local verdict = 'put'
-    if held_elsewhere(KEYS[1], owner, me, now) then
-      if ranked then
-        if newer then verdict = 'tell' else verdict = 'refuse' end
+    if owner and owner ~= me then
+      local mine = cjson.decode(doc)['copy']
+      if type(mine) == 'table' and type(theirs) == 'table' then
+        if outranks(mine, theirs) then verdict = 'tell' else verdict = 'refuse' end
       elseif rereg then
         verdict = 'refuse'
       end
@@ -218,11 +191,14 @@ for i = 5, #ARGV, 2 do
       end
       redis.call('SADD', KEYS[5], sid)
       redis.call('ZREM', KEYS[4], sid)
-      if newer and not record_free(KEYS[6], sid, me) then
-        local record = cjson.decode(redis.call('HGET', KEYS[6], sid))
-        record['member'] = me
-        record['confirmed'] = nil
-        redis.call('HSET', KEYS[6], sid, cjson.encode(record))
+      local ud = redis.call('HGET', KEYS[6], sid)
+      if ud then
+        local ok, record = pcall(cjson.decode, ud)
+        if ok and type(record) == 'table' and record['member'] ~= me then
+          record['member'] = me
+          record['confirmed'] = nil
+          redis.call('HSET', KEYS[6], sid, cjson.encode(record))
+        end
       end
     end
   end
@@ -332,23 +308,19 @@ return {'none', '', ud}
 
 #: KEYS: members, userdata, calls   ARGV: me, then pairs (call_sid, record)
 #: Stores the user_data of my calls (a record names its member): only of the calls whose
-#: directory entry is mine, and whose record is none or mine. A copy of a call that moved away
-#: (another member's re-registration took it over, a reconnect started it elsewhere) never
-#: writes over what the member holding the call stores; nor does a call whose entry is not
-#: written yet (the next beat stores it); nor a stale copy whose re-registration took over the
-#: entry of a member that stopped beating and left that member's newer record (``UPSERT``)
-#: until the copy is bound again.
+#: directory entry is mine. A copy of a call that moved away (another member's re-registration
+#: took it over, a reconnect started it elsewhere) never writes over what the member holding
+#: the call stores; nor does a call whose entry is not written yet (the next beat stores it).
 #: -> the sids refused (nothing written for them), or -1 (nothing written) if I am not registered
 STORE_USER_DATA = (
     _ARM
-    + _RECORD_FREE
     + """
 local me = ARGV[1]
 if not redis.call('ZSCORE', KEYS[1], me) then return -1 end
 local refused = {}
 for i = 2, #ARGV, 2 do
   local entry = redis.call('HGET', KEYS[3], ARGV[i])
-  if entry and cjson.decode(entry)['member'] == me and record_free(KEYS[2], ARGV[i], me) then
+  if entry and cjson.decode(entry)['member'] == me then
     redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
   else
     refused[#refused + 1] = ARGV[i]
@@ -368,8 +340,10 @@ return refused
 #: jambonz talks to (the call moved, and the ``moved`` notice or the refused re-registration
 #: that ends this stale copy has not come yet); that member's record stays, and its sweep, if
 #: it died, marks the call orphaned and keeps the record. (The member's own queued writes of
-#: the calls come first: ``Cluster.hand_over``.) A record naming another member is not written
-#: over either (``_RECORD_FREE``): the orphan mark alone.
+#: the calls come first: ``Cluster.hand_over``.) Under no entry, a record naming another member
+#: is not written over (``_RECORD_FREE``: a dead holder's, kept by its sweep, which the call's
+#: reconnect restores): the orphan mark alone. (Under my entry the record is mine: my put
+#: re-tagged it.)
 #: -> the sids left alone (nothing written for them)
 HAND_OVER = (
     _NOW

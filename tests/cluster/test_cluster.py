@@ -248,43 +248,39 @@ async def test_redis_restarted_empty_leaves_the_call_with_the_member_jambonz_tal
         assert b.server.calls[sid] is moved and moved.reconnect_count == 1
 
 
-async def test_a_re_registration_meeting_a_dead_member_s_entry_keeps_its_copy(
+async def test_an_outranked_re_registration_ends_its_copy_though_the_entry_s_member_is_dead(
     nursery: trio.Nursery, redis_url: str, ns: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A member's re-registration that meets the entry of a member that stopped beating takes
-    it over, as it does once that member is swept (no entry left): it never ends its copy in
-    favour of a copy that may be gone with its member. Redis restarts empty; B re-registers
-    the call first (its copy bound last), then stops beating, and A re-registers before
-    anyone swept B (B expired between A's sweep and A's write). A's copy ended, though
-    nothing else held the call; it stays now, and A's entry lists it. B was only cut off
-    from Redis: back, it re-registers its copy, bound last, which takes the entry back, and
-    A, told, ends its own (jambonz talks to B's all along). The record B stored (its copy's
-    newer user_data) stays B's meanwhile: the takeover re-tagged it A's (dropping
-    ``confirmed``) and A's next beat, storing every call after its re-registration, wrote its
-    stale copy's user_data over it, which a reconnect after B's death would have restored."""
+    """A member's re-registration outranked by the entry of a member that stopped beating (not
+    yet swept) is refused, and its copy ends, as when that member beats: the entry lists the
+    copy jambonz talks to, and the call's next reconnect, relayed to a copy kept here, would
+    get its stale state. Redis restarts empty; B re-registers the call first (its copy bound
+    last) and stores its record, then stops beating, and A re-registers its stale parked copy
+    before anyone swept B. (A's copy once took B's entry over: the reconnect was relayed to it,
+    and its removal deleted B's record.) B's sweep marks the call orphaned and keeps B's
+    record, and the call's reconnect, landing on a third member, restores B's user_data."""
     async with _a_call_on_a(nursery, redis_url, ns) as (a, b, control, target, fc):
         sid, stale, a_back = await _dropped_then_moved(control, a, b, fc, target)
-        moved = b.server.calls[sid]
-        hooks = moved.user_data["hooks"]
+        hooks = b.server.calls[sid].user_data["hooks"]
         assert (await fc.gather_speech("/gather", "x")).verbs == [Say(text=f"hook {hooks + 1}")]
+        c_cluster, c = await nursery.start(partial(run_member, redis_url, ns, FAST_KEEPING, handler=counting))
+        await c_cluster.wait_registered()
         await flush_namespace(control)  # Redis restarted, empty
         await eventually(lambda: owned_by(control, sid, b.cluster.member), 5)  # B first
         await eventually(lambda: _record_of(control, sid, b.cluster.member, hooks + 1), 5)  # B stored
         record = await control._client.hget(control._keys.userdata, sid)
-        b_back = await _dead_unswept(b, monkeypatch, a.cluster, control)
-        tried = _store_tried(a.cluster, sid, monkeypatch)
-        await _back(a, a_back)
-        assert await owned_by(control, sid, a.cluster.member)
+        sweep = control._sweep_dead
+        await _dead_unswept(b, monkeypatch, a.cluster, c_cluster, control)
         assert a.server.calls.get(sid) is stale and stale.state is ConnState.DISCONNECTED
-        with trio.fail_after(5):
-            await tried.wait()  # A's beat tried to store its copy's user_data
-        # B's record, which a reconnect after B's death restores, is left as B stored it
+        await _back(a, a_back)
+        await eventually(lambda: a.server.calls.get(sid) is None, 5)  # refused: A's copy ended
+        entry = await control._client.hget(control._keys.calls, sid)
+        assert ClusterCall.loads(entry or "").member == b.cluster.member  # (B's, dead)
         assert await control._client.hget(control._keys.userdata, sid) == record
-        monkeypatch.undo()
-        await _back(b, b_back)
-        assert await owned_by(control, sid, b.cluster.member)
-        await eventually(lambda: a.server.calls.get(sid) is None, 5)  # A was told
-        assert b.server.calls.get(sid) is moved and moved.state is ConnState.CONNECTED
+        assert await sweep(b.cluster.member) == 1  # B's sweep marks it orphaned, keeps its record
+        assert await control._client.zscore(control._keys.orphans, sid) is not None
+        assert await control._client.hget(control._keys.userdata, sid) == record
+        await _restored_on(c, fc, target, hooks + 1)
 
 
 async def test_a_moved_notice_read_after_the_copy_was_bound_again_leaves_it(
@@ -506,8 +502,8 @@ async def test_a_hand_over_writes_nothing_for_a_call_another_member_holds(redis_
     orphan mark only for its own entry and for no entry (Redis restarted empty: even before
     the member is registered again); an entry naming another member is left alone, whether
     that member beats or stopped beating (on Redis' clock): its sweep marks the call orphaned
-    and keeps its record. A record naming another member (kept by a re-registration of this
-    member's stale copy, see ``UPSERT``) is not written over: the orphan mark alone. It
+    and keeps its record. Under no entry, a record naming another member (a dead holder's, kept
+    by its sweep for the call's reconnect) is not written over: the orphan mark alone. It
     answers the sids it left alone."""
     k = Keys(ns)
     far = 2**50  # (ms: an expiry far in the future on Redis' clock)
@@ -530,19 +526,18 @@ async def test_a_hand_over_writes_nothing_for_a_call_another_member_holds(redis_
             assert await run("s-empty") == []  # nothing in Redis at all
             assert await written("s-empty")
             await client.zadd(k.members, {"me": far, "live": far, "dead": 1})
-            for sid, member in [("s-mine", "me"), ("s-live", "live"), ("s-dead", "dead"), ("s-kept", "me")]:
+            for sid, member in [("s-mine", "me"), ("s-live", "live"), ("s-dead", "dead")]:
                 await client.hset(k.calls, {sid: ClusterCall(call_sid=sid, member=member).dumps()})
             theirs = {
                 sid: json.dumps({"member": member, "v": "theirs", "confirmed": True})
                 for sid, member in [
                     ("s-live", "live"),
                     ("s-dead", "dead"),
-                    ("s-kept", "dead"),
                     ("s-gone", "dead"),
                 ]
             }
             await client.hset(k.userdata, theirs)
-            assert await run("s-mine", "s-live", "s-dead", "s-none", "s-kept", "s-gone") == [
+            assert await run("s-mine", "s-live", "s-dead", "s-none", "s-gone") == [
                 "s-live",
                 "s-dead",
             ]
@@ -551,21 +546,23 @@ async def test_a_hand_over_writes_nothing_for_a_call_another_member_holds(redis_
                 assert await client.hget(k.userdata, sid) == record
             for sid in ("s-live", "s-dead"):
                 assert await client.zscore(k.orphans, sid) is None
-            for sid in ("s-kept", "s-gone"):
-                assert await client.zscore(k.orphans, sid) is not None
+            assert await client.zscore(k.orphans, "s-gone") is not None
         finally:
             await client.delete([k.members, k.userdata, k.orphans, k.calls])
 
 
-async def test_a_stale_copy_taking_over_a_dead_member_s_entry_leaves_its_record(
+async def test_a_dead_member_s_entry_refuses_an_outranked_re_registration_and_a_put_re_tags_its_record(
     redis_url: str, ns: str
 ) -> None:
-    """The rule under ``test_a_re_registration_meeting_a_dead_member_s_entry_keeps_its_copy``,
-    on the scripts: a re-registration of a copy not bound since its last write (``?``) takes
-    the entry of a member that stopped beating over but leaves that member's record as it is
-    (its newer user_data, ``confirmed`` too), and the stores of the stale copy are refused; a
-    write of the copy bound again since re-tags the record, and its stores go through. The
-    removal of the entry removes a record kept under it."""
+    """The rule under
+    ``test_an_outranked_re_registration_ends_its_copy_though_the_entry_s_member_is_dead``, on
+    the scripts: an entry naming another member is held whether or not that member still
+    beats. A re-registration its ``copy`` outranks, or a ``?`` one meeting it with no copy, is
+    refused (nothing written: the record stays that member's, ``confirmed`` too), and so are
+    the stale copy's stores. A put that takes an entry over (a copy bound since) re-tags the
+    call's record as its member's (``confirmed`` goes) and its stores go through; so does a
+    re-registration meeting no entry but another member's record (a drain's during a Redis
+    restart): the live copy's stores are never blocked by it."""
     k = Keys(ns)
     far = 2**50
     theirs = json.dumps({"member": "dead", "v": "newer", "confirmed": True})
@@ -585,25 +582,35 @@ async def test_a_stale_copy_taking_over_a_dead_member_s_entry_leaves_its_record(
         async def record() -> dict[str, Any]:
             return dict(json.loads(await client.hget(k.userdata, "s") or "{}"))
 
+        def copy(member: str, bound: int) -> str:
+            return ranked_doc(ClusterCall(call_sid="s", member=member), bound_ms=bound, connected=False)
+
+        async def holder() -> str:
+            return ClusterCall.loads(await client.hget(k.calls, "s") or "").member
+
         entry = ClusterCall(call_sid="s", member="me")
         try:
             await client.zadd(k.members, {"me": far, "dead": 1})
-            await client.hset(k.calls, {"s": ClusterCall(call_sid="s", member="dead").dumps()})
+            await client.hset(k.calls, {"s": copy("dead", 900)})
             await client.hset(k.userdata, {"s": theirs})
-            assert await write("?" + entry.dumps()) == [1]  # taken over
-            assert ClusterCall.loads(await client.hget(k.calls, "s") or "").member == "me"
+            assert await write("?" + copy("me", 100)) == [0, "s"]  # outranked: refused
+            assert await write(copy("me", 100)) == [0, "s"]
+            assert await write("?" + entry.dumps()) == [0, "s"]  # no copy of its own: refused
+            assert await holder() == "dead"
             assert await client.hget(k.userdata, "s") == theirs
             assert await stored() == ["s"]
             assert await client.hget(k.userdata, "s") == theirs
-            assert await write("?" + entry.dumps()) == [0]  # (again: still left)
-            assert await client.hget(k.userdata, "s") == theirs
-            assert await write("") == [1]  # the entry's removal removes the record kept under it
-            assert await client.hget(k.userdata, "s") is None
-            # bound again since: the write re-tags it (``confirmed`` goes), the store goes through
-            await client.hset(k.calls, {"s": ClusterCall(call_sid="s", member="dead").dumps()})
-            await client.hset(k.userdata, {"s": theirs})
+            # bound since: the write takes the entry over and re-tags the record
             assert await write(entry.dumps()) == [1]
+            assert await holder() == "me"
             assert await record() == {"member": "me", "v": "newer"}
+            assert await stored() == []
+            assert await record() == {"member": "me", "v": "stale"}
+            # no entry (Redis restarted), another member's drain left its record: re-tagged
+            await client.hdel(k.calls, ["s"])
+            await client.hset(k.userdata, {"s": json.dumps({"member": "other", "v": "drained"})})
+            assert await write("?" + entry.dumps()) == [1]
+            assert await record() == {"member": "me", "v": "drained"}
             assert await stored() == []
             assert await record() == {"member": "me", "v": "stale"}
         finally:
