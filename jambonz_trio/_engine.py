@@ -244,11 +244,8 @@ def _replaced_program(exc: BaseException) -> OperationInterrupted | None:
     grouped: a nursery in the handler) is interruptions by commands this process sent (a
     program replaced on purpose), else ``None``."""
     found = leaves(exc)
-    if all(isinstance(e, OperationInterrupted) and e.command is not None for e in found):
-        first = found[0]
-        assert isinstance(first, OperationInterrupted)
-        return first
-    return None
+    replaced = [e for e in found if isinstance(e, OperationInterrupted) and e.command is not None]
+    return replaced[0] if len(replaced) == len(found) else None
 
 
 class CallEngine:
